@@ -1,0 +1,437 @@
+#include "compiler/autodiff/autodiff.hpp"
+
+#include "compiler/autodiff/rules.hpp"
+#include "compiler/ir/builder.hpp"
+
+#include <map>
+
+namespace slope {
+namespace {
+
+using ad::RuleKind;
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+
+class Reverse final : public ad::RuleCtx {
+public:
+  explicit Reverse(const ir::Function& src) : src_(src), out_(src), b_(out_) {}
+
+  ir::Function run(const std::vector<std::string>& wrt);
+
+  // RuleCtx
+  ir::Builder& b() override { return b_; }
+  const Instr& instr() override { return *cur_; }
+  int x(int k) override { return primal(cur_->args[k]); }
+  int y() override { return primal(cur_->result); }
+  int g() override {
+    if (curG_ < 0) curG_ = b_.load(curBuf_, {});
+    return curG_;
+  }
+  void acc(int k, int v) override { accumulate(cur_->args[k], v); }
+  const Instr* def(int k) override { return defInstr_[cur_->args[k]]; }
+
+private:
+  struct Scope {
+    const Block* fwd;
+    std::vector<Instr> prologue; // buf.zeros for the adjoints of values defined in fwd
+    std::map<int, int> adj;      // forward value -> its accumulator
+    std::vector<int> savedPrimal;
+  };
+
+  int primal(int v) const { return v < static_cast<int>(primal_.size()) && primal_[v] >= 0 ? primal_[v] : v; }
+  bool active(int v) const { return v < static_cast<int>(active_.size()) && active_[v]; }
+
+  void analyze(const Block& b);
+  Scope* scopeOf(int v) {
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it)
+      if (it->fwd == defBlock_[v]) return &*it;
+    throw GradError("internal error in autodiff: value %" + std::to_string(v) + " is out of scope");
+  }
+  int findAdj(int v) {
+    Scope* s = scopeOf(v);
+    auto it = s->adj.find(v);
+    return it == s->adj.end() ? -1 : it->second;
+  }
+  int getAdj(int v) {
+    Scope* s = scopeOf(v);
+    auto it = s->adj.find(v);
+    if (it != s->adj.end()) return it->second;
+    Instr z;
+    z.op = Op::BufZeros;
+    z.result = out_.newValue(src_.types[v]);
+    s->adj[v] = z.result;
+    s->prologue.push_back(z);
+    return z.result;
+  }
+  void accumulate(int v, int value) {
+    if (!active(v)) return;
+    b_.bufAdd(getAdj(v), {}, value);
+  }
+  /// adj(v) += t elementwise, for a tensor-valued v.
+  void accumulateTensor(int v, int t) {
+    if (!active(v)) return;
+    int buf = getAdj(v);
+    b_.forLoop(src_.types[v].shape, [&](const std::vector<int>& idx) {
+      b_.bufAdd(buf, idx, b_.load(t, idx));
+      return -1;
+    });
+  }
+
+  void pushScope(const Block* fwd) {
+    scopes_.push_back(Scope{fwd, {}, {}, primal_});
+  }
+  /// Closes a scope: its accumulators are zeroed at `mark` in the current block, after the
+  /// recomputed primal values and before any adjoint code.
+  void popScope(size_t mark) {
+    Scope s = std::move(scopes_.back());
+    scopes_.pop_back();
+    auto& body = b_.current().body;
+    body.insert(body.begin() + static_cast<long>(mark), s.prologue.begin(), s.prologue.end());
+    primal_ = std::move(s.savedPrimal);
+  }
+
+  /// Recomputes a forward block in the current one (its values become the primals here).
+  void emitClone(const Block& fb) {
+    for (const Instr& in : fb.body) {
+      Instr c = in;
+      c.regions.clear();
+      for (int& a : c.args) a = primal(a);
+      for (const Block& r : in.regions) c.regions.push_back(ir::cloneBlock(out_, r, primal_));
+      if (in.result >= 0) {
+        c.result = out_.newValue(src_.types[in.result]);
+        if (static_cast<int>(primal_.size()) <= in.result) primal_.resize(in.result + 1, -1);
+        primal_[in.result] = c.result;
+      }
+      b_.current().body.push_back(std::move(c));
+    }
+  }
+  void mapArgs(const Block& fb, const std::vector<int>& idx) {
+    for (size_t k = 0; k < fb.args.size(); ++k) primal_[fb.args[k]] = idx[k];
+  }
+  /// Reverses a region body in the current block, seeding its yield with `seed`.
+  void reverseBody(const Block& fb, const std::vector<int>& idx, const std::function<int()>& seed) {
+    pushScope(&fb);
+    mapArgs(fb, idx);
+    emitClone(fb);
+    size_t mark = b_.current().body.size();
+    int y = fb.yields[0];
+    if (active(y)) accumulate(y, seed());
+    reverseBlock(fb);
+    popScope(mark);
+  }
+
+  int linear(const std::vector<int>& idx, const std::vector<Poly>& ext) {
+    int lin = b_.constInt(0);
+    for (size_t k = 0; k < idx.size(); ++k)
+      lin = b_.binary(Op::Add, b_.binary(Op::Mul, lin, b_.size(ext[k])), idx[k]);
+    return lin;
+  }
+  std::vector<int> unflatten(int lin, const std::vector<Poly>& ext) {
+    std::vector<int> idx(ext.size());
+    for (size_t k = ext.size(); k-- > 0;) {
+      int e = b_.size(ext[k]);
+      idx[k] = b_.binary(Op::Mod, lin, e);
+      lin = b_.binary(Op::Div, lin, e);
+    }
+    return idx;
+  }
+
+  void reverseBlock(const Block& fb) {
+    for (auto it = fb.body.rbegin(); it != fb.body.rend(); ++it) reverseInstr(*it);
+  }
+  void reverseInstr(const Instr& in);
+  void structural(const Instr& in, int buf);
+
+  const ir::Function& src_;
+  ir::Function out_;
+  ir::Builder b_;
+  std::vector<char> active_;
+  std::vector<const Block*> defBlock_;
+  std::vector<const Instr*> defInstr_;
+  std::vector<int> primal_;
+  std::vector<Scope> scopes_;
+  const Instr* cur_ = nullptr;
+  int curBuf_ = -1;
+  int curG_ = -1;
+};
+
+void Reverse::analyze(const Block& b) {
+  for (int a : b.args) defBlock_[a] = &b;
+  for (const Instr& in : b.body) {
+    for (const Block& r : in.regions) analyze(r);
+    if (in.result < 0) continue;
+    defBlock_[in.result] = &b;
+    defInstr_[in.result] = &in;
+    if (!isFloat(src_.types[in.result].dtype) || in.op == Op::Param) continue;
+    bool act = false;
+    switch (ir::opKind(in.op)) {
+    case ir::OpKind::Region:
+      for (const Block& r : in.regions)
+        for (int y : r.yields) act = act || active(y);
+      break;
+    case ir::OpKind::Memory:
+      if (in.op == Op::Load) act = active(in.args[0]);
+      else for (int a : in.args) act = act || active(a);
+      break;
+    default:
+      for (int a : in.args) act = act || active(a);
+    }
+    active_[in.result] = act;
+  }
+}
+
+void Reverse::reverseInstr(const Instr& in) {
+  if (in.result < 0 || !active(in.result)) return;
+  int buf = findAdj(in.result);
+  if (buf < 0) return; // nothing used it: its adjoint is the symbolic zero
+  const ad::Rule& r = ad::ruleFor(in.op);
+  switch (r.kind) {
+  case RuleKind::Formula:
+    cur_ = &in;
+    curBuf_ = buf;
+    curG_ = -1;
+    r.fn(*this);
+    cur_ = nullptr;
+    return;
+  case RuleKind::ZeroDerivative:
+  case RuleKind::NotDifferentiable: return;
+  case RuleKind::Structural: structural(in, buf); return;
+  }
+}
+
+void Reverse::structural(const Instr& in, int buf) {
+  const ir::Type& t = src_.types[in.result];
+  switch (in.op) {
+  case Op::Param: return;
+  case Op::Load: {
+    // Gather -> scatter-add.
+    if (!active(in.args[0])) return;
+    std::vector<int> idx;
+    for (size_t k = 1; k < in.args.size(); ++k) idx.push_back(primal(in.args[k]));
+    int g = b_.load(buf, {});
+    Instr add;
+    add.op = Op::BufAdd;
+    add.args.push_back(getAdj(in.args[0]));
+    add.args.insert(add.args.end(), idx.begin(), idx.end());
+    add.args.push_back(g);
+    add.name = in.name;
+    add.loc = in.loc;
+    b_.emitEffect(std::move(add));
+    return;
+  }
+  case Op::Stack: {
+    std::vector<int64_t> shape;
+    for (const Poly& p : t.shape) shape.push_back(*p.constValue());
+    for (size_t k = 0; k < in.args.size(); ++k) {
+      if (!active(in.args[k])) continue;
+      std::vector<int> idx(shape.size());
+      int64_t rem = static_cast<int64_t>(k);
+      for (size_t d = shape.size(); d-- > 0;) {
+        idx[d] = b_.constInt(rem % shape[d]);
+        rem /= shape[d];
+      }
+      accumulate(in.args[k], b_.load(buf, idx));
+    }
+    return;
+  }
+  case Op::Comp: {
+    const Block& body = in.regions[0];
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      reverseBody(body, idx, [&] { return b_.load(buf, idx); });
+      return -1;
+    });
+    return;
+  }
+  case Op::ReduceSum: {
+    const Block& body = in.regions[0];
+    int g = b_.load(buf, {});
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      reverseBody(body, idx, [&] { return g; });
+      return -1;
+    });
+    return;
+  }
+  case Op::ReduceLse: {
+    // x_j's adjoint is g softmax_j = g exp(x_j - lse).
+    const Block& body = in.regions[0];
+    int g = b_.load(buf, {});
+    int lse = primal(in.result);
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      reverseBody(body, idx, [&] {
+        int xj = primal(body.yields[0]);
+        return b_.binary(Op::Mul, g, b_.unary(Op::Exp, b_.binary(Op::Sub, xj, lse)));
+      });
+      return -1;
+    });
+    return;
+  }
+  case Op::ReduceProd: {
+    // x_j's adjoint is g prod_{k != j} x_k: P / x_j when x_j != 0, else the product of the
+    // others, recomputed (only at zeros, so the usual cost stays linear).
+    const Block& body = in.regions[0];
+    int g = b_.load(buf, {});
+    int P = primal(in.result);
+    DType dt = t.dtype;
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      reverseBody(body, idx, [&] {
+        int xj = primal(body.yields[0]);
+        int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
+        int others = b_.ifElse(
+            nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
+            [&] {
+              int self = linear(idx, in.extents);
+              return b_.region(Op::ReduceProd, in.extents, ir::Type{dt, {}},
+                               [&](const std::vector<int>& k) {
+                                 auto saved = primal_;
+                                 mapArgs(body, k);
+                                 emitClone(body);
+                                 int xk = primal(body.yields[0]);
+                                 primal_ = saved;
+                                 int same = b_.binary(Op::Eq, linear(k, in.extents), self);
+                                 return b_.select(same, b_.constant(dt, 1), xk);
+                               });
+            });
+        return b_.binary(Op::Mul, g, others);
+      });
+      return -1;
+    });
+    return;
+  }
+  case Op::ReduceMax:
+  case Op::ReduceMin: {
+    // Only the first extremal element gets the adjoint: find it, then reverse the body there.
+    const Block& body = in.regions[0];
+    int g = b_.load(buf, {});
+    Op arg = in.op == Op::ReduceMax ? Op::ArgMax : Op::ArgMin;
+    int at = b_.region(arg, in.extents, ir::Type{DType::I64, {}}, [&](const std::vector<int>& k) {
+      auto saved = primal_;
+      mapArgs(body, k);
+      emitClone(body);
+      int v = primal(body.yields[0]);
+      primal_ = saved;
+      return v;
+    });
+    auto rev = [&] { reverseBody(body, unflatten(at, in.extents), [&] { return g; }); };
+    bool nonEmpty = true;
+    for (const Poly& p : in.extents) nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();
+    if (nonEmpty) rev();
+    else b_.ifEffect(b_.binary(Op::Ge, at, b_.constInt(0)), rev, [] {});
+    return;
+  }
+  case Op::If: {
+    int c = primal(in.args[0]);
+    auto branch = [&](const Block& blk) {
+      pushScope(&blk);
+      emitClone(blk);
+      size_t mark = b_.current().body.size();
+      int y = blk.yields[0];
+      if (t.rank() == 0) accumulate(y, b_.load(buf, {}));
+      else accumulateTensor(y, buf);
+      reverseBlock(blk);
+      popScope(mark);
+    };
+    b_.ifEffect(c, [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
+    return;
+  }
+  default:
+    throw GradError(std::string("internal error: no adjoint for '") + ir::opName(in.op) + "'");
+  }
+}
+
+ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
+  std::vector<std::string> wrt = resolveWrt(src_, wrtIn);
+  size_t n = src_.types.size();
+  active_.assign(n, 0);
+  defBlock_.assign(n, nullptr);
+  defInstr_.assign(n, nullptr);
+  primal_.assign(n, -1);
+  std::vector<int> wrtIds;
+  for (size_t k = 0; k < src_.params.size(); ++k)
+    for (const auto& w : wrt)
+      if (src_.paramNames[k] == w) {
+        active_[src_.params[k]] = 1;
+        wrtIds.push_back(src_.params[k]);
+      }
+  analyze(src_.body);
+
+  const std::vector<int>& results = src_.body.yields;
+  std::vector<int> floatResults;
+  for (int r : results)
+    if (isFloat(src_.types[r].dtype)) floatResults.push_back(r);
+  bool scalarLoss = results.size() == 1 && floatResults.size() == 1 && src_.types[results[0]].rank() == 0;
+  out_.name = src_.name + (scalarLoss ? "_grad" : "_vjp");
+
+  // Cotangent parameters (after the forward parameters).
+  std::vector<int> seeds;
+  if (!scalarLoss) {
+    for (size_t k = 0; k < floatResults.size(); ++k) {
+      Instr p;
+      p.op = Op::Param;
+      p.ival = static_cast<int64_t>(out_.params.size());
+      p.name = floatResults.size() == 1 ? "seed" : "seed" + std::to_string(k + 1);
+      ir::Type ty = src_.types[floatResults[k]];
+      p.result = out_.newValue(ty);
+      out_.params.push_back(p.result);
+      out_.paramNames.push_back(p.name);
+      out_.paramTypes.push_back(ty);
+      seeds.push_back(p.result);
+      out_.body.body.push_back(p);
+    }
+  }
+  int one = scalarLoss ? b_.constant(src_.types[results[0]].dtype, 1.0) : -1;
+
+  scopes_.push_back(Scope{&src_.body, {}, {}, {}});
+  size_t mark = out_.body.body.size();
+  for (size_t k = 0; k < floatResults.size(); ++k) {
+    int r = floatResults[k];
+    int s = scalarLoss ? one : seeds[k];
+    if (src_.types[r].rank() == 0) accumulate(r, s);
+    else accumulateTensor(r, s);
+  }
+  reverseBlock(src_.body);
+  std::vector<int> grads;
+  for (int p : wrtIds) grads.push_back(getAdj(p));
+  Scope top = std::move(scopes_.back());
+  scopes_.pop_back();
+  out_.body.body.insert(out_.body.body.begin() + static_cast<long>(mark), top.prologue.begin(),
+                        top.prologue.end());
+  for (int gid : grads) out_.body.yields.push_back(gid);
+  return std::move(out_);
+}
+
+} // namespace
+
+std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std::string>& wrt) {
+  std::vector<std::string> out;
+  if (wrt.empty()) {
+    for (size_t k = 0; k < f.params.size(); ++k)
+      if (isFloat(f.paramTypes[k].dtype)) out.push_back(f.paramNames[k]);
+    return out;
+  }
+  for (const auto& w : wrt) {
+    bool found = false;
+    for (size_t k = 0; k < f.params.size(); ++k) {
+      if (f.paramNames[k] != w) continue;
+      found = true;
+      if (!isFloat(f.paramTypes[k].dtype))
+        throw GradError("parameter '" + w + "' is " + f.paramTypes[k].str() +
+                        "; only float parameters can be differentiated");
+    }
+    if (!found) throw GradError("'" + f.name + "' has no parameter '" + w + "'");
+    out.push_back(w);
+  }
+  // Keep parameter order, whatever order wrt was given in.
+  std::vector<std::string> ordered;
+  for (const auto& n : f.paramNames)
+    for (const auto& w : out)
+      if (n == w && std::find(ordered.begin(), ordered.end(), n) == ordered.end()) ordered.push_back(n);
+  return ordered;
+}
+
+ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt) {
+  Reverse r(f);
+  return r.run(wrt);
+}
+
+} // namespace slope

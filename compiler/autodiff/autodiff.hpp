@@ -1,0 +1,34 @@
+// Reverse mode as an IR-to-IR pass.
+//
+// The gradient function runs the forward code unchanged, then walks it backwards. Each
+// active value gets an adjoint accumulator (buf.zeros) in the scope where the value lives;
+// every use adds its contribution with buf.add. Regions are reversed by recomputation: the
+// adjoint of a comprehension is a `for` loop over the same indices that recomputes the body
+// and runs its adjoint, so nothing is stored per element (no tape). A gather's adjoint is a
+// scatter-add into the tensor's accumulator.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace slope {
+
+struct GradError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// Builds the gradient (scalar float result: `NAME_grad`) or vector-Jacobian product
+/// (otherwise: `NAME_vjp`) of f with respect to the float parameters named in wrt (all float
+/// parameters when wrt is empty).
+///   parameters: f's parameters, then one cotangent per float result unless f has a single
+///               scalar float result (whose seed is 1);
+///   results:    f's results, then one gradient per differentiated parameter, in order.
+ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt);
+
+/// The names of the parameters differentiate() uses for wrt (validated; throws GradError).
+std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std::string>& wrt);
+
+} // namespace slope

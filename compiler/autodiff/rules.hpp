@@ -1,0 +1,42 @@
+// The derivative rule table: one entry per IR op.
+//
+// Elementwise ops have a formula here (the math in a comment, then the IR that computes it).
+// Ops that own regions or touch memory are "structural": the reverse-mode pass
+// (autodiff.cpp) handles them, because their adjoints are loops and scatters rather than
+// formulas. Integer and boolean ops are not differentiable; piecewise-constant float ops
+// (floor, ceil, sign) have derivative zero. A test checks that every op has an entry.
+#pragma once
+
+#include "compiler/ir/builder.hpp"
+
+namespace slope::ad {
+
+/// What a formula rule sees: the forward instruction, primal values and the adjoint.
+class RuleCtx {
+public:
+  virtual ~RuleCtx() = default;
+  virtual ir::Builder& b() = 0;
+  virtual const ir::Instr& instr() = 0;
+  virtual int x(int k) = 0;          // primal of operand k, usable here
+  virtual int y() = 0;               // primal of the result
+  virtual int g() = 0;               // adjoint of the (scalar) result
+  virtual void acc(int k, int v) = 0; // adjoint of operand k += v (ignored if inactive)
+  virtual const ir::Instr* def(int k) = 0; // the forward instruction defining operand k
+};
+
+enum class RuleKind {
+  Formula,          // fn computes the operands' adjoints
+  ZeroDerivative,   // piecewise constant: no contribution
+  NotDifferentiable,// integer/bool results, or made only by autodiff itself
+  Structural,       // handled by the pass (regions, loads, stacks, leaves)
+};
+
+struct Rule {
+  RuleKind kind;
+  void (*fn)(RuleCtx&);
+  const char* math; // the derivative, for humans (and `slopec` docs)
+};
+
+const Rule& ruleFor(ir::Op op);
+
+} // namespace slope::ad

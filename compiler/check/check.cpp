@@ -1,0 +1,1814 @@
+#include "compiler/check/check.hpp"
+
+#include "compiler/ir/builder.hpp"
+
+#include <functional>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace slope {
+namespace {
+
+using ast::Expr;
+using ast::ExprKind;
+using ir::Op;
+
+// ---------------------------------------------------------------------------------------------
+// Types as the checker sees them
+
+/// The type of an expression. `weak` marks an untyped numeric literal (or an expression made
+/// only of literals): it takes the float type of whatever it meets, as LANGUAGE.md says.
+struct TInfo {
+  DType dtype = DType::F64;
+  std::vector<Poly> shape;
+  bool weak = false;
+  bool error = false;          // already reported: stay quiet about follow-up problems
+  std::vector<TInfo> tuple;    // non-empty for a tuple
+  int rank() const { return static_cast<int>(shape.size()); }
+  bool isTuple() const { return !tuple.empty(); }
+  ir::Type ir() const { return {dtype, shape}; }
+  std::string str() const {
+    if (isTuple()) {
+      std::string s = "(";
+      for (size_t i = 0; i < tuple.size(); ++i) s += (i ? ", " : "") + tuple[i].str();
+      return s + ")";
+    }
+    return ir().str();
+  }
+};
+
+TInfo errorType() {
+  TInfo t;
+  t.error = true;
+  return t;
+}
+
+TInfo scalarT(DType d, bool weak = false) {
+  TInfo t;
+  t.dtype = d;
+  t.weak = weak;
+  return t;
+}
+
+bool isNumeric(DType d) { return d != DType::Bool; }
+
+/// A name in scope.
+struct Sym {
+  enum Kind { Val, Size, Index } kind = Val;
+  TInfo type;
+  int value = -1;           // Val / Index: the IR value (for a view: the base tensor)
+  std::vector<int> prefix;  // Val: leading subscripts of a row view `A[i]`
+  bool prefixProven = true; // those subscripts were proven in range
+  Poly poly;                // Size: the extent; Index: the index's extent
+  int indexId = -1;         // Index: identity, for affine subscript analysis
+  std::string srcName;      // what the user called the tensor (run-time messages)
+};
+
+/// One subscript value handed down to an element load, and whether it is known in range.
+struct Ix {
+  int value;
+  bool proven;
+};
+
+/// Affine form c0 + sum(coeff * index) of an integer expression (LANGUAGE.md, Subscripts).
+struct Affine {
+  Poly c0;
+  std::map<int, int64_t> coeff; // indexId -> coefficient
+};
+
+const std::map<std::string, Op>& unaryFunctions() {
+  static const std::map<std::string, Op> m = {
+      {"exp", Op::Exp},       {"log", Op::Log},         {"log1p", Op::Log1p},
+      {"expm1", Op::Expm1},   {"sqrt", Op::Sqrt},       {"abs", Op::Abs},
+      {"sin", Op::Sin},       {"cos", Op::Cos},         {"tan", Op::Tan},
+      {"asin", Op::Asin},     {"acos", Op::Acos},       {"atan", Op::Atan},
+      {"sinh", Op::Sinh},     {"cosh", Op::Cosh},       {"tanh", Op::Tanh},
+      {"sigmoid", Op::Sigmoid}, {"relu", Op::Relu},     {"softplus", Op::Softplus},
+      {"erf", Op::Erf},       {"lgamma", Op::Lgamma},   {"floor", Op::Floor},
+      {"ceil", Op::Ceil},     {"sign", Op::Sign}};
+  return m;
+}
+
+const std::map<std::string, Op>& reductions() {
+  // mean is a sum divided by the count; it has no op of its own.
+  static const std::map<std::string, Op> m = {
+      {"sum", Op::ReduceSum}, {"prod", Op::ReduceProd}, {"max", Op::ReduceMax},
+      {"min", Op::ReduceMin}, {"mean", Op::ReduceSum},  {"logsumexp", Op::ReduceLse}};
+  return m;
+}
+
+bool keepsIntegers(Op op) { return op == Op::Abs || op == Op::Sign; }
+
+// ---------------------------------------------------------------------------------------------
+
+/// One lowering of one function body: the top-level function, or an inlined callee.
+struct Inst {
+  int id;
+  const ast::Function* fn;
+  bool inlined;
+  std::vector<std::map<std::string, Sym>> scopes;
+  std::unordered_map<const Expr*, TInfo> types;
+};
+
+class Lowerer {
+public:
+  Lowerer(const ast::Module& m, DiagSink& d) : mod_(m), diags_(d) {
+    for (const auto& f : m.functions) {
+      if (fns_.count(f.name)) diags_.error(f.nameRange, "function '" + f.name + "' is defined twice");
+      else fns_[f.name] = &f;
+    }
+    findRecursion();
+  }
+
+  std::optional<ir::Function> lower(const ast::Function& fn);
+  bool inCycle(const std::string& name) const { return recursive_.count(name) > 0; }
+
+private:
+  // --- recursion -----------------------------------------------------------------------------
+  void findRecursion();
+
+  // --- scopes --------------------------------------------------------------------------------
+  Inst& inst() { return *stack_.back(); }
+  const Sym* lookup(const std::string& name) {
+    auto& sc = inst().scopes;
+    for (auto it = sc.rbegin(); it != sc.rend(); ++it) {
+      auto f = it->find(name);
+      if (f != it->end()) return &f->second;
+    }
+    return nullptr;
+  }
+  void bind(const std::string& name, Sym s) { inst().scopes.back()[name] = std::move(s); }
+
+  void error(SrcRange r, const std::string& msg) { diags_.error(r, msg); }
+  std::string text(SrcRange r) const {
+    const std::string& t = diags_.file().text();
+    if (r.end <= r.begin || r.end > t.size()) return "";
+    return t.substr(r.begin, r.end - r.begin);
+  }
+
+  // --- types ---------------------------------------------------------------------------------
+  std::optional<TInfo> typeFromAst(const ast::TypeExpr& t, bool paramType,
+                                   const std::map<std::string, Poly>* sizes);
+  std::optional<Poly> extentOf(const Expr& e);
+  TInfo typeOf(const Expr& e);
+  TInfo computeType(const Expr& e);
+  TInfo typeCall(const Expr& e);
+  TInfo typeUserCall(const Expr& e, const ast::Function& callee,
+                     std::map<std::string, Poly>* bindingsOut);
+  TInfo typeReduce(const Expr& e);
+  TInfo typeBlock(const ast::Block& b);
+  bool unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& out, bool quiet = false);
+  bool broadcast(const std::vector<const TInfo*>& ops, SrcRange where, std::vector<Poly>& shape);
+  bool declareIndices(const std::vector<ast::IndexDecl>& decls, const Expr& body,
+                      std::vector<Poly>& extents);
+  std::optional<Poly> inferExtent(const std::string& idx, const Expr& body, SrcRange declRange);
+  std::optional<Affine> affine(const Expr& e);
+  bool proveSubscript(const Expr& sub, const Poly& extent, const std::string& base, int dim);
+
+  // --- emission ------------------------------------------------------------------------------
+  DType want(const TInfo& t, DType ctx) const {
+    if (t.weak && isFloat(ctx)) return ctx;
+    return t.dtype;
+  }
+  int emitScalar(const Expr& e, DType w) { return emitElem(e, {}, w); }
+  int emitElem(const Expr& e, const std::vector<Ix>& idx, DType w);
+  int emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w);
+  int emitCall(const Expr& e, const std::vector<Ix>& idx, DType w);
+  int emitReduce(Op op, bool mean, const std::vector<Poly>& extents,
+                 const std::function<int(const std::vector<int>&)>& body, DType w,
+                 SrcRange loc);
+  int loadSym(const Sym& s, const std::vector<Ix>& idx, SrcRange loc);
+  Sym materialize(const Expr& e);
+  Sym materializeComp(const std::vector<Poly>& shape, DType d,
+                      const std::function<int(const std::vector<Ix>&)>& elem);
+  void prepare(const Expr& e);
+  void hoistInvariant(const Expr& e, std::set<std::string> indices);
+  Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
+  Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
+  bool lowerStmt(const ast::Stmt& s);
+  int yieldValue(const Sym& s, DType w);
+
+  using PreKey = std::pair<int, const Expr*>;
+  const ast::Module& mod_;
+  DiagSink& diags_;
+  std::map<std::string, const ast::Function*> fns_;
+  std::set<std::string> recursive_;
+  std::vector<std::unique_ptr<Inst>> stack_;
+  std::unique_ptr<ir::Builder> b_;
+  ir::Function* f_ = nullptr;
+  std::map<PreKey, Sym> pre_; // values computed ahead of a region (hoisted out of it)
+  std::map<PreKey, bool> proven_; // subscripts proven in range at compile time
+  int nextInst_ = 0;
+  int nextIndex_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Recursion: a depth-first search over the call graph; the call that closes a cycle is
+// reported with the whole cycle.
+
+void collectCalls(const ast::Block& b, std::vector<const Expr*>& out);
+void collectCalls(const Expr* e, std::vector<const Expr*>& out) {
+  if (!e) return;
+  if (e->kind == ExprKind::Call) out.push_back(e);
+  for (const auto& a : e->args) collectCalls(a.get(), out);
+  collectCalls(e->base.get(), out);
+  collectCalls(e->cond.get(), out);
+  if (e->thenBlock) collectCalls(*e->thenBlock, out);
+  if (e->elseBlock) collectCalls(*e->elseBlock, out);
+  for (const auto& d : e->indices) collectCalls(d.extent.get(), out);
+}
+void collectCalls(const ast::Block& b, std::vector<const Expr*>& out) {
+  for (const auto& s : b.stmts) {
+    collectCalls(s.value.get(), out);
+    collectCalls(s.lo.get(), out);
+    collectCalls(s.hi.get(), out);
+    for (const auto& x : s.subscripts) collectCalls(x.get(), out);
+    for (const auto& d : s.indices) collectCalls(d.extent.get(), out);
+    if (s.body) collectCalls(*s.body, out);
+  }
+  collectCalls(b.result.get(), out);
+}
+
+void Lowerer::findRecursion() {
+  std::map<std::string, int> state; // 0 new, 1 on stack, 2 done
+  std::vector<std::string> path;
+  std::function<void(const std::string&)> dfs = [&](const std::string& name) {
+    state[name] = 1;
+    path.push_back(name);
+    std::vector<const Expr*> calls;
+    collectCalls(fns_[name]->body, calls);
+    for (const Expr* c : calls) {
+      if (!fns_.count(c->name)) continue;
+      if (state[c->name] == 1) {
+        std::string cycle;
+        bool on = false;
+        for (const auto& p : path) {
+          if (p == c->name) on = true;
+          if (on) {
+            cycle += p + " -> ";
+            recursive_.insert(p);
+          }
+        }
+        error(c->nameRange, "recursive call: " + cycle + c->name + " (recursion is not allowed)");
+      } else if (state[c->name] == 0) {
+        dfs(c->name);
+      }
+    }
+    path.pop_back();
+    state[name] = 2;
+  };
+  for (const auto& f : mod_.functions)
+    if (fns_.count(f.name) && fns_[f.name] == &f && state[f.name] == 0) dfs(f.name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types written in the source
+
+std::optional<Poly> Lowerer::extentOf(const Expr& e) {
+  switch (e.kind) {
+  case ExprKind::Number:
+    if (!e.isInt) break;
+    return Poly(e.ival);
+  case ExprKind::Name: {
+    const Sym* s = lookup(e.name);
+    if (s && s->kind == Sym::Size) return s->poly;
+    if (!s) error(e.range, "unknown size '" + e.name + "'");
+    else error(e.range, "'" + e.name + "' is not a size: an extent is built from sizes, integer "
+                        "literals and + - *");
+    return std::nullopt;
+  }
+  case ExprKind::Binary: {
+    if (e.name != "+" && e.name != "-" && e.name != "*") break;
+    auto a = extentOf(*e.args[0]);
+    auto b = extentOf(*e.args[1]);
+    if (!a || !b) return std::nullopt;
+    return e.name == "+" ? *a + *b : e.name == "-" ? *a - *b : *a * *b;
+  }
+  case ExprKind::Unary:
+    if (e.name == "-")
+      if (auto a = extentOf(*e.args[0])) return -*a;
+    return std::nullopt;
+  default: break;
+  }
+  error(e.range, "an extent is built from sizes, integer literals and + - *");
+  return std::nullopt;
+}
+
+std::optional<TInfo> Lowerer::typeFromAst(const ast::TypeExpr& t, bool paramType,
+                                          const std::map<std::string, Poly>* sizes) {
+  if (t.isTuple()) {
+    TInfo out;
+    for (const auto& el : t.elements) {
+      if (el.isTuple()) {
+        error(el.range, "tuples cannot be nested");
+        return std::nullopt;
+      }
+      auto e = typeFromAst(el, paramType, sizes);
+      if (!e) return std::nullopt;
+      out.tuple.push_back(*e);
+    }
+    return out;
+  }
+  TInfo out;
+  if (t.dtype == "f64") out.dtype = DType::F64;
+  else if (t.dtype == "f32") out.dtype = DType::F32;
+  else if (t.dtype == "i64") out.dtype = DType::I64;
+  else if (t.dtype == "bool") out.dtype = DType::Bool;
+  else {
+    error(t.range, "unknown type '" + t.dtype + "' (expected f64, f32, i64 or bool)");
+    return std::nullopt;
+  }
+  if (t.hasShape && t.dims.empty()) {
+    error(t.range, "a tensor type needs at least one extent");
+    return std::nullopt;
+  }
+  for (const auto& d : t.dims) {
+    if (paramType) {
+      if (d->kind == ExprKind::Number && d->isInt) {
+        if (d->ival < 1) {
+          error(d->range, "a parameter extent must be at least 1");
+          return std::nullopt;
+        }
+        out.shape.push_back(Poly(d->ival));
+      } else if (d->kind == ExprKind::Name) {
+        out.shape.push_back(Poly::var(d->name));
+      } else {
+        error(d->range, "a parameter extent is an integer literal or a size name");
+        return std::nullopt;
+      }
+      continue;
+    }
+    // Result types and zeros/ones: sizes bound by parameters, literals, + - *.
+    if (sizes) {
+      std::function<std::optional<Poly>(const Expr&)> ev = [&](const Expr& x)
+          -> std::optional<Poly> {
+        if (x.kind == ExprKind::Number && x.isInt) return Poly(x.ival);
+        if (x.kind == ExprKind::Name) {
+          auto it = sizes->find(x.name);
+          if (it != sizes->end()) return it->second;
+          error(x.range, "size '" + x.name + "' in the result type is not bound by any parameter");
+          return std::nullopt;
+        }
+        if (x.kind == ExprKind::Binary && (x.name == "+" || x.name == "-" || x.name == "*")) {
+          auto a = ev(*x.args[0]), b = ev(*x.args[1]);
+          if (!a || !b) return std::nullopt;
+          return x.name == "+" ? *a + *b : x.name == "-" ? *a - *b : *a * *b;
+        }
+        error(x.range, "an extent is built from sizes, integer literals and + - *");
+        return std::nullopt;
+      };
+      auto p = ev(*d);
+      if (!p) return std::nullopt;
+      out.shape.push_back(*p);
+    } else {
+      auto p = extentOf(*d);
+      if (!p) return std::nullopt;
+      out.shape.push_back(*p);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expression types
+
+TInfo Lowerer::typeOf(const Expr& e) {
+  auto it = inst().types.find(&e);
+  if (it != inst().types.end()) return it->second;
+  TInfo t = computeType(e);
+  inst().types[&e] = t;
+  return t;
+}
+
+bool Lowerer::unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& out, bool quiet) {
+  out = TInfo{};
+  if (a.dtype == b.dtype) {
+    out.dtype = a.dtype;
+    out.weak = a.weak && b.weak;
+    return true;
+  }
+  if (a.dtype == DType::Bool || b.dtype == DType::Bool) {
+    if (!quiet) error(where, "cannot combine " + a.str() + " and " + b.str() + " here");
+    return false;
+  }
+  bool fa = isFloat(a.dtype), fb = isFloat(b.dtype);
+  if (fa && fb) {
+    // f32 with f64: only a literal may adapt.
+    if (a.weak) out.dtype = b.dtype, out.weak = b.weak;
+    else if (b.weak) out.dtype = a.dtype, out.weak = false;
+    else {
+      if (!quiet)
+        error(where, "cannot mix f32 and f64 (" + a.str() + " and " + b.str() +
+                         "); convert one with f32(...) or f64(...)");
+      return false;
+    }
+    return true;
+  }
+  // One float, one i64: the integer promotes to the float type.
+  const TInfo& fl = fa ? a : b;
+  out.dtype = fl.dtype;
+  out.weak = fl.weak && (fa ? b.weak : a.weak);
+  return true;
+}
+
+bool Lowerer::broadcast(const std::vector<const TInfo*>& ops, SrcRange where,
+                        std::vector<Poly>& shape) {
+  const TInfo* big = nullptr;
+  for (const TInfo* t : ops) {
+    if (t->rank() == 0) continue;
+    if (!big) {
+      big = t;
+      continue;
+    }
+    if (t->shape != big->shape) {
+      error(where, "shapes " + big->ir().str() + " and " + t->ir().str() +
+                       " do not match (a scalar broadcasts; for anything else use a "
+                       "comprehension)");
+      return false;
+    }
+  }
+  shape = big ? big->shape : std::vector<Poly>{};
+  return true;
+}
+
+TInfo Lowerer::typeBlock(const ast::Block& b) {
+  // Only `let` statements are allowed in if branches; they are typed by lowering, so here
+  // the branch is typed in a scope where its lets are visible.
+  if (b.stmts.empty()) return b.result ? typeOf(*b.result) : errorType();
+  return errorType(); // blocks with statements are typed while lowering (see If)
+}
+
+TInfo Lowerer::computeType(const Expr& e) {
+  switch (e.kind) {
+  case ExprKind::Number: return scalarT(e.isInt ? DType::I64 : DType::F64, true);
+  case ExprKind::Bool: return scalarT(DType::Bool);
+  case ExprKind::Name: {
+    const Sym* s = lookup(e.name);
+    if (!s) {
+      if (fns_.count(e.name)) error(e.range, "'" + e.name + "' is a function; call it as " + e.name + "(...)");
+      else error(e.range, "unknown name '" + e.name + "'");
+      return errorType();
+    }
+    if (s->kind != Sym::Val) return scalarT(DType::I64);
+    return s->type;
+  }
+  case ExprKind::Unary: {
+    TInfo a = typeOf(*e.args[0]);
+    if (a.error) return a;
+    if (a.isTuple()) {
+      error(e.range, "a tuple cannot be used in arithmetic; unpack it with let (a, b) = ...");
+      return errorType();
+    }
+    if (e.name == "!") {
+      if (a.dtype != DType::Bool) {
+        error(e.range, "'!' needs a bool operand, got " + a.str());
+        return errorType();
+      }
+      return a;
+    }
+    if (!isNumeric(a.dtype)) {
+      error(e.range, "'-' needs a number, got " + a.str());
+      return errorType();
+    }
+    return a;
+  }
+  case ExprKind::Binary: {
+    TInfo a = typeOf(*e.args[0]);
+    TInfo b = typeOf(*e.args[1]);
+    if (a.error || b.error) return errorType();
+    if (a.isTuple() || b.isTuple()) {
+      error(e.range, "a tuple cannot be used in arithmetic; unpack it with let (a, b) = ...");
+      return errorType();
+    }
+    const std::string& op = e.name;
+    if (op == "&&" || op == "||") {
+      if (a.dtype != DType::Bool || b.dtype != DType::Bool) {
+        error(e.range, "'" + op + "' needs bool operands, got " + a.str() + " and " + b.str());
+        return errorType();
+      }
+      TInfo t = scalarT(DType::Bool);
+      if (!broadcast({&a, &b}, e.range, t.shape)) return errorType();
+      return t;
+    }
+    if (op == "@") {
+      TInfo u;
+      if (!isFloat(a.dtype) && !a.weak) {
+        error(e.args[0]->range, "'@' needs float tensors, got " + a.str());
+        return errorType();
+      }
+      if (!unifyArith(a, b, e.range, u)) return errorType();
+      if (a.rank() < 1 || a.rank() > 2 || b.rank() < 1 || b.rank() > 2) {
+        error(e.range, "'@' multiplies matrices and vectors, got " + a.str() + " @ " + b.str());
+        return errorType();
+      }
+      const Poly& ka = a.shape.back();
+      const Poly& kb = b.shape.front();
+      if (ka != kb) {
+        error(e.range, "'@' inner extents differ: " + a.str() + " @ " + b.str());
+        return errorType();
+      }
+      TInfo t = scalarT(u.dtype);
+      if (a.rank() == 2) t.shape.push_back(a.shape[0]);
+      if (b.rank() == 2) t.shape.push_back(b.shape[1]);
+      return t;
+    }
+    if (op == "^") {
+      if (!isNumeric(a.dtype) || !isNumeric(b.dtype)) {
+        error(e.range, "'^' needs numbers, got " + a.str() + " and " + b.str());
+        return errorType();
+      }
+      TInfo t;
+      if (b.dtype == DType::I64) t = a; // x^n keeps x's type
+      else if (!unifyArith(a, b, e.range, t)) return errorType();
+      if (!broadcast({&a, &b}, e.range, t.shape)) return errorType();
+      return t;
+    }
+    TInfo u;
+    if (!unifyArith(a, b, e.range, u)) return errorType();
+    if (op == "%" && u.dtype != DType::I64) {
+      error(e.range, "'%' is for integers only, got " + a.str() + " and " + b.str());
+      return errorType();
+    }
+    bool cmp = op == "<" || op == "<=" || op == ">" || op == ">=" || op == "==" || op == "!=";
+    if (!cmp && u.dtype == DType::Bool) {
+      error(e.range, "'" + op + "' needs numbers, got bool");
+      return errorType();
+    }
+    if (cmp && u.dtype == DType::Bool && op != "==" && op != "!=") {
+      error(e.range, "'" + op + "' compares numbers, got bool");
+      return errorType();
+    }
+    TInfo t = cmp ? scalarT(DType::Bool) : u;
+    if (!broadcast({&a, &b}, e.range, t.shape)) return errorType();
+    return t;
+  }
+  case ExprKind::Call: return typeCall(e);
+  case ExprKind::Reduce: return typeReduce(e);
+  case ExprKind::Subscript: {
+    TInfo base = typeOf(*e.base);
+    if (base.error) return base;
+    if (base.isTuple() || base.rank() == 0) {
+      error(e.range, "cannot subscript " + base.str() + ": it is not a tensor");
+      return errorType();
+    }
+    if (static_cast<int>(e.args.size()) > base.rank()) {
+      error(e.range, "too many subscripts: " + std::to_string(e.args.size()) + " for " +
+                         base.str());
+      return errorType();
+    }
+    bool ok = true;
+    for (size_t k = 0; k < e.args.size(); ++k) {
+      TInfo s = typeOf(*e.args[k]);
+      if (s.error) {
+        ok = false;
+        continue;
+      }
+      if (s.dtype != DType::I64 || s.rank() != 0) {
+        error(e.args[k]->range, "a subscript must be an i64 scalar, got " + s.str());
+        ok = false;
+        continue;
+      }
+      std::string baseName = e.base->kind == ExprKind::Name ? e.base->name : text(e.base->range);
+      if (!proveSubscript(*e.args[k], base.shape[k], baseName, static_cast<int>(k))) ok = false;
+    }
+    if (!ok) return errorType();
+    TInfo t = base;
+    t.shape.erase(t.shape.begin(), t.shape.begin() + static_cast<long>(e.args.size()));
+    return t;
+  }
+  case ExprKind::TensorLit: {
+    if (e.args.empty()) {
+      error(e.range, "an empty tensor literal has no type; use zeros(...)");
+      return errorType();
+    }
+    TInfo el = typeOf(*e.args[0]);
+    if (el.error) return el;
+    for (size_t k = 1; k < e.args.size(); ++k) {
+      TInfo o = typeOf(*e.args[k]);
+      if (o.error) return o;
+      TInfo u;
+      if (o.shape != el.shape) {
+        error(e.args[k]->range, "tensor literal elements differ in shape: " + el.str() + " and " +
+                                    o.str());
+        return errorType();
+      }
+      if (!unifyArith(el, o, e.args[k]->range, u)) return errorType();
+      el.dtype = u.dtype;
+      el.weak = u.weak;
+    }
+    if (el.isTuple()) {
+      error(e.range, "tuples cannot be stored in tensors");
+      return errorType();
+    }
+    el.shape.insert(el.shape.begin(), Poly(static_cast<int64_t>(e.args.size())));
+    return el;
+  }
+  case ExprKind::If: {
+    TInfo c = typeOf(*e.cond);
+    if (c.error) return c;
+    if (c.dtype != DType::Bool || c.rank() != 0) {
+      error(e.cond->range, "the condition of 'if' must be a bool scalar, got " + c.str() +
+                               " (for elementwise choice use select(c, a, b))");
+      return errorType();
+    }
+    // Branches with statements are typed as they are lowered, in their own scope.
+    auto branch = [&](const ast::Block& blk) -> TInfo {
+      inst().scopes.emplace_back();
+      bool ok = true;
+      for (const auto& s : blk.stmts) {
+        if (s.kind != ast::StmtKind::Let && s.kind != ast::StmtKind::LetIndexed &&
+            s.kind != ast::StmtKind::LetTuple) {
+          error(s.range, "only 'let' statements are allowed in an if branch");
+          ok = false;
+          continue;
+        }
+        // Type the bound value; bind a typed placeholder so later statements see the name.
+        if (s.kind == ast::StmtKind::LetIndexed) {
+          std::vector<Poly> extents;
+          TInfo vt = errorType();
+          if (declareIndices(s.indices, *s.value, extents)) {
+            inst().scopes.emplace_back();
+            for (size_t k = 0; k < s.indices.size(); ++k) {
+              Sym x;
+              x.kind = Sym::Index;
+              x.poly = extents[k];
+              x.indexId = nextIndex_++;
+              bind(s.indices[k].name, x);
+            }
+            vt = typeOf(*s.value);
+            inst().scopes.pop_back();
+            vt.shape.insert(vt.shape.begin(), extents.begin(), extents.end());
+          }
+          if (vt.error) ok = false;
+          Sym sym;
+          sym.type = vt;
+          bind(s.name, sym);
+          continue;
+        }
+        TInfo vt = typeOf(*s.value);
+        if (vt.error) ok = false;
+        if (s.kind == ast::StmtKind::Let) {
+          Sym sym;
+          sym.type = vt;
+          bind(s.name, sym);
+        } else {
+          for (size_t k = 0; k < s.names.size(); ++k) {
+            Sym sym;
+            sym.type = vt.isTuple() && k < vt.tuple.size() ? vt.tuple[k] : errorType();
+            bind(s.names[k].first, sym);
+          }
+        }
+      }
+      TInfo r = ok ? typeOf(*blk.result) : errorType();
+      inst().scopes.pop_back();
+      return r;
+    };
+    TInfo a = branch(*e.thenBlock);
+    TInfo b = branch(*e.elseBlock);
+    if (a.error || b.error) return errorType();
+    if (a.isTuple() || b.isTuple()) {
+      error(e.range, "an if expression cannot give a tuple");
+      return errorType();
+    }
+    TInfo u;
+    if (a.shape != b.shape || (a.dtype != b.dtype && !a.weak && !b.weak) ||
+        !unifyArith(a, b, e.range, u, true)) {
+      error(e.range, "the branches of 'if' have different types: " + a.str() + " and " + b.str());
+      return errorType();
+    }
+    u.shape = a.shape;
+    return u;
+  }
+  case ExprKind::Tuple: {
+    TInfo t;
+    for (const auto& a : e.args) {
+      TInfo x = typeOf(*a);
+      if (x.error) return x;
+      if (x.isTuple()) {
+        error(a->range, "tuples cannot be nested");
+        return errorType();
+      }
+      t.tuple.push_back(x);
+    }
+    return t;
+  }
+  }
+  return errorType();
+}
+
+TInfo Lowerer::typeCall(const Expr& e) {
+  const std::string& n = e.name;
+  auto argTypes = [&](size_t want, const char* what) -> std::optional<std::vector<TInfo>> {
+    if (e.args.size() != want) {
+      error(e.range, std::string(what) + " '" + n + "' takes " + std::to_string(want) +
+                         (want == 1 ? " argument" : " arguments") + ", got " +
+                         std::to_string(e.args.size()));
+      return std::nullopt;
+    }
+    std::vector<TInfo> ts;
+    for (const auto& a : e.args) {
+      TInfo t = typeOf(*a);
+      if (t.error) return std::nullopt;
+      if (t.isTuple()) {
+        error(a->range, "a tuple cannot be passed here; unpack it with let (a, b) = ...");
+        return std::nullopt;
+      }
+      ts.push_back(t);
+    }
+    return ts;
+  };
+  if (fns_.count(n)) {
+    if (lookup(n)) {
+      error(e.nameRange, "'" + n + "' is a variable here, not a function");
+      return errorType();
+    }
+    return typeUserCall(e, *fns_[n], nullptr);
+  }
+  if (e.typeArg) { // zeros / ones
+    if (n != "zeros" && n != "ones") {
+      error(e.range, "only zeros(...) and ones(...) take a type");
+      return errorType();
+    }
+    auto t = typeFromAst(*e.typeArg, false, nullptr);
+    if (!t) return errorType();
+    if (t->isTuple()) {
+      error(e.typeArg->range, "zeros and ones make tensors, not tuples");
+      return errorType();
+    }
+    return *t;
+  }
+  if (n == "zeros" || n == "ones") {
+    error(e.range, "'" + n + "' takes a type, as in " + n + "(f64[n])");
+    return errorType();
+  }
+  if (unaryFunctions().count(n)) {
+    auto ts = argTypes(1, "function");
+    if (!ts) return errorType();
+    TInfo t = (*ts)[0];
+    if (!isNumeric(t.dtype)) {
+      error(e.args[0]->range, "'" + n + "' needs a number, got " + t.str());
+      return errorType();
+    }
+    if (t.dtype == DType::I64 && !keepsIntegers(unaryFunctions().at(n))) t.dtype = DType::F64;
+    return t;
+  }
+  if (n == "f64" || n == "f32" || n == "i64") {
+    auto ts = argTypes(1, "conversion");
+    if (!ts) return errorType();
+    TInfo t = (*ts)[0];
+    t.dtype = n == "f64" ? DType::F64 : n == "f32" ? DType::F32 : DType::I64;
+    t.weak = false;
+    return t;
+  }
+  if ((n == "min" || n == "max") && e.args.size() == 2) goto binaryFn;
+  if (n == "pow" || n == "atan2") {
+  binaryFn:
+    auto ts = argTypes(2, "function");
+    if (!ts) return errorType();
+    TInfo u;
+    if (!isNumeric((*ts)[0].dtype) || !isNumeric((*ts)[1].dtype)) {
+      error(e.range, "'" + n + "' needs numbers, got " + (*ts)[0].str() + " and " + (*ts)[1].str());
+      return errorType();
+    }
+    if (n == "pow" && (*ts)[1].dtype == DType::I64) u = (*ts)[0];
+    else if (!unifyArith((*ts)[0], (*ts)[1], e.range, u)) return errorType();
+    if ((n == "pow" || n == "atan2") && u.dtype == DType::I64) u.dtype = DType::F64;
+    if (!broadcast({&(*ts)[0], &(*ts)[1]}, e.range, u.shape)) return errorType();
+    return u;
+  }
+  if (n == "select") {
+    auto ts = argTypes(3, "function");
+    if (!ts) return errorType();
+    if ((*ts)[0].dtype != DType::Bool) {
+      error(e.args[0]->range, "select's condition must be bool, got " + (*ts)[0].str());
+      return errorType();
+    }
+    TInfo u;
+    if (!unifyArith((*ts)[1], (*ts)[2], e.range, u)) return errorType();
+    if (!broadcast({&(*ts)[0], &(*ts)[1], &(*ts)[2]}, e.range, u.shape)) return errorType();
+    return u;
+  }
+  if (reductions().count(n)) {
+    auto ts = argTypes(1, "reduction");
+    if (!ts) return errorType();
+    TInfo t = (*ts)[0];
+    if (!isNumeric(t.dtype)) {
+      error(e.args[0]->range, "'" + n + "' needs numbers, got " + t.str());
+      return errorType();
+    }
+    t.shape.clear();
+    if ((n == "mean" || n == "logsumexp") && t.dtype == DType::I64) t.dtype = DType::F64;
+    return t;
+  }
+  if (n == "transpose") {
+    auto ts = argTypes(1, "function");
+    if (!ts) return errorType();
+    TInfo t = (*ts)[0];
+    if (t.rank() != 2) {
+      error(e.args[0]->range, "transpose needs a matrix, got " + t.str());
+      return errorType();
+    }
+    std::swap(t.shape[0], t.shape[1]);
+    return t;
+  }
+  if (n == "size") {
+    if (e.args.size() != 2) {
+      error(e.range, "'size' takes 2 arguments (a tensor and a dimension), got " +
+                         std::to_string(e.args.size()));
+      return errorType();
+    }
+    TInfo t = typeOf(*e.args[0]);
+    if (t.error) return t;
+    const Expr& k = *e.args[1];
+    if (k.kind != ExprKind::Number || !k.isInt) {
+      error(k.range, "the dimension of size(x, k) must be an integer literal");
+      return errorType();
+    }
+    if (k.ival < 0 || k.ival >= t.rank()) {
+      error(k.range, "dimension " + std::to_string(k.ival) + " is out of range for " + t.str());
+      return errorType();
+    }
+    return scalarT(DType::I64);
+  }
+  error(e.nameRange, "unknown function '" + n + "'");
+  return errorType();
+}
+
+TInfo Lowerer::typeUserCall(const Expr& e, const ast::Function& callee,
+                            std::map<std::string, Poly>* bindingsOut) {
+  if (recursive_.count(callee.name)) return errorType();
+  if (e.args.size() != callee.params.size()) {
+    error(e.range, "function '" + callee.name + "' takes " + std::to_string(callee.params.size()) +
+                       (callee.params.size() == 1 ? " argument" : " arguments") + ", got " +
+                       std::to_string(e.args.size()));
+    return errorType();
+  }
+  std::map<std::string, Poly> bindings;
+  for (size_t k = 0; k < e.args.size(); ++k) {
+    TInfo a = typeOf(*e.args[k]);
+    if (a.error) return a;
+    auto p = typeFromAst(callee.params[k].type, true, nullptr);
+    if (!p) return errorType(); // reported where the callee is checked
+    std::string want = p->str();
+    if (a.isTuple() || p->isTuple() || a.rank() != p->rank()) {
+      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name +
+                                  "' (" + callee.params[k].name + ") must be " + want + ", got " +
+                                  a.str());
+      return errorType();
+    }
+    bool dtypeOk = a.dtype == p->dtype || (a.weak && isFloat(p->dtype)) ||
+                   (a.rank() == 0 && a.dtype == DType::I64 && isFloat(p->dtype));
+    if (!dtypeOk) {
+      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name +
+                                  "' (" + callee.params[k].name + ") must be " + want + ", got " +
+                                  a.str());
+      return errorType();
+    }
+    for (int d = 0; d < a.rank(); ++d) {
+      const Poly& pd = p->shape[d];
+      if (auto c = pd.constValue()) {
+        if (a.shape[d] != pd) {
+          error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name +
+                                      "' must have extent " + pd.str() + " in dimension " +
+                                      std::to_string(d) + ", got " + a.str());
+          return errorType();
+        }
+        continue;
+      }
+      std::string sz = pd.names()[0];
+      auto it = bindings.find(sz);
+      if (it == bindings.end()) bindings[sz] = a.shape[d];
+      else if (it->second != a.shape[d]) {
+        error(e.args[k]->range, "size '" + sz + "' of '" + callee.name + "' is " +
+                                    it->second.str() + " from an earlier argument but " +
+                                    a.shape[d].str() + " here (" + a.str() + ")");
+        return errorType();
+      }
+    }
+  }
+  // Result type in the caller's terms.
+  std::map<std::string, Poly> sizes;
+  for (const auto& [k, v] : bindings) sizes[k] = v;
+  // Sizes of the callee that no tensor argument binds cannot occur: every size name comes
+  // from a parameter type.
+  auto r = typeFromAst(callee.result, false, &sizes);
+  if (!r) return errorType();
+  if (bindingsOut) *bindingsOut = bindings;
+  return *r;
+}
+
+bool Lowerer::declareIndices(const std::vector<ast::IndexDecl>& decls, const Expr& body,
+                             std::vector<Poly>& extents) {
+  bool ok = true;
+  std::set<std::string> seen;
+  for (const auto& d : decls) {
+    if (!seen.insert(d.name).second) {
+      error(d.range, "index '" + d.name + "' is declared twice");
+      ok = false;
+      continue;
+    }
+    if (d.extent) {
+      auto p = extentOf(*d.extent);
+      if (!p) ok = false;
+      else extents.push_back(*p);
+    } else {
+      auto p = inferExtent(d.name, body, d.range);
+      if (!p) ok = false;
+      else extents.push_back(*p);
+    }
+  }
+  return ok;
+}
+
+std::optional<Poly> Lowerer::inferExtent(const std::string& idx, const Expr& body,
+                                         SrcRange declRange) {
+  std::vector<std::pair<Poly, std::string>> found;
+  bool bad = false;
+  std::function<void(const Expr*)> walk = [&](const Expr* e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Reduce)
+      for (const auto& d : e->indices)
+        if (d.name == idx) return; // shadowed
+    if (e->kind == ExprKind::Subscript && e->base->kind == ExprKind::Name) {
+      const Sym* s = lookup(e->base->name);
+      if (s && s->kind == Sym::Val && !s->type.error)
+        for (size_t k = 0; k < e->args.size() && k < s->type.shape.size(); ++k)
+          if (e->args[k]->kind == ExprKind::Name && e->args[k]->name == idx)
+            found.push_back({s->type.shape[k], e->base->name + "[" + text(e->args[k]->range) +
+                                                   "] (dimension " + std::to_string(k) + ")"});
+    }
+    for (const auto& a : e->args) walk(a.get());
+    walk(e->base.get());
+    walk(e->cond.get());
+    if (e->thenBlock) walk(e->thenBlock->result.get());
+    if (e->elseBlock) walk(e->elseBlock->result.get());
+  };
+  walk(&body);
+  if (bad) return std::nullopt;
+  if (found.empty()) {
+    error(declRange, "cannot infer the extent of index '" + idx +
+                         "': use it as a plain subscript of a tensor, or give it as [" + idx +
+                         ": EXTENT]");
+    return std::nullopt;
+  }
+  for (const auto& [p, where] : found)
+    if (p != found[0].first) {
+      error(declRange, "index '" + idx + "' has extent " + found[0].first.str() + " from " +
+                           found[0].second + " but " + p.str() + " from " + where);
+      return std::nullopt;
+    }
+  return found[0].first;
+}
+
+TInfo Lowerer::typeReduce(const Expr& e) {
+  if (!reductions().count(e.name)) {
+    error(e.nameRange, "'" + e.name + "' is not a reduction (sum, prod, max, min, mean, logsumexp)");
+    return errorType();
+  }
+  if (e.args.size() != 1) {
+    error(e.range, "an indexed reduction takes one expression");
+    return errorType();
+  }
+  std::vector<Poly> extents;
+  if (!declareIndices(e.indices, *e.args[0], extents)) return errorType();
+  inst().scopes.emplace_back();
+  for (size_t k = 0; k < e.indices.size(); ++k) {
+    Sym s;
+    s.kind = Sym::Index;
+    s.poly = extents[k];
+    s.indexId = nextIndex_++;
+    bind(e.indices[k].name, s);
+  }
+  TInfo t = typeOf(*e.args[0]);
+  inst().scopes.pop_back();
+  if (t.error) return t;
+  if (t.isTuple() || !isNumeric(t.dtype)) {
+    error(e.args[0]->range, "'" + e.name + "' needs numbers, got " + t.str());
+    return errorType();
+  }
+  if ((e.name == "mean" || e.name == "logsumexp") && t.dtype == DType::I64) t.dtype = DType::F64;
+  return t;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscript proofs
+
+std::optional<Affine> Lowerer::affine(const Expr& e) {
+  switch (e.kind) {
+  case ExprKind::Number:
+    if (!e.isInt) return std::nullopt;
+    return Affine{Poly(e.ival), {}};
+  case ExprKind::Name: {
+    const Sym* s = lookup(e.name);
+    if (!s) return std::nullopt;
+    if (s->kind == Sym::Size) return Affine{s->poly, {}};
+    if (s->kind == Sym::Index) return Affine{Poly(0), {{s->indexId, 1}}};
+    return std::nullopt;
+  }
+  case ExprKind::Unary:
+    if (e.name == "-")
+      if (auto a = affine(*e.args[0])) {
+        a->c0 = -a->c0;
+        for (auto& [k, c] : a->coeff) c = -c;
+        return a;
+      }
+    return std::nullopt;
+  case ExprKind::Call:
+    if (e.name == "size" && e.args.size() == 2) {
+      TInfo t = typeOf(*e.args[0]);
+      const Expr& k = *e.args[1];
+      if (!t.error && k.kind == ExprKind::Number && k.ival >= 0 && k.ival < t.rank())
+        return Affine{t.shape[k.ival], {}};
+    }
+    return std::nullopt;
+  case ExprKind::Binary: {
+    if (e.name != "+" && e.name != "-" && e.name != "*") return std::nullopt;
+    auto a = affine(*e.args[0]);
+    auto b = affine(*e.args[1]);
+    if (!a || !b) return std::nullopt;
+    if (e.name == "*") {
+      // Affine only when one side is a constant integer, or neither mentions an index.
+      auto scale = [](Affine x, int64_t c) {
+        x.c0 = x.c0 * Poly(c);
+        for (auto& [k, v] : x.coeff) v *= c;
+        return x;
+      };
+      if (a->coeff.empty() && b->coeff.empty()) return Affine{a->c0 * b->c0, {}};
+      if (a->coeff.empty() && a->c0.isConst()) return scale(*b, *a->c0.constValue());
+      if (b->coeff.empty() && b->c0.isConst()) return scale(*a, *b->c0.constValue());
+      return std::nullopt;
+    }
+    int64_t sgn = e.name == "+" ? 1 : -1;
+    Affine r = *a;
+    r.c0 = sgn > 0 ? r.c0 + b->c0 : r.c0 - b->c0;
+    for (const auto& [k, c] : b->coeff) r.coeff[k] += sgn * c;
+    return r;
+  }
+  default: return std::nullopt;
+  }
+}
+
+bool Lowerer::proveSubscript(const Expr& sub, const Poly& extent, const std::string& base,
+                             int dim) {
+  auto a = affine(sub);
+  PreKey key{inst().id, &sub};
+  proven_[key] = false;
+  if (!a) return true; // data-dependent or non-affine: checked at run time
+  // Over the index box [0, E-1]: lo takes E-1 where the coefficient is negative, hi where
+  // it is positive.
+  std::map<int, Poly> ext;
+  std::function<void()> noop;
+  for (const auto& scope : inst().scopes)
+    for (const auto& [n, s] : scope)
+      if (s.kind == Sym::Index) ext[s.indexId] = s.poly;
+  Poly lo = a->c0, hi = a->c0;
+  for (const auto& [k, c] : a->coeff) {
+    if (c == 0) continue;
+    auto it = ext.find(k);
+    if (it == ext.end()) return true; // an index of an outer instantiation: check at run time
+    Poly span = (it->second - Poly(1)) * Poly(c);
+    (c < 0 ? lo : hi) = (c < 0 ? lo : hi) + span;
+  }
+  bool loOk = lo.provablyNonNegative();
+  bool hiOk = (extent - Poly(1) - hi).provablyNonNegative();
+  proven_[key] = loOk && hiOk;
+  if (loOk && hiOk) return true;
+  if (inst().inlined) return true; // proven where the callee was checked on its own
+  std::string s = text(sub.range);
+  if (!loOk)
+    error(sub.range, "subscript '" + s + "' of '" + base + "' may be negative: its smallest value is " +
+                         lo.str());
+  else
+    error(sub.range, "subscript '" + s + "' of '" + base + "' may be out of range: it reaches " +
+                         hi.str() + " but dimension " + std::to_string(dim) + " of '" + base +
+                         "' has extent " + extent.str());
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Emission
+
+int Lowerer::loadSym(const Sym& s, const std::vector<Ix>& idx, SrcRange loc) {
+  if (s.type.rank() == 0 && idx.empty()) return s.value;
+  std::vector<int> all = s.prefix;
+  bool proven = s.prefixProven;
+  for (const Ix& i : idx) {
+    all.push_back(i.value);
+    proven = proven && i.proven;
+  }
+  return b_->load(s.value, all, s.srcName, loc, proven);
+}
+
+int Lowerer::emitElem(const Expr& e, const std::vector<Ix>& idx, DType w) {
+  auto it = pre_.find({inst().id, &e});
+  int v;
+  if (it != pre_.end()) v = loadSym(it->second, idx, e.range);
+  else v = emitElemRaw(e, idx, w);
+  if (b_->type(v).dtype != w) v = b_->cast(v, w);
+  return v;
+}
+
+/// Elements of the tensor expression e at idx; scalars when e has rank 0.
+int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
+  TInfo t = typeOf(e);
+  auto sub = [&](const Expr& x, DType d) {
+    // A scalar operand broadcasts: it takes no indices.
+    TInfo xt = typeOf(x);
+    return emitElem(x, xt.rank() == 0 ? std::vector<Ix>{} : idx, d);
+  };
+  switch (e.kind) {
+  case ExprKind::Number:
+    if (isFloat(w)) return b_->constant(w, e.isInt ? static_cast<double>(e.ival) : e.fval);
+    if (w == DType::I64 && e.isInt) return b_->constInt(e.ival);
+    return b_->constant(w, e.isInt ? static_cast<double>(e.ival) : e.fval);
+  case ExprKind::Bool: return b_->constBool(e.bval);
+  case ExprKind::Name: {
+    const Sym* s = lookup(e.name);
+    if (s->kind == Sym::Size) return b_->size(s->poly);
+    return loadSym(*s, idx, e.range);
+  }
+  case ExprKind::Unary: {
+    DType d = want(t, w);
+    int a = sub(*e.args[0], d);
+    return b_->unary(e.name == "!" ? Op::Not : Op::Neg, a, e.range);
+  }
+  case ExprKind::Binary: {
+    const std::string& op = e.name;
+    TInfo ta = typeOf(*e.args[0]), tb = typeOf(*e.args[1]);
+    if (op == "@") {
+      DType d = want(t, w);
+      prepare(*e.args[0]);
+      prepare(*e.args[1]);
+      // (A @ B)[i, k] = sum_j A[i, j] B[j, k]; vectors drop the missing index.
+      Poly inner = ta.shape.back();
+      std::vector<Ix> ai, bi;
+      size_t p = 0;
+      if (ta.rank() == 2) ai.push_back(idx[p++]);
+      std::vector<Ix> rest(idx.begin() + static_cast<long>(p), idx.end());
+      return emitReduce(
+          Op::ReduceSum, false, {inner},
+          [&](const std::vector<int>& j) {
+            std::vector<Ix> a2 = ai, b2{{j[0], true}};
+            a2.push_back({j[0], true});
+            b2.insert(b2.end(), rest.begin(), rest.end());
+            int x = emitElem(*e.args[0], a2, d);
+            int y = emitElem(*e.args[1], b2, d);
+            return b_->binary(Op::Mul, x, y);
+          },
+          d, e.range);
+    }
+    if (op == "^") {
+      DType d = want(t, w);
+      if (tb.dtype == DType::I64) {
+        int x = sub(*e.args[0], d);
+        int n = sub(*e.args[1], DType::I64);
+        return b_->binary(Op::Powi, x, n, e.range);
+      }
+      return b_->binary(Op::Pow, sub(*e.args[0], d), sub(*e.args[1], d), e.range);
+    }
+    static const std::map<std::string, Op> ops = {
+        {"+", Op::Add}, {"-", Op::Sub}, {"*", Op::Mul}, {"/", Op::Div}, {"%", Op::Mod},
+        {"<", Op::Lt},  {"<=", Op::Le}, {">", Op::Gt},  {">=", Op::Ge}, {"==", Op::Eq},
+        {"!=", Op::Ne}, {"&&", Op::And}, {"||", Op::Or}};
+    Op o = ops.at(op);
+    DType d;
+    if (t.dtype == DType::Bool && o != Op::And && o != Op::Or) {
+      // A comparison: operands meet at their unified type.
+      TInfo u;
+      unifyArith(ta, tb, e.range, u, true);
+      d = u.weak ? DType::F64 : u.dtype;
+      if (u.weak && ta.dtype == DType::I64 && tb.dtype == DType::I64) d = DType::I64;
+    } else {
+      d = want(t, w);
+    }
+    return b_->binary(o, sub(*e.args[0], d), sub(*e.args[1], d), e.range);
+  }
+  case ExprKind::Call: return emitCall(e, idx, w);
+  case ExprKind::Reduce: {
+    Op op = reductions().at(e.name);
+    bool mean = e.name == "mean";
+    std::vector<Poly> extents;
+    // Extents were established by typeOf; recompute quietly in the same scope.
+    for (const auto& d : e.indices) {
+      if (d.extent) extents.push_back(*extentOf(*d.extent));
+      else extents.push_back(*inferExtent(d.name, *e.args[0], d.range));
+    }
+    DType d = want(t, w);
+    std::set<std::string> names;
+    for (const auto& x : e.indices) names.insert(x.name);
+    hoistInvariant(*e.args[0], names);
+    return emitReduce(
+        op, mean, extents,
+        [&](const std::vector<int>& j) {
+          inst().scopes.emplace_back();
+          for (size_t k = 0; k < e.indices.size(); ++k) {
+            Sym s;
+            s.kind = Sym::Index;
+            s.value = j[k];
+            s.poly = extents[k];
+            s.indexId = nextIndex_++;
+            bind(e.indices[k].name, s);
+          }
+          int v = emitElem(*e.args[0], idx, d);
+          inst().scopes.pop_back();
+          return v;
+        },
+        d, e.range);
+  }
+  case ExprKind::Subscript: {
+    TInfo bt = typeOf(*e.base);
+    std::vector<Ix> all;
+    for (size_t k = 0; k < e.args.size(); ++k) {
+      int v = emitScalar(*e.args[k], DType::I64);
+      auto pv = proven_.find({inst().id, e.args[k].get()});
+      all.push_back({v, pv != proven_.end() && pv->second});
+    }
+    all.insert(all.end(), idx.begin(), idx.end());
+    (void)bt;
+    return emitElem(*e.base, all, want(t, w));
+  }
+  case ExprKind::TensorLit:
+  case ExprKind::If: {
+    Sym s = materialize(e);
+    return loadSym(s, idx, e.range);
+  }
+  case ExprKind::Tuple: break;
+  }
+  return b_->constant(w, 0);
+}
+
+int Lowerer::emitReduce(Op op, bool mean, const std::vector<Poly>& extents,
+                        const std::function<int(const std::vector<int>&)>& body, DType w,
+                        SrcRange loc) {
+  auto saved = pre_;
+  int r = b_->region(op, extents, ir::Type{w, {}}, body, loc);
+  pre_ = saved;
+  if (mean) {
+    Poly count(1);
+    for (const Poly& p : extents) count = count * p;
+    int c = b_->cast(b_->size(count), w);
+    r = b_->binary(Op::Div, r, c);
+  }
+  return r;
+}
+
+int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
+  const std::string& n = e.name;
+  TInfo t = typeOf(e);
+  auto sub = [&](const Expr& x, DType d) {
+    TInfo xt = typeOf(x);
+    return emitElem(x, xt.rank() == 0 ? std::vector<Ix>{} : idx, d);
+  };
+  if (fns_.count(n)) {
+    Sym s = materialize(e);
+    return loadSym(s, idx, e.range);
+  }
+  if (e.typeArg) return b_->constant(w, n == "ones" ? 1.0 : 0.0);
+  if (unaryFunctions().count(n)) {
+    Op op = unaryFunctions().at(n);
+    DType d = want(t, w);
+    return b_->unary(op, sub(*e.args[0], d), e.range);
+  }
+  if (n == "f64" || n == "f32" || n == "i64") {
+    TInfo a = typeOf(*e.args[0]);
+    DType from = a.weak && isFloat(t.dtype) ? t.dtype : a.dtype;
+    return b_->cast(sub(*e.args[0], from), t.dtype);
+  }
+  if (n == "min" || n == "max" || n == "pow" || n == "atan2") {
+    if (e.args.size() == 2) {
+      DType d = want(t, w);
+      TInfo tb = typeOf(*e.args[1]);
+      if (n == "pow" && tb.dtype == DType::I64)
+        return b_->binary(Op::Powi, sub(*e.args[0], d), sub(*e.args[1], DType::I64), e.range);
+      Op op = n == "min" ? Op::Min : n == "max" ? Op::Max : n == "pow" ? Op::Pow : Op::Atan2;
+      return b_->binary(op, sub(*e.args[0], d), sub(*e.args[1], d), e.range);
+    }
+  }
+  if (n == "select") {
+    DType d = want(t, w);
+    int c = sub(*e.args[0], DType::Bool);
+    return b_->select(c, sub(*e.args[1], d), sub(*e.args[2], d));
+  }
+  if (reductions().count(n)) {
+    TInfo a = typeOf(*e.args[0]);
+    DType d = want(t, w);
+    if (a.rank() == 0) {
+      int v = emitScalar(*e.args[0], d);
+      return v; // the sum, max, ... of one element is that element
+    }
+    prepare(*e.args[0]);
+    return emitReduce(
+        reductions().at(n), n == "mean", a.shape,
+        [&](const std::vector<int>& j) {
+          std::vector<Ix> ix;
+          for (int v : j) ix.push_back({v, true});
+          return emitElem(*e.args[0], ix, d);
+        },
+        d, e.range);
+  }
+  if (n == "transpose") {
+    std::vector<Ix> sw = {idx[1], idx[0]};
+    return emitElem(*e.args[0], sw, want(t, w));
+  }
+  if (n == "size") {
+    TInfo a = typeOf(*e.args[0]);
+    return b_->size(a.shape[e.args[1]->ival]);
+  }
+  return b_->constant(w, 0);
+}
+
+/// Computes ahead of a region what does not depend on the region's indices: scalar
+/// subexpressions of a tensor expression, and tensor parts that cannot be fused (calls, if,
+/// literals, operands of '@'). Stored in pre_ and picked up by emitElem.
+void Lowerer::prepare(const Expr& e) {
+  TInfo t = typeOf(e);
+  PreKey key{inst().id, &e};
+  if (pre_.count(key)) return;
+  auto cheap = [&](const Expr& x) {
+    return x.kind == ExprKind::Name || x.kind == ExprKind::Number || x.kind == ExprKind::Bool;
+  };
+  if (t.rank() == 0) {
+    if (cheap(e) || t.weak) return; // literal arithmetic stays in context, to take its type
+    Sym s;
+    s.type = t;
+    s.value = emitScalar(e, t.dtype);
+    pre_[key] = s;
+    return;
+  }
+  switch (e.kind) {
+  case ExprKind::Unary:
+  case ExprKind::Binary:
+    if (e.kind == ExprKind::Binary && e.name == "@") {
+      for (const auto& a : e.args) {
+        const Expr& x = *a;
+        bool fusible = cheap(x) || (x.kind == ExprKind::Subscript && cheap(*x.base)) ||
+                       (x.kind == ExprKind::Call && x.name == "transpose" && cheap(*x.args[0]));
+        if (!fusible && !pre_.count({inst().id, &x})) pre_[{inst().id, &x}] = materialize(x);
+      }
+      return;
+    }
+    for (const auto& a : e.args) prepare(*a);
+    return;
+  case ExprKind::Call:
+    if (fns_.count(e.name)) {
+      pre_[key] = materialize(e);
+      return;
+    }
+    for (const auto& a : e.args) prepare(*a);
+    return;
+  case ExprKind::Subscript:
+    for (const auto& a : e.args) prepare(*a);
+    prepare(*e.base);
+    return;
+  case ExprKind::TensorLit:
+  case ExprKind::If:
+    pre_[key] = materialize(e);
+    return;
+  default: return;
+  }
+}
+
+/// Loop-invariant code motion at the source level: inside the body of a comprehension or an
+/// indexed reduction over `indices`, computes ahead of the region every costly scalar
+/// subexpression that mentions none of them (`x[i] / sum(x)` sums once, not n times).
+/// If branches are left alone: only the taken branch may run.
+void Lowerer::hoistInvariant(const Expr& e, std::set<std::string> indices) {
+  std::function<bool(const Expr*, const std::set<std::string>&)> mentions =
+      [&](const Expr* x, const std::set<std::string>& idx) -> bool {
+    if (!x) return false;
+    if (x->kind == ExprKind::Name) return idx.count(x->name) > 0;
+    if (x->kind == ExprKind::If) return true; // not hoisted, see above
+    std::set<std::string> inner = idx;
+    if (x->kind == ExprKind::Reduce)
+      for (const auto& d : x->indices) inner.erase(d.name);
+    for (const auto& a : x->args)
+      if (mentions(a.get(), inner)) return true;
+    return mentions(x->base.get(), inner);
+  };
+  auto costly = [](const Expr& x) {
+    return x.kind == ExprKind::Reduce || x.kind == ExprKind::Call ||
+           (x.kind == ExprKind::Binary && x.name == "@");
+  };
+  if (e.kind == ExprKind::If) return;
+  TInfo t = typeOf(e);
+  if (t.rank() == 0 && !t.weak && costly(e) && !mentions(&e, indices)) {
+    prepare(e);
+    return;
+  }
+  if (e.kind == ExprKind::Reduce) {
+    for (const auto& d : e.indices) indices.insert(d.name);
+  }
+  for (const auto& a : e.args) hoistInvariant(*a, indices);
+  if (e.base) hoistInvariant(*e.base, indices);
+}
+
+Sym Lowerer::materializeComp(const std::vector<Poly>& shape, DType d,
+                             const std::function<int(const std::vector<Ix>&)>& elem) {
+  auto saved = pre_;
+  int v = b_->region(Op::Comp, shape, ir::Type{d, shape}, [&](const std::vector<int>& j) {
+    std::vector<Ix> ix;
+    for (int x : j) ix.push_back({x, true});
+    return elem(ix);
+  });
+  pre_ = saved;
+  Sym s;
+  s.type.dtype = d;
+  s.type.shape = shape;
+  s.value = v;
+  return s; // the caller restores weakness where the element type was a literal
+}
+
+/// A tensor (or scalar) value for e, without copying where e already names one.
+Sym Lowerer::materialize(const Expr& e) {
+  TInfo t = typeOf(e);
+  auto it = pre_.find({inst().id, &e});
+  if (it != pre_.end()) return it->second;
+  // A literal keeps its natural type (and stays weak): `let c = 2.5;` still meets f32 values.
+  DType d = t.dtype;
+  if (e.kind == ExprKind::Name) {
+    const Sym* s = lookup(e.name);
+    if (s->kind == Sym::Val) return *s;
+  }
+  if (e.kind == ExprKind::Subscript && e.base->kind == ExprKind::Name && t.rank() > 0) {
+    // A row view A[i]: no copy, loads go through the base.
+    Sym base = *lookup(e.base->name);
+    if (base.kind == Sym::Val) {
+      for (const auto& a : e.args) {
+        base.prefix.push_back(emitScalar(*a, DType::I64));
+        auto pv = proven_.find({inst().id, a.get()});
+        if (pv == proven_.end() || !pv->second) base.prefixProven = false;
+      }
+      base.type = t;
+      return base;
+    }
+  }
+  if (e.kind == ExprKind::Call && fns_.count(e.name)) return inlineCall(e, *fns_[e.name], nullptr);
+  if (t.rank() == 0) {
+    Sym s;
+    s.type = t;
+    s.value = emitScalar(e, d);
+    return s;
+  }
+  if (e.kind == ExprKind::If) {
+    Sym s;
+    s.type = t;
+    int c = emitScalar(*e.cond, DType::Bool);
+    auto saved = pre_;
+    s.value = b_->ifElse(
+        c, s.type.ir(),
+        [&] { return yieldValue(lowerBlock(*e.thenBlock, nullptr), d); },
+        [&] { return yieldValue(lowerBlock(*e.elseBlock, nullptr), d); });
+    pre_ = saved;
+    return s;
+  }
+  if (e.kind == ExprKind::TensorLit) {
+    TInfo el = typeOf(*e.args[0]);
+    if (el.rank() == 0 || e.args[0]->kind == ExprKind::TensorLit) {
+      // Flatten nested literals of scalars into one stack.
+      std::vector<int> leaves;
+      std::function<bool(const Expr&)> flat = [&](const Expr& x) {
+        if (x.kind == ExprKind::TensorLit) {
+          for (const auto& a : x.args)
+            if (!flat(*a)) return false;
+          return true;
+        }
+        if (typeOf(x).rank() != 0) return false;
+        leaves.push_back(emitScalar(x, d));
+        return true;
+      };
+      if (flat(e)) {
+        ir::Instr i;
+        i.op = Op::Stack;
+        i.args = leaves;
+        Sym s;
+        s.type = t;
+        s.value = b_->emit(std::move(i), s.type.ir());
+        return s;
+      }
+    }
+    // Tensor elements: [x, y][k, ...] = select(k == 0, x[...], select(k == 1, y[...], ...)).
+    prepare(e);
+    std::vector<Sym> parts;
+    for (const auto& a : e.args) parts.push_back(materialize(*a));
+    return materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) {
+      std::vector<Ix> rest(ix.begin() + 1, ix.end());
+      int v = loadSym(parts.back(), rest, e.range);
+      for (int k = static_cast<int>(parts.size()) - 2; k >= 0; --k) {
+        int c = b_->binary(Op::Eq, ix[0].value, b_->constInt(k));
+        v = b_->select(c, loadSym(parts[k], rest, e.range), v);
+      }
+      return v;
+    });
+  }
+  prepare(e);
+  Sym s = materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) { return emitElem(e, ix, d); });
+  s.type.weak = t.weak;
+  return s;
+}
+
+int Lowerer::yieldValue(const Sym& s, DType w) {
+  if (s.type.rank() == 0) return b_->cast(s.value, w);
+  if (s.prefix.empty() && s.type.dtype == w) return s.value;
+  return materializeComp(s.type.shape, w, [&](const std::vector<Ix>& ix) {
+           return b_->cast(loadSym(s, ix, {}), w);
+         }).value;
+}
+
+Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut) {
+  std::map<std::string, Poly> bindings;
+  TInfo rt = typeUserCall(e, callee, &bindings);
+  std::vector<Sym> args;
+  for (size_t k = 0; k < e.args.size(); ++k) {
+    auto pt = typeFromAst(callee.params[k].type, true, nullptr);
+    Sym a = materialize(*e.args[k]);
+    if (a.type.dtype != pt->dtype) { // a literal or an i64 scalar taking the parameter's type
+      a.value = yieldValue(a, pt->dtype);
+      a.prefix.clear();
+      a.type.dtype = pt->dtype;
+    }
+    a.type.weak = false;
+    a.srcName = callee.params[k].name;
+    args.push_back(a);
+  }
+  auto in = std::make_unique<Inst>();
+  in->id = nextInst_++;
+  in->fn = &callee;
+  in->inlined = true;
+  in->scopes.emplace_back();
+  for (const auto& [n, p] : bindings) {
+    Sym s;
+    s.kind = Sym::Size;
+    s.poly = p;
+    in->scopes.back()[n] = s;
+  }
+  for (size_t k = 0; k < args.size(); ++k) {
+    auto pt = typeFromAst(callee.params[k].type, true, nullptr);
+    args[k].type.shape = pt->shape;
+    for (auto& p : args[k].type.shape) p = p.substitute(bindings);
+    in->scopes.back()[callee.params[k].name] = args[k];
+  }
+  stack_.push_back(std::move(in));
+  Sym r = lowerBlock(callee.body, tupleOut);
+  stack_.pop_back();
+  (void)rt;
+  return r;
+}
+
+bool Lowerer::lowerStmt(const ast::Stmt& s) {
+  using ast::StmtKind;
+  switch (s.kind) {
+  case StmtKind::Var:
+  case StmtKind::Assign:
+  case StmtKind::AssignIndexed:
+  case StmtKind::For:
+    error(s.range, "loops with state ('var', 'for' and assignment) are not supported yet");
+    return false;
+  case StmtKind::Let: {
+    TInfo t = typeOf(*s.value);
+    if (t.error) {
+      Sym p;
+      p.type = errorType();
+      bind(s.name, p);
+      return false;
+    }
+    if (t.isTuple()) {
+      error(s.range, "this gives a tuple " + t.str() + "; unpack it with let (a, b) = ...");
+      Sym p;
+      p.type = errorType();
+      bind(s.name, p);
+      return false;
+    }
+    Sym v = materialize(*s.value);
+    if (v.srcName.empty() || s.value->kind != ExprKind::Name) v.srcName = s.name;
+    bind(s.name, v);
+    return true;
+  }
+  case StmtKind::LetTuple: {
+    TInfo t = typeOf(*s.value);
+    bool ok = !t.error;
+    if (ok && (!t.isTuple() || t.tuple.size() != s.names.size())) {
+      error(s.range, "cannot unpack " + t.str() + " into " + std::to_string(s.names.size()) +
+                         " names");
+      ok = false;
+    }
+    if (ok && !(s.value->kind == ExprKind::Call && fns_.count(s.value->name))) {
+      error(s.value->range, "only a call's results can be unpacked");
+      ok = false;
+    }
+    std::vector<Sym> parts;
+    if (ok) inlineCall(*s.value, *fns_[s.value->name], &parts);
+    for (size_t k = 0; k < s.names.size(); ++k) {
+      Sym p;
+      if (ok) {
+        p = parts[k];
+        p.srcName = s.names[k].first;
+      } else {
+        p.type = errorType();
+      }
+      if (s.names[k].first != "_") bind(s.names[k].first, p);
+    }
+    return ok;
+  }
+  case StmtKind::LetIndexed: {
+    std::vector<Poly> extents;
+    if (!declareIndices(s.indices, *s.value, extents)) {
+      Sym p;
+      p.type = errorType();
+      bind(s.name, p);
+      return false;
+    }
+    inst().scopes.emplace_back();
+    std::vector<int> ids;
+    for (size_t k = 0; k < s.indices.size(); ++k) {
+      Sym x;
+      x.kind = Sym::Index;
+      x.poly = extents[k];
+      x.indexId = nextIndex_++;
+      ids.push_back(x.indexId);
+      bind(s.indices[k].name, x);
+    }
+    TInfo t = typeOf(*s.value);
+    bool ok = !t.error;
+    if (ok && t.isTuple()) {
+      error(s.value->range, "a comprehension element cannot be a tuple");
+      ok = false;
+    }
+    Sym result;
+    if (ok) {
+      std::set<std::string> names;
+      for (const auto& d : s.indices) names.insert(d.name);
+      hoistInvariant(*s.value, names);
+      DType d = t.dtype;
+      std::vector<Poly> shape = extents;
+      shape.insert(shape.end(), t.shape.begin(), t.shape.end());
+      size_t nu = s.indices.size();
+      result = materializeComp(shape, d, [&](const std::vector<Ix>& ix) {
+        for (size_t k = 0; k < nu; ++k) {
+          Sym& x = inst().scopes.back()[s.indices[k].name];
+          x.value = ix[k].value;
+        }
+        std::vector<Ix> rest(ix.begin() + static_cast<long>(nu), ix.end());
+        if (!rest.empty()) prepare(*s.value);
+        return emitElem(*s.value, rest, d);
+      });
+      result.srcName = s.name;
+      result.type.weak = t.weak;
+    } else {
+      result.type = errorType();
+    }
+    inst().scopes.pop_back();
+    bind(s.name, result);
+    return ok;
+  }
+  }
+  return false;
+}
+
+Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
+  inst().scopes.emplace_back();
+  bool ok = true;
+  for (const auto& s : b.stmts) ok = lowerStmt(s) && ok;
+  Sym r;
+  if (!b.result) {
+    r.type = errorType();
+  } else {
+    TInfo t = typeOf(*b.result);
+    if (!ok || t.error) {
+      r.type = errorType();
+    } else if (t.isTuple()) {
+      if (b.result->kind == ExprKind::Tuple) {
+        for (const auto& a : b.result->args) {
+          Sym p = materialize(*a);
+          if (tupleOut) tupleOut->push_back(p);
+        }
+      } else if (b.result->kind == ExprKind::Call && fns_.count(b.result->name)) {
+        inlineCall(*b.result, *fns_[b.result->name], tupleOut);
+      } else {
+        error(b.result->range, "a tuple can only be returned or unpacked");
+      }
+      r.type = t;
+    } else {
+      r = materialize(*b.result);
+    }
+  }
+  inst().scopes.pop_back();
+  return r;
+}
+
+std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
+  ir::Function f;
+  f.name = fn.name;
+  f.file = &diags_.file();
+  f_ = &f;
+  b_ = std::make_unique<ir::Builder>(f);
+  pre_.clear();
+  auto in = std::make_unique<Inst>();
+  in->id = nextInst_++;
+  in->fn = &fn;
+  in->inlined = false;
+  in->scopes.emplace_back();
+  stack_.clear();
+  stack_.push_back(std::move(in));
+  size_t errorsBefore = diags_.diagnostics().size();
+  bool ok = true;
+
+  // Parameters and the size names their types bind.
+  std::map<std::string, Poly> sizes;
+  std::set<std::string> names;
+  for (size_t k = 0; k < fn.params.size(); ++k) {
+    const auto& p = fn.params[k];
+    if (!names.insert(p.name).second) {
+      error(p.range, "parameter '" + p.name + "' is declared twice");
+      ok = false;
+    }
+    auto t = typeFromAst(p.type, true, nullptr);
+    if (!t) {
+      ok = false;
+      continue;
+    }
+    if (t->isTuple()) {
+      error(p.type.range, "a parameter cannot be a tuple");
+      ok = false;
+      continue;
+    }
+    for (const auto& d : t->shape)
+      for (const auto& n : d.names()) sizes[n] = Poly::var(n);
+    ir::Instr i;
+    i.op = Op::Param;
+    i.name = p.name;
+    i.ival = static_cast<int64_t>(k);
+    int v = b_->emit(std::move(i), t->ir());
+    f.params.push_back(v);
+    f.paramNames.push_back(p.name);
+    f.paramTypes.push_back(t->ir());
+    Sym s;
+    s.type = *t;
+    s.value = v;
+    s.srcName = p.name;
+    bind(p.name, s);
+  }
+  for (const auto& [n, p] : sizes) {
+    if (names.count(n)) {
+      for (const auto& prm : fn.params)
+        if (prm.name == n) error(prm.range, "'" + n + "' is both a parameter and a size name");
+      ok = false;
+      continue;
+    }
+    Sym s;
+    s.kind = Sym::Size;
+    s.poly = p;
+    bind(n, s);
+  }
+  auto rt = typeFromAst(fn.result, false, &sizes);
+  if (!rt) ok = false;
+  if (!ok) return std::nullopt;
+
+  std::vector<Sym> tuple;
+  Sym r = lowerBlock(fn.body, &tuple);
+  if (r.type.error || diags_.diagnostics().size() != errorsBefore) return std::nullopt;
+
+  // The result must match the declared type (a literal adapts to the declared float type).
+  auto same = [&](const TInfo& got, const TInfo& want) {
+    if (got.shape != want.shape) return false;
+    if (got.dtype == want.dtype) return true;
+    return got.weak && (isFloat(want.dtype) || (got.dtype == DType::I64 && want.dtype == DType::I64));
+  };
+  const ast::Expr& re = *fn.body.result;
+  if (rt->isTuple() != r.type.isTuple() ||
+      (rt->isTuple() && rt->tuple.size() != r.type.tuple.size())) {
+    error(re.range, "function '" + fn.name + "' returns " + rt->str() + " but its body gives " +
+                        r.type.str());
+    return std::nullopt;
+  }
+  std::vector<Sym> outs = rt->isTuple() ? tuple : std::vector<Sym>{r};
+  std::vector<TInfo> wants = rt->isTuple() ? rt->tuple : std::vector<TInfo>{*rt};
+  std::vector<TInfo> gots = rt->isTuple() ? r.type.tuple : std::vector<TInfo>{r.type};
+  for (size_t k = 0; k < wants.size(); ++k) {
+    if (!same(gots[k], wants[k])) {
+      error(re.range, "function '" + fn.name + "' returns " + rt->str() +
+                          " but its body gives " + r.type.str());
+      return std::nullopt;
+    }
+  }
+  for (size_t k = 0; k < outs.size(); ++k) f.body.yields.push_back(yieldValue(outs[k], wants[k].dtype));
+  return f;
+}
+
+} // namespace
+
+bool checkModule(const ast::Module& m, DiagSink& diags) {
+  Lowerer l(m, diags);
+  for (const auto& f : m.functions) l.lower(f);
+  return !diags.hasErrors();
+}
+
+std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
+                                          DiagSink& diags) {
+  Lowerer l(m, diags);
+  for (const auto& f : m.functions)
+    if (f.name == name) return l.lower(f);
+  return std::nullopt;
+}
+
+} // namespace slope

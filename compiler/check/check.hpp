@@ -1,0 +1,28 @@
+// The checker: names, dtypes, symbolic shapes, index extents, subscript proofs, recursion,
+// arity and result types; and, in the same walk, lowering of the AST to Tensor IR.
+//
+// Checking and lowering share one walk because the questions are the same ("what is the
+// type of this expression here?") and lowering needs every answer. Calls are inlined: a
+// callee is lowered again at each call site with its size names bound to the caller's
+// extents. Each function is first checked on its own, so an error inside a callee is
+// reported once, at its own source location.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+#include "compiler/parse/ast.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace slope {
+
+/// Checks every function in the module; diagnostics go to diags. Returns true when clean.
+bool checkModule(const ast::Module& m, DiagSink& diags);
+
+/// Lowers one function (after a clean checkModule) to Tensor IR with all calls inlined.
+/// Returns nullopt (with diagnostics) if the function does not check.
+std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
+                                          DiagSink& diags);
+
+} // namespace slope

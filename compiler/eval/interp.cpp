@@ -1,0 +1,503 @@
+#include "compiler/eval/interp.hpp"
+
+#include <cmath>
+#include <limits>
+#include <memory>
+
+namespace slope {
+
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+
+double digamma(double x) {
+  // Reflection for x < 0.5, recurrence up to x >= 6, then the asymptotic series
+  // psi(x) ~ log x - 1/(2x) - sum B_2k / (2k x^2k).
+  if (std::isnan(x)) return x;
+  if (x <= 0 && std::floor(x) == x) return std::numeric_limits<double>::quiet_NaN();
+  double result = 0;
+  if (x < 0.5) {
+    const double pi = 3.14159265358979323846;
+    result -= pi / std::tan(pi * x);
+    x = 1 - x;
+  }
+  while (x < 6) {
+    result -= 1 / x;
+    x += 1;
+  }
+  double f = 1 / (x * x);
+  double series =
+      f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))));
+  return result + std::log(x) - 0.5 / x - series;
+}
+
+std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args) {
+  auto plural = [](size_t n) { return n == 1 ? " argument" : " arguments"; };
+  if (args.size() != f.params.size())
+    throw CallError("'" + f.name + "' takes " + std::to_string(f.params.size()) +
+                    plural(f.params.size()) + ", got " + std::to_string(args.size()));
+  std::map<std::string, int64_t> sizes;
+  std::map<std::string, std::string> from;
+  // First bind each size name where it stands alone as an extent, then check every extent
+  // (cotangent parameters of gradient functions may have computed extents like n - 1).
+  for (size_t k = 0; k < args.size(); ++k) {
+    const ir::Type& t = f.paramTypes[k];
+    const Tensor& a = args[k];
+    const std::string& name = f.paramNames[k];
+    if (a.dtype() != t.dtype || a.rank() != t.rank())
+      throw CallError("parameter '" + name + "' must be " + t.str() + ", got " + a.typeString());
+    for (int d = 0; d < t.rank(); ++d) {
+      int64_t got = a.shape()[d];
+      if (got < 1)
+        throw CallError("parameter '" + name + "' has extent " + std::to_string(got) +
+                        " in dimension " + std::to_string(d) + "; extents must be at least 1");
+      auto names = t.shape[d].names();
+      if (names.size() != 1 || t.shape[d] != Poly::var(names[0])) continue;
+      auto it = sizes.find(names[0]);
+      if (it == sizes.end()) {
+        sizes[names[0]] = got;
+        from[names[0]] = name;
+      } else if (it->second != got) {
+        throw CallError("size '" + names[0] + "' is " + std::to_string(it->second) +
+                        " (from parameter '" + from[names[0]] + "') but parameter '" + name +
+                        "' has extent " + std::to_string(got) + " in dimension " +
+                        std::to_string(d));
+      }
+    }
+  }
+  for (size_t k = 0; k < args.size(); ++k) {
+    const ir::Type& t = f.paramTypes[k];
+    for (int d = 0; d < t.rank(); ++d) {
+      auto want = t.shape[d].eval(sizes);
+      int64_t got = args[k].shape()[d];
+      if (want && *want == got) continue;
+      throw CallError("parameter '" + f.paramNames[k] + "' must have extent " + t.shape[d].str() +
+                      (want && !t.shape[d].isConst() ? " = " + std::to_string(*want) : "") +
+                      " in dimension " + std::to_string(d) + ", got " + std::to_string(got));
+    }
+  }
+  return sizes;
+}
+
+namespace {
+
+/// A value: scalars inline, tensors shared (buffers are mutated in place by buf.add).
+struct V {
+  double f = 0;
+  int64_t i = 0;
+  std::shared_ptr<Tensor> t;
+};
+
+template <class T> T applyUnary(Op op, T x) {
+  switch (op) {
+  case Op::Neg: return -x;
+  case Op::Exp: return std::exp(x);
+  case Op::Log: return std::log(x);
+  case Op::Log1p: return std::log1p(x);
+  case Op::Expm1: return std::expm1(x);
+  case Op::Sqrt: return std::sqrt(x);
+  case Op::Abs: return std::fabs(x);
+  case Op::Sin: return std::sin(x);
+  case Op::Cos: return std::cos(x);
+  case Op::Tan: return std::tan(x);
+  case Op::Asin: return std::asin(x);
+  case Op::Acos: return std::acos(x);
+  case Op::Atan: return std::atan(x);
+  case Op::Sinh: return std::sinh(x);
+  case Op::Cosh: return std::cosh(x);
+  case Op::Tanh: return std::tanh(x);
+  case Op::Sigmoid: {
+    // Written so that neither branch overflows.
+    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
+    T e = std::exp(x);
+    return e / (T(1) + e);
+  }
+  case Op::Relu: return x > 0 ? x : T(0);
+  case Op::Softplus: return std::log1p(std::exp(-std::fabs(x))) + (x > 0 ? x : T(0));
+  case Op::Erf: return std::erf(x);
+  case Op::Lgamma: return std::lgamma(x);
+  case Op::Digamma: return static_cast<T>(digamma(static_cast<double>(x)));
+  case Op::Floor: return std::floor(x);
+  case Op::Ceil: return std::ceil(x);
+  case Op::Sign: return std::isnan(x) ? x : static_cast<T>((x > 0) - (x < 0));
+  default: return x;
+  }
+}
+
+template <class T> T applyBinary(Op op, T a, T b) {
+  switch (op) {
+  case Op::Add: return a + b;
+  case Op::Sub: return a - b;
+  case Op::Mul: return a * b;
+  case Op::Div: return a / b;
+  case Op::Pow: return std::pow(a, b);
+  case Op::Atan2: return std::atan2(a, b);
+  case Op::Min: return std::isnan(a) || std::isnan(b) ? a + b : (b < a ? b : a);
+  case Op::Max: return std::isnan(a) || std::isnan(b) ? a + b : (b > a ? b : a);
+  default: return a;
+  }
+}
+
+class Interp {
+public:
+  Interp(const ir::Function& f, std::map<std::string, int64_t> sizes)
+      : f_(f), sizes_(std::move(sizes)), vals_(f.types.size()) {}
+
+  std::vector<Tensor> run(const std::vector<Tensor>& args) {
+    for (size_t k = 0; k < f_.params.size(); ++k)
+      vals_[f_.params[k]] = fromTensor(args[k]);
+    exec(f_.body);
+    std::vector<Tensor> out;
+    for (int y : f_.body.yields) out.push_back(toTensor(y));
+    return out;
+  }
+
+private:
+  DType dt(int v) const { return f_.types[v].dtype; }
+
+  V fromTensor(const Tensor& t) {
+    V v;
+    if (t.rank() == 0) {
+      v.f = t.getF(0);
+      v.i = t.getI(0);
+    } else {
+      v.t = std::make_shared<Tensor>(t);
+    }
+    return v;
+  }
+
+  Tensor toTensor(int id) {
+    const V& v = vals_[id];
+    if (v.t) return *v.t;
+    Tensor t(dt(id), {});
+    if (isFloat(dt(id))) t.setF(0, v.f);
+    else t.setI(0, v.i);
+    return t;
+  }
+
+  int64_t extent(const Poly& p, SrcRange loc) {
+    auto e = p.eval(sizes_);
+    if (!e) throw EvalError(loc, "internal error: unbound size in " + p.str());
+    if (*e < 0)
+      throw EvalError(loc, "extent " + p.str() + " is negative (" + std::to_string(*e) + ")");
+    return *e;
+  }
+
+  double roundTo(DType t, double x) const {
+    return t == DType::F32 ? static_cast<double>(static_cast<float>(x)) : x;
+  }
+
+  /// Flat position of a subscript list, range-checked.
+  int64_t flat(const Tensor& t, const Instr& in, size_t first, size_t count) {
+    int64_t pos = 0;
+    for (size_t k = 0; k < count; ++k) {
+      int64_t ix = vals_[in.args[first + k]].i;
+      int64_t ext = t.shape()[k];
+      if (ix < 0 || ix >= ext)
+        throw EvalError(in.loc, "index " + std::to_string(ix) + " is out of range for '" +
+                                    (in.name.empty() ? std::string("tensor") : in.name) +
+                                    "': dimension " + std::to_string(k) + " has extent " +
+                                    std::to_string(ext));
+      pos = pos * ext + ix;
+    }
+    return pos;
+  }
+
+  /// Runs body for every point of the index space of a region instruction.
+  template <class Fn> void loop(const Instr& in, Fn&& body) {
+    const Block& r = in.regions[0];
+    std::vector<int64_t> ext;
+    int64_t total = 1;
+    for (const Poly& p : in.extents) {
+      ext.push_back(extent(p, in.loc));
+      total *= ext.back();
+    }
+    std::vector<int64_t> idx(ext.size(), 0);
+    for (int64_t n = 0; n < total; ++n) {
+      for (size_t k = 0; k < idx.size(); ++k) vals_[r.args[k]].i = idx[k];
+      exec(r);
+      body(n);
+      for (size_t k = idx.size(); k-- > 0;) {
+        if (++idx[k] < ext[k]) break;
+        idx[k] = 0;
+      }
+    }
+  }
+
+  void exec(const Block& b) {
+    for (const Instr& in : b.body) step(in);
+  }
+
+  void step(const Instr& in) {
+    V out;
+    DType t = in.result >= 0 ? dt(in.result) : DType::F64;
+    auto a = [&](int k) -> const V& { return vals_[in.args[k]]; };
+    switch (ir::opKind(in.op)) {
+    case ir::OpKind::Leaf:
+      if (in.op == Op::Param) return;
+      if (in.op == Op::Const) out.f = in.fval, out.i = in.ival;
+      else out.i = extent(in.poly, in.loc), out.f = static_cast<double>(out.i);
+      break;
+    case ir::OpKind::Unary: out = unary(in, t); break;
+    case ir::OpKind::Binary: out = binary(in, t); break;
+    case ir::OpKind::Ternary: out = a(0).i ? a(1) : a(2); break;
+    case ir::OpKind::Memory: memory(in, out); break;
+    case ir::OpKind::Region: region(in, out, t); break;
+    }
+    if (in.result >= 0) vals_[in.result] = std::move(out);
+  }
+
+  V unary(const Instr& in, DType t) {
+    V out;
+    const V& x = vals_[in.args[0]];
+    DType from = dt(in.args[0]);
+    if (in.op == Op::Not) {
+      out.i = !x.i;
+      return out;
+    }
+    if (in.op == Op::Cast) {
+      if (isFloat(t)) out.f = roundTo(t, isFloat(from) ? x.f : static_cast<double>(x.i));
+      else if (t == DType::Bool) out.i = isFloat(from) ? x.f != 0 : x.i != 0;
+      else if (!isFloat(from)) out.i = x.i;
+      else {
+        if (!(std::fabs(x.f) < 9.2e18))
+          throw EvalError(in.loc, "cannot convert " + std::to_string(x.f) + " to i64");
+        out.i = static_cast<int64_t>(x.f);
+      }
+      return out;
+    }
+    if (!isFloat(t)) {
+      if (in.op == Op::Neg) out.i = static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i));
+      else if (in.op == Op::Abs) out.i = x.i < 0 ? static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i)) : x.i;
+      else if (in.op == Op::Sign) out.i = (x.i > 0) - (x.i < 0);
+      else out.i = x.i;
+      return out;
+    }
+    if (t == DType::F32) out.f = applyUnary<float>(in.op, static_cast<float>(x.f));
+    else out.f = applyUnary<double>(in.op, x.f);
+    return out;
+  }
+
+  V binary(const Instr& in, DType t) {
+    V out;
+    const V& x = vals_[in.args[0]];
+    const V& y = vals_[in.args[1]];
+    DType ot = dt(in.args[0]);
+    switch (in.op) {
+    case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge: case Op::Eq: case Op::Ne: {
+      bool r;
+      if (isFloat(ot)) {
+        double p = x.f, q = y.f;
+        r = in.op == Op::Lt ? p < q : in.op == Op::Le ? p <= q : in.op == Op::Gt ? p > q
+          : in.op == Op::Ge ? p >= q : in.op == Op::Eq ? p == q : p != q;
+      } else {
+        int64_t p = x.i, q = y.i;
+        r = in.op == Op::Lt ? p < q : in.op == Op::Le ? p <= q : in.op == Op::Gt ? p > q
+          : in.op == Op::Ge ? p >= q : in.op == Op::Eq ? p == q : p != q;
+      }
+      out.i = r;
+      return out;
+    }
+    case Op::And: out.i = x.i && y.i; return out;
+    case Op::Or: out.i = x.i || y.i; return out;
+    default: break;
+    }
+    if (in.op == Op::Powi) {
+      if (isFloat(t)) {
+        out.f = roundTo(t, std::pow(x.f, static_cast<double>(y.i)));
+        return out;
+      }
+      int64_t base = x.i, e = y.i;
+      if (e < 0) {
+        if (base == 0) throw EvalError(in.loc, "integer division by zero (0 to a negative power)");
+        out.i = base == 1 ? 1 : base == -1 ? (e % 2 ? -1 : 1) : 0;
+        return out;
+      }
+      uint64_t r = 1, bb = static_cast<uint64_t>(base);
+      while (e) {
+        if (e & 1) r *= bb;
+        bb *= bb;
+        e >>= 1;
+      }
+      out.i = static_cast<int64_t>(r);
+      return out;
+    }
+    if (isFloat(t)) {
+      if (t == DType::F32)
+        out.f = applyBinary<float>(in.op, static_cast<float>(x.f), static_cast<float>(y.f));
+      else out.f = applyBinary<double>(in.op, x.f, y.f);
+      return out;
+    }
+    // Integers wrap around (two's complement) instead of invoking undefined behaviour.
+    uint64_t p = static_cast<uint64_t>(x.i), q = static_cast<uint64_t>(y.i);
+    switch (in.op) {
+    case Op::Add: out.i = static_cast<int64_t>(p + q); break;
+    case Op::Sub: out.i = static_cast<int64_t>(p - q); break;
+    case Op::Mul: out.i = static_cast<int64_t>(p * q); break;
+    case Op::Div:
+    case Op::Mod:
+      if (y.i == 0) throw EvalError(in.loc, "integer division by zero");
+      if (y.i == -1) out.i = in.op == Op::Div ? static_cast<int64_t>(0 - p) : 0;
+      else out.i = in.op == Op::Div ? x.i / y.i : x.i % y.i;
+      break;
+    case Op::Min: out.i = std::min(x.i, y.i); break;
+    case Op::Max: out.i = std::max(x.i, y.i); break;
+    default: out.i = 0;
+    }
+    return out;
+  }
+
+  void memory(const Instr& in, V& out) {
+    switch (in.op) {
+    case Op::Load: {
+      const Tensor& t = *vals_[in.args[0]].t;
+      int64_t pos = flat(t, in, 1, in.args.size() - 1);
+      out.f = t.getF(pos);
+      out.i = t.getI(pos);
+      return;
+    }
+    case Op::Stack: {
+      std::vector<int64_t> shape;
+      for (const Poly& p : f_.types[in.result].shape) shape.push_back(extent(p, in.loc));
+      auto t = std::make_shared<Tensor>(f_.types[in.result].dtype, shape);
+      for (size_t k = 0; k < in.args.size(); ++k) {
+        if (isFloat(t->dtype())) t->setF(static_cast<int64_t>(k), vals_[in.args[k]].f);
+        else t->setI(static_cast<int64_t>(k), vals_[in.args[k]].i);
+      }
+      out.t = t;
+      return;
+    }
+    case Op::BufZeros: {
+      const ir::Type& ty = f_.types[in.result];
+      if (ty.rank() == 0) {
+        out.t = std::make_shared<Tensor>(ty.dtype, std::vector<int64_t>{});
+        return;
+      }
+      std::vector<int64_t> shape;
+      for (const Poly& p : ty.shape) shape.push_back(extent(p, in.loc));
+      out.t = std::make_shared<Tensor>(ty.dtype, shape);
+      return;
+    }
+    case Op::BufAdd: {
+      Tensor& t = *vals_[in.args[0]].t;
+      int64_t pos = flat(t, in, 1, in.args.size() - 2);
+      const V& v = vals_[in.args.back()];
+      if (t.dtype() == DType::F32)
+        t.data<float>()[pos] += static_cast<float>(v.f);
+      else t.setF(pos, t.getF(pos) + v.f);
+      return;
+    }
+    default: return;
+    }
+  }
+
+  void region(const Instr& in, V& out, DType t) {
+    const Block& r = in.regions.empty() ? f_.body : in.regions[0];
+    auto yv = [&]() -> const V& { return vals_[r.yields[0]]; };
+    bool fl = isFloat(t);
+    switch (in.op) {
+    case Op::Comp: {
+      std::vector<int64_t> shape;
+      for (const Poly& p : in.extents) shape.push_back(extent(p, in.loc));
+      auto res = std::make_shared<Tensor>(t, shape);
+      loop(in, [&](int64_t n) {
+        if (fl) res->setF(n, yv().f);
+        else res->setI(n, yv().i);
+      });
+      out.t = res;
+      return;
+    }
+    case Op::ReduceSum:
+    case Op::ReduceProd: {
+      bool sum = in.op == Op::ReduceSum;
+      double acc = sum ? 0 : 1;
+      int64_t iacc = sum ? 0 : 1;
+      loop(in, [&](int64_t) {
+        if (fl) acc = roundTo(t, sum ? acc + yv().f : acc * yv().f);
+        else iacc = static_cast<int64_t>(sum ? static_cast<uint64_t>(iacc) + static_cast<uint64_t>(yv().i)
+                                             : static_cast<uint64_t>(iacc) * static_cast<uint64_t>(yv().i));
+      });
+      out.f = acc;
+      out.i = iacc;
+      return;
+    }
+    case Op::ReduceMax:
+    case Op::ReduceMin:
+    case Op::ArgMax:
+    case Op::ArgMin: {
+      bool mx = in.op == Op::ReduceMax || in.op == Op::ArgMax;
+      double best = mx ? -INFINITY : INFINITY;
+      int64_t ibest = mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+      int64_t at = -1;
+      bool nan = false;
+      DType bt = dt(r.yields[0]);
+      loop(in, [&](int64_t n) {
+        if (nan) return;
+        if (isFloat(bt)) {
+          double v = yv().f;
+          if (std::isnan(v)) { // NaN wins, so it is never hidden
+            best = v, at = n, nan = true;
+          } else if (at < 0 || (mx ? v > best : v < best)) {
+            best = v, at = n;
+          }
+        } else {
+          int64_t v = yv().i;
+          if (at < 0 || (mx ? v > ibest : v < ibest)) ibest = v, at = n;
+        }
+      });
+      if (in.op == Op::ArgMax || in.op == Op::ArgMin) out.i = at;
+      else if (fl) out.f = best;
+      else out.i = ibest;
+      return;
+    }
+    case Op::ReduceLse: {
+      // log(sum(exp(x))) = m + log(sum(exp(x - m))) with m the largest element.
+      std::vector<double> xs;
+      loop(in, [&](int64_t) { xs.push_back(yv().f); });
+      double m = -INFINITY;
+      for (double x : xs) m = std::max(m, x);
+      if (std::isinf(m)) {
+        out.f = m;
+        for (double x : xs)
+          if (std::isnan(x)) out.f = x;
+        return;
+      }
+      double s = 0;
+      for (double x : xs) s = roundTo(t, s + roundTo(t, std::exp(roundTo(t, x - m))));
+      out.f = roundTo(t, m + roundTo(t, std::log(s)));
+      return;
+    }
+    case Op::If: {
+      const Block& br = vals_[in.args[0]].i ? in.regions[0] : in.regions[1];
+      exec(br);
+      if (in.result >= 0) out = vals_[br.yields[0]];
+      return;
+    }
+    case Op::For: loop(in, [](int64_t) {}); return;
+    default: return;
+    }
+  }
+
+  const ir::Function& f_;
+  std::map<std::string, int64_t> sizes_;
+  std::vector<V> vals_;
+};
+
+} // namespace
+
+std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args) {
+  auto sizes = bindSizes(f, args);
+  Interp in(f, sizes);
+  return in.run(args);
+}
+
+ir::Function promoteToF64(const ir::Function& f) {
+  ir::Function g = f;
+  for (auto& t : g.types)
+    if (t.dtype == DType::F32) t.dtype = DType::F64;
+  for (auto& t : g.paramTypes)
+    if (t.dtype == DType::F32) t.dtype = DType::F64;
+  return g;
+}
+
+} // namespace slope

@@ -1,0 +1,42 @@
+// The reference evaluator: a plain interpreter of Tensor IR.
+//
+// It is the oracle that later backends are tested against, so it is written for clarity:
+// one switch over the op list, loops over index spaces, f32 arithmetic done in f32. Every
+// subscript is range-checked; a bad one is an EvalError naming the tensor and the index.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+#include "runtime/tensor.hpp"
+
+#include <map>
+#include <stdexcept>
+#include <vector>
+
+namespace slope {
+
+/// A problem with the arguments of a call: count, dtype, rank, extents, size bindings.
+struct CallError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// A run-time failure inside the function (a subscript out of range, an integer division by
+/// zero, a negative computed extent); `where` points at the source.
+struct EvalError : std::runtime_error {
+  EvalError(SrcRange w, const std::string& m) : std::runtime_error(m), where(w) {}
+  SrcRange where;
+};
+
+/// Checks the arguments against the parameter types and returns the size bindings.
+std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args);
+
+/// Runs f on args and returns its results (one per yield).
+std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args);
+
+/// A copy of f computing in f64 wherever it computes in f32: the finite-difference checker
+/// uses it as a precise reference for f32 functions.
+ir::Function promoteToF64(const ir::Function& f);
+
+/// Scalar kernels shared by the evaluator and constant folding.
+double digamma(double x);
+
+} // namespace slope

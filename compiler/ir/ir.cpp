@@ -1,0 +1,165 @@
+#include "compiler/ir/ir.hpp"
+
+#include <charconv>
+#include <set>
+
+namespace slope::ir {
+
+const char* opName(Op op) {
+  switch (op) {
+#define OP(E, M, K)                                                                                \
+  case Op::E: return M;
+#include "compiler/ir/ops.def"
+  }
+  return "?";
+}
+
+OpKind opKind(Op op) {
+  switch (op) {
+#define OP(E, M, K)                                                                                \
+  case Op::E: return OpKind::K;
+#include "compiler/ir/ops.def"
+  }
+  return OpKind::Leaf;
+}
+
+std::string Type::str() const {
+  std::string s = dtypeName(dtype);
+  if (shape.empty()) return s;
+  s += "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i].str();
+  return s + "]";
+}
+
+std::vector<std::string> Function::sizeNames() const {
+  std::vector<std::string> out;
+  std::set<std::string> seen;
+  for (const Type& t : paramTypes)
+    for (const Poly& p : t.shape)
+      for (const auto& n : p.names())
+        if (seen.insert(n).second) out.push_back(n);
+  return out;
+}
+
+namespace {
+
+std::string fmtDouble(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  std::string s(buf, r.ptr);
+  if (s.find_first_of(".eninf") == std::string::npos) s += ".0";
+  return s;
+}
+
+struct Printer {
+  const Function& f;
+  std::string out;
+
+  std::string v(int id) const { return "%" + std::to_string(id); }
+
+  void indent(int depth) { out.append(static_cast<size_t>(depth) * 2, ' '); }
+
+  void block(const Block& b, int depth) {
+    for (const Instr& i : b.body) instr(i, depth);
+    indent(depth);
+    out += "yield";
+    for (size_t k = 0; k < b.yields.size(); ++k) out += (k ? ", " : " ") + v(b.yields[k]);
+    out += "\n";
+  }
+
+  void instr(const Instr& i, int depth) {
+    indent(depth);
+    if (i.result >= 0) out += v(i.result) + " = ";
+    out += opName(i.op);
+    switch (i.op) {
+    case Op::Param: out += " " + i.name; break;
+    case Op::Const:
+      out += " " + (isFloat(f.types[i.result].dtype) ? fmtDouble(i.fval)
+                    : f.types[i.result].dtype == DType::Bool ? std::string(i.ival ? "true" : "false")
+                                                             : std::to_string(i.ival));
+      break;
+    case Op::Size: out += " " + i.poly.str(); break;
+    case Op::Load:
+    case Op::BufAdd: {
+      out += " " + v(i.args[0]) + "[";
+      size_t nidx = i.op == Op::Load ? i.args.size() - 1 : i.args.size() - 2;
+      for (size_t k = 0; k < nidx; ++k) out += (k ? ", " : "") + v(i.args[1 + k]);
+      out += "]";
+      if (i.op == Op::BufAdd) out += ", " + v(i.args.back());
+      if (i.op == Op::Load && !i.checked && nidx > 0) out += " checked";
+      break;
+    }
+    default:
+      for (size_t k = 0; k < i.args.size(); ++k) out += (k ? ", " : " ") + v(i.args[k]);
+    }
+    if (!i.extents.empty()) {
+      out += " [";
+      const Block& r = i.regions[0];
+      for (size_t k = 0; k < i.extents.size(); ++k)
+        out += (k ? ", " : "") + v(r.args[k]) + " < " + i.extents[k].str();
+      out += "]";
+    }
+    if (i.result >= 0) out += " : " + f.types[i.result].str();
+    if (i.regions.empty()) {
+      out += "\n";
+      return;
+    }
+    for (size_t r = 0; r < i.regions.size(); ++r) {
+      out += r == 0 ? " {\n" : " else {\n";
+      block(i.regions[r], depth + 1);
+      indent(depth);
+      out += "}";
+    }
+    out += "\n";
+  }
+};
+
+} // namespace
+
+std::string print(const Function& f) {
+  Printer p{f, {}};
+  p.out = "fn @" + f.name + "(";
+  for (size_t k = 0; k < f.params.size(); ++k)
+    p.out += (k ? ", " : "") + p.v(f.params[k]) + " " + f.paramNames[k] + ": " + f.paramTypes[k].str();
+  p.out += ") -> (";
+  for (size_t k = 0; k < f.body.yields.size(); ++k)
+    p.out += (k ? ", " : "") + f.types[f.body.yields[k]].str();
+  p.out += ") {\n";
+  for (const Instr& i : f.body.body)
+    if (i.op != Op::Param) p.instr(i, 1);
+  p.out += "  return";
+  for (size_t k = 0; k < f.body.yields.size(); ++k)
+    p.out += (k ? ", " : " ") + p.v(f.body.yields[k]);
+  p.out += "\n}\n";
+  return p.out;
+}
+
+static int mapped(std::vector<int>& map, int id) {
+  if (id >= 0 && id < static_cast<int>(map.size()) && map[id] >= 0) return map[id];
+  return id;
+}
+
+static int fresh(Function& f, std::vector<int>& map, int old) {
+  int n = f.newValue(f.types[old]);
+  if (static_cast<int>(map.size()) <= old) map.resize(old + 1, -1);
+  map[old] = n;
+  return n;
+}
+
+Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
+  Block out;
+  for (int a : b.args) out.args.push_back(fresh(f, map, a));
+  out.body.reserve(b.body.size());
+  for (const Instr& i : b.body) {
+    Instr c = i;
+    c.regions.clear();
+    for (int& a : c.args) a = mapped(map, a);
+    for (const Block& r : i.regions) c.regions.push_back(cloneBlock(f, r, map));
+    if (i.result >= 0) c.result = fresh(f, map, i.result);
+    out.body.push_back(std::move(c));
+  }
+  for (int y : b.yields) out.yields.push_back(mapped(map, y));
+  return out;
+}
+
+} // namespace slope::ir

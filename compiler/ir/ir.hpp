@@ -1,0 +1,98 @@
+// Tensor IR: typed, shaped SSA with nested regions.
+//
+// A Function owns a Block; a Block is a list of Instrs and the values it yields. Values are
+// numbered per function (Function::types[id] is the type of value id). Region instructions
+// (comprehensions, reductions, if, for) own nested Blocks whose `args` are the index values.
+// A body may use any value defined before it in an enclosing block.
+//
+// Everything is a value except the effects of the two buffer ops, which the adjoint pass uses
+// to accumulate gradients: buf.zeros makes a mutable tensor and buf.add adds into it; later
+// reads see the sum. Forward code never contains them.
+#pragma once
+
+#include "compiler/support/diagnostics.hpp"
+#include "compiler/support/poly.hpp"
+#include "runtime/tensor.hpp"
+
+#include <string>
+#include <vector>
+
+namespace slope::ir {
+
+enum class Op : uint8_t {
+#define OP(E, M, K) E,
+#include "compiler/ir/ops.def"
+};
+enum class OpKind : uint8_t { Leaf, Unary, Binary, Ternary, Memory, Region };
+
+const char* opName(Op op);
+OpKind opKind(Op op);
+constexpr int kNumOps = 0
+#define OP(E, M, K) +1
+#include "compiler/ir/ops.def"
+    ;
+
+struct Type {
+  DType dtype = DType::F64;
+  std::vector<Poly> shape; // empty for a scalar
+  int rank() const { return static_cast<int>(shape.size()); }
+  bool operator==(const Type& o) const { return dtype == o.dtype && shape == o.shape; }
+  bool operator!=(const Type& o) const { return !(*this == o); }
+  std::string str() const;
+};
+
+struct Instr;
+
+struct Block {
+  std::vector<int> args;   // index values of a region (i64 scalars)
+  std::vector<Instr> body;
+  std::vector<int> yields; // the block's results
+};
+
+struct Instr {
+  Op op = Op::Const;
+  int result = -1;          // -1 for For and BufAdd
+  std::vector<int> args;    // operand value ids
+  double fval = 0;          // Const (float)
+  int64_t ival = 0;         // Const (int/bool), Param position
+  std::string name;         // Param name; Load/BufAdd: the tensor's source name
+  Poly poly;                // Size
+  std::vector<Poly> extents; // Comp, reductions, For: one per region index
+  std::vector<Block> regions;
+  SrcRange loc;             // source location, for run-time errors
+  bool checked = false;     // Load: subscripts proven in range at compile time
+};
+
+struct Function {
+  std::string name;
+  std::vector<int> params;         // value ids of the Param instrs, in order
+  std::vector<std::string> paramNames;
+  std::vector<Type> paramTypes;    // extents are literals or size names
+  Block body;                      // yields: the results
+  std::vector<Type> types;         // type of every value id
+  const SourceFile* file = nullptr;
+
+  int newValue(const Type& t) {
+    types.push_back(t);
+    return static_cast<int>(types.size()) - 1;
+  }
+  /// Size names, in order of first appearance in the parameter types.
+  std::vector<std::string> sizeNames() const;
+};
+
+/// Prints the function in the textual form `slopec grad --emit ir` shows.
+std::string print(const Function& f);
+
+/// Deep-copies a block, giving every value it defines a fresh id; `map` translates ids of
+/// values used but not defined in the block (and receives the new ids of those it defines).
+Block cloneBlock(Function& f, const Block& b, std::vector<int>& map);
+
+/// Calls fn(instr) for every instruction, nested regions included (pre-order).
+template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {
+  for (const Instr& i : b.body) {
+    fn(i);
+    for (const Block& r : i.regions) forEachInstr(r, fn);
+  }
+}
+
+} // namespace slope::ir

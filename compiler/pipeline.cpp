@@ -1,0 +1,73 @@
+#include "compiler/pipeline.hpp"
+
+#include "compiler/autodiff/autodiff.hpp"
+#include "compiler/check/check.hpp"
+#include "compiler/parse/parser.hpp"
+
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace slope {
+
+std::unique_ptr<Program> Program::fromFile(const std::string& path) {
+  std::unique_ptr<Program> p(new Program);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    p->ioError_ = path + ": cannot open file";
+    p->file_ = std::make_unique<SourceFile>(path, "");
+    p->diags_ = std::make_unique<DiagSink>(*p->file_);
+    return p;
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  p->file_ = std::make_unique<SourceFile>(path, ss.str());
+  p->build();
+  return p;
+}
+
+std::unique_ptr<Program> Program::fromString(const std::string& name, std::string text) {
+  std::unique_ptr<Program> p(new Program);
+  p->file_ = std::make_unique<SourceFile>(name, std::move(text));
+  p->build();
+  return p;
+}
+
+void Program::build() {
+  diags_ = std::make_unique<DiagSink>(*file_);
+  module_ = parseModule(*file_, *diags_);
+  bool parsed = !diags_->hasErrors();
+  bool checked = checkModule(module_, *diags_);
+  ok_ = parsed && checked;
+}
+
+std::string Program::diagnostics() const {
+  if (!ioError_.empty()) return ioError_ + "\n";
+  return diags_->render();
+}
+
+std::vector<std::string> Program::functionNames() const {
+  std::vector<std::string> out;
+  for (const auto& f : module_.functions) out.push_back(f.name);
+  return out;
+}
+
+bool Program::hasFunction(const std::string& name) const {
+  for (const auto& f : module_.functions)
+    if (f.name == name) return true;
+  return false;
+}
+
+ir::Function Program::forward(const std::string& name) const {
+  if (!ok_) throw std::logic_error("forward() on a program with errors");
+  DiagSink sink(*file_);
+  auto f = lowerFunction(module_, name, sink);
+  if (!f) throw std::invalid_argument("no function '" + name + "'");
+  return *f;
+}
+
+ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
+  return differentiate(forward(name), wrt);
+}
+
+} // namespace slope

@@ -1,0 +1,46 @@
+// The compiler pipeline, top to bottom: read -> parse -> check/lower -> differentiate.
+// Each stage's output can be printed from slopec.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+#include "compiler/parse/ast.hpp"
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace slope {
+
+class Program {
+public:
+  /// Reads a file; a missing or unreadable file is reported as a diagnostic-free error
+  /// (ioError()).
+  static std::unique_ptr<Program> fromFile(const std::string& path);
+  static std::unique_ptr<Program> fromString(const std::string& name, std::string text);
+
+  /// Parses and checks every function. False when there are diagnostics.
+  bool ok() const { return ok_; }
+  const std::string& ioError() const { return ioError_; }
+  /// Rendered diagnostics (FILE:LINE:COL: error: ...), empty when ok().
+  std::string diagnostics() const;
+  const DiagSink& diags() const { return *diags_; }
+
+  std::vector<std::string> functionNames() const;
+  bool hasFunction(const std::string& name) const;
+  /// Forward IR of one function (all calls inlined).
+  ir::Function forward(const std::string& name) const;
+  /// Gradient / VJP IR (see differentiate()).
+  ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt) const;
+
+private:
+  Program() = default;
+  void build();
+  std::unique_ptr<SourceFile> file_;
+  std::unique_ptr<DiagSink> diags_;
+  ast::Module module_;
+  std::string ioError_;
+  bool ok_ = false;
+};
+
+} // namespace slope

@@ -1,0 +1,462 @@
+// slopec: the Slope command line (INTERFACE.md).
+//
+//   slopec eval  FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b] [--seed-out S] [--json]
+//   slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S] [--rtol R]
+//                     [--atol A] [--json]
+//   slopec grad  FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
+//
+// Exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error.
+
+#include "compiler/autodiff/autodiff.hpp"
+#include "compiler/eval/interp.hpp"
+#include "compiler/gradcheck.hpp"
+#include "compiler/pipeline.hpp"
+#include "runtime/io.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace slope;
+
+constexpr int kOk = 0, kCheckFailed = 1, kBad = 2;
+
+const char* kUsage = R"(usage: slopec COMMAND FILE [options]
+
+Slope compiles functions written in the Slope language and their reverse-mode gradients.
+
+commands:
+  eval    evaluate a function and its gradient
+  check   compare reverse-mode gradients with central finite differences
+  grad    print the gradient function (--emit ir | forward)
+
+options common to all commands:
+  --fn NAME        the function (eval/grad: default the first in the file;
+                   check: default every function)
+  --json           one JSON object on stdout instead of text
+  -h, --help       help for a command (slopec COMMAND --help)
+  --version        print the version
+
+exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error
+)";
+
+const char* kEvalHelp = R"(usage: slopec eval FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b]
+                   [--seed-out ones|VALUE] [--json]
+
+Evaluates the function (default: the first in FILE) at the given arguments and, for a scalar
+float result, its gradient with respect to every float parameter (or those in --wrt).
+VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]') or @PATH.npy.
+A tensor- or tuple-valued function gets a vector-Jacobian product when --seed-out gives the
+output cotangent: 'ones', a number, a nested list or @PATH.npy.
+)";
+
+const char* kCheckHelp = R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
+                    [--rtol R] [--atol A] [--json]
+
+Compares the reverse-mode gradient with central finite differences for every float
+parameter, at random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or
+at the given ARG=VALUE arguments. Without --fn, checks every function in FILE.
+Default tolerances: f64 rtol 1e-5 atol 1e-7; f32 rtol 2e-3 atol 1e-4.
+Exit status 0 when every parameter passes, 1 otherwise.
+)";
+
+const char* kGradHelp = R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
+
+Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise).
+KIND: ir       the gradient function in Tensor IR (forward code, then the adjoint)
+      forward  the forward function in Tensor IR
+)";
+
+struct Usage : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Args {
+  std::string command, file, fn, emit, out, seedOut;
+  std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
+  std::vector<std::string> wrt;
+  std::map<std::string, int64_t> sizes;
+  std::optional<double> rtol, atol;
+  uint64_t seed = 0;
+  bool json = false, noGrad = false, help = false, interp = false;
+};
+
+std::vector<std::string> splitComma(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+double parseNumber(const std::string& flag, const std::string& v) {
+  try {
+    size_t pos = 0;
+    double d = std::stod(v, &pos);
+    if (pos != v.size()) throw std::invalid_argument(v);
+    return d;
+  } catch (const std::exception&) {
+    throw Usage(flag + " needs a number, got '" + v + "'");
+  }
+}
+
+Args parseArgs(int argc, char** argv) {
+  Args a;
+  std::vector<std::string> av(argv + 1, argv + argc);
+  size_t i = 0;
+  auto value = [&](const std::string& flag, std::string& inlineVal) -> std::string {
+    if (!inlineVal.empty()) return inlineVal;
+    if (i + 1 >= av.size()) throw Usage(flag + " needs a value");
+    return av[++i];
+  };
+  for (; i < av.size(); ++i) {
+    std::string s = av[i], inl;
+    if (s.rfind("--", 0) == 0 && s.find('=') != std::string::npos) {
+      inl = s.substr(s.find('=') + 1);
+      s = s.substr(0, s.find('='));
+      if (inl.empty()) throw Usage(s + " needs a value");
+    }
+    if (s == "-h" || s == "--help") a.help = true;
+    else if (s == "--json") a.json = true;
+    else if (s == "--no-grad") a.noGrad = true;
+    else if (s == "--interp") a.interp = true;
+    else if (s == "--fn") a.fn = value(s, inl);
+    else if (s == "--emit") a.emit = value(s, inl);
+    else if (s == "-o") a.out = value(s, inl);
+    else if (s == "--seed-out") a.seedOut = value(s, inl);
+    else if (s == "--wrt") a.wrt = splitComma(value(s, inl));
+    else if (s == "--rtol") a.rtol = parseNumber(s, value(s, inl));
+    else if (s == "--atol") a.atol = parseNumber(s, value(s, inl));
+    else if (s == "--seed") {
+      double d = parseNumber(s, value(s, inl));
+      if (d < 0 || d != std::floor(d)) throw Usage("--seed needs a non-negative integer");
+      a.seed = static_cast<uint64_t>(d);
+    } else if (s == "--sizes") {
+      for (const auto& kv : splitComma(value(s, inl))) {
+        auto eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) throw Usage("--sizes takes NAME=N,..., got '" + kv + "'");
+        double d = parseNumber("--sizes " + kv.substr(0, eq), kv.substr(eq + 1));
+        if (d < 1 || d != std::floor(d) || d > 1e9)
+          throw Usage("size '" + kv.substr(0, eq) + "' must be a positive integer");
+        a.sizes[kv.substr(0, eq)] = static_cast<int64_t>(d);
+      }
+    } else if (s.size() > 1 && s[0] == '-' && !(s.size() > 1 && (std::isdigit(static_cast<unsigned char>(s[1])) || s[1] == '.'))) {
+      throw Usage("unknown option '" + s + "'");
+    } else if (a.command.empty()) {
+      a.command = s;
+    } else if (a.file.empty() && s.find('=') == std::string::npos) {
+      a.file = s;
+    } else if (s.find('=') != std::string::npos && s.find('=') > 0) {
+      a.values.push_back({s.substr(0, s.find('=')), s.substr(s.find('=') + 1)});
+    } else {
+      throw Usage("unexpected argument '" + s + "'");
+    }
+  }
+  return a;
+}
+
+std::string jsonString(const std::string& s) {
+  std::string o = "\"";
+  for (char c : s) {
+    switch (c) {
+    case '"': o += "\\\""; break;
+    case '\\': o += "\\\\"; break;
+    case '\n': o += "\\n"; break;
+    case '\t': o += "\\t"; break;
+    default:
+      if (static_cast<unsigned char>(c) < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        o += buf;
+      } else {
+        o += c;
+      }
+    }
+  }
+  return o + "\"";
+}
+
+std::string num(double v, bool json) { return formatNumber(v, DType::F64, json); }
+
+/// The program being run; it outlives the command so that a run-time error caught in main
+/// can point into its source.
+std::unique_ptr<Program> gProgram;
+
+/// Loads and checks FILE; prints diagnostics and returns null on errors.
+const Program* load(const Args& a) {
+  if (a.file.empty()) throw Usage("missing FILE");
+  gProgram = Program::fromFile(a.file);
+  if (!gProgram->ok()) {
+    std::cerr << gProgram->diagnostics();
+    return nullptr;
+  }
+  return gProgram.get();
+}
+
+std::string pickFunction(const Args& a, const Program& p) {
+  if (!a.fn.empty()) {
+    if (!p.hasFunction(a.fn)) {
+      std::string names;
+      for (const auto& n : p.functionNames()) names += (names.empty() ? "" : ", ") + n;
+      throw Usage("'" + a.file + "' has no function '" + a.fn + "' (it has: " + names + ")");
+    }
+    return a.fn;
+  }
+  return p.functionNames().front();
+}
+
+Tensor readValue(const std::string& text, DType dt) {
+  if (!text.empty() && text[0] == '@') return readNpy(text.substr(1), dt);
+  return parseValue(text, dt);
+}
+
+/// ARG=VALUE arguments in parameter order; missing ones are an error unless `partial`.
+std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f, bool partial) {
+  std::vector<std::optional<Tensor>> out(f.params.size());
+  for (const auto& [name, text] : a.values) {
+    size_t k = 0;
+    while (k < f.paramNames.size() && f.paramNames[k] != name) ++k;
+    if (k == f.paramNames.size()) throw Usage("'" + f.name + "' has no parameter '" + name + "'");
+    if (out[k]) throw Usage("argument '" + name + "' is given twice");
+    try {
+      out[k] = readValue(text, f.paramTypes[k].dtype);
+    } catch (const ValueError& e) {
+      throw Usage("argument '" + name + "': " + e.what());
+    }
+  }
+  if (!partial)
+    for (size_t k = 0; k < out.size(); ++k)
+      if (!out[k])
+        throw Usage("missing argument '" + f.paramNames[k] + "' (" + f.paramTypes[k].str() + ")");
+  return out;
+}
+
+int runEval(const Args& a) {
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::string name = pickFunction(a, *p);
+  ir::Function f = p->forward(name);
+  auto opt = bindArgs(a, f, false);
+  std::vector<Tensor> args;
+  for (auto& t : opt) args.push_back(*t);
+
+  std::vector<Tensor> value = evaluate(f, args);
+  bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
+  bool wantGrad = !a.noGrad && (scalarLoss || !a.seedOut.empty());
+  bool anyFloat = false;
+  for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+  if (!a.wrt.empty() && !wantGrad && !a.noGrad)
+    throw Usage("'" + name + "' does not return a float scalar; give --seed-out for a gradient");
+
+  std::vector<std::string> wrtNames;
+  std::vector<Tensor> grads;
+  if (wantGrad && anyFloat) {
+    wrtNames = resolveWrt(f, a.wrt);
+    ir::Function g = differentiate(f, a.wrt);
+    std::vector<Tensor> gargs = args;
+    if (!scalarLoss) {
+      for (const Tensor& r : value) {
+        if (!isFloat(r.dtype())) continue;
+        Tensor s(r.dtype(), r.shape());
+        if (a.seedOut == "ones") {
+          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, 1);
+        } else {
+          try {
+            s = readValue(a.seedOut, r.dtype());
+          } catch (const ValueError& e) {
+            throw Usage(std::string("--seed-out: ") + e.what());
+          }
+        }
+        gargs.push_back(s);
+      }
+    }
+    std::vector<Tensor> out;
+    try {
+      out = evaluate(g, gargs);
+    } catch (const CallError& e) {
+      throw Usage(std::string("--seed-out: ") + e.what());
+    }
+    grads.assign(out.begin() + static_cast<long>(value.size()), out.end());
+  }
+
+  auto valueText = [&](bool json) {
+    if (value.size() == 1) return json ? toJson(value[0]) : toText(value[0]);
+    std::string s = "[";
+    for (size_t k = 0; k < value.size(); ++k)
+      s += (k ? ", " : "") + (json ? toJson(value[k]) : toText(value[k]));
+    return s + "]";
+  };
+  if (a.json) {
+    std::string s = "{\"function\": " + jsonString(name) + ", \"value\": " + valueText(true);
+    if (!grads.empty() || (wantGrad && anyFloat)) {
+      s += ", \"gradient\": {";
+      for (size_t k = 0; k < grads.size(); ++k)
+        s += (k ? ", " : "") + jsonString(wrtNames[k]) + ": " + toJson(grads[k]);
+      s += "}";
+    }
+    std::cout << s << "}\n";
+  } else {
+    std::cout << name << " = " << valueText(false) << "\n";
+    for (size_t k = 0; k < grads.size(); ++k)
+      std::cout << "d" << (scalarLoss ? name : std::string("<seed, " + name + ">")) << "/d"
+                << wrtNames[k] << " = " << toText(grads[k]) << "\n";
+  }
+  return kOk;
+}
+
+int runCheck(const Args& a) {
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::vector<std::string> names = a.fn.empty() ? p->functionNames()
+                                                : std::vector<std::string>{pickFunction(a, *p)};
+  bool all = true;
+  std::vector<std::string> jsonParts;
+  for (const auto& name : names) {
+    ir::Function f = p->forward(name);
+    auto given = bindArgs(a, f, true);
+    // Sizes: --sizes, then whatever the given arguments fix, then 3.
+    std::map<std::string, int64_t> sizes = a.sizes;
+    for (size_t k = 0; k < given.size(); ++k) {
+      if (!given[k]) continue;
+      const ir::Type& t = f.paramTypes[k];
+      for (int d = 0; d < t.rank() && d < given[k]->rank(); ++d) {
+        auto ns = t.shape[d].names();
+        if (ns.size() == 1 && t.shape[d] == Poly::var(ns[0]) && !sizes.count(ns[0]))
+          sizes[ns[0]] = given[k]->shape()[d];
+      }
+    }
+    std::vector<Tensor> args = randomArgs(f, sizes, a.seed);
+    for (size_t k = 0; k < given.size(); ++k)
+      if (given[k]) args[k] = *given[k];
+    bool anyFloat = false;
+    for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+    if (!anyFloat) {
+      if (a.json)
+        jsonParts.push_back("{\"function\": " + jsonString(name) +
+                            ", \"passed\": true, \"skipped\": \"no float parameters\", \"params\": {}}");
+      else std::cout << name << ": skipped (no float parameters)\n";
+      continue;
+    }
+    GradCheckOptions o;
+    o.rtol = a.rtol;
+    o.atol = a.atol;
+    o.seed = a.seed;
+    GradCheckResult r = checkGradient(f, args, o);
+    all = all && r.passed;
+    if (a.json) {
+      std::string s = "{\"function\": " + jsonString(name) + ", \"passed\": " +
+                      (r.passed ? "true" : "false") + ", \"params\": {";
+      for (size_t k = 0; k < r.params.size(); ++k) {
+        const auto& pc = r.params[k];
+        s += (k ? ", " : "") + jsonString(pc.name) + ": {\"max_abs_err\": " +
+             num(pc.maxAbsErr, true) + ", \"max_rel_err\": " + num(pc.maxRelErr, true) +
+             ", \"passed\": " + (pc.passed ? "true" : "false") + "}";
+      }
+      jsonParts.push_back(s + "}}");
+    } else {
+      std::cout << name << ": " << (r.passed ? "pass" : "FAIL") << "\n";
+      for (const auto& pc : r.params) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "  %-12s max_abs_err %-10.3g max_rel_err %-10.3g %s\n",
+                      pc.name.c_str(), pc.maxAbsErr, pc.maxRelErr, pc.passed ? "pass" : "FAIL");
+        std::cout << buf;
+      }
+    }
+  }
+  if (a.json) {
+    if (!a.fn.empty()) std::cout << jsonParts[0] << "\n";
+    else {
+      std::string s = "{\"file\": " + jsonString(a.file) + ", \"passed\": " +
+                      (all ? "true" : "false") + ", \"functions\": [";
+      for (size_t k = 0; k < jsonParts.size(); ++k) s += (k ? ", " : "") + jsonParts[k];
+      std::cout << s << "]}\n";
+    }
+  }
+  return all ? kOk : kCheckFailed;
+}
+
+int runGrad(const Args& a) {
+  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir or forward)");
+  if (a.emit != "ir" && a.emit != "forward") {
+    if (a.emit == "slope" || a.emit == "llvm" || a.emit == "asm" || a.emit == "obj" ||
+        a.emit == "header" || a.emit == "ptx")
+      throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
+    throw Usage("unknown --emit kind '" + a.emit + "' (ir, forward)");
+  }
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::string name = pickFunction(a, *p);
+  ir::Function f = p->forward(name);
+  std::string text = a.emit == "forward" ? ir::print(f) : ir::print(differentiate(f, a.wrt));
+  if (a.out.empty() || a.out == "-") {
+    std::cout << text;
+  } else {
+    std::ofstream o(a.out, std::ios::binary);
+    if (!(o << text)) throw Usage("cannot write '" + a.out + "'");
+  }
+  return kOk;
+}
+
+int run(int argc, char** argv) {
+  Args a = parseArgs(argc, argv);
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--version") {
+      std::cout << "slopec " << SLOPE_VERSION << "\n";
+      return kOk;
+    }
+  if (a.command.empty()) {
+    if (a.help) {
+      std::cout << kUsage;
+      return kOk;
+    }
+    std::cerr << kUsage;
+    return kBad;
+  }
+  if (a.command == "eval") {
+    if (a.help) return std::cout << kEvalHelp, kOk;
+    return runEval(a);
+  }
+  if (a.command == "check") {
+    if (a.help) return std::cout << kCheckHelp, kOk;
+    return runCheck(a);
+  }
+  if (a.command == "grad") {
+    if (a.help) return std::cout << kGradHelp, kOk;
+    return runGrad(a);
+  }
+  throw Usage("unknown command '" + a.command + "' (eval, check, grad)");
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Usage& e) {
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const CallError& e) {
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const GradError& e) {
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const EvalError& e) {
+    // A run-time error points into the source, like a compile error.
+    if (gProgram) std::cerr << renderDiagnostic(gProgram->diags().file(), {e.where, e.what()});
+    else std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const std::exception& e) {
+    std::cerr << "slopec: internal error: " << e.what() << "\n";
+    return kBad;
+  }
+}
