@@ -1444,7 +1444,7 @@ Sym Lowerer::materialize(const Expr& e) {
     }
   }
   if (e.kind == ExprKind::Call && fns_.count(e.name)) return inlineCall(e, *fns_[e.name], nullptr);
-  if (t.rank() == 0) {
+  if (t.rank() == 0 && e.kind != ExprKind::If) {
     Sym s;
     s.type = t;
     s.value = emitScalar(e, d);
@@ -1488,7 +1488,6 @@ Sym Lowerer::materialize(const Expr& e) {
       }
     }
     // Tensor elements: [x, y][k, ...] = select(k == 0, x[...], select(k == 1, y[...], ...)).
-    prepare(e);
     std::vector<Sym> parts;
     for (const auto& a : e.args) parts.push_back(materialize(*a));
     return materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) {

@@ -58,7 +58,7 @@ const Case kCases[] = {
     {"comprehension_extent", "fn f(x: $T[n]) -> $T { let d[i: n - 1] = x[i + 1] - x[i]; sum(d^2) + sum(x) }"},
     {"comprehension_reverse", "fn f(x: $T[n]) -> $T { let r[i] = x[n - 1 - i] * x[i]; sum(r) }"},
     {"row_subscript", "fn f(A: $T[n, m], v: $T[m]) -> $T { let r[i] = sum(A[i] * v); sum(r^2) }"},
-    {"data_dependent_subscript", "fn f(x: $T[n], idx: i64[n]) -> $T { let y[i] = x[idx[i]] * x[i]; sum(y) }"},
+    {"data_dependent_subscript", "fn f(x: $T[n], idx: i64[n]) -> $T { let y[i] = x[idx[i] % n] * x[i]; sum(y) }"},
     {"modular_subscript", "fn f(x: $T[n]) -> $T { let y[i] = x[(i + 1) % n] * x[i]; sum(y) }"},
     {"tensor_literal", "fn f(x: $T, y: $T) -> $T { let v = [x, 2 * y, x * y]; let M = [[x, y], [y, 1]]; sum(v^2) + sum(M @ M) }"},
     {"tensor_literal_rows", "fn f(a: $T[n], b: $T[n]) -> $T { let M = [a, b * 2]; sum(M^2) }"},
@@ -80,6 +80,8 @@ struct Param {
   const Case* c;
   const char* dtype;
 };
+
+void PrintTo(const Param& p, std::ostream* os) { *os << p.c->name << "_" << p.dtype; }
 
 class GradTable : public ::testing::TestWithParam<Param> {};
 
