@@ -30,6 +30,7 @@ public:
   }
   void acc(int k, int v) override { accumulate(cur_->args[k], v); }
   const Instr* def(int k) override { return defInstr_[cur_->args[k]]; }
+  bool needs(int k) override { return active(cur_->args[k]); }
 
 private:
   struct Scope {

@@ -25,6 +25,8 @@ struct E {
 };
 
 void dNeg(RuleCtx& c) { E e(c); c.acc(0, e.neg(c.g())); }
+// Unary rules run only when their operand is active (the pass skips inactive results), so
+// they need no needs() test; binary rules compute only the partials that are wanted.
 void dCast(RuleCtx& c) {
   // A conversion between float types passes the adjoint back, converted.
   ir::Builder& b = c.b();
@@ -77,28 +79,32 @@ void dAdd(RuleCtx& c) {
 void dSub(RuleCtx& c) {
   E e(c);
   c.acc(0, c.g());
-  c.acc(1, e.neg(c.g()));
+  if (c.needs(1)) c.acc(1, e.neg(c.g()));
 }
 void dMul(RuleCtx& c) {
   E e(c);
-  c.acc(0, e.mul(c.g(), c.x(1)));
-  c.acc(1, e.mul(c.g(), c.x(0)));
+  if (c.needs(0)) c.acc(0, e.mul(c.g(), c.x(1)));
+  if (c.needs(1)) c.acc(1, e.mul(c.g(), c.x(0)));
 }
 void dDiv(RuleCtx& c) {
   E e(c);
   int gb = e.div(c.g(), c.x(1));
   c.acc(0, gb);
-  c.acc(1, e.neg(e.mul(gb, c.y())));
+  if (c.needs(1)) c.acc(1, e.neg(e.mul(gb, c.y())));
 }
 void dPow(RuleCtx& c) {
   // d/da a^b = b a^(b-1) (0 where b = 0); d/db a^b = a^b log a (0 where a = 0).
   E e(c);
   ir::Builder& b = c.b();
   int a = c.x(0), p = c.x(1);
-  int da = e.mul(c.g(), e.mul(p, b.binary(Op::Pow, a, e.sub(p, e.k(1)))));
-  c.acc(0, e.zeroIf(b.binary(Op::Eq, p, e.k(0)), da));
-  int db = e.mul(c.g(), e.mul(c.y(), e.un(Op::Log, a)));
-  c.acc(1, e.zeroIf(b.binary(Op::Eq, a, e.k(0)), db));
+  if (c.needs(0)) {
+    int da = e.mul(c.g(), e.mul(p, b.binary(Op::Pow, a, e.sub(p, e.k(1)))));
+    c.acc(0, e.zeroIf(b.binary(Op::Eq, p, e.k(0)), da));
+  }
+  if (c.needs(1)) {
+    int db = e.mul(c.g(), e.mul(c.y(), e.un(Op::Log, a)));
+    c.acc(1, e.zeroIf(b.binary(Op::Eq, a, e.k(0)), db));
+  }
 }
 void dPowi(RuleCtx& c) {
   // d/dx x^n = n x^(n-1); small constant n are written out (x^2 -> 2x).
@@ -123,8 +129,8 @@ void dAtan2(RuleCtx& c) {
   E e(c);
   int y = c.x(0), x = c.x(1);
   int r = e.div(c.g(), e.add(e.sq(x), e.sq(y)));
-  c.acc(0, e.mul(r, x));
-  c.acc(1, e.neg(e.mul(r, y)));
+  if (c.needs(0)) c.acc(0, e.mul(r, x));
+  if (c.needs(1)) c.acc(1, e.neg(e.mul(r, y)));
 }
 void dMinMax(RuleCtx& c) {
   // The adjoint goes to the operand that was chosen, the first one on a tie.
@@ -132,14 +138,14 @@ void dMinMax(RuleCtx& c) {
   ir::Builder& b = c.b();
   Op op = c.instr().op == Op::Max ? Op::Ge : Op::Le;
   int first = b.binary(op, c.x(0), c.x(1));
-  c.acc(0, b.select(first, c.g(), e.k(0)));
-  c.acc(1, b.select(first, e.k(0), c.g()));
+  if (c.needs(0)) c.acc(0, b.select(first, c.g(), e.k(0)));
+  if (c.needs(1)) c.acc(1, b.select(first, e.k(0), c.g()));
 }
 void dSelect(RuleCtx& c) {
   E e(c);
   ir::Builder& b = c.b();
-  c.acc(1, b.select(c.x(0), c.g(), e.k(0)));
-  c.acc(2, b.select(c.x(0), e.k(0), c.g()));
+  if (c.needs(1)) c.acc(1, b.select(c.x(0), c.g(), e.k(0)));
+  if (c.needs(2)) c.acc(2, b.select(c.x(0), e.k(0), c.g()));
 }
 
 constexpr Rule formula(void (*fn)(RuleCtx&), const char* math) {

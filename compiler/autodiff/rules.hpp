@@ -22,6 +22,7 @@ public:
   virtual int g() = 0;               // adjoint of the (scalar) result
   virtual void acc(int k, int v) = 0; // adjoint of operand k += v (ignored if inactive)
   virtual const ir::Instr* def(int k) = 0; // the forward instruction defining operand k
+  virtual bool needs(int k) = 0;     // operand k is active (its adjoint is wanted)
 };
 
 enum class RuleKind {

@@ -24,13 +24,19 @@ std::string sexpr(const ast::ExprP& e);
 std::string typeStr(const ast::TypeExpr& t) {
   if (t.isTuple()) {
     std::string s = "(";
-    for (size_t i = 0; i < t.elements.size(); ++i) s += (i ? ", " : "") + typeStr(t.elements[i]);
+    for (size_t i = 0; i < t.elements.size(); ++i) {
+      if (i) s += ", ";
+      s += typeStr(t.elements[i]);
+    }
     return s + ")";
   }
   std::string s = t.dtype;
   if (t.hasShape) {
     s += "[";
-    for (size_t i = 0; i < t.dims.size(); ++i) s += (i ? ", " : "") + sexpr(t.dims[i]);
+    for (size_t i = 0; i < t.dims.size(); ++i) {
+      if (i) s += ", ";
+      s += sexpr(t.dims[i]);
+    }
     s += "]";
   }
   return s;
@@ -39,8 +45,12 @@ std::string typeStr(const ast::TypeExpr& t) {
 std::string declsStr(const std::vector<ast::IndexDecl>& ds) {
   std::string s = "[";
   for (size_t i = 0; i < ds.size(); ++i) {
-    s += (i ? " " : "") + ds[i].name;
-    if (ds[i].extent) s += ":" + sexpr(ds[i].extent);
+    if (i) s += " ";
+    s += ds[i].name;
+    if (ds[i].extent) {
+      s += ":";
+      s += sexpr(ds[i].extent);
+    }
   }
   return s + "]";
 }
@@ -54,14 +64,20 @@ std::string stmtStr(const ast::Stmt& s) {
     return "(let " + s.name + declsStr(s.indices) + " " + sexpr(s.value) + ")";
   case StmtKind::LetTuple: {
     std::string r = "(let (";
-    for (size_t i = 0; i < s.names.size(); ++i) r += (i ? " " : "") + s.names[i].first;
+    for (size_t i = 0; i < s.names.size(); ++i) {
+      if (i) r += " ";
+      r += s.names[i].first;
+    }
     return r + ") " + sexpr(s.value) + ")";
   }
   case StmtKind::Var: return "(var " + s.name + " " + sexpr(s.value) + ")";
   case StmtKind::Assign: return "(= " + s.name + " " + sexpr(s.value) + ")";
   case StmtKind::AssignIndexed: {
     std::string r = "(= (index " + s.name;
-    for (auto& a : s.subscripts) r += " " + sexpr(a);
+    for (auto& a : s.subscripts) {
+      r += " ";
+      r += sexpr(a);
+    }
     return r + ") " + sexpr(s.value) + ")";
   }
   case StmtKind::For:
@@ -82,8 +98,12 @@ std::string blockStr(const ast::Block& b) {
 std::string sexpr(const ast::ExprP& e) {
   if (!e) return "<null>";
   auto list = [&](const std::string& head, const std::vector<ast::ExprP>& args) {
-    std::string s = "(" + head;
-    for (auto& a : args) s += " " + sexpr(a);
+    std::string s = "(";
+    s += head;
+    for (auto& a : args) {
+      s += " ";
+      s += sexpr(a);
+    }
     return s + ")";
   };
   switch (e->kind) {
@@ -788,9 +808,13 @@ TEST(ParserRobustness, MutatedProgramsNeverCrash) {
 
 TEST(ParserRobustness, LargeFile) {
   std::string text;
-  for (int i = 0; i < 2000; ++i)
-    text += "fn f" + std::to_string(i) + "(x: f64[n]) -> f64 {\n  let y[i] = x[i] * 2;\n"
-            "  sum[i](y[i]^2) + " + std::to_string(i) + "\n}\n";
+  for (int i = 0; i < 2000; ++i) {
+    text += "fn f";
+    text += std::to_string(i);
+    text += "(x: f64[n]) -> f64 {\n  let y[i] = x[i] * 2;\n  sum[i](y[i]^2) + ";
+    text += std::to_string(i);
+    text += "\n}\n";
+  }
   Parsed p = parse(text);
   EXPECT_FALSE(p.diags->hasErrors());
   EXPECT_EQ(p.module.functions.size(), 2000u);
