@@ -307,8 +307,8 @@ int runEval(const Args& a) {
   } else {
     std::cout << name << " = " << valueText(false) << "\n";
     for (size_t k = 0; k < grads.size(); ++k)
-      std::cout << "d" << (scalarLoss ? name : std::string("<seed, " + name + ">")) << "/d"
-                << wrtNames[k] << " = " << toText(grads[k]) << "\n";
+      std::cout << "d(" << (scalarLoss ? name : "<seed, " + name + ">") << ")/d" << wrtNames[k]
+                << " = " << toText(grads[k]) << "\n";
   }
   return kOk;
 }
