@@ -157,7 +157,6 @@ private:
   TInfo typeUserCall(const Expr& e, const ast::Function& callee,
                      std::map<std::string, Poly>* bindingsOut);
   TInfo typeReduce(const Expr& e);
-  TInfo typeBlock(const ast::Block& b);
   bool unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& out, bool quiet = false);
   bool broadcast(const std::vector<const TInfo*>& ops, SrcRange where, std::vector<Poly>& shape);
   bool declareIndices(const std::vector<ast::IndexDecl>& decls, const Expr& body,
@@ -430,13 +429,6 @@ bool Lowerer::broadcast(const std::vector<const TInfo*>& ops, SrcRange where,
   }
   shape = big ? big->shape : std::vector<Poly>{};
   return true;
-}
-
-TInfo Lowerer::typeBlock(const ast::Block& b) {
-  // Only `let` statements are allowed in if branches; they are typed by lowering, so here
-  // the branch is typed in a scope where its lets are visible.
-  if (b.stmts.empty()) return b.result ? typeOf(*b.result) : errorType();
-  return errorType(); // blocks with statements are typed while lowering (see If)
 }
 
 TInfo Lowerer::computeType(const Expr& e) {

@@ -297,7 +297,7 @@ int runEval(const Args& a) {
   };
   if (a.json) {
     std::string s = "{\"function\": " + jsonString(name) + ", \"value\": " + valueText(true);
-    if (!grads.empty() || (wantGrad && anyFloat)) {
+    if (wantGrad) {
       s += ", \"gradient\": {";
       for (size_t k = 0; k < grads.size(); ++k)
         s += (k ? ", " : "") + jsonString(wrtNames[k]) + ": " + toJson(grads[k]);
