@@ -59,13 +59,16 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
 }
 
 GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& args,
-                              const GradCheckOptions& opt) {
+                              const GradCheckOptions& opt, Runner* runner) {
   bindSizes(f, args); // validates, throws CallError
-  ir::Function g = differentiate(f, {});
-  ir::Function f64 = promoteToF64(f);
+  InterpRunner interp;
+  Runner& run = runner ? *runner : interp;
+  Runnable fwdFn = run.prepare(f);
+  Runnable gradFn = run.prepare(differentiate(f, {}));
+  Runnable f64Fn = run.prepare(promoteToF64(f));
 
   // Output cotangents: 1 for a scalar loss, random otherwise.
-  std::vector<Tensor> fwd = evaluate(f, args);
+  std::vector<Tensor> fwd = fwdFn(args);
   std::mt19937_64 rng(opt.seed + 777);
   std::vector<Tensor> seeds;
   bool scalarLoss = fwd.size() == 1 && isFloat(fwd[0].dtype()) && fwd[0].rank() == 0;
@@ -78,12 +81,12 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
       seeds.push_back(w);
       gargs.push_back(w);
     }
-  std::vector<Tensor> gout = evaluate(g, gargs);
+  std::vector<Tensor> gout = gradFn(gargs);
 
   std::vector<Tensor> a64;
   for (const Tensor& a : args) a64.push_back(toF64(a));
   auto objective = [&](const std::vector<Tensor>& xs) {
-    std::vector<Tensor> r = evaluate(f64, xs);
+    std::vector<Tensor> r = f64Fn(xs);
     if (scalarLoss) return r[0].getF(0);
     double s = 0;
     size_t k = 0;

@@ -1,6 +1,7 @@
 // Finite-difference checking of reverse-mode gradients (what `slopec check` runs).
 #pragma once
 
+#include "compiler/codegen/execute.hpp"
 #include "compiler/ir/ir.hpp"
 #include "runtime/tensor.hpp"
 
@@ -36,8 +37,9 @@ std::pair<double, double> defaultTolerances(DType t);
 /// Compares reverse mode with central differences for every float parameter of f at args.
 /// Tensor or tuple results are contracted with a random cotangent w: the checked quantity is
 /// d<w, f(x)>/dx. Differences are taken on an f64 copy of f, with h = cbrt(eps) max(1, |x|).
+/// Runs through `runner` (the reference evaluator by default).
 GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& args,
-                              const GradCheckOptions& opt = {});
+                              const GradCheckOptions& opt = {}, Runner* runner = nullptr);
 
 /// Random arguments for f: every size from `sizes` (default 3), floats ~ N(0, 1), integers
 /// uniform in [0, 3), bools fair coins. Deterministic for a seed.

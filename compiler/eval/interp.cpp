@@ -462,9 +462,15 @@ private:
           if (std::isnan(x)) out.f = x;
         return;
       }
-      double s = 0;
-      for (double x : xs) s = roundTo(t, s + roundTo(t, std::exp(roundTo(t, x - m))));
-      out.f = roundTo(t, m + roundTo(t, std::log(s)));
+      if (t == DType::F32) {
+        float s = 0, mf = static_cast<float>(m);
+        for (double x : xs) s += std::exp(static_cast<float>(x) - mf);
+        out.f = mf + std::log(s);
+      } else {
+        double s = 0;
+        for (double x : xs) s += std::exp(x - m);
+        out.f = m + std::log(s);
+      }
       return;
     }
     case Op::If: {

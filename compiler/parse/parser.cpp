@@ -97,7 +97,9 @@ struct Ident {
   SrcRange range;
 };
 
-template <class Ctx> ParseState& stateOf(Ctx const& ctx) { return x3::get<state_tag>(ctx); }
+template <class Ctx> ParseState& stateOf(Ctx const& ctx) {
+  return x3::get<state_tag>(ctx);
+}
 
 template <class Ctx> uint32_t offsetOf(Ctx const& ctx, Iter it) {
   return static_cast<uint32_t>(it - stateOf(ctx).begin);
@@ -108,7 +110,7 @@ template <class Ctx, class Range> SrcRange rangeOf(Ctx const& ctx, Range const& 
 }
 
 bool isKeyword(std::string_view s) {
-  static constexpr std::string_view kKeywords[] = {"fn", "let",  "var",   "for", "in",
+  static constexpr std::string_view kKeywords[] = {"fn", "let",  "var",  "for",  "in",
                                                    "if", "else", "true", "false"};
   for (auto k : kKeywords)
     if (s == k) return true;
@@ -119,7 +121,9 @@ bool isIdentChar(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_';
 }
 
-bool isDtype(std::string_view s) { return s == "f64" || s == "f32" || s == "i64" || s == "bool"; }
+bool isDtype(std::string_view s) {
+  return s == "f64" || s == "f32" || s == "i64" || s == "bool";
+}
 
 ExprP newExpr(ExprKind kind) {
   auto e = std::make_shared<Expr>();
@@ -138,15 +142,18 @@ long decimalMagnitude(std::string_view t) {
   if (i < t.size() && t[i] == '.')
     for (++i; i < t.size() && t[i] >= '0' && t[i] <= '9'; ++i)
       if (!seenNonZero) {
-        if (t[i] == '0') ++leadingFracZeros;
-        else seenNonZero = true;
+        if (t[i] == '0')
+          ++leadingFracZeros;
+        else
+          seenNonZero = true;
       }
   long exp = 0;
   if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
     ++i;
     bool neg = false;
     if (i < t.size() && (t[i] == '+' || t[i] == '-')) neg = t[i++] == '-';
-    for (; i < t.size(); ++i) exp = std::min<long>(exp * 10 + (t[i] - '0'), 1000000);
+    for (; i < t.size(); ++i)
+      exp = std::min<long>(exp * 10 + (t[i] - '0'), 1000000);
     if (neg) exp = -exp;
   }
   return intDigits > 0 ? intDigits - 1 + exp : -(leadingFracZeros + 1) + exp;
@@ -187,7 +194,8 @@ size_t skipBlank(std::string_view t, size_t p) {
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v') {
       ++p;
     } else if (c == '/' && p + 1 < t.size() && t[p + 1] == '/') {
-      while (p < t.size() && t[p] != '\n') ++p;
+      while (p < t.size() && t[p] != '\n')
+        ++p;
     } else {
       break;
     }
@@ -218,7 +226,8 @@ std::string describeChar(std::string_view t, size_t p) {
   size_t len = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
   uint32_t cp = len == 2 ? (c & 0x1F) : len == 3 ? (c & 0x0F) : (c & 0x07);
   len = std::min(len, t.size() - p);
-  for (size_t k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(t[p + k]) & 0x3F);
+  for (size_t k = 1; k < len; ++k)
+    cp = (cp << 6) | (static_cast<unsigned char>(t[p + k]) & 0x3F);
   std::snprintf(buf, sizeof buf, "U+%04X", static_cast<unsigned>(cp));
   return "'" + std::string(t.substr(p, len)) + "' (" + buf + ")";
 }
@@ -281,7 +290,9 @@ auto const identChar = x3::char_("A-Za-z0-9_");
 auto const digit = x3::char_("0-9");
 
 /// A keyword: the word not followed by an identifier character.
-auto kw(const char* word) { return x3::lexeme[lit(word) >> !identChar]; }
+auto kw(const char* word) {
+  return x3::lexeme[lit(word) >> !identChar];
+}
 
 // ---------------------------------------------------------------------------------------------
 // Semantic actions
@@ -292,11 +303,21 @@ template <class Ctx> [[noreturn]] void fail(Ctx const& ctx, uint32_t at, std::st
   throw SyntaxError{at, std::move(msg)};
 }
 
-void setRangeOn(ExprP& e, SrcRange r) { e->range = r; }
-void setRangeOn(ast::Stmt& s, SrcRange r) { s.range = r; }
-void setRangeOn(ast::TypeExpr& t, SrcRange r) { t.range = r; }
-void setRangeOn(ast::Param& p, SrcRange r) { p.range = r; }
-void setRangeOn(ast::Function& f, SrcRange r) { f.range = r; }
+void setRangeOn(ExprP& e, SrcRange r) {
+  e->range = r;
+}
+void setRangeOn(ast::Stmt& s, SrcRange r) {
+  s.range = r;
+}
+void setRangeOn(ast::TypeExpr& t, SrcRange r) {
+  t.range = r;
+}
+void setRangeOn(ast::Param& p, SrcRange r) {
+  p.range = r;
+}
+void setRangeOn(ast::Function& f, SrcRange r) {
+  f.range = r;
+}
 
 /// On `raw[...]`: the value's range is the matched text.
 auto const setRange = [](auto& ctx) { setRangeOn(_val(ctx), rangeOf(ctx, _attr(ctx))); };
@@ -463,12 +484,14 @@ auto const setBody = [](auto& ctx) { _val(ctx).body = std::move(_attr(ctx)); };
 // blocks
 auto const startBlock = [](auto& ctx) { _val(ctx) = std::make_shared<Block>(); };
 auto const addStmt = [](auto& ctx) {
-  if (_val(ctx)->result) fail(ctx, _attr(ctx).range.begin, std::string("expected ") + kCloseBlockName);
+  if (_val(ctx)->result)
+    fail(ctx, _attr(ctx).range.begin, std::string("expected ") + kCloseBlockName);
   _val(ctx)->stmts.push_back(std::move(_attr(ctx)));
 };
 /// An expression in a block is its result, unless `=` follows (then makeAssign takes it).
 auto const addExpr = [](auto& ctx) {
-  if (_val(ctx)->result) fail(ctx, _attr(ctx)->range.begin, std::string("expected ") + kCloseBlockName);
+  if (_val(ctx)->result)
+    fail(ctx, _attr(ctx)->range.begin, std::string("expected ") + kCloseBlockName);
   _val(ctx)->result = std::move(_attr(ctx));
 };
 auto const makeAssign = [](auto& ctx) { // on the value after '='
@@ -584,9 +607,8 @@ auto const close_brace_def = lit('}');
 // type        = tuple_type | tensor_type            -- any other identifier: "unknown type"
 auto const type_def = tuple_type[assign] | tensor_type[assign] | ident[unknownType];
 // tensor_type = DTYPE [ "[" expr { "," expr } "]" ]
-auto const tensor_type_def =
-    x3::raw[dtype[setDtype] >>
-            -(lit('[')[setHasShape] > expr[pushDim] >> *(',' > expr[pushDim]) > ']')][setRange];
+auto const tensor_type_def = x3::raw[dtype[setDtype] >> -(lit('[')[setHasShape] > expr[pushDim] >>
+                                                          *(',' > expr[pushDim]) > ']')][setRange];
 // tuple_type  = "(" type "," type { "," type } ")"
 auto const tuple_type_def = x3::raw[lit('(') > type[pushElement] > ',' > type[pushElement] >>
                                     *(',' > type[pushElement]) > ')'][setRange];
@@ -596,8 +618,8 @@ auto const tuple_type_def = x3::raw[lit('(') > type[pushElement] > ',' > type[pu
 // expr     = and_expr { "||" and_expr }
 auto const expr_def = and_expr[assign] >> *(x3::raw[lit("||")][startBinary] > and_expr[setOperand]);
 // and_expr = cmp_expr { "&&" cmp_expr }
-auto const and_expr_def =
-    cmp_expr[assign] >> *(x3::raw[lit("&&")][startBinary] > cmp_expr[setOperand]);
+auto const and_expr_def = cmp_expr[assign] >>
+                          *(x3::raw[lit("&&")][startBinary] > cmp_expr[setOperand]);
 // cmp_expr = add_expr [ cmp_op add_expr ]          -- non-associative: `a < b < c` is an error
 // cmp_op   = "<=" | ">=" | "==" | "!=" | "<" | ">"
 auto const cmp_op = x3::raw[lit("<=") | ">=" | "==" | "!=" | '<' | '>'];
@@ -607,32 +629,27 @@ auto const cmp_expr_def = add_expr[assign] >> -(cmp_op[startBinary] > add_expr[s
 auto const add_expr_def = mul_expr[assign] >>
                           *(x3::char_("+-")[startBinary] > mul_expr[setOperand]);
 // mul_expr = unary { ("*" | "/" | "%" | "@") unary }
-auto const mul_expr_def =
-    unary[assign] >>
-    *(x3::char_("*/%@")[startBinary] >
-      unary[setOperand]);
+auto const mul_expr_def = unary[assign] >> *(x3::char_("*/%@")[startBinary] > unary[setOperand]);
 // unary    = ("-" | "!") unary | power
 auto const unary_def =
-    guard[(&(lit('-') | '!') >> pos[startUnary] >> x3::char_("-!")[setOpChar] >
-           unary[setOperand]) |
+    guard[(&(lit('-') | '!') >> pos[startUnary] >> x3::char_("-!")[setOpChar] > unary[setOperand]) |
           power[assign]];
 // power    = postfix [ "^" unary ]                -- right associative via unary: 2^3^2 = 2^(3^2)
 auto const power_def = postfix[assign] >> -(lit('^')[startBinary] > unary[setOperand]);
 // postfix  = primary { "[" expr_list "]" }
-auto const postfix_def =
-    primary[assign] >> *(lit('[')[startSubscript] > expr_list[setArgs] > ']' >> here[setEnd]);
+auto const postfix_def = primary[assign] >>
+                         *(lit('[')[startSubscript] > expr_list[setArgs] > ']' >> here[setEnd]);
 // expr_list = expr { "," expr }
 auto const expr_list_def = expr[pushBack] >> *(',' > expr[pushBack]);
 // primary  = number | bool_lit | if_expr | typed_call | reduce | call | name | paren | tensor_lit
-auto const primary_def = number[assign] | bool_lit[assign] | if_expr[assign] |
-                         typed_call[assign] | reduce[assign] | call[assign] | name[assign] |
-                         paren[assign] | tensor_lit[assign];
+auto const primary_def = number[assign] | bool_lit[assign] | if_expr[assign] | typed_call[assign] |
+                         reduce[assign] | call[assign] | name[assign] | paren[assign] |
+                         tensor_lit[assign];
 // number   = ( DIGITS [ "." DIGITS ] | "." DIGITS ) [ ("e" | "E") [ "+" | "-" ] DIGITS ]
 //            -- "2." is not a number, so `0..T` is 0, "..", T
 auto const number_def =
     x3::raw[x3::lexeme[(+digit >> -('.' >> +digit) | '.' >> +digit) >>
-                       -(x3::char_("eE") >> -x3::char_("+-") >> +digit)]]
-           [makeNumberAction];
+                       -(x3::char_("eE") >> -x3::char_("+-") >> +digit)]][makeNumberAction];
 // bool_lit = "true" | "false"
 auto const bool_lit_def = x3::raw[kw("true") | kw("false")][makeBool];
 // name     = IDENT
@@ -665,18 +682,18 @@ auto const else_branch_def = if_expr[wrapIfInBlock] | block[assign];
 // ---- statements and blocks ----
 
 // let_stmt   = "let" let_target "=" expr ";"
-auto const let_stmt_def = x3::raw[kw("let")[StartStmt<StmtKind::Let>{}] >
-                                  let_target[mergeLetTarget] > '=' > expr[setValue] > ';'][setRange];
+auto const let_stmt_def =
+    x3::raw[kw("let")[StartStmt<StmtKind::Let>{}] > let_target[mergeLetTarget] > '=' >
+            expr[setValue] > ';'][setRange];
 // let_target = "(" IDENT "," IDENT { "," IDENT } ")"
 //            | IDENT [ "[" index_decl { "," index_decl } "]" ]
-auto const let_target_def =
-    (lit('(')[StartStmt<StmtKind::LetTuple>{}] > ident[pushTupleName] > ',' >
-     ident[pushTupleName] >> *(',' > ident[pushTupleName]) > ')') |
-    (ident[setStmtName] >>
-     -(lit('[') > index_decl[pushStmtIndex] >> *(',' > index_decl[pushStmtIndex]) > ']'));
+auto const let_target_def = (lit('(')[StartStmt<StmtKind::LetTuple>{}] > ident[pushTupleName] >
+                             ',' > ident[pushTupleName] >> *(',' > ident[pushTupleName]) > ')') |
+                            (ident[setStmtName] >> -(lit('[') > index_decl[pushStmtIndex] >>
+                                                     *(',' > index_decl[pushStmtIndex]) > ']'));
 // var_stmt   = "var" IDENT "=" expr ";"
-auto const var_stmt_def = x3::raw[kw("var")[StartStmt<StmtKind::Var>{}] > ident[setStmtName] >
-                                  '=' > expr[setValue] > ';'][setRange];
+auto const var_stmt_def = x3::raw[kw("var")[StartStmt<StmtKind::Var>{}] > ident[setStmtName] > '=' >
+                                  expr[setValue] > ';'][setRange];
 // for_stmt   = "for" IDENT "in" expr ".." expr for_block
 auto const for_stmt_def =
     x3::raw[kw("for")[StartStmt<StmtKind::For>{}] > ident[setStmtName] > kw_in > expr[setLo] >
@@ -706,10 +723,10 @@ auto const function_def =
             ')' > arrow > type[setResultType] > block[setFnBody]][setRange];
 
 BOOST_SPIRIT_DEFINE(ident, dtype, kw_in, kw_else, arrow, dotdot, close_brace, type, tensor_type,
-                    tuple_type, expr, and_expr, cmp_expr, add_expr, mul_expr, unary, power,
-                    postfix, primary, number, bool_lit, name, call, typed_call, reduce, paren,
-                    tensor_lit, if_expr, expr_list, index_decl, let_target, let_stmt, var_stmt,
-                    for_stmt, stmt, block, for_block, else_branch, param, function)
+                    tuple_type, expr, and_expr, cmp_expr, add_expr, mul_expr, unary, power, postfix,
+                    primary, number, bool_lit, name, call, typed_call, reduce, paren, tensor_lit,
+                    if_expr, expr_list, index_decl, let_target, let_stmt, var_stmt, for_stmt, stmt,
+                    block, for_block, else_branch, param, function)
 
 // ---------------------------------------------------------------------------------------------
 // Driver
@@ -725,7 +742,8 @@ bool isFnLine(std::string_view t, size_t p) {
 /// with `fn `; the end of the text if there is none.
 size_t recoveryPoint(std::string_view t, size_t after, size_t errorPos) {
   size_t lineStart = errorPos;
-  while (lineStart > 0 && t[lineStart - 1] != '\n') --lineStart;
+  while (lineStart > 0 && t[lineStart - 1] != '\n')
+    --lineStart;
   for (size_t p = lineStart;;) {
     if (p > after && isFnLine(t, p)) return p;
     size_t nl = t.find('\n', p);

@@ -81,15 +81,15 @@ std::string stmtStr(const ast::Stmt& s) {
     return r + ") " + sexpr(s.value) + ")";
   }
   case StmtKind::For:
-    return "(for " + s.name + " " + sexpr(s.lo) + " " + sexpr(s.hi) + " " + blockStr(*s.body) +
-           ")";
+    return "(for " + s.name + " " + sexpr(s.lo) + " " + sexpr(s.hi) + " " + blockStr(*s.body) + ")";
   }
   return "?";
 }
 
 std::string blockStr(const ast::Block& b) {
   std::string s = "{";
-  for (auto& st : b.stmts) s += stmtStr(st) + " ";
+  for (auto& st : b.stmts)
+    s += stmtStr(st) + " ";
   if (b.result) s += sexpr(b.result);
   return s + "}";
 }
@@ -124,8 +124,8 @@ std::string sexpr(const ast::ExprP& e) {
   case ExprKind::Reduce: return list(e->name + declsStr(e->indices), e->args);
   case ExprKind::TensorLit: return list("tensor", e->args);
   case ExprKind::If:
-    return "(if " + sexpr(e->cond) + " " + blockStr(*e->thenBlock) + " " +
-           blockStr(*e->elseBlock) + ")";
+    return "(if " + sexpr(e->cond) + " " + blockStr(*e->thenBlock) + " " + blockStr(*e->elseBlock) +
+           ")";
   case ExprKind::Tuple: return list("tuple", e->args);
   }
   return "?";
@@ -176,12 +176,15 @@ std::vector<std::string> stmtsOf(const std::string& body) {
   EXPECT_FALSE(p.diags->hasErrors()) << body << "\n" << p.diags->render();
   std::vector<std::string> out;
   if (p.module.functions.size() != 1) return out;
-  for (auto& s : p.module.functions[0].body.stmts) out.push_back(stmtStr(s));
+  for (auto& s : p.module.functions[0].body.stmts)
+    out.push_back(stmtStr(s));
   return out;
 }
 
 /// The diagnostics of a whole file.
-std::vector<std::string> errorsOf(const std::string& text) { return parse(text).errors(); }
+std::vector<std::string> errorsOf(const std::string& text) {
+  return parse(text).errors();
+}
 
 using Strings = std::vector<std::string>;
 
@@ -369,20 +372,20 @@ TEST(ParserExpr, ElseIfNestsAnIfInTheElseBlock) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(ParserStmt, EveryForm) {
-  EXPECT_EQ(stmtsOf("let y = x + 1;\n"
-                    "let m[i, j] = A[i, j] * 2;\n"
-                    "let d[i: n - 1] = x[i + 1] - x[i];\n"
-                    "let (s, t) = g(x);\n"
-                    "var acc = 0;\n"
-                    "acc = acc + 1;\n"
-                    "buf[i, j] = 2;\n"
-                    "for t in 0..T { acc = acc + xs[t]; buf[t] = acc; }\n"
-                    "acc"),
-            (Strings{"(let y (+ x 1))", "(let m[i j] (* (index A i j) 2))",
-                     "(let d[i:(- n 1)] (- (index x (+ i 1)) (index x i)))",
-                     "(let (s t) (call g x))", "(var acc 0)", "(= acc (+ acc 1))",
-                     "(= (index buf i j) 2)",
-                     "(for t 0 T {(= acc (+ acc (index xs t))) (= (index buf t) acc) })"}));
+  EXPECT_EQ(
+      stmtsOf("let y = x + 1;\n"
+              "let m[i, j] = A[i, j] * 2;\n"
+              "let d[i: n - 1] = x[i + 1] - x[i];\n"
+              "let (s, t) = g(x);\n"
+              "var acc = 0;\n"
+              "acc = acc + 1;\n"
+              "buf[i, j] = 2;\n"
+              "for t in 0..T { acc = acc + xs[t]; buf[t] = acc; }\n"
+              "acc"),
+      (Strings{"(let y (+ x 1))", "(let m[i j] (* (index A i j) 2))",
+               "(let d[i:(- n 1)] (- (index x (+ i 1)) (index x i)))", "(let (s t) (call g x))",
+               "(var acc 0)", "(= acc (+ acc 1))", "(= (index buf i j) 2)",
+               "(for t 0 T {(= acc (+ acc (index xs t))) (= (index buf t) acc) })"}));
 }
 
 TEST(ParserStmt, Fields) {
@@ -424,22 +427,17 @@ TEST(ParserStmt, Errors) {
   EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 {\n  f(x) = 1;\n  x\n}"),
             Strings{"2:3: cannot assign to this expression; expected a name or a subscripted "
                     "name"});
-  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 {\n  let y = x\n  y\n}"),
-            Strings{"3:3: expected ';'"});
+  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 {\n  let y = x\n  y\n}"), Strings{"3:3: expected ';'"});
   EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 {\n  x y\n}"),
             Strings{"2:5: expected '}' to close the block"});
   EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { x let y = 1; y }"),
             Strings{"1:25: expected '}' to close the block"});
-  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { for t 0..3 { } x }"),
-            Strings{"1:29: expected 'in'"});
-  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { for t in 0 3 { } x }"),
-            Strings{"1:34: expected '..'"});
-  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { let (a) = g(x); a }"),
-            Strings{"1:29: expected ','"});
+  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { for t 0..3 { } x }"), Strings{"1:29: expected 'in'"});
+  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { for t in 0 3 { } x }"), Strings{"1:34: expected '..'"});
+  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { let (a) = g(x); a }"), Strings{"1:29: expected ','"});
   EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { let = 1; x }"),
             Strings{"1:27: expected identifier or '('"});
-  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { if x { 1 } }"),
-            Strings{"1:34: expected 'else'"});
+  EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { if x { 1 } }"), Strings{"1:34: expected 'else'"});
   EXPECT_EQ(errorsOf("fn f(x: f64) -> f64 { if x { 1 } else 2 }"),
             Strings{"1:39: expected '{' or 'if'"});
 }
@@ -686,7 +684,8 @@ TEST(ParserErrors, InvalidUtf8) {
 TEST(ParserErrors, EmptyFile) {
   EXPECT_EQ(errorsOf(""), Strings{"1:1: file defines no functions"});
   EXPECT_EQ(errorsOf("  \n\t\n"), Strings{"1:1: file defines no functions"});
-  EXPECT_EQ(errorsOf("// only a comment\n// and another"), Strings{"1:1: file defines no functions"});
+  EXPECT_EQ(errorsOf("// only a comment\n// and another"),
+            Strings{"1:1: file defines no functions"});
 }
 
 TEST(ParserErrors, RenderedDiagnostic) {
@@ -714,27 +713,32 @@ TEST(ParserRobustness, DeepNesting) {
   expectNestingError(head + std::string(n, '[') + "x" + std::string(n, ']') + " }");
   {
     std::string s;
-    for (int i = 0; i < n; ++i) s += "x^";
+    for (int i = 0; i < n; ++i)
+      s += "x^";
     expectNestingError(head + s + "x }");
   }
   {
     std::string s;
-    for (int i = 0; i < n; ++i) s += "for t in 0..1 { ";
+    for (int i = 0; i < n; ++i)
+      s += "for t in 0..1 { ";
     expectNestingError(head + s + std::string(n, '}') + " x }");
   }
   {
     std::string s = "if c { 1 }";
-    for (int i = 0; i < n; ++i) s += " else if c { 1 }";
+    for (int i = 0; i < n; ++i)
+      s += " else if c { 1 }";
     expectNestingError(head + s + " else { 2 } }");
   }
   {
     std::string s;
-    for (int i = 0; i < n; ++i) s += "if c { ";
+    for (int i = 0; i < n; ++i)
+      s += "if c { ";
     expectNestingError(head + s + "x" + std::string(n, '}') + " }");
   }
   {
     std::string s;
-    for (int i = 0; i < n; ++i) s += "f(";
+    for (int i = 0; i < n; ++i)
+      s += "f(";
     expectNestingError(head + s + "x" + std::string(n, ')') + " }");
   }
   // Unclosed deep nesting is reported once too, and reasonable depths are fine.
@@ -747,11 +751,13 @@ TEST(ParserRobustness, RandomBytesNeverCrash) {
   std::mt19937 rng(12345);
   for (int iter = 0; iter < 3000; ++iter) {
     std::string text(rng() % 200, '\0');
-    for (auto& c : text) c = static_cast<char>(rng() % 256);
+    for (auto& c : text)
+      c = static_cast<char>(rng() % 256);
     Parsed p = parse(text);
     // Random bytes are almost never a valid program; whatever they are, every error is located
     // inside the file, and invalid UTF-8 gives exactly one error.
-    for (auto& d : p.diags->diagnostics()) EXPECT_LE(d.range.begin, text.size());
+    for (auto& d : p.diags->diagnostics())
+      EXPECT_LE(d.range.begin, text.size());
     if (firstInvalidUtf8(text) >= 0) {
       EXPECT_EQ(p.diags->diagnostics().size(), 1u);
       EXPECT_TRUE(p.module.functions.empty());
@@ -761,18 +767,21 @@ TEST(ParserRobustness, RandomBytesNeverCrash) {
 }
 
 TEST(ParserRobustness, RandomTokenSoupNeverCrashes) {
-  const char* tokens[] = {"fn",  "f",  "(", ")", "{", "}", "[", "]", ",", ":", ";", "->", "=",
-                          "let", "var", "for", "in", "..", "if", "else", "x", "f64", "f64[n]",
-                          "1",   ".5", "2e3", "+", "-", "*", "^", "@", "<", "==", "&&", "||",
-                          "!",   "sum", "zeros", "\n", "\nfn ", " ", "// c\n", "$", "é"};
+  const char* tokens[] = {"fn",  "f",     "(",  ")",     "{",      "}",      "[",   "]",   ",",
+                          ":",   ";",     "->", "=",     "let",    "var",    "for", "in",  "..",
+                          "if",  "else",  "x",  "f64",   "f64[n]", "1",      ".5",  "2e3", "+",
+                          "-",   "*",     "^",  "@",     "<",      "==",     "&&",  "||",  "!",
+                          "sum", "zeros", "\n", "\nfn ", " ",      "// c\n", "$",   "é"};
   std::mt19937 rng(777);
   for (int iter = 0; iter < 3000; ++iter) {
     std::string text;
     int len = static_cast<int>(rng() % 60);
     if (rng() % 2) text = "fn f(x: f64) -> f64 { ";
-    for (int i = 0; i < len; ++i) text += std::string(tokens[rng() % std::size(tokens)]) + " ";
+    for (int i = 0; i < len; ++i)
+      text += std::string(tokens[rng() % std::size(tokens)]) + " ";
     Parsed p = parse(text);
-    for (auto& d : p.diags->diagnostics()) EXPECT_LE(d.range.begin, text.size());
+    for (auto& d : p.diags->diagnostics())
+      EXPECT_LE(d.range.begin, text.size());
     EXPECT_TRUE(p.diags->hasErrors() || !p.module.functions.empty()) << text;
   }
 }
@@ -802,7 +811,8 @@ TEST(ParserRobustness, MutatedProgramsNeverCrash) {
       }
     }
     Parsed p = parse(text);
-    for (auto& d : p.diags->diagnostics()) EXPECT_LE(d.range.begin, text.size());
+    for (auto& d : p.diags->diagnostics())
+      EXPECT_LE(d.range.begin, text.size());
   }
 }
 

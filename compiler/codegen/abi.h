@@ -1,0 +1,52 @@
+/* The C ABI of functions compiled by Slope (forward, gradient and VJP functions alike).
+ *
+ *   int32_t NAME(void* const* args, const int64_t* sizes, void* const* results,
+ *                slope_error* err);
+ *
+ * args[k]     the data of parameter k: dense row-major, element types double (f64),
+ *             float (f32), int64_t (i64) or uint8_t holding 0/1 (bool); a scalar parameter
+ *             is a pointer to one element.
+ * sizes[j]    the value of the j-th size name, in order of first appearance in the
+ *             parameter types (fn f(A: f64[n, m], v: f64[m]) has sizes {n, m}). The caller
+ *             guarantees that every argument's extents agree with them and are >= 1.
+ * results[r]  caller-allocated memory for result r (its extents follow from the sizes);
+ *             results must not overlap the arguments or each other.
+ * return      0 on success, otherwise one of SLOPE_ERR_* with *err filled in; results are
+ *             then unspecified. The code touches no memory outside these buffers, keeps no
+ *             state between calls, and may be called from several threads at once.
+ */
+#ifndef SLOPE_ABI_H
+#define SLOPE_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum {
+  SLOPE_OK = 0,
+  SLOPE_ERR_INDEX = 1,        /* a subscript out of range: site, dim, index, extent */
+  SLOPE_ERR_DIV_ZERO = 2,     /* integer division by zero at site */
+  SLOPE_ERR_EXTENT = 3,       /* a computed extent is negative: site, index = the extent */
+  SLOPE_ERR_NO_MEMORY = 4,    /* a temporary could not be allocated */
+  SLOPE_ERR_CONVERSION = 5,   /* i64(x) with x out of range or NaN at site */
+};
+
+typedef struct slope_error {
+  int32_t code;
+  int32_t site;   /* which check failed: an index into the function's site table */
+  int32_t dim;    /* the dimension of the subscript */
+  int32_t unused;
+  int64_t index;  /* the offending index */
+  int64_t extent; /* the extent it had to be below */
+} slope_error;
+
+typedef int32_t (*slope_fn)(void* const* args, const int64_t* sizes, void* const* results,
+                            slope_error* err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,843 @@
+// Tensor IR -> LLVM IR.
+//
+// Each region becomes a counted loop nest; scalar ops become LLVM instructions or libm calls;
+// tensors are plain row-major buffers. The entry point has the C ABI of abi.h and unpacks its
+// arguments into an internal function whose tensor parameters are `noalias`, so that LLVM's
+// loop vectoriser can take the loops. Temporaries are malloc'd; every allocation has a slot
+// that the exit path frees, so an error in the middle of a loop leaks nothing. Checks
+// (subscripts not proven at compile time, integer division, computed extents) branch to a
+// cold block that records the site and returns an error code.
+
+#include "compiler/codegen/codegen_internal.hpp"
+
+#include <llvm/IR/BasicBlock.h>
+#include <llvm/IR/Constants.h>
+#include <llvm/IR/Function.h>
+#include <llvm/IR/IRBuilder.h>
+#include <llvm/IR/Intrinsics.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/MDBuilder.h>
+#include <llvm/IR/Module.h>
+#include <llvm/IR/Verifier.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <map>
+#include <stdexcept>
+
+namespace slope::codegen {
+namespace {
+
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+
+class Gen {
+public:
+  Gen(const ir::Function& f, llvm::LLVMContext& ctx, std::vector<Site>& sites)
+      : f_(f), ctx_(ctx), B_(ctx), sites_(sites) {
+    mod_ = std::make_unique<llvm::Module>(f.name, ctx);
+  }
+
+  std::unique_ptr<llvm::Module> run();
+
+private:
+  // --- types -------------------------------------------------------------------------------
+  llvm::Type* elemTy(DType t) {
+    switch (t) {
+    case DType::F32: return B_.getFloatTy();
+    case DType::F64: return B_.getDoubleTy();
+    case DType::I64: return B_.getInt64Ty();
+    case DType::Bool: return B_.getInt8Ty(); // in memory
+    }
+    return B_.getDoubleTy();
+  }
+  llvm::Type* scalarTy(DType t) { return t == DType::Bool ? B_.getInt1Ty() : elemTy(t); }
+  llvm::Value* i64(int64_t v) { return B_.getInt64(static_cast<uint64_t>(v)); }
+
+  // --- extents -----------------------------------------------------------------------------
+  llvm::Value* poly(const Poly& p) {
+    std::string key = p.str();
+    auto it = polyCache_.find(key);
+    if (it != polyCache_.end()) return it->second;
+    // Computed in the entry block, so it dominates every use.
+    llvm::IRBuilder<> E(ctx_);
+    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    llvm::Value* acc = E.getInt64(0);
+    for (const auto& [mono, c] : p.terms()) {
+      llvm::Value* term = E.getInt64(static_cast<uint64_t>(c));
+      for (const auto& n : mono) term = E.CreateMul(term, sizeArg(n));
+      acc = E.CreateAdd(acc, term);
+    }
+    polyCache_[key] = acc;
+    return acc;
+  }
+  llvm::Value* sizeArg(const std::string& n) {
+    auto it = sizeVals_.find(n);
+    if (it == sizeVals_.end()) throw std::logic_error("codegen: unbound size " + n);
+    return it->second;
+  }
+  /// Extents of a region, with a check that computed ones are not negative.
+  std::vector<llvm::Value*> extents(const std::vector<Poly>& ps, SrcRange loc) {
+    std::vector<llvm::Value*> out;
+    for (const Poly& p : ps) {
+      llvm::Value* e = poly(p);
+      if (!p.provablyNonNegative()) {
+        int site = addSite("", loc);
+        check(B_.CreateICmpSGE(e, i64(0)), SLOPE_ERR_EXTENT, site, 0, e, i64(0));
+      }
+      out.push_back(e);
+    }
+    return out;
+  }
+  llvm::Value* numel(const ir::Type& t) {
+    llvm::Value* n = i64(1);
+    for (const Poly& p : t.shape) n = B_.CreateMul(n, poly(p));
+    return n;
+  }
+
+  // --- errors ------------------------------------------------------------------------------
+  int addSite(const std::string& tensor, SrcRange loc) {
+    sites_.push_back({tensor, loc});
+    return static_cast<int>(sites_.size()) - 1;
+  }
+  /// Continues when ok is true; otherwise records the error and leaves through cleanup.
+  void check(llvm::Value* ok, int code, int site, int dim, llvm::Value* index, llvm::Value* extent) {
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* fail = llvm::BasicBlock::Create(ctx_, "fail", fn);
+    auto* cont = llvm::BasicBlock::Create(ctx_, "ok", fn);
+    auto* w = llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1);
+    B_.CreateCondBr(ok, cont, fail, w);
+    B_.SetInsertPoint(fail);
+    llvm::Type* errTy = errType();
+    auto field = [&](unsigned k) { return B_.CreateStructGEP(errTy, errArg_, k); };
+    B_.CreateStore(B_.getInt32(code), field(0));
+    B_.CreateStore(B_.getInt32(site), field(1));
+    B_.CreateStore(B_.getInt32(dim), field(2));
+    B_.CreateStore(B_.CreateSExtOrTrunc(index, B_.getInt64Ty()), field(4));
+    B_.CreateStore(B_.CreateSExtOrTrunc(extent, B_.getInt64Ty()), field(5));
+    B_.CreateStore(B_.getInt32(code), codeSlot_);
+    B_.CreateBr(cleanup_);
+    B_.SetInsertPoint(cont);
+  }
+  llvm::StructType* errType() {
+    if (!errTy_)
+      errTy_ = llvm::StructType::get(ctx_, {B_.getInt32Ty(), B_.getInt32Ty(), B_.getInt32Ty(),
+                                            B_.getInt32Ty(), B_.getInt64Ty(), B_.getInt64Ty()});
+    return errTy_;
+  }
+
+  // --- memory ------------------------------------------------------------------------------
+  llvm::AllocaInst* entryAlloca(llvm::Type* t, const char* name) {
+    llvm::IRBuilder<> E(ctx_);
+    E.SetInsertPoint(entryBlock_, entryBlock_->begin());
+    return E.CreateAlloca(t, nullptr, name);
+  }
+  /// A heap buffer of n elements (zeroed if asked), freed on exit or at the end of the
+  /// enclosing region's iteration.
+  llvm::Value* allocate(DType t, llvm::Value* n, bool zero) {
+    llvm::Value* bytes = B_.CreateMul(n, i64(static_cast<int64_t>(dtypeSize(t))));
+    bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
+    llvm::Value* p = zero ? B_.CreateCall(callocFn(), {bytes, i64(1)})
+                          : B_.CreateCall(mallocFn(), {bytes});
+    llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "slot");
+    {
+      llvm::IRBuilder<> E(ctx_);
+      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+      E.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), slot);
+    }
+    slots_.push_back(slot);
+    check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
+    B_.CreateStore(p, slot);
+    if (!iterAllocs_.empty()) iterAllocs_.back().push_back(slot);
+    return p;
+  }
+  /// Frees what the current region iteration allocated.
+  void freeIteration(const std::vector<llvm::AllocaInst*>& slots) {
+    for (llvm::AllocaInst* s : slots) {
+      B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
+      B_.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), s);
+    }
+  }
+  llvm::FunctionCallee mallocFn() {
+    auto c = mod_->getOrInsertFunction("malloc", B_.getPtrTy(), B_.getInt64Ty());
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee()))
+      fn->setReturnDoesNotAlias();
+    return c;
+  }
+  llvm::FunctionCallee callocFn() {
+    auto c = mod_->getOrInsertFunction("calloc", B_.getPtrTy(), B_.getInt64Ty(), B_.getInt64Ty());
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee()))
+      fn->setReturnDoesNotAlias();
+    return c;
+  }
+  llvm::FunctionCallee freeFn() {
+    return mod_->getOrInsertFunction("free", B_.getVoidTy(), B_.getPtrTy());
+  }
+
+  /// Address of an element; `checked` says the subscripts were proven in range.
+  llvm::Value* elementPtr(int tensor, const std::vector<int>& idx, bool checked,
+                          const std::string& name, SrcRange loc) {
+    const ir::Type& t = f_.types[tensor];
+    llvm::Value* flat = i64(0);
+    for (size_t k = 0; k < idx.size(); ++k) {
+      llvm::Value* e = poly(t.shape[k]);
+      llvm::Value* ix = val(idx[k]);
+      if (!checked) {
+        int site = addSite(name, loc);
+        check(B_.CreateICmpULT(ix, e), SLOPE_ERR_INDEX, site, static_cast<int>(k), ix, e);
+      }
+      flat = B_.CreateAdd(B_.CreateMul(flat, e, "", true, true), ix, "", true, true);
+    }
+    return B_.CreateInBoundsGEP(elemTy(t.dtype), val(tensor), flat);
+  }
+  llvm::Value* loadElem(DType t, llvm::Value* ptr) {
+    llvm::Value* v = B_.CreateLoad(elemTy(t), ptr);
+    return t == DType::Bool ? B_.CreateICmpNE(v, B_.getInt8(0)) : v;
+  }
+  void storeElem(DType t, llvm::Value* ptr, llvm::Value* v) {
+    if (t == DType::Bool) v = B_.CreateZExt(v, B_.getInt8Ty());
+    B_.CreateStore(v, ptr);
+  }
+
+  // --- loops -------------------------------------------------------------------------------
+  /// for idx in [0, ext): body(idx). Loops nest in order; the innermost is the last index.
+  void loopNest(const std::vector<llvm::Value*>& ext,
+                const std::function<void(const std::vector<llvm::Value*>&)>& body) {
+    std::vector<llvm::Value*> idx;
+    std::function<void(size_t)> level = [&](size_t d) {
+      if (d == ext.size()) {
+        body(idx);
+        return;
+      }
+      llvm::Function* fn = B_.GetInsertBlock()->getParent();
+      llvm::BasicBlock* pre = B_.GetInsertBlock();
+      auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
+      auto* bodyBB = llvm::BasicBlock::Create(ctx_, "body", fn);
+      auto* exit = llvm::BasicBlock::Create(ctx_, "done", fn);
+      B_.CreateBr(head);
+      B_.SetInsertPoint(head);
+      llvm::PHINode* i = B_.CreatePHI(B_.getInt64Ty(), 2, "i");
+      i->addIncoming(i64(0), pre);
+      B_.CreateCondBr(B_.CreateICmpSLT(i, ext[d]), bodyBB, exit);
+      B_.SetInsertPoint(bodyBB);
+      idx.push_back(i);
+      level(d + 1);
+      idx.pop_back();
+      llvm::Value* next = B_.CreateAdd(i, i64(1), "", true, true);
+      i->addIncoming(next, B_.GetInsertBlock());
+      B_.CreateBr(head);
+      B_.SetInsertPoint(exit);
+    };
+    level(0);
+  }
+
+  /// Runs a region body for each index; `after` sees the yield (if any) and the flat position.
+  void regionLoop(const Instr& in, const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
+    const Block& r = in.regions[0];
+    std::vector<llvm::Value*> ext = extents(in.extents, in.loc);
+    loopNest(ext, [&](const std::vector<llvm::Value*>& idx) {
+      for (size_t k = 0; k < idx.size(); ++k) vals_[r.args[k]] = idx[k];
+      iterAllocs_.emplace_back();
+      block(r);
+      llvm::Value* y = r.yields.empty() ? nullptr : val(r.yields[0]);
+      llvm::Value* flat = i64(0);
+      for (size_t k = 0; k < idx.size(); ++k)
+        flat = B_.CreateAdd(B_.CreateMul(flat, ext[k], "", true, true), idx[k], "", true, true);
+      after(y, flat);
+      freeIteration(iterAllocs_.back());
+      iterAllocs_.pop_back();
+    });
+  }
+
+  // --- values ------------------------------------------------------------------------------
+  llvm::Value* val(int id) {
+    llvm::Value* v = vals_[id];
+    if (!v) throw std::logic_error("codegen: value %" + std::to_string(id) + " used before definition");
+    return v;
+  }
+  void block(const Block& b) {
+    for (const Instr& in : b.body) instr(in);
+  }
+  void instr(const Instr& in);
+  llvm::Value* unary(const Instr& in);
+  llvm::Value* binary(const Instr& in);
+  llvm::Value* reduce(const Instr& in);
+  llvm::Value* mathCall(const char* name, DType t, std::vector<llvm::Value*> args) {
+    std::string n = t == DType::F32 ? std::string(name) + "f" : name;
+    llvm::Type* ft = scalarTy(t);
+    std::vector<llvm::Type*> ps(args.size(), ft);
+    auto c = mod_->getOrInsertFunction(n, llvm::FunctionType::get(ft, ps, false));
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) {
+      fn->setDoesNotThrow();
+      fn->setWillReturn();
+    }
+    return B_.CreateCall(c, args);
+  }
+  llvm::Value* intrinsic(llvm::Intrinsic::ID id, llvm::Value* a) {
+    return B_.CreateUnaryIntrinsic(id, a);
+  }
+  llvm::Value* fconst(DType t, double v) { return llvm::ConstantFP::get(scalarTy(t), v); }
+  llvm::Value* lgamma(DType t, llvm::Value* x);
+  llvm::Value* digamma(DType t, llvm::Value* x);
+  llvm::Function* digammaFn(DType t);
+
+  const ir::Function& f_;
+  llvm::LLVMContext& ctx_;
+  llvm::IRBuilder<> B_;
+  std::vector<Site>& sites_;
+  std::unique_ptr<llvm::Module> mod_;
+  std::vector<llvm::Value*> vals_;
+  std::map<std::string, llvm::Value*> sizeVals_;
+  std::map<std::string, llvm::Value*> polyCache_;
+  llvm::BasicBlock* entryBlock_ = nullptr;
+  llvm::BasicBlock* cleanup_ = nullptr;
+  llvm::AllocaInst* codeSlot_ = nullptr;
+  llvm::Value* errArg_ = nullptr;
+  llvm::StructType* errTy_ = nullptr;
+  std::vector<llvm::AllocaInst*> slots_;
+  std::vector<std::vector<llvm::AllocaInst*>> iterAllocs_;
+  std::map<int, llvm::Value*> resultBuffers_; // top-level values that live in a result buffer
+  std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
+};
+
+llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
+  // lgamma_r: the reentrant form, so calls from several threads do not race on signgam.
+  llvm::AllocaInst* sign = entryAlloca(B_.getInt32Ty(), "sign");
+  const char* n = t == DType::F32 ? "lgammaf_r" : "lgamma_r";
+  auto c = mod_->getOrInsertFunction(n, scalarTy(t), scalarTy(t), B_.getPtrTy());
+  return B_.CreateCall(c, {x, sign});
+}
+
+llvm::Function* Gen::digammaFn(DType t) {
+  // psi(x): reflection below 0.5, recurrence up to 6, then the asymptotic series; the same
+  // algorithm as the reference evaluator (compiler/eval/interp.cpp).
+  std::string name = t == DType::F32 ? "slope.digammaf" : "slope.digamma";
+  if (llvm::Function* fn = mod_->getFunction(name)) return fn;
+  llvm::Type* ty = scalarTy(t);
+  auto* fn = llvm::Function::Create(llvm::FunctionType::get(ty, {ty}, false),
+                                    llvm::Function::PrivateLinkage, name, mod_.get());
+  llvm::IRBuilderBase::InsertPointGuard guard(B_);
+  auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
+  auto* loop = llvm::BasicBlock::Create(ctx_, "rec", fn);
+  auto* tail = llvm::BasicBlock::Create(ctx_, "series", fn);
+  B_.SetInsertPoint(entry);
+  llvm::Value* x = fn->getArg(0);
+  auto c = [&](double v) { return llvm::ConstantFP::get(ty, v); };
+  const double pi = 3.14159265358979323846;
+  llvm::Value* small = B_.CreateFCmpOLT(x, c(0.5));
+  llvm::Value* refl = B_.CreateFNeg(B_.CreateFDiv(c(pi), mathCall("tan", t, {B_.CreateFMul(c(pi), x)})));
+  llvm::Value* r0 = B_.CreateSelect(small, refl, c(0));
+  llvm::Value* x0 = B_.CreateSelect(small, B_.CreateFSub(c(1), x), x);
+  B_.CreateBr(loop);
+  B_.SetInsertPoint(loop);
+  llvm::PHINode* xi = B_.CreatePHI(ty, 2);
+  llvm::PHINode* ri = B_.CreatePHI(ty, 2);
+  xi->addIncoming(x0, entry);
+  ri->addIncoming(r0, entry);
+  llvm::Value* more = B_.CreateFCmpOLT(xi, c(6));
+  llvm::Value* xn = B_.CreateFAdd(xi, c(1));
+  llvm::Value* rn = B_.CreateFSub(ri, B_.CreateFDiv(c(1), xi));
+  xi->addIncoming(xn, loop);
+  ri->addIncoming(rn, loop);
+  B_.CreateCondBr(more, loop, tail);
+  B_.SetInsertPoint(tail);
+  llvm::Value* f = B_.CreateFDiv(c(1), B_.CreateFMul(xi, xi));
+  llvm::Value* s = c(1.0 / 132);
+  for (double k : {1.0 / 240, 1.0 / 252, 1.0 / 120, 1.0 / 12}) s = B_.CreateFSub(c(k), B_.CreateFMul(f, s));
+  s = B_.CreateFMul(f, s);
+  llvm::Value* res = B_.CreateFSub(
+      B_.CreateFSub(B_.CreateFAdd(ri, intrinsic(llvm::Intrinsic::log, xi)), B_.CreateFDiv(c(0.5), xi)), s);
+  // Poles at 0, -1, -2, ...: NaN, as the evaluator gives.
+  llvm::Value* pole = B_.CreateAnd(B_.CreateFCmpOLE(x, c(0)),
+                                   B_.CreateFCmpOEQ(intrinsic(llvm::Intrinsic::floor, x), x));
+  res = B_.CreateSelect(pole, c(std::numeric_limits<double>::quiet_NaN()), res);
+  B_.CreateRet(res);
+  return fn;
+}
+
+llvm::Value* Gen::digamma(DType t, llvm::Value* x) { return B_.CreateCall(digammaFn(t), {x}); }
+
+llvm::Value* Gen::unary(const Instr& in) {
+  DType t = f_.types[in.result].dtype;
+  DType from = f_.types[in.args[0]].dtype;
+  llvm::Value* x = val(in.args[0]);
+  namespace I = llvm::Intrinsic;
+  if (in.op == Op::Not) return B_.CreateNot(x);
+  if (in.op == Op::Cast) {
+    if (t == from) return x;
+    if (t == DType::Bool)
+      return isFloat(from) ? B_.CreateFCmpUNE(x, fconst(from, 0)) : B_.CreateICmpNE(x, i64(0));
+    if (isFloat(t)) {
+      if (isFloat(from)) return t == DType::F32 ? B_.CreateFPTrunc(x, B_.getFloatTy()) : B_.CreateFPExt(x, B_.getDoubleTy());
+      if (from == DType::Bool) return B_.CreateUIToFP(x, scalarTy(t));
+      return B_.CreateSIToFP(x, scalarTy(t));
+    }
+    // To i64.
+    if (from == DType::Bool) return B_.CreateZExt(x, B_.getInt64Ty());
+    llvm::Value* ax = intrinsic(I::fabs, x);
+    int site = addSite("", in.loc);
+    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site, 0, i64(0), i64(0));
+    return B_.CreateFPToSI(x, B_.getInt64Ty());
+  }
+  if (!isFloat(t)) {
+    switch (in.op) {
+    case Op::Neg: return B_.CreateSub(i64(0), x);
+    case Op::Abs: return B_.CreateSelect(B_.CreateICmpSLT(x, i64(0)), B_.CreateSub(i64(0), x), x);
+    case Op::Sign:
+      return B_.CreateSub(B_.CreateZExt(B_.CreateICmpSGT(x, i64(0)), B_.getInt64Ty()),
+                          B_.CreateZExt(B_.CreateICmpSLT(x, i64(0)), B_.getInt64Ty()));
+    default: return x;
+    }
+  }
+  switch (in.op) {
+  case Op::Neg: return B_.CreateFNeg(x);
+  case Op::Exp: return intrinsic(I::exp, x);
+  case Op::Log: return intrinsic(I::log, x);
+  case Op::Sqrt: return intrinsic(I::sqrt, x);
+  case Op::Abs: return intrinsic(I::fabs, x);
+  case Op::Sin: return intrinsic(I::sin, x);
+  case Op::Cos: return intrinsic(I::cos, x);
+  case Op::Floor: return intrinsic(I::floor, x);
+  case Op::Ceil: return intrinsic(I::ceil, x);
+  case Op::Log1p: return mathCall("log1p", t, {x});
+  case Op::Expm1: return mathCall("expm1", t, {x});
+  case Op::Tan: return mathCall("tan", t, {x});
+  case Op::Asin: return mathCall("asin", t, {x});
+  case Op::Acos: return mathCall("acos", t, {x});
+  case Op::Atan: return mathCall("atan", t, {x});
+  case Op::Sinh: return mathCall("sinh", t, {x});
+  case Op::Cosh: return mathCall("cosh", t, {x});
+  case Op::Tanh: return mathCall("tanh", t, {x});
+  case Op::Erf: return mathCall("erf", t, {x});
+  case Op::Lgamma: return lgamma(t, x);
+  case Op::Digamma: return digamma(t, x);
+  case Op::Sigmoid: {
+    // e = exp(-|x|); sigmoid = 1/(1+e) for x >= 0, e/(1+e) otherwise: no overflow either way.
+    llvm::Value* e = intrinsic(I::exp, B_.CreateFNeg(intrinsic(I::fabs, x)));
+    llvm::Value* d = B_.CreateFAdd(fconst(t, 1), e);
+    return B_.CreateSelect(B_.CreateFCmpOGE(x, fconst(t, 0)), B_.CreateFDiv(fconst(t, 1), d),
+                           B_.CreateFDiv(e, d));
+  }
+  case Op::Relu: return B_.CreateSelect(B_.CreateFCmpOGT(x, fconst(t, 0)), x, fconst(t, 0));
+  case Op::Softplus: {
+    llvm::Value* e = intrinsic(I::exp, B_.CreateFNeg(intrinsic(I::fabs, x)));
+    llvm::Value* pos = B_.CreateSelect(B_.CreateFCmpOGT(x, fconst(t, 0)), x, fconst(t, 0));
+    return B_.CreateFAdd(mathCall("log1p", t, {e}), pos);
+  }
+  case Op::Sign: {
+    llvm::Value* s = B_.CreateFSub(B_.CreateUIToFP(B_.CreateFCmpOGT(x, fconst(t, 0)), scalarTy(t)),
+                                   B_.CreateUIToFP(B_.CreateFCmpOLT(x, fconst(t, 0)), scalarTy(t)));
+    return B_.CreateSelect(B_.CreateFCmpUNO(x, x), x, s);
+  }
+  default: break;
+  }
+  throw std::logic_error(std::string("codegen: unary op ") + ir::opName(in.op));
+}
+
+llvm::Value* Gen::binary(const Instr& in) {
+  DType ot = f_.types[in.args[0]].dtype;
+  llvm::Value* a = val(in.args[0]);
+  llvm::Value* b = val(in.args[1]);
+  bool fl = isFloat(ot);
+  switch (in.op) {
+  case Op::Lt: return fl ? B_.CreateFCmpOLT(a, b) : B_.CreateICmpSLT(a, b);
+  case Op::Le: return fl ? B_.CreateFCmpOLE(a, b) : B_.CreateICmpSLE(a, b);
+  case Op::Gt: return fl ? B_.CreateFCmpOGT(a, b) : B_.CreateICmpSGT(a, b);
+  case Op::Ge: return fl ? B_.CreateFCmpOGE(a, b) : B_.CreateICmpSGE(a, b);
+  case Op::Eq: return fl ? B_.CreateFCmpOEQ(a, b) : B_.CreateICmpEQ(a, b);
+  case Op::Ne: return fl ? B_.CreateFCmpUNE(a, b) : B_.CreateICmpNE(a, b);
+  case Op::And: return B_.CreateAnd(a, b);
+  case Op::Or: return B_.CreateOr(a, b);
+  default: break;
+  }
+  if (fl) {
+    switch (in.op) {
+    case Op::Add: return B_.CreateFAdd(a, b);
+    case Op::Sub: return B_.CreateFSub(a, b);
+    case Op::Mul: return B_.CreateFMul(a, b);
+    case Op::Div: return B_.CreateFDiv(a, b);
+    case Op::Pow: return B_.CreateBinaryIntrinsic(llvm::Intrinsic::pow, a, b);
+    case Op::Powi: {
+      // x^n as the evaluator computes it: pow(x, double(n)), rounded to the type.
+      llvm::Value* nf = B_.CreateSIToFP(b, B_.getDoubleTy());
+      llvm::Value* xd = ot == DType::F32 ? B_.CreateFPExt(a, B_.getDoubleTy()) : a;
+      llvm::Value* r = B_.CreateBinaryIntrinsic(llvm::Intrinsic::pow, xd, nf);
+      return ot == DType::F32 ? B_.CreateFPTrunc(r, B_.getFloatTy()) : r;
+    }
+    case Op::Atan2: return mathCall("atan2", ot, {a, b});
+    case Op::Min:
+    case Op::Max: {
+      // NaN in either operand gives NaN; otherwise the smaller / larger, the first on a tie.
+      llvm::Value* nan = B_.CreateFCmpUNO(a, b);
+      llvm::Value* pick = in.op == Op::Min ? B_.CreateFCmpOLT(b, a) : B_.CreateFCmpOGT(b, a);
+      return B_.CreateSelect(nan, B_.CreateFAdd(a, b), B_.CreateSelect(pick, b, a));
+    }
+    default: break;
+    }
+  } else {
+    switch (in.op) {
+    case Op::Add: return B_.CreateAdd(a, b);
+    case Op::Sub: return B_.CreateSub(a, b);
+    case Op::Mul: return B_.CreateMul(a, b);
+    case Op::Min: return B_.CreateSelect(B_.CreateICmpSLT(b, a), b, a);
+    case Op::Max: return B_.CreateSelect(B_.CreateICmpSGT(b, a), b, a);
+    case Op::Div:
+    case Op::Mod: {
+      int site = addSite("", in.loc);
+      check(B_.CreateICmpNE(b, i64(0)), SLOPE_ERR_DIV_ZERO, site, 0, i64(0), i64(0));
+      // x / -1 wraps instead of trapping on INT64_MIN.
+      llvm::Value* m1 = B_.CreateICmpEQ(b, i64(-1));
+      llvm::Value* safe = B_.CreateSelect(m1, i64(1), b);
+      if (in.op == Op::Div) return B_.CreateSelect(m1, B_.CreateSub(i64(0), a), B_.CreateSDiv(a, safe));
+      return B_.CreateSelect(m1, i64(0), B_.CreateSRem(a, safe));
+    }
+    case Op::Powi: {
+      // Integer power by squaring; a negative exponent truncates (0 unless |x| = 1).
+      llvm::Function* fn = B_.GetInsertBlock()->getParent();
+      llvm::BasicBlock* pre = B_.GetInsertBlock();
+      auto* head = llvm::BasicBlock::Create(ctx_, "ipow", fn);
+      auto* bodyBB = llvm::BasicBlock::Create(ctx_, "ipow.body", fn);
+      auto* done = llvm::BasicBlock::Create(ctx_, "ipow.done", fn);
+      llvm::Value* neg = B_.CreateICmpSLT(b, i64(0));
+      B_.CreateBr(head);
+      B_.SetInsertPoint(head);
+      auto* r = B_.CreatePHI(B_.getInt64Ty(), 2);
+      auto* base = B_.CreatePHI(B_.getInt64Ty(), 2);
+      auto* e = B_.CreatePHI(B_.getInt64Ty(), 2);
+      r->addIncoming(i64(1), pre);
+      base->addIncoming(a, pre);
+      e->addIncoming(B_.CreateSelect(neg, i64(0), b), pre);
+      B_.CreateCondBr(B_.CreateICmpSGT(e, i64(0)), bodyBB, done);
+      B_.SetInsertPoint(bodyBB);
+      llvm::Value* odd = B_.CreateTrunc(e, B_.getInt1Ty());
+      r->addIncoming(B_.CreateSelect(odd, B_.CreateMul(r, base), r), bodyBB);
+      base->addIncoming(B_.CreateMul(base, base), bodyBB);
+      e->addIncoming(B_.CreateLShr(e, i64(1)), bodyBB);
+      B_.CreateBr(head);
+      B_.SetInsertPoint(done);
+      int site = addSite("", in.loc);
+      check(B_.CreateNot(B_.CreateAnd(neg, B_.CreateICmpEQ(a, i64(0)))), SLOPE_ERR_DIV_ZERO, site,
+            0, i64(0), i64(0));
+      llvm::Value* negr = B_.CreateSelect(
+          B_.CreateICmpEQ(a, i64(1)), i64(1),
+          B_.CreateSelect(B_.CreateICmpEQ(a, i64(-1)),
+                          B_.CreateSelect(B_.CreateTrunc(b, B_.getInt1Ty()), i64(-1), i64(1)), i64(0)));
+      return B_.CreateSelect(neg, negr, r);
+    }
+    default: break;
+    }
+  }
+  throw std::logic_error(std::string("codegen: binary op ") + ir::opName(in.op));
+}
+
+llvm::Value* Gen::reduce(const Instr& in) {
+  DType t = f_.types[in.result].dtype;
+  const Block& r = in.regions[0];
+  DType bt = f_.types[r.yields[0]].dtype;
+  llvm::Type* ty = scalarTy(bt);
+  bool fl = isFloat(bt);
+  switch (in.op) {
+  case Op::ReduceSum:
+  case Op::ReduceProd: {
+    bool sum = in.op == Op::ReduceSum;
+    llvm::AllocaInst* acc = entryAlloca(ty, "acc");
+    B_.CreateStore(fl ? fconst(bt, sum ? 0 : 1) : i64(sum ? 0 : 1), acc);
+    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+      llvm::Value* a = B_.CreateLoad(ty, acc);
+      llvm::Value* n = sum ? (fl ? B_.CreateFAdd(a, y) : B_.CreateAdd(a, y))
+                           : (fl ? B_.CreateFMul(a, y) : B_.CreateMul(a, y));
+      B_.CreateStore(n, acc);
+    });
+    return B_.CreateLoad(ty, acc);
+  }
+  case Op::ReduceMax:
+  case Op::ReduceMin:
+  case Op::ArgMax:
+  case Op::ArgMin: {
+    // The first extremal element wins; a NaN wins over everything and stays.
+    bool mx = in.op == Op::ReduceMax || in.op == Op::ArgMax;
+    llvm::AllocaInst* best = entryAlloca(ty, "best");
+    llvm::AllocaInst* at = entryAlloca(B_.getInt64Ty(), "at");
+    llvm::AllocaInst* nan = entryAlloca(B_.getInt1Ty(), "nan");
+    double inf = std::numeric_limits<double>::infinity();
+    B_.CreateStore(fl ? fconst(bt, mx ? -inf : inf)
+                      : i64(mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max()),
+                   best);
+    B_.CreateStore(i64(-1), at);
+    B_.CreateStore(B_.getFalse(), nan);
+    regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
+      llvm::Value* b = B_.CreateLoad(ty, best);
+      llvm::Value* first = B_.CreateICmpSLT(B_.CreateLoad(B_.getInt64Ty(), at), i64(0));
+      llvm::Value* better = fl ? (mx ? B_.CreateFCmpOGT(y, b) : B_.CreateFCmpOLT(y, b))
+                               : (mx ? B_.CreateICmpSGT(y, b) : B_.CreateICmpSLT(y, b));
+      llvm::Value* take = B_.CreateOr(first, better);
+      llvm::Value* seen = B_.CreateLoad(B_.getInt1Ty(), nan);
+      if (fl) {
+        llvm::Value* isnan = B_.CreateFCmpUNO(y, y);
+        take = B_.CreateAnd(B_.CreateNot(seen), B_.CreateOr(take, isnan));
+        B_.CreateStore(B_.CreateOr(seen, isnan), nan);
+      }
+      B_.CreateStore(B_.CreateSelect(take, y, b), best);
+      B_.CreateStore(B_.CreateSelect(take, flat, B_.CreateLoad(B_.getInt64Ty(), at)), at);
+    });
+    if (in.op == Op::ArgMax || in.op == Op::ArgMin) return B_.CreateLoad(B_.getInt64Ty(), at);
+    return B_.CreateLoad(ty, best);
+  }
+  case Op::ReduceLse: {
+    // Two passes, as the evaluator: m = max (NaN wins), then m + log(sum exp(x - m)).
+    llvm::AllocaInst* m = entryAlloca(ty, "m");
+    llvm::AllocaInst* s = entryAlloca(ty, "s");
+    double inf = std::numeric_limits<double>::infinity();
+    B_.CreateStore(fconst(t, -inf), m);
+    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+      llvm::Value* cur = B_.CreateLoad(ty, m);
+      llvm::Value* take = B_.CreateOr(B_.CreateFCmpOGT(y, cur), B_.CreateFCmpUNO(y, y));
+      llvm::Value* keepNan = B_.CreateFCmpUNO(cur, cur);
+      B_.CreateStore(B_.CreateSelect(B_.CreateAnd(take, B_.CreateNot(keepNan)), y, cur), m);
+    });
+    llvm::Value* mv = B_.CreateLoad(ty, m);
+    B_.CreateStore(fconst(t, 0), s);
+    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+      llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(y, mv));
+      B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, s), e), s);
+    });
+    llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, s)));
+    // m infinite (or NaN): the result is m itself.
+    llvm::Value* finite = B_.CreateFCmpOLT(intrinsic(llvm::Intrinsic::fabs, mv), fconst(t, inf));
+    return B_.CreateSelect(finite, res, mv);
+  }
+  default: break;
+  }
+  throw std::logic_error(std::string("codegen: reduction ") + ir::opName(in.op));
+}
+
+void Gen::instr(const Instr& in) {
+  llvm::Value* out = nullptr;
+  switch (ir::opKind(in.op)) {
+  case ir::OpKind::Leaf:
+    if (in.op == Op::Param) return; // bound at entry
+    if (in.op == Op::Const) {
+      DType t = f_.types[in.result].dtype;
+      if (isFloat(t)) out = fconst(t, in.fval);
+      else if (t == DType::Bool) out = B_.getInt1(in.ival != 0);
+      else out = i64(in.ival);
+    } else {
+      out = poly(in.poly);
+    }
+    break;
+  case ir::OpKind::Unary: out = unary(in); break;
+  case ir::OpKind::Binary: out = binary(in); break;
+  case ir::OpKind::Ternary: out = B_.CreateSelect(val(in.args[0]), val(in.args[1]), val(in.args[2])); break;
+  case ir::OpKind::Memory:
+    switch (in.op) {
+    case Op::Load: {
+      const ir::Type& t = f_.types[in.args[0]];
+      std::vector<int> idx(in.args.begin() + 1, in.args.end());
+      if (t.rank() == 0) {
+        // A rank-0 accumulator lives in an alloca.
+        out = B_.CreateLoad(scalarTy(t.dtype), val(in.args[0]));
+        break;
+      }
+      out = loadElem(t.dtype, elementPtr(in.args[0], idx, in.checked, in.name, in.loc));
+      break;
+    }
+    case Op::BufAdd: {
+      const ir::Type& t = f_.types[in.args[0]];
+      std::vector<int> idx(in.args.begin() + 1, in.args.end() - 1);
+      llvm::Value* p = t.rank() == 0 ? val(in.args[0])
+                                     : elementPtr(in.args[0], idx, false, in.name, in.loc);
+      llvm::Value* v = val(in.args.back());
+      llvm::Value* old = B_.CreateLoad(scalarTy(t.dtype), p);
+      B_.CreateStore(B_.CreateFAdd(old, v), p);
+      return;
+    }
+    case Op::BufZeros: {
+      const ir::Type& t = f_.types[in.result];
+      if (t.rank() == 0) {
+        llvm::AllocaInst* a = entryAlloca(scalarTy(t.dtype), "adj");
+        B_.CreateStore(fconst(t.dtype, 0), a);
+        out = a;
+        break;
+      }
+      auto rb = resultBuffers_.find(in.result);
+      if (rb != resultBuffers_.end()) {
+        llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+        B_.CreateMemSet(rb->second, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
+        out = rb->second;
+      } else {
+        out = allocate(t.dtype, numel(t), true);
+      }
+      break;
+    }
+    case Op::Stack: {
+      const ir::Type& t = f_.types[in.result];
+      auto rb = resultBuffers_.find(in.result);
+      out = rb != resultBuffers_.end() ? rb->second : allocate(t.dtype, numel(t), false);
+      for (size_t k = 0; k < in.args.size(); ++k)
+        storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
+                  val(in.args[k]));
+      break;
+    }
+    default: throw std::logic_error("codegen: memory op");
+    }
+    break;
+  case ir::OpKind::Region:
+    switch (in.op) {
+    case Op::Comp: {
+      const ir::Type& t = f_.types[in.result];
+      auto rb = resultBuffers_.find(in.result);
+      llvm::Value* buf;
+      if (rb != resultBuffers_.end()) {
+        extents(in.extents, in.loc); // the negative-extent checks
+        buf = rb->second;
+      } else {
+        std::vector<llvm::Value*> ext = extents(in.extents, in.loc);
+        buf = allocate(t.dtype, numel(t), false);
+      }
+      regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
+        storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), buf, flat), y);
+      });
+      out = buf;
+      break;
+    }
+    case Op::For:
+      regionLoop(in, [](llvm::Value*, llvm::Value*) {});
+      return;
+    case Op::If: {
+      llvm::Function* fn = B_.GetInsertBlock()->getParent();
+      auto* thenBB = llvm::BasicBlock::Create(ctx_, "then", fn);
+      auto* elseBB = llvm::BasicBlock::Create(ctx_, "else", fn);
+      auto* join = llvm::BasicBlock::Create(ctx_, "join", fn);
+      llvm::AllocaInst* slot = nullptr;
+      llvm::Value* tensorOut = nullptr;
+      const ir::Type* rt = in.result >= 0 ? &f_.types[in.result] : nullptr;
+      if (rt && rt->rank() == 0) slot = entryAlloca(scalarTy(rt->dtype), "ifv");
+      if (rt && rt->rank() > 0) tensorOut = allocate(rt->dtype, numel(*rt), false);
+      B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
+      for (int k = 0; k < 2; ++k) {
+        B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
+        iterAllocs_.emplace_back();
+        block(in.regions[k]);
+        if (rt) {
+          llvm::Value* y = val(in.regions[k].yields[0]);
+          if (slot) B_.CreateStore(y, slot);
+          else {
+            llvm::Value* bytes = B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
+            B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
+          }
+        }
+        freeIteration(iterAllocs_.back());
+        iterAllocs_.pop_back();
+        B_.CreateBr(join);
+      }
+      B_.SetInsertPoint(join);
+      if (slot) out = B_.CreateLoad(scalarTy(rt->dtype), slot);
+      else out = tensorOut;
+      if (!rt) return;
+      break;
+    }
+    default: out = reduce(in);
+    }
+    break;
+  }
+  if (in.result >= 0) vals_[in.result] = out;
+}
+
+std::unique_ptr<llvm::Module> Gen::run() {
+  vals_.assign(f_.types.size(), nullptr);
+  std::vector<std::string> sizes = f_.sizeNames();
+
+  // The internal function: typed, tensor pointers noalias.
+  std::vector<llvm::Type*> ps;
+  for (const ir::Type& t : f_.paramTypes) ps.push_back(t.rank() ? B_.getPtrTy() : scalarTy(t.dtype));
+  for (size_t k = 0; k < sizes.size(); ++k) ps.push_back(B_.getInt64Ty());
+  for (size_t k = 0; k < f_.body.yields.size(); ++k) ps.push_back(B_.getPtrTy());
+  ps.push_back(B_.getPtrTy()); // slope_error*
+  auto* implTy = llvm::FunctionType::get(B_.getInt32Ty(), ps, false);
+  auto* impl = llvm::Function::Create(implTy, llvm::Function::InternalLinkage, f_.name + ".impl", mod_.get());
+  size_t np = f_.params.size(), ns = sizes.size(), nr = f_.body.yields.size();
+  for (size_t k = 0; k < np; ++k)
+    if (f_.paramTypes[k].rank()) {
+      impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::NoAlias);
+      impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::ReadOnly);
+    }
+  for (size_t k = 0; k < nr; ++k) impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
+  impl->addFnAttr(llvm::Attribute::NoUnwind);
+
+  entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", impl);
+  auto* start = llvm::BasicBlock::Create(ctx_, "start", impl);
+  cleanup_ = llvm::BasicBlock::Create(ctx_, "cleanup", impl);
+  B_.SetInsertPoint(entryBlock_);
+  codeSlot_ = B_.CreateAlloca(B_.getInt32Ty(), nullptr, "code");
+  B_.CreateStore(B_.getInt32(0), codeSlot_);
+  B_.CreateBr(start);
+  for (size_t k = 0; k < np; ++k) vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
+  for (size_t k = 0; k < ns; ++k) sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
+  errArg_ = impl->getArg(static_cast<unsigned>(np + ns + nr));
+
+  // Results computed by a top-level comp / buf.zeros / stack are built in place.
+  std::map<int, int> yieldCount;
+  for (int y : f_.body.yields) ++yieldCount[y];
+  for (const Instr& in : f_.body.body)
+    if ((in.op == Op::Comp || in.op == Op::BufZeros || in.op == Op::Stack) && in.result >= 0 &&
+        f_.types[in.result].rank() > 0 && yieldCount[in.result] == 1)
+      for (size_t k = 0; k < nr; ++k)
+        if (f_.body.yields[k] == in.result)
+          resultBuffers_[in.result] = impl->getArg(static_cast<unsigned>(np + ns + k));
+
+  B_.SetInsertPoint(start);
+  block(f_.body);
+  for (size_t k = 0; k < nr; ++k) {
+    int y = f_.body.yields[k];
+    const ir::Type& t = f_.types[y];
+    llvm::Value* dst = impl->getArg(static_cast<unsigned>(np + ns + k));
+    if (resultBuffers_.count(y)) continue;
+    if (t.rank() == 0) {
+      llvm::Value* v = val(y);
+      if (v->getType()->isPointerTy()) v = B_.CreateLoad(scalarTy(t.dtype), v); // accumulator
+      storeElem(t.dtype, dst, v);
+    } else {
+      llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+      B_.CreateMemCpy(dst, llvm::MaybeAlign(1), val(y), llvm::MaybeAlign(1), bytes);
+    }
+  }
+  B_.CreateBr(cleanup_);
+  B_.SetInsertPoint(cleanup_);
+  for (llvm::AllocaInst* s : slots_) B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
+  B_.CreateRet(B_.CreateLoad(B_.getInt32Ty(), codeSlot_));
+
+  // The C ABI entry point: unpack args / sizes / results and call the internal function.
+  auto* abiTy = llvm::FunctionType::get(
+      B_.getInt32Ty(), {B_.getPtrTy(), B_.getPtrTy(), B_.getPtrTy(), B_.getPtrTy()}, false);
+  auto* abi = llvm::Function::Create(abiTy, llvm::Function::ExternalLinkage, f_.name, mod_.get());
+  abi->addFnAttr(llvm::Attribute::NoUnwind);
+  B_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", abi));
+  std::vector<llvm::Value*> callArgs;
+  for (size_t k = 0; k < np; ++k) {
+    llvm::Value* p = B_.CreateLoad(B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(0), k));
+    const ir::Type& t = f_.paramTypes[k];
+    callArgs.push_back(t.rank() ? p : loadElem(t.dtype, p));
+  }
+  for (size_t k = 0; k < ns; ++k)
+    callArgs.push_back(B_.CreateLoad(B_.getInt64Ty(), B_.CreateConstInBoundsGEP1_64(B_.getInt64Ty(), abi->getArg(1), k)));
+  for (size_t k = 0; k < nr; ++k)
+    callArgs.push_back(B_.CreateLoad(B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(2), k)));
+  callArgs.push_back(abi->getArg(3));
+  B_.CreateRet(B_.CreateCall(impl, callArgs));
+
+  std::string err;
+  llvm::raw_string_ostream os(err);
+  if (llvm::verifyModule(*mod_, &os))
+    throw std::logic_error("codegen produced invalid LLVM IR for " + f_.name + ": " + os.str());
+  return std::move(mod_);
+}
+
+} // namespace
+
+std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
+                                       std::vector<Site>& sites) {
+  Gen g(f, ctx, sites);
+  return g.run();
+}
+
+} // namespace slope::codegen

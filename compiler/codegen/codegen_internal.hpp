@@ -1,0 +1,20 @@
+// Between codegen.cpp (IR generation) and jit.cpp (optimisation and ORC): not public.
+#pragma once
+
+#include "compiler/codegen/jit.hpp"
+
+#include <memory>
+
+namespace llvm {
+class LLVMContext;
+class Module;
+} // namespace llvm
+
+namespace slope::codegen {
+
+/// LLVM IR for f: an external function named f.name with the C ABI of abi.h, and the table
+/// of its run-time check sites.
+std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
+                                       std::vector<Site>& sites);
+
+} // namespace slope::codegen

@@ -1,0 +1,158 @@
+// Optimisation (the new pass manager's default pipelines) and in-process compilation with
+// ORC's LLJIT. Machine code is tuned for the host CPU, so LLVM's vectoriser uses its vector
+// width.
+
+#include "compiler/codegen/codegen_internal.hpp"
+
+#include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
+#include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
+#include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/LLVMContext.h>
+#include <llvm/IR/LegacyPassManager.h>
+#include <llvm/IR/Module.h>
+#include <llvm/Passes/PassBuilder.h>
+#include <llvm/Support/TargetSelect.h>
+#include <llvm/Support/raw_ostream.h>
+#include <llvm/Target/TargetMachine.h>
+#include <llvm/TargetParser/Host.h>
+
+#include <atomic>
+#include <mutex>
+#include <stdexcept>
+
+namespace slope::codegen {
+namespace {
+
+void initLLVM() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+    llvm::InitializeNativeTargetAsmParser();
+  });
+}
+
+template <class T> T orThrow(llvm::Expected<T> v, const char* what) {
+  if (!v) throw std::runtime_error(std::string(what) + ": " + llvm::toString(v.takeError()));
+  return std::move(*v);
+}
+
+llvm::orc::JITTargetMachineBuilder hostBuilder(int optLevel) {
+  auto jtmb = orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), "detecting the host");
+  jtmb.setCodeGenOptLevel(optLevel == 0 ? llvm::CodeGenOptLevel::None
+                          : optLevel == 1 ? llvm::CodeGenOptLevel::Less
+                          : optLevel == 2 ? llvm::CodeGenOptLevel::Default
+                                          : llvm::CodeGenOptLevel::Aggressive);
+  return jtmb;
+}
+
+/// Tags functions with the host CPU and optimises the module.
+void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
+  m.setDataLayout(tm.createDataLayout());
+  m.setTargetTriple(tm.getTargetTriple().str());
+  std::string cpu = tm.getTargetCPU().str();
+  std::string features = tm.getTargetFeatureString().str();
+  for (llvm::Function& fn : m) {
+    if (fn.isDeclaration()) continue;
+    fn.addFnAttr("target-cpu", cpu);
+    if (!features.empty()) fn.addFnAttr("target-features", features);
+  }
+  llvm::LoopAnalysisManager lam;
+  llvm::FunctionAnalysisManager fam;
+  llvm::CGSCCAnalysisManager cgam;
+  llvm::ModuleAnalysisManager mam;
+  llvm::PassBuilder pb(&tm);
+  pb.registerModuleAnalyses(mam);
+  pb.registerCGSCCAnalyses(cgam);
+  pb.registerFunctionAnalyses(fam);
+  pb.registerLoopAnalyses(lam);
+  pb.crossRegisterProxies(lam, fam, cgam, mam);
+  llvm::OptimizationLevel level = optLevel <= 0 ? llvm::OptimizationLevel::O0
+                                  : optLevel == 1 ? llvm::OptimizationLevel::O1
+                                  : optLevel == 2 ? llvm::OptimizationLevel::O2
+                                                  : llvm::OptimizationLevel::O3;
+  llvm::ModulePassManager mpm = optLevel <= 0 ? pb.buildO0DefaultPipeline(level)
+                                              : pb.buildPerModuleDefaultPipeline(level);
+  mpm.run(m, mam);
+}
+
+} // namespace
+
+struct Jit::Impl {
+  JitOptions opt;
+  std::unique_ptr<llvm::orc::LLJIT> jit;
+  std::unique_ptr<llvm::TargetMachine> tm;
+  std::mutex mutex;
+  int counter = 0;
+};
+
+Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
+  initLLVM();
+  impl_->opt = opt;
+  auto jtmb = hostBuilder(opt.optLevel);
+  impl_->tm = orThrow(jtmb.createTargetMachine(), "creating the target machine");
+  impl_->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(jtmb).create(),
+                       "creating the JIT");
+  // libm and libc (exp, lgamma_r, malloc, ...) come from the host process.
+  auto gen = orThrow(llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
+                         impl_->jit->getDataLayout().getGlobalPrefix()),
+                     "opening the host process");
+  impl_->jit->getMainJITDylib().addGenerator(std::move(gen));
+}
+
+Jit::~Jit() = default;
+
+CompiledFunction Jit::add(const ir::Function& f) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  ir::Function named = f;
+  named.name = f.name + "." + std::to_string(impl_->counter++); // unique within this JIT
+  CompiledFunction out;
+  auto ctx = std::make_unique<llvm::LLVMContext>();
+  std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites);
+  optimize(*m, *impl_->tm, impl_->opt.optLevel);
+  if (auto err = impl_->jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))))
+    throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
+  auto sym = orThrow(impl_->jit->lookup(named.name), "JIT lookup");
+  out.fn = sym.toPtr<slope_fn>();
+  return out;
+}
+
+namespace {
+
+std::unique_ptr<llvm::Module> optimized(const ir::Function& f, const JitOptions& opt,
+                                        llvm::LLVMContext& ctx, llvm::TargetMachine& tm) {
+  std::vector<Site> sites;
+  auto m = generate(f, ctx, sites);
+  optimize(*m, tm, opt.optLevel);
+  return m;
+}
+
+} // namespace
+
+std::string emitLLVM(const ir::Function& f, const JitOptions& opt) {
+  initLLVM();
+  auto tm = orThrow(hostBuilder(opt.optLevel).createTargetMachine(), "creating the target machine");
+  llvm::LLVMContext ctx;
+  auto m = optimized(f, opt, ctx, *tm);
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  m->print(os, nullptr);
+  return os.str();
+}
+
+std::string emitAsm(const ir::Function& f, const JitOptions& opt) {
+  initLLVM();
+  auto tm = orThrow(hostBuilder(opt.optLevel).createTargetMachine(), "creating the target machine");
+  llvm::LLVMContext ctx;
+  auto m = optimized(f, opt, ctx, *tm);
+  llvm::SmallString<0> buf;
+  llvm::raw_svector_ostream os(buf);
+  llvm::legacy::PassManager pm;
+  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::AssemblyFile))
+    throw std::runtime_error("the target cannot emit assembly");
+  pm.run(*m);
+  return std::string(buf.str());
+}
+
+} // namespace slope::codegen

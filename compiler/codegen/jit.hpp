@@ -1,0 +1,52 @@
+// The LLVM backend: Tensor IR -> LLVM IR -> machine code in process (ORC LLJIT).
+//
+// This header has no LLVM types: LLVM lives in codegen.cpp (IR generation) and jit.cpp (the
+// pass pipeline and ORC), so only those two translation units include LLVM headers.
+#pragma once
+
+#include "compiler/codegen/abi.h"
+#include "compiler/ir/ir.hpp"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace slope::codegen {
+
+/// A check in generated code, so that an error code can be turned into a message.
+struct Site {
+  std::string tensor; // the tensor a subscript indexes, if any
+  SrcRange loc;
+};
+
+struct CompiledFunction {
+  slope_fn fn = nullptr;
+  std::vector<Site> sites;
+};
+
+struct JitOptions {
+  int optLevel = 2; // 0..3
+};
+
+class Jit {
+public:
+  explicit Jit(const JitOptions& opt = {});
+  ~Jit();
+  Jit(const Jit&) = delete;
+  Jit& operator=(const Jit&) = delete;
+
+  /// Compiles f (under the symbol f.name, which must be new to this Jit) and returns its
+  /// entry point. Thread-safe.
+  CompiledFunction add(const ir::Function& f);
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The optimised LLVM IR of f, as text.
+std::string emitLLVM(const ir::Function& f, const JitOptions& opt = {});
+/// Assembly for the host machine.
+std::string emitAsm(const ir::Function& f, const JitOptions& opt = {});
+
+} // namespace slope::codegen

@@ -1,0 +1,69 @@
+// The gradient table's cases, shared by the gradient tests and the JIT-vs-evaluator tests.
+#pragma once
+
+#include <regex>
+#include <string>
+
+namespace slope {
+
+struct Case {
+  const char* name;
+  const char* source; // `$T` stands for the float type; the function checked is `f`
+};
+
+// Inputs are drawn from N(0, 1); functions with a restricted domain map into it first.
+inline const Case kCases[] = {
+    {"add_sub_neg", "fn f(x: $T[n], y: $T[n]) -> $T { sum(x + y - (-x) * 2 - 3) }"},
+    {"mul_div", "fn f(x: $T[n], y: $T[n]) -> $T { sum(x * y / (y^2 + 1)) }"},
+    {"scalar_broadcast", "fn f(a: $T, x: $T[n]) -> $T { sum(a * x + a / 2) }"},
+    {"powi_const", "fn f(x: $T[n]) -> $T { sum(x^3 - x^2 + x^1 + x^0 + (x^2 + 1)^-2) }"},
+    {"powi_var", "fn f(x: $T[n], k: i64) -> $T { sum(x^k) + sum(pow(x, k)) }"},
+    {"pow", "fn f(x: $T[n], y: $T[n]) -> $T { sum(pow(x^2 + 1, y) + (x^2 + 0.5)^0.5) }"},
+    {"exp_log", "fn f(x: $T[n]) -> $T { sum(exp(0.5 * x) + log(x^2 + 1) + log1p(x^2) + expm1(x)) }"},
+    {"sqrt_abs", "fn f(x: $T[n]) -> $T { sum(sqrt(x^2 + 1) + abs(x)) }"},
+    {"trig", "fn f(x: $T[n]) -> $T { sum(sin(x) + cos(x) + tan(0.3 * x) + atan(x)) }"},
+    {"inverse_trig", "fn f(x: $T[n]) -> $T { sum(asin(0.8 * tanh(x)) + acos(0.8 * tanh(x))) }"},
+    {"hyperbolic", "fn f(x: $T[n]) -> $T { sum(sinh(x) + cosh(x) + tanh(x)) }"},
+    {"activations", "fn f(x: $T[n]) -> $T { sum(sigmoid(x) + relu(x) + softplus(x) + erf(x)) }"},
+    {"lgamma", "fn f(x: $T[n]) -> $T { sum(lgamma(x^2 + 0.5)) }"},
+    {"piecewise_constant", "fn f(x: $T[n]) -> $T { sum(x * floor(x) + x * ceil(x) + x * sign(x)) }"},
+    {"atan2", "fn f(y: $T[n], x: $T[n]) -> $T { sum(atan2(y, x)) }"},
+    {"min_max", "fn f(x: $T[n], y: $T[n]) -> $T { sum(min(x, y) * 2 + max(x, y) + max(x, 0)) }"},
+    {"select_compare", "fn f(x: $T[n], y: $T[n]) -> $T { sum(select(x > y && !(x == y) || x <= -9, x * y, x + y)) + sum(select(x >= y, x, y)) + sum(select(x < y, x, y)) + sum(select(x != y, x, y)) }"},
+    {"if_scalar", "fn f(x: $T, y: $T) -> $T { if x > y { x^2 * y } else { -x + y } }"},
+    {"if_tensor", "fn f(x: $T[n], c: $T) -> $T { let t = if c > 0 { x * c } else { x^2 }; sum(t) }"},
+    {"if_block", "fn f(x: $T) -> $T { if x > 0 { let y = x * x; y + x } else if x > -1 { 2 * x } else { x^3 } }"},
+    {"sum_prod_mean", "fn f(x: $T[n, m]) -> $T { sum(x) + prod(0.5 * x + 2) + mean(x^2) }"},
+    {"prod_with_zero", "fn f(x: $T[n]) -> $T { prod(select(x > 0.3, x, 0 * x)) + prod(x) }"},
+    {"max_min_full", "fn f(x: $T[n, m]) -> $T { max(x) * 2 + min(x) }"},
+    {"logsumexp", "fn f(x: $T[n, m]) -> $T { logsumexp(x) + logsumexp(3 * x) }"},
+    {"indexed_reductions", "fn f(A: $T[n, m]) -> $T { let r[i] = sum[j](A[i, j]^2) + max[j](A[i, j]) + min[j](A[i, j]) + mean[j](A[i, j]) + logsumexp[j](A[i, j]) + prod[j](A[i, j] + 3); sum(r) }"},
+    {"reduction_two_indices", "fn f(A: $T[n, m]) -> $T { sum[i, j](A[i, j] * f64i(i, j)) + max[i, j](A[i, j]) }\nfn f64i(i: i64, j: i64) -> $T { $T(i + 2 * j) }"},
+    {"matmul_mm", "fn f(A: $T[n, k], B: $T[k, m]) -> $T { sum((A @ B)^2) }"},
+    {"matmul_mv_vm_vv", "fn f(A: $T[n, m], v: $T[m], u: $T[n]) -> $T { sum(A @ v) + sum(u @ A) + v @ v }"},
+    {"matmul_chain", "fn f(A: $T[n, n], B: $T[n, n]) -> $T { sum(tanh(A @ B) @ A) }"},
+    {"transpose", "fn f(A: $T[n, m], B: $T[n, m]) -> $T { sum(transpose(A) @ B) }"},
+    {"comprehension", "fn f(x: $T[n]) -> $T { let y[i] = x[i] * $T(i + 1); let z[i, j] = y[i] * x[j]; sum(z) }"},
+    {"comprehension_extent", "fn f(x: $T[n]) -> $T { let d[i: n - 1] = x[i + 1] - x[i]; sum(d^2) + sum(x) }"},
+    {"comprehension_reverse", "fn f(x: $T[n]) -> $T { let r[i] = x[n - 1 - i] * x[i]; sum(r) }"},
+    {"row_subscript", "fn f(A: $T[n, m], v: $T[m]) -> $T { let r[i] = sum(A[i] * v); sum(r^2) }"},
+    {"data_dependent_subscript", "fn f(x: $T[n], idx: i64[n]) -> $T { let y[i] = x[idx[i] % n] * x[i]; sum(y) }"},
+    {"modular_subscript", "fn f(x: $T[n]) -> $T { let y[i] = x[(i + 1) % n] * x[i]; sum(y) }"},
+    {"tensor_literal", "fn f(x: $T, y: $T) -> $T { let v = [x, 2 * y, x * y]; let M = [[x, y], [y, 1]]; sum(v^2) + sum(M @ M) }"},
+    {"tensor_literal_rows", "fn f(a: $T[n], b: $T[n]) -> $T { let M = [a, b * 2]; sum(M^2) }"},
+    {"calls", "fn f(x: $T[n], y: $T[n]) -> $T { g(x, y) + g(y, x) }\nfn g(a: $T[m], b: $T[m]) -> $T { sum(a * exp(b)) }"},
+    {"call_tensor_result", "fn f(x: $T[n]) -> $T { let y = h(x); sum(y * x) }\nfn h(a: $T[m]) -> $T[m] { let r[i] = a[i]^2; r }"},
+    {"tuples", "fn f(x: $T[n]) -> $T { let (s, y) = g(x); s * sum(y) }\nfn g(a: $T[m]) -> ($T, $T[m]) { (sum(a), 2 * a) }"},
+    {"zeros_ones_size", "fn f(x: $T[n]) -> $T { sum(x * ones($T[n]) + zeros($T[n])) * $T(size(x, 0)) }"},
+    {"integer_promotion", "fn f(x: $T[n]) -> $T { sum(x) / n + sum(x * $T(n)) }"},
+    {"hoisted_invariant", "fn f(x: $T[n]) -> $T { let p[i] = exp(x[i]) / sum(exp(x)); sum(p * x) }"},
+    {"vector_result", "fn f(A: $T[n, m], v: $T[m]) -> $T[n] { A @ v }"},
+    {"tuple_result", "fn f(x: $T[n]) -> ($T, $T[n]) { (sum(x^2), exp(x)) }"},
+};
+
+/// The case's source with `$T` replaced by a float type.
+inline std::string instantiate(const char* src, const char* t) {
+  return std::regex_replace(std::string(src), std::regex("\\$T"), t);
+}
+
+} // namespace slope

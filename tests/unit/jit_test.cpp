@@ -1,0 +1,141 @@
+// The JIT against the reference evaluator: every gradient-table case and every sample
+// function, forward and gradient, f64 and f32, at several shapes; and the JIT's run-time
+// checks fail exactly as the evaluator's do.
+
+#include "compiler/autodiff/autodiff.hpp"
+#include "compiler/codegen/execute.hpp"
+#include "compiler/eval/interp.hpp"
+#include "compiler/gradcheck.hpp"
+#include "compiler/pipeline.hpp"
+#include "grad_cases.hpp"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+namespace slope {
+namespace {
+
+JitRunner& jit() {
+  static JitRunner r;
+  return r;
+}
+
+/// Same values within a few ulps of the dtype (libm calls and evaluation order are shared,
+/// so most results are bit-identical).
+void expectClose(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.dtype(), b.dtype()) << what;
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  double tol = a.dtype() == DType::F32 ? 1e-5 : 1e-12;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double x = a.getF(i), y = b.getF(i);
+    if (std::isnan(x) && std::isnan(y)) continue;
+    EXPECT_LE(std::fabs(x - y), tol * std::max({1.0, std::fabs(x), std::fabs(y)}))
+        << what << " element " << i << ": jit " << x << " interp " << y;
+  }
+}
+
+void compareBackends(const ir::Function& f, const std::string& what,
+                     const std::vector<std::map<std::string, int64_t>>& shapes) {
+  ir::Function g = differentiate(f, {});
+  Runnable jf = jit().prepare(f), jg = jit().prepare(g);
+  for (const auto& sizes : shapes)
+    for (uint64_t seed = 0; seed < 2; ++seed) {
+      std::vector<Tensor> args = randomArgs(f, sizes, seed);
+      auto a = jf(args), b = evaluate(f, args);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t k = 0; k < a.size(); ++k) expectClose(a[k], b[k], what + " forward");
+      std::vector<Tensor> gargs = args;
+      for (const Tensor& r : b) // cotangents for VJPs
+        if (isFloat(r.dtype()) && !(b.size() == 1 && r.rank() == 0)) {
+          Tensor w(r.dtype(), r.shape());
+          for (int64_t i = 0; i < w.numel(); ++i) w.setF(i, 0.5 + 0.25 * static_cast<double>(i % 3));
+          gargs.push_back(w);
+        }
+      auto ga = jg(gargs), gb = evaluate(g, gargs);
+      ASSERT_EQ(ga.size(), gb.size());
+      for (size_t k = 0; k < ga.size(); ++k) expectClose(ga[k], gb[k], what + " gradient " + std::to_string(k));
+    }
+}
+
+struct Param {
+  const Case* c;
+  const char* dtype;
+};
+void PrintTo(const Param& p, std::ostream* os) { *os << p.c->name << "_" << p.dtype; }
+
+class JitVsInterp : public ::testing::TestWithParam<Param> {};
+
+TEST_P(JitVsInterp, GradientTableCase) {
+  const Param& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareBackends(prog->forward("f"), p.c->name,
+                  {{}, {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 5}}});
+}
+
+std::vector<Param> allParams() {
+  std::vector<Param> out;
+  for (const Case& c : kCases)
+    for (const char* t : {"f64", "f32"}) out.push_back({&c, t});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, JitVsInterp, ::testing::ValuesIn(allParams()),
+                         [](const ::testing::TestParamInfo<Param>& i) {
+                           return std::string(i.param.c->name) + "_" + i.param.dtype;
+                         });
+
+TEST(JitVsInterpSamples, EverySampleFunction) {
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
+    if (entry.path().extension() != ".slope") continue;
+    auto prog = Program::fromFile(entry.path().string());
+    ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+    for (const auto& name : prog->functionNames())
+      compareBackends(prog->forward(name), entry.path().filename().string() + ":" + name,
+                      {{}, {{"n", 2}, {"m", 5}, {"N", 7}, {"K", 4}, {"D", 2}}});
+  }
+}
+
+TEST(JitErrors, SubscriptOutOfRangeNamesTensorAndIndex) {
+  auto p = Program::fromString("t.slope", "fn f(x: f64[n], k: i64) -> f64 {\n  x[k] * 2\n}");
+  ASSERT_TRUE(p->ok());
+  Runnable f = jit().prepare(p->forward("f"));
+  Tensor x(DType::F64, {3});
+  EXPECT_NO_THROW(f({x, Tensor::scalar(DType::I64, 2)}));
+  try {
+    f({x, Tensor::scalar(DType::I64, 3)});
+    ADD_FAILURE() << "no error";
+  } catch (const EvalError& e) {
+    EXPECT_STREQ(e.what(), "index 3 is out of range for 'x': dimension 0 has extent 3");
+    EXPECT_EQ(p->diags().file().lineCol(e.where.begin).line, 2);
+  }
+  EXPECT_THROW(f({x, Tensor::scalar(DType::I64, -5)}), EvalError);
+  Runnable g = jit().prepare(p->gradient("f", {}));
+  EXPECT_THROW(g({x, Tensor::scalar(DType::I64, 9)}), EvalError);
+}
+
+TEST(JitErrors, IntegerDivisionAndCallErrors) {
+  auto p = Program::fromString("t.slope", "fn f(x: f64[n], k: i64) -> f64 { x[0] * f64(n / k) }");
+  ASSERT_TRUE(p->ok());
+  Runnable f = jit().prepare(p->forward("f"));
+  Tensor x(DType::F64, {4});
+  x.setF(0, 1);
+  EXPECT_EQ(f({x, Tensor::scalar(DType::I64, 2)})[0].getF(0), 2.0);
+  EXPECT_THROW(f({x, Tensor::scalar(DType::I64, 0)}), EvalError);
+  EXPECT_THROW(f({x}), CallError);
+  EXPECT_THROW(f({Tensor(DType::F32, {4}), Tensor::scalar(DType::I64, 1)}), CallError);
+}
+
+TEST(JitGradcheck, AgreesWithFiniteDifferences) {
+  auto p = Program::fromFile(std::string(SLOPE_SOURCE_DIR) + "/samples/mixture.slope");
+  ASSERT_TRUE(p->ok());
+  ir::Function f = p->forward("mixture");
+  auto args = randomArgs(f, {{"N", 6}, {"K", 3}, {"D", 2}}, 1);
+  GradCheckResult r = checkGradient(f, args, {}, &jit());
+  EXPECT_TRUE(r.passed);
+}
+
+} // namespace
+} // namespace slope
