@@ -107,7 +107,7 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
     if (opt.rtol) rtol = *opt.rtol;
     if (opt.atol) atol = *opt.atol;
     const Tensor& ad = gout[gi++];
-    ParamCheck pc;
+    FdParamCheck pc;
     pc.name = f.paramNames[p];
     std::vector<Tensor> xs = a64;
     for (int64_t i = 0; i < xs[p].numel(); ++i) {

@@ -3,7 +3,7 @@
 
 #include "compiler/codegen/execute.hpp"
 #include "compiler/ir/ir.hpp"
-#include "runtime/tensor.hpp"
+#include "slope/tensor.hpp"
 
 #include <cstdint>
 #include <map>
@@ -18,7 +18,7 @@ struct GradCheckOptions {
   uint64_t seed = 0;                // for the random output cotangent
 };
 
-struct ParamCheck {
+struct FdParamCheck {
   std::string name;
   double maxAbsErr = 0;
   double maxRelErr = 0;
@@ -26,7 +26,7 @@ struct ParamCheck {
 };
 
 struct GradCheckResult {
-  std::vector<ParamCheck> params;
+  std::vector<FdParamCheck> params;
   bool passed = true;
 };
 

@@ -2,7 +2,7 @@
 // ("2", "[[1,2],[3,4]]"), NumPy .npy files, and JSON / human-readable printing.
 #pragma once
 
-#include "runtime/tensor.hpp"
+#include "slope/tensor.hpp"
 
 #include <stdexcept>
 #include <string>

@@ -1,4 +1,4 @@
-#include "runtime/tensor.hpp"
+#include "slope/tensor.hpp"
 
 #include <cstring>
 #include <stdexcept>

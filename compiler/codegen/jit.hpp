@@ -4,7 +4,7 @@
 // pass pipeline and ORC), so only those two translation units include LLVM headers.
 #pragma once
 
-#include "compiler/codegen/abi.h"
+#include "slope/abi.h"
 #include "compiler/ir/ir.hpp"
 
 #include <memory>

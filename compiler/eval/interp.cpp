@@ -31,7 +31,21 @@ double digamma(double x) {
   return result + std::log(x) - 0.5 / x - series;
 }
 
-std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args) {
+std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& ts) {
+  std::vector<ArgShape> shapes;
+  for (const Tensor& t : ts) shapes.push_back({t.dtype(), t.shape()});
+  return bindSizes(f, shapes);
+}
+
+static std::string typeString(const ArgShape& a) {
+  std::string s = dtypeName(a.dtype);
+  if (a.shape.empty()) return s;
+  s += "[";
+  for (size_t i = 0; i < a.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(a.shape[i]);
+  return s + "]";
+}
+
+std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<ArgShape>& args) {
   auto plural = [](size_t n) { return n == 1 ? " argument" : " arguments"; };
   if (args.size() != f.params.size())
     throw CallError("'" + f.name + "' takes " + std::to_string(f.params.size()) +
@@ -42,12 +56,12 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
   // (cotangent parameters of gradient functions may have computed extents like n - 1).
   for (size_t k = 0; k < args.size(); ++k) {
     const ir::Type& t = f.paramTypes[k];
-    const Tensor& a = args[k];
+    const ArgShape& a = args[k];
     const std::string& name = f.paramNames[k];
-    if (a.dtype() != t.dtype || a.rank() != t.rank())
-      throw CallError("parameter '" + name + "' must be " + t.str() + ", got " + a.typeString());
+    if (a.dtype != t.dtype || static_cast<int>(a.shape.size()) != t.rank())
+      throw CallError("parameter '" + name + "' must be " + t.str() + ", got " + typeString(a));
     for (int d = 0; d < t.rank(); ++d) {
-      int64_t got = a.shape()[d];
+      int64_t got = a.shape[d];
       if (got < 1)
         throw CallError("parameter '" + name + "' has extent " + std::to_string(got) +
                         " in dimension " + std::to_string(d) + "; extents must be at least 1");
@@ -69,7 +83,7 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
     const ir::Type& t = f.paramTypes[k];
     for (int d = 0; d < t.rank(); ++d) {
       auto want = t.shape[d].eval(sizes);
-      int64_t got = args[k].shape()[d];
+      int64_t got = args[k].shape[d];
       if (want && *want == got) continue;
       throw CallError("parameter '" + f.paramNames[k] + "' must have extent " + t.shape[d].str() +
                       (want && !t.shape[d].isConst() ? " = " + std::to_string(*want) : "") +

@@ -6,18 +6,13 @@
 #pragma once
 
 #include "compiler/ir/ir.hpp"
-#include "runtime/tensor.hpp"
+#include "slope/tensor.hpp"
 
 #include <map>
 #include <stdexcept>
 #include <vector>
 
 namespace slope {
-
-/// A problem with the arguments of a call: count, dtype, rank, extents, size bindings.
-struct CallError : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 /// A run-time failure inside the function (a subscript out of range, an integer division by
 /// zero, a negative computed extent); `where` points at the source.
@@ -26,7 +21,15 @@ struct EvalError : std::runtime_error {
   SrcRange where;
 };
 
+/// The dtype and extents of an argument, for validation without the data.
+struct ArgShape {
+  DType dtype;
+  std::vector<int64_t> shape;
+};
+
 /// Checks the arguments against the parameter types and returns the size bindings.
+/// Throws CallError naming the parameter.
+std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<ArgShape>& args);
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args);
 
 /// Runs f on args and returns its results (one per yield).

@@ -12,7 +12,7 @@
 
 #include "compiler/support/diagnostics.hpp"
 #include "compiler/support/poly.hpp"
-#include "runtime/tensor.hpp"
+#include "slope/tensor.hpp"
 
 #include <string>
 #include <vector>

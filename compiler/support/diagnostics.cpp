@@ -39,7 +39,7 @@ void DiagSink::error(SrcRange where, std::string message) {
   diags_.push_back({where, std::move(message)});
 }
 
-std::string renderDiagnostic(const SourceFile& file, const Diagnostic& d) {
+std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
   LineCol lc = file.lineCol(d.range.begin);
   std::string out = file.path() + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column) +
                     ": error: " + d.message + "\n";
@@ -66,8 +66,8 @@ std::string renderDiagnostic(const SourceFile& file, const Diagnostic& d) {
 }
 
 std::string DiagSink::render() const {
-  std::vector<Diagnostic> sorted = diags_;
-  std::stable_sort(sorted.begin(), sorted.end(), [](const Diagnostic& a, const Diagnostic& b) {
+  std::vector<Diag> sorted = diags_;
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Diag& a, const Diag& b) {
     return a.range.begin < b.range.begin;
   });
   std::string out;

@@ -41,7 +41,7 @@ private:
   std::vector<uint32_t> lineStarts_;
 };
 
-struct Diagnostic {
+struct Diag {
   SrcRange range;
   std::string message;
 };
@@ -53,18 +53,18 @@ public:
   explicit DiagSink(const SourceFile& file) : file_(&file) {}
   void error(SrcRange where, std::string message);
   bool hasErrors() const { return !diags_.empty(); }
-  const std::vector<Diagnostic>& diagnostics() const { return diags_; }
+  const std::vector<Diag>& diagnostics() const { return diags_; }
   const SourceFile& file() const { return *file_; }
   /// All diagnostics, sorted by position, rendered as the CLI prints them.
   std::string render() const;
 
 private:
   const SourceFile* file_;
-  std::vector<Diagnostic> diags_;
+  std::vector<Diag> diags_;
 };
 
 /// Renders one diagnostic: header line, source line, caret line.
-std::string renderDiagnostic(const SourceFile& file, const Diagnostic& d);
+std::string renderDiagnostic(const SourceFile& file, const Diag& d);
 
 /// Returns the byte offset of the first invalid UTF-8 sequence in text, or -1 if valid.
 long firstInvalidUtf8(std::string_view text);

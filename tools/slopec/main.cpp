@@ -8,6 +8,7 @@
 // Exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error.
 
 #include "compiler/autodiff/autodiff.hpp"
+#include "compiler/codegen/execute.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
@@ -36,12 +37,13 @@ Slope compiles functions written in the Slope language and their reverse-mode gr
 commands:
   eval    evaluate a function and its gradient
   check   compare reverse-mode gradients with central finite differences
-  grad    print the gradient function (--emit ir | forward)
+  grad    print the gradient function (--emit ir | forward | llvm | asm)
 
 options common to all commands:
   --fn NAME        the function (eval/grad: default the first in the file;
                    check: default every function)
   --json           one JSON object on stdout instead of text
+  --interp         run on the reference evaluator instead of the LLVM JIT
   -h, --help       help for a command (slopec COMMAND --help)
   --version        print the version
 
@@ -73,6 +75,8 @@ const char* kGradHelp = R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emi
 Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise).
 KIND: ir       the gradient function in Tensor IR (forward code, then the adjoint)
       forward  the forward function in Tensor IR
+      llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
+      asm      the gradient function as assembly for this machine
 )";
 
 struct Usage : std::runtime_error {
@@ -187,6 +191,12 @@ std::string jsonString(const std::string& s) {
 
 std::string num(double v, bool json) { return formatNumber(v, DType::F64, json); }
 
+/// The backend: the LLVM JIT, or the reference evaluator with --interp.
+std::unique_ptr<Runner> makeRunner(const Args& a) {
+  if (a.interp) return std::make_unique<InterpRunner>();
+  return std::make_unique<JitRunner>();
+}
+
 /// The program being run; it outlives the command so that a run-time error caught in main
 /// can point into its source.
 std::unique_ptr<Program> gProgram;
@@ -249,7 +259,8 @@ int runEval(const Args& a) {
   std::vector<Tensor> args;
   for (auto& t : opt) args.push_back(*t);
 
-  std::vector<Tensor> value = evaluate(f, args);
+  auto runner = makeRunner(a);
+  std::vector<Tensor> value = runner->prepare(f)(args);
   bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
   bool wantGrad = !a.noGrad && (scalarLoss || !a.seedOut.empty());
   bool anyFloat = false;
@@ -261,7 +272,7 @@ int runEval(const Args& a) {
   std::vector<Tensor> grads;
   if (wantGrad && anyFloat) {
     wrtNames = resolveWrt(f, a.wrt);
-    ir::Function g = differentiate(f, a.wrt);
+    Runnable g = runner->prepare(differentiate(f, a.wrt));
     std::vector<Tensor> gargs = args;
     if (!scalarLoss) {
       for (const Tensor& r : value) {
@@ -281,7 +292,7 @@ int runEval(const Args& a) {
     }
     std::vector<Tensor> out;
     try {
-      out = evaluate(g, gargs);
+      out = g(gargs);
     } catch (const CallError& e) {
       throw Usage(std::string("--seed-out: ") + e.what());
     }
@@ -320,6 +331,7 @@ int runCheck(const Args& a) {
                                                 : std::vector<std::string>{pickFunction(a, *p)};
   bool all = true;
   std::vector<std::string> jsonParts;
+  auto runner = makeRunner(a);
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
     auto given = bindArgs(a, f, true);
@@ -350,7 +362,7 @@ int runCheck(const Args& a) {
     o.rtol = a.rtol;
     o.atol = a.atol;
     o.seed = a.seed;
-    GradCheckResult r = checkGradient(f, args, o);
+    GradCheckResult r = checkGradient(f, args, o, runner.get());
     all = all && r.passed;
     if (a.json) {
       std::string s = "{\"function\": " + jsonString(name) + ", \"passed\": " +
@@ -385,18 +397,21 @@ int runCheck(const Args& a) {
 }
 
 int runGrad(const Args& a) {
-  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir or forward)");
-  if (a.emit != "ir" && a.emit != "forward") {
-    if (a.emit == "slope" || a.emit == "llvm" || a.emit == "asm" || a.emit == "obj" ||
-        a.emit == "header" || a.emit == "ptx")
+  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir, forward, llvm or asm)");
+  if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm") {
+    if (a.emit == "slope" || a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
       throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
-    throw Usage("unknown --emit kind '" + a.emit + "' (ir, forward)");
+    throw Usage("unknown --emit kind '" + a.emit + "' (ir, forward, llvm, asm)");
   }
   const Program* p = load(a);
   if (!p) return kBad;
   std::string name = pickFunction(a, *p);
   ir::Function f = p->forward(name);
-  std::string text = a.emit == "forward" ? ir::print(f) : ir::print(differentiate(f, a.wrt));
+  std::string text;
+  if (a.emit == "forward") text = ir::print(f);
+  else if (a.emit == "ir") text = ir::print(differentiate(f, a.wrt));
+  else if (a.emit == "llvm") text = codegen::emitLLVM(differentiate(f, a.wrt));
+  else text = codegen::emitAsm(differentiate(f, a.wrt));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {

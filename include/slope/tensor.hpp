@@ -1,9 +1,11 @@
-// Dense row-major tensors of f32, f64, i64 or bool: the values the reference evaluator and the
-// command line pass around. A scalar is a tensor of rank 0 holding one element.
+// slope::Tensor: an owned, dense, row-major tensor of f32, f64, i64 or bool (stored as one
+// byte, 0 or 1). A scalar is a tensor of rank 0 holding one element. Results of the C++ API
+// are Tensors; the evaluator and the command line use them too.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -14,6 +16,12 @@ enum class DType : uint8_t { F32, F64, I64, Bool };
 const char* dtypeName(DType t); // "f32", "f64", "i64", "bool"
 size_t dtypeSize(DType t);      // 4, 8, 8, 1
 inline bool isFloat(DType t) { return t == DType::F32 || t == DType::F64; }
+
+/// A problem with the arguments of a call: their number, a dtype, a rank, an extent, or a
+/// size name bound to two different extents. The message names the parameter.
+struct CallError : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
 
 class Tensor {
 public:

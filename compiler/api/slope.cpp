@@ -1,0 +1,301 @@
+// The C++ host API (include/slope/slope.hpp) on top of the pipeline, the JIT and the evaluator.
+
+#include "slope/slope.hpp"
+
+#include "compiler/autodiff/autodiff.hpp"
+#include "compiler/codegen/execute.hpp"
+#include "compiler/eval/interp.hpp"
+#include "compiler/gradcheck.hpp"
+#include "compiler/pipeline.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+
+namespace slope {
+namespace detail {
+
+struct Compiled {
+  ir::Function f;
+  Signature sig;
+  std::optional<codegen::CompiledFunction> jit; // empty when interpreted
+  size_t valueResults = 0;                      // results before the gradients
+  std::vector<std::string> wrt;
+  const SourceFile* file = nullptr;
+};
+
+struct ModuleImpl {
+  std::unique_ptr<Program> program;
+  Options options;
+  std::unique_ptr<codegen::Jit> jit;
+  std::mutex mutex;
+  std::map<std::string, std::shared_ptr<const Compiled>> cache;
+
+  std::shared_ptr<const Compiled> get(const std::string& name, bool grad,
+                                      const std::vector<std::string>& wrt);
+};
+
+std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool grad,
+                                                const std::vector<std::string>& wrtIn) {
+  if (!program->hasFunction(name)) {
+    std::string names;
+    for (const auto& n : program->functionNames()) names += (names.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("no function '" + name + "' (the module has: " + names + ")");
+  }
+  std::string key = name;
+  std::vector<std::string> wrt;
+  if (grad) {
+    ir::Function f = program->forward(name);
+    try {
+      wrt = resolveWrt(f, wrtIn);
+    } catch (const GradError& e) {
+      throw std::invalid_argument(e.what());
+    }
+    key += "|grad";
+    for (const auto& w : wrt) key += "|" + w;
+  }
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  auto c = std::make_shared<Compiled>();
+  ir::Function fwd = program->forward(name);
+  c->valueResults = fwd.body.yields.size();
+  c->f = grad ? differentiate(fwd, wrt) : fwd;
+  c->wrt = wrt;
+  c->file = &program->diags().file();
+  c->sig.name = c->f.name;
+  c->sig.param_names = c->f.paramNames;
+  for (const auto& t : c->f.paramTypes) c->sig.param_types.push_back(t.str());
+  for (int y : c->f.body.yields) c->sig.result_types.push_back(c->f.types[y].str());
+  c->sig.size_names = c->f.sizeNames();
+  if (jit) c->jit = jit->add(c->f);
+  cache[key] = c;
+  return c;
+}
+
+namespace {
+
+std::string typeString(DType t, const std::vector<int64_t>& shape) {
+  std::string s = dtypeName(t);
+  if (shape.empty()) return s;
+  s += "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Tensor copyOf(const View& v) {
+  Tensor t(v.dtype(), v.shape());
+  std::memcpy(t.raw(), v.data(), static_cast<size_t>(t.numel()) * dtypeSize(v.dtype()));
+  return t;
+}
+
+/// Runs c on args. outs[r], where given, receives result r; the others are returned.
+std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
+                        const std::vector<const View*>& outs) {
+  std::vector<ArgShape> shapes;
+  for (const View& v : args) shapes.push_back({v.dtype(), v.shape()});
+  auto sizes = bindSizes(c.f, shapes);
+  size_t nr = c.f.body.yields.size();
+  std::vector<std::vector<int64_t>> rshape;
+  for (size_t r = 0; r < nr; ++r) rshape.push_back(resultShape(c.f, r, sizes));
+  for (size_t r = 0; r < nr; ++r) {
+    const View* o = r < outs.size() ? outs[r] : nullptr;
+    if (!o) continue;
+    DType want = c.f.types[c.f.body.yields[r]].dtype;
+    std::string what = r < c.valueResults ? "result " + std::to_string(r + 1)
+                                          : "gradient '" + c.wrt[r - c.valueResults] + "'";
+    if (o->dtype() != want || o->shape() != rshape[r])
+      throw CallError(what + " must be " + typeString(want, rshape[r]) + ", got a view of " +
+                      typeString(o->dtype(), o->shape()));
+    if (!o->writable()) throw CallError(what + " needs a writable view");
+  }
+  std::vector<Tensor> owned(nr);
+  try {
+    if (!c.jit) {
+      std::vector<Tensor> in;
+      for (const View& v : args) in.push_back(copyOf(v));
+      std::vector<Tensor> res = evaluate(c.f, in);
+      for (size_t r = 0; r < nr; ++r) {
+        const View* o = r < outs.size() ? outs[r] : nullptr;
+        if (o) std::memcpy(o->data(), res[r].raw(), static_cast<size_t>(res[r].numel()) * dtypeSize(res[r].dtype()));
+        else owned[r] = std::move(res[r]);
+      }
+      return owned;
+    }
+    std::vector<int64_t> sz = sizesArray(c.f, sizes);
+    std::vector<void*> argp;
+    for (const View& v : args) argp.push_back(v.data());
+    std::vector<void*> resp;
+    for (size_t r = 0; r < nr; ++r) {
+      const View* o = r < outs.size() ? outs[r] : nullptr;
+      if (o) {
+        resp.push_back(o->data());
+      } else {
+        owned[r] = Tensor(c.f.types[c.f.body.yields[r]].dtype, rshape[r]);
+        resp.push_back(owned[r].raw());
+      }
+    }
+    slope_error err{};
+    if (c.jit->fn(argp.data(), sz.data(), resp.data(), &err) != 0) throwCallFailure(*c.jit, err);
+  } catch (const EvalError& e) {
+    throw RuntimeError(renderDiagnostic(*c.file, Diag{e.where, e.what()}));
+  }
+  return owned;
+}
+
+std::vector<View> views(const std::vector<Arg>& args) {
+  std::vector<View> v;
+  for (const Arg& a : args) v.push_back(a.view());
+  return v;
+}
+
+} // namespace
+} // namespace detail
+
+double Result::scalar() const {
+  if (r_.size() != 1 || r_[0].rank() != 0)
+    throw std::logic_error("the result is not a single scalar");
+  return r_[0].getF(0);
+}
+
+double GradientResult::value() const {
+  if (values.size() != 1 || values[0].rank() != 0)
+    throw std::logic_error("the value is not a single scalar");
+  return values[0].getF(0);
+}
+
+const Tensor& GradientResult::gradient(const std::string& param) const {
+  for (size_t k = 0; k < wrt.size(); ++k)
+    if (wrt[k] == param) return gradients[k];
+  throw std::invalid_argument("no gradient for '" + param + "'");
+}
+
+Result Function::call(const std::vector<Arg>& args) const {
+  return Result(detail::run(*c_, detail::views(args), {}));
+}
+
+void Function::call_into(const std::vector<Arg>& args, const std::vector<View>& results) const {
+  if (results.size() != c_->f.body.yields.size())
+    throw CallError("'" + c_->sig.name + "' has " + std::to_string(c_->f.body.yields.size()) +
+                    " results, got " + std::to_string(results.size()) + " views");
+  std::vector<const View*> outs;
+  for (const View& v : results) outs.push_back(&v);
+  detail::run(*c_, detail::views(args), outs);
+}
+
+slope_fn Function::raw() const { return c_->jit ? c_->jit->fn : nullptr; }
+const Signature& Function::signature() const { return c_->sig; }
+
+double Gradient::call(const std::vector<Arg>& all) const {
+  size_t np = c_->f.params.size(), ng = wrt_.size();
+  if (all.size() != np + ng)
+    throw CallError("'" + c_->sig.name + "' takes " + std::to_string(np) + " arguments and " +
+                    std::to_string(ng) + " gradient views, got " + std::to_string(all.size()));
+  std::vector<View> args;
+  for (size_t k = 0; k < np; ++k) args.push_back(all[k].view());
+  std::vector<View> grads;
+  for (size_t k = 0; k < ng; ++k) grads.push_back(all[np + k].view());
+  std::vector<const View*> outs(c_->valueResults, nullptr);
+  for (const View& g : grads) outs.push_back(&g);
+  std::vector<Tensor> r = detail::run(*c_, args, outs);
+  if (c_->valueResults == 1 && r[0].rank() == 0 && isFloat(r[0].dtype())) return r[0].getF(0);
+  return std::nan("");
+}
+
+GradientResult Gradient::evaluate(const std::vector<Arg>& args) const {
+  std::vector<Tensor> r = detail::run(*c_, detail::views(args), {});
+  GradientResult out;
+  out.values.assign(r.begin(), r.begin() + static_cast<long>(c_->valueResults));
+  out.gradients.assign(r.begin() + static_cast<long>(c_->valueResults), r.end());
+  out.wrt = wrt_;
+  return out;
+}
+
+const std::vector<std::string>& Gradient::wrt() const { return wrt_; }
+slope_fn Gradient::raw() const { return c_->jit ? c_->jit->fn : nullptr; }
+const Signature& Gradient::signature() const { return c_->sig; }
+
+Function Module::function(const std::string& name) const {
+  Function f;
+  f.c_ = impl_->get(name, false, {});
+  return f;
+}
+
+Gradient Module::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
+  Gradient g;
+  g.c_ = impl_->get(name, true, wrt);
+  g.wrt_ = g.c_->wrt;
+  return g;
+}
+
+std::vector<std::string> Module::function_names() const { return impl_->program->functionNames(); }
+
+namespace {
+
+std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Options& options) {
+  if (!p->ok()) {
+    std::vector<Diagnostic> diags;
+    if (!p->ioError().empty()) {
+      diags.push_back({p->diags().file().path(), 0, 0, p->ioError()});
+    } else {
+      for (const auto& d : p->diags().diagnostics()) {
+        LineCol lc = p->diags().file().lineCol(d.range.begin);
+        diags.push_back({p->diags().file().path(), lc.line, lc.column, d.message});
+      }
+    }
+    throw CompileError(std::move(diags), p->diagnostics());
+  }
+  if (options.target != "cpu")
+    throw std::invalid_argument("target '" + options.target + "' is not available (only 'cpu')");
+  if (options.opt_level < 0 || options.opt_level > 3)
+    throw std::invalid_argument("opt_level must be 0..3");
+  auto impl = std::make_shared<detail::ModuleImpl>();
+  impl->program = std::move(p);
+  impl->options = options;
+  if (!options.interpret) impl->jit = std::make_unique<codegen::Jit>(codegen::JitOptions{options.opt_level});
+  return impl;
+}
+
+} // namespace
+
+Module compile_file(const std::string& path, const Options& options) {
+  Module m;
+  m.impl_ = finish(Program::fromFile(path), options);
+  return m;
+}
+
+Module compile_string(const std::string& source, const std::string& name, const Options& options) {
+  Module m;
+  m.impl_ = finish(Program::fromString(name, source), options);
+  return m;
+}
+
+GradientCheck check_gradient(const Module& m, const std::string& name, const std::vector<Arg>& args,
+                             double rtol, double atol) {
+  const Program& p = *m.impl_->program;
+  if (!p.hasFunction(name)) throw std::invalid_argument("no function '" + name + "'");
+  ir::Function f = p.forward(name);
+  std::vector<Tensor> in;
+  for (const Arg& a : args) in.push_back(detail::copyOf(a.view()));
+  GradCheckOptions o;
+  if (rtol >= 0) o.rtol = rtol;
+  if (atol >= 0) o.atol = atol;
+  std::unique_ptr<Runner> runner;
+  if (m.impl_->options.interpret) runner = std::make_unique<InterpRunner>();
+  else runner = std::make_unique<JitRunner>(codegen::JitOptions{m.impl_->options.opt_level});
+  GradCheckResult r;
+  try {
+    r = checkGradient(f, in, o, runner.get());
+  } catch (const EvalError& e) {
+    throw RuntimeError(renderDiagnostic(p.diags().file(), Diag{e.where, e.what()}));
+  }
+  GradientCheck out;
+  out.passed = r.passed;
+  for (const auto& pc : r.params)
+    out.params.push_back(ParamCheck{pc.name, pc.maxAbsErr, pc.maxRelErr, pc.passed});
+  return out;
+}
+
+} // namespace slope

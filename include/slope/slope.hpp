@@ -1,0 +1,239 @@
+// Slope's C++ host API: compile .slope source at run time, then call its functions and their
+// gradients on your own memory at native speed.
+//
+//   slope::Module m = slope::compile_file("model.slope");
+//   double y = m.function("quadratic")(2.0);                 // 15
+//   auto grad = m.gradient("bowl");                          // value + d/d(every float param)
+//   double g[4];
+//   double v = grad(slope::View(x, {2, 2}), slope::View(g, {2, 2}));   // writes g, returns 54
+//
+// No LLVM or Boost type appears here. Modules are cheap to copy (shared) and safe to call from
+// several threads at once. Compiled code follows the C ABI documented in slope/abi.h.
+#pragma once
+
+#include "slope/abi.h"
+#include "slope/tensor.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace slope {
+
+/// One compile error, with its location (1-based line and column).
+struct Diagnostic {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string message;
+};
+
+/// The source does not compile. what() and rendered() print the diagnostics exactly as
+/// `slopec` does (FILE:LINE:COL: error: MESSAGE, the source line, a caret).
+class CompileError : public std::runtime_error {
+public:
+  CompileError(std::vector<Diagnostic> diags, const std::string& rendered)
+      : std::runtime_error(rendered), diags_(std::move(diags)) {}
+  const std::vector<Diagnostic>& diagnostics() const { return diags_; }
+  std::string rendered() const { return what(); }
+
+private:
+  std::vector<Diagnostic> diags_;
+};
+
+/// A failure while a function runs: a data-dependent subscript out of range, an integer
+/// division by zero. The message names the tensor and the index and points into the source.
+class RuntimeError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A non-owning view of caller memory: a pointer, a dtype and extents (dense, row-major).
+/// Scalars are views of rank 0. Gradient outputs must be views of writable memory.
+class View {
+public:
+  View(double* p, std::vector<int64_t> shape) : View(p, DType::F64, std::move(shape), true) {}
+  View(float* p, std::vector<int64_t> shape) : View(p, DType::F32, std::move(shape), true) {}
+  View(int64_t* p, std::vector<int64_t> shape) : View(p, DType::I64, std::move(shape), true) {}
+  View(const double* p, std::vector<int64_t> shape)
+      : View(const_cast<double*>(p), DType::F64, std::move(shape), false) {}
+  View(const float* p, std::vector<int64_t> shape)
+      : View(const_cast<float*>(p), DType::F32, std::move(shape), false) {}
+  View(const int64_t* p, std::vector<int64_t> shape)
+      : View(const_cast<int64_t*>(p), DType::I64, std::move(shape), false) {}
+  /// A bool tensor: one byte per element, 0 or 1.
+  static View bools(uint8_t* p, std::vector<int64_t> shape) { return View(p, DType::Bool, std::move(shape), true); }
+  /// A scalar in caller memory (rank 0).
+  View(double& x) : View(&x, DType::F64, {}, true) {}
+  View(float& x) : View(&x, DType::F32, {}, true) {}
+  View(Tensor& t) : View(t.raw(), t.dtype(), t.shape(), true) {}
+  View(const Tensor& t) : View(const_cast<void*>(t.raw()), t.dtype(), t.shape(), false) {}
+
+  void* data() const { return data_; }
+  DType dtype() const { return dtype_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  bool writable() const { return writable_; }
+
+private:
+  View(void* p, DType t, std::vector<int64_t> shape, bool w)
+      : data_(p), dtype_(t), shape_(std::move(shape)), writable_(w) {}
+  void* data_;
+  DType dtype_;
+  std::vector<int64_t> shape_;
+  bool writable_;
+};
+
+/// An argument: a view, or a scalar passed by value (`f(2.0)`, `f(3)` for an i64 parameter).
+class Arg {
+public:
+  Arg(const View& v) : view_(v) {}
+  Arg(Tensor& t) : view_(t) {}
+  Arg(const Tensor& t) : view_(t) {}
+  Arg(double x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F64, x))), view_(*owned_) {}
+  Arg(float x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F32, x))), view_(*owned_) {}
+  Arg(int64_t x) : owned_(std::make_shared<Tensor>(DType::I64, std::vector<int64_t>{})), view_(*owned_) {
+    owned_->setI(0, x);
+  }
+  Arg(int x) : Arg(static_cast<int64_t>(x)) {}
+  Arg(bool x) : owned_(std::make_shared<Tensor>(DType::Bool, std::vector<int64_t>{})), view_(*owned_) {
+    owned_->setI(0, x);
+  }
+  const View& view() const { return view_; }
+
+private:
+  std::shared_ptr<Tensor> owned_;
+  View view_;
+};
+
+/// What a call returns: the function's results, owned. A single scalar result converts to
+/// double (`double y = f(2.0);`).
+class Result {
+public:
+  explicit Result(std::vector<Tensor> r) : r_(std::move(r)) {}
+  size_t size() const { return r_.size(); }
+  const Tensor& operator[](size_t k) const { return r_.at(k); }
+  const std::vector<Tensor>& tensors() const { return r_; }
+  /// The value of a single scalar result; throws std::logic_error otherwise.
+  double scalar() const;
+  operator double() const { return scalar(); }
+
+private:
+  std::vector<Tensor> r_;
+};
+
+/// A value with its gradients (owned), as Gradient::evaluate returns them.
+struct GradientResult {
+  std::vector<Tensor> values;    // the function's results
+  std::vector<Tensor> gradients; // one per differentiated parameter, in parameter order
+  std::vector<std::string> wrt;  // their names
+  double value() const;          // the single scalar value
+  const Tensor& gradient(const std::string& param) const;
+};
+
+struct Options {
+  int opt_level = 2;          // LLVM optimisation level, 0..3
+  std::string target = "cpu"; // "cpu"; "cuda" is reserved for the CUDA backend
+  int threads = 1;            // reserved: generated code runs on the calling thread today
+  bool interpret = false;     // run on the reference evaluator instead of the JIT
+};
+
+namespace detail {
+struct Compiled;
+struct ModuleImpl;
+} // namespace detail
+
+/// The signature of a compiled entry point, for error messages and raw calls.
+struct Signature {
+  std::string name;                         // e.g. "bowl" or "bowl_grad"
+  std::vector<std::string> param_names;
+  std::vector<std::string> param_types;     // "f64[n, m]"
+  std::vector<std::string> result_types;
+  std::vector<std::string> size_names;      // order of the C ABI's sizes array
+};
+
+/// A compiled function.
+class Function {
+public:
+  /// Calls with views or scalars; the results are returned owned.
+  Result call(const std::vector<Arg>& args) const;
+  template <class... A> Result operator()(A&&... args) const {
+    return call(std::vector<Arg>{Arg(std::forward<A>(args))...});
+  }
+  /// Calls and writes the results into caller memory (one writable view per result).
+  void call_into(const std::vector<Arg>& args, const std::vector<View>& results) const;
+  /// The raw entry point (C ABI of slope/abi.h); null when the module is interpreted.
+  slope_fn raw() const;
+  const Signature& signature() const;
+
+private:
+  friend class Module;
+  friend class Gradient;
+  std::shared_ptr<const detail::Compiled> c_;
+};
+
+/// A compiled gradient. For a function with one scalar float result (`NAME_grad`):
+///   double v = g(args..., grads...);   // the arguments, then one writable view per
+///                                      // differentiated parameter; returns the value.
+/// For other functions (`NAME_vjp`), the output cotangents follow the arguments.
+class Gradient {
+public:
+  template <class... A> double operator()(A&&... args) const {
+    return call(std::vector<Arg>{Arg(std::forward<A>(args))...});
+  }
+  /// The arguments followed by one writable view per gradient; returns the scalar value (NaN
+  /// for a VJP of a non-scalar function, whose values are not returned this way).
+  double call(const std::vector<Arg>& argsThenGrads) const;
+  /// Value and gradients, owned.
+  GradientResult evaluate(const std::vector<Arg>& args) const;
+  const std::vector<std::string>& wrt() const;
+  slope_fn raw() const;
+  const Signature& signature() const;
+
+private:
+  friend class Module;
+  std::shared_ptr<const detail::Compiled> c_;
+  std::vector<std::string> wrt_;
+};
+
+class Module {
+public:
+  /// The function `name` (compiled on first use). Throws std::invalid_argument if unknown.
+  Function function(const std::string& name) const;
+  /// Its gradient with respect to `wrt` (every float parameter when empty).
+  Gradient gradient(const std::string& name, const std::vector<std::string>& wrt = {}) const;
+  std::vector<std::string> function_names() const;
+
+private:
+  friend Module compile_file(const std::string&, const Options&);
+  friend Module compile_string(const std::string&, const std::string&, const Options&);
+  friend struct GradientCheck check_gradient(const Module&, const std::string&,
+                                             const std::vector<Arg>&, double, double);
+  Module() = default;
+  std::shared_ptr<detail::ModuleImpl> impl_;
+};
+
+/// Compiles a .slope file or source text. Throws CompileError with the diagnostics.
+Module compile_file(const std::string& path, const Options& options = {});
+Module compile_string(const std::string& source, const std::string& name = "<string>",
+                      const Options& options = {});
+
+struct ParamCheck {
+  std::string name;
+  double max_abs_err = 0;
+  double max_rel_err = 0;
+  bool passed = true;
+};
+
+struct GradientCheck {
+  bool passed = true;
+  std::vector<ParamCheck> params;
+};
+
+/// Compares reverse mode with central finite differences at `args` (what `slopec check`
+/// does). rtol / atol < 0 take the dtype's defaults (f64 1e-5 / 1e-7, f32 2e-3 / 1e-4).
+GradientCheck check_gradient(const Module& m, const std::string& name, const std::vector<Arg>& args,
+                             double rtol = -1, double atol = -1);
+
+} // namespace slope
