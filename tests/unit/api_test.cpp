@@ -1,0 +1,193 @@
+// The public C++ API, as a host program uses it.
+
+#include <slope/slope.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <thread>
+
+namespace {
+
+const char* kSrc = R"(fn quadratic(x: f64) -> f64 {
+    2 * x^2 + 3 * x + 1
+}
+fn bowl(x: f64[n, m]) -> f64 {
+    sum(x^2 + 2 * x + 1)
+}
+fn scale(x: f64[n], a: f64) -> f64[n] {
+    a * x
+}
+fn pick(x: f64[n], k: i64) -> f64 {
+    x[k]
+}
+fn stats(x: f32[n]) -> (f32, f32) {
+    (sum(x), max(x))
+}
+)";
+
+TEST(Api, ScalarCallsReadLikeCpp) {
+  slope::Module m = slope::compile_string(kSrc);
+  double y = m.function("quadratic")(2.0);
+  EXPECT_EQ(y, 15.0);
+  double d = 0;
+  EXPECT_EQ(m.gradient("quadratic")(2.0, slope::View(d)), 15.0);
+  EXPECT_EQ(d, 11.0);
+}
+
+TEST(Api, GradientWritesIntoCallerMemory) {
+  slope::Module m = slope::compile_string(kSrc);
+  double x[] = {1, 2, 3, 4}, g[] = {-1, -1, -1, -1};
+  double v = m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2}));
+  EXPECT_EQ(v, 54.0);
+  EXPECT_EQ(g[0], 4.0);
+  EXPECT_EQ(g[1], 6.0);
+  EXPECT_EQ(g[2], 8.0);
+  EXPECT_EQ(g[3], 10.0);
+  // Owned results as well.
+  slope::GradientResult r = m.gradient("bowl").evaluate({slope::View(x, {2, 2})});
+  EXPECT_EQ(r.value(), 54.0);
+  EXPECT_EQ(r.gradient("x").getF(3), 10.0);
+}
+
+TEST(Api, VectorJacobianProductAndCallInto) {
+  slope::Module m = slope::compile_string(kSrc);
+  const double x[] = {1, 2, 3};
+  double out[3];
+  m.function("scale").call_into({slope::View(x, {3}), 2.0}, {slope::View(out, {3})});
+  EXPECT_EQ(out[2], 6.0);
+  const double seed[] = {1, 1, 1};
+  double dx[3], da = 0;
+  auto vjp = m.gradient("scale");
+  EXPECT_EQ(vjp.signature().name, "scale_vjp");
+  vjp(slope::View(x, {3}), 2.0, slope::View(seed, {3}), slope::View(dx, {3}), slope::View(da));
+  EXPECT_EQ(dx[0], 2.0);
+  EXPECT_EQ(da, 6.0);
+}
+
+TEST(Api, TuplesAndF32) {
+  slope::Module m = slope::compile_string(kSrc);
+  const float x[] = {1, 5, 2};
+  slope::Result r = m.function("stats")(slope::View(x, {3}));
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].data<float>()[0], 8.0f);
+  EXPECT_EQ(r[1].data<float>()[0], 5.0f);
+  EXPECT_THROW((void)static_cast<double>(r), std::logic_error);
+}
+
+TEST(Api, CompileErrorsCarryDiagnostics) {
+  try {
+    slope::compile_string("fn f(x: f64) -> f64 {\n  x + y\n}\n", "bad.slope");
+    FAIL() << "no exception";
+  } catch (const slope::CompileError& e) {
+    ASSERT_EQ(e.diagnostics().size(), 1u);
+    EXPECT_EQ(e.diagnostics()[0].file, "bad.slope");
+    EXPECT_EQ(e.diagnostics()[0].line, 2);
+    EXPECT_EQ(e.diagnostics()[0].column, 7);
+    EXPECT_EQ(e.diagnostics()[0].message, "unknown name 'y'");
+    EXPECT_EQ(std::string(e.what()), "bad.slope:2:7: error: unknown name 'y'\n  x + y\n      ^\n");
+  }
+  EXPECT_THROW(slope::compile_file("/nonexistent/file.slope"), slope::CompileError);
+}
+
+TEST(Api, CallErrorsNameTheParameter) {
+  slope::Module m = slope::compile_string(kSrc);
+  double x[6], g[6];
+  auto bowl = m.gradient("bowl");
+  try {
+    bowl(slope::View(x, {2, 3}), slope::View(g, {3, 2}));
+    FAIL();
+  } catch (const slope::CallError& e) {
+    EXPECT_NE(std::string(e.what()).find("gradient 'x' must be f64[2, 3]"), std::string::npos) << e.what();
+  }
+  float xf[4];
+  EXPECT_THROW(m.function("bowl")(slope::View(xf, {2, 2})), slope::CallError);
+  EXPECT_THROW(m.function("quadratic")(), slope::CallError);
+  EXPECT_THROW(m.function("nope"), std::invalid_argument);
+  EXPECT_THROW(m.gradient("bowl", {"y"}), std::invalid_argument);
+  const double cx[] = {1, 2, 3, 4};
+  EXPECT_THROW(bowl(slope::View(cx, {2, 2}), slope::View(cx, {2, 2})), slope::CallError); // read-only
+}
+
+TEST(Api, RuntimeErrorsNameTensorAndIndex) {
+  slope::Module m = slope::compile_string(kSrc, "k.slope");
+  double x[] = {1, 2, 3};
+  EXPECT_EQ(static_cast<double>(m.function("pick")(slope::View(x, {3}), 2)), 3.0);
+  try {
+    m.function("pick")(slope::View(x, {3}), 3);
+    FAIL();
+  } catch (const slope::RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("k.slope:11:5: error: index 3 is out of range for 'x'"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Api, RawEntryPointFollowsTheDocumentedAbi) {
+  slope::Module m = slope::compile_string(kSrc);
+  slope_fn fn = m.gradient("bowl").raw();
+  ASSERT_NE(fn, nullptr);
+  double x[] = {1, 2, 3, 4}, value = 0, g[4];
+  void* args[] = {x};
+  int64_t sizes[] = {2, 2};
+  void* results[] = {&value, g};
+  slope_error err{};
+  EXPECT_EQ(fn(args, sizes, results, &err), SLOPE_OK);
+  EXPECT_EQ(value, 54.0);
+  EXPECT_EQ(g[3], 10.0);
+  // A failing check reports through the error struct.
+  slope_fn pick = m.function("pick").raw();
+  int64_t k = 7, n = 3;
+  void* pargs[] = {x, &k};
+  double out = 0;
+  void* pres[] = {&out};
+  EXPECT_EQ(pick(pargs, &n, pres, &err), SLOPE_ERR_INDEX);
+  EXPECT_EQ(err.index, 7);
+  EXPECT_EQ(err.extent, 3);
+}
+
+TEST(Api, InterpreterOptionGivesTheSameNumbers) {
+  slope::Options o;
+  o.interpret = true;
+  slope::Module m = slope::compile_string(kSrc, "<string>", o);
+  double x[] = {1, 2, 3, 4}, g[4];
+  EXPECT_EQ(m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})), 54.0);
+  EXPECT_EQ(g[1], 6.0);
+  EXPECT_EQ(m.gradient("bowl").raw(), nullptr);
+  o.interpret = false;
+  o.target = "cuda";
+  EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
+}
+
+TEST(Api, CheckGradient) {
+  slope::Module m = slope::compile_string(kSrc);
+  double x[] = {0.3, -1.2, 2.5, 0.7};
+  slope::GradientCheck c = slope::check_gradient(m, "bowl", {slope::View(x, {2, 2})});
+  EXPECT_TRUE(c.passed);
+  ASSERT_EQ(c.params.size(), 1u);
+  EXPECT_EQ(c.params[0].name, "x");
+  EXPECT_LT(c.params[0].max_rel_err, 1e-6);
+}
+
+TEST(Api, SafeToCallFromSeveralThreads) {
+  slope::Module m = slope::compile_string(kSrc);
+  std::vector<std::thread> ts;
+  std::vector<int> ok(8, 0);
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&, t] {
+      auto g = m.gradient("bowl"); // compiled once, whichever thread gets there first
+      std::vector<double> x(100), grad(100);
+      for (int rep = 0; rep < 200; ++rep) {
+        for (int i = 0; i < 100; ++i) x[i] = t + i * 0.01;
+        double v = g(slope::View(x.data(), {10, 10}), slope::View(grad.data(), {10, 10}));
+        double expect = 0;
+        for (double xi : x) expect += xi * xi + 2 * xi + 1;
+        if (std::fabs(v - expect) > 1e-9 * expect || grad[5] != 2 * x[5] + 2) return;
+      }
+      ok[t] = 1;
+    });
+  for (auto& th : ts) th.join();
+  for (int t = 0; t < 8; ++t) EXPECT_TRUE(ok[t]) << "thread " << t;
+}
+
+} // namespace
