@@ -3,7 +3,9 @@
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/check/check.hpp"
 #include "compiler/parse/parser.hpp"
+#include "compiler/support/stack.hpp"
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -12,9 +14,11 @@ namespace slope {
 
 std::unique_ptr<Program> Program::fromFile(const std::string& path) {
   std::unique_ptr<Program> p(new Program);
+  std::error_code ec;
+  bool dir = std::filesystem::is_directory(path, ec);
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    p->ioError_ = path + ": cannot open file";
+  if (!in || dir) {
+    p->ioError_ = path + (dir ? ": is a directory, not a .slope file" : ": cannot open file");
     p->file_ = std::make_unique<SourceFile>(path, "");
     p->diags_ = std::make_unique<DiagSink>(*p->file_);
     return p;
@@ -35,10 +39,12 @@ std::unique_ptr<Program> Program::fromString(const std::string& name, std::strin
 
 void Program::build() {
   diags_ = std::make_unique<DiagSink>(*file_);
-  module_ = parseModule(*file_, *diags_);
-  bool parsed = !diags_->hasErrors();
-  bool checked = checkModule(module_, *diags_);
-  ok_ = parsed && checked;
+  withLargeStack([&] {
+    module_ = parseModule(*file_, *diags_);
+    bool parsed = !diags_->hasErrors();
+    bool checked = checkModule(module_, *diags_);
+    ok_ = parsed && checked;
+  });
 }
 
 std::string Program::diagnostics() const {
@@ -61,13 +67,16 @@ bool Program::hasFunction(const std::string& name) const {
 ir::Function Program::forward(const std::string& name) const {
   if (!ok_) throw std::logic_error("forward() on a program with errors");
   DiagSink sink(*file_);
-  auto f = lowerFunction(module_, name, sink);
+  std::optional<ir::Function> f;
+  withLargeStack([&] { f = lowerFunction(module_, name, sink); });
   if (!f) throw std::invalid_argument("no function '" + name + "'");
   return *f;
 }
 
 ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
-  return differentiate(forward(name), wrt);
+  ir::Function f = forward(name), g;
+  withLargeStack([&] { g = differentiate(f, wrt); });
+  return g;
 }
 
 } // namespace slope

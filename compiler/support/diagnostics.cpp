@@ -4,6 +4,49 @@
 
 namespace slope {
 
+namespace {
+
+/// Length of the valid UTF-8 sequence at s[i], or 0 if the byte there does not start one.
+size_t utf8Length(std::string_view s, size_t i) {
+  unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t len;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
+  else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
+  else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
+  else return 0;
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    unsigned char cc = static_cast<unsigned char>(s[i + k]);
+    if ((cc & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (cc & 0x3F);
+  }
+  // Overlong forms, surrogates and code points past U+10FFFF are invalid.
+  if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+      (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+    return 0;
+  return len;
+}
+
+/// Splits a line into display units: each valid UTF-8 character is one unit, and so is each
+/// byte that is not part of one (shown as '?'). Columns count units.
+struct Unit {
+  size_t begin, len;
+  bool valid;
+};
+std::vector<Unit> units(std::string_view line) {
+  std::vector<Unit> out;
+  for (size_t i = 0; i < line.size();) {
+    size_t n = utf8Length(line, i);
+    out.push_back({i, n ? n : 1, n != 0});
+    i += n ? n : 1;
+  }
+  return out;
+}
+
+} // namespace
+
 SourceFile::SourceFile(std::string path, std::string text)
     : path_(std::move(path)), text_(std::move(text)) {
   lineStarts_.push_back(0);
@@ -13,13 +56,15 @@ SourceFile::SourceFile(std::string path, std::string text)
 
 LineCol SourceFile::lineCol(uint32_t offset) const {
   offset = std::min<uint32_t>(offset, static_cast<uint32_t>(text_.size()));
+  // The end of a file that ends with a newline is shown at the end of its last line, not on
+  // an empty line after it.
+  if (offset == text_.size() && offset > 0 && text_[offset - 1] == '\n') --offset;
   auto it = std::upper_bound(lineStarts_.begin(), lineStarts_.end(), offset);
   int line = static_cast<int>(it - lineStarts_.begin());
   uint32_t start = lineStarts_[line - 1];
   int col = 1;
-  // Count code points: every byte that is not a UTF-8 continuation byte starts one.
-  for (uint32_t i = start; i < offset; ++i)
-    if ((static_cast<unsigned char>(text_[i]) & 0xC0) != 0x80) ++col;
+  for (const Unit& u : units(std::string_view(text_).substr(start, offset - start)))
+    if (u.begin < offset - start) ++col;
   return {line, col};
 }
 
@@ -44,24 +89,18 @@ std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
   std::string out = file.path() + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column) +
                     ": error: " + d.message + "\n";
   std::string_view line = file.lineText(lc.line);
-  // A line with invalid UTF-8 is shown with the bad bytes replaced, so the terminal stays sane.
-  std::string shown;
-  for (unsigned char c : line) shown += (c < 0x20 && c != '\t') ? ' ' : static_cast<char>(c);
-  if (firstInvalidUtf8(shown) >= 0) {
-    std::string clean;
-    for (unsigned char c : shown) clean += c < 0x80 ? static_cast<char>(c) : '?';
-    shown = clean;
-  }
-  out += shown + "\n";
-  std::string caret;
+  // Bytes that are not valid UTF-8 show as '?', control characters as spaces, so the
+  // terminal stays sane; the caret counts the same units as the column does.
+  std::string shown, caret;
   int col = 1;
-  for (size_t i = 0; i < shown.size() && col < lc.column; ++i) {
-    unsigned char c = static_cast<unsigned char>(shown[i]);
-    if ((c & 0xC0) == 0x80) continue;
-    caret += c == '\t' ? '\t' : ' ';
-    ++col;
+  for (const Unit& u : units(line)) {
+    char c = line[u.begin];
+    if (!u.valid) shown += '?';
+    else if (u.len == 1 && static_cast<unsigned char>(c) < 0x20 && c != '\t') shown += ' ';
+    else shown.append(line.substr(u.begin, u.len));
+    if (col++ < lc.column) caret += c == '\t' ? '\t' : ' ';
   }
-  out += caret + "^\n";
+  out += shown + "\n" + caret + "^\n";
   return out;
 }
 
@@ -76,34 +115,10 @@ std::string DiagSink::render() const {
 }
 
 long firstInvalidUtf8(std::string_view s) {
-  size_t i = 0, n = s.size();
-  while (i < n) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t len;
-    uint32_t cp;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07;
-    } else {
-      return static_cast<long>(i);
-    }
-    if (i + len > n) return static_cast<long>(i);
-    for (size_t k = 1; k < len; ++k) {
-      unsigned char cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return static_cast<long>(i);
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Reject overlong forms, surrogates and code points past U+10FFFF.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-        (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
-      return static_cast<long>(i);
-    i += len;
+  for (size_t i = 0; i < s.size();) {
+    size_t n = utf8Length(s, i);
+    if (n == 0) return static_cast<long>(i);
+    i += n;
   }
   return -1;
 }

@@ -57,7 +57,7 @@ Evaluates the function (default: the first in FILE) at the given arguments and, 
 float result, its gradient with respect to every float parameter (or those in --wrt).
 VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]') or @PATH.npy.
 A tensor- or tuple-valued function gets a vector-Jacobian product when --seed-out gives the
-output cotangent: 'ones', a number, a nested list or @PATH.npy.
+output cotangent: 'ones', a number (every element), a nested list or @PATH.npy.
 )";
 
 const char* kCheckHelp = R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
@@ -90,7 +90,7 @@ struct Args {
   std::map<std::string, int64_t> sizes;
   std::optional<double> rtol, atol;
   uint64_t seed = 0;
-  bool json = false, noGrad = false, help = false, interp = false;
+  bool json = false, noGrad = false, help = false, interp = false, version = false;
 };
 
 std::vector<std::string> splitComma(const std::string& s) {
@@ -130,6 +130,7 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     if (s == "-h" || s == "--help") a.help = true;
+    else if (s == "--version") a.version = true;
     else if (s == "--json") a.json = true;
     else if (s == "--no-grad") a.noGrad = true;
     else if (s == "--interp") a.interp = true;
@@ -205,6 +206,10 @@ std::unique_ptr<Program> gProgram;
 const Program* load(const Args& a) {
   if (a.file.empty()) throw Usage("missing FILE");
   gProgram = Program::fromFile(a.file);
+  if (!gProgram->ioError().empty()) {
+    std::cerr << "slopec: error: " << gProgram->ioError() << "\n";
+    return nullptr;
+  }
   if (!gProgram->ok()) {
     std::cerr << gProgram->diagnostics();
     return nullptr;
@@ -229,13 +234,18 @@ Tensor readValue(const std::string& text, DType dt) {
   return parseValue(text, dt);
 }
 
-/// ARG=VALUE arguments in parameter order; missing ones are an error unless `partial`.
-std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f, bool partial) {
+/// ARG=VALUE arguments in parameter order; missing ones are an error unless `partial`, and
+/// names f does not have are an error unless `ignoreUnknown`.
+std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f, bool partial,
+                                            bool ignoreUnknown = false) {
   std::vector<std::optional<Tensor>> out(f.params.size());
   for (const auto& [name, text] : a.values) {
     size_t k = 0;
     while (k < f.paramNames.size() && f.paramNames[k] != name) ++k;
-    if (k == f.paramNames.size()) throw Usage("'" + f.name + "' has no parameter '" + name + "'");
+    if (k == f.paramNames.size()) {
+      if (ignoreUnknown) continue;
+      throw Usage("'" + f.name + "' has no parameter '" + name + "'");
+    }
     if (out[k]) throw Usage("argument '" + name + "' is given twice");
     try {
       out[k] = readValue(text, f.paramTypes[k].dtype);
@@ -278,15 +288,15 @@ int runEval(const Args& a) {
       for (const Tensor& r : value) {
         if (!isFloat(r.dtype())) continue;
         Tensor s(r.dtype(), r.shape());
-        if (a.seedOut == "ones") {
-          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, 1);
-        } else {
-          try {
-            s = readValue(a.seedOut, r.dtype());
-          } catch (const ValueError& e) {
-            throw Usage(std::string("--seed-out: ") + e.what());
-          }
+        Tensor given;
+        try {
+          given = a.seedOut == "ones" ? Tensor::scalar(r.dtype(), 1) : readValue(a.seedOut, r.dtype());
+        } catch (const ValueError& e) {
+          throw Usage(std::string("--seed-out: ") + e.what());
         }
+        if (given.rank() == 0) // a number seeds every element with it
+          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, given.getF(0));
+        else s = given;
         gargs.push_back(s);
       }
     }
@@ -332,9 +342,18 @@ int runCheck(const Args& a) {
   bool all = true;
   std::vector<std::string> jsonParts;
   auto runner = makeRunner(a);
+  // Checking every function: an ARG=VALUE applies to each function that has that parameter,
+  // and must fit at least one.
+  if (a.fn.empty())
+    for (const auto& [arg, text] : a.values) {
+      bool used = false;
+      for (const auto& name : names)
+        for (const auto& pn : p->forward(name).paramNames) used = used || pn == arg;
+      if (!used) throw Usage("no function in '" + a.file + "' has a parameter '" + arg + "'");
+    }
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
-    auto given = bindArgs(a, f, true);
+    auto given = bindArgs(a, f, true, a.fn.empty());
     // Sizes: --sizes, then whatever the given arguments fix, then 3.
     std::map<std::string, int64_t> sizes = a.sizes;
     for (size_t k = 0; k < given.size(); ++k) {
@@ -423,11 +442,10 @@ int runGrad(const Args& a) {
 
 int run(int argc, char** argv) {
   Args a = parseArgs(argc, argv);
-  for (int i = 1; i < argc; ++i)
-    if (std::string(argv[i]) == "--version") {
-      std::cout << "slopec " << SLOPE_VERSION << "\n";
-      return kOk;
-    }
+  if (a.version) {
+    std::cout << "slopec " << SLOPE_VERSION << "\n";
+    return kOk;
+  }
   if (a.command.empty()) {
     if (a.help) {
       std::cout << kUsage;
