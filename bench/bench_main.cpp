@@ -6,6 +6,8 @@
 // Targets (issue 3): forward within 1.5x of hand-written; gradient within 3x of the forward;
 // JIT compile of the mixture's forward + gradient under 250 ms. Results: docs/benchmarks.md.
 
+#include "mixture_problem.hpp"
+
 #include <slope/slope.hpp>
 
 #include <benchmark/benchmark.h>
@@ -22,13 +24,7 @@ namespace {
 
 std::string samplePath(const char* name) { return std::string(SLOPE_SOURCE_DIR) + "/samples/" + name; }
 
-std::vector<double> randn(size_t n, uint64_t seed, double scale = 1) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> d(0, scale);
-  std::vector<double> v(n);
-  for (double& x : v) x = d(rng);
-  return v;
-}
+using mixture_bench::randn;
 
 // --- (a) bowl: sum(x^2 + 2x + 1) over 1,000,000 elements ------------------------------------
 
@@ -108,14 +104,8 @@ void BM_Bowl_Gradient_Slope(benchmark::State& st) {
 
 // --- (b) mixture: N = 10,000 points, K = 25 components, D = 10 ------------------------------
 
-constexpr int64_t N = 10000, K = 25, D = 10;
-const double kLog2Pi = std::log(2 * 3.141592653589793);
-
-struct MixtureData {
-  std::vector<double> alphas = randn(K, 2), means = randn(K * D, 3), ls = randn(K * D, 4, 0.3),
-                      x = randn(N * D, 5);
-  std::vector<double> da = std::vector<double>(K), dm = std::vector<double>(K * D),
-                      dl = std::vector<double>(K * D), dx = std::vector<double>(N * D);
+struct MixtureData : mixture_bench::Problem {
+  MixtureData() : Problem(10000, 25, 10) {}
   slope::Module m = slope::compile_file(samplePath("mixture.slope"));
   slope::Function f = m.function("mixture");
   slope::Gradient grad = m.gradient("mixture");
@@ -126,112 +116,25 @@ MixtureData& mixture() {
   return d;
 }
 
-double lse(const double* v, int64_t n) {
-  double m = -INFINITY;
-  for (int64_t k = 0; k < n; ++k) m = std::max(m, v[k]);
-  double s = 0;
-  for (int64_t k = 0; k < n; ++k) s += std::exp(v[k] - m);
-  return m + std::log(s);
-}
-
-/// The log-likelihood, written by hand.
-double mixtureHand(const MixtureData& d) {
-  std::vector<double> invVar(K * D), logDet(K, 0), lp(K);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < D; ++j) {
-      invVar[k * D + j] = std::exp(-2 * d.ls[k * D + j]);
-      logDet[k] += d.ls[k * D + j];
-    }
-  double total = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t k = 0; k < K; ++k) {
-      double q = 0;
-      for (int64_t j = 0; j < D; ++j) {
-        double r = d.x[i * D + j] - d.means[k * D + j];
-        q += invVar[k * D + j] * r * r;
-      }
-      lp[k] = d.alphas[k] - logDet[k] - 0.5 * q;
-    }
-    total += lse(lp.data(), K);
-  }
-  return total - N * lse(d.alphas.data(), K) - 0.5 * N * D * kLog2Pi;
-}
-
-/// Its gradient, derived by hand: with r_ik the responsibilities softmax_k(lp_i),
-///   d/dalpha_k = sum_i r_ik - N softmax(alpha)_k
-///   d/dmu_kj   = sum_i r_ik w_kj (x_ij - mu_kj),           w = exp(-2 ls)
-///   d/dls_kj   = sum_i r_ik (w_kj (x_ij - mu_kj)^2 - 1)
-///   d/dx_ij    = -sum_k r_ik w_kj (x_ij - mu_kj)
-double mixtureGradHand(MixtureData& d) {
-  std::vector<double> invVar(K * D), logDet(K, 0), lp(K);
-  for (int64_t k = 0; k < K; ++k)
-    for (int64_t j = 0; j < D; ++j) {
-      invVar[k * D + j] = std::exp(-2 * d.ls[k * D + j]);
-      logDet[k] += d.ls[k * D + j];
-    }
-  std::fill(d.da.begin(), d.da.end(), 0.0);
-  std::fill(d.dm.begin(), d.dm.end(), 0.0);
-  std::fill(d.dl.begin(), d.dl.end(), 0.0);
-  double total = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    const double* xi = &d.x[i * D];
-    for (int64_t k = 0; k < K; ++k) {
-      double q = 0;
-      for (int64_t j = 0; j < D; ++j) {
-        double r = xi[j] - d.means[k * D + j];
-        q += invVar[k * D + j] * r * r;
-      }
-      lp[k] = d.alphas[k] - logDet[k] - 0.5 * q;
-    }
-    double l = lse(lp.data(), K);
-    total += l;
-    double* dxi = &d.dx[i * D];
-    for (int64_t j = 0; j < D; ++j) dxi[j] = 0;
-    for (int64_t k = 0; k < K; ++k) {
-      double r = std::exp(lp[k] - l);
-      d.da[k] += r;
-      for (int64_t j = 0; j < D; ++j) {
-        double diff = xi[j] - d.means[k * D + j];
-        double wd = invVar[k * D + j] * diff;
-        d.dm[k * D + j] += r * wd;
-        d.dl[k * D + j] += r * (wd * diff - 1);
-        dxi[j] -= r * wd;
-      }
-    }
-  }
-  double la = lse(d.alphas.data(), K);
-  for (int64_t k = 0; k < K; ++k) d.da[k] -= N * std::exp(d.alphas[k] - la);
-  return total - N * la - 0.5 * N * D * kLog2Pi;
-}
-
-std::vector<slope::Arg> mixtureArgs(MixtureData& d) {
-  return {slope::View(d.alphas.data(), {K}), slope::View(d.means.data(), {K, D}),
-          slope::View(d.ls.data(), {K, D}), slope::View(d.x.data(), {N, D})};
-}
-
 void BM_Mixture_Forward_Hand(benchmark::State& st) {
   auto& d = mixture();
-  for (auto _ : st) benchmark::DoNotOptimize(mixtureHand(d));
+  for (auto _ : st) benchmark::DoNotOptimize(mixture_bench::forwardHand(d));
 }
 void BM_Mixture_Forward_Slope(benchmark::State& st) {
   auto& d = mixture();
-  auto args = mixtureArgs(d);
+  auto args = d.args();
   for (auto _ : st) benchmark::DoNotOptimize(static_cast<double>(d.f.call(args)));
 }
 void BM_Mixture_Gradient_Hand(benchmark::State& st) {
   auto& d = mixture();
   for (auto _ : st) {
-    benchmark::DoNotOptimize(mixtureGradHand(d));
+    benchmark::DoNotOptimize(mixture_bench::gradientHand(d));
     benchmark::ClobberMemory();
   }
 }
 void BM_Mixture_Gradient_Slope(benchmark::State& st) {
   auto& d = mixture();
-  auto args = mixtureArgs(d);
-  args.push_back(slope::View(d.da.data(), {K}));
-  args.push_back(slope::View(d.dm.data(), {K, D}));
-  args.push_back(slope::View(d.dl.data(), {K, D}));
-  args.push_back(slope::View(d.dx.data(), {N, D}));
+  auto args = d.gradArgs();
   for (auto _ : st) {
     benchmark::DoNotOptimize(d.grad.call(args));
     benchmark::ClobberMemory();
@@ -267,13 +170,10 @@ bool sameNumbers() {
                      slope::View(b.g.data(), {kBowlRows, kBowlCols}));
   if (std::fabs(v1 - v2) > 1e-9 * std::fabs(v1) || b.g[7] != 2 * b.x[7] + 2) return false;
   auto& d = mixture();
-  double hand = mixtureGradHand(d);
+  double hand = mixture_bench::gradientHand(d);
+  if (std::fabs(hand - mixture_bench::forwardHand(d)) > 1e-9 * std::fabs(hand)) return false;
   std::vector<double> da = d.da, dm = d.dm, dl = d.dl, dx = d.dx;
-  auto args = mixtureArgs(d);
-  args.push_back(slope::View(d.da.data(), {K}));
-  args.push_back(slope::View(d.dm.data(), {K, D}));
-  args.push_back(slope::View(d.dl.data(), {K, D}));
-  args.push_back(slope::View(d.dx.data(), {N, D}));
+  auto args = d.gradArgs();
   double v = d.grad.call(args);
   auto close = [](const std::vector<double>& a, const std::vector<double>& b) {
     for (size_t i = 0; i < a.size(); ++i)

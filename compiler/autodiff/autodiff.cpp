@@ -93,8 +93,16 @@ private:
   }
 
   /// Recomputes a forward block in the current one (its values become the primals here).
+  /// Values the forward sweep taped are loaded instead of recomputed.
   void emitClone(const Block& fb) {
     for (const Instr& in : fb.body) {
+      auto tape = tape_.find(in.result);
+      if (tape != tape_.end()) {
+        std::vector<int> idx;
+        for (int a : tape->second.indices) idx.push_back(primal(a));
+        primal_[in.result] = b_.load(tape->second.buffer, idx, "", {}, /*checked=*/true);
+        continue;
+      }
       Instr c = in;
       c.regions.clear();
       for (int& a : c.args) a = primal(a);
@@ -138,6 +146,8 @@ private:
     return idx;
   }
 
+  void tapeNestedReductions();
+
   void reverseBlock(const Block& fb) {
     for (auto it = fb.body.rbegin(); it != fb.body.rend(); ++it) reverseInstr(*it);
   }
@@ -152,6 +162,11 @@ private:
   std::vector<const Instr*> defInstr_;
   std::vector<int> primal_;
   std::vector<Scope> scopes_;
+  struct Tape {
+    int buffer;               // f[extents of the enclosing region]
+    std::vector<int> indices; // the enclosing region's index values (forward ids)
+  };
+  std::map<int, Tape> tape_; // forward value -> where the forward sweep stored it
   const Instr* cur_ = nullptr;
   int curBuf_ = -1;
   int curG_ = -1;
@@ -180,6 +195,44 @@ void Reverse::analyze(const Block& b) {
     }
     active_[in.result] = act;
   }
+}
+
+/// The adjoint of a loop recomputes its body, and a body's nested reduction is the costly part
+/// to recompute (the log-sum-exp of a row, the inner product of a comprehension element). So
+/// the forward sweep stores each scalar result of a reduction nested directly in a top-level
+/// comprehension or reduction, one value per outer index (an array the size of that region's
+/// index space), and the adjoint loads it instead. Only the gradient function's copy of the
+/// forward code changes.
+void Reverse::tapeNestedReductions() {
+  std::vector<Instr> body;
+  for (Instr& outer : out_.body.body) {
+    bool loop = ir::opKind(outer.op) == ir::OpKind::Region && outer.op != Op::If && outer.op != Op::For;
+    if (loop) {
+      Block& r = outer.regions[0];
+      std::vector<Instr> inner;
+      for (Instr& q : r.body) {
+        inner.push_back(std::move(q));
+        const Instr& qi = inner.back();
+        bool reduction = ir::opKind(qi.op) == ir::OpKind::Region && qi.op != Op::If &&
+                         qi.op != Op::For && qi.op != Op::Comp;
+        if (!reduction || qi.result < 0 || !isFloat(src_.types[qi.result].dtype)) continue;
+        Instr zero;
+        zero.op = Op::BufZeros;
+        zero.result = out_.newValue(ir::Type{src_.types[qi.result].dtype, outer.extents});
+        body.push_back(zero);
+        Instr store;
+        store.op = Op::BufAdd;
+        store.args = r.args;
+        store.args.insert(store.args.begin(), zero.result);
+        store.args.push_back(qi.result);
+        tape_[qi.result] = Tape{zero.result, r.args};
+        inner.push_back(std::move(store));
+      }
+      r.body = std::move(inner);
+    }
+    body.push_back(std::move(outer));
+  }
+  out_.body.body = std::move(body);
 }
 
 void Reverse::reverseInstr(const Instr& in) {
@@ -355,6 +408,7 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
         wrtIds.push_back(src_.params[k]);
       }
   analyze(src_.body);
+  tapeNestedReductions();
 
   const std::vector<int>& results = src_.body.yields;
   std::vector<int> floatResults;
