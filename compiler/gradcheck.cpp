@@ -2,6 +2,7 @@
 
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/eval/interp.hpp"
+#include "compiler/simplify/simplify.hpp"
 
 #include <cmath>
 #include <random>
@@ -64,7 +65,9 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   InterpRunner interp;
   Runner& run = runner ? *runner : interp;
   Runnable fwdFn = run.prepare(f);
-  Runnable gradFn = run.prepare(differentiate(f, {}));
+  ir::Function g = differentiate(f, {});
+  simplify(g);
+  Runnable gradFn = run.prepare(g);
   Runnable f64Fn = run.prepare(promoteToF64(f));
 
   // Output cotangents: 1 for a scalar loss, random otherwise.

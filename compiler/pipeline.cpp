@@ -3,6 +3,7 @@
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/check/check.hpp"
 #include "compiler/parse/parser.hpp"
+#include "compiler/simplify/simplify.hpp"
 #include "compiler/support/stack.hpp"
 
 #include <filesystem>
@@ -68,14 +69,20 @@ ir::Function Program::forward(const std::string& name) const {
   if (!ok_) throw std::logic_error("forward() on a program with errors");
   DiagSink sink(*file_);
   std::optional<ir::Function> f;
-  withLargeStack([&] { f = lowerFunction(module_, name, sink); });
+  withLargeStack([&] {
+    f = lowerFunction(module_, name, sink);
+    if (f) simplify(*f);
+  });
   if (!f) throw std::invalid_argument("no function '" + name + "'");
   return *f;
 }
 
 ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
   ir::Function f = forward(name), g;
-  withLargeStack([&] { g = differentiate(f, wrt); });
+  withLargeStack([&] {
+    g = differentiate(f, wrt);
+    simplify(g);
+  });
   return g;
 }
 

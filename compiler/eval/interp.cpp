@@ -157,6 +157,19 @@ public:
   Interp(const ir::Function& f, std::map<std::string, int64_t> sizes)
       : f_(f), sizes_(std::move(sizes)), vals_(f.types.size()) {}
 
+  /// Runs one scalar instruction whose operands are values 0..k-1 (set by the caller).
+  bool fold(const Instr& in, const std::vector<Scalar>& args, Scalar& out) {
+    for (size_t k = 0; k < args.size(); ++k) vals_[k].f = args[k].f, vals_[k].i = args[k].i;
+    try {
+      step(in);
+    } catch (const EvalError&) {
+      return false;
+    }
+    out.f = vals_[in.result].f;
+    out.i = vals_[in.result].i;
+    return true;
+  }
+
   std::vector<Tensor> run(const std::vector<Tensor>& args) {
     for (size_t k = 0; k < f_.params.size(); ++k)
       vals_[f_.params[k]] = fromTensor(args[k]);
@@ -509,6 +522,21 @@ std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& a
   auto sizes = bindSizes(f, args);
   Interp in(f, sizes);
   return in.run(args);
+}
+
+bool foldConstant(const ir::Function& f, const ir::Instr& in, const std::vector<Scalar>& args,
+                  Scalar& out) {
+  ir::Function mini;
+  ir::Instr c = in;
+  c.regions.clear();
+  for (size_t k = 0; k < in.args.size(); ++k) {
+    mini.types.push_back(f.types[in.args[k]]);
+    c.args[k] = static_cast<int>(k);
+  }
+  mini.types.push_back(f.types[in.result]);
+  c.result = static_cast<int>(in.args.size());
+  Interp interp(mini, {});
+  return interp.fold(c, args, out);
 }
 
 ir::Function promoteToF64(const ir::Function& f) {

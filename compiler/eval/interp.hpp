@@ -42,4 +42,15 @@ ir::Function promoteToF64(const ir::Function& f);
 /// Scalar kernels shared by the evaluator and constant folding.
 double digamma(double x);
 
+/// A scalar value: floats in f, integers and bools in i.
+struct Scalar {
+  double f = 0;
+  int64_t i = 0;
+};
+
+/// Folds an elementwise op of f whose operands are the given constants, computing exactly as
+/// the evaluator does. False if it would fail at run time (an integer division by zero).
+bool foldConstant(const ir::Function& f, const ir::Instr& in, const std::vector<Scalar>& args,
+                  Scalar& out);
+
 } // namespace slope

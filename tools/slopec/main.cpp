@@ -282,7 +282,7 @@ int runEval(const Args& a) {
   std::vector<Tensor> grads;
   if (wantGrad && anyFloat) {
     wrtNames = resolveWrt(f, a.wrt);
-    Runnable g = runner->prepare(differentiate(f, a.wrt));
+    Runnable g = runner->prepare(p->gradient(name, a.wrt));
     std::vector<Tensor> gargs = args;
     if (!scalarLoss) {
       for (const Tensor& r : value) {
@@ -428,9 +428,9 @@ int runGrad(const Args& a) {
   ir::Function f = p->forward(name);
   std::string text;
   if (a.emit == "forward") text = ir::print(f);
-  else if (a.emit == "ir") text = ir::print(differentiate(f, a.wrt));
-  else if (a.emit == "llvm") text = codegen::emitLLVM(differentiate(f, a.wrt));
-  else text = codegen::emitAsm(differentiate(f, a.wrt));
+  else if (a.emit == "ir") text = ir::print(p->gradient(name, a.wrt));
+  else if (a.emit == "llvm") text = codegen::emitLLVM(p->gradient(name, a.wrt));
+  else text = codegen::emitAsm(p->gradient(name, a.wrt));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {

@@ -1,0 +1,564 @@
+#include "compiler/simplify/simplify.hpp"
+
+#include "compiler/eval/interp.hpp"
+#include "compiler/ir/builder.hpp"
+
+#include <cmath>
+#include <functional>
+#include <optional>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+namespace slope {
+namespace {
+
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+
+/// What the rewrite rules see: the function and the constants known so far.
+struct Ctx {
+  ir::Function& f;
+  std::unordered_map<int, Instr> defs; // value -> a copy of its (region-free) definition
+  const Instr* def(int v) const {
+    auto it = defs.find(v);
+    return it == defs.end() ? nullptr : &it->second;
+  }
+  std::optional<double> constant(int v) const {
+    const Instr* d = def(v);
+    if (!d || d->op != Op::Const) return {};
+    return isFloat(f.types[v].dtype) ? d->fval : static_cast<double>(d->ival);
+  }
+  bool isConst(int v, double x) const {
+    auto c = constant(v);
+    return c && *c == x;
+  }
+  std::vector<Instr> pending; // instructions a rule made, inserted before the current one
+};
+
+/// A rule: if it applies to `in`, it returns the value that replaces in's result.
+using RuleFn = std::function<std::optional<int>(const Instr& in, Ctx& c)>;
+
+struct Rule {
+  SimplifyRule info;
+  RuleFn fn;
+};
+
+bool floatOp(const Instr& in, const Ctx& c) { return in.result >= 0 && isFloat(c.f.types[in.result].dtype); }
+
+// The rule list. "exact": the same value for every input, NaN and infinities included;
+// "exact up to the sign of zero": may turn -0 into +0 (they compare equal).
+const std::vector<Rule>& rules() {
+  static const std::vector<Rule> r = {
+      {{"mul-one", "x * 1 -> x, 1 * x -> x", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Mul) return {};
+         if (c.isConst(in.args[1], 1)) return in.args[0];
+         if (c.isConst(in.args[0], 1)) return in.args[1];
+         return {};
+       }},
+      {{"div-one", "x / 1 -> x", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op == Op::Div && floatOp(in, c) && c.isConst(in.args[1], 1)) return in.args[0];
+         return {};
+       }},
+      {{"add-zero", "x + 0 -> x, 0 + x -> x", "exact up to the sign of zero"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Add) return {};
+         if (c.isConst(in.args[1], 0)) return in.args[0];
+         if (c.isConst(in.args[0], 0)) return in.args[1];
+         return {};
+       }},
+      {{"sub-zero", "x - 0 -> x", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op == Op::Sub && c.isConst(in.args[1], 0)) return in.args[0];
+         return {};
+       }},
+      {{"neg-neg", "-(-x) -> x", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Neg) return {};
+         const Instr* d = c.def(in.args[0]);
+         if (d && d->op == Op::Neg) return d->args[0];
+         return {};
+       }},
+      {{"cast-same", "cast x to its own type -> x", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op == Op::Cast && c.f.types[in.args[0]].dtype == c.f.types[in.result].dtype)
+           return in.args[0];
+         return {};
+       }},
+      {{"mul-pow2", "c1 * (c2 * x) -> (c1 c2) * x when c1 or c2 is a power of two",
+        "exact (scaling by a power of two rounds nothing)"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Mul || !floatOp(in, c)) return {};
+         auto cv = [&](int v) { return c.constant(v); };
+         auto pow2 = [](double x) {
+           int e;
+           return x != 0 && std::isfinite(x) && std::fabs(std::frexp(x, &e)) == 0.5;
+         };
+         auto c1 = cv(in.args[0]);
+         const Instr* d = c.def(in.args[1]);
+         if (!c1 || !d || d->op != Op::Mul) return {};
+         auto c2 = cv(d->args[0]);
+         if (!c2 || !(pow2(*c1) || pow2(*c2))) return {};
+         double k = *c1 * *c2;
+         if (!std::isfinite(k) || k == 0) return {};
+         // Emits the folded constant and product right away (they precede `in`).
+         Instr kc;
+         kc.op = Op::Const;
+         kc.fval = k;
+         kc.result = c.f.newValue(c.f.types[in.result]);
+         Instr m;
+         m.op = Op::Mul;
+         m.args = {kc.result, d->args[1]};
+         m.result = c.f.newValue(c.f.types[in.result]);
+         c.pending.push_back(kc);
+         c.pending.push_back(m);
+         return m.result;
+       }},
+      {{"select-same", "select(c, a, a) -> a", "exact"},
+       [](const Instr& in, Ctx&) -> std::optional<int> {
+         if (in.op == Op::Select && in.args[1] == in.args[2]) return in.args[1];
+         return {};
+       }},
+      {{"select-const", "select(true, a, b) -> a, select(false, a, b) -> b", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Select) return {};
+         if (c.isConst(in.args[0], 1)) return in.args[1];
+         if (c.isConst(in.args[0], 0)) return in.args[2];
+         return {};
+       }},
+  };
+  return r;
+}
+
+// Rules that rewrite an instruction in place rather than replacing its value.
+void rewriteInPlace(Instr& in, Ctx& c) {
+  // a - (-b) -> a + b, a + (-b) -> a - b: exact.
+  if ((in.op == Op::Sub || in.op == Op::Add) && floatOp(in, c)) {
+    const Instr* d = c.def(in.args[1]);
+    if (d && d->op == Op::Neg) {
+      in.op = in.op == Op::Sub ? Op::Add : Op::Sub;
+      in.args[1] = d->args[0];
+    }
+  }
+  // (-1) * x -> -x, x * (-1) -> -x: exact.
+  if (in.op == Op::Mul && floatOp(in, c)) {
+    if (c.isConst(in.args[0], -1)) in.op = Op::Neg, in.args = {in.args[1]};
+    else if (c.isConst(in.args[1], -1)) in.op = Op::Neg, in.args = {in.args[0]};
+  }
+}
+
+class Simplifier {
+public:
+  explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}} {}
+  void record(const Instr& in) {
+    if (in.result < 0 || !in.regions.empty()) return;
+    Instr c = in;
+    ctx_.defs[in.result] = std::move(c);
+  }
+
+  void run() {
+    for (int round = 0; round < 8; ++round) {
+      changed_ = false;
+      repl_.clear();
+      ctx_.defs.clear();
+      rewrite(f_.body);
+      cse();
+      promoteAccumulators(f_.body);
+      scatterToGather(f_.body);
+      dce();
+      hoist(f_.body);
+      if (!changed_) break;
+    }
+  }
+
+private:
+  int resolve(int v) const {
+    auto it = repl_.find(v);
+    while (it != repl_.end()) {
+      v = it->second;
+      it = repl_.find(v);
+    }
+    return v;
+  }
+
+  // --- folding and the rule list -----------------------------------------------------------
+  void rewrite(Block& b) {
+    std::vector<Instr> out;
+    for (Instr& inRef : b.body) {
+      out.push_back(std::move(inRef));
+      Instr& in = out.back();
+      for (int& a : in.args) a = resolve(a);
+      for (Block& r : in.regions) rewrite(r);
+      if (in.result < 0) continue;
+      ir::OpKind k = ir::opKind(in.op);
+      if (k == ir::OpKind::Unary || k == ir::OpKind::Binary || k == ir::OpKind::Ternary) {
+        rewriteInPlace(in, ctx_);
+        // Constant folding, with the evaluator's arithmetic.
+        std::vector<Scalar> vals;
+        bool all = true;
+        for (int a : in.args) {
+          const Instr* d = ctx_.def(a);
+          if (!d || d->op != Op::Const) {
+            all = false;
+            break;
+          }
+          vals.push_back({d->fval, d->ival});
+        }
+        Scalar out;
+        if (all && foldConstant(f_, in, vals, out)) {
+          in.op = Op::Const;
+          in.args.clear();
+          in.fval = isFloat(f_.types[in.result].dtype) ? out.f : static_cast<double>(out.i);
+          in.ival = isFloat(f_.types[in.result].dtype) ? 0 : out.i;
+          changed_ = true;
+        } else {
+          for (const Rule& r : rules())
+            if (auto v = r.fn(in, ctx_)) {
+              repl_[in.result] = *v;
+              changed_ = true;
+              break;
+            }
+        }
+      }
+      if (!ctx_.pending.empty()) {
+        Instr self = std::move(out.back());
+        out.pop_back();
+        for (Instr& p : ctx_.pending) {
+          record(p);
+          out.push_back(std::move(p));
+        }
+        ctx_.pending.clear();
+        out.push_back(std::move(self));
+      }
+      record(out.back());
+    }
+    b.body = std::move(out);
+    for (int& y : b.yields) y = resolve(y);
+  }
+
+  // --- common subexpressions ---------------------------------------------------------------
+  static std::string key(const Instr& in, const ir::Function& f) {
+    std::string k = std::to_string(static_cast<int>(in.op)) + ":" + f.types[in.result].str() + ":";
+    for (int a : in.args) k += std::to_string(a) + ",";
+    if (in.op == Op::Const)
+      k += isFloat(f.types[in.result].dtype) ? std::to_string(in.fval) : std::to_string(in.ival);
+    if (in.op == Op::Size) k += in.poly.str();
+    return k;
+  }
+  void cse() {
+    std::set<int> buffers;
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      if (i.op == Op::BufZeros) buffers.insert(i.result);
+    });
+    std::vector<std::map<std::string, int>> scopes;
+    std::function<void(Block&)> walk = [&](Block& b) {
+      scopes.emplace_back();
+      for (Instr& in : b.body) {
+        for (int& a : in.args) a = resolve(a);
+        for (Block& r : in.regions) walk(r);
+        if (in.result < 0 || !in.regions.empty() || in.op == Op::Param || in.op == Op::BufZeros ||
+            in.op == Op::Stack)
+          continue;
+        // A load from an accumulator sees the adds before it: not a pure expression.
+        if (in.op == Op::Load && buffers.count(in.args[0])) continue;
+        std::string k = key(in, f_);
+        int found = -1;
+        for (auto it = scopes.rbegin(); it != scopes.rend() && found < 0; ++it) {
+          auto f = it->find(k);
+          if (f != it->end()) found = f->second;
+        }
+        if (found >= 0) {
+          repl_[in.result] = found;
+          changed_ = true;
+        } else {
+          scopes.back()[k] = in.result;
+        }
+      }
+      for (int& y : b.yields) y = resolve(y);
+      scopes.pop_back();
+    };
+    walk(f_.body);
+    applyReplacements(f_.body);
+  }
+  void applyReplacements(Block& b) {
+    for (Instr& in : b.body) {
+      for (int& a : in.args) a = resolve(a);
+      for (Block& r : in.regions) applyReplacements(r);
+    }
+    for (int& y : b.yields) y = resolve(y);
+  }
+
+  // --- scalar accumulators -> values -------------------------------------------------------
+  /// A rank-0 accumulator whose adds and loads all sit directly in the block that makes it is
+  /// a running sum: each load becomes the sum of the adds before it.
+  void promoteAccumulators(Block& b) {
+    for (Instr& in : b.body)
+      for (Block& r : in.regions) promoteAccumulators(r);
+    std::map<int, int> direct; // buffer -> uses directly in b
+    std::set<int> candidates;
+    for (const Instr& in : b.body)
+      if (in.op == Op::BufZeros && f_.types[in.result].rank() == 0) candidates.insert(in.result);
+    if (candidates.empty()) return;
+    // Any use nested in a region, or as a yield, disqualifies.
+    for (const Instr& in : b.body)
+      for (const Block& r : in.regions)
+        ir::forEachInstr(r, [&](const Instr& i) {
+          for (int a : i.args) candidates.erase(a);
+        });
+    // Yields of b itself become the final sum; yields of other blocks cannot see b's buffers.
+    for (const Instr& in : b.body) {
+      if (in.op == Op::BufAdd || in.op == Op::Load) continue;
+      for (int a : in.args) candidates.erase(a);
+    }
+    if (candidates.empty()) return;
+    std::map<int, int> sum; // buffer -> current value (-1: zero so far)
+    std::vector<Instr> out;
+    ir::Builder bld(f_);
+    for (Instr& in : b.body) {
+      if (in.op == Op::BufZeros && candidates.count(in.result)) {
+        sum[in.result] = -1;
+        changed_ = true;
+        continue;
+      }
+      if (in.op == Op::BufAdd && candidates.count(in.args[0])) {
+        int& s = sum[in.args[0]];
+        int v = in.args.back();
+        if (s < 0) {
+          s = v;
+        } else {
+          Instr add;
+          add.op = Op::Add;
+          add.args = {s, v};
+          add.result = f_.newValue(f_.types[v]);
+          s = add.result;
+          out.push_back(add);
+        }
+        continue;
+      }
+      if (in.op == Op::Load && candidates.count(in.args[0])) {
+        int s = sum[in.args[0]];
+        if (s < 0) { // nothing added: zero
+          in.op = Op::Const;
+          in.args.clear();
+          in.fval = 0;
+          in.ival = 0;
+          out.push_back(std::move(in));
+        } else {
+          repl_[in.result] = s;
+        }
+        continue;
+      }
+      out.push_back(std::move(in));
+    }
+    b.body = std::move(out);
+    for (int& y : b.yields) {
+      auto it = sum.find(y);
+      if (it == sum.end()) continue;
+      if (it->second >= 0) {
+        y = it->second;
+      } else { // a result nothing was added to: zero
+        Instr z;
+        z.op = Op::Const;
+        z.result = f_.newValue(f_.types[y]);
+        b.body.push_back(z);
+        y = z.result;
+      }
+    }
+    applyReplacements(f_.body);
+  }
+
+  // --- scatter-adds -> gathers -------------------------------------------------------------
+  /// `B = buf.zeros; for [i < shape(B)] { ...; buf.add B[i], v1; ...; buf.add B[i], v2 }`
+  /// where the loop does nothing else and nothing else adds to B is `B = comp [i] { ...;
+  /// v1 + v2 }`: every element is written once, in order, with no read-modify-write (and no
+  /// atomics on a GPU). Exact up to the sign of zero (0 + v1 + v2 versus v1 + v2).
+  void scatterToGather(Block& b) {
+    for (Instr& in : b.body)
+      for (Block& r : in.regions) scatterToGather(r);
+    std::map<int, int> addsTo; // buffer -> number of buf.add anywhere
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      if (i.op == Op::BufAdd) ++addsTo[i.args[0]];
+    });
+    std::map<int, size_t> zeros; // buffer -> position in b
+    for (size_t k = 0; k < b.body.size(); ++k)
+      if (b.body[k].op == Op::BufZeros && f_.types[b.body[k].result].rank() > 0) zeros[b.body[k].result] = k;
+    for (Instr& loop : b.body) {
+      if (loop.op != Op::For) continue;
+      Block& body = loop.regions[0];
+      int target = -1;
+      int count = 0;
+      bool ok = true;
+      for (const Instr& x : body.body) {
+        if (x.op == Op::BufAdd) {
+          if (target >= 0 && x.args[0] != target) ok = false;
+          target = x.args[0];
+          ++count;
+          std::vector<int> idx(x.args.begin() + 1, x.args.end() - 1);
+          if (idx != body.args) ok = false;
+        } else if (Simplifier::hasEffects(x)) {
+          ok = false;
+        }
+      }
+      if (!ok || target < 0 || !zeros.count(target) || addsTo[target] != count ||
+          f_.types[target].shape != loop.extents)
+        continue;
+      // The loop becomes the comprehension; the accumulator goes.
+      std::vector<Instr> keep;
+      int sum = -1;
+      for (Instr& x : body.body) {
+        if (x.op != Op::BufAdd) {
+          keep.push_back(std::move(x));
+          continue;
+        }
+        int v = x.args.back();
+        if (sum < 0) {
+          sum = v;
+        } else {
+          Instr add;
+          add.op = Op::Add;
+          add.args = {sum, v};
+          add.result = f_.newValue(f_.types[v]);
+          sum = add.result;
+          keep.push_back(add);
+        }
+      }
+      body.body = std::move(keep);
+      body.yields = {sum};
+      loop.op = Op::Comp;
+      loop.result = target;
+      b.body[zeros[target]].op = Op::Const; // placeholder, removed below
+      b.body[zeros[target]].result = -2;
+      changed_ = true;
+    }
+    std::vector<Instr> out;
+    for (Instr& in : b.body)
+      if (in.result != -2) out.push_back(std::move(in));
+    b.body = std::move(out);
+  }
+
+  // --- dead code ---------------------------------------------------------------------------
+  static bool hasEffects(const Instr& in) {
+    if (in.op == Op::BufAdd || in.op == Op::For || (in.op == Op::If && in.result < 0)) return true;
+    bool e = false;
+    for (const Block& r : in.regions)
+      for (const Instr& i : r.body) e = e || hasEffects(i);
+    return e;
+  }
+  void dce() {
+    for (bool again = true; again;) {
+      again = false;
+      std::map<int, int> uses;
+      std::set<int> loaded; // buffers that something reads
+      std::function<void(const Block&)> count = [&](const Block& b) {
+        for (const Instr& in : b.body) {
+          for (size_t k = 0; k < in.args.size(); ++k) {
+            if (in.op == Op::BufAdd && k == 0) continue; // adding is not reading
+            ++uses[in.args[k]];
+          }
+          for (const Block& r : in.regions) count(r);
+        }
+        for (int y : b.yields) ++uses[y];
+      };
+      count(f_.body);
+      (void)loaded;
+      std::function<void(Block&)> sweep = [&](Block& b) {
+        std::vector<Instr> keep;
+        for (Instr& in : b.body) {
+          for (Block& r : in.regions) sweep(r);
+          bool dead;
+          if (in.op == Op::BufAdd) dead = uses[in.args[0]] == 0; // adds to a buffer nobody reads
+          else if (in.op == Op::Param) dead = false;
+          else if (in.result >= 0) dead = uses[in.result] == 0 && !hasEffects(in);
+          else dead = !hasEffects(in) || (in.op == Op::For && in.regions[0].body.empty());
+          if (in.op == Op::If && in.result < 0)
+            dead = in.regions[0].body.empty() && in.regions[1].body.empty();
+          if (dead) {
+            again = true;
+            changed_ = true;
+          } else {
+            keep.push_back(std::move(in));
+          }
+        }
+        b.body = std::move(keep);
+      };
+      sweep(f_.body);
+    }
+  }
+
+  // --- loop-invariant code motion ----------------------------------------------------------
+  /// Moves pure instructions that use nothing defined in a loop body to just before the loop.
+  /// Loads move only when proven in range, and integer division never, so nothing that could
+  /// fail runs when the loop would not have run it.
+  void hoist(Block& b) {
+    std::vector<Instr> out;
+    std::set<int> buffers;
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      if (i.op == Op::BufZeros) buffers.insert(i.result);
+    });
+    for (Instr& in : b.body) {
+      for (Block& r : in.regions) hoist(r);
+      bool loop = ir::opKind(in.op) == ir::OpKind::Region && in.op != Op::If;
+      if (loop) {
+        Block& body = in.regions[0];
+        std::set<int> inside(body.args.begin(), body.args.end());
+        std::vector<Instr> stay;
+        for (Instr& x : body.body) {
+          bool movable = x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros &&
+                         x.op != Op::Stack && !(x.op == Op::Load && (!x.checked || buffers.count(x.args[0]))) &&
+                         !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
+                           !isFloat(f_.types[x.result].dtype));
+          for (int a : x.args) movable = movable && !inside.count(a);
+          if (movable) {
+            out.push_back(std::move(x));
+            changed_ = true;
+          } else {
+            if (x.result >= 0) inside.insert(x.result);
+            for (const Block& r : x.regions)
+              ir::forEachInstr(r, [&](const Instr& i) {
+                if (i.result >= 0) inside.insert(i.result);
+              });
+            stay.push_back(std::move(x));
+          }
+        }
+        body.body = std::move(stay);
+      }
+      out.push_back(std::move(in));
+    }
+    b.body = std::move(out);
+  }
+
+  ir::Function& f_;
+  Ctx ctx_;
+  std::unordered_map<int, int> repl_;
+  bool changed_ = false;
+};
+
+} // namespace
+
+const std::vector<SimplifyRule>& simplifyRules() {
+  static const std::vector<SimplifyRule> all = [] {
+    std::vector<SimplifyRule> v;
+    v.push_back({"fold", "an op on constants -> its value (the evaluator's arithmetic)", "exact"});
+    for (const Rule& r : rules()) v.push_back(r.info);
+    v.push_back({"sub-neg", "a - (-b) -> a + b, a + (-b) -> a - b", "exact"});
+    v.push_back({"mul-minus-one", "x * -1 -> -x", "exact"});
+    v.push_back({"cse", "a second identical pure op -> the first", "exact"});
+    v.push_back({"accumulator", "adds to a scalar accumulator read in the same block -> a sum",
+                 "exact up to the sign of zero"});
+    v.push_back({"dce", "unused pure ops, adds to accumulators nobody reads -> removed", "exact"});
+    v.push_back({"hoist", "a loop body's op that uses nothing of the loop -> before the loop",
+                 "exact"});
+    return v;
+  }();
+  return all;
+}
+
+void simplify(ir::Function& f) {
+  Simplifier s(f);
+  s.run();
+}
+
+} // namespace slope

@@ -1,0 +1,28 @@
+// The simplifier: Tensor IR -> Tensor IR, run on the forward function and again on its
+// gradient.
+//
+// Rules that would change a result for some input (x * 0 -> 0 is wrong for NaN and
+// infinities; reassociation changes rounding) are not in the list. "Exact up to the sign of
+// zero" rules may turn a -0 result into +0, which compares equal; every other rule is exact.
+// Each rule has a one-line golden test in tests/lit/simplify/.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+
+#include <vector>
+
+namespace slope {
+
+struct SimplifyRule {
+  const char* name;
+  const char* pattern;
+  const char* exactness;
+};
+
+/// Every rule, for documentation and tests.
+const std::vector<SimplifyRule>& simplifyRules();
+
+/// Simplifies f in place until nothing changes.
+void simplify(ir::Function& f);
+
+} // namespace slope
