@@ -248,8 +248,10 @@ void Reverse::reverseInstr(const Instr& in) {
     r.fn(*this);
     cur_ = nullptr;
     return;
-  case RuleKind::ZeroDerivative:
-  case RuleKind::NotDifferentiable: return;
+  case RuleKind::ZeroDerivative: return;
+  case RuleKind::NotDifferentiable:
+    // An op with a float result and no rule must not pass for one with derivative zero.
+    throw GradError(std::string("'") + ir::opName(in.op) + "' cannot be differentiated (" + r.math + ")");
   case RuleKind::Structural: structural(in, buf); return;
   }
 }

@@ -183,7 +183,7 @@ Rule entry(Op op) {
   case Op::Softplus: return formula(dSoftplus, "dx = g * sigmoid(x)");
   case Op::Erf: return formula(dErf, "dx = g * 2/sqrt(pi) * exp(-x^2)");
   case Op::Lgamma: return formula(dLgamma, "dx = g * digamma(x)");
-  case Op::Digamma: return none("made only by the adjoint of lgamma (no second order yet)");
+  case Op::Digamma: return none("its derivative, trigamma, is not implemented");
   case Op::Floor: return zero("piecewise constant");
   case Op::Ceil: return zero("piecewise constant");
   case Op::Sign: return zero("piecewise constant");

@@ -86,7 +86,7 @@ const std::map<std::string, Op>& unaryFunctions() {
       {"sinh", Op::Sinh},     {"cosh", Op::Cosh},       {"tanh", Op::Tanh},
       {"sigmoid", Op::Sigmoid}, {"relu", Op::Relu},     {"softplus", Op::Softplus},
       {"erf", Op::Erf},       {"lgamma", Op::Lgamma},   {"floor", Op::Floor},
-      {"ceil", Op::Ceil},     {"sign", Op::Sign}};
+      {"ceil", Op::Ceil},     {"sign", Op::Sign},           {"digamma", Op::Digamma}};
   return m;
 }
 

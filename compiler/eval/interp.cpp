@@ -256,6 +256,7 @@ private:
   }
 
   void step(const Instr& in) {
+    if (in.op != Op::Const && in.op != Op::Size && in.op != Op::Param) ++ops_;
     V out;
     DType t = in.result >= 0 ? dt(in.result) : DType::F64;
     auto a = [&](int k) -> const V& { return vals_[in.args[k]]; };
@@ -514,14 +515,21 @@ private:
   const ir::Function& f_;
   std::map<std::string, int64_t> sizes_;
   std::vector<V> vals_;
+  int64_t ops_ = 0;
+
+public:
+  int64_t ops() const { return ops_; }
 };
 
 } // namespace
 
-std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args) {
+std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args,
+                             int64_t* opCount) {
   auto sizes = bindSizes(f, args);
   Interp in(f, sizes);
-  return in.run(args);
+  auto out = in.run(args);
+  if (opCount) *opCount = in.ops();
+  return out;
 }
 
 bool foldConstant(const ir::Function& f, const ir::Instr& in, const std::vector<Scalar>& args,

@@ -32,8 +32,10 @@ struct ArgShape {
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<ArgShape>& args);
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args);
 
-/// Runs f on args and returns its results (one per yield).
-std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args);
+/// Runs f on args and returns its results (one per yield). With opCount, also counts the
+/// operations executed (every instruction run, but constants, sizes and parameters).
+std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args,
+                             int64_t* opCount = nullptr);
 
 /// A copy of f computing in f64 wherever it computes in f32: the finite-difference checker
 /// uses it as a precise reference for f32 functions.

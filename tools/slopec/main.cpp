@@ -71,12 +71,16 @@ Exit status 0 when every parameter passes, 1 otherwise.
 )";
 
 const char* kGradHelp = R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
+       slopec grad FILE [--fn NAME] [--wrt a,b] --stats [--sizes n=4,m=3] [--json]
 
 Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise).
 KIND: ir       the gradient function in Tensor IR (forward code, then the adjoint)
       forward  the forward function in Tensor IR
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
+--stats counts the operations the forward and the gradient function execute (on random
+inputs, every size 3 unless --sizes) and their ratio, and the instructions of each in IR.
+Without --fn: every function in FILE.
 )";
 
 struct Usage : std::runtime_error {
@@ -90,7 +94,7 @@ struct Args {
   std::map<std::string, int64_t> sizes;
   std::optional<double> rtol, atol;
   uint64_t seed = 0;
-  bool json = false, noGrad = false, help = false, interp = false, version = false;
+  bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false;
 };
 
 std::vector<std::string> splitComma(const std::string& s) {
@@ -131,6 +135,7 @@ Args parseArgs(int argc, char** argv) {
     }
     if (s == "-h" || s == "--help") a.help = true;
     else if (s == "--version") a.version = true;
+    else if (s == "--stats") a.stats = true;
     else if (s == "--json") a.json = true;
     else if (s == "--no-grad") a.noGrad = true;
     else if (s == "--interp") a.interp = true;
@@ -415,8 +420,67 @@ int runCheck(const Args& a) {
   return all ? kOk : kCheckFailed;
 }
 
+/// Operation counts: the cheap-gradient principle says the gradient costs a small constant
+/// times the function; expression swell (the classic failure of symbolic differentiation)
+/// would show here as a ratio that grows.
+int runStats(const Args& a) {
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::vector<std::string> names = a.fn.empty() ? p->functionNames()
+                                                : std::vector<std::string>{pickFunction(a, *p)};
+  std::vector<std::string> parts;
+  for (const auto& name : names) {
+    ir::Function f = p->forward(name);
+    bool anyFloat = false;
+    for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+    if (!anyFloat) continue;
+    ir::Function g = p->gradient(name, a.wrt);
+    std::vector<Tensor> args = randomArgs(f, a.sizes, a.seed);
+    int64_t fops = 0, gops = 0;
+    std::vector<Tensor> value = evaluate(f, args, &fops);
+    std::vector<Tensor> gargs = args;
+    bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
+    if (!scalarLoss)
+      for (const Tensor& r : value)
+        if (isFloat(r.dtype())) {
+          Tensor s(r.dtype(), r.shape());
+          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, 1);
+          gargs.push_back(s);
+        }
+    evaluate(g, gargs, &gops);
+    int64_t fi = 0, gi = 0;
+    ir::forEachInstr(f.body, [&](const ir::Instr&) { ++fi; });
+    ir::forEachInstr(g.body, [&](const ir::Instr&) { ++gi; });
+    double ratio = fops ? static_cast<double>(gops) / static_cast<double>(fops) : 0;
+    char buf[256];
+    if (a.json) {
+      std::snprintf(buf, sizeof buf,
+                    "{\"function\": %s, \"forward_ops\": %lld, \"gradient_ops\": %lld, \"ratio\": %s, "
+                    "\"forward_instructions\": %lld, \"gradient_instructions\": %lld}",
+                    jsonString(name).c_str(), static_cast<long long>(fops), static_cast<long long>(gops),
+                    num(ratio, true).c_str(), static_cast<long long>(fi), static_cast<long long>(gi));
+    } else {
+      std::snprintf(buf, sizeof buf,
+                    "%s: forward %lld ops, gradient %lld ops, ratio %.2f (IR instructions: %lld "
+                    "forward, %lld gradient)",
+                    name.c_str(), static_cast<long long>(fops), static_cast<long long>(gops), ratio,
+                    static_cast<long long>(fi), static_cast<long long>(gi));
+    }
+    parts.push_back(buf);
+  }
+  if (a.json) {
+    std::string s = "{\"file\": " + jsonString(a.file) + ", \"functions\": [";
+    for (size_t k = 0; k < parts.size(); ++k) s += (k ? ", " : "") + parts[k];
+    std::cout << s << "]}\n";
+  } else {
+    for (const auto& l : parts) std::cout << l << "\n";
+  }
+  return kOk;
+}
+
 int runGrad(const Args& a) {
-  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir, forward, llvm or asm)");
+  if (a.stats) return runStats(a);
+  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir, forward, llvm or asm) or --stats");
   if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm") {
     if (a.emit == "slope" || a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
       throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
