@@ -58,6 +58,13 @@ const std::vector<Rule>& rules() {
          if (c.isConst(in.args[0], 1)) return in.args[1];
          return {};
        }},
+      {{"int-mul-zero", "x * 0 -> 0 for integers", "exact (integers have no NaN)"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Mul || c.f.types[in.result].dtype != DType::I64) return {};
+         if (c.isConst(in.args[1], 0)) return in.args[1];
+         if (c.isConst(in.args[0], 0)) return in.args[0];
+         return {};
+       }},
       {{"div-one", "x / 1 -> x", "exact"},
        [](const Instr& in, Ctx& c) -> std::optional<int> {
          if (in.op == Op::Div && floatOp(in, c) && c.isConst(in.args[1], 1)) return in.args[0];
@@ -168,6 +175,7 @@ public:
       cse();
       promoteAccumulators(f_.body);
       scatterToGather(f_.body);
+      copies(f_.body);
       dce();
       hoist(f_.body);
       if (!changed_) break;
@@ -439,6 +447,30 @@ private:
     b.body = std::move(out);
   }
 
+  // --- copies ------------------------------------------------------------------------------
+  /// `comp [i < shape(T)] { load T[i] }` is T.
+  void copies(Block& b) {
+    for (Instr& in : b.body) {
+      for (Block& r : in.regions) copies(r);
+      if (in.op != Op::Comp) continue;
+      const Block& r = in.regions[0];
+      if (r.body.size() != 1 || r.yields.size() != 1) continue;
+      const Instr& l = r.body[0];
+      if (l.op != Op::Load || l.result != r.yields[0]) continue;
+      std::vector<int> idx(l.args.begin() + 1, l.args.end());
+      const ir::Type& src = f_.types[l.args[0]];
+      if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype) continue;
+      bool buffer = false;
+      ir::forEachInstr(f_.body, [&](const Instr& i) {
+        if (i.op == Op::BufZeros && i.result == l.args[0]) buffer = true;
+      });
+      if (buffer) continue; // a copy of an accumulator is a snapshot
+      repl_[in.result] = l.args[0];
+      changed_ = true;
+    }
+    applyReplacements(b);
+  }
+
   // --- dead code ---------------------------------------------------------------------------
   static bool hasEffects(const Instr& in) {
     if (in.op == Op::BufAdd || in.op == Op::For || (in.op == Op::If && in.result < 0)) return true;
@@ -546,6 +578,10 @@ const std::vector<SimplifyRule>& simplifyRules() {
     v.push_back({"sub-neg", "a - (-b) -> a + b, a + (-b) -> a - b", "exact"});
     v.push_back({"mul-minus-one", "x * -1 -> -x", "exact"});
     v.push_back({"cse", "a second identical pure op -> the first", "exact"});
+    v.push_back({"copy", "comp [i < shape(T)] { T[i] } -> T", "exact"});
+    v.push_back({"scatter-to-gather",
+                 "buf.zeros + a loop that adds each element once at its own index -> comp",
+                 "exact up to the sign of zero"});
     v.push_back({"accumulator", "adds to a scalar accumulator read in the same block -> a sum",
                  "exact up to the sign of zero"});
     v.push_back({"dce", "unused pure ops, adds to accumulators nobody reads -> removed", "exact"});

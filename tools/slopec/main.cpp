@@ -9,6 +9,7 @@
 
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
@@ -74,7 +75,8 @@ const char* kGradHelp = R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emi
        slopec grad FILE [--fn NAME] [--wrt a,b] --stats [--sizes n=4,m=3] [--json]
 
 Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise).
-KIND: ir       the gradient function in Tensor IR (forward code, then the adjoint)
+KIND: slope    the gradient function as readable, simplified Slope source (it compiles)
+      ir       the gradient function in Tensor IR (forward code, then the adjoint)
       forward  the forward function in Tensor IR
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
@@ -481,8 +483,9 @@ int runStats(const Args& a) {
 int runGrad(const Args& a) {
   if (a.stats) return runStats(a);
   if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir, forward, llvm or asm) or --stats");
-  if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm") {
-    if (a.emit == "slope" || a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
+  if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm" &&
+      a.emit != "slope") {
+    if (a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
       throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
     throw Usage("unknown --emit kind '" + a.emit + "' (ir, forward, llvm, asm)");
   }
@@ -493,6 +496,7 @@ int runGrad(const Args& a) {
   std::string text;
   if (a.emit == "forward") text = ir::print(f);
   else if (a.emit == "ir") text = ir::print(p->gradient(name, a.wrt));
+  else if (a.emit == "slope") text = printSlope(p->gradient(name, a.wrt));
   else if (a.emit == "llvm") text = codegen::emitLLVM(p->gradient(name, a.wrt));
   else text = codegen::emitAsm(p->gradient(name, a.wrt));
   if (a.out.empty() || a.out == "-") {
@@ -542,6 +546,9 @@ int main(int argc, char** argv) {
     std::cerr << "slopec: error: " << e.what() << "\n";
     return kBad;
   } catch (const CallError& e) {
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const SlopePrintError& e) {
     std::cerr << "slopec: error: " << e.what() << "\n";
     return kBad;
   } catch (const GradError& e) {
