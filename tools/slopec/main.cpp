@@ -9,6 +9,7 @@
 
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/emit/dot.hpp"
 #include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
@@ -38,7 +39,8 @@ Slope compiles functions written in the Slope language and their reverse-mode gr
 commands:
   eval    evaluate a function and its gradient
   check   compare reverse-mode gradients with central finite differences
-  grad    print the gradient function (--emit ir | forward | llvm | asm)
+  grad    print the gradient function (--emit slope | ir | forward | llvm | asm), or --stats
+  graph   the computation as a Graphviz DOT graph (--grad: with its adjoint)
 
 options common to all commands:
   --fn NAME        the function (eval/grad: default the first in the file;
@@ -96,7 +98,8 @@ struct Args {
   std::map<std::string, int64_t> sizes;
   std::optional<double> rtol, atol;
   uint64_t seed = 0;
-  bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false;
+  bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
+       grad = false;
 };
 
 std::vector<std::string> splitComma(const std::string& s) {
@@ -138,6 +141,7 @@ Args parseArgs(int argc, char** argv) {
     if (s == "-h" || s == "--help") a.help = true;
     else if (s == "--version") a.version = true;
     else if (s == "--stats") a.stats = true;
+    else if (s == "--grad") a.grad = true;
     else if (s == "--json") a.json = true;
     else if (s == "--no-grad") a.noGrad = true;
     else if (s == "--interp") a.interp = true;
@@ -508,6 +512,33 @@ int runGrad(const Args& a) {
   return kOk;
 }
 
+const char* kGraphHelp = R"(usage: slopec graph FILE [--fn NAME] [--grad] [--wrt a,b] [-o OUT]
+
+The function's IR as a Graphviz DOT graph: a node per operation, an edge per operand, a dashed
+cluster per comprehension, reduction or loop. With --grad, the gradient function: forward
+nodes as they are, adjoint nodes filled in red. Render with: dot -Tsvg -o f.svg
+)";
+
+int runGraph(const Args& a) {
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::string name = pickFunction(a, *p);
+  ir::Function f = p->forward(name);
+  std::string text;
+  if (a.grad) {
+    ir::Function g = p->gradient(name, a.wrt);
+    text = printDot(g, static_cast<int>(f.types.size()));
+  } else {
+    text = printDot(f);
+  }
+  if (a.out.empty() || a.out == "-") std::cout << text;
+  else {
+    std::ofstream o(a.out, std::ios::binary);
+    if (!(o << text)) throw Usage("cannot write '" + a.out + "'");
+  }
+  return kOk;
+}
+
 int run(int argc, char** argv) {
   Args a = parseArgs(argc, argv);
   if (a.version) {
@@ -534,7 +565,11 @@ int run(int argc, char** argv) {
     if (a.help) return std::cout << kGradHelp, kOk;
     return runGrad(a);
   }
-  throw Usage("unknown command '" + a.command + "' (eval, check, grad)");
+  if (a.command == "graph") {
+    if (a.help) return std::cout << kGraphHelp, kOk;
+    return runGraph(a);
+  }
+  throw Usage("unknown command '" + a.command + "' (eval, check, grad, graph)");
 }
 
 } // namespace
