@@ -22,7 +22,9 @@
 
 namespace {
 
-std::string samplePath(const char* name) { return std::string(SLOPE_SOURCE_DIR) + "/samples/" + name; }
+std::string samplePath(const char* name) {
+  return std::string(SLOPE_SOURCE_DIR) + "/samples/" + name;
+}
 
 using mixture_bench::randn;
 
@@ -32,7 +34,8 @@ constexpr int64_t kBowlRows = 1000, kBowlCols = 1000;
 
 double bowlHand(const double* x, int64_t n) {
   double s = 0;
-  for (int64_t i = 0; i < n; ++i) s += x[i] * x[i] + 2 * x[i] + 1;
+  for (int64_t i = 0; i < n; ++i)
+    s += x[i] * x[i] + 2 * x[i] + 1;
   return s;
 }
 
@@ -60,7 +63,8 @@ BowlData& bowl() {
 
 void BM_Bowl_Forward_Hand(benchmark::State& st) {
   auto& d = bowl();
-  for (auto _ : st) benchmark::DoNotOptimize(bowlHand(d.x.data(), kBowlRows * kBowlCols));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(bowlHand(d.x.data(), kBowlRows * kBowlCols));
   st.SetItemsProcessed(st.iterations() * kBowlRows * kBowlCols);
 }
 void BM_Bowl_Forward_Slope(benchmark::State& st) {
@@ -81,7 +85,8 @@ void BM_Bowl_Forward_Slope(benchmark::State& st) {
 void BM_Bowl_Forward_SlopeApi(benchmark::State& st) {
   auto& d = bowl();
   slope::View x(d.x.data(), {kBowlRows, kBowlCols});
-  for (auto _ : st) benchmark::DoNotOptimize(static_cast<double>(d.f(x)));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(static_cast<double>(d.f(x)));
   st.SetItemsProcessed(st.iterations() * kBowlRows * kBowlCols);
 }
 void BM_Bowl_Gradient_Hand(benchmark::State& st) {
@@ -118,12 +123,14 @@ MixtureData& mixture() {
 
 void BM_Mixture_Forward_Hand(benchmark::State& st) {
   auto& d = mixture();
-  for (auto _ : st) benchmark::DoNotOptimize(mixture_bench::forwardHand(d));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(mixture_bench::forwardHand(d));
 }
 void BM_Mixture_Forward_Slope(benchmark::State& st) {
   auto& d = mixture();
   auto args = d.args();
-  for (auto _ : st) benchmark::DoNotOptimize(static_cast<double>(d.f.call(args)));
+  for (auto _ : st)
+    benchmark::DoNotOptimize(static_cast<double>(d.f.call(args)));
 }
 void BM_Mixture_Gradient_Hand(benchmark::State& st) {
   auto& d = mixture();

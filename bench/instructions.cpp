@@ -1,8 +1,8 @@
 // Instruction counts of one call, under callgrind: deterministic where wall-clock time on a
 // shared machine is not. Only the call itself is counted (JIT compilation is not).
 //
-//   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null \
-//       build/bench/slope_instructions WHAT
+//   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null
+//            build/bench/slope_instructions WHAT
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
@@ -25,10 +25,14 @@ int main(int argc, char** argv) {
   auto gargs = p.gradArgs();
   double r = 0;
   CALLGRIND_START_INSTRUMENTATION;
-  if (what == "mixture-forward") r = f.call(args);
-  else if (what == "mixture-gradient") r = g.call(gargs);
-  else if (what == "mixture-forward-hand") r = mixture_bench::forwardHand(p);
-  else if (what == "mixture-gradient-hand") r = mixture_bench::gradientHand(p);
+  if (what == "mixture-forward")
+    r = f.call(args);
+  else if (what == "mixture-gradient")
+    r = g.call(gargs);
+  else if (what == "mixture-forward-hand")
+    r = mixture_bench::forwardHand(p);
+  else if (what == "mixture-gradient-hand")
+    r = mixture_bench::gradientHand(p);
   else {
     CALLGRIND_STOP_INSTRUMENTATION;
     std::fprintf(stderr, "usage: slope_instructions mixture-{forward,gradient}[-hand]\n");

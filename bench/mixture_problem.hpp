@@ -16,7 +16,8 @@ inline std::vector<double> randn(size_t n, uint64_t seed, double scale = 1) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<double> d(0, scale);
   std::vector<double> v(n);
-  for (double& x : v) x = d(rng);
+  for (double& x : v)
+    x = d(rng);
   return v;
 }
 
@@ -48,9 +49,11 @@ struct Problem {
 
 inline double lse(const double* v, int64_t n) {
   double m = -INFINITY;
-  for (int64_t k = 0; k < n; ++k) m = std::max(m, v[k]);
+  for (int64_t k = 0; k < n; ++k)
+    m = std::max(m, v[k]);
   double s = 0;
-  for (int64_t k = 0; k < n; ++k) s += std::exp(v[k] - m);
+  for (int64_t k = 0; k < n; ++k)
+    s += std::exp(v[k] - m);
   return m + std::log(s);
 }
 
@@ -108,7 +111,8 @@ inline double gradientHand(Problem& d) {
     double l = lse(lp.data(), K);
     total += l;
     double* dxi = &d.dx[i * D];
-    for (int64_t j = 0; j < D; ++j) dxi[j] = 0;
+    for (int64_t j = 0; j < D; ++j)
+      dxi[j] = 0;
     for (int64_t k = 0; k < K; ++k) {
       double r = std::exp(lp[k] - l);
       d.da[k] += r;
@@ -122,7 +126,8 @@ inline double gradientHand(Problem& d) {
     }
   }
   double la = lse(d.alphas.data(), K);
-  for (int64_t k = 0; k < K; ++k) d.da[k] -= N * std::exp(d.alphas[k] - la);
+  for (int64_t k = 0; k < K; ++k)
+    d.da[k] -= N * std::exp(d.alphas[k] - la);
   return total - N * la - 0.5 * N * D * kLog2Pi;
 }
 

@@ -26,7 +26,8 @@ double normal(std::mt19937_64& rng) {
 Tensor toF64(const Tensor& t) {
   if (t.dtype() != DType::F32) return t;
   Tensor o(DType::F64, t.shape());
-  for (int64_t i = 0; i < t.numel(); ++i) o.setF(i, t.getF(i));
+  for (int64_t i = 0; i < t.numel(); ++i)
+    o.setF(i, t.getF(i));
   return o;
 }
 
@@ -50,9 +51,12 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
     }
     Tensor x(t.dtype, shape);
     for (int64_t i = 0; i < x.numel(); ++i) {
-      if (isFloat(t.dtype)) x.setF(i, normal(rng));
-      else if (t.dtype == DType::I64) x.setI(i, static_cast<int64_t>(rng() % 3));
-      else x.setI(i, static_cast<int64_t>(rng() & 1));
+      if (isFloat(t.dtype))
+        x.setF(i, normal(rng));
+      else if (t.dtype == DType::I64)
+        x.setI(i, static_cast<int64_t>(rng() % 3));
+      else
+        x.setI(i, static_cast<int64_t>(rng() & 1));
     }
     args.push_back(std::move(x));
   }
@@ -80,14 +84,16 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
     for (const Tensor& r : fwd) {
       if (!isFloat(r.dtype())) continue;
       Tensor w(r.dtype(), r.shape());
-      for (int64_t i = 0; i < w.numel(); ++i) w.setF(i, normal(rng));
+      for (int64_t i = 0; i < w.numel(); ++i)
+        w.setF(i, normal(rng));
       seeds.push_back(w);
       gargs.push_back(w);
     }
   std::vector<Tensor> gout = gradFn(gargs);
 
   std::vector<Tensor> a64;
-  for (const Tensor& a : args) a64.push_back(toF64(a));
+  for (const Tensor& a : args)
+    a64.push_back(toF64(a));
   auto objective = [&](const std::vector<Tensor>& xs) {
     std::vector<Tensor> r = f64Fn(xs);
     if (scalarLoss) return r[0].getF(0);
@@ -95,7 +101,8 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
     size_t k = 0;
     for (const Tensor& t : r) {
       if (!isFloat(t.dtype())) continue;
-      for (int64_t i = 0; i < t.numel(); ++i) s += seeds[k].getF(i) * t.getF(i);
+      for (int64_t i = 0; i < t.numel(); ++i)
+        s += seeds[k].getF(i) * t.getF(i);
       ++k;
     }
     return s;
@@ -125,8 +132,10 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
       double av = ad.getF(i);
       double err = std::fabs(av - fd);
       bool same = (std::isnan(av) && std::isnan(fd)) || av == fd;
-      if (same) err = 0;
-      else if (std::isnan(err)) err = INFINITY;
+      if (same)
+        err = 0;
+      else if (std::isnan(err))
+        err = INFINITY;
       double scale = std::max(std::fabs(av), std::fabs(fd));
       double rel = err == 0 ? 0 : scale > 0 ? err / scale : INFINITY;
       pc.maxAbsErr = std::max(pc.maxAbsErr, err);

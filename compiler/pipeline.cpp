@@ -19,7 +19,8 @@ std::unique_ptr<Program> Program::fromFile(const std::string& path) {
   bool dir = std::filesystem::is_directory(path, ec);
   std::ifstream in(path, std::ios::binary);
   if (!in || dir) {
-    p->ioError_ = path + (dir ? ": is a directory, not a .slope file" : ": cannot open file");
+    p->ioError_ = path; // (built in two steps: GCC 12's -Wrestrict misfires on path + "...")
+    p->ioError_ += dir ? ": is a directory, not a .slope file" : ": cannot open file";
     p->file_ = std::make_unique<SourceFile>(path, "");
     p->diags_ = std::make_unique<DiagSink>(*p->file_);
     return p;
@@ -55,7 +56,8 @@ std::string Program::diagnostics() const {
 
 std::vector<std::string> Program::functionNames() const {
   std::vector<std::string> out;
-  for (const auto& f : module_.functions) out.push_back(f.name);
+  for (const auto& f : module_.functions)
+    out.push_back(f.name);
   return out;
 }
 

@@ -83,7 +83,8 @@ std::string Tensor::typeString() const {
   std::string s = dtypeName(dtype_);
   if (shape_.empty()) return s;
   s += "[";
-  for (size_t i = 0; i < shape_.size(); ++i) s += (i ? ", " : "") + std::to_string(shape_[i]);
+  for (size_t i = 0; i < shape_.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape_[i]);
   return s + "]";
 }
 

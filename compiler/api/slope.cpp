@@ -41,7 +41,8 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
                                                 const std::vector<std::string>& wrtIn) {
   if (!program->hasFunction(name)) {
     std::string names;
-    for (const auto& n : program->functionNames()) names += (names.empty() ? "" : ", ") + n;
+    for (const auto& n : program->functionNames())
+      names += (names.empty() ? "" : ", ") + n;
     throw std::invalid_argument("no function '" + name + "' (the module has: " + names + ")");
   }
   std::string key = name;
@@ -54,7 +55,8 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
       throw std::invalid_argument(e.what());
     }
     key += "|grad";
-    for (const auto& w : wrt) key += "|" + w;
+    for (const auto& w : wrt)
+      key += "|" + w;
   }
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
@@ -67,8 +69,10 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   c->file = &program->diags().file();
   c->sig.name = c->f.name;
   c->sig.param_names = c->f.paramNames;
-  for (const auto& t : c->f.paramTypes) c->sig.param_types.push_back(t.str());
-  for (int y : c->f.body.yields) c->sig.result_types.push_back(c->f.types[y].str());
+  for (const auto& t : c->f.paramTypes)
+    c->sig.param_types.push_back(t.str());
+  for (int y : c->f.body.yields)
+    c->sig.result_types.push_back(c->f.types[y].str());
   c->sig.size_names = c->f.sizeNames();
   if (jit) c->jit = jit->add(c->f);
   cache[key] = c;
@@ -81,7 +85,8 @@ std::string typeString(DType t, const std::vector<int64_t>& shape) {
   std::string s = dtypeName(t);
   if (shape.empty()) return s;
   s += "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
 }
 
@@ -95,11 +100,13 @@ Tensor copyOf(const View& v) {
 std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
                         const std::vector<const View*>& outs) {
   std::vector<ArgShape> shapes;
-  for (const View& v : args) shapes.push_back({v.dtype(), v.shape()});
+  for (const View& v : args)
+    shapes.push_back({v.dtype(), v.shape()});
   auto sizes = bindSizes(c.f, shapes);
   size_t nr = c.f.body.yields.size();
   std::vector<std::vector<int64_t>> rshape;
-  for (size_t r = 0; r < nr; ++r) rshape.push_back(resultShape(c.f, r, sizes));
+  for (size_t r = 0; r < nr; ++r)
+    rshape.push_back(resultShape(c.f, r, sizes));
   for (size_t r = 0; r < nr; ++r) {
     const View* o = r < outs.size() ? outs[r] : nullptr;
     if (!o) continue;
@@ -115,18 +122,23 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   try {
     if (!c.jit) {
       std::vector<Tensor> in;
-      for (const View& v : args) in.push_back(copyOf(v));
+      for (const View& v : args)
+        in.push_back(copyOf(v));
       std::vector<Tensor> res = evaluate(c.f, in);
       for (size_t r = 0; r < nr; ++r) {
         const View* o = r < outs.size() ? outs[r] : nullptr;
-        if (o) std::memcpy(o->data(), res[r].raw(), static_cast<size_t>(res[r].numel()) * dtypeSize(res[r].dtype()));
-        else owned[r] = std::move(res[r]);
+        if (o)
+          std::memcpy(o->data(), res[r].raw(),
+                      static_cast<size_t>(res[r].numel()) * dtypeSize(res[r].dtype()));
+        else
+          owned[r] = std::move(res[r]);
       }
       return owned;
     }
     std::vector<int64_t> sz = sizesArray(c.f, sizes);
     std::vector<void*> argp;
-    for (const View& v : args) argp.push_back(v.data());
+    for (const View& v : args)
+      argp.push_back(v.data());
     std::vector<void*> resp;
     for (size_t r = 0; r < nr; ++r) {
       const View* o = r < outs.size() ? outs[r] : nullptr;
@@ -147,7 +159,8 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
 
 std::vector<View> views(const std::vector<Arg>& args) {
   std::vector<View> v;
-  for (const Arg& a : args) v.push_back(a.view());
+  for (const Arg& a : args)
+    v.push_back(a.view());
   return v;
 }
 
@@ -181,12 +194,17 @@ void Function::call_into(const std::vector<Arg>& args, const std::vector<View>& 
     throw CallError("'" + c_->sig.name + "' has " + std::to_string(c_->f.body.yields.size()) +
                     " results, got " + std::to_string(results.size()) + " views");
   std::vector<const View*> outs;
-  for (const View& v : results) outs.push_back(&v);
+  for (const View& v : results)
+    outs.push_back(&v);
   detail::run(*c_, detail::views(args), outs);
 }
 
-slope_fn Function::raw() const { return c_->jit ? c_->jit->fn : nullptr; }
-const Signature& Function::signature() const { return c_->sig; }
+slope_fn Function::raw() const {
+  return c_->jit ? c_->jit->fn : nullptr;
+}
+const Signature& Function::signature() const {
+  return c_->sig;
+}
 
 double Gradient::call(const std::vector<Arg>& all) const {
   size_t np = c_->f.params.size(), ng = wrt_.size();
@@ -194,11 +212,14 @@ double Gradient::call(const std::vector<Arg>& all) const {
     throw CallError("'" + c_->sig.name + "' takes " + std::to_string(np) + " arguments and " +
                     std::to_string(ng) + " gradient views, got " + std::to_string(all.size()));
   std::vector<View> args;
-  for (size_t k = 0; k < np; ++k) args.push_back(all[k].view());
+  for (size_t k = 0; k < np; ++k)
+    args.push_back(all[k].view());
   std::vector<View> grads;
-  for (size_t k = 0; k < ng; ++k) grads.push_back(all[np + k].view());
+  for (size_t k = 0; k < ng; ++k)
+    grads.push_back(all[np + k].view());
   std::vector<const View*> outs(c_->valueResults, nullptr);
-  for (const View& g : grads) outs.push_back(&g);
+  for (const View& g : grads)
+    outs.push_back(&g);
   std::vector<Tensor> r = detail::run(*c_, args, outs);
   if (c_->valueResults == 1 && r[0].rank() == 0 && isFloat(r[0].dtype())) return r[0].getF(0);
   return std::nan("");
@@ -213,9 +234,15 @@ GradientResult Gradient::evaluate(const std::vector<Arg>& args) const {
   return out;
 }
 
-const std::vector<std::string>& Gradient::wrt() const { return wrt_; }
-slope_fn Gradient::raw() const { return c_->jit ? c_->jit->fn : nullptr; }
-const Signature& Gradient::signature() const { return c_->sig; }
+const std::vector<std::string>& Gradient::wrt() const {
+  return wrt_;
+}
+slope_fn Gradient::raw() const {
+  return c_->jit ? c_->jit->fn : nullptr;
+}
+const Signature& Gradient::signature() const {
+  return c_->sig;
+}
 
 Function Module::function(const std::string& name) const {
   Function f;
@@ -230,7 +257,9 @@ Gradient Module::gradient(const std::string& name, const std::vector<std::string
   return g;
 }
 
-std::vector<std::string> Module::function_names() const { return impl_->program->functionNames(); }
+std::vector<std::string> Module::function_names() const {
+  return impl_->program->functionNames();
+}
 
 namespace {
 
@@ -254,7 +283,8 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
   auto impl = std::make_shared<detail::ModuleImpl>();
   impl->program = std::move(p);
   impl->options = options;
-  if (!options.interpret) impl->jit = std::make_unique<codegen::Jit>(codegen::JitOptions{options.opt_level});
+  if (!options.interpret)
+    impl->jit = std::make_unique<codegen::Jit>(codegen::JitOptions{options.opt_level});
   return impl;
 }
 
@@ -278,13 +308,16 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   if (!p.hasFunction(name)) throw std::invalid_argument("no function '" + name + "'");
   ir::Function f = p.forward(name);
   std::vector<Tensor> in;
-  for (const Arg& a : args) in.push_back(detail::copyOf(a.view()));
+  for (const Arg& a : args)
+    in.push_back(detail::copyOf(a.view()));
   GradCheckOptions o;
   if (rtol >= 0) o.rtol = rtol;
   if (atol >= 0) o.atol = atol;
   std::unique_ptr<Runner> runner;
-  if (m.impl_->options.interpret) runner = std::make_unique<InterpRunner>();
-  else runner = std::make_unique<JitRunner>(codegen::JitOptions{m.impl_->options.opt_level});
+  if (m.impl_->options.interpret)
+    runner = std::make_unique<InterpRunner>();
+  else
+    runner = std::make_unique<JitRunner>(codegen::JitOptions{m.impl_->options.opt_level});
   GradCheckResult r;
   try {
     r = checkGradient(f, in, o, runner.get());

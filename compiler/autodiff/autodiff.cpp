@@ -40,7 +40,9 @@ private:
     std::vector<int> savedPrimal;
   };
 
-  int primal(int v) const { return v < static_cast<int>(primal_.size()) && primal_[v] >= 0 ? primal_[v] : v; }
+  int primal(int v) const {
+    return v < static_cast<int>(primal_.size()) && primal_[v] >= 0 ? primal_[v] : v;
+  }
   bool active(int v) const { return v < static_cast<int>(active_.size()) && active_[v]; }
 
   void analyze(const Block& b);
@@ -79,9 +81,7 @@ private:
     });
   }
 
-  void pushScope(const Block* fwd) {
-    scopes_.push_back(Scope{fwd, {}, {}, primal_});
-  }
+  void pushScope(const Block* fwd) { scopes_.push_back(Scope{fwd, {}, {}, primal_}); }
   /// Closes a scope: its accumulators are zeroed at `mark` in the current block, after the
   /// recomputed primal values and before any adjoint code.
   void popScope(size_t mark) {
@@ -99,14 +99,17 @@ private:
       auto tape = tape_.find(in.result);
       if (tape != tape_.end()) {
         std::vector<int> idx;
-        for (int a : tape->second.indices) idx.push_back(primal(a));
+        for (int a : tape->second.indices)
+          idx.push_back(primal(a));
         primal_[in.result] = b_.load(tape->second.buffer, idx, "", {}, /*checked=*/true);
         continue;
       }
       Instr c = in;
       c.regions.clear();
-      for (int& a : c.args) a = primal(a);
-      for (const Block& r : in.regions) c.regions.push_back(ir::cloneBlock(out_, r, primal_));
+      for (int& a : c.args)
+        a = primal(a);
+      for (const Block& r : in.regions)
+        c.regions.push_back(ir::cloneBlock(out_, r, primal_));
       if (in.result >= 0) {
         c.result = out_.newValue(src_.types[in.result]);
         if (static_cast<int>(primal_.size()) <= in.result) primal_.resize(in.result + 1, -1);
@@ -116,7 +119,8 @@ private:
     }
   }
   void mapArgs(const Block& fb, const std::vector<int>& idx) {
-    for (size_t k = 0; k < fb.args.size(); ++k) primal_[fb.args[k]] = idx[k];
+    for (size_t k = 0; k < fb.args.size(); ++k)
+      primal_[fb.args[k]] = idx[k];
   }
   /// Reverses a region body in the current block, seeding its yield with `seed`.
   void reverseBody(const Block& fb, const std::vector<int>& idx, const std::function<int()>& seed) {
@@ -149,7 +153,8 @@ private:
   void tapeNestedReductions();
 
   void reverseBlock(const Block& fb) {
-    for (auto it = fb.body.rbegin(); it != fb.body.rend(); ++it) reverseInstr(*it);
+    for (auto it = fb.body.rbegin(); it != fb.body.rend(); ++it)
+      reverseInstr(*it);
   }
   void reverseInstr(const Instr& in);
   void structural(const Instr& in, int buf);
@@ -173,9 +178,11 @@ private:
 };
 
 void Reverse::analyze(const Block& b) {
-  for (int a : b.args) defBlock_[a] = &b;
+  for (int a : b.args)
+    defBlock_[a] = &b;
   for (const Instr& in : b.body) {
-    for (const Block& r : in.regions) analyze(r);
+    for (const Block& r : in.regions)
+      analyze(r);
     if (in.result < 0) continue;
     defBlock_[in.result] = &b;
     defInstr_[in.result] = &in;
@@ -184,14 +191,19 @@ void Reverse::analyze(const Block& b) {
     switch (ir::opKind(in.op)) {
     case ir::OpKind::Region:
       for (const Block& r : in.regions)
-        for (int y : r.yields) act = act || active(y);
+        for (int y : r.yields)
+          act = act || active(y);
       break;
     case ir::OpKind::Memory:
-      if (in.op == Op::Load) act = active(in.args[0]);
-      else for (int a : in.args) act = act || active(a);
+      if (in.op == Op::Load)
+        act = active(in.args[0]);
+      else
+        for (int a : in.args)
+          act = act || active(a);
       break;
     default:
-      for (int a : in.args) act = act || active(a);
+      for (int a : in.args)
+        act = act || active(a);
     }
     active_[in.result] = act;
   }
@@ -206,7 +218,8 @@ void Reverse::analyze(const Block& b) {
 void Reverse::tapeNestedReductions() {
   std::vector<Instr> body;
   for (Instr& outer : out_.body.body) {
-    bool loop = ir::opKind(outer.op) == ir::OpKind::Region && outer.op != Op::If && outer.op != Op::For;
+    bool loop =
+        ir::opKind(outer.op) == ir::OpKind::Region && outer.op != Op::If && outer.op != Op::For;
     if (loop) {
       Block& r = outer.regions[0];
       std::vector<Instr> inner;
@@ -251,7 +264,8 @@ void Reverse::reverseInstr(const Instr& in) {
   case RuleKind::ZeroDerivative: return;
   case RuleKind::NotDifferentiable:
     // An op with a float result and no rule must not pass for one with derivative zero.
-    throw GradError(std::string("'") + ir::opName(in.op) + "' cannot be differentiated (" + r.math + ")");
+    throw GradError(std::string("'") + ir::opName(in.op) + "' cannot be differentiated (" + r.math +
+                    ")");
   case RuleKind::Structural: structural(in, buf); return;
   }
 }
@@ -264,7 +278,8 @@ void Reverse::structural(const Instr& in, int buf) {
     // Gather -> scatter-add.
     if (!active(in.args[0])) return;
     std::vector<int> idx;
-    for (size_t k = 1; k < in.args.size(); ++k) idx.push_back(primal(in.args[k]));
+    for (size_t k = 1; k < in.args.size(); ++k)
+      idx.push_back(primal(in.args[k]));
     int g = b_.load(buf, {});
     Instr add;
     add.op = Op::BufAdd;
@@ -278,7 +293,8 @@ void Reverse::structural(const Instr& in, int buf) {
   }
   case Op::Stack: {
     std::vector<int64_t> shape;
-    for (const Poly& p : t.shape) shape.push_back(*p.constValue());
+    for (const Poly& p : t.shape)
+      shape.push_back(*p.constValue());
     for (size_t k = 0; k < in.args.size(); ++k) {
       if (!active(in.args[k])) continue;
       std::vector<int> idx(shape.size());
@@ -370,9 +386,12 @@ void Reverse::structural(const Instr& in, int buf) {
     });
     auto rev = [&] { reverseBody(body, unflatten(at, in.extents), [&] { return g; }); };
     bool nonEmpty = true;
-    for (const Poly& p : in.extents) nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();
-    if (nonEmpty) rev();
-    else b_.ifEffect(b_.binary(Op::Ge, at, b_.constInt(0)), rev, [] {});
+    for (const Poly& p : in.extents)
+      nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();
+    if (nonEmpty)
+      rev();
+    else
+      b_.ifEffect(b_.binary(Op::Ge, at, b_.constInt(0)), rev, [] {});
     return;
   }
   case Op::If: {
@@ -382,12 +401,15 @@ void Reverse::structural(const Instr& in, int buf) {
       emitClone(blk);
       size_t mark = b_.current().body.size();
       int y = blk.yields[0];
-      if (t.rank() == 0) accumulate(y, b_.load(buf, {}));
-      else accumulateTensor(y, buf);
+      if (t.rank() == 0)
+        accumulate(y, b_.load(buf, {}));
+      else
+        accumulateTensor(y, buf);
       reverseBlock(blk);
       popScope(mark);
     };
-    b_.ifEffect(c, [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
+    b_.ifEffect(
+        c, [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
     return;
   }
   default:
@@ -416,7 +438,8 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
   std::vector<int> floatResults;
   for (int r : results)
     if (isFloat(src_.types[r].dtype)) floatResults.push_back(r);
-  bool scalarLoss = results.size() == 1 && floatResults.size() == 1 && src_.types[results[0]].rank() == 0;
+  bool scalarLoss =
+      results.size() == 1 && floatResults.size() == 1 && src_.types[results[0]].rank() == 0;
   out_.name = src_.name + (scalarLoss ? "_grad" : "_vjp");
 
   // Cotangent parameters (after the forward parameters).
@@ -443,17 +466,21 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
   for (size_t k = 0; k < floatResults.size(); ++k) {
     int r = floatResults[k];
     int s = scalarLoss ? one : seeds[k];
-    if (src_.types[r].rank() == 0) accumulate(r, s);
-    else accumulateTensor(r, s);
+    if (src_.types[r].rank() == 0)
+      accumulate(r, s);
+    else
+      accumulateTensor(r, s);
   }
   reverseBlock(src_.body);
   std::vector<int> grads;
-  for (int p : wrtIds) grads.push_back(getAdj(p));
+  for (int p : wrtIds)
+    grads.push_back(getAdj(p));
   Scope top = std::move(scopes_.back());
   scopes_.pop_back();
   out_.body.body.insert(out_.body.body.begin() + static_cast<long>(mark), top.prologue.begin(),
                         top.prologue.end());
-  for (int gid : grads) out_.body.yields.push_back(gid);
+  for (int gid : grads)
+    out_.body.yields.push_back(gid);
   return std::move(out_);
 }
 
@@ -482,7 +509,8 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
   std::vector<std::string> ordered;
   for (const auto& n : f.paramNames)
     for (const auto& w : out)
-      if (n == w && std::find(ordered.begin(), ordered.end(), n) == ordered.end()) ordered.push_back(n);
+      if (n == w && std::find(ordered.begin(), ordered.end(), n) == ordered.end())
+        ordered.push_back(n);
   return ordered;
 }
 

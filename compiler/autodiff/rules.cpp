@@ -24,7 +24,10 @@ struct E {
   int zeroIf(int cond, int v) { return b.select(cond, k(0), v); }
 };
 
-void dNeg(RuleCtx& c) { E e(c); c.acc(0, e.neg(c.g())); }
+void dNeg(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.neg(c.g()));
+}
 // Unary rules run only when their operand is active (the pass skips inactive results), so
 // they need no needs() test; binary rules compute only the partials that are wanted.
 void dCast(RuleCtx& c) {
@@ -33,15 +36,42 @@ void dCast(RuleCtx& c) {
   DType from = b.type(c.x(0)).dtype;
   if (isFloat(from)) c.acc(0, b.cast(c.g(), from));
 }
-void dExp(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), c.y())); }
-void dLog(RuleCtx& c) { E e(c); c.acc(0, e.div(c.g(), c.x(0))); }
-void dLog1p(RuleCtx& c) { E e(c); c.acc(0, e.div(c.g(), e.add(e.k(1), c.x(0)))); }
-void dExpm1(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.add(c.y(), e.k(1)))); }
-void dSqrt(RuleCtx& c) { E e(c); c.acc(0, e.div(c.g(), e.mul(e.k(2), c.y()))); }
-void dAbs(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Sign, c.x(0)))); }
-void dSin(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Cos, c.x(0)))); }
-void dCos(RuleCtx& c) { E e(c); c.acc(0, e.neg(e.mul(c.g(), e.un(Op::Sin, c.x(0))))); }
-void dTan(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.add(e.k(1), e.sq(c.y())))); }
+void dExp(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), c.y()));
+}
+void dLog(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.div(c.g(), c.x(0)));
+}
+void dLog1p(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.div(c.g(), e.add(e.k(1), c.x(0))));
+}
+void dExpm1(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.add(c.y(), e.k(1))));
+}
+void dSqrt(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.div(c.g(), e.mul(e.k(2), c.y())));
+}
+void dAbs(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Sign, c.x(0))));
+}
+void dSin(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Cos, c.x(0))));
+}
+void dCos(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.neg(e.mul(c.g(), e.un(Op::Sin, c.x(0)))));
+}
+void dTan(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.add(e.k(1), e.sq(c.y()))));
+}
 void dAsin(RuleCtx& c) {
   E e(c);
   c.acc(0, e.div(c.g(), e.un(Op::Sqrt, e.sub(e.k(1), e.sq(c.x(0))))));
@@ -50,10 +80,22 @@ void dAcos(RuleCtx& c) {
   E e(c);
   c.acc(0, e.neg(e.div(c.g(), e.un(Op::Sqrt, e.sub(e.k(1), e.sq(c.x(0)))))));
 }
-void dAtan(RuleCtx& c) { E e(c); c.acc(0, e.div(c.g(), e.add(e.k(1), e.sq(c.x(0))))); }
-void dSinh(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Cosh, c.x(0)))); }
-void dCosh(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Sinh, c.x(0)))); }
-void dTanh(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.sub(e.k(1), e.sq(c.y())))); }
+void dAtan(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.div(c.g(), e.add(e.k(1), e.sq(c.x(0)))));
+}
+void dSinh(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Cosh, c.x(0))));
+}
+void dCosh(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Sinh, c.x(0))));
+}
+void dTanh(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.sub(e.k(1), e.sq(c.y()))));
+}
 void dSigmoid(RuleCtx& c) {
   E e(c);
   c.acc(0, e.mul(c.g(), e.mul(c.y(), e.sub(e.k(1), c.y()))));
@@ -63,14 +105,20 @@ void dRelu(RuleCtx& c) {
   int pos = c.b().binary(Op::Gt, c.x(0), e.k(0));
   c.acc(0, c.b().select(pos, c.g(), e.k(0)));
 }
-void dSoftplus(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Sigmoid, c.x(0)))); }
+void dSoftplus(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Sigmoid, c.x(0))));
+}
 void dErf(RuleCtx& c) {
   E e(c);
   int x = c.x(0);
   int gauss = e.un(Op::Exp, e.neg(e.sq(x)));
   c.acc(0, e.mul(c.g(), e.mul(e.k(1.1283791670955126), gauss))); // 2/sqrt(pi)
 }
-void dLgamma(RuleCtx& c) { E e(c); c.acc(0, e.mul(c.g(), e.un(Op::Digamma, c.x(0)))); }
+void dLgamma(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Digamma, c.x(0))));
+}
 
 void dAdd(RuleCtx& c) {
   c.acc(0, c.g());
@@ -151,9 +199,15 @@ void dSelect(RuleCtx& c) {
 constexpr Rule formula(void (*fn)(RuleCtx&), const char* math) {
   return {RuleKind::Formula, fn, math};
 }
-constexpr Rule zero(const char* why) { return {RuleKind::ZeroDerivative, nullptr, why}; }
-constexpr Rule none(const char* why) { return {RuleKind::NotDifferentiable, nullptr, why}; }
-constexpr Rule structural(const char* math) { return {RuleKind::Structural, nullptr, math}; }
+constexpr Rule zero(const char* why) {
+  return {RuleKind::ZeroDerivative, nullptr, why};
+}
+constexpr Rule none(const char* why) {
+  return {RuleKind::NotDifferentiable, nullptr, why};
+}
+constexpr Rule structural(const char* math) {
+  return {RuleKind::Structural, nullptr, math};
+}
 
 Rule entry(Op op) {
   switch (op) {
@@ -197,9 +251,14 @@ Rule entry(Op op) {
   case Op::Atan2: return formula(dAtan2, "dy = g x / (x^2 + y^2), dx = -g y / (x^2 + y^2)");
   case Op::Min: return formula(dMinMax, "g to the smaller operand, the first on a tie");
   case Op::Max: return formula(dMinMax, "g to the larger operand, the first on a tie");
-  case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge: case Op::Eq: case Op::Ne:
-    return none("comparison: bool result");
-  case Op::And: case Op::Or: return none("bool");
+  case Op::Lt:
+  case Op::Le:
+  case Op::Gt:
+  case Op::Ge:
+  case Op::Eq:
+  case Op::Ne: return none("comparison: bool result");
+  case Op::And:
+  case Op::Or: return none("bool");
   case Op::Select: return formula(dSelect, "da = g where c, db = g where !c");
   case Op::Load: return structural("gather -> scatter-add: dT[i...] += g");
   case Op::Stack: return structural("dx_k = dT[k]");
@@ -225,7 +284,8 @@ Rule entry(Op op) {
 const Rule& ruleFor(ir::Op op) {
   static const auto table = [] {
     std::array<Rule, ir::kNumOps> t{};
-    for (int i = 0; i < ir::kNumOps; ++i) t[i] = entry(static_cast<Op>(i));
+    for (int i = 0; i < ir::kNumOps; ++i)
+      t[i] = entry(static_cast<Op>(i));
     return t;
   }();
   return table[static_cast<int>(op)];

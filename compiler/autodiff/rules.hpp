@@ -17,19 +17,19 @@ public:
   virtual ~RuleCtx() = default;
   virtual ir::Builder& b() = 0;
   virtual const ir::Instr& instr() = 0;
-  virtual int x(int k) = 0;          // primal of operand k, usable here
-  virtual int y() = 0;               // primal of the result
-  virtual int g() = 0;               // adjoint of the (scalar) result
-  virtual void acc(int k, int v) = 0; // adjoint of operand k += v (ignored if inactive)
+  virtual int x(int k) = 0;                // primal of operand k, usable here
+  virtual int y() = 0;                     // primal of the result
+  virtual int g() = 0;                     // adjoint of the (scalar) result
+  virtual void acc(int k, int v) = 0;      // adjoint of operand k += v (ignored if inactive)
   virtual const ir::Instr* def(int k) = 0; // the forward instruction defining operand k
-  virtual bool needs(int k) = 0;     // operand k is active (its adjoint is wanted)
+  virtual bool needs(int k) = 0;           // operand k is active (its adjoint is wanted)
 };
 
 enum class RuleKind {
-  Formula,          // fn computes the operands' adjoints
-  ZeroDerivative,   // piecewise constant: no contribution
-  NotDifferentiable,// integer/bool results, or made only by autodiff itself
-  Structural,       // handled by the pass (regions, loads, stacks, leaves)
+  Formula,           // fn computes the operands' adjoints
+  ZeroDerivative,    // piecewise constant: no contribution
+  NotDifferentiable, // integer/bool results, or made only by autodiff itself
+  Structural,        // handled by the pass (regions, loads, stacks, leaves)
 };
 
 struct Rule {

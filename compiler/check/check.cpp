@@ -23,15 +23,16 @@ struct TInfo {
   DType dtype = DType::F64;
   std::vector<Poly> shape;
   bool weak = false;
-  bool error = false;          // already reported: stay quiet about follow-up problems
-  std::vector<TInfo> tuple;    // non-empty for a tuple
+  bool error = false;       // already reported: stay quiet about follow-up problems
+  std::vector<TInfo> tuple; // non-empty for a tuple
   int rank() const { return static_cast<int>(shape.size()); }
   bool isTuple() const { return !tuple.empty(); }
   ir::Type ir() const { return {dtype, shape}; }
   std::string str() const {
     if (isTuple()) {
       std::string s = "(";
-      for (size_t i = 0; i < tuple.size(); ++i) s += (i ? ", " : "") + tuple[i].str();
+      for (size_t i = 0; i < tuple.size(); ++i)
+        s += (i ? ", " : "") + tuple[i].str();
       return s + ")";
     }
     return ir().str();
@@ -51,7 +52,9 @@ TInfo scalarT(DType d, bool weak = false) {
   return t;
 }
 
-bool isNumeric(DType d) { return d != DType::Bool; }
+bool isNumeric(DType d) {
+  return d != DType::Bool;
+}
 
 /// A name in scope.
 struct Sym {
@@ -79,14 +82,14 @@ struct Affine {
 
 const std::map<std::string, Op>& unaryFunctions() {
   static const std::map<std::string, Op> m = {
-      {"exp", Op::Exp},       {"log", Op::Log},         {"log1p", Op::Log1p},
-      {"expm1", Op::Expm1},   {"sqrt", Op::Sqrt},       {"abs", Op::Abs},
-      {"sin", Op::Sin},       {"cos", Op::Cos},         {"tan", Op::Tan},
-      {"asin", Op::Asin},     {"acos", Op::Acos},       {"atan", Op::Atan},
-      {"sinh", Op::Sinh},     {"cosh", Op::Cosh},       {"tanh", Op::Tanh},
+      {"exp", Op::Exp},         {"log", Op::Log},       {"log1p", Op::Log1p},
+      {"expm1", Op::Expm1},     {"sqrt", Op::Sqrt},     {"abs", Op::Abs},
+      {"sin", Op::Sin},         {"cos", Op::Cos},       {"tan", Op::Tan},
+      {"asin", Op::Asin},       {"acos", Op::Acos},     {"atan", Op::Atan},
+      {"sinh", Op::Sinh},       {"cosh", Op::Cosh},     {"tanh", Op::Tanh},
       {"sigmoid", Op::Sigmoid}, {"relu", Op::Relu},     {"softplus", Op::Softplus},
-      {"erf", Op::Erf},       {"lgamma", Op::Lgamma},   {"floor", Op::Floor},
-      {"ceil", Op::Ceil},     {"sign", Op::Sign},           {"digamma", Op::Digamma}};
+      {"erf", Op::Erf},         {"lgamma", Op::Lgamma}, {"floor", Op::Floor},
+      {"ceil", Op::Ceil},       {"sign", Op::Sign},     {"digamma", Op::Digamma}};
   return m;
 }
 
@@ -98,7 +101,9 @@ const std::map<std::string, Op>& reductions() {
   return m;
 }
 
-bool keepsIntegers(Op op) { return op == Op::Abs || op == Op::Sign; }
+bool keepsIntegers(Op op) {
+  return op == Op::Abs || op == Op::Sign;
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -115,10 +120,13 @@ class Lowerer {
 public:
   /// checkOnly: calls are typed from the callee's signature instead of inlined, since every
   /// function is checked on its own anyway; this keeps checking a file linear in its size.
-  Lowerer(const ast::Module& m, DiagSink& d, bool checkOnly) : mod_(m), diags_(d), checkOnly_(checkOnly) {
+  Lowerer(const ast::Module& m, DiagSink& d, bool checkOnly)
+      : mod_(m), diags_(d), checkOnly_(checkOnly) {
     for (const auto& f : m.functions) {
-      if (fns_.count(f.name)) diags_.error(f.nameRange, "function '" + f.name + "' is defined twice");
-      else fns_[f.name] = &f;
+      if (fns_.count(f.name))
+        diags_.error(f.nameRange, "function '" + f.name + "' is defined twice");
+      else
+        fns_[f.name] = &f;
     }
     findRecursion();
   }
@@ -177,8 +185,7 @@ private:
   int emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w);
   int emitCall(const Expr& e, const std::vector<Ix>& idx, DType w);
   int emitReduce(Op op, bool mean, const std::vector<Poly>& extents,
-                 const std::function<int(const std::vector<int>&)>& body, DType w,
-                 SrcRange loc);
+                 const std::function<int(const std::vector<int>&)>& body, DType w, SrcRange loc);
   int loadSym(const Sym& s, const std::vector<Ix>& idx, SrcRange loc);
   Sym materialize(const Expr& e);
   Sym materializeComp(const std::vector<Poly>& shape, DType d,
@@ -198,7 +205,7 @@ private:
   std::vector<std::unique_ptr<Inst>> stack_;
   std::unique_ptr<ir::Builder> b_;
   ir::Function* f_ = nullptr;
-  std::map<PreKey, Sym> pre_; // values computed ahead of a region (hoisted out of it)
+  std::map<PreKey, Sym> pre_;     // values computed ahead of a region (hoisted out of it)
   std::map<PreKey, bool> proven_; // subscripts proven in range at compile time
   int nextInst_ = 0;
   int nextIndex_ = 0;
@@ -213,20 +220,24 @@ void collectCalls(const ast::Block& b, std::vector<const Expr*>& out);
 void collectCalls(const Expr* e, std::vector<const Expr*>& out) {
   if (!e) return;
   if (e->kind == ExprKind::Call) out.push_back(e);
-  for (const auto& a : e->args) collectCalls(a.get(), out);
+  for (const auto& a : e->args)
+    collectCalls(a.get(), out);
   collectCalls(e->base.get(), out);
   collectCalls(e->cond.get(), out);
   if (e->thenBlock) collectCalls(*e->thenBlock, out);
   if (e->elseBlock) collectCalls(*e->elseBlock, out);
-  for (const auto& d : e->indices) collectCalls(d.extent.get(), out);
+  for (const auto& d : e->indices)
+    collectCalls(d.extent.get(), out);
 }
 void collectCalls(const ast::Block& b, std::vector<const Expr*>& out) {
   for (const auto& s : b.stmts) {
     collectCalls(s.value.get(), out);
     collectCalls(s.lo.get(), out);
     collectCalls(s.hi.get(), out);
-    for (const auto& x : s.subscripts) collectCalls(x.get(), out);
-    for (const auto& d : s.indices) collectCalls(d.extent.get(), out);
+    for (const auto& x : s.subscripts)
+      collectCalls(x.get(), out);
+    for (const auto& d : s.indices)
+      collectCalls(d.extent.get(), out);
     if (s.body) collectCalls(*s.body, out);
   }
   collectCalls(b.result.get(), out);
@@ -275,9 +286,12 @@ std::optional<Poly> Lowerer::extentOf(const Expr& e) {
   case ExprKind::Name: {
     const Sym* s = lookup(e.name);
     if (s && s->kind == Sym::Size) return s->poly;
-    if (!s) error(e.range, "unknown size '" + e.name + "'");
-    else error(e.range, "'" + e.name + "' is not a size: an extent is built from sizes, integer "
-                        "literals and + - *");
+    if (!s)
+      error(e.range, "unknown size '" + e.name + "'");
+    else
+      error(e.range, "'" + e.name +
+                         "' is not a size: an extent is built from sizes, integer "
+                         "literals and + - *");
     return std::nullopt;
   }
   case ExprKind::Binary: {
@@ -313,10 +327,14 @@ std::optional<TInfo> Lowerer::typeFromAst(const ast::TypeExpr& t, bool paramType
     return out;
   }
   TInfo out;
-  if (t.dtype == "f64") out.dtype = DType::F64;
-  else if (t.dtype == "f32") out.dtype = DType::F32;
-  else if (t.dtype == "i64") out.dtype = DType::I64;
-  else if (t.dtype == "bool") out.dtype = DType::Bool;
+  if (t.dtype == "f64")
+    out.dtype = DType::F64;
+  else if (t.dtype == "f32")
+    out.dtype = DType::F32;
+  else if (t.dtype == "i64")
+    out.dtype = DType::I64;
+  else if (t.dtype == "bool")
+    out.dtype = DType::Bool;
   else {
     error(t.range, "unknown type '" + t.dtype + "' (expected f64, f32, i64 or bool)");
     return std::nullopt;
@@ -343,8 +361,8 @@ std::optional<TInfo> Lowerer::typeFromAst(const ast::TypeExpr& t, bool paramType
     }
     // Result types and zeros/ones: sizes bound by parameters, literals, + - *.
     if (sizes) {
-      std::function<std::optional<Poly>(const Expr&)> ev = [&](const Expr& x)
-          -> std::optional<Poly> {
+      std::function<std::optional<Poly>(const Expr&)> ev =
+          [&](const Expr& x) -> std::optional<Poly> {
         if (x.kind == ExprKind::Number && x.isInt) return Poly(x.ival);
         if (x.kind == ExprKind::Name) {
           auto it = sizes->find(x.name);
@@ -397,8 +415,10 @@ bool Lowerer::unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& 
   bool fa = isFloat(a.dtype), fb = isFloat(b.dtype);
   if (fa && fb) {
     // f32 with f64: only a literal may adapt.
-    if (a.weak) out.dtype = b.dtype, out.weak = b.weak;
-    else if (b.weak) out.dtype = a.dtype, out.weak = false;
+    if (a.weak)
+      out.dtype = b.dtype, out.weak = b.weak;
+    else if (b.weak)
+      out.dtype = a.dtype, out.weak = false;
     else {
       if (!quiet)
         error(where, "cannot mix f32 and f64 (" + a.str() + " and " + b.str() +
@@ -441,8 +461,10 @@ TInfo Lowerer::computeType(const Expr& e) {
   case ExprKind::Name: {
     const Sym* s = lookup(e.name);
     if (!s) {
-      if (fns_.count(e.name)) error(e.range, "'" + e.name + "' is a function; call it as " + e.name + "(...)");
-      else error(e.range, "unknown name '" + e.name + "'");
+      if (fns_.count(e.name))
+        error(e.range, "'" + e.name + "' is a function; call it as " + e.name + "(...)");
+      else
+        error(e.range, "unknown name '" + e.name + "'");
       return errorType();
     }
     if (s->kind != Sym::Val) return scalarT(DType::I64);
@@ -514,8 +536,10 @@ TInfo Lowerer::computeType(const Expr& e) {
         return errorType();
       }
       TInfo t;
-      if (b.dtype == DType::I64) t = a; // x^n keeps x's type
-      else if (!unifyArith(a, b, e.range, t)) return errorType();
+      if (b.dtype == DType::I64)
+        t = a; // x^n keeps x's type
+      else if (!unifyArith(a, b, e.range, t))
+        return errorType();
       if (!broadcast({&a, &b}, e.range, t.shape)) return errorType();
       return t;
     }
@@ -548,8 +572,8 @@ TInfo Lowerer::computeType(const Expr& e) {
       return errorType();
     }
     if (static_cast<int>(e.args.size()) > base.rank()) {
-      error(e.range, "too many subscripts: " + std::to_string(e.args.size()) + " for " +
-                         base.str());
+      error(e.range,
+            "too many subscripts: " + std::to_string(e.args.size()) + " for " + base.str());
       return errorType();
     }
     bool ok = true;
@@ -584,8 +608,8 @@ TInfo Lowerer::computeType(const Expr& e) {
       if (o.error) return o;
       TInfo u;
       if (o.shape != el.shape) {
-        error(e.args[k]->range, "tensor literal elements differ in shape: " + el.str() + " and " +
-                                    o.str());
+        error(e.args[k]->range,
+              "tensor literal elements differ in shape: " + el.str() + " and " + o.str());
         return errorType();
       }
       if (!unifyArith(el, o, e.args[k]->range, u)) return errorType();
@@ -766,8 +790,10 @@ TInfo Lowerer::typeCall(const Expr& e) {
       error(e.range, "'" + n + "' needs numbers, got " + (*ts)[0].str() + " and " + (*ts)[1].str());
       return errorType();
     }
-    if (n == "pow" && (*ts)[1].dtype == DType::I64) u = (*ts)[0];
-    else if (!unifyArith((*ts)[0], (*ts)[1], e.range, u)) return errorType();
+    if (n == "pow" && (*ts)[1].dtype == DType::I64)
+      u = (*ts)[0];
+    else if (!unifyArith((*ts)[0], (*ts)[1], e.range, u))
+      return errorType();
     if ((n == "pow" || n == "atan2") && u.dtype == DType::I64) u.dtype = DType::F64;
     if (!broadcast({&(*ts)[0], &(*ts)[1]}, e.range, u.shape)) return errorType();
     return u;
@@ -847,17 +873,15 @@ TInfo Lowerer::typeUserCall(const Expr& e, const ast::Function& callee,
     if (!p) return errorType(); // reported where the callee is checked
     std::string want = p->str();
     if (a.isTuple() || p->isTuple() || a.rank() != p->rank()) {
-      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name +
-                                  "' (" + callee.params[k].name + ") must be " + want + ", got " +
-                                  a.str());
+      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name + "' (" +
+                                  callee.params[k].name + ") must be " + want + ", got " + a.str());
       return errorType();
     }
     bool dtypeOk = a.dtype == p->dtype || (a.weak && isFloat(p->dtype)) ||
                    (a.rank() == 0 && a.dtype == DType::I64 && isFloat(p->dtype));
     if (!dtypeOk) {
-      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name +
-                                  "' (" + callee.params[k].name + ") must be " + want + ", got " +
-                                  a.str());
+      error(e.args[k]->range, "argument " + std::to_string(k + 1) + " of '" + callee.name + "' (" +
+                                  callee.params[k].name + ") must be " + want + ", got " + a.str());
       return errorType();
     }
     for (int d = 0; d < a.rank(); ++d) {
@@ -873,7 +897,8 @@ TInfo Lowerer::typeUserCall(const Expr& e, const ast::Function& callee,
       }
       std::string sz = pd.names()[0];
       auto it = bindings.find(sz);
-      if (it == bindings.end()) bindings[sz] = a.shape[d];
+      if (it == bindings.end())
+        bindings[sz] = a.shape[d];
       else if (it->second != a.shape[d]) {
         error(e.args[k]->range, "size '" + sz + "' of '" + callee.name + "' is " +
                                     it->second.str() + " from an earlier argument but " +
@@ -884,7 +909,8 @@ TInfo Lowerer::typeUserCall(const Expr& e, const ast::Function& callee,
   }
   // Result type in the caller's terms.
   std::map<std::string, Poly> sizes;
-  for (const auto& [k, v] : bindings) sizes[k] = v;
+  for (const auto& [k, v] : bindings)
+    sizes[k] = v;
   // Sizes of the callee that no tensor argument binds cannot occur: every size name comes
   // from a parameter type.
   auto r = typeFromAst(callee.result, false, &sizes);
@@ -905,12 +931,16 @@ bool Lowerer::declareIndices(const std::vector<ast::IndexDecl>& decls, const Exp
     }
     if (d.extent) {
       auto p = extentOf(*d.extent);
-      if (!p) ok = false;
-      else extents.push_back(*p);
+      if (!p)
+        ok = false;
+      else
+        extents.push_back(*p);
     } else {
       auto p = inferExtent(d.name, body, d.range);
-      if (!p) ok = false;
-      else extents.push_back(*p);
+      if (!p)
+        ok = false;
+      else
+        extents.push_back(*p);
     }
   }
   return ok;
@@ -933,7 +963,8 @@ std::optional<Poly> Lowerer::inferExtent(const std::string& idx, const Expr& bod
             found.push_back({s->type.shape[k], e->base->name + "[" + text(e->args[k]->range) +
                                                    "] (dimension " + std::to_string(k) + ")"});
     }
-    for (const auto& a : e->args) walk(a.get());
+    for (const auto& a : e->args)
+      walk(a.get());
     walk(e->base.get());
     walk(e->cond.get());
     if (e->thenBlock) walk(e->thenBlock->result.get());
@@ -958,7 +989,8 @@ std::optional<Poly> Lowerer::inferExtent(const std::string& idx, const Expr& bod
 
 TInfo Lowerer::typeReduce(const Expr& e) {
   if (!reductions().count(e.name)) {
-    error(e.nameRange, "'" + e.name + "' is not a reduction (sum, prod, max, min, mean, logsumexp)");
+    error(e.nameRange,
+          "'" + e.name + "' is not a reduction (sum, prod, max, min, mean, logsumexp)");
     return errorType();
   }
   if (e.args.size() != 1) {
@@ -1005,7 +1037,8 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
     if (e.name == "-")
       if (auto a = affine(*e.args[0])) {
         a->c0 = -a->c0;
-        for (auto& [k, c] : a->coeff) c = -c;
+        for (auto& [k, c] : a->coeff)
+          c = -c;
         return a;
       }
     return std::nullopt;
@@ -1026,7 +1059,8 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
       // Affine only when one side is a constant integer, or neither mentions an index.
       auto scale = [](Affine x, int64_t c) {
         x.c0 = x.c0 * Poly(c);
-        for (auto& [k, v] : x.coeff) v *= c;
+        for (auto& [k, v] : x.coeff)
+          v *= c;
         return x;
       };
       if (a->coeff.empty() && b->coeff.empty()) return Affine{a->c0 * b->c0, {}};
@@ -1037,7 +1071,8 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
     int64_t sgn = e.name == "+" ? 1 : -1;
     Affine r = *a;
     r.c0 = sgn > 0 ? r.c0 + b->c0 : r.c0 - b->c0;
-    for (const auto& [k, c] : b->coeff) r.coeff[k] += sgn * c;
+    for (const auto& [k, c] : b->coeff)
+      r.coeff[k] += sgn * c;
     return r;
   }
   default: return std::nullopt;
@@ -1072,8 +1107,8 @@ bool Lowerer::proveSubscript(const Expr& sub, const Poly& extent, const std::str
   if (inst().inlined) return true; // proven where the callee was checked on its own
   std::string s = text(sub.range);
   if (!loOk)
-    error(sub.range, "subscript '" + s + "' of '" + base + "' may be negative: its smallest value is " +
-                         lo.str());
+    error(sub.range, "subscript '" + s + "' of '" + base +
+                         "' may be negative: its smallest value is " + lo.str());
   else
     error(sub.range, "subscript '" + s + "' of '" + base + "' may be out of range: it reaches " +
                          hi.str() + " but dimension " + std::to_string(dim) + " of '" + base +
@@ -1098,8 +1133,10 @@ int Lowerer::loadSym(const Sym& s, const std::vector<Ix>& idx, SrcRange loc) {
 int Lowerer::emitElem(const Expr& e, const std::vector<Ix>& idx, DType w) {
   auto it = pre_.find({inst().id, &e});
   int v;
-  if (it != pre_.end()) v = loadSym(it->second, idx, e.range);
-  else v = emitElemRaw(e, idx, w);
+  if (it != pre_.end())
+    v = loadSym(it->second, idx, e.range);
+  else
+    v = emitElemRaw(e, idx, w);
   if (b_->type(v).dtype != w) v = b_->cast(v, w);
   return v;
 }
@@ -1163,8 +1200,8 @@ int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
       return b_->binary(Op::Pow, sub(*e.args[0], d), sub(*e.args[1], d), e.range);
     }
     static const std::map<std::string, Op> ops = {
-        {"+", Op::Add}, {"-", Op::Sub}, {"*", Op::Mul}, {"/", Op::Div}, {"%", Op::Mod},
-        {"<", Op::Lt},  {"<=", Op::Le}, {">", Op::Gt},  {">=", Op::Ge}, {"==", Op::Eq},
+        {"+", Op::Add}, {"-", Op::Sub},  {"*", Op::Mul}, {"/", Op::Div}, {"%", Op::Mod},
+        {"<", Op::Lt},  {"<=", Op::Le},  {">", Op::Gt},  {">=", Op::Ge}, {"==", Op::Eq},
         {"!=", Op::Ne}, {"&&", Op::And}, {"||", Op::Or}};
     Op o = ops.at(op);
     DType d;
@@ -1186,12 +1223,15 @@ int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
     std::vector<Poly> extents;
     // Extents were established by typeOf; recompute quietly in the same scope.
     for (const auto& d : e.indices) {
-      if (d.extent) extents.push_back(*extentOf(*d.extent));
-      else extents.push_back(*inferExtent(d.name, *e.args[0], d.range));
+      if (d.extent)
+        extents.push_back(*extentOf(*d.extent));
+      else
+        extents.push_back(*inferExtent(d.name, *e.args[0], d.range));
     }
     DType d = want(t, w);
     std::set<std::string> names;
-    for (const auto& x : e.indices) names.insert(x.name);
+    for (const auto& x : e.indices)
+      names.insert(x.name);
     hoistInvariant(*e.args[0], names);
     return emitReduce(
         op, mean, extents,
@@ -1241,7 +1281,8 @@ int Lowerer::emitReduce(Op op, bool mean, const std::vector<Poly>& extents,
   pre_ = saved;
   if (mean) {
     Poly count(1);
-    for (const Poly& p : extents) count = count * p;
+    for (const Poly& p : extents)
+      count = count * p;
     int c = b_->cast(b_->size(count), w);
     r = b_->binary(Op::Div, r, c);
   }
@@ -1297,7 +1338,8 @@ int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
         reductions().at(n), n == "mean", a.shape,
         [&](const std::vector<int>& j) {
           std::vector<Ix> ix;
-          for (int v : j) ix.push_back({v, true});
+          for (int v : j)
+            ix.push_back({v, true});
           return emitElem(*e.args[0], ix, d);
         },
         d, e.range);
@@ -1343,23 +1385,24 @@ void Lowerer::prepare(const Expr& e) {
       }
       return;
     }
-    for (const auto& a : e.args) prepare(*a);
+    for (const auto& a : e.args)
+      prepare(*a);
     return;
   case ExprKind::Call:
     if (fns_.count(e.name)) {
       pre_[key] = materialize(e);
       return;
     }
-    for (const auto& a : e.args) prepare(*a);
+    for (const auto& a : e.args)
+      prepare(*a);
     return;
   case ExprKind::Subscript:
-    for (const auto& a : e.args) prepare(*a);
+    for (const auto& a : e.args)
+      prepare(*a);
     prepare(*e.base);
     return;
   case ExprKind::TensorLit:
-  case ExprKind::If:
-    pre_[key] = materialize(e);
-    return;
+  case ExprKind::If: pre_[key] = materialize(e); return;
   default: return;
   }
 }
@@ -1376,7 +1419,8 @@ void Lowerer::hoistInvariant(const Expr& e, std::set<std::string> indices) {
     if (x->kind == ExprKind::If) return true; // not hoisted, see above
     std::set<std::string> inner = idx;
     if (x->kind == ExprKind::Reduce)
-      for (const auto& d : x->indices) inner.erase(d.name);
+      for (const auto& d : x->indices)
+        inner.erase(d.name);
     for (const auto& a : x->args)
       if (mentions(a.get(), inner)) return true;
     return mentions(x->base.get(), inner);
@@ -1392,9 +1436,11 @@ void Lowerer::hoistInvariant(const Expr& e, std::set<std::string> indices) {
     return;
   }
   if (e.kind == ExprKind::Reduce) {
-    for (const auto& d : e.indices) indices.insert(d.name);
+    for (const auto& d : e.indices)
+      indices.insert(d.name);
   }
-  for (const auto& a : e.args) hoistInvariant(*a, indices);
+  for (const auto& a : e.args)
+    hoistInvariant(*a, indices);
   if (e.base) hoistInvariant(*e.base, indices);
 }
 
@@ -1403,7 +1449,8 @@ Sym Lowerer::materializeComp(const std::vector<Poly>& shape, DType d,
   auto saved = pre_;
   int v = b_->region(Op::Comp, shape, ir::Type{d, shape}, [&](const std::vector<int>& j) {
     std::vector<Ix> ix;
-    for (int x : j) ix.push_back({x, true});
+    for (int x : j)
+      ix.push_back({x, true});
     return elem(ix);
   });
   pre_ = saved;
@@ -1451,8 +1498,7 @@ Sym Lowerer::materialize(const Expr& e) {
     int c = emitScalar(*e.cond, DType::Bool);
     auto saved = pre_;
     s.value = b_->ifElse(
-        c, s.type.ir(),
-        [&] { return yieldValue(lowerBlock(*e.thenBlock, nullptr), d); },
+        c, s.type.ir(), [&] { return yieldValue(lowerBlock(*e.thenBlock, nullptr), d); },
         [&] { return yieldValue(lowerBlock(*e.elseBlock, nullptr), d); });
     pre_ = saved;
     return s;
@@ -1484,7 +1530,8 @@ Sym Lowerer::materialize(const Expr& e) {
     }
     // Tensor elements: [x, y][k, ...] = select(k == 0, x[...], select(k == 1, y[...], ...)).
     std::vector<Sym> parts;
-    for (const auto& a : e.args) parts.push_back(materialize(*a));
+    for (const auto& a : e.args)
+      parts.push_back(materialize(*a));
     return materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) {
       std::vector<Ix> rest(ix.begin() + 1, ix.end());
       int v = loadSym(parts.back(), rest, e.range);
@@ -1496,7 +1543,8 @@ Sym Lowerer::materialize(const Expr& e) {
     });
   }
   prepare(e);
-  Sym s = materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) { return emitElem(e, ix, d); });
+  Sym s =
+      materializeComp(t.shape, d, [&](const std::vector<Ix>& ix) { return emitElem(e, ix, d); });
   s.type.weak = t.weak;
   return s;
 }
@@ -1504,9 +1552,9 @@ Sym Lowerer::materialize(const Expr& e) {
 int Lowerer::yieldValue(const Sym& s, DType w) {
   if (s.type.rank() == 0) return b_->cast(s.value, w);
   if (s.prefix.empty() && s.type.dtype == w) return s.value;
-  return materializeComp(s.type.shape, w, [&](const std::vector<Ix>& ix) {
-           return b_->cast(loadSym(s, ix, {}), w);
-         }).value;
+  return materializeComp(s.type.shape, w,
+                         [&](const std::vector<Ix>& ix) { return b_->cast(loadSym(s, ix, {}), w); })
+      .value;
 }
 
 Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut) {
@@ -1554,7 +1602,8 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
   for (size_t k = 0; k < args.size(); ++k) {
     auto pt = typeFromAst(callee.params[k].type, true, nullptr);
     args[k].type.shape = pt->shape;
-    for (auto& p : args[k].type.shape) p = p.substitute(bindings);
+    for (auto& p : args[k].type.shape)
+      p = p.substitute(bindings);
     in->scopes.back()[callee.params[k].name] = args[k];
   }
   stack_.push_back(std::move(in));
@@ -1602,8 +1651,8 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
     TInfo t = typeOf(*s.value);
     bool ok = !t.error;
     if (ok && (!t.isTuple() || t.tuple.size() != s.names.size())) {
-      error(s.range, "cannot unpack " + t.str() + " into " + std::to_string(s.names.size()) +
-                         " names");
+      error(s.range,
+            "cannot unpack " + t.str() + " into " + std::to_string(s.names.size()) + " names");
       ok = false;
     }
     if (ok && !(s.value->kind == ExprKind::Call && fns_.count(s.value->name))) {
@@ -1651,7 +1700,8 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
     Sym result;
     if (ok) {
       std::set<std::string> names;
-      for (const auto& d : s.indices) names.insert(d.name);
+      for (const auto& d : s.indices)
+        names.insert(d.name);
       hoistInvariant(*s.value, names);
       DType d = t.dtype;
       std::vector<Poly> shape = extents;
@@ -1682,7 +1732,8 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
 Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
   inst().scopes.emplace_back();
   bool ok = true;
-  for (const auto& s : b.stmts) ok = lowerStmt(s) && ok;
+  for (const auto& s : b.stmts)
+    ok = lowerStmt(s) && ok;
   Sym r;
   if (!b.result) {
     r.type = errorType();
@@ -1747,7 +1798,8 @@ std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
       continue;
     }
     for (const auto& d : t->shape)
-      for (const auto& n : d.names()) sizes[n] = Poly::var(n);
+      for (const auto& n : d.names())
+        sizes[n] = Poly::var(n);
     ir::Instr i;
     i.op = Op::Param;
     i.name = p.name;
@@ -1786,7 +1838,8 @@ std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
   auto same = [&](const TInfo& got, const TInfo& want) {
     if (got.shape != want.shape) return false;
     if (got.dtype == want.dtype) return true;
-    return got.weak && (isFloat(want.dtype) || (got.dtype == DType::I64 && want.dtype == DType::I64));
+    return got.weak &&
+           (isFloat(want.dtype) || (got.dtype == DType::I64 && want.dtype == DType::I64));
   };
   const ast::Expr& re = *fn.body.result;
   if (rt->isTuple() != r.type.isTuple() ||
@@ -1800,12 +1853,13 @@ std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
   std::vector<TInfo> gots = rt->isTuple() ? r.type.tuple : std::vector<TInfo>{r.type};
   for (size_t k = 0; k < wants.size(); ++k) {
     if (!same(gots[k], wants[k])) {
-      error(re.range, "function '" + fn.name + "' returns " + rt->str() +
-                          " but its body gives " + r.type.str());
+      error(re.range, "function '" + fn.name + "' returns " + rt->str() + " but its body gives " +
+                          r.type.str());
       return std::nullopt;
     }
   }
-  for (size_t k = 0; k < outs.size(); ++k) f.body.yields.push_back(yieldValue(outs[k], wants[k].dtype));
+  for (size_t k = 0; k < outs.size(); ++k)
+    f.body.yields.push_back(yieldValue(outs[k], wants[k].dtype));
   return f;
 }
 
@@ -1813,7 +1867,8 @@ std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
 
 bool checkModule(const ast::Module& m, DiagSink& diags) {
   Lowerer l(m, diags, true);
-  for (const auto& f : m.functions) l.lower(f);
+  for (const auto& f : m.functions)
+    l.lower(f);
   return !diags.hasErrors();
 }
 

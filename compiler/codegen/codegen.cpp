@@ -65,7 +65,8 @@ private:
     llvm::Value* acc = E.getInt64(0);
     for (const auto& [mono, c] : p.terms()) {
       llvm::Value* term = E.getInt64(static_cast<uint64_t>(c));
-      for (const auto& n : mono) term = E.CreateMul(term, sizeArg(n));
+      for (const auto& n : mono)
+        term = E.CreateMul(term, sizeArg(n));
       acc = E.CreateAdd(acc, term);
     }
     polyCache_[key] = acc;
@@ -91,7 +92,8 @@ private:
   }
   llvm::Value* numel(const ir::Type& t) {
     llvm::Value* n = i64(1);
-    for (const Poly& p : t.shape) n = B_.CreateMul(n, poly(p));
+    for (const Poly& p : t.shape)
+      n = B_.CreateMul(n, poly(p));
     return n;
   }
 
@@ -101,7 +103,8 @@ private:
     return static_cast<int>(sites_.size()) - 1;
   }
   /// Continues when ok is true; otherwise records the error and leaves through cleanup.
-  void check(llvm::Value* ok, int code, int site, int dim, llvm::Value* index, llvm::Value* extent) {
+  void check(llvm::Value* ok, int code, int site, int dim, llvm::Value* index,
+             llvm::Value* extent) {
     llvm::Function* fn = B_.GetInsertBlock()->getParent();
     auto* fail = llvm::BasicBlock::Create(ctx_, "fail", fn);
     auto* cont = llvm::BasicBlock::Create(ctx_, "ok", fn);
@@ -137,8 +140,8 @@ private:
   llvm::Value* allocate(DType t, llvm::Value* n, bool zero) {
     llvm::Value* bytes = B_.CreateMul(n, i64(static_cast<int64_t>(dtypeSize(t))));
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
-    llvm::Value* p = zero ? B_.CreateCall(callocFn(), {bytes, i64(1)})
-                          : B_.CreateCall(mallocFn(), {bytes});
+    llvm::Value* p =
+        zero ? B_.CreateCall(callocFn(), {bytes, i64(1)}) : B_.CreateCall(mallocFn(), {bytes});
     llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "slot");
     {
       llvm::IRBuilder<> E(ctx_);
@@ -160,14 +163,12 @@ private:
   }
   llvm::FunctionCallee mallocFn() {
     auto c = mod_->getOrInsertFunction("malloc", B_.getPtrTy(), B_.getInt64Ty());
-    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee()))
-      fn->setReturnDoesNotAlias();
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee callocFn() {
     auto c = mod_->getOrInsertFunction("calloc", B_.getPtrTy(), B_.getInt64Ty(), B_.getInt64Ty());
-    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee()))
-      fn->setReturnDoesNotAlias();
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee freeFn() {
@@ -232,11 +233,13 @@ private:
   }
 
   /// Runs a region body for each index; `after` sees the yield (if any) and the flat position.
-  void regionLoop(const Instr& in, const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
+  void regionLoop(const Instr& in,
+                  const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
     const Block& r = in.regions[0];
     std::vector<llvm::Value*> ext = extents(in.extents, in.loc);
     loopNest(ext, [&](const std::vector<llvm::Value*>& idx) {
-      for (size_t k = 0; k < idx.size(); ++k) vals_[r.args[k]] = idx[k];
+      for (size_t k = 0; k < idx.size(); ++k)
+        vals_[r.args[k]] = idx[k];
       iterAllocs_.emplace_back();
       block(r);
       llvm::Value* y = r.yields.empty() ? nullptr : val(r.yields[0]);
@@ -252,11 +255,13 @@ private:
   // --- values ------------------------------------------------------------------------------
   llvm::Value* val(int id) {
     llvm::Value* v = vals_[id];
-    if (!v) throw std::logic_error("codegen: value %" + std::to_string(id) + " used before definition");
+    if (!v)
+      throw std::logic_error("codegen: value %" + std::to_string(id) + " used before definition");
     return v;
   }
   void block(const Block& b) {
-    for (const Instr& in : b.body) instr(in);
+    for (const Instr& in : b.body)
+      instr(in);
   }
   void instr(const Instr& in);
   llvm::Value* unary(const Instr& in);
@@ -296,7 +301,7 @@ private:
   llvm::StructType* errTy_ = nullptr;
   std::vector<llvm::AllocaInst*> slots_;
   std::vector<std::vector<llvm::AllocaInst*>> iterAllocs_;
-  std::map<int, llvm::Value*> resultBuffers_; // top-level values that live in a result buffer
+  std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
 };
 
@@ -325,7 +330,8 @@ llvm::Function* Gen::digammaFn(DType t) {
   auto c = [&](double v) { return llvm::ConstantFP::get(ty, v); };
   const double pi = 3.14159265358979323846;
   llvm::Value* small = B_.CreateFCmpOLT(x, c(0.5));
-  llvm::Value* refl = B_.CreateFNeg(B_.CreateFDiv(c(pi), mathCall("tan", t, {B_.CreateFMul(c(pi), x)})));
+  llvm::Value* refl =
+      B_.CreateFNeg(B_.CreateFDiv(c(pi), mathCall("tan", t, {B_.CreateFMul(c(pi), x)})));
   llvm::Value* r0 = B_.CreateSelect(small, refl, c(0));
   llvm::Value* x0 = B_.CreateSelect(small, B_.CreateFSub(c(1), x), x);
   B_.CreateBr(loop);
@@ -343,10 +349,13 @@ llvm::Function* Gen::digammaFn(DType t) {
   B_.SetInsertPoint(tail);
   llvm::Value* f = B_.CreateFDiv(c(1), B_.CreateFMul(xi, xi));
   llvm::Value* s = c(1.0 / 132);
-  for (double k : {1.0 / 240, 1.0 / 252, 1.0 / 120, 1.0 / 12}) s = B_.CreateFSub(c(k), B_.CreateFMul(f, s));
+  for (double k : {1.0 / 240, 1.0 / 252, 1.0 / 120, 1.0 / 12})
+    s = B_.CreateFSub(c(k), B_.CreateFMul(f, s));
   s = B_.CreateFMul(f, s);
-  llvm::Value* res = B_.CreateFSub(
-      B_.CreateFSub(B_.CreateFAdd(ri, intrinsic(llvm::Intrinsic::log, xi)), B_.CreateFDiv(c(0.5), xi)), s);
+  llvm::Value* res =
+      B_.CreateFSub(B_.CreateFSub(B_.CreateFAdd(ri, intrinsic(llvm::Intrinsic::log, xi)),
+                                  B_.CreateFDiv(c(0.5), xi)),
+                    s);
   // Poles at 0, -1, -2, ...: NaN, as the evaluator gives.
   llvm::Value* pole = B_.CreateAnd(B_.CreateFCmpOLE(x, c(0)),
                                    B_.CreateFCmpOEQ(intrinsic(llvm::Intrinsic::floor, x), x));
@@ -355,7 +364,9 @@ llvm::Function* Gen::digammaFn(DType t) {
   return fn;
 }
 
-llvm::Value* Gen::digamma(DType t, llvm::Value* x) { return B_.CreateCall(digammaFn(t), {x}); }
+llvm::Value* Gen::digamma(DType t, llvm::Value* x) {
+  return B_.CreateCall(digammaFn(t), {x});
+}
 
 llvm::Value* Gen::unary(const Instr& in) {
   DType t = f_.types[in.result].dtype;
@@ -368,7 +379,9 @@ llvm::Value* Gen::unary(const Instr& in) {
     if (t == DType::Bool)
       return isFloat(from) ? B_.CreateFCmpUNE(x, fconst(from, 0)) : B_.CreateICmpNE(x, i64(0));
     if (isFloat(t)) {
-      if (isFloat(from)) return t == DType::F32 ? B_.CreateFPTrunc(x, B_.getFloatTy()) : B_.CreateFPExt(x, B_.getDoubleTy());
+      if (isFloat(from))
+        return t == DType::F32 ? B_.CreateFPTrunc(x, B_.getFloatTy())
+                               : B_.CreateFPExt(x, B_.getDoubleTy());
       if (from == DType::Bool) return B_.CreateUIToFP(x, scalarTy(t));
       return B_.CreateSIToFP(x, scalarTy(t));
     }
@@ -376,7 +389,8 @@ llvm::Value* Gen::unary(const Instr& in) {
     if (from == DType::Bool) return B_.CreateZExt(x, B_.getInt64Ty());
     llvm::Value* ax = intrinsic(I::fabs, x);
     int site = addSite("", in.loc);
-    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site, 0, i64(0), i64(0));
+    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site, 0, i64(0),
+          i64(0));
     return B_.CreateFPToSI(x, B_.getInt64Ty());
   }
   if (!isFloat(t)) {
@@ -488,7 +502,8 @@ llvm::Value* Gen::binary(const Instr& in) {
       // x / -1 wraps instead of trapping on INT64_MIN.
       llvm::Value* m1 = B_.CreateICmpEQ(b, i64(-1));
       llvm::Value* safe = B_.CreateSelect(m1, i64(1), b);
-      if (in.op == Op::Div) return B_.CreateSelect(m1, B_.CreateSub(i64(0), a), B_.CreateSDiv(a, safe));
+      if (in.op == Op::Div)
+        return B_.CreateSelect(m1, B_.CreateSub(i64(0), a), B_.CreateSDiv(a, safe));
       return B_.CreateSelect(m1, i64(0), B_.CreateSRem(a, safe));
     }
     case Op::Powi: {
@@ -521,7 +536,8 @@ llvm::Value* Gen::binary(const Instr& in) {
       llvm::Value* negr = B_.CreateSelect(
           B_.CreateICmpEQ(a, i64(1)), i64(1),
           B_.CreateSelect(B_.CreateICmpEQ(a, i64(-1)),
-                          B_.CreateSelect(B_.CreateTrunc(b, B_.getInt1Ty()), i64(-1), i64(1)), i64(0)));
+                          B_.CreateSelect(B_.CreateTrunc(b, B_.getInt1Ty()), i64(-1), i64(1)),
+                          i64(0)));
       return B_.CreateSelect(neg, negr, r);
     }
     default: break;
@@ -560,9 +576,10 @@ llvm::Value* Gen::reduce(const Instr& in) {
     llvm::AllocaInst* at = entryAlloca(B_.getInt64Ty(), "at");
     llvm::AllocaInst* nan = entryAlloca(B_.getInt1Ty(), "nan");
     double inf = std::numeric_limits<double>::infinity();
-    B_.CreateStore(fl ? fconst(bt, mx ? -inf : inf)
-                      : i64(mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max()),
-                   best);
+    B_.CreateStore(
+        fl ? fconst(bt, mx ? -inf : inf)
+           : i64(mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max()),
+        best);
     B_.CreateStore(i64(-1), at);
     B_.CreateStore(B_.getFalse(), nan);
     regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
@@ -618,16 +635,21 @@ void Gen::instr(const Instr& in) {
     if (in.op == Op::Param) return; // bound at entry
     if (in.op == Op::Const) {
       DType t = f_.types[in.result].dtype;
-      if (isFloat(t)) out = fconst(t, in.fval);
-      else if (t == DType::Bool) out = B_.getInt1(in.ival != 0);
-      else out = i64(in.ival);
+      if (isFloat(t))
+        out = fconst(t, in.fval);
+      else if (t == DType::Bool)
+        out = B_.getInt1(in.ival != 0);
+      else
+        out = i64(in.ival);
     } else {
       out = poly(in.poly);
     }
     break;
   case ir::OpKind::Unary: out = unary(in); break;
   case ir::OpKind::Binary: out = binary(in); break;
-  case ir::OpKind::Ternary: out = B_.CreateSelect(val(in.args[0]), val(in.args[1]), val(in.args[2])); break;
+  case ir::OpKind::Ternary:
+    out = B_.CreateSelect(val(in.args[0]), val(in.args[1]), val(in.args[2]));
+    break;
   case ir::OpKind::Memory:
     switch (in.op) {
     case Op::Load: {
@@ -644,8 +666,8 @@ void Gen::instr(const Instr& in) {
     case Op::BufAdd: {
       const ir::Type& t = f_.types[in.args[0]];
       std::vector<int> idx(in.args.begin() + 1, in.args.end() - 1);
-      llvm::Value* p = t.rank() == 0 ? val(in.args[0])
-                                     : elementPtr(in.args[0], idx, false, in.name, in.loc);
+      llvm::Value* p =
+          t.rank() == 0 ? val(in.args[0]) : elementPtr(in.args[0], idx, false, in.name, in.loc);
       llvm::Value* v = val(in.args.back());
       llvm::Value* old = B_.CreateLoad(scalarTy(t.dtype), p);
       B_.CreateStore(B_.CreateFAdd(old, v), p);
@@ -700,9 +722,7 @@ void Gen::instr(const Instr& in) {
       out = buf;
       break;
     }
-    case Op::For:
-      regionLoop(in, [](llvm::Value*, llvm::Value*) {});
-      return;
+    case Op::For: regionLoop(in, [](llvm::Value*, llvm::Value*) {}); return;
     case Op::If: {
       llvm::Function* fn = B_.GetInsertBlock()->getParent();
       auto* thenBB = llvm::BasicBlock::Create(ctx_, "then", fn);
@@ -720,9 +740,11 @@ void Gen::instr(const Instr& in) {
         block(in.regions[k]);
         if (rt) {
           llvm::Value* y = val(in.regions[k].yields[0]);
-          if (slot) B_.CreateStore(y, slot);
+          if (slot)
+            B_.CreateStore(y, slot);
           else {
-            llvm::Value* bytes = B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
+            llvm::Value* bytes =
+                B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
             B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
           }
         }
@@ -731,8 +753,10 @@ void Gen::instr(const Instr& in) {
         B_.CreateBr(join);
       }
       B_.SetInsertPoint(join);
-      if (slot) out = B_.CreateLoad(scalarTy(rt->dtype), slot);
-      else out = tensorOut;
+      if (slot)
+        out = B_.CreateLoad(scalarTy(rt->dtype), slot);
+      else
+        out = tensorOut;
       if (!rt) return;
       break;
     }
@@ -749,19 +773,24 @@ std::unique_ptr<llvm::Module> Gen::run() {
 
   // The internal function: typed, tensor pointers noalias.
   std::vector<llvm::Type*> ps;
-  for (const ir::Type& t : f_.paramTypes) ps.push_back(t.rank() ? B_.getPtrTy() : scalarTy(t.dtype));
-  for (size_t k = 0; k < sizes.size(); ++k) ps.push_back(B_.getInt64Ty());
-  for (size_t k = 0; k < f_.body.yields.size(); ++k) ps.push_back(B_.getPtrTy());
+  for (const ir::Type& t : f_.paramTypes)
+    ps.push_back(t.rank() ? B_.getPtrTy() : scalarTy(t.dtype));
+  for (size_t k = 0; k < sizes.size(); ++k)
+    ps.push_back(B_.getInt64Ty());
+  for (size_t k = 0; k < f_.body.yields.size(); ++k)
+    ps.push_back(B_.getPtrTy());
   ps.push_back(B_.getPtrTy()); // slope_error*
   auto* implTy = llvm::FunctionType::get(B_.getInt32Ty(), ps, false);
-  auto* impl = llvm::Function::Create(implTy, llvm::Function::InternalLinkage, f_.name + ".impl", mod_.get());
+  auto* impl = llvm::Function::Create(implTy, llvm::Function::InternalLinkage, f_.name + ".impl",
+                                      mod_.get());
   size_t np = f_.params.size(), ns = sizes.size(), nr = f_.body.yields.size();
   for (size_t k = 0; k < np; ++k)
     if (f_.paramTypes[k].rank()) {
       impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::NoAlias);
       impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::ReadOnly);
     }
-  for (size_t k = 0; k < nr; ++k) impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
+  for (size_t k = 0; k < nr; ++k)
+    impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
   impl->addFnAttr(llvm::Attribute::NoUnwind);
 
   entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", impl);
@@ -771,13 +800,16 @@ std::unique_ptr<llvm::Module> Gen::run() {
   codeSlot_ = B_.CreateAlloca(B_.getInt32Ty(), nullptr, "code");
   B_.CreateStore(B_.getInt32(0), codeSlot_);
   B_.CreateBr(start);
-  for (size_t k = 0; k < np; ++k) vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
-  for (size_t k = 0; k < ns; ++k) sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
+  for (size_t k = 0; k < np; ++k)
+    vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
+  for (size_t k = 0; k < ns; ++k)
+    sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
   errArg_ = impl->getArg(static_cast<unsigned>(np + ns + nr));
 
   // Results computed by a top-level comp / buf.zeros / stack are built in place.
   std::map<int, int> yieldCount;
-  for (int y : f_.body.yields) ++yieldCount[y];
+  for (int y : f_.body.yields)
+    ++yieldCount[y];
   for (const Instr& in : f_.body.body)
     if ((in.op == Op::Comp || in.op == Op::BufZeros || in.op == Op::Stack) && in.result >= 0 &&
         f_.types[in.result].rank() > 0 && yieldCount[in.result] == 1)
@@ -803,7 +835,8 @@ std::unique_ptr<llvm::Module> Gen::run() {
   }
   B_.CreateBr(cleanup_);
   B_.SetInsertPoint(cleanup_);
-  for (llvm::AllocaInst* s : slots_) B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
+  for (llvm::AllocaInst* s : slots_)
+    B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
   B_.CreateRet(B_.CreateLoad(B_.getInt32Ty(), codeSlot_));
 
   // The C ABI entry point: unpack args / sizes / results and call the internal function.
@@ -814,14 +847,17 @@ std::unique_ptr<llvm::Module> Gen::run() {
   B_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", abi));
   std::vector<llvm::Value*> callArgs;
   for (size_t k = 0; k < np; ++k) {
-    llvm::Value* p = B_.CreateLoad(B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(0), k));
+    llvm::Value* p = B_.CreateLoad(B_.getPtrTy(),
+                                   B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(0), k));
     const ir::Type& t = f_.paramTypes[k];
     callArgs.push_back(t.rank() ? p : loadElem(t.dtype, p));
   }
   for (size_t k = 0; k < ns; ++k)
-    callArgs.push_back(B_.CreateLoad(B_.getInt64Ty(), B_.CreateConstInBoundsGEP1_64(B_.getInt64Ty(), abi->getArg(1), k)));
+    callArgs.push_back(B_.CreateLoad(
+        B_.getInt64Ty(), B_.CreateConstInBoundsGEP1_64(B_.getInt64Ty(), abi->getArg(1), k)));
   for (size_t k = 0; k < nr; ++k)
-    callArgs.push_back(B_.CreateLoad(B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(2), k)));
+    callArgs.push_back(B_.CreateLoad(
+        B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(2), k)));
   callArgs.push_back(abi->getArg(3));
   B_.CreateRet(B_.CreateCall(impl, callArgs));
 

@@ -20,9 +20,11 @@ Runnable JitRunner::prepare(const ir::Function& f) {
   };
 }
 
-std::vector<int64_t> sizesArray(const ir::Function& f, const std::map<std::string, int64_t>& sizes) {
+std::vector<int64_t> sizesArray(const ir::Function& f,
+                                const std::map<std::string, int64_t>& sizes) {
   std::vector<int64_t> out;
-  for (const auto& n : f.sizeNames()) out.push_back(sizes.at(n));
+  for (const auto& n : f.sizeNames())
+    out.push_back(sizes.at(n));
   return out;
 }
 
@@ -31,16 +33,17 @@ std::vector<int64_t> resultShape(const ir::Function& f, size_t r,
   std::vector<int64_t> shape;
   for (const Poly& p : f.types[f.body.yields[r]].shape) {
     int64_t e = *p.eval(sizes);
-    if (e < 0) throw EvalError({}, "result " + std::to_string(r) + " has a negative extent " + p.str() +
-                                       " = " + std::to_string(e));
+    if (e < 0)
+      throw EvalError({}, "result " + std::to_string(r) + " has a negative extent " + p.str() +
+                              " = " + std::to_string(e));
     shape.push_back(e);
   }
   return shape;
 }
 
 void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) {
-  codegen::Site site = e.site >= 0 && e.site < static_cast<int>(c.sites.size()) ? c.sites[e.site]
-                                                                                 : codegen::Site{};
+  codegen::Site site =
+      e.site >= 0 && e.site < static_cast<int>(c.sites.size()) ? c.sites[e.site] : codegen::Site{};
   switch (e.code) {
   case SLOPE_ERR_INDEX:
     throw EvalError(site.loc, "index " + std::to_string(e.index) + " is out of range for '" +
@@ -49,7 +52,8 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                   std::to_string(e.extent));
   case SLOPE_ERR_DIV_ZERO: throw EvalError(site.loc, "integer division by zero");
   case SLOPE_ERR_EXTENT: throw EvalError(site.loc, "a computed extent is negative");
-  case SLOPE_ERR_CONVERSION: throw EvalError(site.loc, "cannot convert a value to i64 (out of range or NaN)");
+  case SLOPE_ERR_CONVERSION:
+    throw EvalError(site.loc, "cannot convert a value to i64 (out of range or NaN)");
   case SLOPE_ERR_NO_MEMORY: throw std::bad_alloc();
   default: throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
   }
@@ -60,12 +64,14 @@ std::vector<Tensor> callCompiled(const ir::Function& f, const codegen::CompiledF
   auto sizes = bindSizes(f, args);
   std::vector<int64_t> sz = sizesArray(f, sizes);
   std::vector<void*> argp;
-  for (const Tensor& t : args) argp.push_back(const_cast<void*>(t.raw()));
+  for (const Tensor& t : args)
+    argp.push_back(const_cast<void*>(t.raw()));
   std::vector<Tensor> results;
   for (size_t r = 0; r < f.body.yields.size(); ++r)
     results.emplace_back(f.types[f.body.yields[r]].dtype, resultShape(f, r, sizes));
   std::vector<void*> resp;
-  for (Tensor& t : results) resp.push_back(t.raw());
+  for (Tensor& t : results)
+    resp.push_back(t.raw());
   slope_error err{};
   int32_t code = c.fn(argp.data(), sz.data(), resp.data(), &err);
   if (code != 0) throwCallFailure(c, err);

@@ -40,7 +40,7 @@ template <class T> T orThrow(llvm::Expected<T> v, const char* what) {
 
 llvm::orc::JITTargetMachineBuilder hostBuilder(int optLevel) {
   auto jtmb = orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), "detecting the host");
-  jtmb.setCodeGenOptLevel(optLevel == 0 ? llvm::CodeGenOptLevel::None
+  jtmb.setCodeGenOptLevel(optLevel == 0   ? llvm::CodeGenOptLevel::None
                           : optLevel == 1 ? llvm::CodeGenOptLevel::Less
                           : optLevel == 2 ? llvm::CodeGenOptLevel::Default
                                           : llvm::CodeGenOptLevel::Aggressive);
@@ -68,12 +68,12 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   pb.registerFunctionAnalyses(fam);
   pb.registerLoopAnalyses(lam);
   pb.crossRegisterProxies(lam, fam, cgam, mam);
-  llvm::OptimizationLevel level = optLevel <= 0 ? llvm::OptimizationLevel::O0
+  llvm::OptimizationLevel level = optLevel <= 0   ? llvm::OptimizationLevel::O0
                                   : optLevel == 1 ? llvm::OptimizationLevel::O1
                                   : optLevel == 2 ? llvm::OptimizationLevel::O2
                                                   : llvm::OptimizationLevel::O3;
-  llvm::ModulePassManager mpm = optLevel <= 0 ? pb.buildO0DefaultPipeline(level)
-                                              : pb.buildPerModuleDefaultPipeline(level);
+  llvm::ModulePassManager mpm =
+      optLevel <= 0 ? pb.buildO0DefaultPipeline(level) : pb.buildPerModuleDefaultPipeline(level);
   mpm.run(m, mam);
 }
 

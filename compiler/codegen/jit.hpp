@@ -4,8 +4,8 @@
 // pass pipeline and ORC), so only those two translation units include LLVM headers.
 #pragma once
 
-#include "slope/abi.h"
 #include "compiler/ir/ir.hpp"
+#include "slope/abi.h"
 
 #include <memory>
 #include <string>

@@ -24,7 +24,8 @@ public:
   Dot(const ir::Function& f, int firstAdjoint) : f_(f), adj_(firstAdjoint) {}
 
   std::string run() {
-    out_ = "digraph \"" + escape(f_.name) + "\" {\n  rankdir=BT;\n  node [shape=box, style=rounded, "
+    out_ = "digraph \"" + escape(f_.name) +
+           "\" {\n  rankdir=BT;\n  node [shape=box, style=rounded, "
            "fontname=\"Helvetica\", fontsize=11];\n  edge [color=\"#555555\"];\n";
     block(f_.body, "  ");
     for (size_t k = 0; k < f_.body.yields.size(); ++k) {
@@ -64,7 +65,8 @@ private:
     default: break;
     }
     l = escape(l);
-    if (in.result >= 0 && f_.types[in.result].rank() > 0) l += "\\n" + escape(f_.types[in.result].str());
+    if (in.result >= 0 && f_.types[in.result].rank() > 0)
+      l += "\\n" + escape(f_.types[in.result].str());
     return l;
   }
 
@@ -85,9 +87,10 @@ private:
             idx += (k ? ", " : "") + a + " < " + in.extents[k].str();
           }
           out_ += ind + "subgraph cluster_" + std::to_string(++clusters_) + " {\n" + ind +
-                  "  label=\"" + escape(std::string(ir::opName(in.op)) +
-                                        (in.op == Op::If ? (r ? " (else)" : " (then)") : "") +
-                                        (idx.empty() ? "" : " [" + idx + "]")) +
+                  "  label=\"" +
+                  escape(std::string(ir::opName(in.op)) +
+                         (in.op == Op::If ? (r ? " (else)" : " (then)") : "") +
+                         (idx.empty() ? "" : " [" + idx + "]")) +
                   "\";\n" + ind + "  style=dashed; color=\"" + (adjoint ? "#c0392b" : "#7f8c8d") +
                   "\";\n";
           for (size_t k = 0; k < reg.args.size(); ++k)
@@ -95,11 +98,13 @@ private:
                     "\", shape=plaintext];\n";
           block(reg, ind + "  ");
           out_ += ind + "}\n";
-          for (int y : reg.yields) edge(y, id);
+          for (int y : reg.yields)
+            edge(y, id);
         }
       }
       out_ += ind + id + " [label=\"" + label(in) + "\"" + style + "];\n";
-      for (int a : in.args) edge(a, id);
+      for (int a : in.args)
+        edge(a, id);
     }
   }
 
@@ -112,6 +117,8 @@ private:
 
 } // namespace
 
-std::string printDot(const ir::Function& f, int firstAdjoint) { return Dot(f, firstAdjoint).run(); }
+std::string printDot(const ir::Function& f, int firstAdjoint) {
+  return Dot(f, firstAdjoint).run();
+}
 
 } // namespace slope

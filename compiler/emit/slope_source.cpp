@@ -48,14 +48,16 @@ public:
   explicit Functionalizer(const ir::Function& src) : src_(src), out_(src), b_(out_) {
     out_.body = Block{};
     map_.assign(src.types.size(), -1);
-    for (int p : src.params) map_[p] = p;
+    for (int p : src.params)
+      map_[p] = p;
   }
 
   ir::Function run() {
     Pass top;
     block(src_.body, top);
     std::vector<int> ys;
-    for (int y : src_.body.yields) ys.push_back(value(y, top));
+    for (int y : src_.body.yields)
+      ys.push_back(value(y, top));
     out_.body.yields = ys;
     // Params were copied into out_.params; their Param instructions go first.
     std::vector<Instr> params;
@@ -74,10 +76,10 @@ private:
   /// one outside accumulator whose contribution it sums.
   struct Pass {
     std::map<int, Buf> bufs;
-    int target = -1;             // the outside accumulator this pass computes a term of
-    std::vector<int> at;         // its element index (tensor target, masked form)
-    bool identity = false;       // the loop writes element i at index i (gather form)
-    int sum = -1;                // the contribution so far
+    int target = -1;       // the outside accumulator this pass computes a term of
+    std::vector<int> at;   // its element index (tensor target, masked form)
+    bool identity = false; // the loop writes element i at index i (gather form)
+    int sum = -1;          // the contribution so far
     Pass* outer = nullptr;
     // Gather over a loop nest: loops whose bodies are walked inline, their indices bound to
     // the comprehension's (or the enclosing sum's) indices.
@@ -87,9 +89,9 @@ private:
   /// A loop nest that writes `buf` at indices made of its own loop indices, all adds the same
   /// way: buf[c] = sum over the nest's other indices of the adds' values at c (a gather).
   struct Nest {
-    std::vector<const Instr*> loops;   // outermost first, down to the loop holding the adds
-    std::vector<int> bound;            // for each dimension of buf, the loop index it takes
-    std::vector<int> unbound;          // the other loop indices (summed over)
+    std::vector<const Instr*> loops; // outermost first, down to the loop holding the adds
+    std::vector<int> bound;          // for each dimension of buf, the loop index it takes
+    std::vector<int> unbound;        // the other loop indices (summed over)
     std::vector<Poly> unboundExtents;
   };
   std::optional<Nest> findNest(const Instr& top, int buf) {
@@ -116,7 +118,8 @@ private:
         }
         if (i.regions.empty()) continue;
         std::set<int> inner;
-        for (const Block& r : i.regions) addsIn(r, inner);
+        for (const Block& r : i.regions)
+          addsIn(r, inner);
         if (!inner.count(buf)) continue;
         if (i.op != Op::For || next) return std::nullopt;
         next = &i;
@@ -159,20 +162,24 @@ private:
   }
   int zero(const ir::Type& t) {
     if (t.rank() == 0) return b_.constant(t.dtype, 0);
-    return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>&) { return b_.constant(t.dtype, 0); });
+    return b_.region(Op::Comp, t.shape, t,
+                     [&](const std::vector<int>&) { return b_.constant(t.dtype, 0); });
   }
   int materialize(int v, Buf& b) {
     if (b.cached >= 0) return b.cached;
     const ir::Type& t = src_.types[v];
-    if (b.terms.empty()) b.cached = zero(t);
+    if (b.terms.empty())
+      b.cached = zero(t);
     else if (b.terms.size() == 1 || t.rank() == 0) {
       int s = b.terms[0];
-      for (size_t k = 1; k < b.terms.size(); ++k) s = b_.binary(Op::Add, s, b.terms[k]);
+      for (size_t k = 1; k < b.terms.size(); ++k)
+        s = b_.binary(Op::Add, s, b.terms[k]);
       b.cached = s;
     } else {
       b.cached = b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& j) {
         int s = b_.load(b.terms[0], j, "", {}, true);
-        for (size_t k = 1; k < b.terms.size(); ++k) s = b_.binary(Op::Add, s, b_.load(b.terms[k], j, "", {}, true));
+        for (size_t k = 1; k < b.terms.size(); ++k)
+          s = b_.binary(Op::Add, s, b_.load(b.terms[k], j, "", {}, true));
         return s;
       });
     }
@@ -255,15 +262,17 @@ private:
     }
     const Block& body = in.regions[0];
     if (isTarget || t.rank() == 0) { // a scalar: the sum over the loop
-      return b_.region(Op::ReduceSum, in.extents, ir::Type{t.dtype, {}}, [&](const std::vector<int>& idx) {
-        for (size_t k = 0; k < idx.size(); ++k) map_[body.args[k]] = idx[k];
-        Pass q;
-        q.target = buf;
-        q.at = at;
-        q.outer = &p;
-        block(body, q);
-        return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
-      });
+      return b_.region(Op::ReduceSum, in.extents, ir::Type{t.dtype, {}},
+                       [&](const std::vector<int>& idx) {
+                         for (size_t k = 0; k < idx.size(); ++k)
+                           map_[body.args[k]] = idx[k];
+                         Pass q;
+                         q.target = buf;
+                         q.at = at;
+                         q.outer = &p;
+                         block(body, q);
+                         return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
+                       });
     }
     return tensorLoopTerm(&in, body, buf, p);
   }
@@ -278,18 +287,22 @@ private:
         return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& c) {
           auto walk = [&](const std::vector<int>& u) {
             std::map<int, int> bind;
-            for (size_t k = 0; k < c.size(); ++k) bind[nest->bound[k]] = c[k];
-            for (size_t k = 0; k < u.size(); ++k) bind[nest->unbound[k]] = u[k];
+            for (size_t k = 0; k < c.size(); ++k)
+              bind[nest->bound[k]] = c[k];
+            for (size_t k = 0; k < u.size(); ++k)
+              bind[nest->unbound[k]] = u[k];
             Pass q;
             q.target = buf;
             q.identity = true;
             q.outer = &p;
             for (const Instr* l : nest->loops) {
               std::vector<int> vals;
-              for (int a : l->regions[0].args) vals.push_back(bind.at(a));
+              for (int a : l->regions[0].args)
+                vals.push_back(bind.at(a));
               q.inlineLoops[l] = vals;
             }
-            for (int a : nest->loops[0]->regions[0].args) map_[a] = bind.at(a);
+            for (int a : nest->loops[0]->regions[0].args)
+              map_[a] = bind.at(a);
             block(nest->loops[0]->regions[0], q);
             return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
           };
@@ -307,13 +320,15 @@ private:
           gather = false;
         if (i.op != Op::BufAdd && !i.regions.empty()) {
           std::set<int> inner;
-          for (const Block& r : i.regions) addsIn(r, inner);
+          for (const Block& r : i.regions)
+            addsIn(r, inner);
           if (inner.count(buf)) gather = false;
         }
       }
     if (gather)
       return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& idx) {
-        for (size_t k = 0; k < idx.size(); ++k) map_[body.args[k]] = idx[k];
+        for (size_t k = 0; k < idx.size(); ++k)
+          map_[body.args[k]] = idx[k];
         Pass q;
         q.target = buf;
         q.identity = true;
@@ -332,10 +347,12 @@ private:
         return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
       };
       if (!loop) return inner();
-      return b_.region(Op::ReduceSum, loop->extents, ir::Type{t.dtype, {}}, [&](const std::vector<int>& idx) {
-        for (size_t k = 0; k < idx.size(); ++k) map_[body.args[k]] = idx[k];
-        return inner();
-      });
+      return b_.region(Op::ReduceSum, loop->extents, ir::Type{t.dtype, {}},
+                       [&](const std::vector<int>& idx) {
+                         for (size_t k = 0; k < idx.size(); ++k)
+                           map_[body.args[k]] = idx[k];
+                         return inner();
+                       });
     });
   }
 
@@ -348,7 +365,8 @@ private:
       }
       if (in.op == Op::BufAdd) {
         std::vector<int> idx;
-        for (size_t k = 1; k + 1 < in.args.size(); ++k) idx.push_back(mapped(in.args[k]));
+        for (size_t k = 1; k + 1 < in.args.size(); ++k)
+          idx.push_back(mapped(in.args[k]));
         contribute(in.args[0], idx, mapped(in.args.back()), p);
         continue;
       }
@@ -356,27 +374,33 @@ private:
         Buf* b = findBuf(in.args[0], p);
         int whole = materialize(in.args[0], *b);
         std::vector<int> idx;
-        for (size_t k = 1; k < in.args.size(); ++k) idx.push_back(mapped(in.args[k]));
+        for (size_t k = 1; k < in.args.size(); ++k)
+          idx.push_back(mapped(in.args[k]));
         map_[in.result] = idx.empty() ? whole : b_.load(whole, idx, in.name, in.loc, true);
         continue;
       }
       auto inl = p.inlineLoops.find(&in);
       if (inl != p.inlineLoops.end()) { // part of a gathered nest: walk its body right here
         const Block& r = in.regions[0];
-        for (size_t k = 0; k < r.args.size(); ++k) map_[r.args[k]] = inl->second[k];
+        for (size_t k = 0; k < r.args.size(); ++k)
+          map_[r.args[k]] = inl->second[k];
         block(r, p);
         continue;
       }
       if (isEffect(in)) {
         std::set<int> written;
-        for (const Block& r : in.regions) addsIn(r, written);
-        for (const Block& r : in.regions) materializeReads(r, p, written);
+        for (const Block& r : in.regions)
+          addsIn(r, written);
+        for (const Block& r : in.regions)
+          materializeReads(r, p, written);
         for (int buf : written) {
           bool mine = buf == p.target || p.bufs.count(buf);
           if (!mine) continue;
           int term = regionTerm(in, buf, p);
-          if (buf == p.target) p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
-          else addTerm(p.bufs[buf], term);
+          if (buf == p.target)
+            p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
+          else
+            addTerm(p.bufs[buf], term);
         }
         continue;
       }
@@ -384,20 +408,26 @@ private:
       // to accumulators of this pass (the tape the forward sweep writes) contributes terms.
       {
         std::set<int> written;
-        for (const Block& r : in.regions) addsIn(r, written);
-        for (const Block& r : in.regions) materializeReads(r, p, written);
+        for (const Block& r : in.regions)
+          addsIn(r, written);
+        for (const Block& r : in.regions)
+          materializeReads(r, p, written);
         for (int buf : written) {
           bool mine = buf == p.target || p.bufs.count(buf);
           if (!mine) continue;
-          if (in.op == Op::If) throw NotPrintable("an if expression that also adds to an accumulator");
+          if (in.op == Op::If)
+            throw NotPrintable("an if expression that also adds to an accumulator");
           int term = regionTerm(in, buf, p);
-          if (buf == p.target) p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
-          else addTerm(p.bufs[buf], term);
+          if (buf == p.target)
+            p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
+          else
+            addTerm(p.bufs[buf], term);
         }
       }
       Instr c = in;
       c.regions.clear();
-      for (int& a : c.args) a = mapped(a);
+      for (int& a : c.args)
+        a = mapped(a);
       for (const Block& r : in.regions) {
         Block nb;
         nb.args.clear();
@@ -438,21 +468,27 @@ public:
   Printer(const ir::Function& f, std::string name) : f_(f), name_(std::move(name)) {}
 
   std::string run() {
-    for (const auto& n : f_.paramNames) taken_.insert(n);
-    for (const auto& n : f_.sizeNames()) taken_.insert(n);
+    for (const auto& n : f_.paramNames)
+      taken_.insert(n);
+    for (const auto& n : f_.sizeNames())
+      taken_.insert(n);
     countUses(f_.body);
-    for (size_t k = 0; k < f_.params.size(); ++k) names_[f_.params[k]] = f_.paramNames[k];
+    for (size_t k = 0; k < f_.params.size(); ++k)
+      names_[f_.params[k]] = f_.paramNames[k];
     std::string out = "fn " + name_ + "(";
     for (size_t k = 0; k < f_.params.size(); ++k)
       out += (k ? ", " : "") + f_.paramNames[k] + ": " + f_.paramTypes[k].str();
     out += ") -> ";
     std::vector<std::string> rt;
-    for (int y : f_.body.yields) rt.push_back(f_.types[y].str());
+    for (int y : f_.body.yields)
+      rt.push_back(f_.types[y].str());
     out += rt.size() == 1 ? rt[0] : "(" + join(rt) + ")";
     out += " {\n";
-    for (const Instr& in : f_.body.body) statement(in, out, "    ");
+    for (const Instr& in : f_.body.body)
+      statement(in, out, "    ");
     std::vector<std::string> ys;
-    for (int y : f_.body.yields) ys.push_back(expr(y).s);
+    for (int y : f_.body.yields)
+      ys.push_back(expr(y).s);
     out += "    " + (ys.size() == 1 ? ys[0] : "(" + join(ys) + ")") + "\n}\n";
     return out;
   }
@@ -460,25 +496,30 @@ public:
 private:
   static std::string join(const std::vector<std::string>& v) {
     std::string s;
-    for (size_t k = 0; k < v.size(); ++k) s += (k ? ", " : "") + v[k];
+    for (size_t k = 0; k < v.size(); ++k)
+      s += (k ? ", " : "") + v[k];
     return s;
   }
   void countUses(const Block& b) {
     for (const Instr& in : b.body) {
       defs_[in.result] = &in;
-      for (int a : in.args) ++uses_[a];
+      for (int a : in.args)
+        ++uses_[a];
       for (const Block& r : in.regions) {
-        for (int a : r.args) names_[a] = fresh("i", indexCount_);
+        for (int a : r.args)
+          names_[a] = fresh("i", indexCount_);
         countUses(r);
       }
     }
-    for (int y : b.yields) ++uses_[y];
+    for (int y : b.yields)
+      ++uses_[y];
   }
 
   /// A name not used by the function's parameters or sizes: PREFIX1, PREFIX2, ...
   std::string fresh(const char* prefix, int& counter) {
     std::string n;
-    do n = prefix + std::to_string(++counter);
+    do
+      n = prefix + std::to_string(++counter);
     while (taken_.count(n));
     return n;
   }
@@ -505,7 +546,8 @@ private:
   /// An if branch: `{ expr }`, or `{ let ...; expr }` when it computes tensors.
   std::string branch(const Block& b, const std::string& indent) {
     std::string lets;
-    for (const Instr& in : b.body) statement(in, lets, indent + "    ");
+    for (const Instr& in : b.body)
+      statement(in, lets, indent + "    ");
     std::string y = expr(b.yields[0]).s;
     if (lets.empty()) return "{ " + y + " }";
     return "{\n" + lets + indent + "    " + y + "\n" + indent + "}";
@@ -515,10 +557,13 @@ private:
     auto it = names_.find(v);
     if (it != names_.end()) return {it->second, 10};
     auto d = defs_.find(v);
-    if (d == defs_.end() || !d->second) throw NotPrintable("internal: no definition for %" + std::to_string(v));
+    if (d == defs_.end() || !d->second)
+      throw NotPrintable("internal: no definition for %" + std::to_string(v));
     return exprOf(*d->second, "    ");
   }
-  static std::string paren(const Expr& e, int need) { return e.prec >= need ? e.s : "(" + e.s + ")"; }
+  static std::string paren(const Expr& e, int need) {
+    return e.prec >= need ? e.s : "(" + e.s + ")";
+  }
 
   std::string number(double v, DType t) {
     if (std::isnan(v)) return "(0.0 / 0.0)";
@@ -575,13 +620,15 @@ private:
     case Op::Select: return {"select(" + a(0).s + ", " + a(1).s + ", " + a(2).s + ")", 10};
     case Op::Load: {
       std::string s = paren(a(0), 10) + "[";
-      for (size_t k = 1; k < in.args.size(); ++k) s += (k > 1 ? ", " : "") + expr(in.args[k]).s;
+      for (size_t k = 1; k < in.args.size(); ++k)
+        s += (k > 1 ? ", " : "") + expr(in.args[k]).s;
       return {s + "]", 10};
     }
     case Op::Stack: {
       // Nested literal from the flat elements.
       std::vector<int64_t> shape;
-      for (const Poly& p : t.shape) shape.push_back(*p.constValue());
+      for (const Poly& p : t.shape)
+        shape.push_back(*p.constValue());
       size_t pos = 0;
       std::function<std::string(size_t)> lit = [&](size_t d) -> std::string {
         std::string s = "[";
@@ -598,10 +645,14 @@ private:
     case Op::ReduceMax:
     case Op::ReduceMin:
     case Op::ReduceLse: {
-      static const std::map<Op, const char*> n = {{Op::ReduceSum, "sum"}, {Op::ReduceProd, "prod"},
-                                                  {Op::ReduceMax, "max"}, {Op::ReduceMin, "min"},
+      static const std::map<Op, const char*> n = {{Op::ReduceSum, "sum"},
+                                                  {Op::ReduceProd, "prod"},
+                                                  {Op::ReduceMax, "max"},
+                                                  {Op::ReduceMin, "min"},
                                                   {Op::ReduceLse, "logsumexp"}};
-      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" + expr(in.regions[0].yields[0]).s + ")", 10};
+      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" +
+                  expr(in.regions[0].yields[0]).s + ")",
+              10};
     }
     case Op::ArgMax:
     case Op::ArgMin: {
@@ -612,19 +663,21 @@ private:
       Poly total(1);
       for (size_t k = 0; k < r.args.size(); ++k) {
         flat = k == 0 ? names_[r.args[k]]
-                      : paren({flat, k == 1 ? 10 : 6}, 7) + " * " + paren(polyExpr(in.extents[k]), 8) +
-                            " + " + names_[r.args[k]];
+                      : paren({flat, k == 1 ? 10 : 6}, 7) + " * " +
+                            paren(polyExpr(in.extents[k]), 8) + " + " + names_[r.args[k]];
         total = total * in.extents[k];
       }
       // The extreme is computed with fresh index names (the same body, renamed).
       std::map<int, std::string> saved = names_;
-      for (int x : r.args) names_[x] = names_[x] + "m";
+      for (int x : r.args)
+        names_[x] = names_[x] + "m";
       std::string inner = expr(r.yields[0]).s;
       std::string mIdx;
       for (size_t k = 0; k < r.args.size(); ++k)
         mIdx += (k ? ", " : "") + names_[r.args[k]] + ": " + in.extents[k].str();
       names_ = saved;
-      std::string ext = std::string(in.op == Op::ArgMax ? "max" : "min") + "[" + mIdx + "](" + inner + ")";
+      std::string ext =
+          std::string(in.op == Op::ArgMax ? "max" : "min") + "[" + mIdx + "](" + inner + ")";
       return {"min[" + indexList(in) + "](select(" + body + " == " + ext + ", " + flat + ", " +
                   polyExpr(total).s + "))",
               10};
@@ -676,7 +729,8 @@ std::string printSlope(const ir::Function& gradient) {
     simplify(pure);
     return Printer(pure, gradient.name).run();
   } catch (const NotPrintable& e) {
-    throw SlopePrintError(std::string("cannot print '") + gradient.name + "' as Slope source: " + e.what());
+    throw SlopePrintError(std::string("cannot print '") + gradient.name +
+                          "' as Slope source: " + e.what());
   }
 }
 

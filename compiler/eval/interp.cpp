@@ -33,7 +33,8 @@ double digamma(double x) {
 
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& ts) {
   std::vector<ArgShape> shapes;
-  for (const Tensor& t : ts) shapes.push_back({t.dtype(), t.shape()});
+  for (const Tensor& t : ts)
+    shapes.push_back({t.dtype(), t.shape()});
   return bindSizes(f, shapes);
 }
 
@@ -41,7 +42,8 @@ static std::string typeString(const ArgShape& a) {
   std::string s = dtypeName(a.dtype);
   if (a.shape.empty()) return s;
   s += "[";
-  for (size_t i = 0; i < a.shape.size(); ++i) s += (i ? ", " : "") + std::to_string(a.shape[i]);
+  for (size_t i = 0; i < a.shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(a.shape[i]);
   return s + "]";
 }
 
@@ -159,7 +161,8 @@ public:
 
   /// Runs one scalar instruction whose operands are values 0..k-1 (set by the caller).
   bool fold(const Instr& in, const std::vector<Scalar>& args, Scalar& out) {
-    for (size_t k = 0; k < args.size(); ++k) vals_[k].f = args[k].f, vals_[k].i = args[k].i;
+    for (size_t k = 0; k < args.size(); ++k)
+      vals_[k].f = args[k].f, vals_[k].i = args[k].i;
     try {
       step(in);
     } catch (const EvalError&) {
@@ -175,7 +178,8 @@ public:
       vals_[f_.params[k]] = fromTensor(args[k]);
     exec(f_.body);
     std::vector<Tensor> out;
-    for (int y : f_.body.yields) out.push_back(toTensor(y));
+    for (int y : f_.body.yields)
+      out.push_back(toTensor(y));
     return out;
   }
 
@@ -197,8 +201,10 @@ private:
     const V& v = vals_[id];
     if (v.t) return *v.t;
     Tensor t(dt(id), {});
-    if (isFloat(dt(id))) t.setF(0, v.f);
-    else t.setI(0, v.i);
+    if (isFloat(dt(id)))
+      t.setF(0, v.f);
+    else
+      t.setI(0, v.i);
     return t;
   }
 
@@ -241,7 +247,8 @@ private:
     }
     std::vector<int64_t> idx(ext.size(), 0);
     for (int64_t n = 0; n < total; ++n) {
-      for (size_t k = 0; k < idx.size(); ++k) vals_[r.args[k]].i = idx[k];
+      for (size_t k = 0; k < idx.size(); ++k)
+        vals_[r.args[k]].i = idx[k];
       exec(r);
       body(n);
       for (size_t k = idx.size(); k-- > 0;) {
@@ -252,7 +259,8 @@ private:
   }
 
   void exec(const Block& b) {
-    for (const Instr& in : b.body) step(in);
+    for (const Instr& in : b.body)
+      step(in);
   }
 
   void step(const Instr& in) {
@@ -263,8 +271,10 @@ private:
     switch (ir::opKind(in.op)) {
     case ir::OpKind::Leaf:
       if (in.op == Op::Param) return;
-      if (in.op == Op::Const) out.f = in.fval, out.i = in.ival;
-      else out.i = extent(in.poly, in.loc), out.f = static_cast<double>(out.i);
+      if (in.op == Op::Const)
+        out.f = in.fval, out.i = in.ival;
+      else
+        out.i = extent(in.poly, in.loc), out.f = static_cast<double>(out.i);
       break;
     case ir::OpKind::Unary: out = unary(in, t); break;
     case ir::OpKind::Binary: out = binary(in, t); break;
@@ -284,9 +294,12 @@ private:
       return out;
     }
     if (in.op == Op::Cast) {
-      if (isFloat(t)) out.f = roundTo(t, isFloat(from) ? x.f : static_cast<double>(x.i));
-      else if (t == DType::Bool) out.i = isFloat(from) ? x.f != 0 : x.i != 0;
-      else if (!isFloat(from)) out.i = x.i;
+      if (isFloat(t))
+        out.f = roundTo(t, isFloat(from) ? x.f : static_cast<double>(x.i));
+      else if (t == DType::Bool)
+        out.i = isFloat(from) ? x.f != 0 : x.i != 0;
+      else if (!isFloat(from))
+        out.i = x.i;
       else {
         if (!(std::fabs(x.f) < 9.2e18))
           throw EvalError(in.loc, "cannot convert " + std::to_string(x.f) + " to i64");
@@ -295,14 +308,20 @@ private:
       return out;
     }
     if (!isFloat(t)) {
-      if (in.op == Op::Neg) out.i = static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i));
-      else if (in.op == Op::Abs) out.i = x.i < 0 ? static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i)) : x.i;
-      else if (in.op == Op::Sign) out.i = (x.i > 0) - (x.i < 0);
-      else out.i = x.i;
+      if (in.op == Op::Neg)
+        out.i = static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i));
+      else if (in.op == Op::Abs)
+        out.i = x.i < 0 ? static_cast<int64_t>(0ULL - static_cast<uint64_t>(x.i)) : x.i;
+      else if (in.op == Op::Sign)
+        out.i = (x.i > 0) - (x.i < 0);
+      else
+        out.i = x.i;
       return out;
     }
-    if (t == DType::F32) out.f = applyUnary<float>(in.op, static_cast<float>(x.f));
-    else out.f = applyUnary<double>(in.op, x.f);
+    if (t == DType::F32)
+      out.f = applyUnary<float>(in.op, static_cast<float>(x.f));
+    else
+      out.f = applyUnary<double>(in.op, x.f);
     return out;
   }
 
@@ -312,16 +331,29 @@ private:
     const V& y = vals_[in.args[1]];
     DType ot = dt(in.args[0]);
     switch (in.op) {
-    case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge: case Op::Eq: case Op::Ne: {
+    case Op::Lt:
+    case Op::Le:
+    case Op::Gt:
+    case Op::Ge:
+    case Op::Eq:
+    case Op::Ne: {
       bool r;
       if (isFloat(ot)) {
         double p = x.f, q = y.f;
-        r = in.op == Op::Lt ? p < q : in.op == Op::Le ? p <= q : in.op == Op::Gt ? p > q
-          : in.op == Op::Ge ? p >= q : in.op == Op::Eq ? p == q : p != q;
+        r = in.op == Op::Lt   ? p < q
+            : in.op == Op::Le ? p <= q
+            : in.op == Op::Gt ? p > q
+            : in.op == Op::Ge ? p >= q
+            : in.op == Op::Eq ? p == q
+                              : p != q;
       } else {
         int64_t p = x.i, q = y.i;
-        r = in.op == Op::Lt ? p < q : in.op == Op::Le ? p <= q : in.op == Op::Gt ? p > q
-          : in.op == Op::Ge ? p >= q : in.op == Op::Eq ? p == q : p != q;
+        r = in.op == Op::Lt   ? p < q
+            : in.op == Op::Le ? p <= q
+            : in.op == Op::Gt ? p > q
+            : in.op == Op::Ge ? p >= q
+            : in.op == Op::Eq ? p == q
+                              : p != q;
       }
       out.i = r;
       return out;
@@ -353,7 +385,8 @@ private:
     if (isFloat(t)) {
       if (t == DType::F32)
         out.f = applyBinary<float>(in.op, static_cast<float>(x.f), static_cast<float>(y.f));
-      else out.f = applyBinary<double>(in.op, x.f, y.f);
+      else
+        out.f = applyBinary<double>(in.op, x.f, y.f);
       return out;
     }
     // Integers wrap around (two's complement) instead of invoking undefined behaviour.
@@ -365,8 +398,10 @@ private:
     case Op::Div:
     case Op::Mod:
       if (y.i == 0) throw EvalError(in.loc, "integer division by zero");
-      if (y.i == -1) out.i = in.op == Op::Div ? static_cast<int64_t>(0 - p) : 0;
-      else out.i = in.op == Op::Div ? x.i / y.i : x.i % y.i;
+      if (y.i == -1)
+        out.i = in.op == Op::Div ? static_cast<int64_t>(0 - p) : 0;
+      else
+        out.i = in.op == Op::Div ? x.i / y.i : x.i % y.i;
       break;
     case Op::Min: out.i = std::min(x.i, y.i); break;
     case Op::Max: out.i = std::max(x.i, y.i); break;
@@ -386,11 +421,14 @@ private:
     }
     case Op::Stack: {
       std::vector<int64_t> shape;
-      for (const Poly& p : f_.types[in.result].shape) shape.push_back(extent(p, in.loc));
+      for (const Poly& p : f_.types[in.result].shape)
+        shape.push_back(extent(p, in.loc));
       auto t = std::make_shared<Tensor>(f_.types[in.result].dtype, shape);
       for (size_t k = 0; k < in.args.size(); ++k) {
-        if (isFloat(t->dtype())) t->setF(static_cast<int64_t>(k), vals_[in.args[k]].f);
-        else t->setI(static_cast<int64_t>(k), vals_[in.args[k]].i);
+        if (isFloat(t->dtype()))
+          t->setF(static_cast<int64_t>(k), vals_[in.args[k]].f);
+        else
+          t->setI(static_cast<int64_t>(k), vals_[in.args[k]].i);
       }
       out.t = t;
       return;
@@ -402,7 +440,8 @@ private:
         return;
       }
       std::vector<int64_t> shape;
-      for (const Poly& p : ty.shape) shape.push_back(extent(p, in.loc));
+      for (const Poly& p : ty.shape)
+        shape.push_back(extent(p, in.loc));
       out.t = std::make_shared<Tensor>(ty.dtype, shape);
       return;
     }
@@ -412,7 +451,8 @@ private:
       const V& v = vals_[in.args.back()];
       if (t.dtype() == DType::F32)
         t.data<float>()[pos] += static_cast<float>(v.f);
-      else t.setF(pos, t.getF(pos) + v.f);
+      else
+        t.setF(pos, t.getF(pos) + v.f);
       return;
     }
     default: return;
@@ -426,11 +466,14 @@ private:
     switch (in.op) {
     case Op::Comp: {
       std::vector<int64_t> shape;
-      for (const Poly& p : in.extents) shape.push_back(extent(p, in.loc));
+      for (const Poly& p : in.extents)
+        shape.push_back(extent(p, in.loc));
       auto res = std::make_shared<Tensor>(t, shape);
       loop(in, [&](int64_t n) {
-        if (fl) res->setF(n, yv().f);
-        else res->setI(n, yv().i);
+        if (fl)
+          res->setF(n, yv().f);
+        else
+          res->setI(n, yv().i);
       });
       out.t = res;
       return;
@@ -441,9 +484,12 @@ private:
       double acc = sum ? 0 : 1;
       int64_t iacc = sum ? 0 : 1;
       loop(in, [&](int64_t) {
-        if (fl) acc = roundTo(t, sum ? acc + yv().f : acc * yv().f);
-        else iacc = static_cast<int64_t>(sum ? static_cast<uint64_t>(iacc) + static_cast<uint64_t>(yv().i)
-                                             : static_cast<uint64_t>(iacc) * static_cast<uint64_t>(yv().i));
+        if (fl)
+          acc = roundTo(t, sum ? acc + yv().f : acc * yv().f);
+        else
+          iacc = static_cast<int64_t>(
+              sum ? static_cast<uint64_t>(iacc) + static_cast<uint64_t>(yv().i)
+                  : static_cast<uint64_t>(iacc) * static_cast<uint64_t>(yv().i));
       });
       out.f = acc;
       out.i = iacc;
@@ -455,7 +501,8 @@ private:
     case Op::ArgMin: {
       bool mx = in.op == Op::ReduceMax || in.op == Op::ArgMax;
       double best = mx ? -INFINITY : INFINITY;
-      int64_t ibest = mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
+      int64_t ibest =
+          mx ? std::numeric_limits<int64_t>::min() : std::numeric_limits<int64_t>::max();
       int64_t at = -1;
       bool nan = false;
       DType bt = dt(r.yields[0]);
@@ -473,9 +520,12 @@ private:
           if (at < 0 || (mx ? v > ibest : v < ibest)) ibest = v, at = n;
         }
       });
-      if (in.op == Op::ArgMax || in.op == Op::ArgMin) out.i = at;
-      else if (fl) out.f = best;
-      else out.i = ibest;
+      if (in.op == Op::ArgMax || in.op == Op::ArgMin)
+        out.i = at;
+      else if (fl)
+        out.f = best;
+      else
+        out.i = ibest;
       return;
     }
     case Op::ReduceLse: {
@@ -483,7 +533,8 @@ private:
       std::vector<double> xs;
       loop(in, [&](int64_t) { xs.push_back(yv().f); });
       double m = -INFINITY;
-      for (double x : xs) m = std::max(m, x);
+      for (double x : xs)
+        m = std::max(m, x);
       if (std::isinf(m)) {
         out.f = m;
         for (double x : xs)
@@ -492,11 +543,13 @@ private:
       }
       if (t == DType::F32) {
         float s = 0, mf = static_cast<float>(m);
-        for (double x : xs) s += std::exp(static_cast<float>(x) - mf);
+        for (double x : xs)
+          s += std::exp(static_cast<float>(x) - mf);
         out.f = mf + std::log(s);
       } else {
         double s = 0;
-        for (double x : xs) s += std::exp(x - m);
+        for (double x : xs)
+          s += std::exp(x - m);
         out.f = m + std::log(s);
       }
       return;

@@ -17,8 +17,10 @@ void Builder::emitEffect(Instr i) {
 int Builder::constant(DType t, double v) {
   Instr i;
   i.op = Op::Const;
-  if (isFloat(t)) i.fval = v;
-  else i.ival = static_cast<int64_t>(v), i.fval = v;
+  if (isFloat(t))
+    i.fval = v;
+  else
+    i.ival = static_cast<int64_t>(v), i.fval = v;
   return emit(std::move(i), Type{t, {}});
 }
 
@@ -70,8 +72,14 @@ int Builder::binary(Op op, int a, int b, SrcRange loc) {
   i.loc = loc;
   DType t = type(a).dtype;
   switch (op) {
-  case Op::Lt: case Op::Le: case Op::Gt: case Op::Ge: case Op::Eq: case Op::Ne:
-  case Op::And: case Op::Or: t = DType::Bool; break;
+  case Op::Lt:
+  case Op::Le:
+  case Op::Gt:
+  case Op::Ge:
+  case Op::Eq:
+  case Op::Ne:
+  case Op::And:
+  case Op::Or: t = DType::Bool; break;
   default: break;
   }
   return emit(std::move(i), Type{t, {}});
@@ -94,7 +102,8 @@ int Builder::load(int tensor, std::vector<int> idx, const std::string& name, Src
   i.loc = loc;
   i.checked = checked;
   const Type& t = type(tensor);
-  Type rt{t.dtype, std::vector<Poly>(t.shape.begin() + static_cast<long>(idx.size()), t.shape.end())};
+  Type rt{t.dtype,
+          std::vector<Poly>(t.shape.begin() + static_cast<long>(idx.size()), t.shape.end())};
   return emit(std::move(i), rt);
 }
 
@@ -126,7 +135,8 @@ Block Builder::buildBlock(const std::vector<int>& args, const std::function<int(
 int Builder::region(Op op, const std::vector<Poly>& extents, const Type& t, const BodyFn& body,
                     SrcRange loc) {
   std::vector<int> idx;
-  for (size_t k = 0; k < extents.size(); ++k) idx.push_back(f_.newValue(Type{DType::I64, {}}));
+  for (size_t k = 0; k < extents.size(); ++k)
+    idx.push_back(f_.newValue(Type{DType::I64, {}}));
   Instr i;
   i.op = op;
   i.extents = extents;
@@ -137,7 +147,8 @@ int Builder::region(Op op, const std::vector<Poly>& extents, const Type& t, cons
 
 void Builder::forLoop(const std::vector<Poly>& extents, const BodyFn& body) {
   std::vector<int> idx;
-  for (size_t k = 0; k < extents.size(); ++k) idx.push_back(f_.newValue(Type{DType::I64, {}}));
+  for (size_t k = 0; k < extents.size(); ++k)
+    idx.push_back(f_.newValue(Type{DType::I64, {}}));
   Instr i;
   i.op = Op::For;
   i.extents = extents;
@@ -155,13 +166,18 @@ int Builder::ifElse(int c, const Type& t, const std::function<int()>& then,
   return emit(std::move(i), t);
 }
 
-void Builder::ifEffect(int c, const std::function<void()>& then,
-                       const std::function<void()>& els) {
+void Builder::ifEffect(int c, const std::function<void()>& then, const std::function<void()>& els) {
   Instr i;
   i.op = Op::If;
   i.args = {c};
-  i.regions.push_back(buildBlock({}, [&] { then(); return -1; }));
-  i.regions.push_back(buildBlock({}, [&] { els(); return -1; }));
+  i.regions.push_back(buildBlock({}, [&] {
+    then();
+    return -1;
+  }));
+  i.regions.push_back(buildBlock({}, [&] {
+    els();
+    return -1;
+  }));
   emitEffect(std::move(i));
 }
 

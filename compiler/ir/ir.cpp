@@ -5,10 +5,10 @@
 
 namespace slope::ir {
 
+// clang-format off
 const char* opName(Op op) {
   switch (op) {
-#define OP(E, M, K)                                                                                \
-  case Op::E: return M;
+#define OP(E, M, K) case Op::E: return M;
 #include "compiler/ir/ops.def"
   }
   return "?";
@@ -16,18 +16,19 @@ const char* opName(Op op) {
 
 OpKind opKind(Op op) {
   switch (op) {
-#define OP(E, M, K)                                                                                \
-  case Op::E: return OpKind::K;
+#define OP(E, M, K) case Op::E: return OpKind::K;
 #include "compiler/ir/ops.def"
   }
   return OpKind::Leaf;
 }
+// clang-format on
 
 std::string Type::str() const {
   std::string s = dtypeName(dtype);
   if (shape.empty()) return s;
   s += "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + shape[i].str();
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + shape[i].str();
   return s + "]";
 }
 
@@ -60,10 +61,12 @@ struct Printer {
   void indent(int depth) { out.append(static_cast<size_t>(depth) * 2, ' '); }
 
   void block(const Block& b, int depth) {
-    for (const Instr& i : b.body) instr(i, depth);
+    for (const Instr& i : b.body)
+      instr(i, depth);
     indent(depth);
     out += "yield";
-    for (size_t k = 0; k < b.yields.size(); ++k) out += (k ? ", " : " ") + v(b.yields[k]);
+    for (size_t k = 0; k < b.yields.size(); ++k)
+      out += (k ? ", " : " ") + v(b.yields[k]);
     out += "\n";
   }
 
@@ -74,23 +77,26 @@ struct Printer {
     switch (i.op) {
     case Op::Param: out += " " + i.name; break;
     case Op::Const:
-      out += " " + (isFloat(f.types[i.result].dtype) ? fmtDouble(i.fval)
-                    : f.types[i.result].dtype == DType::Bool ? std::string(i.ival ? "true" : "false")
-                                                             : std::to_string(i.ival));
+      out +=
+          " " + (isFloat(f.types[i.result].dtype)         ? fmtDouble(i.fval)
+                 : f.types[i.result].dtype == DType::Bool ? std::string(i.ival ? "true" : "false")
+                                                          : std::to_string(i.ival));
       break;
     case Op::Size: out += " " + i.poly.str(); break;
     case Op::Load:
     case Op::BufAdd: {
       out += " " + v(i.args[0]) + "[";
       size_t nidx = i.op == Op::Load ? i.args.size() - 1 : i.args.size() - 2;
-      for (size_t k = 0; k < nidx; ++k) out += (k ? ", " : "") + v(i.args[1 + k]);
+      for (size_t k = 0; k < nidx; ++k)
+        out += (k ? ", " : "") + v(i.args[1 + k]);
       out += "]";
       if (i.op == Op::BufAdd) out += ", " + v(i.args.back());
       if (i.op == Op::Load && !i.checked && nidx > 0) out += " checked";
       break;
     }
     default:
-      for (size_t k = 0; k < i.args.size(); ++k) out += (k ? ", " : " ") + v(i.args[k]);
+      for (size_t k = 0; k < i.args.size(); ++k)
+        out += (k ? ", " : " ") + v(i.args[k]);
     }
     if (!i.extents.empty()) {
       out += " [";
@@ -120,7 +126,8 @@ std::string print(const Function& f) {
   Printer p{f, {}};
   p.out = "fn @" + f.name + "(";
   for (size_t k = 0; k < f.params.size(); ++k)
-    p.out += (k ? ", " : "") + p.v(f.params[k]) + " " + f.paramNames[k] + ": " + f.paramTypes[k].str();
+    p.out +=
+        (k ? ", " : "") + p.v(f.params[k]) + " " + f.paramNames[k] + ": " + f.paramTypes[k].str();
   p.out += ") -> (";
   for (size_t k = 0; k < f.body.yields.size(); ++k)
     p.out += (k ? ", " : "") + f.types[f.body.yields[k]].str();
@@ -148,17 +155,21 @@ static int fresh(Function& f, std::vector<int>& map, int old) {
 
 Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
   Block out;
-  for (int a : b.args) out.args.push_back(fresh(f, map, a));
+  for (int a : b.args)
+    out.args.push_back(fresh(f, map, a));
   out.body.reserve(b.body.size());
   for (const Instr& i : b.body) {
     Instr c = i;
     c.regions.clear();
-    for (int& a : c.args) a = mapped(map, a);
-    for (const Block& r : i.regions) c.regions.push_back(cloneBlock(f, r, map));
+    for (int& a : c.args)
+      a = mapped(map, a);
+    for (const Block& r : i.regions)
+      c.regions.push_back(cloneBlock(f, r, map));
     if (i.result >= 0) c.result = fresh(f, map, i.result);
     out.body.push_back(std::move(c));
   }
-  for (int y : b.yields) out.yields.push_back(mapped(map, y));
+  for (int y : b.yields)
+    out.yields.push_back(mapped(map, y));
   return out;
 }
 

@@ -44,32 +44,32 @@ struct Type {
 struct Instr;
 
 struct Block {
-  std::vector<int> args;   // index values of a region (i64 scalars)
+  std::vector<int> args; // index values of a region (i64 scalars)
   std::vector<Instr> body;
   std::vector<int> yields; // the block's results
 };
 
 struct Instr {
   Op op = Op::Const;
-  int result = -1;          // -1 for For and BufAdd
-  std::vector<int> args;    // operand value ids
-  double fval = 0;          // Const (float)
-  int64_t ival = 0;         // Const (int/bool), Param position
-  std::string name;         // Param name; Load/BufAdd: the tensor's source name
-  Poly poly;                // Size
+  int result = -1;           // -1 for For and BufAdd
+  std::vector<int> args;     // operand value ids
+  double fval = 0;           // Const (float)
+  int64_t ival = 0;          // Const (int/bool), Param position
+  std::string name;          // Param name; Load/BufAdd: the tensor's source name
+  Poly poly;                 // Size
   std::vector<Poly> extents; // Comp, reductions, For: one per region index
   std::vector<Block> regions;
-  SrcRange loc;             // source location, for run-time errors
-  bool checked = false;     // Load: subscripts proven in range at compile time
+  SrcRange loc;         // source location, for run-time errors
+  bool checked = false; // Load: subscripts proven in range at compile time
 };
 
 struct Function {
   std::string name;
-  std::vector<int> params;         // value ids of the Param instrs, in order
+  std::vector<int> params; // value ids of the Param instrs, in order
   std::vector<std::string> paramNames;
-  std::vector<Type> paramTypes;    // extents are literals or size names
-  Block body;                      // yields: the results
-  std::vector<Type> types;         // type of every value id
+  std::vector<Type> paramTypes; // extents are literals or size names
+  Block body;                   // yields: the results
+  std::vector<Type> types;      // type of every value id
   const SourceFile* file = nullptr;
 
   int newValue(const Type& t) {
@@ -91,7 +91,8 @@ Block cloneBlock(Function& f, const Block& b, std::vector<int>& map);
 template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {
   for (const Instr& i : b.body) {
     fn(i);
-    for (const Block& r : i.regions) forEachInstr(r, fn);
+    for (const Block& r : i.regions)
+      forEachInstr(r, fn);
   }
 }
 

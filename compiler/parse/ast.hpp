@@ -34,22 +34,22 @@ struct TypeExpr {
 /// An index declaration of a comprehension or indexed reduction: `i` or `i: n - 1`.
 struct IndexDecl {
   std::string name;
-  SrcRange range;     // the name
-  ExprP extent;       // null when the extent is to be inferred
+  SrcRange range; // the name
+  ExprP extent;   // null when the extent is to be inferred
 };
 
 enum class ExprKind {
-  Number,     // literal: isInt ? ival : fval
-  Bool,       // `true` / `false`
-  Name,       // a variable, parameter, size name or index
-  Unary,      // op: "-" or "!"
-  Binary,     // op: + - * / % @ ^ < <= > >= == != && ||
-  Call,       // name(args...); `zeros(f64[n])` / `ones(...)` carry typeArg instead of args
-  Subscript,  // base[args...]
-  Reduce,     // name[indices](args[0]): indexed reduction, e.g. sum[j](A[i, j] * v[j])
-  TensorLit,  // [args...]
-  If,         // if cond { thenBlock } else { elseBlock }
-  Tuple,      // (args[0], args[1], ...), two or more elements
+  Number,    // literal: isInt ? ival : fval
+  Bool,      // `true` / `false`
+  Name,      // a variable, parameter, size name or index
+  Unary,     // op: "-" or "!"
+  Binary,    // op: + - * / % @ ^ < <= > >= == != && ||
+  Call,      // name(args...); `zeros(f64[n])` / `ones(...)` carry typeArg instead of args
+  Subscript, // base[args...]
+  Reduce,    // name[indices](args[0]): indexed reduction, e.g. sum[j](A[i, j] * v[j])
+  TensorLit, // [args...]
+  If,        // if cond { thenBlock } else { elseBlock }
+  Tuple,     // (args[0], args[1], ...), two or more elements
 };
 
 struct Expr {
@@ -63,13 +63,13 @@ struct Expr {
   bool bval = false;
   // Name (the identifier), Unary/Binary (the operator), Call/Reduce (the function name)
   std::string name;
-  SrcRange nameRange;                // Call/Reduce: the callee name alone
-  std::vector<ExprP> args;           // operands, call arguments, subscripts, elements
-  ExprP base;                        // Subscript: the subscripted expression
-  std::vector<IndexDecl> indices;    // Reduce
-  std::optional<TypeExpr> typeArg;   // Call of zeros/ones
-  ExprP cond;                        // If
-  BlockP thenBlock, elseBlock;       // If (`else if` nests an If inside elseBlock)
+  SrcRange nameRange;              // Call/Reduce: the callee name alone
+  std::vector<ExprP> args;         // operands, call arguments, subscripts, elements
+  ExprP base;                      // Subscript: the subscripted expression
+  std::vector<IndexDecl> indices;  // Reduce
+  std::optional<TypeExpr> typeArg; // Call of zeros/ones
+  ExprP cond;                      // If
+  BlockP thenBlock, elseBlock;     // If (`else if` nests an If inside elseBlock)
 };
 
 enum class StmtKind {
@@ -84,15 +84,15 @@ enum class StmtKind {
 
 struct Stmt {
   StmtKind kind;
-  SrcRange range;                 // the whole statement
-  std::string name;               // bound / assigned / loop variable name
+  SrcRange range;   // the whole statement
+  std::string name; // bound / assigned / loop variable name
   SrcRange nameRange;
-  std::vector<IndexDecl> indices; // LetIndexed
+  std::vector<IndexDecl> indices;                      // LetIndexed
   std::vector<std::pair<std::string, SrcRange>> names; // LetTuple
-  std::vector<ExprP> subscripts;  // AssignIndexed
-  ExprP value;                    // Let*, Var, Assign*
-  ExprP lo, hi;                   // For
-  BlockP body;                    // For (its result is null)
+  std::vector<ExprP> subscripts;                       // AssignIndexed
+  ExprP value;                                         // Let*, Var, Assign*
+  ExprP lo, hi;                                        // For
+  BlockP body;                                         // For (its result is null)
 };
 
 /// `{ stmt* expr }`: a function body or an if branch; a for body has no result expression.
@@ -110,7 +110,7 @@ struct Param {
 
 struct Function {
   std::string name;
-  SrcRange range;      // `fn` to the closing brace
+  SrcRange range; // `fn` to the closing brace
   SrcRange nameRange;
   std::vector<Param> params;
   TypeExpr result;

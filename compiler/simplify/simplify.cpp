@@ -5,8 +5,8 @@
 
 #include <cmath>
 #include <functional>
-#include <optional>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
@@ -45,7 +45,9 @@ struct Rule {
   RuleFn fn;
 };
 
-bool floatOp(const Instr& in, const Ctx& c) { return in.result >= 0 && isFloat(c.f.types[in.result].dtype); }
+bool floatOp(const Instr& in, const Ctx& c) {
+  return in.result >= 0 && isFloat(c.f.types[in.result].dtype);
+}
 
 // The rule list. "exact": the same value for every input, NaN and infinities included;
 // "exact up to the sign of zero": may turn -0 into +0 (they compare equal).
@@ -152,8 +154,10 @@ void rewriteInPlace(Instr& in, Ctx& c) {
   }
   // (-1) * x -> -x, x * (-1) -> -x: exact.
   if (in.op == Op::Mul && floatOp(in, c)) {
-    if (c.isConst(in.args[0], -1)) in.op = Op::Neg, in.args = {in.args[1]};
-    else if (c.isConst(in.args[1], -1)) in.op = Op::Neg, in.args = {in.args[0]};
+    if (c.isConst(in.args[0], -1))
+      in.op = Op::Neg, in.args = {in.args[1]};
+    else if (c.isConst(in.args[1], -1))
+      in.op = Op::Neg, in.args = {in.args[0]};
   }
 }
 
@@ -198,8 +202,10 @@ private:
     for (Instr& inRef : b.body) {
       out.push_back(std::move(inRef));
       Instr& in = out.back();
-      for (int& a : in.args) a = resolve(a);
-      for (Block& r : in.regions) rewrite(r);
+      for (int& a : in.args)
+        a = resolve(a);
+      for (Block& r : in.regions)
+        rewrite(r);
       if (in.result < 0) continue;
       ir::OpKind k = ir::opKind(in.op);
       if (k == ir::OpKind::Unary || k == ir::OpKind::Binary || k == ir::OpKind::Ternary) {
@@ -244,13 +250,15 @@ private:
       record(out.back());
     }
     b.body = std::move(out);
-    for (int& y : b.yields) y = resolve(y);
+    for (int& y : b.yields)
+      y = resolve(y);
   }
 
   // --- common subexpressions ---------------------------------------------------------------
   static std::string key(const Instr& in, const ir::Function& f) {
     std::string k = std::to_string(static_cast<int>(in.op)) + ":" + f.types[in.result].str() + ":";
-    for (int a : in.args) k += std::to_string(a) + ",";
+    for (int a : in.args)
+      k += std::to_string(a) + ",";
     if (in.op == Op::Const)
       k += isFloat(f.types[in.result].dtype) ? std::to_string(in.fval) : std::to_string(in.ival);
     if (in.op == Op::Size) k += in.poly.str();
@@ -265,8 +273,10 @@ private:
     std::function<void(Block&)> walk = [&](Block& b) {
       scopes.emplace_back();
       for (Instr& in : b.body) {
-        for (int& a : in.args) a = resolve(a);
-        for (Block& r : in.regions) walk(r);
+        for (int& a : in.args)
+          a = resolve(a);
+        for (Block& r : in.regions)
+          walk(r);
         if (in.result < 0 || !in.regions.empty() || in.op == Op::Param || in.op == Op::BufZeros ||
             in.op == Op::Stack)
           continue;
@@ -285,7 +295,8 @@ private:
           scopes.back()[k] = in.result;
         }
       }
-      for (int& y : b.yields) y = resolve(y);
+      for (int& y : b.yields)
+        y = resolve(y);
       scopes.pop_back();
     };
     walk(f_.body);
@@ -293,10 +304,13 @@ private:
   }
   void applyReplacements(Block& b) {
     for (Instr& in : b.body) {
-      for (int& a : in.args) a = resolve(a);
-      for (Block& r : in.regions) applyReplacements(r);
+      for (int& a : in.args)
+        a = resolve(a);
+      for (Block& r : in.regions)
+        applyReplacements(r);
     }
-    for (int& y : b.yields) y = resolve(y);
+    for (int& y : b.yields)
+      y = resolve(y);
   }
 
   // --- scalar accumulators -> values -------------------------------------------------------
@@ -304,7 +318,8 @@ private:
   /// a running sum: each load becomes the sum of the adds before it.
   void promoteAccumulators(Block& b) {
     for (Instr& in : b.body)
-      for (Block& r : in.regions) promoteAccumulators(r);
+      for (Block& r : in.regions)
+        promoteAccumulators(r);
     std::map<int, int> direct; // buffer -> uses directly in b
     std::set<int> candidates;
     for (const Instr& in : b.body)
@@ -314,12 +329,14 @@ private:
     for (const Instr& in : b.body)
       for (const Block& r : in.regions)
         ir::forEachInstr(r, [&](const Instr& i) {
-          for (int a : i.args) candidates.erase(a);
+          for (int a : i.args)
+            candidates.erase(a);
         });
     // Yields of b itself become the final sum; yields of other blocks cannot see b's buffers.
     for (const Instr& in : b.body) {
       if (in.op == Op::BufAdd || in.op == Op::Load) continue;
-      for (int a : in.args) candidates.erase(a);
+      for (int a : in.args)
+        candidates.erase(a);
     }
     if (candidates.empty()) return;
     std::map<int, int> sum; // buffer -> current value (-1: zero so far)
@@ -385,14 +402,16 @@ private:
   /// atomics on a GPU). Exact up to the sign of zero (0 + v1 + v2 versus v1 + v2).
   void scatterToGather(Block& b) {
     for (Instr& in : b.body)
-      for (Block& r : in.regions) scatterToGather(r);
+      for (Block& r : in.regions)
+        scatterToGather(r);
     std::map<int, int> addsTo; // buffer -> number of buf.add anywhere
     ir::forEachInstr(f_.body, [&](const Instr& i) {
       if (i.op == Op::BufAdd) ++addsTo[i.args[0]];
     });
     std::map<int, size_t> zeros; // buffer -> position in b
     for (size_t k = 0; k < b.body.size(); ++k)
-      if (b.body[k].op == Op::BufZeros && f_.types[b.body[k].result].rank() > 0) zeros[b.body[k].result] = k;
+      if (b.body[k].op == Op::BufZeros && f_.types[b.body[k].result].rank() > 0)
+        zeros[b.body[k].result] = k;
     for (Instr& loop : b.body) {
       if (loop.op != Op::For) continue;
       Block& body = loop.regions[0];
@@ -451,7 +470,8 @@ private:
   /// `comp [i < shape(T)] { load T[i] }` is T.
   void copies(Block& b) {
     for (Instr& in : b.body) {
-      for (Block& r : in.regions) copies(r);
+      for (Block& r : in.regions)
+        copies(r);
       if (in.op != Op::Comp) continue;
       const Block& r = in.regions[0];
       if (r.body.size() != 1 || r.yields.size() != 1) continue;
@@ -459,7 +479,8 @@ private:
       if (l.op != Op::Load || l.result != r.yields[0]) continue;
       std::vector<int> idx(l.args.begin() + 1, l.args.end());
       const ir::Type& src = f_.types[l.args[0]];
-      if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype) continue;
+      if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype)
+        continue;
       bool buffer = false;
       ir::forEachInstr(f_.body, [&](const Instr& i) {
         if (i.op == Op::BufZeros && i.result == l.args[0]) buffer = true;
@@ -476,7 +497,8 @@ private:
     if (in.op == Op::BufAdd || in.op == Op::For || (in.op == Op::If && in.result < 0)) return true;
     bool e = false;
     for (const Block& r : in.regions)
-      for (const Instr& i : r.body) e = e || hasEffects(i);
+      for (const Instr& i : r.body)
+        e = e || hasEffects(i);
     return e;
   }
   void dce() {
@@ -490,21 +512,28 @@ private:
             if (in.op == Op::BufAdd && k == 0) continue; // adding is not reading
             ++uses[in.args[k]];
           }
-          for (const Block& r : in.regions) count(r);
+          for (const Block& r : in.regions)
+            count(r);
         }
-        for (int y : b.yields) ++uses[y];
+        for (int y : b.yields)
+          ++uses[y];
       };
       count(f_.body);
       (void)loaded;
       std::function<void(Block&)> sweep = [&](Block& b) {
         std::vector<Instr> keep;
         for (Instr& in : b.body) {
-          for (Block& r : in.regions) sweep(r);
+          for (Block& r : in.regions)
+            sweep(r);
           bool dead;
-          if (in.op == Op::BufAdd) dead = uses[in.args[0]] == 0; // adds to a buffer nobody reads
-          else if (in.op == Op::Param) dead = false;
-          else if (in.result >= 0) dead = uses[in.result] == 0 && !hasEffects(in);
-          else dead = !hasEffects(in) || (in.op == Op::For && in.regions[0].body.empty());
+          if (in.op == Op::BufAdd)
+            dead = uses[in.args[0]] == 0; // adds to a buffer nobody reads
+          else if (in.op == Op::Param)
+            dead = false;
+          else if (in.result >= 0)
+            dead = uses[in.result] == 0 && !hasEffects(in);
+          else
+            dead = !hasEffects(in) || (in.op == Op::For && in.regions[0].body.empty());
           if (in.op == Op::If && in.result < 0)
             dead = in.regions[0].body.empty() && in.regions[1].body.empty();
           if (dead) {
@@ -531,18 +560,21 @@ private:
       if (i.op == Op::BufZeros) buffers.insert(i.result);
     });
     for (Instr& in : b.body) {
-      for (Block& r : in.regions) hoist(r);
+      for (Block& r : in.regions)
+        hoist(r);
       bool loop = ir::opKind(in.op) == ir::OpKind::Region && in.op != Op::If;
       if (loop) {
         Block& body = in.regions[0];
         std::set<int> inside(body.args.begin(), body.args.end());
         std::vector<Instr> stay;
         for (Instr& x : body.body) {
-          bool movable = x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros &&
-                         x.op != Op::Stack && !(x.op == Op::Load && (!x.checked || buffers.count(x.args[0]))) &&
-                         !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
-                           !isFloat(f_.types[x.result].dtype));
-          for (int a : x.args) movable = movable && !inside.count(a);
+          bool movable =
+              x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros && x.op != Op::Stack &&
+              !(x.op == Op::Load && (!x.checked || buffers.count(x.args[0]))) &&
+              !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
+                !isFloat(f_.types[x.result].dtype));
+          for (int a : x.args)
+            movable = movable && !inside.count(a);
           if (movable) {
             out.push_back(std::move(x));
             changed_ = true;
@@ -574,7 +606,8 @@ const std::vector<SimplifyRule>& simplifyRules() {
   static const std::vector<SimplifyRule> all = [] {
     std::vector<SimplifyRule> v;
     v.push_back({"fold", "an op on constants -> its value (the evaluator's arithmetic)", "exact"});
-    for (const Rule& r : rules()) v.push_back(r.info);
+    for (const Rule& r : rules())
+      v.push_back(r.info);
     v.push_back({"sub-neg", "a - (-b) -> a + b, a + (-b) -> a - b", "exact"});
     v.push_back({"mul-minus-one", "x * -1 -> -x", "exact"});
     v.push_back({"cse", "a second identical pure op -> the first", "exact"});
@@ -585,8 +618,8 @@ const std::vector<SimplifyRule>& simplifyRules() {
     v.push_back({"accumulator", "adds to a scalar accumulator read in the same block -> a sum",
                  "exact up to the sign of zero"});
     v.push_back({"dce", "unused pure ops, adds to accumulators nobody reads -> removed", "exact"});
-    v.push_back({"hoist", "a loop body's op that uses nothing of the loop -> before the loop",
-                 "exact"});
+    v.push_back(
+        {"hoist", "a loop body's op that uses nothing of the loop -> before the loop", "exact"});
     return v;
   }();
   return all;

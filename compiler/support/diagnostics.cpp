@@ -12,10 +12,14 @@ size_t utf8Length(std::string_view s, size_t i) {
   size_t len;
   uint32_t cp;
   if (c < 0x80) return 1;
-  if ((c & 0xE0) == 0xC0) len = 2, cp = c & 0x1F;
-  else if ((c & 0xF0) == 0xE0) len = 3, cp = c & 0x0F;
-  else if ((c & 0xF8) == 0xF0) len = 4, cp = c & 0x07;
-  else return 0;
+  if ((c & 0xE0) == 0xC0)
+    len = 2, cp = c & 0x1F;
+  else if ((c & 0xF0) == 0xE0)
+    len = 3, cp = c & 0x0F;
+  else if ((c & 0xF8) == 0xF0)
+    len = 4, cp = c & 0x07;
+  else
+    return 0;
   if (i + len > s.size()) return 0;
   for (size_t k = 1; k < len; ++k) {
     unsigned char cc = static_cast<unsigned char>(s[i + k]);
@@ -95,9 +99,12 @@ std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
   int col = 1;
   for (const Unit& u : units(line)) {
     char c = line[u.begin];
-    if (!u.valid) shown += '?';
-    else if (u.len == 1 && static_cast<unsigned char>(c) < 0x20 && c != '\t') shown += ' ';
-    else shown.append(line.substr(u.begin, u.len));
+    if (!u.valid)
+      shown += '?';
+    else if (u.len == 1 && static_cast<unsigned char>(c) < 0x20 && c != '\t')
+      shown += ' ';
+    else
+      shown.append(line.substr(u.begin, u.len));
     if (col++ < lc.column) caret += c == '\t' ? '\t' : ' ';
   }
   out += shown + "\n" + caret + "^\n";
@@ -106,11 +113,11 @@ std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
 
 std::string DiagSink::render() const {
   std::vector<Diag> sorted = diags_;
-  std::stable_sort(sorted.begin(), sorted.end(), [](const Diag& a, const Diag& b) {
-    return a.range.begin < b.range.begin;
-  });
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const Diag& a, const Diag& b) { return a.range.begin < b.range.begin; });
   std::string out;
-  for (const auto& d : sorted) out += renderDiagnostic(*file_, d);
+  for (const auto& d : sorted)
+    out += renderDiagnostic(*file_, d);
   return out;
 }
 

@@ -22,18 +22,22 @@ void Poly::normalize() {
 
 Poly Poly::operator+(const Poly& o) const {
   Poly r = *this;
-  for (const auto& [m, c] : o.terms_) r.terms_[m] += c;
+  for (const auto& [m, c] : o.terms_)
+    r.terms_[m] += c;
   r.normalize();
   return r;
 }
 
 Poly Poly::operator-() const {
   Poly r = *this;
-  for (auto& [m, c] : r.terms_) c = -c;
+  for (auto& [m, c] : r.terms_)
+    c = -c;
   return r;
 }
 
-Poly Poly::operator-(const Poly& o) const { return *this + (-o); }
+Poly Poly::operator-(const Poly& o) const {
+  return *this + (-o);
+}
 
 Poly Poly::operator*(const Poly& o) const {
   Poly r;
@@ -48,7 +52,9 @@ Poly Poly::operator*(const Poly& o) const {
   return r;
 }
 
-bool Poly::isConst() const { return terms_.empty() || (terms_.size() == 1 && terms_.begin()->first.empty()); }
+bool Poly::isConst() const {
+  return terms_.empty() || (terms_.size() == 1 && terms_.begin()->first.empty());
+}
 
 std::optional<int64_t> Poly::constValue() const {
   if (terms_.empty()) return 0;
@@ -58,7 +64,8 @@ std::optional<int64_t> Poly::constValue() const {
 
 std::vector<std::string> Poly::names() const {
   std::set<std::string> s;
-  for (const auto& [m, c] : terms_) s.insert(m.begin(), m.end());
+  for (const auto& [m, c] : terms_)
+    s.insert(m.begin(), m.end());
   return {s.begin(), s.end()};
 }
 
@@ -91,7 +98,8 @@ Poly Poly::substitute(const std::map<std::string, Poly>& by) const {
 
 bool Poly::provablyNonNegative() const {
   std::map<std::string, Poly> shift;
-  for (const auto& n : names()) shift[n] = var(n) + Poly(1);
+  for (const auto& n : names())
+    shift[n] = var(n) + Poly(1);
   Poly q = substitute(shift);
   for (const auto& [m, c] : q.terms_)
     if (c < 0) return false;
@@ -108,14 +116,20 @@ std::string Poly::str() const {
   bool first = true;
   for (const auto& [m, c] : ts) {
     int64_t mag = c < 0 ? -c : c;
-    if (first) s += c < 0 ? "-" : "";
-    else s += c < 0 ? " - " : " + ";
+    if (first)
+      s += c < 0 ? "-" : "";
+    else
+      s += c < 0 ? " - " : " + ";
     first = false;
     std::string body;
-    for (const auto& n : m) body += (body.empty() ? "" : "*") + n;
-    if (body.empty()) s += std::to_string(mag);
-    else if (mag == 1) s += body;
-    else s += std::to_string(mag) + "*" + body;
+    for (const auto& n : m)
+      body += (body.empty() ? "" : "*") + n;
+    if (body.empty())
+      s += std::to_string(mag);
+    else if (mag == 1)
+      s += body;
+    else
+      s += std::to_string(mag) + "*" + body;
   }
   return s;
 }

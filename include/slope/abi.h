@@ -26,17 +26,17 @@ extern "C" {
 
 enum {
   SLOPE_OK = 0,
-  SLOPE_ERR_INDEX = 1,        /* a subscript out of range: site, dim, index, extent */
-  SLOPE_ERR_DIV_ZERO = 2,     /* integer division by zero at site */
-  SLOPE_ERR_EXTENT = 3,       /* a computed extent is negative: site, index = the extent */
-  SLOPE_ERR_NO_MEMORY = 4,    /* a temporary could not be allocated */
-  SLOPE_ERR_CONVERSION = 5,   /* i64(x) with x out of range or NaN at site */
+  SLOPE_ERR_INDEX = 1,      /* a subscript out of range: site, dim, index, extent */
+  SLOPE_ERR_DIV_ZERO = 2,   /* integer division by zero at site */
+  SLOPE_ERR_EXTENT = 3,     /* a computed extent is negative: site, index = the extent */
+  SLOPE_ERR_NO_MEMORY = 4,  /* a temporary could not be allocated */
+  SLOPE_ERR_CONVERSION = 5, /* i64(x) with x out of range or NaN at site */
 };
 
 typedef struct slope_error {
   int32_t code;
-  int32_t site;   /* which check failed: an index into the function's site table */
-  int32_t dim;    /* the dimension of the subscript */
+  int32_t site; /* which check failed: an index into the function's site table */
+  int32_t dim;  /* the dimension of the subscript */
   int32_t unused;
   int64_t index;  /* the offending index */
   int64_t extent; /* the extent it had to be below */

@@ -64,7 +64,9 @@ public:
   View(const int64_t* p, std::vector<int64_t> shape)
       : View(const_cast<int64_t*>(p), DType::I64, std::move(shape), false) {}
   /// A bool tensor: one byte per element, 0 or 1.
-  static View bools(uint8_t* p, std::vector<int64_t> shape) { return View(p, DType::Bool, std::move(shape), true); }
+  static View bools(uint8_t* p, std::vector<int64_t> shape) {
+    return View(p, DType::Bool, std::move(shape), true);
+  }
   /// A scalar in caller memory (rank 0).
   View(double& x) : View(&x, DType::F64, {}, true) {}
   View(float& x) : View(&x, DType::F32, {}, true) {}
@@ -93,11 +95,13 @@ public:
   Arg(const Tensor& t) : view_(t) {}
   Arg(double x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F64, x))), view_(*owned_) {}
   Arg(float x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F32, x))), view_(*owned_) {}
-  Arg(int64_t x) : owned_(std::make_shared<Tensor>(DType::I64, std::vector<int64_t>{})), view_(*owned_) {
+  Arg(int64_t x)
+      : owned_(std::make_shared<Tensor>(DType::I64, std::vector<int64_t>{})), view_(*owned_) {
     owned_->setI(0, x);
   }
   Arg(int x) : Arg(static_cast<int64_t>(x)) {}
-  Arg(bool x) : owned_(std::make_shared<Tensor>(DType::Bool, std::vector<int64_t>{})), view_(*owned_) {
+  Arg(bool x)
+      : owned_(std::make_shared<Tensor>(DType::Bool, std::vector<int64_t>{})), view_(*owned_) {
     owned_->setI(0, x);
   }
   const View& view() const { return view_; }
@@ -146,11 +150,11 @@ struct ModuleImpl;
 
 /// The signature of a compiled entry point, for error messages and raw calls.
 struct Signature {
-  std::string name;                         // e.g. "bowl" or "bowl_grad"
+  std::string name; // e.g. "bowl" or "bowl_grad"
   std::vector<std::string> param_names;
-  std::vector<std::string> param_types;     // "f64[n, m]"
+  std::vector<std::string> param_types; // "f64[n, m]"
   std::vector<std::string> result_types;
-  std::vector<std::string> size_names;      // order of the C ABI's sizes array
+  std::vector<std::string> size_names; // order of the C ABI's sizes array
 };
 
 /// A compiled function.

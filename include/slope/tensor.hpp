@@ -15,7 +15,9 @@ enum class DType : uint8_t { F32, F64, I64, Bool };
 
 const char* dtypeName(DType t); // "f32", "f64", "i64", "bool"
 size_t dtypeSize(DType t);      // 4, 8, 8, 1
-inline bool isFloat(DType t) { return t == DType::F32 || t == DType::F64; }
+inline bool isFloat(DType t) {
+  return t == DType::F32 || t == DType::F64;
+}
 
 /// A problem with the arguments of a call: their number, a dtype, a rank, an extent, or a
 /// size name bound to two different extents. The message names the parameter.

@@ -98,7 +98,8 @@ TEST(Api, CallErrorsNameTheParameter) {
     bowl(slope::View(x, {2, 3}), slope::View(g, {3, 2}));
     FAIL();
   } catch (const slope::CallError& e) {
-    EXPECT_NE(std::string(e.what()).find("gradient 'x' must be f64[2, 3]"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("gradient 'x' must be f64[2, 3]"), std::string::npos)
+        << e.what();
   }
   float xf[4];
   EXPECT_THROW(m.function("bowl")(slope::View(xf, {2, 2})), slope::CallError);
@@ -106,7 +107,8 @@ TEST(Api, CallErrorsNameTheParameter) {
   EXPECT_THROW(m.function("nope"), std::invalid_argument);
   EXPECT_THROW(m.gradient("bowl", {"y"}), std::invalid_argument);
   const double cx[] = {1, 2, 3, 4};
-  EXPECT_THROW(bowl(slope::View(cx, {2, 2}), slope::View(cx, {2, 2})), slope::CallError); // read-only
+  EXPECT_THROW(bowl(slope::View(cx, {2, 2}), slope::View(cx, {2, 2})),
+               slope::CallError); // read-only
 }
 
 TEST(Api, RuntimeErrorsNameTensorAndIndex) {
@@ -178,16 +180,20 @@ TEST(Api, SafeToCallFromSeveralThreads) {
       auto g = m.gradient("bowl"); // compiled once, whichever thread gets there first
       std::vector<double> x(100), grad(100);
       for (int rep = 0; rep < 200; ++rep) {
-        for (int i = 0; i < 100; ++i) x[i] = t + i * 0.01;
+        for (int i = 0; i < 100; ++i)
+          x[i] = t + i * 0.01;
         double v = g(slope::View(x.data(), {10, 10}), slope::View(grad.data(), {10, 10}));
         double expect = 0;
-        for (double xi : x) expect += xi * xi + 2 * xi + 1;
+        for (double xi : x)
+          expect += xi * xi + 2 * xi + 1;
         if (std::fabs(v - expect) > 1e-9 * expect || grad[5] != 2 * x[5] + 2) return;
       }
       ok[t] = 1;
     });
-  for (auto& th : ts) th.join();
-  for (int t = 0; t < 8; ++t) EXPECT_TRUE(ok[t]) << "thread " << t;
+  for (auto& th : ts)
+    th.join();
+  for (int t = 0; t < 8; ++t)
+    EXPECT_TRUE(ok[t]) << "thread " << t;
 }
 
 } // namespace

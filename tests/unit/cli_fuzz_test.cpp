@@ -84,7 +84,8 @@ RunResult runSlopec(const std::vector<std::string>& args, const fs::path& dir) {
   std::vector<std::string> argv{SLOPEC_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> cargv;
-  for (auto& a : argv) cargv.push_back(a.data());
+  for (auto& a : argv)
+    cargv.push_back(a.data());
   cargv.push_back(nullptr);
   pid_t pid = -1;
   int rc = posix_spawn(&pid, SLOPEC_PATH, &fa, nullptr, cargv.data(), environ);
@@ -234,8 +235,8 @@ void exercise(const std::string& prefix, size_t index, const std::string& conten
     }
     if (!why.empty()) {
       failed = true;
-      ADD_FAILURE() << "slopec " << args[0] << " " << file.string() << " (kept on disk): "
-                    << why << "\n--- stderr (first 2000 bytes) ---\n"
+      ADD_FAILURE() << "slopec " << args[0] << " " << file.string() << " (kept on disk): " << why
+                    << "\n--- stderr (first 2000 bytes) ---\n"
                     << r.err.substr(0, 2000);
     }
     return r;
@@ -282,7 +283,8 @@ std::string randomBytes(std::mt19937& rng, int kind) {
   std::string s;
   if (kind == 0) { // uniform bytes
     std::uniform_int_distribution<int> b(0, 255);
-    for (int i = 0; i < n; ++i) s += static_cast<char>(b(rng));
+    for (int i = 0; i < n; ++i)
+      s += static_cast<char>(b(rng));
   } else if (kind == 1) { // printable ASCII and newlines
     std::uniform_int_distribution<int> b(0x20, 0x7F);
     for (int i = 0; i < n; ++i) {
@@ -291,13 +293,16 @@ std::string randomBytes(std::mt19937& rng, int kind) {
     }
   } else { // a soup of the language's tokens: looks like Slope, rarely is
     static const std::vector<std::string> toks = {
-        "fn ", "f", "g", "x", "y", "n", "m", "i", "j", "(", ")", "[", "]", "{", "}", ",", ":",
-        ";", "->", "f64", "f32", "i64", "bool", "let ", "var ", "for ", " in ", "..", "if ",
-        "else ", "true", "false", "+", "-", "*", "/", "%", "@", "^", "<", "<=", "==", "!=",
-        "&&", "||", "!", "=", "0", "1", "2.5", ".5", "1e-3", "sum", "exp", "log", "max",
-        "select", "zeros", "transpose", "size", "\n", " ", "// c\n", "é", "\xff"};
+        "fn ",  "f",     "g",      "x",    "y",    "n",    "m",      "i",     "j",         "(",
+        ")",    "[",     "]",      "{",    "}",    ",",    ":",      ";",     "->",        "f64",
+        "f32",  "i64",   "bool",   "let ", "var ", "for ", " in ",   "..",    "if ",       "else ",
+        "true", "false", "+",      "-",    "*",    "/",    "%",      "@",     "^",         "<",
+        "<=",   "==",    "!=",     "&&",   "||",   "!",    "=",      "0",     "1",         "2.5",
+        ".5",   "1e-3",  "sum",    "exp",  "log",  "max",  "select", "zeros", "transpose", "size",
+        "\n",   " ",     "// c\n", "é",    "\xff"};
     std::uniform_int_distribution<size_t> t(0, toks.size() - 1);
-    for (int i = 0; i < n / 3; ++i) s += toks[t(rng)];
+    for (int i = 0; i < n / 3; ++i)
+      s += toks[t(rng)];
   }
   return s;
 }
@@ -305,7 +310,8 @@ std::string randomBytes(std::mt19937& rng, int kind) {
 std::string mutate(std::string s, std::mt19937& rng) {
   static const std::string alphabet =
       "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \n\t()[]{},:;.+-*/%@^<>=!&|";
-  std::uniform_int_distribution<int> nops(1, 8), op(0, 6), ch(0, static_cast<int>(alphabet.size()) - 1);
+  std::uniform_int_distribution<int> nops(1, 8), op(0, 6),
+      ch(0, static_cast<int>(alphabet.size()) - 1);
   int k = nops(rng);
   for (int i = 0; i < k; ++i) {
     size_t n = s.size();
@@ -316,7 +322,8 @@ std::string mutate(std::string s, std::mt19937& rng) {
       if (n) s.erase(p, 1);
       break;
     case 1: // insert a character of the language
-      s.insert(s.begin() + static_cast<long>(std::min(p, n)), alphabet[static_cast<size_t>(ch(rng))]);
+      s.insert(s.begin() + static_cast<long>(std::min(p, n)),
+               alphabet[static_cast<size_t>(ch(rng))]);
       break;
     case 2: // replace a character
       if (n) s[p] = alphabet[static_cast<size_t>(ch(rng))];
@@ -339,7 +346,7 @@ std::string mutate(std::string s, std::mt19937& rng) {
     }
     case 6: { // insert an odd byte: NUL, a control character, non-ASCII, invalid UTF-8
       static const std::vector<std::string> odd = {std::string(1, '\0'), "\x01", "\x7f", "é",
-                                                   "\xe2\x82\xac", "\xc3", "\xff", "\r\n"};
+                                                   "\xe2\x82\xac",       "\xc3", "\xff", "\r\n"};
       std::uniform_int_distribution<size_t> o(0, odd.size() - 1);
       s.insert(std::min(p, n), odd[o(rng)]);
       break;
@@ -355,7 +362,8 @@ std::vector<std::string> sampleTexts() {
   for (const auto& e : fs::directory_iterator(fs::path(SLOPE_SOURCE_DIR) / "samples"))
     if (e.path().extension() == ".slope") paths.push_back(e.path());
   std::sort(paths.begin(), paths.end()); // a fixed order, so the seeds mean the same thing
-  for (const auto& p : paths) out.push_back(readAll(p));
+  for (const auto& p : paths)
+    out.push_back(readAll(p));
   return out;
 }
 
@@ -380,7 +388,8 @@ TEST(CliFuzz, RandomBytesNeverCrash) {
   TempDir tmp;
   std::mt19937 rng(20261126);
   std::vector<std::string> inputs;
-  for (int i = 0; i < kRandomFiles; ++i) inputs.push_back(randomBytes(rng, i % 3));
+  for (int i = 0; i < kRandomFiles; ++i)
+    inputs.push_back(randomBytes(rng, i % 3));
   Stats stats;
   exerciseAll("random", inputs, tmp, stats);
   EXPECT_EQ(stats.failures, 0);

@@ -31,7 +31,8 @@ Tensor matrix(std::vector<std::vector<double>> rows) {
   Tensor t(DType::F64, {static_cast<int64_t>(rows.size()), static_cast<int64_t>(rows[0].size())});
   int64_t k = 0;
   for (auto& r : rows)
-    for (double v : r) t.setF(k++, v);
+    for (double v : r)
+      t.setF(k++, v);
   return t;
 }
 
@@ -136,9 +137,11 @@ TEST(Ieee, SingularPointsGiveInfOrNanNotACrash) {
 }
 
 TEST(Conventions, MaxSendsGradientToFirstMaximum) {
-  auto p = compile("fn f(x: f64[n]) -> f64 { max(x) }\nfn g(x: f64[n]) -> f64 { max[i](x[i]) + min(x) }");
+  auto p = compile(
+      "fn f(x: f64[n]) -> f64 { max(x) }\nfn g(x: f64[n]) -> f64 { max[i](x[i]) + min(x) }");
   Tensor x(DType::F64, {4});
-  for (int i = 0; i < 4; ++i) x.setF(i, i == 1 || i == 3 ? 5 : 1);
+  for (int i = 0; i < 4; ++i)
+    x.setF(i, i == 1 || i == 3 ? 5 : 1);
   EXPECT_EQ(toJson(evaluate(p->gradient("f", {}), {x})[1]), "[0,1,0,0]");
   EXPECT_EQ(toJson(evaluate(p->gradient("g", {}), {x})[1]), "[1,1,0,0]");
 }

@@ -23,7 +23,9 @@ struct Param {
   const char* dtype;
 };
 
-void PrintTo(const Param& p, std::ostream* os) { *os << p.c->name << "_" << p.dtype; }
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.c->name << "_" << p.dtype;
+}
 
 class GradTable : public ::testing::TestWithParam<Param> {};
 
@@ -40,10 +42,9 @@ TEST_P(GradTable, MatchesFiniteDifferences) {
       std::vector<Tensor> args = randomArgs(f, sizes, seed);
       GradCheckResult r = checkGradient(f, args, {});
       for (const auto& pc : r.params)
-        EXPECT_TRUE(pc.passed) << p.c->name << " (" << p.dtype << ") param " << pc.name
-                               << " seed " << seed << " n=" << args[0].numel()
-                               << ": max_abs_err " << pc.maxAbsErr << " max_rel_err "
-                               << pc.maxRelErr;
+        EXPECT_TRUE(pc.passed) << p.c->name << " (" << p.dtype << ") param " << pc.name << " seed "
+                               << seed << " n=" << args[0].numel() << ": max_abs_err "
+                               << pc.maxAbsErr << " max_rel_err " << pc.maxRelErr;
     }
   }
 }
@@ -51,7 +52,8 @@ TEST_P(GradTable, MatchesFiniteDifferences) {
 std::vector<Param> allParams() {
   std::vector<Param> out;
   for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"}) out.push_back({&c, t});
+    for (const char* t : {"f64", "f32"})
+      out.push_back({&c, t});
   return out;
 }
 

@@ -45,17 +45,20 @@ void compareBackends(const ir::Function& f, const std::string& what,
       std::vector<Tensor> args = randomArgs(f, sizes, seed);
       auto a = jf(args), b = evaluate(f, args);
       ASSERT_EQ(a.size(), b.size());
-      for (size_t k = 0; k < a.size(); ++k) expectClose(a[k], b[k], what + " forward");
+      for (size_t k = 0; k < a.size(); ++k)
+        expectClose(a[k], b[k], what + " forward");
       std::vector<Tensor> gargs = args;
       for (const Tensor& r : b) // cotangents for VJPs
         if (isFloat(r.dtype()) && !(b.size() == 1 && r.rank() == 0)) {
           Tensor w(r.dtype(), r.shape());
-          for (int64_t i = 0; i < w.numel(); ++i) w.setF(i, 0.5 + 0.25 * static_cast<double>(i % 3));
+          for (int64_t i = 0; i < w.numel(); ++i)
+            w.setF(i, 0.5 + 0.25 * static_cast<double>(i % 3));
           gargs.push_back(w);
         }
       auto ga = jg(gargs), gb = evaluate(g, gargs);
       ASSERT_EQ(ga.size(), gb.size());
-      for (size_t k = 0; k < ga.size(); ++k) expectClose(ga[k], gb[k], what + " gradient " + std::to_string(k));
+      for (size_t k = 0; k < ga.size(); ++k)
+        expectClose(ga[k], gb[k], what + " gradient " + std::to_string(k));
     }
 }
 
@@ -63,7 +66,9 @@ struct Param {
   const Case* c;
   const char* dtype;
 };
-void PrintTo(const Param& p, std::ostream* os) { *os << p.c->name << "_" << p.dtype; }
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.c->name << "_" << p.dtype;
+}
 
 class JitVsInterp : public ::testing::TestWithParam<Param> {};
 
@@ -78,7 +83,8 @@ TEST_P(JitVsInterp, GradientTableCase) {
 std::vector<Param> allParams() {
   std::vector<Param> out;
   for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"}) out.push_back({&c, t});
+    for (const char* t : {"f64", "f32"})
+      out.push_back({&c, t});
   return out;
 }
 
@@ -88,7 +94,8 @@ INSTANTIATE_TEST_SUITE_P(Ops, JitVsInterp, ::testing::ValuesIn(allParams()),
                          });
 
 TEST(JitVsInterpSamples, EverySampleFunction) {
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
     if (entry.path().extension() != ".slope") continue;
     auto prog = Program::fromFile(entry.path().string());
     ASSERT_TRUE(prog->ok()) << prog->diagnostics();

@@ -25,7 +25,8 @@ void roundTrip(const Program& p, const std::string& name, const std::string& wha
   ir::Function h = again->forward(g.name);
   for (uint64_t seed = 0; seed < 2; ++seed) {
     std::map<std::string, int64_t> sizes;
-    for (const auto& s : f.sizeNames()) sizes[s] = seed ? 4 : 3;
+    for (const auto& s : f.sizeNames())
+      sizes[s] = seed ? 4 : 3;
     std::vector<Tensor> args = randomArgs(g, sizes, seed); // includes cotangents for VJPs
     auto want = evaluate(g, args);
     auto got = evaluate(h, args);
@@ -48,7 +49,9 @@ struct Param {
   const Case* c;
   const char* dtype;
 };
-void PrintTo(const Param& p, std::ostream* os) { *os << p.c->name << "_" << p.dtype; }
+void PrintTo(const Param& p, std::ostream* os) {
+  *os << p.c->name << "_" << p.dtype;
+}
 
 class PrintedGradient : public ::testing::TestWithParam<Param> {};
 
@@ -62,7 +65,8 @@ TEST_P(PrintedGradient, RoundTrips) {
 std::vector<Param> allParams() {
   std::vector<Param> out;
   for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"}) out.push_back({&c, t});
+    for (const char* t : {"f64", "f32"})
+      out.push_back({&c, t});
   return out;
 }
 
@@ -72,7 +76,8 @@ INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allParams()),
                          });
 
 TEST(PrintedGradientSamples, EverySampleFunction) {
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
     if (entry.path().extension() != ".slope") continue;
     auto prog = Program::fromFile(entry.path().string());
     ASSERT_TRUE(prog->ok());

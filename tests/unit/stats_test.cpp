@@ -13,7 +13,8 @@ namespace slope {
 namespace {
 
 TEST(CheapGradient, RatioStaysUnderSixForEverySample) {
-  for (const auto& entry : std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + "/samples")) {
     if (entry.path().extension() != ".slope") continue;
     auto p = Program::fromFile(entry.path().string());
     ASSERT_TRUE(p->ok()) << p->diagnostics();
@@ -22,7 +23,8 @@ TEST(CheapGradient, RatioStaysUnderSixForEverySample) {
       ir::Function g = p->gradient(name, {});
       for (int64_t n : {3, 12}) {
         std::map<std::string, int64_t> sizes;
-        for (const auto& s : f.sizeNames()) sizes[s] = n;
+        for (const auto& s : f.sizeNames())
+          sizes[s] = n;
         auto args = randomArgs(f, sizes, 1);
         int64_t fops = 0, gops = 0;
         auto value = evaluate(f, args, &fops);

@@ -53,7 +53,8 @@ options common to all commands:
 exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error
 )";
 
-const char* kEvalHelp = R"(usage: slopec eval FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b]
+const char* kEvalHelp =
+    R"(usage: slopec eval FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b]
                    [--seed-out ones|VALUE] [--json]
 
 Evaluates the function (default: the first in FILE) at the given arguments and, for a scalar
@@ -63,7 +64,8 @@ A tensor- or tuple-valued function gets a vector-Jacobian product when --seed-ou
 output cotangent: 'ones', a number (every element), a nested list or @PATH.npy.
 )";
 
-const char* kCheckHelp = R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
+const char* kCheckHelp =
+    R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
                     [--rtol R] [--atol A] [--json]
 
 Compares the reverse-mode gradient with central finite differences for every float
@@ -138,20 +140,34 @@ Args parseArgs(int argc, char** argv) {
       s = s.substr(0, s.find('='));
       if (inl.empty()) throw Usage(s + " needs a value");
     }
-    if (s == "-h" || s == "--help") a.help = true;
-    else if (s == "--version") a.version = true;
-    else if (s == "--stats") a.stats = true;
-    else if (s == "--grad") a.grad = true;
-    else if (s == "--json") a.json = true;
-    else if (s == "--no-grad") a.noGrad = true;
-    else if (s == "--interp") a.interp = true;
-    else if (s == "--fn") a.fn = value(s, inl);
-    else if (s == "--emit") a.emit = value(s, inl);
-    else if (s == "-o") a.out = value(s, inl);
-    else if (s == "--seed-out") a.seedOut = value(s, inl);
-    else if (s == "--wrt") a.wrt = splitComma(value(s, inl));
-    else if (s == "--rtol") a.rtol = parseNumber(s, value(s, inl));
-    else if (s == "--atol") a.atol = parseNumber(s, value(s, inl));
+    if (s == "-h" || s == "--help")
+      a.help = true;
+    else if (s == "--version")
+      a.version = true;
+    else if (s == "--stats")
+      a.stats = true;
+    else if (s == "--grad")
+      a.grad = true;
+    else if (s == "--json")
+      a.json = true;
+    else if (s == "--no-grad")
+      a.noGrad = true;
+    else if (s == "--interp")
+      a.interp = true;
+    else if (s == "--fn")
+      a.fn = value(s, inl);
+    else if (s == "--emit")
+      a.emit = value(s, inl);
+    else if (s == "-o")
+      a.out = value(s, inl);
+    else if (s == "--seed-out")
+      a.seedOut = value(s, inl);
+    else if (s == "--wrt")
+      a.wrt = splitComma(value(s, inl));
+    else if (s == "--rtol")
+      a.rtol = parseNumber(s, value(s, inl));
+    else if (s == "--atol")
+      a.atol = parseNumber(s, value(s, inl));
     else if (s == "--seed") {
       double d = parseNumber(s, value(s, inl));
       if (d < 0 || d != std::floor(d)) throw Usage("--seed needs a non-negative integer");
@@ -159,13 +175,15 @@ Args parseArgs(int argc, char** argv) {
     } else if (s == "--sizes") {
       for (const auto& kv : splitComma(value(s, inl))) {
         auto eq = kv.find('=');
-        if (eq == std::string::npos || eq == 0) throw Usage("--sizes takes NAME=N,..., got '" + kv + "'");
+        if (eq == std::string::npos || eq == 0)
+          throw Usage("--sizes takes NAME=N,..., got '" + kv + "'");
         double d = parseNumber("--sizes " + kv.substr(0, eq), kv.substr(eq + 1));
         if (d < 1 || d != std::floor(d) || d > 1e9)
           throw Usage("size '" + kv.substr(0, eq) + "' must be a positive integer");
         a.sizes[kv.substr(0, eq)] = static_cast<int64_t>(d);
       }
-    } else if (s.size() > 1 && s[0] == '-' && !(s.size() > 1 && (std::isdigit(static_cast<unsigned char>(s[1])) || s[1] == '.'))) {
+    } else if (s.size() > 1 && s[0] == '-' &&
+               !(s.size() > 1 && (std::isdigit(static_cast<unsigned char>(s[1])) || s[1] == '.'))) {
       throw Usage("unknown option '" + s + "'");
     } else if (a.command.empty()) {
       a.command = s;
@@ -201,7 +219,9 @@ std::string jsonString(const std::string& s) {
   return o + "\"";
 }
 
-std::string num(double v, bool json) { return formatNumber(v, DType::F64, json); }
+std::string num(double v, bool json) {
+  return formatNumber(v, DType::F64, json);
+}
 
 /// The backend: the LLVM JIT, or the reference evaluator with --interp.
 std::unique_ptr<Runner> makeRunner(const Args& a) {
@@ -232,7 +252,8 @@ std::string pickFunction(const Args& a, const Program& p) {
   if (!a.fn.empty()) {
     if (!p.hasFunction(a.fn)) {
       std::string names;
-      for (const auto& n : p.functionNames()) names += (names.empty() ? "" : ", ") + n;
+      for (const auto& n : p.functionNames())
+        names += (names.empty() ? "" : ", ") + n;
       throw Usage("'" + a.file + "' has no function '" + a.fn + "' (it has: " + names + ")");
     }
     return a.fn;
@@ -252,7 +273,8 @@ std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f
   std::vector<std::optional<Tensor>> out(f.params.size());
   for (const auto& [name, text] : a.values) {
     size_t k = 0;
-    while (k < f.paramNames.size() && f.paramNames[k] != name) ++k;
+    while (k < f.paramNames.size() && f.paramNames[k] != name)
+      ++k;
     if (k == f.paramNames.size()) {
       if (ignoreUnknown) continue;
       throw Usage("'" + f.name + "' has no parameter '" + name + "'");
@@ -278,14 +300,16 @@ int runEval(const Args& a) {
   ir::Function f = p->forward(name);
   auto opt = bindArgs(a, f, false);
   std::vector<Tensor> args;
-  for (auto& t : opt) args.push_back(*t);
+  for (auto& t : opt)
+    args.push_back(*t);
 
   auto runner = makeRunner(a);
   std::vector<Tensor> value = runner->prepare(f)(args);
   bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
   bool wantGrad = !a.noGrad && (scalarLoss || !a.seedOut.empty());
   bool anyFloat = false;
-  for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+  for (const auto& t : f.paramTypes)
+    anyFloat = anyFloat || isFloat(t.dtype);
   if (!a.wrt.empty() && !wantGrad && !a.noGrad)
     throw Usage("'" + name + "' does not return a float scalar; give --seed-out for a gradient");
 
@@ -301,13 +325,16 @@ int runEval(const Args& a) {
         Tensor s(r.dtype(), r.shape());
         Tensor given;
         try {
-          given = a.seedOut == "ones" ? Tensor::scalar(r.dtype(), 1) : readValue(a.seedOut, r.dtype());
+          given =
+              a.seedOut == "ones" ? Tensor::scalar(r.dtype(), 1) : readValue(a.seedOut, r.dtype());
         } catch (const ValueError& e) {
           throw Usage(std::string("--seed-out: ") + e.what());
         }
         if (given.rank() == 0) // a number seeds every element with it
-          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, given.getF(0));
-        else s = given;
+          for (int64_t i = 0; i < s.numel(); ++i)
+            s.setF(i, given.getF(0));
+        else
+          s = given;
         gargs.push_back(s);
       }
     }
@@ -348,8 +375,8 @@ int runEval(const Args& a) {
 int runCheck(const Args& a) {
   const Program* p = load(a);
   if (!p) return kBad;
-  std::vector<std::string> names = a.fn.empty() ? p->functionNames()
-                                                : std::vector<std::string>{pickFunction(a, *p)};
+  std::vector<std::string> names =
+      a.fn.empty() ? p->functionNames() : std::vector<std::string>{pickFunction(a, *p)};
   bool all = true;
   std::vector<std::string> jsonParts;
   auto runner = makeRunner(a);
@@ -359,7 +386,8 @@ int runCheck(const Args& a) {
     for (const auto& [arg, text] : a.values) {
       bool used = false;
       for (const auto& name : names)
-        for (const auto& pn : p->forward(name).paramNames) used = used || pn == arg;
+        for (const auto& pn : p->forward(name).paramNames)
+          used = used || pn == arg;
       if (!used) throw Usage("no function in '" + a.file + "' has a parameter '" + arg + "'");
     }
   for (const auto& name : names) {
@@ -380,12 +408,15 @@ int runCheck(const Args& a) {
     for (size_t k = 0; k < given.size(); ++k)
       if (given[k]) args[k] = *given[k];
     bool anyFloat = false;
-    for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+    for (const auto& t : f.paramTypes)
+      anyFloat = anyFloat || isFloat(t.dtype);
     if (!anyFloat) {
       if (a.json)
-        jsonParts.push_back("{\"function\": " + jsonString(name) +
-                            ", \"passed\": true, \"skipped\": \"no float parameters\", \"params\": {}}");
-      else std::cout << name << ": skipped (no float parameters)\n";
+        jsonParts.push_back(
+            "{\"function\": " + jsonString(name) +
+            ", \"passed\": true, \"skipped\": \"no float parameters\", \"params\": {}}");
+      else
+        std::cout << name << ": skipped (no float parameters)\n";
       continue;
     }
     GradCheckOptions o;
@@ -395,12 +426,13 @@ int runCheck(const Args& a) {
     GradCheckResult r = checkGradient(f, args, o, runner.get());
     all = all && r.passed;
     if (a.json) {
-      std::string s = "{\"function\": " + jsonString(name) + ", \"passed\": " +
-                      (r.passed ? "true" : "false") + ", \"params\": {";
+      std::string s = "{\"function\": " + jsonString(name) +
+                      ", \"passed\": " + (r.passed ? "true" : "false") + ", \"params\": {";
       for (size_t k = 0; k < r.params.size(); ++k) {
         const auto& pc = r.params[k];
-        s += (k ? ", " : "") + jsonString(pc.name) + ": {\"max_abs_err\": " +
-             num(pc.maxAbsErr, true) + ", \"max_rel_err\": " + num(pc.maxRelErr, true) +
+        s += (k ? ", " : "") + jsonString(pc.name) +
+             ": {\"max_abs_err\": " + num(pc.maxAbsErr, true) +
+             ", \"max_rel_err\": " + num(pc.maxRelErr, true) +
              ", \"passed\": " + (pc.passed ? "true" : "false") + "}";
       }
       jsonParts.push_back(s + "}}");
@@ -415,11 +447,13 @@ int runCheck(const Args& a) {
     }
   }
   if (a.json) {
-    if (!a.fn.empty()) std::cout << jsonParts[0] << "\n";
+    if (!a.fn.empty())
+      std::cout << jsonParts[0] << "\n";
     else {
-      std::string s = "{\"file\": " + jsonString(a.file) + ", \"passed\": " +
-                      (all ? "true" : "false") + ", \"functions\": [";
-      for (size_t k = 0; k < jsonParts.size(); ++k) s += (k ? ", " : "") + jsonParts[k];
+      std::string s = "{\"file\": " + jsonString(a.file) +
+                      ", \"passed\": " + (all ? "true" : "false") + ", \"functions\": [";
+      for (size_t k = 0; k < jsonParts.size(); ++k)
+        s += (k ? ", " : "") + jsonParts[k];
       std::cout << s << "]}\n";
     }
   }
@@ -432,13 +466,14 @@ int runCheck(const Args& a) {
 int runStats(const Args& a) {
   const Program* p = load(a);
   if (!p) return kBad;
-  std::vector<std::string> names = a.fn.empty() ? p->functionNames()
-                                                : std::vector<std::string>{pickFunction(a, *p)};
+  std::vector<std::string> names =
+      a.fn.empty() ? p->functionNames() : std::vector<std::string>{pickFunction(a, *p)};
   std::vector<std::string> parts;
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
     bool anyFloat = false;
-    for (const auto& t : f.paramTypes) anyFloat = anyFloat || isFloat(t.dtype);
+    for (const auto& t : f.paramTypes)
+      anyFloat = anyFloat || isFloat(t.dtype);
     if (!anyFloat) continue;
     ir::Function g = p->gradient(name, a.wrt);
     std::vector<Tensor> args = randomArgs(f, a.sizes, a.seed);
@@ -450,7 +485,8 @@ int runStats(const Args& a) {
       for (const Tensor& r : value)
         if (isFloat(r.dtype())) {
           Tensor s(r.dtype(), r.shape());
-          for (int64_t i = 0; i < s.numel(); ++i) s.setF(i, 1);
+          for (int64_t i = 0; i < s.numel(); ++i)
+            s.setF(i, 1);
           gargs.push_back(s);
         }
     evaluate(g, gargs, &gops);
@@ -460,11 +496,12 @@ int runStats(const Args& a) {
     double ratio = fops ? static_cast<double>(gops) / static_cast<double>(fops) : 0;
     char buf[256];
     if (a.json) {
-      std::snprintf(buf, sizeof buf,
-                    "{\"function\": %s, \"forward_ops\": %lld, \"gradient_ops\": %lld, \"ratio\": %s, "
-                    "\"forward_instructions\": %lld, \"gradient_instructions\": %lld}",
-                    jsonString(name).c_str(), static_cast<long long>(fops), static_cast<long long>(gops),
-                    num(ratio, true).c_str(), static_cast<long long>(fi), static_cast<long long>(gi));
+      std::snprintf(
+          buf, sizeof buf,
+          "{\"function\": %s, \"forward_ops\": %lld, \"gradient_ops\": %lld, \"ratio\": %s, "
+          "\"forward_instructions\": %lld, \"gradient_instructions\": %lld}",
+          jsonString(name).c_str(), static_cast<long long>(fops), static_cast<long long>(gops),
+          num(ratio, true).c_str(), static_cast<long long>(fi), static_cast<long long>(gi));
     } else {
       std::snprintf(buf, sizeof buf,
                     "%s: forward %lld ops, gradient %lld ops, ratio %.2f (IR instructions: %lld "
@@ -476,10 +513,12 @@ int runStats(const Args& a) {
   }
   if (a.json) {
     std::string s = "{\"file\": " + jsonString(a.file) + ", \"functions\": [";
-    for (size_t k = 0; k < parts.size(); ++k) s += (k ? ", " : "") + parts[k];
+    for (size_t k = 0; k < parts.size(); ++k)
+      s += (k ? ", " : "") + parts[k];
     std::cout << s << "]}\n";
   } else {
-    for (const auto& l : parts) std::cout << l << "\n";
+    for (const auto& l : parts)
+      std::cout << l << "\n";
   }
   return kOk;
 }
@@ -498,11 +537,16 @@ int runGrad(const Args& a) {
   std::string name = pickFunction(a, *p);
   ir::Function f = p->forward(name);
   std::string text;
-  if (a.emit == "forward") text = ir::print(f);
-  else if (a.emit == "ir") text = ir::print(p->gradient(name, a.wrt));
-  else if (a.emit == "slope") text = printSlope(p->gradient(name, a.wrt));
-  else if (a.emit == "llvm") text = codegen::emitLLVM(p->gradient(name, a.wrt));
-  else text = codegen::emitAsm(p->gradient(name, a.wrt));
+  if (a.emit == "forward")
+    text = ir::print(f);
+  else if (a.emit == "ir")
+    text = ir::print(p->gradient(name, a.wrt));
+  else if (a.emit == "slope")
+    text = printSlope(p->gradient(name, a.wrt));
+  else if (a.emit == "llvm")
+    text = codegen::emitLLVM(p->gradient(name, a.wrt));
+  else
+    text = codegen::emitAsm(p->gradient(name, a.wrt));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {
@@ -531,7 +575,8 @@ int runGraph(const Args& a) {
   } else {
     text = printDot(f);
   }
-  if (a.out.empty() || a.out == "-") std::cout << text;
+  if (a.out.empty() || a.out == "-")
+    std::cout << text;
   else {
     std::ofstream o(a.out, std::ios::binary);
     if (!(o << text)) throw Usage("cannot write '" + a.out + "'");
@@ -591,8 +636,10 @@ int main(int argc, char** argv) {
     return kBad;
   } catch (const EvalError& e) {
     // A run-time error points into the source, like a compile error.
-    if (gProgram) std::cerr << renderDiagnostic(gProgram->diags().file(), {e.where, e.what()});
-    else std::cerr << "slopec: error: " << e.what() << "\n";
+    if (gProgram)
+      std::cerr << renderDiagnostic(gProgram->diags().file(), {e.where, e.what()});
+    else
+      std::cerr << "slopec: error: " << e.what() << "\n";
     return kBad;
   } catch (const std::exception& e) {
     std::cerr << "slopec: internal error: " << e.what() << "\n";
