@@ -78,10 +78,13 @@ TEST(GradTableCoverage, EveryOpHasARuleAndACase) {
     const ad::Rule& r = ad::ruleFor(op);
     ASSERT_NE(r.math, nullptr) << ir::opName(op);
     EXPECT_NE(std::string(r.math), "unknown") << ir::opName(op) << " has no rule table entry";
-    if (r.kind == ad::RuleKind::Formula) EXPECT_NE(r.fn, nullptr) << ir::opName(op);
+    if (r.kind == ad::RuleKind::Formula) {
+      EXPECT_NE(r.fn, nullptr) << ir::opName(op);
+    }
     bool exempt = op == ir::Op::For; // loops with state arrive with the loops issue
-    if (r.kind != ad::RuleKind::NotDifferentiable && !exempt)
+    if (r.kind != ad::RuleKind::NotDifferentiable && !exempt) {
       EXPECT_TRUE(seen.count(op)) << "no gradient-table case exercises '" << ir::opName(op) << "'";
+    }
   }
 }
 
