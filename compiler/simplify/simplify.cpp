@@ -35,6 +35,7 @@ struct Ctx {
     return c && *c == x;
   }
   std::vector<Instr> pending; // instructions a rule made, inserted before the current one
+  std::unordered_map<int, int> constComps; // comp whose every element is one constant -> it
 };
 
 /// A rule: if it applies to `in`, it returns the value that replaces in's result.
@@ -126,6 +127,13 @@ const std::vector<Rule>& rules() {
          c.pending.push_back(m);
          return m.result;
        }},
+      {{"const-comp-load", "T[i] where T = comp [...] { c } -> c", "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Load) return {};
+         auto it = c.constComps.find(in.args[0]);
+         if (it == c.constComps.end()) return {};
+         return it->second;
+       }},
       {{"select-same", "select(c, a, a) -> a", "exact"},
        [](const Instr& in, Ctx&) -> std::optional<int> {
          if (in.op == Op::Select && in.args[1] == in.args[2]) return in.args[1];
@@ -163,7 +171,7 @@ void rewriteInPlace(Instr& in, Ctx& c) {
 
 class Simplifier {
 public:
-  explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}} {}
+  explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}, {}} {}
   void record(const Instr& in) {
     if (in.result < 0 || !in.regions.empty()) return;
     Instr c = in;
@@ -175,6 +183,7 @@ public:
       changed_ = false;
       repl_.clear();
       ctx_.defs.clear();
+      ctx_.constComps.clear();
       rewrite(f_.body);
       cse();
       promoteAccumulators(f_.body);
@@ -208,7 +217,8 @@ private:
         rewrite(r);
       if (in.result < 0) continue;
       ir::OpKind k = ir::opKind(in.op);
-      if (k == ir::OpKind::Unary || k == ir::OpKind::Binary || k == ir::OpKind::Ternary) {
+      if (k == ir::OpKind::Unary || k == ir::OpKind::Binary || k == ir::OpKind::Ternary ||
+          in.op == Op::Load) {
         rewriteInPlace(in, ctx_);
         // Constant folding, with the evaluator's arithmetic.
         std::vector<Scalar> vals;
@@ -236,6 +246,16 @@ private:
               break;
             }
         }
+      }
+      if (in.op == Op::Comp) {
+        // Every element is the same constant: loads of it fold (the constant is defined in the
+        // comprehension's body, so hoisting has moved it out, or it is outside already).
+        int y = in.regions[0].yields.empty() ? -1 : in.regions[0].yields[0];
+        const Instr* d = y >= 0 ? ctx_.def(y) : nullptr;
+        bool inside = false;
+        for (const Instr& x : in.regions[0].body)
+          inside = inside || x.result == y;
+        if (d && d->op == Op::Const && !inside) ctx_.constComps[in.result] = y;
       }
       if (!ctx_.pending.empty()) {
         Instr self = std::move(out.back());
