@@ -6,6 +6,7 @@
 // Targets (issue 3): forward within 1.5x of hand-written; gradient within 3x of the forward;
 // JIT compile of the mixture's forward + gradient under 250 ms. Results: docs/benchmarks.md.
 
+#include "../samples/adbench/gmm_io.hpp"
 #include "mixture_problem.hpp"
 
 #include <slope/slope.hpp>
@@ -16,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -157,6 +159,51 @@ void BM_Mixture_CompileForwardAndGradient(benchmark::State& st) {
     benchmark::DoNotOptimize(m.gradient("mixture").raw());
   }
 }
+
+// --- ADBench GMM, 10k points, d = 10, K = 25 (issue 5's benchmark; data from ../shared) ----
+
+struct GmmData {
+  bool ok = false;
+  adbench::GmmInput g;
+  std::optional<slope::Module> m;
+  GmmData() {
+    std::string path =
+        std::string(SLOPE_SOURCE_DIR) + "/../shared/data/adbench/gmm/10k/gmm_d10_K25.txt";
+    try {
+      g = adbench::readGmm(path);
+      m = slope::compile_file(samplePath("adbench/gmm.slope"));
+      ok = true;
+    } catch (const std::exception&) {
+    }
+  }
+};
+
+GmmData& gmm() {
+  static GmmData d;
+  return d;
+}
+
+void BM_Gmm10k_Objective(benchmark::State& st) {
+  auto& d = gmm();
+  if (!d.ok) return st.SkipWithError("ADBench gmm/10k/gmm_d10_K25.txt not found");
+  slope::Function f = d.m->function("gmm");
+  auto& g = d.g;
+  for (auto _ : st)
+    benchmark::DoNotOptimize(static_cast<double>(
+        f(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+          slope::View(g.logdiag.data(), {g.K, g.d}), slope::View(g.lower.data(), {g.K, g.l()}),
+          slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m)));
+}
+
+void BM_Gmm10k_Gradient(benchmark::State& st) {
+  auto& d = gmm();
+  if (!d.ok) return st.SkipWithError("ADBench gmm/10k/gmm_d10_K25.txt not found");
+  for (auto _ : st)
+    benchmark::DoNotOptimize(adbench::runGmm(*d.m, d.g).objective);
+}
+
+BENCHMARK(BM_Gmm10k_Objective)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Gmm10k_Gradient)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Bowl_Forward_Hand)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Bowl_Forward_Slope)->Unit(benchmark::kMicrosecond);
