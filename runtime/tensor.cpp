@@ -79,13 +79,17 @@ void Tensor::setI(int64_t i, int64_t v) {
   }
 }
 
-std::string Tensor::typeString() const {
-  std::string s = dtypeName(dtype_);
-  if (shape_.empty()) return s;
+std::string typeString(DType t, const std::vector<int64_t>& shape) {
+  std::string s = dtypeName(t);
+  if (shape.empty()) return s;
   s += "[";
-  for (size_t i = 0; i < shape_.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape_[i]);
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+std::string Tensor::typeString() const {
+  return slope::typeString(dtype_, shape_);
 }
 
 } // namespace slope

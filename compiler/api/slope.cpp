@@ -81,15 +81,6 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
 
 namespace {
 
-std::string typeString(DType t, const std::vector<int64_t>& shape) {
-  std::string s = dtypeName(t);
-  if (shape.empty()) return s;
-  s += "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 Tensor copyOf(const View& v) {
   Tensor t(v.dtype(), v.shape());
   std::memcpy(t.raw(), v.data(), static_cast<size_t>(t.numel()) * dtypeSize(v.dtype()));

@@ -234,6 +234,19 @@ private:
     addTerm(it->second, hot);
   }
 
+  /// Walks blk as a pass that sums its contributions to `target` (at element `at`, or every
+  /// add's own element when `identity`), and returns that sum (zero when there is none).
+  int passSum(const Block& blk, int target, const std::vector<int>& at, bool identity,
+              Pass& outer) {
+    Pass q;
+    q.target = target;
+    q.at = at;
+    q.identity = identity;
+    q.outer = &outer;
+    block(blk, q);
+    return q.sum < 0 ? b_.constant(src_.types[target].dtype, 0) : q.sum;
+  }
+
   /// The term an effect region (`for` or effect `if`) adds to accumulator `buf`.
   int regionTerm(const Instr& in, int buf, Pass& p) {
     const ir::Type& t = src_.types[buf];
@@ -250,12 +263,7 @@ private:
             block(*blk, q);
             return materialize(buf, q.bufs[buf]);
           }
-          Pass q;
-          q.target = buf;
-          q.at = at;
-          q.outer = &p;
-          block(*blk, q);
-          return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
+          return passSum(*blk, buf, at, false, p);
         };
       };
       return b_.ifElse(mapped(in.args[0]), st, branch(in.regions[0]), branch(in.regions[1]));
@@ -338,14 +346,7 @@ private:
       });
     // Masked form: element j sums the contributions whose index is j.
     return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& j) {
-      auto inner = [&]() {
-        Pass q;
-        q.target = buf;
-        q.at = j;
-        q.outer = &p;
-        block(body, q);
-        return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
-      };
+      auto inner = [&]() { return passSum(body, buf, j, false, p); };
       if (!loop) return inner();
       return b_.region(Op::ReduceSum, loop->extents, ir::Type{t.dtype, {}},
                        [&](const std::vector<int>& idx) {

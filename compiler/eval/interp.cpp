@@ -38,15 +38,6 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
   return bindSizes(f, shapes);
 }
 
-static std::string typeString(const ArgShape& a) {
-  std::string s = dtypeName(a.dtype);
-  if (a.shape.empty()) return s;
-  s += "[";
-  for (size_t i = 0; i < a.shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(a.shape[i]);
-  return s + "]";
-}
-
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<ArgShape>& args) {
   auto plural = [](size_t n) { return n == 1 ? " argument" : " arguments"; };
   if (args.size() != f.params.size())
@@ -61,7 +52,8 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
     const ArgShape& a = args[k];
     const std::string& name = f.paramNames[k];
     if (a.dtype != t.dtype || static_cast<int>(a.shape.size()) != t.rank())
-      throw CallError("parameter '" + name + "' must be " + t.str() + ", got " + typeString(a));
+      throw CallError("parameter '" + name + "' must be " + t.str() + ", got " +
+                      typeString(a.dtype, a.shape));
     for (int d = 0; d < t.rank(); ++d) {
       int64_t got = a.shape[d];
       if (got < 1)

@@ -18,6 +18,8 @@ size_t dtypeSize(DType t);      // 4, 8, 8, 1
 inline bool isFloat(DType t) {
   return t == DType::F32 || t == DType::F64;
 }
+/// "f64[2, 3]"-style description of a dtype and extents, for messages.
+std::string typeString(DType t, const std::vector<int64_t>& shape);
 
 /// A problem with the arguments of a call: their number, a dtype, a rank, an extent, or a
 /// size name bound to two different extents. The message names the parameter.

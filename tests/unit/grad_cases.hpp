@@ -1,8 +1,10 @@
 // The gradient table's cases, shared by the gradient tests and the JIT-vs-evaluator tests.
 #pragma once
 
+#include <ostream>
 #include <regex>
 #include <string>
+#include <vector>
 
 namespace slope {
 
@@ -79,6 +81,27 @@ inline const Case kCases[] = {
     {"vector_result", "fn f(A: $T[n, m], v: $T[m]) -> $T[n] { A @ v }"},
     {"tuple_result", "fn f(x: $T[n]) -> ($T, $T[n]) { (sum(x^2), exp(x)) }"},
 };
+
+/// One test instance: a case in one float type.
+struct CaseParam {
+  const Case* c;
+  const char* dtype;
+};
+inline void PrintTo(const CaseParam& p, std::ostream* os) {
+  *os << p.c->name << "_" << p.dtype;
+}
+
+/// Every case in f64 and in f32, for INSTANTIATE_TEST_SUITE_P.
+inline std::vector<CaseParam> allCaseParams() {
+  std::vector<CaseParam> out;
+  for (const Case& c : kCases)
+    for (const char* t : {"f64", "f32"})
+      out.push_back({&c, t});
+  return out;
+}
+template <class Info> std::string caseParamName(const Info& i) {
+  return std::string(i.param.c->name) + "_" + i.param.dtype;
+}
 
 /// The case's source with `$T` replaced by a float type.
 inline std::string instantiate(const char* src, const char* t) {

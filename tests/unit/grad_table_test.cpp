@@ -18,19 +18,10 @@
 namespace slope {
 namespace {
 
-struct Param {
-  const Case* c;
-  const char* dtype;
-};
-
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << p.c->name << "_" << p.dtype;
-}
-
-class GradTable : public ::testing::TestWithParam<Param> {};
+class GradTable : public ::testing::TestWithParam<CaseParam> {};
 
 TEST_P(GradTable, MatchesFiniteDifferences) {
-  const Param& p = GetParam();
+  const CaseParam& p = GetParam();
   std::string src = instantiate(p.c->source, p.dtype);
   auto prog = Program::fromString(std::string(p.c->name) + ".slope", src);
   ASSERT_TRUE(prog->ok()) << prog->diagnostics() << src;
@@ -49,18 +40,8 @@ TEST_P(GradTable, MatchesFiniteDifferences) {
   }
 }
 
-std::vector<Param> allParams() {
-  std::vector<Param> out;
-  for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"})
-      out.push_back({&c, t});
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Ops, GradTable, ::testing::ValuesIn(allParams()),
-                         [](const ::testing::TestParamInfo<Param>& i) {
-                           return std::string(i.param.c->name) + "_" + i.param.dtype;
-                         });
+INSTANTIATE_TEST_SUITE_P(Ops, GradTable, ::testing::ValuesIn(allCaseParams()),
+                         caseParamName<::testing::TestParamInfo<CaseParam>>);
 
 // Every op has an entry in the rule table, and every op with a derivative rule is exercised
 // by some case of the table above (in its forward or its gradient IR).

@@ -62,36 +62,18 @@ void compareBackends(const ir::Function& f, const std::string& what,
     }
 }
 
-struct Param {
-  const Case* c;
-  const char* dtype;
-};
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << p.c->name << "_" << p.dtype;
-}
-
-class JitVsInterp : public ::testing::TestWithParam<Param> {};
+class JitVsInterp : public ::testing::TestWithParam<CaseParam> {};
 
 TEST_P(JitVsInterp, GradientTableCase) {
-  const Param& p = GetParam();
+  const CaseParam& p = GetParam();
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   compareBackends(prog->forward("f"), p.c->name,
                   {{}, {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 5}}});
 }
 
-std::vector<Param> allParams() {
-  std::vector<Param> out;
-  for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"})
-      out.push_back({&c, t});
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Ops, JitVsInterp, ::testing::ValuesIn(allParams()),
-                         [](const ::testing::TestParamInfo<Param>& i) {
-                           return std::string(i.param.c->name) + "_" + i.param.dtype;
-                         });
+INSTANTIATE_TEST_SUITE_P(Ops, JitVsInterp, ::testing::ValuesIn(allCaseParams()),
+                         caseParamName<::testing::TestParamInfo<CaseParam>>);
 
 TEST(JitVsInterpSamples, EverySampleFunction) {
   for (const auto& entry :

@@ -45,35 +45,17 @@ void roundTrip(const Program& p, const std::string& name, const std::string& wha
   }
 }
 
-struct Param {
-  const Case* c;
-  const char* dtype;
-};
-void PrintTo(const Param& p, std::ostream* os) {
-  *os << p.c->name << "_" << p.dtype;
-}
-
-class PrintedGradient : public ::testing::TestWithParam<Param> {};
+class PrintedGradient : public ::testing::TestWithParam<CaseParam> {};
 
 TEST_P(PrintedGradient, RoundTrips) {
-  const Param& p = GetParam();
+  const CaseParam& p = GetParam();
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   roundTrip(*prog, "f", p.c->name);
 }
 
-std::vector<Param> allParams() {
-  std::vector<Param> out;
-  for (const Case& c : kCases)
-    for (const char* t : {"f64", "f32"})
-      out.push_back({&c, t});
-  return out;
-}
-
-INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allParams()),
-                         [](const ::testing::TestParamInfo<Param>& i) {
-                           return std::string(i.param.c->name) + "_" + i.param.dtype;
-                         });
+INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allCaseParams()),
+                         caseParamName<::testing::TestParamInfo<CaseParam>>);
 
 TEST(PrintedGradientSamples, EverySampleFunction) {
   for (const auto& entry :
