@@ -4,6 +4,7 @@
 #include "compiler/ir/builder.hpp"
 
 #include <map>
+#include <set>
 
 namespace slope {
 namespace {
@@ -111,7 +112,8 @@ private:
       for (const Block& r : in.regions)
         c.regions.push_back(ir::cloneBlock(out_, r, primal_));
       if (in.result >= 0) {
-        c.result = out_.newValue(src_.types[in.result]);
+        ir::Type rt = out_.types[in.result]; // (a copy: newValue may reallocate)
+        c.result = out_.newValue(rt);
         if (static_cast<int>(primal_.size()) <= in.result) primal_.resize(in.result + 1, -1);
         primal_[in.result] = c.result;
       }
@@ -157,6 +159,27 @@ private:
       reverseInstr(*it);
   }
   void reverseInstr(const Instr& in);
+  void reverseEffect(const Instr& in);
+  bool writesActive(const Instr& in) const {
+    bool w = false;
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, [&](const Instr& i) {
+        if (i.op == Op::BufStore && active(i.args[0])) w = true;
+      });
+    return w;
+  }
+  void tapeLoops(Block& out, const Block& src);
+  struct Undo {
+    int var, value, index; // the var, the tape of old values, the tape of indices (or -1)
+    int rank;
+  };
+  struct LoopTape {
+    std::vector<std::pair<int, int>> vars; // (var buffer, tape buffer): state at each iteration
+    std::vector<Undo> undo;                // element writes, in program order: old values
+    Block body;                            // the forward body with its tape writes
+  };
+  std::map<const Instr*, LoopTape> loopTapes_; // sequential loops of src_
+  bool activityChanged_ = false;
   void structural(const Instr& in, int buf);
 
   const ir::Function& src_;
@@ -183,7 +206,18 @@ void Reverse::analyze(const Block& b) {
   for (const Instr& in : b.body) {
     for (const Block& r : in.regions)
       analyze(r);
+    // A var becomes active when an active value is stored into it; its memory is then active.
+    if (in.op == Op::BufStore && active(in.args.back()) && !active(in.args[0]) &&
+        isFloat(src_.types[in.args[0]].dtype)) {
+      active_[in.args[0]] = 1;
+      activityChanged_ = true;
+    }
     if (in.result < 0) continue;
+    if (in.op == Op::BufZeros) { // keeps what stores made it
+      defBlock_[in.result] = &b;
+      defInstr_[in.result] = &in;
+      continue;
+    }
     defBlock_[in.result] = &b;
     defInstr_[in.result] = &in;
     if (!isFloat(src_.types[in.result].dtype) || in.op == Op::Param) continue;
@@ -248,8 +282,257 @@ void Reverse::tapeNestedReductions() {
   out_.body.body = std::move(body);
 }
 
+/// Loops with state: the forward sweep of the gradient stores, at the start of each iteration,
+/// every var the loop writes (and did not declare), so the adjoint loop can run backwards,
+/// putting each iteration's state back before it recomputes and reverses that iteration.
+/// Memory: iterations x state. (Checkpointing, which trades this for recomputation, is open.)
+void Reverse::tapeLoops(Block& out, const Block& src) {
+  std::vector<Instr> body;
+  for (size_t n = 0; n < src.body.size(); ++n) {
+    const Instr& si = src.body[n];
+    Instr oi = std::move(out.body[n]);
+    for (size_t r = 0; r < si.regions.size(); ++r)
+      tapeLoops(oi.regions[r], si.regions[r]);
+    if (si.op == Op::For && si.ival == 1) {
+      // Vars written inside but declared outside the loop carry state between iterations.
+      std::set<int> declared, written;
+      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
+        if (i.op == Op::BufZeros) declared.insert(i.result);
+        if (i.op == Op::BufStore) written.insert(i.args[0]);
+      });
+      LoopTape tape;
+      Block& ob = oi.regions[0];
+      std::vector<Instr> prologue;
+      int k = ob.args[0];
+      const Block& sb = si.regions[0];
+      // A var written only by element writes directly in the body keeps an undo log: each
+      // write saves the element it overwrites (and where), so the tape grows by one element
+      // per write, not by the whole var per iteration.
+      std::set<int> logged;
+      for (int v : written) {
+        if (declared.count(v)) continue;
+        int direct = 0, all = 0;
+        ir::forEachInstr(sb, [&](const Instr& i) {
+          if (i.op == Op::BufStore && i.args[0] == v) ++all;
+        });
+        for (const Instr& i : sb.body)
+          if (i.op == Op::BufStore && i.args[0] == v &&
+              static_cast<int>(i.args.size()) - 2 == src_.types[v].rank())
+            ++direct;
+        if (direct == all) logged.insert(v);
+      }
+      std::vector<Instr> newBody;
+      // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
+      for (size_t n = 0; n < ob.body.size(); ++n) {
+        const Instr st = ob.body[n];
+        if (st.op == Op::BufStore && logged.count(st.args[0])) {
+          int v = st.args[0];
+          int rank = src_.types[v].rank();
+          Undo u{v, -1, -1, rank};
+          Instr tv;
+          tv.op = Op::BufZeros;
+          tv.result = out_.newValue(ir::Type{src_.types[v].dtype, si.extents});
+          body.push_back(tv);
+          u.value = tv.result;
+          if (rank > 0) {
+            Instr ti;
+            ti.op = Op::BufZeros;
+            ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(rank)}});
+            body.push_back(ti);
+            u.index = ti.result;
+          }
+          Block save = b_.buildBlock({}, [&] {
+            std::vector<int> idx(st.args.begin() + 1, st.args.end() - 1);
+            Instr old;
+            old.op = Op::Load;
+            old.args.push_back(v);
+            old.args.insert(old.args.end(), idx.begin(), idx.end());
+            old.name = st.name;
+            old.loc = st.loc;
+            old.checked = st.checked;
+            int ov = b_.emit(old, ir::Type{src_.types[v].dtype, {}});
+            Instr s1;
+            s1.op = Op::BufStore;
+            s1.args = {u.value, k, ov};
+            b_.emitEffect(s1);
+            for (int d = 0; d < rank; ++d) {
+              Instr s2;
+              s2.op = Op::BufStore;
+              s2.args = {u.index, k, b_.constInt(d), idx[d]};
+              b_.emitEffect(s2);
+            }
+            return -1;
+          });
+          newBody.insert(newBody.end(), save.body.begin(), save.body.end());
+          tape.undo.push_back(u);
+        }
+        newBody.push_back(std::move(ob.body[n]));
+      }
+      ob.body = std::move(newBody);
+      for (int v : written) {
+        if (declared.count(v) || logged.count(v)) continue;
+        const ir::Type& vt = src_.types[v];
+        std::vector<Poly> shape = si.extents;
+        shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+        Instr zero;
+        zero.op = Op::BufZeros;
+        zero.result = out_.newValue(ir::Type{vt.dtype, shape});
+        body.push_back(zero);
+        tape.vars.push_back({v, zero.result});
+        // tape[k, j...] = v[j...]
+        Block copy = b_.buildBlock({}, [&] {
+          if (vt.rank() == 0) {
+            Instr st;
+            st.op = Op::BufStore;
+            st.args = {zero.result, k, b_.load(v, {}, "", {}, true)};
+            b_.emitEffect(st);
+          } else {
+            b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
+              Instr st;
+              st.op = Op::BufStore;
+              st.args = {zero.result, k};
+              st.args.insert(st.args.end(), j.begin(), j.end());
+              st.args.push_back(b_.load(v, j, "", {}, true));
+              b_.emitEffect(st);
+              return -1;
+            });
+          }
+          return -1;
+        });
+        prologue.insert(prologue.end(), copy.body.begin(), copy.body.end());
+      }
+      ob.body.insert(ob.body.begin(), prologue.begin(), prologue.end());
+      tape.body = ob;
+      loopTapes_[&si] = std::move(tape);
+    }
+    body.push_back(std::move(oi));
+  }
+  out.body = std::move(body);
+}
+
+void Reverse::reverseEffect(const Instr& in) {
+  if (in.op == Op::BufStore) {
+    // var[i] = v: v's adjoint takes dvar[i], which then starts again from zero.
+    int var = in.args[0];
+    if (!active(var)) return;
+    std::vector<int> idx;
+    for (size_t k = 1; k + 1 < in.args.size(); ++k)
+      idx.push_back(primal(in.args[k]));
+    int dvar = getAdj(var);
+    int g = b_.load(dvar, idx, in.name, in.loc, in.checked);
+    Instr clear;
+    clear.op = Op::BufStore;
+    clear.args.push_back(dvar);
+    clear.args.insert(clear.args.end(), idx.begin(), idx.end());
+    clear.args.push_back(b_.constant(src_.types[var].dtype, 0));
+    clear.checked = true;
+    b_.emitEffect(clear);
+    accumulate(in.args.back(), g);
+    return;
+  }
+  if (in.op != Op::For || !writesActive(in)) return;
+  const Block& body = in.regions[0];
+  if (in.ival != 1) { // independent iterations (element writes): reverse each
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      pushScope(&body);
+      mapArgs(body, idx);
+      emitClone(body);
+      size_t mark = b_.current().body.size();
+      reverseBlock(body);
+      popScope(mark);
+      return -1;
+    });
+    return;
+  }
+  // Backwards over the iterations: restore the state, recompute, reverse.
+  const LoopTape& tape = loopTapes_.at(&in);
+  b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+    int e = b_.size(in.extents[0]);
+    int k = b_.binary(Op::Sub, b_.binary(Op::Sub, e, b_.constInt(1)), idx[0]);
+    for (const auto& [v, t] : tape.vars) {
+      int pv = primal(v), pt = primal(t);
+      const ir::Type& vt = src_.types[v];
+      if (vt.rank() == 0) {
+        Instr st;
+        st.op = Op::BufStore;
+        st.args = {pv, b_.load(pt, {k}, "", {}, true)};
+        b_.emitEffect(st);
+      } else {
+        b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
+          std::vector<int> tj{k};
+          tj.insert(tj.end(), j.begin(), j.end());
+          Instr st;
+          st.op = Op::BufStore;
+          st.args = {pv};
+          st.args.insert(st.args.end(), j.begin(), j.end());
+          st.args.push_back(b_.load(pt, tj, "", {}, true));
+          b_.emitEffect(st);
+          return -1;
+        });
+      }
+    }
+    // Element writes of this iteration, undone last to first: the state it started from.
+    auto undo = [&] {
+      for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
+        std::vector<int> idx;
+        for (int d = 0; d < it->rank; ++d)
+          idx.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
+        Instr st;
+        st.op = Op::BufStore;
+        st.args = {primal(it->var)};
+        st.args.insert(st.args.end(), idx.begin(), idx.end());
+        st.args.push_back(b_.load(primal(it->value), {k}, "", {}, true));
+        st.checked = true;
+        b_.emitEffect(st);
+      }
+    };
+    undo();
+    pushScope(&body);
+    mapArgs(body, {k});
+    emitClone(tape.body); // the forward body, nested tapes included
+    size_t mark = b_.current().body.size();
+    reverseBlock(body);
+    popScope(mark);
+    undo(); // the recomputation wrote them again
+    return -1;
+  });
+  // Leave every var as it was before the loop, as earlier code's adjoints expect.
+  if (!tape.vars.empty()) {
+    int count = b_.size(in.extents[0]);
+    b_.ifEffect(
+        b_.binary(Op::Gt, count, b_.constInt(0)),
+        [&] {
+          for (const auto& [v, t] : tape.vars) {
+            const ir::Type& vt = src_.types[v];
+            int zero = b_.constInt(0);
+            if (vt.rank() == 0) {
+              Instr st;
+              st.op = Op::BufStore;
+              st.args = {primal(v), b_.load(primal(t), {zero}, "", {}, true)};
+              b_.emitEffect(st);
+              continue;
+            }
+            b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
+              std::vector<int> tj{zero};
+              tj.insert(tj.end(), j.begin(), j.end());
+              Instr st;
+              st.op = Op::BufStore;
+              st.args = {primal(v)};
+              st.args.insert(st.args.end(), j.begin(), j.end());
+              st.args.push_back(b_.load(primal(t), tj, "", {}, true));
+              b_.emitEffect(st);
+              return -1;
+            });
+          }
+        },
+        [] {});
+  }
+}
+
 void Reverse::reverseInstr(const Instr& in) {
-  if (in.result < 0 || !active(in.result)) return;
+  if (in.result < 0) return reverseEffect(in);
+  if (in.op == Op::BufZeros) return;
+  if (!active(in.result)) return;
   int buf = findAdj(in.result);
   if (buf < 0) return; // nothing used it: its adjoint is the symbolic zero
   const ad::Rule& r = ad::ruleFor(in.op);
@@ -431,7 +714,11 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
         active_[src_.params[k]] = 1;
         wrtIds.push_back(src_.params[k]);
       }
-  analyze(src_.body);
+  do {
+    activityChanged_ = false;
+    analyze(src_.body);
+  } while (activityChanged_); // loops feed stores back into loads
+  tapeLoops(out_.body, src_.body);
   tapeNestedReductions();
 
   const std::vector<int>& results = src_.body.yields;

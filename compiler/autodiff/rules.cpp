@@ -262,7 +262,8 @@ Rule entry(Op op) {
   case Op::Select: return formula(dSelect, "da = g where c, db = g where !c");
   case Op::Load: return structural("gather -> scatter-add: dT[i...] += g");
   case Op::Stack: return structural("dx_k = dT[k]");
-  case Op::BufZeros: return none("made only by autodiff");
+  case Op::BufZeros: return structural("a var's memory (or an adjoint accumulator): nothing");
+  case Op::BufStore: return structural("var[i] = v: dv += dvar[i], then dvar[i] = 0");
   case Op::BufAdd: return none("made only by autodiff");
   case Op::Comp: return structural("for each i: recompute the body, seed its yield with dT[i]");
   case Op::ReduceSum: return structural("each element's adjoint is g");
@@ -274,7 +275,9 @@ Rule entry(Op op) {
   case Op::ArgMax: return none("integer");
   case Op::ArgMin: return none("integer");
   case Op::If: return structural("the adjoint of the taken branch, recomputed");
-  case Op::For: return structural("loops with state: not yet (loops issue)");
+  case Op::For:
+    return structural("element loops: each iteration reversed; loops with state: backwards, "
+                      "restoring the vars from a per-iteration tape");
   }
   return none("unknown");
 }

@@ -58,12 +58,15 @@ bool isNumeric(DType d) {
 
 /// A name in scope.
 struct Sym {
-  enum Kind { Val, Size, Index } kind = Val;
+  // Var: a mutable variable (LANGUAGE.md, Loops); `value` is its buffer. Expressions never read
+  // the buffer directly: each statement first takes a snapshot of the variables it mentions.
+  enum Kind { Val, Size, Index, Var } kind = Val;
   TInfo type;
   int value = -1;           // Val / Index: the IR value (for a view: the base tensor)
   std::vector<int> prefix;  // Val: leading subscripts of a row view `A[i]`
   bool prefixProven = true; // those subscripts were proven in range
   Poly poly;                // Size: the extent; Index: the index's extent
+  Poly offset;              // Index of a `for` loop: its first value (t = offset + k)
   int indexId = -1;         // Index: identity, for affine subscript analysis
   std::string srcName;      // what the user called the tensor (run-time messages)
 };
@@ -105,6 +108,18 @@ bool keepsIntegers(Op op) {
   return op == Op::Abs || op == Op::Sign;
 }
 
+/// f32 when a function's float parameters are all f32 (and it has one), else f64.
+DType floatTypeOf(const ast::Function& fn) {
+  bool any = false, all32 = true;
+  for (const auto& p : fn.params) {
+    if (p.type.dtype == "f32")
+      any = true;
+    else if (p.type.dtype == "f64")
+      any = true, all32 = false;
+  }
+  return any && all32 ? DType::F32 : DType::F64;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// One lowering of one function body: the top-level function, or an inlined callee.
@@ -112,6 +127,7 @@ struct Inst {
   int id;
   const ast::Function* fn;
   bool inlined;
+  DType floatType = DType::F64; // f32 when every float parameter is f32: for untyped literals
   std::vector<std::map<std::string, Sym>> scopes;
   std::unordered_map<const Expr*, TInfo> types;
 };
@@ -144,7 +160,13 @@ private:
     auto& sc = inst().scopes;
     for (auto it = sc.rbegin(); it != sc.rend(); ++it) {
       auto f = it->find(name);
-      if (f != it->end()) return &f->second;
+      if (f != it->end()) {
+        if (f->second.kind == Sym::Var) {
+          auto snap = snapshots_.find(f->second.value);
+          if (snap != snapshots_.end()) return &snap->second;
+        }
+        return &f->second;
+      }
     }
     return nullptr;
   }
@@ -195,6 +217,9 @@ private:
   Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
   bool lowerStmt(const ast::Stmt& s);
+  bool lowerStateStmt(const ast::Stmt& s);
+  void takeSnapshots(const std::vector<const Expr*>& exprs);
+  void storeInto(const Sym& var, const std::vector<Ix>& prefix, const Expr& value, SrcRange loc);
   int yieldValue(const Sym& s, DType w);
 
   using PreKey = std::pair<int, const Expr*>;
@@ -205,8 +230,31 @@ private:
   std::vector<std::unique_ptr<Inst>> stack_;
   std::unique_ptr<ir::Builder> b_;
   ir::Function* f_ = nullptr;
-  std::map<PreKey, Sym> pre_;     // values computed ahead of a region (hoisted out of it)
-  std::map<PreKey, bool> proven_; // subscripts proven in range at compile time
+  std::map<PreKey, Sym> pre_;           // values computed ahead of a region (hoisted out of it)
+  std::map<PreKey, bool> proven_;       // subscripts proven in range at compile time
+  std::map<int, Sym> snapshots_;        // var buffer -> its value as of the current statement
+  std::map<int, std::string> varNames_; // var buffer -> the variable's name
+  int exprNesting_ = 0;                 // > 0 while lowering a statement's expressions
+
+  /// A statement reads the vars as they are when it starts: fresh snapshots at statement
+  /// level, the enclosing statement's inside an expression's blocks.
+  struct StatementScope {
+    Lowerer& l;
+    bool outer;
+    std::map<int, Sym> saved;
+    explicit StatementScope(Lowerer& lw)
+        : l(lw), outer(lw.exprNesting_ == 0), saved(lw.snapshots_) {
+      if (outer) l.snapshots_.clear();
+      ++l.exprNesting_;
+    }
+    ~StatementScope() {
+      --l.exprNesting_;
+      if (outer)
+        l.snapshots_.clear();
+      else
+        l.snapshots_ = saved;
+    }
+  };
   int nextInst_ = 0;
   int nextIndex_ = 0;
   bool checkOnly_ = false;
@@ -467,7 +515,7 @@ TInfo Lowerer::computeType(const Expr& e) {
         error(e.range, "unknown name '" + e.name + "'");
       return errorType();
     }
-    if (s->kind != Sym::Val) return scalarT(DType::I64);
+    if (s->kind == Sym::Size || s->kind == Sym::Index) return scalarT(DType::I64);
     return s->type;
   }
   case ExprKind::Unary: {
@@ -957,7 +1005,7 @@ std::optional<Poly> Lowerer::inferExtent(const std::string& idx, const Expr& bod
         if (d.name == idx) return; // shadowed
     if (e->kind == ExprKind::Subscript && e->base->kind == ExprKind::Name) {
       const Sym* s = lookup(e->base->name);
-      if (s && s->kind == Sym::Val && !s->type.error)
+      if (s && (s->kind == Sym::Val || s->kind == Sym::Var) && !s->type.error)
         for (size_t k = 0; k < e->args.size() && k < s->type.shape.size(); ++k)
           if (e->args[k]->kind == ExprKind::Name && e->args[k]->name == idx)
             found.push_back({s->type.shape[k], e->base->name + "[" + text(e->args[k]->range) +
@@ -1030,7 +1078,7 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
     const Sym* s = lookup(e.name);
     if (!s) return std::nullopt;
     if (s->kind == Sym::Size) return Affine{s->poly, {}};
-    if (s->kind == Sym::Index) return Affine{Poly(0), {{s->indexId, 1}}};
+    if (s->kind == Sym::Index) return Affine{s->offset, {{s->indexId, 1}}};
     return std::nullopt;
   }
   case ExprKind::Unary:
@@ -1592,6 +1640,7 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
   in->id = nextInst_++;
   in->fn = &callee;
   in->inlined = true;
+  in->floatType = floatTypeOf(callee);
   in->scopes.emplace_back();
   for (const auto& [n, p] : bindings) {
     Sym s;
@@ -1607,10 +1656,230 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
     in->scopes.back()[callee.params[k].name] = args[k];
   }
   stack_.push_back(std::move(in));
+  auto savedSnapshots = snapshots_;
+  int nesting = exprNesting_;
+  exprNesting_ = 0;
   Sym r = lowerBlock(callee.body, tupleOut);
+  exprNesting_ = nesting;
+  snapshots_ = savedSnapshots;
   stack_.pop_back();
   (void)rt;
   return r;
+}
+
+/// Snapshots of the variables the expressions mention, so that they read values, not memory.
+void Lowerer::takeSnapshots(const std::vector<const Expr*>& exprs) {
+  // Additive: inside an expression (an if branch), the statement's snapshots stay in force.
+  std::set<int> vars;
+  std::function<void(const Expr*)> walk = [&](const Expr* e) {
+    if (!e) return;
+    if (e->kind == ExprKind::Name) {
+      const Sym* s = lookup(e->name);
+      if (s && s->kind == Sym::Var && !s->type.error) vars.insert(s->value);
+    }
+    for (const auto& a : e->args)
+      walk(a.get());
+    walk(e->base.get());
+    walk(e->cond.get());
+    for (const ast::BlockP& b : {e->thenBlock, e->elseBlock}) {
+      if (!b) continue;
+      for (const auto& st : b->stmts)
+        walk(st.value.get());
+      walk(b->result.get());
+    }
+  };
+  for (const Expr* e : exprs)
+    walk(e);
+  for (int buf : vars) {
+    if (snapshots_.count(buf)) continue;
+    const ir::Type t = f_->types[buf]; // a copy: emitting new values may reallocate types
+    Sym snap;
+    snap.type.dtype = t.dtype;
+    snap.type.shape = t.shape;
+    snap.srcName = varNames_[buf];
+    if (t.rank() == 0) {
+      snap.value = b_->load(buf, {}, snap.srcName, {}, true);
+    } else {
+      snap.value = materializeComp(t.shape, t.dtype, [&](const std::vector<Ix>& ix) {
+                     std::vector<int> idx;
+                     for (const Ix& i : ix)
+                       idx.push_back(i.value);
+                     return b_->load(buf, idx, snap.srcName, {}, true);
+                   }).value;
+    }
+    snapshots_[buf] = snap;
+  }
+}
+
+/// var[prefix..., rest...] = value[rest...], element by element (the value was computed from
+/// snapshots, so writing in place is safe).
+void Lowerer::storeInto(const Sym& var, const std::vector<Ix>& prefix, const Expr& value,
+                        SrcRange loc) {
+  const ir::Type t = f_->types[var.value]; // a copy: emitting new values may reallocate types
+  std::vector<Poly> rest(t.shape.begin() + static_cast<long>(prefix.size()), t.shape.end());
+  TInfo vt = typeOf(value);
+  auto store = [&](const std::vector<Ix>& idx) {
+    ir::Instr st;
+    st.op = Op::BufStore;
+    st.args.push_back(var.value);
+    bool proven = true;
+    for (const Ix& i : prefix) {
+      st.args.push_back(i.value);
+      proven = proven && i.proven;
+    }
+    for (const Ix& i : idx)
+      st.args.push_back(i.value);
+    st.args.push_back(emitElem(value, vt.rank() == 0 ? std::vector<Ix>{} : idx, t.dtype));
+    st.name = var.srcName;
+    st.loc = loc;
+    st.checked = proven;
+    b_->emitEffect(std::move(st));
+    return -1;
+  };
+  if (rest.empty()) {
+    store({});
+    return;
+  }
+  prepare(value);
+  auto saved = pre_;
+  b_->forLoop(rest, [&](const std::vector<int>& j) {
+    std::vector<Ix> ix;
+    for (int v : j)
+      ix.push_back({v, true});
+    return store(ix);
+  });
+  pre_ = saved;
+}
+
+/// var, assignment, element writes and for loops (LANGUAGE.md, Loops (v2)).
+bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
+  using ast::StmtKind;
+  auto poison = [&] {
+    Sym p;
+    p.type = errorType();
+    bind(s.name, p);
+    return false;
+  };
+  switch (s.kind) {
+  case StmtKind::Var: {
+    TInfo t = typeOf(*s.value);
+    if (t.error) return poison();
+    if (t.isTuple()) {
+      error(s.value->range, "a var cannot hold a tuple");
+      return poison();
+    }
+    Sym v;
+    {
+      StatementScope scope(*this);
+      takeSnapshots({s.value.get()});
+      v.kind = Sym::Var;
+      v.type = t;
+      // A var is typed by its first value; an untyped float literal takes the function's
+      // float type (f32 in a function whose float parameters are all f32).
+      if (t.weak && isFloat(t.dtype)) v.type.dtype = inst().floatType;
+      v.type.weak = false;
+      v.value = b_->bufZeros(v.type.ir());
+      v.srcName = s.name;
+      varNames_[v.value] = s.name;
+      storeInto(v, {}, *s.value, s.range);
+    }
+    bind(s.name, v);
+    return true;
+  }
+  case StmtKind::Assign:
+  case StmtKind::AssignIndexed: {
+    const Sym* found = lookup(s.name);
+    if (!found) {
+      error(s.nameRange, "unknown name '" + s.name + "'");
+      return false;
+    }
+    if (found->type.error) return false;
+    if (found->kind != Sym::Var) {
+      error(s.nameRange,
+            "cannot assign to '" + s.name + "': it is not a var (declare it with var)");
+      return false;
+    }
+    Sym var = *found;
+    TInfo want = var.type;
+    std::vector<const Expr*> exprs{s.value.get()};
+    for (const auto& x : s.subscripts)
+      exprs.push_back(x.get());
+    bool ok = true;
+    if (static_cast<int>(s.subscripts.size()) > want.rank()) {
+      error(s.range,
+            "too many subscripts: " + std::to_string(s.subscripts.size()) + " for " + want.str());
+      return false;
+    }
+    for (size_t k = 0; k < s.subscripts.size(); ++k) {
+      TInfo st = typeOf(*s.subscripts[k]);
+      if (st.error) {
+        ok = false;
+        continue;
+      }
+      if (st.dtype != DType::I64 || st.rank() != 0) {
+        error(s.subscripts[k]->range, "a subscript must be an i64 scalar, got " + st.str());
+        ok = false;
+        continue;
+      }
+      if (!proveSubscript(*s.subscripts[k], want.shape[k], s.name, static_cast<int>(k))) ok = false;
+    }
+    TInfo vt = typeOf(*s.value);
+    if (!ok || vt.error) return false;
+    want.shape.erase(want.shape.begin(),
+                     want.shape.begin() + static_cast<long>(s.subscripts.size()));
+    bool dtypeOk = vt.dtype == want.dtype || (vt.weak && isFloat(want.dtype)) ||
+                   (vt.dtype == DType::I64 && isFloat(want.dtype));
+    if (vt.isTuple() || !dtypeOk || (vt.rank() != 0 && vt.shape != want.shape)) {
+      error(s.value->range, "'" + s.name + (s.subscripts.empty() ? "" : "[...]") + "' is " +
+                                want.str() + " but the value is " + vt.str() +
+                                (vt.weak ? "" : " (a var keeps the type of its first value)"));
+      return false;
+    }
+    StatementScope scope(*this);
+    takeSnapshots(exprs);
+    std::vector<Ix> prefix;
+    for (const auto& x : s.subscripts) {
+      auto pv = proven_.find({inst().id, x.get()});
+      prefix.push_back({emitScalar(*x, DType::I64), pv != proven_.end() && pv->second});
+    }
+    storeInto(var, prefix, *s.value, s.range);
+    return true;
+  }
+  case StmtKind::For: {
+    auto lo = extentOf(*s.lo), hi = extentOf(*s.hi);
+    if (!lo || !hi) return false; // extentOf said why (data-dependent bounds: not yet)
+    Poly count = *hi - *lo;
+    bool ok = true;
+    ir::Instr loop;
+    loop.op = Op::For;
+    loop.ival = 1; // sequential: iterations carry state
+    loop.loc = s.range;
+    loop.extents = {count};
+    int k = f_->newValue(ir::Type{DType::I64, {}});
+    auto saved = pre_;
+    loop.regions.push_back(b_->buildBlock({k}, [&] {
+      int nesting = exprNesting_;
+      exprNesting_ = 0; // the body's statements are statements
+      inst().scopes.emplace_back();
+      Sym t;
+      t.kind = Sym::Index;
+      t.poly = count;
+      t.offset = *lo;
+      t.indexId = nextIndex_++;
+      t.value = lo->isConst() && *lo->constValue() == 0 ? k : b_->binary(Op::Add, k, b_->size(*lo));
+      bind(s.name, t);
+      for (const auto& st : s.body->stmts)
+        ok = lowerStmt(st) && ok;
+      inst().scopes.pop_back();
+      exprNesting_ = nesting;
+      return -1;
+    }));
+    pre_ = saved;
+    b_->emitEffect(std::move(loop));
+    return ok;
+  }
+  default: return false;
+  }
 }
 
 bool Lowerer::lowerStmt(const ast::Stmt& s) {
@@ -1619,15 +1888,10 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
   case StmtKind::Var:
   case StmtKind::Assign:
   case StmtKind::AssignIndexed:
-  case StmtKind::For:
-    error(s.range, "loops with state ('var', 'for' and assignment) are not supported yet");
-    if (s.kind == StmtKind::Var) { // later uses of the name are not errors of their own
-      Sym p;
-      p.type = errorType();
-      bind(s.name, p);
-    }
-    return false;
+  case StmtKind::For: return lowerStateStmt(s);
   case StmtKind::Let: {
+    StatementScope scope(*this);
+    takeSnapshots({s.value.get()});
     TInfo t = typeOf(*s.value);
     if (t.error) {
       Sym p;
@@ -1648,6 +1912,8 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
     return true;
   }
   case StmtKind::LetTuple: {
+    StatementScope scope(*this);
+    takeSnapshots({s.value.get()});
     TInfo t = typeOf(*s.value);
     bool ok = !t.error;
     if (ok && (!t.isTuple() || t.tuple.size() != s.names.size())) {
@@ -1674,6 +1940,8 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
     return ok;
   }
   case StmtKind::LetIndexed: {
+    StatementScope scope(*this);
+    takeSnapshots({s.value.get()});
     std::vector<Poly> extents;
     if (!declareIndices(s.indices, *s.value, extents)) {
       Sym p;
@@ -1735,6 +2003,11 @@ Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
   for (const auto& s : b.stmts)
     ok = lowerStmt(s) && ok;
   Sym r;
+  std::optional<StatementScope> scope;
+  if (b.result) {
+    scope.emplace(*this);
+    takeSnapshots({b.result.get()});
+  }
   if (!b.result) {
     r.type = errorType();
   } else {
@@ -1757,6 +2030,7 @@ Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
       r = materialize(*b.result);
     }
   }
+  scope.reset();
   inst().scopes.pop_back();
   return r;
 }
@@ -1772,6 +2046,7 @@ std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
   in->id = nextInst_++;
   in->fn = &fn;
   in->inlined = false;
+  in->floatType = floatTypeOf(fn);
   in->scopes.emplace_back();
   stack_.clear();
   stack_.push_back(std::move(in));

@@ -673,11 +673,24 @@ void Gen::instr(const Instr& in) {
       B_.CreateStore(B_.CreateFAdd(old, v), p);
       return;
     }
+    case Op::BufStore: {
+      const ir::Type& t = f_.types[in.args[0]];
+      std::vector<int> idx(in.args.begin() + 1, in.args.end() - 1);
+      llvm::Value* v = val(in.args.back());
+      if (t.rank() == 0) {
+        B_.CreateStore(v, val(in.args[0])); // a scalar var lives in an alloca
+        return;
+      }
+      storeElem(t.dtype, elementPtr(in.args[0], idx, in.checked, in.name, in.loc), v);
+      return;
+    }
     case Op::BufZeros: {
       const ir::Type& t = f_.types[in.result];
       if (t.rank() == 0) {
         llvm::AllocaInst* a = entryAlloca(scalarTy(t.dtype), "adj");
-        B_.CreateStore(fconst(t.dtype, 0), a);
+        B_.CreateStore(isFloat(t.dtype) ? fconst(t.dtype, 0)
+                                        : llvm::ConstantInt::get(scalarTy(t.dtype), 0),
+                       a);
         out = a;
         break;
       }

@@ -364,6 +364,8 @@ private:
         p.bufs[in.result] = Buf{};
         continue;
       }
+      if (in.op == Op::BufStore || (in.op == Op::For && in.ival == 1))
+        throw NotPrintable("loops with state (var, for) have no printed form yet");
       if (in.op == Op::BufAdd) {
         std::vector<int> idx;
         for (size_t k = 1; k + 1 < in.args.size(); ++k)

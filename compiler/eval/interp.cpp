@@ -437,6 +437,16 @@ private:
       out.t = std::make_shared<Tensor>(ty.dtype, shape);
       return;
     }
+    case Op::BufStore: {
+      Tensor& t = *vals_[in.args[0]].t;
+      int64_t pos = flat(t, in, 1, in.args.size() - 2);
+      const V& v = vals_[in.args.back()];
+      if (isFloat(t.dtype()))
+        t.setF(pos, v.f);
+      else
+        t.setI(pos, v.i);
+      return;
+    }
     case Op::BufAdd: {
       Tensor& t = *vals_[in.args[0]].t;
       int64_t pos = flat(t, in, 1, in.args.size() - 2);

@@ -84,13 +84,14 @@ struct Printer {
       break;
     case Op::Size: out += " " + i.poly.str(); break;
     case Op::Load:
-    case Op::BufAdd: {
+    case Op::BufAdd:
+    case Op::BufStore: {
       out += " " + v(i.args[0]) + "[";
       size_t nidx = i.op == Op::Load ? i.args.size() - 1 : i.args.size() - 2;
       for (size_t k = 0; k < nidx; ++k)
         out += (k ? ", " : "") + v(i.args[1 + k]);
       out += "]";
-      if (i.op == Op::BufAdd) out += ", " + v(i.args.back());
+      if (i.op != Op::Load) out += ", " + v(i.args.back());
       if (i.op == Op::Load && !i.checked && nidx > 0) out += " checked";
       break;
     }
@@ -98,6 +99,7 @@ struct Printer {
       for (size_t k = 0; k < i.args.size(); ++k)
         out += (k ? ", " : " ") + v(i.args[k]);
     }
+    if (i.op == Op::For && i.ival == 1) out += " sequential";
     if (!i.extents.empty()) {
       out += " [";
       const Block& r = i.regions[0];

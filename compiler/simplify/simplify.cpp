@@ -514,7 +514,9 @@ private:
 
   // --- dead code ---------------------------------------------------------------------------
   static bool hasEffects(const Instr& in) {
-    if (in.op == Op::BufAdd || in.op == Op::For || (in.op == Op::If && in.result < 0)) return true;
+    if (in.op == Op::BufAdd || in.op == Op::BufStore || in.op == Op::For ||
+        (in.op == Op::If && in.result < 0))
+      return true;
     bool e = false;
     for (const Block& r : in.regions)
       for (const Instr& i : r.body)
@@ -529,7 +531,8 @@ private:
       std::function<void(const Block&)> count = [&](const Block& b) {
         for (const Instr& in : b.body) {
           for (size_t k = 0; k < in.args.size(); ++k) {
-            if (in.op == Op::BufAdd && k == 0) continue; // adding is not reading
+            if ((in.op == Op::BufAdd || in.op == Op::BufStore) && k == 0)
+              continue; // adding or storing is not reading
             ++uses[in.args[k]];
           }
           for (const Block& r : in.regions)
@@ -546,8 +549,8 @@ private:
           for (Block& r : in.regions)
             sweep(r);
           bool dead;
-          if (in.op == Op::BufAdd)
-            dead = uses[in.args[0]] == 0; // adds to a buffer nobody reads
+          if (in.op == Op::BufAdd || in.op == Op::BufStore)
+            dead = uses[in.args[0]] == 0; // writes to a buffer nobody reads
           else if (in.op == Op::Param)
             dead = false;
           else if (in.result >= 0)

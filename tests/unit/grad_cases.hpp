@@ -82,6 +82,23 @@ inline const Case kCases[] = {
     {"tuple_result", "fn f(x: $T[n]) -> ($T, $T[n]) { (sum(x^2), exp(x)) }"},
 };
 
+/// Loops with state: differentiated with a tape (not printable as Slope v1 source yet).
+inline const Case kLoopCases[] = {
+    {"loop_rnn", "fn f(W: $T[h, h], U: $T[h, d], xs: $T[n, d], h0: $T[h]) -> $T { var s = h0; for "
+                 "t in 0..n { s = tanh(W @ s + U @ xs[t]); } sum(s) }"},
+    {"loop_scalar_and_elements",
+     "fn f(x: $T[n]) -> $T { var acc = 0.0; var out = zeros($T[n]); for i in 0..n { acc = acc * "
+     "0.5 + x[i]; out[i] = acc * x[i]; } sum(out) + acc }"},
+    {"loop_nested", "fn f(A: $T[n, m]) -> $T { var s = 0.0; for i in 0..n { var r = 1.0; for j in "
+                    "0..m { r = r * A[i, j] + s; } s = s + sin(r); } s }"},
+    {"loop_in_place", "fn f(x: $T[n]) -> $T { var v = x; for t in 1..n { v[t] = v[t - 1] * 0.5 + "
+                      "v[t]; } sum(v^2) }"},
+    {"loop_counter_and_if", "fn f(x: $T, y: $T) -> $T { var p = x; var c = 0; for i in 0..4 { p = "
+                            "if c % 2 == 0 { p * y } else { sin(p) }; c = c + 1; } p }"},
+    {"loop_row_writes", "fn f(x: $T[n, m]) -> $T { var M = x; for t in 1..n { M[t] = tanh(M[t - "
+                        "1]) + M[t]; } sum(M) }"},
+};
+
 /// One test instance: a case in one float type.
 struct CaseParam {
   const Case* c;
@@ -91,12 +108,16 @@ inline void PrintTo(const CaseParam& p, std::ostream* os) {
   *os << p.c->name << "_" << p.dtype;
 }
 
-/// Every case in f64 and in f32, for INSTANTIATE_TEST_SUITE_P.
-inline std::vector<CaseParam> allCaseParams() {
+/// Every case in f64 and in f32, for INSTANTIATE_TEST_SUITE_P; with loops unless asked not to.
+inline std::vector<CaseParam> allCaseParams(bool loops = true) {
   std::vector<CaseParam> out;
   for (const Case& c : kCases)
     for (const char* t : {"f64", "f32"})
       out.push_back({&c, t});
+  if (loops)
+    for (const Case& c : kLoopCases)
+      for (const char* t : {"f64", "f32"})
+        out.push_back({&c, t});
   return out;
 }
 template <class Info> std::string caseParamName(const Info& i) {

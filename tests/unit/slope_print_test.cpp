@@ -54,7 +54,7 @@ TEST_P(PrintedGradient, RoundTrips) {
   roundTrip(*prog, "f", p.c->name);
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allCaseParams()),
+INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allCaseParams(false)),
                          caseParamName<::testing::TestParamInfo<CaseParam>>);
 
 TEST(PrintedGradientSamples, EverySampleFunction) {
@@ -63,8 +63,14 @@ TEST(PrintedGradientSamples, EverySampleFunction) {
     if (entry.path().extension() != ".slope") continue;
     auto prog = Program::fromFile(entry.path().string());
     ASSERT_TRUE(prog->ok());
-    for (const auto& name : prog->functionNames())
+    for (const auto& name : prog->functionNames()) {
+      if (entry.path().filename() == "loops.slope") {
+        // Loops with state have no printed form yet: a clear error, not a crash.
+        EXPECT_THROW(printSlope(prog->gradient(name, {})), SlopePrintError);
+        continue;
+      }
       roundTrip(*prog, name, entry.path().filename().string() + ":" + name);
+    }
   }
 }
 
