@@ -7,6 +7,7 @@
 // JIT compile of the mixture's forward + gradient under 250 ms. Results: docs/benchmarks.md.
 
 #include "../samples/adbench/gmm_io.hpp"
+#include "../samples/adbench/lstm_io.hpp"
 #include "mixture_problem.hpp"
 
 #include <slope/slope.hpp>
@@ -201,6 +202,48 @@ void BM_Gmm10k_Gradient(benchmark::State& st) {
   for (auto _ : st)
     benchmark::DoNotOptimize(adbench::runGmm(*d.m, d.g).objective);
 }
+
+// --- ADBench LSTM, l = 2, c = 1024 (b = 14) -------------------------------------------------
+
+struct LstmData {
+  bool ok = false;
+  adbench::LstmInput s;
+  std::optional<slope::Module> m;
+  LstmData() {
+    std::string path =
+        std::string(SLOPE_SOURCE_DIR) + "/../shared/data/adbench/lstm/lstm_l2_c1024.txt";
+    try {
+      s = adbench::readLstm(path);
+      m = slope::compile_file(samplePath("adbench/lstm.slope"));
+      ok = true;
+    } catch (const std::exception&) {
+    }
+  }
+};
+
+LstmData& lstm() {
+  static LstmData d;
+  return d;
+}
+
+void BM_LstmL2C1024_Objective(benchmark::State& st) {
+  auto& d = lstm();
+  if (!d.ok) return st.SkipWithError("ADBench lstm/lstm_l2_c1024.txt not found");
+  slope::Function f = d.m->function("lstm");
+  auto args = adbench::lstmArgs(d.s);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(static_cast<double>(f.call(args)));
+}
+
+void BM_LstmL2C1024_Gradient(benchmark::State& st) {
+  auto& d = lstm();
+  if (!d.ok) return st.SkipWithError("ADBench lstm/lstm_l2_c1024.txt not found");
+  for (auto _ : st)
+    benchmark::DoNotOptimize(adbench::runLstm(*d.m, d.s).loss);
+}
+
+BENCHMARK(BM_LstmL2C1024_Objective)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LstmL2C1024_Gradient)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Gmm10k_Objective)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Gmm10k_Gradient)->Unit(benchmark::kMillisecond);

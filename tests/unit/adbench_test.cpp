@@ -3,6 +3,7 @@
 // The data live in ../shared/data/adbench/; without them the tests skip.
 
 #include "../../samples/adbench/gmm_io.hpp"
+#include "../../samples/adbench/lstm_io.hpp"
 
 #include <gtest/gtest.h>
 
@@ -66,6 +67,39 @@ TEST(AdbenchGmm, GradientMatchesFiniteDifferences) {
   for (const auto& p : c.params)
     EXPECT_TRUE(p.passed) << p.name << ": max_abs_err " << p.max_abs_err << " max_rel_err "
                           << p.max_rel_err;
+}
+
+std::string lstmModel() {
+  return std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/lstm.slope";
+}
+
+TEST(AdbenchLstm, MatchesTheReferenceLoss) {
+  if (!std::filesystem::exists(dataPath("lstm/lstm_l2_c1024.txt")))
+    GTEST_SKIP() << "ADBench data not found at " << dataPath("lstm/lstm_l2_c1024.txt");
+  adbench::LstmInput s = adbench::readLstm(dataPath("lstm/lstm_l2_c1024.txt"));
+  adbench::LstmResult r = adbench::runLstm(slope::compile_file(lstmModel()), s);
+  EXPECT_NEAR(r.loss, 0.66666518, 1e-8);
+  EXPECT_EQ(r.gradient.size(), static_cast<size_t>(2 * 2 * 4 * 14 + 3 * 14));
+}
+
+TEST(AdbenchLstm, GradientMatchesFiniteDifferencesAndTheInterpreter) {
+  if (!std::filesystem::exists(dataPath("lstm/lstm_l2_c1024.txt")))
+    GTEST_SKIP() << "ADBench data not found at " << dataPath("lstm/lstm_l2_c1024.txt");
+  adbench::LstmInput s = adbench::readLstm(dataPath("lstm/lstm_l2_c1024.txt"));
+  s.c = 6; // the first steps of the sequence keep the difference quotients quick
+  s.seq.resize(static_cast<size_t>(s.c * s.b));
+  slope::Module m = slope::compile_file(lstmModel());
+  slope::GradientCheck c = slope::check_gradient(m, "lstm", adbench::lstmArgs(s));
+  for (const auto& p : c.params)
+    EXPECT_TRUE(p.passed) << p.name << ": max_abs_err " << p.max_abs_err << " max_rel_err "
+                          << p.max_rel_err;
+  slope::Options o;
+  o.interpret = true;
+  adbench::LstmResult a = adbench::runLstm(m, s);
+  adbench::LstmResult b = adbench::runLstm(slope::compile_file(lstmModel(), o), s);
+  EXPECT_NEAR(a.loss, b.loss, 1e-12);
+  for (size_t i = 0; i < a.gradient.size(); ++i)
+    EXPECT_NEAR(a.gradient[i], b.gradient[i], 1e-12);
 }
 
 } // namespace
