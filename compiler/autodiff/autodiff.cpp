@@ -169,6 +169,27 @@ private:
     return w;
   }
   void tapeLoops(Block& out, const Block& src);
+  /// dst[dstPre..., j...] = src[srcPre..., j...] for every j of a var of type t.
+  void copyVar(int dst, const std::vector<int>& dstPre, int src, const std::vector<int>& srcPre,
+               const ir::Type& t) {
+    auto copyAt = [&](const std::vector<int>& j) {
+      std::vector<int> sj = srcPre, dj = dstPre;
+      sj.insert(sj.end(), j.begin(), j.end());
+      dj.insert(dj.end(), j.begin(), j.end());
+      Instr st;
+      st.op = Op::BufStore;
+      st.args = {dst};
+      st.args.insert(st.args.end(), dj.begin(), dj.end());
+      st.args.push_back(b_.load(src, sj, "", {}, true));
+      st.checked = true;
+      b_.emitEffect(st);
+      return -1;
+    };
+    if (t.rank() == 0)
+      copyAt({});
+    else
+      b_.forLoop(t.shape, copyAt);
+  }
   struct Undo {
     int var, value, index; // the var, the tape of old values, the tape of indices (or -1)
     int rank;
@@ -381,22 +402,7 @@ void Reverse::tapeLoops(Block& out, const Block& src) {
         tape.vars.push_back({v, zero.result});
         // tape[k, j...] = v[j...]
         Block copy = b_.buildBlock({}, [&] {
-          if (vt.rank() == 0) {
-            Instr st;
-            st.op = Op::BufStore;
-            st.args = {zero.result, k, b_.load(v, {}, "", {}, true)};
-            b_.emitEffect(st);
-          } else {
-            b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
-              Instr st;
-              st.op = Op::BufStore;
-              st.args = {zero.result, k};
-              st.args.insert(st.args.end(), j.begin(), j.end());
-              st.args.push_back(b_.load(v, j, "", {}, true));
-              b_.emitEffect(st);
-              return -1;
-            });
-          }
+          copyVar(zero.result, {k}, v, {}, vt);
           return -1;
         });
         prologue.insert(prologue.end(), copy.body.begin(), copy.body.end());
@@ -449,28 +455,8 @@ void Reverse::reverseEffect(const Instr& in) {
   b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
     int e = b_.size(in.extents[0]);
     int k = b_.binary(Op::Sub, b_.binary(Op::Sub, e, b_.constInt(1)), idx[0]);
-    for (const auto& [v, t] : tape.vars) {
-      int pv = primal(v), pt = primal(t);
-      const ir::Type& vt = src_.types[v];
-      if (vt.rank() == 0) {
-        Instr st;
-        st.op = Op::BufStore;
-        st.args = {pv, b_.load(pt, {k}, "", {}, true)};
-        b_.emitEffect(st);
-      } else {
-        b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
-          std::vector<int> tj{k};
-          tj.insert(tj.end(), j.begin(), j.end());
-          Instr st;
-          st.op = Op::BufStore;
-          st.args = {pv};
-          st.args.insert(st.args.end(), j.begin(), j.end());
-          st.args.push_back(b_.load(pt, tj, "", {}, true));
-          b_.emitEffect(st);
-          return -1;
-        });
-      }
-    }
+    for (const auto& [v, t] : tape.vars)
+      copyVar(primal(v), {}, primal(t), {k}, src_.types[v]);
     // Element writes of this iteration, undone last to first: the state it started from.
     auto undo = [&] {
       for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
@@ -502,28 +488,9 @@ void Reverse::reverseEffect(const Instr& in) {
     b_.ifEffect(
         b_.binary(Op::Gt, count, b_.constInt(0)),
         [&] {
-          for (const auto& [v, t] : tape.vars) {
-            const ir::Type& vt = src_.types[v];
-            int zero = b_.constInt(0);
-            if (vt.rank() == 0) {
-              Instr st;
-              st.op = Op::BufStore;
-              st.args = {primal(v), b_.load(primal(t), {zero}, "", {}, true)};
-              b_.emitEffect(st);
-              continue;
-            }
-            b_.forLoop(vt.shape, [&](const std::vector<int>& j) {
-              std::vector<int> tj{zero};
-              tj.insert(tj.end(), j.begin(), j.end());
-              Instr st;
-              st.op = Op::BufStore;
-              st.args = {primal(v)};
-              st.args.insert(st.args.end(), j.begin(), j.end());
-              st.args.push_back(b_.load(primal(t), tj, "", {}, true));
-              b_.emitEffect(st);
-              return -1;
-            });
-          }
+          int zero = b_.constInt(0);
+          for (const auto& [v, t] : tape.vars)
+            copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
         },
         [] {});
   }

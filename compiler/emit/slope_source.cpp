@@ -274,12 +274,7 @@ private:
                        [&](const std::vector<int>& idx) {
                          for (size_t k = 0; k < idx.size(); ++k)
                            map_[body.args[k]] = idx[k];
-                         Pass q;
-                         q.target = buf;
-                         q.at = at;
-                         q.outer = &p;
-                         block(body, q);
-                         return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
+                         return passSum(body, buf, at, false, p);
                        });
     }
     return tensorLoopTerm(&in, body, buf, p);
@@ -337,12 +332,7 @@ private:
       return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& idx) {
         for (size_t k = 0; k < idx.size(); ++k)
           map_[body.args[k]] = idx[k];
-        Pass q;
-        q.target = buf;
-        q.identity = true;
-        q.outer = &p;
-        block(body, q);
-        return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
+        return passSum(body, buf, {}, true, p);
       });
     // Masked form: element j sums the contributions whose index is j.
     return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& j) {
