@@ -16,6 +16,7 @@ namespace slope {
 struct GradCheckOptions {
   std::optional<double> rtol, atol; // defaults suit the dtype (see defaultTolerances)
   uint64_t seed = 0;                // for the random output cotangent
+  int checkpoint = 0;               // GradOptions::checkpoint for the gradient checked
 };
 
 struct FdParamCheck {

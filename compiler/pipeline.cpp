@@ -79,10 +79,11 @@ ir::Function Program::forward(const std::string& name) const {
   return *f;
 }
 
-ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
+ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt,
+                               int checkpoint) const {
   ir::Function f = forward(name), g;
   withLargeStack([&] {
-    g = differentiate(f, wrt);
+    g = differentiate(f, wrt, GradOptions{checkpoint});
     simplify(g);
   });
   return g;

@@ -30,8 +30,9 @@ public:
   bool hasFunction(const std::string& name) const;
   /// Forward IR of one function (all calls inlined).
   ir::Function forward(const std::string& name) const;
-  /// Gradient / VJP IR (see differentiate()).
-  ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt) const;
+  /// Gradient / VJP IR (see differentiate()); checkpoint as GradOptions::checkpoint.
+  ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt,
+                        int checkpoint = 0) const;
 
 private:
   Program() = default;

@@ -16,7 +16,8 @@ using ir::Op;
 
 class Reverse final : public ad::RuleCtx {
 public:
-  explicit Reverse(const ir::Function& src) : src_(src), out_(src), b_(out_) {}
+  Reverse(const ir::Function& src, const GradOptions& opt)
+      : opt_(opt), src_(src), out_(src), b_(out_) {}
 
   ir::Function run(const std::vector<std::string>& wrt);
 
@@ -168,7 +169,8 @@ private:
       });
     return w;
   }
-  void tapeLoops(Block& out, const Block& src);
+  void tapeLoops(Block& out, const Block& src, int depth = 0);
+  void reverseCheckpointed(const Instr& in);
   /// dst[dstPre..., j...] = src[srcPre..., j...] for every j of a var of type t.
   void copyVar(int dst, const std::vector<int>& dstPre, int src, const std::vector<int>& srcPre,
                const ir::Type& t) {
@@ -198,7 +200,11 @@ private:
     std::vector<std::pair<int, int>> vars; // (var buffer, tape buffer): state at each iteration
     std::vector<Undo> undo;                // element writes, in program order: old values
     Block body;                            // the forward body with its tape writes
+    bool checkpointed = false;             // vars hold checkpoints every `segment` iterations
+    Poly segment, segments;                // checkpoint spacing, and how many
   };
+  GradOptions opt_;
+  int checkpoints_ = 0;
   std::map<const Instr*, LoopTape> loopTapes_; // sequential loops of src_
   bool activityChanged_ = false;
   void structural(const Instr& in, int buf);
@@ -307,13 +313,67 @@ void Reverse::tapeNestedReductions() {
 /// every var the loop writes (and did not declare), so the adjoint loop can run backwards,
 /// putting each iteration's state back before it recomputes and reverses that iteration.
 /// Memory: iterations x state. (Checkpointing, which trades this for recomputation, is open.)
-void Reverse::tapeLoops(Block& out, const Block& src) {
+void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
   std::vector<Instr> body;
   for (size_t n = 0; n < src.body.size(); ++n) {
     const Instr& si = src.body[n];
     Instr oi = std::move(out.body[n]);
     for (size_t r = 0; r < si.regions.size(); ++r)
-      tapeLoops(oi.regions[r], si.regions[r]);
+      tapeLoops(oi.regions[r], si.regions[r], depth + 1);
+    if (si.op == Op::For && si.ival == 1 && depth == 0 && opt_.checkpoint != 0) {
+      // Checkpointing (top-level loops): the state every `c` iterations, nothing else.
+      std::set<int> declared, written;
+      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
+        if (i.op == Op::BufZeros) declared.insert(i.result);
+        if (i.op == Op::BufStore) written.insert(i.args[0]);
+      });
+      LoopTape tape;
+      tape.checkpointed = true;
+      const Poly& e = si.extents[0];
+      int id = checkpoints_++;
+      if (opt_.checkpoint > 0) {
+        tape.segment = Poly(opt_.checkpoint);
+      } else {
+        std::string cn = "#checkpoint_spacing" + std::to_string(id);
+        out_.derived.push_back({ir::DerivedSize::CeilSqrt, cn, e, Poly(1)});
+        tape.segment = Poly::var(cn);
+      }
+      std::string sn = "#checkpoints" + std::to_string(id);
+      out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment});
+      tape.segments = Poly::var(sn);
+      Block& ob = oi.regions[0];
+      int k = ob.args[0];
+      for (int v : written) {
+        if (declared.count(v)) continue;
+        const ir::Type& vt = src_.types[v];
+        std::vector<Poly> shape{tape.segments};
+        shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+        Instr zero;
+        zero.op = Op::BufZeros;
+        zero.result = out_.newValue(ir::Type{vt.dtype, shape});
+        body.push_back(zero);
+        tape.vars.push_back({v, zero.result});
+      }
+      // if k % c == 0 { checkpoint[k / c] = state }
+      Block save = b_.buildBlock({}, [&] {
+        int c = b_.size(tape.segment);
+        int at = b_.binary(Op::Eq, b_.binary(Op::Mod, k, c), b_.constInt(0));
+        b_.ifEffect(
+            at,
+            [&] {
+              int slot = b_.binary(Op::Div, k, c);
+              for (const auto& [v, t] : tape.vars)
+                copyVar(t, {slot}, v, {}, src_.types[v]);
+            },
+            [] {});
+        return -1;
+      });
+      ob.body.insert(ob.body.begin(), save.body.begin(), save.body.end());
+      tape.body = ob;
+      loopTapes_[&si] = std::move(tape);
+      body.push_back(std::move(oi));
+      continue;
+    }
     if (si.op == Op::For && si.ival == 1) {
       // Vars written inside but declared outside the loop carry state between iterations.
       std::set<int> declared, written;
@@ -452,6 +512,7 @@ void Reverse::reverseEffect(const Instr& in) {
   }
   // Backwards over the iterations: restore the state, recompute, reverse.
   const LoopTape& tape = loopTapes_.at(&in);
+  if (tape.checkpointed) return reverseCheckpointed(in);
   b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
     int e = b_.size(in.extents[0]);
     int k = b_.binary(Op::Sub, b_.binary(Op::Sub, e, b_.constInt(1)), idx[0]);
@@ -494,6 +555,76 @@ void Reverse::reverseEffect(const Instr& in) {
         },
         [] {});
   }
+}
+
+/// Checkpointed loop, backwards one segment at a time: from the segment's checkpoint, run it
+/// forward keeping each iteration's state (c of them), then reverse it as an ordinary taped
+/// loop. Tape memory: checkpoints + one segment, O(sqrt(iterations)) with spacing sqrt.
+void Reverse::reverseCheckpointed(const Instr& in) {
+  const LoopTape& tape = loopTapes_.at(&in);
+  const Block& body = in.regions[0];
+  int e = b_.size(in.extents[0]);
+  b_.forLoop({tape.segments}, [&](const std::vector<int>& sidx) {
+    int c = b_.size(tape.segment);
+    int count = b_.size(tape.segments);
+    int seg = b_.binary(Op::Sub, b_.binary(Op::Sub, count, b_.constInt(1)), sidx[0]);
+    int lo = b_.binary(Op::Mul, seg, c);
+    std::vector<int> local;
+    for (const auto& [v, t] : tape.vars) {
+      copyVar(primal(v), {}, primal(t), {seg}, src_.types[v]);
+      const ir::Type& vt = src_.types[v];
+      std::vector<Poly> shape{tape.segment};
+      shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+      local.push_back(b_.bufZeros(ir::Type{vt.dtype, shape}));
+    }
+    // Forward over the segment, keeping each iteration's starting state.
+    b_.forLoop({tape.segment}, [&](const std::vector<int>& j) {
+      int k = b_.binary(Op::Add, lo, j[0]);
+      b_.ifEffect(
+          b_.binary(Op::Lt, k, e),
+          [&] {
+            for (size_t n = 0; n < tape.vars.size(); ++n)
+              copyVar(local[n], {j[0]}, primal(tape.vars[n].first), {},
+                      src_.types[tape.vars[n].first]);
+            auto saved = primal_;
+            mapArgs(body, {k});
+            emitClone(tape.body);
+            primal_ = saved;
+          },
+          [] {});
+      return -1;
+    });
+    // Backwards over it: restore, recompute, reverse.
+    b_.forLoop({tape.segment}, [&](const std::vector<int>& jj) {
+      int j = b_.binary(Op::Sub, b_.binary(Op::Sub, c, b_.constInt(1)), jj[0]);
+      int k = b_.binary(Op::Add, lo, j);
+      b_.ifEffect(
+          b_.binary(Op::Lt, k, e),
+          [&] {
+            for (size_t n = 0; n < tape.vars.size(); ++n)
+              copyVar(primal(tape.vars[n].first), {}, local[n], {j},
+                      src_.types[tape.vars[n].first]);
+            pushScope(&body);
+            mapArgs(body, {k});
+            emitClone(tape.body);
+            size_t mark = b_.current().body.size();
+            reverseBlock(body);
+            popScope(mark);
+          },
+          [] {});
+      return -1;
+    });
+    return -1;
+  });
+  // Leave the vars as they were before the loop.
+  b_.ifEffect(
+      b_.binary(Op::Gt, b_.size(tape.segments), b_.constInt(0)),
+      [&] {
+        int zero = b_.constInt(0);
+        for (const auto& [v, t] : tape.vars)
+          copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
+      },
+      [] {});
 }
 
 void Reverse::reverseInstr(const Instr& in) {
@@ -768,8 +899,9 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
   return ordered;
 }
 
-ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt) {
-  Reverse r(f);
+ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,
+                           const GradOptions& opt) {
+  Reverse r(f, opt);
   return r.run(wrt);
 }
 

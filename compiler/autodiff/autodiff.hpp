@@ -26,7 +26,15 @@ struct GradError : std::runtime_error {
 ///   parameters: f's parameters, then one cotangent per float result unless f has a single
 ///               scalar float result (whose seed is 1);
 ///   results:    f's results, then one gradient per differentiated parameter, in order.
-ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt);
+struct GradOptions {
+  /// Checkpointing of loops with state: 0 off (a tape entry per iteration); N > 0 keeps the
+  /// state every N iterations and recomputes each segment in the reverse sweep; -1 picks
+  /// N = ceil(sqrt(iterations)), so tape memory grows like the square root of the trip count.
+  int checkpoint = 0;
+};
+
+ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,
+                           const GradOptions& opt = {});
 
 /// The names of the parameters differentiate() uses for wrt (validated; throws GradError).
 std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std::string>& wrt);

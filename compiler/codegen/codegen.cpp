@@ -817,6 +817,25 @@ std::unique_ptr<llvm::Module> Gen::run() {
     vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
   for (size_t k = 0; k < ns; ++k)
     sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
+  // Derived sizes, on entry: ceil(a / b) or ceil(sqrt(a)) (0 when a <= 0).
+  for (const ir::DerivedSize& d : f_.derived) {
+    B_.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    llvm::Value* a = poly(d.a);
+    llvm::Value* pos = B_.CreateICmpSGT(a, i64(0));
+    llvm::Value* v;
+    if (d.kind == ir::DerivedSize::CeilSqrt) {
+      llvm::Value* r = B_.CreateFPToSI(
+          intrinsic(llvm::Intrinsic::ceil,
+                    intrinsic(llvm::Intrinsic::sqrt, B_.CreateSIToFP(a, B_.getDoubleTy()))),
+          B_.getInt64Ty());
+      v = r; // exact for a < 2^52
+    } else {
+      llvm::Value* b = poly(d.b);
+      b = B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);
+      v = B_.CreateSDiv(B_.CreateSub(B_.CreateAdd(a, b), i64(1)), b);
+    }
+    sizeVals_[d.name] = B_.CreateSelect(pos, v, i64(0));
+  }
   errArg_ = impl->getArg(static_cast<unsigned>(np + ns + nr));
 
   // Results computed by a top-level comp / buf.zeros / stack are built in place.

@@ -581,6 +581,7 @@ public:
 std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args,
                              int64_t* opCount) {
   auto sizes = bindSizes(f, args);
+  f.deriveSizes(sizes);
   Interp in(f, sizes);
   auto out = in.run(args);
   if (opCount) *opCount = in.ops();

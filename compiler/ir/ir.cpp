@@ -1,6 +1,8 @@
 #include "compiler/ir/ir.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <set>
 
 namespace slope::ir {
@@ -30,6 +32,21 @@ std::string Type::str() const {
   for (size_t i = 0; i < shape.size(); ++i)
     s += (i ? ", " : "") + shape[i].str();
   return s + "]";
+}
+
+int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
+  int64_t x = a.eval(sizes).value_or(0);
+  if (x <= 0) return 0;
+  if (kind == CeilSqrt) {
+    auto r = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(x))));
+    while (r > 0 && (r - 1) * (r - 1) >= x)
+      --r;
+    while (r * r < x)
+      ++r;
+    return r;
+  }
+  int64_t y = std::max<int64_t>(1, b.eval(sizes).value_or(1));
+  return (x + y - 1) / y;
 }
 
 std::vector<std::string> Function::sizeNames() const {

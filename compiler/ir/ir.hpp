@@ -14,6 +14,7 @@
 #include "compiler/support/poly.hpp"
 #include "slope/tensor.hpp"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,15 @@ struct Instr {
   bool checked = false; // Load: subscripts proven in range at compile time
 };
 
+/// A size computed on entry from the parameters' sizes (checkpointing's segment counts):
+/// ceil(a / b) or ceil(sqrt(a)).
+struct DerivedSize {
+  enum Kind { CeilDiv, CeilSqrt } kind;
+  std::string name;
+  Poly a, b;
+  int64_t eval(const std::map<std::string, int64_t>& sizes) const;
+};
+
 struct Function {
   std::string name;
   std::vector<int> params; // value ids of the Param instrs, in order
@@ -78,6 +88,12 @@ struct Function {
   }
   /// Size names, in order of first appearance in the parameter types.
   std::vector<std::string> sizeNames() const;
+  std::vector<DerivedSize> derived; // in dependency order
+  /// Adds the derived sizes to sizes bound from the arguments.
+  void deriveSizes(std::map<std::string, int64_t>& sizes) const {
+    for (const DerivedSize& d : derived)
+      sizes[d.name] = d.eval(sizes);
+  }
 };
 
 /// Prints the function in the textual form `slopec grad --emit ir` shows.

@@ -141,6 +141,9 @@ struct Options {
   std::string target = "cpu"; // "cpu"; "cuda" is reserved for the CUDA backend
   int threads = 1;            // reserved: generated code runs on the calling thread today
   bool interpret = false;     // run on the reference evaluator instead of the JIT
+  /// Loops with state in gradients: 0 keeps a tape entry per iteration; N > 0 keeps the state
+  /// every N iterations and recomputes in between; -1 picks N = ceil(sqrt(iterations)).
+  int checkpoint = 0;
 };
 
 namespace detail {

@@ -47,6 +47,8 @@ options common to all commands:
                    check: default every function)
   --json           one JSON object on stdout instead of text
   --interp         run on the reference evaluator instead of the LLVM JIT
+  --checkpoint=N   loops with state: keep the state every N iterations (N=sqrt: every
+                   sqrt(iterations)) and recompute in between, not a tape entry per iteration
   -h, --help       help for a command (slopec COMMAND --help)
   --version        print the version
 
@@ -100,6 +102,7 @@ struct Args {
   std::map<std::string, int64_t> sizes;
   std::optional<double> rtol, atol;
   uint64_t seed = 0;
+  int checkpoint = 0;
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
        grad = false;
 };
@@ -146,7 +149,17 @@ Args parseArgs(int argc, char** argv) {
       a.version = true;
     else if (s == "--stats")
       a.stats = true;
-    else if (s == "--grad")
+    else if (s == "--checkpoint") {
+      std::string v = value(s, inl);
+      if (v == "sqrt") {
+        a.checkpoint = -1;
+      } else {
+        double d = parseNumber(s, v);
+        if (d < 1 || d != std::floor(d) || d > 1e9)
+          throw Usage("--checkpoint takes a positive number of iterations or 'sqrt'");
+        a.checkpoint = static_cast<int>(d);
+      }
+    } else if (s == "--grad")
       a.grad = true;
     else if (s == "--json")
       a.json = true;
@@ -317,7 +330,7 @@ int runEval(const Args& a) {
   std::vector<Tensor> grads;
   if (wantGrad && anyFloat) {
     wrtNames = resolveWrt(f, a.wrt);
-    Runnable g = runner->prepare(p->gradient(name, a.wrt));
+    Runnable g = runner->prepare(p->gradient(name, a.wrt, a.checkpoint));
     std::vector<Tensor> gargs = args;
     if (!scalarLoss) {
       for (const Tensor& r : value) {
@@ -423,6 +436,7 @@ int runCheck(const Args& a) {
     o.rtol = a.rtol;
     o.atol = a.atol;
     o.seed = a.seed;
+    o.checkpoint = a.checkpoint;
     GradCheckResult r = checkGradient(f, args, o, runner.get());
     all = all && r.passed;
     if (a.json) {
@@ -475,7 +489,7 @@ int runStats(const Args& a) {
     for (const auto& t : f.paramTypes)
       anyFloat = anyFloat || isFloat(t.dtype);
     if (!anyFloat) continue;
-    ir::Function g = p->gradient(name, a.wrt);
+    ir::Function g = p->gradient(name, a.wrt, a.checkpoint);
     std::vector<Tensor> args = randomArgs(f, a.sizes, a.seed);
     int64_t fops = 0, gops = 0;
     std::vector<Tensor> value = evaluate(f, args, &fops);
@@ -540,13 +554,13 @@ int runGrad(const Args& a) {
   if (a.emit == "forward")
     text = ir::print(f);
   else if (a.emit == "ir")
-    text = ir::print(p->gradient(name, a.wrt));
+    text = ir::print(p->gradient(name, a.wrt, a.checkpoint));
   else if (a.emit == "slope")
-    text = printSlope(p->gradient(name, a.wrt));
+    text = printSlope(p->gradient(name, a.wrt, a.checkpoint));
   else if (a.emit == "llvm")
-    text = codegen::emitLLVM(p->gradient(name, a.wrt));
+    text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint));
   else
-    text = codegen::emitAsm(p->gradient(name, a.wrt));
+    text = codegen::emitAsm(p->gradient(name, a.wrt, a.checkpoint));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {
@@ -570,7 +584,7 @@ int runGraph(const Args& a) {
   ir::Function f = p->forward(name);
   std::string text;
   if (a.grad) {
-    ir::Function g = p->gradient(name, a.wrt);
+    ir::Function g = p->gradient(name, a.wrt, a.checkpoint);
     text = printDot(g, static_cast<int>(f.types.size()));
   } else {
     text = printDot(f);
