@@ -242,7 +242,18 @@ void BM_LstmL2C1024_Gradient(benchmark::State& st) {
     benchmark::DoNotOptimize(adbench::runLstm(*d.m, d.s).loss);
 }
 
+void BM_LstmL2C1024_GradientCheckpointSqrt(benchmark::State& st) {
+  auto& d = lstm();
+  if (!d.ok) return st.SkipWithError("ADBench lstm/lstm_l2_c1024.txt not found");
+  slope::Options o;
+  o.checkpoint = -1;
+  static slope::Module m = slope::compile_file(samplePath("adbench/lstm.slope"), o);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(adbench::runLstm(m, d.s).loss);
+}
+
 BENCHMARK(BM_LstmL2C1024_Objective)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LstmL2C1024_GradientCheckpointSqrt)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LstmL2C1024_Gradient)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Gmm10k_Objective)->Unit(benchmark::kMillisecond);

@@ -49,6 +49,28 @@ int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
   return (x + y - 1) / y;
 }
 
+static int64_t peakIn(const Block& b, const Function& f,
+                      const std::map<std::string, int64_t>& sizes) {
+  int64_t here = 0, inner = 0;
+  const auto& results = f.body.yields;
+  for (const Instr& in : b.body) {
+    if (in.op == Op::BufZeros &&
+        std::find(results.begin(), results.end(), in.result) == results.end()) {
+      int64_t n = static_cast<int64_t>(dtypeSize(f.types[in.result].dtype));
+      for (const Poly& p : f.types[in.result].shape)
+        n *= p.eval(sizes).value_or(0);
+      here += n;
+    }
+    for (const Block& r : in.regions)
+      inner = std::max(inner, peakIn(r, f, sizes));
+  }
+  return here + inner;
+}
+
+int64_t peakBufferBytes(const Function& f, const std::map<std::string, int64_t>& sizes) {
+  return peakIn(f.body, f, sizes);
+}
+
 std::vector<std::string> Function::sizeNames() const {
   std::vector<std::string> out;
   std::set<std::string> seen;

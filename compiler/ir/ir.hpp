@@ -96,6 +96,12 @@ struct Function {
   }
 };
 
+/// Peak bytes of buffers (vars, tapes, adjoint accumulators) live at once, read off the IR:
+/// a block's own buffers plus the largest peak among the regions it runs one after another.
+/// The function's results (gradients, as large as the inputs) are not counted. `sizes` must
+/// include the derived sizes.
+int64_t peakBufferBytes(const Function& f, const std::map<std::string, int64_t>& sizes);
+
 /// Prints the function in the textual form `slopec grad --emit ir` shows.
 std::string print(const Function& f);
 

@@ -24,32 +24,11 @@ const char* kRnn = R"(fn f(W: f64[h, h], xs: f64[T, h], h0: f64[h]) -> f64 {
     sum(s) * f64(steps)
 })";
 
-/// Peak bytes of buffers (vars, tapes, adjoints) live at once, from the IR: a block's own
-/// buffers plus the largest peak among the regions it runs one after another. The gradients
-/// themselves (the function's results, as large as the inputs) are not counted.
-int64_t peakBytes(const ir::Block& b, const ir::Function& f,
-                  const std::map<std::string, int64_t>& sizes) {
-  int64_t here = 0, inner = 0;
-  const auto& results = f.body.yields;
-  for (const ir::Instr& in : b.body) {
-    if (in.op == ir::Op::BufZeros &&
-        std::find(results.begin(), results.end(), in.result) == results.end()) {
-      int64_t n = static_cast<int64_t>(dtypeSize(f.types[in.result].dtype));
-      for (const Poly& p : f.types[in.result].shape)
-        n *= *p.eval(sizes);
-      here += n;
-    }
-    for (const ir::Block& r : in.regions)
-      inner = std::max(inner, peakBytes(r, f, sizes));
-  }
-  return here + inner;
-}
-
 int64_t tapePeak(const Program& p, int checkpoint, int64_t T) {
   ir::Function g = p.gradient("f", {}, checkpoint);
   std::map<std::string, int64_t> sizes{{"h", 4}, {"T", T}};
   g.deriveSizes(sizes);
-  return peakBytes(g.body, g, sizes);
+  return ir::peakBufferBytes(g, sizes);
 }
 
 TEST(Checkpoint, SameGradientOnBothBackends) {

@@ -87,7 +87,8 @@ KIND: slope    the gradient function as readable, simplified Slope source (it co
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
 --stats counts the operations the forward and the gradient function execute (on random
-inputs, every size 3 unless --sizes) and their ratio, and the instructions of each in IR.
+inputs, every size 3 unless --sizes) and their ratio, the instructions of each in IR, and the
+most bytes of buffers (vars, tapes, adjoints; not the gradients) the gradient holds at once.
 Without --fn: every function in FILE.
 )";
 
@@ -504,24 +505,30 @@ int runStats(const Args& a) {
           gargs.push_back(s);
         }
     evaluate(g, gargs, &gops);
+    std::map<std::string, int64_t> sizes = bindSizes(g, gargs);
+    g.deriveSizes(sizes);
+    int64_t peak = ir::peakBufferBytes(g, sizes);
     int64_t fi = 0, gi = 0;
     ir::forEachInstr(f.body, [&](const ir::Instr&) { ++fi; });
     ir::forEachInstr(g.body, [&](const ir::Instr&) { ++gi; });
     double ratio = fops ? static_cast<double>(gops) / static_cast<double>(fops) : 0;
-    char buf[256];
+    char buf[512];
     if (a.json) {
       std::snprintf(
           buf, sizeof buf,
           "{\"function\": %s, \"forward_ops\": %lld, \"gradient_ops\": %lld, \"ratio\": %s, "
-          "\"forward_instructions\": %lld, \"gradient_instructions\": %lld}",
+          "\"forward_instructions\": %lld, \"gradient_instructions\": %lld, "
+          "\"gradient_buffer_bytes\": %lld}",
           jsonString(name).c_str(), static_cast<long long>(fops), static_cast<long long>(gops),
-          num(ratio, true).c_str(), static_cast<long long>(fi), static_cast<long long>(gi));
+          num(ratio, true).c_str(), static_cast<long long>(fi), static_cast<long long>(gi),
+          static_cast<long long>(peak));
     } else {
       std::snprintf(buf, sizeof buf,
                     "%s: forward %lld ops, gradient %lld ops, ratio %.2f (IR instructions: %lld "
-                    "forward, %lld gradient)",
+                    "forward, %lld gradient; gradient buffers at most %lld bytes)",
                     name.c_str(), static_cast<long long>(fops), static_cast<long long>(gops), ratio,
-                    static_cast<long long>(fi), static_cast<long long>(gi));
+                    static_cast<long long>(fi), static_cast<long long>(gi),
+                    static_cast<long long>(peak));
     }
     parts.push_back(buf);
   }
