@@ -98,6 +98,7 @@ private:
   /// Values the forward sweep taped are loaded instead of recomputed.
   void emitClone(const Block& fb) {
     for (const Instr& in : fb.body) {
+      if (in.op == Op::BufStore && in.ival > 0) rememberOld(in);
       auto tape = tape_.find(in.result);
       if (tape != tape_.end()) {
         std::vector<int> idx;
@@ -170,6 +171,22 @@ private:
     return w;
   }
   void tapeLoops(Block& out, const Block& src, int depth = 0);
+  /// A var write's overwritten value, loaded just before the (recomputed) write: its adjoint
+  /// puts it back, so that code reversed after it sees the state it saw going forward.
+  std::map<int64_t, int> old_;
+  void rememberOld(const Instr& st) {
+    std::vector<int> idx;
+    for (size_t k = 1; k + 1 < st.args.size(); ++k)
+      idx.push_back(primal(st.args[k]));
+    Instr ld;
+    ld.op = Op::Load;
+    ld.args.push_back(primal(st.args[0]));
+    ld.args.insert(ld.args.end(), idx.begin(), idx.end());
+    ld.checked = st.checked;
+    ld.name = st.name;
+    ld.loc = st.loc;
+    old_[st.ival] = b_.emit(ld, ir::Type{out_.types[st.args[0]].dtype, {}});
+  }
   void reverseCheckpointed(const Instr& in);
   /// dst[dstPre..., j...] = src[srcPre..., j...] for every j of a var of type t.
   void copyVar(int dst, const std::vector<int>& dstPre, int src, const std::vector<int>& srcPre,
@@ -320,7 +337,9 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
     Instr oi = std::move(out.body[n]);
     for (size_t r = 0; r < si.regions.size(); ++r)
       tapeLoops(oi.regions[r], si.regions[r], depth + 1);
-    if (si.op == Op::For && si.ival == 1 && depth == 0 && opt_.checkpoint != 0) {
+    // (A trip count known only inside the function cannot size checkpoints made on entry.)
+    bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
+    if (si.op == Op::For && si.ival == 1 && depth == 0 && opt_.checkpoint != 0 && !dynamicTrips) {
       // Checkpointing (top-level loops): the state every `c` iterations, nothing else.
       std::set<int> declared, written;
       ir::forEachInstr(si.regions[0], [&](const Instr& i) {
@@ -478,12 +497,23 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
 
 void Reverse::reverseEffect(const Instr& in) {
   if (in.op == Op::BufStore) {
-    // var[i] = v: v's adjoint takes dvar[i], which then starts again from zero.
+    // var[i] = v: v's adjoint takes dvar[i], which then starts again from zero; and var[i]
+    // gets back the value the write overwrote.
     int var = in.args[0];
-    if (!active(var)) return;
     std::vector<int> idx;
     for (size_t k = 1; k + 1 < in.args.size(); ++k)
       idx.push_back(primal(in.args[k]));
+    auto old = old_.find(in.ival);
+    if (in.ival > 0 && old != old_.end()) {
+      Instr back;
+      back.op = Op::BufStore;
+      back.args.push_back(primal(var));
+      back.args.insert(back.args.end(), idx.begin(), idx.end());
+      back.args.push_back(old->second);
+      back.checked = true;
+      b_.emitEffect(back);
+    }
+    if (!active(var)) return;
     int dvar = getAdj(var);
     int g = b_.load(dvar, idx, in.name, in.loc, in.checked);
     Instr clear;
@@ -818,6 +848,22 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
   } while (activityChanged_); // loops feed stores back into loads
   tapeLoops(out_.body, src_.body);
   tapeNestedReductions();
+  // The forward code's own top-level var writes remember what they overwrite (those inside
+  // loops do so where the adjoint recomputes them).
+  {
+    std::vector<Instr> body;
+    for (Instr& in : out_.body.body) {
+      if (in.op == Op::BufStore && in.ival > 0) {
+        Block save = b_.buildBlock({}, [&] {
+          rememberOld(in);
+          return -1;
+        });
+        body.insert(body.end(), save.body.begin(), save.body.end());
+      }
+      body.push_back(std::move(in));
+    }
+    out_.body.body = std::move(body);
+  }
 
   const std::vector<int>& results = src_.body.yields;
   std::vector<int> floatResults;

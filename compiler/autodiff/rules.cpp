@@ -264,6 +264,7 @@ Rule entry(Op op) {
   case Op::Stack: return structural("dx_k = dT[k]");
   case Op::BufZeros: return structural("a var's memory (or an adjoint accumulator): nothing");
   case Op::BufStore: return structural("var[i] = v: dv += dvar[i], then dvar[i] = 0");
+  case Op::SizeDef: return none("integer: a loop's trip count");
   case Op::BufAdd: return none("made only by autodiff");
   case Op::Comp: return structural("for each i: recompute the body, seed its yield with dT[i]");
   case Op::ReduceSum: return structural("each element's adjoint is g");

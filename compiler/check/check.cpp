@@ -257,6 +257,7 @@ private:
   };
   int nextInst_ = 0;
   int nextIndex_ = 0;
+  int64_t nextStore_ = 0; // tags each var write (Instr::ival) for reverse mode
   bool checkOnly_ = false;
 };
 
@@ -1721,6 +1722,7 @@ void Lowerer::storeInto(const Sym& var, const std::vector<Ix>& prefix, const Exp
   auto store = [&](const std::vector<Ix>& idx) {
     ir::Instr st;
     st.op = Op::BufStore;
+    st.ival = ++nextStore_;
     st.args.push_back(var.value);
     bool proven = true;
     for (const Ix& i : prefix) {
@@ -1846,9 +1848,51 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
     return true;
   }
   case StmtKind::For: {
-    auto lo = extentOf(*s.lo), hi = extentOf(*s.hi);
-    if (!lo || !hi) return false; // extentOf said why (data-dependent bounds: not yet)
-    Poly count = *hi - *lo;
+    // Bounds built from sizes are symbolic (subscripts with t can be proven in range); any
+    // other i64 bounds are computed on entry and bound to a fresh size name (`size.def`), and
+    // subscripts with t are then checked at run time.
+    std::function<bool(const Expr&)> symbolic = [&](const Expr& e) -> bool {
+      if (e.kind == ExprKind::Number) return e.isInt;
+      if (e.kind == ExprKind::Name) {
+        const Sym* sym = lookup(e.name);
+        return sym && sym->kind == Sym::Size;
+      }
+      if (e.kind == ExprKind::Binary && (e.name == "+" || e.name == "-" || e.name == "*"))
+        return symbolic(*e.args[0]) && symbolic(*e.args[1]);
+      if (e.kind == ExprKind::Unary && e.name == "-") return symbolic(*e.args[0]);
+      return false;
+    };
+    std::optional<Poly> lo, hi;
+    int loValue = -1;
+    Poly count;
+    if (symbolic(*s.lo) && symbolic(*s.hi)) {
+      lo = extentOf(*s.lo);
+      hi = extentOf(*s.hi);
+      if (!lo || !hi) return false;
+      count = *hi - *lo;
+    } else {
+      TInfo lt = typeOf(*s.lo), ht = typeOf(*s.hi);
+      if (lt.error || ht.error) return false;
+      for (const auto& [b, t] : {std::pair{s.lo.get(), lt}, std::pair{s.hi.get(), ht}})
+        if (t.dtype != DType::I64 || t.rank() != 0 || t.isTuple()) {
+          error(b->range, "a loop bound must be an i64 scalar, got " + t.str());
+          return false;
+        }
+      StatementScope scope(*this);
+      takeSnapshots({s.lo.get(), s.hi.get()});
+      loValue = emitScalar(*s.lo, DType::I64);
+      int hiValue = emitScalar(*s.hi, DType::I64);
+      // The trip count: max(hi - lo, 0), fixed on entry.
+      int diff = b_->binary(Op::Sub, hiValue, loValue);
+      int n = b_->binary(Op::Max, diff, b_->constInt(0));
+      std::string name = "#trips" + std::to_string(nextIndex_++);
+      ir::Instr def;
+      def.op = Op::SizeDef;
+      def.name = name;
+      def.args = {n};
+      b_->emitEffect(std::move(def));
+      count = Poly::var(name);
+    }
     bool ok = true;
     ir::Instr loop;
     loop.op = Op::For;
@@ -1862,11 +1906,18 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
       exprNesting_ = 0; // the body's statements are statements
       inst().scopes.emplace_back();
       Sym t;
-      t.kind = Sym::Index;
-      t.poly = count;
-      t.offset = *lo;
-      t.indexId = nextIndex_++;
-      t.value = lo->isConst() && *lo->constValue() == 0 ? k : b_->binary(Op::Add, k, b_->size(*lo));
+      if (lo) {
+        t.kind = Sym::Index;
+        t.poly = count;
+        t.offset = *lo;
+        t.indexId = nextIndex_++;
+        t.value =
+            lo->isConst() && *lo->constValue() == 0 ? k : b_->binary(Op::Add, k, b_->size(*lo));
+      } else {
+        t.kind = Sym::Val; // a plain i64: subscripts with it are checked at run time
+        t.type = scalarT(DType::I64);
+        t.value = b_->binary(Op::Add, k, loValue);
+      }
       bind(s.name, t);
       for (const auto& st : s.body->stmts)
         ok = lowerStmt(st) && ok;

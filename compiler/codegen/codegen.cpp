@@ -57,6 +57,26 @@ private:
   // --- extents -----------------------------------------------------------------------------
   llvm::Value* poly(const Poly& p) {
     std::string key = p.str();
+    if (key.find('#') != std::string::npos && !dynSlots_.empty()) {
+      // A trip count bound in the function: computed where it is used, from its slot.
+      bool dynamic = false;
+      for (const auto& n : p.names())
+        dynamic = dynamic || dynSlots_.count(n);
+      if (dynamic) {
+        llvm::Value* acc = i64(0);
+        for (const auto& [mono, c] : p.terms()) {
+          llvm::Value* term = i64(c);
+          for (const auto& n : mono) {
+            auto slot = dynSlots_.find(n);
+            llvm::Value* v =
+                slot != dynSlots_.end() ? B_.CreateLoad(B_.getInt64Ty(), slot->second) : sizeArg(n);
+            term = B_.CreateMul(term, v);
+          }
+          acc = B_.CreateAdd(acc, term);
+        }
+        return acc;
+      }
+    }
     auto it = polyCache_.find(key);
     if (it != polyCache_.end()) return it->second;
     // Computed in the entry block, so it dominates every use.
@@ -303,6 +323,7 @@ private:
   std::vector<std::vector<llvm::AllocaInst*>> iterAllocs_;
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
+  std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
 };
 
 llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
@@ -673,6 +694,7 @@ void Gen::instr(const Instr& in) {
       B_.CreateStore(B_.CreateFAdd(old, v), p);
       return;
     }
+    case Op::SizeDef: B_.CreateStore(val(in.args[0]), dynSlots_.at(in.name)); return;
     case Op::BufStore: {
       const ir::Type& t = f_.types[in.args[0]];
       std::vector<int> idx(in.args.begin() + 1, in.args.end() - 1);
@@ -817,6 +839,16 @@ std::unique_ptr<llvm::Module> Gen::run() {
     vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
   for (size_t k = 0; k < ns; ++k)
     sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
+  // Sizes bound inside the function (data-dependent trip counts) live in slots.
+  ir::forEachInstr(f_.body, [&](const ir::Instr& in) {
+    if (in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
+      llvm::AllocaInst* slot = entryAlloca(B_.getInt64Ty(), "trips");
+      llvm::IRBuilder<> E(ctx_);
+      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+      E.CreateStore(i64(0), slot);
+      dynSlots_[in.name] = slot;
+    }
+  });
   // Derived sizes, on entry: ceil(a / b) or ceil(sqrt(a)) (0 when a <= 0).
   for (const ir::DerivedSize& d : f_.derived) {
     B_.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));

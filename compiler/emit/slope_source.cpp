@@ -354,7 +354,7 @@ private:
         p.bufs[in.result] = Buf{};
         continue;
       }
-      if (in.op == Op::BufStore || (in.op == Op::For && in.ival == 1))
+      if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
         throw NotPrintable("loops with state (var, for) have no printed form yet");
       if (in.op == Op::BufAdd) {
         std::vector<int> idx;

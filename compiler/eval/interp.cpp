@@ -437,6 +437,7 @@ private:
       out.t = std::make_shared<Tensor>(ty.dtype, shape);
       return;
     }
+    case Op::SizeDef: sizes_[in.name] = vals_[in.args[0]].i; return;
     case Op::BufStore: {
       Tensor& t = *vals_[in.args[0]].t;
       int64_t pos = flat(t, in, 1, in.args.size() - 2);

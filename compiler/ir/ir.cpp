@@ -122,6 +122,7 @@ struct Printer {
                                                           : std::to_string(i.ival));
       break;
     case Op::Size: out += " " + i.poly.str(); break;
+    case Op::SizeDef: out += " " + i.name + " = " + v(i.args[0]); break;
     case Op::Load:
     case Op::BufAdd:
     case Op::BufStore: {

@@ -514,7 +514,7 @@ private:
 
   // --- dead code ---------------------------------------------------------------------------
   static bool hasEffects(const Instr& in) {
-    if (in.op == Op::BufAdd || in.op == Op::BufStore || in.op == Op::For ||
+    if (in.op == Op::BufAdd || in.op == Op::BufStore || in.op == Op::SizeDef || in.op == Op::For ||
         (in.op == Op::If && in.result < 0))
       return true;
     bool e = false;
@@ -593,6 +593,7 @@ private:
         for (Instr& x : body.body) {
           bool movable =
               x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros && x.op != Op::Stack &&
+              !(x.op == Op::Size && x.poly.str().find('#') != std::string::npos) &&
               !(x.op == Op::Load && (!x.checked || buffers.count(x.args[0]))) &&
               !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
                 !isFloat(f_.types[x.result].dtype));

@@ -95,6 +95,13 @@ inline const Case kLoopCases[] = {
                       "v[t]; } sum(v^2) }"},
     {"loop_counter_and_if", "fn f(x: $T, y: $T) -> $T { var p = x; var c = 0; for i in 0..4 { p = "
                             "if c % 2 == 0 { p * y } else { sin(p) }; c = c + 1; } p }"},
+    {"loop_reads_what_later_code_writes",
+     "fn f(x: $T[n]) -> $T { var s = 1.0; for t in 0..n { var r = 0.0; for j in 0..n { r = r + "
+     "x[j] * s; } s = s + sin(r); } s }"},
+    {"loop_triangular", "fn f(x: $T[n]) -> $T { var s = 1.0; for t in 0..n { var r = 0.0; for j in "
+                        "0..t { r = r + x[j] * s; } s = s * 0.9 + sin(r); } s }"},
+    {"loop_data_dependent_bounds", "fn f(x: $T[n], k: i64) -> $T { var s = 0.0; for t in 0..k + 1 "
+                                   "{ s = s * 0.5 + x[t % n] * x[t % n]; } s }"},
     {"loop_row_writes", "fn f(x: $T[n, m]) -> $T { var M = x; for t in 1..n { M[t] = tanh(M[t - "
                         "1]) + M[t]; } sum(M) }"},
 };
