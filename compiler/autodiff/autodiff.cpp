@@ -171,6 +171,18 @@ private:
     return w;
   }
   void tapeLoops(Block& out, const Block& src, int depth = 0);
+  /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
+  /// `into`.
+  int tapeBuffer(int v, const Poly& count, std::vector<Instr>& into) {
+    const ir::Type& vt = src_.types[v];
+    std::vector<Poly> shape{count};
+    shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+    Instr zero;
+    zero.op = Op::BufZeros;
+    zero.result = out_.newValue(ir::Type{vt.dtype, shape});
+    into.push_back(zero);
+    return zero.result;
+  }
   /// A var write's overwritten value, loaded just before the (recomputed) write: its adjoint
   /// puts it back, so that code reversed after it sees the state it saw going forward.
   std::map<int64_t, int> old_;
@@ -362,17 +374,8 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
       tape.segments = Poly::var(sn);
       Block& ob = oi.regions[0];
       int k = ob.args[0];
-      for (int v : written) {
-        if (declared.count(v)) continue;
-        const ir::Type& vt = src_.types[v];
-        std::vector<Poly> shape{tape.segments};
-        shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
-        Instr zero;
-        zero.op = Op::BufZeros;
-        zero.result = out_.newValue(ir::Type{vt.dtype, shape});
-        body.push_back(zero);
-        tape.vars.push_back({v, zero.result});
-      }
+      for (int v : written)
+        if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
       // if k % c == 0 { checkpoint[k / c] = state }
       Block save = b_.buildBlock({}, [&] {
         int c = b_.size(tape.segment);
@@ -471,17 +474,11 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
       ob.body = std::move(newBody);
       for (int v : written) {
         if (declared.count(v) || logged.count(v)) continue;
-        const ir::Type& vt = src_.types[v];
-        std::vector<Poly> shape = si.extents;
-        shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
-        Instr zero;
-        zero.op = Op::BufZeros;
-        zero.result = out_.newValue(ir::Type{vt.dtype, shape});
-        body.push_back(zero);
-        tape.vars.push_back({v, zero.result});
+        int t = tapeBuffer(v, si.extents[0], body);
+        tape.vars.push_back({v, t});
         // tape[k, j...] = v[j...]
         Block copy = b_.buildBlock({}, [&] {
-          copyVar(zero.result, {k}, v, {}, vt);
+          copyVar(t, {k}, v, {}, src_.types[v]);
           return -1;
         });
         prologue.insert(prologue.end(), copy.body.begin(), copy.body.end());

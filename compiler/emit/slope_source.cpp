@@ -347,6 +347,26 @@ private:
     });
   }
 
+  /// What the regions of `in` add to this pass's accumulators (and its target) becomes terms
+  /// of them; the accumulators the regions read are given their values first.
+  void regionTerms(const Instr& in, Pass& p) {
+    std::set<int> written;
+    for (const Block& r : in.regions)
+      addsIn(r, written);
+    for (const Block& r : in.regions)
+      materializeReads(r, p, written);
+    for (int buf : written) {
+      if (buf != p.target && !p.bufs.count(buf)) continue; // another pass computes it
+      if (in.op == Op::If && in.result >= 0)
+        throw NotPrintable("an if expression that also adds to an accumulator");
+      int term = regionTerm(in, buf, p);
+      if (buf == p.target)
+        p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
+      else
+        addTerm(p.bufs[buf], term);
+    }
+  }
+
   void block(const Block& blk, Pass& p) {
     for (const Instr& in : blk.body) {
       if (in.op == Op::Param) continue;
@@ -381,42 +401,12 @@ private:
         continue;
       }
       if (isEffect(in)) {
-        std::set<int> written;
-        for (const Block& r : in.regions)
-          addsIn(r, written);
-        for (const Block& r : in.regions)
-          materializeReads(r, p, written);
-        for (int buf : written) {
-          bool mine = buf == p.target || p.bufs.count(buf);
-          if (!mine) continue;
-          int term = regionTerm(in, buf, p);
-          if (buf == p.target)
-            p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
-          else
-            addTerm(p.bufs[buf], term);
-        }
+        regionTerms(in, p);
         continue;
       }
       // A value, possibly with regions: rebuild it with mapped operands. A loop that also adds
       // to accumulators of this pass (the tape the forward sweep writes) contributes terms.
-      {
-        std::set<int> written;
-        for (const Block& r : in.regions)
-          addsIn(r, written);
-        for (const Block& r : in.regions)
-          materializeReads(r, p, written);
-        for (int buf : written) {
-          bool mine = buf == p.target || p.bufs.count(buf);
-          if (!mine) continue;
-          if (in.op == Op::If)
-            throw NotPrintable("an if expression that also adds to an accumulator");
-          int term = regionTerm(in, buf, p);
-          if (buf == p.target)
-            p.sum = p.sum < 0 ? term : b_.binary(Op::Add, p.sum, term);
-          else
-            addTerm(p.bufs[buf], term);
-        }
-      }
+      regionTerms(in, p);
       Instr c = in;
       c.regions.clear();
       for (int& a : c.args)

@@ -132,6 +132,17 @@ template <class T> T applyUnary(Op op, T x) {
   }
 }
 
+template <class T> bool compare(Op op, T p, T q) {
+  switch (op) {
+  case Op::Lt: return p < q;
+  case Op::Le: return p <= q;
+  case Op::Gt: return p > q;
+  case Op::Ge: return p >= q;
+  case Op::Eq: return p == q;
+  default: return p != q; // Ne: true for NaN, as in C
+  }
+}
+
 template <class T> T applyBinary(Op op, T a, T b) {
   switch (op) {
   case Op::Add: return a + b;
@@ -329,25 +340,7 @@ private:
     case Op::Ge:
     case Op::Eq:
     case Op::Ne: {
-      bool r;
-      if (isFloat(ot)) {
-        double p = x.f, q = y.f;
-        r = in.op == Op::Lt   ? p < q
-            : in.op == Op::Le ? p <= q
-            : in.op == Op::Gt ? p > q
-            : in.op == Op::Ge ? p >= q
-            : in.op == Op::Eq ? p == q
-                              : p != q;
-      } else {
-        int64_t p = x.i, q = y.i;
-        r = in.op == Op::Lt   ? p < q
-            : in.op == Op::Le ? p <= q
-            : in.op == Op::Gt ? p > q
-            : in.op == Op::Ge ? p >= q
-            : in.op == Op::Eq ? p == q
-                              : p != q;
-      }
-      out.i = r;
+      out.i = isFloat(ot) ? compare(in.op, x.f, y.f) : compare(in.op, x.i, y.i);
       return out;
     }
     case Op::And: out.i = x.i && y.i; return out;
