@@ -95,16 +95,20 @@ private:
   }
 
   /// Recomputes a forward block in the current one (its values become the primals here).
-  /// Values the forward sweep taped are loaded instead of recomputed.
-  void emitClone(const Block& fb) {
+  /// Values the forward sweep taped are loaded instead of recomputed, and the stores that
+  /// filled those tapes are not repeated. `nested`: a region inside the block being cloned
+  /// (whose var writes are remembered where their own adjoint recomputes them).
+  void emitClone(const Block& fb, bool nested = false) {
     for (const Instr& in : fb.body) {
-      if (in.op == Op::BufStore && in.ival > 0) rememberOld(in);
+      if (in.op == Op::BufStore && in.ival > 0 && !nested) rememberOld(in);
+      if (in.op == Op::BufStore && in.ival == kValueTapeStore && filledBuffer(in.args[0])) continue;
       auto tape = tape_.find(in.result);
-      if (tape != tape_.end()) {
+      if (tape != tape_.end() && filled(tape->second)) {
         std::vector<int> idx;
         for (int a : tape->second.indices)
           idx.push_back(primal(a));
-        primal_[in.result] = b_.load(tape->second.buffer, idx, "", {}, /*checked=*/true);
+        if (static_cast<int>(primal_.size()) <= in.result) primal_.resize(in.result + 1, -1);
+        primal_[in.result] = b_.load(primal(tape->second.buffer), idx, "", {}, /*checked=*/true);
         continue;
       }
       Instr c = in;
@@ -112,7 +116,7 @@ private:
       for (int& a : c.args)
         a = primal(a);
       for (const Block& r : in.regions)
-        c.regions.push_back(ir::cloneBlock(out_, r, primal_));
+        c.regions.push_back(cloneRegion(r));
       if (in.result >= 0) {
         ir::Type rt = out_.types[in.result]; // (a copy: newValue may reallocate)
         c.result = out_.newValue(rt);
@@ -121,6 +125,24 @@ private:
       }
       b_.current().body.push_back(std::move(c));
     }
+  }
+  /// A region of an instruction being cloned, through emitClone (so taped values load).
+  Block cloneRegion(const Block& r) {
+    std::vector<int> args;
+    for (int a : r.args) {
+      ir::Type t = out_.types[a]; // (a copy: newValue may reallocate)
+      int fresh = out_.newValue(t);
+      if (static_cast<int>(primal_.size()) <= a) primal_.resize(a + 1, -1);
+      primal_[a] = fresh;
+      args.push_back(fresh);
+    }
+    Block out = b_.buildBlock(args, [&] {
+      emitClone(r, /*nested=*/true);
+      return -1;
+    });
+    for (int y : r.yields)
+      out.yields.push_back(primal(y));
+    return out;
   }
   void mapArgs(const Block& fb, const std::vector<int>& idx) {
     for (size_t k = 0; k < fb.args.size(); ++k)
@@ -170,7 +192,7 @@ private:
       });
     return w;
   }
-  void tapeLoops(Block& out, const Block& src, int depth = 0);
+  void tapeLoops(Block& out, const Block& src, int depth = 0, bool underRoot = false);
   /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
   /// `into`.
   int tapeBuffer(int v, const Poly& count, std::vector<Instr>& into) {
@@ -247,10 +269,24 @@ private:
   std::vector<int> primal_;
   std::vector<Scope> scopes_;
   struct Tape {
-    int buffer;               // f[extents of the enclosing region]
-    std::vector<int> indices; // the enclosing region's index values (forward ids)
+    int buffer;                  // f[extents of the enclosing region]
+    std::vector<int> indices;    // the enclosing region's index values (forward ids)
+    const Instr* root = nullptr; // the loop whose iterations fill it (null: the forward sweep)
   };
   std::map<int, Tape> tape_; // forward value -> where the forward sweep stored it
+  /// Value tapes of loops with state (see tapeValues): a tape is read only while its root
+  /// loop is being reversed (filled_), since a clone of the whole loop must compute the values
+  /// afresh, as the forward sweep did.
+  static constexpr int64_t kValueTapeStore = -1; // BufStore::ival of a value-tape write
+  std::set<const Instr*> filled_;
+  std::map<int, const Instr*> valueTapeRoot_; // tape buffer -> its root loop
+  bool filled(const Tape& t) const { return !t.root || filled_.count(t.root); }
+  bool filledBuffer(int buf) const {
+    auto it = valueTapeRoot_.find(buf);
+    return it != valueTapeRoot_.end() && filled_.count(it->second);
+  }
+  void tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std::vector<Poly> ext,
+                  std::vector<Instr>& alloc);
   const Instr* cur_ = nullptr;
   int curBuf_ = -1;
   int curG_ = -1;
@@ -342,16 +378,21 @@ void Reverse::tapeNestedReductions() {
 /// every var the loop writes (and did not declare), so the adjoint loop can run backwards,
 /// putting each iteration's state back before it recomputes and reverses that iteration.
 /// Memory: iterations x state. (Checkpointing, which trades this for recomputation, is open.)
-void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
+void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot) {
   std::vector<Instr> body;
   for (size_t n = 0; n < src.body.size(); ++n) {
     const Instr& si = src.body[n];
     Instr oi = std::move(out.body[n]);
-    for (size_t r = 0; r < si.regions.size(); ++r)
-      tapeLoops(oi.regions[r], si.regions[r], depth + 1);
     // (A trip count known only inside the function cannot size checkpoints made on entry.)
     bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
-    if (si.op == Op::For && si.ival == 1 && depth == 0 && opt_.checkpoint != 0 && !dynamicTrips) {
+    bool sequential = si.op == Op::For && si.ival == 1;
+    bool checkpointed = sequential && depth == 0 && opt_.checkpoint != 0 && !dynamicTrips;
+    // The outermost sequential loops that keep every iteration (no checkpointing) tape the
+    // costly values computed inside them (see tapeValues).
+    bool root = sequential && !checkpointed && !underRoot;
+    for (size_t r = 0; r < si.regions.size(); ++r)
+      tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root);
+    if (checkpointed) {
       // Checkpointing (top-level loops): the state every `c` iterations, nothing else.
       std::set<int> declared, written;
       ir::forEachInstr(si.regions[0], [&](const Instr& i) {
@@ -396,7 +437,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
       body.push_back(std::move(oi));
       continue;
     }
-    if (si.op == Op::For && si.ival == 1) {
+    if (sequential) {
       // Vars written inside but declared outside the loop carry state between iterations.
       std::set<int> declared, written;
       ir::forEachInstr(si.regions[0], [&](const Instr& i) {
@@ -484,12 +525,91 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth) {
         prologue.insert(prologue.end(), copy.body.begin(), copy.body.end());
       }
       ob.body.insert(ob.body.begin(), prologue.begin(), prologue.end());
+      if (root) tapeValues(ob, &si, {k}, {si.extents[0]}, body);
       tape.body = ob;
       loopTapes_[&si] = std::move(tape);
     }
     body.push_back(std::move(oi));
   }
   out.body = std::move(body);
+}
+
+/// Whether recomputing a value costs much more than loading it: transcendental functions and
+/// reductions (a whole loop each).
+static bool costly(Op op) {
+  switch (op) {
+  case Op::Exp:
+  case Op::Log:
+  case Op::Log1p:
+  case Op::Expm1:
+  case Op::Sqrt:
+  case Op::Sin:
+  case Op::Cos:
+  case Op::Tan:
+  case Op::Asin:
+  case Op::Acos:
+  case Op::Atan:
+  case Op::Sinh:
+  case Op::Cosh:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Softplus:
+  case Op::Erf:
+  case Op::Lgamma:
+  case Op::Pow:
+  case Op::Atan2:
+  case Op::ReduceSum:
+  case Op::ReduceProd:
+  case Op::ReduceMax:
+  case Op::ReduceMin:
+  case Op::ReduceLse: return true;
+  default: return false;
+  }
+}
+
+/// The value tape of a loop with state (`root`, an outermost sequential loop that keeps every
+/// iteration): each active scalar a costly op computes in its body, nested loops and regions
+/// included, is stored at [iteration, nested indices...]. Reversing an iteration restores the
+/// state and recomputes the body, and there these values are loaded instead, so the reverse
+/// sweep recomputes only cheap arithmetic; nested loops, which the reverse sweep would
+/// otherwise recompute once per enclosing level, compute each value once. Memory: iterations
+/// x (costly active values per iteration).
+void Reverse::tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std::vector<Poly> ext,
+                         std::vector<Instr>& alloc) {
+  std::vector<Instr> body;
+  for (Instr& in : ob.body) {
+    bool nestedExtentsKnown = true;
+    for (const Poly& p : in.extents)
+      nestedExtentsKnown = nestedExtentsKnown && p.str().find('#') == std::string::npos;
+    if (nestedExtentsKnown)
+      for (Block& r : in.regions) {
+        std::vector<int> ri = idx;
+        std::vector<Poly> re = ext;
+        ri.insert(ri.end(), r.args.begin(), r.args.end());
+        if (in.op != Op::If) re.insert(re.end(), in.extents.begin(), in.extents.end());
+        tapeValues(r, root, ri, re, alloc);
+      }
+    int v = in.result;
+    bool tape = v >= 0 && costly(in.op) && active(v) && src_.types[v].rank() == 0 &&
+                isFloat(src_.types[v].dtype) && !tape_.count(v);
+    body.push_back(std::move(in));
+    if (!tape) continue;
+    Instr zero;
+    zero.op = Op::BufZeros;
+    zero.result = out_.newValue(ir::Type{src_.types[v].dtype, ext});
+    alloc.push_back(zero);
+    Instr st;
+    st.op = Op::BufStore;
+    st.ival = kValueTapeStore;
+    st.args.push_back(zero.result);
+    st.args.insert(st.args.end(), idx.begin(), idx.end());
+    st.args.push_back(v);
+    st.checked = true;
+    body.push_back(std::move(st));
+    tape_[v] = Tape{zero.result, idx, root};
+    valueTapeRoot_[zero.result] = root;
+  }
+  ob.body = std::move(body);
 }
 
 void Reverse::reverseEffect(const Instr& in) {
@@ -540,6 +660,8 @@ void Reverse::reverseEffect(const Instr& in) {
   // Backwards over the iterations: restore the state, recompute, reverse.
   const LoopTape& tape = loopTapes_.at(&in);
   if (tape.checkpointed) return reverseCheckpointed(in);
+  bool root = !filled_.count(&in);
+  filled_.insert(&in); // (its value tape, if it has one, is full now)
   b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
     int e = b_.size(in.extents[0]);
     int k = b_.binary(Op::Sub, b_.binary(Op::Sub, e, b_.constInt(1)), idx[0]);
@@ -570,6 +692,7 @@ void Reverse::reverseEffect(const Instr& in) {
     undo(); // the recomputation wrote them again
     return -1;
   });
+  if (root) filled_.erase(&in);
   // Leave every var as it was before the loop, as earlier code's adjoints expect.
   if (!tape.vars.empty()) {
     int count = b_.size(in.extents[0]);

@@ -104,6 +104,15 @@ inline const Case kLoopCases[] = {
                                    "{ s = s * 0.5 + x[t % n] * x[t % n]; } s }"},
     {"loop_row_writes", "fn f(x: $T[n, m]) -> $T { var M = x; for t in 1..n { M[t] = tanh(M[t - "
                         "1]) + M[t]; } sum(M) }"},
+    // Costly values inside loops are taped, not recomputed: nested loops, row writes, a
+    // log-sum-exp per step, and a branch that computes one only on some iterations.
+    {"loop_stacked_cells",
+     "fn f(W: $T[l, m], x: $T[n, m]) -> $T { var h = zeros($T[l, m]); var total = 0.0; for t in "
+     "0..n { var inp = x[t]; for i in 0..l { h[i] = tanh(inp * W[i] + h[i]) * sigmoid(h[i] - "
+     "inp); inp = h[i]; } total = total + log(sum(exp(inp)) + 1); } total }"},
+    {"loop_costly_branch",
+     "fn f(x: $T[n]) -> $T { var s = 0.5; for t in 0..n { s = if x[t] > 0.0 { exp(-s * x[t]) } "
+     "else { s + cos(x[t] * s) }; } s }"},
 };
 
 /// One test instance: a case in one float type.
