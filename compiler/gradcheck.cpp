@@ -69,7 +69,7 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   InterpRunner interp;
   Runner& run = runner ? *runner : interp;
   Runnable fwdFn = run.prepare(f);
-  ir::Function g = differentiate(f, {}, GradOptions{opt.checkpoint});
+  ir::Function g = differentiate(f, {}, opt.grad);
   simplify(g);
   Runnable gradFn = run.prepare(g);
   Runnable f64Fn = run.prepare(promoteToF64(f));

@@ -1,6 +1,7 @@
 // Finite-difference checking of reverse-mode gradients (what `slopec check` runs).
 #pragma once
 
+#include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/ir/ir.hpp"
 #include "slope/tensor.hpp"
@@ -16,7 +17,7 @@ namespace slope {
 struct GradCheckOptions {
   std::optional<double> rtol, atol; // defaults suit the dtype (see defaultTolerances)
   uint64_t seed = 0;                // for the random output cotangent
-  int checkpoint = 0;               // GradOptions::checkpoint for the gradient checked
+  GradOptions grad;                 // how the gradient checked is built (checkpointing)
 };
 
 struct FdParamCheck {

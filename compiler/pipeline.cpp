@@ -80,10 +80,10 @@ ir::Function Program::forward(const std::string& name) const {
 }
 
 ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt,
-                               int checkpoint) const {
+                               const GradOptions& opt) const {
   ir::Function f = forward(name), g;
   withLargeStack([&] {
-    g = differentiate(f, wrt, GradOptions{checkpoint});
+    g = differentiate(f, wrt, opt);
     simplify(g);
   });
   return g;

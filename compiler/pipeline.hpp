@@ -2,6 +2,7 @@
 // Each stage's output can be printed from slopec.
 #pragma once
 
+#include "compiler/autodiff/autodiff.hpp"
 #include "compiler/ir/ir.hpp"
 #include "compiler/parse/ast.hpp"
 
@@ -30,9 +31,16 @@ public:
   bool hasFunction(const std::string& name) const;
   /// Forward IR of one function (all calls inlined).
   ir::Function forward(const std::string& name) const;
-  /// Gradient / VJP IR (see differentiate()); checkpoint as GradOptions::checkpoint.
+  /// Gradient / VJP IR (see differentiate()).
   ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt,
-                        int checkpoint = 0) const;
+                        const GradOptions& opt = {}) const;
+  /// The same with uniform checkpointing (GradOptions::checkpoint).
+  ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt,
+                        int checkpoint) const {
+    GradOptions o;
+    o.checkpoint = checkpoint;
+    return gradient(name, wrt, o);
+  }
 
 private:
   Program() = default;

@@ -15,6 +15,16 @@
 #include <optional>
 
 namespace slope {
+
+/// The public checkpointing options, as the autodiff pass takes them.
+static GradOptions gradOptions(const Options& o) {
+  GradOptions g;
+  g.checkpoint = o.checkpoint;
+  g.snapshots = o.checkpoint_snapshots;
+  g.memory = o.checkpoint_memory;
+  return g;
+}
+
 namespace detail {
 
 struct Compiled {
@@ -64,7 +74,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   auto c = std::make_shared<Compiled>();
   ir::Function fwd = program->forward(name);
   c->valueResults = fwd.body.yields.size();
-  c->f = grad ? program->gradient(name, wrt, options.checkpoint) : fwd;
+  c->f = grad ? program->gradient(name, wrt, gradOptions(options)) : fwd;
   c->wrt = wrt;
   c->file = &program->diags().file();
   c->sig.name = c->f.name;
@@ -271,6 +281,14 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
     throw std::invalid_argument("target '" + options.target + "' is not available (only 'cpu')");
   if (options.opt_level < 0 || options.opt_level > 3)
     throw std::invalid_argument("opt_level must be 0..3");
+  if (options.checkpoint < -1 || options.checkpoint_snapshots < 0 || options.checkpoint_memory < 0)
+    throw std::invalid_argument("checkpoint: -1 (sqrt), 0 (off) or a positive spacing; "
+                                "checkpoint_snapshots and checkpoint_memory: 0 (off) or positive");
+  if ((options.checkpoint != 0) + (options.checkpoint_snapshots > 0) +
+          (options.checkpoint_memory > 0) >
+      1)
+    throw std::invalid_argument(
+        "set at most one of checkpoint, checkpoint_snapshots and checkpoint_memory");
   auto impl = std::make_shared<detail::ModuleImpl>();
   impl->program = std::move(p);
   impl->options = options;
@@ -302,6 +320,7 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   for (const Arg& a : args)
     in.push_back(detail::copyOf(a.view()));
   GradCheckOptions o;
+  o.grad = gradOptions(m.impl_->options);
   if (rtol >= 0) o.rtol = rtol;
   if (atol >= 0) o.atol = atol;
   std::unique_ptr<Runner> runner;

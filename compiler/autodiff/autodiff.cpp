@@ -222,6 +222,34 @@ private:
     old_[st.ival] = b_.emit(ld, ir::Type{out_.types[st.args[0]].dtype, {}});
   }
   void reverseCheckpointed(const Instr& in);
+  void reverseBinomial(const Instr& in);
+  struct LoopTape;
+  /// Binomial checkpointing: takes a snapshot of the state before step k into slot t (the
+  /// first free one) and asks Revolve where the next one goes, reversing up to step `end`.
+  /// `forward`: in the forward sweep (buffers by their own ids), else in the reverse sweep.
+  void pushSnapshot(const LoopTape& tape, int k, int t, int end, bool forward) {
+    auto id = [&](int v) { return forward ? v : primal(v); };
+    for (const auto& [v, snap] : tape.vars)
+      copyVar(id(snap), {t}, id(v), {}, src_.types[v]);
+    auto store = [&](int buf, std::vector<int> idx, int value) {
+      Instr st;
+      st.op = Op::BufStore;
+      st.args.push_back(id(buf));
+      st.args.insert(st.args.end(), idx.begin(), idx.end());
+      st.args.push_back(value);
+      st.checked = true;
+      b_.emitEffect(st);
+    };
+    int one = b_.constInt(1);
+    int t1 = b_.binary(Op::Add, t, one);
+    store(tape.pos, {t}, k);
+    store(tape.top, {}, t1);
+    int free = b_.binary(Op::Sub, b_.size(tape.snapshots), t1);
+    Instr nx;
+    nx.op = Op::RevolveNext;
+    nx.args = {k, end, free};
+    store(tape.next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
+  }
   /// dst[dstPre..., j...] = src[srcPre..., j...] for every j of a var of type t.
   void copyVar(int dst, const std::vector<int>& dstPre, int src, const std::vector<int>& srcPre,
                const ir::Type& t) {
@@ -253,9 +281,13 @@ private:
     Block body;                            // the forward body with its tape writes
     bool checkpointed = false;             // vars hold checkpoints every `segment` iterations
     Poly segment, segments;                // checkpoint spacing, and how many
+    bool binomial = false;                 // or, a stack of up to `snapshots` states:
+    Poly snapshots;                        //   slots (vars' tapes are f[snapshots, ...])
+    int pos = -1, top = -1, next = -1;     //   i64 buffers: slot -> step, slots used, next step
   };
   GradOptions opt_;
   int checkpoints_ = 0;
+  int advances_ = 0; // size.def names of binomial checkpointing's forward runs
   std::map<const Instr*, LoopTape> loopTapes_; // sequential loops of src_
   bool activityChanged_ = false;
   void structural(const Instr& in, int buf);
@@ -386,14 +418,14 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     // (A trip count known only inside the function cannot size checkpoints made on entry.)
     bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
     bool sequential = si.op == Op::For && si.ival == 1;
-    bool checkpointed = sequential && depth == 0 && opt_.checkpoint != 0 && !dynamicTrips;
+    bool checkpointed = sequential && depth == 0 && opt_.checkpointing() && !dynamicTrips;
     // The outermost sequential loops that keep every iteration (no checkpointing) tape the
     // costly values computed inside them (see tapeValues).
     bool root = sequential && !checkpointed && !underRoot;
     for (size_t r = 0; r < si.regions.size(); ++r)
       tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root);
     if (checkpointed) {
-      // Checkpointing (top-level loops): the state every `c` iterations, nothing else.
+      // Checkpointing (top-level loops): states at some iterations, nothing else.
       std::set<int> declared, written;
       ir::forEachInstr(si.regions[0], [&](const Instr& i) {
         if (i.op == Op::BufZeros) declared.insert(i.result);
@@ -403,36 +435,79 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       tape.checkpointed = true;
       const Poly& e = si.extents[0];
       int id = checkpoints_++;
-      if (opt_.checkpoint > 0) {
-        tape.segment = Poly(opt_.checkpoint);
-      } else {
-        std::string cn = "#checkpoint_spacing" + std::to_string(id);
-        out_.derived.push_back({ir::DerivedSize::CeilSqrt, cn, e, Poly(1)});
-        tape.segment = Poly::var(cn);
-      }
-      std::string sn = "#checkpoints" + std::to_string(id);
-      out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment});
-      tape.segments = Poly::var(sn);
       Block& ob = oi.regions[0];
       int k = ob.args[0];
-      for (int v : written)
-        if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
-      // if k % c == 0 { checkpoint[k / c] = state }
-      Block save = b_.buildBlock({}, [&] {
-        int c = b_.size(tape.segment);
-        int at = b_.binary(Op::Eq, b_.binary(Op::Mod, k, c), b_.constInt(0));
-        b_.ifEffect(
-            at,
-            [&] {
-              int slot = b_.binary(Op::Div, k, c);
-              for (const auto& [v, t] : tape.vars)
-                copyVar(t, {slot}, v, {}, src_.types[v]);
-            },
-            [] {});
-        return -1;
-      });
+      tape.body = ob; // what the reverse sweep recomputes: without the saves below
+      Block save;
+      if (opt_.snapshots > 0 || opt_.memory > 0) {
+        // Binomial: S slots, a stack of (step, state); the forward sweep fills it as Revolve
+        // places snapshots over the whole loop (see reverseBinomial).
+        tape.binomial = true;
+        Poly stateBytes(0);
+        for (int v : written) {
+          if (declared.count(v)) continue;
+          Poly n(static_cast<int64_t>(dtypeSize(src_.types[v].dtype)));
+          for (const Poly& p : src_.types[v].shape)
+            n = n * p;
+          stateBytes = stateBytes + n;
+        }
+        std::string sn = "#snapshots" + std::to_string(id);
+        if (opt_.memory > 0)
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.memory), stateBytes, e});
+        else
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), e});
+        tape.snapshots = Poly::var(sn);
+        for (int v : written)
+          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
+        auto scalarBuffer = [&](std::vector<Poly> shape) {
+          Instr z;
+          z.op = Op::BufZeros;
+          z.result = out_.newValue(ir::Type{DType::I64, std::move(shape)});
+          body.push_back(z);
+          return z.result;
+        };
+        tape.pos = scalarBuffer({tape.snapshots});
+        tape.top = scalarBuffer({});  // slots in use (zero on entry)
+        tape.next = scalarBuffer({}); // the step of the next snapshot (zero: the first)
+        // if k == next && top < S { push(k) }
+        save = b_.buildBlock({}, [&] {
+          int t = b_.load(tape.top, {});
+          int due = b_.binary(Op::And, b_.binary(Op::Eq, k, b_.load(tape.next, {})),
+                              b_.binary(Op::Lt, t, b_.size(tape.snapshots)));
+          int last = b_.binary(Op::Sub, b_.size(e), b_.constInt(1));
+          b_.ifEffect(
+              due, [&] { pushSnapshot(tape, k, t, last, /*forward=*/true); }, [] {});
+          return -1;
+        });
+      } else {
+        if (opt_.checkpoint > 0) {
+          tape.segment = Poly(opt_.checkpoint);
+        } else {
+          std::string cn = "#checkpoint_spacing" + std::to_string(id);
+          out_.derived.push_back({ir::DerivedSize::CeilSqrt, cn, e, Poly(1), Poly(0)});
+          tape.segment = Poly::var(cn);
+        }
+        std::string sn = "#checkpoints" + std::to_string(id);
+        out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment, Poly(0)});
+        tape.segments = Poly::var(sn);
+        for (int v : written)
+          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
+        // if k % c == 0 { checkpoint[k / c] = state }
+        save = b_.buildBlock({}, [&] {
+          int c = b_.size(tape.segment);
+          int at = b_.binary(Op::Eq, b_.binary(Op::Mod, k, c), b_.constInt(0));
+          b_.ifEffect(
+              at,
+              [&] {
+                int slot = b_.binary(Op::Div, k, c);
+                for (const auto& [v, t] : tape.vars)
+                  copyVar(t, {slot}, v, {}, src_.types[v]);
+              },
+              [] {});
+          return -1;
+        });
+      }
       ob.body.insert(ob.body.begin(), save.body.begin(), save.body.end());
-      tape.body = ob;
       loopTapes_[&si] = std::move(tape);
       body.push_back(std::move(oi));
       continue;
@@ -659,6 +734,7 @@ void Reverse::reverseEffect(const Instr& in) {
   }
   // Backwards over the iterations: restore the state, recompute, reverse.
   const LoopTape& tape = loopTapes_.at(&in);
+  if (tape.binomial) return reverseBinomial(in);
   if (tape.checkpointed) return reverseCheckpointed(in);
   bool root = !filled_.count(&in);
   filled_.insert(&in); // (its value tape, if it has one, is full now)
@@ -773,6 +849,88 @@ void Reverse::reverseCheckpointed(const Instr& in) {
         int zero = b_.constInt(0);
         for (const auto& [v, t] : tape.vars)
           copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
+      },
+      [] {});
+}
+
+/// Binomial checkpointing, one reversed step at a time: drop the snapshots of steps after j,
+/// restore the latest one left (step cur), run forward to j taking snapshots where Revolve
+/// places them, then recompute and reverse step j. With S slots and T steps this runs the
+/// least number of forward steps Revolve's bound allows (plus at most a few; see
+/// tests/unit/revolve_test.cpp), and holds S states whatever T is.
+void Reverse::reverseBinomial(const Instr& in) {
+  const LoopTape& tape = loopTapes_.at(&in);
+  const Block& body = in.regions[0];
+  int top = primal(tape.top), pos = primal(tape.pos), next = primal(tape.next);
+  auto store = [&](int buf, std::vector<int> idx, int value) {
+    Instr st;
+    st.op = Op::BufStore;
+    st.args.push_back(buf);
+    st.args.insert(st.args.end(), idx.begin(), idx.end());
+    st.args.push_back(value);
+    st.checked = true;
+    b_.emitEffect(st);
+  };
+  b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+    int one = b_.constInt(1);
+    int S = b_.size(tape.snapshots);
+    int j = b_.binary(Op::Sub, b_.binary(Op::Sub, b_.size(in.extents[0]), one), idx[0]);
+    // The snapshot of step j + 1, if any, is spent. (Only it: one of a later step was spent
+    // when that step was reversed, and the snapshots taken since are of steps up to j. Slot 0,
+    // step 0, never is.)
+    {
+      int t = b_.load(top, {});
+      int t1 = b_.binary(Op::Sub, t, one);
+      int spent = b_.binary(Op::And, b_.binary(Op::Gt, t, one),
+                            b_.binary(Op::Gt, b_.load(pos, {t1}, "", {}, true), j));
+      b_.ifEffect(
+          spent, [&] { store(top, {}, t1); }, [] {});
+    }
+    int t = b_.load(top, {});
+    int t1 = b_.binary(Op::Sub, t, one);
+    int cur = b_.load(pos, {t1}, "", {}, true);
+    for (const auto& [v, snap] : tape.vars)
+      copyVar(primal(v), {}, primal(snap), {t1}, src_.types[v]);
+    Instr nx;
+    nx.op = Op::RevolveNext;
+    nx.args = {cur, j, b_.binary(Op::Sub, S, t)};
+    store(next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
+    // Forward from cur to j (a trip count known only here: bound with size.def).
+    std::string steps = "#advance" + std::to_string(advances_++);
+    Instr def;
+    def.op = Op::SizeDef;
+    def.name = steps;
+    def.args = {b_.binary(Op::Sub, j, cur)};
+    b_.emitEffect(def);
+    b_.forLoop({Poly::var(steps)}, [&](const std::vector<int>& a) {
+      int k = b_.binary(Op::Add, cur, a[0]);
+      int tk = b_.load(top, {});
+      int due =
+          b_.binary(Op::And, b_.binary(Op::Eq, k, b_.load(next, {})), b_.binary(Op::Lt, tk, S));
+      b_.ifEffect(
+          due, [&] { pushSnapshot(tape, k, tk, j, /*forward=*/false); }, [] {});
+      auto saved = primal_;
+      mapArgs(body, {k});
+      emitClone(tape.body);
+      primal_ = saved;
+      return -1;
+    });
+    // Step j: recompute, reverse.
+    pushScope(&body);
+    mapArgs(body, {j});
+    emitClone(tape.body);
+    size_t mark = b_.current().body.size();
+    reverseBlock(body);
+    popScope(mark);
+    return -1;
+  });
+  // Leave the vars as they were before the loop (slot 0 holds step 0).
+  b_.ifEffect(
+      b_.binary(Op::Gt, b_.size(in.extents[0]), b_.constInt(0)),
+      [&] {
+        int zero = b_.constInt(0);
+        for (const auto& [v, snap] : tape.vars)
+          copyVar(primal(v), {}, primal(snap), {zero}, src_.types[v]);
       },
       [] {});
 }

@@ -31,6 +31,13 @@ struct GradOptions {
   /// state every N iterations and recomputes each segment in the reverse sweep; -1 picks
   /// N = ceil(sqrt(iterations)), so tape memory grows like the square root of the trip count.
   int checkpoint = 0;
+  /// Binomial checkpointing instead (Revolve's schedule, compiler/support/revolve.hpp), for
+  /// loops whose trip count is known on entry: keep at most `snapshots` states per loop, or
+  /// as many as fit in `memory` bytes (at least one); the reverse sweep recomputes the least
+  /// it can with that many. At most one of checkpoint, snapshots and memory is set.
+  int64_t snapshots = 0;
+  int64_t memory = 0;
+  bool checkpointing() const { return checkpoint != 0 || snapshots > 0 || memory > 0; }
 };
 
 ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,

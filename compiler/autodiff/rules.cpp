@@ -259,6 +259,7 @@ Rule entry(Op op) {
   case Op::Ne: return none("comparison: bool result");
   case Op::And:
   case Op::Or: return none("bool");
+  case Op::RevolveNext: return none("integer: a checkpointing schedule");
   case Op::Select: return formula(dSelect, "da = g where c, db = g where !c");
   case Op::Load: return structural("gather -> scatter-add: dT[i...] += g");
   case Op::Stack: return structural("dx_k = dT[k]");

@@ -669,7 +669,15 @@ void Gen::instr(const Instr& in) {
   case ir::OpKind::Unary: out = unary(in); break;
   case ir::OpKind::Binary: out = binary(in); break;
   case ir::OpKind::Ternary:
-    out = B_.CreateSelect(val(in.args[0]), val(in.args[1]), val(in.args[2]));
+    if (in.op == Op::RevolveNext) {
+      // The one schedule function, shared with the evaluator (the JIT defines the symbol).
+      llvm::Type* i = B_.getInt64Ty();
+      llvm::FunctionCallee fn = mod_->getOrInsertFunction(
+          kRevolveNextSymbol, llvm::FunctionType::get(i, {i, i, i}, false));
+      out = B_.CreateCall(fn, {val(in.args[0]), val(in.args[1]), val(in.args[2])});
+    } else {
+      out = B_.CreateSelect(val(in.args[0]), val(in.args[1]), val(in.args[2]));
+    }
     break;
   case ir::OpKind::Memory:
     switch (in.op) {
@@ -849,7 +857,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
       dynSlots_[in.name] = slot;
     }
   });
-  // Derived sizes, on entry: ceil(a / b) or ceil(sqrt(a)) (0 when a <= 0).
+  // Derived sizes, on entry (ir::DerivedSize).
   for (const ir::DerivedSize& d : f_.derived) {
     B_.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* a = poly(d.a);
@@ -861,6 +869,14 @@ std::unique_ptr<llvm::Module> Gen::run() {
                     intrinsic(llvm::Intrinsic::sqrt, B_.CreateSIToFP(a, B_.getDoubleTy()))),
           B_.getInt64Ty());
       v = r; // exact for a < 2^52
+    } else if (d.kind == ir::DerivedSize::Clamp) {
+      llvm::Value* b = poly(d.b);
+      b = B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);
+      llvm::Value* q = B_.CreateSDiv(a, b);
+      q = B_.CreateSelect(B_.CreateICmpSLT(q, i64(1)), i64(1), q);
+      llvm::Value* cap = poly(d.cap);
+      q = B_.CreateSelect(B_.CreateICmpSGT(q, cap), cap, q);
+      v = B_.CreateSelect(B_.CreateICmpSGT(cap, i64(0)), q, i64(0));
     } else {
       llvm::Value* b = poly(d.b);
       b = B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);

@@ -17,4 +17,8 @@ namespace slope::codegen {
 std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
                                        std::vector<Site>& sites);
 
+/// The external function generated code calls for revolve.next (slope::revolveNext; the JIT
+/// defines it, an object file would link it from the Slope library).
+inline constexpr const char* kRevolveNextSymbol = "slope_revolve_next";
+
 } // namespace slope::codegen

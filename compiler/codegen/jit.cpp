@@ -3,6 +3,7 @@
 // width.
 
 #include "compiler/codegen/codegen_internal.hpp"
+#include "compiler/support/revolve.hpp"
 
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
@@ -23,6 +24,10 @@
 
 namespace slope::codegen {
 namespace {
+
+extern "C" int64_t revolveNextC(int64_t cur, int64_t end, int64_t free) {
+  return slope::revolveNext(cur, end, free);
+}
 
 void initLLVM() {
   static std::once_flag once;
@@ -99,6 +104,12 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
                          impl_->jit->getDataLayout().getGlobalPrefix()),
                      "opening the host process");
   impl_->jit->getMainJITDylib().addGenerator(std::move(gen));
+  // Slope's own run-time functions, by address (the host need not export them).
+  llvm::orc::SymbolMap own;
+  own[impl_->jit->mangleAndIntern(kRevolveNextSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&revolveNextC), llvm::JITSymbolFlags::Exported};
+  if (auto err = impl_->jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(std::move(own))))
+    throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
 }
 
 Jit::~Jit() = default;

@@ -1,5 +1,7 @@
 #include "compiler/eval/interp.hpp"
 
+#include "compiler/support/revolve.hpp"
+
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -281,7 +283,12 @@ private:
       break;
     case ir::OpKind::Unary: out = unary(in, t); break;
     case ir::OpKind::Binary: out = binary(in, t); break;
-    case ir::OpKind::Ternary: out = a(0).i ? a(1) : a(2); break;
+    case ir::OpKind::Ternary:
+      if (in.op == Op::RevolveNext)
+        out.i = revolveNext(a(0).i, a(1).i, a(2).i), out.f = static_cast<double>(out.i);
+      else
+        out = a(0).i ? a(1) : a(2);
+      break;
     case ir::OpKind::Memory: memory(in, out); break;
     case ir::OpKind::Region: region(in, out, t); break;
     }

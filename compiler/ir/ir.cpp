@@ -46,6 +46,10 @@ int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
     return r;
   }
   int64_t y = std::max<int64_t>(1, b.eval(sizes).value_or(1));
+  if (kind == Clamp) {
+    int64_t c = cap.eval(sizes).value_or(0);
+    return c <= 0 ? 0 : std::min(c, std::max<int64_t>(1, x / y));
+  }
   return (x + y - 1) / y;
 }
 

@@ -64,12 +64,13 @@ struct Instr {
   bool checked = false; // Load: subscripts proven in range at compile time
 };
 
-/// A size computed on entry from the parameters' sizes (checkpointing's segment counts):
-/// ceil(a / b) or ceil(sqrt(a)).
+/// A size computed on entry from the parameters' sizes (checkpointing's segment counts and
+/// snapshot slots): ceil(a / b), ceil(sqrt(a)), or floor(a / b) clamped to [1, cap]; each 0
+/// when a <= 0 (and Clamp's when cap <= 0).
 struct DerivedSize {
-  enum Kind { CeilDiv, CeilSqrt } kind;
+  enum Kind { CeilDiv, CeilSqrt, Clamp } kind;
   std::string name;
-  Poly a, b;
+  Poly a, b, cap;
   int64_t eval(const std::map<std::string, int64_t>& sizes) const;
 };
 

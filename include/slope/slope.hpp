@@ -144,6 +144,12 @@ struct Options {
   /// Loops with state in gradients: 0 keeps a tape entry per iteration; N > 0 keeps the state
   /// every N iterations and recomputes in between; -1 picks N = ceil(sqrt(iterations)).
   int checkpoint = 0;
+  /// Binomial checkpointing (Revolve's schedule) instead: keep at most this many states of
+  /// each loop whose trip count is known on entry, and recompute as little as that allows.
+  std::int64_t checkpoint_snapshots = 0;
+  /// Binomial checkpointing with as many states as fit in this many bytes (at least one).
+  /// At most one of checkpoint, checkpoint_snapshots and checkpoint_memory may be set.
+  std::int64_t checkpoint_memory = 0;
 };
 
 namespace detail {

@@ -161,6 +161,32 @@ TEST(Api, InterpreterOptionGivesTheSameNumbers) {
   EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
 }
 
+TEST(Api, CheckpointingOptions) {
+  const char* rnn = R"(fn f(x: f64[n]) -> f64 {
+    var s = 0.5;
+    for t in 0..n { s = sin(s * x[t]) + s; }
+    s
+  })";
+  double x[] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7}, plain[7], g[7];
+  double v = slope::compile_string(rnn).gradient("f")(slope::View(x, {7}), slope::View(plain, {7}));
+  slope::Options o;
+  for (int k = 0; k < 3; ++k) {
+    o.checkpoint = k == 0 ? 3 : 0;
+    o.checkpoint_snapshots = k == 1 ? 2 : 0;
+    o.checkpoint_memory = k == 2 ? 16 : 0;
+    slope::Module m = slope::compile_string(rnn, "<string>", o);
+    EXPECT_EQ(m.gradient("f")(slope::View(x, {7}), slope::View(g, {7})), v);
+    for (int i = 0; i < 7; ++i)
+      EXPECT_EQ(g[i], plain[i]) << "schedule " << k << " element " << i;
+    EXPECT_TRUE(slope::check_gradient(m, "f", {slope::View(x, {7})}).passed);
+  }
+  o.checkpoint = 3; // two schedules at once
+  EXPECT_THROW(slope::compile_string(rnn, "<string>", o), std::invalid_argument);
+  o.checkpoint = 0;
+  o.checkpoint_memory = -1;
+  EXPECT_THROW(slope::compile_string(rnn, "<string>", o), std::invalid_argument);
+}
+
 TEST(Api, CheckGradient) {
   slope::Module m = slope::compile_string(kSrc);
   double x[] = {0.3, -1.2, 2.5, 0.7};

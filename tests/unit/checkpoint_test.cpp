@@ -1,11 +1,13 @@
 // Checkpointing loops with state: the same gradient (bit for bit) with and without it, on both
-// backends, and tape memory that grows like the square root of the trip count instead of
-// linearly.
+// backends and under every schedule; tape memory that grows like the square root of the trip
+// count (uniform spacing) or stays within a byte budget whatever the trip count (binomial);
+// and binomial recomputation close to Revolve's bound.
 
 #include "compiler/codegen/execute.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "grad_cases.hpp"
 
 #include <gtest/gtest.h>
 
@@ -24,11 +26,59 @@ const char* kRnn = R"(fn f(W: f64[h, h], xs: f64[T, h], h0: f64[h]) -> f64 {
     sum(s) * f64(steps)
 })";
 
-int64_t tapePeak(const Program& p, int checkpoint, int64_t T) {
-  ir::Function g = p.gradient("f", {}, checkpoint);
+GradOptions uniform(int every) {
+  GradOptions o;
+  o.checkpoint = every;
+  return o;
+}
+GradOptions revolve(int64_t snapshots) {
+  GradOptions o;
+  o.snapshots = snapshots;
+  return o;
+}
+GradOptions memory(int64_t bytes) {
+  GradOptions o;
+  o.memory = bytes;
+  return o;
+}
+std::string describe(const GradOptions& o) {
+  if (o.snapshots) return "revolve:" + std::to_string(o.snapshots);
+  if (o.memory) return "memory:" + std::to_string(o.memory);
+  return "checkpoint " + std::to_string(o.checkpoint);
+}
+
+int64_t tapePeak(const Program& p, const GradOptions& o, int64_t T) {
+  ir::Function g = p.gradient("f", {}, o);
   std::map<std::string, int64_t> sizes{{"h", 4}, {"T", T}};
   g.deriveSizes(sizes);
   return ir::peakBufferBytes(g, sizes);
+}
+int64_t tapePeak(const Program& p, int checkpoint, int64_t T) {
+  return tapePeak(p, uniform(checkpoint), T);
+}
+
+/// Revolve's bound: the fewest forward steps that reverse l steps holding s states,
+/// r l - C(s + r, r - 1), with r the least such that C(s + r, s) >= l (the forward sweep to the
+/// last step included).
+int64_t revolveBound(int64_t l, int64_t s) {
+  auto choose = [](int64_t n, int64_t k) {
+    double c = 1;
+    for (int64_t i = 1; i <= k; ++i)
+      c = c * static_cast<double>(n - k + i) / static_cast<double>(i);
+    return static_cast<int64_t>(c + 0.5);
+  };
+  int64_t r = 0;
+  while (choose(s + r, s) < l)
+    ++r;
+  return r == 0 ? 0 : r * l - choose(s + r, r - 1);
+}
+
+void expectSame(const std::vector<Tensor>& a, const std::vector<Tensor>& b,
+                const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t k = 0; k < a.size(); ++k)
+    for (int64_t i = 0; i < a[k].numel(); ++i)
+      EXPECT_EQ(a[k].getF(i), b[k].getF(i)) << what << " result " << k << " element " << i;
 }
 
 TEST(Checkpoint, SameGradientOnBothBackends) {
@@ -36,17 +86,33 @@ TEST(Checkpoint, SameGradientOnBothBackends) {
   ASSERT_TRUE(p->ok()) << p->diagnostics();
   ir::Function f = p->forward("f");
   JitRunner jit;
+  const GradOptions schedules[] = {uniform(1), uniform(4), uniform(7),   uniform(-1), revolve(1),
+                                   revolve(2), revolve(3), revolve(100), memory(40),  memory(200)};
   for (int64_t T : {1, 7, 30}) {
     auto args = randomArgs(f, {{"h", 4}, {"T", T}}, 3);
     auto plain = evaluate(p->gradient("f", {}, 0), args);
-    for (int cp : {1, 4, 7, -1}) {
-      auto interp = evaluate(p->gradient("f", {}, cp), args);
-      auto compiled = jit.prepare(p->gradient("f", {}, cp))(args);
-      for (size_t k = 0; k < plain.size(); ++k)
-        for (int64_t i = 0; i < plain[k].numel(); ++i) {
-          EXPECT_EQ(plain[k].getF(i), interp[k].getF(i)) << "T " << T << " checkpoint " << cp;
-          EXPECT_EQ(plain[k].getF(i), compiled[k].getF(i)) << "T " << T << " checkpoint " << cp;
-        }
+    for (const GradOptions& o : schedules) {
+      std::string what = "T " + std::to_string(T) + " " + describe(o);
+      expectSame(plain, evaluate(p->gradient("f", {}, o), args), what + " (evaluator)");
+      expectSame(plain, jit.prepare(p->gradient("f", {}, o))(args), what + " (JIT)");
+    }
+  }
+}
+
+// Every loop of the gradient table (nested loops, row and element writes, data-dependent
+// bounds, branches) under each schedule: the gradient does not change by a bit.
+TEST(Checkpoint, EveryLoopCaseUnderEverySchedule) {
+  JitRunner jit;
+  for (const Case& c : kLoopCases) {
+    auto p = Program::fromString(std::string(c.name) + ".slope", instantiate(c.source, "f64"));
+    ASSERT_TRUE(p->ok()) << p->diagnostics();
+    ir::Function f = p->forward("f");
+    auto args = randomArgs(f, {{"n", 6}, {"m", 3}, {"l", 2}, {"h", 2}, {"d", 2}}, 1);
+    auto plain = evaluate(p->gradient("f", {}, 0), args);
+    for (const GradOptions& o : {uniform(-1), uniform(2), revolve(1), revolve(3), memory(64)}) {
+      std::string what = std::string(c.name) + " " + describe(o);
+      expectSame(plain, evaluate(p->gradient("f", {}, o), args), what + " (evaluator)");
+      expectSame(plain, jit.prepare(p->gradient("f", {}, o))(args), what + " (JIT)");
     }
   }
 }
@@ -64,14 +130,58 @@ TEST(Checkpoint, TapeMemoryGrowsLikeTheSquareRoot) {
   EXPECT_LT(tapePeak(*p, 40, 1600) * 8, plain1600);
 }
 
+// A byte budget bounds the snapshots whatever the trip count: kRnn's state is s (4 f64) and
+// steps (one i64), 40 bytes, so 400 bytes hold 10 states.
+TEST(Checkpoint, BinomialTapeStaysWithinTheBudget) {
+  auto p = Program::fromString("rnn.slope", kRnn);
+  ASSERT_TRUE(p->ok());
+  const int64_t state = 40, budget = 400;
+  for (int64_t T : {100, 1600, 25600}) {
+    int64_t peak = tapePeak(*p, memory(budget), T);
+    // Over one kept state (revolve:1): at most the rest of the budget, and a step number per slot.
+    int64_t extra = peak - tapePeak(*p, revolve(1), T);
+    EXPECT_LE(extra, budget - state + 9 * 8) << "T " << T;
+    EXPECT_GT(extra, 0) << "T " << T;
+    EXPECT_EQ(peak, tapePeak(*p, memory(budget), 100)) << "T " << T;
+  }
+  // Fewer steps than slots: one slot per step, no more.
+  EXPECT_EQ(tapePeak(*p, revolve(1000), 5), tapePeak(*p, revolve(5), 5));
+  EXPECT_LT(tapePeak(*p, revolve(10), 25600) * 100, tapePeak(*p, 0, 25600));
+}
+
+// Revolve's schedule is followed, not just some schedule with S slots. The evaluator's op
+// counts give the forward steps run between reversals: a single slot runs exactly
+// T(T-1)/2 of them (every step from the start), which prices one step; S >= T slots run none.
+// With 2 to 20 slots the count must be Revolve's minimum (revolveBound) to within 5 %.
+TEST(Checkpoint, BinomialRecomputesAsLittleAsRevolve) {
+  auto p = Program::fromString("rnn.slope", kRnn);
+  ASSERT_TRUE(p->ok());
+  ir::Function f = p->forward("f");
+  const int64_t T = 200;
+  auto args = randomArgs(f, {{"h", 4}, {"T", T}}, 2);
+  auto ops = [&](const GradOptions& o) {
+    int64_t n = 0;
+    evaluate(p->gradient("f", {}, o), args, &n);
+    return static_cast<double>(n);
+  };
+  double none = ops(revolve(T)), step = (ops(revolve(1)) - none) / (T * (T - 1) / 2.0);
+  for (int64_t S : {2, 5, 10, 20}) {
+    double advances = (ops(revolve(S)) - none) / step;
+    double bound = static_cast<double>(revolveBound(T, S) - (T - 1)); // less the forward sweep
+    EXPECT_NEAR(advances / bound, 1.0, 0.05) << "S " << S << ": " << advances << " vs " << bound;
+  }
+}
+
 TEST(Checkpoint, FiniteDifferencesAgree) {
   auto p = Program::fromString("rnn.slope", kRnn);
   ASSERT_TRUE(p->ok());
   ir::Function f = p->forward("f");
   GradCheckOptions o;
-  o.checkpoint = -1;
+  o.grad.checkpoint = -1;
   auto r = checkGradient(f, randomArgs(f, {{"h", 3}, {"T", 10}}, 5), o);
   EXPECT_TRUE(r.passed);
+  o.grad = revolve(2);
+  EXPECT_TRUE(checkGradient(f, randomArgs(f, {{"h", 3}, {"T", 10}}, 5), o).passed);
 }
 
 } // namespace

@@ -47,8 +47,11 @@ options common to all commands:
                    check: default every function)
   --json           one JSON object on stdout instead of text
   --interp         run on the reference evaluator instead of the LLVM JIT
-  --checkpoint=N   loops with state: keep the state every N iterations (N=sqrt: every
-                   sqrt(iterations)) and recompute in between, not a tape entry per iteration
+  --checkpoint=N   loops with state: keep the state every N iterations and recompute in
+                   between, not a tape entry per iteration; also --checkpoint=sqrt (every
+                   sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
+                   states kept) and memory:BYTES (Revolve with as many states as fit in
+                   BYTES; suffixes k, M, G are powers of 1024)
   -h, --help       help for a command (slopec COMMAND --help)
   --version        print the version
 
@@ -103,7 +106,7 @@ struct Args {
   std::map<std::string, int64_t> sizes;
   std::optional<double> rtol, atol;
   uint64_t seed = 0;
-  int checkpoint = 0;
+  GradOptions checkpoint; // --checkpoint
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
        grad = false;
 };
@@ -126,6 +129,44 @@ double parseNumber(const std::string& flag, const std::string& v) {
   } catch (const std::exception&) {
     throw Usage(flag + " needs a number, got '" + v + "'");
   }
+}
+
+/// --checkpoint=N | sqrt | revolve:S | memory:BYTES[k|M|G]
+GradOptions parseCheckpoint(const std::string& flag, const std::string& v) {
+  const char* usage = " takes N (every N iterations), 'sqrt', 'revolve:S' (at most S states) or "
+                      "'memory:BYTES' (k, M, G: powers of 1024)";
+  GradOptions g;
+  auto positive = [&](const std::string& text, double scale) {
+    double d = 0;
+    try {
+      size_t pos = 0;
+      d = std::stod(text, &pos);
+      if (pos != text.size()) d = 0;
+    } catch (const std::exception&) {
+    }
+    d *= scale;
+    if (d < 1 || d != std::floor(d) || d > 1e15) throw Usage(flag + usage + ", got '" + v + "'");
+    return static_cast<int64_t>(d);
+  };
+  if (v == "sqrt") {
+    g.checkpoint = -1;
+  } else if (v.rfind("revolve:", 0) == 0) {
+    g.snapshots = positive(v.substr(8), 1);
+  } else if (v.rfind("memory:", 0) == 0) {
+    std::string n = v.substr(7);
+    double scale = 1;
+    if (!n.empty() && std::string("kKMG").find(n.back()) != std::string::npos) {
+      char c = n.back();
+      scale = c == 'G' ? 1024.0 * 1024 * 1024 : c == 'M' ? 1024.0 * 1024 : 1024.0;
+      n.pop_back();
+    }
+    g.memory = positive(n, scale);
+  } else {
+    int64_t n = positive(v, 1);
+    if (n > 1000000000) throw Usage(flag + usage + ", got '" + v + "'");
+    g.checkpoint = static_cast<int>(n);
+  }
+  return g;
 }
 
 Args parseArgs(int argc, char** argv) {
@@ -151,15 +192,7 @@ Args parseArgs(int argc, char** argv) {
     else if (s == "--stats")
       a.stats = true;
     else if (s == "--checkpoint") {
-      std::string v = value(s, inl);
-      if (v == "sqrt") {
-        a.checkpoint = -1;
-      } else {
-        double d = parseNumber(s, v);
-        if (d < 1 || d != std::floor(d) || d > 1e9)
-          throw Usage("--checkpoint takes a positive number of iterations or 'sqrt'");
-        a.checkpoint = static_cast<int>(d);
-      }
+      a.checkpoint = parseCheckpoint(s, value(s, inl));
     } else if (s == "--grad")
       a.grad = true;
     else if (s == "--json")
@@ -437,7 +470,7 @@ int runCheck(const Args& a) {
     o.rtol = a.rtol;
     o.atol = a.atol;
     o.seed = a.seed;
-    o.checkpoint = a.checkpoint;
+    o.grad = a.checkpoint;
     GradCheckResult r = checkGradient(f, args, o, runner.get());
     all = all && r.passed;
     if (a.json) {
