@@ -540,6 +540,9 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
             ++direct;
         if (direct == all) logged.insert(v);
       }
+      // What reversing an iteration recomputes: the body with its nested loops' tape code
+      // (their reversal reads those tapes), without its own (this iteration's entry is kept).
+      Block recompute = ob;
       std::vector<Instr> newBody;
       // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
       for (size_t n = 0; n < ob.body.size(); ++n) {
@@ -601,7 +604,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       }
       ob.body.insert(ob.body.begin(), prologue.begin(), prologue.end());
       if (root) tapeValues(ob, &si, {k}, {si.extents[0]}, body);
-      tape.body = ob;
+      tape.body = std::move(recompute);
       loopTapes_[&si] = std::move(tape);
     }
     body.push_back(std::move(oi));
