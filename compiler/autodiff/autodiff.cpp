@@ -317,6 +317,15 @@ private:
     auto it = valueTapeRoot_.find(buf);
     return it != valueTapeRoot_.end() && filled_.count(it->second);
   }
+  static void dropValueTapeStores(Block& b) {
+    std::vector<Instr> keep;
+    for (Instr& in : b.body) {
+      for (Block& r : in.regions)
+        dropValueTapeStores(r);
+      if (!(in.op == Op::BufStore && in.ival == kValueTapeStore)) keep.push_back(std::move(in));
+    }
+    b.body = std::move(keep);
+  }
   void tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std::vector<Poly> ext,
                   std::vector<Instr>& alloc);
   const Instr* cur_ = nullptr;
@@ -419,11 +428,15 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
     bool sequential = si.op == Op::For && si.ival == 1;
     bool checkpointed = sequential && depth == 0 && opt_.checkpointing() && !dynamicTrips;
-    // The outermost sequential loops that keep every iteration (no checkpointing) tape the
-    // costly values computed inside them (see tapeValues).
+    // The outermost sequential loops tape the costly values computed inside them (see
+    // tapeValues): for every iteration, or with uniform checkpointing for one segment (the
+    // one being reversed). Under binomial checkpointing each step is recomputed right before
+    // it is reversed, so only its nested loops keep value tapes.
+    bool binomial = opt_.snapshots > 0 || opt_.memory > 0;
     bool root = sequential && !checkpointed && !underRoot;
+    bool segmentRoot = checkpointed && !binomial && !underRoot;
     for (size_t r = 0; r < si.regions.size(); ++r)
-      tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root);
+      tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root || segmentRoot);
     if (checkpointed) {
       // Checkpointing (top-level loops): states at some iterations, nothing else.
       std::set<int> declared, written;
@@ -439,7 +452,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       int k = ob.args[0];
       tape.body = ob; // what the reverse sweep recomputes: without the saves below
       Block save;
-      if (opt_.snapshots > 0 || opt_.memory > 0) {
+      if (binomial) {
         // Binomial: S slots, a stack of (step, state); the forward sweep fills it as Revolve
         // places snapshots over the whole loop (see reverseBinomial).
         tape.binomial = true;
@@ -506,6 +519,16 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
               [] {});
           return -1;
         });
+        if (segmentRoot) {
+          // The value tape holds one segment, at k % c; the segment's forward run in the
+          // reverse sweep fills it (the forward sweep does not store).
+          Block kb =
+              b_.buildBlock({}, [&] { return b_.binary(Op::Mod, k, b_.size(tape.segment)); });
+          ob.body.insert(ob.body.begin(), kb.body.begin(), kb.body.end());
+          tapeValues(ob, &si, {kb.yields[0]}, {tape.segment}, body);
+          tape.body = ob;
+          dropValueTapeStores(ob);
+        }
       }
       ob.body.insert(ob.body.begin(), save.body.begin(), save.body.end());
       loopTapes_[&si] = std::move(tape);
@@ -823,7 +846,9 @@ void Reverse::reverseCheckpointed(const Instr& in) {
           [] {});
       return -1;
     });
-    // Backwards over it: restore, recompute, reverse.
+    // Backwards over it: restore, recompute (loading the values the forward run taped),
+    // reverse.
+    filled_.insert(&in);
     b_.forLoop({tape.segment}, [&](const std::vector<int>& jj) {
       int j = b_.binary(Op::Sub, b_.binary(Op::Sub, c, b_.constInt(1)), jj[0]);
       int k = b_.binary(Op::Add, lo, j);
@@ -843,6 +868,7 @@ void Reverse::reverseCheckpointed(const Instr& in) {
           [] {});
       return -1;
     });
+    filled_.erase(&in);
     return -1;
   });
   // Leave the vars as they were before the loop.
