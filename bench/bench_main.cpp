@@ -252,8 +252,21 @@ void BM_LstmL2C1024_GradientCheckpointSqrt(benchmark::State& st) {
     benchmark::DoNotOptimize(adbench::runLstm(m, d.s).loss);
 }
 
+/// Binomial checkpointing within 64 KiB of snapshots (a state is hidden, cell, x and total:
+/// 2 l b + b + 1 = 71 f64, 568 bytes; so 115 snapshots for the 1023 steps).
+void BM_LstmL2C1024_GradientRevolve64K(benchmark::State& st) {
+  auto& d = lstm();
+  if (!d.ok) return st.SkipWithError("ADBench lstm/lstm_l2_c1024.txt not found");
+  slope::Options o;
+  o.checkpoint_memory = 64 * 1024;
+  static slope::Module m = slope::compile_file(samplePath("adbench/lstm.slope"), o);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(adbench::runLstm(m, d.s).loss);
+}
+
 BENCHMARK(BM_LstmL2C1024_Objective)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LstmL2C1024_GradientCheckpointSqrt)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_LstmL2C1024_GradientRevolve64K)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LstmL2C1024_Gradient)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Gmm10k_Objective)->Unit(benchmark::kMillisecond);

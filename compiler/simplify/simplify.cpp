@@ -3,6 +3,7 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/ir/builder.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -171,7 +172,7 @@ void rewriteInPlace(Instr& in, Ctx& c) {
 
 class Simplifier {
 public:
-  explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}, {}} {}
+  Simplifier(ir::Function& f, const SimplifyOptions& opt) : f_(f), ctx_{f, {}, {}, {}}, opt_(opt) {}
   void record(const Instr& in) {
     if (in.result < 0 || !in.regions.empty()) return;
     Instr c = in;
@@ -189,6 +190,14 @@ public:
       promoteAccumulators(f_.body);
       scatterToGather(f_.body);
       copies(f_.body);
+      if (opt_.memory) {
+        buffers_.clear();
+        ir::forEachInstr(f_.body, [&](const Instr& i) {
+          if (i.op == Op::BufZeros) buffers_.insert(i.result);
+        });
+        forwardSnapshots(f_.body);
+        deadStores(f_.body);
+      }
       dce();
       hoist(f_.body);
       if (!changed_) break;
@@ -512,6 +521,181 @@ private:
     applyReplacements(b);
   }
 
+  // --- loads through snapshots --------------------------------------------------------------
+  static bool writes(const Instr& in, int buf) {
+    bool w = false;
+    auto check = [&](const Instr& i) {
+      if ((i.op == Op::BufStore || i.op == Op::BufAdd) && i.args[0] == buf) w = true;
+    };
+    check(in);
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, check);
+    return w;
+  }
+  static bool reads(const Instr& in, int buf) {
+    bool rd = false;
+    auto check = [&](const Instr& i) {
+      if (i.op == Op::Load && i.args[0] == buf) rd = true;
+      if (i.op == Op::BufAdd && i.args[0] == buf) rd = true;
+      for (size_t k = 1; k < i.args.size(); ++k)
+        if (i.args[k] == buf) rd = true; // any other use of the buffer as a value
+    };
+    check(in);
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, check);
+    return rd;
+  }
+  /// Loads of `snap` in `in` (nested included) -> loads of buf at prefix ++ their indices.
+  static void redirect(Instr& in, int snap, int buf, const std::vector<int>& prefix,
+                       const Instr& copyLoad) {
+    if (in.op == Op::Load && in.args[0] == snap) {
+      std::vector<int> args{buf};
+      args.insert(args.end(), prefix.begin(), prefix.end());
+      args.insert(args.end(), in.args.begin() + 1, in.args.end());
+      in.args = std::move(args);
+      in.checked = in.checked && copyLoad.checked;
+      in.name = copyLoad.name;
+      if (!copyLoad.checked) in.loc = copyLoad.loc;
+    }
+    for (Block& r : in.regions)
+      for (Instr& i : r.body)
+        redirect(i, snap, buf, prefix, copyLoad);
+  }
+  /// Whether `q`, which writes buf and reads snap (a copy of buf at prefix), updates buf in
+  /// place element by element: a `for` whose iterations each read snap only where they then
+  /// write buf, at an index that differs between iterations, so every read sees the value
+  /// from before q, as through the copy.
+  bool inPlace(const Instr& q, int snap, int buf, const std::vector<int>& prefix) const {
+    if (q.op != Op::For || q.ival != 0) return false;
+    const Block& r = q.regions[0];
+    std::set<int> inside(r.args.begin(), r.args.end());
+    for (const Instr& i : r.body) {
+      if (i.result >= 0) inside.insert(i.result);
+      for (const Block& nr : i.regions)
+        ir::forEachInstr(nr, [&](const Instr& x) {
+          if (x.result >= 0) inside.insert(x.result);
+        });
+    }
+    std::optional<std::vector<int>> where; // the one index q writes buf at
+    bool storeSeen = false;
+    for (const Instr& i : r.body) {
+      bool direct = (i.op == Op::BufStore || i.op == Op::BufAdd) && i.args[0] == buf;
+      if (direct) {
+        std::vector<int> idx(i.args.begin() + 1, i.args.end() - 1);
+        if (where && *where != idx) return false;
+        where = idx;
+        storeSeen = true;
+        continue;
+      }
+      if (!i.regions.empty() && (writes(i, buf) || reads(i, snap))) return false;
+      if (i.op == Op::Load && i.args[0] == snap) {
+        if (storeSeen) return false;
+        continue;
+      }
+      for (int a : i.args)
+        if (a == snap) return false;
+    }
+    if (!where) return false;
+    for (int a : r.args)
+      if (std::count(where->begin(), where->end(), a) != 1) return false;
+    for (int v : *where)
+      if (inside.count(v) && std::find(r.args.begin(), r.args.end(), v) == r.args.end())
+        return false;
+    for (const Instr& i : r.body)
+      if (i.op == Op::Load && i.args[0] == snap) {
+        std::vector<int> idx = prefix;
+        idx.insert(idx.end(), i.args.begin() + 1, i.args.end());
+        if (idx != *where) return false;
+      }
+    return true;
+  }
+  /// `S = comp [j...] { load B[p..., j...] }` copies part of a buffer B (a var's snapshot, a
+  /// tape's row). Until something writes B again, a load S[i...] reads what B[p..., i...]
+  /// holds: loads before the next write (or within an element-wise in-place update of B, see
+  /// inPlace) read B directly, and the copy goes when nothing else reads it.
+  void forwardSnapshots(Block& b) {
+    for (Instr& in : b.body)
+      for (Block& r : in.regions)
+        forwardSnapshots(r);
+    for (size_t n = 0; n < b.body.size(); ++n) {
+      const Instr& s = b.body[n];
+      if (s.op != Op::Comp || s.result < 0) continue;
+      const Block& r = s.regions[0];
+      if (r.body.size() != 1 || r.yields.size() != 1) continue;
+      const Instr& l = r.body[0];
+      if (l.op != Op::Load || l.result != r.yields[0] || !buffers_.count(l.args[0])) continue;
+      size_t rank = r.args.size();
+      if (l.args.size() < 1 + rank) continue;
+      std::vector<int> prefix(l.args.begin() + 1, l.args.end() - static_cast<long>(rank));
+      if (!std::equal(r.args.begin(), r.args.end(), l.args.end() - static_cast<long>(rank)))
+        continue;
+      bool usesArg = false;
+      for (int p : prefix)
+        usesArg = usesArg || std::count(r.args.begin(), r.args.end(), p);
+      if (usesArg) continue;
+      int snap = s.result, buf = l.args[0];
+      const Instr copyLoad = l;
+      for (size_t m = n + 1; m < b.body.size(); ++m) {
+        Instr& q = b.body[m];
+        bool w = writes(q, buf);
+        if (!reads(q, snap)) {
+          if (w) break;
+          continue;
+        }
+        if (w && !inPlace(q, snap, buf, prefix)) break;
+        redirect(q, snap, buf, prefix, copyLoad);
+        changed_ = true;
+        if (w) break;
+      }
+    }
+  }
+
+  // --- dead stores -------------------------------------------------------------------------
+  /// Within a block: a store to B[I] that a later store to B[I] overwrites before anything
+  /// reads B is dead; and `v = load B[I]; ...; store B[I], v` with no write to B in between
+  /// stores what is already there. (What reversing a recomputed write leaves: the write, then
+  /// putting back the value it overwrote.)
+  void deadStores(Block& b) {
+    for (Instr& in : b.body)
+      for (Block& r : in.regions)
+        deadStores(r);
+    std::vector<char> drop(b.body.size(), 0);
+    auto index = [](const Instr& st) {
+      return std::vector<int>(st.args.begin() + 1, st.args.end() - 1);
+    };
+    for (size_t n = 0; n < b.body.size(); ++n) {
+      const Instr& st = b.body[n];
+      if (st.op != Op::BufStore) continue;
+      int buf = st.args[0];
+      for (size_t m = n + 1; m < b.body.size(); ++m) {
+        const Instr& q = b.body[m];
+        if (q.op == Op::BufStore && q.args[0] == buf && index(q) == index(st) && !reads(q, buf)) {
+          drop[n] = 1;
+          break;
+        }
+        if (reads(q, buf) || writes(q, buf)) break;
+      }
+      if (drop[n]) continue;
+      // store B[I], v where v = load B[I] with no write to B since.
+      for (size_t m = n; m-- > 0;) {
+        const Instr& q = b.body[m];
+        if (q.op == Op::Load && q.result == st.args.back() && q.args[0] == buf &&
+            std::vector<int>(q.args.begin() + 1, q.args.end()) == index(st)) {
+          drop[n] = 1;
+          break;
+        }
+        if (writes(q, buf) && !drop[m]) break;
+      }
+    }
+    std::vector<Instr> keep;
+    for (size_t n = 0; n < b.body.size(); ++n)
+      if (drop[n])
+        changed_ = true;
+      else
+        keep.push_back(std::move(b.body[n]));
+    b.body = std::move(keep);
+  }
+
   // --- dead code ---------------------------------------------------------------------------
   static bool hasEffects(const Instr& in) {
     if (in.op == Op::BufAdd || in.op == Op::BufStore || in.op == Op::SizeDef || in.op == Op::For ||
@@ -620,6 +804,8 @@ private:
 
   ir::Function& f_;
   Ctx ctx_;
+  SimplifyOptions opt_;
+  std::set<int> buffers_; // buf.zeros results: memory, not values
   std::unordered_map<int, int> repl_;
   bool changed_ = false;
 };
@@ -636,6 +822,11 @@ const std::vector<SimplifyRule>& simplifyRules() {
     v.push_back({"mul-minus-one", "x * -1 -> -x", "exact"});
     v.push_back({"cse", "a second identical pure op -> the first", "exact"});
     v.push_back({"copy", "comp [i < shape(T)] { T[i] } -> T", "exact"});
+    v.push_back(
+        {"snapshot", "S = comp [j] { B[p, j] }; S[i] -> B[p, i] until B is next written", "exact"});
+    v.push_back({"dead-store",
+                 "store B[I] overwritten before B is read, store B[I], load B[I] -> removed",
+                 "exact"});
     v.push_back({"scatter-to-gather",
                  "buf.zeros + a loop that adds each element once at its own index -> comp",
                  "exact up to the sign of zero"});
@@ -649,8 +840,8 @@ const std::vector<SimplifyRule>& simplifyRules() {
   return all;
 }
 
-void simplify(ir::Function& f) {
-  Simplifier s(f);
+void simplify(ir::Function& f, const SimplifyOptions& opt) {
+  Simplifier s(f, opt);
   s.run();
 }
 
