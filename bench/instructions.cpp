@@ -4,9 +4,12 @@
 //   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null
 //            build/bench/slope_instructions WHAT
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
+//         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
-// quick; the counts scale linearly in N.
+// quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (read from
+// ../shared/data/adbench/), with checkpointing as in bench_main.cpp.
+#include "../samples/adbench/lstm_io.hpp"
 #include "mixture_problem.hpp"
 
 #include <slope/slope.hpp>
@@ -24,6 +27,29 @@ int main(int argc, char** argv) {
   auto args = p.args();
   auto gargs = p.gradArgs();
   double r = 0;
+  if (what.rfind("lstm-", 0) == 0) {
+    std::string src = std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/lstm.slope";
+    adbench::LstmInput s = adbench::readLstm(std::string(SLOPE_SOURCE_DIR) +
+                                             "/../shared/data/adbench/lstm/lstm_l2_c1024.txt");
+    slope::Options o;
+    if (what == "lstm-gradient-sqrt") o.checkpoint = -1;
+    if (what == "lstm-gradient-revolve64k") o.checkpoint_memory = 64 * 1024;
+    slope::Module lm = slope::compile_file(src, o);
+    slope::Function obj = lm.function("lstm");
+    slope::Gradient grad = lm.gradient("lstm", {"main", "extra"});
+    std::vector<double> dmain(s.main.size()), dextra(s.extra.size());
+    auto largs = adbench::lstmArgs(s);
+    auto gargs = largs;
+    gargs.push_back(slope::View(dmain.data(), {s.l, 2, 4, s.b}));
+    gargs.push_back(slope::View(dextra.data(), {3, s.b}));
+    (void)grad.raw(); // compile before counting
+    (void)obj.raw();
+    CALLGRIND_START_INSTRUMENTATION;
+    r = what == "lstm-objective" ? obj.call(largs) : grad.call(gargs);
+    CALLGRIND_STOP_INSTRUMENTATION;
+    std::printf("%s = %.17g\n", what.c_str(), r);
+    return 0;
+  }
   CALLGRIND_START_INSTRUMENTATION;
   if (what == "mixture-forward")
     r = f.call(args);

@@ -4,7 +4,9 @@
 // tensors are plain row-major buffers. The entry point has the C ABI of abi.h and unpacks its
 // arguments into an internal function whose tensor parameters are `noalias`, so that LLVM's
 // loop vectoriser can take the loops. Temporaries are malloc'd; every allocation has a slot
-// that the exit path frees, so an error in the middle of a loop leaks nothing. Checks
+// that the exit path frees, so an error in the middle of a loop leaks nothing. A temporary
+// made inside a loop keeps its buffer from one iteration to the next (grown when an
+// iteration needs more), so loops do not call malloc and free per iteration. Checks
 // (subscripts not proven at compile time, integer division, computed extents) branch to a
 // cold block that records the site and returns an error code.
 
@@ -155,31 +157,48 @@ private:
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
-  /// A heap buffer of n elements (zeroed if asked), freed on exit or at the end of the
-  /// enclosing region's iteration.
+  /// A heap buffer of n elements (zeroed if asked), freed on exit. Inside a region the site
+  /// reuses its buffer from the previous iteration when it is large enough: the IR's values
+  /// do not outlive the iteration that made them, so nothing still reads it.
   llvm::Value* allocate(DType t, llvm::Value* n, bool zero) {
     llvm::Value* bytes = B_.CreateMul(n, i64(static_cast<int64_t>(dtypeSize(t))));
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
-    llvm::Value* p =
-        zero ? B_.CreateCall(callocFn(), {bytes, i64(1)}) : B_.CreateCall(mallocFn(), {bytes});
     llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "slot");
+    llvm::AllocaInst* cap = regionDepth_ > 0 ? entryAlloca(B_.getInt64Ty(), "cap") : nullptr;
     {
       llvm::IRBuilder<> E(ctx_);
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), slot);
+      if (cap) E.CreateStore(i64(0), cap);
     }
     slots_.push_back(slot);
-    check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
-    B_.CreateStore(p, slot);
-    if (!iterAllocs_.empty()) iterAllocs_.back().push_back(slot);
-    return p;
-  }
-  /// Frees what the current region iteration allocated.
-  void freeIteration(const std::vector<llvm::AllocaInst*>& slots) {
-    for (llvm::AllocaInst* s : slots) {
-      B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
-      B_.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), s);
+    auto fresh = [&] {
+      llvm::Value* p =
+          zero ? B_.CreateCall(callocFn(), {bytes, i64(1)}) : B_.CreateCall(mallocFn(), {bytes});
+      B_.CreateStore(p, slot); // (before the check: the exit path frees what the slot holds)
+      check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
+    };
+    if (!cap) {
+      fresh();
+      return B_.CreateLoad(B_.getPtrTy(), slot);
     }
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* grow = llvm::BasicBlock::Create(ctx_, "grow", fn);
+    auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", fn);
+    auto* done = llvm::BasicBlock::Create(ctx_, "allocated", fn);
+    B_.CreateCondBr(B_.CreateICmpUGT(bytes, B_.CreateLoad(B_.getInt64Ty(), cap)), grow, reuse);
+    B_.SetInsertPoint(grow);
+    B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), slot)});
+    fresh();
+    B_.CreateStore(bytes, cap);
+    B_.CreateBr(done);
+    B_.SetInsertPoint(reuse);
+    if (zero)
+      B_.CreateMemSet(B_.CreateLoad(B_.getPtrTy(), slot), B_.getInt8(0), bytes,
+                      llvm::MaybeAlign(8));
+    B_.CreateBr(done);
+    B_.SetInsertPoint(done);
+    return B_.CreateLoad(B_.getPtrTy(), slot);
   }
   llvm::FunctionCallee mallocFn() {
     auto c = mod_->getOrInsertFunction("malloc", B_.getPtrTy(), B_.getInt64Ty());
@@ -260,15 +279,14 @@ private:
     loopNest(ext, [&](const std::vector<llvm::Value*>& idx) {
       for (size_t k = 0; k < idx.size(); ++k)
         vals_[r.args[k]] = idx[k];
-      iterAllocs_.emplace_back();
+      ++regionDepth_;
       block(r);
       llvm::Value* y = r.yields.empty() ? nullptr : val(r.yields[0]);
       llvm::Value* flat = i64(0);
       for (size_t k = 0; k < idx.size(); ++k)
         flat = B_.CreateAdd(B_.CreateMul(flat, ext[k], "", true, true), idx[k], "", true, true);
       after(y, flat);
-      freeIteration(iterAllocs_.back());
-      iterAllocs_.pop_back();
+      --regionDepth_;
     });
   }
 
@@ -320,7 +338,7 @@ private:
   llvm::Value* errArg_ = nullptr;
   llvm::StructType* errTy_ = nullptr;
   std::vector<llvm::AllocaInst*> slots_;
-  std::vector<std::vector<llvm::AllocaInst*>> iterAllocs_;
+  int regionDepth_ = 0;                         // regions (loop bodies, branches) being generated
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
   std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
@@ -779,7 +797,7 @@ void Gen::instr(const Instr& in) {
       B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
       for (int k = 0; k < 2; ++k) {
         B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
-        iterAllocs_.emplace_back();
+        ++regionDepth_;
         block(in.regions[k]);
         if (rt) {
           llvm::Value* y = val(in.regions[k].yields[0]);
@@ -791,8 +809,7 @@ void Gen::instr(const Instr& in) {
             B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
           }
         }
-        freeIteration(iterAllocs_.back());
-        iterAllocs_.pop_back();
+        --regionDepth_;
         B_.CreateBr(join);
       }
       B_.SetInsertPoint(join);

@@ -66,7 +66,7 @@ static int64_t peakIn(const Block& b, const Function& f,
       here += n;
     }
     for (const Block& r : in.regions)
-      inner = std::max(inner, peakIn(r, f, sizes));
+      inner += peakIn(r, f, sizes);
   }
   return here + inner;
 }

@@ -98,7 +98,8 @@ struct Function {
 };
 
 /// Peak bytes of buffers (vars, tapes, adjoint accumulators) live at once, read off the IR:
-/// a block's own buffers plus the largest peak among the regions it runs one after another.
+/// every buf.zeros at its size, those inside regions once (generated code keeps a region's
+/// buffer from one iteration to the next, and until the function returns).
 /// The function's results (gradients, as large as the inputs) are not counted. `sizes` must
 /// include the derived sizes.
 int64_t peakBufferBytes(const Function& f, const std::map<std::string, int64_t>& sizes);
