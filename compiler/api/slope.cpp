@@ -55,6 +55,16 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
       names += (names.empty() ? "" : ", ") + n;
     throw std::invalid_argument("no function '" + name + "' (the module has: " + names + ")");
   }
+  // Asked for before with the same words: no lowering to resolve wrt again (a host that asks
+  // for the gradient on every call pays a map lookup, not a front-end run).
+  std::string asked = name + (grad ? "|grad?" : "");
+  for (const auto& w : wrtIn)
+    asked += "|" + w;
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(asked);
+    if (it != cache.end()) return it->second;
+  }
   std::string key = name;
   std::vector<std::string> wrt;
   if (grad) {
@@ -70,7 +80,10 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   }
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
+  if (it != cache.end()) {
+    cache[asked] = it->second;
+    return it->second;
+  }
   auto c = std::make_shared<Compiled>();
   ir::Function fwd = program->forward(name);
   c->valueResults = fwd.body.yields.size();
@@ -86,6 +99,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   c->sig.size_names = c->f.sizeNames();
   if (jit) c->jit = jit->add(c->f);
   cache[key] = c;
+  cache[asked] = c;
   return c;
 }
 
