@@ -427,12 +427,15 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     // (A trip count known only inside the function cannot size checkpoints made on entry.)
     bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
     bool sequential = si.op == Op::For && si.ival == 1;
-    bool checkpointed = sequential && depth == 0 && opt_.checkpointing() && !dynamicTrips;
+    // Binomial checkpointing needs the trip count on loop entry only; uniform checkpointing
+    // sizes its checkpoints on function entry, so a data-dependent trip count keeps a full tape.
+    bool binomial = opt_.snapshots > 0 || opt_.memory > 0;
+    bool checkpointed =
+        sequential && depth == 0 && opt_.checkpointing() && (binomial || !dynamicTrips);
     // The outermost sequential loops tape the costly values computed inside them (see
     // tapeValues): for every iteration, or with uniform checkpointing for one segment (the
     // one being reversed). Under binomial checkpointing each step is recomputed right before
     // it is reversed, so only its nested loops keep value tapes.
-    bool binomial = opt_.snapshots > 0 || opt_.memory > 0;
     bool root = sequential && !checkpointed && !underRoot;
     bool segmentRoot = checkpointed && !binomial && !underRoot;
     for (size_t r = 0; r < si.regions.size(); ++r)
@@ -465,10 +468,12 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
           stateBytes = stateBytes + n;
         }
         std::string sn = "#snapshots" + std::to_string(id);
+        // No more slots than steps; a trip count known only on loop entry cannot cap them.
+        Poly cap = dynamicTrips ? Poly(int64_t(1) << 40) : e;
         if (opt_.memory > 0)
-          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.memory), stateBytes, e});
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.memory), stateBytes, cap});
         else
-          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), e});
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), cap});
         tape.snapshots = Poly::var(sn);
         for (int v : written)
           if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
