@@ -193,6 +193,38 @@ private:
     return w;
   }
   void tapeLoops(Block& out, const Block& src, int depth = 0, bool underRoot = false);
+  /// Whether an iteration of loop body sb overwrites all of var v before anything reads it:
+  /// then the state it starts from holds nothing the iteration needs, and v stays off the
+  /// tape (a temporary declared outside the loop, such as the LSTM's layer input).
+  bool killedBeforeRead(const Block& sb, int v) const {
+    auto reads = [&](const Instr& in) {
+      bool r = false;
+      auto check = [&](const Instr& i) {
+        for (size_t k = 0; k < i.args.size(); ++k)
+          if (i.args[k] == v && !(k == 0 && i.op == Op::BufStore)) r = true;
+      };
+      check(in);
+      for (const Block& b : in.regions)
+        ir::forEachInstr(b, check);
+      return r;
+    };
+    const ir::Type& t = src_.types[v];
+    for (const Instr& in : sb.body) {
+      if (reads(in)) return false;
+      if (t.rank() == 0 && in.op == Op::BufStore && in.args.size() == 2 && in.args[0] == v)
+        return true;
+      if (in.op == Op::For && in.ival == 0 && in.extents == t.shape)
+        for (const Instr& x : in.regions[0].body)
+          if (x.op == Op::BufStore && x.args[0] == v &&
+              std::vector<int>(x.args.begin() + 1, x.args.end() - 1) == in.regions[0].args)
+            return true;
+    }
+    return false;
+  }
+  void dropKilled(const Block& sb, std::set<int>& written) const {
+    for (auto it = written.begin(); it != written.end();)
+      it = killedBeforeRead(sb, *it) ? written.erase(it) : std::next(it);
+  }
   /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
   /// `into`.
   int tapeBuffer(int v, const Poly& count, std::vector<Instr>& into) {
@@ -447,6 +479,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         if (i.op == Op::BufZeros) declared.insert(i.result);
         if (i.op == Op::BufStore) written.insert(i.args[0]);
       });
+      dropKilled(si.regions[0], written);
       LoopTape tape;
       tape.checkpointed = true;
       const Poly& e = si.extents[0];
@@ -547,6 +580,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         if (i.op == Op::BufZeros) declared.insert(i.result);
         if (i.op == Op::BufStore) written.insert(i.args[0]);
       });
+      dropKilled(si.regions[0], written);
       LoopTape tape;
       Block& ob = oi.regions[0];
       std::vector<Instr> prologue;

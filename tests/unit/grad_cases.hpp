@@ -110,6 +110,11 @@ inline const Case kLoopCases[] = {
      "fn f(W: $T[l, m], x: $T[n, m]) -> $T { var h = zeros($T[l, m]); var total = 0.0; for t in "
      "0..n { var inp = x[t]; for i in 0..l { h[i] = tanh(inp * W[i] + h[i]) * sigmoid(h[i] - "
      "inp); inp = h[i]; } total = total + log(sum(exp(inp)) + 1); } total }"},
+    // Temporaries declared outside the loop and overwritten before they are read stay off
+    // the tape (tmp, u).
+    {"loop_temporaries",
+     "fn f(x: $T[n]) -> $T { var tmp = zeros($T[n]); var u = 0.0; var s = 0.3; for t in 0..n { "
+     "tmp = x * s + 1.0; u = s * x[t]; s = sum(sin(tmp)) * 0.2 + u; } s + u + sum(tmp) }"},
     {"loop_costly_branch",
      "fn f(x: $T[n]) -> $T { var s = 0.5; for t in 0..n { s = if x[t] > 0.0 { exp(-s * x[t]) } "
      "else { s + cos(x[t] * s) }; } s }"},
