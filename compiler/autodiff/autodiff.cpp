@@ -221,6 +221,98 @@ private:
     }
     return false;
   }
+  /// The values of loop body sb whose primal the reverse sweep needs (forward ids): operands
+  /// of ops whose adjoints read them (a product's factors when the other one is active, a
+  /// transcendental's argument, a condition, a subscript), then, backwards, whatever computing
+  /// those needs, through memory as well (a var is needed when a load of it is; then so is
+  /// every value stored into it). A var outside this set feeds only sums, differences,
+  /// scalings by constants and other such vars: the reverse sweep never needs its value, so
+  /// the tape need not hold it.
+  std::set<int> neededIn(const Block& sb) const {
+    std::set<int> need;
+    for (bool changed = true; changed;) {
+      changed = false;
+      auto mark = [&](int v) {
+        if (v >= 0 && need.insert(v).second) changed = true;
+      };
+      ir::forEachInstr(sb, [&](const Instr& i) {
+        bool res = i.result >= 0 && need.count(i.result);
+        auto yields = [&] {
+          for (const Block& r : i.regions)
+            for (int y : r.yields)
+              mark(y);
+        };
+        switch (i.op) {
+        case Op::Load:
+          for (size_t k = 1; k < i.args.size(); ++k)
+            mark(i.args[k]);
+          if (res) mark(i.args[0]);
+          return;
+        case Op::BufStore:
+        case Op::BufAdd:
+          for (size_t k = 1; k + 1 < i.args.size(); ++k)
+            mark(i.args[k]);
+          if (need.count(i.args[0])) mark(i.args.back());
+          return;
+        case Op::SizeDef: mark(i.args[0]); return;
+        case Op::Comp:
+        case Op::ReduceSum:
+        case Op::Stack:
+          if (res) {
+            yields();
+            for (int a : i.args)
+              mark(a);
+          }
+          return;
+        case Op::ReduceProd:
+        case Op::ReduceMax:
+        case Op::ReduceMin:
+        case Op::ReduceLse:
+        case Op::ArgMax:
+        case Op::ArgMin: yields(); return; // their adjoints read the elements
+        case Op::If:
+          mark(i.args[0]);
+          if (res) yields();
+          return;
+        case Op::For:
+        case Op::BufZeros:
+        case Op::Param:
+        case Op::Const:
+        case Op::Size: return;
+        default: break;
+        }
+        if (res)
+          for (int a : i.args)
+            mark(a);
+        bool adjoint = i.result >= 0 && isFloat(src_.types[i.result].dtype) && active(i.result);
+        if (!adjoint) return;
+        switch (i.op) {
+        case Op::Add:
+        case Op::Sub:
+        case Op::Neg:
+        case Op::Cast: return;
+        case Op::Mul:
+          if (active(i.args[1])) mark(i.args[0]);
+          if (active(i.args[0])) mark(i.args[1]);
+          return;
+        case Op::Div:
+          if (active(i.args[0])) mark(i.args[1]);
+          if (active(i.args[1])) mark(i.args[0]), mark(i.args[1]);
+          return;
+        case Op::Select: mark(i.args[0]); return;
+        default:
+          for (int a : i.args)
+            mark(a);
+        }
+      });
+    }
+    return need;
+  }
+  void dropUnneeded(const Block& sb, std::set<int>& written) const {
+    std::set<int> need = neededIn(sb);
+    for (auto it = written.begin(); it != written.end();)
+      it = need.count(*it) ? std::next(it) : written.erase(it);
+  }
   void dropKilled(const Block& sb, std::set<int>& written) const {
     for (auto it = written.begin(); it != written.end();)
       it = killedBeforeRead(sb, *it) ? written.erase(it) : std::next(it);
@@ -480,6 +572,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         if (i.op == Op::BufStore) written.insert(i.args[0]);
       });
       dropKilled(si.regions[0], written);
+      dropUnneeded(si.regions[0], written);
       LoopTape tape;
       tape.checkpointed = true;
       const Poly& e = si.extents[0];
@@ -581,6 +674,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         if (i.op == Op::BufStore) written.insert(i.args[0]);
       });
       dropKilled(si.regions[0], written);
+      dropUnneeded(si.regions[0], written);
       LoopTape tape;
       Block& ob = oi.regions[0];
       std::vector<Instr> prologue;

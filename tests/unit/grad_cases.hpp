@@ -115,6 +115,10 @@ inline const Case kLoopCases[] = {
     {"loop_temporaries",
      "fn f(x: $T[n]) -> $T { var tmp = zeros($T[n]); var u = 0.0; var s = 0.3; for t in 0..n { "
      "tmp = x * s + 1.0; u = s * x[t]; s = sum(sin(tmp)) * 0.2 + u; } s + u + sum(tmp) }"},
+    // acc only ever has terms added: its value is never needed, so it is not taped.
+    {"loop_linear_accumulator",
+     "fn f(A: $T[n, m], x: $T[n]) -> $T { var acc = zeros($T[m]); var s = 1.0; for t in 0..n { "
+     "acc = acc + A[t] * s; s = s * 0.9 + x[t] * x[t]; } sum(acc * acc) + s }"},
     {"loop_costly_branch",
      "fn f(x: $T[n]) -> $T { var s = 0.5; for t in 0..n { s = if x[t] > 0.0 { exp(-s * x[t]) } "
      "else { s + cos(x[t] * s) }; } s }"},
