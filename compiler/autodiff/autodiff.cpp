@@ -148,6 +148,26 @@ private:
     for (size_t k = 0; k < fb.args.size(); ++k)
       primal_[fb.args[k]] = idx[k];
   }
+  /// Reverses one iteration of a loop body at index values idx: recompute `recompute` (the
+  /// body, with whatever tape code it carries), then run the body's adjoint.
+  void reverseIteration(const Block& body, const Block& recompute, const std::vector<int>& idx) {
+    pushScope(&body);
+    mapArgs(body, idx);
+    emitClone(recompute);
+    size_t mark = b_.current().body.size();
+    reverseBlock(body);
+    popScope(mark);
+  }
+  /// buf[idx...] = value, with subscripts known to be in range (tape bookkeeping).
+  void storeAt(int buf, const std::vector<int>& idx, int value) {
+    Instr st;
+    st.op = Op::BufStore;
+    st.args.push_back(buf);
+    st.args.insert(st.args.end(), idx.begin(), idx.end());
+    st.args.push_back(value);
+    st.checked = true;
+    b_.emitEffect(st);
+  }
   /// Reverses a region body in the current block, seeding its yield with `seed`.
   void reverseBody(const Block& fb, const std::vector<int>& idx, const std::function<int()>& seed) {
     pushScope(&fb);
@@ -355,14 +375,8 @@ private:
     auto id = [&](int v) { return forward ? v : primal(v); };
     for (const auto& [v, snap] : tape.vars)
       copyVar(id(snap), {t}, id(v), {}, src_.types[v]);
-    auto store = [&](int buf, std::vector<int> idx, int value) {
-      Instr st;
-      st.op = Op::BufStore;
-      st.args.push_back(id(buf));
-      st.args.insert(st.args.end(), idx.begin(), idx.end());
-      st.args.push_back(value);
-      st.checked = true;
-      b_.emitEffect(st);
+    auto store = [&](int buf, const std::vector<int>& idx, int value) {
+      storeAt(id(buf), idx, value);
     };
     int one = b_.constInt(1);
     int t1 = b_.binary(Op::Add, t, one);
@@ -881,12 +895,7 @@ void Reverse::reverseEffect(const Instr& in) {
   const Block& body = in.regions[0];
   if (in.ival != 1) { // independent iterations (element writes): reverse each
     b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
-      pushScope(&body);
-      mapArgs(body, idx);
-      emitClone(body);
-      size_t mark = b_.current().body.size();
-      reverseBlock(body);
-      popScope(mark);
+      reverseIteration(body, body, idx);
       return -1;
     });
     return;
@@ -918,13 +927,8 @@ void Reverse::reverseEffect(const Instr& in) {
       }
     };
     undo();
-    pushScope(&body);
-    mapArgs(body, {k});
-    emitClone(tape.body); // the forward body, nested tapes included
-    size_t mark = b_.current().body.size();
-    reverseBlock(body);
-    popScope(mark);
-    undo(); // the recomputation wrote them again
+    reverseIteration(body, tape.body, {k}); // (tape.body: nested loops' tapes included)
+    undo();                                 // the recomputation wrote them again
     return -1;
   });
   if (root) filled_.erase(&in);
@@ -991,12 +995,7 @@ void Reverse::reverseCheckpointed(const Instr& in) {
             for (size_t n = 0; n < tape.vars.size(); ++n)
               copyVar(primal(tape.vars[n].first), {}, local[n], {j},
                       src_.types[tape.vars[n].first]);
-            pushScope(&body);
-            mapArgs(body, {k});
-            emitClone(tape.body);
-            size_t mark = b_.current().body.size();
-            reverseBlock(body);
-            popScope(mark);
+            reverseIteration(body, tape.body, {k});
           },
           [] {});
       return -1;
@@ -1024,15 +1023,7 @@ void Reverse::reverseBinomial(const Instr& in) {
   const LoopTape& tape = loopTapes_.at(&in);
   const Block& body = in.regions[0];
   int top = primal(tape.top), pos = primal(tape.pos), next = primal(tape.next);
-  auto store = [&](int buf, std::vector<int> idx, int value) {
-    Instr st;
-    st.op = Op::BufStore;
-    st.args.push_back(buf);
-    st.args.insert(st.args.end(), idx.begin(), idx.end());
-    st.args.push_back(value);
-    st.checked = true;
-    b_.emitEffect(st);
-  };
+  auto store = [&](int buf, const std::vector<int>& idx, int value) { storeAt(buf, idx, value); };
   b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
     int one = b_.constInt(1);
     int S = b_.size(tape.snapshots);
@@ -1077,13 +1068,7 @@ void Reverse::reverseBinomial(const Instr& in) {
       primal_ = saved;
       return -1;
     });
-    // Step j: recompute, reverse.
-    pushScope(&body);
-    mapArgs(body, {j});
-    emitClone(tape.body);
-    size_t mark = b_.current().body.size();
-    reverseBlock(body);
-    popScope(mark);
+    reverseIteration(body, tape.body, {j}); // step j: recompute, reverse
     return -1;
   });
   // Leave the vars as they were before the loop (slot 0 holds step 0).
