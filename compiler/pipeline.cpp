@@ -73,16 +73,10 @@ ir::Function Program::forward(const std::string& name) const {
   std::optional<ir::Function> f;
   withLargeStack([&] {
     f = lowerFunction(module_, name, sink);
-    if (f) simplify(*f, SimplifyOptions{/*memory=*/false});
+    if (f) simplify(*f);
   });
   if (!f) throw std::invalid_argument("no function '" + name + "'");
   return *f;
-}
-
-ir::Function Program::runnable(const std::string& name) const {
-  ir::Function f = forward(name);
-  withLargeStack([&] { simplify(f); });
-  return f;
 }
 
 ir::Function Program::gradient(const std::string& name, const std::vector<std::string>& wrt,

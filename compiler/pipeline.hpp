@@ -29,11 +29,8 @@ public:
 
   std::vector<std::string> functionNames() const;
   bool hasFunction(const std::string& name) const;
-  /// Forward IR of one function (all calls inlined), as reverse mode takes it.
+  /// Forward IR of one function (all calls inlined), simplified.
   ir::Function forward(const std::string& name) const;
-  /// The forward function to run: forward() with the simplifier's memory rules too (see
-  /// SimplifyOptions), which differentiating it would not allow.
-  ir::Function runnable(const std::string& name) const;
   /// Gradient / VJP IR (see differentiate()).
   ir::Function gradient(const std::string& name, const std::vector<std::string>& wrt,
                         const GradOptions& opt = {}) const;

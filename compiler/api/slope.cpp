@@ -87,7 +87,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   auto c = std::make_shared<Compiled>();
   ir::Function fwd = program->forward(name);
   c->valueResults = fwd.body.yields.size();
-  c->f = grad ? program->gradient(name, wrt, gradOptions(options)) : program->runnable(name);
+  c->f = grad ? program->gradient(name, wrt, gradOptions(options)) : fwd;
   c->wrt = wrt;
   c->file = &program->diags().file();
   c->sig.name = c->f.name;

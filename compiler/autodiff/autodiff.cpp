@@ -198,6 +198,65 @@ private:
 
   void tapeNestedReductions();
 
+  /// Element-wise loops (`for` regions that are not user loops: a row write, a whole-var
+  /// assignment) save each element they overwrite, at the loop's index, into a buffer made on
+  /// function entry; reversing the write puts it back from there. (Loading it back when the
+  /// adjoint recomputes the write would be too late: by then the loop has written the new
+  /// value.) So code reversed after the loop finds the var as it was before it, as code that
+  /// reads vars directly, not through snapshots, needs. The reverse of such a loop always
+  /// follows a recomputation of it (or the forward sweep), which refills the buffer.
+  struct OldValues {
+    int buffer;               // f[the loop's extents]
+    std::vector<int> indices; // the loop's index values (forward ids)
+  };
+  std::map<int64_t, OldValues> elementOld_;     // user write id -> where its old values are
+  static constexpr int64_t kOldValueStore = -2; // BufStore::ival of such a save
+  void saveOverwritten(Block& b, std::vector<Instr>& alloc) {
+    for (Instr& in : b.body) {
+      for (Block& r : in.regions)
+        saveOverwritten(r, alloc);
+      if (in.op != Op::For || in.ival != 0) continue;
+      bool known = true;
+      for (const Poly& p : in.extents)
+        known = known && p.str().find('#') == std::string::npos;
+      if (!known) continue;
+      Block& r = in.regions[0];
+      std::vector<Instr> body;
+      for (Instr& st : r.body) {
+        if (st.op == Op::BufStore && st.ival > 0) {
+          int var = st.args[0];
+          DType dt = out_.types[var].dtype;
+          auto it = elementOld_.find(st.ival);
+          if (it == elementOld_.end()) {
+            Instr z;
+            z.op = Op::BufZeros;
+            z.result = out_.newValue(ir::Type{dt, in.extents});
+            alloc.push_back(z);
+            it = elementOld_.emplace(st.ival, OldValues{z.result, r.args}).first;
+          }
+          Instr ld;
+          ld.op = Op::Load;
+          ld.args.assign(st.args.begin(), st.args.end() - 1);
+          ld.checked = st.checked;
+          ld.name = st.name;
+          ld.loc = st.loc;
+          ld.result = out_.newValue(ir::Type{dt, {}});
+          Instr sv;
+          sv.op = Op::BufStore;
+          sv.ival = kOldValueStore;
+          sv.args.push_back(it->second.buffer);
+          sv.args.insert(sv.args.end(), r.args.begin(), r.args.end());
+          sv.args.push_back(ld.result);
+          sv.checked = true;
+          body.push_back(std::move(ld));
+          body.push_back(std::move(sv));
+        }
+        body.push_back(std::move(st));
+      }
+      r.body = std::move(body);
+    }
+  }
+
   void reverseBlock(const Block& fb) {
     for (auto it = fb.body.rbegin(); it != fb.body.rend(); ++it)
       reverseInstr(*it);
@@ -869,14 +928,14 @@ void Reverse::reverseEffect(const Instr& in) {
     for (size_t k = 1; k + 1 < in.args.size(); ++k)
       idx.push_back(primal(in.args[k]));
     auto old = old_.find(in.ival);
-    if (in.ival > 0 && old != old_.end()) {
-      Instr back;
-      back.op = Op::BufStore;
-      back.args.push_back(primal(var));
-      back.args.insert(back.args.end(), idx.begin(), idx.end());
-      back.args.push_back(old->second);
-      back.checked = true;
-      b_.emitEffect(back);
+    auto saved = elementOld_.find(in.ival);
+    if (in.ival > 0 && saved != elementOld_.end()) {
+      std::vector<int> at;
+      for (int a : saved->second.indices)
+        at.push_back(primal(a));
+      storeAt(primal(var), idx, b_.load(primal(saved->second.buffer), at, "", {}, true));
+    } else if (in.ival > 0 && old != old_.end()) {
+      storeAt(primal(var), idx, old->second);
     }
     if (!active(var)) return;
     int dvar = getAdj(var);
@@ -894,7 +953,28 @@ void Reverse::reverseEffect(const Instr& in) {
   if (in.op != Op::For || !writesActive(in)) return;
   const Block& body = in.regions[0];
   if (in.ival != 1) { // independent iterations (element writes): reverse each
+    std::set<int> inside;
+    for (const Instr& i : body.body)
+      if (i.result >= 0) inside.insert(i.result);
     b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      // The loop already ran (forward sweep or recomputation): put back each element this
+      // iteration overwrote before recomputing it, since it may read the element first
+      // (x[i] = x[i] * 2 reads the var itself).
+      mapArgs(body, idx);
+      for (const Instr& st : body.body) {
+        auto saved = elementOld_.find(st.ival);
+        if (st.op != Op::BufStore || st.ival <= 0 || saved == elementOld_.end()) continue;
+        std::vector<int> at, where;
+        bool known = true;
+        for (size_t k = 1; k + 1 < st.args.size(); ++k) {
+          known = known && !inside.count(st.args[k]);
+          where.push_back(primal(st.args[k]));
+        }
+        if (!known) continue;
+        for (int a : saved->second.indices)
+          at.push_back(primal(a));
+        storeAt(primal(st.args[0]), where, b_.load(primal(saved->second.buffer), at, "", {}, true));
+      }
       reverseIteration(body, body, idx);
       return -1;
     });
@@ -1273,6 +1353,13 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
   } while (activityChanged_); // loops feed stores back into loads
   tapeLoops(out_.body, src_.body);
   tapeNestedReductions();
+  {
+    std::vector<Instr> alloc;
+    saveOverwritten(out_.body, alloc);
+    for (auto& [loop, tape] : loopTapes_)
+      saveOverwritten(tape.body, alloc);
+    out_.body.body.insert(out_.body.body.begin(), alloc.begin(), alloc.end());
+  }
   // The forward code's own top-level var writes remember what they overwrite (those inside
   // loops do so where the adjoint recomputes them).
   {

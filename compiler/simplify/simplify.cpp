@@ -172,7 +172,7 @@ void rewriteInPlace(Instr& in, Ctx& c) {
 
 class Simplifier {
 public:
-  Simplifier(ir::Function& f, const SimplifyOptions& opt) : f_(f), ctx_{f, {}, {}, {}}, opt_(opt) {}
+  explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}, {}} {}
   void record(const Instr& in) {
     if (in.result < 0 || !in.regions.empty()) return;
     Instr c = in;
@@ -190,14 +190,12 @@ public:
       promoteAccumulators(f_.body);
       scatterToGather(f_.body);
       copies(f_.body);
-      if (opt_.memory) {
-        buffers_.clear();
-        ir::forEachInstr(f_.body, [&](const Instr& i) {
-          if (i.op == Op::BufZeros) buffers_.insert(i.result);
-        });
-        forwardSnapshots(f_.body);
-        deadStores(f_.body);
-      }
+      buffers_.clear();
+      ir::forEachInstr(f_.body, [&](const Instr& i) {
+        if (i.op == Op::BufZeros) buffers_.insert(i.result);
+      });
+      forwardSnapshots(f_.body);
+      deadStores(f_.body);
       dce();
       hoist(f_.body);
       if (!changed_) break;
@@ -804,7 +802,6 @@ private:
 
   ir::Function& f_;
   Ctx ctx_;
-  SimplifyOptions opt_;
   std::set<int> buffers_; // buf.zeros results: memory, not values
   std::unordered_map<int, int> repl_;
   bool changed_ = false;
@@ -840,8 +837,8 @@ const std::vector<SimplifyRule>& simplifyRules() {
   return all;
 }
 
-void simplify(ir::Function& f, const SimplifyOptions& opt) {
-  Simplifier s(f, opt);
+void simplify(ir::Function& f) {
+  Simplifier s(f);
   s.run();
 }
 

@@ -22,15 +22,7 @@ struct SimplifyRule {
 /// Every rule, for documentation and tests.
 const std::vector<SimplifyRule>& simplifyRules();
 
-struct SimplifyOptions {
-  /// The rules about buffers' contents (snapshot, dead-store). Off for a forward function that
-  /// reverse mode will differentiate: its adjoint recomputes region bodies later, when a var
-  /// may hold another value, so their reads must go through snapshots. Every function that
-  /// runs has them on.
-  bool memory = true;
-};
-
 /// Simplifies f in place until nothing changes.
-void simplify(ir::Function& f, const SimplifyOptions& opt = {});
+void simplify(ir::Function& f);
 
 } // namespace slope

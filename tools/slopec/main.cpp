@@ -351,7 +351,7 @@ int runEval(const Args& a) {
     args.push_back(*t);
 
   auto runner = makeRunner(a);
-  std::vector<Tensor> value = runner->prepare(p->runnable(name))(args);
+  std::vector<Tensor> value = runner->prepare(f)(args);
   bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
   bool wantGrad = !a.noGrad && (scalarLoss || !a.seedOut.empty());
   bool anyFloat = false;
@@ -526,7 +526,6 @@ int runStats(const Args& a) {
     ir::Function g = p->gradient(name, a.wrt, a.checkpoint);
     std::vector<Tensor> args = randomArgs(f, a.sizes, a.seed);
     int64_t fops = 0, gops = 0;
-    f = p->runnable(name); // what runs, as the gradient does
     std::vector<Tensor> value = evaluate(f, args, &fops);
     std::vector<Tensor> gargs = args;
     bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
@@ -593,7 +592,7 @@ int runGrad(const Args& a) {
   ir::Function f = p->forward(name);
   std::string text;
   if (a.emit == "forward")
-    text = ir::print(p->runnable(name));
+    text = ir::print(f);
   else if (a.emit == "ir")
     text = ir::print(p->gradient(name, a.wrt, a.checkpoint));
   else if (a.emit == "slope")
