@@ -4,11 +4,13 @@
 //   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null
 //            build/bench/slope_instructions WHAT
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
-//         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
+//         | lstm-objective | lstm-gradient[-sqrt | -revolve64k] | gmm-objective | gmm-gradient
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (read from
-// ../shared/data/adbench/), with checkpointing as in bench_main.cpp.
+// ../shared/data/adbench/), with checkpointing as in bench_main.cpp; the GMM is ADBench's
+// 10k points, d = 10, K = 25.
+#include "../samples/adbench/gmm_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
 #include "mixture_problem.hpp"
 
@@ -27,6 +29,25 @@ int main(int argc, char** argv) {
   auto args = p.args();
   auto gargs = p.gradArgs();
   double r = 0;
+  if (what.rfind("gmm-", 0) == 0) {
+    adbench::GmmInput g = adbench::readGmm(std::string(SLOPE_SOURCE_DIR) +
+                                           "/../shared/data/adbench/gmm/10k/gmm_d10_K25.txt");
+    slope::Module gm =
+        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
+    slope::Function obj = gm.function("gmm");
+    (void)obj.raw(); // compile before counting
+    (void)gm.gradient("gmm", {"alphas", "means", "logdiag", "lower"}).raw();
+    CALLGRIND_START_INSTRUMENTATION;
+    if (what == "gmm-objective")
+      r = obj(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+              slope::View(g.logdiag.data(), {g.K, g.d}), slope::View(g.lower.data(), {g.K, g.l()}),
+              slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m);
+    else
+      r = adbench::runGmm(gm, g).objective;
+    CALLGRIND_STOP_INSTRUMENTATION;
+    std::printf("%s = %.17g\n", what.c_str(), r);
+    return 0;
+  }
   if (what.rfind("lstm-", 0) == 0) {
     std::string src = std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/lstm.slope";
     adbench::LstmInput s = adbench::readLstm(std::string(SLOPE_SOURCE_DIR) +
