@@ -4,7 +4,7 @@
 // while holding at most s states costs at least r*l - C(s+r, r-1) forward steps, where r, the
 // number of times the worst step is recomputed, is the least with C(s+r, s) >= l; Revolve's
 // rule for placing snapshots attains it. Slope's reverse sweep runs that rule online, one
-// reversed step at a time (see reverseBinomial in compiler/autodiff/autodiff.cpp), so the
+// reversed step at a time (see reverseBinomial in compiler/autodiff/loops.cpp), so the
 // rule is all it needs: the evaluator and the JIT both call this one function.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Revolve's placement rule (compiler/support/revolve.hpp), run the way the reverse sweep runs
-// it (reverseBinomial in compiler/autodiff/autodiff.cpp): never more than S states held, every
+// it (reverseBinomial in compiler/autodiff/loops.cpp): never more than S states held, every
 // step reversed from its own state, and forward steps close to Revolve's minimum.
 
 #include "compiler/support/revolve.hpp"

@@ -1,0 +1,755 @@
+// Reverse mode for loops with state: the tapes the forward sweep keeps (state, undo logs,
+// value tapes, saved elements), which vars they need, and the reverse sweep over a loop's
+// iterations, plain or checkpointed (uniform or binomial). See docs/architecture.md, "Loops
+// with state".
+#include "compiler/autodiff/reverse.hpp"
+
+namespace slope::ad {
+
+void Reverse::saveOverwritten(Block& b, std::vector<Instr>& alloc) {
+  for (Instr& in : b.body) {
+    for (Block& r : in.regions)
+      saveOverwritten(r, alloc);
+    if (in.op != Op::For || in.ival != 0) continue;
+    bool known = true;
+    for (const Poly& p : in.extents)
+      known = known && p.str().find('#') == std::string::npos;
+    if (!known) continue;
+    Block& r = in.regions[0];
+    std::vector<Instr> body;
+    for (Instr& st : r.body) {
+      if (st.op == Op::BufStore && st.ival > 0) {
+        int var = st.args[0];
+        DType dt = out_.types[var].dtype;
+        auto it = elementOld_.find(st.ival);
+        if (it == elementOld_.end()) {
+          Instr z;
+          z.op = Op::BufZeros;
+          z.result = out_.newValue(ir::Type{dt, in.extents});
+          alloc.push_back(z);
+          it = elementOld_.emplace(st.ival, OldValues{z.result, r.args}).first;
+        }
+        Instr ld;
+        ld.op = Op::Load;
+        ld.args.assign(st.args.begin(), st.args.end() - 1);
+        ld.checked = st.checked;
+        ld.name = st.name;
+        ld.loc = st.loc;
+        ld.result = out_.newValue(ir::Type{dt, {}});
+        Instr sv;
+        sv.op = Op::BufStore;
+        sv.ival = kOldValueStore;
+        sv.args.push_back(it->second.buffer);
+        sv.args.insert(sv.args.end(), r.args.begin(), r.args.end());
+        sv.args.push_back(ld.result);
+        sv.checked = true;
+        body.push_back(std::move(ld));
+        body.push_back(std::move(sv));
+      }
+      body.push_back(std::move(st));
+    }
+    r.body = std::move(body);
+  }
+}
+
+bool Reverse::killedBeforeRead(const Block& sb, int v) const {
+  auto reads = [&](const Instr& in) {
+    bool r = false;
+    auto check = [&](const Instr& i) {
+      for (size_t k = 0; k < i.args.size(); ++k)
+        if (i.args[k] == v && !(k == 0 && i.op == Op::BufStore)) r = true;
+    };
+    check(in);
+    for (const Block& b : in.regions)
+      ir::forEachInstr(b, check);
+    return r;
+  };
+  const ir::Type& t = src_.types[v];
+  for (const Instr& in : sb.body) {
+    if (reads(in)) return false;
+    if (t.rank() == 0 && in.op == Op::BufStore && in.args.size() == 2 && in.args[0] == v)
+      return true;
+    if (in.op == Op::For && in.ival == 0 && in.extents == t.shape)
+      for (const Instr& x : in.regions[0].body)
+        if (x.op == Op::BufStore && x.args[0] == v &&
+            std::vector<int>(x.args.begin() + 1, x.args.end() - 1) == in.regions[0].args)
+          return true;
+  }
+  return false;
+}
+
+std::set<int> Reverse::neededIn(const Block& sb) const {
+  std::set<int> need;
+  for (bool changed = true; changed;) {
+    changed = false;
+    auto mark = [&](int v) {
+      if (v >= 0 && need.insert(v).second) changed = true;
+    };
+    ir::forEachInstr(sb, [&](const Instr& i) {
+      bool res = i.result >= 0 && need.count(i.result);
+      auto yields = [&] {
+        for (const Block& r : i.regions)
+          for (int y : r.yields)
+            mark(y);
+      };
+      switch (i.op) {
+      case Op::Load:
+        for (size_t k = 1; k < i.args.size(); ++k)
+          mark(i.args[k]);
+        if (res) mark(i.args[0]);
+        return;
+      case Op::BufStore:
+      case Op::BufAdd:
+        for (size_t k = 1; k + 1 < i.args.size(); ++k)
+          mark(i.args[k]);
+        if (need.count(i.args[0])) mark(i.args.back());
+        return;
+      case Op::SizeDef: mark(i.args[0]); return;
+      case Op::Comp:
+      case Op::ReduceSum:
+      case Op::Stack:
+        if (res) {
+          yields();
+          for (int a : i.args)
+            mark(a);
+        }
+        return;
+      case Op::ReduceProd:
+      case Op::ReduceMax:
+      case Op::ReduceMin:
+      case Op::ReduceLse:
+      case Op::ArgMax:
+      case Op::ArgMin: yields(); return; // their adjoints read the elements
+      case Op::If:
+        mark(i.args[0]);
+        if (res) yields();
+        return;
+      case Op::For:
+      case Op::BufZeros:
+      case Op::Param:
+      case Op::Const:
+      case Op::Size: return;
+      default: break;
+      }
+      if (res)
+        for (int a : i.args)
+          mark(a);
+      bool adjoint = i.result >= 0 && isFloat(src_.types[i.result].dtype) && active(i.result);
+      if (!adjoint) return;
+      switch (i.op) {
+      case Op::Add:
+      case Op::Sub:
+      case Op::Neg:
+      case Op::Cast: return;
+      case Op::Mul:
+        if (active(i.args[1])) mark(i.args[0]);
+        if (active(i.args[0])) mark(i.args[1]);
+        return;
+      case Op::Div:
+        if (active(i.args[0])) mark(i.args[1]);
+        if (active(i.args[1])) mark(i.args[0]), mark(i.args[1]);
+        return;
+      case Op::Select: mark(i.args[0]); return;
+      default:
+        for (int a : i.args)
+          mark(a);
+      }
+    });
+  }
+  return need;
+}
+
+void Reverse::dropUnneeded(const Block& sb, std::set<int>& written) const {
+  std::set<int> need = neededIn(sb);
+  for (auto it = written.begin(); it != written.end();)
+    it = need.count(*it) ? std::next(it) : written.erase(it);
+}
+
+void Reverse::dropKilled(const Block& sb, std::set<int>& written) const {
+  for (auto it = written.begin(); it != written.end();)
+    it = killedBeforeRead(sb, *it) ? written.erase(it) : std::next(it);
+}
+
+int Reverse::tapeBuffer(int v, const Poly& count, std::vector<Instr>& into) {
+  const ir::Type& vt = src_.types[v];
+  std::vector<Poly> shape{count};
+  shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+  Instr zero;
+  zero.op = Op::BufZeros;
+  zero.result = out_.newValue(ir::Type{vt.dtype, shape});
+  into.push_back(zero);
+  return zero.result;
+}
+
+void Reverse::pushSnapshot(const LoopTape& tape, int k, int t, int end, bool forward) {
+  auto id = [&](int v) { return forward ? v : primal(v); };
+  for (const auto& [v, snap] : tape.vars)
+    copyVar(id(snap), {t}, id(v), {}, src_.types[v]);
+  auto store = [&](int buf, const std::vector<int>& idx, int value) {
+    storeAt(id(buf), idx, value);
+  };
+  int one = b_.constInt(1);
+  int t1 = b_.binary(Op::Add, t, one);
+  store(tape.pos, {t}, k);
+  store(tape.top, {}, t1);
+  int free = b_.binary(Op::Sub, b_.size(tape.snapshots), t1);
+  Instr nx;
+  nx.op = Op::RevolveNext;
+  nx.args = {k, end, free};
+  store(tape.next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
+}
+
+void Reverse::copyVar(int dst, const std::vector<int>& dstPre, int src,
+                      const std::vector<int>& srcPre, const ir::Type& t) {
+  auto copyAt = [&](const std::vector<int>& j) {
+    std::vector<int> sj = srcPre, dj = dstPre;
+    sj.insert(sj.end(), j.begin(), j.end());
+    dj.insert(dj.end(), j.begin(), j.end());
+    Instr st;
+    st.op = Op::BufStore;
+    st.args = {dst};
+    st.args.insert(st.args.end(), dj.begin(), dj.end());
+    st.args.push_back(b_.load(src, sj, "", {}, true));
+    st.checked = true;
+    b_.emitEffect(st);
+    return -1;
+  };
+  if (t.rank() == 0)
+    copyAt({});
+  else
+    b_.forLoop(t.shape, copyAt);
+}
+
+void Reverse::dropValueTapeStores(Block& b) {
+  std::vector<Instr> keep;
+  for (Instr& in : b.body) {
+    for (Block& r : in.regions)
+      dropValueTapeStores(r);
+    if (!(in.op == Op::BufStore && in.ival == kValueTapeStore)) keep.push_back(std::move(in));
+  }
+  b.body = std::move(keep);
+}
+
+/// Loops with state: the forward sweep of the gradient stores, at the start of each iteration,
+/// every var the loop writes (and did not declare), so the adjoint loop can run backwards,
+/// putting each iteration's state back before it recomputes and reverses that iteration.
+/// Memory: iterations x state. (Checkpointing, which trades this for recomputation, is open.)
+void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot) {
+  std::vector<Instr> body;
+  for (size_t n = 0; n < src.body.size(); ++n) {
+    const Instr& si = src.body[n];
+    Instr oi = std::move(out.body[n]);
+    // (A trip count known only inside the function cannot size checkpoints made on entry.)
+    bool dynamicTrips = si.op == Op::For && si.extents[0].str().find('#') != std::string::npos;
+    bool sequential = si.op == Op::For && si.ival == 1;
+    // Binomial checkpointing needs the trip count on loop entry only; uniform checkpointing
+    // sizes its checkpoints on function entry, so a data-dependent trip count keeps a full tape.
+    bool binomial = opt_.snapshots > 0 || opt_.memory > 0;
+    bool checkpointed =
+        sequential && depth == 0 && opt_.checkpointing() && (binomial || !dynamicTrips);
+    // The outermost sequential loops tape the costly values computed inside them (see
+    // tapeValues): for every iteration, or with uniform checkpointing for one segment (the
+    // one being reversed). Under binomial checkpointing each step is recomputed right before
+    // it is reversed, so only its nested loops keep value tapes.
+    bool root = sequential && !checkpointed && !underRoot;
+    bool segmentRoot = checkpointed && !binomial && !underRoot;
+    for (size_t r = 0; r < si.regions.size(); ++r)
+      tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root || segmentRoot);
+    if (checkpointed) {
+      // Checkpointing (top-level loops): states at some iterations, nothing else.
+      std::set<int> declared, written;
+      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
+        if (i.op == Op::BufZeros) declared.insert(i.result);
+        if (i.op == Op::BufStore) written.insert(i.args[0]);
+      });
+      dropKilled(si.regions[0], written);
+      dropUnneeded(si.regions[0], written);
+      LoopTape tape;
+      tape.checkpointed = true;
+      const Poly& e = si.extents[0];
+      int id = checkpoints_++;
+      Block& ob = oi.regions[0];
+      int k = ob.args[0];
+      tape.body = ob; // what the reverse sweep recomputes: without the saves below
+      Block save;
+      if (binomial) {
+        // Binomial: S slots, a stack of (step, state); the forward sweep fills it as Revolve
+        // places snapshots over the whole loop (see reverseBinomial).
+        tape.binomial = true;
+        Poly stateBytes(0);
+        for (int v : written) {
+          if (declared.count(v)) continue;
+          Poly n(static_cast<int64_t>(dtypeSize(src_.types[v].dtype)));
+          for (const Poly& p : src_.types[v].shape)
+            n = n * p;
+          stateBytes = stateBytes + n;
+        }
+        std::string sn = "#snapshots" + std::to_string(id);
+        // No more slots than steps; a trip count known only on loop entry cannot cap them.
+        Poly cap = dynamicTrips ? Poly(int64_t(1) << 40) : e;
+        if (opt_.memory > 0)
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.memory), stateBytes, cap});
+        else
+          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), cap});
+        tape.snapshots = Poly::var(sn);
+        for (int v : written)
+          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
+        auto scalarBuffer = [&](std::vector<Poly> shape) {
+          Instr z;
+          z.op = Op::BufZeros;
+          z.result = out_.newValue(ir::Type{DType::I64, std::move(shape)});
+          body.push_back(z);
+          return z.result;
+        };
+        tape.pos = scalarBuffer({tape.snapshots});
+        tape.top = scalarBuffer({});  // slots in use (zero on entry)
+        tape.next = scalarBuffer({}); // the step of the next snapshot (zero: the first)
+        // if k == next && top < S { push(k) }
+        save = b_.buildBlock({}, [&] {
+          int t = b_.load(tape.top, {});
+          int due = b_.binary(Op::And, b_.binary(Op::Eq, k, b_.load(tape.next, {})),
+                              b_.binary(Op::Lt, t, b_.size(tape.snapshots)));
+          int last = b_.binary(Op::Sub, b_.size(e), b_.constInt(1));
+          b_.ifEffect(
+              due, [&] { pushSnapshot(tape, k, t, last, /*forward=*/true); }, [] {});
+          return -1;
+        });
+      } else {
+        if (opt_.checkpoint > 0) {
+          tape.segment = Poly(opt_.checkpoint);
+        } else {
+          std::string cn = "#checkpoint_spacing" + std::to_string(id);
+          out_.derived.push_back({ir::DerivedSize::CeilSqrt, cn, e, Poly(1), Poly(0)});
+          tape.segment = Poly::var(cn);
+        }
+        std::string sn = "#checkpoints" + std::to_string(id);
+        out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment, Poly(0)});
+        tape.segments = Poly::var(sn);
+        for (int v : written)
+          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
+        // if k % c == 0 { checkpoint[k / c] = state }
+        save = b_.buildBlock({}, [&] {
+          int c = b_.size(tape.segment);
+          int at = b_.binary(Op::Eq, b_.binary(Op::Mod, k, c), b_.constInt(0));
+          b_.ifEffect(
+              at,
+              [&] {
+                int slot = b_.binary(Op::Div, k, c);
+                for (const auto& [v, t] : tape.vars)
+                  copyVar(t, {slot}, v, {}, src_.types[v]);
+              },
+              [] {});
+          return -1;
+        });
+        if (segmentRoot) {
+          // The value tape holds one segment, at k % c; the segment's forward run in the
+          // reverse sweep fills it (the forward sweep does not store).
+          Block kb =
+              b_.buildBlock({}, [&] { return b_.binary(Op::Mod, k, b_.size(tape.segment)); });
+          ob.body.insert(ob.body.begin(), kb.body.begin(), kb.body.end());
+          tapeValues(ob, &si, {kb.yields[0]}, {tape.segment}, body);
+          tape.body = ob;
+          dropValueTapeStores(ob);
+        }
+      }
+      ob.body.insert(ob.body.begin(), save.body.begin(), save.body.end());
+      loopTapes_[&si] = std::move(tape);
+      body.push_back(std::move(oi));
+      continue;
+    }
+    if (sequential) {
+      // Vars written inside but declared outside the loop carry state between iterations.
+      std::set<int> declared, written;
+      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
+        if (i.op == Op::BufZeros) declared.insert(i.result);
+        if (i.op == Op::BufStore) written.insert(i.args[0]);
+      });
+      dropKilled(si.regions[0], written);
+      dropUnneeded(si.regions[0], written);
+      LoopTape tape;
+      Block& ob = oi.regions[0];
+      std::vector<Instr> prologue;
+      int k = ob.args[0];
+      const Block& sb = si.regions[0];
+      // A var written only by element writes directly in the body keeps an undo log: each
+      // write saves the element it overwrites (and where), so the tape grows by one element
+      // per write, not by the whole var per iteration.
+      std::set<int> logged;
+      for (int v : written) {
+        if (declared.count(v)) continue;
+        int direct = 0, all = 0;
+        ir::forEachInstr(sb, [&](const Instr& i) {
+          if (i.op == Op::BufStore && i.args[0] == v) ++all;
+        });
+        for (const Instr& i : sb.body)
+          if (i.op == Op::BufStore && i.args[0] == v &&
+              static_cast<int>(i.args.size()) - 2 == src_.types[v].rank())
+            ++direct;
+        if (direct == all) logged.insert(v);
+      }
+      // What reversing an iteration recomputes: the body with its nested loops' tape code
+      // (their reversal reads those tapes), without its own (this iteration's entry is kept).
+      Block recompute = ob;
+      std::vector<Instr> newBody;
+      // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
+      for (size_t n = 0; n < ob.body.size(); ++n) {
+        const Instr st = ob.body[n];
+        if (st.op == Op::BufStore && logged.count(st.args[0])) {
+          int v = st.args[0];
+          int rank = src_.types[v].rank();
+          Undo u{v, -1, -1, rank};
+          Instr tv;
+          tv.op = Op::BufZeros;
+          tv.result = out_.newValue(ir::Type{src_.types[v].dtype, si.extents});
+          body.push_back(tv);
+          u.value = tv.result;
+          if (rank > 0) {
+            Instr ti;
+            ti.op = Op::BufZeros;
+            ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(rank)}});
+            body.push_back(ti);
+            u.index = ti.result;
+          }
+          Block save = b_.buildBlock({}, [&] {
+            std::vector<int> idx(st.args.begin() + 1, st.args.end() - 1);
+            Instr old;
+            old.op = Op::Load;
+            old.args.push_back(v);
+            old.args.insert(old.args.end(), idx.begin(), idx.end());
+            old.name = st.name;
+            old.loc = st.loc;
+            old.checked = st.checked;
+            int ov = b_.emit(old, ir::Type{src_.types[v].dtype, {}});
+            Instr s1;
+            s1.op = Op::BufStore;
+            s1.args = {u.value, k, ov};
+            b_.emitEffect(s1);
+            for (int d = 0; d < rank; ++d) {
+              Instr s2;
+              s2.op = Op::BufStore;
+              s2.args = {u.index, k, b_.constInt(d), idx[d]};
+              b_.emitEffect(s2);
+            }
+            return -1;
+          });
+          newBody.insert(newBody.end(), save.body.begin(), save.body.end());
+          tape.undo.push_back(u);
+        }
+        newBody.push_back(std::move(ob.body[n]));
+      }
+      ob.body = std::move(newBody);
+      for (int v : written) {
+        if (declared.count(v) || logged.count(v)) continue;
+        int t = tapeBuffer(v, si.extents[0], body);
+        tape.vars.push_back({v, t});
+        // tape[k, j...] = v[j...]
+        Block copy = b_.buildBlock({}, [&] {
+          copyVar(t, {k}, v, {}, src_.types[v]);
+          return -1;
+        });
+        prologue.insert(prologue.end(), copy.body.begin(), copy.body.end());
+      }
+      ob.body.insert(ob.body.begin(), prologue.begin(), prologue.end());
+      if (root) tapeValues(ob, &si, {k}, {si.extents[0]}, body);
+      tape.body = std::move(recompute);
+      loopTapes_[&si] = std::move(tape);
+    }
+    body.push_back(std::move(oi));
+  }
+  out.body = std::move(body);
+}
+
+/// Whether recomputing a value costs much more than loading it: transcendental functions and
+/// reductions (a whole loop each).
+static bool costly(Op op) {
+  switch (op) {
+  case Op::Exp:
+  case Op::Log:
+  case Op::Log1p:
+  case Op::Expm1:
+  case Op::Sqrt:
+  case Op::Sin:
+  case Op::Cos:
+  case Op::Tan:
+  case Op::Asin:
+  case Op::Acos:
+  case Op::Atan:
+  case Op::Sinh:
+  case Op::Cosh:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Softplus:
+  case Op::Erf:
+  case Op::Lgamma:
+  case Op::Pow:
+  case Op::Atan2:
+  case Op::ReduceSum:
+  case Op::ReduceProd:
+  case Op::ReduceMax:
+  case Op::ReduceMin:
+  case Op::ReduceLse: return true;
+  default: return false;
+  }
+}
+
+/// The value tape of a loop with state (`root`, an outermost sequential loop that keeps every
+/// iteration): each active scalar a costly op computes in its body, nested loops and regions
+/// included, is stored at [iteration, nested indices...]. Reversing an iteration restores the
+/// state and recomputes the body, and there these values are loaded instead, so the reverse
+/// sweep recomputes only cheap arithmetic; nested loops, which the reverse sweep would
+/// otherwise recompute once per enclosing level, compute each value once. Memory: iterations
+/// x (costly active values per iteration).
+void Reverse::tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std::vector<Poly> ext,
+                         std::vector<Instr>& alloc) {
+  std::vector<Instr> body;
+  for (Instr& in : ob.body) {
+    bool nestedExtentsKnown = true;
+    for (const Poly& p : in.extents)
+      nestedExtentsKnown = nestedExtentsKnown && p.str().find('#') == std::string::npos;
+    if (nestedExtentsKnown)
+      for (Block& r : in.regions) {
+        std::vector<int> ri = idx;
+        std::vector<Poly> re = ext;
+        ri.insert(ri.end(), r.args.begin(), r.args.end());
+        if (in.op != Op::If) re.insert(re.end(), in.extents.begin(), in.extents.end());
+        tapeValues(r, root, ri, re, alloc);
+      }
+    int v = in.result;
+    bool tape = v >= 0 && costly(in.op) && active(v) && src_.types[v].rank() == 0 &&
+                isFloat(src_.types[v].dtype) && !tape_.count(v);
+    body.push_back(std::move(in));
+    if (!tape) continue;
+    Instr zero;
+    zero.op = Op::BufZeros;
+    zero.result = out_.newValue(ir::Type{src_.types[v].dtype, ext});
+    alloc.push_back(zero);
+    Instr st;
+    st.op = Op::BufStore;
+    st.ival = kValueTapeStore;
+    st.args.push_back(zero.result);
+    st.args.insert(st.args.end(), idx.begin(), idx.end());
+    st.args.push_back(v);
+    st.checked = true;
+    body.push_back(std::move(st));
+    tape_[v] = Tape{zero.result, idx, root};
+    valueTapeRoot_[zero.result] = root;
+  }
+  ob.body = std::move(body);
+}
+
+/// The adjoint of a `for`: element-wise loops reverse each iteration; loops with state run
+/// backwards over their tape (or their checkpoints).
+void Reverse::reverseLoop(const Instr& in) {
+  if (!writesActive(in)) return;
+  const Block& body = in.regions[0];
+  if (in.ival != 1) { // independent iterations (element writes): reverse each
+    std::set<int> inside;
+    for (const Instr& i : body.body)
+      if (i.result >= 0) inside.insert(i.result);
+    b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+      // The loop already ran (forward sweep or recomputation): put back each element this
+      // iteration overwrote before recomputing it, since it may read the element first
+      // (x[i] = x[i] * 2 reads the var itself).
+      mapArgs(body, idx);
+      for (const Instr& st : body.body) {
+        auto saved = elementOld_.find(st.ival);
+        if (st.op != Op::BufStore || st.ival <= 0 || saved == elementOld_.end()) continue;
+        std::vector<int> at, where;
+        bool known = true;
+        for (size_t k = 1; k + 1 < st.args.size(); ++k) {
+          known = known && !inside.count(st.args[k]);
+          where.push_back(primal(st.args[k]));
+        }
+        if (!known) continue;
+        for (int a : saved->second.indices)
+          at.push_back(primal(a));
+        storeAt(primal(st.args[0]), where, b_.load(primal(saved->second.buffer), at, "", {}, true));
+      }
+      reverseIteration(body, body, idx);
+      return -1;
+    });
+    return;
+  }
+  // Backwards over the iterations: restore the state, recompute, reverse.
+  const LoopTape& tape = loopTapes_.at(&in);
+  if (tape.binomial) return reverseBinomial(in);
+  if (tape.checkpointed) return reverseCheckpointed(in);
+  bool root = !filled_.count(&in);
+  filled_.insert(&in); // (its value tape, if it has one, is full now)
+  b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+    int e = b_.size(in.extents[0]);
+    int k = b_.binary(Op::Sub, b_.binary(Op::Sub, e, b_.constInt(1)), idx[0]);
+    for (const auto& [v, t] : tape.vars)
+      copyVar(primal(v), {}, primal(t), {k}, src_.types[v]);
+    // Element writes of this iteration, undone last to first: the state it started from.
+    auto undo = [&] {
+      for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
+        std::vector<int> idx;
+        for (int d = 0; d < it->rank; ++d)
+          idx.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
+        Instr st;
+        st.op = Op::BufStore;
+        st.args = {primal(it->var)};
+        st.args.insert(st.args.end(), idx.begin(), idx.end());
+        st.args.push_back(b_.load(primal(it->value), {k}, "", {}, true));
+        st.checked = true;
+        b_.emitEffect(st);
+      }
+    };
+    undo();
+    reverseIteration(body, tape.body, {k}); // (tape.body: nested loops' tapes included)
+    undo();                                 // the recomputation wrote them again
+    return -1;
+  });
+  if (root) filled_.erase(&in);
+  // Leave every var as it was before the loop, as earlier code's adjoints expect.
+  if (!tape.vars.empty()) {
+    int count = b_.size(in.extents[0]);
+    b_.ifEffect(
+        b_.binary(Op::Gt, count, b_.constInt(0)),
+        [&] {
+          int zero = b_.constInt(0);
+          for (const auto& [v, t] : tape.vars)
+            copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
+        },
+        [] {});
+  }
+}
+
+/// Checkpointed loop, backwards one segment at a time: from the segment's checkpoint, run it
+/// forward keeping each iteration's state (c of them), then reverse it as an ordinary taped
+/// loop. Tape memory: checkpoints + one segment, O(sqrt(iterations)) with spacing sqrt.
+void Reverse::reverseCheckpointed(const Instr& in) {
+  const LoopTape& tape = loopTapes_.at(&in);
+  const Block& body = in.regions[0];
+  int e = b_.size(in.extents[0]);
+  b_.forLoop({tape.segments}, [&](const std::vector<int>& sidx) {
+    int c = b_.size(tape.segment);
+    int count = b_.size(tape.segments);
+    int seg = b_.binary(Op::Sub, b_.binary(Op::Sub, count, b_.constInt(1)), sidx[0]);
+    int lo = b_.binary(Op::Mul, seg, c);
+    std::vector<int> local;
+    for (const auto& [v, t] : tape.vars) {
+      copyVar(primal(v), {}, primal(t), {seg}, src_.types[v]);
+      const ir::Type& vt = src_.types[v];
+      std::vector<Poly> shape{tape.segment};
+      shape.insert(shape.end(), vt.shape.begin(), vt.shape.end());
+      local.push_back(b_.bufZeros(ir::Type{vt.dtype, shape}));
+    }
+    // Forward over the segment, keeping each iteration's starting state.
+    b_.forLoop({tape.segment}, [&](const std::vector<int>& j) {
+      int k = b_.binary(Op::Add, lo, j[0]);
+      b_.ifEffect(
+          b_.binary(Op::Lt, k, e),
+          [&] {
+            for (size_t n = 0; n < tape.vars.size(); ++n)
+              copyVar(local[n], {j[0]}, primal(tape.vars[n].first), {},
+                      src_.types[tape.vars[n].first]);
+            auto saved = primal_;
+            mapArgs(body, {k});
+            emitClone(tape.body);
+            primal_ = saved;
+          },
+          [] {});
+      return -1;
+    });
+    // Backwards over it: restore, recompute (loading the values the forward run taped),
+    // reverse.
+    filled_.insert(&in);
+    b_.forLoop({tape.segment}, [&](const std::vector<int>& jj) {
+      int j = b_.binary(Op::Sub, b_.binary(Op::Sub, c, b_.constInt(1)), jj[0]);
+      int k = b_.binary(Op::Add, lo, j);
+      b_.ifEffect(
+          b_.binary(Op::Lt, k, e),
+          [&] {
+            for (size_t n = 0; n < tape.vars.size(); ++n)
+              copyVar(primal(tape.vars[n].first), {}, local[n], {j},
+                      src_.types[tape.vars[n].first]);
+            reverseIteration(body, tape.body, {k});
+          },
+          [] {});
+      return -1;
+    });
+    filled_.erase(&in);
+    return -1;
+  });
+  // Leave the vars as they were before the loop.
+  b_.ifEffect(
+      b_.binary(Op::Gt, b_.size(tape.segments), b_.constInt(0)),
+      [&] {
+        int zero = b_.constInt(0);
+        for (const auto& [v, t] : tape.vars)
+          copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
+      },
+      [] {});
+}
+
+/// Binomial checkpointing, one reversed step at a time: drop the snapshots of steps after j,
+/// restore the latest one left (step cur), run forward to j taking snapshots where Revolve
+/// places them, then recompute and reverse step j. With S slots and T steps this runs the
+/// least number of forward steps Revolve's bound allows (plus at most a few; see
+/// tests/unit/revolve_test.cpp), and holds S states whatever T is.
+void Reverse::reverseBinomial(const Instr& in) {
+  const LoopTape& tape = loopTapes_.at(&in);
+  const Block& body = in.regions[0];
+  int top = primal(tape.top), pos = primal(tape.pos), next = primal(tape.next);
+  auto store = [&](int buf, const std::vector<int>& idx, int value) { storeAt(buf, idx, value); };
+  b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
+    int one = b_.constInt(1);
+    int S = b_.size(tape.snapshots);
+    int j = b_.binary(Op::Sub, b_.binary(Op::Sub, b_.size(in.extents[0]), one), idx[0]);
+    // The snapshot of step j + 1, if any, is spent. (Only it: one of a later step was spent
+    // when that step was reversed, and the snapshots taken since are of steps up to j. Slot 0,
+    // step 0, never is.)
+    {
+      int t = b_.load(top, {});
+      int t1 = b_.binary(Op::Sub, t, one);
+      int spent = b_.binary(Op::And, b_.binary(Op::Gt, t, one),
+                            b_.binary(Op::Gt, b_.load(pos, {t1}, "", {}, true), j));
+      b_.ifEffect(
+          spent, [&] { store(top, {}, t1); }, [] {});
+    }
+    int t = b_.load(top, {});
+    int t1 = b_.binary(Op::Sub, t, one);
+    int cur = b_.load(pos, {t1}, "", {}, true);
+    for (const auto& [v, snap] : tape.vars)
+      copyVar(primal(v), {}, primal(snap), {t1}, src_.types[v]);
+    Instr nx;
+    nx.op = Op::RevolveNext;
+    nx.args = {cur, j, b_.binary(Op::Sub, S, t)};
+    store(next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
+    // Forward from cur to j (a trip count known only here: bound with size.def).
+    std::string steps = "#advance" + std::to_string(advances_++);
+    Instr def;
+    def.op = Op::SizeDef;
+    def.name = steps;
+    def.args = {b_.binary(Op::Sub, j, cur)};
+    b_.emitEffect(def);
+    b_.forLoop({Poly::var(steps)}, [&](const std::vector<int>& a) {
+      int k = b_.binary(Op::Add, cur, a[0]);
+      int tk = b_.load(top, {});
+      int due =
+          b_.binary(Op::And, b_.binary(Op::Eq, k, b_.load(next, {})), b_.binary(Op::Lt, tk, S));
+      b_.ifEffect(
+          due, [&] { pushSnapshot(tape, k, tk, j, /*forward=*/false); }, [] {});
+      auto saved = primal_;
+      mapArgs(body, {k});
+      emitClone(tape.body);
+      primal_ = saved;
+      return -1;
+    });
+    reverseIteration(body, tape.body, {j}); // step j: recompute, reverse
+    return -1;
+  });
+  // Leave the vars as they were before the loop (slot 0 holds step 0).
+  b_.ifEffect(
+      b_.binary(Op::Gt, b_.size(in.extents[0]), b_.constInt(0)),
+      [&] {
+        int zero = b_.constInt(0);
+        for (const auto& [v, snap] : tape.vars)
+          copyVar(primal(v), {}, primal(snap), {zero}, src_.types[v]);
+      },
+      [] {});
+}
+
+} // namespace slope::ad
