@@ -165,6 +165,22 @@ void Reverse::dropUnneeded(const Block& sb, std::set<int>& written) const {
     it = need.count(*it) ? std::next(it) : written.erase(it);
 }
 
+/// The state a loop's iterations carry that the tape must keep: the vars its body writes but
+/// did not declare, less those it overwrites before reading (killedBeforeRead) and those whose
+/// values the reverse sweep never needs (neededIn).
+std::set<int> Reverse::carried(const Block& sb) const {
+  std::set<int> declared, written;
+  ir::forEachInstr(sb, [&](const Instr& i) {
+    if (i.op == Op::BufZeros) declared.insert(i.result);
+    if (i.op == Op::BufStore && i.ival >= 0) written.insert(i.args[0]);
+  });
+  for (int v : declared)
+    written.erase(v);
+  dropKilled(sb, written);
+  dropUnneeded(sb, written);
+  return written;
+}
+
 void Reverse::dropKilled(const Block& sb, std::set<int>& written) const {
   for (auto it = written.begin(); it != written.end();)
     it = killedBeforeRead(sb, *it) ? written.erase(it) : std::next(it);
@@ -257,13 +273,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root || segmentRoot);
     if (checkpointed) {
       // Checkpointing (top-level loops): states at some iterations, nothing else.
-      std::set<int> declared, written;
-      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
-        if (i.op == Op::BufZeros) declared.insert(i.result);
-        if (i.op == Op::BufStore) written.insert(i.args[0]);
-      });
-      dropKilled(si.regions[0], written);
-      dropUnneeded(si.regions[0], written);
+      std::set<int> written = carried(si.regions[0]);
       LoopTape tape;
       tape.checkpointed = true;
       const Poly& e = si.extents[0];
@@ -278,7 +288,6 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         tape.binomial = true;
         Poly stateBytes(0);
         for (int v : written) {
-          if (declared.count(v)) continue;
           Poly n(static_cast<int64_t>(dtypeSize(src_.types[v].dtype)));
           for (const Poly& p : src_.types[v].shape)
             n = n * p;
@@ -293,7 +302,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
           out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), cap});
         tape.snapshots = Poly::var(sn);
         for (int v : written)
-          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
+          tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
         auto scalarBuffer = [&](std::vector<Poly> shape) {
           Instr z;
           z.op = Op::BufZeros;
@@ -326,7 +335,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment, Poly(0)});
         tape.segments = Poly::var(sn);
         for (int v : written)
-          if (!declared.count(v)) tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
+          tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
         // if k % c == 0 { checkpoint[k / c] = state }
         save = b_.buildBlock({}, [&] {
           int c = b_.size(tape.segment);
@@ -358,14 +367,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       continue;
     }
     if (sequential) {
-      // Vars written inside but declared outside the loop carry state between iterations.
-      std::set<int> declared, written;
-      ir::forEachInstr(si.regions[0], [&](const Instr& i) {
-        if (i.op == Op::BufZeros) declared.insert(i.result);
-        if (i.op == Op::BufStore) written.insert(i.args[0]);
-      });
-      dropKilled(si.regions[0], written);
-      dropUnneeded(si.regions[0], written);
+      std::set<int> written = carried(si.regions[0]);
       LoopTape tape;
       Block& ob = oi.regions[0];
       std::vector<Instr> prologue;
@@ -376,7 +378,6 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       // per write, not by the whole var per iteration.
       std::set<int> logged;
       for (int v : written) {
-        if (declared.count(v)) continue;
         int direct = 0, all = 0;
         ir::forEachInstr(sb, [&](const Instr& i) {
           if (i.op == Op::BufStore && i.args[0] == v) ++all;
@@ -439,7 +440,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       }
       ob.body = std::move(newBody);
       for (int v : written) {
-        if (declared.count(v) || logged.count(v)) continue;
+        if (logged.count(v)) continue;
         int t = tapeBuffer(v, si.extents[0], body);
         tape.vars.push_back({v, t});
         // tape[k, j...] = v[j...]
@@ -602,18 +603,21 @@ void Reverse::reverseLoop(const Instr& in) {
     return -1;
   });
   if (root) filled_.erase(&in);
-  // Leave every var as it was before the loop, as earlier code's adjoints expect.
-  if (!tape.vars.empty()) {
-    int count = b_.size(in.extents[0]);
-    b_.ifEffect(
-        b_.binary(Op::Gt, count, b_.constInt(0)),
-        [&] {
-          int zero = b_.constInt(0);
-          for (const auto& [v, t] : tape.vars)
-            copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
-        },
-        [] {});
-  }
+  restoreEntryState(tape, b_.size(in.extents[0]));
+}
+
+/// Leaves every var the tape keeps as it was before the loop (entry 0 of its tape holds that
+/// state), as code reversed after the loop expects; `trips` > 0 says the loop ran.
+void Reverse::restoreEntryState(const LoopTape& tape, int trips) {
+  if (tape.vars.empty()) return;
+  b_.ifEffect(
+      b_.binary(Op::Gt, trips, b_.constInt(0)),
+      [&] {
+        int zero = b_.constInt(0);
+        for (const auto& [v, t] : tape.vars)
+          copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
+      },
+      [] {});
 }
 
 /// Checkpointed loop, backwards one segment at a time: from the segment's checkpoint, run it
@@ -673,15 +677,7 @@ void Reverse::reverseCheckpointed(const Instr& in) {
     filled_.erase(&in);
     return -1;
   });
-  // Leave the vars as they were before the loop.
-  b_.ifEffect(
-      b_.binary(Op::Gt, b_.size(tape.segments), b_.constInt(0)),
-      [&] {
-        int zero = b_.constInt(0);
-        for (const auto& [v, t] : tape.vars)
-          copyVar(primal(v), {}, primal(t), {zero}, src_.types[v]);
-      },
-      [] {});
+  restoreEntryState(tape, b_.size(tape.segments));
 }
 
 /// Binomial checkpointing, one reversed step at a time: drop the snapshots of steps after j,
@@ -741,15 +737,7 @@ void Reverse::reverseBinomial(const Instr& in) {
     reverseIteration(body, tape.body, {j}); // step j: recompute, reverse
     return -1;
   });
-  // Leave the vars as they were before the loop (slot 0 holds step 0).
-  b_.ifEffect(
-      b_.binary(Op::Gt, b_.size(in.extents[0]), b_.constInt(0)),
-      [&] {
-        int zero = b_.constInt(0);
-        for (const auto& [v, snap] : tape.vars)
-          copyVar(primal(v), {}, primal(snap), {zero}, src_.types[v]);
-      },
-      [] {});
+  restoreEntryState(tape, b_.size(in.extents[0])); // (slot 0 holds step 0)
 }
 
 } // namespace slope::ad

@@ -193,6 +193,7 @@ private:
   /// the tape need not hold it.
   std::set<int> neededIn(const Block& sb) const;
   void dropUnneeded(const Block& sb, std::set<int>& written) const;
+  std::set<int> carried(const Block& sb) const;
   void dropKilled(const Block& sb, std::set<int>& written) const;
   /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
   /// `into`.
@@ -204,6 +205,7 @@ private:
   void reverseCheckpointed(const Instr& in);
   void reverseBinomial(const Instr& in);
   struct LoopTape;
+  void restoreEntryState(const LoopTape& tape, int trips);
   /// Binomial checkpointing: takes a snapshot of the state before step k into slot t (the
   /// first free one) and asks Revolve where the next one goes, reversing up to step `end`.
   /// `forward`: in the forward sweep (buffers by their own ids), else in the reverse sweep.
