@@ -576,6 +576,7 @@ private:
     }
     std::optional<std::vector<int>> where; // the one index q writes buf at
     bool storeSeen = false;
+    std::vector<const Instr*> loads, late; // of snap; those after the store
     for (const Instr& i : r.body) {
       bool direct = (i.op == Op::BufStore || i.op == Op::BufAdd) && i.args[0] == buf;
       if (direct) {
@@ -587,7 +588,8 @@ private:
       }
       if (!i.regions.empty() && (writes(i, buf) || reads(i, snap))) return false;
       if (i.op == Op::Load && i.args[0] == snap) {
-        if (storeSeen) return false;
+        loads.push_back(&i);
+        if (storeSeen) late.push_back(&i);
         continue;
       }
       for (int a : i.args)
@@ -599,19 +601,55 @@ private:
     for (int v : *where)
       if (inside.count(v) && std::find(r.args.begin(), r.args.end(), v) == r.args.end())
         return false;
-    for (const Instr& i : r.body)
-      if (i.op == Op::Load && i.args[0] == snap) {
-        std::vector<int> idx = prefix;
-        idx.insert(idx.end(), i.args.begin() + 1, i.args.end());
-        if (idx != *where) return false;
-      }
+    // Each read is where its own iteration writes, before the write, or where q never
+    // writes: a subscript fixed for all of q that differs from the written one (the row
+    // before the one being written: M[t] = f(M[t - 1])).
+    for (const Instr* i : loads) {
+      std::vector<int> idx = prefix;
+      idx.insert(idx.end(), i->args.begin() + 1, i->args.end());
+      bool elsewhere = false;
+      for (size_t c = 0; c < idx.size() && c < where->size(); ++c)
+        elsewhere = elsewhere || (!inside.count(idx[c]) && !inside.count((*where)[c]) &&
+                                  differ(idx[c], (*where)[c]));
+      if (elsewhere) continue;
+      if (idx != *where || std::count(late.begin(), late.end(), i)) return false;
+    }
     return true;
+  }
+  /// Whether two i64 values always differ: distinct constants, or a value and the same value
+  /// plus or minus a nonzero constant.
+  bool differ(int a, int b) const {
+    auto def = [&](int v) -> const Instr* {
+      auto it = defs_.find(v);
+      return it == defs_.end() ? nullptr : it->second;
+    };
+    auto nonzeroConst = [&](int v) {
+      const Instr* d = def(v);
+      return d && d->op == Op::Const && f_.types[v].dtype == DType::I64 && d->ival != 0;
+    };
+    auto offset = [&](int x, int y) { // x = y +- c, c != 0
+      const Instr* d = def(x);
+      if (!d || (d->op != Op::Add && d->op != Op::Sub)) return false;
+      if (d->args[0] == y && nonzeroConst(d->args[1])) return true;
+      return d->op == Op::Add && d->args[1] == y && nonzeroConst(d->args[0]);
+    };
+    const Instr *da = def(a), *db = def(b);
+    if (da && db && da->op == Op::Const && db->op == Op::Const && f_.types[a].dtype == DType::I64 &&
+        f_.types[b].dtype == DType::I64)
+      return da->ival != db->ival;
+    return offset(a, b) || offset(b, a);
   }
   /// `S = comp [j...] { load B[p..., j...] }` copies part of a buffer B (a var's snapshot, a
   /// tape's row). Until something writes B again, a load S[i...] reads what B[p..., i...]
   /// holds: loads before the next write (or within an element-wise in-place update of B, see
   /// inPlace) read B directly, and the copy goes when nothing else reads it.
   void forwardSnapshots(Block& b) {
+    if (&b == &f_.body) {
+      defs_.clear();
+      ir::forEachInstr(f_.body, [&](const Instr& i) {
+        if (i.result >= 0) defs_[i.result] = &i;
+      });
+    }
     for (Instr& in : b.body)
       for (Block& r : in.regions)
         forwardSnapshots(r);
@@ -802,7 +840,8 @@ private:
 
   ir::Function& f_;
   Ctx ctx_;
-  std::set<int> buffers_; // buf.zeros results: memory, not values
+  std::set<int> buffers_;                      // buf.zeros results: memory, not values
+  std::unordered_map<int, const Instr*> defs_; // for differ(), during forwardSnapshots
   std::unordered_map<int, int> repl_;
   bool changed_ = false;
 };
