@@ -373,69 +373,110 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       std::vector<Instr> prologue;
       int k = ob.args[0];
       const Block& sb = si.regions[0];
-      // A var written only by element writes directly in the body keeps an undo log: each
-      // write saves the element it overwrites (and where), so the tape grows by one element
-      // per write, not by the whole var per iteration.
+      // A var written only by element writes and row writes directly in the body keeps an
+      // undo log: each write saves what it overwrites (and where), so the tape grows by the
+      // elements written, not by the whole var per iteration. A row write is an element-wise
+      // loop writing v[p..., j...] at its own indices j under a prefix p fixed before it.
+      auto rowWrite = [&](const Instr& q, int v) -> const Instr* {
+        if (q.op != Op::For || q.ival != 0) return nullptr;
+        const Block& r = q.regions[0];
+        std::set<int> inside(r.args.begin(), r.args.end());
+        ir::forEachInstr(r, [&](const Instr& i) {
+          if (i.result >= 0) inside.insert(i.result);
+        });
+        const Instr* found = nullptr;
+        int stores = 0;
+        ir::forEachInstr(r, [&](const Instr& i) {
+          if (i.op == Op::BufStore && i.args[0] == v) ++stores;
+        });
+        for (const Instr& i : r.body)
+          if (i.op == Op::BufStore && i.args[0] == v) found = &i;
+        if (!found || stores != 1) return nullptr;
+        size_t rank = static_cast<size_t>(src_.types[v].rank()), nr = r.args.size();
+        if (found->args.size() != rank + 2 || nr > rank) return nullptr;
+        auto idx = found->args.begin() + 1;
+        for (size_t d = 0; d < rank; ++d) {
+          int a = idx[static_cast<long>(d)];
+          if (d < rank - nr ? inside.count(a) != 0 : a != r.args[d - (rank - nr)]) return nullptr;
+        }
+        return found;
+      };
       std::set<int> logged;
       for (int v : written) {
-        int direct = 0, all = 0;
+        int covered = 0, all = 0;
         ir::forEachInstr(sb, [&](const Instr& i) {
           if (i.op == Op::BufStore && i.args[0] == v) ++all;
         });
-        for (const Instr& i : sb.body)
+        for (const Instr& i : sb.body) {
           if (i.op == Op::BufStore && i.args[0] == v &&
               static_cast<int>(i.args.size()) - 2 == src_.types[v].rank())
-            ++direct;
-        if (direct == all) logged.insert(v);
+            ++covered;
+          if (rowWrite(i, v)) ++covered;
+        }
+        if (covered == all) logged.insert(v);
       }
       // What reversing an iteration recomputes: the body with its nested loops' tape code
       // (their reversal reads those tapes), without its own (this iteration's entry is kept).
       Block recompute = ob;
       std::vector<Instr> newBody;
-      // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
-      for (size_t n = 0; n < ob.body.size(); ++n) {
-        const Instr st = ob.body[n];
-        if (st.op == Op::BufStore && logged.count(st.args[0])) {
-          int v = st.args[0];
-          int rank = src_.types[v].rank();
-          Undo u{v, -1, -1, rank};
-          Instr tv;
-          tv.op = Op::BufZeros;
-          tv.result = out_.newValue(ir::Type{src_.types[v].dtype, si.extents});
-          body.push_back(tv);
-          u.value = tv.result;
-          if (rank > 0) {
-            Instr ti;
-            ti.op = Op::BufZeros;
-            ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(rank)}});
-            body.push_back(ti);
-            u.index = ti.result;
-          }
-          Block save = b_.buildBlock({}, [&] {
-            std::vector<int> idx(st.args.begin() + 1, st.args.end() - 1);
+      // Saves v[prefix..., j...] for every j < row into fresh tapes indexed by the iteration.
+      auto log = [&](int v, const std::vector<int>& prefix, const std::vector<Poly>& row,
+                     const Instr& write) {
+        int p = static_cast<int>(prefix.size());
+        Undo u{v, -1, -1, p, row};
+        DType dt = src_.types[v].dtype;
+        std::vector<Poly> shape{si.extents[0]};
+        shape.insert(shape.end(), row.begin(), row.end());
+        Instr tv;
+        tv.op = Op::BufZeros;
+        tv.result = out_.newValue(ir::Type{dt, shape});
+        body.push_back(tv);
+        u.value = tv.result;
+        if (p > 0) {
+          Instr ti;
+          ti.op = Op::BufZeros;
+          ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(p)}});
+          body.push_back(ti);
+          u.index = ti.result;
+        }
+        Block save = b_.buildBlock({}, [&] {
+          for (int d = 0; d < p; ++d)
+            storeAt(u.index, {k, b_.constInt(d)}, prefix[static_cast<size_t>(d)]);
+          auto saveAt = [&](const std::vector<int>& j) {
+            std::vector<int> at = prefix, into{k};
+            at.insert(at.end(), j.begin(), j.end());
+            into.insert(into.end(), j.begin(), j.end());
             Instr old;
             old.op = Op::Load;
             old.args.push_back(v);
-            old.args.insert(old.args.end(), idx.begin(), idx.end());
-            old.name = st.name;
-            old.loc = st.loc;
-            old.checked = st.checked;
-            int ov = b_.emit(old, ir::Type{src_.types[v].dtype, {}});
-            Instr s1;
-            s1.op = Op::BufStore;
-            s1.args = {u.value, k, ov};
-            b_.emitEffect(s1);
-            for (int d = 0; d < rank; ++d) {
-              Instr s2;
-              s2.op = Op::BufStore;
-              s2.args = {u.index, k, b_.constInt(d), idx[d]};
-              b_.emitEffect(s2);
-            }
+            old.args.insert(old.args.end(), at.begin(), at.end());
+            old.name = write.name;
+            old.loc = write.loc;
+            old.checked = write.checked;
+            storeAt(u.value, into, b_.emit(old, ir::Type{dt, {}}));
             return -1;
-          });
-          newBody.insert(newBody.end(), save.body.begin(), save.body.end());
-          tape.undo.push_back(u);
-        }
+          };
+          if (row.empty())
+            saveAt({});
+          else
+            b_.forLoop(row, saveAt);
+          return -1;
+        });
+        newBody.insert(newBody.end(), save.body.begin(), save.body.end());
+        tape.undo.push_back(u);
+      };
+      // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
+      for (size_t n = 0; n < ob.body.size(); ++n) {
+        const Instr st = ob.body[n];
+        if (st.op == Op::BufStore && logged.count(st.args[0]))
+          log(st.args[0], std::vector<int>(st.args.begin() + 1, st.args.end() - 1), {}, st);
+        for (int v : logged)
+          if (const Instr* w = rowWrite(st, v)) {
+            size_t p = w->args.size() - 2 - st.regions[0].args.size();
+            log(v,
+                std::vector<int>(w->args.begin() + 1, w->args.begin() + 1 + static_cast<long>(p)),
+                st.extents, *w);
+          }
         newBody.push_back(std::move(ob.body[n]));
       }
       ob.body = std::move(newBody);
@@ -585,16 +626,20 @@ void Reverse::reverseLoop(const Instr& in) {
     // Element writes of this iteration, undone last to first: the state it started from.
     auto undo = [&] {
       for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
-        std::vector<int> idx;
+        std::vector<int> prefix;
         for (int d = 0; d < it->rank; ++d)
-          idx.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
-        Instr st;
-        st.op = Op::BufStore;
-        st.args = {primal(it->var)};
-        st.args.insert(st.args.end(), idx.begin(), idx.end());
-        st.args.push_back(b_.load(primal(it->value), {k}, "", {}, true));
-        st.checked = true;
-        b_.emitEffect(st);
+          prefix.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
+        auto restore = [&](const std::vector<int>& j) {
+          std::vector<int> at = prefix, from{k};
+          at.insert(at.end(), j.begin(), j.end());
+          from.insert(from.end(), j.begin(), j.end());
+          storeAt(primal(it->var), at, b_.load(primal(it->value), from, "", {}, true));
+          return -1;
+        };
+        if (it->row.empty())
+          restore({});
+        else
+          b_.forLoop(it->row, restore);
       }
     };
     undo();

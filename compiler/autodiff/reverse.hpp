@@ -215,7 +215,9 @@ private:
                const ir::Type& t);
   struct Undo {
     int var, value, index; // the var, the tape of old values, the tape of indices (or -1)
-    int rank;
+    int rank;              // how many subscripts the index tape holds (the prefix)
+    std::vector<Poly> row; // a row write's extents (the value tape is f[T, row...]); empty
+                           // for an element write
   };
   struct LoopTape {
     std::vector<std::pair<int, int>> vars; // (var buffer, tape buffer): state at each iteration

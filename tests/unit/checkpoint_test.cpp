@@ -194,6 +194,18 @@ TEST(Tape, HoldsOnlyWhatTheReverseSweepNeeds) {
   EXPECT_GE(peak("acc = sin(acc) + s;"), 1000 * perIteration);                // a sine
 }
 
+// A loop that writes one row of a matrix per step keeps the rows it overwrites, not the
+// matrix: the tape of a trajectory is as large as the trajectory, not T times larger.
+TEST(Tape, RowWritesKeepTheRowsTheyOverwrite) {
+  auto p = Program::fromString(
+      "traj.slope", "fn f(x: f64[n, m]) -> f64 { var M = x; for t in 1..n { M[t] = tanh(M[t - 1]) "
+                    "+ M[t] * 0.5; } sum(M) }");
+  ASSERT_TRUE(p->ok());
+  ir::Function g = p->gradient("f", {});
+  std::map<std::string, int64_t> sizes{{"n", 1000}, {"m", 100}};
+  EXPECT_LT(ir::peakBufferBytes(g, sizes), 10 * 1000 * 100 * 8); // whole-matrix copies: 800 MB
+}
+
 TEST(Checkpoint, FiniteDifferencesAgree) {
   auto p = Program::fromString("rnn.slope", kRnn);
   ASSERT_TRUE(p->ok());
