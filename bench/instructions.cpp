@@ -60,9 +60,7 @@ int main(int argc, char** argv) {
     slope::Gradient grad = lm.gradient("lstm", {"main", "extra"});
     std::vector<double> dmain(s.main.size()), dextra(s.extra.size());
     auto largs = adbench::lstmArgs(s);
-    auto gargs = largs;
-    gargs.push_back(slope::View(dmain.data(), {s.l, 2, 4, s.b}));
-    gargs.push_back(slope::View(dextra.data(), {3, s.b}));
+    auto gargs = adbench::lstmGradArgs(s, dmain, dextra);
     (void)grad.raw(); // compile before counting
     (void)obj.raw();
     CALLGRIND_START_INSTRUMENTATION;

@@ -183,13 +183,7 @@ void Reverse::reverseEffect(const Instr& in) {
     if (!active(var)) return;
     int dvar = getAdj(var);
     int g = b_.load(dvar, idx, in.name, in.loc, in.checked);
-    Instr clear;
-    clear.op = Op::BufStore;
-    clear.args.push_back(dvar);
-    clear.args.insert(clear.args.end(), idx.begin(), idx.end());
-    clear.args.push_back(b_.constant(src_.types[var].dtype, 0));
-    clear.checked = true;
-    b_.emitEffect(clear);
+    storeAt(dvar, idx, b_.constant(src_.types[var].dtype, 0));
     accumulate(in.args.back(), g);
     return;
   }

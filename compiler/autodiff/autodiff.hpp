@@ -37,7 +37,8 @@ struct GradOptions {
   /// it can with that many. At most one of checkpoint, snapshots and memory is set.
   int64_t snapshots = 0;
   int64_t memory = 0;
-  bool checkpointing() const { return checkpoint != 0 || snapshots > 0 || memory > 0; }
+  bool binomial() const { return snapshots > 0 || memory > 0; }
+  bool checkpointing() const { return checkpoint != 0 || binomial(); }
 };
 
 ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,

@@ -159,31 +159,19 @@ std::set<int> Reverse::neededIn(const Block& sb) const {
   return need;
 }
 
-void Reverse::dropUnneeded(const Block& sb, std::set<int>& written) const {
-  std::set<int> need = neededIn(sb);
-  for (auto it = written.begin(); it != written.end();)
-    it = need.count(*it) ? std::next(it) : written.erase(it);
-}
-
 /// The state a loop's iterations carry that the tape must keep: the vars its body writes but
 /// did not declare, less those it overwrites before reading (killedBeforeRead) and those whose
 /// values the reverse sweep never needs (neededIn).
 std::set<int> Reverse::carried(const Block& sb) const {
-  std::set<int> declared, written;
+  std::set<int> declared, written, carried;
   ir::forEachInstr(sb, [&](const Instr& i) {
     if (i.op == Op::BufZeros) declared.insert(i.result);
     if (i.op == Op::BufStore && i.ival >= 0) written.insert(i.args[0]);
   });
-  for (int v : declared)
-    written.erase(v);
-  dropKilled(sb, written);
-  dropUnneeded(sb, written);
-  return written;
-}
-
-void Reverse::dropKilled(const Block& sb, std::set<int>& written) const {
-  for (auto it = written.begin(); it != written.end();)
-    it = killedBeforeRead(sb, *it) ? written.erase(it) : std::next(it);
+  std::set<int> need = neededIn(sb);
+  for (int v : written)
+    if (!declared.count(v) && need.count(v) && !killedBeforeRead(sb, v)) carried.insert(v);
+  return carried;
 }
 
 int Reverse::tapeBuffer(int v, const Poly& count, std::vector<Instr>& into) {
@@ -221,13 +209,7 @@ void Reverse::copyVar(int dst, const std::vector<int>& dstPre, int src,
     std::vector<int> sj = srcPre, dj = dstPre;
     sj.insert(sj.end(), j.begin(), j.end());
     dj.insert(dj.end(), j.begin(), j.end());
-    Instr st;
-    st.op = Op::BufStore;
-    st.args = {dst};
-    st.args.insert(st.args.end(), dj.begin(), dj.end());
-    st.args.push_back(b_.load(src, sj, "", {}, true));
-    st.checked = true;
-    b_.emitEffect(st);
+    storeAt(dst, dj, b_.load(src, sj, "", {}, true));
     return -1;
   };
   if (t.rank() == 0)
@@ -260,7 +242,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     bool sequential = si.op == Op::For && si.ival == 1;
     // Binomial checkpointing needs the trip count on loop entry only; uniform checkpointing
     // sizes its checkpoints on function entry, so a data-dependent trip count keeps a full tape.
-    bool binomial = opt_.snapshots > 0 || opt_.memory > 0;
+    bool binomial = opt_.binomial();
     bool checkpointed =
         sequential && depth == 0 && opt_.checkpointing() && (binomial || !dynamicTrips);
     // The outermost sequential loops tape the costly values computed inside them (see
@@ -380,10 +362,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       auto rowWrite = [&](const Instr& q, int v) -> const Instr* {
         if (q.op != Op::For || q.ival != 0) return nullptr;
         const Block& r = q.regions[0];
-        std::set<int> inside(r.args.begin(), r.args.end());
-        ir::forEachInstr(r, [&](const Instr& i) {
-          if (i.result >= 0) inside.insert(i.result);
-        });
+        const std::set<int> inside = ir::definedIn(r);
         const Instr* found = nullptr;
         int stores = 0;
         ir::forEachInstr(r, [&](const Instr& i) {
@@ -734,7 +713,6 @@ void Reverse::reverseBinomial(const Instr& in) {
   const LoopTape& tape = loopTapes_.at(&in);
   const Block& body = in.regions[0];
   int top = primal(tape.top), pos = primal(tape.pos), next = primal(tape.next);
-  auto store = [&](int buf, const std::vector<int>& idx, int value) { storeAt(buf, idx, value); };
   b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
     int one = b_.constInt(1);
     int S = b_.size(tape.snapshots);
@@ -748,7 +726,7 @@ void Reverse::reverseBinomial(const Instr& in) {
       int spent = b_.binary(Op::And, b_.binary(Op::Gt, t, one),
                             b_.binary(Op::Gt, b_.load(pos, {t1}, "", {}, true), j));
       b_.ifEffect(
-          spent, [&] { store(top, {}, t1); }, [] {});
+          spent, [&] { storeAt(top, {}, t1); }, [] {});
     }
     int t = b_.load(top, {});
     int t1 = b_.binary(Op::Sub, t, one);
@@ -758,7 +736,7 @@ void Reverse::reverseBinomial(const Instr& in) {
     Instr nx;
     nx.op = Op::RevolveNext;
     nx.args = {cur, j, b_.binary(Op::Sub, S, t)};
-    store(next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
+    storeAt(next, {}, b_.emit(nx, ir::Type{DType::I64, {}}));
     // Forward from cur to j (a trip count known only here: bound with size.def).
     std::string steps = "#advance" + std::to_string(advances_++);
     Instr def;

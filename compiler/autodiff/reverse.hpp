@@ -192,9 +192,7 @@ private:
   /// scalings by constants and other such vars: the reverse sweep never needs its value, so
   /// the tape need not hold it.
   std::set<int> neededIn(const Block& sb) const;
-  void dropUnneeded(const Block& sb, std::set<int>& written) const;
   std::set<int> carried(const Block& sb) const;
-  void dropKilled(const Block& sb, std::set<int>& written) const;
   /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
   /// `into`.
   int tapeBuffer(int v, const Poly& count, std::vector<Instr>& into);

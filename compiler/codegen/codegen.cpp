@@ -879,6 +879,10 @@ std::unique_ptr<llvm::Module> Gen::run() {
     B_.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* a = poly(d.a);
     llvm::Value* pos = B_.CreateICmpSGT(a, i64(0));
+    auto divisor = [&] { // b, at least 1
+      llvm::Value* b = poly(d.b);
+      return B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);
+    };
     llvm::Value* v;
     if (d.kind == ir::DerivedSize::CeilSqrt) {
       llvm::Value* r = B_.CreateFPToSI(
@@ -887,16 +891,13 @@ std::unique_ptr<llvm::Module> Gen::run() {
           B_.getInt64Ty());
       v = r; // exact for a < 2^52
     } else if (d.kind == ir::DerivedSize::Clamp) {
-      llvm::Value* b = poly(d.b);
-      b = B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);
-      llvm::Value* q = B_.CreateSDiv(a, b);
+      llvm::Value* q = B_.CreateSDiv(a, divisor());
       q = B_.CreateSelect(B_.CreateICmpSLT(q, i64(1)), i64(1), q);
       llvm::Value* cap = poly(d.cap);
       q = B_.CreateSelect(B_.CreateICmpSGT(q, cap), cap, q);
       v = B_.CreateSelect(B_.CreateICmpSGT(cap, i64(0)), q, i64(0));
     } else {
-      llvm::Value* b = poly(d.b);
-      b = B_.CreateSelect(B_.CreateICmpSLT(b, i64(1)), i64(1), b);
+      llvm::Value* b = divisor();
       v = B_.CreateSDiv(B_.CreateSub(B_.CreateAdd(a, b), i64(1)), b);
     }
     sizeVals_[d.name] = B_.CreateSelect(pos, v, i64(0));

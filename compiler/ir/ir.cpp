@@ -199,6 +199,14 @@ static int fresh(Function& f, std::vector<int>& map, int old) {
   return n;
 }
 
+std::set<int> definedIn(const Block& b) {
+  std::set<int> out(b.args.begin(), b.args.end());
+  forEachInstr(b, [&](const Instr& i) {
+    if (i.result >= 0) out.insert(i.result);
+  });
+  return out;
+}
+
 Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
   Block out;
   for (int a : b.args)

@@ -15,6 +15,7 @@
 #include "slope/tensor.hpp"
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -110,6 +111,10 @@ std::string print(const Function& f);
 /// Deep-copies a block, giving every value it defines a fresh id; `map` translates ids of
 /// values used but not defined in the block (and receives the new ids of those it defines).
 Block cloneBlock(Function& f, const Block& b, std::vector<int>& map);
+
+/// The values a block defines: its index values and the results of its instructions, nested
+/// regions included (what a value from outside the block can never be).
+std::set<int> definedIn(const Block& b);
 
 /// Calls fn(instr) for every instruction, nested regions included (pre-order).
 template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {

@@ -186,14 +186,12 @@ public:
       ctx_.defs.clear();
       ctx_.constComps.clear();
       rewrite(f_.body);
+      findBuffers();
       cse();
       promoteAccumulators(f_.body);
       scatterToGather(f_.body);
+      findBuffers(); // (scatter-to-gather turns buffers into comprehensions)
       copies(f_.body);
-      buffers_.clear();
-      ir::forEachInstr(f_.body, [&](const Instr& i) {
-        if (i.op == Op::BufZeros) buffers_.insert(i.result);
-      });
       forwardSnapshots(f_.body);
       deadStores(f_.body);
       dce();
@@ -203,6 +201,14 @@ public:
   }
 
 private:
+  /// buffers_: the buf.zeros results, memory rather than values. (Ids are never reused, so
+  /// one that a later step of the round removes stays harmlessly in the set.)
+  void findBuffers() {
+    buffers_.clear();
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      if (i.op == Op::BufZeros) buffers_.insert(i.result);
+    });
+  }
   int resolve(int v) const {
     auto it = repl_.find(v);
     while (it != repl_.end()) {
@@ -292,10 +298,6 @@ private:
     return k;
   }
   void cse() {
-    std::set<int> buffers;
-    ir::forEachInstr(f_.body, [&](const Instr& i) {
-      if (i.op == Op::BufZeros) buffers.insert(i.result);
-    });
     std::vector<std::map<std::string, int>> scopes;
     std::function<void(Block&)> walk = [&](Block& b) {
       scopes.emplace_back();
@@ -308,7 +310,7 @@ private:
             in.op == Op::Stack)
           continue;
         // A load from an accumulator sees the adds before it: not a pure expression.
-        if (in.op == Op::Load && buffers.count(in.args[0])) continue;
+        if (in.op == Op::Load && buffers_.count(in.args[0])) continue;
         std::string k = key(in, f_);
         int found = -1;
         for (auto it = scopes.rbegin(); it != scopes.rend() && found < 0; ++it) {
@@ -508,11 +510,7 @@ private:
       const ir::Type& src = f_.types[l.args[0]];
       if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype)
         continue;
-      bool buffer = false;
-      ir::forEachInstr(f_.body, [&](const Instr& i) {
-        if (i.op == Op::BufZeros && i.result == l.args[0]) buffer = true;
-      });
-      if (buffer) continue; // a copy of an accumulator is a snapshot
+      if (buffers_.count(l.args[0])) continue; // a copy of an accumulator is a snapshot
       repl_[in.result] = l.args[0];
       changed_ = true;
     }
@@ -566,14 +564,7 @@ private:
   bool inPlace(const Instr& q, int snap, int buf, const std::vector<int>& prefix) const {
     if (q.op != Op::For || q.ival != 0) return false;
     const Block& r = q.regions[0];
-    std::set<int> inside(r.args.begin(), r.args.end());
-    for (const Instr& i : r.body) {
-      if (i.result >= 0) inside.insert(i.result);
-      for (const Block& nr : i.regions)
-        ir::forEachInstr(nr, [&](const Instr& x) {
-          if (x.result >= 0) inside.insert(x.result);
-        });
-    }
+    const std::set<int> inside = ir::definedIn(r);
     std::optional<std::vector<int>> where; // the one index q writes buf at
     bool storeSeen = false;
     std::vector<const Instr*> loads, late; // of snap; those after the store
@@ -747,7 +738,6 @@ private:
     for (bool again = true; again;) {
       again = false;
       std::map<int, int> uses;
-      std::set<int> loaded; // buffers that something reads
       std::function<void(const Block&)> count = [&](const Block& b) {
         for (const Instr& in : b.body) {
           for (size_t k = 0; k < in.args.size(); ++k) {
@@ -762,7 +752,6 @@ private:
           ++uses[y];
       };
       count(f_.body);
-      (void)loaded;
       std::function<void(Block&)> sweep = [&](Block& b) {
         std::vector<Instr> keep;
         for (Instr& in : b.body) {
@@ -798,10 +787,6 @@ private:
   /// fail runs when the loop would not have run it.
   void hoist(Block& b) {
     std::vector<Instr> out;
-    std::set<int> buffers;
-    ir::forEachInstr(f_.body, [&](const Instr& i) {
-      if (i.op == Op::BufZeros) buffers.insert(i.result);
-    });
     for (Instr& in : b.body) {
       for (Block& r : in.regions)
         hoist(r);
@@ -814,7 +799,7 @@ private:
           bool movable =
               x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros && x.op != Op::Stack &&
               !(x.op == Op::Size && x.poly.str().find('#') != std::string::npos) &&
-              !(x.op == Op::Load && (!x.checked || buffers.count(x.args[0]))) &&
+              !(x.op == Op::Load && (!x.checked || buffers_.count(x.args[0]))) &&
               !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
                 !isFloat(f_.types[x.result].dtype));
           for (int a : x.args)

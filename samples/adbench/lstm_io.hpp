@@ -42,6 +42,16 @@ inline std::vector<slope::Arg> lstmArgs(LstmInput& s) {
           slope::View(s.state.data(), {s.l, 2, s.b}), slope::View(s.seq.data(), {s.c, s.b})};
 }
 
+/// The gradient's arguments: lstmArgs, then where the gradients with respect to main and
+/// extra go (dmain and dextra, sized by the caller like s.main and s.extra).
+inline std::vector<slope::Arg> lstmGradArgs(LstmInput& s, std::vector<double>& dmain,
+                                            std::vector<double>& dextra) {
+  auto args = lstmArgs(s);
+  args.push_back(slope::View(dmain.data(), {s.l, 2, 4, s.b}));
+  args.push_back(slope::View(dextra.data(), {3, s.b}));
+  return args;
+}
+
 struct LstmResult {
   double loss = 0;
   std::vector<double> gradient; // ADBench order: main_params, then extra_params
@@ -50,11 +60,8 @@ struct LstmResult {
 inline LstmResult runLstm(const slope::Module& m, LstmInput& s) {
   slope::Gradient grad = m.gradient("lstm", {"main", "extra"});
   std::vector<double> dmain(s.main.size()), dextra(s.extra.size());
-  auto args = lstmArgs(s);
-  args.push_back(slope::View(dmain.data(), {s.l, 2, 4, s.b}));
-  args.push_back(slope::View(dextra.data(), {3, s.b}));
   LstmResult r;
-  r.loss = grad.call(args);
+  r.loss = grad.call(lstmGradArgs(s, dmain, dextra));
   r.gradient = dmain;
   r.gradient.insert(r.gradient.end(), dextra.begin(), dextra.end());
   return r;
