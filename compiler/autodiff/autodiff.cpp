@@ -147,8 +147,12 @@ void Reverse::tapeNestedReductions() {
         zero.op = Op::BufZeros;
         zero.result = out_.newValue(ir::Type{src_.types[qi.result].dtype, outer.extents});
         body.push_back(zero);
+        // An overwriting store, not an add: a backend may run a reduction's body more than
+        // once (a two-pass logsumexp), and the tape must hold the value, not a multiple of it.
         Instr store;
-        store.op = Op::BufAdd;
+        store.op = Op::BufStore;
+        store.ival = ir::kTapeOnce;
+        store.checked = true;
         store.args = r.args;
         store.args.insert(store.args.begin(), zero.result);
         store.args.push_back(qi.result);

@@ -640,11 +640,41 @@ llvm::Value* Gen::reduce(const Instr& in) {
     return B_.CreateLoad(ty, best);
   }
   case Op::ReduceLse: {
-    // Two passes, as the evaluator: m = max (NaN wins), then m + log(sum exp(x - m)).
     llvm::AllocaInst* m = entryAlloca(ty, "m");
     llvm::AllocaInst* s = entryAlloca(ty, "s");
     double inf = std::numeric_limits<double>::infinity();
     B_.CreateStore(fconst(t, -inf), m);
+    if (ir::runBodyOnce(r)) {
+      // One pass, as the evaluator's for such a body (a body with effects must not run
+      // twice, a costly one need not): m running maximum (NaN wins and stays), s the sum of
+      // exp(x - m), rescaled by exp(m_old - x) when x becomes the maximum.
+      B_.CreateStore(fconst(t, 0), s);
+      regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+        llvm::Value* cur = B_.CreateLoad(ty, m);
+        llvm::Value* sv = B_.CreateLoad(ty, s);
+        llvm::Value* curNan = B_.CreateFCmpUNO(cur, cur);
+        llvm::Value* yNan = B_.CreateFCmpUNO(y, y);
+        llvm::Value* grows = B_.CreateFCmpOGT(y, cur);
+        llvm::Value* empty = B_.CreateFCmpOEQ(cur, fconst(t, -inf));
+        // One exp per element: exp(m_old - x) when x is the new maximum, else exp(x - m).
+        llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateSelect(grows, B_.CreateFSub(cur, y),
+                                                                         B_.CreateFSub(y, cur)));
+        llvm::Value* rescaled = B_.CreateFAdd(B_.CreateFMul(sv, e), fconst(t, 1));
+        llvm::Value* added = B_.CreateFAdd(sv, e);
+        llvm::Value* same = B_.CreateOr(curNan, yNan);
+        llvm::Value* ns = B_.CreateSelect(
+            same, sv, B_.CreateSelect(grows, rescaled, B_.CreateSelect(empty, sv, added)));
+        llvm::Value* nm = B_.CreateSelect(curNan, cur, B_.CreateSelect(B_.CreateOr(yNan, grows), y, cur));
+        B_.CreateStore(ns, s);
+        B_.CreateStore(nm, m);
+      });
+      llvm::Value* mv = B_.CreateLoad(ty, m);
+      llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, s)));
+      llvm::Value* finite = B_.CreateFCmpOLT(intrinsic(llvm::Intrinsic::fabs, mv), fconst(t, inf));
+      return B_.CreateSelect(finite, res, mv);
+    }
+    // Two passes, as the evaluator: m = max (NaN wins), then m + log(sum exp(x - m)); the body
+    // is cheap and pure (ir::runBodyOnce), so running it twice costs little and changes nothing.
     regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
       llvm::Value* cur = B_.CreateLoad(ty, m);
       llvm::Value* take = B_.CreateOr(B_.CreateFCmpOGT(y, cur), B_.CreateFCmpUNO(y, y));

@@ -32,14 +32,19 @@ struct NotPrintable : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// An add to an accumulator; a reduction tape's store counts as one (ir::kTapeOnce).
+bool isAdd(const Instr& in) {
+  return in.op == Op::BufAdd || (in.op == Op::BufStore && in.ival == ir::kTapeOnce);
+}
+
 bool isEffect(const Instr& in) {
-  return in.op == Op::BufAdd || in.op == Op::For || (in.op == Op::If && in.result < 0);
+  return isAdd(in) || in.op == Op::For || (in.op == Op::If && in.result < 0);
 }
 
 /// Buffers that a block adds to, anywhere inside it.
 void addsIn(const Block& b, std::set<int>& out) {
   ir::forEachInstr(b, [&](const Instr& i) {
-    if (i.op == Op::BufAdd) out.insert(i.args[0]);
+    if (isAdd(i)) out.insert(i.args[0]);
   });
 }
 
@@ -109,7 +114,7 @@ private:
       bool direct = false;
       const Instr* next = nullptr;
       for (const Instr& i : b.body) {
-        if (i.op == Op::BufAdd && i.args[0] == buf) {
+        if (isAdd(i) && i.args[0] == buf) {
           std::vector<int> idx(i.args.begin() + 1, i.args.end() - 1);
           if (direct && idx != n.bound) return std::nullopt;
           n.bound = idx;
@@ -318,10 +323,10 @@ private:
     bool gather = loop && loop->extents == t.shape;
     if (gather)
       for (const Instr& i : body.body) {
-        if (i.op == Op::BufAdd && i.args[0] == buf &&
+        if (isAdd(i) && i.args[0] == buf &&
             std::vector<int>(i.args.begin() + 1, i.args.end() - 1) != body.args)
           gather = false;
-        if (i.op != Op::BufAdd && !i.regions.empty()) {
+        if (!isAdd(i) && !i.regions.empty()) {
           std::set<int> inner;
           for (const Block& r : i.regions)
             addsIn(r, inner);
@@ -374,15 +379,15 @@ private:
         p.bufs[in.result] = Buf{};
         continue;
       }
-      if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
-        throw NotPrintable("loops with state (var, for) have no printed form yet");
-      if (in.op == Op::BufAdd) {
+      if (isAdd(in)) {
         std::vector<int> idx;
         for (size_t k = 1; k + 1 < in.args.size(); ++k)
           idx.push_back(mapped(in.args[k]));
         contribute(in.args[0], idx, mapped(in.args.back()), p);
         continue;
       }
+      if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
+        throw NotPrintable("loops with state (var, for) have no printed form yet");
       if (in.op == Op::Load && findBuf(in.args[0], p)) {
         Buf* b = findBuf(in.args[0], p);
         int whole = materialize(in.args[0], *b);

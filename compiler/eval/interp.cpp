@@ -224,6 +224,12 @@ private:
   double roundTo(DType t, double x) const {
     return t == DType::F32 ? static_cast<double>(static_cast<float>(x)) : x;
   }
+  static double expT(DType t, double x) {
+    return t == DType::F32 ? std::exp(static_cast<float>(x)) : std::exp(x);
+  }
+  static double logT(DType t, double x) {
+    return t == DType::F32 ? std::log(static_cast<float>(x)) : std::log(x);
+  }
 
   /// Flat position of a subscript list, range-checked.
   int64_t flat(const Tensor& t, const Instr& in, size_t first, size_t count) {
@@ -532,6 +538,25 @@ private:
       return;
     }
     case Op::ReduceLse: {
+      if (ir::runBodyOnce(r)) {
+        // One pass (the JIT's, op for op): a running maximum m and the running sum s of
+        // exp(x - m), rescaled by exp(m_old - m_new) when m grows. NaN wins and stays.
+        double m = -INFINITY, s = 0;
+        loop(in, [&](int64_t) {
+          double x = yv().f;
+          if (std::isnan(m)) return;
+          if (std::isnan(x)) {
+            m = x;
+          } else if (x > m) {
+            s = roundTo(t, roundTo(t, s * roundTo(t, expT(t, roundTo(t, m - x)))) + 1);
+            m = x;
+          } else if (m != -INFINITY) {
+            s = roundTo(t, s + expT(t, roundTo(t, x - m)));
+          }
+        });
+        out.f = std::isfinite(m) ? roundTo(t, m + logT(t, s)) : m;
+        return;
+      }
       // log(sum(exp(x))) = m + log(sum(exp(x - m))) with m the largest element.
       std::vector<double> xs;
       loop(in, [&](int64_t) { xs.push_back(yv().f); });

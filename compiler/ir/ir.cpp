@@ -227,4 +227,11 @@ Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
   return out;
 }
 
+bool runBodyOnce(const Block& body) {
+  for (const Instr& i : body.body)
+    if (!i.regions.empty() || i.op == Op::BufStore || i.op == Op::BufAdd || i.op == Op::SizeDef)
+      return true;
+  return false;
+}
+
 } // namespace slope::ir

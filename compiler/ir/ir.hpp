@@ -56,7 +56,7 @@ struct Instr {
   int result = -1;           // -1 for For and BufAdd
   std::vector<int> args;     // operand value ids
   double fval = 0;           // Const (float)
-  int64_t ival = 0;          // Const (int/bool), Param position
+  int64_t ival = 0;          // Const (int/bool), Param position; BufStore: see kTapeOnce
   std::string name;          // Param name; Load/BufAdd: the tensor's source name
   Poly poly;                 // Size
   std::vector<Poly> extents; // Comp, reductions, For: one per region index
@@ -115,6 +115,18 @@ Block cloneBlock(Function& f, const Block& b, std::vector<int>& map);
 /// The values a block defines: its index values and the results of its instructions, nested
 /// regions included (what a value from outside the block can never be).
 std::set<int> definedIn(const Block& b);
+
+/// BufStore::ival of the store that fills a reduction tape (autodiff's tapeNestedReductions):
+/// each element of a fresh zero buffer is written once with the value it keeps, so reading
+/// the store as an add (as the Slope printer does) means the same. It is a store, not an add,
+/// because a backend may run the body holding it more than once.
+constexpr int64_t kTapeOnce = -3;
+
+/// Whether a reduction's body must run exactly once per element: it has effects (stores,
+/// adds, size.def: a tape store in it, say) or nested regions (costly to run twice). Both
+/// backends then compute logsumexp in one pass (a running maximum that rescales the running
+/// sum whenever it grows) instead of two (the maximum, then the sum), and agree to the bit.
+bool runBodyOnce(const Block& body);
 
 /// Calls fn(instr) for every instruction, nested regions included (pre-order).
 template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {

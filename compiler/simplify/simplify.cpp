@@ -185,6 +185,7 @@ public:
       repl_.clear();
       ctx_.defs.clear();
       ctx_.constComps.clear();
+      findBuffers(); // (rewrite's constant comprehensions must not be written)
       rewrite(f_.body);
       findBuffers();
       cse();
@@ -201,12 +202,16 @@ public:
   }
 
 private:
-  /// buffers_: the buf.zeros results, memory rather than values. (Ids are never reused, so
-  /// one that a later step of the round removes stays harmlessly in the set.)
+  /// buffers_: memory rather than values: the buf.zeros results, and anything a buf.store or
+  /// buf.add writes (scatter-to-gather turns an accumulator into a comprehension, and a later
+  /// `dvar[i] = 0` still writes it). A value that is written is never a constant, a copy or a
+  /// pure load. (Ids are never reused, so one that a later step of the round removes stays
+  /// harmlessly in the set.)
   void findBuffers() {
     buffers_.clear();
     ir::forEachInstr(f_.body, [&](const Instr& i) {
       if (i.op == Op::BufZeros) buffers_.insert(i.result);
+      if (i.op == Op::BufStore || i.op == Op::BufAdd) buffers_.insert(i.args[0]);
     });
   }
   int resolve(int v) const {
@@ -268,7 +273,8 @@ private:
         bool inside = false;
         for (const Instr& x : in.regions[0].body)
           inside = inside || x.result == y;
-        if (d && d->op == Op::Const && !inside) ctx_.constComps[in.result] = y;
+        if (d && d->op == Op::Const && !inside && !buffers_.count(in.result))
+          ctx_.constComps[in.result] = y;
       }
       if (!ctx_.pending.empty()) {
         Instr self = std::move(out.back());
@@ -433,9 +439,13 @@ private:
     for (Instr& in : b.body)
       for (Block& r : in.regions)
         scatterToGather(r);
-    std::map<int, int> addsTo; // buffer -> number of buf.add anywhere
+    // buffer -> number of buf.add anywhere; a buffer that any buf.store writes (an adjoint
+    // that a var write resets to zero) is not a sum of its adds, and stays a buffer.
+    std::map<int, int> addsTo;
+    std::set<int> stored;
     ir::forEachInstr(f_.body, [&](const Instr& i) {
       if (i.op == Op::BufAdd) ++addsTo[i.args[0]];
+      if (i.op == Op::BufStore) stored.insert(i.args[0]);
     });
     std::map<int, size_t> zeros; // buffer -> position in b
     for (size_t k = 0; k < b.body.size(); ++k)
@@ -459,6 +469,7 @@ private:
         }
       }
       if (!ok || target < 0 || !zeros.count(target) || addsTo[target] != count ||
+          stored.count(target) ||
           f_.types[target].shape != loop.extents)
         continue;
       // The loop becomes the comprehension; the accumulator goes.
@@ -511,6 +522,7 @@ private:
       if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype)
         continue;
       if (buffers_.count(l.args[0])) continue; // a copy of an accumulator is a snapshot
+      if (buffers_.count(in.result)) continue;  // a copy that is then written is a new buffer
       repl_[in.result] = l.args[0];
       changed_ = true;
     }

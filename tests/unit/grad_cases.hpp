@@ -45,6 +45,10 @@ inline const Case kCases[] = {
     {"prod_with_zero", "fn f(x: $T[n]) -> $T { prod(select(x > 0.3, x, 0 * x)) + prod(x) }"},
     {"max_min_full", "fn f(x: $T[n, m]) -> $T { max(x) * 2 + min(x) }"},
     {"logsumexp", "fn f(x: $T[n, m]) -> $T { logsumexp(x) + logsumexp(3 * x) }"},
+    // A reduction inside logsumexp's body: the body must run once per element.
+    {"logsumexp_inner_reductions",
+     "fn f(A: $T[n, m], v: $T[m], x: $T[n]) -> $T { logsumexp(A @ v) + logsumexp[j](sum[k](x[j] - "
+     "v[k])) + logsumexp[j](max[k](x[j] * v[k])) + logsumexp[j](mean(x[j] - v)) }"},
     {"indexed_reductions",
      "fn f(A: $T[n, m]) -> $T { let r[i] = sum[j](A[i, j]^2) + max[j](A[i, j]) + min[j](A[i, j]) + "
      "mean[j](A[i, j]) + logsumexp[j](A[i, j]) + prod[j](A[i, j] + 3); sum(r) }"},
@@ -86,6 +90,13 @@ inline const Case kCases[] = {
 inline const Case kLoopCases[] = {
     {"loop_rnn", "fn f(W: $T[h, h], U: $T[h, d], xs: $T[n, d], h0: $T[h]) -> $T { var s = h0; for "
                  "t in 0..n { s = tanh(W @ s + U @ xs[t]); } sum(s) }"},
+    // A write stops the gradient reaching what it overwrote, whatever adjoint reaches it.
+    {"var_overwrite_element",
+     "fn f(y: $T[n]) -> $T { var w = y; w[0] = 2.0; var e = exp(y); e[n - 1] = y[0]; sum(w) + "
+     "sum(2.0 * w) + sum(w + 1.0) + sum[i](e[i]) }"},
+    {"var_overwrite_whole", "fn f(y: $T[n]) -> $T { var s = y; s = tanh(y); sum(s) + mean(s) }"},
+    {"var_overwrite_in_loop",
+     "fn f(y: $T[n]) -> $T { var w = y; for t in 0..n - 1 { w[t] = 2.0; } sum(w) }"},
     {"loop_scalar_and_elements",
      "fn f(x: $T[n]) -> $T { var acc = 0.0; var out = zeros($T[n]); for i in 0..n { acc = acc * "
      "0.5 + x[i]; out[i] = acc * x[i]; } sum(out) + acc }"},

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 
@@ -115,7 +116,9 @@ TEST(LoopFuzz, RandomLoopsDifferentiateTheSameEveryWay) {
   schedules[1].checkpoint = 2;
   schedules[2].snapshots = 2;
   schedules[3].memory = 100;
-  const int programs = 40;
+  // SLOPE_LOOP_FUZZ_PROGRAMS=4000 runs more (docs/testing.md).
+  const char* env = std::getenv("SLOPE_LOOP_FUZZ_PROGRAMS");
+  const int programs = env ? std::atoi(env) : 40;
   for (int p = 0; p < programs; ++p) {
     std::string src = Generator(1000 + p).function();
     auto prog = Program::fromString("fuzz.slope", src);
