@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
@@ -298,8 +299,13 @@ private:
     std::string k = std::to_string(static_cast<int>(in.op)) + ":" + f.types[in.result].str() + ":";
     for (int a : in.args)
       k += std::to_string(a) + ",";
-    if (in.op == Op::Const)
-      k += isFloat(f.types[in.result].dtype) ? std::to_string(in.fval) : std::to_string(in.ival);
+    if (in.op == Op::Const) {
+      // Every bit of the constant (std::to_string keeps six decimals: sin(0.01) and 0.01 would
+      // be one constant).
+      uint64_t bits;
+      std::memcpy(&bits, &in.fval, sizeof bits);
+      k += isFloat(f.types[in.result].dtype) ? std::to_string(bits) : std::to_string(in.ival);
+    }
     if (in.op == Op::Size) k += in.poly.str();
     return k;
   }
