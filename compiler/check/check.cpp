@@ -186,6 +186,9 @@ private:
   TInfo typeOf(const Expr& e);
   TInfo computeType(const Expr& e);
   TInfo typeCall(const Expr& e);
+  /// Where an i64 was needed and e is a float because of a `/` between integers (true
+  /// division since v3), the hint to write div(a, b); else "".
+  std::string divHint(const Expr& e);
   TInfo typeUserCall(const Expr& e, const ast::Function& callee,
                      std::map<std::string, Poly>* bindingsOut);
   TInfo typeReduce(const Expr& e);
@@ -476,11 +479,28 @@ bool Lowerer::unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& 
     }
     return true;
   }
-  // One float, one i64: the integer promotes to the float type.
+  // One float, one i64: the integer promotes to the float type, and an untyped float (a
+  // literal, an integer quotient) stays untyped: `0.5 / n` meets f32 as f32.
   const TInfo& fl = fa ? a : b;
   out.dtype = fl.dtype;
-  out.weak = fl.weak && (fa ? b.weak : a.weak);
+  out.weak = fl.weak;
   return true;
+}
+
+std::string Lowerer::divHint(const Expr& e) {
+  bool found = false;
+  std::function<void(const Expr&)> walk = [&](const Expr& x) {
+    if (found) return;
+    if (x.kind == ExprKind::Binary && x.name == "/" && typeOf(*x.args[0]).dtype == DType::I64 &&
+        typeOf(*x.args[1]).dtype == DType::I64)
+      found = true;
+    if (x.kind == ExprKind::Binary || x.kind == ExprKind::Unary)
+      for (const auto& a : x.args)
+        walk(*a);
+  };
+  walk(e);
+  return found ? " ('/' is true division, as in Python 3; for integer division write div(a, b))"
+               : "";
 }
 
 bool Lowerer::broadcast(const std::vector<const TInfo*>& ops, SrcRange where,
@@ -595,8 +615,14 @@ TInfo Lowerer::computeType(const Expr& e) {
     TInfo u;
     if (!unifyArith(a, b, e.range, u)) return errorType();
     if (op == "%" && u.dtype != DType::I64) {
-      error(e.range, "'%' is for integers only, got " + a.str() + " and " + b.str());
+      error(e.range, "'%' is for integers only, got " + a.str() + " and " + b.str() +
+                         divHint(*e.args[0]) + divHint(*e.args[1]));
       return errorType();
+    }
+    if (op == "/" && u.dtype == DType::I64) {
+      // True division (v3, as Python 3): an untyped float that takes the float type it meets.
+      u.dtype = DType::F64;
+      u.weak = true;
     }
     bool cmp = op == "<" || op == "<=" || op == ">" || op == ">=" || op == "==" || op == "!=";
     if (!cmp && u.dtype == DType::Bool) {
@@ -633,7 +659,8 @@ TInfo Lowerer::computeType(const Expr& e) {
         continue;
       }
       if (s.dtype != DType::I64 || s.rank() != 0) {
-        error(e.args[k]->range, "a subscript must be an i64 scalar, got " + s.str());
+        error(e.args[k]->range,
+              "a subscript must be an i64 scalar, got " + s.str() + divHint(*e.args[k]));
         ok = false;
         continue;
       }
@@ -828,6 +855,20 @@ TInfo Lowerer::typeCall(const Expr& e) {
     t.dtype = n == "f64" ? DType::F64 : n == "f32" ? DType::F32 : DType::I64;
     t.weak = false;
     return t;
+  }
+  if (n == "div") {
+    // Integer floor division (v3): div(-7, 2) is -4, as Python's -7 // 2.
+    auto ts = argTypes(2, "function");
+    if (!ts) return errorType();
+    for (size_t k = 0; k < 2; ++k)
+      if ((*ts)[k].dtype != DType::I64) {
+        error(e.args[k]->range, "'div' divides integers, got " + (*ts)[k].str() +
+                                    "; for float division use '/'" + divHint(*e.args[k]));
+        return errorType();
+      }
+    TInfo u = scalarT(DType::I64);
+    if (!broadcast({&(*ts)[0], &(*ts)[1]}, e.range, u.shape)) return errorType();
+    return u;
   }
   if ((n == "min" || n == "max") && e.args.size() == 2) goto binaryFn;
   if (n == "pow" || n == "atan2") {
@@ -1360,6 +1401,7 @@ int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
     DType from = a.weak && isFloat(t.dtype) ? t.dtype : a.dtype;
     return b_->cast(sub(*e.args[0], from), t.dtype);
   }
+  if (n == "div") return b_->binary(Op::Div, sub(*e.args[0], DType::I64), sub(*e.args[1], DType::I64), e.range);
   if (n == "min" || n == "max" || n == "pow" || n == "atan2") {
     if (e.args.size() == 2) {
       DType d = want(t, w);
@@ -1819,7 +1861,8 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
         continue;
       }
       if (st.dtype != DType::I64 || st.rank() != 0) {
-        error(s.subscripts[k]->range, "a subscript must be an i64 scalar, got " + st.str());
+        error(s.subscripts[k]->range,
+              "a subscript must be an i64 scalar, got " + st.str() + divHint(*s.subscripts[k]));
         ok = false;
         continue;
       }
@@ -1834,7 +1877,8 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
     if (vt.isTuple() || !dtypeOk || (vt.rank() != 0 && vt.shape != want.shape)) {
       error(s.value->range, "'" + s.name + (s.subscripts.empty() ? "" : "[...]") + "' is " +
                                 want.str() + " but the value is " + vt.str() +
-                                (vt.weak ? "" : " (a var keeps the type of its first value)"));
+                                (vt.weak ? "" : " (a var keeps the type of its first value)") +
+                                divHint(*s.value));
       return false;
     }
     StatementScope scope(*this);
@@ -1875,7 +1919,7 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
       if (lt.error || ht.error) return false;
       for (const auto& [b, t] : {std::pair{s.lo.get(), lt}, std::pair{s.hi.get(), ht}})
         if (t.dtype != DType::I64 || t.rank() != 0 || t.isTuple()) {
-          error(b->range, "a loop bound must be an i64 scalar, got " + t.str());
+          error(b->range, "a loop bound must be an i64 scalar, got " + t.str() + divHint(*b));
           return false;
         }
       StatementScope scope(*this);

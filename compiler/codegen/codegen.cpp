@@ -541,9 +541,16 @@ llvm::Value* Gen::binary(const Instr& in) {
       // x / -1 wraps instead of trapping on INT64_MIN.
       llvm::Value* m1 = B_.CreateICmpEQ(b, i64(-1));
       llvm::Value* safe = B_.CreateSelect(m1, i64(1), b);
+      // Floor division, remainder with the divisor's sign: C's truncating quotient, one less
+      // (and the remainder plus b) when the remainder is nonzero and its sign differs from b's.
+      llvm::Value* q = B_.CreateSDiv(a, safe);
+      llvm::Value* r = B_.CreateSRem(a, safe);
+      llvm::Value* fix = B_.CreateAnd(B_.CreateICmpNE(r, i64(0)),
+                                      B_.CreateICmpSLT(B_.CreateXor(r, safe), i64(0)));
       if (in.op == Op::Div)
-        return B_.CreateSelect(m1, B_.CreateSub(i64(0), a), B_.CreateSDiv(a, safe));
-      return B_.CreateSelect(m1, i64(0), B_.CreateSRem(a, safe));
+        return B_.CreateSelect(m1, B_.CreateSub(i64(0), a),
+                               B_.CreateSub(q, B_.CreateZExt(fix, B_.getInt64Ty())));
+      return B_.CreateSelect(m1, i64(0), B_.CreateSelect(fix, B_.CreateAdd(r, safe), r));
     }
     case Op::Powi: {
       // Integer power by squaring; a negative exponent truncates (0 unless |x| = 1).

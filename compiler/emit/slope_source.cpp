@@ -590,7 +590,9 @@ private:
     case Op::Mul:
       if (in.args[0] == in.args[1]) return {paren(a(0), 10) + "^2", 9}; // x * x reads as x^2
       return bin("*", 7, 8, 7);
-    case Op::Div: return bin("/", 7, 8, 7);
+    case Op::Div:
+      if (!isFloat(t.dtype)) return {"div(" + a(0).s + ", " + a(1).s + ")", 10};
+      return bin("/", 7, 8, 7);
     case Op::Mod: return bin("%", 7, 8, 7);
     case Op::Powi: return {paren(a(0), 10) + "^" + paren(a(1), 8), 9};
     case Op::Lt: return bin("<", 6, 6, 5);

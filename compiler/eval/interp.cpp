@@ -396,10 +396,14 @@ private:
     case Op::Div:
     case Op::Mod:
       if (y.i == 0) throw EvalError(in.loc, "integer division by zero");
-      if (y.i == -1)
+      if (y.i == -1) {
         out.i = in.op == Op::Div ? static_cast<int64_t>(0 - p) : 0;
-      else
-        out.i = in.op == Op::Div ? x.i / y.i : x.i % y.i;
+      } else {
+        // Floor division and the remainder with the divisor's sign (as Python's // and %).
+        int64_t d = x.i / y.i, r = x.i % y.i;
+        if (r != 0 && (r < 0) != (y.i < 0)) --d, r += y.i;
+        out.i = in.op == Op::Div ? d : r;
+      }
       break;
     case Op::Min: out.i = std::min(x.i, y.i); break;
     case Op::Max: out.i = std::max(x.i, y.i); break;

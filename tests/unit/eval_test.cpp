@@ -119,7 +119,7 @@ TEST(RuntimeErrors, DataDependentSubscriptOutOfRange) {
 
 TEST(RuntimeErrors, NonAffineSubscriptAndIntegerDivision) {
   auto p = compile("fn f(x: f64[n]) -> f64 { let y[i: n] = x[i * i]; sum(y) }\n"
-                   "fn g(x: f64[n], k: i64) -> f64 { x[0] * f64(n / k) }");
+                   "fn g(x: f64[n], k: i64) -> f64 { x[0] * f64(div(n, k)) }");
   Tensor x(DType::F64, {2});
   EXPECT_NO_THROW(evaluate(p->forward("f"), {x})); // 0, 1 in range
   Tensor x3(DType::F64, {3});

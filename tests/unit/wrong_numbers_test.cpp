@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <string>
 
@@ -152,6 +153,51 @@ TEST_P(WrongNumbers, FoldedConstantsKeepEveryBit) {
   r = valueAndGradient("fn f(x: f64) -> f64 { log(x + 1e-9) + 0.0 * x }", "f", {scalar(1e-9)},
                        GetParam());
   EXPECT_EQ(r[0].getF(0), std::log(2e-9));
+}
+
+// Bug 4 (language v3): '/' is true division everywhere, as in Python 3; div(a, b) floors and
+// a % b takes the divisor's sign.
+TEST_P(WrongNumbers, SlashIsTrueDivision) {
+  auto sq = valueAndGradient("fn f(x: f64) -> f64 { x^(1/2) + pow(x, 1/2) + (1/2) * x }", "f",
+                             {scalar(4)}, GetParam());
+  EXPECT_EQ(sq[0].getF(0), 2 + 2 + 2);
+  EXPECT_EQ(sq[1].getF(0), 0.25 + 0.25 + 0.5);
+  auto mean = valueAndGradient("fn f(x: f64[n]) -> f64 { (1 / n) * sum(x) + 7 / 2 }", "f",
+                               {vec({1, 2, 3})}, GetParam());
+  EXPECT_EQ(mean[0].getF(0), 2 + 3.5);
+  expectValues(mean[1], {1 / 3.0, 1 / 3.0, 1 / 3.0}, 0, "mean");
+  auto prog = Program::fromString("div", "fn f(a: i64, b: i64) -> (i64, i64, f64) { "
+                                         "(div(a, b), a % b, f64(a / b)) }");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  Runnable f = backend(GetParam()).prepare(prog->forward("f"));
+  struct Want {
+    int64_t a, b, div, mod;
+  };
+  for (Want w : {Want{7, 2, 3, 1}, Want{-7, 2, -4, 1}, Want{7, -2, -4, -1}, Want{-7, -2, 3, -1},
+                 Want{6, 3, 2, 0}, Want{-6, 3, -2, 0}, Want{0, -5, 0, 0},
+                 Want{INT64_MIN, -1, INT64_MIN, 0}}) {
+    auto r = f({Tensor::scalar(DType::I64, w.a), Tensor::scalar(DType::I64, w.b)});
+    EXPECT_EQ(r[0].getI(0), w.div) << w.a << " div " << w.b;
+    EXPECT_EQ(r[1].getI(0), w.mod) << w.a << " % " << w.b;
+    EXPECT_EQ(r[2].getF(0), static_cast<double>(w.a) / static_cast<double>(w.b));
+  }
+  EXPECT_THROW(f({Tensor::scalar(DType::I64, 1), Tensor::scalar(DType::I64, 0)}), EvalError);
+}
+
+// Bug 5: an untyped float (a literal, an integer quotient) takes the float type it meets, also
+// when it meets an i64 on the way: f32 stays f32.
+TEST_P(WrongNumbers, UntypedFloatsTakeTheTypeTheyMeet) {
+  auto prog = Program::fromString(
+      "f32", "fn f(x: f32[n]) -> f32 { x[0] + 0.5 / n + 1 / n + x[0] * (0.25 * n) }");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function f = prog->forward("f");
+  EXPECT_EQ(f.types[f.body.yields[0]].dtype, DType::F32);
+  Tensor x(DType::F32, {2});
+  x.setF(0, 1);
+  x.setF(1, 2);
+  auto r = backend(GetParam()).prepare(f)({x});
+  EXPECT_EQ(r[0].dtype(), DType::F32);
+  EXPECT_EQ(r[0].getF(0), 1 + 0.25f + 0.5f + 0.5f);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, WrongNumbers, ::testing::Values(false, true),
