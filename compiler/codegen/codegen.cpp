@@ -23,7 +23,9 @@
 #include <llvm/IR/Verifier.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <functional>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 namespace slope::codegen {
@@ -292,6 +294,9 @@ private:
 
   // --- values ------------------------------------------------------------------------------
   llvm::Value* val(int id) {
+    auto spill = spills_.find(id);
+    if (spill != spills_.end())
+      return B_.CreateLoad(spill->second->getAllocatedType(), spill->second);
     llvm::Value* v = vals_[id];
     if (!v)
       throw std::logic_error("codegen: value %" + std::to_string(id) + " used before definition");
@@ -342,6 +347,46 @@ private:
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
   std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
+  /// Values used outside the region that defines them: reverse mode reads, in the reverse
+  /// sweep's `if` on the same condition, the tapes a forward branch made. Their definitions
+  /// do not dominate those uses, so each lives in an entry-block slot (SROA and mem2reg turn
+  /// it back into registers and phis); every use loads it.
+  std::set<int> escaping_;
+  std::map<int, llvm::AllocaInst*> spills_;
+  void findEscaping() {
+    std::map<int, const Block*> defIn;
+    std::map<const Block*, const Block*> parent;
+    std::function<void(const Block&)> defs = [&](const Block& b) {
+      for (int a : b.args)
+        defIn[a] = &b;
+      for (const Instr& in : b.body) {
+        if (in.result >= 0) defIn[in.result] = &b;
+        for (const Block& r : in.regions) {
+          parent[&r] = &b;
+          defs(r);
+        }
+      }
+    };
+    defs(f_.body);
+    auto visible = [&](int v, const Block* at) {
+      auto d = defIn.find(v);
+      if (d == defIn.end()) return true; // a parameter
+      for (const Block* b = at; b; b = parent.count(b) ? parent[b] : nullptr)
+        if (b == d->second) return true;
+      return false;
+    };
+    std::function<void(const Block&)> uses = [&](const Block& b) {
+      for (const Instr& in : b.body) {
+        for (int a : in.args)
+          if (!visible(a, &b)) escaping_.insert(a);
+        for (const Block& r : in.regions)
+          uses(r);
+      }
+      for (int y : b.yields)
+        if (!visible(y, &b)) escaping_.insert(y);
+    };
+    uses(f_.body);
+  }
 };
 
 llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
@@ -560,6 +605,7 @@ llvm::Value* Gen::binary(const Instr& in) {
       auto* bodyBB = llvm::BasicBlock::Create(ctx_, "ipow.body", fn);
       auto* done = llvm::BasicBlock::Create(ctx_, "ipow.done", fn);
       llvm::Value* neg = B_.CreateICmpSLT(b, i64(0));
+      llvm::Value* e0 = B_.CreateSelect(neg, i64(0), b); // (in pre: a phi's incoming value)
       B_.CreateBr(head);
       B_.SetInsertPoint(head);
       auto* r = B_.CreatePHI(B_.getInt64Ty(), 2);
@@ -567,7 +613,7 @@ llvm::Value* Gen::binary(const Instr& in) {
       auto* e = B_.CreatePHI(B_.getInt64Ty(), 2);
       r->addIncoming(i64(1), pre);
       base->addIncoming(a, pre);
-      e->addIncoming(B_.CreateSelect(neg, i64(0), b), pre);
+      e->addIncoming(e0, pre);
       B_.CreateCondBr(B_.CreateICmpSGT(e, i64(0)), bodyBB, done);
       B_.SetInsertPoint(bodyBB);
       llvm::Value* odd = B_.CreateTrunc(e, B_.getInt1Ty());
@@ -861,11 +907,24 @@ void Gen::instr(const Instr& in) {
     }
     break;
   }
-  if (in.result >= 0) vals_[in.result] = out;
+  if (in.result >= 0) {
+    vals_[in.result] = out;
+    bool dominatesAll = llvm::isa<llvm::Constant>(out) || llvm::isa<llvm::AllocaInst>(out) ||
+                        llvm::isa<llvm::Argument>(out);
+    if (escaping_.count(in.result) && !dominatesAll) {
+      llvm::AllocaInst* slot = entryAlloca(out->getType(), "escape");
+      llvm::IRBuilder<> E(ctx_); // (zero on entry: never undef, whatever path reads it)
+      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+      E.CreateStore(llvm::Constant::getNullValue(out->getType()), slot);
+      B_.CreateStore(out, slot);
+      spills_[in.result] = slot;
+    }
+  }
 }
 
 std::unique_ptr<llvm::Module> Gen::run() {
   vals_.assign(f_.types.size(), nullptr);
+  findEscaping();
   std::vector<std::string> sizes = f_.sizeNames();
 
   // The internal function: typed, tensor pointers noalias.

@@ -200,6 +200,38 @@ TEST_P(WrongNumbers, UntypedFloatsTakeTheTypeTheyMeet) {
   EXPECT_EQ(r[0].getF(0), 1 + 0.25f + 0.5f + 0.5f);
 }
 
+// Bug 8: valid programs that codegen turned into invalid LLVM IR (a value used where its
+// definition does not dominate): an integer power's start value, and the tapes a loop inside
+// an if branch fills for the reverse sweep's branch on the same condition.
+TEST_P(WrongNumbers, ValuesUsedOutsideTheirBlock) {
+  auto prog = Program::fromString("pow", "fn g(k: i64, j: i64) -> i64 { k ^ j }");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  Runnable g = backend(GetParam()).prepare(prog->forward("g"));
+  auto ipow = [&](int64_t k, int64_t j) {
+    return g({Tensor::scalar(DType::I64, static_cast<double>(k)),
+              Tensor::scalar(DType::I64, static_cast<double>(j))})[0]
+        .getI(0);
+  };
+  EXPECT_EQ(ipow(3, 4), 81);
+  EXPECT_EQ(ipow(-2, 3), -8);
+  EXPECT_EQ(ipow(-1, -3), -1);
+  EXPECT_EQ(ipow(5, 0), 1);
+  const char* src = "fn h(x: f64) -> f64 { var s = x; for t in 0..3 { s = sin(s) * x; } s }\n"
+                    "fn f(x: f64) -> f64 { (if x > 0.0 { 0.5 } else { h(x) }) * x }";
+  for (double x : {-0.5, 0.5}) {
+    auto r = valueAndGradient(src, "f", {scalar(x)}, GetParam());
+    // Forward: s1 = sin(x) x, s2 = sin(s1) x, s3 = sin(s2) x; f = s3 x (x < 0) or 0.5 x.
+    double s = x, ds = 1;
+    for (int t = 0; t < 3; ++t) {
+      ds = std::cos(s) * ds * x + std::sin(s);
+      s = std::sin(s) * x;
+    }
+    double want = x > 0 ? 0.5 * x : s * x, dwant = x > 0 ? 0.5 : ds * x + s;
+    EXPECT_NEAR(r[0].getF(0), want, 1e-15);
+    EXPECT_NEAR(r[1].getF(0), dwant, 1e-15);
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, WrongNumbers, ::testing::Values(false, true),
                          [](const ::testing::TestParamInfo<bool>& i) {
                            return i.param ? "jit" : "interp";
