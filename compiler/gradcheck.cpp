@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <random>
+#include <stdexcept>
 
 namespace slope {
 
@@ -37,7 +38,8 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
                                uint64_t seed) {
   std::mt19937_64 rng(seed * 0x9E3779B97F4A7C15ULL + 12345);
   std::vector<Tensor> args;
-  for (const ir::Type& t : f.paramTypes) {
+  for (size_t k = 0; k < f.paramTypes.size(); ++k) {
+    const ir::Type& t = f.paramTypes[k];
     std::vector<int64_t> shape;
     for (const Poly& p : t.shape) {
       auto v = p.eval(sizes);
@@ -49,7 +51,12 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
       }
       shape.push_back(*v);
     }
-    Tensor x(t.dtype, shape);
+    Tensor x;
+    try {
+      x = Tensor(t.dtype, shape);
+    } catch (const std::length_error& e) { // too large: say which argument
+      throw std::length_error("argument '" + f.paramNames[k] + "': " + e.what());
+    }
     for (int64_t i = 0; i < x.numel(); ++i) {
       if (isFloat(t.dtype))
         x.setF(i, normal(rng));

@@ -1,5 +1,7 @@
 #include "slope/tensor.hpp"
 
+#include "compiler/support/checked.hpp"
+
 #include <cstring>
 #include <stdexcept>
 
@@ -26,13 +28,15 @@ size_t dtypeSize(DType t) {
 }
 
 Tensor::Tensor(DType dtype, std::vector<int64_t> shape) : dtype_(dtype), shape_(std::move(shape)) {
-  numel_ = 1;
-  for (int64_t e : shape_) {
+  for (int64_t e : shape_)
     if (e < 0) throw std::invalid_argument("negative tensor extent");
-    numel_ *= e;
-  }
-  size_t bytes = static_cast<size_t>(numel_) * dtypeSize(dtype_);
-  storage_.assign((bytes + 7) / 8 + 1, 0);
+  // Checked: a shape whose element or byte count overflows, or that needs more memory than
+  // the machine has, is refused before allocating (std::length_error, with the bytes).
+  numel_ = checked::numel(shape_, std::string("a ") + dtypeName(dtype_) + " tensor");
+  int64_t bytes = checked::bytes(numel_, static_cast<int64_t>(dtypeSize(dtype_)),
+                                 std::string("a ") + dtypeName(dtype_) + " tensor of shape " +
+                                     checked::shapeString(shape_));
+  storage_.assign(static_cast<size_t>(bytes) / 8 + 2, 0);
 }
 
 Tensor Tensor::scalar(DType dtype, double v) {

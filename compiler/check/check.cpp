@@ -1,6 +1,7 @@
 #include "compiler/check/check.hpp"
 
 #include "compiler/ir/builder.hpp"
+#include "compiler/support/checked.hpp"
 
 #include <functional>
 #include <map>
@@ -183,6 +184,8 @@ private:
   std::optional<TInfo> typeFromAst(const ast::TypeExpr& t, bool paramType,
                                    const std::map<std::string, Poly>* sizes);
   std::optional<Poly> extentOf(const Expr& e);
+  std::optional<Poly> extentOfUnchecked(const Expr& e);
+  std::optional<ir::Function> lowerChecked(const ast::Function& fn);
   TInfo typeOf(const Expr& e);
   TInfo computeType(const Expr& e);
   TInfo typeCall(const Expr& e);
@@ -220,6 +223,7 @@ private:
   Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
   bool lowerStmt(const ast::Stmt& s);
+  bool lowerStmtAt(const ast::Stmt& s);
   bool lowerStateStmt(const ast::Stmt& s);
   void takeSnapshots(const std::vector<const Expr*>& exprs);
   void storeInto(const Sym& var, const std::vector<Ix>& prefix, const Expr& value, SrcRange loc);
@@ -331,6 +335,15 @@ void Lowerer::findRecursion() {
 // Types written in the source
 
 std::optional<Poly> Lowerer::extentOf(const Expr& e) {
+  try {
+    return extentOfUnchecked(e);
+  } catch (const checked::SizeError&) {
+    error(e.range, "this extent overflows i64");
+    return std::nullopt;
+  }
+}
+
+std::optional<Poly> Lowerer::extentOfUnchecked(const Expr& e) {
   switch (e.kind) {
   case ExprKind::Number:
     if (!e.isInt) break;
@@ -425,7 +438,12 @@ std::optional<TInfo> Lowerer::typeFromAst(const ast::TypeExpr& t, bool paramType
         if (x.kind == ExprKind::Binary && (x.name == "+" || x.name == "-" || x.name == "*")) {
           auto a = ev(*x.args[0]), b = ev(*x.args[1]);
           if (!a || !b) return std::nullopt;
-          return x.name == "+" ? *a + *b : x.name == "-" ? *a - *b : *a * *b;
+          try {
+            return x.name == "+" ? *a + *b : x.name == "-" ? *a - *b : *a * *b;
+          } catch (const checked::SizeError&) {
+            error(x.range, "this extent overflows i64");
+            return std::nullopt;
+          }
         }
         error(x.range, "an extent is built from sizes, integer literals and + - *");
         return std::nullopt;
@@ -1926,9 +1944,10 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
       takeSnapshots({s.lo.get(), s.hi.get()});
       loValue = emitScalar(*s.lo, DType::I64);
       int hiValue = emitScalar(*s.hi, DType::I64);
-      // The trip count: max(hi - lo, 0), fixed on entry.
+      // The trip count: hi - lo when hi > lo, else 0, fixed on entry. When hi - lo overflows
+      // it is negative, and the loop fails on entry (never runs zero times).
       int diff = b_->binary(Op::Sub, hiValue, loValue);
-      int n = b_->binary(Op::Max, diff, b_->constInt(0));
+      int n = b_->select(b_->binary(Op::Gt, hiValue, loValue), diff, b_->constInt(0));
       std::string name = "#trips" + std::to_string(nextIndex_++);
       ir::Instr def;
       def.op = Op::SizeDef;
@@ -1978,6 +1997,14 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
 }
 
 bool Lowerer::lowerStmt(const ast::Stmt& s) {
+  SrcRange outer = b_->defaultLoc; // (statements nest: a loop's body)
+  b_->defaultLoc = s.range;
+  bool ok = lowerStmtAt(s);
+  b_->defaultLoc = outer;
+  return ok;
+}
+
+bool Lowerer::lowerStmtAt(const ast::Stmt& s) {
   using ast::StmtKind;
   switch (s.kind) {
   case StmtKind::Var:
@@ -2093,6 +2120,7 @@ bool Lowerer::lowerStmt(const ast::Stmt& s) {
 }
 
 Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
+  SrcRange outerLoc = b_->defaultLoc; // (an if's block sits inside a statement)
   inst().scopes.emplace_back();
   bool ok = true;
   for (const auto& s : b.stmts)
@@ -2100,6 +2128,7 @@ Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
   Sym r;
   std::optional<StatementScope> scope;
   if (b.result) {
+    b_->defaultLoc = b.result->range;
     scope.emplace(*this);
     takeSnapshots({b.result.get()});
   }
@@ -2127,10 +2156,22 @@ Sym Lowerer::lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut) {
   }
   scope.reset();
   inst().scopes.pop_back();
+  b_->defaultLoc = outerLoc;
   return r;
 }
 
 std::optional<ir::Function> Lowerer::lower(const ast::Function& fn) {
+  // Extent arithmetic is checked (compiler/support/checked.hpp); where an overflow was not
+  // caught at its own expression, it is reported at the function.
+  try {
+    return lowerChecked(fn);
+  } catch (const checked::SizeError& e) {
+    error(fn.nameRange, std::string(e.what()) + " in the extents of '" + fn.name + "'");
+    return std::nullopt;
+  }
+}
+
+std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
   ir::Function f;
   f.name = fn.name;
   f.file = &diags_.file();

@@ -11,6 +11,7 @@
 // cold block that records the site and returns an error code.
 
 #include "compiler/codegen/codegen_internal.hpp"
+#include "compiler/support/checked.hpp"
 
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/Constants.h>
@@ -106,13 +107,40 @@ private:
     std::vector<llvm::Value*> out;
     for (const Poly& p : ps) {
       llvm::Value* e = poly(p);
-      if (!p.provablyNonNegative()) {
-        int site = addSite("", loc);
+      bool dynamic = false; // a trip count bound in the function: negative when hi - lo overflowed
+      for (const auto& n : p.names())
+        dynamic = dynamic || dynSlots_.count(n);
+      if (!p.provablyNonNegative() || dynamic) {
+        int site = addSite(dynamic ? kTripCountSite : "", loc);
         check(B_.CreateICmpSGE(e, i64(0)), SLOPE_ERR_EXTENT, site, 0, e, i64(0));
       }
       out.push_back(e);
     }
     return out;
+  }
+  /// The bytes of a buffer of type t, checked as compiler/support/checked.hpp checks sizes:
+  /// a negative extent, an element or byte count that overflows i64, or more bytes than the
+  /// machine has (measured when the code is generated) fail the call with SLOPE_ERR_SIZE and
+  /// the bytes needed (-1: overflow) before anything is allocated.
+  llvm::Value* checkedBytes(const ir::Type& t, SrcRange loc) {
+    llvm::Value* n = i64(1);
+    llvm::Value* overflow = B_.getFalse();
+    auto mulChecked = [&](llvm::Value* a, llvm::Value* b) {
+      llvm::Value* r = B_.CreateBinaryIntrinsic(llvm::Intrinsic::smul_with_overflow, a, b);
+      overflow = B_.CreateOr(overflow, B_.CreateExtractValue(r, 1));
+      return B_.CreateExtractValue(r, 0);
+    };
+    for (const Poly& p : t.shape) {
+      llvm::Value* e = poly(p);
+      overflow = B_.CreateOr(overflow, B_.CreateICmpSLT(e, i64(0)));
+      n = mulChecked(n, e);
+    }
+    llvm::Value* bytes = mulChecked(n, i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+    llvm::Value* shown = B_.CreateSelect(overflow, i64(-1), bytes);
+    llvm::Value* fits = B_.CreateAnd(B_.CreateNot(overflow),
+                                     B_.CreateICmpSLE(bytes, i64(checked::physicalMemory())));
+    check(fits, SLOPE_ERR_SIZE, addSite("", loc), 0, shown, i64(checked::physicalMemory()));
+    return bytes;
   }
   llvm::Value* numel(const ir::Type& t) {
     llvm::Value* n = i64(1);
@@ -162,8 +190,8 @@ private:
   /// A heap buffer of n elements (zeroed if asked), freed on exit. Inside a region the site
   /// reuses its buffer from the previous iteration when it is large enough: the IR's values
   /// do not outlive the iteration that made them, so nothing still reads it.
-  llvm::Value* allocate(DType t, llvm::Value* n, bool zero) {
-    llvm::Value* bytes = B_.CreateMul(n, i64(static_cast<int64_t>(dtypeSize(t))));
+  llvm::Value* allocate(const ir::Type& ty, bool zero, SrcRange loc) {
+    llvm::Value* bytes = checkedBytes(ty, loc);
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
     llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "slot");
     llvm::AllocaInst* cap = regionDepth_ > 0 ? entryAlloca(B_.getInt64Ty(), "cap") : nullptr;
@@ -831,14 +859,14 @@ void Gen::instr(const Instr& in) {
         B_.CreateMemSet(rb->second, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
         out = rb->second;
       } else {
-        out = allocate(t.dtype, numel(t), true);
+        out = allocate(t, true, in.loc);
       }
       break;
     }
     case Op::Stack: {
       const ir::Type& t = f_.types[in.result];
       auto rb = resultBuffers_.find(in.result);
-      out = rb != resultBuffers_.end() ? rb->second : allocate(t.dtype, numel(t), false);
+      out = rb != resultBuffers_.end() ? rb->second : allocate(t, false, in.loc);
       for (size_t k = 0; k < in.args.size(); ++k)
         storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
                   val(in.args[k]));
@@ -857,8 +885,8 @@ void Gen::instr(const Instr& in) {
         extents(in.extents, in.loc); // the negative-extent checks
         buf = rb->second;
       } else {
-        std::vector<llvm::Value*> ext = extents(in.extents, in.loc);
-        buf = allocate(t.dtype, numel(t), false);
+        extents(in.extents, in.loc); // the negative-extent checks
+        buf = allocate(t, false, in.loc);
       }
       regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
         storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), buf, flat), y);
@@ -876,7 +904,7 @@ void Gen::instr(const Instr& in) {
       llvm::Value* tensorOut = nullptr;
       const ir::Type* rt = in.result >= 0 ? &f_.types[in.result] : nullptr;
       if (rt && rt->rank() == 0) slot = entryAlloca(scalarTy(rt->dtype), "ifv");
-      if (rt && rt->rank() > 0) tensorOut = allocate(rt->dtype, numel(*rt), false);
+      if (rt && rt->rank() > 0) tensorOut = allocate(*rt, false, in.loc);
       B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
       for (int k = 0; k < 2; ++k) {
         B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
@@ -994,7 +1022,9 @@ std::unique_ptr<llvm::Module> Gen::run() {
       v = B_.CreateSelect(B_.CreateICmpSGT(cap, i64(0)), q, i64(0));
     } else {
       llvm::Value* b = divisor();
-      v = B_.CreateSDiv(B_.CreateSub(B_.CreateAdd(a, b), i64(1)), b);
+      // ceil(a / b) = a / b + (a % b != 0): no a + b - 1 to overflow (the evaluator's too).
+      v = B_.CreateAdd(B_.CreateSDiv(a, b),
+                       B_.CreateZExt(B_.CreateICmpNE(B_.CreateSRem(a, b), i64(0)), B_.getInt64Ty()));
     }
     sizeVals_[d.name] = B_.CreateSelect(pos, v, i64(0));
   }

@@ -51,10 +51,20 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                   "': dimension " + std::to_string(e.dim) + " has extent " +
                                   std::to_string(e.extent));
   case SLOPE_ERR_DIV_ZERO: throw EvalError(site.loc, "integer division by zero");
-  case SLOPE_ERR_EXTENT: throw EvalError(site.loc, "a computed extent is negative");
+  case SLOPE_ERR_EXTENT:
+    if (site.tensor == codegen::kTripCountSite)
+      throw EvalError(site.loc, "the loop's trip count (its upper bound minus its lower bound) "
+                                "overflows i64");
+    throw EvalError(site.loc, "a computed extent is negative");
+  case SLOPE_ERR_SIZE:
+    if (e.index < 0)
+      throw EvalError(site.loc, "a buffer's size overflows i64");
+    throw EvalError(site.loc, "a buffer needs " + std::to_string(e.index) +
+                                  " bytes, more than this machine's " + std::to_string(e.extent) +
+                                  " bytes of memory");
   case SLOPE_ERR_CONVERSION:
     throw EvalError(site.loc, "cannot convert a value to i64 (out of range or NaN)");
-  case SLOPE_ERR_NO_MEMORY: throw std::bad_alloc();
+  case SLOPE_ERR_NO_MEMORY: throw EvalError(site.loc, "out of memory: a temporary could not be allocated");
   default: throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
   }
 }

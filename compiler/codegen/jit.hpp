@@ -15,9 +15,11 @@ namespace slope::codegen {
 
 /// A check in generated code, so that an error code can be turned into a message.
 struct Site {
-  std::string tensor; // the tensor a subscript indexes, if any
+  std::string tensor; // the tensor a subscript indexes, if any (kTripCountSite: a loop)
   SrcRange loc;
 };
+/// Site::tensor of a loop whose trip count (hi - lo) overflowed i64.
+inline constexpr const char* kTripCountSite = "#trips";
 
 struct CompiledFunction {
   slope_fn fn = nullptr;

@@ -1,5 +1,7 @@
 #include "compiler/eval/interp.hpp"
 
+#include "compiler/support/checked.hpp"
+
 #include "compiler/support/revolve.hpp"
 
 #include <cmath>
@@ -214,11 +216,28 @@ private:
   }
 
   int64_t extent(const Poly& p, SrcRange loc) {
-    auto e = p.eval(sizes_);
+    std::optional<int64_t> e;
+    try {
+      e = p.eval(sizes_);
+    } catch (const checked::SizeError&) {
+      throw EvalError(loc, "extent " + p.str() + " overflows i64");
+    }
     if (!e) throw EvalError(loc, "internal error: unbound size in " + p.str());
+    if (*e < 0 && p.str().find("#trips") != std::string::npos)
+      throw EvalError(loc, "the loop's trip count (its upper bound minus its lower bound) "
+                           "overflows i64");
     if (*e < 0)
       throw EvalError(loc, "extent " + p.str() + " is negative (" + std::to_string(*e) + ")");
     return *e;
+  }
+  /// A tensor for instruction `in`, its size checked (compiler/support/checked.hpp).
+  std::shared_ptr<Tensor> makeTensor(DType t, const std::vector<int64_t>& shape,
+                                     const Instr& in) {
+    try {
+      return std::make_shared<Tensor>(t, shape);
+    } catch (const std::length_error& e) {
+      throw EvalError(in.loc, (in.name.empty() ? "" : "'" + in.name + "': ") + e.what());
+    }
   }
 
   double roundTo(DType t, double x) const {
@@ -425,7 +444,7 @@ private:
       std::vector<int64_t> shape;
       for (const Poly& p : f_.types[in.result].shape)
         shape.push_back(extent(p, in.loc));
-      auto t = std::make_shared<Tensor>(f_.types[in.result].dtype, shape);
+      auto t = makeTensor(f_.types[in.result].dtype, shape, in);
       for (size_t k = 0; k < in.args.size(); ++k) {
         if (isFloat(t->dtype()))
           t->setF(static_cast<int64_t>(k), vals_[in.args[k]].f);
@@ -444,7 +463,7 @@ private:
       std::vector<int64_t> shape;
       for (const Poly& p : ty.shape)
         shape.push_back(extent(p, in.loc));
-      out.t = std::make_shared<Tensor>(ty.dtype, shape);
+      out.t = makeTensor(ty.dtype, shape, in);
       return;
     }
     case Op::SizeDef: sizes_[in.name] = vals_[in.args[0]].i; return;
@@ -481,7 +500,7 @@ private:
       std::vector<int64_t> shape;
       for (const Poly& p : in.extents)
         shape.push_back(extent(p, in.loc));
-      auto res = std::make_shared<Tensor>(t, shape);
+      auto res = makeTensor(t, shape, in);
       loop(in, [&](int64_t n) {
         if (fl)
           res->setF(n, yv().f);

@@ -3,6 +3,7 @@
 namespace slope::ir {
 
 int Builder::emit(Instr i, const Type& t) {
+  if (i.loc.begin == 0 && i.loc.end == 0) i.loc = defaultLoc;
   i.result = f_.newValue(t);
   int r = i.result;
   stack_.back()->body.push_back(std::move(i));
@@ -10,6 +11,7 @@ int Builder::emit(Instr i, const Type& t) {
 }
 
 void Builder::emitEffect(Instr i) {
+  if (i.loc.begin == 0 && i.loc.end == 0) i.loc = defaultLoc;
   i.result = -1;
   stack_.back()->body.push_back(std::move(i));
 }

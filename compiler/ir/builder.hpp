@@ -13,6 +13,11 @@ public:
   Function& function() { return f_; }
   const Type& type(int v) const { return f_.types[v]; }
 
+  /// Where instructions made without a location of their own come from (the checker sets the
+  /// statement being lowered): a run-time error in them (a buffer too large, a conversion)
+  /// then points at that statement rather than at 1:1.
+  SrcRange defaultLoc;
+
   /// Appends an instruction with a result of type t; returns the result id.
   int emit(Instr i, const Type& t);
   /// Appends an instruction without a result (buf.add, for).

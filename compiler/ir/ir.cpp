@@ -1,5 +1,7 @@
 #include "compiler/ir/ir.hpp"
 
+#include "compiler/support/checked.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -39,9 +41,10 @@ int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
   if (x <= 0) return 0;
   if (kind == CeilSqrt) {
     auto r = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(x))));
-    while (r > 0 && (r - 1) * (r - 1) >= x)
+    auto sq = [](int64_t v) { return static_cast<__int128>(v) * v; }; // (no overflow)
+    while (r > 0 && sq(r - 1) >= x)
       --r;
-    while (r * r < x)
+    while (sq(r) < x)
       ++r;
     return r;
   }
@@ -50,7 +53,7 @@ int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
     int64_t c = cap.eval(sizes).value_or(0);
     return c <= 0 ? 0 : std::min(c, std::max<int64_t>(1, x / y));
   }
-  return (x + y - 1) / y;
+  return x / y + (x % y != 0); // ceil(x / y), with no x + y - 1 to overflow
 }
 
 static int64_t peakIn(const Block& b, const Function& f,
@@ -60,15 +63,23 @@ static int64_t peakIn(const Block& b, const Function& f,
   for (const Instr& in : b.body) {
     if (in.op == Op::BufZeros &&
         std::find(results.begin(), results.end(), in.result) == results.end()) {
+      // Checked, saturating at INT64_MAX: a statistic, not an allocation (those fail).
       int64_t n = static_cast<int64_t>(dtypeSize(f.types[in.result].dtype));
-      for (const Poly& p : f.types[in.result].shape)
-        n *= p.eval(sizes).value_or(0);
-      here += n;
+      for (const Poly& p : f.types[in.result].shape) {
+        int64_t e = 0;
+        try {
+          e = p.eval(sizes).value_or(0);
+        } catch (const checked::SizeError&) {
+          e = INT64_MAX;
+        }
+        n = checked::mul(n, std::max<int64_t>(e, 0)).value_or(INT64_MAX);
+      }
+      here = checked::add(here, n).value_or(INT64_MAX);
     }
     for (const Block& r : in.regions)
-      inner += peakIn(r, f, sizes);
+      inner = checked::add(inner, peakIn(r, f, sizes)).value_or(INT64_MAX);
   }
-  return here + inner;
+  return checked::add(here, inner).value_or(INT64_MAX);
 }
 
 int64_t peakBufferBytes(const Function& f, const std::map<std::string, int64_t>& sizes) {

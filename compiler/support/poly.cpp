@@ -1,9 +1,19 @@
 #include "compiler/support/poly.hpp"
 
+#include "compiler/support/checked.hpp"
+
 #include <algorithm>
 #include <set>
 
 namespace slope {
+namespace {
+// Extents are checked like every other size (compiler/support/checked.hpp): a coefficient
+// that overflows is an error, never a wrapped extent.
+int64_t coef(std::optional<int64_t> v) {
+  if (!v) throw checked::SizeError("extent arithmetic overflows i64");
+  return *v;
+}
+} // namespace
 
 Poly::Poly(int64_t c) {
   if (c != 0) terms_[{}] = c;
@@ -23,7 +33,7 @@ void Poly::normalize() {
 Poly Poly::operator+(const Poly& o) const {
   Poly r = *this;
   for (const auto& [m, c] : o.terms_)
-    r.terms_[m] += c;
+    r.terms_[m] = coef(checked::add(r.terms_[m], c));
   r.normalize();
   return r;
 }
@@ -31,7 +41,7 @@ Poly Poly::operator+(const Poly& o) const {
 Poly Poly::operator-() const {
   Poly r = *this;
   for (auto& [m, c] : r.terms_)
-    c = -c;
+    c = coef(checked::sub(0, c));
   return r;
 }
 
@@ -46,7 +56,7 @@ Poly Poly::operator*(const Poly& o) const {
       Monomial m = m1;
       m.insert(m.end(), m2.begin(), m2.end());
       std::sort(m.begin(), m.end());
-      r.terms_[m] += c1 * c2;
+      r.terms_[m] = coef(checked::add(r.terms_[m], coef(checked::mul(c1, c2))));
     }
   r.normalize();
   return r;
@@ -76,9 +86,9 @@ std::optional<int64_t> Poly::eval(const std::map<std::string, int64_t>& sizes) c
     for (const auto& n : m) {
       auto it = sizes.find(n);
       if (it == sizes.end()) return std::nullopt;
-      v *= it->second;
+      v = coef(checked::mul(v, it->second));
     }
-    total += v;
+    total = coef(checked::add(total, v));
   }
   return total;
 }
@@ -100,7 +110,12 @@ bool Poly::provablyNonNegative() const {
   std::map<std::string, Poly> shift;
   for (const auto& n : names())
     shift[n] = var(n) + Poly(1);
-  Poly q = substitute(shift);
+  Poly q;
+  try {
+    q = substitute(shift);
+  } catch (const checked::SizeError&) {
+    return false; // too large to expand: not proven
+  }
   for (const auto& [m, c] : q.terms_)
     if (c < 0) return false;
   return true;
@@ -115,7 +130,7 @@ std::string Poly::str() const {
   std::string s;
   bool first = true;
   for (const auto& [m, c] : ts) {
-    int64_t mag = c < 0 ? -c : c;
+    uint64_t mag = c < 0 ? 0 - static_cast<uint64_t>(c) : static_cast<uint64_t>(c);
     if (first)
       s += c < 0 ? "-" : "";
     else

@@ -33,7 +33,9 @@ public:
   std::optional<int64_t> constValue() const;
   /// The size names this polynomial mentions.
   std::vector<std::string> names() const;
-  /// Evaluates with the given bindings; nullopt if a name is unbound.
+  /// Evaluates with the given bindings; nullopt if a name is unbound. Arithmetic on
+  /// polynomials and their evaluation throw checked::SizeError when a coefficient or the
+  /// value overflows i64.
   std::optional<int64_t> eval(const std::map<std::string, int64_t>& sizes) const;
   Poly substitute(const std::map<std::string, Poly>& by) const;
   /// True when the polynomial is >= 0 for every assignment of its names to integers >= 1.

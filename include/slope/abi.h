@@ -31,6 +31,9 @@ enum {
   SLOPE_ERR_EXTENT = 3,     /* a computed extent is negative: site, index = the extent */
   SLOPE_ERR_NO_MEMORY = 4,  /* a temporary could not be allocated */
   SLOPE_ERR_CONVERSION = 5, /* i64(x) with x out of range or NaN at site */
+  SLOPE_ERR_SIZE = 6,       /* a buffer's element or byte count overflows i64, or it needs more
+                               memory than the machine has: site, index = the bytes needed (-1:
+                               overflow), extent = the machine's bytes */
 };
 
 typedef struct slope_error {

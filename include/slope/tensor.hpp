@@ -30,7 +30,9 @@ struct CallError : std::invalid_argument {
 class Tensor {
 public:
   Tensor() = default;
-  /// A zero-filled tensor of the given shape (an empty shape makes a scalar).
+  /// A zero-filled tensor of the given shape (an empty shape makes a scalar). Throws
+  /// std::invalid_argument for a negative extent, and std::length_error (saying how many bytes
+  /// it would need) when the element or byte count overflows or exceeds the machine's memory.
   Tensor(DType dtype, std::vector<int64_t> shape);
   static Tensor scalar(DType dtype, double v);
 

@@ -695,6 +695,9 @@ int main(int argc, char** argv) {
     else
       std::cerr << "slopec: error: " << e.what() << "\n";
     return kBad;
+  } catch (const std::length_error& e) { // a size that overflows or does not fit in memory
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
   } catch (const std::exception& e) {
     std::cerr << "slopec: internal error: " << e.what() << "\n";
     return kBad;
