@@ -1,37 +1,18 @@
 #include "compiler/eval/interp.hpp"
 
 #include "compiler/support/revolve.hpp"
+#include "compiler/support/special.hpp"
 
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 namespace slope {
 
 using ir::Block;
 using ir::Instr;
 using ir::Op;
-
-double digamma(double x) {
-  // Reflection for x < 0.5, recurrence up to x >= 6, then the asymptotic series
-  // psi(x) ~ log x - 1/(2x) - sum B_2k / (2k x^2k).
-  if (std::isnan(x)) return x;
-  if (x <= 0 && std::floor(x) == x) return std::numeric_limits<double>::quiet_NaN();
-  double result = 0;
-  if (x < 0.5) {
-    const double pi = 3.14159265358979323846;
-    result -= pi / std::tan(pi * x);
-    x = 1 - x;
-  }
-  while (x < 6) {
-    result -= 1 / x;
-    x += 1;
-  }
-  double f = 1 / (x * x);
-  double series =
-      f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))));
-  return result + std::log(x) - 0.5 / x - series;
-}
 
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& ts) {
   std::vector<ArgShape> shapes;
@@ -125,8 +106,18 @@ template <class T> T applyUnary(Op op, T x) {
   case Op::Relu: return x > 0 ? x : T(0);
   case Op::Softplus: return std::log1p(std::exp(-std::fabs(x))) + (x > 0 ? x : T(0));
   case Op::Erf: return std::erf(x);
-  case Op::Lgamma: return std::lgamma(x);
-  case Op::Digamma: return static_cast<T>(digamma(static_cast<double>(x)));
+  case Op::Lgamma: {
+    int sign; // lgamma_r: the reentrant form (lgamma writes the global signgam), as in the JIT
+    if constexpr (std::is_same_v<T, float>)
+      return lgammaf_r(x, &sign);
+    else
+      return lgamma_r(x, &sign);
+  }
+  case Op::Digamma:
+    if constexpr (std::is_same_v<T, float>)
+      return digammaf(x);
+    else
+      return digamma(x);
   case Op::Floor: return std::floor(x);
   case Op::Ceil: return std::ceil(x);
   case Op::Sign: return std::isnan(x) ? x : static_cast<T>((x > 0) - (x < 0));

@@ -41,8 +41,6 @@ std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& a
 /// uses it as a precise reference for f32 functions.
 ir::Function promoteToF64(const ir::Function& f);
 
-/// Scalar kernels shared by the evaluator and constant folding.
-double digamma(double x);
 
 /// A scalar value: floats in f, integers and bools in i.
 struct Scalar {
