@@ -386,8 +386,12 @@ llvm::Value* Gen::unary(const Instr& in) {
     if (from == DType::Bool) return B_.CreateZExt(x, B_.getInt64Ty());
     llvm::Value* ax = intrinsic(I::fabs, x);
     int site = addSite("", in.loc);
-    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site, 0, i64(0),
-          i64(0));
+    // The value travels in err->index as the bits of a double, its dtype in err->dim (32 or
+    // 64), for the message.
+    llvm::Value* bits = B_.CreateBitCast(
+        from == DType::F32 ? B_.CreateFPExt(x, B_.getDoubleTy()) : x, B_.getInt64Ty());
+    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site,
+          from == DType::F32 ? 32 : 64, bits, i64(0));
     return B_.CreateFPToSI(x, B_.getInt64Ty());
   }
   if (!isFloat(t)) {

@@ -1,5 +1,6 @@
 #include "compiler/codegen/execute.hpp"
 
+#include <bit>
 #include <new>
 
 namespace slope {
@@ -53,7 +54,8 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
   case SLOPE_ERR_DIV_ZERO: throw EvalError(site.loc, "integer division by zero");
   case SLOPE_ERR_EXTENT: throw EvalError(site.loc, "a computed extent is negative");
   case SLOPE_ERR_CONVERSION:
-    throw EvalError(site.loc, "cannot convert a value to i64 (out of range or NaN)");
+    throw EvalError(site.loc, conversionMessage(std::bit_cast<double>(e.index),
+                                                e.dim == 32 ? DType::F32 : DType::F64));
   case SLOPE_ERR_NO_MEMORY: throw std::bad_alloc();
   default: throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
   }

@@ -3,6 +3,7 @@
 #include "compiler/support/revolve.hpp"
 #include "compiler/support/special.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -13,6 +14,18 @@ namespace slope {
 using ir::Block;
 using ir::Instr;
 using ir::Op;
+
+std::string conversionMessage(double v, DType from) {
+  if (std::isnan(v)) return "cannot convert NaN to i64";
+  char buf[32];
+  // The shortest form that reads back as the same value of its dtype.
+  auto fmt = std::chars_format::general;
+  char* end = from == DType::F32
+                  ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v), fmt).ptr
+                  : std::to_chars(buf, buf + sizeof buf, v, fmt).ptr;
+  *end = '\0';
+  return std::string("cannot convert ") + buf + " to i64: out of range";
+}
 
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& ts) {
   std::vector<ArgShape> shapes;
@@ -302,8 +315,7 @@ private:
       else if (!isFloat(from))
         out.i = x.i;
       else {
-        if (!(std::fabs(x.f) < 9.2e18))
-          throw EvalError(in.loc, "cannot convert " + std::to_string(x.f) + " to i64");
+        if (!(std::fabs(x.f) < 9.2e18)) throw EvalError(in.loc, conversionMessage(x.f, from));
         out.i = static_cast<int64_t>(x.f);
       }
       return out;
