@@ -210,8 +210,7 @@ struct LstmData {
   adbench::LstmInput s;
   std::optional<slope::Module> m;
   LstmData() {
-    std::string path =
-        std::string(SLOPE_SOURCE_DIR) + "/../shared/data/adbench/lstm/lstm_l2_c1024.txt";
+    std::string path = std::string(SLOPE_SOURCE_DIR) + "/tests/data/adbench/lstm/lstm_l2_c1024.txt";
     try {
       s = adbench::readLstm(path);
       m = slope::compile_file(samplePath("adbench/lstm.slope"));

@@ -1417,7 +1417,7 @@ int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
   if (n == "f64" || n == "f32" || n == "i64") {
     TInfo a = typeOf(*e.args[0]);
     DType from = a.weak && isFloat(t.dtype) ? t.dtype : a.dtype;
-    return b_->cast(sub(*e.args[0], from), t.dtype);
+    return b_->cast(sub(*e.args[0], from), t.dtype, e.range);
   }
   if (n == "div") return b_->binary(Op::Div, sub(*e.args[0], DType::I64), sub(*e.args[1], DType::I64), e.range);
   if (n == "min" || n == "max" || n == "pow" || n == "atan2") {

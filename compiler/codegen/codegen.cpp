@@ -12,6 +12,7 @@
 
 #include "compiler/codegen/codegen_internal.hpp"
 #include "compiler/support/checked.hpp"
+#include "compiler/support/special.hpp"
 
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/Constants.h>
@@ -355,7 +356,6 @@ private:
   llvm::Value* fconst(DType t, double v) { return llvm::ConstantFP::get(scalarTy(t), v); }
   llvm::Value* lgamma(DType t, llvm::Value* x);
   llvm::Value* digamma(DType t, llvm::Value* x);
-  llvm::Function* digammaFn(DType t);
 
   const ir::Function& f_;
   llvm::LLVMContext& ctx_;
@@ -425,59 +425,17 @@ llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
   return B_.CreateCall(c, {x, sign});
 }
 
-llvm::Function* Gen::digammaFn(DType t) {
-  // psi(x): reflection below 0.5, recurrence up to 6, then the asymptotic series; the same
-  // algorithm as the reference evaluator (compiler/eval/interp.cpp).
-  std::string name = t == DType::F32 ? "slope.digammaf" : "slope.digamma";
-  if (llvm::Function* fn = mod_->getFunction(name)) return fn;
-  llvm::Type* ty = scalarTy(t);
-  auto* fn = llvm::Function::Create(llvm::FunctionType::get(ty, {ty}, false),
-                                    llvm::Function::PrivateLinkage, name, mod_.get());
-  llvm::IRBuilderBase::InsertPointGuard guard(B_);
-  auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
-  auto* loop = llvm::BasicBlock::Create(ctx_, "rec", fn);
-  auto* tail = llvm::BasicBlock::Create(ctx_, "series", fn);
-  B_.SetInsertPoint(entry);
-  llvm::Value* x = fn->getArg(0);
-  auto c = [&](double v) { return llvm::ConstantFP::get(ty, v); };
-  const double pi = 3.14159265358979323846;
-  llvm::Value* small = B_.CreateFCmpOLT(x, c(0.5));
-  llvm::Value* refl =
-      B_.CreateFNeg(B_.CreateFDiv(c(pi), mathCall("tan", t, {B_.CreateFMul(c(pi), x)})));
-  llvm::Value* r0 = B_.CreateSelect(small, refl, c(0));
-  llvm::Value* x0 = B_.CreateSelect(small, B_.CreateFSub(c(1), x), x);
-  B_.CreateBr(loop);
-  B_.SetInsertPoint(loop);
-  llvm::PHINode* xi = B_.CreatePHI(ty, 2);
-  llvm::PHINode* ri = B_.CreatePHI(ty, 2);
-  xi->addIncoming(x0, entry);
-  ri->addIncoming(r0, entry);
-  llvm::Value* more = B_.CreateFCmpOLT(xi, c(6));
-  llvm::Value* xn = B_.CreateFAdd(xi, c(1));
-  llvm::Value* rn = B_.CreateFSub(ri, B_.CreateFDiv(c(1), xi));
-  xi->addIncoming(xn, loop);
-  ri->addIncoming(rn, loop);
-  B_.CreateCondBr(more, loop, tail);
-  B_.SetInsertPoint(tail);
-  llvm::Value* f = B_.CreateFDiv(c(1), B_.CreateFMul(xi, xi));
-  llvm::Value* s = c(1.0 / 132);
-  for (double k : {1.0 / 240, 1.0 / 252, 1.0 / 120, 1.0 / 12})
-    s = B_.CreateFSub(c(k), B_.CreateFMul(f, s));
-  s = B_.CreateFMul(f, s);
-  llvm::Value* res =
-      B_.CreateFSub(B_.CreateFSub(B_.CreateFAdd(ri, intrinsic(llvm::Intrinsic::log, xi)),
-                                  B_.CreateFDiv(c(0.5), xi)),
-                    s);
-  // Poles at 0, -1, -2, ...: NaN, as the evaluator gives.
-  llvm::Value* pole = B_.CreateAnd(B_.CreateFCmpOLE(x, c(0)),
-                                   B_.CreateFCmpOEQ(intrinsic(llvm::Intrinsic::floor, x), x));
-  res = B_.CreateSelect(pole, c(std::numeric_limits<double>::quiet_NaN()), res);
-  B_.CreateRet(res);
-  return fn;
-}
-
 llvm::Value* Gen::digamma(DType t, llvm::Value* x) {
-  return B_.CreateCall(digammaFn(t), {x});
+  // The evaluator's own function (compiler/support/special.cpp), which the JIT defines by
+  // address: both backends give the same bits.
+  const char* n = t == DType::F32 ? kDigammafSymbol : kDigammaSymbol;
+  auto c = mod_->getOrInsertFunction(n, scalarTy(t), scalarTy(t));
+  if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) {
+    fn->setDoesNotThrow();
+    fn->setWillReturn();
+    fn->setDoesNotAccessMemory();
+  }
+  return B_.CreateCall(c, {x});
 }
 
 llvm::Value* Gen::unary(const Instr& in) {
@@ -501,8 +459,12 @@ llvm::Value* Gen::unary(const Instr& in) {
     if (from == DType::Bool) return B_.CreateZExt(x, B_.getInt64Ty());
     llvm::Value* ax = intrinsic(I::fabs, x);
     int site = addSite("", in.loc);
-    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site, 0, i64(0),
-          i64(0));
+    // The value travels in err->index as the bits of a double, its dtype in err->dim (32 or
+    // 64), for the message.
+    llvm::Value* bits = B_.CreateBitCast(
+        from == DType::F32 ? B_.CreateFPExt(x, B_.getDoubleTy()) : x, B_.getInt64Ty());
+    check(B_.CreateFCmpOLT(ax, fconst(from, 9.2e18)), SLOPE_ERR_CONVERSION, site,
+          from == DType::F32 ? 32 : 64, bits, i64(0));
     return B_.CreateFPToSI(x, B_.getInt64Ty());
   }
   if (!isFloat(t)) {

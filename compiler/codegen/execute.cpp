@@ -1,5 +1,6 @@
 #include "compiler/codegen/execute.hpp"
 
+#include <bit>
 #include <new>
 
 namespace slope {
@@ -63,8 +64,10 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                   " bytes, more than this machine's " + std::to_string(e.extent) +
                                   " bytes of memory");
   case SLOPE_ERR_CONVERSION:
-    throw EvalError(site.loc, "cannot convert a value to i64 (out of range or NaN)");
-  case SLOPE_ERR_NO_MEMORY: throw EvalError(site.loc, "out of memory: a temporary could not be allocated");
+    throw EvalError(site.loc, conversionMessage(std::bit_cast<double>(e.index),
+                                                e.dim == 32 ? DType::F32 : DType::F64));
+  case SLOPE_ERR_NO_MEMORY:
+    throw EvalError(site.loc, "out of memory: a temporary could not be allocated");
   default: throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
   }
 }

@@ -4,6 +4,7 @@
 
 #include "compiler/codegen/codegen_internal.hpp"
 #include "compiler/support/revolve.hpp"
+#include "compiler/support/special.hpp"
 
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
@@ -108,6 +109,10 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   llvm::orc::SymbolMap own;
   own[impl_->jit->mangleAndIntern(kRevolveNextSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&revolveNextC), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kDigammaSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&slope_digamma), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kDigammafSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&slope_digammaf), llvm::JITSymbolFlags::Exported};
   if (auto err = impl_->jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(std::move(own))))
     throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
 }

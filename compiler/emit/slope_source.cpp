@@ -13,6 +13,7 @@
 
 #include "compiler/ir/builder.hpp"
 #include "compiler/simplify/simplify.hpp"
+#include "compiler/support/stack.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -713,15 +714,21 @@ private:
 } // namespace
 
 std::string printSlope(const ir::Function& gradient) {
+  std::string out;
   try {
-    Functionalizer fz(gradient);
-    ir::Function pure = fz.run();
-    simplify(pure);
-    return Printer(pure, gradient.name).run();
+    // The printer rebuilds expression trees recursively (a sum of n terms nests n deep), so it
+    // runs on a large stack, as the checker does.
+    withLargeStack([&] {
+      Functionalizer fz(gradient);
+      ir::Function pure = fz.run();
+      simplify(pure);
+      out = Printer(pure, gradient.name).run();
+    });
   } catch (const NotPrintable& e) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +
                           "' as Slope source: " + e.what());
   }
+  return out;
 }
 
 } // namespace slope

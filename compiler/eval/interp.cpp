@@ -3,10 +3,13 @@
 #include "compiler/support/checked.hpp"
 
 #include "compiler/support/revolve.hpp"
+#include "compiler/support/special.hpp"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <type_traits>
 
 namespace slope {
 
@@ -14,25 +17,16 @@ using ir::Block;
 using ir::Instr;
 using ir::Op;
 
-double digamma(double x) {
-  // Reflection for x < 0.5, recurrence up to x >= 6, then the asymptotic series
-  // psi(x) ~ log x - 1/(2x) - sum B_2k / (2k x^2k).
-  if (std::isnan(x)) return x;
-  if (x <= 0 && std::floor(x) == x) return std::numeric_limits<double>::quiet_NaN();
-  double result = 0;
-  if (x < 0.5) {
-    const double pi = 3.14159265358979323846;
-    result -= pi / std::tan(pi * x);
-    x = 1 - x;
-  }
-  while (x < 6) {
-    result -= 1 / x;
-    x += 1;
-  }
-  double f = 1 / (x * x);
-  double series =
-      f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))));
-  return result + std::log(x) - 0.5 / x - series;
+std::string conversionMessage(double v, DType from) {
+  if (std::isnan(v)) return "cannot convert NaN to i64";
+  char buf[32];
+  // The shortest form that reads back as the same value of its dtype.
+  auto fmt = std::chars_format::general;
+  char* end = from == DType::F32
+                  ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v), fmt).ptr
+                  : std::to_chars(buf, buf + sizeof buf, v, fmt).ptr;
+  *end = '\0';
+  return std::string("cannot convert ") + buf + " to i64: out of range";
 }
 
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& ts) {
@@ -127,8 +121,18 @@ template <class T> T applyUnary(Op op, T x) {
   case Op::Relu: return x > 0 ? x : T(0);
   case Op::Softplus: return std::log1p(std::exp(-std::fabs(x))) + (x > 0 ? x : T(0));
   case Op::Erf: return std::erf(x);
-  case Op::Lgamma: return std::lgamma(x);
-  case Op::Digamma: return static_cast<T>(digamma(static_cast<double>(x)));
+  case Op::Lgamma: {
+    int sign; // lgamma_r: the reentrant form (lgamma writes the global signgam), as in the JIT
+    if constexpr (std::is_same_v<T, float>)
+      return lgammaf_r(x, &sign);
+    else
+      return lgamma_r(x, &sign);
+  }
+  case Op::Digamma:
+    if constexpr (std::is_same_v<T, float>)
+      return digammaf(x);
+    else
+      return digamma(x);
   case Op::Floor: return std::floor(x);
   case Op::Ceil: return std::ceil(x);
   case Op::Sign: return std::isnan(x) ? x : static_cast<T>((x > 0) - (x < 0));
@@ -336,8 +340,7 @@ private:
       else if (!isFloat(from))
         out.i = x.i;
       else {
-        if (!(std::fabs(x.f) < 9.2e18))
-          throw EvalError(in.loc, "cannot convert " + std::to_string(x.f) + " to i64");
+        if (!(std::fabs(x.f) < 9.2e18)) throw EvalError(in.loc, conversionMessage(x.f, from));
         out.i = static_cast<int64_t>(x.f);
       }
       return out;

@@ -21,6 +21,9 @@ struct EvalError : std::runtime_error {
   SrcRange where;
 };
 
+/// The message of a failed conversion to i64 (NaN, or |v| too large), for both backends.
+std::string conversionMessage(double v, DType from);
+
 /// The dtype and extents of an argument, for validation without the data.
 struct ArgShape {
   DType dtype;
@@ -40,9 +43,6 @@ std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& a
 /// A copy of f computing in f64 wherever it computes in f32: the finite-difference checker
 /// uses it as a precise reference for f32 functions.
 ir::Function promoteToF64(const ir::Function& f);
-
-/// Scalar kernels shared by the evaluator and constant folding.
-double digamma(double x);
 
 /// A scalar value: floats in f, integers and bools in i.
 struct Scalar {

@@ -59,11 +59,12 @@ int Builder::unary(Op op, int a, SrcRange loc) {
   return emit(std::move(i), Type{t, {}});
 }
 
-int Builder::cast(int a, DType to) {
+int Builder::cast(int a, DType to, SrcRange loc) {
   if (type(a).dtype == to) return a;
   Instr i;
   i.op = Op::Cast;
   i.args = {a};
+  i.loc = loc; // a conversion to i64 fails at run time on NaN or out of range
   return emit(std::move(i), Type{to, {}});
 }
 

@@ -29,7 +29,7 @@ public:
   int size(const Poly& p);
   /// Elementwise ops on scalars; the result dtype follows the op (comparisons give bool).
   int unary(Op op, int a, SrcRange loc = {});
-  int cast(int a, DType to);
+  int cast(int a, DType to, SrcRange loc = {});
   int binary(Op op, int a, int b, SrcRange loc = {});
   int select(int c, int a, int b);
   int load(int tensor, std::vector<int> idx, const std::string& name = {}, SrcRange loc = {},

@@ -216,12 +216,17 @@ private:
     });
   }
   int resolve(int v) const {
-    auto it = repl_.find(v);
-    while (it != repl_.end()) {
-      v = it->second;
-      it = repl_.find(v);
+    int root = v;
+    for (auto it = repl_.find(root); it != repl_.end(); it = repl_.find(root))
+      root = it->second;
+    // Path compression: a chain of n replacements (the adjoints of a sum of n terms, say)
+    // would otherwise cost n for each of its n users.
+    while (v != root) {
+      int& next = repl_[v];
+      v = next;
+      next = root;
     }
-    return v;
+    return root;
   }
 
   // --- folding and the rule list -----------------------------------------------------------
@@ -845,7 +850,7 @@ private:
   Ctx ctx_;
   std::set<int> buffers_;                      // buf.zeros results: memory, not values
   std::unordered_map<int, const Instr*> defs_; // for differ(), during forwardSnapshots
-  std::unordered_map<int, int> repl_;
+  mutable std::unordered_map<int, int> repl_;  // resolve() compresses chains
   bool changed_ = false;
 };
 

@@ -39,9 +39,11 @@ enum {
 typedef struct slope_error {
   int32_t code;
   int32_t site; /* which check failed: an index into the function's site table */
-  int32_t dim;  /* the dimension of the subscript */
+  int32_t dim;  /* the dimension of the subscript; for SLOPE_ERR_CONVERSION, the bits of
+                   the value's float type (32 or 64) */
   int32_t unused;
-  int64_t index;  /* the offending index */
+  int64_t index;  /* the offending index; for SLOPE_ERR_CONVERSION, the bits of the value
+                     (as a double) that could not be converted */
   int64_t extent; /* the extent it had to be below */
 } slope_error;
 

@@ -1,7 +1,7 @@
 // Runs the ADBench GMM objective on an ADBench data file and prints the objective and its
 // gradient (alphas, means, icf), one value per line, as ADBench's output files do.
 //
-//   build/samples/adbench_gmm ../shared/data/adbench/gmm/test.txt [samples/adbench/gmm.slope]
+//   build/samples/adbench_gmm tests/data/adbench/gmm/test.txt [samples/adbench/gmm.slope]
 #include "gmm_io.hpp"
 
 #include <cstdio>

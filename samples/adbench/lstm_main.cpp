@@ -1,7 +1,7 @@
 // Runs the ADBench LSTM objective on an ADBench data file and prints the loss and its
 // gradient (main_params, then extra_params), one value per line.
 //
-//   build/samples/adbench_lstm ../shared/data/adbench/lstm/lstm_l2_c1024.txt
+//   build/samples/adbench_lstm tests/data/adbench/lstm/lstm_l2_c1024.txt
 //   [samples/adbench/lstm.slope]
 #include "lstm_io.hpp"
 

@@ -1,6 +1,6 @@
 // ADBench GMM on the benchmark's own test file: the objective and its 18 gradient values
 // against ADBench's reference values (to 1e-8), and the gradient against finite differences.
-// The data live in ../shared/data/adbench/; without them the tests skip.
+// The inputs are ADBench's own, copied into tests/data/adbench/ (see the README there).
 
 #include "../../samples/adbench/gmm_io.hpp"
 #include "../../samples/adbench/lstm_io.hpp"
@@ -8,20 +8,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
 
 namespace {
 
 std::string dataPath(const std::string& rel) {
-  return std::string(SLOPE_SOURCE_DIR) + "/../shared/data/adbench/" + rel;
+  return std::string(SLOPE_SOURCE_DIR) + "/tests/data/adbench/" + rel;
 }
 std::string model() {
   return std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope";
 }
 
 TEST(AdbenchGmm, MatchesTheReferenceValues) {
-  if (!std::filesystem::exists(dataPath("gmm/test.txt")))
-    GTEST_SKIP() << "ADBench data not found at " << dataPath("gmm/test.txt");
   adbench::GmmInput g = adbench::readGmm(dataPath("gmm/test.txt"));
   slope::Module m = slope::compile_file(model());
   adbench::GmmResult r = adbench::runGmm(m, g);
@@ -39,8 +36,6 @@ TEST(AdbenchGmm, MatchesTheReferenceValues) {
 }
 
 TEST(AdbenchGmm, InterpreterAgrees) {
-  if (!std::filesystem::exists(dataPath("gmm/test.txt")))
-    GTEST_SKIP() << "ADBench data not found at " << dataPath("gmm/test.txt");
   adbench::GmmInput g = adbench::readGmm(dataPath("gmm/test.txt"));
   slope::Options o;
   o.interpret = true;
@@ -52,8 +47,6 @@ TEST(AdbenchGmm, InterpreterAgrees) {
 }
 
 TEST(AdbenchGmm, GradientMatchesFiniteDifferences) {
-  if (!std::filesystem::exists(dataPath("gmm/1k/gmm_d2_K5.txt")))
-    GTEST_SKIP() << "ADBench data not found at " << dataPath("gmm/1k/gmm_d2_K5.txt");
   adbench::GmmInput g = adbench::readGmm(dataPath("gmm/1k/gmm_d2_K5.txt"));
   slope::Module m = slope::compile_file(model());
   // The first 20 points keep the difference quotients quick.
@@ -74,8 +67,6 @@ std::string lstmModel() {
 }
 
 TEST(AdbenchLstm, MatchesTheReferenceLoss) {
-  if (!std::filesystem::exists(dataPath("lstm/lstm_l2_c1024.txt")))
-    GTEST_SKIP() << "ADBench data not found at " << dataPath("lstm/lstm_l2_c1024.txt");
   adbench::LstmInput s = adbench::readLstm(dataPath("lstm/lstm_l2_c1024.txt"));
   adbench::LstmResult r = adbench::runLstm(slope::compile_file(lstmModel()), s);
   EXPECT_NEAR(r.loss, 0.66666518, 1e-8);
@@ -83,8 +74,6 @@ TEST(AdbenchLstm, MatchesTheReferenceLoss) {
 }
 
 TEST(AdbenchLstm, GradientMatchesFiniteDifferencesAndTheInterpreter) {
-  if (!std::filesystem::exists(dataPath("lstm/lstm_l2_c1024.txt")))
-    GTEST_SKIP() << "ADBench data not found at " << dataPath("lstm/lstm_l2_c1024.txt");
   adbench::LstmInput s = adbench::readLstm(dataPath("lstm/lstm_l2_c1024.txt"));
   s.c = 6; // the first steps of the sequence keep the difference quotients quick
   s.seq.resize(static_cast<size_t>(s.c * s.b));
