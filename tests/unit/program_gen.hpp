@@ -132,6 +132,7 @@ enum class Verdict {
   JitGradient,       // JIT gradient != evaluator gradient
   FiniteDifferences, // gradient != central differences (at two points)
   Schedule,          // a checkpointed gradient differs (bitwise) from the plain one
+  Crashed,           // the process died (a signal) or took over a minute (isolated checks)
 };
 const char* verdictName(Verdict v);
 
@@ -140,15 +141,18 @@ struct Outcome {
   std::string detail;
 };
 
-/// Compiles and runs programs; owns a JIT, renewed every so often.
+/// Compiles and runs programs; owns a JIT, renewed every so often. Isolated, each check runs
+/// in a child process (fork), so that a crash or a hang is a verdict like any other.
 class Checker {
 public:
-  Checker();
+  explicit Checker(bool isolate = false);
   ~Checker();
   /// Runs every check (focus Pass) or only those that can give `focus` (for shrinking).
   Outcome check(const Prog& p, Verdict focus = Verdict::Pass);
 
 private:
+  Outcome checkHere(const Prog& p, Verdict focus);
+  bool isolate_;
   std::unique_ptr<JitRunner> jit_;
   int uses_ = 0;
 };

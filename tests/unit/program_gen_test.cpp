@@ -31,9 +31,10 @@ TEST_P(RandomPrograms, AgreeWithEachOtherAndWithFiniteDifferences) {
   const int64_t start = envInt("SLOPE_GEN_SEED", 0);
   const bool keepGoing = envInt("SLOPE_GEN_KEEP_GOING", 0) != 0;
   const bool doShrink = envInt("SLOPE_GEN_SHRINK", 1) != 0;
+  const bool isolate = envInt("SLOPE_GEN_ISOLATE", 1) != 0;
   const int64_t per = (total + kBatches - 1) / kBatches;
   const int64_t lo = start + GetParam() * per, hi = std::min(start + total, lo + per);
-  Checker checker;
+  Checker checker(isolate);
   std::map<Verdict, int> counts;
   auto t0 = std::chrono::steady_clock::now();
   for (int64_t seed = lo; seed < hi; ++seed) {
@@ -104,13 +105,13 @@ namespace {
 TEST(ProgramGen, DISABLED_PrintOne) {
   const int64_t seed = envInt("SLOPE_GEN_SEED", 0);
   const int64_t count = envInt("SLOPE_GEN_PROGRAMS", 1);
-  Checker c;
+  Checker c(envInt("SLOPE_GEN_ISOLATE", 1) != 0);
   for (int64_t s = seed; s < seed + count; ++s) {
     Prog p = generate(static_cast<uint64_t>(s));
+    std::cout << "// seed " << s << " n = " << p.n << " m = " << p.m << "\n"
+              << print(p) << std::flush;
     Outcome o = c.check(p);
-    std::cout << "// seed " << s << " n = " << p.n << " m = " << p.m << ": " << verdictName(o.v)
-              << " " << o.detail << "\n"
-              << print(p) << "\n";
+    std::cout << "// " << verdictName(o.v) << " " << o.detail << "\n\n";
   }
 }
 } // namespace
