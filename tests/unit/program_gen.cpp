@@ -1553,14 +1553,23 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
   } catch (const std::exception& e) {
     return {Verdict::Threw, std::string("evaluator: ") + e.what()};
   }
+  // Values that overflow or leave a function's domain: the generator's fault.
   for (const Tensor& t : fwd)
     for (int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(t.getF(i)) || std::fabs(t.getF(i)) > 1e6)
+      if (!std::isfinite(t.getF(i)) || std::fabs(t.getF(i)) > 1e12)
         return {Verdict::Domain, "value " + fmt(t.getF(i))};
-  for (size_t k = fwd.size(); k < grad.size(); ++k)
-    for (int64_t i = 0; i < grad[k].numel(); ++i)
-      if (std::fabs(grad[k].getF(i)) > 1e5)
-        return {Verdict::Domain, "gradient " + fmt(grad[k].getF(i))};
+  // Values so large, or so steep, that finite differences say little (checked only where
+  // they disagree with the gradient).
+  auto outOfRange = [&]() -> std::optional<Outcome> {
+    for (const Tensor& t : fwd)
+      for (int64_t i = 0; i < t.numel(); ++i)
+        if (std::fabs(t.getF(i)) > 1e6) return Outcome{Verdict::Domain, "value " + fmt(t.getF(i))};
+    for (size_t k = fwd.size(); k < grad.size(); ++k)
+      for (int64_t i = 0; i < grad[k].numel(); ++i)
+        if (std::fabs(grad[k].getF(i)) > 1e5)
+          return Outcome{Verdict::Domain, "gradient " + fmt(grad[k].getF(i))};
+    return std::nullopt;
+  };
 
   if (all || focus == Verdict::JitThrew || focus == Verdict::JitForward ||
       focus == Verdict::JitGradient) {
@@ -1621,6 +1630,7 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
       if (attempt == 0) {
         first = d;
       } else {
+        if (auto o = outOfRange()) return *o;
         return {Verdict::FiniteDifferences, first + " (and at a second point: " + d + ")"};
       }
     }

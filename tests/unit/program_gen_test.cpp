@@ -17,7 +17,7 @@ namespace slope::gen {
 namespace {
 
 constexpr int kBatches = 8;
-constexpr int64_t kDefaultPrograms = 320;
+constexpr int64_t kDefaultPrograms = 240;
 
 int64_t envInt(const char* name, int64_t dflt) {
   const char* v = std::getenv(name);
