@@ -1,8 +1,20 @@
 #!/usr/bin/env bash
 # Builds Slope and runs the whole test suite (GoogleTest and lit, through ctest).
+#   scripts/test.sh              Release build in build/
+#   scripts/test.sh --sanitize   the same suite built with AddressSanitizer and UBSan in
+#                                build-asan/ (time limits in tests scale; see docs/testing.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+if [ "${1:-}" = "--sanitize" ]; then
+  cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLOPE_ASAN=ON >/dev/null
+  cmake --build build-asan
+  # detect_leaks stays on; the JIT's own allocations are freed on exit.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+    ctest --test-dir build-asan --output-on-failure -j2
+  exit
+fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 ctest --test-dir build --output-on-failure -j2

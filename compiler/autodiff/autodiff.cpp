@@ -84,10 +84,17 @@ void Reverse::analyze(const Block& b) {
   for (int a : b.args)
     defBlock_[a] = &b;
   for (const Instr& in : b.body) {
+    bool userLoop = in.op == Op::For && in.ival == 1;
+    userLoopDepth_ += userLoop;
     for (const Block& r : in.regions)
       analyze(r);
+    userLoopDepth_ -= userLoop;
     // A var becomes active when an active value is stored into it; its memory is then active.
-    if (in.op == Op::BufStore && active(in.args.back()) && !active(in.args[0]) &&
+    // So does a float var that a user loop writes: reversing the loop then restores it (from
+    // its tape or undo log; its adjoint is zero), as adjoint code reversed after the loop,
+    // which reads vars directly, needs (var w = ones * 3; e = sum(x * w); for t { w[t] = 1 }).
+    bool written = in.op == Op::BufStore && in.ival > 0 && userLoopDepth_ > 0;
+    if (in.op == Op::BufStore && (active(in.args.back()) || written) && !active(in.args[0]) &&
         isFloat(src_.types[in.args[0]].dtype)) {
       active_[in.args[0]] = 1;
       activityChanged_ = true;

@@ -162,7 +162,7 @@ std::set<int> Reverse::neededIn(const Block& sb) const {
 /// The state a loop's iterations carry that the tape must keep: the vars its body writes but
 /// did not declare, less those it overwrites before reading (killedBeforeRead) and those whose
 /// values the reverse sweep never needs (neededIn).
-std::set<int> Reverse::carried(const Block& sb) const {
+std::set<int> Reverse::carried(const Block& sb, const std::set<int>& readBefore) const {
   std::set<int> declared, written, carried;
   ir::forEachInstr(sb, [&](const Instr& i) {
     if (i.op == Op::BufZeros) declared.insert(i.result);
@@ -170,7 +170,9 @@ std::set<int> Reverse::carried(const Block& sb) const {
   });
   std::set<int> need = neededIn(sb);
   for (int v : written)
-    if (!declared.count(v) && need.count(v) && !killedBeforeRead(sb, v)) carried.insert(v);
+    if (!declared.count(v) &&
+        ((need.count(v) && !killedBeforeRead(sb, v)) || readBefore.count(v)))
+      carried.insert(v);
   return carried;
 }
 
@@ -251,11 +253,20 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     // it is reversed, so only its nested loops keep value tapes.
     bool root = sequential && !checkpointed && !underRoot;
     bool segmentRoot = checkpointed && !binomial && !underRoot;
+    const std::set<int> pre = readBefore_; // (the recursion adds the loop's own loads)
     for (size_t r = 0; r < si.regions.size(); ++r)
       tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root || segmentRoot);
+    ir::forEachInstr(si.regions.empty() ? Block{} : si.regions[0], [&](const Instr& i) {
+      if (i.op == Op::Load) readBefore_.insert(i.args[0]);
+    });
+    if (si.op == Op::Load) readBefore_.insert(si.args[0]);
+    for (size_t r = 1; r < si.regions.size(); ++r)
+      ir::forEachInstr(si.regions[r], [&](const Instr& i) {
+        if (i.op == Op::Load) readBefore_.insert(i.args[0]);
+      });
     if (checkpointed) {
       // Checkpointing (top-level loops): states at some iterations, nothing else.
-      std::set<int> written = carried(si.regions[0]);
+      std::set<int> written = carried(si.regions[0], pre);
       LoopTape tape;
       tape.checkpointed = true;
       const Poly& e = si.extents[0];
@@ -349,7 +360,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       continue;
     }
     if (sequential) {
-      std::set<int> written = carried(si.regions[0]);
+      std::set<int> written = carried(si.regions[0], pre);
       LoopTape tape;
       Block& ob = oi.regions[0];
       std::vector<Instr> prologue;
@@ -561,7 +572,11 @@ void Reverse::tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std
 /// The adjoint of a `for`: element-wise loops reverse each iteration; loops with state run
 /// backwards over their tape (or their checkpoints).
 void Reverse::reverseLoop(const Instr& in) {
-  if (!writesActive(in)) return;
+  // A loop that writes only inactive vars has no adjoint, but an element-wise one still puts
+  // back what it overwrote: adjoint code reversed after it reads vars directly, and must see
+  // them as they were (var w = ones * 3; e = sum(x * w); w = ones: de/dx is 3, not 1).
+  bool active = writesActive(in);
+  if (!active && in.ival == 1) return;
   const Block& body = in.regions[0];
   if (in.ival != 1) { // independent iterations (element writes): reverse each
     std::set<int> inside;
@@ -586,7 +601,7 @@ void Reverse::reverseLoop(const Instr& in) {
           at.push_back(primal(a));
         storeAt(primal(st.args[0]), where, b_.load(primal(saved->second.buffer), at, "", {}, true));
       }
-      reverseIteration(body, body, idx);
+      if (active) reverseIteration(body, body, idx);
       return -1;
     });
     return;

@@ -192,7 +192,12 @@ private:
   /// scalings by constants and other such vars: the reverse sweep never needs its value, so
   /// the tape need not hold it.
   std::set<int> neededIn(const Block& sb) const;
-  std::set<int> carried(const Block& sb) const;
+  /// The vars loop body sb writes whose state the tape keeps: those the reverse sweep needs
+  /// inside the loop (neededIn), and those read before the loop (`readBefore`): code before
+  /// the loop is reversed after it and reads vars directly, so reversing the loop must leave
+  /// them as they were on entry (var w = x; e = sum(w * w); for t { w[t] = 1 }).
+  std::set<int> carried(const Block& sb, const std::set<int>& readBefore) const;
+  std::set<int> readBefore_; // vars loaded by the code tapeLoops has passed so far
   /// A fresh zero buffer holding `count` copies of var v (f[count, shape(v)...]), appended to
   /// `into`.
   int tapeBuffer(int v, const Poly& count, std::vector<Instr>& into);
@@ -232,6 +237,7 @@ private:
   int advances_ = 0; // size.def names of binomial checkpointing's forward runs
   std::map<const Instr*, LoopTape> loopTapes_; // sequential loops of src_
   bool activityChanged_ = false;
+  int userLoopDepth_ = 0; // user loops (for with state) around the instruction analyze() is at
   void structural(const Instr& in, int buf);
 
   const ir::Function& src_;

@@ -49,7 +49,8 @@ namespace fs = std::filesystem;
 constexpr int kRandomFiles = 300;
 constexpr int kMutatedFiles = 300;
 constexpr size_t kJitEvery = 5;
-constexpr auto kTimeout = std::chrono::seconds(20); // per slopec run; normal runs take ms
+// Per slopec run; normal runs take ms (sanitized builds scale it: tests/CMakeLists.txt).
+constexpr auto kTimeout = std::chrono::seconds(20 * SLOPE_TIME_SCALE);
 
 struct RunResult {
   bool signaled = false;

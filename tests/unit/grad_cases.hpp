@@ -97,6 +97,10 @@ inline const Case kLoopCases[] = {
     {"var_overwrite_whole", "fn f(y: $T[n]) -> $T { var s = y; s = tanh(y); sum(s) + mean(s) }"},
     {"var_overwrite_in_loop",
      "fn f(y: $T[n]) -> $T { var w = y; for t in 0..n - 1 { w[t] = 2.0; } sum(w) }"},
+    // Read before a loop that overwrites it: the loop's reversal must restore it.
+    {"var_read_before_loop",
+     "fn f(x: $T[n]) -> $T { var w = x; var c = ones($T[n]) * 3.0; let e = sum(w * w * c); for t "
+     "in 0..2 { w = w * 0.5; c[t % n] = 1.0; } e + sum(w * c) }"},
     {"loop_scalar_and_elements",
      "fn f(x: $T[n]) -> $T { var acc = 0.0; var out = zeros($T[n]); for i in 0..n { acc = acc * "
      "0.5 + x[i]; out[i] = acc * x[i]; } sum(out) + acc }"},

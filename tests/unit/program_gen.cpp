@@ -26,8 +26,7 @@ namespace {
 
 // Language v3 features the compiler does not have yet: broadcasting beyond scalars, and
 // reduction extents that use enclosing indices (`sum[k: i + 1]`). Turn on when they land.
-// (`1 / 2` is still integer division here; the programs use it only where both backends and
-// the finite differences see the same function either way.)
+// (`/` is true division, as v3 says: `(1 + x^2)^(1 / 2)` is a square root.)
 constexpr bool kRowBroadcast = false;
 constexpr bool kTriangularReductions = false;
 
@@ -1501,7 +1500,7 @@ Outcome Checker::check(const Prog& p, Verdict focus) {
   }
   if (pid == 0) { // the child: check, send the verdict and its detail, leave without cleanup
     close(fds[0]);
-    alarm(60);
+    alarm(60 * SLOPE_TIME_SCALE);
     Outcome o = checkHere(p, focus);
     std::string msg = std::to_string(static_cast<int>(o.v)) + "\n" + o.detail;
     for (size_t done = 0; done < msg.size();) {
@@ -1521,7 +1520,7 @@ Outcome Checker::check(const Prog& p, Verdict focus) {
   waitpid(pid, &status, 0);
   if (WIFSIGNALED(status) || msg.empty()) {
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    return {Verdict::Crashed, sig == SIGALRM ? std::string("timed out (60 s)")
+    return {Verdict::Crashed, sig == SIGALRM ? "timed out (" + std::to_string(60 * SLOPE_TIME_SCALE) + " s)"
                                              : "killed by signal " + std::to_string(sig) + " (" +
                                                    strsignal(sig) + ")"};
   }

@@ -124,6 +124,41 @@ TEST_P(WrongNumbers, LogsumexpOverInnerReduction) {
   expectValues(mean[1], {b0 / (b0 + b1), b1 / (b0 + b1)}, 1e-14, "mean inside");
 }
 
+// Found by the random programs: code before a loop is reversed after it and reads vars
+// directly, so reversing a loop (or an element-wise write) must put back every var it
+// overwrote, also one the reverse sweep does not need inside the loop, and a constant one.
+TEST_P(WrongNumbers, VarsReadBeforeALoopThatOverwritesThem) {
+  struct C {
+    const char* src;
+    std::vector<double> grad;
+  };
+  const C cases[] = {
+      // d/dx sum(x * w) with w = 3 (later overwritten by 1).
+      {"fn f(x: f64[n]) -> f64 { var w = ones(f64[n]) * 3.0; let e = sum(x * w); "
+       "w = ones(f64[n]); e }",
+       {3, 3, 3}},
+      {"fn f(x: f64[n]) -> f64 { var w = ones(f64[n]) * 3.0; let e = sum(x * w); "
+       "for t in 0..2 { w[t % n] = 1.0; } e }",
+       {3, 3, 3}},
+      {"fn f(x: f64[n]) -> f64 { var w = x; let e = sum(w * w); for t in 0..2 { w[t % n] = 1.0; } e }",
+       {2, 4, 6}},
+      // e + sum(x / 4): 2x + 0.25.
+      {"fn f(x: f64[n]) -> f64 { var w = x; let e = sum(w * w); for t in 0..2 { w = w * 0.5; } "
+       "e + sum(w) }",
+       {2.25, 4.25, 6.25}},
+  };
+  for (const C& c : cases)
+    for (const char* schedule : {"", "sqrt", "revolve:1"}) {
+      auto prog = Program::fromString("loops", c.src);
+      ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+      GradOptions o;
+      if (std::string(schedule) == "sqrt") o.checkpoint = -1;
+      if (std::string(schedule) == "revolve:1") o.snapshots = 1;
+      auto r = backend(GetParam()).prepare(prog->gradient("f", {}, o))({vec({1, 2, 3})});
+      expectValues(r[1], c.grad, 1e-14, std::string(c.src) + " " + schedule);
+    }
+}
+
 // Bug 3: constants that differ after the sixth decimal were one constant to CSE, so a
 // folded sin(0.01) = 0.0099998333 became 0.01. Folding gives libm's value, to the bit.
 TEST_P(WrongNumbers, FoldedConstantsKeepEveryBit) {
