@@ -170,8 +170,7 @@ std::set<int> Reverse::carried(const Block& sb, const std::set<int>& readBefore)
   });
   std::set<int> need = neededIn(sb);
   for (int v : written)
-    if (!declared.count(v) &&
-        ((need.count(v) && !killedBeforeRead(sb, v)) || readBefore.count(v)))
+    if (!declared.count(v) && ((need.count(v) && !killedBeforeRead(sb, v)) || readBefore.count(v)))
       carried.insert(v);
   return carried;
 }

@@ -1419,7 +1419,8 @@ int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
     DType from = a.weak && isFloat(t.dtype) ? t.dtype : a.dtype;
     return b_->cast(sub(*e.args[0], from), t.dtype, e.range);
   }
-  if (n == "div") return b_->binary(Op::Div, sub(*e.args[0], DType::I64), sub(*e.args[1], DType::I64), e.range);
+  if (n == "div")
+    return b_->binary(Op::Div, sub(*e.args[0], DType::I64), sub(*e.args[1], DType::I64), e.range);
   if (n == "min" || n == "max" || n == "pow" || n == "atan2") {
     if (e.args.size() == 2) {
       DType d = want(t, w);

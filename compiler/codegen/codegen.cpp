@@ -580,8 +580,8 @@ llvm::Value* Gen::binary(const Instr& in) {
       // (and the remainder plus b) when the remainder is nonzero and its sign differs from b's.
       llvm::Value* q = B_.CreateSDiv(a, safe);
       llvm::Value* r = B_.CreateSRem(a, safe);
-      llvm::Value* fix = B_.CreateAnd(B_.CreateICmpNE(r, i64(0)),
-                                      B_.CreateICmpSLT(B_.CreateXor(r, safe), i64(0)));
+      llvm::Value* fix =
+          B_.CreateAnd(B_.CreateICmpNE(r, i64(0)), B_.CreateICmpSLT(B_.CreateXor(r, safe), i64(0)));
       if (in.op == Op::Div)
         return B_.CreateSelect(m1, B_.CreateSub(i64(0), a),
                                B_.CreateSub(q, B_.CreateZExt(fix, B_.getInt64Ty())));
@@ -700,14 +700,16 @@ llvm::Value* Gen::reduce(const Instr& in) {
         llvm::Value* grows = B_.CreateFCmpOGT(y, cur);
         llvm::Value* empty = B_.CreateFCmpOEQ(cur, fconst(t, -inf));
         // One exp per element: exp(m_old - x) when x is the new maximum, else exp(x - m).
-        llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateSelect(grows, B_.CreateFSub(cur, y),
-                                                                         B_.CreateFSub(y, cur)));
+        llvm::Value* e =
+            intrinsic(llvm::Intrinsic::exp,
+                      B_.CreateSelect(grows, B_.CreateFSub(cur, y), B_.CreateFSub(y, cur)));
         llvm::Value* rescaled = B_.CreateFAdd(B_.CreateFMul(sv, e), fconst(t, 1));
         llvm::Value* added = B_.CreateFAdd(sv, e);
         llvm::Value* same = B_.CreateOr(curNan, yNan);
         llvm::Value* ns = B_.CreateSelect(
             same, sv, B_.CreateSelect(grows, rescaled, B_.CreateSelect(empty, sv, added)));
-        llvm::Value* nm = B_.CreateSelect(curNan, cur, B_.CreateSelect(B_.CreateOr(yNan, grows), y, cur));
+        llvm::Value* nm =
+            B_.CreateSelect(curNan, cur, B_.CreateSelect(B_.CreateOr(yNan, grows), y, cur));
         B_.CreateStore(ns, s);
         B_.CreateStore(nm, m);
       });
@@ -985,8 +987,9 @@ std::unique_ptr<llvm::Module> Gen::run() {
     } else {
       llvm::Value* b = divisor();
       // ceil(a / b) = a / b + (a % b != 0): no a + b - 1 to overflow (the evaluator's too).
-      v = B_.CreateAdd(B_.CreateSDiv(a, b),
-                       B_.CreateZExt(B_.CreateICmpNE(B_.CreateSRem(a, b), i64(0)), B_.getInt64Ty()));
+      v = B_.CreateAdd(
+          B_.CreateSDiv(a, b),
+          B_.CreateZExt(B_.CreateICmpNE(B_.CreateSRem(a, b), i64(0)), B_.getInt64Ty()));
     }
     sizeVals_[d.name] = B_.CreateSelect(pos, v, i64(0));
   }

@@ -58,8 +58,7 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                 "overflows i64");
     throw EvalError(site.loc, "a computed extent is negative");
   case SLOPE_ERR_SIZE:
-    if (e.index < 0)
-      throw EvalError(site.loc, "a buffer's size overflows i64");
+    if (e.index < 0) throw EvalError(site.loc, "a buffer's size overflows i64");
     throw EvalError(site.loc, "a buffer needs " + std::to_string(e.index) +
                                   " bytes, more than this machine's " + std::to_string(e.extent) +
                                   " bytes of memory");

@@ -235,8 +235,7 @@ private:
     return *e;
   }
   /// A tensor for instruction `in`, its size checked (compiler/support/checked.hpp).
-  std::shared_ptr<Tensor> makeTensor(DType t, const std::vector<int64_t>& shape,
-                                     const Instr& in) {
+  std::shared_ptr<Tensor> makeTensor(DType t, const std::vector<int64_t>& shape, const Instr& in) {
     try {
       return std::make_shared<Tensor>(t, shape);
     } catch (const std::length_error& e) {

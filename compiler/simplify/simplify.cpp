@@ -480,8 +480,7 @@ private:
         }
       }
       if (!ok || target < 0 || !zeros.count(target) || addsTo[target] != count ||
-          stored.count(target) ||
-          f_.types[target].shape != loop.extents)
+          stored.count(target) || f_.types[target].shape != loop.extents)
         continue;
       // The loop becomes the comprehension; the accumulator goes.
       std::vector<Instr> keep;
@@ -533,7 +532,7 @@ private:
       if (idx != r.args || src.shape != in.extents || src.dtype != f_.types[in.result].dtype)
         continue;
       if (buffers_.count(l.args[0])) continue; // a copy of an accumulator is a snapshot
-      if (buffers_.count(in.result)) continue;  // a copy that is then written is a new buffer
+      if (buffers_.count(in.result)) continue; // a copy that is then written is a new buffer
       repl_[in.result] = l.args[0];
       changed_ = true;
     }

@@ -106,7 +106,8 @@ TEST(JitErrors, SubscriptOutOfRangeNamesTensorAndIndex) {
 }
 
 TEST(JitErrors, IntegerDivisionAndCallErrors) {
-  auto p = Program::fromString("t.slope", "fn f(x: f64[n], k: i64) -> f64 { x[0] * f64(div(n, k)) }");
+  auto p =
+      Program::fromString("t.slope", "fn f(x: f64[n], k: i64) -> f64 { x[0] * f64(div(n, k)) }");
   ASSERT_TRUE(p->ok());
   Runnable f = jit().prepare(p->forward("f"));
   Tensor x(DType::F64, {4});

@@ -1520,9 +1520,10 @@ Outcome Checker::check(const Prog& p, Verdict focus) {
   waitpid(pid, &status, 0);
   if (WIFSIGNALED(status) || msg.empty()) {
     int sig = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    return {Verdict::Crashed, sig == SIGALRM ? "timed out (" + std::to_string(60 * SLOPE_TIME_SCALE) + " s)"
-                                             : "killed by signal " + std::to_string(sig) + " (" +
-                                                   strsignal(sig) + ")"};
+    return {Verdict::Crashed,
+            sig == SIGALRM
+                ? "timed out (" + std::to_string(60 * SLOPE_TIME_SCALE) + " s)"
+                : "killed by signal " + std::to_string(sig) + " (" + strsignal(sig) + ")"};
   }
   size_t nl = msg.find('\n');
   return {static_cast<Verdict>(std::stoi(msg.substr(0, nl))), msg.substr(nl + 1)};

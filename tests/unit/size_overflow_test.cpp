@@ -89,8 +89,11 @@ TEST_P(SizeOverflow, TripCountThatOverflowsFailsInsteadOfRunningZeroTimes) {
                                           "  s\n}");
   ASSERT_TRUE(p->ok()) << p->diagnostics();
   Runnable f = backend(GetParam()).prepare(p->forward("f"));
-  expectEvalError([&] { f({vec(2), Tensor::scalar(DType::I64, static_cast<double>(INT64_MIN))}); },
-                  "trip count", 3);
+  expectEvalError(
+      [&] {
+        f({vec(2), Tensor::scalar(DType::I64, static_cast<double>(INT64_MIN))});
+      },
+      "trip count", 3);
   // An empty range still runs zero times.
   EXPECT_EQ(f({vec(2), Tensor::scalar(DType::I64, 5)})[0].getF(0), 0.0);
   EXPECT_DOUBLE_EQ(f({vec(2), Tensor::scalar(DType::I64, -1)})[0].getF(0), 0.3);
@@ -102,10 +105,10 @@ INSTANTIATE_TEST_SUITE_P(Backends, SizeOverflow, ::testing::Values(false, true),
                          });
 
 TEST(SizeOverflowCompileTime, ConstantExtentArithmetic) {
-  for (const char* extent : {"4611686018427387904 * 4", "9223372036854775807 + 1",
-                             "3037000500 * 3037000500"}) {
-    auto p = Program::fromString(
-        "t.slope", std::string("fn f(x: f64[n]) -> f64 { let y[i: ") + extent + "] = x[0]; sum(y) }");
+  for (const char* extent :
+       {"4611686018427387904 * 4", "9223372036854775807 + 1", "3037000500 * 3037000500"}) {
+    auto p = Program::fromString("t.slope", std::string("fn f(x: f64[n]) -> f64 { let y[i: ") +
+                                                extent + "] = x[0]; sum(y) }");
     EXPECT_FALSE(p->ok()) << extent;
     EXPECT_NE(p->diagnostics().find("overflows i64"), std::string::npos) << p->diagnostics();
   }

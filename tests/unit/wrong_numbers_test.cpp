@@ -71,8 +71,7 @@ TEST_P(WrongNumbers, OverwrittenVarElementGetsNoGradient) {
       {"fn f(y: f64[n]) -> f64 { var w = y; w[0] = 2.0; sum(w + 1.0) }", {0, 1, 1}},
       {"fn f(y: f64[n]) -> f64 { var w = y; w[0] = 2.0; sum[i](w[i]) }", {0, 1, 1}},
       {"fn f(y: f64[n]) -> f64 { var w = y; w[0] = 2.0; mean(w) }", {0, 1 / 3.0, 1 / 3.0}},
-      {"fn f(y: f64[n]) -> f64 { var w = y; for t in 0..n - 1 { w[t] = 2.0; } sum(w) }",
-       {0, 0, 1}},
+      {"fn f(y: f64[n]) -> f64 { var w = y; for t in 0..n - 1 { w[t] = 2.0; } sum(w) }", {0, 0, 1}},
       {"fn f(y: f64[n]) -> f64 { var w = exp(y); w[0] = 2.0; sum(w) }",
        {0, std::exp(2.0), std::exp(3.0)}},
       {"fn f(y: f64[n]) -> f64 { var w = y; w[n - 1] = y[0] * 3.0; sum(w) }", {4, 1, 0}},
@@ -105,21 +104,20 @@ TEST_P(WrongNumbers, LogsumexpOverInnerReduction) {
 
   // The other reductions in a logsumexp: sum, max, mean. With x = [0.1, 0.4], y = [0.3, -0.2]:
   // logsumexp_j(sum_k(x_j - y_k)) = logsumexp(2x - sum(y)), d/dx_j = 2 softmax(2x)_j.
-  auto s = valueAndGradient(
-      "fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](sum[k](x[j] - y[k])) }", "f",
-      {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
+  auto s =
+      valueAndGradient("fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](sum[k](x[j] - y[k])) }",
+                       "f", {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
   double e0 = std::exp(0.2), e1 = std::exp(0.8);
   expectValues(s[1], {2 * e0 / (e0 + e1), 2 * e1 / (e0 + e1)}, 1e-14, "sum inside");
   expectValues(s[2], {-1, -1}, 1e-14, "sum inside dy");
-  auto m = valueAndGradient(
-      "fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](max[k](x[j] * y[k])) }", "f",
-      {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
+  auto m =
+      valueAndGradient("fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](max[k](x[j] * y[k])) }",
+                       "f", {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
   // max_k(x_j y_k) = 0.3 x_j for x > 0; d/dx_j = 0.3 softmax(0.3 x)_j.
   double a0 = std::exp(0.03), a1 = std::exp(0.12);
   expectValues(m[1], {0.3 * a0 / (a0 + a1), 0.3 * a1 / (a0 + a1)}, 1e-14, "max inside");
-  auto mean = valueAndGradient(
-      "fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](mean(x[j] - y)) }", "f",
-      {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
+  auto mean = valueAndGradient("fn f(x: f64[n], y: f64[m]) -> f64 { logsumexp[j](mean(x[j] - y)) }",
+                               "f", {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
   double b0 = std::exp(0.1), b1 = std::exp(0.4);
   expectValues(mean[1], {b0 / (b0 + b1), b1 / (b0 + b1)}, 1e-14, "mean inside");
 }
@@ -140,7 +138,8 @@ TEST_P(WrongNumbers, VarsReadBeforeALoopThatOverwritesThem) {
       {"fn f(x: f64[n]) -> f64 { var w = ones(f64[n]) * 3.0; let e = sum(x * w); "
        "for t in 0..2 { w[t % n] = 1.0; } e }",
        {3, 3, 3}},
-      {"fn f(x: f64[n]) -> f64 { var w = x; let e = sum(w * w); for t in 0..2 { w[t % n] = 1.0; } e }",
+      {"fn f(x: f64[n]) -> f64 { var w = x; let e = sum(w * w); for t in 0..2 { w[t % n] = 1.0; } "
+       "e }",
        {2, 4, 6}},
       // e + sum(x / 4): 2x + 0.25.
       {"fn f(x: f64[n]) -> f64 { var w = x; let e = sum(w * w); for t in 0..2 { w = w * 0.5; } "
@@ -180,8 +179,8 @@ TEST_P(WrongNumbers, FoldedConstantsKeepEveryBit) {
       auto r = valueAndGradient(src, "f", {scalar(0)}, GetParam());
       EXPECT_EQ(r[0].getF(0), fn.fn(std::stod(c))) << src;
     }
-  auto r = valueAndGradient("fn f(x: f64) -> f64 { x * 0.1000001 + 0.1 }", "f", {scalar(1)},
-                            GetParam());
+  auto r =
+      valueAndGradient("fn f(x: f64) -> f64 { x * 0.1000001 + 0.1 }", "f", {scalar(1)}, GetParam());
   EXPECT_EQ(r[0].getF(0), 0.1000001 + 0.1);
   EXPECT_EQ(r[1].getF(0), 0.1000001);
   // The same cause made every constant below 5e-7 the constant 0 once a 0 was around.
