@@ -61,27 +61,29 @@ private:
   llvm::Value* i64(int64_t v) { return B_.getInt64(static_cast<uint64_t>(v)); }
 
   // --- extents -----------------------------------------------------------------------------
+  /// Whether p mentions a size bound inside the function (size.def: a data-dependent trip
+  /// count), which lives in a slot rather than on entry.
+  bool dynamic(const Poly& p) const {
+    for (const auto& n : p.names())
+      if (dynSlots_.count(n)) return true;
+    return false;
+  }
   llvm::Value* poly(const Poly& p) {
     std::string key = p.str();
-    if (key.find('#') != std::string::npos && !dynSlots_.empty()) {
+    if (dynamic(p)) {
       // A trip count bound in the function: computed where it is used, from its slot.
-      bool dynamic = false;
-      for (const auto& n : p.names())
-        dynamic = dynamic || dynSlots_.count(n);
-      if (dynamic) {
-        llvm::Value* acc = i64(0);
-        for (const auto& [mono, c] : p.terms()) {
-          llvm::Value* term = i64(c);
-          for (const auto& n : mono) {
-            auto slot = dynSlots_.find(n);
-            llvm::Value* v =
-                slot != dynSlots_.end() ? B_.CreateLoad(B_.getInt64Ty(), slot->second) : sizeArg(n);
-            term = B_.CreateMul(term, v);
-          }
-          acc = B_.CreateAdd(acc, term);
+      llvm::Value* acc = i64(0);
+      for (const auto& [mono, c] : p.terms()) {
+        llvm::Value* term = i64(c);
+        for (const auto& n : mono) {
+          auto slot = dynSlots_.find(n);
+          llvm::Value* v =
+              slot != dynSlots_.end() ? B_.CreateLoad(B_.getInt64Ty(), slot->second) : sizeArg(n);
+          term = B_.CreateMul(term, v);
         }
-        return acc;
+        acc = B_.CreateAdd(acc, term);
       }
+      return acc;
     }
     auto it = polyCache_.find(key);
     if (it != polyCache_.end()) return it->second;
@@ -108,11 +110,10 @@ private:
     std::vector<llvm::Value*> out;
     for (const Poly& p : ps) {
       llvm::Value* e = poly(p);
-      bool dynamic = false; // a trip count bound in the function: negative when hi - lo overflowed
-      for (const auto& n : p.names())
-        dynamic = dynamic || dynSlots_.count(n);
-      if (!p.provablyNonNegative() || dynamic) {
-        int site = addSite(dynamic ? kTripCountSite : "", loc);
+      // A trip count bound in the function is negative when its hi - lo overflowed.
+      bool tripCount = dynamic(p);
+      if (!p.provablyNonNegative() || tripCount) {
+        int site = addSite(tripCount ? kTripCountSite : "", loc);
         check(B_.CreateICmpSGE(e, i64(0)), SLOPE_ERR_EXTENT, site, 0, e, i64(0));
       }
       out.push_back(e);
