@@ -254,7 +254,13 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
     bool segmentRoot = checkpointed && !binomial && !underRoot;
     const std::set<int> pre = readBefore_; // (the recursion adds the loop's own loads)
     for (size_t r = 0; r < si.regions.size(); ++r)
-      tapeLoops(oi.regions[r], si.regions[r], depth + 1, underRoot || root || segmentRoot);
+      // A comprehension's or reduction's body runs once per index, and its reversal
+      // recomputes it per index: a loop inside it keeps no value tape of its own (one indexed
+      // by the loop's step alone would hold the last index's values).
+      tapeLoops(oi.regions[r], si.regions[r], depth + 1,
+                underRoot || root || segmentRoot ||
+                    (ir::opKind(si.op) == ir::OpKind::Region && si.op != Op::If &&
+                     si.op != Op::For));
     ir::forEachInstr(si.regions.empty() ? Block{} : si.regions[0], [&](const Instr& i) {
       if (i.op == Op::Load) readBefore_.insert(i.args[0]);
     });

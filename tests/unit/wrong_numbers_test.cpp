@@ -158,6 +158,23 @@ TEST_P(WrongNumbers, VarsReadBeforeALoopThatOverwritesThem) {
     }
 }
 
+// Found by the random programs (seed 3377): a loop inlined into a comprehension kept a value
+// tape indexed by its step alone, so reversing the comprehension at r = 0 read the logsumexp
+// of the last r. f = 9 (A[0, 1] + log 3), so df/dA[0, 1] = 9.
+TEST_P(WrongNumbers, LoopInsideAComprehension) {
+  const char* src = "fn f(A: f64[n, n]) -> f64 {\n"
+                    "  let y4[r: 3] = g(ones(f64[3, n]) * A[0, (r + 1) % n]);\n"
+                    "  min(ones(f64[n, 3]) * y4[0])\n}\n"
+                    "fn g(u1: f64[q, p]) -> f64 {\n"
+                    "  var w2 = 0.5;\n"
+                    "  for t in 0..p { w2 = logsumexp[i: q](u1[0, (i + 1) % p]); }\n"
+                    "  ones(f64[q]) @ (ones(f64[q, 3]) @ (ones(f64[3]) * w2))\n}";
+  auto r = valueAndGradient(src, "f", {mat(3, 3, {0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9})},
+                            GetParam());
+  expectValues(r[0], {9 * (0.2 + std::log(3.0))}, 1e-12, "value");
+  expectValues(r[1], {0, 9, 0, 0, 0, 0, 0, 0, 0}, 1e-12, "dA");
+}
+
 // Bug 3: constants that differ after the sixth decimal were one constant to CSE, so a
 // folded sin(0.01) = 0.0099998333 became 0.01. Folding gives libm's value, to the bit.
 TEST_P(WrongNumbers, FoldedConstantsKeepEveryBit) {
