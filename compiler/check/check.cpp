@@ -57,6 +57,17 @@ bool isNumeric(DType d) {
   return d != DType::Bool;
 }
 
+/// Affine form c0 + sum(coeff * index) of an integer expression (LANGUAGE.md, Subscripts).
+struct Affine {
+  Poly c0;
+  std::map<int, int64_t> coeff; // indexId -> coefficient
+  bool dependsOnIndices() const {
+    for (const auto& [k, c] : coeff)
+      if (c != 0) return true;
+    return false;
+  }
+};
+
 /// A name in scope.
 struct Sym {
   // Var: a mutable variable (LANGUAGE.md, Loops); `value` is its buffer. Expressions never read
@@ -70,6 +81,9 @@ struct Sym {
   Poly offset;              // Index of a `for` loop: its first value (t = offset + k)
   int indexId = -1;         // Index: identity, for affine subscript analysis
   std::string srcName;      // what the user called the tensor (run-time messages)
+  // Index with a triangular domain (v3): its extent (and a `for` loop's first value) as affine
+  // forms over enclosing indices; `poly` is then the size name the extent is bound to.
+  std::shared_ptr<const Affine> extA, offA;
 };
 
 /// One subscript value handed down to an element load, and whether it is known in range.
@@ -78,11 +92,6 @@ struct Ix {
   bool proven;
 };
 
-/// Affine form c0 + sum(coeff * index) of an integer expression (LANGUAGE.md, Subscripts).
-struct Affine {
-  Poly c0;
-  std::map<int, int64_t> coeff; // indexId -> coefficient
-};
 
 const std::map<std::string, Op>& unaryFunctions() {
   static const std::map<std::string, Op> m = {
@@ -197,11 +206,23 @@ private:
   TInfo typeReduce(const Expr& e);
   bool unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& out, bool quiet = false);
   bool broadcast(const std::vector<const TInfo*>& ops, SrcRange where, std::vector<Poly>& shape);
+  std::vector<Ix> broadcastIdx(const TInfo& xt, const std::vector<Ix>& idx);
+  /// The extents of a comprehension's or reduction's indices. `deps`, for a reduction, receives
+  /// the triangular ones (affine in enclosing indices; their Poly is a placeholder); without
+  /// it such an extent is an error.
   bool declareIndices(const std::vector<ast::IndexDecl>& decls, const Expr& body,
-                      std::vector<Poly>& extents);
+                      std::vector<Poly>& extents,
+                      std::vector<std::shared_ptr<const Affine>>* deps = nullptr);
   std::optional<Poly> inferExtent(const std::string& idx, const Expr& body, SrcRange declRange);
   std::optional<Affine> affine(const Expr& e);
   bool proveSubscript(const Expr& sub, const Poly& extent, const std::string& base, int dim);
+  /// Poly::provablyNonNegative, with the sizes that `div(e, k)` extents bind eliminated
+  /// through k * div(e, k) <= max(e, 0) < k * (div(e, k) + 1).
+  bool provable(const Poly& p);
+  /// A dependent (triangular) extent: affine in enclosing indices; nullopt with an error when
+  /// the expression is not affine.
+  std::optional<Affine> dependentExtent(const Expr& e);
+  bool mentionsIndex(const Expr& e);
 
   // --- emission ------------------------------------------------------------------------------
   DType want(const TInfo& t, DType ctx) const {
@@ -242,6 +263,10 @@ private:
   std::map<int, Sym> snapshots_;        // var buffer -> its value as of the current statement
   std::map<int, std::string> varNames_; // var buffer -> the variable's name
   int exprNesting_ = 0;                 // > 0 while lowering a statement's expressions
+  int conditional_ = 0; // > 0 inside an if branch or a loop with data-dependent bounds: code
+                        // that may not run, so its subscripts get no entry checks
+  std::map<std::string, std::pair<Poly, int64_t>> divSizes_; // `div(e, k)` extents: e, k
+  std::vector<ir::EntryCheck> entryChecks_;
 
   /// A statement reads the vars as they are when it starts: fresh snapshots at statement
   /// level, the enclosing statement's inside an expression's blocks.
@@ -356,7 +381,7 @@ std::optional<Poly> Lowerer::extentOfUnchecked(const Expr& e) {
     else
       error(e.range, "'" + e.name +
                          "' is not a size: an extent is built from sizes, integer "
-                         "literals and + - *");
+                         "literals, + - * and div(e, k) by a positive literal");
     return std::nullopt;
   }
   case ExprKind::Binary: {
@@ -370,9 +395,34 @@ std::optional<Poly> Lowerer::extentOfUnchecked(const Expr& e) {
     if (e.name == "-")
       if (auto a = extentOf(*e.args[0])) return -*a;
     return std::nullopt;
+  case ExprKind::Call: {
+    // div(e, k) by a positive literal (v3): a size computed on entry, max(e, 0) / k rounded
+    // down, named by its own text so that equal extents compare equal.
+    if (e.name != "div" || e.args.size() != 2) break;
+    const Expr& k = *e.args[1];
+    if (k.kind != ExprKind::Number || !k.isInt || k.ival < 1) {
+      error(k.range, "div in an extent divides by a positive integer literal");
+      return std::nullopt;
+    }
+    auto a = extentOf(*e.args[0]);
+    if (!a) return std::nullopt;
+    for (const std::string& n : a->names())
+      if (n.find('#') != std::string::npos) {
+        error(e.args[0]->range, "div in an extent takes sizes, not values computed in the function");
+        return std::nullopt;
+      }
+    if (a->isConst()) return Poly(std::max<int64_t>(*a->constValue(), 0) / k.ival);
+    std::string name = "div(" + a->str() + ", " + std::to_string(k.ival) + ")";
+    if (!divSizes_.count(name)) {
+      divSizes_[name] = {*a, k.ival};
+      if (f_) f_->derived.push_back({ir::DerivedSize::FloorDiv, name, *a, Poly(k.ival), Poly(0)});
+    }
+    return Poly::var(name);
+  }
   default: break;
   }
-  error(e.range, "an extent is built from sizes, integer literals and + - *");
+  error(e.range, "an extent is built from sizes, integer literals, + - * and div(e, k) by a "
+                 "positive literal");
   return std::nullopt;
 }
 
@@ -521,24 +571,56 @@ std::string Lowerer::divHint(const Expr& e) {
                : "";
 }
 
+/// NumPy broadcasting (LANGUAGE.md v3): shapes align from the right; a missing leading
+/// dimension or a literal extent 1 stretches to the other operand's extent. Extents compare
+/// symbolically, so f64[n] and f64[m] do not broadcast even when n == m at run time.
 bool Lowerer::broadcast(const std::vector<const TInfo*>& ops, SrcRange where,
                         std::vector<Poly>& shape) {
-  const TInfo* big = nullptr;
+  const Poly one(1);
+  std::vector<Poly> out;
+  const TInfo* first = nullptr; // the operand that set the result so far, for the message
   for (const TInfo* t : ops) {
     if (t->rank() == 0) continue;
-    if (!big) {
-      big = t;
+    if (!first) {
+      first = t;
+      out = t->shape;
       continue;
     }
-    if (t->shape != big->shape) {
-      error(where, "shapes " + big->ir().str() + " and " + t->ir().str() +
-                       " do not match (a scalar broadcasts; for anything else use a "
-                       "comprehension)");
-      return false;
+    size_t r = std::max(out.size(), t->shape.size());
+    std::vector<Poly> next(r);
+    for (size_t k = 0; k < r; ++k) {
+      // Dimension k of the result, counted from the left; each operand's own dimension (or
+      // none, when it has fewer) is found by counting from the right.
+      const Poly* a = k + out.size() >= r ? &out[k + out.size() - r] : nullptr;
+      const Poly* b = k + t->shape.size() >= r ? &t->shape[k + t->shape.size() - r] : nullptr;
+      if (!a || *a == one)
+        next[k] = b ? *b : *a;
+      else if (!b || *b == one || *a == *b)
+        next[k] = *a;
+      else {
+        error(where, "shapes " + first->ir().str() + " and " + t->ir().str() +
+                         " do not broadcast: extents " + a->str() + " and " + b->str() +
+                         " differ (broadcasting stretches only missing leading dimensions and "
+                         "extent 1; for anything else use a comprehension)");
+        return false;
+      }
     }
+    out = std::move(next);
   }
-  shape = big ? big->shape : std::vector<Poly>{};
+  shape = out;
   return true;
+}
+
+/// The element of operand x that goes with element idx of a broadcast result: missing
+/// leading dimensions drop their index, a literal extent 1 reads its only element.
+std::vector<Ix> Lowerer::broadcastIdx(const TInfo& xt, const std::vector<Ix>& idx) {
+  if (xt.rank() == 0) return {};
+  size_t r = xt.rank();
+  if (idx.size() < r) return idx; // a prefix view: the caller asks for whole rows
+  std::vector<Ix> out(idx.end() - static_cast<long>(r), idx.end());
+  for (size_t k = 0; k < r; ++k)
+    if (xt.shape[k] == Poly(1)) out[k] = {b_->constInt(0), true};
+  return out;
 }
 
 TInfo Lowerer::computeType(const Expr& e) {
@@ -728,6 +810,7 @@ TInfo Lowerer::computeType(const Expr& e) {
     // Branches with statements are typed as they are lowered, in their own scope.
     auto branch = [&](const ast::Block& blk) -> TInfo {
       inst().scopes.emplace_back();
+      ++conditional_; // a branch may not run: its subscripts get no entry checks
       bool ok = true;
       for (const auto& s : blk.stmts) {
         if (s.kind != ast::StmtKind::Let && s.kind != ast::StmtKind::LetIndexed &&
@@ -774,6 +857,7 @@ TInfo Lowerer::computeType(const Expr& e) {
         }
       }
       TInfo r = ok ? typeOf(*blk.result) : errorType();
+      --conditional_;
       inst().scopes.pop_back();
       return r;
     };
@@ -1028,7 +1112,8 @@ TInfo Lowerer::typeUserCall(const Expr& e, const ast::Function& callee,
 }
 
 bool Lowerer::declareIndices(const std::vector<ast::IndexDecl>& decls, const Expr& body,
-                             std::vector<Poly>& extents) {
+                             std::vector<Poly>& extents,
+                             std::vector<std::shared_ptr<const Affine>>* deps) {
   bool ok = true;
   std::set<std::string> seen;
   for (const auto& d : decls) {
@@ -1038,6 +1123,40 @@ bool Lowerer::declareIndices(const std::vector<ast::IndexDecl>& decls, const Exp
       continue;
     }
     if (d.extent) {
+      // An extent that uses an index of the same declaration list cannot be a region's.
+      std::function<const Expr*(const Expr&)> sibling = [&](const Expr& x) -> const Expr* {
+        if (x.kind == ExprKind::Name && seen.count(x.name) && x.name != d.name) return &x;
+        for (const auto& a : x.args)
+          if (a)
+            if (const Expr* f = sibling(*a)) return f;
+        return nullptr;
+      };
+      if (!deps && (mentionsIndex(*d.extent) || sibling(*d.extent))) {
+        error(d.extent->range, "a comprehension's extent cannot use an enclosing index (its "
+                               "result is rectangular); triangular domains are for "
+                               "reductions and for loops");
+        ok = false;
+        continue;
+      }
+      if (const Expr* sib = sibling(*d.extent)) {
+        error(sib->range, "the extent of '" + d.name + "' uses '" + sib->name +
+                              "', an index of the same reduction: nest them, as in sum[" +
+                              sib->name + "](sum[" + d.name + ": " + text(d.extent->range) +
+                              "](...))");
+        ok = false;
+        continue;
+      }
+      if (mentionsIndex(*d.extent)) {
+        auto a = dependentExtent(*d.extent);
+        if (!a) {
+          ok = false;
+          continue;
+        }
+        deps->resize(extents.size());
+        deps->push_back(std::make_shared<const Affine>(*a));
+        extents.push_back(Poly::var("#extent"));
+        continue;
+      }
       auto p = extentOf(*d.extent);
       if (!p)
         ok = false;
@@ -1051,6 +1170,7 @@ bool Lowerer::declareIndices(const std::vector<ast::IndexDecl>& decls, const Exp
         extents.push_back(*p);
     }
   }
+  if (deps) deps->resize(extents.size());
   return ok;
 }
 
@@ -1106,12 +1226,14 @@ TInfo Lowerer::typeReduce(const Expr& e) {
     return errorType();
   }
   std::vector<Poly> extents;
-  if (!declareIndices(e.indices, *e.args[0], extents)) return errorType();
+  std::vector<std::shared_ptr<const Affine>> deps;
+  if (!declareIndices(e.indices, *e.args[0], extents, &deps)) return errorType();
   inst().scopes.emplace_back();
   for (size_t k = 0; k < e.indices.size(); ++k) {
     Sym s;
     s.kind = Sym::Index;
     s.poly = extents[k];
+    s.extA = deps[k];
     s.indexId = nextIndex_++;
     bind(e.indices[k].name, s);
   }
@@ -1138,7 +1260,11 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
     const Sym* s = lookup(e.name);
     if (!s) return std::nullopt;
     if (s->kind == Sym::Size) return Affine{s->poly, {}};
-    if (s->kind == Sym::Index) return Affine{s->offset, {{s->indexId, 1}}};
+    if (s->kind == Sym::Index) {
+      Affine a = s->offA ? *s->offA : Affine{s->offset, {}};
+      a.coeff[s->indexId] += 1;
+      return a;
+    }
     return std::nullopt;
   }
   case ExprKind::Unary:
@@ -1187,41 +1313,182 @@ std::optional<Affine> Lowerer::affine(const Expr& e) {
   }
 }
 
+/// "D <= T" for the condition T - D >= 0: negative terms to the left, positive to the right.
+static std::string inequality(const Poly& p) {
+  Poly l, r;
+  for (const auto& [mono, c] : p.terms()) {
+    Poly m(c < 0 ? -c : c);
+    for (const std::string& n : mono)
+      m = m * Poly::var(n);
+    (c < 0 ? l : r) = (c < 0 ? l : r) + m;
+  }
+  return l.str() + " <= " + r.str();
+}
+
+bool Lowerer::provable(const Poly& p) {
+  for (const auto& [mono, c] : p.terms())
+    for (const std::string& name : mono) {
+      auto d = divSizes_.find(name);
+      if (d == divSizes_.end()) continue;
+      // p = p0 + a d, linear in d, with d = div(max(e, 0), k).
+      Poly p0;
+      int64_t a = 0;
+      for (const auto& [m2, c2] : p.terms()) {
+        size_t uses = static_cast<size_t>(std::count(m2.begin(), m2.end(), name));
+        if (uses == 0) {
+          Poly t(c2);
+          for (const std::string& n : m2)
+            t = t * Poly::var(n);
+          p0 = p0 + t;
+        } else if (uses == 1 && m2.size() == 1) {
+          a = c2;
+        } else {
+          return false; // d in a product: beyond this prover
+        }
+      }
+      const Poly& e = d->second.first;
+      Poly k(d->second.second);
+      if (a > 0) // d >= 0, and k d >= e - k + 1
+        return provable(p0) || provable(k * p0 + Poly(a) * (e - k + Poly(1)));
+      // k d <= max(e, 0)
+      return provable(k * p0 + Poly(a) * e) && (provable(e) || provable(p0));
+    }
+  return p.provablyNonNegative();
+}
+
+bool Lowerer::mentionsIndex(const Expr& e) {
+  if (e.kind == ExprKind::Name) {
+    const Sym* s = lookup(e.name);
+    return s && s->kind == Sym::Index;
+  }
+  for (const auto& a : e.args)
+    if (a && mentionsIndex(*a)) return true;
+  return false;
+}
+
+std::optional<Affine> Lowerer::dependentExtent(const Expr& e) {
+  TInfo t = typeOf(e);
+  if (t.error) return std::nullopt;
+  if (t.dtype != DType::I64 || t.rank() != 0) {
+    error(e.range, "an extent must be an i64 scalar, got " + t.str() + divHint(e));
+    return std::nullopt;
+  }
+  auto a = affine(e);
+  if (!a)
+    error(e.range, "an extent that uses enclosing indices must be affine in them (indices, "
+                   "sizes, integer literals, + and -, * by a literal): '" +
+                       text(e.range) + "'");
+  return a;
+}
+
 bool Lowerer::proveSubscript(const Expr& sub, const Poly& extent, const std::string& base,
                              int dim) {
-  auto a = affine(sub);
   PreKey key{inst().id, &sub};
   proven_[key] = false;
+  auto a = affine(sub);
   if (!a) return true; // data-dependent or non-affine: checked at run time
-  // Over the index box [0, E-1]: lo takes E-1 where the coefficient is negative, hi where
-  // it is positive.
-  std::map<int, Poly> ext;
-  std::function<void()> noop;
+  // The indices in scope, with their extents.
+  struct IndexInfo {
+    Poly ext;
+    std::shared_ptr<const Affine> dep;
+  };
+  std::map<int, IndexInfo> ix;
+  bool anyDependent = false;
   for (const auto& scope : inst().scopes)
     for (const auto& [n, s] : scope)
-      if (s.kind == Sym::Index) ext[s.indexId] = s.poly;
-  Poly lo = a->c0, hi = a->c0;
-  for (const auto& [k, c] : a->coeff) {
-    if (c == 0) continue;
-    auto it = ext.find(k);
-    if (it == ext.end()) return true; // an index of an outer instantiation: check at run time
-    Poly span = (it->second - Poly(1)) * Poly(c);
-    (c < 0 ? lo : hi) = (c < 0 ? lo : hi) + span;
+      if (s.kind == Sym::Index) {
+        ix[s.indexId] = {s.poly, s.extA};
+        anyDependent = anyDependent || s.extA || s.offA;
+      }
+  // The smallest and largest value over the index domain: eliminate indices innermost first
+  // (a triangular extent uses only indices declared before it), each at 0 or at its extent
+  // minus 1, whichever makes the form smaller (lo) or larger (hi). Exact over a box whose
+  // ranges are not empty; over a triangular domain it is a bound.
+  Poly lo, hi;
+  try {
+    auto extreme = [&](Affine f, bool upper) -> std::optional<Poly> {
+      while (!f.coeff.empty()) {
+        auto last = std::prev(f.coeff.end());
+        int id = last->first;
+        int64_t c = last->second;
+        f.coeff.erase(last);
+        if (c == 0) continue;
+        auto it = ix.find(id);
+        if (it == ix.end()) return std::nullopt; // an index of an outer instantiation
+        if ((c > 0) != upper) continue;          // at 0
+        if (it->second.dep) {
+          f.c0 = f.c0 + (it->second.dep->c0 - Poly(1)) * Poly(c);
+          for (const auto& [k, v] : it->second.dep->coeff)
+            f.coeff[k] += c * v;
+        } else {
+          f.c0 = f.c0 + (it->second.ext - Poly(1)) * Poly(c);
+        }
+      }
+      return f.c0;
+    };
+    auto l = extreme(*a, false), h = extreme(*a, true);
+    if (!l || !h) return true; // checked at run time
+    lo = *l;
+    hi = *h;
+  } catch (const checked::SizeError&) {
+    return true; // coefficients beyond i64: checked at run time
   }
-  bool loOk = lo.provablyNonNegative();
-  bool hiOk = (extent - Poly(1) - hi).provablyNonNegative();
-  proven_[key] = loOk && hiOk;
-  if (loOk && hiOk) return true;
-  if (inst().inlined) return true; // proven where the callee was checked on its own
+  Poly room = extent - Poly(1) - hi;
+  bool loOk = provable(lo);
+  bool hiOk = provable(room);
+  if (loOk && hiOk) {
+    proven_[key] = true;
+    return true;
+  }
+  if (inst().inlined) return true; // proven or refuted where the callee was checked on its own
   std::string s = text(sub.range);
-  if (!loOk)
-    error(sub.range, "subscript '" + s + "' of '" + base +
-                         "' may be negative: its smallest value is " + lo.str());
-  else
-    error(sub.range, "subscript '" + s + "' of '" + base + "' may be out of range: it reaches " +
-                         hi.str() + " but dimension " + std::to_string(dim) + " of '" + base +
-                         "' has extent " + extent.str());
-  return false;
+  // Out of range for every size (over a box the bounds are exact): a compile error.
+  if (!anyDependent) {
+    if (!loOk && provable(-lo - Poly(1))) {
+      error(sub.range, "subscript '" + s + "' of '" + base +
+                           "' is negative: its smallest value is " + lo.str());
+      return false;
+    }
+    if (!hiOk && provable(-room - Poly(1))) {
+      error(sub.range, "subscript '" + s + "' of '" + base + "' is out of range: it reaches " +
+                           hi.str() + " but dimension " + std::to_string(dim) + " of '" + base +
+                           "' has extent " + extent.str());
+      return false;
+    }
+  }
+  // Neither proven nor refuted. Where the condition is on the parameters' sizes alone and the
+  // subscript runs whenever its index ranges are not empty, it is checked once on entry (v3);
+  // otherwise at run time, on every access.
+  auto dynamicName = [](const Poly& p) {
+    for (const std::string& n : p.names())
+      if (n.find('#') != std::string::npos) return true;
+    return false;
+  };
+  if (anyDependent || conditional_ > 0 || dynamicName(lo) || dynamicName(room)) return true;
+  std::vector<Poly> guards;
+  for (const auto& [id, info] : ix)
+    if (!provable(info.ext - Poly(1))) {
+      if (dynamicName(info.ext)) return true;
+      guards.push_back(info.ext);
+    }
+  auto add = [&](const Poly& cond, bool lower) {
+    for (const ir::EntryCheck& c : entryChecks_)
+      if (c.loc.begin == sub.range.begin && c.lower == lower) return;
+    ir::EntryCheck c;
+    c.cond = cond;
+    c.guards = guards;
+    c.what = "subscript '" + s + "' of '" + base + "' (dimension " + std::to_string(dim) + ")";
+    c.needs = inequality(cond);
+    c.lower = lower;
+    c.got = lower ? lo : hi;
+    c.limit = extent;
+    c.loc = sub.range;
+    entryChecks_.push_back(std::move(c));
+  };
+  if (!loOk) add(lo, true);
+  if (!hiOk) add(room, false);
+  proven_[key] = true; // in range whenever the call gets past its entry checks
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1252,11 +1519,7 @@ int Lowerer::emitElem(const Expr& e, const std::vector<Ix>& idx, DType w) {
 /// Elements of the tensor expression e at idx; scalars when e has rank 0.
 int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
   TInfo t = typeOf(e);
-  auto sub = [&](const Expr& x, DType d) {
-    // A scalar operand broadcasts: it takes no indices.
-    TInfo xt = typeOf(x);
-    return emitElem(x, xt.rank() == 0 ? std::vector<Ix>{} : idx, d);
-  };
+  auto sub = [&](const Expr& x, DType d) { return emitElem(x, broadcastIdx(typeOf(x), idx), d); };
   switch (e.kind) {
   case ExprKind::Number:
     if (isFloat(w)) return b_->constant(w, e.isInt ? static_cast<double>(e.ival) : e.fval);
@@ -1329,12 +1592,30 @@ int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
     Op op = reductions().at(e.name);
     bool mean = e.name == "mean";
     std::vector<Poly> extents;
+    std::vector<std::shared_ptr<const Affine>> deps;
     // Extents were established by typeOf; recompute quietly in the same scope.
     for (const auto& d : e.indices) {
-      if (d.extent)
+      deps.emplace_back();
+      if (d.extent && mentionsIndex(*d.extent)) {
+        // A triangular extent (v3): computed where the reduction runs, an empty range when
+        // below 0 (as a for loop's), and bound to a fresh size name for the region.
+        deps.back() = std::make_shared<const Affine>(*affine(*d.extent));
+        int v = emitScalar(*d.extent, DType::I64);
+        int zero = b_->constInt(0);
+        v = b_->select(b_->binary(Op::Gt, v, zero), v, zero);
+        std::string name = "#extent" + std::to_string(nextIndex_++);
+        ir::Instr def;
+        def.op = Op::SizeDef;
+        def.name = name;
+        def.args = {v};
+        def.loc = d.extent->range;
+        b_->emitEffect(std::move(def));
+        extents.push_back(Poly::var(name));
+      } else if (d.extent) {
         extents.push_back(*extentOf(*d.extent));
-      else
+      } else {
         extents.push_back(*inferExtent(d.name, *e.args[0], d.range));
+      }
     }
     DType d = want(t, w);
     std::set<std::string> names;
@@ -1350,6 +1631,7 @@ int Lowerer::emitElemRaw(const Expr& e, const std::vector<Ix>& idx, DType w) {
             s.kind = Sym::Index;
             s.value = j[k];
             s.poly = extents[k];
+            s.extA = deps[k];
             s.indexId = nextIndex_++;
             bind(e.indices[k].name, s);
           }
@@ -1400,10 +1682,7 @@ int Lowerer::emitReduce(Op op, bool mean, const std::vector<Poly>& extents,
 int Lowerer::emitCall(const Expr& e, const std::vector<Ix>& idx, DType w) {
   const std::string& n = e.name;
   TInfo t = typeOf(e);
-  auto sub = [&](const Expr& x, DType d) {
-    TInfo xt = typeOf(x);
-    return emitElem(x, xt.rank() == 0 ? std::vector<Ix>{} : idx, d);
-  };
+  auto sub = [&](const Expr& x, DType d) { return emitElem(x, broadcastIdx(typeOf(x), idx), d); };
   if (fns_.count(n)) {
     Sym s = materialize(e);
     return loadSym(s, idx, e.range);
@@ -1529,8 +1808,10 @@ void Lowerer::hoistInvariant(const Expr& e, std::set<std::string> indices) {
     if (x->kind == ExprKind::If) return true; // not hoisted, see above
     std::set<std::string> inner = idx;
     if (x->kind == ExprKind::Reduce)
-      for (const auto& d : x->indices)
+      for (const auto& d : x->indices) {
+        if (d.extent && mentions(d.extent.get(), idx)) return true; // a triangular extent
         inner.erase(d.name);
+      }
     for (const auto& a : x->args)
       if (mentions(a.get(), inner)) return true;
     return mentions(x->base.get(), inner);
@@ -1923,11 +2204,17 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
       if (e.kind == ExprKind::Binary && (e.name == "+" || e.name == "-" || e.name == "*"))
         return symbolic(*e.args[0]) && symbolic(*e.args[1]);
       if (e.kind == ExprKind::Unary && e.name == "-") return symbolic(*e.args[0]);
+      if (e.kind == ExprKind::Call && e.name == "div" && e.args.size() == 2)
+        return symbolic(*e.args[0]) && e.args[1]->kind == ExprKind::Number;
       return false;
     };
     std::optional<Poly> lo, hi;
     int loValue = -1;
     Poly count;
+    // Bounds affine in enclosing indices (v3, triangular domains): the trip count is computed
+    // where the loop starts, as for data-dependent bounds, but subscripts with t are proven
+    // from the bounds' affine forms.
+    std::shared_ptr<const Affine> depLo, depCount;
     if (symbolic(*s.lo) && symbolic(*s.hi)) {
       lo = extentOf(*s.lo);
       hi = extentOf(*s.hi);
@@ -1941,6 +2228,17 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
           error(b->range, "a loop bound must be an i64 scalar, got " + t.str() + divHint(*b));
           return false;
         }
+      if (mentionsIndex(*s.lo) || mentionsIndex(*s.hi)) {
+        auto al = affine(*s.lo), ah = affine(*s.hi);
+        if (al && ah) {
+          Affine c = *ah;
+          c.c0 = c.c0 - al->c0;
+          for (const auto& [id, v] : al->coeff)
+            c.coeff[id] -= v;
+          depLo = std::make_shared<const Affine>(*al);
+          depCount = std::make_shared<const Affine>(c);
+        }
+      }
       StatementScope scope(*this);
       takeSnapshots({s.lo.get(), s.hi.get()});
       loValue = emitScalar(*s.lo, DType::I64);
@@ -1977,14 +2275,24 @@ bool Lowerer::lowerStateStmt(const ast::Stmt& s) {
         t.indexId = nextIndex_++;
         t.value =
             lo->isConst() && *lo->constValue() == 0 ? k : b_->binary(Op::Add, k, b_->size(*lo));
+      } else if (depCount) {
+        t.kind = Sym::Index;
+        t.poly = count;
+        t.offA = depLo;
+        t.extA = depCount;
+        t.indexId = nextIndex_++;
+        t.value = b_->binary(Op::Add, k, loValue);
       } else {
         t.kind = Sym::Val; // a plain i64: subscripts with it are checked at run time
         t.type = scalarT(DType::I64);
         t.value = b_->binary(Op::Add, k, loValue);
       }
       bind(s.name, t);
+      bool mayNotRun = !lo && !depCount; // data-dependent bounds: no entry checks inside
+      conditional_ += mayNotRun;
       for (const auto& st : s.body->stmts)
         ok = lowerStmt(st) && ok;
+      conditional_ -= mayNotRun;
       inst().scopes.pop_back();
       exprNesting_ = nesting;
       return -1;
@@ -2179,6 +2487,9 @@ std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
   f_ = &f;
   b_ = std::make_unique<ir::Builder>(f);
   pre_.clear();
+  divSizes_.clear();
+  entryChecks_.clear();
+  conditional_ = 0;
   auto in = std::make_unique<Inst>();
   in->id = nextInst_++;
   in->fn = &fn;
@@ -2272,6 +2583,7 @@ std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
   }
   for (size_t k = 0; k < outs.size(); ++k)
     f.body.yields.push_back(yieldValue(outs[k], wants[k].dtype));
+  f.entryChecks = entryChecks_;
   return f;
 }
 

@@ -979,6 +979,8 @@ std::unique_ptr<llvm::Module> Gen::run() {
                     intrinsic(llvm::Intrinsic::sqrt, B_.CreateSIToFP(a, B_.getDoubleTy()))),
           B_.getInt64Ty());
       v = r; // exact for a < 2^52
+    } else if (d.kind == ir::DerivedSize::FloorDiv) {
+      v = B_.CreateSDiv(a, divisor()); // a > 0 here: rounds down
     } else if (d.kind == ir::DerivedSize::Clamp) {
       llvm::Value* q = B_.CreateSDiv(a, divisor());
       q = B_.CreateSelect(B_.CreateICmpSLT(q, i64(1)), i64(1), q);
@@ -1008,6 +1010,15 @@ std::unique_ptr<llvm::Module> Gen::run() {
           resultBuffers_[in.result] = impl->getArg(static_cast<unsigned>(np + ns + k));
 
   B_.SetInsertPoint(start);
+  // Entry checks (ir::EntryCheck), before any work: cond >= 0, unless a guard is below 1.
+  for (size_t k = 0; k < f_.entryChecks.size(); ++k) {
+    const ir::EntryCheck& c = f_.entryChecks[k];
+    llvm::Value* ok = B_.CreateICmpSGE(poly(c.cond), i64(0));
+    for (const Poly& g : c.guards)
+      ok = B_.CreateOr(ok, B_.CreateICmpSLT(poly(g), i64(1)));
+    check(ok, SLOPE_ERR_ENTRY, addSite("", c.loc), static_cast<int>(k), poly(c.got),
+          poly(c.limit));
+  }
   block(f_.body);
   for (size_t k = 0; k < nr; ++k) {
     int y = f_.body.yields[k];

@@ -42,7 +42,8 @@ std::vector<int64_t> resultShape(const ir::Function& f, size_t r,
   return shape;
 }
 
-void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) {
+void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e,
+                      const std::map<std::string, int64_t>* sizes) {
   codegen::Site site =
       e.site >= 0 && e.site < static_cast<int>(c.sites.size()) ? c.sites[e.site] : codegen::Site{};
   switch (e.code) {
@@ -51,6 +52,14 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                   (site.tensor.empty() ? std::string("tensor") : site.tensor) +
                                   "': dimension " + std::to_string(e.dim) + " has extent " +
                                   std::to_string(e.extent));
+  case SLOPE_ERR_ENTRY:
+    if (e.dim >= 0 && e.dim < static_cast<int>(c.entryChecks.size()))
+    {
+      std::pair<int64_t, int64_t> values{e.index, e.extent};
+      throw EvalError(site.loc, c.entryChecks[e.dim].message(
+                                    sizes ? *sizes : std::map<std::string, int64_t>{}, &values));
+    }
+    break;
   case SLOPE_ERR_DIV_ZERO: throw EvalError(site.loc, "integer division by zero");
   case SLOPE_ERR_EXTENT:
     if (site.tensor == codegen::kTripCountSite)
@@ -67,8 +76,9 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e) 
                                                 e.dim == 32 ? DType::F32 : DType::F64));
   case SLOPE_ERR_NO_MEMORY:
     throw EvalError(site.loc, "out of memory: a temporary could not be allocated");
-  default: throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
+  default: break;
   }
+  throw EvalError(site.loc, "compiled code failed with code " + std::to_string(e.code));
 }
 
 std::vector<Tensor> callCompiled(const ir::Function& f, const codegen::CompiledFunction& c,
@@ -86,7 +96,7 @@ std::vector<Tensor> callCompiled(const ir::Function& f, const codegen::CompiledF
     resp.push_back(t.raw());
   slope_error err{};
   int32_t code = c.fn(argp.data(), sz.data(), resp.data(), &err);
-  if (code != 0) throwCallFailure(c, err);
+  if (code != 0) throwCallFailure(c, err, &sizes);
   return results;
 }
 

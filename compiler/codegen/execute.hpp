@@ -44,7 +44,9 @@ std::vector<int64_t> sizesArray(const ir::Function& f, const std::map<std::strin
 /// The shape of result r for the given sizes.
 std::vector<int64_t> resultShape(const ir::Function& f, size_t r,
                                  const std::map<std::string, int64_t>& sizes);
-/// The exception for a failed call (code != 0).
-[[noreturn]] void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e);
+/// The exception for a failed call (code != 0); `sizes`, where given, are named in the message
+/// of a failed entry check.
+[[noreturn]] void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e,
+                                   const std::map<std::string, int64_t>* sizes = nullptr);
 
 } // namespace slope

@@ -124,6 +124,7 @@ CompiledFunction Jit::add(const ir::Function& f) {
   ir::Function named = f;
   named.name = f.name + "." + std::to_string(impl_->counter++); // unique within this JIT
   CompiledFunction out;
+  out.entryChecks = f.entryChecks;
   auto ctx = std::make_unique<llvm::LLVMContext>();
   std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites);
   optimize(*m, *impl_->tm, impl_->opt.optLevel);

@@ -24,6 +24,7 @@ inline constexpr const char* kTripCountSite = "#trips";
 struct CompiledFunction {
   slope_fn fn = nullptr;
   std::vector<Site> sites;
+  std::vector<ir::EntryCheck> entryChecks; // SLOPE_ERR_ENTRY's dim indexes these
 };
 
 struct JitOptions {

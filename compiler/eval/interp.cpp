@@ -633,6 +633,8 @@ std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& a
                              int64_t* opCount) {
   auto sizes = bindSizes(f, args);
   f.deriveSizes(sizes);
+  for (const ir::EntryCheck& c : f.entryChecks)
+    if (!c.holds(sizes)) throw EvalError(c.loc, c.message(sizes));
   Interp in(f, sizes);
   auto out = in.run(args);
   if (opCount) *opCount = in.ops();

@@ -39,6 +39,7 @@ std::string Type::str() const {
 int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
   int64_t x = a.eval(sizes).value_or(0);
   if (x <= 0) return 0;
+  if (kind == FloorDiv) return x / std::max<int64_t>(1, b.eval(sizes).value_or(1));
   if (kind == CeilSqrt) {
     auto r = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(x))));
     auto sq = [](int64_t v) { return static_cast<__int128>(v) * v; }; // (no overflow)
@@ -54,6 +55,33 @@ int64_t DerivedSize::eval(const std::map<std::string, int64_t>& sizes) const {
     return c <= 0 ? 0 : std::min(c, std::max<int64_t>(1, x / y));
   }
   return x / y + (x % y != 0); // ceil(x / y), with no x + y - 1 to overflow
+}
+
+bool EntryCheck::holds(const std::map<std::string, int64_t>& sizes) const {
+  for (const Poly& g : guards)
+    if (g.eval(sizes).value_or(1) < 1) return true; // the subscript never runs
+  return cond.eval(sizes).value_or(0) >= 0;
+}
+
+std::string EntryCheck::message(const std::map<std::string, int64_t>& sizes,
+                                const std::pair<int64_t, int64_t>* values) const {
+  auto val = [&](const Poly& p) {
+    if (values && &p == &got) return std::to_string(values->first);
+    if (values && &p == &limit) return std::to_string(values->second);
+    auto v = p.eval(sizes);
+    return v ? std::to_string(*v) : p.str();
+  };
+  std::string m = what + " needs " + needs + " (checked on entry), but ";
+  m += lower ? "its smallest value is " + val(got)
+             : "it reaches " + val(got) + " and the extent is " + val(limit);
+  std::string given;
+  std::set<std::string> names;
+  for (const Poly* p : {&cond, &got, &limit})
+    for (const std::string& n : p->names())
+      if (n.find_first_of("#(") == std::string::npos && names.insert(n).second)
+        given += (given.empty() ? "" : ", ") + n + " = " + val(Poly::var(n));
+  if (!given.empty()) m += " (" + given + ")";
+  return m;
 }
 
 static int64_t peakIn(const Block& b, const Function& f,
@@ -189,6 +217,19 @@ std::string print(const Function& f) {
   for (size_t k = 0; k < f.body.yields.size(); ++k)
     p.out += (k ? ", " : "") + f.types[f.body.yields[k]].str();
   p.out += ") {\n";
+  // On entry, before the body: sizes computed from the parameters' sizes that the source
+  // names (`div(n, 2)` as an extent), then the entry checks (LANGUAGE.md v3, Subscripts).
+  for (const DerivedSize& d : f.derived)
+    if (d.kind == DerivedSize::FloorDiv)
+      p.out += "  size " + d.name + " = max(" + d.a.str() + ", 0) / " + d.b.str() + "\n";
+  for (const EntryCheck& c : f.entryChecks) {
+    p.out += "  entry.check " + c.needs + ": " + c.what;
+    std::string when;
+    for (const Poly& g : c.guards)
+      if (!g.isConst()) when += (when.empty() ? "" : ", ") + g.str() + " >= 1";
+    if (!when.empty()) p.out += " (when " + when + ")";
+    p.out += "\n";
+  }
   for (const Instr& i : f.body.body)
     if (i.op != Op::Param) p.instr(i, 1);
   p.out += "  return";

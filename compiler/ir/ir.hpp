@@ -69,10 +69,30 @@ struct Instr {
 /// snapshot slots): ceil(a / b), ceil(sqrt(a)), or floor(a / b) clamped to [1, cap]; each 0
 /// when a <= 0 (and Clamp's when cap <= 0).
 struct DerivedSize {
-  enum Kind { CeilDiv, CeilSqrt, Clamp } kind;
+  enum Kind { CeilDiv, CeilSqrt, Clamp, FloorDiv } kind;
   std::string name;
   Poly a, b, cap;
   int64_t eval(const std::map<std::string, int64_t>& sizes) const;
+};
+
+/// A condition on the sizes, checked once on entry to the call before any work (LANGUAGE.md
+/// v3, Subscripts): an affine subscript the checker could neither prove in range nor refute
+/// (`icf[k, i]` with i: D and icf: f64[K, T] needs D <= T). It holds when `cond` >= 0, or
+/// when some `guard` is below 1 (an index range that is empty, so the subscript never runs).
+struct EntryCheck {
+  Poly cond;
+  std::vector<Poly> guards;
+  std::string what;    // "subscript 'i' of 'icf' (dimension 1)"
+  std::string needs;   // the condition as the user would write it: "D <= T"
+  bool lower = false;  // the subscript's smallest value may be negative (else: its largest
+                       // may reach the extent)
+  Poly got, limit;     // the subscript's extreme value, and the extent it must stay below
+  SrcRange loc;        // the subscript
+  bool holds(const std::map<std::string, int64_t>& sizes) const;
+  /// The message of a failed check, with the values of the sizes it mentions.
+  /// `values`, where given, are the subscript's extreme value and the extent as computed.
+  std::string message(const std::map<std::string, int64_t>& sizes,
+                      const std::pair<int64_t, int64_t>* values = nullptr) const;
 };
 
 struct Function {
@@ -91,6 +111,7 @@ struct Function {
   /// Size names, in order of first appearance in the parameter types.
   std::vector<std::string> sizeNames() const;
   std::vector<DerivedSize> derived; // in dependency order
+  std::vector<EntryCheck> entryChecks; // evaluated after the derived sizes
   /// Adds the derived sizes to sizes bound from the arguments.
   void deriveSizes(std::map<std::string, int64_t>& sizes) const {
     for (const DerivedSize& d : derived)

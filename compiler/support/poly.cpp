@@ -2,6 +2,7 @@
 
 #include "compiler/support/checked.hpp"
 
+#include <cctype>
 #include <algorithm>
 #include <set>
 
@@ -107,9 +108,11 @@ Poly Poly::substitute(const std::map<std::string, Poly>& by) const {
 }
 
 bool Poly::provablyNonNegative() const {
+  // A size the user named is at least 1; a name the compiler made (`#trips3`, `#extent5`,
+  // `div(n, 2)`, checkpoint counts) is a count that may be 0.
   std::map<std::string, Poly> shift;
   for (const auto& n : names())
-    shift[n] = var(n) + Poly(1);
+    if (isUserSize(n)) shift[n] = var(n) + Poly(1);
   Poly q;
   try {
     q = substitute(shift);
@@ -118,6 +121,14 @@ bool Poly::provablyNonNegative() const {
   }
   for (const auto& [m, c] : q.terms_)
     if (c < 0) return false;
+  return true;
+}
+
+bool Poly::isUserSize(const std::string& name) {
+  if (name.empty() || !(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_'))
+    return false;
+  for (char c : name)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
   return true;
 }
 

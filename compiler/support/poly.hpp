@@ -38,9 +38,13 @@ public:
   /// value overflows i64.
   std::optional<int64_t> eval(const std::map<std::string, int64_t>& sizes) const;
   Poly substitute(const std::map<std::string, Poly>& by) const;
-  /// True when the polynomial is >= 0 for every assignment of its names to integers >= 1.
-  /// Sound, not complete: substitutes s = 1 + s' and asks for all coefficients to be >= 0.
+  /// True when the polynomial is >= 0 for every assignment of its names to integers >= 1
+  /// (sizes the user named: isUserSize) or >= 0 (names the compiler made, which count things
+  /// that may be none). Sound, not complete: substitutes s = 1 + s' for the former and asks
+  /// for all coefficients to be >= 0.
   bool provablyNonNegative() const;
+  /// Whether a size name is an identifier, as the sizes of parameter types are.
+  static bool isUserSize(const std::string& name);
   std::string str() const;
   const std::map<Monomial, int64_t>& terms() const { return terms_; }
 

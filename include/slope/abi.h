@@ -34,6 +34,10 @@ enum {
   SLOPE_ERR_SIZE = 6,       /* a buffer's element or byte count overflows i64, or it needs more
                                memory than the machine has: site, index = the bytes needed (-1:
                                overflow), extent = the machine's bytes */
+  SLOPE_ERR_ENTRY = 7,      /* an entry check on the sizes failed (an affine subscript that
+                               the sizes put out of range): site, dim = the check's position
+                               among the function's entry checks, index = the subscript's
+                               extreme value, extent = the extent it must stay below */
 };
 
 typedef struct slope_error {

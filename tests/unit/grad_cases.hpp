@@ -18,6 +18,13 @@ inline const Case kCases[] = {
     {"add_sub_neg", "fn f(x: $T[n], y: $T[n]) -> $T { sum(x + y - (-x) * 2 - 3) }"},
     {"mul_div", "fn f(x: $T[n], y: $T[n]) -> $T { sum(x * y / (y^2 + 1)) }"},
     {"scalar_broadcast", "fn f(a: $T, x: $T[n]) -> $T { sum(a * x + a / 2) }"},
+    // NumPy broadcasting (v3): the gradient of a stretched operand sums over the stretch.
+    {"broadcast_row", "fn f(X: $T[n, k], W: $T[k, m], b: $T[m]) -> $T { sum(tanh(X @ W + b)) }"},
+    {"broadcast_unit_extents",
+     "fn f(u: $T[n, 1], v: $T[1, m], X: $T[n, m]) -> $T { sum(sin(u * v) + X / (u^2 + 1) - v) }"},
+    {"broadcast_functions", "fn f(X: $T[n, m], b: $T[m], c: $T[n, 1]) -> $T { sum(max(X, b) + "
+                            "pow(X^2 + 1, c) + atan2(b, c) + select(X > b, X * c, b)) }"},
+    {"broadcast_rank3", "fn f(T: $T[2, n, m], b: $T[m], c: $T[n, 1]) -> $T { sum(T * b - c) }"},
     {"powi_const", "fn f(x: $T[n]) -> $T { sum(x^3 - x^2 + x^1 + x^0 + (x^2 + 1)^-2) }"},
     {"powi_var", "fn f(x: $T[n], k: i64) -> $T { sum(x^k) + sum(pow(x, k)) }"},
     {"pow", "fn f(x: $T[n], y: $T[n]) -> $T { sum(pow(x^2 + 1, y) + (x^2 + 0.5)^0.5) }"},
@@ -54,6 +61,17 @@ inline const Case kCases[] = {
      "mean[j](A[i, j]) + logsumexp[j](A[i, j]) + prod[j](A[i, j] + 3); sum(r) }"},
     {"reduction_two_indices", "fn f(A: $T[n, m]) -> $T { sum[i, j](A[i, j] * f64i(i, j)) + max[i, "
                               "j](A[i, j]) }\nfn f64i(i: i64, j: i64) -> $T { $T(i + 2 * j) }"},
+    // Triangular domains (v3): reduction extents affine in enclosing indices.
+    {"triangular_reductions",
+     "fn f(L: $T[n, n], x: $T[n]) -> $T { let y[j] = sum[c: j + 1](L[j, c] * x[c]) + max[c: j + "
+     "1](L[j, c]) + logsumexp[c: n - j](L[j, c] * x[c]) + mean[c: j + 1](x[c]) + prod[c: j](0.5 "
+     "* L[c, j] + 2); sum(y^2) + sum[j: n](min[c: n - j](x[c + j])) }"},
+    // div(e, k) in a comprehension extent (v3): strided access proven in range.
+    {"strided_extent", "fn f(x: $T[n], A: $T[n, m]) -> $T { let y[i: div(n, 2)] = x[2 * i] * x[2 "
+                       "* i + 1]; let z[i: div(n + 1, 2), j] = A[2 * i, j]^2; sum(y) + sum(z) }"},
+    // An affine subscript checked on entry (v3): ADBench's icf layout, icf[k, i] with i: m.
+    {"entry_checked_subscript",
+     "fn f(icf: $T[k, n], x: $T[m]) -> $T { sum[q, i: m](exp(icf[q, i]) * x[i]) }"},
     {"matmul_mm", "fn f(A: $T[n, k], B: $T[k, m]) -> $T { sum((A @ B)^2) }"},
     {"matmul_mv_vm_vv",
      "fn f(A: $T[n, m], v: $T[m], u: $T[n]) -> $T { sum(A @ v) + sum(u @ A) + v @ v }"},
@@ -94,6 +112,11 @@ inline const Case kLoopCases[] = {
     {"var_overwrite_element",
      "fn f(y: $T[n]) -> $T { var w = y; w[0] = 2.0; var e = exp(y); e[n - 1] = y[0]; sum(w) + "
      "sum(2.0 * w) + sum(w + 1.0) + sum[i](e[i]) }"},
+    // A triangular solve: the reduction's extent is the loop index.
+    {"loop_triangular_solve",
+     "fn f(L: $T[n, n], b: $T[n]) -> $T { var y = zeros($T[n]); for j in 0..n { y[j] = (b[j] - "
+     "sum[c: j](L[j, c] * y[c])) / (2 + L[j, j]^2); } var s = $T(0); for j in 0..n { for c in "
+     "j..n { s = s + y[c] * L[c, j]; } } sum(y^2) + s }"},
     {"var_overwrite_whole", "fn f(y: $T[n]) -> $T { var s = y; s = tanh(y); sum(s) + mean(s) }"},
     {"var_overwrite_in_loop",
      "fn f(y: $T[n]) -> $T { var w = y; for t in 0..n - 1 { w[t] = 2.0; } sum(w) }"},

@@ -27,7 +27,7 @@ namespace {
 // Language v3 features the compiler does not have yet: broadcasting beyond scalars, and
 // reduction extents that use enclosing indices (`sum[k: i + 1]`). Turn on when they land.
 // (`/` is true division, as v3 says: `(1 + x^2)^(1 / 2)` is a square root.)
-constexpr bool kRowBroadcast = false;
+constexpr bool kRowBroadcast = true;
 constexpr bool kTriangularReductions = false;
 
 // ---------------------------------------------------------------------------------------------
