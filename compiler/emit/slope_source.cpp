@@ -15,6 +15,8 @@
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/support/stack.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
 #include <functional>
@@ -445,23 +447,56 @@ private:
 };
 
 // ---------------------------------------------------------------------------------------------
-// Printing pure IR as Slope
+// Printing IR as Slope
+//
+// Pure IR prints as comprehensions and reductions over inlined expressions. What has no
+// expression form prints as the v2 statements (LANGUAGE.md, Loops), one for one with the IR,
+// so the printed function does the same work as the compiled one:
+//   buf.zeros          var b = zeros(T);          (a scalar: var b = 0.0;)
+//   buf.add b[i], v    b[i] = b[i] + v;
+//   buf.store b[i], v  b[i] = v;
+//   for [i < n]        for i in 0..n { ... }
+//   if (effects only)  for k in 0..i64(c) { ... }  for k in 0..i64(!c) { ... }
+// A comprehension, reduction or if whose body needs statements (it holds one of the above, a
+// tensor, or a value used twice) becomes a loop filling a var. In statement context a value
+// is inlined into its one use only where that does not move it into a loop or past a write
+// to a var it reads; elsewhere it gets a `let`.
 
 struct Expr {
   std::string s;
   int prec; // 10 atom, 9 power, 8 unary, 7 mul, 6 add, 5 compare, 4 and, 3 or
 };
 
+bool isRegionValue(Op op) {
+  return op == Op::Comp || op == Op::ReduceSum || op == Op::ReduceProd || op == Op::ReduceMax ||
+         op == Op::ReduceMin || op == Op::ReduceLse || op == Op::ArgMax || op == Op::ArgMin ||
+         op == Op::If;
+}
+
+/// Values that print as a literal or a size name: inlined anywhere, at no cost.
+bool isFree(Op op) {
+  return op == Op::Const || op == Op::Size || op == Op::Param;
+}
+
 class Printer {
 public:
   Printer(const ir::Function& f, std::string name) : f_(f), name_(std::move(name)) {}
 
   std::string run() {
+    if (!f_.derived.empty())
+      throw NotPrintable("checkpointed gradients (sizes derived on entry) have no printed form");
     for (const auto& n : f_.paramNames)
       taken_.insert(n);
     for (const auto& n : f_.sizeNames())
       taken_.insert(n);
-    countUses(f_.body);
+    bool any = false, all32 = true;
+    for (const auto& t : f_.paramTypes)
+      if (isFloat(t.dtype)) {
+        any = true;
+        all32 = all32 && t.dtype == DType::F32;
+      }
+    weakFloat_ = any && all32 ? DType::F32 : DType::F64;
+    countUses(f_.body, 0);
     for (size_t k = 0; k < f_.params.size(); ++k)
       names_[f_.params[k]] = f_.paramNames[k];
     std::string out = "fn " + name_ + "(";
@@ -473,8 +508,7 @@ public:
       rt.push_back(f_.types[y].str());
     out += rt.size() == 1 ? rt[0] : "(" + join(rt) + ")";
     out += " {\n";
-    for (const Instr& in : f_.body.body)
-      statement(in, out, "    ");
+    statements(f_.body, out, "    ");
     std::vector<std::string> ys;
     for (int y : f_.body.yields)
       ys.push_back(expr(y).s);
@@ -489,19 +523,29 @@ private:
       s += (k ? ", " : "") + v[k];
     return s;
   }
-  void countUses(const Block& b) {
+  void countUses(const Block& b, int depth) {
     for (const Instr& in : b.body) {
-      defs_[in.result] = &in;
-      for (int a : in.args)
-        ++uses_[a];
+      if (in.result >= 0) {
+        defs_[in.result] = &in;
+        depth_[in.result] = depth;
+      }
+      if (in.op == Op::BufZeros) bufs_.insert(in.result);
+      for (size_t k = 0; k < in.args.size(); ++k) {
+        // An add prints its subscripts twice (b[i] = b[i] + v).
+        bool twice = in.op == Op::BufAdd && k > 0 && k + 1 < in.args.size();
+        uses_[in.args[k]] += twice ? 2 : 1;
+        useDepth_[in.args[k]] = std::max(useDepth_[in.args[k]], depth);
+      }
       for (const Block& r : in.regions) {
         for (int a : r.args)
           names_[a] = fresh("i", indexCount_);
-        countUses(r);
+        countUses(r, depth + 1);
       }
     }
-    for (int y : b.yields)
+    for (int y : b.yields) {
       ++uses_[y];
+      useDepth_[y] = std::max(useDepth_[y], depth);
+    }
   }
 
   /// A name not used by the function's parameters or sizes: PREFIX1, PREFIX2, ...
@@ -510,37 +554,343 @@ private:
     do
       n = prefix + std::to_string(++counter);
     while (taken_.count(n));
+    taken_.insert(n);
     return n;
   }
 
-  /// A `let` for a value that is a tensor or is used more than once; the rest is inlined.
-  void statement(const Instr& in, std::string& out, const std::string& indent) {
-    if (in.result < 0 || in.op == Op::Param) return;
-    const ir::Type& t = f_.types[in.result];
-    bool named = t.rank() > 0 || uses_[in.result] > 1;
-    if (!named || in.op == Op::Const || in.op == Op::Size) return; // inlined where used
+  // --- which instructions need statements ------------------------------------------------------
+
+  bool needsStatements(const Instr& in) {
+    auto it = needs_.find(&in);
+    if (it != needs_.end()) return it->second;
+    bool r = false;
+    switch (in.op) {
+    case Op::BufZeros:
+    case Op::BufAdd:
+    case Op::BufStore:
+    case Op::SizeDef:
+    case Op::For:
+    // The first extremal position has no expression that costs what the reduction costs
+    // (without a let for the extreme it is recomputed per position): a loop.
+    case Op::ArgMax:
+    case Op::ArgMin: r = true; break;
+    case Op::If: r = in.result < 0; break;
+    default: break;
+    }
+    if (!r && isRegionValue(in.op))
+      for (const Block& b : in.regions)
+        r = r || !expressible(b);
+    needs_[&in] = r;
+    return r;
+  }
+  /// A region body that prints as one expression: no statements, no tensors, and no value that
+  /// would be computed twice or moved into an inner loop by inlining (a load may be: one op).
+  bool expressible(const Block& b) {
+    for (const Instr& in : b.body) {
+      if (needsStatements(in)) return false;
+      if (in.result < 0) continue;
+      if (f_.types[in.result].rank() > 0) return false;
+      if (isFree(in.op) || in.op == Op::Load) continue;
+      if (uses_[in.result] > 1 || useDepth_[in.result] > depth_[in.result]) return false;
+    }
+    return true;
+  }
+
+  // --- statement context --------------------------------------------------------------------
+
+  /// Buffers an instruction writes (anywhere inside it) and reads.
+  static void effects(const Instr& in, std::set<int>& writes, std::set<int>* reads) {
+    auto one = [&](const Instr& i) {
+      if (i.op == Op::BufAdd || i.op == Op::BufStore) writes.insert(i.args[0]);
+      if (reads && i.op == Op::Load) reads->insert(i.args[0]);
+    };
+    one(in);
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, one);
+  }
+  /// The buffers a value reads when printed inline (its operands' reads included).
+  const std::set<int>& readsOf(int v) {
+    auto it = reads_.find(v);
+    if (it != reads_.end()) return it->second;
+    std::set<int> r;
+    auto d = defs_.find(v);
+    if (d != defs_.end() && d->second && !bufs_.count(v)) {
+      std::set<int> w;
+      effects(*d->second, w, &r);
+      for (int a : d->second->args)
+        if (!bufs_.count(a)) {
+          const std::set<int>& ra = readsOf(a);
+          r.insert(ra.begin(), ra.end());
+        }
+    }
+    return reads_[v] = r;
+  }
+
+  void statements(const Block& b, std::string& out, const std::string& indent) {
+    // Where each value is used (the position of the instruction holding the use), and what
+    // each instruction writes, to decide which values may be inlined.
+    size_t n = b.body.size();
+    std::vector<std::set<int>> writes(n);
+    std::map<int, size_t> pos, lastUse;
+    for (size_t k = 0; k < n; ++k) {
+      const Instr& in = b.body[k];
+      effects(in, writes[k], nullptr);
+      if (in.result >= 0) pos[in.result] = k;
+      std::function<void(const Instr&)> use = [&](const Instr& i) {
+        for (int a : i.args)
+          lastUse[a] = std::max(lastUse.count(a) ? lastUse[a] : 0, k);
+      };
+      use(in);
+      for (const Block& r : in.regions)
+        ir::forEachInstr(r, use);
+    }
+    for (int y : b.yields)
+      lastUse[y] = n;
+    for (size_t k = 0; k < n; ++k) {
+      const Instr& in = b.body[k];
+      if (in.op == Op::Param) continue;
+      if (in.result >= 0 && !needsStatements(in)) {
+        int v = in.result;
+        bool named = f_.types[v].rank() > 0 || uses_[v] > 1;
+        if (isFree(in.op) || uses_[v] == 0) continue; // inlined where used, or dead
+        if (useDepth_[v] > depth_[v]) named = true;   // inlining would move it into a loop
+        if (!named) {
+          auto lu = lastUse.find(v);
+          size_t q = lu == lastUse.end() ? n : lu->second;
+          const std::set<int>& rd = readsOf(v);
+          for (size_t j = k + 1; j <= q && j < n && !named; ++j) {
+            if (j == q && b.body[j].regions.empty()) break; // the use reads before it writes
+            for (int w : writes[j])
+              if (rd.count(w)) named = true;
+          }
+        }
+        if (named) let(in, out, indent);
+        continue;
+      }
+      statement(in, out, indent);
+    }
+  }
+
+  void let(const Instr& in, std::string& out, const std::string& indent) {
     std::string n = fresh("t", letCount_);
     if (in.op == Op::Comp) {
       const Block& r = in.regions[0];
-      std::string idx;
-      for (size_t k = 0; k < r.args.size(); ++k)
-        idx += (k ? ", " : "") + names_[r.args[k]] + ": " + in.extents[k].str();
-      out += indent + "let " + n + "[" + idx + "] = " + expr(r.yields[0]).s + ";\n";
+      out += indent + "let " + n + "[" + indexList(in) + "] = " + expr(r.yields[0]).s + ";\n";
     } else {
-      out += indent + "let " + n + " = " + exprOf(in, indent).s + ";\n";
+      out += indent + "let " + n + " = " + exprOf(in).s + ";\n";
     }
     names_[in.result] = n;
   }
 
-  /// An if branch: `{ expr }`, or `{ let ...; expr }` when it computes tensors.
-  std::string branch(const Block& b, const std::string& indent) {
-    std::string lets;
-    for (const Instr& in : b.body)
-      statement(in, lets, indent + "    ");
-    std::string y = expr(b.yields[0]).s;
-    if (lets.empty()) return "{ " + y + " }";
-    return "{\n" + lets + indent + "    " + y + "\n" + indent + "}";
+  std::string zeroOf(DType t) {
+    switch (t) {
+    case DType::Bool: return "false";
+    case DType::I64: return "0";
+    default: return t == weakFloat_ ? "0.0" : std::string(dtypeName(t)) + "(0)";
+    }
   }
+  std::string typeStr(const ir::Type& t) {
+    for (const Poly& p : t.shape)
+      for (const auto& s : p.names())
+        if (!s.empty() && s[0] == '#')
+          throw NotPrintable("a tensor whose size is computed in the function (" + s + ")");
+    return t.str();
+  }
+  /// `var NAME = zero of t;`
+  std::string var(const ir::Type& t, std::string& out, const std::string& indent,
+                  const char* prefix = "b") {
+    std::string n = fresh(prefix, varCount_);
+    out += indent + "var " + n + " = " +
+           (t.rank() == 0 ? zeroOf(t.dtype) : "zeros(" + typeStr(t) + ")") + ";\n";
+    return n;
+  }
+  std::string extent(const Poly& p) {
+    std::map<std::string, Poly> rename;
+    for (const auto& s : p.names()) {
+      auto it = sizeAlias_.find(s);
+      if (it != sizeAlias_.end()) rename[s] = Poly::var(it->second);
+    }
+    Poly q = rename.empty() ? p : p.substitute(rename);
+    return q.str();
+  }
+  /// Opens `for` loops over a region's indices; returns the body's indent.
+  std::string openLoops(const Instr& in, const Block& r, std::string& out, std::string indent) {
+    for (size_t k = 0; k < r.args.size(); ++k) {
+      out += indent + "for " + names_[r.args[k]] + " in 0.." + extent(in.extents[k]) + " {\n";
+      indent += "    ";
+    }
+    return indent;
+  }
+  static void closeLoops(size_t count, std::string& out, std::string indent) {
+    for (size_t k = 0; k < count; ++k) {
+      indent.resize(indent.size() - 4);
+      out += indent + "}\n";
+    }
+  }
+  std::string subscripts(const Instr& in, size_t first, size_t end) {
+    std::string s;
+    for (size_t k = first; k < end; ++k)
+      s += (k > first ? ", " : "") + expr(in.args[k]).s;
+    return s;
+  }
+
+  void statement(const Instr& in, std::string& out, const std::string& indent) {
+    switch (in.op) {
+    case Op::BufZeros: names_[in.result] = var(f_.types[in.result], out, indent); return;
+    case Op::BufAdd:
+    case Op::BufStore: {
+      std::string target = names_.at(in.args[0]);
+      if (in.args.size() > 2) target += "[" + subscripts(in, 1, in.args.size() - 1) + "]";
+      Expr v = expr(in.args.back());
+      out += indent + target + " = " + (in.op == Op::BufAdd ? target + " + " + paren(v, 7) : v.s) +
+             ";\n";
+      return;
+    }
+    case Op::SizeDef: {
+      std::string n = in.name;
+      n.erase(std::remove(n.begin(), n.end(), '#'), n.end());
+      while (taken_.count(n))
+        n += "_";
+      taken_.insert(n);
+      sizeAlias_[in.name] = n;
+      out += indent + "let " + n + " = " + expr(in.args[0]).s + ";\n";
+      return;
+    }
+    case Op::For: {
+      const Block& r = in.regions[0];
+      std::string inner = openLoops(in, r, out, indent);
+      statements(r, out, inner);
+      closeLoops(r.args.size(), out, inner);
+      return;
+    }
+    case Op::If: {
+      std::string c = expr(in.args[0]).s;
+      if (!isName(c)) {
+        std::string n = fresh("c", condCount_);
+        out += indent + "let " + n + " = " + c + ";\n";
+        c = n;
+      }
+      std::string result;
+      if (in.result >= 0) result = var(f_.types[in.result], out, indent, "r");
+      for (int k = 0; k < 2; ++k) {
+        const Block& r = in.regions[k];
+        std::string once = fresh("once", onceCount_);
+        out += indent + "for " + once + " in 0..i64(" + (k ? "!" + c : c) + ") {\n";
+        statements(r, out, indent + "    ");
+        if (in.result >= 0) out += indent + "    " + result + " = " + expr(r.yields[0]).s + ";\n";
+        out += indent + "}\n";
+      }
+      if (in.result >= 0) names_[in.result] = result;
+      return;
+    }
+    case Op::Comp: {
+      const Block& r = in.regions[0];
+      std::string n = var(f_.types[in.result], out, indent, "t");
+      std::string inner = openLoops(in, r, out, indent);
+      statements(r, out, inner);
+      std::string idx;
+      for (size_t k = 0; k < r.args.size(); ++k)
+        idx += (k ? ", " : "") + names_[r.args[k]];
+      out += inner + n + "[" + idx + "] = " + expr(r.yields[0]).s + ";\n";
+      closeLoops(r.args.size(), out, inner);
+      names_[in.result] = n;
+      return;
+    }
+    case Op::ReduceSum:
+    case Op::ReduceProd:
+    case Op::ReduceMax:
+    case Op::ReduceMin:
+    case Op::ReduceLse:
+    case Op::ArgMax:
+    case Op::ArgMin: reduction(in, out, indent); return;
+    default: break;
+    }
+    throw NotPrintable(std::string("internal: no statement form for '") + ir::opName(in.op) + "'");
+  }
+
+  static bool isName(const std::string& s) {
+    if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+    for (char ch : s)
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') return false;
+    return true;
+  }
+
+  /// A reduction whose body needs statements: a loop updating a running value.
+  void reduction(const Instr& in, std::string& out, const std::string& indent) {
+    const Block& r = in.regions[0];
+    DType dt = f_.types[r.yields[0]].dtype;
+    auto lit = [&](double v) { return number(v, dt); };
+    std::string acc = fresh("s", varCount_), top;
+    std::string init;
+    switch (in.op) {
+    case Op::ReduceSum: init = zeroOf(dt); break;
+    case Op::ReduceProd: init = dt == DType::I64 ? "1" : isFloat(dt) ? "1.0" : "true"; break;
+    case Op::ReduceMax:
+    case Op::ReduceLse:
+    case Op::ArgMax: init = lit(-INFINITY); break;
+    default: init = lit(INFINITY); break;
+    }
+    bool weak = isFloat(dt) && dt != weakFloat_;
+    if (weak) init = std::string(dtypeName(dt)) + "(" + init + ")";
+    out += indent + "var " + acc + " = " + init + ";\n";
+    std::string sum, pos;
+    if (in.op == Op::ReduceLse) {
+      sum = fresh("s", varCount_);
+      out += indent + "var " + sum + " = " + zeroOf(dt) + ";\n";
+    }
+    if (in.op == Op::ArgMax || in.op == Op::ArgMin) {
+      pos = fresh("s", varCount_);
+      out += indent + "var " + pos + " = 0;\n";
+    }
+    std::string inner = openLoops(in, r, out, indent);
+    statements(r, out, inner);
+    Expr y = expr(r.yields[0]);
+    std::string v = y.s;
+    if (in.op == Op::ReduceLse || in.op == Op::ArgMax || in.op == Op::ArgMin) {
+      if (!isName(v)) {
+        std::string n = fresh("t", letCount_);
+        out += inner + "let " + n + " = " + v + ";\n";
+        v = n;
+      }
+      y = {v, 10};
+    }
+    switch (in.op) {
+    case Op::ReduceSum: out += inner + acc + " = " + acc + " + " + paren(y, 7) + ";\n"; break;
+    case Op::ReduceProd: out += inner + acc + " = " + acc + " * " + paren(y, 8) + ";\n"; break;
+    case Op::ReduceMax: out += inner + acc + " = max(" + acc + ", " + v + ");\n"; break;
+    case Op::ReduceMin: out += inner + acc + " = min(" + acc + ", " + v + ");\n"; break;
+    case Op::ReduceLse: {
+      // One pass: a running maximum that rescales the running sum when it grows.
+      std::string m = fresh("t", letCount_);
+      out += inner + "let " + m + " = max(" + acc + ", " + v + ");\n";
+      out += inner + sum + " = " + sum + " * exp(" + acc + " - " + m + ") + exp(" + v + " - " + m +
+             ");\n";
+      out += inner + acc + " = " + m + ";\n";
+      break;
+    }
+    default: { // the first extremal position, row-major
+      std::string flat;
+      for (size_t k = 0; k < r.args.size(); ++k)
+        flat = k == 0 ? names_[r.args[k]]
+                      : paren({flat, k == 1 ? 10 : 6}, 7) + " * " +
+                            paren(polyExpr(in.extents[k]), 8) + " + " + names_[r.args[k]];
+      const char* cmp = in.op == Op::ArgMax ? " > " : " < ";
+      out += inner + pos + " = select(" + v + cmp + acc + ", " + flat + ", " + pos + ");\n";
+      out +=
+          inner + acc + " = " + (in.op == Op::ArgMax ? "max(" : "min(") + acc + ", " + v + ");\n";
+      break;
+    }
+    }
+    closeLoops(r.args.size(), out, inner);
+    if (in.op == Op::ReduceLse) {
+      std::string n = fresh("t", letCount_);
+      out += indent + "let " + n + " = " + acc + " + log(" + sum + ");\n";
+      acc = n;
+    }
+    names_[in.result] = in.op == Op::ArgMax || in.op == Op::ArgMin ? pos : acc;
+  }
+
+  // --- expressions ------------------------------------------------------------------------
 
   Expr expr(int v) {
     auto it = names_.find(v);
@@ -548,26 +898,25 @@ private:
     auto d = defs_.find(v);
     if (d == defs_.end() || !d->second)
       throw NotPrintable("internal: no definition for %" + std::to_string(v));
-    return exprOf(*d->second, "    ");
+    return exprOf(*d->second);
   }
   static std::string paren(const Expr& e, int need) {
     return e.prec >= need ? e.s : "(" + e.s + ")";
   }
 
-  std::string number(double v, DType t) {
+  static std::string number(double v, DType t) {
     if (std::isnan(v)) return "(0.0 / 0.0)";
     if (std::isinf(v)) return v > 0 ? "(1.0 / 0.0)" : "(-1.0 / 0.0)";
     char buf[64];
     auto r = t == DType::F32 ? std::to_chars(buf, buf + sizeof buf, static_cast<float>(v))
                              : std::to_chars(buf, buf + sizeof buf, v);
-    std::string s(buf, r.ptr);
-    if (s.find('e') != std::string::npos && s.find('.') == std::string::npos) {
-      // 1e-05 is a float literal in Slope already; keep it.
-    }
-    return s;
+    return std::string(buf, r.ptr);
   }
 
-  Expr exprOf(const Instr& in, const std::string& indent) {
+  Expr exprOf(const Instr& in) {
+    if (needsStatements(in))
+      throw NotPrintable(std::string("internal: '") + ir::opName(in.op) +
+                         "' used as an expression");
     const ir::Type& t = in.result >= 0 ? f_.types[in.result] : ir::Type{};
     auto a = [&](int k) { return expr(in.args[k]); };
     auto bin = [&](const char* op, int lp, int rp, int prec) {
@@ -610,10 +959,11 @@ private:
     case Op::Max: return {std::string(ir::opName(in.op)) + "(" + a(0).s + ", " + a(1).s + ")", 10};
     case Op::Select: return {"select(" + a(0).s + ", " + a(1).s + ", " + a(2).s + ")", 10};
     case Op::Load: {
-      std::string s = paren(a(0), 10) + "[";
-      for (size_t k = 1; k < in.args.size(); ++k)
-        s += (k > 1 ? ", " : "") + expr(in.args[k]).s;
-      return {s + "]", 10};
+      if (in.args.size() == 1) return a(0); // a scalar var
+      Expr base = a(0);
+      if (base.prec < 10 || !isName(base.s))
+        throw NotPrintable("internal: a subscript of an unnamed tensor");
+      return {base.s + "[" + subscripts(in, 1, in.args.size()) + "]", 10};
     }
     case Op::Stack: {
       // Nested literal from the flat elements.
@@ -665,7 +1015,7 @@ private:
       std::string inner = expr(r.yields[0]).s;
       std::string mIdx;
       for (size_t k = 0; k < r.args.size(); ++k)
-        mIdx += (k ? ", " : "") + names_[r.args[k]] + ": " + in.extents[k].str();
+        mIdx += (k ? ", " : "") + names_[r.args[k]] + ": " + extent(in.extents[k]);
       names_ = saved;
       std::string ext =
           std::string(in.op == Op::ArgMax ? "max" : "min") + "[" + mIdx + "](" + inner + ")";
@@ -673,13 +1023,13 @@ private:
                   polyExpr(total).s + "))",
               10};
     }
-    case Op::If: {
-      return {"if " + a(0).s + " " + branch(in.regions[0], indent) + " else " +
-                  branch(in.regions[1], indent),
-              10};
-    }
-    case Op::Comp:
-      throw NotPrintable("a tensor computed inside a loop body has no Slope expression");
+    case Op::If:
+      // Both branches are single expressions here (else needsStatements).
+      return {"if " + a(0).s + " { " + expr(in.regions[0].yields[0]).s + " } else { " +
+                  expr(in.regions[1].yields[0]).s + " }",
+              // An if is a primary, but a following operator would be read as part of the
+              // else branch's block; parenthesise it wherever it is an operand.
+              0};
     default: break;
     }
     if (ir::opKind(in.op) == ir::OpKind::Unary)
@@ -687,8 +1037,8 @@ private:
     throw NotPrintable(std::string("no Slope form for '") + ir::opName(in.op) + "'");
   }
 
-  static Expr polyExpr(const Poly& p) {
-    std::string s = p.str();
+  Expr polyExpr(const Poly& p) {
+    std::string s = extent(p);
     if (p.terms().size() > 1 || s[0] == '-') return {s, 6};
     return {s, s.find('*') != std::string::npos ? 7 : 10};
   }
@@ -697,19 +1047,84 @@ private:
     const Block& r = in.regions[0];
     std::string s;
     for (size_t k = 0; k < r.args.size(); ++k)
-      s += (k ? ", " : "") + names_[r.args[k]] + ": " + in.extents[k].str();
+      s += (k ? ", " : "") + names_[r.args[k]] + ": " + extent(in.extents[k]);
     return s;
   }
 
   const ir::Function& f_;
   std::string name_;
-  std::map<int, int> uses_;
+  DType weakFloat_ = DType::F64;
+  std::map<int, int> uses_, depth_, useDepth_;
   std::map<int, const Instr*> defs_;
   std::map<int, std::string> names_;
-  int letCount_ = 0;
-  int indexCount_ = 0;
+  std::set<int> bufs_;
+  std::map<int, std::set<int>> reads_;
+  std::map<const Instr*, bool> needs_;
+  std::map<std::string, std::string> sizeAlias_;
+  int letCount_ = 0, indexCount_ = 0, varCount_ = 0, condCount_ = 0, onceCount_ = 0;
   std::set<std::string> taken_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Choosing the form
+
+/// Operations the printed form of a block executes, estimated from its IR at the given sizes
+/// (a size computed in the function counts as `other`; an if as its dearer branch).
+double staticCost(const ir::Function& f, const Block& b,
+                  const std::map<std::string, int64_t>& sizes, int64_t other) {
+  auto eval = [&](const Poly& p) {
+    std::map<std::string, int64_t> all = sizes;
+    for (const auto& s : p.names())
+      all.emplace(s, other);
+    return static_cast<double>(std::max<int64_t>(0, p.eval(all).value_or(other)));
+  };
+  double c = 0;
+  for (const Instr& in : b.body) {
+    if (!isFree(in.op)) c += 1;
+    // What the printed statements add: an add is a load, an add and a store; a var starts
+    // filled with zeros, and is read whole (a result, say) through a copy.
+    if (in.op == Op::BufAdd) c += 2;
+    if (in.op == Op::BufZeros) {
+      double n = 1;
+      for (const Poly& p : f.types[in.result].shape)
+        n *= eval(p);
+      c += 2 * n;
+    }
+    if (in.regions.empty()) continue;
+    if (in.op == Op::If) {
+      c += std::max(staticCost(f, in.regions[0], sizes, other),
+                    staticCost(f, in.regions[1], sizes, other));
+      continue;
+    }
+    double trips = 1;
+    for (const Poly& p : in.extents)
+      trips *= eval(p);
+    c += trips * staticCost(f, in.regions[0], sizes, other);
+  }
+  return c;
+}
+
+/// Whether printing `a` costs at most about what printing `b` costs, with every size at 8,
+/// every size at 64, and each size in turn at 64 with the others at 8: a term of a higher
+/// order in any one size (n^3 where b is n^2 d) shows in one of them.
+bool noDearer(const ir::Function& a, const ir::Function& b) {
+  std::vector<std::string> names = b.sizeNames();
+  std::vector<std::map<std::string, int64_t>> probes(2);
+  for (const auto& n : names) {
+    probes[0][n] = 8;
+    probes[1][n] = 64;
+  }
+  for (const auto& n : names) {
+    probes.push_back(probes[0]);
+    probes.back()[n] = 64;
+  }
+  for (const auto& sizes : probes) {
+    int64_t other = sizes.empty() ? 8 : sizes.begin()->second;
+    if (staticCost(a, a.body, sizes, other) > 1.1 * staticCost(b, b.body, sizes, other) + 8)
+      return false;
+  }
+  return true;
+}
 
 } // namespace
 
@@ -719,10 +1134,29 @@ std::string printSlope(const ir::Function& gradient) {
     // The printer rebuilds expression trees recursively (a sum of n terms nests n deep), so it
     // runs on a large stack, as the checker does.
     withLargeStack([&] {
-      Functionalizer fz(gradient);
-      ir::Function pure = fz.run();
-      simplify(pure);
-      out = Printer(pure, gradient.name).run();
+      ir::Function direct = gradient;
+      simplify(direct);
+      // The accumulator-free form reads better (gathers instead of scatters), but where it
+      // would cost more than the gradient itself (a scatter it can only write as a masked sum
+      // over every position, a loop body it recomputes per accumulator) the direct form,
+      // vars and loops, is printed instead.
+      std::optional<ir::Function> pure;
+      try {
+        Functionalizer fz(direct);
+        pure = fz.run();
+        simplify(*pure);
+        if (!noDearer(*pure, direct)) pure.reset();
+      } catch (const NotPrintable&) {
+        pure.reset();
+      }
+      if (pure) {
+        try {
+          out = Printer(*pure, gradient.name).run();
+          return;
+        } catch (const NotPrintable&) {
+        }
+      }
+      out = Printer(direct, gradient.name).run();
     });
   } catch (const NotPrintable& e) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +
