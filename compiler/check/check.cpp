@@ -102,7 +102,8 @@ const std::map<std::string, Op>& unaryFunctions() {
       {"sinh", Op::Sinh},       {"cosh", Op::Cosh},     {"tanh", Op::Tanh},
       {"sigmoid", Op::Sigmoid}, {"relu", Op::Relu},     {"softplus", Op::Softplus},
       {"erf", Op::Erf},         {"lgamma", Op::Lgamma}, {"floor", Op::Floor},
-      {"ceil", Op::Ceil},       {"sign", Op::Sign},     {"digamma", Op::Digamma}};
+      {"ceil", Op::Ceil},       {"sign", Op::Sign}};
+  // (digamma is lgamma's derivative in the IR, not a function of the language: LANGUAGE.md.)
   return m;
 }
 

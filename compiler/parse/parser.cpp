@@ -33,6 +33,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -187,7 +188,7 @@ ExprP makeNumber(std::string_view text, uint32_t begin) {
   return e;
 }
 
-/// Skips white space and `//` comments (the same language as the grammar's skipper).
+/// Skips white space and comments (the same language as the grammar's skipper).
 size_t skipBlank(std::string_view t, size_t p) {
   while (p < t.size()) {
     char c = t[p];
@@ -196,6 +197,9 @@ size_t skipBlank(std::string_view t, size_t p) {
     } else if (c == '/' && p + 1 < t.size() && t[p + 1] == '/') {
       while (p < t.size() && t[p] != '\n')
         ++p;
+    } else if (c == '/' && p + 1 < t.size() && t[p + 1] == '*') {
+      size_t end = t.find("*/", p + 2);
+      p = end == std::string_view::npos ? t.size() : end + 2;
     } else {
       break;
     }
@@ -282,8 +286,11 @@ struct guard_gen {
 };
 constexpr guard_gen guard{};
 
-// skipper = { " " | "\t" | "\r" | "\n" | "\f" | "\v" | "//" { any char but newline } }
-auto const skipper = x3::char_(" \t\r\n\f\v") | (lit("//") >> *(x3::char_ - '\n'));
+// skipper = { " " | "\t" | "\r" | "\n" | "\f" | "\v" | "//" { any char but newline }
+//             | "/*" { any char } "*/" }   (v3; not nested; an unterminated one is reported
+//                                         before parsing)
+auto const skipper = x3::char_(" \t\r\n\f\v") | (lit("//") >> *(x3::char_ - '\n')) |
+                     (lit("/*") >> *(x3::char_ - lit("*/")) >> lit("*/"));
 
 auto const identStart = x3::char_("A-Za-z_");
 auto const identChar = x3::char_("A-Za-z0-9_");
@@ -753,9 +760,76 @@ size_t recoveryPoint(std::string_view t, size_t after, size_t errorPos) {
 }
 
 /// Turns an expectation failure at `where` (which names what was expected) into a message.
+/// Words of other languages that users type out of habit, and what Slope has instead. They are
+/// ordinary identifiers in Slope; the hint is given only where one stops the parse.
+const char* foreignWord(std::string_view w) {
+  static const std::pair<const char*, const char*> words[] = {
+      {"while", "loops run a fixed range: use 'for t in A..B { ... }'"},
+      {"loop", "loops run a fixed range: use 'for t in A..B { ... }'"},
+      {"foreach", "use 'for t in A..B { ... }'"},
+      {"do", "use 'for t in A..B { ... }'"},
+      {"until", "use 'for t in A..B { ... }'"},
+      {"break", "loops run their whole range: choose with 'if' or select(c, a, b) in the body"},
+      {"continue", "loops run their whole range: choose with 'if' or select(c, a, b) in the body"},
+      {"return", "a block's result is its last expression, written without ';'"},
+      {"def", "functions are written 'fn NAME(PARAM: TYPE, ...) -> TYPE { ... }'"},
+      {"function", "functions are written 'fn NAME(PARAM: TYPE, ...) -> TYPE { ... }'"},
+      {"func", "functions are written 'fn NAME(PARAM: TYPE, ...) -> TYPE { ... }'"},
+      {"fun", "functions are written 'fn NAME(PARAM: TYPE, ...) -> TYPE { ... }'"},
+      {"lambda", "functions are written 'fn NAME(PARAM: TYPE, ...) -> TYPE { ... }' at the top "
+                 "level"},
+      {"elif", "write 'else if'"},
+      {"elsif", "write 'else if'"},
+      {"elseif", "write 'else if'"},
+      {"then", "write 'if c { a } else { b }'"},
+      {"switch", "use 'if c { a } else if d { b } else { c }'"},
+      {"match", "use 'if c { a } else if d { b } else { c }'"},
+      {"const", "use 'let NAME = EXPR;' (immutable) or 'var NAME = EXPR;'"},
+      {"auto", "use 'let NAME = EXPR;' (immutable) or 'var NAME = EXPR;'"},
+      {"mut", "use 'var NAME = EXPR;'"},
+      {"import", "a file is self-contained: define the functions it calls in it"},
+      {"include", "a file is self-contained: define the functions it calls in it"},
+      {"struct", "Slope has scalars, tensors and tuples: pass the fields as parameters"},
+      {"class", "Slope has scalars, tensors and tuples: pass the fields as parameters"},
+  };
+  for (const auto& [word, hint] : words)
+    if (w == word) return hint;
+  return nullptr;
+}
+
+/// The identifier that ends right before t[p] (blanks between allowed), and where it starts.
+std::pair<size_t, std::string_view> wordBefore(std::string_view t, size_t p) {
+  size_t e = std::min(p, t.size());
+  while (e > 0 && (t[e - 1] == ' ' || t[e - 1] == '\t' || t[e - 1] == '\n' || t[e - 1] == '\r'))
+    --e;
+  size_t b = e;
+  while (b > 0 && isIdentChar(t[b - 1]))
+    --b;
+  if (b == e || (t[b] >= '0' && t[b] <= '9')) return {e, {}};
+  return {b, t.substr(b, e - b)};
+}
+
+/// "'while' is not in Slope: ..." where the parse stopped right after such a word (`while x > 0
+/// {`, `return x;`) or at it; else nullopt.
+std::optional<std::pair<uint32_t, std::string>> foreignHint(std::string_view t, size_t where) {
+  size_t p = skipBlank(t, std::min(where, t.size()));
+  for (size_t at : {p, std::min(where, t.size())}) {
+    auto [b, w] = wordBefore(t, at);
+    if (const char* hint = foreignWord(w))
+      return std::pair{uint32_t(b), "'" + std::string(w) + "' is not in Slope: " + hint};
+  }
+  size_t e = p;
+  while (e < t.size() && isIdentChar(t[e]))
+    ++e;
+  if (const char* hint = foreignWord(t.substr(p, e - p)))
+    return std::pair{uint32_t(p), "'" + std::string(t.substr(p, e - p)) + "' is not in Slope: " + hint};
+  return std::nullopt;
+}
+
 std::pair<uint32_t, std::string> describeFailure(std::string_view t, size_t where,
                                                  const std::string& which) {
   size_t p = skipBlank(t, std::min(where, t.size()));
+  if (auto h = foreignHint(t, where)) return *h;
   if (p >= t.size()) {
     if (which == kCloseBlockName) return {uint32_t(p), "unterminated block: expected '}'"};
     return {uint32_t(p), "unexpected end of file: expected " + which};
@@ -789,13 +863,32 @@ ast::Module parseModule(const SourceFile& file, DiagSink& diags) {
     diags.error(SrcRange{uint32_t(at), uint32_t(at)}, std::move(msg));
   };
 
-  size_t p = 0;
+  // An unterminated `/*` would swallow the rest of the file: report where it opens.
+  for (size_t q = 0; q + 1 < t.size(); ++q) {
+    if (t[q] == '/' && t[q + 1] == '/') {
+      q = t.find('\n', q);
+      if (q == std::string_view::npos) break;
+    } else if (t[q] == '/' && t[q + 1] == '*') {
+      size_t end = t.find("*/", q + 2);
+      if (end == std::string_view::npos) {
+        report(q, "unterminated comment: '/*' has no '*/' (comments do not nest)");
+        return module;
+      }
+      q = end + 1;
+    }
+  }
+
+  // A UTF-8 byte-order mark at the start is accepted (and not part of the first line).
+  size_t p = t.substr(0, 3) == "\xEF\xBB\xBF" ? 3 : 0;
   while (true) {
     p = skipBlank(t, p);
     if (p >= t.size()) break;
     bool isFn = t.substr(p, 2) == "fn" && (p + 2 >= t.size() || !isIdentChar(t[p + 2]));
     if (!isFn) {
-      report(p, startsToken(t, p) ? "expected 'fn'" : "unexpected character " + describeChar(t, p));
+      if (auto h = foreignHint(t, p))
+        report(h->first, h->second);
+      else
+        report(p, startsToken(t, p) ? "expected 'fn'" : "unexpected character " + describeChar(t, p));
       p = recoveryPoint(t, p, p);
       continue;
     }
@@ -819,7 +912,8 @@ ast::Module parseModule(const SourceFile& file, DiagSink& diags) {
       report(at, std::move(msg));
       errorPos = at;
     } catch (const SyntaxError& e) {
-      report(e.pos, e.message);
+      auto h = e.message.rfind("expected ", 0) == 0 ? foreignHint(t, e.pos) : std::nullopt;
+      report(h ? h->first : e.pos, h ? h->second : e.message);
       errorPos = e.pos;
     } catch (const std::exception& e) {
       report(p, std::string("internal parser error: ") + e.what());

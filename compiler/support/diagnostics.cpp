@@ -1,6 +1,7 @@
 #include "compiler/support/diagnostics.hpp"
 
 #include <algorithm>
+#include <cstdio>
 
 namespace slope {
 
@@ -66,6 +67,7 @@ LineCol SourceFile::lineCol(uint32_t offset) const {
   auto it = std::upper_bound(lineStarts_.begin(), lineStarts_.end(), offset);
   int line = static_cast<int>(it - lineStarts_.begin());
   uint32_t start = lineStarts_[line - 1];
+  if (line == 1 && hasBom() && offset >= 3) start = 3; // the byte-order mark is not a column
   int col = 1;
   for (const Unit& u : units(std::string_view(text_).substr(start, offset - start)))
     if (u.begin < offset - start) ++col;
@@ -79,6 +81,7 @@ std::string_view SourceFile::lineText(int line) const {
                                                            : static_cast<uint32_t>(text_.size());
   std::string_view s(text_.data() + b, e - b);
   if (!s.empty() && s.back() == '\r') s.remove_suffix(1);
+  if (line == 1 && hasBom()) s.remove_prefix(3);
   return s;
 }
 
@@ -93,20 +96,36 @@ std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
   std::string out = file.path() + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column) +
                     ": error: " + d.message + "\n";
   std::string_view line = file.lineText(lc.line);
-  // Bytes that are not valid UTF-8 show as '?', control characters as spaces, so the
-  // terminal stays sane; the caret counts the same units as the column does.
-  std::string shown, caret;
-  int col = 1;
-  for (const Unit& u : units(line)) {
-    char c = line[u.begin];
-    if (!u.valid)
-      shown += '?';
-    else if (u.len == 1 && static_cast<unsigned char>(c) < 0x20 && c != '\t')
-      shown += ' ';
-    else
-      shown.append(line.substr(u.begin, u.len));
-    if (col++ < lc.column) caret += c == '\t' ? '\t' : ' ';
+  // Each unit is shown as itself, except bytes that are not valid UTF-8 and control
+  // characters (tab aside), which are escaped as \xNN so the terminal stays sane and nothing
+  // is hidden; the caret counts the shown characters. A long line is cut to kShownUnits units
+  // around the column, with "..." where it was cut.
+  constexpr size_t kShownUnits = 200;
+  std::vector<Unit> us = units(line);
+  size_t col = static_cast<size_t>(lc.column) - 1; // the unit the caret points at
+  size_t from = 0, to = us.size();
+  if (us.size() > kShownUnits) {
+    from = col > kShownUnits / 2 ? col - kShownUnits / 2 : 0;
+    to = std::min(us.size(), from + kShownUnits);
+    from = to - kShownUnits;
   }
+  std::string shown, caret;
+  if (from > 0) shown += "...", caret += "   ";
+  for (size_t k = from; k < to; ++k) {
+    const Unit& u = us[k];
+    unsigned char c = static_cast<unsigned char>(line[u.begin]);
+    std::string piece;
+    if (!u.valid || (u.len == 1 && ((c < 0x20 && c != '\t') || c == 0x7F))) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      piece = buf;
+    } else {
+      piece = std::string(line.substr(u.begin, u.len));
+    }
+    if (k < col) caret += c == '\t' ? std::string("\t") : std::string(u.valid && u.len > 1 ? 1 : piece.size(), ' ');
+    shown += piece;
+  }
+  if (to < us.size()) shown += "...";
   out += shown + "\n" + caret + "^\n";
   return out;
 }

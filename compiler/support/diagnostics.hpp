@@ -32,8 +32,10 @@ public:
   const std::string& path() const { return path_; }
   const std::string& text() const { return text_; }
   LineCol lineCol(uint32_t offset) const;
-  /// The text of a 1-based line, without its line break.
+  /// The text of a 1-based line, without its line break (nor, on line 1, a UTF-8 byte-order
+  /// mark).
   std::string_view lineText(int line) const;
+  bool hasBom() const { return text_.compare(0, 3, "\xEF\xBB\xBF") == 0; }
 
 private:
   std::string path_;

@@ -88,16 +88,13 @@ TEST(Digamma, PolesAndSpecialValues) {
   EXPECT_GT(digamma(1.4616321449683624), 0);
 }
 
-/// Runs `fn f(x: T[n]) -> T[n] { digamma(x) }` and the gradient of `sum(lgamma(x))` on every
-/// table point with one backend, and checks both.
+/// Runs the gradient of `sum(lgamma(x))`, which is digamma(x), on every table point with one
+/// backend, and checks it. (digamma is not a function of the language, only of the IR.)
 void checkBackend(Runner& runner, DType dtype) {
   const bool f32 = dtype == DType::F32;
   const std::string T = f32 ? "f32" : "f64";
   auto prog =
-      Program::fromString("digamma.slope", "fn psi(x: " + T + "[n]) -> " + T +
-                                               "[n] { digamma(x) }\n"
-                                               "fn lg(x: " +
-                                               T + "[n]) -> " + T + " { sum(lgamma(x)) }\n");
+      Program::fromString("digamma.slope", "fn lg(x: " + T + "[n]) -> " + T + " { sum(lgamma(x)) }\n");
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   // Poles give inf or NaN, and lgamma's value overflows at some points: the gradient is
   // still psi, element by element.
@@ -105,17 +102,13 @@ void checkBackend(Runner& runner, DType dtype) {
   Tensor x(dtype, {n});
   for (int64_t i = 0; i < n; ++i)
     x.setF(i, f32 ? static_cast<double>(static_cast<float>(kTable[i].x)) : kTable[i].x);
-  Runnable psi = runner.prepare(prog->forward("psi"));
   Runnable grad = runner.prepare(prog->gradient("lg", {}));
-  Tensor a = psi({x})[0];
   Tensor g = grad({x})[1];
   for (int64_t i = 0; i < n; ++i) {
     const Ref& r = kTable[i];
     if (f32) {
-      EXPECT_LE(error32(a.getF(i), r), kMaxUlp32) << T << " digamma at " << x.getF(i);
       EXPECT_LE(error32(g.getF(i), r), kMaxUlp32) << T << " d/dx lgamma at " << x.getF(i);
     } else {
-      EXPECT_LE(error64(a.getF(i), r), kMaxUlp64) << T << " digamma at " << r.x;
       EXPECT_LE(error64(g.getF(i), r), kMaxUlp64) << T << " d/dx lgamma at " << r.x;
     }
   }

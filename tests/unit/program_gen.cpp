@@ -24,11 +24,11 @@ namespace slope::gen {
 
 namespace {
 
-// Language v3 features the compiler does not have yet: broadcasting beyond scalars, and
-// reduction extents that use enclosing indices (`sum[k: i + 1]`). Turn on when they land.
-// (`/` is true division, as v3 says: `(1 + x^2)^(1 / 2)` is a square root.)
+// Language v3 features, each behind a switch so that a failure can be told apart from the
+// rest: broadcasting beyond scalars, and reduction extents that use enclosing indices
+// (`sum[k: i + 1]`). (`/` is true division, as v3 says: `(1 + x^2)^(1 / 2)` is a square root.)
 constexpr bool kRowBroadcast = true;
-constexpr bool kTriangularReductions = false;
+constexpr bool kTriangularReductions = true;
 
 // ---------------------------------------------------------------------------------------------
 // Templates of elementwise functions, each written to stay in its domain and bounded
