@@ -7,6 +7,7 @@
 #include "slope/tensor.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -28,6 +29,9 @@ struct GradCheckOptions {
   GradOptions grad;                 // how the gradient checked is built (checkpointing)
   std::optional<double> step;       // a fixed finite-difference step (--step); else per element
   std::optional<int64_t> maxElements; // elements checked per parameter (--max-elements)
+  /// For tests of the checker itself: changes the reverse-mode gradients (one tensor per
+  /// float parameter) before they are compared, so that a wrong gradient can be made.
+  std::function<void(std::vector<Tensor>&)> adjustGradient;
 };
 
 struct FdParamCheck {
@@ -67,9 +71,12 @@ std::pair<double, double> defaultTolerances(DType t);
 /// difference's own error is bounded by |D(h) - D(2h)| / 3 (truncation) plus the rounding of
 /// the objective, 1.5 sigma / h with sigma measured once per call from a difference table of
 /// tiny perturbations (Moré and Wild's ECnoise) and never below eps |f|. An element passes
-/// when |ad - R| <= atol + rtol |R| + that bound; where it does not and rounding dominated,
-/// steps 10 h and 100 h are tried (not with opt.step). So a correct gradient of a function
-/// whose value is 1e6 passes, while a gradient wrong by more than the tolerances fails.
+/// when |ad - R| <= atol + rtol |R| + that bound; where it does not, steps 10 h and 100 h
+/// are tried where rounding dominated, h / 10 and h / 100 where truncation did (not with
+/// opt.step). Where D(h) and D(2h) differ by more than rounding explains and by more than
+/// 1 %, the function is not smooth within the step (a kink, a jump) and the bound is not
+/// used. So a correct gradient of a function whose value is 1e6 passes, while a gradient
+/// wrong by more than the tolerances fails.
 ///
 /// A parameter with more elements than opt.maxElements (default: 1000, and fewer when the
 /// inputs are so large that the 4 evaluations per element would cost more than about 1e10

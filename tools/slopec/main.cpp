@@ -2,7 +2,7 @@
 //
 //   slopec eval  FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b] [--seed-out S] [--json]
 //   slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S] [--rtol R]
-//                     [--atol A] [--json]
+//                     [--atol A] [--step H] [--max-elements K] [--json]
 //   slopec grad  FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
 //
 // Exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error.
@@ -69,18 +69,36 @@ const char* kEvalHelp =
 
 Evaluates the function (default: the first in FILE) at the given arguments and, for a scalar
 float result, its gradient with respect to every float parameter (or those in --wrt).
-VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]') or @PATH.npy.
+VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]'), @PATH.json or @PATH.npy; the
+strings "NaN", "Infinity" and "-Infinity" stand for the non-finite numbers (as --json writes
+them); true and false only for bool parameters. A file of f32 or integer data for an f64
+parameter is converted when every value converts exactly (a note on stderr says so), and
+refused otherwise.
 A tensor- or tuple-valued function gets a vector-Jacobian product when --seed-out gives the
-output cotangent: 'ones', a number (every element), a nested list or @PATH.npy.
+output cotangent: 'ones', a number (every element), a nested list, @PATH.json or @PATH.npy;
+for a tuple with several float elements, a list with one cotangent per float element
+('[[1,0,2], 1]'). A scalar function takes no --seed-out (its gradient is seeded with 1).
+--json prints strict JSON: non-finite numbers are the strings "NaN", "Infinity", "-Infinity".
 )";
 
 const char* kCheckHelp =
     R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
-                    [--rtol R] [--atol A] [--json]
+                    [--rtol R] [--atol A] [--step H] [--max-elements K] [--json]
 
-Compares the reverse-mode gradient with central finite differences for every float
-parameter, at random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or
-at the given ARG=VALUE arguments. Without --fn, checks every function in FILE.
+Compares the reverse-mode gradient with finite differences for every float parameter, at
+random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or at the given
+ARG=VALUE arguments. Without --fn, checks every function in FILE.
+
+Each element is differenced at a step scaled by its magnitude (cbrt(eps) max(1, |x|)), at
+that step and twice it, extrapolated (Richardson); an element passes when the error is
+within rtol |fd| + atol plus the finite difference's own error: its truncation, estimated
+from the two steps, and the rounding of the function's value, measured once per check. Where
+rounding dominates, steps 10 and 100 times larger are tried too. --step H fixes the step.
+A parameter with more than K elements (--max-elements, default 1000; fewer by default when
+the inputs are very large) is checked on a random subset; the count is reported.
+Where the value or the gradient is not finite at a draw, check draws again (up to 20 times;
+the last 10 draws take positive floats) and reports the draws it discarded and why; where no
+draw works it fails, printing the inputs, and asks for ARG=VALUE.
 Default tolerances: f64 rtol 1e-5 atol 1e-7; f32 rtol 2e-3 atol 1e-4.
 Exit status 0 when every parameter passes, 1 otherwise.
 )";
@@ -684,8 +702,8 @@ int runCheck(const Args& a) {
         int64_t e = given[k]->shape()[d];
         if (a.sizes.count(ns[0]) && a.sizes.at(ns[0]) != e)
           throw Usage("--sizes " + ns[0] + "=" + std::to_string(a.sizes.at(ns[0])) +
-                      " contradicts argument '" + f.paramNames[k] + "', whose dimension " +
-                      std::to_string(d + 1) + " (" + ns[0] + ") has extent " +
+                      " contradicts argument '" + f.paramNames[k] + "': its dimension " +
+                      std::to_string(d + 1) + " (size '" + ns[0] + "') has extent " +
                       std::to_string(e));
         if (!sizes.count(ns[0])) sizes[ns[0]] = e;
       }
@@ -759,23 +777,24 @@ int runCheck(const Args& a) {
     std::string inputs, inputsJson;
     if (!r.notFinite.empty())
       for (size_t k = 0; k < f.params.size(); ++k) {
-        inputs += "    " + f.paramNames[k] + " = " + describeArg(dc.args[k]) + "\n";
+        inputs += "    " + f.paramNames[k] + " = " + describeArg(dc.args[k]) +
+                  (given[k] ? " (given)" : "") + "\n";
         inputsJson += std::string(inputsJson.empty() ? "" : ", ") +
                       jsonString(f.paramNames[k]) + ": " +
                       (dc.args[k].numel() <= 12 ? toJson(dc.args[k])
                                                 : jsonString(describeArg(dc.args[k])));
       }
-    bool allGiven = true;
-    for (const auto& g : given)
-      allGiven = allGiven && g.has_value();
-    std::string advice = allGiven ? "the given arguments" : "give the arguments as ARG=VALUE";
     if (a.json) {
       std::string s = "{\"function\": " + jsonString(name) +
                       ", \"passed\": " + (r.passed ? "true" : "false") +
                       ", \"draws\": " + std::to_string(dc.draws) +
                       ", \"discarded\": {" + discardedJson + "}";
       if (!r.notFinite.empty())
-        s += ", \"error\": " + jsonString("not finite at every draw: " + r.notFinite) +
+        s += ", \"error\": " +
+             jsonString((dc.draws > 1 ? "not finite at any of " + std::to_string(dc.draws) +
+                                            " random draws; the last: "
+                                      : std::string("not finite at the given arguments: ")) +
+                        r.notFinite) +
              ", \"inputs\": {" + inputsJson + "}";
       s += ", \"params\": {";
       for (size_t k = 0; k < r.params.size(); ++k) {
@@ -790,17 +809,22 @@ int runCheck(const Args& a) {
       jsonParts.push_back(s + "}}");
     } else {
       std::cout << name << ": " << (r.passed ? "pass" : "FAIL") << "\n";
-      if (discardedTotal)
+      if (r.notFinite.empty() && discardedTotal)
         std::cout << "  discarded " << discardedTotal << " of " << dc.draws
                   << " random draws where the function is not finite: " << discardedText
-                  << (dc.positive ? "; the draw used has positive float inputs" : "") << "\n";
+                  << (dc.positive ? "; the draw used has positive floats (|N(0,1)| + 0.1)" : "")
+                  << "\n";
       if (!r.notFinite.empty()) {
-        std::cout << "  " << (allGiven ? "at the given arguments" : "at every draw") << ", "
-                  << r.notFinite << "; the last inputs were:\n"
-                  << inputs << "  " << (allGiven ? "choose other arguments" : advice)
-                  << " where '" << name << "' is finite\n";
+        if (dc.draws > 1)
+          std::cout << "  not finite at any of " << dc.draws << " random draws (" << discardedText
+                    << "; and the last: " << r.notFinite << "); the last draw was:\n";
+        else
+          std::cout << "  not finite at the given arguments: " << r.notFinite << ":\n";
+        std::cout << inputs << "  give the arguments as ARG=VALUE where '" << name
+                  << "' and its gradient are finite\n";
       }
-      for (const auto& pc : r.params) {
+      for (size_t q = 0; q < r.params.size(); ++q) {
+        const auto& pc = r.params[q];
         char buf[256];
         std::snprintf(buf, sizeof buf, "  %-12s max_abs_err %-10.3g max_rel_err %-10.3g %s",
                       pc.name.c_str(), pc.maxAbsErr, pc.maxRelErr, pc.passed ? "pass" : "FAIL");
@@ -809,10 +833,26 @@ int runCheck(const Args& a) {
           std::cout << "  (" << pc.checked << " of " << pc.elements << " elements)";
         std::cout << "\n";
         if (!pc.passed) {
+          // The parameter's position among f's: params lists the float ones in order.
+          size_t k = 0;
+          for (size_t seen = 0; k < f.params.size(); ++k)
+            if (isFloat(f.paramTypes[k].dtype) && seen++ == q) break;
+          std::string at = pc.name;
+          if (k < dc.args.size() && dc.args[k].rank() > 0) {
+            std::vector<int64_t> idx(dc.args[k].shape().size());
+            int64_t i = pc.worst;
+            for (size_t d = idx.size(); d-- > 0;) {
+              idx[d] = i % dc.args[k].shape()[d];
+              i /= dc.args[k].shape()[d];
+            }
+            for (size_t d = 0; d < idx.size(); ++d)
+              at += (d ? ", " : "[") + std::to_string(idx[d]);
+            at += "]";
+          }
           std::snprintf(buf, sizeof buf,
-                        "    worst at element %lld: reverse mode %.17g, finite differences %.17g "
+                        "    worst at %s: reverse mode %.17g, finite differences %.17g "
                         "(+/- %.3g)\n",
-                        static_cast<long long>(pc.worst), pc.worstAd, pc.worstFd, pc.worstBound);
+                        at.c_str(), pc.worstAd, pc.worstFd, pc.worstBound);
           std::cout << buf;
         }
       }
