@@ -4,9 +4,9 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/simplify/simplify.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <algorithm>
 #include <random>
 #include <set>
 #include <stdexcept>
@@ -58,8 +58,8 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
     try {
       x = Tensor(t.dtype, shape);
     } catch (const std::length_error& e) { // too large: say which argument and how large
-      throw std::length_error("argument '" + f.paramNames[k] + "' (" + t.str() + ") is too large: " +
-                              e.what());
+      throw std::length_error("argument '" + f.paramNames[k] + "' (" + t.str() +
+                              ") is too large: " + e.what());
     }
     for (int64_t i = 0; i < x.numel(); ++i) {
       if (isFloat(t.dtype))
@@ -246,8 +246,8 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   if (opt.maxElements)
     limit = *opt.maxElements;
   else if (work > 0)
-    limit = std::clamp<int64_t>(static_cast<int64_t>(1e10 / (4.0 * static_cast<double>(work))),
-                                10, kDefaultMaxElements);
+    limit = std::clamp<int64_t>(static_cast<int64_t>(1e10 / (4.0 * static_cast<double>(work))), 10,
+                                kDefaultMaxElements);
   std::mt19937_64 pick(opt.seed * 0x9E3779B97F4A7C15ULL + 99);
 
   size_t gi = fwd.size();

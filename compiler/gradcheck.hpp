@@ -24,10 +24,10 @@ inline constexpr int64_t kDefaultMaxElements = 1000;
 inline constexpr int kMaxDraws = 20;
 
 struct GradCheckOptions {
-  std::optional<double> rtol, atol; // defaults suit the dtype (see defaultTolerances)
-  uint64_t seed = 0;                // the random output cotangent and the element subset
-  GradOptions grad;                 // how the gradient checked is built (checkpointing)
-  std::optional<double> step;       // a fixed finite-difference step (--step); else per element
+  std::optional<double> rtol, atol;   // defaults suit the dtype (see defaultTolerances)
+  uint64_t seed = 0;                  // the random output cotangent and the element subset
+  GradOptions grad;                   // how the gradient checked is built (checkpointing)
+  std::optional<double> step;         // a fixed finite-difference step (--step); else per element
   std::optional<int64_t> maxElements; // elements checked per parameter (--max-elements)
   /// For tests of the checker itself: changes the reverse-mode gradients (one tensor per
   /// float parameter) before they are compared, so that a wrong gradient can be made.
@@ -93,9 +93,9 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
 struct DrawnCheck {
   GradCheckResult result;
   std::vector<Tensor> args;
-  int draws = 0;                         // draws made (the last one is `args`)
-  std::map<std::string, int> discarded;  // reason -> how many draws it discarded
-  bool positive = false;                 // the draw used has positive float inputs
+  int draws = 0;                        // draws made (the last one is `args`)
+  std::map<std::string, int> discarded; // reason -> how many draws it discarded
+  bool positive = false;                // the draw used has positive float inputs
 };
 
 /// Checks f at random inputs: `given[k]`, where set, is argument k as the user gave it; the

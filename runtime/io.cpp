@@ -205,7 +205,8 @@ private:
       std::string_view inner = text_.substr(pos_ + 1, close - pos_ - 1);
       pos_ = close + 1;
       if (inner != "NaN" && inner != "Infinity" && inner != "-Infinity")
-        fail(start, "expected a number, got the string " + quote(text_.substr(start, pos_ - start)) +
+        fail(start, "expected a number, got the string " +
+                        quote(text_.substr(start, pos_ - start)) +
                         " (the only strings accepted are \"NaN\", \"Infinity\" and \"-Infinity\")");
       if (!isFloat(dtype_))
         fail(start, std::string(dtypeName(dtype_)) + " value cannot be " + std::string(inner));
@@ -727,8 +728,8 @@ Tensor readNpy(const std::string& path, DType dtype, std::string* converted) {
   if (converted) {
     converted->clear();
     if (npyTypeName(type) != std::string(dtypeName(dtype)))
-      *converted = path + " holds " + npyTypeName(type) + " data, converted exactly to " +
-                   dtypeName(dtype);
+      *converted =
+          path + " holds " + npyTypeName(type) + " data, converted exactly to " + dtypeName(dtype);
   }
 
   const size_t itemSize = npyTypeSize(type);

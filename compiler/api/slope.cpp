@@ -145,7 +145,8 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
       throw CallError(what + " must be " + typeString(want, rshape[r]) + ", got a view of " +
                       typeString(o->dtype(), o->shape()));
     if (!o->writable()) throw CallError(what + " needs a writable view");
-    if (!o->data() && viewBytes(*o) > 0) throw CallError(what + ": the view's data pointer is null");
+    if (!o->data() && viewBytes(*o) > 0)
+      throw CallError(what + ": the view's data pointer is null");
   }
   // An output that shares memory with an argument or another output would be read after it
   // is overwritten (the C ABI forbids it): refuse, naming both.
@@ -211,13 +212,15 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
 
 /// The views of args for c's parameters; an integer passed by value for a float parameter
 /// becomes a float in `hold` when the float holds it exactly (f(2) for an f64 x).
-std::vector<View> views(const Compiled& c, const std::vector<Arg>& args, std::vector<Tensor>& hold) {
+std::vector<View> views(const Compiled& c, const std::vector<Arg>& args,
+                        std::vector<Tensor>& hold) {
   std::vector<View> v;
   hold.reserve(args.size()); // views point into hold: no reallocation
   for (size_t k = 0; k < args.size(); ++k) {
     const Arg& a = args[k];
     if (a.integer_literal() && k < c.f.paramTypes.size() && isFloat(c.f.paramTypes[k].dtype)) {
-      int64_t x = a.view().dtype() == DType::I64 ? *static_cast<const int64_t*>(a.view().data()) : 0;
+      int64_t x =
+          a.view().dtype() == DType::I64 ? *static_cast<const int64_t*>(a.view().data()) : 0;
       DType dt = c.f.paramTypes[k].dtype;
       double d = static_cast<double>(x);
       bool exact = dt == DType::F64 ? (d < 9223372036854775808.0 && static_cast<int64_t>(d) == x)

@@ -254,19 +254,24 @@ TEST(Api, NullDataIsACallErrorNamingTheParameter) {
   });
   EXPECT_NE(e.find("gradient 'x'"), std::string::npos) << e;
   EXPECT_NE(e.find("null"), std::string::npos) << e;
-  e = callError([&] { slope::check_gradient(m, "scale", {slope::View((double*)nullptr, {2}), 2.0}); });
+  e = callError([&] {
+    slope::check_gradient(m, "scale", {slope::View((double*)nullptr, {2}), 2.0});
+  });
   EXPECT_NE(e.find("parameter 'x'"), std::string::npos) << e;
 }
 
 TEST(Api, GradientBufferOverlappingAnInputIsACallError) {
   slope::Module m = slope::compile_string(kSrc);
   double x[4] = {1, 2, 3, 4};
-  std::string e =
-      callError([&] { m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(x, {2, 2})); });
+  std::string e = callError([&] {
+    m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(x, {2, 2}));
+  });
   EXPECT_NE(e.find("gradient 'x' overlaps parameter 'x'"), std::string::npos) << e;
   // Partly overlapping.
   double buf[6] = {1, 2, 3, 4, 5, 6};
-  e = callError([&] { m.gradient("bowl")(slope::View(buf, {2, 2}), slope::View(buf + 2, {2, 2})); });
+  e = callError([&] {
+    m.gradient("bowl")(slope::View(buf, {2, 2}), slope::View(buf + 2, {2, 2}));
+  });
   EXPECT_NE(e.find("overlaps"), std::string::npos) << e;
   // Two gradient buffers sharing memory.
   const char* two = "fn f(a: f64[n], b: f64[n]) -> f64 { sum(a * b) }";
@@ -278,16 +283,15 @@ TEST(Api, GradientBufferOverlappingAnInputIsACallError) {
   });
   EXPECT_NE(e.find("gradient 'b' overlaps gradient 'a'"), std::string::npos) << e;
   // call_into: a result over an input.
-  double r[2];
   e = callError([&] {
     m.function("scale").call_into({slope::View(a, {2}), 2.0}, {slope::View(a, {2})});
   });
   EXPECT_NE(e.find("result 1 overlaps parameter 'x'"), std::string::npos) << e;
   // Adjacent, not overlapping: fine.
   double ab[4] = {1, 2, 0, 0};
-  EXPECT_NO_THROW(m.function("scale").call_into({slope::View(ab, {2}), 2.0}, {slope::View(ab + 2, {2})}));
+  EXPECT_NO_THROW(
+      m.function("scale").call_into({slope::View(ab, {2}), 2.0}, {slope::View(ab + 2, {2})}));
   EXPECT_EQ(ab[3], 4);
-  (void)r;
 }
 
 TEST(Api, IntegerForAFloatParameterConvertsWhenExact) {
@@ -301,8 +305,7 @@ TEST(Api, IntegerForAFloatParameterConvertsWhenExact) {
   EXPECT_EQ(m.gradient("quadratic")(2, slope::View(g)), 15);
   EXPECT_EQ(g, 11);
   // Not exactly representable in f64: refused, naming the parameter.
-  std::string e =
-      callError([&] { m.function("quadratic")(int64_t(9007199254740993)); });
+  std::string e = callError([&] { m.function("quadratic")(int64_t(9007199254740993)); });
   EXPECT_NE(e.find("parameter 'x'"), std::string::npos) << e;
   // An i64 parameter still takes an integer.
   EXPECT_EQ(static_cast<double>(m.function("pick")(slope::View(x, {2}), 1)), 2);

@@ -121,7 +121,8 @@ TEST(ParseValue, Scalars) {
   EXPECT_EQ(parseValue("Infinity", DType::F32).getF(0), std::numeric_limits<double>::infinity());
   // The strings --json writes for non-finite numbers.
   EXPECT_TRUE(std::isnan(parseValue("\"NaN\"", DType::F64).getF(0)));
-  EXPECT_EQ(parseValue("\"Infinity\"", DType::F32).getF(0), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(parseValue("\"Infinity\"", DType::F32).getF(0),
+            std::numeric_limits<double>::infinity());
   EXPECT_EQ(parseValue("[1, \"-Infinity\"]", DType::F64).getF(1),
             -std::numeric_limits<double>::infinity());
   // Underflow gives zero / subnormals rather than an error.
@@ -231,7 +232,8 @@ TEST(ParseValue, Errors) {
   expectParseError("-inf", DType::I64, "i64 value cannot be infinite");
   expectParseError("2", DType::Bool, "bool value must be true, false, 0 or 1");
   // A bool where a number belongs (a label column of true/false for an i64 parameter).
-  expectParseError("[0,true]", DType::I64, "expected a number, got the bool 'true' for i64 at column 4");
+  expectParseError("[0,true]", DType::I64,
+                   "expected a number, got the bool 'true' for i64 at column 4");
   expectParseError("false", DType::F64, "got the bool 'false' for f64");
   expectParseError("\"NaN\"", DType::I64, "i64 value cannot be NaN");
   expectParseError("\"nan\"", DType::F64, "the only strings accepted are");

@@ -17,16 +17,16 @@
 #include "compiler/support/checked.hpp"
 #include "runtime/io.hpp"
 
+#include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-#include <charconv>
-#include <climits>
 #include <map>
 #include <new>
-#include <set>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -169,7 +169,8 @@ double parseTolerance(const std::string& flag, const std::string& v) {
 uint64_t parseUnsigned(const std::string& what, const std::string& v, uint64_t lo, uint64_t hi) {
   uint64_t n = 0;
   auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (v.empty() || ptr != v.data() + v.size() || (ec != std::errc() && ec != std::errc::result_out_of_range))
+  if (v.empty() || ptr != v.data() + v.size() ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range))
     throw Usage(what + " needs an integer from " + std::to_string(lo) + " to " +
                 std::to_string(hi) + ", got '" + v + "'");
   if (ec == std::errc::result_out_of_range || n > hi)
@@ -234,11 +235,10 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats", "--checkpoint", "--grad",     "--json",   "--no-grad", "--interp",
-        "--fn",    "--emit",       "-o",         "--seed-out", "--wrt",   "--rtol",
-        "--atol",  "--seed",       "--sizes",    "--step",   "--max-elements"};
-    if (kOptions.count(s) && !a.given.insert(s).second)
-      throw Usage(s + " is given twice");
+        "--stats", "--checkpoint", "--grad",  "--json",     "--no-grad",     "--interp",
+        "--fn",    "--emit",       "-o",      "--seed-out", "--wrt",         "--rtol",
+        "--atol",  "--seed",       "--sizes", "--step",     "--max-elements"};
+    if (kOptions.count(s) && !a.given.insert(s).second) throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
     else if (s == "--version")
@@ -372,7 +372,8 @@ std::string pickFunction(const Args& a, const Program& p) {
 }
 
 bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 /// A value as given on the command line: a number, a nested list, @PATH.json or @PATH.npy.
@@ -428,10 +429,11 @@ void checkSizeNames(const Args& a, const Program& p, const std::vector<std::stri
       std::string list;
       for (const auto& k : known)
         list += (list.empty() ? "" : ", ") + k;
-      throw Usage("--sizes: " +
-                  (names.size() == 1 ? "'" + names[0] + "' has" : "no function in '" + a.file + "' has") +
-                  " no size '" + n + "'" +
-                  (list.empty() ? std::string(" (it has no sizes)") : " (sizes: " + list + ")"));
+      throw Usage(
+          "--sizes: " +
+          (names.size() == 1 ? "'" + names[0] + "' has" : "no function in '" + a.file + "' has") +
+          " no size '" + n + "'" +
+          (list.empty() ? std::string(" (it has no sizes)") : " (sizes: " + list + ")"));
     }
 }
 
@@ -746,8 +748,8 @@ int runCheck(const Args& a) {
         buf = ir::peakBufferBytes(g, all);
       } catch (const std::exception&) {
       }
-      int64_t total = addSat(addSat(argBytes, argBytes), addSat(addSat(argBytes, argBytes),
-                                                                addSat(argBytes, argBytes)));
+      int64_t total = addSat(addSat(argBytes, argBytes),
+                             addSat(addSat(argBytes, argBytes), addSat(argBytes, argBytes)));
       std::string at;
       for (const auto& [n, v] : sizes)
         at += (at.empty() ? " at " : ", ") + n + "=" + std::to_string(v);
@@ -769,8 +771,8 @@ int runCheck(const Args& a) {
     std::string discardedText, discardedJson;
     for (const auto& [why, n] : dc.discarded) {
       discardedTotal += n;
-      discardedText += std::string(discardedText.empty() ? "" : "; ") + why + " (" +
-                       std::to_string(n) + ")";
+      discardedText +=
+          std::string(discardedText.empty() ? "" : "; ") + why + " (" + std::to_string(n) + ")";
       discardedJson += std::string(discardedJson.empty() ? "" : ", ") + jsonString(why) + ": " +
                        std::to_string(n);
     }
@@ -779,16 +781,14 @@ int runCheck(const Args& a) {
       for (size_t k = 0; k < f.params.size(); ++k) {
         inputs += "    " + f.paramNames[k] + " = " + describeArg(dc.args[k]) +
                   (given[k] ? " (given)" : "") + "\n";
-        inputsJson += std::string(inputsJson.empty() ? "" : ", ") +
-                      jsonString(f.paramNames[k]) + ": " +
-                      (dc.args[k].numel() <= 12 ? toJson(dc.args[k])
-                                                : jsonString(describeArg(dc.args[k])));
+        inputsJson +=
+            std::string(inputsJson.empty() ? "" : ", ") + jsonString(f.paramNames[k]) + ": " +
+            (dc.args[k].numel() <= 12 ? toJson(dc.args[k]) : jsonString(describeArg(dc.args[k])));
       }
     if (a.json) {
-      std::string s = "{\"function\": " + jsonString(name) +
-                      ", \"passed\": " + (r.passed ? "true" : "false") +
-                      ", \"draws\": " + std::to_string(dc.draws) +
-                      ", \"discarded\": {" + discardedJson + "}";
+      std::string s =
+          "{\"function\": " + jsonString(name) + ", \"passed\": " + (r.passed ? "true" : "false") +
+          ", \"draws\": " + std::to_string(dc.draws) + ", \"discarded\": {" + discardedJson + "}";
       if (!r.notFinite.empty())
         s += ", \"error\": " +
              jsonString((dc.draws > 1 ? "not finite at any of " + std::to_string(dc.draws) +
@@ -1010,8 +1010,8 @@ void audit(const Args& a) {
       {"check",
        {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
         "--interp", "--checkpoint"}},
-      {"grad", {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json",
-                "--checkpoint"}},
+      {"grad",
+       {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
   };
   auto it = kAllowed.find(a.command);
@@ -1023,7 +1023,8 @@ void audit(const Args& a) {
       if (o == "-o") why = " (it writes to stdout: redirect it, e.g. > out.json)";
       if (o == "--no-grad" && c == "check") why = " (check compares gradients)";
       if (o == "--json" && c == "graph") why = " (it prints Graphviz DOT)";
-      if (o == "--interp" && c == "grad") why = " (it runs nothing; --stats counts on the evaluator)";
+      if (o == "--interp" && c == "grad")
+        why = " (it runs nothing; --stats counts on the evaluator)";
       throw Usage("'" + c + "' does not take " + o + why);
     }
   auto has = [&](const char* o) { return a.given.count(o) > 0; };
