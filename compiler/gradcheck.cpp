@@ -4,8 +4,11 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/simplify/simplify.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
+#include <set>
 #include <stdexcept>
 
 namespace slope {
@@ -54,8 +57,9 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
     Tensor x;
     try {
       x = Tensor(t.dtype, shape);
-    } catch (const std::length_error& e) { // too large: say which argument
-      throw std::length_error("argument '" + f.paramNames[k] + "': " + e.what());
+    } catch (const std::length_error& e) { // too large: say which argument and how large
+      throw std::length_error("argument '" + f.paramNames[k] + "' (" + t.str() +
+                              ") is too large: " + e.what());
     }
     for (int64_t i = 0; i < x.numel(); ++i) {
       if (isFloat(t.dtype))
@@ -70,6 +74,55 @@ std::vector<Tensor> randomArgs(const ir::Function& f, const std::map<std::string
   return args;
 }
 
+namespace {
+
+/// "[1, 2]": the multi-index of flat position i in shape.
+std::string indexString(const std::vector<int64_t>& shape, int64_t i) {
+  std::vector<int64_t> idx(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    idx[d] = shape[d] ? i % shape[d] : 0;
+    i = shape[d] ? i / shape[d] : 0;
+  }
+  std::string s = "[";
+  for (size_t d = 0; d < idx.size(); ++d)
+    s += (d ? ", " : "") + std::to_string(idx[d]);
+  return s + "]";
+}
+
+const char* nonFiniteWord(double v) {
+  return std::isnan(v) ? "NaN" : v > 0 ? "Infinity" : "-Infinity";
+}
+
+/// The first non-finite element of a float tensor, or -1.
+int64_t firstNonFinite(const Tensor& t) {
+  if (!isFloat(t.dtype())) return -1;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    if (!std::isfinite(t.getF(i))) return i;
+  return -1;
+}
+
+/// K distinct positions out of n (all of them, in order, when K >= n), sorted; Floyd's
+/// algorithm, so a parameter of 10^8 elements costs K draws, not n.
+std::vector<int64_t> sampleIndices(int64_t n, int64_t k, std::mt19937_64& rng) {
+  std::vector<int64_t> out;
+  if (k >= n) {
+    out.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      out[static_cast<size_t>(i)] = i;
+    return out;
+  }
+  std::set<int64_t> chosen;
+  for (int64_t j = n - k; j < n; ++j) {
+    int64_t t = static_cast<int64_t>(rng() % static_cast<uint64_t>(j + 1));
+    if (!chosen.insert(t).second) chosen.insert(j);
+  }
+  return {chosen.begin(), chosen.end()};
+}
+
+constexpr double kEps = 2.220446049250313e-16;
+
+} // namespace
+
 GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& args,
                               const GradCheckOptions& opt, Runner* runner) {
   bindSizes(f, args); // validates, throws CallError
@@ -80,9 +133,20 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   simplify(g);
   Runnable gradFn = run.prepare(g);
   Runnable f64Fn = run.prepare(promoteToF64(f));
+  GradCheckResult res;
 
   // Output cotangents: 1 for a scalar loss, random otherwise.
   std::vector<Tensor> fwd = fwdFn(args);
+  for (size_t r = 0; r < fwd.size(); ++r)
+    if (int64_t i = firstNonFinite(fwd[r]); i >= 0) {
+      res.passed = false;
+      res.notFinite = "the value is " + std::string(nonFiniteWord(fwd[r].getF(i)));
+      if (fwd.size() > 1 || fwd[r].rank() > 0)
+        res.notFinite = (fwd.size() > 1 ? "result " + std::to_string(r + 1) : "the value") +
+                        " is " + nonFiniteWord(fwd[r].getF(i)) + " at " +
+                        indexString(fwd[r].shape(), i);
+      return res;
+    }
   std::mt19937_64 rng(opt.seed + 777);
   std::vector<Tensor> seeds;
   bool scalarLoss = fwd.size() == 1 && isFloat(fwd[0].dtype()) && fwd[0].rank() == 0;
@@ -97,11 +161,32 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
       gargs.push_back(w);
     }
   std::vector<Tensor> gout = gradFn(gargs);
+  if (opt.adjustGradient) {
+    std::vector<Tensor> grads(gout.begin() + static_cast<long>(fwd.size()), gout.end());
+    opt.adjustGradient(grads);
+    std::copy(grads.begin(), grads.end(), gout.begin() + static_cast<long>(fwd.size()));
+  }
+  {
+    size_t gi = fwd.size();
+    for (size_t p = 0; p < f.params.size(); ++p) {
+      if (!isFloat(f.paramTypes[p].dtype)) continue;
+      const Tensor& gr = gout[gi++];
+      if (int64_t i = firstNonFinite(gr); i >= 0) {
+        res.passed = false;
+        res.notFinite = "the gradient of '" + f.paramNames[p] + "' is " +
+                        nonFiniteWord(gr.getF(i)) + " at " + indexString(gr.shape(), i);
+        return res;
+      }
+    }
+  }
 
-  std::vector<Tensor> a64;
-  for (const Tensor& a : args)
-    a64.push_back(toF64(a));
-  auto objective = [&](const std::vector<Tensor>& xs) {
+  std::vector<Tensor> xs;
+  int64_t work = 0; // elements an evaluation reads: the cost of one, roughly
+  for (const Tensor& a : args) {
+    xs.push_back(toF64(a));
+    work += a.numel();
+  }
+  auto objective = [&]() {
     std::vector<Tensor> r = f64Fn(xs);
     if (scalarLoss) return r[0].getF(0);
     double s = 0;
@@ -114,8 +199,57 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
     }
     return s;
   };
+  const double f0 = objective();
 
-  GradCheckResult res;
+  // The rounding noise of the objective: sixth differences of f along a random direction
+  // at a step (1e-10 relative) far too small for the function's curvature to show, so
+  // what remains is rounding. For independent noise of deviation sigma, a sixth difference
+  // has deviation sqrt(924) sigma (924 = sum of C(6, k)^2); the largest of six is taken.
+  double sigma = kEps * std::fabs(f0);
+  {
+    std::mt19937_64 nrng(opt.seed + 4242);
+    std::vector<Tensor> base = xs, dir = xs;
+    for (size_t p = 0; p < xs.size(); ++p)
+      if (isFloat(xs[p].dtype()))
+        for (int64_t i = 0; i < xs[p].numel(); ++i)
+          dir[p].setF(i, 1e-10 * normal(nrng) * std::max(1.0, std::fabs(base[p].getF(i))));
+    std::vector<double> fs;
+    for (int j = 0; j < 12; ++j) {
+      for (size_t p = 0; p < xs.size(); ++p)
+        if (isFloat(xs[p].dtype()))
+          for (int64_t i = 0; i < xs[p].numel(); ++i)
+            xs[p].setF(i, base[p].getF(i) + (j - 6) * dir[p].getF(i));
+      fs.push_back(objective());
+    }
+    xs = base;
+    // Rounding cannot exceed what accumulating one rounding per element read would give: a
+    // larger sixth difference is a jump within the table (floor, a branch), not noise.
+    double fmax = 0;
+    for (double v : fs)
+      fmax = std::max(fmax, std::fabs(v));
+    const double cap = 4 * kEps * fmax * static_cast<double>(std::max<int64_t>(work, 16));
+    static const double c6[7] = {1, -6, 15, -20, 15, -6, 1};
+    double worst = 0;
+    for (int w = 0; w + 6 < 12; ++w) {
+      double d = 0;
+      for (int k = 0; k < 7; ++k)
+        d += c6[k] * fs[static_cast<size_t>(w + k)];
+      worst = std::max(worst, std::fabs(d));
+    }
+    if (std::isfinite(worst)) sigma = std::max(sigma, std::min(cap, worst / std::sqrt(924.0)));
+  }
+  res.noise = sigma;
+
+  // Elements per parameter: all up to maxElements; by default fewer where an evaluation is
+  // so large that 4 of them per element would pass 1e10 element visits.
+  int64_t limit = kDefaultMaxElements;
+  if (opt.maxElements)
+    limit = *opt.maxElements;
+  else if (work > 0)
+    limit = std::clamp<int64_t>(static_cast<int64_t>(1e10 / (4.0 * static_cast<double>(work))), 10,
+                                kDefaultMaxElements);
+  std::mt19937_64 pick(opt.seed * 0x9E3779B97F4A7C15ULL + 99);
+
   size_t gi = fwd.size();
   for (size_t p = 0; p < f.params.size(); ++p) {
     DType dt = f.paramTypes[p].dtype;
@@ -126,33 +260,111 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
     const Tensor& ad = gout[gi++];
     FdParamCheck pc;
     pc.name = f.paramNames[p];
-    std::vector<Tensor> xs = a64;
-    for (int64_t i = 0; i < xs[p].numel(); ++i) {
-      double x0 = xs[p].getF(i);
-      double h = std::cbrt(2.220446049250313e-16) * std::max(1.0, std::fabs(x0));
-      xs[p].setF(i, x0 + h);
-      double up = objective(xs);
-      xs[p].setF(i, x0 - h);
-      double dn = objective(xs);
-      xs[p].setF(i, x0);
-      double fd = (up - dn) / (2 * h);
-      double av = ad.getF(i);
-      double err = std::fabs(av - fd);
-      bool same = (std::isnan(av) && std::isnan(fd)) || av == fd;
-      if (same)
-        err = 0;
-      else if (std::isnan(err))
-        err = INFINITY;
+    pc.elements = xs[p].numel();
+    std::vector<int64_t> which = sampleIndices(pc.elements, limit, pick);
+    pc.checked = static_cast<int64_t>(which.size());
+    double worstExcess = -INFINITY;
+    for (int64_t i : which) {
+      const double x0 = xs[p].getF(i);
+      const double av = ad.getF(i);
+      auto at = [&](double x) {
+        xs[p].setF(i, x);
+        return objective();
+      };
+      double err = INFINITY, fd = NAN, bound = 0;
+      bool ok = false;
+      // Steps: h, then (where that fails) 10 h and 100 h where rounding limited it, or h / 10
+      // and h / 100 where truncation did (a kink or a jump within reach of the step).
+      double factor = 1, dir = 0;
+      for (int tries = 0; tries < (opt.step ? 1 : 3) && !ok; ++tries) {
+        // The step is a representable distance from x0, so x0 + h - (x0 - h) is exactly 2h.
+        double h = opt.step ? *opt.step : std::cbrt(kEps) * std::max(1.0, std::fabs(x0));
+        h *= factor;
+        h = (x0 + h) - x0;
+        if (h == 0) break;
+        const double u1 = at(x0 + h), d1 = at(x0 - h), u2 = at(x0 + 2 * h), d2 = at(x0 - 2 * h);
+        xs[p].setF(i, x0);
+        if (!std::isfinite(u1 + d1 + u2 + d2)) {
+          res.passed = false;
+          res.params.clear();
+          char step[32];
+          std::snprintf(step, sizeof step, "%.3g", 2 * h);
+          res.notFinite = "the function is not finite within a step of the draw at " + pc.name +
+                          indexString(xs[p].shape(), i) + " +/- " + step;
+          return res;
+        }
+        const double D1 = (u1 - d1) / (2 * h), D2 = (u2 - d2) / (4 * h);
+        const double R = (4 * D1 - D2) / 3;
+        const double trunc = std::fabs(D1 - D2) / 3;
+        const double fmax = std::max({std::fabs(u1), std::fabs(d1), std::fabs(u2), std::fabs(d2)});
+        const double noise = std::max(sigma, kEps * fmax);
+        const double round = 3 * 1.5 * noise / h; // Richardson's weights, and a factor 3
+        // Where D(h) and D(2h) differ by more than rounding explains and by more than 1 %,
+        // the function is not smooth within the step (a kink, a jump): the bound from their
+        // difference means nothing there, and the element does not pass at this step.
+        const bool smooth = trunc <= 2 * round || trunc <= 0.01 * std::fabs(R) + atol;
+        const double e = std::fabs(av - R);
+        const double b = trunc + round;
+        const double slack = atol + rtol * std::fabs(R) + (smooth ? b : 0);
+        if (tries == 0 || e - slack < err - (atol + rtol * std::fabs(fd) + bound)) {
+          err = e;
+          fd = R;
+          bound = smooth ? b : 0;
+        }
+        ok = e <= slack;
+        if (dir == 0) dir = trunc > round ? 0.1 : 10;
+        factor *= dir;
+      }
       double scale = std::max(std::fabs(av), std::fabs(fd));
       double rel = err == 0 ? 0 : scale > 0 ? err / scale : INFINITY;
       pc.maxAbsErr = std::max(pc.maxAbsErr, err);
       pc.maxRelErr = std::max(pc.maxRelErr, rel);
-      if (!(err <= atol + rtol * std::fabs(fd))) pc.passed = false;
+      double excess = err - (atol + rtol * std::fabs(fd) + bound);
+      if (!ok) pc.passed = false;
+      if (excess > worstExcess) {
+        worstExcess = excess;
+        pc.worst = i;
+        pc.worstAd = av;
+        pc.worstFd = fd;
+        pc.worstBound = bound;
+      }
     }
     res.passed = res.passed && pc.passed;
     res.params.push_back(pc);
   }
   return res;
+}
+
+DrawnCheck checkDrawn(const ir::Function& f, const std::vector<std::optional<Tensor>>& given,
+                      const std::map<std::string, int64_t>& sizes, const GradCheckOptions& opt,
+                      Runner* runner) {
+  bool anyRandom = false;
+  for (size_t k = 0; k < f.params.size(); ++k)
+    anyRandom = anyRandom || !(k < given.size() && given[k]);
+  DrawnCheck out;
+  const int draws = anyRandom ? kMaxDraws : 1;
+  for (int d = 0; d < draws; ++d) {
+    std::vector<Tensor> args = randomArgs(f, sizes, opt.seed + static_cast<uint64_t>(d) * 1000003);
+    // The second half: positive floats, for functions defined only there (log, sqrt).
+    out.positive = d >= kMaxDraws / 2;
+    if (out.positive)
+      for (Tensor& t : args)
+        if (isFloat(t.dtype()))
+          for (int64_t i = 0; i < t.numel(); ++i)
+            t.setF(i, std::fabs(t.getF(i)) + 0.1);
+    for (size_t k = 0; k < args.size() && k < given.size(); ++k)
+      if (given[k]) args[k] = *given[k];
+    out.draws = d + 1;
+    out.result = checkGradient(f, args, opt, runner);
+    out.args = std::move(args);
+    if (out.result.notFinite.empty()) return out;
+    // Counted by kind ("the value is NaN"), without the element where it showed first.
+    if (d + 1 < draws) {
+      const std::string& why = out.result.notFinite;
+      ++out.discarded[why.substr(0, why.find(" at "))];
+    }
+  }
+  return out;
 }
 
 } // namespace slope

@@ -199,6 +199,26 @@ private:
 
   void parseScalar() {
     size_t start = pos_;
+    if (text_[pos_] == '"') { // "NaN", "Infinity", "-Infinity": what --json writes
+      size_t close = text_.find('"', pos_ + 1);
+      if (close == std::string_view::npos) fail(start, "unterminated string");
+      std::string_view inner = text_.substr(pos_ + 1, close - pos_ - 1);
+      pos_ = close + 1;
+      if (inner != "NaN" && inner != "Infinity" && inner != "-Infinity")
+        fail(start, "expected a number, got the string " +
+                        quote(text_.substr(start, pos_ - start)) +
+                        " (the only strings accepted are \"NaN\", \"Infinity\" and \"-Infinity\")");
+      if (!isFloat(dtype_))
+        fail(start, std::string(dtypeName(dtype_)) + " value cannot be " + std::string(inner));
+      double v = inner == "NaN"        ? std::numeric_limits<double>::quiet_NaN()
+                 : inner == "Infinity" ? std::numeric_limits<double>::infinity()
+                                       : -std::numeric_limits<double>::infinity();
+      if (dtype_ == DType::F32)
+        append(static_cast<float>(v));
+      else
+        append(v);
+      return;
+    }
     while (pos_ < text_.size()) {
       char c = text_[pos_];
       if (c == ',' || c == '[' || c == ']' || std::isspace(static_cast<unsigned char>(c))) break;
@@ -210,6 +230,10 @@ private:
     std::optional<bool> keyword;
     if (iequals(tok, "true")) keyword = true;
     if (iequals(tok, "false")) keyword = false;
+    // A bool where a number belongs is a mistake in the data (a label column of true/false
+    // for an i64 parameter), not a spelling of 1 and 0.
+    if (keyword && dtype_ != DType::Bool)
+      fail(start, "expected a number, got the bool " + quote(tok) + " for " + dtypeName(dtype_));
 
     auto notNumber = [&]() { fail(start, "expected a number, got " + quote(tok)); };
     auto outOfRange = [&]() {
@@ -219,32 +243,22 @@ private:
     switch (dtype_) {
     case DType::F32:
     case DType::F64: {
-      double v = 0;
-      if (keyword) {
-        v = *keyword ? 1 : 0;
-      } else if (dtype_ == DType::F32) {
+      if (dtype_ == DType::F32) {
         float f = 0;
         NumStatus s = parseFloating(tok, f);
         if (s == NumStatus::NotANumber) notNumber();
         if (s == NumStatus::Overflow) outOfRange();
         append(f);
         return;
-      } else {
-        NumStatus s = parseFloating(tok, v);
-        if (s == NumStatus::NotANumber) notNumber();
-        if (s == NumStatus::Overflow) outOfRange();
       }
-      if (dtype_ == DType::F32)
-        append(static_cast<float>(v));
-      else
-        append(v);
+      double v = 0;
+      NumStatus s = parseFloating(tok, v);
+      if (s == NumStatus::NotANumber) notNumber();
+      if (s == NumStatus::Overflow) outOfRange();
+      append(v);
       return;
     }
     case DType::I64: {
-      if (keyword) {
-        append<int64_t>(*keyword ? 1 : 0);
-        return;
-      }
       std::string_view body = tok;
       if (body.size() > 1 && body[0] == '+' && body[1] != '-') body.remove_prefix(1);
       int64_t iv = 0;
@@ -545,10 +559,18 @@ bool conversionAllowed(NpyType from, DType to) {
   case NpyType::F4: return to == DType::F32 || to == DType::F64;
   case NpyType::I8:
   case NpyType::I4: return to != DType::Bool;
-  case NpyType::B1: return true;
+  case NpyType::B1: // a bool is not a number, as on the command line ("true" for an i64)
   case NpyType::U1: return to == DType::Bool;
   }
   return false;
+}
+
+/// Whether the integer v survives a round trip through the float type T.
+template <class T> bool exactIn(int64_t v) {
+  T f = static_cast<T>(v);
+  if (!(f >= static_cast<T>(-9223372036854775808.0) && f < static_cast<T>(9223372036854775808.0)))
+    return false;
+  return static_cast<int64_t>(f) == v;
 }
 
 std::string readFile(const std::string& path) {
@@ -569,9 +591,11 @@ std::string readFile(const std::string& path) {
 /// positional for decimal exponents in [-4, 16), scientific otherwise ("1e-05", "1.5e+300"),
 /// but with no ".0" on integral values ("54").
 template <class T> std::string formatFloating(T x, bool json) {
-  if (std::isnan(x)) return json ? "NaN" : "nan";
+  // Strict JSON (RFC 8259) has no non-finite numbers: they are strings, as protobuf's JSON
+  // mapping writes them, so that jq and JSON.parse read every output.
+  if (std::isnan(x)) return json ? "\"NaN\"" : "nan";
   if (std::isinf(x)) {
-    if (json) return x < 0 ? "-Infinity" : "Infinity";
+    if (json) return x < 0 ? "\"-Infinity\"" : "\"Infinity\"";
     return x < 0 ? "-inf" : "inf";
   }
   if (x == 0) return std::signbit(x) ? "-0" : "0";
@@ -664,7 +688,7 @@ Tensor parseValue(std::string_view text, DType dtype) {
   return ValueParser(text, dtype).parse();
 }
 
-Tensor readNpy(const std::string& path, DType dtype) {
+Tensor readNpy(const std::string& path, DType dtype, std::string* converted) {
   const std::string file = readFile(path);
   const auto* bytes = reinterpret_cast<const unsigned char*>(file.data());
   static const char kMagic[] = "\x93NUMPY";
@@ -701,6 +725,13 @@ Tensor readNpy(const std::string& path, DType dtype) {
     throw ValueError(msg);
   }
 
+  if (converted) {
+    converted->clear();
+    if (npyTypeName(type) != std::string(dtypeName(dtype)))
+      *converted =
+          path + " holds " + npyTypeName(type) + " data, converted exactly to " + dtypeName(dtype);
+  }
+
   const size_t itemSize = npyTypeSize(type);
   const size_t dataStart = headerStart + headerLen;
   const size_t available = file.size() - dataStart;
@@ -729,8 +760,21 @@ Tensor readNpy(const std::string& path, DType dtype) {
     switch (type) {
     case NpyType::F8: t.setF(i, std::bit_cast<double>(loadLE(p, 8))); break;
     case NpyType::F4: t.setF(i, std::bit_cast<float>(static_cast<uint32_t>(loadLE(p, 4)))); break;
-    case NpyType::I8: t.setI(i, static_cast<int64_t>(loadLE(p, 8))); break;
-    case NpyType::I4: t.setI(i, static_cast<int32_t>(static_cast<uint32_t>(loadLE(p, 4)))); break;
+    case NpyType::I8:
+    case NpyType::I4: {
+      int64_t v = type == NpyType::I8 ? static_cast<int64_t>(loadLE(p, 8))
+                                      : static_cast<int32_t>(static_cast<uint32_t>(loadLE(p, 4)));
+      // Integers convert to a float parameter only where the float holds them exactly, so a
+      // converted file never differs from the data it came from.
+      bool exact = dtype == DType::F64   ? exactIn<double>(v)
+                   : dtype == DType::F32 ? exactIn<float>(v)
+                                         : true;
+      if (!exact)
+        throw ValueError(path + ": element " + std::to_string(i) + " (" + std::to_string(v) +
+                         ") is not exactly representable in " + dtypeName(dtype));
+      t.setI(i, v);
+      break;
+    }
     case NpyType::B1: t.setI(i, *p != 0); break;
     case NpyType::U1:
       if (*p > 1)
@@ -741,6 +785,15 @@ Tensor readNpy(const std::string& path, DType dtype) {
     }
   }
   return t;
+}
+
+Tensor readJson(const std::string& path, DType dtype) {
+  const std::string text = readFile(path);
+  try {
+    return parseValue(text, dtype);
+  } catch (const ValueError& e) {
+    throw ValueError(path + ": " + e.what());
+  }
 }
 
 void writeNpy(const std::string& path, const Tensor& t) {

@@ -15,23 +15,29 @@ struct ValueError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-/// Parses a command-line value: a number ("2", "-1.5e3", "nan", "inf", "-inf", "true",
-/// "false") or a nested list ("[[1,2],[3,4]]", whitespace allowed) into a tensor of the given
-/// dtype. Rank is whatever the nesting gives (a bare number makes a scalar).
+/// Parses a command-line or JSON value: a number ("2", "-1.5e3", "nan", "inf", "-inf", and
+/// the strings "\"NaN\"", "\"Infinity\"", "\"-Infinity\"" that --json writes), true / false,
+/// or a nested list ("[[1,2],[3,4]]", whitespace allowed) into a tensor of the given dtype.
+/// Rank is whatever the nesting gives (a bare number makes a scalar).
 /// Errors (ValueError, message with a 1-based column): ragged lists, empty lists, non-numbers,
 /// trailing text, fractional / nan / infinite values for i64, values that don't fit i64 or
-/// overflow f32 / f64. Bool accepts true/false/0/1; true/false are also accepted as 1/0 for
-/// the numeric dtypes.
+/// overflow f32 / f64, true / false for a numeric dtype. Bool accepts true/false/0/1.
 Tensor parseValue(std::string_view text, DType dtype);
 
 /// Reads a NumPy .npy file (format versions 1.0, 2.0 and 3.0) holding little-endian '<f8',
-/// '<f4', '<i8', '<i4', '|b1' or '|u1' (u1 only for bool, values 0/1) data in C order
+/// '<f4', '<i8', '<i4', '|b1' or '|u1' (b1 and u1 only for bool, values 0/1) data in C order
 /// (fortran_order True with rank >= 2 is an error). Converts to the requested dtype when
-/// lossless: f32 -> f64, i32 -> i64, any integer -> f32/f64, bool -> anything. Narrowing
-/// (f64 -> f32, float -> integer, integer -> bool) is an error such as
-/// "x.npy: file holds f64 but parameter is f32". Unreadable, truncated or malformed files
-/// throw ValueError naming the path.
-Tensor readNpy(const std::string& path, DType dtype);
+/// exact: f32 -> f64, i32 -> i64, integers -> f32/f64 where every element is exactly
+/// representable (an element that is not is an error naming it). Narrowing (f64 -> f32,
+/// float -> integer, integer -> bool, bool -> a number) is an error such as
+/// "x.npy: file holds f64 but parameter is f32". Where the file's type differs from dtype,
+/// *converted (if given) says so ("x.npy holds f32 data, converted exactly to f64"), else it
+/// is cleared. Unreadable, truncated or malformed files throw ValueError naming the path.
+Tensor readNpy(const std::string& path, DType dtype, std::string* converted = nullptr);
+
+/// Reads a JSON file holding one value in parseValue's syntax (a number, a nested list, the
+/// strings "NaN", "Infinity", "-Infinity"). Errors name the path.
+Tensor readJson(const std::string& path, DType dtype);
 
 /// Writes a tensor as .npy format version 1.0, C order ('<f4', '<f8', '<i8' or '|b1').
 /// Throws ValueError if the file cannot be written.
@@ -40,8 +46,9 @@ void writeNpy(const std::string& path, const Tensor& t);
 /// A tensor as JSON text: a scalar as a number, a tensor as nested lists ("[[1,2],[3,4]]").
 /// Floats use the shortest representation that round-trips in the tensor's own dtype
 /// (0.1f prints as 0.1), integral values print without a decimal point ("54"); bool as
-/// true/false; NaN as NaN, infinities as Infinity/-Infinity (as Python's json module writes
-/// them). Zero-size dimensions print as [].
+/// true/false; NaN and the infinities as the strings "NaN", "Infinity", "-Infinity" (strict
+/// JSON has no non-finite numbers; this is protobuf's JSON mapping). Zero-size dimensions
+/// print as [].
 std::string toJson(const Tensor& t);
 
 /// The same formatting for human-readable output: lists get ", " separators

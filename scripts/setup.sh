@@ -3,7 +3,8 @@
 # Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ python3 llvm-19-dev llvm-19-tools libzstd-dev zlib1g-dev
-      libboost-dev libgtest-dev libbenchmark-dev valgrind)
+      libboost-dev libgtest-dev libbenchmark-dev valgrind
+      jq nodejs) # jq and nodejs: the tests that --json is strict JSON (skipped without them)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

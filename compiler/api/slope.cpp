@@ -111,6 +111,13 @@ Tensor copyOf(const View& v) {
   return t;
 }
 
+int64_t viewBytes(const View& v) {
+  int64_t n = static_cast<int64_t>(dtypeSize(v.dtype()));
+  for (int64_t e : v.shape())
+    n *= e; // validated: bindSizes / the result shapes checked the extents
+  return n;
+}
+
 /// Runs c on args. outs[r], where given, receives result r; the others are returned.
 std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
                         const std::vector<const View*>& outs) {
@@ -118,6 +125,12 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   for (const View& v : args)
     shapes.push_back({v.dtype(), v.shape()});
   auto sizes = bindSizes(c.f, shapes);
+  // Null data: the compiled code would dereference it. A view with no elements may be null
+  // (an empty std::vector's data()).
+  for (size_t k = 0; k < args.size(); ++k)
+    if (!args[k].data() && viewBytes(args[k]) > 0)
+      throw CallError("parameter '" + c.f.paramNames[k] + "' (" + c.sig.param_types[k] +
+                      "): the view's data pointer is null");
   size_t nr = c.f.body.yields.size();
   std::vector<std::vector<int64_t>> rshape;
   for (size_t r = 0; r < nr; ++r)
@@ -132,6 +145,31 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
       throw CallError(what + " must be " + typeString(want, rshape[r]) + ", got a view of " +
                       typeString(o->dtype(), o->shape()));
     if (!o->writable()) throw CallError(what + " needs a writable view");
+    if (!o->data() && viewBytes(*o) > 0)
+      throw CallError(what + ": the view's data pointer is null");
+  }
+  // An output that shares memory with an argument or another output would be read after it
+  // is overwritten (the C ABI forbids it): refuse, naming both.
+  auto name = [&](size_t r) {
+    return r < c.valueResults ? "result " + std::to_string(r + 1)
+                              : "gradient '" + c.wrt[r - c.valueResults] + "'";
+  };
+  auto overlap = [](const View& a, const View& b) {
+    auto pa = reinterpret_cast<uintptr_t>(a.data()), pb = reinterpret_cast<uintptr_t>(b.data());
+    auto na = static_cast<uintptr_t>(viewBytes(a)), nb = static_cast<uintptr_t>(viewBytes(b));
+    return na > 0 && nb > 0 && pa < pb + nb && pb < pa + na;
+  };
+  for (size_t r = 0; r < nr; ++r) {
+    const View* o = r < outs.size() ? outs[r] : nullptr;
+    if (!o) continue;
+    for (size_t k = 0; k < args.size(); ++k)
+      if (overlap(*o, args[k]))
+        throw CallError(name(r) + " overlaps parameter '" + c.f.paramNames[k] +
+                        "': an output must not share memory with an input");
+    for (size_t q = 0; q < r; ++q)
+      if (q < outs.size() && outs[q] && overlap(*o, *outs[q]))
+        throw CallError(name(r) + " overlaps " + name(q) +
+                        ": outputs must not share memory with each other");
   }
   std::vector<Tensor> owned(nr);
   try {
@@ -172,10 +210,31 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   return owned;
 }
 
-std::vector<View> views(const std::vector<Arg>& args) {
+/// The views of args for c's parameters; an integer passed by value for a float parameter
+/// becomes a float in `hold` when the float holds it exactly (f(2) for an f64 x).
+std::vector<View> views(const Compiled& c, const std::vector<Arg>& args,
+                        std::vector<Tensor>& hold) {
   std::vector<View> v;
-  for (const Arg& a : args)
-    v.push_back(a.view());
+  hold.reserve(args.size()); // views point into hold: no reallocation
+  for (size_t k = 0; k < args.size(); ++k) {
+    const Arg& a = args[k];
+    if (a.integer_literal() && k < c.f.paramTypes.size() && isFloat(c.f.paramTypes[k].dtype)) {
+      int64_t x =
+          a.view().dtype() == DType::I64 ? *static_cast<const int64_t*>(a.view().data()) : 0;
+      DType dt = c.f.paramTypes[k].dtype;
+      double d = static_cast<double>(x);
+      bool exact = dt == DType::F64 ? (d < 9223372036854775808.0 && static_cast<int64_t>(d) == x)
+                                    : (static_cast<int64_t>(static_cast<float>(x)) == x &&
+                                       static_cast<float>(x) < 9223372036854775808.0f);
+      if (!exact)
+        throw CallError("parameter '" + c.f.paramNames[k] + "' is " + dtypeName(dt) +
+                        ": the integer " + std::to_string(x) + " is not exactly representable");
+      hold.push_back(Tensor::scalar(dt, d));
+      v.push_back(View(hold.back()));
+    } else {
+      v.push_back(a.view());
+    }
+  }
   return v;
 }
 
@@ -201,7 +260,8 @@ const Tensor& GradientResult::gradient(const std::string& param) const {
 }
 
 Result Function::call(const std::vector<Arg>& args) const {
-  return Result(detail::run(*c_, detail::views(args), {}));
+  std::vector<Tensor> hold;
+  return Result(detail::run(*c_, detail::views(*c_, args, hold), {}));
 }
 
 void Function::call_into(const std::vector<Arg>& args, const std::vector<View>& results) const {
@@ -211,7 +271,8 @@ void Function::call_into(const std::vector<Arg>& args, const std::vector<View>& 
   std::vector<const View*> outs;
   for (const View& v : results)
     outs.push_back(&v);
-  detail::run(*c_, detail::views(args), outs);
+  std::vector<Tensor> hold;
+  detail::run(*c_, detail::views(*c_, args, hold), outs);
 }
 
 slope_fn Function::raw() const {
@@ -226,9 +287,9 @@ double Gradient::call(const std::vector<Arg>& all) const {
   if (all.size() != np + ng)
     throw CallError("'" + c_->sig.name + "' takes " + std::to_string(np) + " arguments and " +
                     std::to_string(ng) + " gradient views, got " + std::to_string(all.size()));
-  std::vector<View> args;
-  for (size_t k = 0; k < np; ++k)
-    args.push_back(all[k].view());
+  std::vector<Tensor> hold;
+  std::vector<View> args =
+      detail::views(*c_, std::vector<Arg>(all.begin(), all.begin() + static_cast<long>(np)), hold);
   std::vector<View> grads;
   for (size_t k = 0; k < ng; ++k)
     grads.push_back(all[np + k].view());
@@ -241,7 +302,8 @@ double Gradient::call(const std::vector<Arg>& all) const {
 }
 
 GradientResult Gradient::evaluate(const std::vector<Arg>& args) const {
-  std::vector<Tensor> r = detail::run(*c_, detail::views(args), {});
+  std::vector<Tensor> hold;
+  std::vector<Tensor> r = detail::run(*c_, detail::views(*c_, args, hold), {});
   GradientResult out;
   out.values.assign(r.begin(), r.begin() + static_cast<long>(c_->valueResults));
   out.gradients.assign(r.begin() + static_cast<long>(c_->valueResults), r.end());
@@ -331,8 +393,17 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   if (!p.hasFunction(name)) throw std::invalid_argument("no function '" + name + "'");
   ir::Function f = p.forward(name);
   std::vector<Tensor> in;
-  for (const Arg& a : args)
-    in.push_back(detail::copyOf(a.view()));
+  for (size_t k = 0; k < args.size(); ++k) {
+    const View& v = args[k].view();
+    if (!v.data())
+      throw CallError("parameter '" + (k < f.paramNames.size() ? f.paramNames[k] : "?") +
+                      "': the view's data pointer is null");
+    if (args[k].integer_literal() && k < f.paramTypes.size() && isFloat(f.paramTypes[k].dtype))
+      in.push_back(Tensor::scalar(f.paramTypes[k].dtype,
+                                  static_cast<double>(*static_cast<const int64_t*>(v.data()))));
+    else
+      in.push_back(detail::copyOf(v));
+  }
   GradCheckOptions o;
   o.grad = gradOptions(m.impl_->options);
   if (rtol >= 0) o.rtol = rtol;
@@ -350,8 +421,10 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   }
   GradientCheck out;
   out.passed = r.passed;
+  out.not_finite = r.notFinite;
   for (const auto& pc : r.params)
-    out.params.push_back(ParamCheck{pc.name, pc.maxAbsErr, pc.maxRelErr, pc.passed});
+    out.params.push_back(
+        ParamCheck{pc.name, pc.maxAbsErr, pc.maxRelErr, pc.passed, pc.elements, pc.checked});
   return out;
 }
 

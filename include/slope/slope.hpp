@@ -52,6 +52,8 @@ public:
 
 /// A non-owning view of caller memory: a pointer, a dtype and extents (dense, row-major).
 /// Scalars are views of rank 0. Gradient outputs must be views of writable memory.
+/// A call throws CallError, naming the parameter, for a null pointer (unless the view has no
+/// elements) and for a result or gradient view that overlaps an argument or another output.
 class View {
 public:
   View(double* p, std::vector<int64_t> shape) : View(p, DType::F64, std::move(shape), true) {}
@@ -88,6 +90,8 @@ private:
 };
 
 /// An argument: a view, or a scalar passed by value (`f(2.0)`, `f(3)` for an i64 parameter).
+/// An integer passed by value for a float parameter (`f(2)` for an f64 x) is converted when
+/// the float holds it exactly, and is a CallError otherwise.
 class Arg {
 public:
   Arg(const View& v) : view_(v) {}
@@ -96,7 +100,8 @@ public:
   Arg(double x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F64, x))), view_(*owned_) {}
   Arg(float x) : owned_(std::make_shared<Tensor>(Tensor::scalar(DType::F32, x))), view_(*owned_) {}
   Arg(int64_t x)
-      : owned_(std::make_shared<Tensor>(DType::I64, std::vector<int64_t>{})), view_(*owned_) {
+      : owned_(std::make_shared<Tensor>(DType::I64, std::vector<int64_t>{})), view_(*owned_),
+        integer_(true) {
     owned_->setI(0, x);
   }
   Arg(int x) : Arg(static_cast<int64_t>(x)) {}
@@ -105,10 +110,13 @@ public:
     owned_->setI(0, x);
   }
   const View& view() const { return view_; }
+  /// Whether this is an integer passed by value (which converts to a float parameter).
+  bool integer_literal() const { return integer_; }
 
 private:
   std::shared_ptr<Tensor> owned_;
   View view_;
+  bool integer_ = false;
 };
 
 /// What a call returns: the function's results, owned. A single scalar result converts to
@@ -237,11 +245,16 @@ struct ParamCheck {
   double max_abs_err = 0;
   double max_rel_err = 0;
   bool passed = true;
+  int64_t elements = 0; // the parameter's element count
+  int64_t checked = 0;  // how many were compared (a random subset of at most 1000)
 };
 
 struct GradientCheck {
   bool passed = true;
   std::vector<ParamCheck> params;
+  /// Where the value or the gradient is not finite at args: why (no comparison was made and
+  /// passed is false). Empty otherwise.
+  std::string not_finite;
 };
 
 /// Compares reverse mode with central finite differences at `args` (what `slopec check`

@@ -1,5 +1,6 @@
 # lit configuration for Slope's golden tests: `// RUN: %slopec ... | FileCheck %s`.
 import os
+import shutil
 import lit.formats
 
 config.name = "slope"
@@ -11,3 +12,7 @@ config.test_exec_root = os.path.join(config.slope_obj_root, "tests", "lit")
 config.substitutions.append(("%slopec", config.slopec))
 config.substitutions.append(("%samples", os.path.join(config.slope_src_root, "samples")))
 config.environment["PATH"] = os.pathsep.join([config.llvm_tools_dir, os.environ.get("PATH", "")])
+# Tools some tests need (scripts/setup.sh installs them); tests say REQUIRES: jq / node.
+for tool in ["jq", "node"]:
+    if shutil.which(tool):
+        config.available_features.add(tool)

@@ -195,6 +195,8 @@ TEST(Api, CheckGradient) {
   ASSERT_EQ(c.params.size(), 1u);
   EXPECT_EQ(c.params[0].name, "x");
   EXPECT_LT(c.params[0].max_rel_err, 1e-6);
+  EXPECT_EQ(c.params[0].checked, 4);
+  EXPECT_EQ(c.params[0].elements, 4);
 }
 
 TEST(Api, SafeToCallFromSeveralThreads) {
@@ -223,3 +225,88 @@ TEST(Api, SafeToCallFromSeveralThreads) {
 }
 
 } // namespace
+
+namespace {
+
+/// The message of the CallError that `call` throws ("" when it throws none).
+template <class F> std::string callError(F call) {
+  try {
+    call();
+  } catch (const slope::CallError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+} // namespace
+
+TEST(Api, NullDataIsACallErrorNamingTheParameter) {
+  slope::Module m = slope::compile_string(kSrc);
+  std::string e = callError([&] { m.function("bowl")(slope::View((double*)nullptr, {2})); });
+  // bowl takes a matrix: the rank is wrong first; a vector function gets to the pointer.
+  EXPECT_FALSE(e.empty());
+  e = callError([&] { m.function("scale")(slope::View((double*)nullptr, {2}), 2.0); });
+  EXPECT_NE(e.find("parameter 'x'"), std::string::npos) << e;
+  EXPECT_NE(e.find("null"), std::string::npos) << e;
+  double x[4] = {1, 2, 3, 4};
+  e = callError([&] {
+    m.gradient("bowl")(slope::View(x, {2, 2}), slope::View((double*)nullptr, {2, 2}));
+  });
+  EXPECT_NE(e.find("gradient 'x'"), std::string::npos) << e;
+  EXPECT_NE(e.find("null"), std::string::npos) << e;
+  e = callError([&] {
+    slope::check_gradient(m, "scale", {slope::View((double*)nullptr, {2}), 2.0});
+  });
+  EXPECT_NE(e.find("parameter 'x'"), std::string::npos) << e;
+}
+
+TEST(Api, GradientBufferOverlappingAnInputIsACallError) {
+  slope::Module m = slope::compile_string(kSrc);
+  double x[4] = {1, 2, 3, 4};
+  std::string e = callError([&] {
+    m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(x, {2, 2}));
+  });
+  EXPECT_NE(e.find("gradient 'x' overlaps parameter 'x'"), std::string::npos) << e;
+  // Partly overlapping.
+  double buf[6] = {1, 2, 3, 4, 5, 6};
+  e = callError([&] {
+    m.gradient("bowl")(slope::View(buf, {2, 2}), slope::View(buf + 2, {2, 2}));
+  });
+  EXPECT_NE(e.find("overlaps"), std::string::npos) << e;
+  // Two gradient buffers sharing memory.
+  const char* two = "fn f(a: f64[n], b: f64[n]) -> f64 { sum(a * b) }";
+  slope::Module m2 = slope::compile_string(two);
+  double a[2] = {1, 2}, b[2] = {3, 4}, g[3];
+  e = callError([&] {
+    m2.gradient("f")(slope::View(a, {2}), slope::View(b, {2}), slope::View(g, {2}),
+                     slope::View(g + 1, {2}));
+  });
+  EXPECT_NE(e.find("gradient 'b' overlaps gradient 'a'"), std::string::npos) << e;
+  // call_into: a result over an input.
+  e = callError([&] {
+    m.function("scale").call_into({slope::View(a, {2}), 2.0}, {slope::View(a, {2})});
+  });
+  EXPECT_NE(e.find("result 1 overlaps parameter 'x'"), std::string::npos) << e;
+  // Adjacent, not overlapping: fine.
+  double ab[4] = {1, 2, 0, 0};
+  EXPECT_NO_THROW(
+      m.function("scale").call_into({slope::View(ab, {2}), 2.0}, {slope::View(ab + 2, {2})}));
+  EXPECT_EQ(ab[3], 4);
+}
+
+TEST(Api, IntegerForAFloatParameterConvertsWhenExact) {
+  slope::Module m = slope::compile_string(kSrc);
+  double y = m.function("quadratic")(2); // an int for an f64 x
+  EXPECT_EQ(y, 15);
+  double x[2] = {1, 2};
+  slope::Result r = m.function("scale")(slope::View(x, {2}), 3);
+  EXPECT_EQ(r[0].getF(1), 6);
+  double g = 0;
+  EXPECT_EQ(m.gradient("quadratic")(2, slope::View(g)), 15);
+  EXPECT_EQ(g, 11);
+  // Not exactly representable in f64: refused, naming the parameter.
+  std::string e = callError([&] { m.function("quadratic")(int64_t(9007199254740993)); });
+  EXPECT_NE(e.find("parameter 'x'"), std::string::npos) << e;
+  // An i64 parameter still takes an integer.
+  EXPECT_EQ(static_cast<double>(m.function("pick")(slope::View(x, {2}), 1)), 2);
+}

@@ -119,8 +119,12 @@ TEST(ParseValue, Scalars) {
   EXPECT_EQ(parseValue("inf", DType::F64).getF(0), std::numeric_limits<double>::infinity());
   EXPECT_EQ(parseValue("-inf", DType::F64).getF(0), -std::numeric_limits<double>::infinity());
   EXPECT_EQ(parseValue("Infinity", DType::F32).getF(0), std::numeric_limits<double>::infinity());
-  EXPECT_EQ(parseValue("true", DType::F64).getF(0), 1.0);
-  EXPECT_EQ(parseValue("false", DType::F64).getF(0), 0.0);
+  // The strings --json writes for non-finite numbers.
+  EXPECT_TRUE(std::isnan(parseValue("\"NaN\"", DType::F64).getF(0)));
+  EXPECT_EQ(parseValue("\"Infinity\"", DType::F32).getF(0),
+            std::numeric_limits<double>::infinity());
+  EXPECT_EQ(parseValue("[1, \"-Infinity\"]", DType::F64).getF(1),
+            -std::numeric_limits<double>::infinity());
   // Underflow gives zero / subnormals rather than an error.
   EXPECT_EQ(parseValue("1e-400", DType::F64).getF(0), 0.0);
   EXPECT_EQ(parseValue("1e-310", DType::F64).getF(0), 1e-310);
@@ -146,7 +150,6 @@ TEST(ParseValue, I64) {
             std::numeric_limits<int64_t>::min());
   EXPECT_EQ(parseValue("2.0", DType::I64).getI(0), 2);
   EXPECT_EQ(parseValue("1e3", DType::I64).getI(0), 1000);
-  EXPECT_EQ(parseValue("true", DType::I64).getI(0), 1);
   Tensor l = parseValue("[[1, 2], [3, 4]]", DType::I64);
   EXPECT_EQ(l.shape(), (std::vector<int64_t>{2, 2}));
   EXPECT_EQ(l.getI(3), 4);
@@ -180,7 +183,7 @@ TEST(ParseValue, NestedLists) {
   EXPECT_EQ(r3.shape(), (std::vector<int64_t>{3, 2, 1}));
   EXPECT_EQ(values(r3), (std::vector<double>{1, 2, 3, 4, 5, 6}));
 
-  Tensor mixed = parseValue("[nan, -inf, 1e3, true]", DType::F64);
+  Tensor mixed = parseValue("[nan, -inf, 1e3, 1]", DType::F64);
   EXPECT_TRUE(std::isnan(mixed.getF(0)));
   EXPECT_EQ(mixed.getF(1), -std::numeric_limits<double>::infinity());
   EXPECT_EQ(mixed.getF(2), 1000.0);
@@ -228,6 +231,13 @@ TEST(ParseValue, Errors) {
   expectParseError("nan", DType::I64, "i64 value cannot be nan");
   expectParseError("-inf", DType::I64, "i64 value cannot be infinite");
   expectParseError("2", DType::Bool, "bool value must be true, false, 0 or 1");
+  // A bool where a number belongs (a label column of true/false for an i64 parameter).
+  expectParseError("[0,true]", DType::I64,
+                   "expected a number, got the bool 'true' for i64 at column 4");
+  expectParseError("false", DType::F64, "got the bool 'false' for f64");
+  expectParseError("\"NaN\"", DType::I64, "i64 value cannot be NaN");
+  expectParseError("\"nan\"", DType::F64, "the only strings accepted are");
+  expectParseError("\"NaN", DType::F64, "unterminated string");
   expectParseError("nan", DType::Bool, "bool value must be true, false, 0 or 1");
   expectParseError("yes", DType::Bool, "bool value must be true, false, 0 or 1");
 }
@@ -394,12 +404,30 @@ TEST(Npy, Conversions) {
                           std::string("\x01\x07", 2)));
     expectValueError([&] { readNpy(p, DType::Bool); }, "u8 element 1 is 7");
   }
-  // b1 -> anything.
+  // b1 -> bool only: a bool is not a number, as on the command line.
   {
     writeBytes(p, makeNpy(1, "{'descr': '|b1', 'fortran_order': False, 'shape': (2,), }",
                           std::string("\x01\x00", 2)));
     EXPECT_EQ(values(readNpy(p, DType::Bool)), (std::vector<double>{1, 0}));
-    EXPECT_EQ(values(readNpy(p, DType::F32)), (std::vector<double>{1, 0}));
+    expectValueError([&] { readNpy(p, DType::F32); }, "file holds bool but parameter is f32");
+  }
+  // Integers convert to floats only where every element is exact; the conversion is reported.
+  {
+    std::string data;
+    appendLE(data, static_cast<uint64_t>(int64_t(16777216)), 8);
+    appendLE(data, static_cast<uint64_t>(int64_t(16777217)), 8);
+    writeBytes(p, makeNpy(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", data));
+    std::string note;
+    EXPECT_EQ(values(readNpy(p, DType::F64, &note)), (std::vector<double>{16777216, 16777217}));
+    EXPECT_EQ(note, p + " holds i64 data, converted exactly to f64");
+    expectValueError([&] { readNpy(p, DType::F32); },
+                     "element 1 (16777217) is not exactly representable in f32");
+    readNpy(p, DType::I64, &note);
+    EXPECT_EQ(note, "");
+    std::string big;
+    appendLE(big, static_cast<uint64_t>(int64_t(9007199254740993)), 8);
+    writeBytes(p, makeNpy(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (), }", big));
+    expectValueError([&] { readNpy(p, DType::F64); }, "not exactly representable in f64");
   }
 }
 
@@ -549,9 +577,10 @@ TEST(Format, Scalars) {
 
   const double nan = std::numeric_limits<double>::quiet_NaN();
   const double inf = std::numeric_limits<double>::infinity();
-  EXPECT_EQ(toJson(Tensor::scalar(DType::F64, nan)), "NaN");
-  EXPECT_EQ(toJson(Tensor::scalar(DType::F64, inf)), "Infinity");
-  EXPECT_EQ(toJson(Tensor::scalar(DType::F32, -inf)), "-Infinity");
+  // Strict JSON: non-finite numbers are strings.
+  EXPECT_EQ(toJson(Tensor::scalar(DType::F64, nan)), "\"NaN\"");
+  EXPECT_EQ(toJson(Tensor::scalar(DType::F64, inf)), "\"Infinity\"");
+  EXPECT_EQ(toJson(Tensor::scalar(DType::F32, -inf)), "\"-Infinity\"");
   EXPECT_EQ(toText(Tensor::scalar(DType::F64, nan)), "nan");
   EXPECT_EQ(toText(Tensor::scalar(DType::F64, inf)), "inf");
   EXPECT_EQ(toText(Tensor::scalar(DType::F32, -inf)), "-inf");
@@ -569,7 +598,11 @@ TEST(Format, Nested) {
   EXPECT_EQ(toJson(t), "[[4,6],[8,10]]");
   EXPECT_EQ(toText(t), "[[4, 6], [8, 10]]");
   Tensor f = parseValue("[0.1, 0.2, nan, -inf]", DType::F32);
-  EXPECT_EQ(toJson(f), "[0.1,0.2,NaN,-Infinity]");
+  EXPECT_EQ(toJson(f), "[0.1,0.2,\"NaN\",\"-Infinity\"]");
+  // What toJson writes, parseValue reads back.
+  Tensor back = parseValue(toJson(f), DType::F32);
+  EXPECT_TRUE(std::isnan(back.getF(2)));
+  EXPECT_EQ(back.getF(3), -std::numeric_limits<double>::infinity());
   EXPECT_EQ(toText(f), "[0.1, 0.2, nan, -inf]");
   EXPECT_EQ(toJson(parseValue("[[[1],[2]]]", DType::I64)), "[[[1],[2]]]");
   EXPECT_EQ(toText(parseValue("[true, 0]", DType::Bool)), "[true, false]");
@@ -590,9 +623,10 @@ TEST(Format, FormatNumber) {
   EXPECT_EQ(formatNumber(1, DType::Bool, true), "true");
   EXPECT_EQ(formatNumber(0, DType::Bool, false), "false");
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  EXPECT_EQ(formatNumber(nan, DType::F64, true), "NaN");
+  EXPECT_EQ(formatNumber(nan, DType::F64, true), "\"NaN\"");
   EXPECT_EQ(formatNumber(nan, DType::F32, false), "nan");
-  EXPECT_EQ(formatNumber(-std::numeric_limits<double>::infinity(), DType::F64, true), "-Infinity");
+  EXPECT_EQ(formatNumber(-std::numeric_limits<double>::infinity(), DType::F64, true),
+            "\"-Infinity\"");
   EXPECT_EQ(formatNumber(1e300, DType::F32, true), "1e+300"); // not an f32; no UB, no crash
 }
 
@@ -615,4 +649,18 @@ TEST(Format, ParsesBackToSameValues) {
     Tensor fback = parseValue(fs, DType::F32);
     EXPECT_EQ(std::memcmp(fback.raw(), &f, 4), 0) << fs;
   }
+}
+
+TEST(Json, ReadsAFileWithTheStringsJsonWrites) {
+  TempDir dir;
+  std::string p = dir.file("x.json");
+  writeBytes(p, "[[1, 2.5], [\"NaN\", \"-Infinity\"]]\n");
+  Tensor t = readJson(p, DType::F64);
+  EXPECT_EQ(t.shape(), (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(t.getF(1), 2.5);
+  EXPECT_TRUE(std::isnan(t.getF(2)));
+  expectValueError([&] { readJson(p, DType::I64); }, p + ": ");
+  expectValueError([&] { readJson(dir.file("missing.json"), DType::F64); }, "cannot open file");
+  writeBytes(p, "[1, 2");
+  expectValueError([&] { readJson(p, DType::F64); }, p + ": unexpected end of value");
 }

@@ -2,7 +2,7 @@
 //
 //   slopec eval  FILE [--fn NAME] [ARG=VALUE ...] [--no-grad] [--wrt a,b] [--seed-out S] [--json]
 //   slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S] [--rtol R]
-//                     [--atol A] [--json]
+//                     [--atol A] [--step H] [--max-elements K] [--json]
 //   slopec grad  FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
 //
 // Exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error.
@@ -14,14 +14,19 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/support/checked.hpp"
 #include "runtime/io.hpp"
 
+#include <charconv>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <new>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -64,18 +69,36 @@ const char* kEvalHelp =
 
 Evaluates the function (default: the first in FILE) at the given arguments and, for a scalar
 float result, its gradient with respect to every float parameter (or those in --wrt).
-VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]') or @PATH.npy.
+VALUE is a number (2.5), a nested list ('[[1,2],[3,4]]'), @PATH.json or @PATH.npy; the
+strings "NaN", "Infinity" and "-Infinity" stand for the non-finite numbers (as --json writes
+them); true and false only for bool parameters. A file of f32 or integer data for an f64
+parameter is converted when every value converts exactly (a note on stderr says so), and
+refused otherwise.
 A tensor- or tuple-valued function gets a vector-Jacobian product when --seed-out gives the
-output cotangent: 'ones', a number (every element), a nested list or @PATH.npy.
+output cotangent: 'ones', a number (every element), a nested list, @PATH.json or @PATH.npy;
+for a tuple with several float elements, a list with one cotangent per float element
+('[[1,0,2], 1]'). A scalar function takes no --seed-out (its gradient is seeded with 1).
+--json prints strict JSON: non-finite numbers are the strings "NaN", "Infinity", "-Infinity".
 )";
 
 const char* kCheckHelp =
     R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
-                    [--rtol R] [--atol A] [--json]
+                    [--rtol R] [--atol A] [--step H] [--max-elements K] [--json]
 
-Compares the reverse-mode gradient with central finite differences for every float
-parameter, at random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or
-at the given ARG=VALUE arguments. Without --fn, checks every function in FILE.
+Compares the reverse-mode gradient with finite differences for every float parameter, at
+random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or at the given
+ARG=VALUE arguments. Without --fn, checks every function in FILE.
+
+Each element is differenced at a step scaled by its magnitude (cbrt(eps) max(1, |x|)), at
+that step and twice it, extrapolated (Richardson); an element passes when the error is
+within rtol |fd| + atol plus the finite difference's own error: its truncation, estimated
+from the two steps, and the rounding of the function's value, measured once per check. Where
+rounding dominates, steps 10 and 100 times larger are tried too. --step H fixes the step.
+A parameter with more than K elements (--max-elements, default 1000; fewer by default when
+the inputs are very large) is checked on a random subset; the count is reported.
+Where the value or the gradient is not finite at a draw, check draws again (up to 20 times;
+the last 10 draws take positive floats) and reports the draws it discarded and why; where no
+draw works it fails, printing the inputs, and asks for ARG=VALUE.
 Default tolerances: f64 rtol 1e-5 atol 1e-7; f32 rtol 2e-3 atol 1e-4.
 Exit status 0 when every parameter passes, 1 otherwise.
 )";
@@ -104,11 +127,13 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
   std::map<std::string, int64_t> sizes;
-  std::optional<double> rtol, atol;
+  std::optional<double> rtol, atol, step;
+  std::optional<int64_t> maxElements;
   uint64_t seed = 0;
   GradOptions checkpoint; // --checkpoint
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
        grad = false;
+  std::set<std::string> given; // the options on the command line, for the per-command audit
 };
 
 std::vector<std::string> splitComma(const std::string& s) {
@@ -131,6 +156,30 @@ double parseNumber(const std::string& flag, const std::string& v) {
   }
 }
 
+/// A tolerance: a finite number >= 0 (a negative one would fail every element, or with
+/// rtol pass any error of the opposite sign's scale: never what was meant).
+double parseTolerance(const std::string& flag, const std::string& v) {
+  double d = parseNumber(flag, v);
+  if (!(d >= 0) || !std::isfinite(d))
+    throw Usage(flag + " needs a finite number >= 0, got '" + v + "'");
+  return d;
+}
+
+/// A whole number in [lo, hi] written in decimal, with no sign trickery; `what` names it.
+uint64_t parseUnsigned(const std::string& what, const std::string& v, uint64_t lo, uint64_t hi) {
+  uint64_t n = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (v.empty() || ptr != v.data() + v.size() ||
+      (ec != std::errc() && ec != std::errc::result_out_of_range))
+    throw Usage(what + " needs an integer from " + std::to_string(lo) + " to " +
+                std::to_string(hi) + ", got '" + v + "'");
+  if (ec == std::errc::result_out_of_range || n > hi)
+    throw Usage(what + " = " + v + " is too large (at most " + std::to_string(hi) + ")");
+  if (n < lo)
+    throw Usage(what + " needs an integer from " + std::to_string(lo) + " to " +
+                std::to_string(hi) + ", got '" + v + "'");
+  return n;
+}
 /// --checkpoint=N | sqrt | revolve:S | memory:BYTES[k|M|G]
 GradOptions parseCheckpoint(const std::string& flag, const std::string& v) {
   const char* usage = " takes N (every N iterations), 'sqrt', 'revolve:S' (at most S states) or "
@@ -185,6 +234,11 @@ Args parseArgs(int argc, char** argv) {
       s = s.substr(0, s.find('='));
       if (inl.empty()) throw Usage(s + " needs a value");
     }
+    static const std::set<std::string> kOptions = {
+        "--stats", "--checkpoint", "--grad",  "--json",     "--no-grad",     "--interp",
+        "--fn",    "--emit",       "-o",      "--seed-out", "--wrt",         "--rtol",
+        "--atol",  "--seed",       "--sizes", "--step",     "--max-elements"};
+    if (kOptions.count(s) && !a.given.insert(s).second) throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
     else if (s == "--version")
@@ -212,22 +266,31 @@ Args parseArgs(int argc, char** argv) {
     else if (s == "--wrt")
       a.wrt = splitComma(value(s, inl));
     else if (s == "--rtol")
-      a.rtol = parseNumber(s, value(s, inl));
+      a.rtol = parseTolerance(s, value(s, inl));
     else if (s == "--atol")
-      a.atol = parseNumber(s, value(s, inl));
-    else if (s == "--seed") {
-      double d = parseNumber(s, value(s, inl));
-      if (d < 0 || d != std::floor(d)) throw Usage("--seed needs a non-negative integer");
-      a.seed = static_cast<uint64_t>(d);
+      a.atol = parseTolerance(s, value(s, inl));
+    else if (s == "--step") {
+      std::string v = value(s, inl);
+      double d = parseNumber(s, v);
+      if (!(d > 0) || !std::isfinite(d))
+        throw Usage("--step needs a finite number > 0, got '" + v + "'");
+      a.step = d;
+    } else if (s == "--max-elements") {
+      a.maxElements = static_cast<int64_t>(parseUnsigned(s, value(s, inl), 1, INT64_MAX));
+    } else if (s == "--seed") {
+      a.seed = parseUnsigned(s, value(s, inl), 0, UINT64_MAX);
     } else if (s == "--sizes") {
       for (const auto& kv : splitComma(value(s, inl))) {
         auto eq = kv.find('=');
         if (eq == std::string::npos || eq == 0)
           throw Usage("--sizes takes NAME=N,..., got '" + kv + "'");
-        double d = parseNumber("--sizes " + kv.substr(0, eq), kv.substr(eq + 1));
-        if (d < 1 || d != std::floor(d) || d > 1e9)
-          throw Usage("size '" + kv.substr(0, eq) + "' must be a positive integer");
-        a.sizes[kv.substr(0, eq)] = static_cast<int64_t>(d);
+        std::string name = kv.substr(0, eq), v = kv.substr(eq + 1);
+        if (a.sizes.count(name)) throw Usage("--sizes gives size '" + name + "' twice");
+        if (!v.empty() && v[0] == '-')
+          throw Usage("size '" + name + "' must be a positive integer, got '" + v + "'");
+        uint64_t n = parseUnsigned("size '" + name + "'", v, 0, INT64_MAX);
+        if (n == 0) throw Usage("size '" + name + "' must be a positive integer, got '" + v + "'");
+        a.sizes[name] = static_cast<int64_t>(n);
       }
     } else if (s.size() > 1 && s[0] == '-' &&
                !(s.size() > 1 && (std::isdigit(static_cast<unsigned char>(s[1])) || s[1] == '.'))) {
@@ -308,8 +371,23 @@ std::string pickFunction(const Args& a, const Program& p) {
   return p.functionNames().front();
 }
 
-Tensor readValue(const std::string& text, DType dt) {
-  if (!text.empty() && text[0] == '@') return readNpy(text.substr(1), dt);
+bool endsWith(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+/// A value as given on the command line: a number, a nested list, @PATH.json or @PATH.npy.
+/// A file whose data converts to the parameter's type (f32 or integers for f64) is converted
+/// exactly, and a note on stderr says so.
+Tensor readValue(const std::string& what, const std::string& text, DType dt) {
+  if (!text.empty() && text[0] == '@') {
+    std::string path = text.substr(1);
+    if (endsWith(path, ".json")) return readJson(path, dt);
+    std::string note;
+    Tensor t = readNpy(path, dt, &note);
+    if (!note.empty()) std::cerr << "slopec: note: " << what << ": " << note << "\n";
+    return t;
+  }
   return parseValue(text, dt);
 }
 
@@ -328,7 +406,7 @@ std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f
     }
     if (out[k]) throw Usage("argument '" + name + "' is given twice");
     try {
-      out[k] = readValue(text, f.paramTypes[k].dtype);
+      out[k] = readValue("argument '" + name + "'", text, f.paramTypes[k].dtype);
     } catch (const ValueError& e) {
       throw Usage("argument '" + name + "': " + e.what());
     }
@@ -338,6 +416,142 @@ std::vector<std::optional<Tensor>> bindArgs(const Args& a, const ir::Function& f
       if (!out[k])
         throw Usage("missing argument '" + f.paramNames[k] + "' (" + f.paramTypes[k].str() + ")");
   return out;
+}
+
+/// Every --sizes name must be a size of one of the functions (a typo must not pass silently).
+void checkSizeNames(const Args& a, const Program& p, const std::vector<std::string>& names) {
+  std::set<std::string> known;
+  for (const auto& n : names)
+    for (const auto& s : p.forward(n).sizeNames())
+      known.insert(s);
+  for (const auto& [n, v] : a.sizes)
+    if (!known.count(n)) {
+      std::string list;
+      for (const auto& k : known)
+        list += (list.empty() ? "" : ", ") + k;
+      throw Usage(
+          "--sizes: " +
+          (names.size() == 1 ? "'" + names[0] + "' has" : "no function in '" + a.file + "' has") +
+          " no size '" + n + "'" +
+          (list.empty() ? std::string(" (it has no sizes)") : " (sizes: " + list + ")"));
+    }
+}
+
+/// The items of a top-level JSON list, as text ("[[1,2], 3]" -> "[1,2]", "3"); nullopt
+/// when text is not a list.
+std::optional<std::vector<std::string>> splitList(const std::string& text) {
+  size_t b = text.find_first_not_of(" \t\r\n"), e = text.find_last_not_of(" \t\r\n");
+  if (b == std::string::npos || text[b] != '[' || text[e] != ']') return std::nullopt;
+  std::vector<std::string> items;
+  int depth = 0;
+  bool inString = false;
+  size_t start = b + 1;
+  for (size_t i = b + 1; i < e; ++i) {
+    char c = text[i];
+    if (c == '"') inString = !inString;
+    if (inString) continue;
+    if (c == '[') ++depth;
+    if (c == ']') --depth;
+    if (c == ',' && depth == 0) {
+      items.push_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  items.push_back(text.substr(start, e - start));
+  return items;
+}
+
+/// Fails before anything large is allocated when `bytes` exceed the machine's memory.
+void checkMemory(int64_t bytes, const std::string& what, const std::string& detail) {
+  if (bytes > checked::physicalMemory())
+    throw checked::SizeError(what + " is too large: it needs about " + std::to_string(bytes) +
+                             " bytes (" + detail + "), more than this machine's " +
+                             std::to_string(checked::physicalMemory()) + " bytes of memory");
+}
+
+int64_t tensorBytes(const ir::Type& t, const std::map<std::string, int64_t>& sizes) {
+  int64_t n = static_cast<int64_t>(dtypeSize(t.dtype));
+  for (const Poly& p : t.shape) {
+    auto v = p.eval(sizes);
+    if (!v || *v < 0) return 0;
+    auto r = checked::mul(n, *v);
+    n = r ? *r : INT64_MAX;
+  }
+  return n;
+}
+
+int64_t addSat(int64_t a, int64_t b) {
+  auto r = checked::add(a, b);
+  return r ? *r : INT64_MAX;
+}
+
+/// The output cotangents for a tensor or tuple result from --seed-out: 'ones', a number
+/// (every element of every float result), or a value per float result (a list with one
+/// entry per float element of a tuple; for a single float result, its value).
+std::vector<Tensor> seedsFor(const Args& a, const std::string& name,
+                             const std::vector<Tensor>& value) {
+  std::vector<size_t> fl;
+  for (size_t r = 0; r < value.size(); ++r)
+    if (isFloat(value[r].dtype())) fl.push_back(r);
+  if (fl.empty()) throw Usage("--seed-out: '" + name + "' has no float result to seed");
+  std::vector<Tensor> given(fl.size());
+  try {
+    if (a.seedOut == "ones") {
+      for (size_t k = 0; k < fl.size(); ++k)
+        given[k] = Tensor::scalar(value[fl[k]].dtype(), 1);
+    } else if (fl.size() == 1) {
+      given[0] = readValue("--seed-out", a.seedOut, value[fl[0]].dtype());
+    } else {
+      std::string text = a.seedOut;
+      if (!text.empty() && text[0] == '@') {
+        if (!endsWith(text, ".json"))
+          throw Usage("--seed-out: '" + name + "' returns " + std::to_string(fl.size()) +
+                      " float results; an .npy file holds one array: give a .json file or a "
+                      "list with one cotangent per result");
+        std::ifstream in(a.seedOut.substr(1), std::ios::binary);
+        if (!in) throw ValueError(a.seedOut.substr(1) + ": cannot open file");
+        text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      }
+      auto items = splitList(text);
+      if (!items) {
+        for (size_t k = 0; k < fl.size(); ++k) {
+          given[k] = parseValue(text, value[fl[k]].dtype());
+          if (given[k].rank() != 0)
+            throw Usage("--seed-out: '" + name + "' returns " + std::to_string(fl.size()) +
+                        " float results: give a number, 'ones' or a list of one cotangent per "
+                        "result");
+        }
+      } else {
+        if (items->size() != fl.size())
+          throw Usage("--seed-out: '" + name + "' returns " + std::to_string(fl.size()) +
+                      " float results, so the list needs one cotangent per result, got " +
+                      std::to_string(items->size()));
+        for (size_t k = 0; k < fl.size(); ++k)
+          given[k] = parseValue((*items)[k], value[fl[k]].dtype());
+      }
+    }
+  } catch (const ValueError& e) {
+    throw Usage(std::string("--seed-out: ") + e.what());
+  }
+  std::vector<Tensor> seeds;
+  for (size_t k = 0; k < fl.size(); ++k) {
+    const Tensor& r = value[fl[k]];
+    if (given[k].rank() == 0) { // a number seeds every element with it
+      Tensor s(r.dtype(), r.shape());
+      for (int64_t i = 0; i < s.numel(); ++i)
+        s.setF(i, given[k].getF(0));
+      seeds.push_back(s);
+    } else if (given[k].shape() != r.shape()) {
+      throw Usage("--seed-out: " +
+                  (fl.size() > 1 ? "the cotangent of result " + std::to_string(fl[k] + 1)
+                                 : std::string("the cotangent")) +
+                  " must be " + typeString(r.dtype(), r.shape()) + " (or a number), got " +
+                  given[k].typeString());
+    } else {
+      seeds.push_back(given[k]);
+    }
+  }
+  return seeds;
 }
 
 int runEval(const Args& a) {
@@ -350,41 +564,52 @@ int runEval(const Args& a) {
   for (auto& t : opt)
     args.push_back(*t);
 
+  auto sizes = bindSizes(f, args);
+  f.deriveSizes(sizes);
+  {
+    int64_t res = 0;
+    for (int y : f.body.yields)
+      res = addSat(res, tensorBytes(f.types[y], sizes));
+    int64_t buf = ir::peakBufferBytes(f, sizes);
+    checkMemory(addSat(res, buf), "evaluating '" + name + "' at these arguments",
+                std::to_string(res) + " for the results, " + std::to_string(buf) +
+                    " for its buffers");
+  }
+
   auto runner = makeRunner(a);
   std::vector<Tensor> value = runner->prepare(f)(args);
   bool scalarLoss = value.size() == 1 && isFloat(value[0].dtype()) && value[0].rank() == 0;
+  if (scalarLoss && !a.seedOut.empty())
+    throw Usage("--seed-out is for tensor- and tuple-valued functions; '" + name +
+                "' returns a float scalar, whose gradient is seeded with 1");
   bool wantGrad = !a.noGrad && (scalarLoss || !a.seedOut.empty());
   bool anyFloat = false;
   for (const auto& t : f.paramTypes)
     anyFloat = anyFloat || isFloat(t.dtype);
-  if (!a.wrt.empty() && !wantGrad && !a.noGrad)
+  if (!a.wrt.empty() && !wantGrad)
     throw Usage("'" + name + "' does not return a float scalar; give --seed-out for a gradient");
+  if (!a.wrt.empty() && !anyFloat)
+    throw Usage("--wrt: '" + name + "' has no float parameter to differentiate");
 
   std::vector<std::string> wrtNames;
   std::vector<Tensor> grads;
   if (wantGrad && anyFloat) {
     wrtNames = resolveWrt(f, a.wrt);
-    Runnable g = runner->prepare(p->gradient(name, a.wrt, a.checkpoint));
+    ir::Function gf = p->gradient(name, a.wrt, a.checkpoint);
     std::vector<Tensor> gargs = args;
-    if (!scalarLoss) {
-      for (const Tensor& r : value) {
-        if (!isFloat(r.dtype())) continue;
-        Tensor s(r.dtype(), r.shape());
-        Tensor given;
-        try {
-          given =
-              a.seedOut == "ones" ? Tensor::scalar(r.dtype(), 1) : readValue(a.seedOut, r.dtype());
-        } catch (const ValueError& e) {
-          throw Usage(std::string("--seed-out: ") + e.what());
-        }
-        if (given.rank() == 0) // a number seeds every element with it
-          for (int64_t i = 0; i < s.numel(); ++i)
-            s.setF(i, given.getF(0));
-        else
-          s = given;
-        gargs.push_back(s);
-      }
-    }
+    if (!scalarLoss)
+      for (Tensor& s : seedsFor(a, name, value))
+        gargs.push_back(std::move(s));
+    auto gsizes = bindSizes(gf, gargs);
+    gf.deriveSizes(gsizes);
+    int64_t res = 0;
+    for (int y : gf.body.yields)
+      res = addSat(res, tensorBytes(gf.types[y], gsizes));
+    int64_t buf = ir::peakBufferBytes(gf, gsizes);
+    checkMemory(addSat(res, buf), "the gradient of '" + name + "' at these arguments",
+                std::to_string(res) + " for the value and gradients, " + std::to_string(buf) +
+                    " for its buffers and tape");
+    Runnable g = runner->prepare(gf);
     std::vector<Tensor> out;
     try {
       out = g(gargs);
@@ -392,6 +617,8 @@ int runEval(const Args& a) {
       throw Usage(std::string("--seed-out: ") + e.what());
     }
     grads.assign(out.begin() + static_cast<long>(value.size()), out.end());
+  } else if (!a.seedOut.empty() && !a.noGrad) {
+    seedsFor(a, name, value); // a malformed --seed-out is an error even with nothing to seed
   }
 
   auto valueText = [&](bool json) {
@@ -419,6 +646,28 @@ int runEval(const Args& a) {
   return kOk;
 }
 
+/// The shape of parameter k at these sizes (3 for any not given), as randomArgs draws it.
+std::vector<int64_t> drawnShape(const ir::Type& t, const std::map<std::string, int64_t>& sizes) {
+  std::vector<int64_t> shape;
+  for (const Poly& p : t.shape) {
+    std::map<std::string, int64_t> all = sizes;
+    for (const auto& n : p.names())
+      if (!all.count(n)) all[n] = 3;
+    auto v = p.eval(all);
+    shape.push_back(v ? *v : 0);
+  }
+  return shape;
+}
+
+/// An argument for a message: the whole tensor when small, else its type and first elements.
+std::string describeArg(const Tensor& t) {
+  if (t.numel() <= 12) return toText(t);
+  std::string s = t.typeString() + " starting ";
+  for (int64_t i = 0; i < 6; ++i)
+    s += (i ? ", " : "") + formatNumber(t.getF(i), t.dtype(), false);
+  return s + ", ...";
+}
+
 int runCheck(const Args& a) {
   const Program* p = load(a);
   if (!p) return kBad;
@@ -428,7 +677,7 @@ int runCheck(const Args& a) {
   std::vector<std::string> jsonParts;
   auto runner = makeRunner(a);
   // Checking every function: an ARG=VALUE applies to each function that has that parameter,
-  // and must fit at least one.
+  // and must fit at least one; so must a --sizes name.
   if (a.fn.empty())
     for (const auto& [arg, text] : a.values) {
       bool used = false;
@@ -437,23 +686,30 @@ int runCheck(const Args& a) {
           used = used || pn == arg;
       if (!used) throw Usage("no function in '" + a.file + "' has a parameter '" + arg + "'");
     }
+  checkSizeNames(a, *p, names);
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
     auto given = bindArgs(a, f, true, a.fn.empty());
-    // Sizes: --sizes, then whatever the given arguments fix, then 3.
-    std::map<std::string, int64_t> sizes = a.sizes;
+    // Sizes: --sizes, then whatever the given arguments fix, then 3. A given argument that
+    // contradicts --sizes is an error, not a silent override.
+    std::map<std::string, int64_t> sizes;
+    for (const auto& n : f.sizeNames())
+      if (a.sizes.count(n)) sizes[n] = a.sizes.at(n);
     for (size_t k = 0; k < given.size(); ++k) {
       if (!given[k]) continue;
       const ir::Type& t = f.paramTypes[k];
       for (int d = 0; d < t.rank() && d < given[k]->rank(); ++d) {
         auto ns = t.shape[d].names();
-        if (ns.size() == 1 && t.shape[d] == Poly::var(ns[0]) && !sizes.count(ns[0]))
-          sizes[ns[0]] = given[k]->shape()[d];
+        if (ns.size() != 1 || !(t.shape[d] == Poly::var(ns[0]))) continue;
+        int64_t e = given[k]->shape()[d];
+        if (a.sizes.count(ns[0]) && a.sizes.at(ns[0]) != e)
+          throw Usage("--sizes " + ns[0] + "=" + std::to_string(a.sizes.at(ns[0])) +
+                      " contradicts argument '" + f.paramNames[k] + "': its dimension " +
+                      std::to_string(d + 1) + " (size '" + ns[0] + "') has extent " +
+                      std::to_string(e));
+        if (!sizes.count(ns[0])) sizes[ns[0]] = e;
       }
     }
-    std::vector<Tensor> args = randomArgs(f, sizes, a.seed);
-    for (size_t k = 0; k < given.size(); ++k)
-      if (given[k]) args[k] = *given[k];
     bool anyFloat = false;
     for (const auto& t : f.paramTypes)
       anyFloat = anyFloat || isFloat(t.dtype);
@@ -466,31 +722,139 @@ int runCheck(const Args& a) {
         std::cout << name << ": skipped (no float parameters)\n";
       continue;
     }
+    // Memory, before anything is drawn: the arguments and their f64 copies (5 in all, with
+    // the copies the differences perturb), the gradients, and the gradient's buffers.
+    {
+      std::map<std::string, int64_t> all = sizes;
+      int64_t argBytes = 0;
+      for (size_t k = 0; k < f.params.size(); ++k) {
+        std::vector<int64_t> shape = drawnShape(f.paramTypes[k], sizes);
+        ir::Type t = f.paramTypes[k];
+        int64_t n = static_cast<int64_t>(isFloat(t.dtype) ? 8 : dtypeSize(t.dtype));
+        for (int64_t e : shape) {
+          auto r = checked::mul(n, e);
+          n = r ? *r : INT64_MAX;
+        }
+        argBytes = addSat(argBytes, n);
+        for (size_t d = 0; d < shape.size(); ++d) {
+          auto ns = t.shape[d].names();
+          if (ns.size() == 1 && t.shape[d] == Poly::var(ns[0])) all[ns[0]] = shape[d];
+        }
+      }
+      int64_t buf = 0;
+      try {
+        ir::Function g = p->gradient(name, {}, a.checkpoint);
+        f.deriveSizes(all);
+        buf = ir::peakBufferBytes(g, all);
+      } catch (const std::exception&) {
+      }
+      int64_t total = addSat(addSat(argBytes, argBytes),
+                             addSat(addSat(argBytes, argBytes), addSat(argBytes, argBytes)));
+      std::string at;
+      for (const auto& [n, v] : sizes)
+        at += (at.empty() ? " at " : ", ") + n + "=" + std::to_string(v);
+      checkMemory(addSat(total, buf), "checking '" + name + "'" + at,
+                  std::to_string(argBytes) + " for the arguments, 6 copies of them, and " +
+                      std::to_string(buf) + " for the gradient's buffers");
+    }
     GradCheckOptions o;
     o.rtol = a.rtol;
     o.atol = a.atol;
     o.seed = a.seed;
     o.grad = a.checkpoint;
-    GradCheckResult r = checkGradient(f, args, o, runner.get());
+    o.step = a.step;
+    o.maxElements = a.maxElements;
+    DrawnCheck dc = checkDrawn(f, given, sizes, o, runner.get());
+    const GradCheckResult& r = dc.result;
     all = all && r.passed;
+    int discardedTotal = 0;
+    std::string discardedText, discardedJson;
+    for (const auto& [why, n] : dc.discarded) {
+      discardedTotal += n;
+      discardedText +=
+          std::string(discardedText.empty() ? "" : "; ") + why + " (" + std::to_string(n) + ")";
+      discardedJson += std::string(discardedJson.empty() ? "" : ", ") + jsonString(why) + ": " +
+                       std::to_string(n);
+    }
+    std::string inputs, inputsJson;
+    if (!r.notFinite.empty())
+      for (size_t k = 0; k < f.params.size(); ++k) {
+        inputs += "    " + f.paramNames[k] + " = " + describeArg(dc.args[k]) +
+                  (given[k] ? " (given)" : "") + "\n";
+        inputsJson +=
+            std::string(inputsJson.empty() ? "" : ", ") + jsonString(f.paramNames[k]) + ": " +
+            (dc.args[k].numel() <= 12 ? toJson(dc.args[k]) : jsonString(describeArg(dc.args[k])));
+      }
     if (a.json) {
-      std::string s = "{\"function\": " + jsonString(name) +
-                      ", \"passed\": " + (r.passed ? "true" : "false") + ", \"params\": {";
+      std::string s =
+          "{\"function\": " + jsonString(name) + ", \"passed\": " + (r.passed ? "true" : "false") +
+          ", \"draws\": " + std::to_string(dc.draws) + ", \"discarded\": {" + discardedJson + "}";
+      if (!r.notFinite.empty())
+        s += ", \"error\": " +
+             jsonString((dc.draws > 1 ? "not finite at any of " + std::to_string(dc.draws) +
+                                            " random draws; the last: "
+                                      : std::string("not finite at the given arguments: ")) +
+                        r.notFinite) +
+             ", \"inputs\": {" + inputsJson + "}";
+      s += ", \"params\": {";
       for (size_t k = 0; k < r.params.size(); ++k) {
         const auto& pc = r.params[k];
         s += (k ? ", " : "") + jsonString(pc.name) +
              ": {\"max_abs_err\": " + num(pc.maxAbsErr, true) +
              ", \"max_rel_err\": " + num(pc.maxRelErr, true) +
+             ", \"checked\": " + std::to_string(pc.checked) +
+             ", \"elements\": " + std::to_string(pc.elements) +
              ", \"passed\": " + (pc.passed ? "true" : "false") + "}";
       }
       jsonParts.push_back(s + "}}");
     } else {
       std::cout << name << ": " << (r.passed ? "pass" : "FAIL") << "\n";
-      for (const auto& pc : r.params) {
-        char buf[160];
-        std::snprintf(buf, sizeof buf, "  %-12s max_abs_err %-10.3g max_rel_err %-10.3g %s\n",
+      if (r.notFinite.empty() && discardedTotal)
+        std::cout << "  discarded " << discardedTotal << " of " << dc.draws
+                  << " random draws where the function is not finite: " << discardedText
+                  << (dc.positive ? "; the draw used has positive floats (|N(0,1)| + 0.1)" : "")
+                  << "\n";
+      if (!r.notFinite.empty()) {
+        if (dc.draws > 1)
+          std::cout << "  not finite at any of " << dc.draws << " random draws (" << discardedText
+                    << "; and the last: " << r.notFinite << "); the last draw was:\n";
+        else
+          std::cout << "  not finite at the given arguments: " << r.notFinite << ":\n";
+        std::cout << inputs << "  give the arguments as ARG=VALUE where '" << name
+                  << "' and its gradient are finite\n";
+      }
+      for (size_t q = 0; q < r.params.size(); ++q) {
+        const auto& pc = r.params[q];
+        char buf[256];
+        std::snprintf(buf, sizeof buf, "  %-12s max_abs_err %-10.3g max_rel_err %-10.3g %s",
                       pc.name.c_str(), pc.maxAbsErr, pc.maxRelErr, pc.passed ? "pass" : "FAIL");
         std::cout << buf;
+        if (pc.checked < pc.elements)
+          std::cout << "  (" << pc.checked << " of " << pc.elements << " elements)";
+        std::cout << "\n";
+        if (!pc.passed) {
+          // The parameter's position among f's: params lists the float ones in order.
+          size_t k = 0;
+          for (size_t seen = 0; k < f.params.size(); ++k)
+            if (isFloat(f.paramTypes[k].dtype) && seen++ == q) break;
+          std::string at = pc.name;
+          if (k < dc.args.size() && dc.args[k].rank() > 0) {
+            std::vector<int64_t> idx(dc.args[k].shape().size());
+            int64_t i = pc.worst;
+            for (size_t d = idx.size(); d-- > 0;) {
+              idx[d] = i % dc.args[k].shape()[d];
+              i /= dc.args[k].shape()[d];
+            }
+            for (size_t d = 0; d < idx.size(); ++d)
+              at += (d ? ", " : "[") + std::to_string(idx[d]);
+            at += "]";
+          }
+          std::snprintf(buf, sizeof buf,
+                        "    worst at %s: reverse mode %.17g, finite differences %.17g "
+                        "(+/- %.3g)\n",
+                        at.c_str(), pc.worstAd, pc.worstFd, pc.worstBound);
+          std::cout << buf;
+        }
       }
     }
   }
@@ -516,6 +880,7 @@ int runStats(const Args& a) {
   if (!p) return kBad;
   std::vector<std::string> names =
       a.fn.empty() ? p->functionNames() : std::vector<std::string>{pickFunction(a, *p)};
+  checkSizeNames(a, *p, names);
   std::vector<std::string> parts;
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
@@ -638,8 +1003,53 @@ int runGraph(const Args& a) {
   return kOk;
 }
 
+/// INTERFACE.md: an option a command does not use is an error, never silently ignored.
+void audit(const Args& a) {
+  static const std::map<std::string, std::set<std::string>> kAllowed = {
+      {"eval", {"--fn", "--no-grad", "--wrt", "--seed-out", "--json", "--interp", "--checkpoint"}},
+      {"check",
+       {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
+        "--interp", "--checkpoint"}},
+      {"grad",
+       {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
+      {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
+  };
+  auto it = kAllowed.find(a.command);
+  if (it == kAllowed.end()) return; // an unknown command is reported by run()
+  const std::string& c = a.command;
+  for (const auto& o : a.given)
+    if (!it->second.count(o)) {
+      std::string why;
+      if (o == "-o") why = " (it writes to stdout: redirect it, e.g. > out.json)";
+      if (o == "--no-grad" && c == "check") why = " (check compares gradients)";
+      if (o == "--json" && c == "graph") why = " (it prints Graphviz DOT)";
+      if (o == "--interp" && c == "grad")
+        why = " (it runs nothing; --stats counts on the evaluator)";
+      throw Usage("'" + c + "' does not take " + o + why);
+    }
+  auto has = [&](const char* o) { return a.given.count(o) > 0; };
+  if ((c == "grad" || c == "graph") && !a.values.empty())
+    throw Usage("'" + c + "' takes no ARG=VALUE arguments, got '" + a.values[0].first + "=" +
+                a.values[0].second + "'");
+  if (c == "eval" && has("--no-grad"))
+    for (const char* o : {"--wrt", "--seed-out", "--checkpoint"})
+      if (has(o)) throw Usage(std::string("--no-grad contradicts ") + o);
+  if (c == "grad") {
+    if (has("--stats"))
+      for (const char* o : {"--emit", "-o"})
+        if (has(o)) throw Usage(std::string("--stats prints counts; it does not take ") + o);
+    if (!has("--stats"))
+      for (const char* o : {"--sizes", "--seed", "--json"})
+        if (has(o)) throw Usage(std::string(o) + " is used only with --stats");
+  }
+  if (c == "graph" && !has("--grad"))
+    for (const char* o : {"--wrt", "--checkpoint"})
+      if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradient)");
+}
+
 int run(int argc, char** argv) {
   Args a = parseArgs(argc, argv);
+  if (!a.help && !a.version) audit(a);
   if (a.version) {
     std::cout << "slopec " << SLOPE_VERSION << "\n";
     return kOk;
@@ -697,6 +1107,11 @@ int main(int argc, char** argv) {
     return kBad;
   } catch (const std::length_error& e) { // a size that overflows or does not fit in memory
     std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
+  } catch (const std::bad_alloc&) { // what the size checks did not foresee
+    std::cerr << "slopec: error: out of memory: the inputs or the buffers of this function do "
+                 "not fit in this machine's "
+              << checked::physicalMemory() << " bytes of memory (try smaller sizes)\n";
     return kBad;
   } catch (const std::exception& e) {
     std::cerr << "slopec: internal error: " << e.what() << "\n";
