@@ -58,7 +58,7 @@ void Reverse::reverseBody(const Block& fb, const std::vector<int>& idx,
                           const std::function<int()>& seed) {
   pushScope(&fb);
   mapArgs(fb, idx);
-  emitClone(fb);
+  emitClone(recomputeOf(fb));
   size_t mark = b_.current().body.size();
   int y = fb.yields[0];
   if (active(y)) accumulate(y, seed());
@@ -353,7 +353,7 @@ void Reverse::structural(const Instr& in, int buf) {
     int c = primal(in.args[0]);
     auto branch = [&](const Block& blk) {
       pushScope(&blk);
-      emitClone(blk);
+      emitClone(recomputeOf(blk));
       size_t mark = b_.current().body.size();
       int y = blk.yields[0];
       if (t.rank() == 0)
@@ -397,6 +397,8 @@ ir::Function Reverse::run(const std::vector<std::string>& wrtIn) {
     saveOverwritten(out_.body, alloc);
     for (auto& [loop, tape] : loopTapes_)
       saveOverwritten(tape.body, alloc);
+    for (auto& [region, body] : recompute_)
+      saveOverwritten(body, alloc);
     out_.body.body.insert(out_.body.body.begin(), alloc.begin(), alloc.end());
   }
   // The forward code's own top-level var writes remember what they overwrite (those inside

@@ -257,10 +257,16 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       // A comprehension's or reduction's body runs once per index, and its reversal
       // recomputes it per index: a loop inside it keeps no value tape of its own (one indexed
       // by the loop's step alone would hold the last index's values).
-      tapeLoops(oi.regions[r], si.regions[r], depth + 1,
-                underRoot || root || segmentRoot ||
-                    (ir::opKind(si.op) == ir::OpKind::Region && si.op != Op::If &&
-                     si.op != Op::For));
+      tapeLoops(
+          oi.regions[r], si.regions[r], depth + 1,
+          underRoot || root || segmentRoot ||
+              (ir::opKind(si.op) == ir::OpKind::Region && si.op != Op::If && si.op != Op::For));
+    if (!sequential)
+      for (size_t r = 0; r < si.regions.size(); ++r) {
+        bool writes = false;
+        ir::forEachInstr(si.regions[r], [&](const Instr& i) { writes |= i.op == Op::BufStore; });
+        if (writes) recompute_[&si.regions[r]] = oi.regions[r];
+      }
     ir::forEachInstr(si.regions.empty() ? Block{} : si.regions[0], [&](const Instr& i) {
       if (i.op == Op::Load) readBefore_.insert(i.args[0]);
     });
@@ -606,7 +612,7 @@ void Reverse::reverseLoop(const Instr& in) {
           at.push_back(primal(a));
         storeAt(primal(st.args[0]), where, b_.load(primal(saved->second.buffer), at, "", {}, true));
       }
-      if (active) reverseIteration(body, body, idx);
+      if (active) reverseIteration(body, recomputeOf(body), idx);
       return -1;
     });
     return;

@@ -108,6 +108,13 @@ private:
     for (size_t k = 0; k < fb.args.size(); ++k)
       primal_[fb.args[k]] = idx[k];
   }
+  /// A region body (comprehension, reduction, `if` branch, element-wise loop) as its reversal
+  /// recomputes it: with the tape code of the loops with state inside it and the saves of
+  /// what its var writes overwrite (see recompute_); fb itself when it writes no var.
+  const Block& recomputeOf(const Block& fb) const {
+    auto it = recompute_.find(&fb);
+    return it == recompute_.end() ? fb : it->second;
+  }
   /// Reverses one iteration of a loop body at index values idx: recompute `recompute` (the
   /// body, with whatever tape code it carries), then run the body's adjoint.
   void reverseIteration(const Block& body, const Block& recompute, const std::vector<int>& idx) {
@@ -236,6 +243,14 @@ private:
   int checkpoints_ = 0;
   int advances_ = 0; // size.def names of binomial checkpointing's forward runs
   std::map<const Instr*, LoopTape> loopTapes_; // sequential loops of src_
+  /// Region bodies of src_ that write vars -> the same bodies with the forward sweep's
+  /// bookkeeping (state tapes and undo logs of the loops inside, old values of element-wise
+  /// writes). Such a region runs once per index (or per enclosing iteration), and that
+  /// bookkeeping lives in buffers its own run fills, indexed by a loop's step or an element
+  /// at most: the forward sweep leaves them holding the last index's values. Its reversal at
+  /// an index recomputes this copy, which refills them (into fresh buffers, or the shared
+  /// old-value buffers) for that index before its adjoint reads them.
+  std::map<const Block*, Block> recompute_;
   bool activityChanged_ = false;
   int userLoopDepth_ = 0; // user loops (for with state) around the instruction analyze() is at
   void structural(const Instr& in, int buf);

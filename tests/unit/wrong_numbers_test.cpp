@@ -175,6 +175,56 @@ TEST_P(WrongNumbers, LoopInsideAComprehension) {
   expectValues(r[1], {0, 9, 0, 0, 0, 0, 0, 0, 0}, 1e-12, "dA");
 }
 
+// Found by the random programs (seed 3377 again, after the fix above): a loop carrying a var,
+// inlined into a comprehension, kept its state tape (the var at each step) in a buffer that
+// each index's run refilled, and reversing the comprehension at every r read the last r's
+// states. g(a) = a^3, so f = sum(x^3) and df/dx = 3 x^2 (it gave x^2 + 3 x + 9: w = 3, 9).
+TEST_P(WrongNumbers, StateOfALoopInsideAComprehension) {
+  const char* src = "fn f(x: f64[n]) -> f64 {\n"
+                    "  let y[r: n] = g(x[r]);\n"
+                    "  sum(y)\n}\n"
+                    "fn g(a: f64) -> f64 {\n"
+                    "  var w = a;\n"
+                    "  for t in 0..2 { w = a * w; }\n"
+                    "  w\n}";
+  auto r = valueAndGradient(src, "f", {vec({1, 2, 3})}, GetParam());
+  expectValues(r[0], {36}, 1e-12, "value");
+  expectValues(r[1], {3, 12, 27}, 1e-12, "dx");
+}
+
+// The same inside an `if` branch inside a reduction: the branch's reversal recomputed the
+// loop without refilling its tape. f = 1^3 + 2 * 2 + 3^3 (x[1] < 0 takes the other branch).
+TEST_P(WrongNumbers, StateOfALoopInABranchInsideAReduction) {
+  const char* src = "fn f(x: f64[n]) -> f64 {\n"
+                    "  sum[r: n](g(x[r]))\n}\n"
+                    "fn g(a: f64) -> f64 {\n"
+                    "  if a > 0.0 { cube(a) } else { -2 * a }\n}\n"
+                    "fn cube(a: f64) -> f64 {\n"
+                    "  var w = a;\n"
+                    "  for t in 0..2 { w = a * w; }\n"
+                    "  w\n}";
+  auto r = valueAndGradient(src, "f", {vec({1, -2, 3})}, GetParam());
+  expectValues(r[0], {32}, 1e-12, "value");
+  expectValues(r[1], {3, -2, 27}, 1e-12, "dx");
+}
+
+// No loop at all: a whole-var write inlined into a comprehension saves what it overwrites in
+// a buffer the size of the var, which each index's run refilled, and the reversal of the
+// sum(w * w) before it read the last r's w. g(a) = 2 a^2 + 6 a: df/dx = 4 x + 6.
+TEST_P(WrongNumbers, OverwrittenVarInsideAComprehension) {
+  const char* src = "fn f(x: f64[n]) -> f64 {\n"
+                    "  let y[r: n] = g(x[r]);\n"
+                    "  sum(y)\n}\n"
+                    "fn g(a: f64) -> f64 {\n"
+                    "  var w = ones(f64[2]) * a;\n"
+                    "  let s = sum(w * w);\n"
+                    "  w = ones(f64[2]) * 3.0;\n"
+                    "  s + a * sum(w)\n}";
+  auto r = valueAndGradient(src, "f", {vec({1, 2, 3})}, GetParam());
+  expectValues(r[0], {64}, 1e-12, "value");
+  expectValues(r[1], {10, 14, 18}, 1e-12, "dx");
+}
+
 // Bug 3: constants that differ after the sixth decimal were one constant to CSE, so a
 // folded sin(0.01) = 0.0099998333 became 0.01. Folding gives libm's value, to the bit.
 TEST_P(WrongNumbers, FoldedConstantsKeepEveryBit) {
