@@ -192,7 +192,7 @@ void BM_Gmm10k_Objective(benchmark::State& st) {
   for (auto _ : st)
     benchmark::DoNotOptimize(static_cast<double>(
         f(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-          slope::View(g.logdiag.data(), {g.K, g.d}), slope::View(g.lower.data(), {g.K, g.l()}),
+          slope::View(g.icf.data(), {g.K, g.t()}),
           slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m)));
 }
 

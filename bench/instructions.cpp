@@ -43,11 +43,11 @@ int main(int argc, char** argv) {
         slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
     slope::Function obj = gm.function("gmm");
     (void)obj.raw(); // compile before counting
-    (void)gm.gradient("gmm", {"alphas", "means", "logdiag", "lower"}).raw();
+    (void)gm.gradient("gmm", {"alphas", "means", "icf"}).raw();
     CALLGRIND_START_INSTRUMENTATION;
     if (what == "gmm-objective")
       r = obj(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-              slope::View(g.logdiag.data(), {g.K, g.d}), slope::View(g.lower.data(), {g.K, g.l()}),
+              slope::View(g.icf.data(), {g.K, g.t()}),
               slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m);
     else
       r = adbench::runGmm(gm, g).objective;

@@ -2418,6 +2418,14 @@ bool Lowerer::lowerStmtAt(const ast::Stmt& s) {
       });
       result.srcName = s.name;
       result.type.weak = t.weak;
+      // A computed extent that may be negative fails the call at the extent, not the statement.
+      for (size_t k = 0; k < nu; ++k)
+        if (s.indices[k].extent && !provable(extents[k]))
+          for (auto it = b_->current().body.rbegin(); it != b_->current().body.rend(); ++it)
+            if (it->result == result.value && it->op == Op::Comp) {
+              it->loc = s.indices[k].extent->range;
+              break;
+            }
     } else {
       result.type = errorType();
     }

@@ -114,6 +114,7 @@ private:
       bool tripCount = dynamic(p);
       if (!p.provablyNonNegative() || tripCount) {
         int site = addSite(tripCount ? kTripCountSite : "", loc);
+        sites_[site].extent = p.str();
         check(B_.CreateICmpSGE(e, i64(0)), SLOPE_ERR_EXTENT, site, 0, e, i64(0));
       }
       out.push_back(e);

@@ -65,7 +65,8 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e,
     if (site.tensor == codegen::kTripCountSite)
       throw EvalError(site.loc, "the loop's trip count (its upper bound minus its lower bound) "
                                 "overflows i64");
-    throw EvalError(site.loc, "a computed extent is negative");
+    // Worded as the evaluator words it (compiler/eval/interp.cpp).
+    throw EvalError(site.loc, "extent " + site.extent + " is negative (" + std::to_string(e.index) + ")");
   case SLOPE_ERR_SIZE:
     if (e.index < 0) throw EvalError(site.loc, "a buffer's size overflows i64");
     throw EvalError(site.loc, "a buffer needs " + std::to_string(e.index) +

@@ -17,6 +17,7 @@ namespace slope::codegen {
 struct Site {
   std::string tensor; // the tensor a subscript indexes, if any (kTripCountSite: a loop)
   SrcRange loc;
+  std::string extent; // SLOPE_ERR_EXTENT: the extent, as the evaluator names it
 };
 /// Site::tensor of a loop whose trip count (hi - lo) overflowed i64.
 inline constexpr const char* kTripCountSite = "#trips";

@@ -1128,6 +1128,31 @@ bool noDearer(const ir::Function& a, const ir::Function& b) {
 
 } // namespace
 
+/// digamma, lgamma's derivative, is an op of the IR but not a function of the language
+/// (LANGUAGE.md), so a printed gradient that calls it carries its definition in Slope: the
+/// recurrence psi(x) = psi(x + 10) - sum 1 / (x + k) up to x + 10 >= 10.5, the asymptotic
+/// series there (error below 1e-15), and the reflection psi(x) = psi(1 - x) - pi / tan(pi x)
+/// below 0.5. It agrees with the compiled digamma (compiler/support/special.cpp) to about
+/// 1e-14 relative, away from the poles.
+static std::string digammaSource(const std::string& t) {
+  return "\n// lgamma's derivative, written out: the language has no digamma.\n"
+         "fn digamma(x: " + t + ") -> " + t + " {\n"
+         "    let pi = 3.141592653589793;\n"
+         "    let r = if x < 0.5 { 1 - x } else { x };\n"
+         "    var s = " + t + "(0);\n"
+         "    var y = r;\n"
+         "    for k in 0..10 {\n"
+         "        s = s - 1 / y;\n"
+         "        y = y + 1;\n"
+         "    }\n"
+         "    let z = 1 / (y * y);\n"
+         "    let series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132 - z "
+         "* (691 / 32760 - z / 12))))));\n"
+         "    let psi = s + log(y) - 0.5 / y - series;\n"
+         "    if x < 0.5 { psi - pi / tan(pi * x) } else { psi }\n"
+         "}\n";
+}
+
 std::string printSlope(const ir::Function& gradient) {
   std::string out;
   try {
@@ -1161,6 +1186,14 @@ std::string printSlope(const ir::Function& gradient) {
   } catch (const NotPrintable& e) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +
                           "' as Slope source: " + e.what());
+  }
+  bool usesDigamma = false;
+  ir::forEachInstr(gradient.body, [&](const ir::Instr& i) { usesDigamma |= i.op == Op::Digamma; });
+  if (usesDigamma) {
+    bool f32 = false;
+    for (const ir::Type& t : gradient.paramTypes)
+      f32 = f32 || t.dtype == DType::F32;
+    out += digammaSource(f32 ? "f32" : "f64");
   }
   return out;
 }

@@ -16,10 +16,11 @@ namespace adbench {
 
 struct GmmInput {
   int64_t d = 0, K = 0, n = 0;
-  std::vector<double> alphas, means, logdiag, lower, x;
+  std::vector<double> alphas, means, icf, x; // icf as ADBench lays it out: K rows of t()
   double gamma = 0;
   int64_t m = 0;
   int64_t l() const { return d * (d - 1) / 2; }
+  int64_t t() const { return d + l(); }
 };
 
 inline GmmInput readGmm(const std::string& path, bool replicatePoint = false) {
@@ -36,13 +37,7 @@ inline GmmInput readGmm(const std::string& path, bool replicatePoint = false) {
   };
   read(g.alphas, g.K);
   read(g.means, g.K * g.d);
-  std::vector<double> icf;
-  read(icf, g.K * (g.d + g.l()));
-  for (int64_t k = 0; k < g.K; ++k) {
-    const double* row = &icf[static_cast<size_t>(k * (g.d + g.l()))];
-    g.logdiag.insert(g.logdiag.end(), row, row + g.d);
-    g.lower.insert(g.lower.end(), row + g.d, row + g.d + g.l());
-  }
+  read(g.icf, g.K * g.t());
   int64_t stored = replicatePoint ? 1 : g.n;
   read(g.x, stored * g.d);
   if (replicatePoint)
@@ -60,25 +55,16 @@ struct GmmResult {
 
 /// The objective and its gradient with respect to alphas, means and icf.
 inline GmmResult runGmm(const slope::Module& m, GmmInput& g) {
-  slope::Gradient grad = m.gradient("gmm", {"alphas", "means", "logdiag", "lower"});
-  std::vector<double> da(g.alphas.size()), dm(g.means.size()), dq(g.logdiag.size()),
-      dl(g.lower.size());
-  // d = 1 has no lower triangle; the language needs extents >= 1, so pass one unused zero.
-  std::vector<double> lower = g.lower.empty() ? std::vector<double>(g.K, 0.0) : g.lower;
-  std::vector<double> dlower(lower.size());
-  int64_t l = g.l() ? g.l() : 1;
+  slope::Gradient grad = m.gradient("gmm", {"alphas", "means", "icf"});
+  std::vector<double> da(g.alphas.size()), dm(g.means.size()), dicf(g.icf.size());
   GmmResult r;
   r.objective = grad(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-                     slope::View(g.logdiag.data(), {g.K, g.d}), slope::View(lower.data(), {g.K, l}),
-                     slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m,
-                     slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
-                     slope::View(dq.data(), {g.K, g.d}), slope::View(dlower.data(), {g.K, l}));
+                     slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
+                     g.gamma, g.m, slope::View(da.data(), {g.K}),
+                     slope::View(dm.data(), {g.K, g.d}), slope::View(dicf.data(), {g.K, g.t()}));
   r.gradient = da;
   r.gradient.insert(r.gradient.end(), dm.begin(), dm.end());
-  for (int64_t k = 0; k < g.K; ++k) {
-    r.gradient.insert(r.gradient.end(), dq.begin() + k * g.d, dq.begin() + (k + 1) * g.d);
-    r.gradient.insert(r.gradient.end(), dlower.begin() + k * l, dlower.begin() + k * l + g.l());
-  }
+  r.gradient.insert(r.gradient.end(), dicf.begin(), dicf.end());
   return r;
 }
 
