@@ -192,8 +192,8 @@ void BM_Gmm10k_Objective(benchmark::State& st) {
   for (auto _ : st)
     benchmark::DoNotOptimize(static_cast<double>(
         f(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-          slope::View(g.icf.data(), {g.K, g.t()}),
-          slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m)));
+          slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma,
+          g.m)));
 }
 
 void BM_Gmm10k_Gradient(benchmark::State& st) {

@@ -47,8 +47,8 @@ int main(int argc, char** argv) {
     CALLGRIND_START_INSTRUMENTATION;
     if (what == "gmm-objective")
       r = obj(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-              slope::View(g.icf.data(), {g.K, g.t()}),
-              slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m);
+              slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma,
+              g.m);
     else
       r = adbench::runGmm(gm, g).objective;
     CALLGRIND_STOP_INSTRUMENTATION;

@@ -92,7 +92,6 @@ struct Ix {
   bool proven;
 };
 
-
 const std::map<std::string, Op>& unaryFunctions() {
   static const std::map<std::string, Op> m = {
       {"exp", Op::Exp},         {"log", Op::Log},       {"log1p", Op::Log1p},
@@ -409,7 +408,8 @@ std::optional<Poly> Lowerer::extentOfUnchecked(const Expr& e) {
     if (!a) return std::nullopt;
     for (const std::string& n : a->names())
       if (n.find('#') != std::string::npos) {
-        error(e.args[0]->range, "div in an extent takes sizes, not values computed in the function");
+        error(e.args[0]->range,
+              "div in an extent takes sizes, not values computed in the function");
         return std::nullopt;
       }
     if (a->isConst()) return Poly(std::max<int64_t>(*a->constValue(), 0) / k.ival);

@@ -1017,8 +1017,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
     llvm::Value* ok = B_.CreateICmpSGE(poly(c.cond), i64(0));
     for (const Poly& g : c.guards)
       ok = B_.CreateOr(ok, B_.CreateICmpSLT(poly(g), i64(1)));
-    check(ok, SLOPE_ERR_ENTRY, addSite("", c.loc), static_cast<int>(k), poly(c.got),
-          poly(c.limit));
+    check(ok, SLOPE_ERR_ENTRY, addSite("", c.loc), static_cast<int>(k), poly(c.got), poly(c.limit));
   }
   block(f_.body);
   for (size_t k = 0; k < nr; ++k) {

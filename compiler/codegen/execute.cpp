@@ -53,8 +53,7 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e,
                                   "': dimension " + std::to_string(e.dim) + " has extent " +
                                   std::to_string(e.extent));
   case SLOPE_ERR_ENTRY:
-    if (e.dim >= 0 && e.dim < static_cast<int>(c.entryChecks.size()))
-    {
+    if (e.dim >= 0 && e.dim < static_cast<int>(c.entryChecks.size())) {
       std::pair<int64_t, int64_t> values{e.index, e.extent};
       throw EvalError(site.loc, c.entryChecks[e.dim].message(
                                     sizes ? *sizes : std::map<std::string, int64_t>{}, &values));
@@ -66,7 +65,8 @@ void throwCallFailure(const codegen::CompiledFunction& c, const slope_error& e,
       throw EvalError(site.loc, "the loop's trip count (its upper bound minus its lower bound) "
                                 "overflows i64");
     // Worded as the evaluator words it (compiler/eval/interp.cpp).
-    throw EvalError(site.loc, "extent " + site.extent + " is negative (" + std::to_string(e.index) + ")");
+    throw EvalError(site.loc,
+                    "extent " + site.extent + " is negative (" + std::to_string(e.index) + ")");
   case SLOPE_ERR_SIZE:
     if (e.index < 0) throw EvalError(site.loc, "a buffer's size overflows i64");
     throw EvalError(site.loc, "a buffer needs " + std::to_string(e.index) +

@@ -82,12 +82,12 @@ struct DerivedSize {
 struct EntryCheck {
   Poly cond;
   std::vector<Poly> guards;
-  std::string what;    // "subscript 'i' of 'icf' (dimension 1)"
-  std::string needs;   // the condition as the user would write it: "D <= T"
-  bool lower = false;  // the subscript's smallest value may be negative (else: its largest
-                       // may reach the extent)
-  Poly got, limit;     // the subscript's extreme value, and the extent it must stay below
-  SrcRange loc;        // the subscript
+  std::string what;   // "subscript 'i' of 'icf' (dimension 1)"
+  std::string needs;  // the condition as the user would write it: "D <= T"
+  bool lower = false; // the subscript's smallest value may be negative (else: its largest
+                      // may reach the extent)
+  Poly got, limit;    // the subscript's extreme value, and the extent it must stay below
+  SrcRange loc;       // the subscript
   bool holds(const std::map<std::string, int64_t>& sizes) const;
   /// The message of a failed check, with the values of the sizes it mentions.
   /// `values`, where given, are the subscript's extreme value and the extent as computed.
@@ -110,7 +110,7 @@ struct Function {
   }
   /// Size names, in order of first appearance in the parameter types.
   std::vector<std::string> sizeNames() const;
-  std::vector<DerivedSize> derived; // in dependency order
+  std::vector<DerivedSize> derived;    // in dependency order
   std::vector<EntryCheck> entryChecks; // evaluated after the derived sizes
   /// Adds the derived sizes to sizes bound from the arguments.
   void deriveSizes(std::map<std::string, int64_t>& sizes) const {

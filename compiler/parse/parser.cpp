@@ -822,7 +822,8 @@ std::optional<std::pair<uint32_t, std::string>> foreignHint(std::string_view t, 
   while (e < t.size() && isIdentChar(t[e]))
     ++e;
   if (const char* hint = foreignWord(t.substr(p, e - p)))
-    return std::pair{uint32_t(p), "'" + std::string(t.substr(p, e - p)) + "' is not in Slope: " + hint};
+    return std::pair{uint32_t(p),
+                     "'" + std::string(t.substr(p, e - p)) + "' is not in Slope: " + hint};
   return std::nullopt;
 }
 
@@ -888,7 +889,8 @@ ast::Module parseModule(const SourceFile& file, DiagSink& diags) {
       if (auto h = foreignHint(t, p))
         report(h->first, h->second);
       else
-        report(p, startsToken(t, p) ? "expected 'fn'" : "unexpected character " + describeChar(t, p));
+        report(p,
+               startsToken(t, p) ? "expected 'fn'" : "unexpected character " + describeChar(t, p));
       p = recoveryPoint(t, p, p);
       continue;
     }

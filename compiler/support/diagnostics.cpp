@@ -122,7 +122,9 @@ std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
     } else {
       piece = std::string(line.substr(u.begin, u.len));
     }
-    if (k < col) caret += c == '\t' ? std::string("\t") : std::string(u.valid && u.len > 1 ? 1 : piece.size(), ' ');
+    if (k < col)
+      caret +=
+          c == '\t' ? std::string("\t") : std::string(u.valid && u.len > 1 ? 1 : piece.size(), ' ');
     shown += piece;
   }
   if (to < us.size()) shown += "...";

@@ -2,8 +2,8 @@
 
 #include "compiler/support/checked.hpp"
 
-#include <cctype>
 #include <algorithm>
+#include <cctype>
 #include <set>
 
 namespace slope {

@@ -55,8 +55,7 @@ TEST(AdbenchGmm, GradientMatchesFiniteDifferences) {
   slope::GradientCheck c = slope::check_gradient(
       m, "gmm",
       {slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-       slope::View(g.icf.data(), {g.K, g.t()}),
-       slope::View(g.x.data(), {n, g.d}), g.gamma, g.m});
+       slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {n, g.d}), g.gamma, g.m});
   for (const auto& p : c.params)
     EXPECT_TRUE(p.passed) << p.name << ": max_abs_err " << p.max_abs_err << " max_rel_err "
                           << p.max_rel_err;

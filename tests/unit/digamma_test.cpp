@@ -93,8 +93,8 @@ TEST(Digamma, PolesAndSpecialValues) {
 void checkBackend(Runner& runner, DType dtype) {
   const bool f32 = dtype == DType::F32;
   const std::string T = f32 ? "f32" : "f64";
-  auto prog =
-      Program::fromString("digamma.slope", "fn lg(x: " + T + "[n]) -> " + T + " { sum(lgamma(x)) }\n");
+  auto prog = Program::fromString("digamma.slope",
+                                  "fn lg(x: " + T + "[n]) -> " + T + " { sum(lgamma(x)) }\n");
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   // Poles give inf or NaN, and lgamma's value overflows at some points: the gradient is
   // still psi, element by element.

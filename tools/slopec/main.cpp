@@ -429,11 +429,10 @@ void checkSizeNames(const Args& a, const Program& p, const std::vector<std::stri
       std::string list;
       for (const auto& k : known)
         list += (list.empty() ? "" : ", ") + k;
-      throw Usage(
-          "--sizes: " +
-          (names.size() == 1 ? "'" + names[0] + "' has no size '" + n + "'"
-                             : "no function in '" + a.file + "' has a size '" + n + "'") +
-          (list.empty() ? std::string(" (it has no sizes)") : " (sizes: " + list + ")"));
+      throw Usage("--sizes: " +
+                  (names.size() == 1 ? "'" + names[0] + "' has no size '" + n + "'"
+                                     : "no function in '" + a.file + "' has a size '" + n + "'") +
+                  (list.empty() ? std::string(" (it has no sizes)") : " (sizes: " + list + ")"));
     }
 }
 
