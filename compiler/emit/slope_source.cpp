@@ -483,8 +483,11 @@ public:
   Printer(const ir::Function& f, std::string name) : f_(f), name_(std::move(name)) {}
 
   std::string run() {
-    if (!f_.derived.empty())
-      throw NotPrintable("checkpointed gradients (sizes derived on entry) have no printed form");
+    // div(e, k) extents are derived sizes named by their own source text; a checkpointed
+    // gradient's sizes (ceil(T / k) segments, ...) have no source form.
+    for (const ir::DerivedSize& d : f_.derived)
+      if (d.kind != ir::DerivedSize::FloorDiv)
+        throw NotPrintable("checkpointed gradients (sizes derived on entry) have no printed form");
     for (const auto& n : f_.paramNames)
       taken_.insert(n);
     for (const auto& n : f_.sizeNames())
@@ -497,6 +500,8 @@ public:
       }
     weakFloat_ = any && all32 ? DType::F32 : DType::F64;
     countUses(f_.body, 0);
+    for (const auto& [def, text] : defText_)
+      releaseDead(def->args[0]);
     for (size_t k = 0; k < f_.params.size(); ++k)
       names_[f_.params[k]] = f_.paramNames[k];
     std::string out = "fn " + name_ + "(";
@@ -530,6 +535,26 @@ private:
         depth_[in.result] = depth;
       }
       if (in.op == Op::BufZeros) bufs_.insert(in.result);
+      if (in.op == Op::SizeDef) {
+        // A triangular extent or trip count (v3): max(a, 0) of an affine a prints as a's
+        // source text, which the checker binds again; anything else as a `let`.
+        std::optional<std::string> t = sizeDefText(in);
+        if (t) defText_[&in] = *t;
+        recovered_[in.name] = t.has_value();
+        continue; // its value is not printed when recovered; when not, the let uses it once
+      }
+      // The index of a region over an extent that is a `let` is a plain i64 in the printed
+      // source (a loop with data-dependent bounds), not an index an extent may use.
+      bool letExtent = false;
+      for (const Poly& p : in.extents)
+        for (const auto& n : p.names())
+          if (n[0] == '#' && !recovered_[n]) letExtent = true;
+      if (letExtent) {
+        letExtent_.insert(&in);
+        for (const Block& r : in.regions)
+          for (int a : r.args)
+            plainArgs_.insert(a);
+      }
       for (size_t k = 0; k < in.args.size(); ++k) {
         // An add prints its subscripts twice (b[i] = b[i] + v).
         bool twice = in.op == Op::BufAdd && k > 0 && k + 1 < in.args.size();
@@ -542,10 +567,113 @@ private:
         countUses(r, depth + 1);
       }
     }
+    for (const Instr& in : b.body)
+      if (in.op == Op::SizeDef && !defText_.count(&in)) {
+        ++uses_[in.args[0]];
+        useDepth_[in.args[0]] = std::max(useDepth_[in.args[0]], depth);
+      }
     for (int y : b.yields) {
       ++uses_[y];
       useDepth_[y] = std::max(useDepth_[y], depth);
     }
+  }
+
+  /// Values only a recovered size.def used are not printed: they lose the uses they gave
+  /// their operands.
+  void releaseDead(int v) {
+    auto d = defs_.find(v);
+    if (uses_[v] > 0 || d == defs_.end() || !d->second || isFree(d->second->op) ||
+        !d->second->regions.empty())
+      return;
+    for (int a : d->second->args)
+      if (--uses_[a] == 0) releaseDead(a);
+  }
+
+  /// The source text of an affine i64 value (indices, sizes, integer literals, + -, and * by a
+  /// literal), or nothing for any other value.
+  std::optional<Expr> affineExpr(int v) {
+    auto d = defs_.find(v);
+    if (d == defs_.end() || !d->second) { // a region's index
+      auto n = names_.find(v);
+      if (plainArgs_.count(v) || n == names_.end()) return std::nullopt;
+      return Expr{n->second, 10};
+    }
+    const Instr& in = *d->second;
+    if (in.result < 0 || f_.types[in.result].dtype != DType::I64 || f_.types[in.result].rank())
+      return std::nullopt;
+    auto two = [&](const char* op, int lp, int rp, int prec) -> std::optional<Expr> {
+      auto a = affineExpr(in.args[0]), b = affineExpr(in.args[1]);
+      if (!a || !b) return std::nullopt;
+      return Expr{paren(*a, lp) + " " + op + " " + paren(*b, rp), prec};
+    };
+    switch (in.op) {
+    case Op::Const: {
+      std::string t = std::to_string(in.ival);
+      return Expr{t, in.ival < 0 ? 8 : 10};
+    }
+    case Op::Size:
+      for (const auto& n : in.poly.names())
+        if (n[0] == '#') return std::nullopt;
+      return polyExpr(in.poly);
+    case Op::Add: return two("+", 6, 7, 6);
+    case Op::Sub: return two("-", 6, 7, 6);
+    case Op::Mul: {
+      auto isConst = [&](int a) {
+        auto da = defs_.find(a);
+        return da != defs_.end() && da->second && da->second->op == Op::Const;
+      };
+      if (!isConst(in.args[0]) && !isConst(in.args[1])) return std::nullopt;
+      return two("*", 7, 8, 7);
+    }
+    case Op::Neg: {
+      auto a = affineExpr(in.args[0]);
+      if (!a) return std::nullopt;
+      return Expr{"-" + paren(*a, 9), 8};
+    }
+    default: return std::nullopt;
+    }
+  }
+  /// The text of a size.def the checker makes for a triangular extent or trip count: it binds
+  /// max(a, 0), as select(a > 0, a, 0) or select(hi > lo, hi - lo, 0), of an affine a.
+  std::optional<std::string> sizeDefText(const Instr& def) {
+    auto opOf = [&](int v) -> const Instr* {
+      auto d = defs_.find(v);
+      return d == defs_.end() ? nullptr : d->second;
+    };
+    auto isZero = [&](int v) {
+      const Instr* z = opOf(v);
+      return z && z->op == Op::Const && z->ival == 0;
+    };
+    const Instr* sel = opOf(def.args[0]);
+    if (!sel || sel->op != Op::Select || !isZero(sel->args[2])) return std::nullopt;
+    const Instr* gt = opOf(sel->args[0]);
+    int a = sel->args[1];
+    const Instr* sub = opOf(a);
+    bool ok =
+        gt && gt->op == Op::Gt &&
+        ((gt->args[0] == a && isZero(gt->args[1])) ||
+         (sub && sub->op == Op::Sub && sub->args[0] == gt->args[0] && sub->args[1] == gt->args[1]));
+    if (!ok) return std::nullopt;
+    auto e = affineExpr(a);
+    if (!e) return std::nullopt;
+    return e->s;
+  }
+  /// Binds a size.def's name for the extents and size values printed after it.
+  void bindSizeDef(const Instr& def, const std::string& letName = "") {
+    auto t = defText_.find(&def);
+    if (t == defText_.end()) {
+      sizeAlias_[def.name] = valueAlias_[def.name] = letName;
+      return;
+    }
+    bool atom = isName(t->second) || std::all_of(t->second.begin(), t->second.end(), ::isdigit);
+    sizeAlias_[def.name] = atom ? t->second : "(" + t->second + ")";
+    valueAlias_[def.name] = "max(" + t->second + ", 0)";
+  }
+  /// A region body printed as one expression; its size.defs bind first.
+  Expr bodyExpr(const Block& r) {
+    for (const Instr& i : r.body)
+      if (i.op == Op::SizeDef) bindSizeDef(i);
+    return expr(r.yields[0]);
   }
 
   /// A name not used by the function's parameters or sizes: PREFIX1, PREFIX2, ...
@@ -568,15 +696,16 @@ private:
     case Op::BufZeros:
     case Op::BufAdd:
     case Op::BufStore:
-    case Op::SizeDef:
     case Op::For:
     // The first extremal position has no expression that costs what the reduction costs
     // (without a let for the extreme it is recomputed per position): a loop.
     case Op::ArgMax:
     case Op::ArgMin: r = true; break;
     case Op::If: r = in.result < 0; break;
+    case Op::SizeDef: r = !defText_.count(&in); break;
     default: break;
     }
+    if (letExtent_.count(&in)) r = true; // `for i in 0..e` with e a let
     if (!r && isRegionValue(in.op))
       for (const Block& b : in.regions)
         r = r || !expressible(b);
@@ -675,7 +804,7 @@ private:
     std::string n = fresh("t", letCount_);
     if (in.op == Op::Comp) {
       const Block& r = in.regions[0];
-      out += indent + "let " + n + "[" + indexList(in) + "] = " + expr(r.yields[0]).s + ";\n";
+      out += indent + "let " + n + "[" + indexList(in) + "] = " + bodyExpr(r).s + ";\n";
     } else {
       out += indent + "let " + n + " = " + exprOf(in).s + ";\n";
     }
@@ -704,11 +833,14 @@ private:
            (t.rank() == 0 ? zeroOf(t.dtype) : "zeros(" + typeStr(t) + ")") + ";\n";
     return n;
   }
-  std::string extent(const Poly& p) {
+  /// A poly as an extent (a triangular extent as its affine text), or with `value` as an i64
+  /// value (max(text, 0), what the extent binds).
+  std::string extent(const Poly& p, bool value = false) {
     std::map<std::string, Poly> rename;
+    const auto& alias = value ? valueAlias_ : sizeAlias_;
     for (const auto& s : p.names()) {
-      auto it = sizeAlias_.find(s);
-      if (it != sizeAlias_.end()) rename[s] = Poly::var(it->second);
+      auto it = alias.find(s);
+      if (it != alias.end()) rename[s] = Poly::var(it->second);
     }
     Poly q = rename.empty() ? p : p.substitute(rename);
     return q.str();
@@ -747,12 +879,16 @@ private:
       return;
     }
     case Op::SizeDef: {
+      if (defText_.count(&in)) {
+        bindSizeDef(in);
+        return;
+      }
       std::string n = in.name;
       n.erase(std::remove(n.begin(), n.end(), '#'), n.end());
       while (taken_.count(n))
         n += "_";
       taken_.insert(n);
-      sizeAlias_[in.name] = n;
+      bindSizeDef(in, n);
       out += indent + "let " + n + " = " + expr(in.args[0]).s + ";\n";
       return;
     }
@@ -991,15 +1127,15 @@ private:
                                                   {Op::ReduceMax, "max"},
                                                   {Op::ReduceMin, "min"},
                                                   {Op::ReduceLse, "logsumexp"}};
-      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" +
-                  expr(in.regions[0].yields[0]).s + ")",
+      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" + bodyExpr(in.regions[0]).s +
+                  ")",
               10};
     }
     case Op::ArgMax:
     case Op::ArgMin: {
       // The first extremal position: the smallest flat index whose element equals the extreme.
       const Block& r = in.regions[0];
-      std::string body = expr(r.yields[0]).s;
+      std::string body = bodyExpr(r).s;
       std::string flat;
       Poly total(1);
       for (size_t k = 0; k < r.args.size(); ++k) {
@@ -1012,7 +1148,7 @@ private:
       std::map<int, std::string> saved = names_;
       for (int x : r.args)
         names_[x] = names_[x] + "m";
-      std::string inner = expr(r.yields[0]).s;
+      std::string inner = bodyExpr(r).s;
       std::string mIdx;
       for (size_t k = 0; k < r.args.size(); ++k)
         mIdx += (k ? ", " : "") + names_[r.args[k]] + ": " + extent(in.extents[k]);
@@ -1025,8 +1161,8 @@ private:
     }
     case Op::If:
       // Both branches are single expressions here (else needsStatements).
-      return {"if " + a(0).s + " { " + expr(in.regions[0].yields[0]).s + " } else { " +
-                  expr(in.regions[1].yields[0]).s + " }",
+      return {"if " + a(0).s + " { " + bodyExpr(in.regions[0]).s + " } else { " +
+                  bodyExpr(in.regions[1]).s + " }",
               // An if is a primary, but a following operator would be read as part of the
               // else branch's block; parenthesise it wherever it is an operand.
               0};
@@ -1038,7 +1174,7 @@ private:
   }
 
   Expr polyExpr(const Poly& p) {
-    std::string s = extent(p);
+    std::string s = extent(p, true);
     if (p.terms().size() > 1 || s[0] == '-') return {s, 6};
     return {s, s.find('*') != std::string::npos ? 7 : 10};
   }
@@ -1060,7 +1196,11 @@ private:
   std::set<int> bufs_;
   std::map<int, std::set<int>> reads_;
   std::map<const Instr*, bool> needs_;
-  std::map<std::string, std::string> sizeAlias_;
+  std::map<std::string, std::string> sizeAlias_, valueAlias_;
+  std::map<const Instr*, std::string> defText_; // recovered size.defs: their affine text
+  std::map<std::string, bool> recovered_;       // by name, as the walk meets them
+  std::set<const Instr*> letExtent_;            // regions over a let extent
+  std::set<int> plainArgs_;                     // their indices (plain i64 values)
   int letCount_ = 0, indexCount_ = 0, varCount_ = 0, condCount_ = 0, onceCount_ = 0;
   std::set<std::string> taken_;
 };
