@@ -12,6 +12,7 @@
 #include "compiler/emit/slope_source.hpp"
 
 #include "compiler/ir/builder.hpp"
+#include "compiler/pipeline.hpp"
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/support/stack.hpp"
 
@@ -1208,8 +1209,10 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Choosing the form
 
-/// Operations the printed form of a block executes, estimated from its IR at the given sizes
-/// (a size computed in the function counts as `other`; an if as its dearer branch).
+/// Operations a function executes, estimated from its IR at the given sizes: one per
+/// instruction that is not a literal, a size or a parameter, as the evaluator counts (a size
+/// computed in the function counts as `other`). Which branch of an if runs is data; the
+/// cheaper one counts (a costly branch is usually the rare case, a zero in prod's adjoint).
 double staticCost(const ir::Function& f, const Block& b,
                   const std::map<std::string, int64_t>& sizes, int64_t other) {
   auto eval = [&](const Poly& p) {
@@ -1221,18 +1224,9 @@ double staticCost(const ir::Function& f, const Block& b,
   double c = 0;
   for (const Instr& in : b.body) {
     if (!isFree(in.op)) c += 1;
-    // What the printed statements add: an add is a load, an add and a store; a var starts
-    // filled with zeros, and is read whole (a result, say) through a copy.
-    if (in.op == Op::BufAdd) c += 2;
-    if (in.op == Op::BufZeros) {
-      double n = 1;
-      for (const Poly& p : f.types[in.result].shape)
-        n *= eval(p);
-      c += 2 * n;
-    }
     if (in.regions.empty()) continue;
     if (in.op == Op::If) {
-      c += std::max(staticCost(f, in.regions[0], sizes, other),
+      c += std::min(staticCost(f, in.regions[0], sizes, other),
                     staticCost(f, in.regions[1], sizes, other));
       continue;
     }
@@ -1244,11 +1238,10 @@ double staticCost(const ir::Function& f, const Block& b,
   return c;
 }
 
-/// Whether printing `a` costs at most about what printing `b` costs, with every size at 8,
-/// every size at 64, and each size in turn at 64 with the others at 8: a term of a higher
-/// order in any one size (n^3 where b is n^2 d) shows in one of them.
-bool noDearer(const ir::Function& a, const ir::Function& b) {
-  std::vector<std::string> names = b.sizeNames();
+/// Size probes: every size at 8, every size at 64, and each size in turn at 64 with the others
+/// at 8 (a term of a higher order in any one size shows in one of them).
+std::vector<std::map<std::string, int64_t>> sizeProbes(const ir::Function& f) {
+  std::vector<std::string> names = f.sizeNames();
   std::vector<std::map<std::string, int64_t>> probes(2);
   for (const auto& n : names) {
     probes[0][n] = 8;
@@ -1258,12 +1251,41 @@ bool noDearer(const ir::Function& a, const ir::Function& b) {
     probes.push_back(probes[0]);
     probes.back()[n] = 64;
   }
-  for (const auto& sizes : probes) {
-    int64_t other = sizes.empty() ? 8 : sizes.begin()->second;
-    if (staticCost(a, a.body, sizes, other) > 1.1 * staticCost(b, b.body, sizes, other) + 8)
-      return false;
+  for (auto& p : probes)
+    f.deriveSizes(p);
+  return probes;
+}
+
+/// The operations a compiled function executes, estimated from its IR at the probes.
+std::vector<double> compiledCost(const ir::Function& f) {
+  std::vector<double> out;
+  for (const auto& sizes : sizeProbes(f))
+    out.push_back(staticCost(f, f.body, sizes, sizes.empty() ? 8 : sizes.begin()->second));
+  return out;
+}
+
+/// The candidate text whose compiled form costs least against the gradient `g` (its worst
+/// ratio over the size probes); an earlier, more readable one wins within 2%. The estimate is
+/// read off the IR the printed source compiles to: what a reader running it would get. A
+/// candidate that does not compile is never chosen (when none does, the last is returned, and
+/// compiling it shows the error).
+std::string cheapest(const std::vector<std::string>& texts, const ir::Function& g) {
+  std::vector<double> base = compiledCost(g);
+  double best = INFINITY;
+  const std::string* pick = nullptr;
+  for (const std::string& t : texts) {
+    auto p = Program::fromString(g.name + " (printed)", t);
+    if (!p->ok() || !p->hasFunction(g.name)) continue;
+    std::vector<double> c = compiledCost(p->forward(g.name));
+    double worst = 0;
+    for (size_t k = 0; k < c.size() && k < base.size(); ++k)
+      worst = std::max(worst, (c[k] + 1) / (base[k] + 1));
+    if (worst < best / 1.02) {
+      best = std::min(best, worst);
+      pick = &t;
+    }
   }
-  return true;
+  return pick ? *pick : texts.back();
 }
 
 } // namespace
@@ -1276,27 +1298,22 @@ std::string printSlope(const ir::Function& gradient) {
     withLargeStack([&] {
       ir::Function direct = gradient;
       simplify(direct);
-      // The accumulator-free form reads better (gathers instead of scatters), but where it
-      // would cost more than the gradient itself (a scatter it can only write as a masked sum
-      // over every position, a loop body it recomputes per accumulator) the direct form,
-      // vars and loops, is printed instead.
-      std::optional<ir::Function> pure;
+      // The candidates, most readable first: the accumulator-free form (gathers instead of
+      // scatters), then the compiled gradient written statement by statement.
+      std::vector<std::string> texts;
       try {
         Functionalizer fz(direct);
-        pure = fz.run();
-        simplify(*pure);
-        if (!noDearer(*pure, direct)) pure.reset();
+        ir::Function pure = fz.run();
+        simplify(pure);
+        texts.push_back(Printer(pure, gradient.name).run());
       } catch (const NotPrintable&) {
-        pure.reset();
       }
-      if (pure) {
-        try {
-          out = Printer(*pure, gradient.name).run();
-          return;
-        } catch (const NotPrintable&) {
-        }
+      try {
+        texts.push_back(Printer(direct, gradient.name).run());
+      } catch (const NotPrintable&) {
+        if (texts.empty()) throw;
       }
-      out = Printer(direct, gradient.name).run();
+      out = cheapest(texts, direct);
     });
   } catch (const NotPrintable& e) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +
