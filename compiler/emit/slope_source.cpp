@@ -102,6 +102,9 @@ private:
     std::vector<int> bound;          // for each dimension of buf, the loop index it takes
     std::vector<int> unbound;        // the other loop indices (summed over)
     std::vector<Poly> unboundExtents;
+    // Where a loop's extent is not the dimension it writes (icf[k, i] with i: D < T, proven
+    // by an entry check), the elements beyond it get nothing: the loop extent, else empty.
+    std::vector<std::optional<Poly>> guard;
   };
   std::optional<Nest> findNest(const Instr& top, int buf) {
     Nest n;
@@ -141,10 +144,15 @@ private:
     const ir::Type& t = src_.types[buf];
     if (n.bound.size() != t.shape.size()) return std::nullopt;
     std::set<int> seen;
+    n.guard.resize(n.bound.size());
     for (size_t k = 0; k < n.bound.size(); ++k) {
       auto it = extentOf.find(n.bound[k]);
-      if (it == extentOf.end() || it->second != t.shape[k] || !seen.insert(n.bound[k]).second)
-        return std::nullopt;
+      if (it == extentOf.end() || !seen.insert(n.bound[k]).second) return std::nullopt;
+      if (it->second != t.shape[k]) {
+        for (const auto& s : it->second.names())
+          if (s[0] == '#') return std::nullopt;
+        n.guard[k] = it->second;
+      }
     }
     for (int a : args)
       if (!seen.count(a)) {
@@ -318,8 +326,19 @@ private:
             block(nest->loops[0]->regions[0], q);
             return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
           };
-          if (nest->unbound.empty()) return walk({});
-          return b_.region(Op::ReduceSum, nest->unboundExtents, ir::Type{t.dtype, {}}, walk);
+          auto sum = [&]() {
+            if (nest->unbound.empty()) return walk({});
+            return b_.region(Op::ReduceSum, nest->unboundExtents, ir::Type{t.dtype, {}}, walk);
+          };
+          int inside = -1;
+          for (size_t k = 0; k < c.size(); ++k)
+            if (nest->guard[k]) {
+              int lt = b_.binary(Op::Lt, c[k], b_.size(*nest->guard[k]));
+              inside = inside < 0 ? lt : b_.binary(Op::And, inside, lt);
+            }
+          if (inside < 0) return sum();
+          return b_.ifElse(inside, ir::Type{t.dtype, {}}, sum,
+                           [&]() { return b_.constant(t.dtype, 0); });
         });
       }
     // Gather form: every add to buf sits directly in the body at exactly the loop's indices,
@@ -446,6 +465,93 @@ private:
   ir::Builder b_;
   std::vector<int> map_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Loop fission
+//
+// An adjoint loop computes values once and adds them to several accumulators (loss.slope:
+// the residual feeds dk, db and dxs). The accumulator-free form sums each accumulator on its
+// own, which recomputes the shared values once per accumulator. Fission first gives every
+// value that more than one instruction of such a loop uses a tensor of its own (a
+// comprehension over the loop's extents, computed once); the loop then loads it, and each
+// accumulator's gather reads the loads. The numbers are the same: the same operations on the
+// same operands.
+
+/// Whether a loop body is straight-line code whose only effects are adds to accumulators.
+bool addsOnly(const Block& b) {
+  for (const Instr& in : b.body) {
+    if (in.op == Op::BufAdd) continue;
+    if (in.op == Op::BufStore || in.op == Op::BufZeros || in.op == Op::SizeDef ||
+        in.op == Op::For || in.op == Op::Param || (in.op == Op::If && in.result < 0))
+      return false;
+    bool effect = false;
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, [&](const Instr& i) {
+        if (i.op == Op::BufAdd || i.op == Op::BufStore || i.op == Op::For || i.op == Op::SizeDef)
+          effect = true;
+      });
+    if (effect) return false;
+  }
+  return true;
+}
+
+void fission(ir::Function& f, Block& blk) {
+  std::vector<Instr> out;
+  for (Instr& in : blk.body) {
+    for (Block& r : in.regions)
+      fission(f, r);
+    bool rect = true;
+    for (const Poly& p : in.extents)
+      for (const auto& n : p.names())
+        rect = rect && n[0] != '#';
+    if (in.op != Op::For || in.ival != 0 || !rect || !addsOnly(in.regions[0])) {
+      out.push_back(std::move(in));
+      continue;
+    }
+    Block& body = in.regions[0];
+    std::map<int, int> uses;
+    for (const Instr& i : body.body) {
+      std::set<int> once(i.args.begin(), i.args.end());
+      for (const Block& r : i.regions)
+        ir::forEachInstr(r, [&](const Instr& j) { once.insert(j.args.begin(), j.args.end()); });
+      for (int a : once)
+        ++uses[a];
+    }
+    for (size_t k = 0; k < body.body.size(); ++k) {
+      const Instr& c = body.body[k];
+      if (c.result < 0 || c.op == Op::Const || c.op == Op::Size || c.op == Op::Load || uses[c.result] < 2 ||
+          f.types[c.result].rank() > 0)
+        continue;
+      // The body's pure part, yielding c, cloned into a comprehension over the loop's extents.
+      Block pure;
+      pure.args = body.args;
+      for (size_t j = 0; j <= k; ++j)
+        if (body.body[j].op != Op::BufAdd) pure.body.push_back(body.body[j]);
+      pure.yields = {c.result};
+      std::vector<int> map;
+      Instr comp;
+      comp.op = Op::Comp;
+      comp.extents = in.extents;
+      comp.loc = c.loc;
+      comp.regions.push_back(ir::cloneBlock(f, pure, map));
+      ir::Type t = f.types[c.result];
+      t.shape = in.extents;
+      comp.result = f.newValue(t);
+      // The loop loads it instead (same value id, so its uses stay).
+      Instr load;
+      load.op = Op::Load;
+      load.args.push_back(comp.result);
+      load.args.insert(load.args.end(), body.args.begin(), body.args.end());
+      load.result = c.result;
+      load.loc = c.loc;
+      load.checked = true; // the loop's indices, over the comprehension's own extents
+      body.body[k] = load;
+      out.push_back(std::move(comp));
+    }
+    out.push_back(std::move(in));
+  }
+  blk.body = std::move(out);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Printing IR as Slope
@@ -1303,6 +1409,18 @@ std::string printSlope(const ir::Function& gradient) {
       std::vector<std::string> texts;
       try {
         Functionalizer fz(direct);
+        ir::Function pure = fz.run();
+        simplify(pure);
+        texts.push_back(Printer(pure, gradient.name).run());
+      } catch (const NotPrintable&) {
+      }
+      // The accumulator-free form again, after loop fission (values shared by several
+      // accumulators computed once, as tensors).
+      try {
+        ir::Function split = direct;
+        fission(split, split.body);
+        simplify(split);
+        Functionalizer fz(split);
         ir::Function pure = fz.run();
         simplify(pure);
         texts.push_back(Printer(pure, gradient.name).run());
