@@ -17,6 +17,8 @@
 #include "compiler/support/stack.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -93,6 +95,9 @@ private:
     // Gather over a loop nest: loops whose bodies are walked inline, their indices bound to
     // the comprehension's (or the enclosing sum's) indices.
     std::map<const Instr*, std::vector<int>> inlineLoops;
+    // Tapes the region being rebuilt fills, as tensors computed before it (each element is
+    // stored once, so element I of the tensor is the value stored at I).
+    const std::map<int, int>* tapes = nullptr;
   };
 
   /// A loop nest that writes `buf` at indices made of its own loop indices, all adds the same
@@ -407,6 +412,11 @@ private:
         for (size_t k = 1; k + 1 < in.args.size(); ++k)
           idx.push_back(mapped(in.args[k]));
         contribute(in.args[0], idx, mapped(in.args.back()), p);
+        for (Pass* x = &p; x && in.op == Op::BufStore; x = x->outer)
+          if (x->tapes && x->tapes->count(in.args[0])) {
+            map_[in.args.back()] = b_.load(x->tapes->at(in.args[0]), idx, "", {}, true);
+            break;
+          }
         continue;
       }
       if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
@@ -435,6 +445,15 @@ private:
       // A value, possibly with regions: rebuild it with mapped operands. A loop that also adds
       // to accumulators of this pass (the tape the forward sweep writes) contributes terms.
       regionTerms(in, p);
+      // The tapes the region fills are tensors computed before it; the region reads what it
+      // stores back from them, so the stored value is computed once, not twice.
+      std::map<int, int> tapes;
+      for (const Block& r : in.regions)
+        ir::forEachInstr(r, [&](const Instr& i) {
+          if (i.op != Op::BufStore || i.ival != ir::kTapeOnce) return;
+          Buf* b = findBuf(i.args[0], p);
+          if (b && src_.types[i.args[0]].rank() > 0) tapes[i.args[0]] = materialize(i.args[0], *b);
+        });
       Instr c = in;
       c.regions.clear();
       for (int& a : c.args)
@@ -450,6 +469,7 @@ private:
         nb = b_.buildBlock(nb.args, [&]() {
           Pass q;
           q.outer = &p;
+          q.tapes = &tapes;
           block(r, q);
           return r.yields.empty() ? -1 : value(r.yields[0], q);
         });
@@ -477,10 +497,12 @@ private:
 // accumulator's gather reads the loads. The numbers are the same: the same operations on the
 // same operands.
 
-/// Whether a loop body is straight-line code whose only effects are adds to accumulators.
+/// Whether a loop body's only effects are adds to accumulators (in it or in parallel loops
+/// nested in it).
 bool addsOnly(const Block& b) {
   for (const Instr& in : b.body) {
     if (in.op == Op::BufAdd) continue;
+    if (in.op == Op::For && in.ival == 0 && addsOnly(in.regions[0])) continue;
     if (in.op == Op::BufStore || in.op == Op::BufZeros || in.op == Op::SizeDef ||
         in.op == Op::For || in.op == Op::Param || (in.op == Op::If && in.result < 0))
       return false;
@@ -498,25 +520,23 @@ bool addsOnly(const Block& b) {
 void fission(ir::Function& f, Block& blk) {
   std::vector<Instr> out;
   for (Instr& in : blk.body) {
-    for (Block& r : in.regions)
-      fission(f, r);
     bool rect = true;
     for (const Poly& p : in.extents)
       for (const auto& n : p.names())
         rect = rect && n[0] != '#';
     if (in.op != Op::For || in.ival != 0 || !rect || !addsOnly(in.regions[0])) {
+      for (Block& r : in.regions)
+        fission(f, r);
       out.push_back(std::move(in));
       continue;
     }
     Block& body = in.regions[0];
+    // Uses by instruction: a value two adds of a nested loop use is shared.
     std::map<int, int> uses;
-    for (const Instr& i : body.body) {
-      std::set<int> once(i.args.begin(), i.args.end());
-      for (const Block& r : i.regions)
-        ir::forEachInstr(r, [&](const Instr& j) { once.insert(j.args.begin(), j.args.end()); });
-      for (int a : once)
+    ir::forEachInstr(body, [&](const Instr& i) {
+      for (int a : std::set<int>(i.args.begin(), i.args.end()))
         ++uses[a];
-    }
+    });
     for (size_t k = 0; k < body.body.size(); ++k) {
       const Instr& c = body.body[k];
       if (c.result < 0 || c.op == Op::Const || c.op == Op::Size || c.op == Op::Load || uses[c.result] < 2 ||
@@ -526,7 +546,8 @@ void fission(ir::Function& f, Block& blk) {
       Block pure;
       pure.args = body.args;
       for (size_t j = 0; j <= k; ++j)
-        if (body.body[j].op != Op::BufAdd) pure.body.push_back(body.body[j]);
+        if (body.body[j].op != Op::BufAdd && body.body[j].op != Op::For)
+          pure.body.push_back(body.body[j]);
       pure.yields = {c.result};
       std::vector<int> map;
       Instr comp;
@@ -548,6 +569,7 @@ void fission(ir::Function& f, Block& blk) {
       body.body[k] = load;
       out.push_back(std::move(comp));
     }
+    fission(f, body); // its nested loops, over the values still computed per element
     out.push_back(std::move(in));
   }
   blk.body = std::move(out);
@@ -1386,6 +1408,7 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
     double worst = 0;
     for (size_t k = 0; k < c.size() && k < base.size(); ++k)
       worst = std::max(worst, (c[k] + 1) / (base[k] + 1));
+    if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "candidate worst %g\n%s\n", worst, t.c_str());
     if (worst < best / 1.02) {
       best = std::min(best, worst);
       pick = &t;
