@@ -17,11 +17,11 @@
 #include "compiler/support/stack.hpp"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <optional>
@@ -57,6 +57,10 @@ void addsIn(const Block& b, std::set<int>& out) {
 class Functionalizer {
 public:
   explicit Functionalizer(const ir::Function& src) : src_(src), out_(src), b_(out_) {
+    ir::forEachInstr(src.body, [&](const Instr& i) {
+      if (i.op == Op::Const && src.types[i.result].dtype == DType::I64 && i.ival == 0)
+        intZeros_.insert(i.result);
+    });
     out_.body = Block{};
     map_.assign(src.types.size(), -1);
     for (int p : src.params)
@@ -151,6 +155,10 @@ private:
     std::set<int> seen;
     n.guard.resize(n.bound.size());
     for (size_t k = 0; k < n.bound.size(); ++k) {
+      if (t.shape[k] == Poly(1) && intZeros_.count(n.bound[k])) { // a broadcast's unit extent
+        n.bound[k] = -1;
+        continue;
+      }
       auto it = extentOf.find(n.bound[k]);
       if (it == extentOf.end() || !seen.insert(n.bound[k]).second) return std::nullopt;
       if (it->second != t.shape[k]) {
@@ -313,7 +321,7 @@ private:
           auto walk = [&](const std::vector<int>& u) {
             std::map<int, int> bind;
             for (size_t k = 0; k < c.size(); ++k)
-              bind[nest->bound[k]] = c[k];
+              if (nest->bound[k] >= 0) bind[nest->bound[k]] = c[k];
             for (size_t k = 0; k < u.size(); ++k)
               bind[nest->unbound[k]] = u[k];
             Pass q;
@@ -481,6 +489,7 @@ private:
   }
 
   const ir::Function& src_;
+  std::set<int> intZeros_; // i64 constants 0 (a unit extent's only index)
   ir::Function out_;
   ir::Builder b_;
   std::vector<int> map_;
@@ -539,8 +548,8 @@ void fission(ir::Function& f, Block& blk) {
     });
     for (size_t k = 0; k < body.body.size(); ++k) {
       const Instr& c = body.body[k];
-      if (c.result < 0 || c.op == Op::Const || c.op == Op::Size || c.op == Op::Load || uses[c.result] < 2 ||
-          f.types[c.result].rank() > 0)
+      if (c.result < 0 || c.op == Op::Const || c.op == Op::Size || c.op == Op::Load ||
+          uses[c.result] < 2 || f.types[c.result].rank() > 0)
         continue;
       // The body's pure part, yielding c, cloned into a comprehension over the loop's extents.
       Block pure;
@@ -605,6 +614,37 @@ bool isRegionValue(Op op) {
 /// Values that print as a literal or a size name: inlined anywhere, at no cost.
 bool isFree(Op op) {
   return op == Op::Const || op == Op::Size || op == Op::Param;
+}
+
+/// Whether two blocks compute the same thing, instruction for instruction (`m` maps a's
+/// values to b's; values from outside both map to themselves).
+bool sameBlock(const ir::Function& f, const Block& a, const Block& b, std::map<int, int>& m) {
+  if (a.args.size() != b.args.size() || a.body.size() != b.body.size() ||
+      a.yields.size() != b.yields.size())
+    return false;
+  for (size_t k = 0; k < a.args.size(); ++k)
+    m[a.args[k]] = b.args[k];
+  auto same = [&](int x, int y) {
+    auto it = m.find(x);
+    return (it == m.end() ? x : it->second) == y;
+  };
+  for (size_t k = 0; k < a.body.size(); ++k) {
+    const Instr &x = a.body[k], &y = b.body[k];
+    if (x.op != y.op || x.ival != y.ival || !(x.fval == y.fval) || !(x.poly == y.poly) ||
+        x.extents != y.extents || x.args.size() != y.args.size() ||
+        x.regions.size() != y.regions.size() || (x.result < 0) != (y.result < 0) || isEffect(x) ||
+        x.op == Op::BufStore || x.op == Op::SizeDef)
+      return false;
+    if (x.result >= 0 && !(f.types[x.result] == f.types[y.result])) return false;
+    for (size_t j = 0; j < x.args.size(); ++j)
+      if (!same(x.args[j], y.args[j])) return false;
+    for (size_t j = 0; j < x.regions.size(); ++j)
+      if (!sameBlock(f, x.regions[j], y.regions[j], m)) return false;
+    if (x.result >= 0) m[x.result] = y.result;
+  }
+  for (size_t k = 0; k < a.yields.size(); ++k)
+    if (!same(a.yields[k], b.yields[k])) return false;
+  return true;
 }
 
 class Printer {
@@ -678,6 +718,16 @@ private:
       for (const Poly& p : in.extents)
         for (const auto& n : p.names())
           if (n[0] == '#' && !recovered_[n]) letExtent = true;
+      if (in.op == Op::ArgMax || in.op == Op::ArgMin) // the extreme the function computes anyway
+        for (const Instr& e : b.body) {
+          if (&e == &in) break;
+          std::map<int, int> m;
+          if (e.op == (in.op == Op::ArgMax ? Op::ReduceMax : Op::ReduceMin) &&
+              e.extents == in.extents && sameBlock(f_, e.regions[0], in.regions[0], m)) {
+            extremeOf_[&in] = e.result;
+            ++uses_[e.result]; // named, for the search to read
+          }
+        }
       if (letExtent) {
         letExtent_.insert(&in);
         for (const Block& r : in.regions)
@@ -1083,6 +1133,33 @@ private:
   /// A reduction whose body needs statements: a loop updating a running value.
   void reduction(const Instr& in, std::string& out, const std::string& indent) {
     const Block& r = in.regions[0];
+    if ((in.op == Op::ArgMax || in.op == Op::ArgMin) && expressible(r)) {
+      // The first extremal position: the extreme (the function's own where it computes it),
+      // then the smallest flat index whose element equals it. (A loop keeping both would
+      // update two vars per element.)
+      std::string m;
+      auto e = extremeOf_.find(&in);
+      if (e != extremeOf_.end()) {
+        m = expr(e->second).s;
+      } else {
+        m = fresh("t", letCount_);
+        out += indent + "let " + m + " = " + (in.op == Op::ArgMax ? "max[" : "min[") +
+               indexList(in) + "](" + bodyExpr(r).s + ");\n";
+      }
+      std::string flat;
+      Poly total(1);
+      for (size_t k = 0; k < r.args.size(); ++k) {
+        flat = k == 0 ? names_[r.args[k]]
+                      : paren({flat, k == 1 ? 10 : 6}, 7) + " * " +
+                            paren(polyExpr(in.extents[k]), 8) + " + " + names_[r.args[k]];
+        total = total * in.extents[k];
+      }
+      std::string p = fresh("t", letCount_);
+      out += indent + "let " + p + " = min[" + indexList(in) + "](select(" + paren(bodyExpr(r), 6) +
+             " == " + paren({m, 10}, 6) + ", " + flat + ", " + polyExpr(total).s + "));\n";
+      names_[in.result] = p;
+      return;
+    }
     DType dt = f_.types[r.yields[0]].dtype;
     auto lit = [&](double v) { return number(v, dt); };
     std::string acc = fresh("s", varCount_), top;
@@ -1330,6 +1407,7 @@ private:
   std::map<std::string, bool> recovered_;       // by name, as the walk meets them
   std::set<const Instr*> letExtent_;            // regions over a let extent
   std::set<int> plainArgs_;                     // their indices (plain i64 values)
+  std::map<const Instr*, int> extremeOf_;       // argmax -> the same max, computed before
   int letCount_ = 0, indexCount_ = 0, varCount_ = 0, condCount_ = 0, onceCount_ = 0;
   std::set<std::string> taken_;
 };
@@ -1408,7 +1486,8 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
     double worst = 0;
     for (size_t k = 0; k < c.size() && k < base.size(); ++k)
       worst = std::max(worst, (c[k] + 1) / (base[k] + 1));
-    if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "candidate worst %g\n%s\n", worst, t.c_str());
+    if (std::getenv("SLOPE_PRINT_DEBUG"))
+      fprintf(stderr, "candidate worst %g\n%s\n", worst, t.c_str());
     if (worst < best / 1.02) {
       best = std::min(best, worst);
       pick = &t;
