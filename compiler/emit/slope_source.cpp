@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 
@@ -647,9 +648,20 @@ bool sameBlock(const ir::Function& f, const Block& a, const Block& b, std::map<i
   return true;
 }
 
+/// Functions printed for if branches that need statements (shared by the printers of a
+/// function and of its branches).
+struct Helpers {
+  std::vector<std::string> texts;
+  int count = 0;
+};
+
 class Printer {
 public:
-  Printer(const ir::Function& f, std::string name) : f_(f), name_(std::move(name)) {}
+  /// With `helpers`, an if whose branch needs statements may print that branch as a function
+  /// of its own, called from the branch: the checker inlines the call, so the printed `if`
+  /// does the compiled if's work (a var and guarded loops would add a dozen operations).
+  Printer(const ir::Function& f, std::string name, std::shared_ptr<Helpers> helpers = nullptr)
+      : f_(f), name_(std::move(name)), helpers_(std::move(helpers)) {}
 
   std::string run() {
     // div(e, k) extents are derived sizes named by their own source text; a checkpointed
@@ -687,6 +699,9 @@ public:
     for (int y : f_.body.yields)
       ys.push_back(expr(y).s);
     out += "    " + (ys.size() == 1 ? ys[0] : "(" + join(ys) + ")") + "\n}\n";
+    if (helpers_ && !nested_)
+      for (const std::string& h : helpers_->texts)
+        out += "\n" + h;
     return out;
   }
 
@@ -863,6 +878,120 @@ private:
     while (taken_.count(n));
     taken_.insert(n);
     return n;
+  }
+
+  /// An if branch as a call of a function of its own (printed into helpers_), or nothing
+  /// where that function cannot be written: the branch touches a var of this function, or
+  /// uses a size no parameter of the branch binds.
+  std::optional<std::pair<std::string, std::string>> branchCall(const Block& r) {
+    if (!helpers_) return std::nullopt;
+    std::set<int> inside = ir::definedIn(r), seen;
+    std::set<std::string> needed, local;
+    std::vector<int> free;
+    bool ok = true;
+    ir::forEachInstr(r, [&](const Instr& i) { // (definedIn leaves out nested regions' indices)
+      for (const Block& b : i.regions)
+        inside.insert(b.args.begin(), b.args.end());
+    });
+    auto sizesOf = [&](const Poly& p) {
+      for (const auto& n : p.names())
+        needed.insert(n);
+    };
+    auto use = [&](int a) {
+      if (inside.count(a) || !seen.insert(a).second) return;
+      auto d = defs_.find(a);
+      const Instr* di = d == defs_.end() ? nullptr : d->second;
+      if (di && di->op == Op::Const) return; // printed as a literal
+      if (di && di->op == Op::Size) {
+        sizesOf(di->poly);
+        return;
+      }
+      if (bufs_.count(a)) ok = false;
+      free.push_back(a);
+    };
+    ir::forEachInstr(r, [&](const Instr& i) {
+      for (int a : i.args)
+        use(a);
+      for (const Block& b : i.regions)
+        for (int y : b.yields)
+          use(y);
+      for (const Poly& p : i.extents)
+        sizesOf(p);
+      if (i.op == Op::Size) sizesOf(i.poly);
+      if (i.op == Op::SizeDef) local.insert(i.name);
+      if (i.result >= 0)
+        for (const Poly& p : f_.types[i.result].shape)
+          sizesOf(p);
+    });
+    for (int y : r.yields)
+      use(y);
+    if (!ok) return std::nullopt;
+    // A size the branch uses that none of its values' types carries: a parameter of this
+    // function that does comes along (passing it costs nothing; the call is inlined).
+    std::set<std::string> carried;
+    for (int v : free)
+      for (const Poly& p : f_.types[v].shape)
+        for (const auto& n : p.names())
+          carried.insert(n);
+    for (const auto& n : needed)
+      if (!carried.count(n))
+        for (size_t k = 0; k < f_.params.size(); ++k) {
+          bool has = false;
+          for (const Poly& p : f_.paramTypes[k].shape)
+            for (const auto& m : p.names())
+              has = has || m == n;
+          if (has && seen.insert(f_.params[k]).second) {
+            free.push_back(f_.params[k]);
+            for (const Poly& p : f_.paramTypes[k].shape)
+              for (const auto& m : p.names())
+                carried.insert(m);
+          }
+          if (has) break;
+        }
+    ir::Function h;
+    h.name = name_ + "_branch" + std::to_string(++helpers_->count);
+    h.types = f_.types;
+    h.file = f_.file;
+    std::set<std::string> bound, pnames;
+    std::string args;
+    for (int v : free) {
+      const ir::Type& t = f_.types[v];
+      for (const Poly& p : t.shape) {
+        if (p.isConst()) continue;
+        std::vector<std::string> ns = p.names();
+        if (ns.size() != 1 || !(p == Poly::var(ns[0])) || ns[0][0] == '#' ||
+            ns[0].find('(') != std::string::npos)
+          return std::nullopt; // not a parameter type
+        bound.insert(ns[0]);
+      }
+      Expr e = expr(v);
+      std::string pn = isName(e.s) && !pnames.count(e.s) ? e.s : "a" + std::to_string(v);
+      pnames.insert(pn);
+      Instr pi;
+      pi.op = Op::Param;
+      pi.name = pn;
+      pi.ival = static_cast<int64_t>(h.params.size());
+      pi.result = v;
+      h.body.body.push_back(pi);
+      h.params.push_back(v);
+      h.paramNames.push_back(pn);
+      h.paramTypes.push_back(t);
+      args += (args.empty() ? "" : ", ") + e.s;
+    }
+    for (const auto& n : needed)
+      if (!bound.count(n) && !local.count(n)) return std::nullopt;
+    for (const Instr& i : r.body)
+      h.body.body.push_back(i);
+    h.body.yields = r.yields;
+    Printer nested(h, h.name, helpers_);
+    nested.nested_ = true;
+    std::string text;
+    try {
+      text = nested.run();
+    } catch (const NotPrintable&) {
+      return std::nullopt;
+    }
+    return std::pair{h.name + "(" + args + ")", text};
   }
 
   // --- which instructions need statements ------------------------------------------------------
@@ -1079,6 +1208,22 @@ private:
       return;
     }
     case Op::If: {
+      if (in.result >= 0) { // branches as expressions, or as calls of functions of their own
+        std::optional<std::pair<std::string, std::string>> br[2];
+        for (int k = 0; k < 2; ++k)
+          br[k] = expressible(in.regions[k])
+                      ? std::optional(std::pair{bodyExpr(in.regions[k]).s, std::string()})
+                      : branchCall(in.regions[k]);
+        if (br[0] && br[1]) {
+          for (int k = 0; k < 2; ++k)
+            if (!br[k]->second.empty()) helpers_->texts.push_back(br[k]->second);
+          std::string n = fresh("t", letCount_);
+          out += indent + "let " + n + " = if " + expr(in.args[0]).s + " { " + br[0]->first +
+                 " } else { " + br[1]->first + " };\n";
+          names_[in.result] = n;
+          return;
+        }
+      }
       std::string c = expr(in.args[0]).s;
       if (!isName(c)) {
         std::string n = fresh("c", condCount_);
@@ -1395,6 +1540,8 @@ private:
 
   const ir::Function& f_;
   std::string name_;
+  std::shared_ptr<Helpers> helpers_;
+  bool nested_ = false; // printing a helper: the top printer appends the helpers
   DType weakFloat_ = DType::F64;
   std::map<int, int> uses_, depth_, useDepth_;
   std::map<int, const Instr*> defs_;
@@ -1462,11 +1609,13 @@ std::vector<std::map<std::string, int64_t>> sizeProbes(const ir::Function& f) {
   return probes;
 }
 
-/// The operations a compiled function executes, estimated from its IR at the probes.
+/// The operations a compiled function executes, estimated from its IR at the probes. A trip
+/// count computed in the function counts as 1: the guarded loops of an if (`for k in
+/// 0..i64(c)`) run once or not at all, and a triangular extent is one in both functions.
 std::vector<double> compiledCost(const ir::Function& f) {
   std::vector<double> out;
   for (const auto& sizes : sizeProbes(f))
-    out.push_back(staticCost(f, f.body, sizes, sizes.empty() ? 8 : sizes.begin()->second));
+    out.push_back(staticCost(f, f.body, sizes, 1));
   return out;
 }
 
@@ -1514,6 +1663,7 @@ std::string printSlope(const ir::Function& gradient) {
         ir::Function pure = fz.run();
         simplify(pure);
         texts.push_back(Printer(pure, gradient.name).run());
+        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
       } catch (const NotPrintable&) {
       }
       // The accumulator-free form again, after loop fission (values shared by several
@@ -1526,6 +1676,11 @@ std::string printSlope(const ir::Function& gradient) {
         ir::Function pure = fz.run();
         simplify(pure);
         texts.push_back(Printer(pure, gradient.name).run());
+        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
+      } catch (const NotPrintable&) {
+      }
+      try {
+        texts.push_back(Printer(direct, gradient.name, std::make_shared<Helpers>()).run());
       } catch (const NotPrintable&) {
       }
       try {
