@@ -653,6 +653,7 @@ bool sameBlock(const ir::Function& f, const Block& a, const Block& b, std::map<i
 struct Helpers {
   std::vector<std::string> texts;
   int count = 0;
+  std::string root; // the printed function's name, which theirs extend
 };
 
 class Printer {
@@ -863,6 +864,12 @@ private:
     sizeAlias_[def.name] = atom ? t->second : "(" + t->second + ")";
     valueAlias_[def.name] = "max(" + t->second + ", 0)";
   }
+  /// A comprehension's or reduction's body: an expression, or a call of its helper.
+  Expr regionBody(const Instr& in) {
+    auto h = bodyHelper_.find(&in);
+    if (h != bodyHelper_.end()) return {call(h->second), 10};
+    return bodyExpr(in.regions[0]);
+  }
   /// A region body printed as one expression; its size.defs bind first.
   Expr bodyExpr(const Block& r) {
     for (const Instr& i : r.body)
@@ -883,11 +890,34 @@ private:
   /// An if branch as a call of a function of its own (printed into helpers_), or nothing
   /// where that function cannot be written: the branch touches a var of this function, or
   /// uses a size no parameter of the branch binds.
-  std::optional<std::pair<std::string, std::string>> branchCall(const Block& r) {
+  struct Helper {
+    std::string name, text;
+    std::vector<int> args; // the values passed, in parameter order
+  };
+  /// The call of a helper, with the arguments' current names or expressions; its text goes
+  /// out with the function.
+  std::string call(const Helper& h) {
+    helpers_->texts.push_back(h.text);
+    std::string a;
+    for (int v : h.args)
+      a += (a.empty() ? "" : ", ") + expr(v).s;
+    return h.name + "(" + a + ")";
+  }
+  /// A block as a function of its own: of the values it uses (and, with `indices`, of its
+  /// own indices: a comprehension's or reduction's body, called once per element).
+  std::optional<Helper> helper(const Block& r, bool indices) {
     if (!helpers_) return std::nullopt;
     std::set<int> inside = ir::definedIn(r), seen;
+    if (indices)
+      for (int a : r.args)
+        inside.erase(a);
     std::set<std::string> needed, local;
     std::vector<int> free;
+    if (indices) {
+      free = r.args;
+      seen.insert(r.args.begin(), r.args.end());
+    }
+    std::vector<Instr> copied; // outside constants and sizes, defined again in the function
     bool ok = true;
     ir::forEachInstr(r, [&](const Instr& i) { // (definedIn leaves out nested regions' indices)
       for (const Block& b : i.regions)
@@ -901,9 +931,9 @@ private:
       if (inside.count(a) || !seen.insert(a).second) return;
       auto d = defs_.find(a);
       const Instr* di = d == defs_.end() ? nullptr : d->second;
-      if (di && di->op == Op::Const) return; // printed as a literal
-      if (di && di->op == Op::Size) {
-        sizesOf(di->poly);
+      if (di && (di->op == Op::Const || di->op == Op::Size)) { // literals, size names
+        if (di->op == Op::Size) sizesOf(di->poly);
+        copied.push_back(*di);
         return;
       }
       if (bufs_.count(a)) ok = false;
@@ -949,11 +979,11 @@ private:
           if (has) break;
         }
     ir::Function h;
-    h.name = name_ + "_branch" + std::to_string(++helpers_->count);
+    if (helpers_->root.empty()) helpers_->root = name_;
+    h.name = helpers_->root + (indices ? "_elem" : "_branch") + std::to_string(++helpers_->count);
     h.types = f_.types;
     h.file = f_.file;
     std::set<std::string> bound, pnames;
-    std::string args;
     for (int v : free) {
       const ir::Type& t = f_.types[v];
       for (const Poly& p : t.shape) {
@@ -964,8 +994,10 @@ private:
           return std::nullopt; // not a parameter type
         bound.insert(ns[0]);
       }
-      Expr e = expr(v);
-      std::string pn = isName(e.s) && !pnames.count(e.s) ? e.s : "a" + std::to_string(v);
+      auto nm = names_.find(v);
+      std::string pn = nm != names_.end() && isName(nm->second) && !pnames.count(nm->second)
+                           ? nm->second
+                           : "a" + std::to_string(v);
       pnames.insert(pn);
       Instr pi;
       pi.op = Op::Param;
@@ -976,10 +1008,13 @@ private:
       h.params.push_back(v);
       h.paramNames.push_back(pn);
       h.paramTypes.push_back(t);
-      args += (args.empty() ? "" : ", ") + e.s;
     }
     for (const auto& n : needed)
-      if (!bound.count(n) && !local.count(n)) return std::nullopt;
+      if (!bound.count(n) && !local.count(n)) {
+        if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "branch: unbound %s\n", n.c_str());
+        return std::nullopt;
+      }
+    h.body.body.insert(h.body.body.end(), copied.begin(), copied.end());
     for (const Instr& i : r.body)
       h.body.body.push_back(i);
     h.body.yields = r.yields;
@@ -988,10 +1023,11 @@ private:
     std::string text;
     try {
       text = nested.run();
-    } catch (const NotPrintable&) {
+    } catch (const NotPrintable& e) {
+      if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "branch: %s\n", e.what());
       return std::nullopt;
     }
-    return std::pair{h.name + "(" + args + ")", text};
+    return Helper{h.name, text, free};
   }
 
   // --- which instructions need statements ------------------------------------------------------
@@ -1017,6 +1053,16 @@ private:
     if (!r && isRegionValue(in.op))
       for (const Block& b : in.regions)
         r = r || !expressible(b);
+    if (r &&
+        (in.op == Op::Comp || in.op == Op::ReduceSum || in.op == Op::ReduceProd ||
+         in.op == Op::ReduceMax || in.op == Op::ReduceMin || in.op == Op::ReduceLse) &&
+        !letExtent_.count(&in)) {
+      // A body that needs statements as a function called per element: no var, no loops.
+      if (auto h = helper(in.regions[0], true)) {
+        bodyHelper_[&in] = *h;
+        r = false;
+      }
+    }
     needs_[&in] = r;
     return r;
   }
@@ -1112,7 +1158,7 @@ private:
     std::string n = fresh("t", letCount_);
     if (in.op == Op::Comp) {
       const Block& r = in.regions[0];
-      out += indent + "let " + n + "[" + indexList(in) + "] = " + bodyExpr(r).s + ";\n";
+      out += indent + "let " + n + "[" + indexList(in) + "] = " + regionBody(in).s + ";\n";
     } else {
       out += indent + "let " + n + " = " + exprOf(in).s + ";\n";
     }
@@ -1209,17 +1255,20 @@ private:
     }
     case Op::If: {
       if (in.result >= 0) { // branches as expressions, or as calls of functions of their own
-        std::optional<std::pair<std::string, std::string>> br[2];
+        std::optional<Helper> h[2];
+        bool ok = true;
         for (int k = 0; k < 2; ++k)
-          br[k] = expressible(in.regions[k])
-                      ? std::optional(std::pair{bodyExpr(in.regions[k]).s, std::string()})
-                      : branchCall(in.regions[k]);
-        if (br[0] && br[1]) {
+          if (!expressible(in.regions[k])) {
+            h[k] = helper(in.regions[k], false);
+            ok = ok && h[k];
+          }
+        if (ok) {
+          std::string br[2];
           for (int k = 0; k < 2; ++k)
-            if (!br[k]->second.empty()) helpers_->texts.push_back(br[k]->second);
+            br[k] = h[k] ? call(*h[k]) : bodyExpr(in.regions[k]).s;
           std::string n = fresh("t", letCount_);
-          out += indent + "let " + n + " = if " + expr(in.args[0]).s + " { " + br[0]->first +
-                 " } else { " + br[1]->first + " };\n";
+          out += indent + "let " + n + " = if " + expr(in.args[0]).s + " { " + br[0] +
+                 " } else { " + br[1] + " };\n";
           names_[in.result] = n;
           return;
         }
@@ -1478,9 +1527,7 @@ private:
                                                   {Op::ReduceMax, "max"},
                                                   {Op::ReduceMin, "min"},
                                                   {Op::ReduceLse, "logsumexp"}};
-      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" + bodyExpr(in.regions[0]).s +
-                  ")",
-              10};
+      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" + regionBody(in).s + ")", 10};
     }
     case Op::ArgMax:
     case Op::ArgMin: {
@@ -1555,6 +1602,7 @@ private:
   std::set<const Instr*> letExtent_;            // regions over a let extent
   std::set<int> plainArgs_;                     // their indices (plain i64 values)
   std::map<const Instr*, int> extremeOf_;       // argmax -> the same max, computed before
+  std::map<const Instr*, Helper> bodyHelper_;   // regions whose body prints as a call
   int letCount_ = 0, indexCount_ = 0, varCount_ = 0, condCount_ = 0, onceCount_ = 0;
   std::set<std::string> taken_;
 };
