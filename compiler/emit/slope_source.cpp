@@ -1010,10 +1010,7 @@ private:
       h.paramTypes.push_back(t);
     }
     for (const auto& n : needed)
-      if (!bound.count(n) && !local.count(n)) {
-        if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "branch: unbound %s\n", n.c_str());
-        return std::nullopt;
-      }
+      if (!bound.count(n) && !local.count(n)) return std::nullopt;
     h.body.body.insert(h.body.body.end(), copied.begin(), copied.end());
     for (const Instr& i : r.body)
       h.body.body.push_back(i);
@@ -1023,8 +1020,7 @@ private:
     std::string text;
     try {
       text = nested.run();
-    } catch (const NotPrintable& e) {
-      if (std::getenv("SLOPE_PRINT_DEBUG")) fprintf(stderr, "branch: %s\n", e.what());
+    } catch (const NotPrintable&) {
       return std::nullopt;
     }
     return Helper{h.name, text, free};
@@ -1683,8 +1679,6 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
     double worst = 0;
     for (size_t k = 0; k < c.size() && k < base.size(); ++k)
       worst = std::max(worst, (c[k] + 1) / (base[k] + 1));
-    if (std::getenv("SLOPE_PRINT_DEBUG"))
-      fprintf(stderr, "candidate worst %g\n%s\n", worst, t.c_str());
     if (worst < best / 1.02) {
       best = std::min(best, worst);
       pick = &t;
