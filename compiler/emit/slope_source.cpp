@@ -12,6 +12,7 @@
 #include "compiler/emit/slope_source.hpp"
 
 #include "compiler/ir/builder.hpp"
+#include "compiler/pipeline.hpp"
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/support/stack.hpp"
 
@@ -19,8 +20,11 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 
@@ -54,6 +58,10 @@ void addsIn(const Block& b, std::set<int>& out) {
 class Functionalizer {
 public:
   explicit Functionalizer(const ir::Function& src) : src_(src), out_(src), b_(out_) {
+    ir::forEachInstr(src.body, [&](const Instr& i) {
+      if (i.op == Op::Const && src.types[i.result].dtype == DType::I64 && i.ival == 0)
+        intZeros_.insert(i.result);
+    });
     out_.body = Block{};
     map_.assign(src.types.size(), -1);
     for (int p : src.params)
@@ -92,6 +100,9 @@ private:
     // Gather over a loop nest: loops whose bodies are walked inline, their indices bound to
     // the comprehension's (or the enclosing sum's) indices.
     std::map<const Instr*, std::vector<int>> inlineLoops;
+    // Tapes the region being rebuilt fills, as tensors computed before it (each element is
+    // stored once, so element I of the tensor is the value stored at I).
+    const std::map<int, int>* tapes = nullptr;
   };
 
   /// A loop nest that writes `buf` at indices made of its own loop indices, all adds the same
@@ -101,6 +112,9 @@ private:
     std::vector<int> bound;          // for each dimension of buf, the loop index it takes
     std::vector<int> unbound;        // the other loop indices (summed over)
     std::vector<Poly> unboundExtents;
+    // Where a loop's extent is not the dimension it writes (icf[k, i] with i: D < T, proven
+    // by an entry check), the elements beyond it get nothing: the loop extent, else empty.
+    std::vector<std::optional<Poly>> guard;
   };
   std::optional<Nest> findNest(const Instr& top, int buf) {
     Nest n;
@@ -140,10 +154,19 @@ private:
     const ir::Type& t = src_.types[buf];
     if (n.bound.size() != t.shape.size()) return std::nullopt;
     std::set<int> seen;
+    n.guard.resize(n.bound.size());
     for (size_t k = 0; k < n.bound.size(); ++k) {
+      if (t.shape[k] == Poly(1) && intZeros_.count(n.bound[k])) { // a broadcast's unit extent
+        n.bound[k] = -1;
+        continue;
+      }
       auto it = extentOf.find(n.bound[k]);
-      if (it == extentOf.end() || it->second != t.shape[k] || !seen.insert(n.bound[k]).second)
-        return std::nullopt;
+      if (it == extentOf.end() || !seen.insert(n.bound[k]).second) return std::nullopt;
+      if (it->second != t.shape[k]) {
+        for (const auto& s : it->second.names())
+          if (s[0] == '#') return std::nullopt;
+        n.guard[k] = it->second;
+      }
     }
     for (int a : args)
       if (!seen.count(a)) {
@@ -299,7 +322,7 @@ private:
           auto walk = [&](const std::vector<int>& u) {
             std::map<int, int> bind;
             for (size_t k = 0; k < c.size(); ++k)
-              bind[nest->bound[k]] = c[k];
+              if (nest->bound[k] >= 0) bind[nest->bound[k]] = c[k];
             for (size_t k = 0; k < u.size(); ++k)
               bind[nest->unbound[k]] = u[k];
             Pass q;
@@ -317,8 +340,19 @@ private:
             block(nest->loops[0]->regions[0], q);
             return q.sum < 0 ? b_.constant(t.dtype, 0) : q.sum;
           };
-          if (nest->unbound.empty()) return walk({});
-          return b_.region(Op::ReduceSum, nest->unboundExtents, ir::Type{t.dtype, {}}, walk);
+          auto sum = [&]() {
+            if (nest->unbound.empty()) return walk({});
+            return b_.region(Op::ReduceSum, nest->unboundExtents, ir::Type{t.dtype, {}}, walk);
+          };
+          int inside = -1;
+          for (size_t k = 0; k < c.size(); ++k)
+            if (nest->guard[k]) {
+              int lt = b_.binary(Op::Lt, c[k], b_.size(*nest->guard[k]));
+              inside = inside < 0 ? lt : b_.binary(Op::And, inside, lt);
+            }
+          if (inside < 0) return sum();
+          return b_.ifElse(inside, ir::Type{t.dtype, {}}, sum,
+                           [&]() { return b_.constant(t.dtype, 0); });
         });
       }
     // Gather form: every add to buf sits directly in the body at exactly the loop's indices,
@@ -387,6 +421,11 @@ private:
         for (size_t k = 1; k + 1 < in.args.size(); ++k)
           idx.push_back(mapped(in.args[k]));
         contribute(in.args[0], idx, mapped(in.args.back()), p);
+        for (Pass* x = &p; x && in.op == Op::BufStore; x = x->outer)
+          if (x->tapes && x->tapes->count(in.args[0])) {
+            map_[in.args.back()] = b_.load(x->tapes->at(in.args[0]), idx, "", {}, true);
+            break;
+          }
         continue;
       }
       if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
@@ -415,6 +454,15 @@ private:
       // A value, possibly with regions: rebuild it with mapped operands. A loop that also adds
       // to accumulators of this pass (the tape the forward sweep writes) contributes terms.
       regionTerms(in, p);
+      // The tapes the region fills are tensors computed before it; the region reads what it
+      // stores back from them, so the stored value is computed once, not twice.
+      std::map<int, int> tapes;
+      for (const Block& r : in.regions)
+        ir::forEachInstr(r, [&](const Instr& i) {
+          if (i.op != Op::BufStore || i.ival != ir::kTapeOnce) return;
+          Buf* b = findBuf(i.args[0], p);
+          if (b && src_.types[i.args[0]].rank() > 0) tapes[i.args[0]] = materialize(i.args[0], *b);
+        });
       Instr c = in;
       c.regions.clear();
       for (int& a : c.args)
@@ -430,6 +478,7 @@ private:
         nb = b_.buildBlock(nb.args, [&]() {
           Pass q;
           q.outer = &p;
+          q.tapes = &tapes;
           block(r, q);
           return r.yields.empty() ? -1 : value(r.yields[0], q);
         });
@@ -441,10 +490,100 @@ private:
   }
 
   const ir::Function& src_;
+  std::set<int> intZeros_; // i64 constants 0 (a unit extent's only index)
   ir::Function out_;
   ir::Builder b_;
   std::vector<int> map_;
 };
+
+// ---------------------------------------------------------------------------------------------
+// Loop fission
+//
+// An adjoint loop computes values once and adds them to several accumulators (loss.slope:
+// the residual feeds dk, db and dxs). The accumulator-free form sums each accumulator on its
+// own, which recomputes the shared values once per accumulator. Fission first gives every
+// value that more than one instruction of such a loop uses a tensor of its own (a
+// comprehension over the loop's extents, computed once); the loop then loads it, and each
+// accumulator's gather reads the loads. The numbers are the same: the same operations on the
+// same operands.
+
+/// Whether a loop body's only effects are adds to accumulators (in it or in parallel loops
+/// nested in it).
+bool addsOnly(const Block& b) {
+  for (const Instr& in : b.body) {
+    if (in.op == Op::BufAdd) continue;
+    if (in.op == Op::For && in.ival == 0 && addsOnly(in.regions[0])) continue;
+    if (in.op == Op::BufStore || in.op == Op::BufZeros || in.op == Op::SizeDef ||
+        in.op == Op::For || in.op == Op::Param || (in.op == Op::If && in.result < 0))
+      return false;
+    bool effect = false;
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, [&](const Instr& i) {
+        if (i.op == Op::BufAdd || i.op == Op::BufStore || i.op == Op::For || i.op == Op::SizeDef)
+          effect = true;
+      });
+    if (effect) return false;
+  }
+  return true;
+}
+
+void fission(ir::Function& f, Block& blk) {
+  std::vector<Instr> out;
+  for (Instr& in : blk.body) {
+    bool rect = true;
+    for (const Poly& p : in.extents)
+      for (const auto& n : p.names())
+        rect = rect && n[0] != '#';
+    if (in.op != Op::For || in.ival != 0 || !rect || !addsOnly(in.regions[0])) {
+      for (Block& r : in.regions)
+        fission(f, r);
+      out.push_back(std::move(in));
+      continue;
+    }
+    Block& body = in.regions[0];
+    // Uses by instruction: a value two adds of a nested loop use is shared.
+    std::map<int, int> uses;
+    ir::forEachInstr(body, [&](const Instr& i) {
+      for (int a : std::set<int>(i.args.begin(), i.args.end()))
+        ++uses[a];
+    });
+    for (size_t k = 0; k < body.body.size(); ++k) {
+      const Instr& c = body.body[k];
+      if (c.result < 0 || c.op == Op::Const || c.op == Op::Size || c.op == Op::Load ||
+          uses[c.result] < 2 || f.types[c.result].rank() > 0)
+        continue;
+      // The body's pure part, yielding c, cloned into a comprehension over the loop's extents.
+      Block pure;
+      pure.args = body.args;
+      for (size_t j = 0; j <= k; ++j)
+        if (body.body[j].op != Op::BufAdd && body.body[j].op != Op::For)
+          pure.body.push_back(body.body[j]);
+      pure.yields = {c.result};
+      std::vector<int> map;
+      Instr comp;
+      comp.op = Op::Comp;
+      comp.extents = in.extents;
+      comp.loc = c.loc;
+      comp.regions.push_back(ir::cloneBlock(f, pure, map));
+      ir::Type t = f.types[c.result];
+      t.shape = in.extents;
+      comp.result = f.newValue(t);
+      // The loop loads it instead (same value id, so its uses stay).
+      Instr load;
+      load.op = Op::Load;
+      load.args.push_back(comp.result);
+      load.args.insert(load.args.end(), body.args.begin(), body.args.end());
+      load.result = c.result;
+      load.loc = c.loc;
+      load.checked = true; // the loop's indices, over the comprehension's own extents
+      body.body[k] = load;
+      out.push_back(std::move(comp));
+    }
+    fission(f, body); // its nested loops, over the values still computed per element
+    out.push_back(std::move(in));
+  }
+  blk.body = std::move(out);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Printing IR as Slope
@@ -478,13 +617,59 @@ bool isFree(Op op) {
   return op == Op::Const || op == Op::Size || op == Op::Param;
 }
 
+/// Whether two blocks compute the same thing, instruction for instruction (`m` maps a's
+/// values to b's; values from outside both map to themselves).
+bool sameBlock(const ir::Function& f, const Block& a, const Block& b, std::map<int, int>& m) {
+  if (a.args.size() != b.args.size() || a.body.size() != b.body.size() ||
+      a.yields.size() != b.yields.size())
+    return false;
+  for (size_t k = 0; k < a.args.size(); ++k)
+    m[a.args[k]] = b.args[k];
+  auto same = [&](int x, int y) {
+    auto it = m.find(x);
+    return (it == m.end() ? x : it->second) == y;
+  };
+  for (size_t k = 0; k < a.body.size(); ++k) {
+    const Instr &x = a.body[k], &y = b.body[k];
+    if (x.op != y.op || x.ival != y.ival || !(x.fval == y.fval) || !(x.poly == y.poly) ||
+        x.extents != y.extents || x.args.size() != y.args.size() ||
+        x.regions.size() != y.regions.size() || (x.result < 0) != (y.result < 0) || isEffect(x) ||
+        x.op == Op::BufStore || x.op == Op::SizeDef)
+      return false;
+    if (x.result >= 0 && !(f.types[x.result] == f.types[y.result])) return false;
+    for (size_t j = 0; j < x.args.size(); ++j)
+      if (!same(x.args[j], y.args[j])) return false;
+    for (size_t j = 0; j < x.regions.size(); ++j)
+      if (!sameBlock(f, x.regions[j], y.regions[j], m)) return false;
+    if (x.result >= 0) m[x.result] = y.result;
+  }
+  for (size_t k = 0; k < a.yields.size(); ++k)
+    if (!same(a.yields[k], b.yields[k])) return false;
+  return true;
+}
+
+/// Functions printed for if branches that need statements (shared by the printers of a
+/// function and of its branches).
+struct Helpers {
+  std::vector<std::string> texts;
+  int count = 0;
+  std::string root; // the printed function's name, which theirs extend
+};
+
 class Printer {
 public:
-  Printer(const ir::Function& f, std::string name) : f_(f), name_(std::move(name)) {}
+  /// With `helpers`, an if whose branch needs statements may print that branch as a function
+  /// of its own, called from the branch: the checker inlines the call, so the printed `if`
+  /// does the compiled if's work (a var and guarded loops would add a dozen operations).
+  Printer(const ir::Function& f, std::string name, std::shared_ptr<Helpers> helpers = nullptr)
+      : f_(f), name_(std::move(name)), helpers_(std::move(helpers)) {}
 
   std::string run() {
-    if (!f_.derived.empty())
-      throw NotPrintable("checkpointed gradients (sizes derived on entry) have no printed form");
+    // div(e, k) extents are derived sizes named by their own source text; a checkpointed
+    // gradient's sizes (ceil(T / k) segments, ...) have no source form.
+    for (const ir::DerivedSize& d : f_.derived)
+      if (d.kind != ir::DerivedSize::FloorDiv)
+        throw NotPrintable("checkpointed gradients (sizes derived on entry) have no printed form");
     for (const auto& n : f_.paramNames)
       taken_.insert(n);
     for (const auto& n : f_.sizeNames())
@@ -497,6 +682,8 @@ public:
       }
     weakFloat_ = any && all32 ? DType::F32 : DType::F64;
     countUses(f_.body, 0);
+    for (const auto& [def, text] : defText_)
+      releaseDead(def->args[0]);
     for (size_t k = 0; k < f_.params.size(); ++k)
       names_[f_.params[k]] = f_.paramNames[k];
     std::string out = "fn " + name_ + "(";
@@ -513,6 +700,9 @@ public:
     for (int y : f_.body.yields)
       ys.push_back(expr(y).s);
     out += "    " + (ys.size() == 1 ? ys[0] : "(" + join(ys) + ")") + "\n}\n";
+    if (helpers_ && !nested_)
+      for (const std::string& h : helpers_->texts)
+        out += "\n" + h;
     return out;
   }
 
@@ -530,6 +720,36 @@ private:
         depth_[in.result] = depth;
       }
       if (in.op == Op::BufZeros) bufs_.insert(in.result);
+      if (in.op == Op::SizeDef) {
+        // A triangular extent or trip count (v3): max(a, 0) of an affine a prints as a's
+        // source text, which the checker binds again; anything else as a `let`.
+        std::optional<std::string> t = sizeDefText(in);
+        if (t) defText_[&in] = *t;
+        recovered_[in.name] = t.has_value();
+        continue; // its value is not printed when recovered; when not, the let uses it once
+      }
+      // The index of a region over an extent that is a `let` is a plain i64 in the printed
+      // source (a loop with data-dependent bounds), not an index an extent may use.
+      bool letExtent = false;
+      for (const Poly& p : in.extents)
+        for (const auto& n : p.names())
+          if (n[0] == '#' && !recovered_[n]) letExtent = true;
+      if (in.op == Op::ArgMax || in.op == Op::ArgMin) // the extreme the function computes anyway
+        for (const Instr& e : b.body) {
+          if (&e == &in) break;
+          std::map<int, int> m;
+          if (e.op == (in.op == Op::ArgMax ? Op::ReduceMax : Op::ReduceMin) &&
+              e.extents == in.extents && sameBlock(f_, e.regions[0], in.regions[0], m)) {
+            extremeOf_[&in] = e.result;
+            ++uses_[e.result]; // named, for the search to read
+          }
+        }
+      if (letExtent) {
+        letExtent_.insert(&in);
+        for (const Block& r : in.regions)
+          for (int a : r.args)
+            plainArgs_.insert(a);
+      }
       for (size_t k = 0; k < in.args.size(); ++k) {
         // An add prints its subscripts twice (b[i] = b[i] + v).
         bool twice = in.op == Op::BufAdd && k > 0 && k + 1 < in.args.size();
@@ -542,10 +762,119 @@ private:
         countUses(r, depth + 1);
       }
     }
+    for (const Instr& in : b.body)
+      if (in.op == Op::SizeDef && !defText_.count(&in)) {
+        ++uses_[in.args[0]];
+        useDepth_[in.args[0]] = std::max(useDepth_[in.args[0]], depth);
+      }
     for (int y : b.yields) {
       ++uses_[y];
       useDepth_[y] = std::max(useDepth_[y], depth);
     }
+  }
+
+  /// Values only a recovered size.def used are not printed: they lose the uses they gave
+  /// their operands.
+  void releaseDead(int v) {
+    auto d = defs_.find(v);
+    if (uses_[v] > 0 || d == defs_.end() || !d->second || isFree(d->second->op) ||
+        !d->second->regions.empty())
+      return;
+    for (int a : d->second->args)
+      if (--uses_[a] == 0) releaseDead(a);
+  }
+
+  /// The source text of an affine i64 value (indices, sizes, integer literals, + -, and * by a
+  /// literal), or nothing for any other value.
+  std::optional<Expr> affineExpr(int v) {
+    auto d = defs_.find(v);
+    if (d == defs_.end() || !d->second) { // a region's index
+      auto n = names_.find(v);
+      if (plainArgs_.count(v) || n == names_.end()) return std::nullopt;
+      return Expr{n->second, 10};
+    }
+    const Instr& in = *d->second;
+    if (in.result < 0 || f_.types[in.result].dtype != DType::I64 || f_.types[in.result].rank())
+      return std::nullopt;
+    auto two = [&](const char* op, int lp, int rp, int prec) -> std::optional<Expr> {
+      auto a = affineExpr(in.args[0]), b = affineExpr(in.args[1]);
+      if (!a || !b) return std::nullopt;
+      return Expr{paren(*a, lp) + " " + op + " " + paren(*b, rp), prec};
+    };
+    switch (in.op) {
+    case Op::Const: {
+      std::string t = std::to_string(in.ival);
+      return Expr{t, in.ival < 0 ? 8 : 10};
+    }
+    case Op::Size:
+      for (const auto& n : in.poly.names())
+        if (n[0] == '#') return std::nullopt;
+      return polyExpr(in.poly);
+    case Op::Add: return two("+", 6, 7, 6);
+    case Op::Sub: return two("-", 6, 7, 6);
+    case Op::Mul: {
+      auto isConst = [&](int a) {
+        auto da = defs_.find(a);
+        return da != defs_.end() && da->second && da->second->op == Op::Const;
+      };
+      if (!isConst(in.args[0]) && !isConst(in.args[1])) return std::nullopt;
+      return two("*", 7, 8, 7);
+    }
+    case Op::Neg: {
+      auto a = affineExpr(in.args[0]);
+      if (!a) return std::nullopt;
+      return Expr{"-" + paren(*a, 9), 8};
+    }
+    default: return std::nullopt;
+    }
+  }
+  /// The text of a size.def the checker makes for a triangular extent or trip count: it binds
+  /// max(a, 0), as select(a > 0, a, 0) or select(hi > lo, hi - lo, 0), of an affine a.
+  std::optional<std::string> sizeDefText(const Instr& def) {
+    auto opOf = [&](int v) -> const Instr* {
+      auto d = defs_.find(v);
+      return d == defs_.end() ? nullptr : d->second;
+    };
+    auto isZero = [&](int v) {
+      const Instr* z = opOf(v);
+      return z && z->op == Op::Const && z->ival == 0;
+    };
+    const Instr* sel = opOf(def.args[0]);
+    if (!sel || sel->op != Op::Select || !isZero(sel->args[2])) return std::nullopt;
+    const Instr* gt = opOf(sel->args[0]);
+    int a = sel->args[1];
+    const Instr* sub = opOf(a);
+    bool ok =
+        gt && gt->op == Op::Gt &&
+        ((gt->args[0] == a && isZero(gt->args[1])) ||
+         (sub && sub->op == Op::Sub && sub->args[0] == gt->args[0] && sub->args[1] == gt->args[1]));
+    if (!ok) return std::nullopt;
+    auto e = affineExpr(a);
+    if (!e) return std::nullopt;
+    return e->s;
+  }
+  /// Binds a size.def's name for the extents and size values printed after it.
+  void bindSizeDef(const Instr& def, const std::string& letName = "") {
+    auto t = defText_.find(&def);
+    if (t == defText_.end()) {
+      sizeAlias_[def.name] = valueAlias_[def.name] = letName;
+      return;
+    }
+    bool atom = isName(t->second) || std::all_of(t->second.begin(), t->second.end(), ::isdigit);
+    sizeAlias_[def.name] = atom ? t->second : "(" + t->second + ")";
+    valueAlias_[def.name] = "max(" + t->second + ", 0)";
+  }
+  /// A comprehension's or reduction's body: an expression, or a call of its helper.
+  Expr regionBody(const Instr& in) {
+    auto h = bodyHelper_.find(&in);
+    if (h != bodyHelper_.end()) return {call(h->second), 10};
+    return bodyExpr(in.regions[0]);
+  }
+  /// A region body printed as one expression; its size.defs bind first.
+  Expr bodyExpr(const Block& r) {
+    for (const Instr& i : r.body)
+      if (i.op == Op::SizeDef) bindSizeDef(i);
+    return expr(r.yields[0]);
   }
 
   /// A name not used by the function's parameters or sizes: PREFIX1, PREFIX2, ...
@@ -558,6 +887,145 @@ private:
     return n;
   }
 
+  /// An if branch as a call of a function of its own (printed into helpers_), or nothing
+  /// where that function cannot be written: the branch touches a var of this function, or
+  /// uses a size no parameter of the branch binds.
+  struct Helper {
+    std::string name, text;
+    std::vector<int> args; // the values passed, in parameter order
+  };
+  /// The call of a helper, with the arguments' current names or expressions; its text goes
+  /// out with the function.
+  std::string call(const Helper& h) {
+    helpers_->texts.push_back(h.text);
+    std::string a;
+    for (int v : h.args)
+      a += (a.empty() ? "" : ", ") + expr(v).s;
+    return h.name + "(" + a + ")";
+  }
+  /// A block as a function of its own: of the values it uses (and, with `indices`, of its
+  /// own indices: a comprehension's or reduction's body, called once per element).
+  std::optional<Helper> helper(const Block& r, bool indices) {
+    if (!helpers_) return std::nullopt;
+    std::set<int> inside = ir::definedIn(r), seen;
+    if (indices)
+      for (int a : r.args)
+        inside.erase(a);
+    std::set<std::string> needed, local;
+    std::vector<int> free;
+    if (indices) {
+      free = r.args;
+      seen.insert(r.args.begin(), r.args.end());
+    }
+    std::vector<Instr> copied; // outside constants and sizes, defined again in the function
+    bool ok = true;
+    ir::forEachInstr(r, [&](const Instr& i) { // (definedIn leaves out nested regions' indices)
+      for (const Block& b : i.regions)
+        inside.insert(b.args.begin(), b.args.end());
+    });
+    auto sizesOf = [&](const Poly& p) {
+      for (const auto& n : p.names())
+        needed.insert(n);
+    };
+    auto use = [&](int a) {
+      if (inside.count(a) || !seen.insert(a).second) return;
+      auto d = defs_.find(a);
+      const Instr* di = d == defs_.end() ? nullptr : d->second;
+      if (di && (di->op == Op::Const || di->op == Op::Size)) { // literals, size names
+        if (di->op == Op::Size) sizesOf(di->poly);
+        copied.push_back(*di);
+        return;
+      }
+      if (bufs_.count(a)) ok = false;
+      free.push_back(a);
+    };
+    ir::forEachInstr(r, [&](const Instr& i) {
+      for (int a : i.args)
+        use(a);
+      for (const Block& b : i.regions)
+        for (int y : b.yields)
+          use(y);
+      for (const Poly& p : i.extents)
+        sizesOf(p);
+      if (i.op == Op::Size) sizesOf(i.poly);
+      if (i.op == Op::SizeDef) local.insert(i.name);
+      if (i.result >= 0)
+        for (const Poly& p : f_.types[i.result].shape)
+          sizesOf(p);
+    });
+    for (int y : r.yields)
+      use(y);
+    if (!ok) return std::nullopt;
+    // A size the branch uses that none of its values' types carries: a parameter of this
+    // function that does comes along (passing it costs nothing; the call is inlined).
+    std::set<std::string> carried;
+    for (int v : free)
+      for (const Poly& p : f_.types[v].shape)
+        for (const auto& n : p.names())
+          carried.insert(n);
+    for (const auto& n : needed)
+      if (!carried.count(n))
+        for (size_t k = 0; k < f_.params.size(); ++k) {
+          bool has = false;
+          for (const Poly& p : f_.paramTypes[k].shape)
+            for (const auto& m : p.names())
+              has = has || m == n;
+          if (has && seen.insert(f_.params[k]).second) {
+            free.push_back(f_.params[k]);
+            for (const Poly& p : f_.paramTypes[k].shape)
+              for (const auto& m : p.names())
+                carried.insert(m);
+          }
+          if (has) break;
+        }
+    ir::Function h;
+    if (helpers_->root.empty()) helpers_->root = name_;
+    h.name = helpers_->root + (indices ? "_elem" : "_branch") + std::to_string(++helpers_->count);
+    h.types = f_.types;
+    h.file = f_.file;
+    std::set<std::string> bound, pnames;
+    for (int v : free) {
+      const ir::Type& t = f_.types[v];
+      for (const Poly& p : t.shape) {
+        if (p.isConst()) continue;
+        std::vector<std::string> ns = p.names();
+        if (ns.size() != 1 || !(p == Poly::var(ns[0])) || ns[0][0] == '#' ||
+            ns[0].find('(') != std::string::npos)
+          return std::nullopt; // not a parameter type
+        bound.insert(ns[0]);
+      }
+      auto nm = names_.find(v);
+      std::string pn = nm != names_.end() && isName(nm->second) && !pnames.count(nm->second)
+                           ? nm->second
+                           : "a" + std::to_string(v);
+      pnames.insert(pn);
+      Instr pi;
+      pi.op = Op::Param;
+      pi.name = pn;
+      pi.ival = static_cast<int64_t>(h.params.size());
+      pi.result = v;
+      h.body.body.push_back(pi);
+      h.params.push_back(v);
+      h.paramNames.push_back(pn);
+      h.paramTypes.push_back(t);
+    }
+    for (const auto& n : needed)
+      if (!bound.count(n) && !local.count(n)) return std::nullopt;
+    h.body.body.insert(h.body.body.end(), copied.begin(), copied.end());
+    for (const Instr& i : r.body)
+      h.body.body.push_back(i);
+    h.body.yields = r.yields;
+    Printer nested(h, h.name, helpers_);
+    nested.nested_ = true;
+    std::string text;
+    try {
+      text = nested.run();
+    } catch (const NotPrintable&) {
+      return std::nullopt;
+    }
+    return Helper{h.name, text, free};
+  }
+
   // --- which instructions need statements ------------------------------------------------------
 
   bool needsStatements(const Instr& in) {
@@ -568,18 +1036,29 @@ private:
     case Op::BufZeros:
     case Op::BufAdd:
     case Op::BufStore:
-    case Op::SizeDef:
     case Op::For:
     // The first extremal position has no expression that costs what the reduction costs
     // (without a let for the extreme it is recomputed per position): a loop.
     case Op::ArgMax:
     case Op::ArgMin: r = true; break;
     case Op::If: r = in.result < 0; break;
+    case Op::SizeDef: r = !defText_.count(&in); break;
     default: break;
     }
+    if (letExtent_.count(&in)) r = true; // `for i in 0..e` with e a let
     if (!r && isRegionValue(in.op))
       for (const Block& b : in.regions)
         r = r || !expressible(b);
+    if (r &&
+        (in.op == Op::Comp || in.op == Op::ReduceSum || in.op == Op::ReduceProd ||
+         in.op == Op::ReduceMax || in.op == Op::ReduceMin || in.op == Op::ReduceLse) &&
+        !letExtent_.count(&in)) {
+      // A body that needs statements as a function called per element: no var, no loops.
+      if (auto h = helper(in.regions[0], true)) {
+        bodyHelper_[&in] = *h;
+        r = false;
+      }
+    }
     needs_[&in] = r;
     return r;
   }
@@ -675,7 +1154,7 @@ private:
     std::string n = fresh("t", letCount_);
     if (in.op == Op::Comp) {
       const Block& r = in.regions[0];
-      out += indent + "let " + n + "[" + indexList(in) + "] = " + expr(r.yields[0]).s + ";\n";
+      out += indent + "let " + n + "[" + indexList(in) + "] = " + regionBody(in).s + ";\n";
     } else {
       out += indent + "let " + n + " = " + exprOf(in).s + ";\n";
     }
@@ -704,11 +1183,14 @@ private:
            (t.rank() == 0 ? zeroOf(t.dtype) : "zeros(" + typeStr(t) + ")") + ";\n";
     return n;
   }
-  std::string extent(const Poly& p) {
+  /// A poly as an extent (a triangular extent as its affine text), or with `value` as an i64
+  /// value (max(text, 0), what the extent binds).
+  std::string extent(const Poly& p, bool value = false) {
     std::map<std::string, Poly> rename;
+    const auto& alias = value ? valueAlias_ : sizeAlias_;
     for (const auto& s : p.names()) {
-      auto it = sizeAlias_.find(s);
-      if (it != sizeAlias_.end()) rename[s] = Poly::var(it->second);
+      auto it = alias.find(s);
+      if (it != alias.end()) rename[s] = Poly::var(it->second);
     }
     Poly q = rename.empty() ? p : p.substitute(rename);
     return q.str();
@@ -747,12 +1229,16 @@ private:
       return;
     }
     case Op::SizeDef: {
+      if (defText_.count(&in)) {
+        bindSizeDef(in);
+        return;
+      }
       std::string n = in.name;
       n.erase(std::remove(n.begin(), n.end(), '#'), n.end());
       while (taken_.count(n))
         n += "_";
       taken_.insert(n);
-      sizeAlias_[in.name] = n;
+      bindSizeDef(in, n);
       out += indent + "let " + n + " = " + expr(in.args[0]).s + ";\n";
       return;
     }
@@ -764,6 +1250,25 @@ private:
       return;
     }
     case Op::If: {
+      if (in.result >= 0) { // branches as expressions, or as calls of functions of their own
+        std::optional<Helper> h[2];
+        bool ok = true;
+        for (int k = 0; k < 2; ++k)
+          if (!expressible(in.regions[k])) {
+            h[k] = helper(in.regions[k], false);
+            ok = ok && h[k];
+          }
+        if (ok) {
+          std::string br[2];
+          for (int k = 0; k < 2; ++k)
+            br[k] = h[k] ? call(*h[k]) : bodyExpr(in.regions[k]).s;
+          std::string n = fresh("t", letCount_);
+          out += indent + "let " + n + " = if " + expr(in.args[0]).s + " { " + br[0] +
+                 " } else { " + br[1] + " };\n";
+          names_[in.result] = n;
+          return;
+        }
+      }
       std::string c = expr(in.args[0]).s;
       if (!isName(c)) {
         std::string n = fresh("c", condCount_);
@@ -818,6 +1323,33 @@ private:
   /// A reduction whose body needs statements: a loop updating a running value.
   void reduction(const Instr& in, std::string& out, const std::string& indent) {
     const Block& r = in.regions[0];
+    if ((in.op == Op::ArgMax || in.op == Op::ArgMin) && expressible(r)) {
+      // The first extremal position: the extreme (the function's own where it computes it),
+      // then the smallest flat index whose element equals it. (A loop keeping both would
+      // update two vars per element.)
+      std::string m;
+      auto e = extremeOf_.find(&in);
+      if (e != extremeOf_.end()) {
+        m = expr(e->second).s;
+      } else {
+        m = fresh("t", letCount_);
+        out += indent + "let " + m + " = " + (in.op == Op::ArgMax ? "max[" : "min[") +
+               indexList(in) + "](" + bodyExpr(r).s + ");\n";
+      }
+      std::string flat;
+      Poly total(1);
+      for (size_t k = 0; k < r.args.size(); ++k) {
+        flat = k == 0 ? names_[r.args[k]]
+                      : paren({flat, k == 1 ? 10 : 6}, 7) + " * " +
+                            paren(polyExpr(in.extents[k]), 8) + " + " + names_[r.args[k]];
+        total = total * in.extents[k];
+      }
+      std::string p = fresh("t", letCount_);
+      out += indent + "let " + p + " = min[" + indexList(in) + "](select(" + paren(bodyExpr(r), 6) +
+             " == " + paren({m, 10}, 6) + ", " + flat + ", " + polyExpr(total).s + "));\n";
+      names_[in.result] = p;
+      return;
+    }
     DType dt = f_.types[r.yields[0]].dtype;
     auto lit = [&](double v) { return number(v, dt); };
     std::string acc = fresh("s", varCount_), top;
@@ -991,15 +1523,13 @@ private:
                                                   {Op::ReduceMax, "max"},
                                                   {Op::ReduceMin, "min"},
                                                   {Op::ReduceLse, "logsumexp"}};
-      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" +
-                  expr(in.regions[0].yields[0]).s + ")",
-              10};
+      return {std::string(n.at(in.op)) + "[" + indexList(in) + "](" + regionBody(in).s + ")", 10};
     }
     case Op::ArgMax:
     case Op::ArgMin: {
       // The first extremal position: the smallest flat index whose element equals the extreme.
       const Block& r = in.regions[0];
-      std::string body = expr(r.yields[0]).s;
+      std::string body = bodyExpr(r).s;
       std::string flat;
       Poly total(1);
       for (size_t k = 0; k < r.args.size(); ++k) {
@@ -1012,7 +1542,7 @@ private:
       std::map<int, std::string> saved = names_;
       for (int x : r.args)
         names_[x] = names_[x] + "m";
-      std::string inner = expr(r.yields[0]).s;
+      std::string inner = bodyExpr(r).s;
       std::string mIdx;
       for (size_t k = 0; k < r.args.size(); ++k)
         mIdx += (k ? ", " : "") + names_[r.args[k]] + ": " + extent(in.extents[k]);
@@ -1025,8 +1555,8 @@ private:
     }
     case Op::If:
       // Both branches are single expressions here (else needsStatements).
-      return {"if " + a(0).s + " { " + expr(in.regions[0].yields[0]).s + " } else { " +
-                  expr(in.regions[1].yields[0]).s + " }",
+      return {"if " + a(0).s + " { " + bodyExpr(in.regions[0]).s + " } else { " +
+                  bodyExpr(in.regions[1]).s + " }",
               // An if is a primary, but a following operator would be read as part of the
               // else branch's block; parenthesise it wherever it is an operand.
               0};
@@ -1038,7 +1568,7 @@ private:
   }
 
   Expr polyExpr(const Poly& p) {
-    std::string s = extent(p);
+    std::string s = extent(p, true);
     if (p.terms().size() > 1 || s[0] == '-') return {s, 6};
     return {s, s.find('*') != std::string::npos ? 7 : 10};
   }
@@ -1053,6 +1583,8 @@ private:
 
   const ir::Function& f_;
   std::string name_;
+  std::shared_ptr<Helpers> helpers_;
+  bool nested_ = false; // printing a helper: the top printer appends the helpers
   DType weakFloat_ = DType::F64;
   std::map<int, int> uses_, depth_, useDepth_;
   std::map<int, const Instr*> defs_;
@@ -1060,7 +1592,13 @@ private:
   std::set<int> bufs_;
   std::map<int, std::set<int>> reads_;
   std::map<const Instr*, bool> needs_;
-  std::map<std::string, std::string> sizeAlias_;
+  std::map<std::string, std::string> sizeAlias_, valueAlias_;
+  std::map<const Instr*, std::string> defText_; // recovered size.defs: their affine text
+  std::map<std::string, bool> recovered_;       // by name, as the walk meets them
+  std::set<const Instr*> letExtent_;            // regions over a let extent
+  std::set<int> plainArgs_;                     // their indices (plain i64 values)
+  std::map<const Instr*, int> extremeOf_;       // argmax -> the same max, computed before
+  std::map<const Instr*, Helper> bodyHelper_;   // regions whose body prints as a call
   int letCount_ = 0, indexCount_ = 0, varCount_ = 0, condCount_ = 0, onceCount_ = 0;
   std::set<std::string> taken_;
 };
@@ -1068,8 +1606,10 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Choosing the form
 
-/// Operations the printed form of a block executes, estimated from its IR at the given sizes
-/// (a size computed in the function counts as `other`; an if as its dearer branch).
+/// Operations a function executes, estimated from its IR at the given sizes: one per
+/// instruction that is not a literal, a size or a parameter, as the evaluator counts (a size
+/// computed in the function counts as `other`). Which branch of an if runs is data; the
+/// cheaper one counts (a costly branch is usually the rare case, a zero in prod's adjoint).
 double staticCost(const ir::Function& f, const Block& b,
                   const std::map<std::string, int64_t>& sizes, int64_t other) {
   auto eval = [&](const Poly& p) {
@@ -1081,18 +1621,9 @@ double staticCost(const ir::Function& f, const Block& b,
   double c = 0;
   for (const Instr& in : b.body) {
     if (!isFree(in.op)) c += 1;
-    // What the printed statements add: an add is a load, an add and a store; a var starts
-    // filled with zeros, and is read whole (a result, say) through a copy.
-    if (in.op == Op::BufAdd) c += 2;
-    if (in.op == Op::BufZeros) {
-      double n = 1;
-      for (const Poly& p : f.types[in.result].shape)
-        n *= eval(p);
-      c += 2 * n;
-    }
     if (in.regions.empty()) continue;
     if (in.op == Op::If) {
-      c += std::max(staticCost(f, in.regions[0], sizes, other),
+      c += std::min(staticCost(f, in.regions[0], sizes, other),
                     staticCost(f, in.regions[1], sizes, other));
       continue;
     }
@@ -1104,11 +1635,10 @@ double staticCost(const ir::Function& f, const Block& b,
   return c;
 }
 
-/// Whether printing `a` costs at most about what printing `b` costs, with every size at 8,
-/// every size at 64, and each size in turn at 64 with the others at 8: a term of a higher
-/// order in any one size (n^3 where b is n^2 d) shows in one of them.
-bool noDearer(const ir::Function& a, const ir::Function& b) {
-  std::vector<std::string> names = b.sizeNames();
+/// Size probes: every size at 8, every size at 64, and each size in turn at 64 with the others
+/// at 8 (a term of a higher order in any one size shows in one of them).
+std::vector<std::map<std::string, int64_t>> sizeProbes(const ir::Function& f) {
+  std::vector<std::string> names = f.sizeNames();
   std::vector<std::map<std::string, int64_t>> probes(2);
   for (const auto& n : names) {
     probes[0][n] = 8;
@@ -1118,12 +1648,43 @@ bool noDearer(const ir::Function& a, const ir::Function& b) {
     probes.push_back(probes[0]);
     probes.back()[n] = 64;
   }
-  for (const auto& sizes : probes) {
-    int64_t other = sizes.empty() ? 8 : sizes.begin()->second;
-    if (staticCost(a, a.body, sizes, other) > 1.1 * staticCost(b, b.body, sizes, other) + 8)
-      return false;
+  for (auto& p : probes)
+    f.deriveSizes(p);
+  return probes;
+}
+
+/// The operations a compiled function executes, estimated from its IR at the probes. A trip
+/// count computed in the function counts as 1: the guarded loops of an if (`for k in
+/// 0..i64(c)`) run once or not at all, and a triangular extent is one in both functions.
+std::vector<double> compiledCost(const ir::Function& f) {
+  std::vector<double> out;
+  for (const auto& sizes : sizeProbes(f))
+    out.push_back(staticCost(f, f.body, sizes, 1));
+  return out;
+}
+
+/// The candidate text whose compiled form costs least against the gradient `g` (its worst
+/// ratio over the size probes); an earlier, more readable one wins within 2%. The estimate is
+/// read off the IR the printed source compiles to: what a reader running it would get. A
+/// candidate that does not compile is never chosen (when none does, the last is returned, and
+/// compiling it shows the error).
+std::string cheapest(const std::vector<std::string>& texts, const ir::Function& g) {
+  std::vector<double> base = compiledCost(g);
+  double best = INFINITY;
+  const std::string* pick = nullptr;
+  for (const std::string& t : texts) {
+    auto p = Program::fromString(g.name + " (printed)", t);
+    if (!p->ok() || !p->hasFunction(g.name)) continue;
+    std::vector<double> c = compiledCost(p->forward(g.name));
+    double worst = 0;
+    for (size_t k = 0; k < c.size() && k < base.size(); ++k)
+      worst = std::max(worst, (c[k] + 1) / (base[k] + 1));
+    if (worst < best / 1.02) {
+      best = std::min(best, worst);
+      pick = &t;
+    }
   }
-  return true;
+  return pick ? *pick : texts.back();
 }
 
 } // namespace
@@ -1161,27 +1722,40 @@ std::string printSlope(const ir::Function& gradient) {
     withLargeStack([&] {
       ir::Function direct = gradient;
       simplify(direct);
-      // The accumulator-free form reads better (gathers instead of scatters), but where it
-      // would cost more than the gradient itself (a scatter it can only write as a masked sum
-      // over every position, a loop body it recomputes per accumulator) the direct form,
-      // vars and loops, is printed instead.
-      std::optional<ir::Function> pure;
+      // The candidates, most readable first: the accumulator-free form (gathers instead of
+      // scatters), then the compiled gradient written statement by statement.
+      std::vector<std::string> texts;
       try {
         Functionalizer fz(direct);
-        pure = fz.run();
-        simplify(*pure);
-        if (!noDearer(*pure, direct)) pure.reset();
+        ir::Function pure = fz.run();
+        simplify(pure);
+        texts.push_back(Printer(pure, gradient.name).run());
+        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
       } catch (const NotPrintable&) {
-        pure.reset();
       }
-      if (pure) {
-        try {
-          out = Printer(*pure, gradient.name).run();
-          return;
-        } catch (const NotPrintable&) {
-        }
+      // The accumulator-free form again, after loop fission (values shared by several
+      // accumulators computed once, as tensors).
+      try {
+        ir::Function split = direct;
+        fission(split, split.body);
+        simplify(split);
+        Functionalizer fz(split);
+        ir::Function pure = fz.run();
+        simplify(pure);
+        texts.push_back(Printer(pure, gradient.name).run());
+        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
+      } catch (const NotPrintable&) {
       }
-      out = Printer(direct, gradient.name).run();
+      try {
+        texts.push_back(Printer(direct, gradient.name, std::make_shared<Helpers>()).run());
+      } catch (const NotPrintable&) {
+      }
+      try {
+        texts.push_back(Printer(direct, gradient.name).run());
+      } catch (const NotPrintable&) {
+        if (texts.empty()) throw;
+      }
+      out = cheapest(texts, direct);
     });
   } catch (const NotPrintable& e) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +

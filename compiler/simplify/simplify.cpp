@@ -705,16 +705,49 @@ private:
   /// stores what is already there. (What reversing a recomputed write leaves: the write, then
   /// putting back the value it overwrote.)
   void deadStores(Block& b) {
+    if (&b == &f_.body) {
+      zeroConsts_.clear();
+      ir::forEachInstr(f_.body, [&](const Instr& i) {
+        bool zero = i.op == Op::Const &&
+                    (isFloat(f_.types[i.result].dtype) ? i.fval == 0 && !std::signbit(i.fval)
+                                                       : i.ival == 0);
+        if (zero) zeroConsts_.insert(i.result);
+      });
+    }
     for (Instr& in : b.body)
       for (Block& r : in.regions)
         deadStores(r);
     std::vector<char> drop(b.body.size(), 0);
+    // zero-init: stores of +0 into a buffer that buf.zeros made and nothing has written since
+    // (`var b = zeros(f64[n])` is buf.zeros and then a loop storing 0.0 into every element).
+    auto zeroStores = [&](const Instr& q, int buf) {
+      auto isZeroStore = [&](const Instr& i) {
+        // (only subscripts proven in range: a store that would fail must still fail)
+        return i.op == Op::BufStore && i.args[0] == buf && i.checked &&
+               zeroConsts_.count(i.args.back());
+      };
+      if (isZeroStore(q)) return true;
+      if (q.op != Op::For) return false;
+      for (const Instr& i : q.regions[0].body)
+        if (i.op != Op::Const && !isZeroStore(i)) return false;
+      return true;
+    };
+    for (size_t n = 0; n < b.body.size(); ++n) {
+      if (b.body[n].op != Op::BufZeros) continue;
+      int buf = b.body[n].result;
+      for (size_t m = n + 1; m < b.body.size(); ++m) {
+        if (zeroStores(b.body[m], buf))
+          drop[m] = 1;
+        else if (writes(b.body[m], buf))
+          break;
+      }
+    }
     auto index = [](const Instr& st) {
       return std::vector<int>(st.args.begin() + 1, st.args.end() - 1);
     };
     for (size_t n = 0; n < b.body.size(); ++n) {
       const Instr& st = b.body[n];
-      if (st.op != Op::BufStore) continue;
+      if (st.op != Op::BufStore || drop[n]) continue;
       int buf = st.args[0];
       for (size_t m = n + 1; m < b.body.size(); ++m) {
         const Instr& q = b.body[m];
@@ -848,6 +881,7 @@ private:
   ir::Function& f_;
   Ctx ctx_;
   std::set<int> buffers_;                      // buf.zeros results: memory, not values
+  std::set<int> zeroConsts_;                   // constants +0, 0 and false (dead-store)
   std::unordered_map<int, const Instr*> defs_; // for differ(), during forwardSnapshots
   mutable std::unordered_map<int, int> repl_;  // resolve() compresses chains
   bool changed_ = false;
@@ -869,6 +903,9 @@ const std::vector<SimplifyRule>& simplifyRules() {
         {"snapshot", "S = comp [j] { B[p, j] }; S[i] -> B[p, i] until B is next written", "exact"});
     v.push_back({"dead-store",
                  "store B[I] overwritten before B is read, store B[I], load B[I] -> removed",
+                 "exact"});
+    v.push_back({"zero-init",
+                 "stores of +0 into a buf.zeros buffer nothing has written since -> removed",
                  "exact"});
     v.push_back({"scatter-to-gather",
                  "buf.zeros + a loop that adds each element once at its own index -> comp",

@@ -1,7 +1,8 @@
 // `slopec grad --emit slope` round trip: the printed gradient parses, checks, computes the
 // same numbers as the gradient it was printed from, and does about as much work (the
 // operations the evaluator counts, within 1.5x), for every gradient-table case (f64 and f32),
-// every sample function and every program under tests/lit/slope.
+// every sample function (samples/adbench included) and every program under tests/lit/slope
+// and tests/lit/v3. The bar is 1.5x, with a short list of named exceptions.
 
 #include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
@@ -12,21 +13,84 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
+#include <iostream>
 
 namespace slope {
 namespace {
 
-// The cost order is the compiled gradient's everywhere; the constant is not yet 1.5 everywhere:
-// `b[i] = b[i] + v` runs three operations where buf.add runs one, vars start as zeros and are
-// copied when returned whole, and an argmax loop updates two vars per element.
-constexpr double kMaxCostRatio = 6;
+// The bar of issue 10 item 11: at sizes where the cost order shows, the printed gradient runs
+// at most 1.5x the operations of the compiled one.
+constexpr double kMaxCostRatio = 1.5;
+
+/// The printed gradients that stay above 1.5x, each with the bound it keeps (its ratio at the
+/// probes below, measured, plus a few percent) and the reason (docs/readable-derivatives.md).
+const std::map<std::string, double>& costExceptions() {
+  static const std::map<std::string, double> e = {
+      // The position of a max or min: the compiled argmax runs one operation per element; the
+      // language has no argmax, and the first-position search runs three (a load, ==, select).
+      {"max_min_full", 3.3},
+      {"reduction_two_indices", 1.75},
+      {"indexed_reductions", 1.65},
+      // The adjoint of an if that adds to accumulators in its branches: the branches run
+      // as guarded loops (for k in 0..i64(c)), and each add to a var is three operations
+      // (load, add, store) where the compiled buf.add is one.
+      {"relu_if", 2.25},
+      {"loop_costly_branch", 2.1},
+      // Accumulators inside a loop with data-dependent bounds (29 operations compiled).
+      {"loop_data_dependent_bounds", 1.9},
+      // An accumulator with no gather form (gmm's scatter into the lower triangle, with a
+      // subscript that is not affine) puts the gradient in statement form: adds of three.
+      {"gmm", 1.8},
+      // A triangular loop's adds: its extent is bound per iteration, so no gather form.
+      {"trimv", 1.6},
+      // icf[k, i] with i: D <= T: the compiled gradient adds over [K, D] into buf.zeros (one
+      // operation for all of [K, T]); the printed comprehension covers [K, T], with a test
+      // for i < D in each element (1.53x at D = 5, T = 13).
+      {"entry_checked_subscript", 1.6},
+      {"logdiag", 1.6},
+      // 9 operations compiled: one add into a buf.zeros tensor. A printed function returns a
+      // tensor var through a copy, n operations (4.1x at n = 13: this one grows with n).
+      {"inside_if", 4.5},
+  };
+  return e;
+}
+
+/// One set of sizes: every size name takes `all`, except those named in `fixed`.
+struct Probe {
+  int64_t all;
+  std::map<std::string, int64_t> fixed = {};
+  bool cost = true; // whether the operation count is compared (tiny sizes: results only)
+};
+
+/// Sizes a program needs to agree (ADBench's GMM: l = d (d - 1) / 2), set from the others.
+using SizeRule = std::function<void(std::map<std::string, int64_t>&)>;
+
+/// The probes of the round trip: results at size 3 (edge cases), results and cost at 8 and at
+/// a mix of 13 and 5 (a term of a higher order in one size shows in one of them).
+std::vector<Probe> standardProbes(const ir::Function& f) {
+  std::vector<Probe> out{{3, {}, false}, {8}, {0}};
+  int k = 0;
+  for (const auto& n : f.sizeNames())
+    out.back().fixed[n] = k++ % 2 ? 5 : 13;
+  return out;
+}
+
+/// With SLOPE_PRINT_COST_REPORT set, every cost comparison is written to stderr as one line
+/// `cost: WHAT SIZES compiled N printed M ratio R` (docs/readable-derivatives.md).
+bool reportCosts() {
+  static const bool on = std::getenv("SLOPE_PRINT_COST_REPORT") != nullptr;
+  return on;
+}
 
 /// Prints name's gradient, compiles the printed source, and compares results and operation
-/// counts at every size in `sizeList` (every size name takes that value).
+/// counts at every probe.
 void roundTrip(const Program& p, const std::string& name, const std::string& what,
-               const std::vector<int64_t>& sizeList = {3, 4}, double maxRatio = kMaxCostRatio,
-               const std::map<std::string, int64_t>& fixed = {}) {
+               const std::vector<Probe>& probes, const SizeRule& rule = nullptr) {
+  auto exception = costExceptions().find(what.substr(what.find(':') + 1));
+  double maxRatio = exception == costExceptions().end() ? kMaxCostRatio : exception->second;
   ir::Function f = p.forward(name);
   ir::Function g = p.gradient(name, {});
   std::string src;
@@ -38,18 +102,42 @@ void roundTrip(const Program& p, const std::string& name, const std::string& wha
   auto again = Program::fromString(what + " (printed)", src);
   ASSERT_TRUE(again->ok()) << again->diagnostics() << src;
   ir::Function h = again->forward(g.name);
-  for (size_t s = 0; s < sizeList.size(); ++s) {
+  for (size_t s = 0; s < probes.size(); ++s) {
     std::map<std::string, int64_t> sizes;
+    std::string shown;
     for (const auto& n : f.sizeNames())
-      sizes[n] = fixed.count(n) ? fixed.at(n) : sizeList[s];
+      sizes[n] = probes[s].fixed.count(n) ? probes[s].fixed.at(n) : probes[s].all;
+    if (rule) rule(sizes);
+    // The mix of 13 and 5 the other way round where an entry check needs it (icf[k, i] with
+    // i: m needs m <= n).
+    auto holds = [&] {
+      std::map<std::string, int64_t> all = sizes;
+      g.deriveSizes(all);
+      for (const auto& c : g.entryChecks)
+        if (!c.holds(all)) return false;
+      return true;
+    };
+    if (!holds())
+      for (auto& [n, v] : sizes)
+        v = v == 13 ? 5 : v == 5 ? 13 : v;
+    ASSERT_TRUE(holds()) << what << ": no probe sizes satisfy its entry checks";
+    for (const auto& [n, v] : sizes)
+      shown += (shown.empty() ? "" : ",") + n + "=" + std::to_string(v);
     std::vector<Tensor> args = randomArgs(g, sizes, s); // includes cotangents for VJPs
     int64_t wantOps = 0, gotOps = 0;
     auto want = evaluate(g, args, &wantOps);
     auto got = evaluate(h, args, &gotOps);
-    EXPECT_LE(static_cast<double>(gotOps), maxRatio * static_cast<double>(wantOps))
-        << what << " at size " << sizeList[s] << ": the printed gradient runs " << gotOps
-        << " operations, the compiled one " << wantOps << "\n"
-        << src;
+    if (probes[s].cost) {
+      double ratio =
+          static_cast<double>(gotOps) / static_cast<double>(std::max<int64_t>(wantOps, 1));
+      if (reportCosts())
+        std::cerr << "cost: " << what << " " << (shown.empty() ? "-" : shown) << " compiled "
+                  << wantOps << " printed " << gotOps << " ratio " << ratio << "\n";
+      EXPECT_LE(static_cast<double>(gotOps), maxRatio * static_cast<double>(wantOps))
+          << what << " at " << shown << ": the printed gradient runs " << gotOps
+          << " operations, the compiled one " << wantOps << "\n"
+          << src;
+    }
     ASSERT_EQ(want.size(), got.size()) << src;
     for (size_t k = 0; k < want.size(); ++k) {
       ASSERT_EQ(want[k].shape(), got[k].shape()) << src;
@@ -58,7 +146,7 @@ void roundTrip(const Program& p, const std::string& name, const std::string& wha
         double a = want[k].getF(i), b = got[k].getF(i);
         if (std::isnan(a) && std::isnan(b)) continue;
         EXPECT_LE(std::fabs(a - b), tol * std::max({1.0, std::fabs(a), std::fabs(b)}))
-            << what << " result " << k << " element " << i << "\n"
+            << what << " result " << k << " element " << i << " at " << shown << "\n"
             << src;
       }
     }
@@ -71,26 +159,35 @@ TEST_P(PrintedGradient, RoundTrips) {
   const CaseParam& p = GetParam();
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
-  roundTrip(*prog, "f", p.c->name);
+  roundTrip(*prog, "f", p.c->name, standardProbes(prog->forward("f")));
 }
 
-INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allCaseParams(false)),
+INSTANTIATE_TEST_SUITE_P(Ops, PrintedGradient, ::testing::ValuesIn(allCaseParams()),
                          caseParamName<::testing::TestParamInfo<CaseParam>>);
 
-/// Every function of every .slope file in dir (not recursing), at sizes 3 and 8: large enough
-/// that a printed gradient of a higher cost order shows.
+/// Sizes that samples need to agree.
+SizeRule sizeRuleFor(const std::string& file) {
+  if (file == "gmm.slope") // lower holds the strict lower triangle of a d x d matrix
+    return [](std::map<std::string, int64_t>& s) { s["l"] = s["d"] * (s["d"] - 1) / 2; };
+  return nullptr;
+}
+
+/// Every function of every .slope file under dir, at the standard probes.
 void everyFunctionIn(const std::string& dir) {
   int files = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
     if (entry.path().extension() != ".slope") continue;
+    if (entry.path().parent_path().filename() == "Inputs") continue; // lit's error inputs
     ++files;
     auto prog = Program::fromFile(entry.path().string());
     ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+    std::string file = entry.path().filename().string();
     for (const auto& name : prog->functionNames()) {
+      ir::Function f = prog->forward(name);
       bool anyFloat = false;
-      for (const auto& t : prog->forward(name).paramTypes)
+      for (const auto& t : f.paramTypes)
         anyFloat = anyFloat || isFloat(t.dtype);
-      if (anyFloat) roundTrip(*prog, name, entry.path().filename().string() + ":" + name, {3, 8});
+      if (anyFloat) roundTrip(*prog, name, file + ":" + name, standardProbes(f), sizeRuleFor(file));
     }
   }
   EXPECT_GT(files, 0) << dir;
@@ -104,16 +201,21 @@ TEST(PrintedGradientSamples, EveryPrintTestProgram) {
   everyFunctionIn(std::string(SLOPE_SOURCE_DIR) + "/tests/lit/slope");
 }
 
+TEST(PrintedGradientSamples, EveryLanguageV3Program) {
+  everyFunctionIn(std::string(SLOPE_SOURCE_DIR) + "/tests/lit/v3");
+}
+
 // The programs of issue 10 item 11, at its sizes: printed gradients that ran 710M, 249M and
 // 17.0M operations against 61K, 743K and 24K compiled now run within 1.5x.
+
 TEST(PrintedGradientCost, IssueProgramsWithinOneAndAHalf) {
   auto prog =
       Program::fromFile(std::string(SLOPE_SOURCE_DIR) + "/tests/lit/slope/cost_order.slope");
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
-  roundTrip(*prog, "sce", "sce", {0}, 1.5, {{"n", 100}, {"k", 100}});
-  roundTrip(*prog, "attention", "attention", {0}, 1.5, {{"n", 32}, {"d", 32}});
-  roundTrip(*prog, "rosen", "rosen", {0}, 1.5, {{"n", 1000}});
-  roundTrip(*prog, "rnn", "rnn", {0}, 1.5, {{"h", 10}, {"d", 10}, {"T", 10}});
+  roundTrip(*prog, "sce", "sce", {{0, {{"n", 100}, {"k", 100}}}});
+  roundTrip(*prog, "attention", "attention", {{0, {{"n", 32}, {"d", 32}}}});
+  roundTrip(*prog, "rosen", "rosen", {{0, {{"n", 1000}}}});
+  roundTrip(*prog, "rnn", "rnn", {{0, {{"h", 10}, {"d", 10}, {"T", 10}}}});
 }
 
 TEST(PrintedGradientText, QuadraticReadsAsAPersonWouldWriteIt) {
