@@ -203,7 +203,8 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
       }
     }
     slope_error err{};
-    if (c.jit->fn(argp.data(), sz.data(), resp.data(), &err) != 0) throwCallFailure(*c.jit, err, &sizes);
+    if (c.jit->fn(argp.data(), sz.data(), resp.data(), &err) != 0)
+      throwCallFailure(*c.jit, err, &sizes);
   } catch (const EvalError& e) {
     throw RuntimeError(renderDiagnostic(*c.file, Diag{e.where, e.what()}));
   }

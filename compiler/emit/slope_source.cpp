@@ -1697,17 +1697,22 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
 /// 1e-14 relative, away from the poles.
 static std::string digammaSource(const std::string& t) {
   return "\n// lgamma's derivative, written out: the language has no digamma.\n"
-         "fn digamma(x: " + t + ") -> " + t + " {\n"
+         "fn digamma(x: " +
+         t + ") -> " + t +
+         " {\n"
          "    let pi = 3.141592653589793;\n"
          "    let r = if x < 0.5 { 1 - x } else { x };\n"
-         "    var s = " + t + "(0);\n"
+         "    var s = " +
+         t +
+         "(0);\n"
          "    var y = r;\n"
          "    for k in 0..10 {\n"
          "        s = s - 1 / y;\n"
          "        y = y + 1;\n"
          "    }\n"
          "    let z = 1 / (y * y);\n"
-         "    let series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132 - z "
+         "    let series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132 "
+         "- z "
          "* (691 / 32760 - z / 12))))));\n"
          "    let psi = s + log(y) - 0.5 / y - series;\n"
          "    if x < 0.5 { psi - pi / tan(pi * x) } else { psi }\n"
@@ -1725,27 +1730,24 @@ std::string printSlope(const ir::Function& gradient) {
       // The candidates, most readable first: the accumulator-free form (gathers instead of
       // scatters), then the compiled gradient written statement by statement.
       std::vector<std::string> texts;
-      try {
-        Functionalizer fz(direct);
-        ir::Function pure = fz.run();
-        simplify(pure);
-        texts.push_back(Printer(pure, gradient.name).run());
-        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
-      } catch (const NotPrintable&) {
-      }
+      // The accumulator-free form of g, without and with helper functions.
+      auto pureForms = [&](const ir::Function& g) {
+        try {
+          Functionalizer fz(g);
+          ir::Function pure = fz.run();
+          simplify(pure);
+          texts.push_back(Printer(pure, gradient.name).run());
+          texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
+        } catch (const NotPrintable&) {
+        }
+      };
+      pureForms(direct);
       // The accumulator-free form again, after loop fission (values shared by several
       // accumulators computed once, as tensors).
-      try {
-        ir::Function split = direct;
-        fission(split, split.body);
-        simplify(split);
-        Functionalizer fz(split);
-        ir::Function pure = fz.run();
-        simplify(pure);
-        texts.push_back(Printer(pure, gradient.name).run());
-        texts.push_back(Printer(pure, gradient.name, std::make_shared<Helpers>()).run());
-      } catch (const NotPrintable&) {
-      }
+      ir::Function split = direct;
+      fission(split, split.body);
+      simplify(split);
+      pureForms(split);
       try {
         texts.push_back(Printer(direct, gradient.name, std::make_shared<Helpers>()).run());
       } catch (const NotPrintable&) {

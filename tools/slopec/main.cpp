@@ -484,6 +484,22 @@ int64_t addSat(int64_t a, int64_t b) {
   return r ? *r : INT64_MAX;
 }
 
+/// Fails before anything is allocated when calling f on args would need more memory than the
+/// machine has: its results and its peak buffers, named in the message as given.
+void checkCallMemory(const ir::Function& f, const std::vector<Tensor>& args,
+                     const std::string& what, const std::string& resultsAre,
+                     const std::string& buffersAre) {
+  auto sizes = bindSizes(f, args);
+  f.deriveSizes(sizes);
+  int64_t res = 0;
+  for (int y : f.body.yields)
+    res = addSat(res, tensorBytes(f.types[y], sizes));
+  int64_t buf = ir::peakBufferBytes(f, sizes);
+  checkMemory(addSat(res, buf), what,
+              std::to_string(res) + " for " + resultsAre + ", " + std::to_string(buf) + " for " +
+                  buffersAre);
+}
+
 /// The output cotangents for a tensor or tuple result from --seed-out: 'ones', a number
 /// (every element of every float result), or a value per float result (a list with one
 /// entry per float element of a tuple; for a single float result, its value).
@@ -563,17 +579,8 @@ int runEval(const Args& a) {
   for (auto& t : opt)
     args.push_back(*t);
 
-  auto sizes = bindSizes(f, args);
-  f.deriveSizes(sizes);
-  {
-    int64_t res = 0;
-    for (int y : f.body.yields)
-      res = addSat(res, tensorBytes(f.types[y], sizes));
-    int64_t buf = ir::peakBufferBytes(f, sizes);
-    checkMemory(addSat(res, buf), "evaluating '" + name + "' at these arguments",
-                std::to_string(res) + " for the results, " + std::to_string(buf) +
-                    " for its buffers");
-  }
+  checkCallMemory(f, args, "evaluating '" + name + "' at these arguments", "the results",
+                  "its buffers");
 
   auto runner = makeRunner(a);
   std::vector<Tensor> value = runner->prepare(f)(args);
@@ -599,15 +606,8 @@ int runEval(const Args& a) {
     if (!scalarLoss)
       for (Tensor& s : seedsFor(a, name, value))
         gargs.push_back(std::move(s));
-    auto gsizes = bindSizes(gf, gargs);
-    gf.deriveSizes(gsizes);
-    int64_t res = 0;
-    for (int y : gf.body.yields)
-      res = addSat(res, tensorBytes(gf.types[y], gsizes));
-    int64_t buf = ir::peakBufferBytes(gf, gsizes);
-    checkMemory(addSat(res, buf), "the gradient of '" + name + "' at these arguments",
-                std::to_string(res) + " for the value and gradients, " + std::to_string(buf) +
-                    " for its buffers and tape");
+    checkCallMemory(gf, gargs, "the gradient of '" + name + "' at these arguments",
+                    "the value and gradients", "its buffers and tape");
     Runnable g = runner->prepare(gf);
     std::vector<Tensor> out;
     try {
