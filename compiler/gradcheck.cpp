@@ -131,6 +131,7 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   Runnable fwdFn = run.prepare(f);
   ir::Function g = differentiate(f, {}, opt.grad);
   simplify(g);
+  returnBuffersInPlace(g);
   Runnable gradFn = run.prepare(g);
   Runnable f64Fn = run.prepare(promoteToF64(f));
   GradCheckResult res;

@@ -73,7 +73,10 @@ ir::Function Program::forward(const std::string& name) const {
   std::optional<ir::Function> f;
   withLargeStack([&] {
     f = lowerFunction(module_, name, sink);
-    if (f) simplify(*f);
+    if (f) {
+      simplify(*f);
+      returnBuffersInPlace(*f);
+    }
   });
   if (!f) throw std::invalid_argument("no function '" + name + "'");
   return *f;
@@ -85,6 +88,7 @@ ir::Function Program::gradient(const std::string& name, const std::vector<std::s
   withLargeStack([&] {
     g = differentiate(f, wrt, opt);
     simplify(g);
+    returnBuffersInPlace(g);
   });
   return g;
 }

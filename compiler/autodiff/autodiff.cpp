@@ -1,6 +1,7 @@
 // Reverse mode over straight-line code and regions (compiler/autodiff/autodiff.hpp); loops
 // with state are in loops.cpp.
 #include "compiler/autodiff/reverse.hpp"
+#include "compiler/simplify/simplify.hpp"
 
 #include <algorithm>
 
@@ -500,7 +501,17 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
 
 ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,
                            const GradOptions& opt) {
-  ad::Reverse r(f, opt);
+  // A var returned in place (returnBuffersInPlace) is read into a value first: the adjoint
+  // of a result is the adjoint of a value.
+  ir::Function copied;
+  const ir::Function* in = &f;
+  for (int y : f.body.yields)
+    if (f.types[y].rank() > 0 && in == &f) {
+      copied = f;
+      if (copyBufferResults(copied)) in = &copied;
+      break;
+    }
+  ad::Reverse r(*in, opt);
   return r.run(wrt);
 }
 

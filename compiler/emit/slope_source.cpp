@@ -11,6 +11,7 @@
 
 #include "compiler/emit/slope_source.hpp"
 
+#include "compiler/eval/interp.hpp"
 #include "compiler/ir/builder.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/simplify/simplify.hpp"
@@ -1153,7 +1154,6 @@ private:
   void let(const Instr& in, std::string& out, const std::string& indent) {
     std::string n = fresh("t", letCount_);
     if (in.op == Op::Comp) {
-      const Block& r = in.regions[0];
       out += indent + "let " + n + "[" + indexList(in) + "] = " + regionBody(in).s + ";\n";
     } else {
       out += indent + "let " + n + " = " + exprOf(in).s + ";\n";
@@ -1336,7 +1336,48 @@ private:
         out += indent + "let " + m + " = " + (in.op == Op::ArgMax ? "max[" : "min[") +
                indexList(in) + "](" + bodyExpr(r).s + ");\n";
       }
+      // Over several indices, one dimension at a time: the first i0 at which the extreme
+      // occurs (a search over all elements), then the first i1 in that row (a search over the
+      // rest), and so on, and the flat position made from them. That is a compare and a select
+      // per element, as in the compiled search, where a flat index would add its arithmetic to
+      // every element. Where nothing equals the extreme (no elements, or a NaN), i0 is its
+      // extent, the later searches are skipped (their row does not exist), and the position is
+      // the element count, as the flat search gives. Triangular extents (one naming an enclosing
+      // index) keep the flat form.
+      bool rect = r.args.size() > 1;
+      for (const Poly& e : in.extents)
+        for (const auto& n : e.names())
+          if (n[0] == '#') rect = false;
       std::string flat;
+      if (rect) {
+        std::map<int, std::string> saved;
+        std::string first;
+        for (size_t k = 0; k < r.args.size(); ++k) {
+          std::string ix;
+          for (size_t j = k; j < r.args.size(); ++j)
+            ix += (j > k ? ", " : "") + names_[r.args[j]] + ": " + extent(in.extents[j]);
+          std::string p = fresh("t", letCount_);
+          std::string search = "min[" + ix + "](select(" + paren(bodyExpr(r), 6) +
+                               " == " + paren({m, 10}, 6) + ", " + names_[r.args[k]] + ", " +
+                               paren(polyExpr(in.extents[k]), 6) + "))";
+          if (k == 0)
+            first = p + " < " + paren(polyExpr(in.extents[0]), 6);
+          else
+            search = "if " + first + " { " + search + " } else { 0 }";
+          out += indent + "let " + p + " = " + search + ";\n";
+          saved[r.args[k]] = names_[r.args[k]];
+          names_[r.args[k]] = p; // the later searches read this row
+          flat = k == 0 ? p
+                        : paren({flat, k == 1 ? 10 : 6}, 7) + " * " +
+                              paren(polyExpr(in.extents[k]), 8) + " + " + p;
+        }
+        for (const auto& [a, n] : saved)
+          names_[a] = n;
+        std::string p = fresh("t", letCount_);
+        out += indent + "let " + p + " = " + flat + ";\n";
+        names_[in.result] = p;
+        return;
+      }
       Poly total(1);
       for (size_t k = 0; k < r.args.size(); ++k) {
         flat = k == 0 ? names_[r.args[k]]
@@ -1606,9 +1647,9 @@ private:
 // ---------------------------------------------------------------------------------------------
 // Choosing the form
 
-/// Operations a function executes, estimated from its IR at the given sizes: one per
-/// instruction that is not a literal, a size or a parameter, as the evaluator counts (a size
-/// computed in the function counts as `other`). Which branch of an if runs is data; the
+/// Operations a function executes, estimated from its IR at the given sizes, counted as the
+/// evaluator counts them (extraOps, stepOps; a size computed in the function counts as
+/// `other`). Which branch of an if runs is data; the
 /// cheaper one counts (a costly branch is usually the rare case, a zero in prod's adjoint).
 double staticCost(const ir::Function& f, const Block& b,
                   const std::map<std::string, int64_t>& sizes, int64_t other) {
@@ -1620,7 +1661,7 @@ double staticCost(const ir::Function& f, const Block& b,
   };
   double c = 0;
   for (const Instr& in : b.body) {
-    if (!isFree(in.op)) c += 1;
+    if (!isFree(in.op)) c += static_cast<double>(1 + extraOps(in.op));
     if (in.regions.empty()) continue;
     if (in.op == Op::If) {
       c += std::min(staticCost(f, in.regions[0], sizes, other),
@@ -1630,7 +1671,7 @@ double staticCost(const ir::Function& f, const Block& b,
     double trips = 1;
     for (const Poly& p : in.extents)
       trips *= eval(p);
-    c += trips * staticCost(f, in.regions[0], sizes, other);
+    c += trips * (staticCost(f, in.regions[0], sizes, other) + static_cast<double>(stepOps(in.op)));
   }
   return c;
 }

@@ -87,6 +87,36 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
 
 namespace {
 
+// The operation count (evaluate's opCount, `slopec grad --stats`) counts scalar operations as
+// the language spells them: one per instruction run, plus the work an instruction does that
+// the language would spell as more operations. Both a compiled gradient and its printed source
+// (`--emit slope`) are counted this way, so their counts compare (docs/readable-derivatives.md).
+
+} // namespace
+
+int64_t extraOps(Op op) {
+  switch (op) {
+  case Op::BufAdd: return 2; // b[i] += v is a load, an add and a store: `b[i] = b[i] + v`
+  case Op::Digamma: return kDigammaOps - 1;
+  default: return 0;
+  }
+}
+
+int64_t stepOps(Op op) {
+  switch (op) {
+  case Op::ReduceSum:
+  case Op::ReduceProd:
+  case Op::ReduceMax:
+  case Op::ReduceMin: return 1; // acc + x, acc * x, max(acc, x), min(acc, x)
+  case Op::ReduceLse: return 2; // s + exp(x - m)
+  case Op::ArgMax:              // x > best, then a select of the position
+  case Op::ArgMin: return 2;
+  default: return 0;
+  }
+}
+
+namespace {
+
 /// A value: scalars inline, tensors shared (buffers are mutated in place by buf.add).
 struct V {
   double f = 0;
@@ -279,6 +309,7 @@ private:
       total *= ext.back();
     }
     std::vector<int64_t> idx(ext.size(), 0);
+    ops_ += total * stepOps(in.op);
     for (int64_t n = 0; n < total; ++n) {
       for (size_t k = 0; k < idx.size(); ++k)
         vals_[r.args[k]].i = idx[k];
@@ -297,7 +328,7 @@ private:
   }
 
   void step(const Instr& in) {
-    if (in.op != Op::Const && in.op != Op::Size && in.op != Op::Param) ++ops_;
+    if (in.op != Op::Const && in.op != Op::Size && in.op != Op::Param) ops_ += 1 + extraOps(in.op);
     V out;
     DType t = in.result >= 0 ? dt(in.result) : DType::F64;
     auto a = [&](int k) -> const V& { return vals_[in.args[k]]; };

@@ -36,9 +36,23 @@ std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vecto
 std::map<std::string, int64_t> bindSizes(const ir::Function& f, const std::vector<Tensor>& args);
 
 /// Runs f on args and returns its results (one per yield). With opCount, also counts the
-/// operations executed (every instruction run, but constants, sizes and parameters).
+/// operations executed: every instruction run but constants, sizes and parameters, with the
+/// work the language would spell as several operations counted as those (a scatter-add is a
+/// load, an add and a store; a reduction adds its combining step per element; digamma, which
+/// the language lacks, counts kDigammaOps).
 std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& args,
                              int64_t* opCount = nullptr);
+
+/// What one digamma counts: the operations of the Slope definition `--emit slope` prints for
+/// it (the runtime's own digamma, compiler/support/special.cpp, runs 60 to 140 floating-point
+/// operations). A test evaluates the printed definition and compares.
+constexpr int64_t kDigammaOps = 110;
+
+/// Operations an instruction counts as beyond one (evaluate's opCount).
+int64_t extraOps(ir::Op op);
+/// Operations a region instruction counts per point of its index space beyond its body: a
+/// reduction's combining step. A comprehension's store and a loop's step count nothing.
+int64_t stepOps(ir::Op op);
 
 /// A copy of f computing in f64 wherever it computes in f32: the finite-difference checker
 /// uses it as a precise reference for f32 functions.

@@ -141,6 +141,25 @@ const std::vector<Rule>& rules() {
          if (in.op == Op::Select && in.args[1] == in.args[2]) return in.args[1];
          return {};
        }},
+      // A data-dependent loop's trip count is max(B - A, 0), written gt + select; for the
+      // guarded loops `for k in 0..i64(c)` that print an if with effects (--emit slope) the
+      // count is 0 or 1 already.
+      {{"clamp-nonneg",
+        "select(x > 0, x, 0) -> x for an x never negative (i64(bool), a size, a constant >= 0)",
+        "exact"},
+       [](const Instr& in, Ctx& c) -> std::optional<int> {
+         if (in.op != Op::Select || c.f.types[in.result].dtype != DType::I64) return {};
+         int x = in.args[1];
+         const Instr* g = c.def(in.args[0]);
+         if (!g || g->op != Op::Gt || g->args[0] != x || !c.isConst(g->args[1], 0) ||
+             !c.isConst(in.args[2], 0))
+           return {};
+         const Instr* d = c.def(x);
+         bool nonNeg = (d && d->op == Op::Cast && c.f.types[d->args[0]].dtype == DType::Bool) ||
+                       (d && d->op == Op::Size) || (c.constant(x) && *c.constant(x) >= 0);
+         if (nonNeg) return x;
+         return {};
+       }},
       {{"select-const", "select(true, a, b) -> a, select(false, a, b) -> b", "exact"},
        [](const Instr& in, Ctx& c) -> std::optional<int> {
          if (in.op != Op::Select) return {};
@@ -915,6 +934,10 @@ const std::vector<SimplifyRule>& simplifyRules() {
     v.push_back({"dce", "unused pure ops, adds to accumulators nobody reads -> removed", "exact"});
     v.push_back(
         {"hoist", "a loop body's op that uses nothing of the loop -> before the loop", "exact"});
+    v.push_back({"result-in-place",
+                 "return comp [i] { B[i] } of a buffer not written after -> return B "
+                 "(returnBuffersInPlace, last)",
+                 "exact"});
     return v;
   }();
   return all;
@@ -923,6 +946,91 @@ const std::vector<SimplifyRule>& simplifyRules() {
 void simplify(ir::Function& f) {
   Simplifier s(f);
   s.run();
+}
+
+namespace {
+
+/// The buffer a copy reads: `comp [i < shape(B)] { load B[i] }` over all of B, or -1.
+int copiedBuffer(const ir::Function& f, const Instr& in) {
+  if (in.op != Op::Comp || in.regions.size() != 1) return -1;
+  const Block& r = in.regions[0];
+  if (r.body.size() != 1 || r.yields.size() != 1) return -1;
+  const Instr& l = r.body[0];
+  if (l.op != Op::Load || l.result != r.yields[0] || l.args.size() != r.args.size() + 1) return -1;
+  for (size_t k = 0; k < r.args.size(); ++k)
+    if (l.args[k + 1] != r.args[k]) return -1;
+  const ir::Type &b = f.types[l.args[0]], &c = f.types[in.result];
+  if (b.dtype != c.dtype || b.shape != c.shape || in.extents != b.shape) return -1;
+  return l.args[0];
+}
+
+} // namespace
+
+void returnBuffersInPlace(ir::Function& f) {
+  std::map<int, int> uses;
+  auto count = [&](const Instr& in) {
+    for (int a : in.args)
+      ++uses[a];
+    for (const Block& r : in.regions)
+      for (int y : r.yields)
+        ++uses[y];
+  };
+  for (const Instr& in : f.body.body) {
+    count(in);
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, count);
+  }
+  for (int y : f.body.yields)
+    ++uses[y];
+  std::map<int, const Instr*> zeros; // top-level buf.zeros: buffers the call owns
+  for (const Instr& in : f.body.body)
+    if (in.op == Op::BufZeros) zeros[in.result] = &in;
+  std::set<int> returned(f.body.yields.begin(), f.body.yields.end());
+  std::set<size_t> drop;
+  for (size_t p = 0; p < f.body.body.size(); ++p) {
+    const Instr& in = f.body.body[p];
+    int b = copiedBuffer(f, in);
+    // The copy must be read by the return alone, of a buffer nothing returns otherwise.
+    if (b < 0 || !zeros.count(b) || returned.count(b) || uses[in.result] != 1 ||
+        !returned.count(in.result))
+      continue;
+    bool written = false; // after the copy: then the copy holds values the buffer lost
+    auto writes = [&](const Instr& i) {
+      if ((i.op == Op::BufAdd || i.op == Op::BufStore) && i.args[0] == b) written = true;
+    };
+    for (size_t q = p + 1; q < f.body.body.size() && !written; ++q) {
+      writes(f.body.body[q]);
+      for (const Block& r : f.body.body[q].regions)
+        ir::forEachInstr(r, writes);
+    }
+    if (written) continue;
+    for (int& y : f.body.yields)
+      if (y == in.result) y = b;
+    returned.insert(b);
+    drop.insert(p);
+  }
+  if (drop.empty()) return;
+  std::vector<Instr> kept;
+  for (size_t p = 0; p < f.body.body.size(); ++p)
+    if (!drop.count(p)) kept.push_back(std::move(f.body.body[p]));
+  f.body.body = std::move(kept);
+}
+
+bool copyBufferResults(ir::Function& f) {
+  std::set<int> bufs;
+  for (const Instr& in : f.body.body)
+    if (in.op == Op::BufZeros) bufs.insert(in.result);
+  bool changed = false;
+  ir::Builder b(f);
+  for (int& y : f.body.yields) {
+    if (!bufs.count(y)) continue;
+    ir::Type t = f.types[y];
+    int buf = y;
+    y = b.region(Op::Comp, t.shape, t,
+                 [&](const std::vector<int>& idx) { return b.load(buf, idx, {}, {}, true); });
+    changed = true;
+  }
+  return changed;
 }
 
 } // namespace slope

@@ -25,4 +25,14 @@ const std::vector<SimplifyRule>& simplifyRules();
 /// Simplifies f in place until nothing changes.
 void simplify(ir::Function& f);
 
+/// The last step before a function runs: a result that copies a buffer the call made (a var
+/// returned at the end, `{ var y = ...; ...; y }`) and that nothing writes after the copy is
+/// returned as the buffer itself, so returning a var costs nothing. Reverse mode takes values,
+/// so differentiate() first puts such copies back (copyBufferResults).
+void returnBuffersInPlace(ir::Function& f);
+
+/// The inverse: every result that is a buffer the call made is returned through a copy.
+/// Returns whether anything changed.
+bool copyBufferResults(ir::Function& f);
+
 } // namespace slope
