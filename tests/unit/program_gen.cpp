@@ -980,7 +980,7 @@ private:
     const char* scN[] = {"a", "b", "c", "d"};
     const char* vcN[] = {"x", "y", "z", "v"};
     const char* mcN[] = {"A", "B", "C", "D"};
-    const char* hN[] = {"u1", "u2", "u3", "u4"};
+    const char* hN[] = {"g1", "g2", "g3", "g4"}; // not "u1": an index name (freshIndex)
     std::vector<int> pool = {0, 1, 0, 1, kLit3};
     for (int i = 0; i < count; ++i) {
       Ty t;
