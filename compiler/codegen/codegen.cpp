@@ -1,6 +1,6 @@
-// Tensor IR -> LLVM IR.
+// Loop IR -> LLVM IR (compiler/lower decides; this file translates).
 //
-// Each region becomes a counted loop nest; scalar ops become LLVM instructions or libm calls;
+// Each loop becomes a counted loop nest; scalar ops become LLVM instructions or libm calls;
 // tensors are plain row-major buffers. The entry point has the C ABI of abi.h and unpacks its
 // arguments into an internal function whose tensor parameters are `noalias`, so that LLVM's
 // loop vectoriser can take the loops. Temporaries are malloc'd; every allocation has a slot
@@ -11,6 +11,7 @@
 // cold block that records the site and returns an error code.
 
 #include "compiler/codegen/codegen_internal.hpp"
+#include "compiler/lower/loop_ir.hpp"
 #include "compiler/support/checked.hpp"
 #include "compiler/support/special.hpp"
 
@@ -39,9 +40,10 @@ using ir::Op;
 
 class Gen {
 public:
-  Gen(const ir::Function& f, llvm::LLVMContext& ctx, std::vector<Site>& sites)
-      : f_(f), ctx_(ctx), B_(ctx), sites_(sites) {
-    mod_ = std::make_unique<llvm::Module>(f.name, ctx);
+  Gen(const lower::Function& lf, llvm::LLVMContext& ctx, std::vector<Site>& sites,
+      const JitOptions& opt)
+      : lf_(lf), f_(lf.src), opt_(opt), ctx_(ctx), B_(ctx), sites_(sites) {
+    mod_ = std::make_unique<llvm::Module>(f_.name, ctx);
   }
 
   std::unique_ptr<llvm::Module> run();
@@ -275,7 +277,8 @@ private:
   // --- loops -------------------------------------------------------------------------------
   /// for idx in [0, ext): body(idx). Loops nest in order; the innermost is the last index.
   void loopNest(const std::vector<llvm::Value*>& ext,
-                const std::function<void(const std::vector<llvm::Value*>&)>& body) {
+                const std::function<void(const std::vector<llvm::Value*>&)>& body,
+                bool reversed = false) {
     std::vector<llvm::Value*> idx;
     std::function<void(size_t)> level = [&](size_t d) {
       if (d == ext.size()) {
@@ -293,7 +296,8 @@ private:
       i->addIncoming(i64(0), pre);
       B_.CreateCondBr(B_.CreateICmpSLT(i, ext[d]), bodyBB, exit);
       B_.SetInsertPoint(bodyBB);
-      idx.push_back(i);
+      // Reversed (JitOptions::reverseParallel): the body sees ext - 1 - i.
+      idx.push_back(reversed ? B_.CreateSub(B_.CreateSub(ext[d], i64(1)), i) : i);
       level(d + 1);
       idx.pop_back();
       llvm::Value* next = B_.CreateAdd(i, i64(1), "", true, true);
@@ -304,23 +308,26 @@ private:
     level(0);
   }
 
-  /// Runs a region body for each index; `after` sees the yield (if any) and the flat position.
-  void regionLoop(const Instr& in,
+  /// Runs a loop's body for each index; `after` sees the yield (if any) and the flat position.
+  void regionLoop(const lower::Stmt& s,
                   const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
-    const Block& r = in.regions[0];
-    std::vector<llvm::Value*> ext = extents(in.extents, in.loc);
-    loopNest(ext, [&](const std::vector<llvm::Value*>& idx) {
-      for (size_t k = 0; k < idx.size(); ++k)
-        vals_[r.args[k]] = idx[k];
-      ++regionDepth_;
-      block(r);
-      llvm::Value* y = r.yields.empty() ? nullptr : val(r.yields[0]);
-      llvm::Value* flat = i64(0);
-      for (size_t k = 0; k < idx.size(); ++k)
-        flat = B_.CreateAdd(B_.CreateMul(flat, ext[k], "", true, true), idx[k], "", true, true);
-      after(y, flat);
-      --regionDepth_;
-    });
+    std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
+    bool reversed = opt_.reverseParallel && s.loopKind == lower::LoopKind::Parallel;
+    loopNest(
+        ext,
+        [&](const std::vector<llvm::Value*>& idx) {
+          for (size_t k = 0; k < idx.size(); ++k)
+            vals_[s.indices[k]] = idx[k];
+          ++regionDepth_;
+          body(s.body);
+          llvm::Value* y = s.yield < 0 ? nullptr : val(s.yield);
+          llvm::Value* flat = i64(0);
+          for (size_t k = 0; k < idx.size(); ++k)
+            flat = B_.CreateAdd(B_.CreateMul(flat, ext[k], "", true, true), idx[k], "", true, true);
+          after(y, flat);
+          --regionDepth_;
+        },
+        reversed);
   }
 
   // --- values ------------------------------------------------------------------------------
@@ -333,14 +340,17 @@ private:
       throw std::logic_error("codegen: value %" + std::to_string(id) + " used before definition");
     return v;
   }
-  void block(const Block& b) {
-    for (const Instr& in : b.body)
-      instr(in);
+  void body(const lower::Body& b) {
+    for (const lower::Stmt& s : b)
+      stmt(s);
   }
+  void stmt(const lower::Stmt& s);
   void instr(const Instr& in);
+  /// Binds a result; one used outside its block also goes to an entry-block slot.
+  void define(int id, llvm::Value* out);
   llvm::Value* unary(const Instr& in);
   llvm::Value* binary(const Instr& in);
-  llvm::Value* reduce(const Instr& in);
+  llvm::Value* reduce(const lower::Stmt& s);
   llvm::Value* mathCall(const char* name, DType t, std::vector<llvm::Value*> args) {
     std::string n = t == DType::F32 ? std::string(name) + "f" : name;
     llvm::Type* ft = scalarTy(t);
@@ -359,7 +369,9 @@ private:
   llvm::Value* lgamma(DType t, llvm::Value* x);
   llvm::Value* digamma(DType t, llvm::Value* x);
 
+  const lower::Function& lf_;
   const ir::Function& f_;
+  const JitOptions& opt_;
   llvm::LLVMContext& ctx_;
   llvm::IRBuilder<> B_;
   std::vector<Site>& sites_;
@@ -377,46 +389,10 @@ private:
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
   std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
-  /// Values used outside the region that defines them: reverse mode reads, in the reverse
-  /// sweep's `if` on the same condition, the tapes a forward branch made. Their definitions
-  /// do not dominate those uses, so each lives in an entry-block slot (SROA and mem2reg turn
-  /// it back into registers and phis); every use loads it.
-  std::set<int> escaping_;
+  // Values used outside the region that defines them (lower::Function::escaping): their
+  // definitions do not dominate those uses, so each lives in an entry-block slot (SROA and
+  // mem2reg turn it back into registers and phis); every use loads it.
   std::map<int, llvm::AllocaInst*> spills_;
-  void findEscaping() {
-    std::map<int, const Block*> defIn;
-    std::map<const Block*, const Block*> parent;
-    std::function<void(const Block&)> defs = [&](const Block& b) {
-      for (int a : b.args)
-        defIn[a] = &b;
-      for (const Instr& in : b.body) {
-        if (in.result >= 0) defIn[in.result] = &b;
-        for (const Block& r : in.regions) {
-          parent[&r] = &b;
-          defs(r);
-        }
-      }
-    };
-    defs(f_.body);
-    auto visible = [&](int v, const Block* at) {
-      auto d = defIn.find(v);
-      if (d == defIn.end()) return true; // a parameter
-      for (const Block* b = at; b; b = parent.count(b) ? parent[b] : nullptr)
-        if (b == d->second) return true;
-      return false;
-    };
-    std::function<void(const Block&)> uses = [&](const Block& b) {
-      for (const Instr& in : b.body) {
-        for (int a : in.args)
-          if (!visible(a, &b)) escaping_.insert(a);
-        for (const Block& r : in.regions)
-          uses(r);
-      }
-      for (int y : b.yields)
-        if (!visible(y, &b)) escaping_.insert(y);
-    };
-    uses(f_.body);
-  }
 };
 
 llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
@@ -630,10 +606,10 @@ llvm::Value* Gen::binary(const Instr& in) {
   throw std::logic_error(std::string("codegen: binary op ") + ir::opName(in.op));
 }
 
-llvm::Value* Gen::reduce(const Instr& in) {
+llvm::Value* Gen::reduce(const lower::Stmt& s) {
+  const Instr& in = s.in;
   DType t = f_.types[in.result].dtype;
-  const Block& r = in.regions[0];
-  DType bt = f_.types[r.yields[0]].dtype;
+  DType bt = f_.types[s.yield].dtype;
   llvm::Type* ty = scalarTy(bt);
   bool fl = isFloat(bt);
   switch (in.op) {
@@ -642,7 +618,7 @@ llvm::Value* Gen::reduce(const Instr& in) {
     bool sum = in.op == Op::ReduceSum;
     llvm::AllocaInst* acc = entryAlloca(ty, "acc");
     B_.CreateStore(fl ? fconst(bt, sum ? 0 : 1) : i64(sum ? 0 : 1), acc);
-    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+    regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
       llvm::Value* a = B_.CreateLoad(ty, acc);
       llvm::Value* n = sum ? (fl ? B_.CreateFAdd(a, y) : B_.CreateAdd(a, y))
                            : (fl ? B_.CreateFMul(a, y) : B_.CreateMul(a, y));
@@ -666,7 +642,7 @@ llvm::Value* Gen::reduce(const Instr& in) {
         best);
     B_.CreateStore(i64(-1), at);
     B_.CreateStore(B_.getFalse(), nan);
-    regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
+    regionLoop(s, [&](llvm::Value* y, llvm::Value* flat) {
       llvm::Value* b = B_.CreateLoad(ty, best);
       llvm::Value* first = B_.CreateICmpSLT(B_.CreateLoad(B_.getInt64Ty(), at), i64(0));
       llvm::Value* better = fl ? (mx ? B_.CreateFCmpOGT(y, b) : B_.CreateFCmpOLT(y, b))
@@ -686,17 +662,17 @@ llvm::Value* Gen::reduce(const Instr& in) {
   }
   case Op::ReduceLse: {
     llvm::AllocaInst* m = entryAlloca(ty, "m");
-    llvm::AllocaInst* s = entryAlloca(ty, "s");
+    llvm::AllocaInst* sum = entryAlloca(ty, "s");
     double inf = std::numeric_limits<double>::infinity();
     B_.CreateStore(fconst(t, -inf), m);
-    if (ir::runBodyOnce(r)) {
+    if (s.onePass) {
       // One pass, as the evaluator's for such a body (a body with effects must not run
       // twice, a costly one need not): m running maximum (NaN wins and stays), s the sum of
       // exp(x - m), rescaled by exp(m_old - x) when x becomes the maximum.
-      B_.CreateStore(fconst(t, 0), s);
-      regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+      B_.CreateStore(fconst(t, 0), sum);
+      regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
         llvm::Value* cur = B_.CreateLoad(ty, m);
-        llvm::Value* sv = B_.CreateLoad(ty, s);
+        llvm::Value* sv = B_.CreateLoad(ty, sum);
         llvm::Value* curNan = B_.CreateFCmpUNO(cur, cur);
         llvm::Value* yNan = B_.CreateFCmpUNO(y, y);
         llvm::Value* grows = B_.CreateFCmpOGT(y, cur);
@@ -712,29 +688,29 @@ llvm::Value* Gen::reduce(const Instr& in) {
             same, sv, B_.CreateSelect(grows, rescaled, B_.CreateSelect(empty, sv, added)));
         llvm::Value* nm =
             B_.CreateSelect(curNan, cur, B_.CreateSelect(B_.CreateOr(yNan, grows), y, cur));
-        B_.CreateStore(ns, s);
+        B_.CreateStore(ns, sum);
         B_.CreateStore(nm, m);
       });
       llvm::Value* mv = B_.CreateLoad(ty, m);
-      llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, s)));
+      llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, sum)));
       llvm::Value* finite = B_.CreateFCmpOLT(intrinsic(llvm::Intrinsic::fabs, mv), fconst(t, inf));
       return B_.CreateSelect(finite, res, mv);
     }
     // Two passes, as the evaluator: m = max (NaN wins), then m + log(sum exp(x - m)); the body
     // is cheap and pure (ir::runBodyOnce), so running it twice costs little and changes nothing.
-    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+    regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
       llvm::Value* cur = B_.CreateLoad(ty, m);
       llvm::Value* take = B_.CreateOr(B_.CreateFCmpOGT(y, cur), B_.CreateFCmpUNO(y, y));
       llvm::Value* keepNan = B_.CreateFCmpUNO(cur, cur);
       B_.CreateStore(B_.CreateSelect(B_.CreateAnd(take, B_.CreateNot(keepNan)), y, cur), m);
     });
     llvm::Value* mv = B_.CreateLoad(ty, m);
-    B_.CreateStore(fconst(t, 0), s);
-    regionLoop(in, [&](llvm::Value* y, llvm::Value*) {
+    B_.CreateStore(fconst(t, 0), sum);
+    regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
       llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(y, mv));
-      B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, s), e), s);
+      B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, sum), e), sum);
     });
-    llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, s)));
+    llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, sum)));
     // m infinite (or NaN): the result is m itself.
     llvm::Value* finite = B_.CreateFCmpOLT(intrinsic(llvm::Intrinsic::fabs, mv), fconst(t, inf));
     return B_.CreateSelect(finite, res, mv);
@@ -809,116 +785,120 @@ void Gen::instr(const Instr& in) {
       storeElem(t.dtype, elementPtr(in.args[0], idx, in.checked, in.name, in.loc), v);
       return;
     }
-    case Op::BufZeros: {
+    case Op::BufZeros: { // a rank-0 accumulator (a tensor one is an Alloc)
       const ir::Type& t = f_.types[in.result];
-      if (t.rank() == 0) {
-        llvm::AllocaInst* a = entryAlloca(scalarTy(t.dtype), "adj");
-        B_.CreateStore(isFloat(t.dtype) ? fconst(t.dtype, 0)
-                                        : llvm::ConstantInt::get(scalarTy(t.dtype), 0),
-                       a);
-        out = a;
-        break;
-      }
-      auto rb = resultBuffers_.find(in.result);
-      if (rb != resultBuffers_.end()) {
-        llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
-        B_.CreateMemSet(rb->second, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
-        out = rb->second;
-      } else {
-        out = allocate(t, true, in.loc);
-      }
-      break;
-    }
-    case Op::Stack: {
-      const ir::Type& t = f_.types[in.result];
-      auto rb = resultBuffers_.find(in.result);
-      out = rb != resultBuffers_.end() ? rb->second : allocate(t, false, in.loc);
-      for (size_t k = 0; k < in.args.size(); ++k)
-        storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
-                  val(in.args[k]));
+      llvm::AllocaInst* a = entryAlloca(scalarTy(t.dtype), "adj");
+      B_.CreateStore(
+          isFloat(t.dtype) ? fconst(t.dtype, 0) : llvm::ConstantInt::get(scalarTy(t.dtype), 0), a);
+      out = a;
       break;
     }
     default: throw std::logic_error("codegen: memory op");
     }
     break;
-  case ir::OpKind::Region:
-    switch (in.op) {
-    case Op::Comp: {
-      const ir::Type& t = f_.types[in.result];
-      auto rb = resultBuffers_.find(in.result);
-      llvm::Value* buf;
-      if (rb != resultBuffers_.end()) {
-        extents(in.extents, in.loc); // the negative-extent checks
-        buf = rb->second;
-      } else {
-        extents(in.extents, in.loc); // the negative-extent checks
-        buf = allocate(t, false, in.loc);
-      }
-      regionLoop(in, [&](llvm::Value* y, llvm::Value* flat) {
-        storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), buf, flat), y);
-      });
-      out = buf;
-      break;
-    }
-    case Op::For: regionLoop(in, [](llvm::Value*, llvm::Value*) {}); return;
-    case Op::If: {
-      llvm::Function* fn = B_.GetInsertBlock()->getParent();
-      auto* thenBB = llvm::BasicBlock::Create(ctx_, "then", fn);
-      auto* elseBB = llvm::BasicBlock::Create(ctx_, "else", fn);
-      auto* join = llvm::BasicBlock::Create(ctx_, "join", fn);
-      llvm::AllocaInst* slot = nullptr;
-      llvm::Value* tensorOut = nullptr;
-      const ir::Type* rt = in.result >= 0 ? &f_.types[in.result] : nullptr;
-      if (rt && rt->rank() == 0) slot = entryAlloca(scalarTy(rt->dtype), "ifv");
-      if (rt && rt->rank() > 0) tensorOut = allocate(*rt, false, in.loc);
-      B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
-      for (int k = 0; k < 2; ++k) {
-        B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
-        ++regionDepth_;
-        block(in.regions[k]);
-        if (rt) {
-          llvm::Value* y = val(in.regions[k].yields[0]);
-          if (slot)
-            B_.CreateStore(y, slot);
-          else {
-            llvm::Value* bytes =
-                B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
-            B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
-          }
-        }
-        --regionDepth_;
-        B_.CreateBr(join);
-      }
-      B_.SetInsertPoint(join);
-      if (slot)
-        out = B_.CreateLoad(scalarTy(rt->dtype), slot);
-      else
-        out = tensorOut;
-      if (!rt) return;
-      break;
-    }
-    default: out = reduce(in);
-    }
-    break;
+  case ir::OpKind::Region: throw std::logic_error("codegen: a region outside Loop IR");
   }
-  if (in.result >= 0) {
-    vals_[in.result] = out;
+  if (in.result >= 0) define(in.result, out);
+}
+
+void Gen::define(int id, llvm::Value* out) {
+  {
+    vals_[id] = out;
     bool dominatesAll = llvm::isa<llvm::Constant>(out) || llvm::isa<llvm::AllocaInst>(out) ||
                         llvm::isa<llvm::Argument>(out);
-    if (escaping_.count(in.result) && !dominatesAll) {
+    if (lf_.escaping.count(id) && !dominatesAll) {
       llvm::AllocaInst* slot = entryAlloca(out->getType(), "escape");
       llvm::IRBuilder<> E(ctx_); // (zero on entry: never undef, whatever path reads it)
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(llvm::Constant::getNullValue(out->getType()), slot);
       B_.CreateStore(out, slot);
-      spills_[in.result] = slot;
+      spills_[id] = slot;
     }
+  }
+}
+
+void Gen::stmt(const lower::Stmt& s) {
+  const Instr& in = s.in;
+  switch (s.kind) {
+  case lower::Stmt::Scalar: instr(in); return;
+  case lower::Stmt::Alloc: {
+    // buf.zeros (zeroed), a comprehension's buffer, an if's tensor result.
+    const ir::Type& t = f_.types[in.result];
+    const lower::Buffer& b = lf_.buffers.at(in.result);
+    bool zero = in.op == Op::BufZeros;
+    if (in.op == Op::Comp) extents(in.extents, in.loc); // the negative-extent checks
+    llvm::Value* out;
+    if (b.place == lower::Buffer::Result) {
+      out = resultBuffers_.at(in.result);
+      if (zero) {
+        llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+        B_.CreateMemSet(out, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
+      }
+    } else {
+      out = allocate(t, zero, in.loc);
+    }
+    define(in.result, out);
+    return;
+  }
+  case lower::Stmt::Stack: {
+    const ir::Type& t = f_.types[in.result];
+    auto rb = resultBuffers_.find(in.result);
+    llvm::Value* out = rb != resultBuffers_.end() ? rb->second : allocate(t, false, in.loc);
+    for (size_t k = 0; k < in.args.size(); ++k)
+      storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
+                val(in.args[k]));
+    define(in.result, out);
+    return;
+  }
+  case lower::Stmt::Store: {
+    const ir::Type& t = f_.types[s.buffer];
+    storeElem(t.dtype, elementPtr(s.buffer, s.indices, true, "", in.loc), val(s.yield));
+    return;
+  }
+  case lower::Stmt::Loop:
+    if (in.op == Op::For || in.op == Op::Comp) {
+      regionLoop(s, [](llvm::Value*, llvm::Value*) {});
+      return;
+    }
+    define(in.result, reduce(s));
+    return;
+  case lower::Stmt::If: {
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* thenBB = llvm::BasicBlock::Create(ctx_, "then", fn);
+    auto* elseBB = llvm::BasicBlock::Create(ctx_, "else", fn);
+    auto* join = llvm::BasicBlock::Create(ctx_, "join", fn);
+    llvm::AllocaInst* slot = nullptr;
+    llvm::Value* tensorOut = nullptr;
+    const ir::Type* rt = in.result >= 0 ? &f_.types[in.result] : nullptr;
+    if (rt && rt->rank() == 0) slot = entryAlloca(scalarTy(rt->dtype), "ifv");
+    if (rt && rt->rank() > 0) tensorOut = val(in.result); // its Alloc came first
+    B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
+    for (int k = 0; k < 2; ++k) {
+      B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
+      ++regionDepth_;
+      body(k == 0 ? s.body : s.orelse);
+      if (rt) {
+        llvm::Value* y = val(k == 0 ? s.yield : s.elseYield);
+        if (slot) {
+          B_.CreateStore(y, slot);
+        } else {
+          llvm::Value* bytes =
+              B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
+          B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
+        }
+      }
+      --regionDepth_;
+      B_.CreateBr(join);
+    }
+    B_.SetInsertPoint(join);
+    if (slot) define(in.result, B_.CreateLoad(scalarTy(rt->dtype), slot));
+    return;
+  }
   }
 }
 
 std::unique_ptr<llvm::Module> Gen::run() {
   vals_.assign(f_.types.size(), nullptr);
-  findEscaping();
   std::vector<std::string> sizes = f_.sizeNames();
 
   // The internal function: typed, tensor pointers noalias.
@@ -955,8 +935,9 @@ std::unique_ptr<llvm::Module> Gen::run() {
   for (size_t k = 0; k < ns; ++k)
     sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
   // Sizes bound inside the function (data-dependent trip counts) live in slots.
-  ir::forEachInstr(f_.body, [&](const ir::Instr& in) {
-    if (in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
+  lower::forEachStmt(lf_.body, [&](const lower::Stmt& s) {
+    const ir::Instr& in = s.in;
+    if (s.kind == lower::Stmt::Scalar && in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
       llvm::AllocaInst* slot = entryAlloca(B_.getInt64Ty(), "trips");
       llvm::IRBuilder<> E(ctx_);
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
@@ -999,16 +980,10 @@ std::unique_ptr<llvm::Module> Gen::run() {
   }
   errArg_ = impl->getArg(static_cast<unsigned>(np + ns + nr));
 
-  // Results computed by a top-level comp / buf.zeros / stack are built in place.
-  std::map<int, int> yieldCount;
-  for (int y : f_.body.yields)
-    ++yieldCount[y];
-  for (const Instr& in : f_.body.body)
-    if ((in.op == Op::Comp || in.op == Op::BufZeros || in.op == Op::Stack) && in.result >= 0 &&
-        f_.types[in.result].rank() > 0 && yieldCount[in.result] == 1)
-      for (size_t k = 0; k < nr; ++k)
-        if (f_.body.yields[k] == in.result)
-          resultBuffers_[in.result] = impl->getArg(static_cast<unsigned>(np + ns + k));
+  // Results built in place (lower::Buffer::Result).
+  for (const auto& [v, b] : lf_.buffers)
+    if (b.place == lower::Buffer::Result)
+      resultBuffers_[v] = impl->getArg(static_cast<unsigned>(np + ns + b.slot));
 
   B_.SetInsertPoint(start);
   // Entry checks (ir::EntryCheck), before any work: cond >= 0, unless a guard is below 1.
@@ -1019,7 +994,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
       ok = B_.CreateOr(ok, B_.CreateICmpSLT(poly(g), i64(1)));
     check(ok, SLOPE_ERR_ENTRY, addSite("", c.loc), static_cast<int>(k), poly(c.got), poly(c.limit));
   }
-  block(f_.body);
+  body(lf_.body);
   for (size_t k = 0; k < nr; ++k) {
     int y = f_.body.yields[k];
     const ir::Type& t = f_.types[y];
@@ -1072,8 +1047,9 @@ std::unique_ptr<llvm::Module> Gen::run() {
 } // namespace
 
 std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
-                                       std::vector<Site>& sites) {
-  Gen g(f, ctx, sites);
+                                       std::vector<Site>& sites, const JitOptions& opt) {
+  lower::Function lf = lower::lower(f);
+  Gen g(lf, ctx, sites, opt);
   return g.run();
 }
 

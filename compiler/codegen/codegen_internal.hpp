@@ -15,7 +15,7 @@ namespace slope::codegen {
 /// LLVM IR for f: an external function named f.name with the C ABI of abi.h, and the table
 /// of its run-time check sites.
 std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
-                                       std::vector<Site>& sites);
+                                       std::vector<Site>& sites, const JitOptions& opt = {});
 
 /// The external function generated code calls for revolve.next (slope::revolveNext; the JIT
 /// defines it, an object file would link it from the Slope library).

@@ -126,7 +126,7 @@ CompiledFunction Jit::add(const ir::Function& f) {
   CompiledFunction out;
   out.entryChecks = f.entryChecks;
   auto ctx = std::make_unique<llvm::LLVMContext>();
-  std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites);
+  std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites, impl_->opt);
   optimize(*m, *impl_->tm, impl_->opt.optLevel);
   if (auto err = impl_->jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))))
     throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
@@ -140,7 +140,7 @@ namespace {
 std::unique_ptr<llvm::Module> optimized(const ir::Function& f, const JitOptions& opt,
                                         llvm::LLVMContext& ctx, llvm::TargetMachine& tm) {
   std::vector<Site> sites;
-  auto m = generate(f, ctx, sites);
+  auto m = generate(f, ctx, sites, opt);
   optimize(*m, tm, opt.optLevel);
   return m;
 }

@@ -30,6 +30,10 @@ struct CompiledFunction {
 
 struct JitOptions {
   int optLevel = 2; // 0..3
+  // A test's knob: loops that Loop IR calls parallel run their iterations last to first. The
+  // results must not change by a bit (tests/unit/jit_test.cpp), which checks the
+  // classification a parallel schedule will rely on.
+  bool reverseParallel = false;
 };
 
 class Jit {

@@ -207,6 +207,32 @@ struct Printer {
 
 } // namespace
 
+std::string printInstr(const Function& f, const Instr& i) {
+  Printer p{f, {}};
+  Instr flat = i;
+  flat.regions.clear();
+  flat.extents.clear();
+  p.instr(flat, 0);
+  if (!p.out.empty() && p.out.back() == '\n') p.out.pop_back();
+  return p.out;
+}
+
+std::string printEntry(const Function& f) {
+  std::string out;
+  for (const DerivedSize& d : f.derived)
+    if (d.kind == DerivedSize::FloorDiv)
+      out += "  size " + d.name + " = max(" + d.a.str() + ", 0) / " + d.b.str() + "\n";
+  for (const EntryCheck& c : f.entryChecks) {
+    out += "  entry.check " + c.needs + ": " + c.what;
+    std::string when;
+    for (const Poly& g : c.guards)
+      if (!g.isConst()) when += (when.empty() ? "" : ", ") + g.str() + " >= 1";
+    if (!when.empty()) out += " (when " + when + ")";
+    out += "\n";
+  }
+  return out;
+}
+
 std::string print(const Function& f) {
   Printer p{f, {}};
   p.out = "fn @" + f.name + "(";
@@ -217,19 +243,7 @@ std::string print(const Function& f) {
   for (size_t k = 0; k < f.body.yields.size(); ++k)
     p.out += (k ? ", " : "") + f.types[f.body.yields[k]].str();
   p.out += ") {\n";
-  // On entry, before the body: sizes computed from the parameters' sizes that the source
-  // names (`div(n, 2)` as an extent), then the entry checks (LANGUAGE.md v3, Subscripts).
-  for (const DerivedSize& d : f.derived)
-    if (d.kind == DerivedSize::FloorDiv)
-      p.out += "  size " + d.name + " = max(" + d.a.str() + ", 0) / " + d.b.str() + "\n";
-  for (const EntryCheck& c : f.entryChecks) {
-    p.out += "  entry.check " + c.needs + ": " + c.what;
-    std::string when;
-    for (const Poly& g : c.guards)
-      if (!g.isConst()) when += (when.empty() ? "" : ", ") + g.str() + " >= 1";
-    if (!when.empty()) p.out += " (when " + when + ")";
-    p.out += "\n";
-  }
+  p.out += printEntry(f);
   for (const Instr& i : f.body.body)
     if (i.op != Op::Param) p.instr(i, 1);
   p.out += "  return";

@@ -128,6 +128,12 @@ int64_t peakBufferBytes(const Function& f, const std::map<std::string, int64_t>&
 
 /// Prints the function in the textual form `slopec grad --emit ir` shows.
 std::string print(const Function& f);
+/// One instruction without its regions, as print writes it (no indent, no newline).
+std::string printInstr(const Function& f, const Instr& i);
+/// What print writes before the body: on entry, sizes computed from the parameters' sizes
+/// that the source names (`div(n, 2)` as an extent), then the entry checks (LANGUAGE.md v3,
+/// Subscripts), one indented line each.
+std::string printEntry(const Function& f);
 
 /// Deep-copies a block, giving every value it defines a fresh id; `map` translates ids of
 /// values used but not defined in the block (and receives the new ids of those it defines).

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 
 namespace slope {
@@ -85,6 +86,77 @@ TEST(JitVsInterpSamples, EverySampleFunction) {
       compareBackends(prog->forward(name), entry.path().filename().string() + ":" + name,
                       {{}, {{"n", 2}, {"m", 5}, {"N", 7}, {"K", 4}, {"D", 2}}});
   }
+}
+
+// Loop IR's classification (compiler/lower): a loop called parallel must give the same bits
+// whatever order its iterations run in. The JIT runs every such loop last to first
+// (JitOptions::reverseParallel) and the results must equal the usual ones bit for bit, for
+// every gradient-table case, sample function and loop test program, forward and gradient.
+JitRunner& reversedJit() {
+  static JitRunner r([] {
+    codegen::JitOptions o;
+    o.reverseParallel = true;
+    return o;
+  }());
+  return r;
+}
+
+void expectSameBits(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.shape(), b.shape()) << what;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double x = a.getF(i), y = b.getF(i);
+    if (std::isnan(x) && std::isnan(y)) continue;
+    ASSERT_EQ(std::memcmp(&x, &y, sizeof x), 0)
+        << what << " element " << i << ": " << x << " in order, " << y << " reversed";
+  }
+}
+
+void compareOrders(const ir::Function& f, const std::string& what,
+                   const std::map<std::string, int64_t>& sizes) {
+  ir::Function g = differentiate(f, {});
+  for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
+    Runnable in = jit().prepare(*h), rev = reversedJit().prepare(*h);
+    std::vector<Tensor> args = randomArgs(*h, sizes, 7); // (g's include its cotangents)
+    std::vector<Tensor> a, b;
+    try {
+      a = in(args);
+    } catch (const EvalError&) {
+      EXPECT_THROW(rev(args), EvalError) << what;
+      continue;
+    }
+    b = rev(args);
+    ASSERT_EQ(a.size(), b.size()) << what;
+    for (size_t k = 0; k < a.size(); ++k)
+      expectSameBits(a[k], b[k], what + (h == &f ? " forward " : " gradient ") + std::to_string(k));
+  }
+}
+
+TEST_P(JitVsInterp, ParallelLoopsInAnyOrder) {
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}});
+}
+
+TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {
+  for (const char* dir : {"/samples", "/tests/lit/loops", "/tests/lit/slope", "/tests/lit/v3"})
+    for (const auto& entry :
+         std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + dir)) {
+      if (entry.path().extension() != ".slope") continue;
+      auto prog = Program::fromFile(entry.path().string());
+      if (!prog->ok()) continue; // (files of deliberate errors)
+      for (const auto& name : prog->functionNames()) {
+        ir::Function f = prog->forward(name);
+        std::map<std::string, int64_t> sizes;
+        for (const auto& n : f.sizeNames())
+          sizes[n] = 5;
+        f.deriveSizes(sizes);
+        bool ok = true;
+        for (const auto& c : f.entryChecks)
+          ok = ok && c.holds(sizes);
+        if (ok) compareOrders(f, entry.path().filename().string() + ":" + name, sizes);
+      }
+    }
 }
 
 TEST(JitErrors, SubscriptOutOfRangeNamesTensorAndIndex) {

@@ -1573,14 +1573,20 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
 
   if (all || focus == Verdict::JitThrew || focus == Verdict::JitForward ||
       focus == Verdict::JitGradient) {
-    if (!jit_ || ++uses_ > 40) {
-      jit_ = std::make_unique<JitRunner>();
+    // Programs of odd seeds run on a JIT whose parallel loops (Loop IR) run their iterations
+    // last to first: the results must not change, or a loop called parallel is not.
+    bool reversed = p.seed % 2 == 1;
+    std::unique_ptr<JitRunner>& jit = reversed ? jitReversed_ : jit_;
+    if (!jit || ++uses_ > 40) {
+      codegen::JitOptions o;
+      o.reverseParallel = reversed;
+      jit = std::make_unique<JitRunner>(o);
       uses_ = 0;
     }
     std::vector<Tensor> jf, jg;
     try {
-      jf = jit_->prepare(f)(args);
-      jg = jit_->prepare(g)(gargs);
+      jf = jit->prepare(f)(args);
+      jg = jit->prepare(g)(gargs);
     } catch (const std::exception& e) {
       return {Verdict::JitThrew, e.what()};
     }

@@ -153,7 +153,7 @@ public:
 private:
   Outcome checkHere(const Prog& p, Verdict focus);
   bool isolate_;
-  std::unique_ptr<JitRunner> jit_;
+  std::unique_ptr<JitRunner> jit_, jitReversed_; // (JitOptions::reverseParallel)
   int uses_ = 0;
 };
 

@@ -13,6 +13,7 @@
 #include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
+#include "compiler/lower/loop_ir.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/support/checked.hpp"
 #include "runtime/io.hpp"
@@ -110,6 +111,8 @@ Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise)
 KIND: slope    the gradient function as readable, simplified Slope source (it compiles)
       ir       the gradient function in Tensor IR (forward code, then the adjoint)
       forward  the forward function in Tensor IR
+      loops    the gradient function in Loop IR: loop nests over buffers, each loop
+               parallel, reduction or sequential (what the backends translate)
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
 --stats counts the operations the forward and the gradient function execute (on random
@@ -943,17 +946,18 @@ int runStats(const Args& a) {
 
 int runGrad(const Args& a) {
   if (a.stats) return runStats(a);
-  if (a.emit.empty()) throw Usage("grad needs --emit KIND (ir, forward, llvm or asm) or --stats");
+  if (a.emit.empty())
+    throw Usage("grad needs --emit KIND (slope, ir, forward, loops, llvm or asm) or --stats");
   if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm" &&
-      a.emit != "slope") {
+      a.emit != "slope" && a.emit != "loops") {
     if (a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
       throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
-    throw Usage("unknown --emit kind '" + a.emit + "' (ir, forward, llvm, asm)");
+    throw Usage("unknown --emit kind '" + a.emit + "' (slope, ir, forward, loops, llvm, asm)");
   }
   const Program* p = load(a);
   if (!p) return kBad;
   std::string name = pickFunction(a, *p);
-  ir::Function f = p->forward(name);
+  ir::Function f = p->forward(name), g;
   std::string text;
   if (a.emit == "forward")
     text = ir::print(f);
@@ -961,6 +965,8 @@ int runGrad(const Args& a) {
     text = ir::print(p->gradient(name, a.wrt, a.checkpoint));
   else if (a.emit == "slope")
     text = printSlope(p->gradient(name, a.wrt, a.checkpoint));
+  else if (a.emit == "loops")
+    text = lower::print(lower::lower(g = p->gradient(name, a.wrt, a.checkpoint)));
   else if (a.emit == "llvm")
     text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint));
   else

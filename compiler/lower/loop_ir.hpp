@@ -1,0 +1,94 @@
+// Loop IR: the layer between Tensor IR and a backend (docs/architecture.md, "Loop IR").
+//
+// Tensor IR says what each value is; Loop IR says how it is computed: every tensor lives in a
+// buffer with a place (a parameter, a result the caller gave, a temporary the call allocates),
+// every region is an explicit loop nest over buffers, and every loop says how its iterations
+// may run:
+//   parallel    the iterations touch disjoint memory: any order, any thread, SIMD lanes;
+//   reduction   the iterations are independent but combine into one value (sum, max, ...);
+//   sequential  an iteration may see what an earlier one wrote: in order, on one thread.
+// The decisions made on the way to a backend (which loops run in parallel or vectorise, where
+// buffers live, what is hoisted) are made here, printed by `slopec grad --emit loops`, and
+// read by the backends, which translate and decide nothing. Scalar work stays in Tensor IR's
+// instructions (the same op list), so a backend shares its scalar lowering with Tensor IR.
+#pragma once
+
+#include "compiler/ir/ir.hpp"
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace slope::lower {
+
+enum class LoopKind { Parallel, Reduction, Sequential };
+const char* loopKindName(LoopKind k);
+
+struct Stmt;
+using Body = std::vector<Stmt>;
+
+struct Stmt {
+  enum Kind {
+    Scalar, // `in`: a region-free instruction with a scalar result (leaf, unary, binary,
+            // ternary, a load, a rank-0 accumulator) or an effect on memory (buf.store,
+            // buf.add, size.def)
+    Alloc,  // `in.result` gets fresh memory of its type (buf.zeros: zeroed; a comprehension's
+            // or an if's tensor: not); nothing when the buffer is a result the caller gave
+    Stack,  // `in`: a tensor literal written into its buffer
+    Store,  // buffer[indices] = yield: a comprehension's element
+    Loop,   // for indices < extents { body }, then for a reduction its combined value
+    If,     // if in.args[0] { body } else { orelse }; in.result from yield / elseYield
+  } kind = Scalar;
+  ir::Instr in; // the Tensor IR instruction (without its regions)
+
+  // Loop: the index values, their extents, how iterations run, and for a reduction the op
+  // that combines the body's yield into in.result (ReduceSum, ..., ArgMin; Op::For: none).
+  std::vector<int> indices;
+  std::vector<Poly> extents;
+  LoopKind loopKind = LoopKind::Sequential;
+  bool vectorisable = false; // innermost, straight-line: a candidate for SIMD lanes
+  bool onePass = false;      // logsumexp: one pass with a running maximum (a body with effects
+                             // must not run twice, a costly one need not: ir::runBodyOnce)
+  Body body, orelse;
+  int yield = -1, elseYield = -1;
+  // Store: the comprehension's buffer (its element at `indices` gets `yield`).
+  int buffer = -1;
+};
+
+/// Where a tensor value lives.
+struct Buffer {
+  enum Place { Param, Result, Temp } place = Temp;
+  int slot = -1;       // Param: its position; Result: which result
+  bool inLoop = false; // allocated inside a loop or branch: one buffer kept across iterations
+};
+
+struct Function {
+  // The Tensor IR function's signature and value types (its body's instructions cleared: the
+  // body is below). Passes that make values append their types here.
+  ir::Function src;
+  Body body;
+  std::map<int, Buffer> buffers; // every tensor value (rank > 0) by its Tensor IR value id
+  // Values used outside the loop or branch that defines them (reverse mode's sweep reads, in
+  // its `if` on the same condition, the tapes a forward branch made). A backend keeps each in
+  // one slot per call; a loop that defines one is sequential (the slot holds the last
+  // iteration's value).
+  std::set<int> escaping;
+};
+
+/// Calls fn on every statement of b, nested ones included (a loop or if before its body).
+template <class Fn> void forEachStmt(const Body& b, Fn&& fn) {
+  for (const Stmt& s : b) {
+    fn(s);
+    forEachStmt(s.body, fn);
+    forEachStmt(s.orelse, fn);
+  }
+}
+
+/// Tensor IR -> Loop IR.
+Function lower(const ir::Function& f);
+
+/// The Loop IR as text (`slopec grad --emit loops`).
+std::string print(const Function& f);
+
+} // namespace slope::lower

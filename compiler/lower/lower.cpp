@@ -1,0 +1,353 @@
+// Tensor IR -> Loop IR: regions become loop nests over buffers, and each loop is classified.
+//
+// The classification is what makes a loop safe to run out of order. A loop is sequential when
+// an iteration may read or overwrite memory another iteration writes; otherwise it is
+// parallel (a reduction's iterations then only meet in the combine). Memory a loop's body
+// allocates is its own. For memory from outside, the test is on subscripts: if every access
+// to a buffer the loop writes has each of the loop's indices as a plain subscript, in the same
+// dimensions, then two iterations touch different elements. Anything else (a rank-0
+// accumulator, a computed subscript, a trip count bound in the body, a user loop whose
+// iterations carry state) keeps the loop sequential. This is the whole of the analysis; it is
+// conservative and exact: it never calls a loop parallel that is not.
+
+#include "compiler/lower/loop_ir.hpp"
+
+#include <functional>
+#include <set>
+#include <stdexcept>
+
+namespace slope::lower {
+namespace {
+
+using ir::Op;
+
+bool isReduction(Op op) {
+  return op == Op::ReduceSum || op == Op::ReduceProd || op == Op::ReduceMax ||
+         op == Op::ReduceMin || op == Op::ReduceLse || op == Op::ArgMax || op == Op::ArgMin;
+}
+
+class Lowerer {
+public:
+  explicit Lowerer(const ir::Function& f) : f_(f) {}
+
+  Function run() {
+    for (int y : f_.body.yields)
+      ++yieldCount_[y];
+    findEscaping();
+    for (size_t k = 0; k < f_.params.size(); ++k)
+      if (f_.paramTypes[k].rank() > 0)
+        out_.buffers[f_.params[k]] = {Buffer::Param, static_cast<int>(k), false};
+    block(f_.body, out_.body);
+    out_.src = f_;
+    out_.src.body.body.clear();
+    return std::move(out_);
+  }
+
+private:
+  /// Function::escaping: values whose defining block does not enclose every use.
+  void findEscaping() {
+    std::map<int, const ir::Block*> defIn;
+    std::map<const ir::Block*, const ir::Block*> parent;
+    std::function<void(const ir::Block&)> defs = [&](const ir::Block& b) {
+      for (int a : b.args)
+        defIn[a] = &b;
+      for (const ir::Instr& in : b.body) {
+        if (in.result >= 0) defIn[in.result] = &b;
+        for (const ir::Block& r : in.regions) {
+          parent[&r] = &b;
+          defs(r);
+        }
+      }
+    };
+    defs(f_.body);
+    auto visible = [&](int v, const ir::Block* at) {
+      auto d = defIn.find(v);
+      if (d == defIn.end()) return true; // a parameter
+      for (const ir::Block* b = at; b; b = parent.count(b) ? parent[b] : nullptr)
+        if (b == d->second) return true;
+      return false;
+    };
+    std::function<void(const ir::Block&)> uses = [&](const ir::Block& b) {
+      for (const ir::Instr& in : b.body) {
+        for (int a : in.args)
+          if (!visible(a, &b)) out_.escaping.insert(a);
+        for (const ir::Block& r : in.regions)
+          uses(r);
+      }
+      for (int y : b.yields)
+        if (!visible(y, &b)) out_.escaping.insert(y);
+    };
+    uses(f_.body);
+  }
+
+  void block(const ir::Block& b, Body& out) {
+    for (const ir::Instr& in : b.body)
+      instr(in, out);
+  }
+
+  /// A tensor value's buffer: a result the caller gave when a top-level comprehension,
+  /// buf.zeros or literal is returned once (it is built in place), else a temporary.
+  void place(const ir::Instr& in) {
+    Buffer b;
+    b.inLoop = depth_ > 0;
+    if (depth_ == 0 && yieldCount_[in.result] == 1 &&
+        (in.op == Op::Comp || in.op == Op::BufZeros || in.op == Op::Stack))
+      for (size_t k = 0; k < f_.body.yields.size(); ++k)
+        if (f_.body.yields[k] == in.result) b = {Buffer::Result, static_cast<int>(k), false};
+    out_.buffers[in.result] = b;
+  }
+
+  static Stmt make(Stmt::Kind k, const ir::Instr& in) {
+    Stmt s;
+    s.kind = k;
+    s.in = in;
+    s.in.regions.clear();
+    return s;
+  }
+
+  void instr(const ir::Instr& in, Body& out) {
+    if (in.op == Op::Param) return;
+    bool tensor = in.result >= 0 && f_.types[in.result].rank() > 0;
+    switch (ir::opKind(in.op)) {
+    case ir::OpKind::Region: break;
+    default:
+      if (in.op == Op::BufZeros && tensor) {
+        place(in);
+        out.push_back(make(Stmt::Alloc, in));
+      } else if (in.op == Op::Stack) {
+        place(in);
+        out.push_back(make(Stmt::Stack, in));
+      } else {
+        out.push_back(make(Stmt::Scalar, in));
+      }
+      return;
+    }
+    if (in.op == Op::If) {
+      if (tensor) {
+        place(in);
+        ir::Instr a = in;
+        a.op = Op::If; // (the alloc of the if's result; the If stmt copies a branch into it)
+        out.push_back(make(Stmt::Alloc, a));
+      }
+      Stmt s = make(Stmt::If, in);
+      ++depth_;
+      block(in.regions[0], s.body);
+      block(in.regions[1], s.orelse);
+      --depth_;
+      if (in.result >= 0) {
+        s.yield = in.regions[0].yields[0];
+        s.elseYield = in.regions[1].yields[0];
+      }
+      out.push_back(std::move(s));
+      return;
+    }
+    const ir::Block& r = in.regions[0];
+    Stmt s = make(Stmt::Loop, in);
+    s.indices = r.args;
+    s.extents = in.extents;
+    if (in.op == Op::Comp) {
+      place(in);
+      out.push_back(make(Stmt::Alloc, in));
+    }
+    ++depth_;
+    block(r, s.body);
+    --depth_;
+    if (in.op == Op::Comp) {
+      Stmt st;
+      st.kind = Stmt::Store;
+      st.buffer = in.result;
+      st.indices = r.args;
+      st.yield = r.yields[0];
+      st.in.loc = in.loc;
+      s.body.push_back(std::move(st));
+    } else if (isReduction(in.op)) {
+      s.yield = r.yields[0];
+      s.onePass = in.op == Op::ReduceLse && ir::runBodyOnce(r);
+    }
+    classify(s);
+    out.push_back(std::move(s));
+  }
+
+  /// Sets the loop's kind and whether it is a candidate for SIMD (see the file comment).
+  void classify(Stmt& loop) const {
+    bool ordered = loop.in.op == Op::For && loop.in.ival == 1; // a user loop with state
+    std::set<int> own;                                         // memory the body allocates
+    std::map<int, std::vector<std::vector<int>>> access; // buffer -> subscripts of each access
+    std::set<int> written;
+    bool straight = true;
+    std::function<void(const Body&)> walk = [&](const Body& b) {
+      for (const Stmt& s : b) {
+        switch (s.kind) {
+        case Stmt::Alloc:
+        case Stmt::Stack:
+          own.insert(s.in.result);
+          if (out_.escaping.count(s.in.result)) ordered = true;
+          break;
+        case Stmt::Store:
+          written.insert(s.buffer);
+          access[s.buffer].push_back(s.indices);
+          break;
+        case Stmt::Loop:
+        case Stmt::If:
+          straight = false;
+          if (s.in.result >= 0 && out_.escaping.count(s.in.result)) ordered = true;
+          walk(s.body);
+          walk(s.orelse);
+          break;
+        case Stmt::Scalar: {
+          const ir::Instr& in = s.in;
+          if (in.result >= 0 && out_.escaping.count(in.result)) ordered = true;
+          if (in.op == Op::SizeDef) ordered = true; // one slot for the trip count
+          if (in.op == Op::BufZeros) own.insert(in.result);
+          if (in.op == Op::Load || in.op == Op::BufStore || in.op == Op::BufAdd) {
+            size_t n = in.op == Op::Load ? in.args.size() - 1 : in.args.size() - 2;
+            access[in.args[0]].emplace_back(in.args.begin() + 1, in.args.begin() + 1 + n);
+            if (in.op != Op::Load) written.insert(in.args[0]);
+          }
+          break;
+        }
+        }
+      }
+    };
+    walk(loop.body);
+    for (int b : written) {
+      if (ordered || own.count(b)) continue;
+      // Each loop index at one fixed dimension of every access to b.
+      for (int ix : loop.indices) {
+        int dim = -1;
+        for (const auto& subs : access[b]) {
+          int here = -1;
+          for (size_t d = 0; d < subs.size(); ++d)
+            if (subs[d] == ix && (dim < 0 || static_cast<int>(d) == dim))
+              here = static_cast<int>(d);
+          if (here < 0 || (dim >= 0 && here != dim)) {
+            ordered = true;
+            break;
+          }
+          dim = here;
+        }
+        if (dim < 0) ordered = true;
+        if (ordered) break;
+      }
+    }
+    loop.loopKind = ordered                   ? LoopKind::Sequential
+                    : isReduction(loop.in.op) ? LoopKind::Reduction
+                                              : LoopKind::Parallel;
+    loop.vectorisable = !ordered && straight;
+  }
+
+  const ir::Function& f_;
+  Function out_;
+  int depth_ = 0;
+  std::map<int, int> yieldCount_;
+};
+
+// --- printing --------------------------------------------------------------------------------
+
+struct Printer {
+  const Function& lf;
+  const ir::Function& f;
+  std::string out;
+
+  static std::string v(int id) { return "%" + std::to_string(id); }
+  void indent(int depth) { out.append(static_cast<size_t>(depth) * 2, ' '); }
+
+  std::string where(int value) const {
+    auto b = lf.buffers.find(value);
+    if (b == lf.buffers.end()) return "";
+    switch (b->second.place) {
+    case Buffer::Param: return "param " + std::to_string(b->second.slot);
+    case Buffer::Result: return "in result " + std::to_string(b->second.slot);
+    case Buffer::Temp: return b->second.inLoop ? "temp, kept across iterations" : "temp";
+    }
+    return "";
+  }
+
+  void body(const Body& b, int depth) {
+    for (const Stmt& s : b)
+      stmt(s, depth);
+  }
+
+  void stmt(const Stmt& s, int depth) {
+    indent(depth);
+    switch (s.kind) {
+    case Stmt::Scalar: out += ir::printInstr(f, s.in) + "\n"; return;
+    case Stmt::Alloc:
+      out += v(s.in.result) + " = alloc " + f.types[s.in.result].str() +
+             (s.in.op == Op::BufZeros ? " zeroed" : "") + " (" + where(s.in.result) + ")\n";
+      return;
+    case Stmt::Stack: out += ir::printInstr(f, s.in) + " (" + where(s.in.result) + ")\n"; return;
+    case Stmt::Store: {
+      out += "store " + v(s.buffer) + "[";
+      for (size_t k = 0; k < s.indices.size(); ++k)
+        out += (k ? ", " : "") + v(s.indices[k]);
+      out += "], " + v(s.yield) + "\n";
+      return;
+    }
+    case Stmt::If:
+      out += (s.in.result >= 0 ? v(s.in.result) + " = " : "") + "if " + v(s.in.args[0]) + " {\n";
+      body(s.body, depth + 1);
+      if (s.yield >= 0) indent(depth + 1), out += "yield " + v(s.yield) + "\n";
+      indent(depth);
+      out += "} else {\n";
+      body(s.orelse, depth + 1);
+      if (s.elseYield >= 0) indent(depth + 1), out += "yield " + v(s.elseYield) + "\n";
+      indent(depth);
+      out += "}\n";
+      return;
+    case Stmt::Loop: {
+      if (s.in.result >= 0 && s.in.op != Op::Comp) out += v(s.in.result) + " = ";
+      out += loopKindName(s.loopKind);
+      if (s.in.op != Op::For && s.in.op != Op::Comp) out += std::string(" ") + ir::opName(s.in.op);
+      out += " for ";
+      for (size_t k = 0; k < s.indices.size(); ++k)
+        out += (k ? ", " : "") + v(s.indices[k]) + " < " + s.extents[k].str();
+      if (s.vectorisable) out += " vector";
+      if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
+      out += " {\n";
+      body(s.body, depth + 1);
+      if (s.in.op != Op::Comp && s.yield >= 0)
+        indent(depth + 1), out += "yield " + v(s.yield) + "\n";
+      indent(depth);
+      out += "}\n";
+      return;
+    }
+    }
+  }
+};
+
+} // namespace
+
+const char* loopKindName(LoopKind k) {
+  switch (k) {
+  case LoopKind::Parallel: return "parallel";
+  case LoopKind::Reduction: return "reduction";
+  case LoopKind::Sequential: return "sequential";
+  }
+  return "?";
+}
+
+Function lower(const ir::Function& f) {
+  return Lowerer(f).run();
+}
+
+std::string print(const Function& lf) {
+  const ir::Function& f = lf.src;
+  Printer p{lf, f, {}};
+  p.out = "loops @" + f.name + "(";
+  for (size_t k = 0; k < f.params.size(); ++k)
+    p.out += (k ? ", " : "") + Printer::v(f.params[k]) + " " + f.paramNames[k] + ": " +
+             f.paramTypes[k].str();
+  p.out += ") -> (";
+  for (size_t k = 0; k < f.body.yields.size(); ++k)
+    p.out += (k ? ", " : "") + f.types[f.body.yields[k]].str();
+  p.out += ") {\n" + ir::printEntry(f);
+  p.body(lf.body, 1);
+  p.out += "  return";
+  for (size_t k = 0; k < f.body.yields.size(); ++k)
+    p.out += (k ? ", " : " ") + Printer::v(f.body.yields[k]);
+  p.out += "\n}\n";
+  return p.out;
+}
+
+} // namespace slope::lower
