@@ -85,7 +85,7 @@ template <class Fn> void forEachStmt(const Body& b, Fn&& fn) {
   }
 }
 
-/// Tensor IR -> Loop IR.
+/// Tensor IR -> Loop IR, with the Loop IR passes (hoisting) applied.
 Function lower(const ir::Function& f);
 
 /// The Loop IR as text (`slopec grad --emit loops`).

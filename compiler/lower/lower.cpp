@@ -12,6 +12,8 @@
 
 #include "compiler/lower/loop_ir.hpp"
 
+#include "compiler/lower/hoist.hpp"
+
 #include <functional>
 #include <set>
 #include <stdexcept>
@@ -328,7 +330,9 @@ const char* loopKindName(LoopKind k) {
 }
 
 Function lower(const ir::Function& f) {
-  return Lowerer(f).run();
+  Function lf = Lowerer(f).run();
+  hoistInvariants(lf);
+  return lf;
 }
 
 std::string print(const Function& lf) {
