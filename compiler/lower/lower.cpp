@@ -6,12 +6,14 @@
 // allocates is its own. For memory from outside, the test is on subscripts: if every access
 // to a buffer the loop writes has each of the loop's indices as a plain subscript, in the same
 // dimensions, then two iterations touch different elements. Anything else (a rank-0
-// accumulator, a computed subscript, a trip count bound in the body, a user loop whose
-// iterations carry state) keeps the loop sequential. This is the whole of the analysis; it is
+// accumulator, a computed subscript, a value used after the loop, a size bound in the body
+// and read where that binding may not precede it, a user loop whose iterations carry state)
+// keeps the loop sequential. This is the whole of the analysis; it is
 // conservative and exact: it never calls a loop parallel that is not.
 
 #include "compiler/lower/loop_ir.hpp"
 
+#include "compiler/lower/bounds.hpp"
 #include "compiler/lower/hoist.hpp"
 
 #include <functional>
@@ -36,6 +38,8 @@ public:
     for (int y : f_.body.yields)
       ++yieldCount_[y];
     findEscaping();
+    std::vector<std::set<std::string>> scopes;
+    findFreeNames(f_.body, scopes);
     for (size_t k = 0; k < f_.params.size(); ++k)
       if (f_.paramTypes[k].rank() > 0)
         out_.buffers[f_.params[k]] = {Buffer::Param, static_cast<int>(k), false};
@@ -46,6 +50,34 @@ public:
   }
 
 private:
+  /// freeNames_: sizes bound in the function (size.def: #trips, #extent) mentioned somewhere
+  /// that no binding in an enclosing block precedes (in an extent, a size literal or a
+  /// result's shape).
+  void findFreeNames(const ir::Block& b, std::vector<std::set<std::string>>& scopes) {
+    scopes.emplace_back();
+    auto mention = [&](const Poly& p) {
+      for (const auto& n : p.names()) {
+        if (n[0] != '#') continue;
+        bool bound = false;
+        for (const auto& sc : scopes)
+          bound = bound || sc.count(n);
+        if (!bound) freeNames_.insert(n);
+      }
+    };
+    for (const ir::Instr& in : b.body) {
+      for (const Poly& e : in.extents)
+        mention(e);
+      mention(in.poly);
+      if (in.result >= 0)
+        for (const Poly& d : f_.types[in.result].shape)
+          mention(d);
+      if (in.op == Op::SizeDef) scopes.back().insert(in.name);
+      for (const ir::Block& r : in.regions)
+        findFreeNames(r, scopes);
+    }
+    scopes.pop_back();
+  }
+
   /// Function::escaping: values whose defining block does not enclose every use.
   void findEscaping() {
     std::map<int, const ir::Block*> defIn;
@@ -177,6 +209,7 @@ private:
     std::map<int, std::vector<std::vector<int>>> access; // buffer -> subscripts of each access
     std::set<int> written;
     bool straight = true;
+    std::set<std::string> bound; // sizes bound in the body (size.def)
     std::function<void(const Body&)> walk = [&](const Body& b) {
       for (const Stmt& s : b) {
         switch (s.kind) {
@@ -199,7 +232,7 @@ private:
         case Stmt::Scalar: {
           const ir::Instr& in = s.in;
           if (in.result >= 0 && out_.escaping.count(in.result)) ordered = true;
-          if (in.op == Op::SizeDef) ordered = true; // one slot for the trip count
+          if (in.op == Op::SizeDef) bound.insert(in.name);
           if (in.op == Op::BufZeros) own.insert(in.result);
           if (in.op == Op::Load || in.op == Op::BufStore || in.op == Op::BufAdd) {
             size_t n = in.op == Op::Load ? in.args.size() - 1 : in.args.size() - 2;
@@ -212,6 +245,10 @@ private:
       }
     };
     walk(loop.body);
+    // A size bound in the body (a triangular extent, a trip count) and mentioned only after a
+    // binding in an enclosing block is the iteration's own: bound before each use.
+    for (const auto& n : bound)
+      if (freeNames_.count(n)) ordered = true;
     for (int b : written) {
       if (ordered || own.count(b)) continue;
       // Each loop index at one fixed dimension of every access to b.
@@ -242,6 +279,7 @@ private:
   Function out_;
   int depth_ = 0;
   std::map<int, int> yieldCount_;
+  std::set<std::string> freeNames_; // (findFreeNames)
 };
 
 // --- printing --------------------------------------------------------------------------------
@@ -331,6 +369,7 @@ const char* loopKindName(LoopKind k) {
 
 Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
+  proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
   return lf;
 }
