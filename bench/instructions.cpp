@@ -116,7 +116,8 @@ int main(int argc, char** argv) {
     r = mixture_bench::gradientHand(p);
   else {
     CALLGRIND_STOP_INSTRUMENTATION;
-    std::fprintf(stderr, "usage: slope_instructions mixture-{forward,gradient}[-hand]\n");
+    std::fprintf(stderr, "usage: slope_instructions WHAT (see the comment at the top of "
+                         "bench/instructions.cpp)\n");
     return 2;
   }
   CALLGRIND_STOP_INSTRUMENTATION;
