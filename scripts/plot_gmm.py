@@ -4,7 +4,8 @@
     build/bench/slope_bench --benchmark_filter=Gmm --benchmark_repetitions=11 \\
         --benchmark_enable_random_interleaving=true \\
         --benchmark_out=gmm.json --benchmark_out_format=json
-    python3 scripts/plot_gmm.py gmm.json docs/gmm_time.png
+    python3 scripts/plot_gmm.py gmm.json docs/img/gmm_time.png
+    python3 scripts/plot_gmm.py --table gmm.json     # a Markdown table of the medians instead
 
 Reads the benchmarks named BM_Gmm_{Objective,Gradient}_{Slope,Hand}/n:N/d:D/K:K, with an
 optional /threads:T (a Slope run on T threads; without it, 1 thread). Each point is the
@@ -29,7 +30,7 @@ NAME = re.compile(
 TO_MS = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def read_times(path):
+def read_times(path, field="real_time"):
     """{(kind, impl, threads, n, d, K): milliseconds} from a Google Benchmark JSON file."""
     with open(path) as f:
         runs = json.load(f)["benchmarks"]
@@ -40,7 +41,7 @@ def read_times(path):
             continue
         key = (m["kind"], m["impl"], int(m["threads"] or r.get("threads", 1) or 1),
                int(m["n"]), int(m["d"]), int(m["K"]))
-        ms = r["real_time"] * TO_MS[r.get("time_unit", "ns")]
+        ms = r.get(field, r["real_time"]) * TO_MS[r.get("time_unit", "ns")]
         if r.get("run_type") == "aggregate":
             if r.get("aggregate_name") == "median":
                 medians[key] = ms
@@ -105,9 +106,46 @@ def plot(times, out):
     print("plot_gmm.py: wrote %s (%d points)" % (out, len(times)))
 
 
+def table(path):
+    """Per size: the hand-written and Slope medians and their ratios, as Markdown; each figure
+    is real time, then CPU time in brackets (which a loaded machine disturbs less)."""
+    real, cpu = read_times(path), read_times(path, "cpu_time")
+    sizes = sorted({(n, d, K) for (_, _, _, n, d, K) in real}, key=lambda s: (s[1], s[0]))
+    threads = sorted({th for (_, impl, th, _, _, _) in real if impl == "Slope"})
+
+    def fmt(ms):
+        return "%.0f" % ms if ms >= 100 else "%.1f" % ms if ms >= 10 else "%.2f" % ms
+
+    def cell(key):
+        if key not in real:
+            return "-", None
+        return "%s ms (%s)" % (fmt(real[key]), fmt(cpu[key])), key
+
+    print("| GMM | hand obj | hand obj+grad | Slope obj | Slope obj+grad | Slope/hand obj "
+          "| Slope/hand obj+grad | grad/obj hand | grad/obj Slope |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    def ratio(a, b):
+        if not a or not b:
+            return "-"
+        return "%.2fx (%.2fx)" % (real[a] / real[b], cpu[a] / cpu[b])
+    for th in threads:
+        for n, d, K in sizes:
+            ho, hov = cell(("Objective", "Hand", 1, n, d, K))
+            hg, hgv = cell(("Gradient", "Hand", 1, n, d, K))
+            so, sov = cell(("Objective", "Slope", th, n, d, K))
+            sg, sgv = cell(("Gradient", "Slope", th, n, d, K))
+            name = "n %d, d %d, K %d%s" % (n, d, K, "" if th == 1 else ", %d threads" % th)
+            print("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" %
+                  (name, ho, hg, so, sg, ratio(sov, hov), ratio(sgv, hgv), ratio(hgv, hov),
+                   ratio(sgv, sov)))
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--table":
+        table(argv[2])
+        return 0
     if len(argv) != 3:
-        sys.stderr.write("usage: plot_gmm.py BENCHMARK_JSON OUT_PNG\n")
+        sys.stderr.write("usage: plot_gmm.py BENCHMARK_JSON OUT_PNG | --table BENCHMARK_JSON\n")
         return 2
     times = read_times(argv[1])
     if not times:
