@@ -4,14 +4,19 @@
 //   valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=/dev/null
 //            build/bench/slope_instructions WHAT
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
-//         | lstm-objective | lstm-gradient[-sqrt | -revolve64k] | gmm-objective | gmm-gradient
+//         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
+//         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (from
-// tests/data/adbench/), with checkpointing as in bench_main.cpp; the GMM is ADBench's 10k
-// points, d = 10, K = 25 (from ../shared/data/adbench/: without it, gmm-* says so and exits 77).
+// tests/data/adbench/), with checkpointing as in bench_main.cpp; the GMM is one of
+// bench/gmm_cases.hpp's sizes, by default ADBench's 10k points, d = 10, K = 25 (from
+// ../shared/data/adbench/: without it, gmm-* says so and exits 77). The hand-written GMM is
+// built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no AVX-512,
+// and under valgrind the JIT's host detection sees no AVX-512 either.
 #include "../samples/adbench/gmm_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
+#include "gmm_cases.hpp"
 #include "mixture_problem.hpp"
 
 #include <slope/slope.hpp>
@@ -31,10 +36,20 @@ int main(int argc, char** argv) {
   auto gargs = p.gradArgs();
   double r = 0;
   if (what.rfind("gmm-", 0) == 0) {
+    // The size: N:D:K from gmm_cases.hpp's list (default ADBench's 10k points, d = 10, K = 25).
+    const std::string size = argc > 2 ? argv[2] : "10000:10:25";
+    const gmm_bench::Size* chosen = nullptr;
+    for (const auto& s : gmm_bench::kSizes)
+      if (size == std::to_string(s.n) + ":" + std::to_string(s.d) + ":" + std::to_string(s.K))
+        chosen = &s;
+    if (!chosen) {
+      std::fprintf(stderr, "slope_instructions: no GMM size %s in bench/gmm_cases.hpp\n",
+                   size.c_str());
+      return 2;
+    }
     adbench::GmmInput g;
     try {
-      g = adbench::readGmm(std::string(SLOPE_SOURCE_DIR) +
-                           "/../shared/data/adbench/gmm/10k/gmm_d10_K25.txt");
+      g = gmm_bench::load(*chosen, SLOPE_SOURCE_DIR);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "skipped: ADBench's GMM input is not there (%s)\n", e.what());
       return 77;
@@ -42,15 +57,29 @@ int main(int argc, char** argv) {
     slope::Module gm =
         slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
     slope::Function obj = gm.function("gmm");
+    slope::Gradient grad = gm.gradient("gmm", {"alphas", "means", "icf"});
     (void)obj.raw(); // compile before counting
-    (void)gm.gradient("gmm", {"alphas", "means", "icf"}).raw();
+    (void)grad.raw();
+    std::vector<double> da(g.alphas.size()), dm(g.means.size()), dicf(g.icf.size());
+    gmm_hand::Gmm hand;
+    const gmm_hand::Problem p = gmm_bench::problem(g);
+    // The hand-written code's first call sizes its buffers; count a later one, as timed.
+    if (what == "gmm-hand-gradient") hand.gradient(p, da.data(), dm.data(), dicf.data());
+    if (what == "gmm-hand-objective") hand.objective(p);
     CALLGRIND_START_INSTRUMENTATION;
     if (what == "gmm-objective")
       r = obj(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
               slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma,
               g.m);
-    else
-      r = adbench::runGmm(gm, g).objective;
+    else if (what == "gmm-gradient")
+      r = grad(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+               slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
+               g.gamma, g.m, slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
+               slope::View(dicf.data(), {g.K, g.t()}));
+    else if (what == "gmm-hand-objective")
+      r = hand.objective(p);
+    else if (what == "gmm-hand-gradient")
+      r = hand.gradient(p, da.data(), dm.data(), dicf.data());
     CALLGRIND_STOP_INSTRUMENTATION;
     std::printf("%s = %.17g\n", what.c_str(), r);
     return 0;
@@ -87,7 +116,8 @@ int main(int argc, char** argv) {
     r = mixture_bench::gradientHand(p);
   else {
     CALLGRIND_STOP_INSTRUMENTATION;
-    std::fprintf(stderr, "usage: slope_instructions mixture-{forward,gradient}[-hand]\n");
+    std::fprintf(stderr, "usage: slope_instructions WHAT (see the comment at the top of "
+                         "bench/instructions.cpp)\n");
     return 2;
   }
   CALLGRIND_STOP_INSTRUMENTATION;

@@ -5,13 +5,28 @@ set -euo pipefail
 pkgs=(cmake ninja-build g++ python3 llvm-19-dev llvm-19-tools libzstd-dev zlib1g-dev
       libboost-dev libgtest-dev libbenchmark-dev valgrind
       jq nodejs) # jq and nodejs: the tests that --json is strict JSON (skipped without them)
+# Not needed to build or test: scripts/plot_gmm.py's plot of the GMM benchmark. Installed if
+# it can be, and setup goes on without it.
+optional=(python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+missing_optional=()
+for p in "${optional[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+    missing_optional+=("$p")
+done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if ((${#missing[@]} + ${#missing_optional[@]})); then
+  $SUDO apt-get update -qq || true
+fi
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ((${#missing_optional[@]})); then
+  echo "setup: installing ${missing_optional[*]} (optional)"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing_optional[@]}" || echo "setup: could not install ${missing_optional[*]}; going on"
 fi
