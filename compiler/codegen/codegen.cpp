@@ -766,8 +766,8 @@ void Gen::instr(const Instr& in) {
     case Op::BufAdd: {
       const ir::Type& t = f_.types[in.args[0]];
       std::vector<int> idx(in.args.begin() + 1, in.args.end() - 1);
-      llvm::Value* p =
-          t.rank() == 0 ? val(in.args[0]) : elementPtr(in.args[0], idx, false, in.name, in.loc);
+      llvm::Value* p = t.rank() == 0 ? val(in.args[0])
+                                     : elementPtr(in.args[0], idx, in.checked, in.name, in.loc);
       llvm::Value* v = val(in.args.back());
       llvm::Value* old = B_.CreateLoad(scalarTy(t.dtype), p);
       B_.CreateStore(B_.CreateFAdd(old, v), p);
