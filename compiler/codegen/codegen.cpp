@@ -33,6 +33,12 @@
 namespace slope::codegen {
 namespace {
 
+/// The most noalias pointer parameters (tensor parameters and results) for which the internal
+/// function is inlined into the entry point (see Gen::run).
+constexpr size_t kMaxInlinedNoalias = 32;
+/// The deepest loop nest one region becomes (see Gen::loopNest).
+constexpr size_t kMaxLoopDepth = 8;
+
 using ir::Block;
 using ir::Instr;
 using ir::Op;
@@ -277,11 +283,52 @@ private:
   void loopNest(const std::vector<llvm::Value*>& ext,
                 const std::function<void(const std::vector<llvm::Value*>&)>& body) {
     std::vector<llvm::Value*> idx;
+    // A deep nest costs LLVM's loop analyses time that grows with the cube of its depth (a
+    // rank-40 tensor's loops took 50 s): past kMaxLoopDepth levels, the outer ones become one
+    // loop over their product, their indices recovered by division once per iteration of it
+    // (once per run of the inner loops, which stay as they are).
+    size_t flatten = ext.size() > kMaxLoopDepth ? ext.size() - (kMaxLoopDepth - 1) : 0;
     std::function<void(size_t)> level = [&](size_t d) {
       if (d == ext.size()) {
         body(idx);
         return;
       }
+      if (d == 0 && flatten > 0) {
+        // The product saturates: past 2^63 iterations the nest would never finish anyway.
+        llvm::Value* count = i64(1);
+        llvm::Value* over = B_.getFalse();
+        for (size_t k = 0; k < flatten; ++k) {
+          llvm::Value* r =
+              B_.CreateBinaryIntrinsic(llvm::Intrinsic::smul_with_overflow, count, ext[k]);
+          count = B_.CreateExtractValue(r, 0);
+          over = B_.CreateOr(over, B_.CreateExtractValue(r, 1));
+        }
+        count = B_.CreateSelect(over, i64(INT64_MAX), count);
+        std::vector<llvm::Value*> flat;
+        nestLevel(count, flat, [&] {
+          // Row-major: the last flattened index varies fastest.
+          llvm::Value* q = flat[0];
+          idx.assign(flatten, nullptr);
+          for (size_t k = flatten; k-- > 1;) {
+            idx[k] = B_.CreateURem(q, ext[k]);
+            q = B_.CreateUDiv(q, ext[k]);
+          }
+          idx[0] = q;
+          level(flatten);
+          idx.clear();
+        });
+        return;
+      }
+      nestLevel(ext[d], idx, [&] { level(d + 1); });
+    };
+    level(0);
+  }
+
+  /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
+  /// inner() emits its body.
+  void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx,
+                 const std::function<void()>& inner) {
+    {
       llvm::Function* fn = B_.GetInsertBlock()->getParent();
       llvm::BasicBlock* pre = B_.GetInsertBlock();
       auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
@@ -291,17 +338,16 @@ private:
       B_.SetInsertPoint(head);
       llvm::PHINode* i = B_.CreatePHI(B_.getInt64Ty(), 2, "i");
       i->addIncoming(i64(0), pre);
-      B_.CreateCondBr(B_.CreateICmpSLT(i, ext[d]), bodyBB, exit);
+      B_.CreateCondBr(B_.CreateICmpSLT(i, n), bodyBB, exit);
       B_.SetInsertPoint(bodyBB);
       idx.push_back(i);
-      level(d + 1);
+      inner();
       idx.pop_back();
       llvm::Value* next = B_.CreateAdd(i, i64(1), "", true, true);
       i->addIncoming(next, B_.GetInsertBlock());
       B_.CreateBr(head);
       B_.SetInsertPoint(exit);
-    };
-    level(0);
+    }
   }
 
   /// Runs a region body for each index; `after` sees the yield (if any) and the flat position.
@@ -942,6 +988,14 @@ std::unique_ptr<llvm::Module> Gen::run() {
   for (size_t k = 0; k < nr; ++k)
     impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
   impl->addFnAttr(llvm::Attribute::NoUnwind);
+  // Inlined into the entry point, each noalias pointer becomes an alias scope, and every load
+  // and store gets a list of all the other scopes: size and alias queries quadratic in the
+  // number of pointers (a gradient over 2000 scalars has 2000 result pointers). Past a few
+  // dozen the call stays a call, and the attributes on its arguments say the same for free.
+  size_t noaliasPtrs = nr;
+  for (size_t k = 0; k < np; ++k)
+    noaliasPtrs += f_.paramTypes[k].rank() ? 1 : 0;
+  if (noaliasPtrs > kMaxInlinedNoalias) impl->addFnAttr(llvm::Attribute::NoInline);
 
   entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", impl);
   auto* start = llvm::BasicBlock::Create(ctx_, "start", impl);
