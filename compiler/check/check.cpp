@@ -3,6 +3,7 @@
 #include "compiler/ir/builder.hpp"
 #include "compiler/support/checked.hpp"
 
+#include <cstdio>
 #include <functional>
 #include <map>
 #include <set>
@@ -2598,10 +2599,109 @@ std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
 
 } // namespace
 
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Inlined size. Calls are inlined, so a function's lowered size is its own plus that of
+// everything it calls, once per call site: a chain of functions that each call the next twice
+// doubles per level (40 levels: 2^40 copies), which would hang and then run out of memory.
+// Counted on the AST (nodes: expressions and statements), in doubles so that nothing
+// overflows, before anything is lowered.
+
+/// Nodes of one expression or block, and the calls in them to functions of the file.
+struct OwnSize {
+  double nodes = 0;
+  std::vector<const Expr*> calls;
+};
+void ownSize(const Expr* e, const std::map<std::string, const ast::Function*>& fns, OwnSize& out);
+void ownSize(const ast::Block& b, const std::map<std::string, const ast::Function*>& fns,
+             OwnSize& out) {
+  for (const auto& st : b.stmts) {
+    out.nodes += 1;
+    ownSize(st.value.get(), fns, out);
+    ownSize(st.lo.get(), fns, out);
+    ownSize(st.hi.get(), fns, out);
+    for (const auto& x : st.subscripts)
+      ownSize(x.get(), fns, out);
+    if (st.body) ownSize(*st.body, fns, out);
+  }
+  ownSize(b.result.get(), fns, out);
+}
+void ownSize(const Expr* e, const std::map<std::string, const ast::Function*>& fns, OwnSize& out) {
+  if (!e) return;
+  out.nodes += 1;
+  if (e->kind == ExprKind::Call && fns.count(e->name)) out.calls.push_back(e);
+  for (const auto& a : e->args)
+    ownSize(a.get(), fns, out);
+  ownSize(e->base.get(), fns, out);
+  ownSize(e->cond.get(), fns, out);
+  if (e->thenBlock) ownSize(*e->thenBlock, fns, out);
+  if (e->elseBlock) ownSize(*e->elseBlock, fns, out);
+}
+
+/// 1,234,567 (with separators) up to a quadrillion, 1.23e+18 past it.
+std::string roughCount(double n) {
+  char buf[64];
+  if (n >= 1e15) {
+    std::snprintf(buf, sizeof buf, "%.3g", n);
+    return buf;
+  }
+  std::snprintf(buf, sizeof buf, "%.0f", n);
+  std::string digits = buf, out;
+  for (size_t k = 0; k < digits.size(); ++k) {
+    if (k > 0 && (digits.size() - k) % 3 == 0) out += ',';
+    out += digits[k];
+  }
+  return out;
+}
+
+/// Reports each function whose calls, inlined, make it larger than kMaxInlinedNodes, at the
+/// call that adds the most; only where the callees are within the limit themselves (their
+/// callers are then too large as well, and one error at the cause is clearer than a cascade).
+void checkInlinedSize(const ast::Module& m, DiagSink& diags) {
+  std::map<std::string, const ast::Function*> fns;
+  for (const auto& f : m.functions)
+    fns.emplace(f.name, &f);
+  std::map<std::string, double> total; // inlined size, per function
+  std::set<std::string> open;          // being counted (a cycle is reported elsewhere)
+  std::function<double(const std::string&)> size = [&](const std::string& name) -> double {
+    auto it = total.find(name);
+    if (it != total.end()) return it->second;
+    if (!open.insert(name).second) return 0;
+    OwnSize own;
+    ownSize(fns.at(name)->body, fns, own);
+    double t = own.nodes;
+    const Expr* biggest = nullptr;
+    double biggestSize = -1;
+    bool calleeTooLarge = false;
+    for (const Expr* c : own.calls) {
+      double cs = size(c->name);
+      t += cs;
+      calleeTooLarge = calleeTooLarge || cs > kMaxInlinedNodes;
+      if (cs > biggestSize) biggest = c, biggestSize = cs;
+    }
+    if (t > kMaxInlinedNodes && biggest && !calleeTooLarge)
+      diags.error(
+          biggest->nameRange,
+          "function '" + name + "' is too large once its calls are inlined: " + roughCount(t) +
+              " operations, more than the limit of " + roughCount(kMaxInlinedNodes) +
+              "; this call to '" + biggest->name + "' alone adds " + roughCount(biggestSize) +
+              " (every call is inlined: call once and reuse the value with let)");
+    open.erase(name);
+    total[name] = t;
+    return t;
+  };
+  for (const auto& f : m.functions)
+    if (fns.at(f.name) == &f) size(f.name);
+}
+
+} // namespace
+
 bool checkModule(const ast::Module& m, DiagSink& diags) {
   Lowerer l(m, diags, true);
   for (const auto& f : m.functions)
     l.lower(f);
+  if (!diags.hasErrors()) checkInlinedSize(m, diags);
   return !diags.hasErrors();
 }
 

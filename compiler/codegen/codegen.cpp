@@ -34,6 +34,12 @@
 namespace slope::codegen {
 namespace {
 
+/// The most noalias pointer parameters (tensor parameters and results) for which the internal
+/// function is inlined into the entry point (see Gen::run).
+constexpr size_t kMaxInlinedNoalias = 32;
+/// The deepest loop nest one region becomes (see Gen::loopNest).
+constexpr size_t kMaxLoopDepth = 8;
+
 using ir::Block;
 using ir::Instr;
 using ir::Op;
@@ -280,11 +286,56 @@ private:
                 const std::function<void(const std::vector<llvm::Value*>&)>& body,
                 bool reversed = false) {
     std::vector<llvm::Value*> idx;
+    // A deep nest costs LLVM's loop analyses time that grows with the cube of its depth (a
+    // rank-40 tensor's loops took 50 s): past kMaxLoopDepth levels, the outer ones become one
+    // loop over their product, their indices recovered by division once per iteration of it
+    // (once per run of the inner loops, which stay as they are).
+    size_t flatten = ext.size() > kMaxLoopDepth ? ext.size() - (kMaxLoopDepth - 1) : 0;
     std::function<void(size_t)> level = [&](size_t d) {
       if (d == ext.size()) {
         body(idx);
         return;
       }
+      if (d == 0 && flatten > 0) {
+        // The product saturates: past 2^63 iterations the nest would never finish anyway.
+        llvm::Value* count = i64(1);
+        llvm::Value* over = B_.getFalse();
+        for (size_t k = 0; k < flatten; ++k) {
+          llvm::Value* r =
+              B_.CreateBinaryIntrinsic(llvm::Intrinsic::smul_with_overflow, count, ext[k]);
+          count = B_.CreateExtractValue(r, 0);
+          over = B_.CreateOr(over, B_.CreateExtractValue(r, 1));
+        }
+        count = B_.CreateSelect(over, i64(INT64_MAX), count);
+        std::vector<llvm::Value*> flat;
+        nestLevel(
+            count, flat,
+            [&] {
+              // Row-major: the last flattened index varies fastest.
+              llvm::Value* q = flat[0];
+              idx.assign(flatten, nullptr);
+              for (size_t k = flatten; k-- > 1;) {
+                idx[k] = B_.CreateURem(q, ext[k]);
+                q = B_.CreateUDiv(q, ext[k]);
+              }
+              idx[0] = q;
+              level(flatten);
+              idx.clear();
+            },
+            reversed);
+        return;
+      }
+      nestLevel(
+          ext[d], idx, [&] { level(d + 1); }, reversed);
+    };
+    level(0);
+  }
+
+  /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
+  /// inner() emits its body.
+  void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
+                 bool reversed) {
+    {
       llvm::Function* fn = B_.GetInsertBlock()->getParent();
       llvm::BasicBlock* pre = B_.GetInsertBlock();
       auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
@@ -294,18 +345,17 @@ private:
       B_.SetInsertPoint(head);
       llvm::PHINode* i = B_.CreatePHI(B_.getInt64Ty(), 2, "i");
       i->addIncoming(i64(0), pre);
-      B_.CreateCondBr(B_.CreateICmpSLT(i, ext[d]), bodyBB, exit);
+      B_.CreateCondBr(B_.CreateICmpSLT(i, n), bodyBB, exit);
       B_.SetInsertPoint(bodyBB);
-      // Reversed (JitOptions::reverseParallel): the body sees ext - 1 - i.
-      idx.push_back(reversed ? B_.CreateSub(B_.CreateSub(ext[d], i64(1)), i) : i);
-      level(d + 1);
+      // Reversed (JitOptions::reverseParallel): the body sees n - 1 - i.
+      idx.push_back(reversed ? B_.CreateSub(B_.CreateSub(n, i64(1)), i) : i);
+      inner();
       idx.pop_back();
       llvm::Value* next = B_.CreateAdd(i, i64(1), "", true, true);
       i->addIncoming(next, B_.GetInsertBlock());
       B_.CreateBr(head);
       B_.SetInsertPoint(exit);
-    };
-    level(0);
+    }
   }
 
   /// Runs a loop's body for each index; `after` sees the yield (if any) and the flat position.
@@ -922,6 +972,14 @@ std::unique_ptr<llvm::Module> Gen::run() {
   for (size_t k = 0; k < nr; ++k)
     impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
   impl->addFnAttr(llvm::Attribute::NoUnwind);
+  // Inlined into the entry point, each noalias pointer becomes an alias scope, and every load
+  // and store gets a list of all the other scopes: size and alias queries quadratic in the
+  // number of pointers (a gradient over 2000 scalars has 2000 result pointers). Past a few
+  // dozen the call stays a call, and the attributes on its arguments say the same for free.
+  size_t noaliasPtrs = nr;
+  for (size_t k = 0; k < np; ++k)
+    noaliasPtrs += f_.paramTypes[k].rank() ? 1 : 0;
+  if (noaliasPtrs > kMaxInlinedNoalias) impl->addFnAttr(llvm::Attribute::NoInline);
 
   entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", impl);
   auto* start = llvm::BasicBlock::Create(ctx_, "start", impl);

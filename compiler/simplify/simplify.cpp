@@ -199,8 +199,11 @@ public:
     ctx_.defs[in.result] = std::move(c);
   }
 
+  SimplifyStats stats;
+
   void run() {
-    for (int round = 0; round < 8; ++round) {
+    for (int round = 0; round < kMaxSimplifyRounds; ++round) {
+      ++stats.rounds;
       changed_ = false;
       repl_.clear();
       ctx_.defs.clear();
@@ -210,9 +213,12 @@ public:
       findBuffers();
       cse();
       promoteAccumulators(f_.body);
+      applyReplacements(f_.body);
+      countWrites();
       scatterToGather(f_.body);
       findBuffers(); // (scatter-to-gather turns buffers into comprehensions)
       copies(f_.body);
+      applyReplacements(f_.body);
       forwardSnapshots(f_.body);
       deadStores(f_.body);
       dce();
@@ -457,10 +463,23 @@ private:
         y = z.result;
       }
     }
-    applyReplacements(f_.body);
+    // (run() then applies the replacements to the whole function once: doing it here, for
+    // every block with an accumulator, made the pass quadratic in the number of blocks)
   }
 
   // --- scatter-adds -> gathers -------------------------------------------------------------
+  /// addsTo_: buffer -> number of buf.add anywhere; stored_: buffers that some buf.store
+  /// writes (an adjoint that a var write resets to zero is not a sum of its adds, and stays a
+  /// buffer). Counted once for the whole function: a conversion removes only its target's
+  /// adds, and that target is never converted again, so the counts stay right for the rest.
+  void countWrites() {
+    addsTo_.clear();
+    stored_.clear();
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      if (i.op == Op::BufAdd) ++addsTo_[i.args[0]];
+      if (i.op == Op::BufStore) stored_.insert(i.args[0]);
+    });
+  }
   /// `B = buf.zeros; for [i < shape(B)] { ...; buf.add B[i], v1; ...; buf.add B[i], v2 }`
   /// where the loop does nothing else and nothing else adds to B is `B = comp [i] { ...;
   /// v1 + v2 }`: every element is written once, in order, with no read-modify-write (and no
@@ -469,14 +488,6 @@ private:
     for (Instr& in : b.body)
       for (Block& r : in.regions)
         scatterToGather(r);
-    // buffer -> number of buf.add anywhere; a buffer that any buf.store writes (an adjoint
-    // that a var write resets to zero) is not a sum of its adds, and stays a buffer.
-    std::map<int, int> addsTo;
-    std::set<int> stored;
-    ir::forEachInstr(f_.body, [&](const Instr& i) {
-      if (i.op == Op::BufAdd) ++addsTo[i.args[0]];
-      if (i.op == Op::BufStore) stored.insert(i.args[0]);
-    });
     std::map<int, size_t> zeros; // buffer -> position in b
     for (size_t k = 0; k < b.body.size(); ++k)
       if (b.body[k].op == Op::BufZeros && f_.types[b.body[k].result].rank() > 0)
@@ -498,8 +509,8 @@ private:
           ok = false;
         }
       }
-      if (!ok || target < 0 || !zeros.count(target) || addsTo[target] != count ||
-          stored.count(target) || f_.types[target].shape != loop.extents)
+      if (!ok || target < 0 || !zeros.count(target) || addsTo_[target] != count ||
+          stored_.count(target) || f_.types[target].shape != loop.extents)
         continue;
       // The loop becomes the comprehension; the accumulator goes.
       std::vector<Instr> keep;
@@ -555,7 +566,7 @@ private:
       repl_[in.result] = l.args[0];
       changed_ = true;
     }
-    applyReplacements(b);
+    // (run() applies the replacements once, after the whole function)
   }
 
   // --- loads through snapshots --------------------------------------------------------------
@@ -808,27 +819,37 @@ private:
         e = e || hasEffects(i);
     return e;
   }
+  /// Counts (delta +1) or uncounts (-1) the reads in `in`, nested regions included.
+  static void countUses(const Instr& in, std::unordered_map<int, int>& uses, int delta) {
+    for (size_t k = 0; k < in.args.size(); ++k) {
+      if ((in.op == Op::BufAdd || in.op == Op::BufStore) && k == 0)
+        continue; // adding or storing is not reading
+      uses[in.args[k]] += delta;
+    }
+    for (const Block& r : in.regions) {
+      for (const Instr& i : r.body)
+        countUses(i, uses, delta);
+      for (int y : r.yields)
+        uses[y] += delta;
+    }
+  }
   void dce() {
+    // Each sweep goes backwards and uncounts what it removes, so a chain of dead values goes
+    // in one sweep (forwards, each sweep removed only its last link: quadratic). Another
+    // sweep runs while one removes something, for writes to buffers whose last reader went
+    // after the sweep had passed them.
     for (bool again = true; again;) {
       again = false;
-      std::map<int, int> uses;
-      std::function<void(const Block&)> count = [&](const Block& b) {
-        for (const Instr& in : b.body) {
-          for (size_t k = 0; k < in.args.size(); ++k) {
-            if ((in.op == Op::BufAdd || in.op == Op::BufStore) && k == 0)
-              continue; // adding or storing is not reading
-            ++uses[in.args[k]];
-          }
-          for (const Block& r : in.regions)
-            count(r);
-        }
-        for (int y : b.yields)
-          ++uses[y];
-      };
-      count(f_.body);
+      ++stats.dceSweeps;
+      std::unordered_map<int, int> uses;
+      for (const Instr& in : f_.body.body)
+        countUses(in, uses, +1);
+      for (int y : f_.body.yields)
+        ++uses[y];
       std::function<void(Block&)> sweep = [&](Block& b) {
-        std::vector<Instr> keep;
-        for (Instr& in : b.body) {
+        std::vector<char> drop(b.body.size(), 0);
+        for (size_t n = b.body.size(); n-- > 0;) {
+          Instr& in = b.body[n];
           for (Block& r : in.regions)
             sweep(r);
           bool dead;
@@ -845,10 +866,14 @@ private:
           if (dead) {
             again = true;
             changed_ = true;
-          } else {
-            keep.push_back(std::move(in));
+            drop[n] = 1;
+            countUses(in, uses, -1);
           }
         }
+        std::vector<Instr> keep;
+        keep.reserve(b.body.size());
+        for (size_t n = 0; n < b.body.size(); ++n)
+          if (!drop[n]) keep.push_back(std::move(b.body[n]));
         b.body = std::move(keep);
       };
       sweep(f_.body);
@@ -899,8 +924,10 @@ private:
 
   ir::Function& f_;
   Ctx ctx_;
-  std::set<int> buffers_;                      // buf.zeros results: memory, not values
-  std::set<int> zeroConsts_;                   // constants +0, 0 and false (dead-store)
+  std::set<int> buffers_;     // buf.zeros results: memory, not values
+  std::set<int> zeroConsts_;  // constants +0, 0 and false (dead-store)
+  std::map<int, int> addsTo_; // scatter-to-gather, see countWrites()
+  std::set<int> stored_;
   std::unordered_map<int, const Instr*> defs_; // for differ(), during forwardSnapshots
   mutable std::unordered_map<int, int> repl_;  // resolve() compresses chains
   bool changed_ = false;
@@ -943,9 +970,10 @@ const std::vector<SimplifyRule>& simplifyRules() {
   return all;
 }
 
-void simplify(ir::Function& f) {
+SimplifyStats simplify(ir::Function& f) {
   Simplifier s(f);
   s.run();
+  return s.stats;
 }
 
 namespace {

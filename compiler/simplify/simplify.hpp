@@ -22,8 +22,17 @@ struct SimplifyRule {
 /// Every rule, for documentation and tests.
 const std::vector<SimplifyRule>& simplifyRules();
 
-/// Simplifies f in place until nothing changes.
-void simplify(ir::Function& f);
+/// How much work one simplify() did, for tests of its cost: the rounds of the fixpoint (at
+/// most kMaxSimplifyRounds) and the dead-code sweeps over the whole function, all rounds
+/// together (each removes whole chains of dead values, so a few per round).
+struct SimplifyStats {
+  int rounds = 0;
+  int dceSweeps = 0;
+};
+constexpr int kMaxSimplifyRounds = 8;
+
+/// Simplifies f in place until nothing changes (or kMaxSimplifyRounds rounds).
+SimplifyStats simplify(ir::Function& f);
 
 /// The last step before a function runs: a result that copies a buffer the call made (a var
 /// returned at the end, `{ var y = ...; ...; y }`) and that nothing writes after the copy is

@@ -86,8 +86,7 @@ std::string_view SourceFile::lineText(int line) const {
 }
 
 void DiagSink::error(SrcRange where, std::string message) {
-  for (const auto& d : diags_)
-    if (d.range.begin == where.begin && d.message == message) return;
+  if (!seen_.insert(std::to_string(where.begin) + ":" + message).second) return;
   diags_.push_back({where, std::move(message)});
 }
 

@@ -159,6 +159,38 @@ TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {
     }
 }
 
+// Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
+// recovers their indices by division: a rank-11 tensor (with extents 1, 2 and 3 mixed, so a
+// wrong divisor or order shows) and a rank-40 one give what the evaluator gives, in
+// comprehensions and reductions that use the indices.
+TEST(JitVsInterpDeep, FlattenedLoopNests) {
+  auto program = [](int rank, const std::string& weight) {
+    std::string dims, idx;
+    for (int k = 0; k < rank; ++k) {
+      dims += (k ? ", n" : "n") + std::to_string(k);
+      idx += (k ? ", i" : "i") + std::to_string(k);
+    }
+    return "fn f(x: f64[" + dims + "]) -> f64 {\n    let y[" + idx + "] = x[" + idx + "] * f64(" +
+           weight + ");\n    sum(y * x) + sum[" + idx + "](x[" + idx + "] * f64(i0 + 1))\n}\n";
+  };
+  auto p11 =
+      Program::fromString("rank11.slope", program(11, "i0 + 2 * i2 + 3 * i5 + 5 * i9 + 7 * i10"));
+  ASSERT_TRUE(p11->ok()) << p11->diagnostics();
+  std::map<std::string, int64_t> sizes;
+  const int64_t ext[] = {2, 1, 3, 1, 1, 2, 1, 1, 1, 2, 3};
+  for (int k = 0; k < 11; ++k)
+    sizes["n" + std::to_string(k)] = ext[k];
+  compareBackends(p11->forward("f"), "rank 11", {sizes});
+  auto p40 = Program::fromString("rank40.slope", program(40, "i0 + 2 * i20 + 3 * i39"));
+  ASSERT_TRUE(p40->ok()) << p40->diagnostics();
+  std::map<std::string, int64_t> s40;
+  for (int k = 0; k < 40; ++k)
+    s40["n" + std::to_string(k)] = k == 0 || k == 20 || k == 39 ? 2 : 1;
+  compareBackends(p40->forward("f"), "rank 40", {s40});
+  // The flattened loop of a parallel nest runs last to first too.
+  compareOrders(p11->forward("f"), "rank 11", sizes);
+}
+
 TEST(JitErrors, SubscriptOutOfRangeNamesTensorAndIndex) {
   auto p = Program::fromString("t.slope", "fn f(x: f64[n], k: i64) -> f64 {\n  x[k] * 2\n}");
   ASSERT_TRUE(p->ok());

@@ -1,6 +1,8 @@
 // Tests of the Slope parser (compiler/parse/parser.cpp).
 #include "compiler/parse/parser.hpp"
 
+#include "compiler/pipeline.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -828,6 +830,37 @@ TEST(ParserRobustness, LargeFile) {
   Parsed p = parse(text);
   EXPECT_FALSE(p.diags->hasErrors());
   EXPECT_EQ(p.module.functions.size(), 2000u);
+}
+
+// A diagnostic at the same offset with the same message is kept once; the same message
+// elsewhere, or another message at the same offset, is kept.
+TEST(Diagnostics, RepeatsAreDroppedAndNothingElse) {
+  SourceFile file("t.slope", "fn f(x: f64) -> f64 { x }\n");
+  DiagSink sink(file);
+  sink.error({3, 4}, "one");
+  sink.error({3, 4}, "one");
+  sink.error({5, 9}, "one");
+  sink.error({3, 4}, "two");
+  sink.error({3, 4}, "one");
+  ASSERT_EQ(sink.diagnostics().size(), 3u);
+  EXPECT_EQ(sink.diagnostics()[0].message, "one");
+  EXPECT_EQ(sink.diagnostics()[1].range.begin, 5u);
+  EXPECT_EQ(sink.diagnostics()[2].message, "two");
+}
+
+// Every error of a file with many is reported, once each, in source order.
+TEST(Diagnostics, ManyErrorsAllReported) {
+  std::string src = "fn f(x: f64) -> f64 {\n";
+  for (int i = 0; i < 20000; ++i)
+    src += "    let a" + std::to_string(i) + " = undefined" + std::to_string(i) + " + x;\n";
+  src += "    x\n}\n";
+  auto p = Program::fromString("many.slope", src);
+  ASSERT_FALSE(p->ok());
+  EXPECT_EQ(p->diags().diagnostics().size(), 20000u);
+  std::string r = p->diagnostics();
+  EXPECT_NE(r.find("many.slope:2:14: error: unknown name 'undefined0'"), std::string::npos)
+      << r.substr(0, 300);
+  EXPECT_LT(r.find("'undefined0'"), r.find("'undefined19999'"));
 }
 
 } // namespace
