@@ -33,8 +33,9 @@ struct GradOptions {
   int checkpoint = 0;
   /// Binomial checkpointing instead (Revolve's schedule, compiler/support/revolve.hpp), for
   /// loops whose trip count is known on entry: keep at most `snapshots` states per loop, or
-  /// as many as fit in `memory` bytes (at least one); the reverse sweep recomputes the least
-  /// it can with that many. At most one of checkpoint, snapshots and memory is set.
+  /// as many as fit in `memory` bytes; the reverse sweep recomputes the least it can with that
+  /// many. A budget below one state (a snapshot and the undo logs) fails on entry, saying the
+  /// state's size. At most one of checkpoint, snapshots and memory is set.
   int64_t snapshots = 0;
   int64_t memory = 0;
   bool binomial() const { return snapshots > 0 || memory > 0; }

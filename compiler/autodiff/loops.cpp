@@ -4,6 +4,8 @@
 // with state".
 #include "compiler/autodiff/reverse.hpp"
 
+#include <tuple>
+
 namespace slope::ad {
 
 void Reverse::saveOverwritten(Block& b, std::vector<Instr>& alloc) {
@@ -229,6 +231,176 @@ void Reverse::dropValueTapeStores(Block& b) {
   b.body = std::move(keep);
 }
 
+/// Whether loop body q is a row write of var v: an element-wise loop writing v[p..., j...] at
+/// its own indices j under a prefix p fixed before it, and writing v nowhere else.
+const Instr* Reverse::rowWrite(const Instr& q, int v) const {
+  if (q.op != Op::For || q.ival != 0) return nullptr;
+  const Block& r = q.regions[0];
+  const std::set<int> inside = ir::definedIn(r);
+  const Instr* found = nullptr;
+  int stores = 0;
+  ir::forEachInstr(r, [&](const Instr& i) {
+    if (i.op == Op::BufStore && i.args[0] == v) ++stores;
+  });
+  for (const Instr& i : r.body)
+    if (i.op == Op::BufStore && i.args[0] == v) found = &i;
+  if (!found || stores != 1) return nullptr;
+  size_t rank = static_cast<size_t>(src_.types[v].rank()), nr = r.args.size();
+  if (found->args.size() != rank + 2 || nr > rank) return nullptr;
+  auto idx = found->args.begin() + 1;
+  for (size_t d = 0; d < rank; ++d) {
+    int a = idx[static_cast<long>(d)];
+    if (d < rank - nr ? inside.count(a) != 0 : a != r.args[d - (rank - nr)]) return nullptr;
+  }
+  return found;
+}
+
+std::set<int> Reverse::undoLogged(const Block& sb, const std::set<int>& written) const {
+  std::set<int> logged;
+  for (int v : written) {
+    int covered = 0, all = 0;
+    ir::forEachInstr(sb, [&](const Instr& i) {
+      if (i.op == Op::BufStore && i.args[0] == v) ++all;
+    });
+    for (const Instr& i : sb.body) {
+      if (i.op == Op::BufStore && i.args[0] == v &&
+          static_cast<int>(i.args.size()) - 2 == src_.types[v].rank())
+        ++covered;
+      if (rowWrite(i, v)) ++covered;
+    }
+    if (covered == all) logged.insert(v);
+  }
+  return logged;
+}
+
+/// A row write's extents, as a set key.
+static std::string rowKey(const std::vector<Poly>& row) {
+  std::string k = "row";
+  for (const Poly& p : row)
+    k += " " + p.str();
+  return k;
+}
+
+std::vector<int> Reverse::undoWhere(const Instr& q, int v) const {
+  if (q.op == Op::BufStore && q.args[0] == v)
+    return std::vector<int>(q.args.begin() + 1, q.args.end() - 1);
+  const Instr* w = rowWrite(q, v);
+  if (!w) return {};
+  size_t p = w->args.size() - 2 - q.regions[0].args.size();
+  return std::vector<int>(w->args.begin() + 1, w->args.begin() + 1 + static_cast<long>(p));
+}
+
+Reverse::UndoSize Reverse::undoSize(const Block& sb, int v) const {
+  UndoSize u{Poly(0), Poly(0)};
+  std::set<std::pair<std::vector<int>, std::string>> seen; // see logWrites
+  for (const Instr& i : sb.body) {
+    bool write = (i.op == Op::BufStore && i.args[0] == v) || rowWrite(i, v);
+    if (write && !seen.insert({undoWhere(i, v), i.op == Op::For ? rowKey(i.extents) : ""}).second)
+      continue;
+    if (i.op == Op::BufStore && i.args[0] == v) {
+      u.elements = u.elements + Poly(1);
+      u.subscripts = u.subscripts + Poly(static_cast<int64_t>(i.args.size()) - 2);
+    }
+    if (const Instr* w = rowWrite(i, v)) {
+      Poly row(1);
+      for (const Poly& x : i.extents)
+        row = row * x;
+      u.elements = u.elements + row;
+      u.subscripts =
+          u.subscripts + Poly(static_cast<int64_t>(w->args.size() - 2 - i.extents.size()));
+    }
+  }
+  return u;
+}
+
+void Reverse::logWrites(Block& ob, const Instr& si, const std::set<int>& logged, LoopTape& tape,
+                        std::vector<Instr>& alloc) {
+  int k = ob.args[0];
+  std::vector<Instr> newBody;
+  // Saves v[prefix..., j...] for every j < row into fresh tapes indexed by the iteration.
+  auto log = [&](int v, const std::vector<int>& prefix, const std::vector<Poly>& row,
+                 const Instr& write) {
+    int p = static_cast<int>(prefix.size());
+    Undo u{v, -1, -1, p, row};
+    DType dt = src_.types[v].dtype;
+    std::vector<Poly> shape{si.extents[0]};
+    shape.insert(shape.end(), row.begin(), row.end());
+    Instr tv;
+    tv.op = Op::BufZeros;
+    tv.result = out_.newValue(ir::Type{dt, shape});
+    alloc.push_back(tv);
+    u.value = tv.result;
+    if (p > 0) {
+      Instr ti;
+      ti.op = Op::BufZeros;
+      ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(p)}});
+      alloc.push_back(ti);
+      u.index = ti.result;
+    }
+    Block save = b_.buildBlock({}, [&] {
+      for (int d = 0; d < p; ++d)
+        storeAt(u.index, {k, b_.constInt(d)}, prefix[static_cast<size_t>(d)]);
+      auto saveAt = [&](const std::vector<int>& j) {
+        std::vector<int> at = prefix, into{k};
+        at.insert(at.end(), j.begin(), j.end());
+        into.insert(into.end(), j.begin(), j.end());
+        Instr old;
+        old.op = Op::Load;
+        old.args.push_back(v);
+        old.args.insert(old.args.end(), at.begin(), at.end());
+        old.name = write.name;
+        old.loc = write.loc;
+        old.checked = write.checked;
+        storeAt(u.value, into, b_.emit(old, ir::Type{dt, {}}));
+        return -1;
+      };
+      if (row.empty())
+        saveAt({});
+      else
+        b_.forLoop(row, saveAt);
+      return -1;
+    });
+    newBody.insert(newBody.end(), save.body.begin(), save.body.end());
+    tape.undo.push_back(u);
+  };
+  // A write of what an earlier write of the same iteration wrote (the same subscript values,
+  // the same row) saves nothing: undoing the iteration needs only what it started with, and
+  // the earlier write saved that. (`M[t] = ...; M[t] = f(M[t])` keeps one row per step.)
+  std::set<std::tuple<int, std::vector<int>, std::string>> seen;
+  // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
+  for (size_t n = 0; n < ob.body.size(); ++n) {
+    const Instr st = ob.body[n];
+    if (st.op == Op::BufStore && logged.count(st.args[0]) &&
+        seen.insert({st.args[0], undoWhere(st, st.args[0]), ""}).second)
+      log(st.args[0], undoWhere(st, st.args[0]), {}, st);
+    for (int v : logged)
+      if (const Instr* w = rowWrite(st, v))
+        if (seen.insert({v, undoWhere(st, v), rowKey(st.extents)}).second)
+          log(v, undoWhere(st, v), st.extents, *w);
+    newBody.push_back(std::move(ob.body[n]));
+  }
+  ob.body = std::move(newBody);
+}
+
+void Reverse::undoStep(const LoopTape& tape, int k) {
+  for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
+    std::vector<int> prefix;
+    for (int d = 0; d < it->rank; ++d)
+      prefix.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
+    auto restore = [&](const std::vector<int>& j) {
+      std::vector<int> at = prefix, from{k};
+      at.insert(at.end(), j.begin(), j.end());
+      from.insert(from.end(), j.begin(), j.end());
+      storeAt(primal(it->var), at, b_.load(primal(it->value), from, "", {}, true));
+      return -1;
+    };
+    if (it->row.empty())
+      restore({});
+    else
+      b_.forLoop(it->row, restore);
+  }
+}
+
 /// Loops with state: the forward sweep of the gradient stores, at the start of each iteration,
 /// every var the loop writes (and did not declare), so the adjoint loop can run backwards,
 /// putting each iteration's state back before it recomputes and reverses that iteration.
@@ -285,27 +457,72 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       Block& ob = oi.regions[0];
       int k = ob.args[0];
       tape.body = ob; // what the reverse sweep recomputes: without the saves below
+      // A trajectory (a var written a row per step, M[t] = f(M[t - 1])) is kept as an undo
+      // log, as without checkpointing: over the whole loop the log holds no more elements
+      // than the var, so it costs one state, where a snapshot would copy the whole var per
+      // checkpoint. Its state at any step is the state after the last one, with the steps in
+      // between undone (see reverseCheckpointed and reverseBinomial).
+      std::set<int> logged, snapshotted;
+      Poly undoBytes(0), stateBytes(0);
+      for (int v : undoLogged(si.regions[0], written)) {
+        UndoSize u = undoSize(si.regions[0], v);
+        Poly numel(1);
+        for (const Poly& p : src_.types[v].shape)
+          numel = numel * p;
+        Poly spare = numel - e * u.elements;
+        std::string names = e.str() + u.elements.str();
+        if (!dynamicTrips && names.find('#') == std::string::npos && spare.provablyNonNegative()) {
+          logged.insert(v);
+          undoBytes = undoBytes +
+                      e * (u.elements * Poly(static_cast<int64_t>(dtypeSize(src_.types[v].dtype))) +
+                           u.subscripts * Poly(8));
+        }
+      }
+      for (int v : written) {
+        if (logged.count(v)) continue;
+        snapshotted.insert(v);
+        Poly n(static_cast<int64_t>(dtypeSize(src_.types[v].dtype)));
+        for (const Poly& p : src_.types[v].shape)
+          n = n * p;
+        stateBytes = stateBytes + n;
+      }
       Block save;
       if (binomial) {
         // Binomial: S slots, a stack of (step, state); the forward sweep fills it as Revolve
         // places snapshots over the whole loop (see reverseBinomial).
         tape.binomial = true;
-        Poly stateBytes(0);
-        for (int v : written) {
-          Poly n(static_cast<int64_t>(dtypeSize(src_.types[v].dtype)));
-          for (const Poly& p : src_.types[v].shape)
-            n = n * p;
-          stateBytes = stateBytes + n;
-        }
         std::string sn = "#snapshots" + std::to_string(id);
         // No more slots than steps; a trip count known only on loop entry cannot cap them.
         Poly cap = dynamicTrips ? Poly(int64_t(1) << 40) : e;
-        if (opt_.memory > 0)
-          out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.memory), stateBytes, cap});
-        else
+        if (opt_.memory > 0) {
+          // The budget holds the undo logs and at least one snapshot: one state of the loop.
+          // Less is an error on entry, never a single slot that recomputes T^2 / 2 steps.
+          ir::EntryCheck c;
+          c.kind = ir::EntryCheck::CheckpointBudget;
+          c.got = undoBytes + stateBytes;
+          c.limit = Poly(opt_.memory);
+          c.cond = c.limit - c.got;
+          c.what = "the checkpoint memory budget holds one state of the loop";
+          c.needs = c.got.str() + " <= " + c.limit.str();
+          if (!dynamicTrips) c.guards = {e}; // (a loop that does not run keeps nothing)
+          c.loc = si.loc;
+          if (c.got.str().find('#') == std::string::npos) out_.entryChecks.push_back(c);
+          // Slots for the snapshots in what the undo logs leave (a budget of exactly one
+          // state has one).
+          // With no snapshot state (only trajectories), every step gets a slot: the undo logs
+          // restore any step, so there is nothing to recompute.
+          if (stateBytes == Poly(0) && !dynamicTrips) {
+            out_.derived.push_back({ir::DerivedSize::Clamp, sn, cap, Poly(1), cap});
+          } else {
+            Poly slot = stateBytes == Poly(0) ? Poly(8) : stateBytes;
+            out_.derived.push_back({ir::DerivedSize::Clamp, sn,
+                                    Poly(opt_.memory) - undoBytes - stateBytes + slot, slot, cap});
+          }
+        } else {
           out_.derived.push_back({ir::DerivedSize::Clamp, sn, Poly(opt_.snapshots), Poly(1), cap});
+        }
         tape.snapshots = Poly::var(sn);
-        for (int v : written)
+        for (int v : snapshotted)
           tape.vars.push_back({v, tapeBuffer(v, tape.snapshots, body)});
         auto scalarBuffer = [&](std::vector<Poly> shape) {
           Instr z;
@@ -338,7 +555,7 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
         std::string sn = "#checkpoints" + std::to_string(id);
         out_.derived.push_back({ir::DerivedSize::CeilDiv, sn, e, tape.segment, Poly(0)});
         tape.segments = Poly::var(sn);
-        for (int v : written)
+        for (int v : snapshotted)
           tape.vars.push_back({v, tapeBuffer(v, tape.segments, body)});
         // if k % c == 0 { checkpoint[k / c] = state }
         save = b_.buildBlock({}, [&] {
@@ -365,6 +582,9 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
           dropValueTapeStores(ob);
         }
       }
+      // (After tape.body is taken: the reverse sweep's forward runs rewrite what the log
+      // already holds.)
+      logWrites(ob, si, logged, tape, body);
       ob.body.insert(ob.body.begin(), save.body.begin(), save.body.end());
       loopTapes_[&si] = std::move(tape);
       body.push_back(std::move(oi));
@@ -378,109 +598,13 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
       int k = ob.args[0];
       const Block& sb = si.regions[0];
       // A var written only by element writes and row writes directly in the body keeps an
-      // undo log: each write saves what it overwrites (and where), so the tape grows by the
-      // elements written, not by the whole var per iteration. A row write is an element-wise
-      // loop writing v[p..., j...] at its own indices j under a prefix p fixed before it.
-      auto rowWrite = [&](const Instr& q, int v) -> const Instr* {
-        if (q.op != Op::For || q.ival != 0) return nullptr;
-        const Block& r = q.regions[0];
-        const std::set<int> inside = ir::definedIn(r);
-        const Instr* found = nullptr;
-        int stores = 0;
-        ir::forEachInstr(r, [&](const Instr& i) {
-          if (i.op == Op::BufStore && i.args[0] == v) ++stores;
-        });
-        for (const Instr& i : r.body)
-          if (i.op == Op::BufStore && i.args[0] == v) found = &i;
-        if (!found || stores != 1) return nullptr;
-        size_t rank = static_cast<size_t>(src_.types[v].rank()), nr = r.args.size();
-        if (found->args.size() != rank + 2 || nr > rank) return nullptr;
-        auto idx = found->args.begin() + 1;
-        for (size_t d = 0; d < rank; ++d) {
-          int a = idx[static_cast<long>(d)];
-          if (d < rank - nr ? inside.count(a) != 0 : a != r.args[d - (rank - nr)]) return nullptr;
-        }
-        return found;
-      };
-      std::set<int> logged;
-      for (int v : written) {
-        int covered = 0, all = 0;
-        ir::forEachInstr(sb, [&](const Instr& i) {
-          if (i.op == Op::BufStore && i.args[0] == v) ++all;
-        });
-        for (const Instr& i : sb.body) {
-          if (i.op == Op::BufStore && i.args[0] == v &&
-              static_cast<int>(i.args.size()) - 2 == src_.types[v].rank())
-            ++covered;
-          if (rowWrite(i, v)) ++covered;
-        }
-        if (covered == all) logged.insert(v);
-      }
+      // undo log (undoLogged): the tape grows by the elements written, not by the whole var
+      // per iteration.
+      std::set<int> logged = undoLogged(sb, written);
       // What reversing an iteration recomputes: the body with its nested loops' tape code
       // (their reversal reads those tapes), without its own (this iteration's entry is kept).
       Block recompute = ob;
-      std::vector<Instr> newBody;
-      // Saves v[prefix..., j...] for every j < row into fresh tapes indexed by the iteration.
-      auto log = [&](int v, const std::vector<int>& prefix, const std::vector<Poly>& row,
-                     const Instr& write) {
-        int p = static_cast<int>(prefix.size());
-        Undo u{v, -1, -1, p, row};
-        DType dt = src_.types[v].dtype;
-        std::vector<Poly> shape{si.extents[0]};
-        shape.insert(shape.end(), row.begin(), row.end());
-        Instr tv;
-        tv.op = Op::BufZeros;
-        tv.result = out_.newValue(ir::Type{dt, shape});
-        body.push_back(tv);
-        u.value = tv.result;
-        if (p > 0) {
-          Instr ti;
-          ti.op = Op::BufZeros;
-          ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(p)}});
-          body.push_back(ti);
-          u.index = ti.result;
-        }
-        Block save = b_.buildBlock({}, [&] {
-          for (int d = 0; d < p; ++d)
-            storeAt(u.index, {k, b_.constInt(d)}, prefix[static_cast<size_t>(d)]);
-          auto saveAt = [&](const std::vector<int>& j) {
-            std::vector<int> at = prefix, into{k};
-            at.insert(at.end(), j.begin(), j.end());
-            into.insert(into.end(), j.begin(), j.end());
-            Instr old;
-            old.op = Op::Load;
-            old.args.push_back(v);
-            old.args.insert(old.args.end(), at.begin(), at.end());
-            old.name = write.name;
-            old.loc = write.loc;
-            old.checked = write.checked;
-            storeAt(u.value, into, b_.emit(old, ir::Type{dt, {}}));
-            return -1;
-          };
-          if (row.empty())
-            saveAt({});
-          else
-            b_.forLoop(row, saveAt);
-          return -1;
-        });
-        newBody.insert(newBody.end(), save.body.begin(), save.body.end());
-        tape.undo.push_back(u);
-      };
-      // (ob already holds the tape code of nested loops, so walk it, not sb: the ids agree.)
-      for (size_t n = 0; n < ob.body.size(); ++n) {
-        const Instr st = ob.body[n];
-        if (st.op == Op::BufStore && logged.count(st.args[0]))
-          log(st.args[0], std::vector<int>(st.args.begin() + 1, st.args.end() - 1), {}, st);
-        for (int v : logged)
-          if (const Instr* w = rowWrite(st, v)) {
-            size_t p = w->args.size() - 2 - st.regions[0].args.size();
-            log(v,
-                std::vector<int>(w->args.begin() + 1, w->args.begin() + 1 + static_cast<long>(p)),
-                st.extents, *w);
-          }
-        newBody.push_back(std::move(ob.body[n]));
-      }
-      ob.body = std::move(newBody);
+      logWrites(ob, si, logged, tape, body);
       for (int v : written) {
         if (logged.count(v)) continue;
         int t = tapeBuffer(v, si.extents[0], body);
@@ -629,24 +753,7 @@ void Reverse::reverseLoop(const Instr& in) {
     for (const auto& [v, t] : tape.vars)
       copyVar(primal(v), {}, primal(t), {k}, src_.types[v]);
     // Element writes of this iteration, undone last to first: the state it started from.
-    auto undo = [&] {
-      for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
-        std::vector<int> prefix;
-        for (int d = 0; d < it->rank; ++d)
-          prefix.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
-        auto restore = [&](const std::vector<int>& j) {
-          std::vector<int> at = prefix, from{k};
-          at.insert(at.end(), j.begin(), j.end());
-          from.insert(from.end(), j.begin(), j.end());
-          storeAt(primal(it->var), at, b_.load(primal(it->value), from, "", {}, true));
-          return -1;
-        };
-        if (it->row.empty())
-          restore({});
-        else
-          b_.forLoop(it->row, restore);
-      }
-    };
+    auto undo = [&] { undoStep(tape, k); };
     undo();
     reverseIteration(body, tape.body, {k}); // (tape.body: nested loops' tapes included)
     undo();                                 // the recomputation wrote them again
@@ -682,6 +789,15 @@ void Reverse::reverseCheckpointed(const Instr& in) {
     int count = b_.size(tape.segments);
     int seg = b_.binary(Op::Sub, b_.binary(Op::Sub, count, b_.constInt(1)), sidx[0]);
     int lo = b_.binary(Op::Mul, seg, c);
+    // The logged vars hold the state before the next segment: undo this one's steps.
+    if (!tape.undo.empty())
+      b_.forLoop({tape.segment}, [&](const std::vector<int>& jj) {
+        int k = b_.binary(Op::Sub, b_.binary(Op::Add, lo, b_.binary(Op::Sub, c, b_.constInt(1))),
+                          jj[0]);
+        b_.ifEffect(
+            b_.binary(Op::Lt, k, e), [&] { undoStep(tape, k); }, [] {});
+        return -1;
+      });
     std::vector<int> local;
     for (const auto& [v, t] : tape.vars) {
       copyVar(primal(v), {}, primal(t), {seg}, src_.types[v]);
@@ -719,7 +835,9 @@ void Reverse::reverseCheckpointed(const Instr& in) {
             for (size_t n = 0; n < tape.vars.size(); ++n)
               copyVar(primal(tape.vars[n].first), {}, local[n], {j},
                       src_.types[tape.vars[n].first]);
+            undoStep(tape, k); // (the logged vars, from after step k to before it)
             reverseIteration(body, tape.body, {k});
+            undoStep(tape, k); // (the recomputation wrote them again)
           },
           [] {});
       return -1;
@@ -759,6 +877,19 @@ void Reverse::reverseBinomial(const Instr& in) {
     int cur = b_.load(pos, {t1}, "", {}, true);
     for (const auto& [v, snap] : tape.vars)
       copyVar(primal(v), {}, primal(snap), {t1}, src_.types[v]);
+    // The logged vars hold the state before step j + 1: undo steps j down to cur.
+    if (!tape.undo.empty()) {
+      std::string back = "#rewind" + std::to_string(advances_++);
+      Instr rw;
+      rw.op = Op::SizeDef;
+      rw.name = back;
+      rw.args = {b_.binary(Op::Add, b_.binary(Op::Sub, j, cur), one)};
+      b_.emitEffect(rw);
+      b_.forLoop({Poly::var(back)}, [&](const std::vector<int>& a) {
+        undoStep(tape, b_.binary(Op::Sub, j, a[0]));
+        return -1;
+      });
+    }
     Instr nx;
     nx.op = Op::RevolveNext;
     nx.args = {cur, j, b_.binary(Op::Sub, S, t)};
@@ -784,6 +915,7 @@ void Reverse::reverseBinomial(const Instr& in) {
       return -1;
     });
     reverseIteration(body, tape.body, {j}); // step j: recompute, reverse
+    undoStep(tape, j);                      // the logged vars as step j found them
     return -1;
   });
   restoreEntryState(tape, b_.size(in.extents[0])); // (slot 0 holds step 0)

@@ -229,6 +229,30 @@ private:
     std::vector<Poly> row; // a row write's extents (the value tape is f[T, row...]); empty
                            // for an element write
   };
+  /// Whether q (an instruction of a loop body) is a row write of var v: an element-wise loop
+  /// writing v[p..., j...] at its own indices j under a prefix p fixed before it, and v
+  /// nowhere else; the store if so.
+  const Instr* rowWrite(const Instr& q, int v) const;
+  /// The vars of `written` that loop body sb changes only by element writes and row writes
+  /// directly in it: they keep an undo log (each write saves what it overwrites, and where),
+  /// not a copy of the whole var per iteration.
+  std::set<int> undoLogged(const Block& sb, const std::set<int>& written) const;
+  struct UndoSize {
+    Poly elements, subscripts; // what one iteration's undo log of a var holds
+  };
+  UndoSize undoSize(const Block& sb, int v) const;
+  /// The subscripts of var v that write q (an element write, or a row write) fixes: the
+  /// element, or the row's prefix.
+  std::vector<int> undoWhere(const Instr& q, int v) const;
+  struct LoopTape;
+  /// Inserts, before each write of a var in `logged` in loop body ob (the forward sweep's
+  /// copy of si's body), the saves of what it overwrites into undo logs indexed by the
+  /// iteration (buffers appended to alloc), and records the logs in tape.undo.
+  void logWrites(Block& ob, const Instr& si, const std::set<int>& logged, LoopTape& tape,
+                 std::vector<Instr>& alloc);
+  /// Puts back what iteration k's writes overwrote, last write first: the state from after
+  /// iteration k becomes the state before it.
+  void undoStep(const LoopTape& tape, int k);
   struct LoopTape {
     std::vector<std::pair<int, int>> vars; // (var buffer, tape buffer): state at each iteration
     std::vector<Undo> undo;                // element writes, in program order: old values

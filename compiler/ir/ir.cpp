@@ -71,9 +71,15 @@ std::string EntryCheck::message(const std::map<std::string, int64_t>& sizes,
     auto v = p.eval(sizes);
     return v ? std::to_string(*v) : p.str();
   };
-  std::string m = what + " needs " + needs + " (checked on entry), but ";
-  m += lower ? "its smallest value is " + val(got)
-             : "it reaches " + val(got) + " and the extent is " + val(limit);
+  std::string m;
+  if (kind == CheckpointBudget)
+    m = "the checkpoint memory budget of " + val(limit) +
+        " bytes is less than one state of this loop, " + val(got) +
+        " bytes (the vars it carries and their undo logs); give at least that much";
+  else
+    m = what + " needs " + needs + " (checked on entry), but " +
+        (lower ? "its smallest value is " + val(got)
+               : "it reaches " + val(got) + " and the extent is " + val(limit));
   std::string given;
   std::set<std::string> names;
   for (const Poly* p : {&cond, &got, &limit})

@@ -80,6 +80,9 @@ struct DerivedSize {
 /// (`icf[k, i]` with i: D and icf: f64[K, T] needs D <= T). It holds when `cond` >= 0, or
 /// when some `guard` is below 1 (an index range that is empty, so the subscript never runs).
 struct EntryCheck {
+  // Subscript: as above. CheckpointBudget: a memory budget for binomial checkpointing
+  // (`limit` bytes) that must hold one state of a loop (`got` bytes), its undo logs included.
+  enum Kind { Subscript, CheckpointBudget } kind = Subscript;
   Poly cond;
   std::vector<Poly> guards;
   std::string what;   // "subscript 'i' of 'icf' (dimension 1)"

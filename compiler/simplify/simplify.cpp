@@ -220,6 +220,7 @@ public:
       copies(f_.body);
       applyReplacements(f_.body);
       forwardSnapshots(f_.body);
+      narrowSnapshots();
       deadStores(f_.body);
       dce();
       hoist(f_.body);
@@ -616,7 +617,11 @@ private:
   bool inPlace(const Instr& q, int snap, int buf, const std::vector<int>& prefix) const {
     if (q.op != Op::For || q.ival != 0) return false;
     const Block& r = q.regions[0];
-    const std::set<int> inside = ir::definedIn(r);
+    std::set<int> inside = ir::definedIn(r);
+    ir::forEachInstr(r, [&](const Instr& i) { // (and the indices of nested regions)
+      for (const Block& nr : i.regions)
+        inside.insert(nr.args.begin(), nr.args.end());
+    });
     std::optional<std::vector<int>> where; // the one index q writes buf at
     bool storeSeen = false;
     std::vector<const Instr*> loads, late; // of snap; those after the store
@@ -629,7 +634,31 @@ private:
         storeSeen = true;
         continue;
       }
-      if (!i.regions.empty() && (writes(i, buf) || reads(i, snap))) return false;
+      if (!i.regions.empty()) {
+        if (writes(i, buf)) return false;
+        // Reads of snap nested in a region that does not write buf (the reduction of a
+        // matrix-vector product): each must be a plain load, judged like a direct one below.
+        bool plain = true;
+        for (const Block& nr : i.regions)
+          ir::forEachInstr(nr, [&](const Instr& x) {
+            for (const Block& xb : x.regions)
+              for (int y : xb.yields)
+                plain = plain && y != snap;
+            if (x.op == Op::Load && x.args[0] == snap) {
+              loads.push_back(&x);
+              if (storeSeen) late.push_back(&x);
+              for (size_t k = 1; k < x.args.size(); ++k)
+                plain = plain && x.args[k] != snap;
+              return;
+            }
+            for (int a : x.args)
+              plain = plain && a != snap;
+          });
+        for (const Block& nr : i.regions)
+          for (int y : nr.yields)
+            plain = plain && y != snap;
+        if (!plain) return false;
+      }
       if (i.op == Op::Load && i.args[0] == snap) {
         loads.push_back(&i);
         if (storeSeen) late.push_back(&i);
@@ -659,6 +688,53 @@ private:
     }
     return true;
   }
+  /// In an element-wise `for` q whose only writes of buf are direct stores at one index, the
+  /// loads of snap (a copy of buf at prefix, taken before q) at an index that differs from the
+  /// written one in some subscript fixed for all of q read elements q never writes: they read
+  /// buf itself (`M[t] = tanh(W @ M[t]) + M[t - 1]` reads row t - 1 of M directly, and only
+  /// row t through a copy). Returns whether any was redirected.
+  bool redirectUntouched(Instr& q, int snap, int buf, const std::vector<int>& prefix,
+                         const Instr& copyLoad) {
+    if (q.op != Op::For || q.ival != 0) return false;
+    Block& r = q.regions[0];
+    std::optional<std::vector<int>> where;
+    for (const Instr& i : r.body) {
+      if ((i.op == Op::BufStore || i.op == Op::BufAdd) && i.args[0] == buf) {
+        std::vector<int> idx(i.args.begin() + 1, i.args.end() - 1);
+        if (where && *where != idx) return false;
+        where = idx;
+      } else if (!i.regions.empty() && writes(i, buf)) {
+        return false;
+      }
+    }
+    if (!where) return false;
+    const std::set<int> inside = ir::definedIn(r);
+    std::set<int> nestedArgs; // (definedIn leaves out the indices of nested regions)
+    ir::forEachInstr(r, [&](const Instr& i) {
+      for (const Block& nr : i.regions)
+        nestedArgs.insert(nr.args.begin(), nr.args.end());
+    });
+    auto fixed = [&](int v) { return !inside.count(v) && !nestedArgs.count(v); };
+    bool any = false;
+    std::function<void(Block&)> walk = [&](Block& b) {
+      for (Instr& i : b.body) {
+        for (Block& nr : i.regions)
+          walk(nr);
+        if (i.op != Op::Load || i.args[0] != snap) continue;
+        std::vector<int> idx = prefix;
+        idx.insert(idx.end(), i.args.begin() + 1, i.args.end());
+        bool elsewhere = false;
+        for (size_t c = 0; c < idx.size() && c < where->size(); ++c)
+          elsewhere =
+              elsewhere || (fixed(idx[c]) && fixed((*where)[c]) && differ(idx[c], (*where)[c]));
+        if (!elsewhere) continue;
+        redirect(i, snap, buf, prefix, copyLoad);
+        any = true;
+      }
+    };
+    walk(r);
+    return any;
+  }
   /// Whether two i64 values always differ: distinct constants, or a value and the same value
   /// plus or minus a nonzero constant.
   bool differ(int a, int b) const {
@@ -682,6 +758,24 @@ private:
       return da->ival != db->ival;
     return offset(a, b) || offset(b, a);
   }
+  /// Whether `s` is `S = comp [j...] { load B[p..., j...] }` (B a buffer, p fixed before s),
+  /// a copy of part of B; if so, p.
+  std::optional<std::vector<int>> copyPrefix(const Instr& s) const {
+    if (s.op != Op::Comp || s.result < 0) return std::nullopt;
+    const Block& r = s.regions[0];
+    if (r.body.size() != 1 || r.yields.size() != 1) return std::nullopt;
+    const Instr& l = r.body[0];
+    if (l.op != Op::Load || l.result != r.yields[0] || !buffers_.count(l.args[0]))
+      return std::nullopt;
+    size_t rank = r.args.size();
+    if (l.args.size() < 1 + rank) return std::nullopt;
+    std::vector<int> prefix(l.args.begin() + 1, l.args.end() - static_cast<long>(rank));
+    if (!std::equal(r.args.begin(), r.args.end(), l.args.end() - static_cast<long>(rank)))
+      return std::nullopt;
+    for (int p : prefix)
+      if (std::count(r.args.begin(), r.args.end(), p)) return std::nullopt;
+    return prefix;
+  }
   /// `S = comp [j...] { load B[p..., j...] }` copies part of a buffer B (a var's snapshot, a
   /// tape's row). Until something writes B again, a load S[i...] reads what B[p..., i...]
   /// holds: loads before the next write (or within an element-wise in-place update of B, see
@@ -698,20 +792,10 @@ private:
         forwardSnapshots(r);
     for (size_t n = 0; n < b.body.size(); ++n) {
       const Instr& s = b.body[n];
-      if (s.op != Op::Comp || s.result < 0) continue;
-      const Block& r = s.regions[0];
-      if (r.body.size() != 1 || r.yields.size() != 1) continue;
-      const Instr& l = r.body[0];
-      if (l.op != Op::Load || l.result != r.yields[0] || !buffers_.count(l.args[0])) continue;
-      size_t rank = r.args.size();
-      if (l.args.size() < 1 + rank) continue;
-      std::vector<int> prefix(l.args.begin() + 1, l.args.end() - static_cast<long>(rank));
-      if (!std::equal(r.args.begin(), r.args.end(), l.args.end() - static_cast<long>(rank)))
-        continue;
-      bool usesArg = false;
-      for (int p : prefix)
-        usesArg = usesArg || std::count(r.args.begin(), r.args.end(), p);
-      if (usesArg) continue;
+      std::optional<std::vector<int>> pre = copyPrefix(s);
+      if (!pre) continue;
+      const std::vector<int> prefix = *pre;
+      const Instr& l = s.regions[0].body[0];
       int snap = s.result, buf = l.args[0];
       const Instr copyLoad = l;
       for (size_t m = n + 1; m < b.body.size(); ++m) {
@@ -721,12 +805,151 @@ private:
           if (w) break;
           continue;
         }
-        if (w && !inPlace(q, snap, buf, prefix)) break;
+        if (w && !inPlace(q, snap, buf, prefix)) {
+          // Not all of q's reads can go to buf; those of elements q never writes can.
+          if (redirectUntouched(q, snap, buf, prefix, copyLoad)) changed_ = true;
+          break;
+        }
         redirect(q, snap, buf, prefix, copyLoad);
         changed_ = true;
         if (w) break;
       }
     }
+  }
+
+  /// A copy that reading through (forwardSnapshots) could not remove, `S = comp [j...] {
+  /// load B[p..., j...] }`, whose every use is a load S[q..., i...] with the same leading
+  /// subscripts q, proven in range: only that part is copied, `S' = comp [i...] { load
+  /// B[p..., q..., i...] }`, placed just before S's first reader (nothing writes B in between,
+  /// so it copies what S did). `M[t] = tanh(W @ M[t])` copies row t, not all of M; the loads
+  /// of the narrower copy may then be read through in turn.
+  void narrowSnapshots() {
+    std::unordered_map<int, std::vector<const Instr*>> loadsOf;
+    std::set<int> otherUse;
+    ir::forEachInstr(f_.body, [&](const Instr& i) {
+      for (size_t k = 0; k < i.args.size(); ++k)
+        if (k == 0 && i.op == Op::Load)
+          loadsOf[i.args[0]].push_back(&i);
+        else
+          otherUse.insert(i.args[k]);
+      for (const Block& r : i.regions)
+        otherUse.insert(r.yields.begin(), r.yields.end());
+    });
+    otherUse.insert(f_.body.yields.begin(), f_.body.yields.end());
+    struct Plan {
+      Block* block;
+      size_t at;
+      Instr copy; // S (by value: inserting into a block moves its instructions)
+      size_t common;
+      std::vector<int> q; // the common subscripts
+    };
+    std::vector<Plan> plans;
+    std::function<void(Block&)> scan = [&](Block& b) {
+      for (Instr& in : b.body)
+        for (Block& r : in.regions)
+          scan(r);
+      for (size_t n = 0; n < b.body.size(); ++n) {
+        const Instr& s = b.body[n];
+        if (!copyPrefix(s) || otherUse.count(s.result)) continue;
+        auto it = loadsOf.find(s.result);
+        if (it == loadsOf.end()) continue;
+        const std::vector<const Instr*>& ls = it->second;
+        size_t common = s.extents.size();
+        bool proven = true;
+        for (const Instr* l : ls) {
+          proven = proven && l->checked;
+          size_t c = 0;
+          while (c < common && l->args[1 + c] == ls[0]->args[1 + c])
+            ++c;
+          common = c;
+        }
+        if (!proven || common == 0) continue;
+        // The first reader, with no write to B before it; the common subscripts defined
+        // before it (or outside b).
+        int buf = s.regions[0].body[0].args[0];
+        size_t at = n + 1;
+        while (at < b.body.size() && !reads(b.body[at], s.result) && !writes(b.body[at], buf))
+          ++at;
+        if (at == b.body.size() || !reads(b.body[at], s.result)) continue;
+        std::set<int> later;
+        for (size_t m = 0; m < b.body.size(); ++m) {
+          if (m >= at && b.body[m].result >= 0) later.insert(b.body[m].result);
+          for (const Block& r : b.body[m].regions) {
+            later.insert(r.args.begin(), r.args.end());
+            ir::forEachInstr(r, [&](const Instr& i) {
+              if (i.result >= 0) later.insert(i.result);
+              for (const Block& ir : i.regions)
+                later.insert(ir.args.begin(), ir.args.end());
+            });
+          }
+        }
+        size_t avail = 0;
+        while (avail < common && !later.count(ls[0]->args[1 + avail]))
+          ++avail;
+        if (avail == 0) continue;
+        std::vector<int> q(ls[0]->args.begin() + 1,
+                           ls[0]->args.begin() + 1 + static_cast<long>(avail));
+        plans.push_back({&b, at, s, avail, q});
+      }
+    };
+    scan(f_.body);
+    // Apply from the last position of each block, so the earlier positions stay valid.
+    std::stable_sort(plans.begin(), plans.end(), [](const Plan& x, const Plan& y) {
+      return x.block != y.block ? std::less<Block*>()(x.block, y.block) : x.at > y.at;
+    });
+    std::unordered_map<int, std::pair<int, size_t>> narrowed; // S -> (S', subscripts dropped)
+    for (const Plan& p : plans) {
+      const Instr& l = p.copy.regions[0].body[0];
+      size_t rank = p.copy.extents.size();
+      DType dt = f_.types[p.copy.result].dtype;
+      Instr load = l; // (its name, location and proof)
+      load.args.assign(l.args.begin(), l.args.end() - static_cast<long>(rank));
+      load.args.insert(load.args.end(), p.q.begin(), p.q.end());
+      Instr out;
+      if (p.common == rank) { // one element: a load, not a copy
+        load.result = f_.newValue(ir::Type{dt, {}});
+        out = std::move(load);
+      } else {
+        out.op = Op::Comp;
+        out.loc = p.copy.loc;
+        out.extents.assign(p.copy.extents.begin() + static_cast<long>(p.common),
+                           p.copy.extents.end());
+        out.result = f_.newValue(ir::Type{dt, out.extents});
+        Block r;
+        for (size_t d = p.common; d < rank; ++d) {
+          r.args.push_back(f_.newValue(ir::Type{DType::I64, {}}));
+          load.args.push_back(r.args.back());
+        }
+        load.result = f_.newValue(ir::Type{dt, {}});
+        r.yields = {load.result};
+        r.body.push_back(std::move(load));
+        out.regions.push_back(std::move(r));
+      }
+      narrowed[p.copy.result] = {out.result, p.common};
+      p.block->body.insert(p.block->body.begin() + static_cast<long>(p.at), std::move(out));
+      changed_ = true;
+    }
+    if (narrowed.empty()) return;
+    // Loads of S -> loads of S' (or its one element); S is then dead and dce removes it.
+    std::function<void(Block&)> redirectAll = [&](Block& b) {
+      for (Instr& i : b.body) {
+        for (Block& r : i.regions)
+          redirectAll(r);
+        if (i.op != Op::Load) continue;
+        auto it = narrowed.find(i.args[0]);
+        if (it == narrowed.end()) continue;
+        auto [to, dropped] = it->second;
+        if (i.args.size() == 1 + dropped) {
+          repl_[i.result] = to;
+          continue;
+        }
+        std::vector<int> args{to};
+        args.insert(args.end(), i.args.begin() + 1 + static_cast<long>(dropped), i.args.end());
+        i.args = std::move(args);
+      }
+    };
+    redirectAll(f_.body);
+    applyReplacements(f_.body);
   }
 
   // --- dead stores -------------------------------------------------------------------------

@@ -155,7 +155,9 @@ struct Options {
   /// Binomial checkpointing (Revolve's schedule) instead: keep at most this many states of
   /// each loop whose trip count is known on entry, and recompute as little as that allows.
   std::int64_t checkpoint_snapshots = 0;
-  /// Binomial checkpointing with as many states as fit in this many bytes (at least one).
+  /// Binomial checkpointing with as many states as fit in this many bytes. A budget below one
+  /// state of a loop (its vars, and the rows a trajectory overwrites) makes the call throw
+  /// RuntimeError, saying the state's size.
   /// At most one of checkpoint, checkpoint_snapshots and checkpoint_memory may be set.
   std::int64_t checkpoint_memory = 0;
 };

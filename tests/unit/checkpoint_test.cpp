@@ -3,6 +3,7 @@
 // count (uniform spacing) or stays within a byte budget whatever the trip count (binomial);
 // and binomial recomputation close to Revolve's bound.
 
+#include "checkpoint_budget.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
@@ -109,7 +110,8 @@ TEST(Checkpoint, EveryLoopCaseUnderEverySchedule) {
     ir::Function f = p->forward("f");
     auto args = randomArgs(f, {{"n", 6}, {"m", 3}, {"l", 2}, {"h", 2}, {"d", 2}}, 1);
     auto plain = evaluate(p->gradient("f", {}, 0), args);
-    for (const GradOptions& o : {uniform(-1), uniform(2), revolve(1), revolve(3), memory(64)}) {
+    for (const GradOptions& o : {uniform(-1), uniform(2), revolve(1), revolve(3),
+                                 budgetOfAtLeastOneState(*p, "f", args, 64)}) {
       std::string what = std::string(c.name) + " " + describe(o);
       expectSame(plain, evaluate(p->gradient("f", {}, o), args), what + " (evaluator)");
       expectSame(plain, jit.prepare(p->gradient("f", {}, o))(args), what + " (JIT)");

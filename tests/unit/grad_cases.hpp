@@ -157,6 +157,16 @@ inline const Case kLoopCases[] = {
     {"loop_linear_accumulator",
      "fn f(A: $T[n, m], x: $T[n]) -> $T { var acc = zeros($T[m]); var s = 1.0; for t in 0..n { "
      "acc = acc + A[t] * s; s = s * 0.9 + x[t] * x[t]; } sum(acc * acc) + s }"},
+    // Trajectories written a row per step: read through (the previous row of the var
+    // itself), a copy of only the row a step reads after writing it, undo logs as the state
+    // that checkpointing keeps.
+    {"loop_trajectory",
+     "fn f(W: $T[m, m], xs: $T[n, m], m0: $T[m]) -> $T { var M = zeros($T[n + 1, m]); M[0] = m0; "
+     "for t in 1..n + 1 { M[t] = tanh(W @ M[t - 1] + xs[t - 1]); } sum(M * M) }"},
+    {"loop_trajectory_own_row",
+     "fn f(W: $T[m, m], xs: $T[n, m], s0: $T[m]) -> $T { var s = s0; var M = zeros($T[n, m]); "
+     "for t in 0..n { s = sin(W @ s + xs[t]); M[t] = s; M[t] = M[t] * tanh(W @ M[t]); } sum(M) + "
+     "sum(s) }"},
     {"loop_costly_branch",
      "fn f(x: $T[n]) -> $T { var s = 0.5; for t in 0..n { s = if x[t] > 0.0 { exp(-s * x[t]) } "
      "else { s + cos(x[t] * s) }; } s }"},

@@ -2,6 +2,7 @@
 
 #include "program_gen.hpp"
 
+#include "checkpoint_budget.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
@@ -1652,12 +1653,15 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
     }
     std::vector<Tensor> r;
     try {
+      // (A budget below one state of a loop is an error that states the state's size: then
+      // exactly one state.)
+      if (o.memory) o = budgetOfAtLeastOneState(*prog, "f", gargs, o.memory);
       r = evaluate(prog->gradient("f", {}, o), gargs);
     } catch (const std::exception& e) {
       return {Verdict::Threw, std::string("checkpointed gradient: ") + e.what()};
     }
     std::string name = o.snapshots ? "revolve:2"
-                       : o.memory  ? "memory:64"
+                       : o.memory  ? "memory:" + std::to_string(o.memory)
                                    : "checkpoint " + std::to_string(o.checkpoint);
     for (size_t k = 0; k < grad.size() && k < r.size(); ++k)
       for (int64_t i = 0; i < grad[k].numel(); ++i) {

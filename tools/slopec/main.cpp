@@ -57,7 +57,7 @@ options common to all commands:
                    between, not a tape entry per iteration; also --checkpoint=sqrt (every
                    sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
                    states kept) and memory:BYTES (Revolve with as many states as fit in
-                   BYTES; suffixes k, M, G are powers of 1024)
+                   BYTES, an error below one state; suffixes k, M, G are powers of 1024)
   -h, --help       help for a command (slopec COMMAND --help)
   --version        print the version
 
