@@ -630,32 +630,12 @@ void Reverse::tapeLoops(Block& out, const Block& src, int depth, bool underRoot)
 /// reductions (a whole loop each).
 static bool costly(Op op) {
   switch (op) {
-  case Op::Exp:
-  case Op::Log:
-  case Op::Log1p:
-  case Op::Expm1:
-  case Op::Sqrt:
-  case Op::Sin:
-  case Op::Cos:
-  case Op::Tan:
-  case Op::Asin:
-  case Op::Acos:
-  case Op::Atan:
-  case Op::Sinh:
-  case Op::Cosh:
-  case Op::Tanh:
-  case Op::Sigmoid:
-  case Op::Softplus:
-  case Op::Erf:
-  case Op::Lgamma:
-  case Op::Pow:
-  case Op::Atan2:
   case Op::ReduceSum:
   case Op::ReduceProd:
   case Op::ReduceMax:
   case Op::ReduceMin:
   case Op::ReduceLse: return true;
-  default: return false;
+  default: return ir::isTranscendental(op);
   }
 }
 

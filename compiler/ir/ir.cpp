@@ -306,4 +306,31 @@ bool runBodyOnce(const Block& body) {
   return false;
 }
 
+bool isTranscendental(Op op) {
+  switch (op) {
+  case Op::Exp:
+  case Op::Log:
+  case Op::Log1p:
+  case Op::Expm1:
+  case Op::Sqrt:
+  case Op::Sin:
+  case Op::Cos:
+  case Op::Tan:
+  case Op::Asin:
+  case Op::Acos:
+  case Op::Atan:
+  case Op::Sinh:
+  case Op::Cosh:
+  case Op::Tanh:
+  case Op::Sigmoid:
+  case Op::Softplus:
+  case Op::Erf:
+  case Op::Lgamma:
+  case Op::Digamma:
+  case Op::Pow:
+  case Op::Atan2: return true;
+  default: return false;
+  }
+}
+
 } // namespace slope::ir

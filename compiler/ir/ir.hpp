@@ -158,6 +158,10 @@ constexpr int64_t kTapeOnce = -3;
 /// sum whenever it grows) instead of two (the maximum, then the sum), and agree to the bit.
 bool runBodyOnce(const Block& body);
 
+/// A transcendental function, a power or digamma: far dearer than an add or a load, which is
+/// why reverse mode tapes it rather than recompute it, and Loop IR hoists it out of loops.
+bool isTranscendental(Op op);
+
 /// Calls fn(instr) for every instruction, nested regions included (pre-order).
 template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {
   for (const Instr& i : b.body) {

@@ -20,10 +20,7 @@ public:
   explicit Prover(Function& f) : f_(f) {}
 
   int run() {
-    forEachStmt(f_.body, [&](const Stmt& s) {
-      if (s.kind == Stmt::Scalar && s.in.op == Op::Const && s.in.result >= 0)
-        constants_[s.in.result] = s.in.ival;
-    });
+    constants_ = integerLiterals(f_);
     body(f_.body);
     return count_;
   }

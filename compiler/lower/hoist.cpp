@@ -20,31 +20,8 @@ using ir::Op;
 
 /// Operations worth a table: each costs far more than the load that replaces it.
 bool costly(const ir::Instr& in, const ir::Function& f) {
-  switch (in.op) {
-  case Op::Exp:
-  case Op::Log:
-  case Op::Log1p:
-  case Op::Expm1:
-  case Op::Sqrt:
-  case Op::Sin:
-  case Op::Cos:
-  case Op::Tan:
-  case Op::Asin:
-  case Op::Acos:
-  case Op::Atan:
-  case Op::Sinh:
-  case Op::Cosh:
-  case Op::Tanh:
-  case Op::Sigmoid:
-  case Op::Softplus:
-  case Op::Erf:
-  case Op::Lgamma:
-  case Op::Digamma:
-  case Op::Pow:
-  case Op::Atan2: return true;
-  case Op::Div: return isFloat(f.types[in.result].dtype);
-  default: return false;
-  }
+  if (in.op == Op::Div) return isFloat(f.types[in.result].dtype);
+  return ir::isTranscendental(in.op);
 }
 
 bool dynamicExtent(const Poly& p) {
@@ -58,10 +35,7 @@ public:
   explicit Hoister(Function& f) : f_(f) {}
 
   int run() {
-    forEachStmt(f_.body, [&](const Stmt& s) {
-      if (s.kind == Stmt::Scalar && s.in.op == Op::Const && s.in.result >= 0)
-        constants_[s.in.result] = s.in.ival;
-    });
+    constants_ = integerLiterals(f_);
     body(f_.body, 0);
     return count_;
   }

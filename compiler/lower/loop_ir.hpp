@@ -85,6 +85,9 @@ template <class Fn> void forEachStmt(const Body& b, Fn&& fn) {
   }
 }
 
+/// Every literal of the function by its value id (its ival: an integer's or a bool's value).
+std::map<int, int64_t> integerLiterals(const Function& f);
+
 /// Tensor IR -> Loop IR, with the Loop IR passes (hoisting) applied.
 Function lower(const ir::Function& f);
 

@@ -367,6 +367,15 @@ const char* loopKindName(LoopKind k) {
   return "?";
 }
 
+std::map<int, int64_t> integerLiterals(const Function& f) {
+  std::map<int, int64_t> out;
+  forEachStmt(f.body, [&](const Stmt& s) {
+    if (s.kind == Stmt::Scalar && s.in.op == Op::Const && s.in.result >= 0)
+      out[s.in.result] = s.in.ival;
+  });
+  return out;
+}
+
 Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
