@@ -13,6 +13,7 @@
 #include "compiler/codegen/codegen_internal.hpp"
 #include "compiler/lower/loop_ir.hpp"
 #include "compiler/support/checked.hpp"
+#include "compiler/support/reduce_order.hpp"
 #include "compiler/support/special.hpp"
 
 #include <llvm/IR/BasicBlock.h>
@@ -39,6 +40,9 @@ namespace {
 constexpr size_t kMaxInlinedNoalias = 32;
 /// The deepest loop nest one region becomes (see Gen::loopNest).
 constexpr size_t kMaxLoopDepth = 8;
+/// The largest reduction body (in Loop IR statements) emitted once per SIMD lane (see
+/// Gen::orderedReduce); a larger one runs in a loop over the lanes.
+constexpr size_t kMaxLaneCopiedBody = 48;
 
 using ir::Block;
 using ir::Instr;
@@ -401,6 +405,8 @@ private:
   llvm::Value* unary(const Instr& in);
   llvm::Value* binary(const Instr& in);
   llvm::Value* reduce(const lower::Stmt& s);
+  /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp.
+  llvm::Value* orderedReduce(const lower::Stmt& s, bool sum);
   llvm::Value* mathCall(const char* name, DType t, std::vector<llvm::Value*> args) {
     std::string n = t == DType::F32 ? std::string(name) + "f" : name;
     llvm::Type* ft = scalarTy(t);
@@ -656,6 +662,160 @@ llvm::Value* Gen::binary(const Instr& in) {
   throw std::logic_error(std::string("codegen: binary op ") + ir::opName(in.op));
 }
 
+llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
+  // The order of compiler/support/reduce_order.hpp, as loops:
+  //   for each group g: lanes = id, tail = id
+  //     for the group's values of the first index, the middle indices in order (the rows),
+  //       for each whole chunk of the row: lanes[l] = lanes[l] op body(chunk + l), l < kLanes
+  //       for the row's tail, in order: tail = tail op body(j)
+  //     acc = acc op tree(lanes) op tail
+  // A small straight-line body is emitted once per lane and its kLanes values combined into
+  // the lanes as one vector operation (LLVM's SLP vectoriser then packs the copies of the body
+  // into SIMD registers where it can). Any other body runs in a loop over the lanes, each lane
+  // an accumulator of its own. Either way each lane sums its own elements in order, as the
+  // evaluator does, whatever LLVM makes of it.
+  namespace ro = reduce_order;
+  DType bt = f_.types[s.yield].dtype;
+  llvm::Type* ty = scalarTy(bt);
+  auto* vecTy = llvm::FixedVectorType::get(ty, static_cast<unsigned>(ro::kLanes));
+  llvm::Value* id = fconst(bt, sum ? 0 : 1);
+  auto op = [&](llvm::Value* a, llvm::Value* b) {
+    return sum ? B_.CreateFAdd(a, b) : B_.CreateFMul(a, b);
+  };
+  size_t bodySize = 0;
+  lower::forEachStmt(s.body, [&](const lower::Stmt&) { ++bodySize; });
+  const bool copies = s.vectorisable && bodySize <= kMaxLaneCopiedBody;
+  std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
+  const size_t rank = ext.size();
+  const bool rank1 = rank == 1;
+  llvm::AllocaInst* acc = entryAlloca(ty, "acc");
+  llvm::AllocaInst* tail = entryAlloca(ty, "tail");
+  llvm::AllocaInst* lanes = entryAlloca(vecTy, "lanes");
+  B_.CreateStore(id, acc);
+  llvm::Value* groupSize = i64(rank1 ? ro::kGroupElems : ro::kGroupRows);
+  llvm::Value* e0 = ext[0];
+  llvm::Value* groups = B_.CreateUDiv(B_.CreateAdd(e0, B_.CreateSub(groupSize, i64(1))), groupSize);
+  std::vector<llvm::Value*> idx; // the indices outside the innermost
+  // The body's value at innermost index j.
+  auto element = [&](llvm::Value* j) {
+    idx.push_back(j);
+    for (size_t k = 0; k < rank; ++k)
+      vals_[s.indices[k]] = idx[k];
+    ++regionDepth_;
+    body(s.body);
+    --regionDepth_;
+    idx.pop_back();
+    return val(s.yield);
+  };
+  auto into = [&](llvm::Value* ptr, llvm::Value* y) {
+    B_.CreateStore(op(B_.CreateLoad(ty, ptr), y), ptr);
+  };
+  // The row [lo, hi) of the innermost index.
+  auto row = [&](llvm::Value* lo, llvm::Value* hi) {
+    llvm::Value* len = B_.CreateSub(hi, lo);
+    llvm::Value* whole = B_.CreateSelect(B_.CreateICmpSLT(len, i64(ro::kMinLaneRow)), i64(0),
+                                         B_.CreateUDiv(len, i64(ro::kLanes)));
+    std::vector<llvm::Value*> c, l, t;
+    nestLevel(
+        whole, c,
+        [&] {
+          llvm::Value* base = B_.CreateAdd(lo, B_.CreateMul(c[0], i64(ro::kLanes)));
+          if (copies) {
+            llvm::Value* v = llvm::PoisonValue::get(vecTy);
+            for (int64_t k = 0; k < ro::kLanes; ++k)
+              v = B_.CreateInsertElement(v, element(B_.CreateAdd(base, i64(k))), k);
+            B_.CreateStore(op(B_.CreateLoad(vecTy, lanes), v), lanes);
+            return;
+          }
+          nestLevel(
+              i64(ro::kLanes), l,
+              [&] {
+                llvm::Value* y = element(B_.CreateAdd(base, l[0]));
+                into(B_.CreateInBoundsGEP(ty, lanes, l[0]), y);
+              },
+              false);
+        },
+        false);
+    llvm::Value* start = B_.CreateAdd(lo, B_.CreateMul(whole, i64(ro::kLanes)));
+    nestLevel(
+        B_.CreateSub(hi, start), t, [&] { into(tail, element(B_.CreateAdd(start, t[0]))); }, false);
+  };
+  // Rows shorter than kMinLaneRow leave the lanes at the identity, and combining identities into
+  // the tail changes no bit of it (x + 0 = x for every x the tail can hold, which starts at +0;
+  // x * 1 = x): such groups skip the lanes, which keeps short triangular rows cheap.
+  auto ifLanes = [&](llvm::Value* used, const std::function<void()>& then) {
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* yes = llvm::BasicBlock::Create(ctx_, "lanes", fn);
+    auto* next = llvm::BasicBlock::Create(ctx_, "lanes.done", fn);
+    B_.CreateCondBr(used, yes, next);
+    B_.SetInsertPoint(yes);
+    then();
+    B_.CreateBr(next);
+    B_.SetInsertPoint(next);
+  };
+  // A one-index region shorter than kMinLaneRow is one group that is all tail: its sum is the
+  // serial sum (id . tail = tail, bit for bit, as above), and a plain loop skips the groups'
+  // bookkeeping, which costs more than a short row (triangular rows are mostly short).
+  llvm::BasicBlock* orderedBB = nullptr;
+  llvm::BasicBlock* joinBB = nullptr;
+  if (rank1) {
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* serialBB = llvm::BasicBlock::Create(ctx_, "short", fn);
+    orderedBB = llvm::BasicBlock::Create(ctx_, "ordered", fn);
+    joinBB = llvm::BasicBlock::Create(ctx_, "reduced", fn);
+    B_.CreateCondBr(B_.CreateICmpSLT(e0, i64(ro::kMinLaneRow)), serialBB, orderedBB);
+    B_.SetInsertPoint(serialBB);
+    std::vector<llvm::Value*> j;
+    nestLevel(
+        e0, j, [&] { into(acc, element(j[0])); }, false);
+    B_.CreateBr(joinBB);
+    B_.SetInsertPoint(orderedBB);
+  }
+  std::vector<llvm::Value*> gidx;
+  nestLevel(
+      groups, gidx,
+      [&] {
+        llvm::Value* lo = B_.CreateMul(gidx[0], groupSize);
+        llvm::Value* end = B_.CreateAdd(lo, groupSize);
+        llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, e0), end, e0);
+        llvm::Value* used =
+            B_.CreateICmpSGE(rank1 ? B_.CreateSub(hi, lo) : ext.back(), i64(ro::kMinLaneRow));
+        ifLanes(used, [&] { B_.CreateStore(B_.CreateVectorSplat(ro::kLanes, id), lanes); });
+        B_.CreateStore(id, tail);
+        if (rank1) {
+          row(lo, hi);
+        } else {
+          std::vector<llvm::Value*> rows;
+          nestLevel(
+              B_.CreateSub(hi, lo), rows,
+              [&] {
+                llvm::Value* i0 = B_.CreateAdd(lo, rows[0], "", true, true);
+                std::vector<llvm::Value*> middle(ext.begin() + 1, ext.end() - 1);
+                loopNest(middle, [&](const std::vector<llvm::Value*>& mid) {
+                  idx.assign(1, i0);
+                  idx.insert(idx.end(), mid.begin(), mid.end());
+                  row(i64(0), ext.back());
+                });
+              },
+              false);
+        }
+        ifLanes(used, [&] {
+          llvm::Value* v = B_.CreateLoad(vecTy, lanes);
+          llvm::Value* l[ro::kLanes];
+          for (int64_t k = 0; k < ro::kLanes; ++k)
+            l[k] = B_.CreateExtractElement(v, k);
+          B_.CreateStore(ro::combineGroup<llvm::Value*>(l, B_.CreateLoad(ty, tail), op), tail);
+        });
+        into(acc, B_.CreateLoad(ty, tail));
+      },
+      false);
+  if (joinBB) {
+    B_.CreateBr(joinBB);
+    B_.SetInsertPoint(joinBB);
+  }
+  return B_.CreateLoad(ty, acc);
+}
+
 llvm::Value* Gen::reduce(const lower::Stmt& s) {
   const Instr& in = s.in;
   DType t = f_.types[in.result].dtype;
@@ -666,6 +826,7 @@ llvm::Value* Gen::reduce(const lower::Stmt& s) {
   case Op::ReduceSum:
   case Op::ReduceProd: {
     bool sum = in.op == Op::ReduceSum;
+    if (fl && !s.extents.empty()) return orderedReduce(s, sum);
     llvm::AllocaInst* acc = entryAlloca(ty, "acc");
     B_.CreateStore(fl ? fconst(bt, sum ? 0 : 1) : i64(sum ? 0 : 1), acc);
     regionLoop(s, [&](llvm::Value* y, llvm::Value*) {

@@ -1,4 +1,5 @@
 #include "compiler/eval/interp.hpp"
+#include "compiler/support/reduce_order.hpp"
 
 #include "compiler/support/checked.hpp"
 
@@ -314,7 +315,10 @@ private:
       for (size_t k = 0; k < idx.size(); ++k)
         vals_[r.args[k]].i = idx[k];
       exec(r);
-      body(n);
+      if constexpr (std::is_invocable_v<Fn, int64_t, const std::vector<int64_t>&>)
+        body(n, idx);
+      else
+        body(n);
       for (size_t k = idx.size(); k-- > 0;) {
         if (++idx[k] < ext[k]) break;
         idx[k] = 0;
@@ -546,18 +550,49 @@ private:
     case Op::ReduceSum:
     case Op::ReduceProd: {
       bool sum = in.op == Op::ReduceSum;
-      double acc = sum ? 0 : 1;
       int64_t iacc = sum ? 0 : 1;
-      loop(in, [&](int64_t) {
-        if (fl)
-          acc = roundTo(t, sum ? acc + yv().f : acc * yv().f);
-        else
+      if (!fl) {
+        loop(in, [&](int64_t) {
           iacc = static_cast<int64_t>(
               sum ? static_cast<uint64_t>(iacc) + static_cast<uint64_t>(yv().i)
                   : static_cast<uint64_t>(iacc) * static_cast<uint64_t>(yv().i));
+        });
+        out.i = iacc;
+        return;
+      }
+      // Groups of lanes, in the order compiler/support/reduce_order.hpp defines.
+      namespace ro = reduce_order;
+      const double id = sum ? 0 : 1;
+      auto op = [&](double a, double b) { return roundTo(t, sum ? a + b : a * b); };
+      double acc = id, tail = id, lane[ro::kLanes];
+      std::fill(lane, lane + ro::kLanes, id);
+      int64_t cur = -1; // the group the lanes hold
+      const size_t rank = in.extents.size();
+      int64_t inner = 1; // the innermost extent
+      if (rank > 0) inner = extent(in.extents.back(), in.loc);
+      auto flush = [&] {
+        if (cur >= 0) acc = op(acc, ro::combineGroup(lane, tail, op));
+        std::fill(lane, lane + ro::kLanes, id);
+        tail = id;
+      };
+      loop(in, [&](int64_t, const std::vector<int64_t>& idx) {
+        if (rank == 0) {
+          acc = op(acc, yv().f);
+          return;
+        }
+        int64_t g = ro::group(idx.front(), rank == 1);
+        if (g != cur) flush(), cur = g;
+        // The row: for rank 1 the group's elements, else the innermost index's run.
+        int64_t j = idx.back(), e = inner;
+        if (rank == 1) {
+          j -= g * ro::kGroupElems;
+          e = std::min(ro::kGroupElems, inner - g * ro::kGroupElems);
+        }
+        double& l = j >= ro::chunked(e) ? tail : lane[j % ro::kLanes];
+        l = op(l, yv().f);
       });
+      flush();
       out.f = acc;
-      out.i = iacc;
       return;
     }
     case Op::ReduceMax:
