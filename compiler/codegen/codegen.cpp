@@ -56,6 +56,8 @@ public:
       const JitOptions& opt)
       : lf_(lf), f_(lf.src), opt_(opt), ctx_(ctx), B_(ctx), sites_(sites) {
     mod_ = std::make_unique<llvm::Module>(f_.name, ctx);
+    for (const auto& [v, b] : lf.buffers)
+      if (b.place == lower::Buffer::Temp) ++entryUsers_[b.entry];
   }
 
   std::unique_ptr<llvm::Module> run();
@@ -204,45 +206,51 @@ private:
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
-  /// A buffer for a temporary of type ty (zeroed if asked) from this allocation site's entry
-  /// in the call's workspace (see workspace()): the site's buffer from an earlier call, or an
-  /// earlier iteration of the enclosing loop, when it is large enough; a new one otherwise.
-  /// The IR's values do not outlive the iteration that made them, so nothing still reads it.
-  llvm::Value* allocate(const ir::Type& ty, bool zero, SrcRange loc) {
+  /// A buffer for the temporary `value` of type ty (zeroed if asked) from its entry in the
+  /// call's workspace (lower::planWorkspace; see workspace()): the entry's buffer from an
+  /// earlier call, an earlier iteration of the enclosing loop or an earlier temporary whose
+  /// life has ended, when it is large enough; a new one otherwise. Nothing still reads it:
+  /// the IR's values do not outlive the iteration that made them, and entries are shared only
+  /// by lives that do not overlap.
+  llvm::Value* allocate(int value, const ir::Type& ty, bool zero, SrcRange loc) {
+    const lower::Buffer& b = lf_.buffers.at(value);
     llvm::Value* bytes = checkedBytes(ty, loc);
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
     llvm::Value* site = B_.CreateConstInBoundsGEP1_64(
-        siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), static_cast<uint64_t>(numSites_++));
-    llvm::Value* p = B_.CreateCall(takeFn(), {site, bytes, B_.getInt1(zero)});
+        siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), static_cast<uint64_t>(b.entry));
+    // Only a buffer that is its entry's one dynamic instance in a call is malloc-like.
+    bool sole = !b.inLoop && entryUsers_[b.entry] == 1;
+    llvm::Value* p = B_.CreateCall(takeFn(sole), {site, bytes, B_.getInt1(zero)});
     check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
     return p;
   }
-  /// An allocation site's entry in a workspace: its buffer and the buffer's bytes.
+  /// A workspace entry: its buffer and the buffer's bytes.
   llvm::StructType* siteType() {
     if (!siteTy_) siteTy_ = llvm::StructType::get(ctx_, {B_.getPtrTy(), B_.getInt64Ty()});
     return siteTy_;
   }
-  /// `ptr take(ptr site, i64 bytes, i1 zero)`: the site's buffer, grown to bytes if smaller
-  /// (null when malloc fails; the site then holds nothing), zeroed if asked. Not inlined: its
-  /// result is marked noalias, as malloc's is, so that LLVM keeps knowing that temporaries
-  /// do not overlap (each call's result is the only pointer the generated code uses to
-  /// reach that buffer until the next call at the same site).
-  llvm::Function* takeFn() {
-    if (takeFn_) return takeFn_;
+  /// `ptr take(ptr entry, i64 bytes, i1 zero)`: the entry's buffer, grown to bytes if smaller
+  /// (null when malloc fails; the entry then holds nothing), zeroed if asked. Not inlined.
+  /// `sole`: the result is marked noalias, as malloc's is, so that LLVM keeps knowing that
+  /// temporaries do not overlap; only for an entry that one allocation uses once per call
+  /// (two results of one entry in a call are the same memory, which noalias would deny).
+  llvm::Function* takeFn(bool sole) {
+    llvm::Function*& fn = sole ? takeSoleFn_ : takeFn_;
+    if (fn) return fn;
     auto* ty = llvm::FunctionType::get(B_.getPtrTy(),
                                        {B_.getPtrTy(), B_.getInt64Ty(), B_.getInt1Ty()}, false);
-    takeFn_ =
-        llvm::Function::Create(ty, llvm::Function::InternalLinkage, f_.name + ".take", mod_.get());
-    takeFn_->setReturnDoesNotAlias();
-    takeFn_->addFnAttr(llvm::Attribute::NoInline);
-    takeFn_->addFnAttr(llvm::Attribute::NoUnwind);
+    fn = llvm::Function::Create(ty, llvm::Function::InternalLinkage,
+                                f_.name + (sole ? ".take.sole" : ".take"), mod_.get());
+    if (sole) fn->setReturnDoesNotAlias();
+    fn->addFnAttr(llvm::Attribute::NoInline);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
     llvm::IRBuilder<> T(ctx_);
-    auto* entry = llvm::BasicBlock::Create(ctx_, "entry", takeFn_);
-    auto* grow = llvm::BasicBlock::Create(ctx_, "grow", takeFn_);
-    auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", takeFn_);
-    auto* clear = llvm::BasicBlock::Create(ctx_, "clear", takeFn_);
-    auto* done = llvm::BasicBlock::Create(ctx_, "done", takeFn_);
-    llvm::Value *site = takeFn_->getArg(0), *bytes = takeFn_->getArg(1), *zero = takeFn_->getArg(2);
+    auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
+    auto* grow = llvm::BasicBlock::Create(ctx_, "grow", fn);
+    auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", fn);
+    auto* clear = llvm::BasicBlock::Create(ctx_, "clear", fn);
+    auto* done = llvm::BasicBlock::Create(ctx_, "done", fn);
+    llvm::Value *site = fn->getArg(0), *bytes = fn->getArg(1), *zero = fn->getArg(2);
     T.SetInsertPoint(entry);
     llvm::Value* ptrField = T.CreateStructGEP(siteType(), site, 0);
     llvm::Value* capField = T.CreateStructGEP(siteType(), site, 1);
@@ -254,9 +262,9 @@ private:
     T.CreateCall(freeFn(), {old});
     T.CreateStore(llvm::ConstantPointerNull::get(T.getPtrTy()), ptrField);
     T.CreateStore(T.getInt64(0), capField);
-    auto* zeroed = llvm::BasicBlock::Create(ctx_, "calloc", takeFn_);
-    auto* plain = llvm::BasicBlock::Create(ctx_, "malloc", takeFn_);
-    auto* got = llvm::BasicBlock::Create(ctx_, "got", takeFn_);
+    auto* zeroed = llvm::BasicBlock::Create(ctx_, "calloc", fn);
+    auto* plain = llvm::BasicBlock::Create(ctx_, "malloc", fn);
+    auto* got = llvm::BasicBlock::Create(ctx_, "got", fn);
     T.CreateCondBr(zero, zeroed, plain);
     T.SetInsertPoint(zeroed);
     llvm::Value* z = T.CreateCall(callocFn(), {bytes, T.getInt64(1)});
@@ -278,7 +286,7 @@ private:
     T.CreateBr(done);
     T.SetInsertPoint(done);
     T.CreateRet(old);
-    return takeFn_;
+    return fn;
   }
   /// Sets up the call's workspace in the entry block, once every allocation site is known,
   /// and its release in the cleanup block (see docs/architecture.md, "Workspaces"). The
@@ -287,7 +295,7 @@ private:
   /// gives it back on exit, so calls from several threads each have their own. When all are
   /// busy the call uses a workspace on its stack and frees its buffers on exit.
   void workspace(llvm::Function* impl) {
-    const uint64_t S = static_cast<uint64_t>(numSites_);
+    const uint64_t S = static_cast<uint64_t>(lf_.entries);
     llvm::IRBuilder<> E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* local = nullptr;
@@ -599,8 +607,8 @@ private:
   llvm::Value* errArg_ = nullptr;
   llvm::StructType* errTy_ = nullptr;
   llvm::StructType* siteTy_ = nullptr;
-  llvm::Function* takeFn_ = nullptr;
-  int numSites_ = 0;                            // allocation sites so far (allocate)
+  llvm::Function *takeFn_ = nullptr, *takeSoleFn_ = nullptr;
+  std::map<int, int> entryUsers_;               // temporaries per workspace entry
   llvm::AllocaInst* wsBase_ = nullptr;          // the call's workspace: its first site entry
   llvm::AllocaInst* wsIndex_ = nullptr;         // which pooled workspace, or -1: one on the stack
   int regionDepth_ = 0;                         // regions (loop bodies, branches) being generated
@@ -1053,7 +1061,7 @@ void Gen::stmt(const lower::Stmt& s) {
         B_.CreateMemSet(out, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
       }
     } else {
-      out = allocate(t, zero, in.loc);
+      out = allocate(in.result, t, zero, in.loc);
     }
     define(in.result, out);
     return;
@@ -1061,7 +1069,8 @@ void Gen::stmt(const lower::Stmt& s) {
   case lower::Stmt::Stack: {
     const ir::Type& t = f_.types[in.result];
     auto rb = resultBuffers_.find(in.result);
-    llvm::Value* out = rb != resultBuffers_.end() ? rb->second : allocate(t, false, in.loc);
+    llvm::Value* out =
+        rb != resultBuffers_.end() ? rb->second : allocate(in.result, t, false, in.loc);
     for (size_t k = 0; k < in.args.size(); ++k)
       storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
                 val(in.args[k]));
