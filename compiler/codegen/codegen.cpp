@@ -3,10 +3,11 @@
 // Each loop becomes a counted loop nest; scalar ops become LLVM instructions or libm calls;
 // tensors are plain row-major buffers. The entry point has the C ABI of abi.h and unpacks its
 // arguments into an internal function whose tensor parameters are `noalias`, so that LLVM's
-// loop vectoriser can take the loops. Temporaries are malloc'd; every allocation has a slot
-// that the exit path frees, so an error in the middle of a loop leaks nothing. A temporary
-// made inside a loop keeps its buffer from one iteration to the next (grown when an
-// iteration needs more), so loops do not call malloc and free per iteration. Checks
+// loop vectoriser can take the loops. Temporaries live in the call's workspace (Gen::workspace,
+// docs/architecture.md "Workspaces"): each allocation site has an entry holding a buffer kept
+// from one call to the next, and from one iteration of a loop to the next, grown when a call
+// or an iteration needs more, so a steady-state call neither allocates nor faults a page in.
+// The exit path gives the workspace back, also after an error in the middle of a loop. Checks
 // (subscripts not proven at compile time, integer division, computed extents) branch to a
 // cold block that records the site and returns an error code.
 
@@ -43,6 +44,11 @@ constexpr size_t kMaxLoopDepth = 8;
 /// The largest reduction body (in Loop IR statements) emitted once per SIMD lane (see
 /// Gen::orderedReduce); a larger one runs in a loop over the lanes.
 constexpr size_t kMaxLaneCopiedBody = 48;
+/// Workspaces a module keeps (Gen::workspace): this many threads calling the function at once
+/// reuse memory from call to call; more threads' calls allocate and free as they go.
+constexpr uint64_t kPoolSize = 16;
+/// Busy flags per cache line's worth of i32s: one flag per line.
+constexpr uint64_t kFlagStride = 16;
 
 using ir::Block;
 using ir::Instr;
@@ -54,6 +60,8 @@ public:
       const JitOptions& opt)
       : lf_(lf), f_(lf.src), opt_(opt), ctx_(ctx), B_(ctx), sites_(sites) {
     mod_ = std::make_unique<llvm::Module>(f_.name, ctx);
+    for (const auto& [v, b] : lf.buffers)
+      if (b.place == lower::Buffer::Temp) ++entryUsers_[b.entry];
   }
 
   std::unique_ptr<llvm::Module> run();
@@ -202,61 +210,225 @@ private:
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
-  /// A heap buffer of n elements (zeroed if asked), freed on exit. Inside a region the site
-  /// reuses its buffer from the previous iteration when it is large enough: the IR's values
-  /// do not outlive the iteration that made them, so nothing still reads it.
-  llvm::Value* allocate(const ir::Type& ty, bool zero, SrcRange loc) {
+  /// A buffer for the temporary `value` of type ty (zeroed if asked) from its entry in the
+  /// call's workspace (lower::planWorkspace; see workspace()): the entry's buffer from an
+  /// earlier call, an earlier iteration of the enclosing loop or an earlier temporary whose
+  /// life has ended, when it is large enough; a new one otherwise. Nothing still reads it:
+  /// the IR's values do not outlive the iteration that made them, and entries are shared only
+  /// by lives that do not overlap.
+  llvm::Value* allocate(int value, const ir::Type& ty, bool zero, SrcRange loc) {
+    const lower::Buffer& b = lf_.buffers.at(value);
     llvm::Value* bytes = checkedBytes(ty, loc);
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
-    llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "slot");
-    llvm::AllocaInst* cap = regionDepth_ > 0 ? entryAlloca(B_.getInt64Ty(), "cap") : nullptr;
-    {
-      llvm::IRBuilder<> E(ctx_);
-      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
-      E.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), slot);
-      if (cap) E.CreateStore(i64(0), cap);
-    }
-    slots_.push_back(slot);
-    auto fresh = [&] {
-      llvm::Value* p =
-          zero ? B_.CreateCall(callocFn(), {bytes, i64(1)}) : B_.CreateCall(mallocFn(), {bytes});
-      B_.CreateStore(p, slot); // (before the check: the exit path frees what the slot holds)
-      check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
-    };
-    if (!cap) {
-      fresh();
-      return B_.CreateLoad(B_.getPtrTy(), slot);
-    }
-    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    llvm::Value* site = B_.CreateConstInBoundsGEP1_64(
+        siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), static_cast<uint64_t>(b.entry));
+    // Only a buffer that is its entry's one dynamic instance in a call is malloc-like.
+    bool sole = !b.inLoop && entryUsers_[b.entry] == 1;
+    llvm::Value* p = B_.CreateCall(takeFn(sole), {site, bytes, B_.getInt1(zero)});
+    check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
+    return p;
+  }
+  /// A workspace entry: its buffer and the buffer's bytes.
+  llvm::StructType* siteType() {
+    if (!siteTy_) siteTy_ = llvm::StructType::get(ctx_, {B_.getPtrTy(), B_.getInt64Ty()});
+    return siteTy_;
+  }
+  /// `ptr take(ptr entry, i64 bytes, i1 zero)`: the entry's buffer, grown to bytes if smaller
+  /// (null when malloc fails; the entry then holds nothing), zeroed if asked. Not inlined.
+  /// `sole`: the result is marked noalias, as malloc's is, so that LLVM keeps knowing that
+  /// temporaries do not overlap; only for an entry that one allocation uses once per call
+  /// (two results of one entry in a call are the same memory, which noalias would deny).
+  llvm::Function* takeFn(bool sole) {
+    llvm::Function*& fn = sole ? takeSoleFn_ : takeFn_;
+    if (fn) return fn;
+    auto* ty = llvm::FunctionType::get(B_.getPtrTy(),
+                                       {B_.getPtrTy(), B_.getInt64Ty(), B_.getInt1Ty()}, false);
+    fn = llvm::Function::Create(ty, llvm::Function::InternalLinkage,
+                                f_.name + (sole ? ".take.sole" : ".take"), mod_.get());
+    if (sole) fn->setReturnDoesNotAlias();
+    fn->addFnAttr(llvm::Attribute::NoInline);
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::IRBuilder<> T(ctx_);
+    auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
     auto* grow = llvm::BasicBlock::Create(ctx_, "grow", fn);
     auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", fn);
-    auto* done = llvm::BasicBlock::Create(ctx_, "allocated", fn);
-    B_.CreateCondBr(B_.CreateICmpUGT(bytes, B_.CreateLoad(B_.getInt64Ty(), cap)), grow, reuse);
-    B_.SetInsertPoint(grow);
-    B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), slot)});
-    fresh();
-    B_.CreateStore(bytes, cap);
-    B_.CreateBr(done);
-    B_.SetInsertPoint(reuse);
-    if (zero)
-      B_.CreateMemSet(B_.CreateLoad(B_.getPtrTy(), slot), B_.getInt8(0), bytes,
-                      llvm::MaybeAlign(8));
-    B_.CreateBr(done);
-    B_.SetInsertPoint(done);
-    return B_.CreateLoad(B_.getPtrTy(), slot);
+    auto* clear = llvm::BasicBlock::Create(ctx_, "clear", fn);
+    auto* done = llvm::BasicBlock::Create(ctx_, "done", fn);
+    llvm::Value *site = fn->getArg(0), *bytes = fn->getArg(1), *zero = fn->getArg(2);
+    T.SetInsertPoint(entry);
+    llvm::Value* ptrField = T.CreateStructGEP(siteType(), site, 0);
+    llvm::Value* capField = T.CreateStructGEP(siteType(), site, 1);
+    llvm::Value* old = T.CreateLoad(T.getPtrTy(), ptrField);
+    T.CreateCondBr(T.CreateICmpUGT(bytes, T.CreateLoad(T.getInt64Ty(), capField)), grow, reuse);
+    T.SetInsertPoint(grow);
+    // The old contents are dead: free and allocate (no copy). The site is consistent before
+    // malloc can fail: it holds nothing until the new buffer is stored.
+    T.CreateCall(freeFn(), {old});
+    T.CreateStore(llvm::ConstantPointerNull::get(T.getPtrTy()), ptrField);
+    T.CreateStore(T.getInt64(0), capField);
+    auto* zeroed = llvm::BasicBlock::Create(ctx_, "calloc", fn);
+    auto* plain = llvm::BasicBlock::Create(ctx_, "malloc", fn);
+    auto* got = llvm::BasicBlock::Create(ctx_, "got", fn);
+    T.CreateCondBr(zero, zeroed, plain);
+    T.SetInsertPoint(zeroed);
+    llvm::Value* z = T.CreateCall(callocFn(), {bytes, T.getInt64(1)});
+    T.CreateBr(got);
+    T.SetInsertPoint(plain);
+    llvm::Value* m = T.CreateCall(mallocFn(), {bytes});
+    T.CreateBr(got);
+    T.SetInsertPoint(got);
+    llvm::PHINode* fresh = T.CreatePHI(T.getPtrTy(), 2);
+    fresh->addIncoming(z, zeroed);
+    fresh->addIncoming(m, plain);
+    T.CreateStore(fresh, ptrField);
+    T.CreateStore(T.CreateSelect(T.CreateIsNull(fresh), T.getInt64(0), bytes), capField);
+    T.CreateRet(fresh);
+    T.SetInsertPoint(reuse);
+    T.CreateCondBr(zero, clear, done);
+    T.SetInsertPoint(clear);
+    T.CreateMemSet(old, T.getInt8(0), bytes, llvm::MaybeAlign(1));
+    T.CreateBr(done);
+    T.SetInsertPoint(done);
+    T.CreateRet(old);
+    return fn;
+  }
+  /// Sets up the call's workspace in the entry block, once every allocation site is known,
+  /// and its release in the cleanup block (see docs/architecture.md, "Workspaces"). The
+  /// module owns kPoolSize workspaces (each a busy flag and one site entry per allocation
+  /// site, kept from call to call); a call takes an idle one with a compare-and-swap and
+  /// gives it back on exit, so calls from several threads each have their own. When all are
+  /// busy the call uses a workspace on its stack and frees its buffers on exit.
+  void workspace(llvm::Function* impl) {
+    const uint64_t S = static_cast<uint64_t>(lf_.entries);
+    llvm::IRBuilder<> E(ctx_);
+    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    llvm::Value* local = nullptr;
+    llvm::GlobalVariable *pool = nullptr, *busy = nullptr;
+    auto* arrTy = llvm::ArrayType::get(siteType(), S);
+    // One cache line per busy flag: threads taking neighbouring workspaces do not contend.
+    auto* flagTy = llvm::ArrayType::get(E.getInt32Ty(), kFlagStride);
+    auto* busyTy = llvm::ArrayType::get(flagTy, kPoolSize);
+    auto* poolTy = llvm::ArrayType::get(arrTy, kPoolSize);
+    if (S > 0) {
+      pool = new llvm::GlobalVariable(*mod_, poolTy, false, llvm::GlobalValue::InternalLinkage,
+                                      llvm::ConstantAggregateZero::get(poolTy), f_.name + ".pool");
+      busy = new llvm::GlobalVariable(*mod_, busyTy, false, llvm::GlobalValue::InternalLinkage,
+                                      llvm::ConstantAggregateZero::get(busyTy), f_.name + ".busy");
+      busy->setAlignment(llvm::Align(64));
+      local = entryAlloca(arrTy, "workspace");
+      E.CreateMemSet(local, E.getInt8(0), E.getInt64(S * 16), llvm::MaybeAlign(8));
+      llvm::Value* ws = E.CreateCall(acquireFn(busy), {});
+      E.CreateStore(ws, wsIndex_);
+      llvm::Value* mine = E.CreateGEP(poolTy, pool, {E.getInt64(0), ws}); // (ws < 0: unused)
+      E.CreateStore(E.CreateSelect(E.CreateICmpSGE(ws, E.getInt64(0)), mine, local), wsBase_);
+    } else {
+      E.CreateStore(E.getInt64(-1), wsIndex_);
+      E.CreateStore(llvm::ConstantPointerNull::get(E.getPtrTy()), wsBase_);
+    }
+    // The cleanup block: give the workspace back, or free the stack workspace's buffers.
+    B_.SetInsertPoint(cleanup_);
+    if (S > 0) {
+      auto* giveBack = llvm::BasicBlock::Create(ctx_, "give_back", impl);
+      auto* freeAll = llvm::BasicBlock::Create(ctx_, "free_all", impl);
+      auto* ret = llvm::BasicBlock::Create(ctx_, "ret", impl);
+      llvm::Value* ws = B_.CreateLoad(B_.getInt64Ty(), wsIndex_);
+      B_.CreateCondBr(B_.CreateICmpSGE(ws, i64(0)), giveBack, freeAll);
+      B_.SetInsertPoint(giveBack);
+      auto* st =
+          B_.CreateStore(B_.getInt32(0), B_.CreateInBoundsGEP(busyTy, busy, {i64(0), ws, i64(0)}));
+      st->setAtomic(llvm::AtomicOrdering::Release);
+      st->setAlignment(llvm::Align(4));
+      B_.CreateBr(ret);
+      B_.SetInsertPoint(freeAll);
+      std::vector<llvm::Value*> idx;
+      nestLevel(
+          i64(static_cast<int64_t>(S)), idx,
+          [&] {
+            llvm::Value* e = B_.CreateInBoundsGEP(siteType(), local, idx[0]);
+            B_.CreateCall(freeFn(),
+                          {B_.CreateLoad(B_.getPtrTy(), B_.CreateStructGEP(siteType(), e, 0))});
+          },
+          false);
+      B_.CreateBr(ret);
+      B_.SetInsertPoint(ret);
+    }
+    B_.CreateRet(B_.CreateLoad(B_.getInt32Ty(), codeSlot_));
+    releaseFn(pool, kPoolSize * S);
+  }
+  /// `i64 acquire()`: the index of an idle workspace, now busy, or -1 when all are busy.
+  llvm::Function* acquireFn(llvm::GlobalVariable* busy) {
+    auto* fn =
+        llvm::Function::Create(llvm::FunctionType::get(B_.getInt64Ty(), false),
+                               llvm::Function::InternalLinkage, f_.name + ".acquire", mod_.get());
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::IRBuilder<> A(ctx_);
+    auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
+    auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
+    auto* body = llvm::BasicBlock::Create(ctx_, "try", fn);
+    auto* next = llvm::BasicBlock::Create(ctx_, "next", fn);
+    auto* got = llvm::BasicBlock::Create(ctx_, "got", fn);
+    auto* none = llvm::BasicBlock::Create(ctx_, "none", fn);
+    A.SetInsertPoint(entry);
+    A.CreateBr(head);
+    A.SetInsertPoint(head);
+    llvm::PHINode* k = A.CreatePHI(A.getInt64Ty(), 2, "k");
+    k->addIncoming(A.getInt64(0), entry);
+    A.CreateCondBr(A.CreateICmpULT(k, A.getInt64(kPoolSize)), body, none);
+    A.SetInsertPoint(body);
+    auto* flagTy = llvm::ArrayType::get(A.getInt32Ty(), kFlagStride);
+    llvm::Value* flag = A.CreateInBoundsGEP(llvm::ArrayType::get(flagTy, kPoolSize), busy,
+                                            {A.getInt64(0), k, A.getInt64(0)});
+    auto* cas =
+        A.CreateAtomicCmpXchg(flag, A.getInt32(0), A.getInt32(1), llvm::MaybeAlign(4),
+                              llvm::AtomicOrdering::Acquire, llvm::AtomicOrdering::Monotonic);
+    A.CreateCondBr(A.CreateExtractValue(cas, 1), got, next);
+    A.SetInsertPoint(next);
+    k->addIncoming(A.CreateAdd(k, A.getInt64(1)), next);
+    A.CreateBr(head);
+    A.SetInsertPoint(got);
+    A.CreateRet(k);
+    A.SetInsertPoint(none);
+    A.CreateRet(A.getInt64(-1));
+    return fn;
+  }
+  /// The exported `void NAME__release(void)` (abi.h): frees every pooled buffer. Only while
+  /// no call of the function is running; a later call starts again from an empty pool.
+  void releaseFn(llvm::GlobalVariable* pool, uint64_t entries) {
+    auto* fn = llvm::Function::Create(llvm::FunctionType::get(B_.getVoidTy(), false),
+                                      llvm::Function::ExternalLinkage, f_.name + kReleaseSuffix,
+                                      mod_.get());
+    fn->addFnAttr(llvm::Attribute::NoUnwind);
+    B_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", fn));
+    if (pool) {
+      std::vector<llvm::Value*> idx;
+      nestLevel(
+          i64(static_cast<int64_t>(entries)), idx,
+          [&] {
+            llvm::Value* e = B_.CreateInBoundsGEP(siteType(), pool, idx[0]);
+            llvm::Value* ptrField = B_.CreateStructGEP(siteType(), e, 0);
+            B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), ptrField)});
+            B_.CreateStore(llvm::ConstantPointerNull::get(B_.getPtrTy()), ptrField);
+            B_.CreateStore(i64(0), B_.CreateStructGEP(siteType(), e, 1));
+          },
+          false);
+    }
+    B_.CreateRetVoid();
   }
   llvm::FunctionCallee mallocFn() {
-    auto c = mod_->getOrInsertFunction("malloc", B_.getPtrTy(), B_.getInt64Ty());
+    auto c = mod_->getOrInsertFunction(opt_.countAllocations ? kCountedMallocSymbol : "malloc",
+                                       B_.getPtrTy(), B_.getInt64Ty());
     if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee callocFn() {
-    auto c = mod_->getOrInsertFunction("calloc", B_.getPtrTy(), B_.getInt64Ty(), B_.getInt64Ty());
+    auto c = mod_->getOrInsertFunction(opt_.countAllocations ? kCountedCallocSymbol : "calloc",
+                                       B_.getPtrTy(), B_.getInt64Ty(), B_.getInt64Ty());
     if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee freeFn() {
-    return mod_->getOrInsertFunction("free", B_.getVoidTy(), B_.getPtrTy());
+    return mod_->getOrInsertFunction(opt_.countAllocations ? kCountedFreeSymbol : "free",
+                                     B_.getVoidTy(), B_.getPtrTy());
   }
 
   /// Address of an element; `checked` says the subscripts were proven in range.
@@ -440,7 +612,11 @@ private:
   llvm::AllocaInst* codeSlot_ = nullptr;
   llvm::Value* errArg_ = nullptr;
   llvm::StructType* errTy_ = nullptr;
-  std::vector<llvm::AllocaInst*> slots_;
+  llvm::StructType* siteTy_ = nullptr;
+  llvm::Function *takeFn_ = nullptr, *takeSoleFn_ = nullptr;
+  std::map<int, int> entryUsers_;               // temporaries per workspace entry
+  llvm::AllocaInst* wsBase_ = nullptr;          // the call's workspace: its first site entry
+  llvm::AllocaInst* wsIndex_ = nullptr;         // which pooled workspace, or -1: one on the stack
   int regionDepth_ = 0;                         // regions (loop bodies, branches) being generated
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
@@ -1046,7 +1222,7 @@ void Gen::stmt(const lower::Stmt& s) {
         B_.CreateMemSet(out, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
       }
     } else {
-      out = allocate(t, zero, in.loc);
+      out = allocate(in.result, t, zero, in.loc);
     }
     define(in.result, out);
     return;
@@ -1054,7 +1230,8 @@ void Gen::stmt(const lower::Stmt& s) {
   case lower::Stmt::Stack: {
     const ir::Type& t = f_.types[in.result];
     auto rb = resultBuffers_.find(in.result);
-    llvm::Value* out = rb != resultBuffers_.end() ? rb->second : allocate(t, false, in.loc);
+    llvm::Value* out =
+        rb != resultBuffers_.end() ? rb->second : allocate(in.result, t, false, in.loc);
     for (size_t k = 0; k < in.args.size(); ++k)
       storeElem(t.dtype, B_.CreateInBoundsGEP(elemTy(t.dtype), out, i64(static_cast<int64_t>(k))),
                 val(in.args[k]));
@@ -1147,6 +1324,8 @@ std::unique_ptr<llvm::Module> Gen::run() {
   cleanup_ = llvm::BasicBlock::Create(ctx_, "cleanup", impl);
   B_.SetInsertPoint(entryBlock_);
   codeSlot_ = B_.CreateAlloca(B_.getInt32Ty(), nullptr, "code");
+  wsBase_ = B_.CreateAlloca(B_.getPtrTy(), nullptr, "ws");
+  wsIndex_ = B_.CreateAlloca(B_.getInt64Ty(), nullptr, "ws_index");
   B_.CreateStore(B_.getInt32(0), codeSlot_);
   B_.CreateBr(start);
   for (size_t k = 0; k < np; ++k)
@@ -1229,10 +1408,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
     }
   }
   B_.CreateBr(cleanup_);
-  B_.SetInsertPoint(cleanup_);
-  for (llvm::AllocaInst* s : slots_)
-    B_.CreateCall(freeFn(), {B_.CreateLoad(B_.getPtrTy(), s)});
-  B_.CreateRet(B_.CreateLoad(B_.getInt32Ty(), codeSlot_));
+  workspace(impl);
 
   // The C ABI entry point: unpack args / sizes / results and call the internal function.
   auto* abiTy = llvm::FunctionType::get(

@@ -21,4 +21,13 @@ std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext&
 /// defines it, an object file would link it from the Slope library).
 inline constexpr const char* kRevolveNextSymbol = "slope_revolve_next";
 
+/// NAME + this: the exported function that frees the memory NAME's calls keep (abi.h).
+inline constexpr const char* kReleaseSuffix = "__release";
+
+/// What generated code calls instead of malloc, calloc and free under
+/// JitOptions::countAllocations (the JIT defines them).
+inline constexpr const char* kCountedMallocSymbol = "slope_counted_malloc";
+inline constexpr const char* kCountedCallocSymbol = "slope_counted_calloc";
+inline constexpr const char* kCountedFreeSymbol = "slope_counted_free";
+
 } // namespace slope::codegen

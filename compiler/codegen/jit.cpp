@@ -20,6 +20,7 @@
 #include <llvm/TargetParser/Host.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 
@@ -28,6 +29,20 @@ namespace {
 
 extern "C" int64_t revolveNextC(int64_t cur, int64_t end, int64_t free) {
   return slope::revolveNext(cur, end, free);
+}
+
+std::atomic<int64_t> countedAllocs{0}, countedFrees{0};
+extern "C" void* countedMalloc(size_t n) {
+  countedAllocs.fetch_add(1, std::memory_order_relaxed);
+  return std::malloc(n);
+}
+extern "C" void* countedCalloc(size_t n, size_t k) {
+  countedAllocs.fetch_add(1, std::memory_order_relaxed);
+  return std::calloc(n, k);
+}
+extern "C" void countedFree(void* p) {
+  if (p) countedFrees.fetch_add(1, std::memory_order_relaxed);
+  std::free(p);
 }
 
 void initLLVM() {
@@ -91,7 +106,12 @@ struct Jit::Impl {
   std::unique_ptr<llvm::TargetMachine> tm;
   std::mutex mutex;
   int counter = 0;
+  std::vector<void (*)()> releases; // each function's NAME__release (abi.h)
 };
+
+AllocationCounts allocationCounts() {
+  return {countedAllocs.load(), countedFrees.load()};
+}
 
 Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   initLLVM();
@@ -109,6 +129,12 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   llvm::orc::SymbolMap own;
   own[impl_->jit->mangleAndIntern(kRevolveNextSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&revolveNextC), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kCountedMallocSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&countedMalloc), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kCountedCallocSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&countedCalloc), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kCountedFreeSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&countedFree), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammaSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&slope_digamma), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammafSymbol)] = {
@@ -117,7 +143,11 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
     throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
 }
 
-Jit::~Jit() = default;
+Jit::~Jit() {
+  // The memory the functions' calls kept (their workspaces), before their code goes.
+  for (auto release : impl_->releases)
+    release();
+}
 
 CompiledFunction Jit::add(const ir::Function& f) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
@@ -132,6 +162,8 @@ CompiledFunction Jit::add(const ir::Function& f) {
     throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
   auto sym = orThrow(impl_->jit->lookup(named.name), "JIT lookup");
   out.fn = sym.toPtr<slope_fn>();
+  impl_->releases.push_back(
+      orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());
   return out;
 }
 

@@ -34,7 +34,17 @@ struct JitOptions {
   // results must not change by a bit (tests/unit/jit_test.cpp), which checks the
   // classification a parallel schedule will rely on.
   bool reverseParallel = false;
+  // A test's knob: generated code allocates and frees through counters (allocationCounts)
+  // instead of calling malloc, calloc and free directly.
+  bool countAllocations = false;
 };
+
+/// Calls of malloc + calloc and of free made by code compiled with
+/// JitOptions::countAllocations, in all threads, since the process started.
+struct AllocationCounts {
+  int64_t allocs = 0, frees = 0;
+};
+AllocationCounts allocationCounts();
 
 class Jit {
 public:
@@ -44,7 +54,8 @@ public:
   Jit& operator=(const Jit&) = delete;
 
   /// Compiles f (under the symbol f.name, which must be new to this Jit) and returns its
-  /// entry point. Thread-safe.
+  /// entry point. Thread-safe. The code and the memory its calls keep (abi.h: NAME__release)
+  /// live until the Jit is destroyed, which must not happen while a call is running.
   CompiledFunction add(const ir::Function& f);
 
 private:

@@ -61,6 +61,8 @@ struct Buffer {
   enum Place { Param, Result, Temp } place = Temp;
   int slot = -1;       // Param: its position; Result: which result
   bool inLoop = false; // allocated inside a loop or branch: one buffer kept across iterations
+  int entry = -1;      // Temp: its entry in the call's workspace (planWorkspace); temporaries
+                       // whose lives do not overlap share one
 };
 
 struct Function {
@@ -74,6 +76,7 @@ struct Function {
   // one slot per call; a loop that defines one is sequential (the slot holds the last
   // iteration's value).
   std::set<int> escaping;
+  int entries = 0; // workspace entries (planWorkspace)
 };
 
 /// Calls fn on every statement of b, nested ones included (a loop or if before its body).

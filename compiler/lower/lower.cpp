@@ -15,6 +15,7 @@
 
 #include "compiler/lower/bounds.hpp"
 #include "compiler/lower/hoist.hpp"
+#include "compiler/lower/workspace.hpp"
 
 #include <functional>
 #include <set>
@@ -302,6 +303,13 @@ struct Printer {
     }
     return "";
   }
+  /// A temporary's workspace entry (planWorkspace): w3 is entry 3, which other temporaries
+  /// may share when their lives do not overlap.
+  std::string entry(int value) const {
+    auto b = lf.buffers.find(value);
+    if (b == lf.buffers.end() || b->second.place != Buffer::Temp) return "";
+    return " in w" + std::to_string(b->second.entry);
+  }
 
   void body(const Body& b, int depth) {
     for (const Stmt& s : b)
@@ -314,9 +322,12 @@ struct Printer {
     case Stmt::Scalar: out += ir::printInstr(f, s.in) + "\n"; return;
     case Stmt::Alloc:
       out += v(s.in.result) + " = alloc " + f.types[s.in.result].str() +
-             (s.in.op == Op::BufZeros ? " zeroed" : "") + " (" + where(s.in.result) + ")\n";
+             (s.in.op == Op::BufZeros ? " zeroed" : "") + " (" + where(s.in.result) + ")" +
+             entry(s.in.result) + "\n";
       return;
-    case Stmt::Stack: out += ir::printInstr(f, s.in) + " (" + where(s.in.result) + ")\n"; return;
+    case Stmt::Stack:
+      out += ir::printInstr(f, s.in) + " (" + where(s.in.result) + ")" + entry(s.in.result) + "\n";
+      return;
     case Stmt::Store: {
       out += "store " + v(s.buffer) + "[";
       for (size_t k = 0; k < s.indices.size(); ++k)
@@ -380,6 +391,7 @@ Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
+  planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;
 }
 

@@ -12,8 +12,22 @@
  * results[r]  caller-allocated memory for result r (its extents follow from the sizes);
  *             results must not overlap the arguments or each other.
  * return      0 on success, otherwise one of SLOPE_ERR_* with *err filled in; results are
- *             then unspecified. The code touches no memory outside these buffers, keeps no
- *             state between calls, and may be called from several threads at once.
+ *             then unspecified.
+ *
+ * The code touches no caller memory outside these buffers. It may be called from several
+ * threads at once. Between calls it keeps one thing: its workspaces, the heap buffers of its
+ * temporaries (tapes and adjoint buffers included), so that a call at sizes no larger than an
+ * earlier call's allocates nothing. The module holds a fixed number of workspaces (16), each
+ * used by one call at a time: a call takes an idle one (without locking or waiting) and gives
+ * it back when it returns, on success or error; a call that finds all of them busy allocates
+ * its temporaries and frees them before it returns. A workspace's buffers only grow, to the
+ * largest sizes a call that used it needed.
+ *
+ *   void NAME__release(void);
+ *
+ * frees the memory of every workspace of NAME; a later call starts again with empty ones.
+ * Call it only while no call of NAME is running (e.g. before unloading the code; the JIT
+ * calls it when a function's code is destroyed).
  */
 #ifndef SLOPE_ABI_H
 #define SLOPE_ABI_H
