@@ -15,6 +15,7 @@
 
 #include "compiler/lower/bounds.hpp"
 #include "compiler/lower/hoist.hpp"
+#include "compiler/lower/strength.hpp"
 
 #include <functional>
 #include <set>
@@ -380,6 +381,7 @@ Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
+  reduceStrength(lf); // (last: its slots and branches are not for hoisting)
   return lf;
 }
 
