@@ -14,6 +14,7 @@
 #include "compiler/lower/loop_ir.hpp"
 
 #include "compiler/lower/bounds.hpp"
+#include "compiler/lower/guard.hpp"
 #include "compiler/lower/hoist.hpp"
 #include "compiler/lower/strength.hpp"
 
@@ -381,6 +382,7 @@ Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
+  narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)
   reduceStrength(lf); // (last: its slots and branches are not for hoisting)
   return lf;
 }
