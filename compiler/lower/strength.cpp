@@ -328,7 +328,17 @@ private:
           return op(Op::And, DType::Bool,
                     {op(o, DType::Bool, {sr.d0, zero}), op(o, DType::Bool, {sr.dlast, zero})});
         };
-        int mono = op(Op::Or, DType::Bool, {sign(Op::Ge), sign(Op::Le)});
+        // With D2 a literal the order of D(0) and D(n - 2) is known: one comparison each way.
+        int mono;
+        if (auto k = known_.find(sr.d2); k != known_.end())
+          mono = k->second <= 0 ? op(Op::Or, DType::Bool,
+                                     {op(Op::Ge, DType::Bool, {sr.dlast, zero}),
+                                      op(Op::Le, DType::Bool, {sr.d0, zero})})
+                                : op(Op::Or, DType::Bool,
+                                     {op(Op::Ge, DType::Bool, {sr.d0, zero}),
+                                      op(Op::Le, DType::Bool, {sr.dlast, zero})});
+        else
+          mono = op(Op::Or, DType::Bool, {sign(Op::Ge), sign(Op::Le)});
         int few = op(Op::Le, DType::Bool, {name(kTrips), literal(1)});
         all.push_back(op(Op::Or, DType::Bool, {mono, few}));
       }
@@ -547,16 +557,19 @@ private:
     auto [it, fresh] = series_.try_emplace(key(q));
     Series& s = it->second;
     if (!fresh) return s;
-    s.v0 = at(q, Poly(0));
+    // Each as a polynomial over the invariants first: the differences are simpler than the
+    // values they are differences of (the GMM's D2 is the literal -1).
+    auto p = [&](const Poly& c) { return q.num.substitute({{kIndex, c}}); };
+    Poly n = Poly::var(kTrips);
+    s.v0 = value(p(0), q.den);
     if (q.degree() == 0) return s;
-    int v1 = at(q, Poly(1));
-    s.d0 = op(Op::Sub, DType::I64, {v1, s.v0});
-    s.last = at(q, Poly::var(kTrips) - 1);
+    Poly d0 = p(1) - p(0);
+    s.d0 = value(d0, q.den);
+    s.last = value(p(n - 1), q.den);
     if (q.degree() < 2) return s;
-    s.d2 = op(Op::Sub, DType::I64, {op(Op::Sub, DType::I64, {at(q, Poly(2)), v1}), s.d0});
-    s.dlast = op(Op::Add, DType::I64,
-                 {s.d0, op(Op::Mul, DType::I64,
-                           {s.d2, op(Op::Sub, DType::I64, {name(kTrips), literal(2)})})});
+    Poly d2 = p(2) - p(1) * Poly(2) + p(0);
+    s.d2 = value(d2, q.den);
+    s.dlast = value(d0 + d2 * (n - 2), q.den);
     return s;
   }
 
@@ -603,21 +616,19 @@ private:
     return it->second;
   }
 
-  /// The value of q with the loop's index replaced by `c` (a polynomial in sizes, invariant
-  /// values and kTrips), computed before the loop.
-  int at(const Quad& q, const Poly& c) {
-    Poly p = q.num.substitute({{kIndex, c}});
-    std::string k = p.str() + " / " + std::to_string(q.den);
+  /// p / den (an integer: exact), p a polynomial in sizes, invariant values and kTrips,
+  /// computed before the loop.
+  int value(Poly p, int64_t den) {
+    std::string k = p.str() + " / " + std::to_string(den);
     if (auto it = polys_.find(k); it != polys_.end()) return it->second;
-    int64_t den = q.den; // (lowest terms: often no division left at a given point)
+    int64_t g = den; // (lowest terms: often no division is left)
     for (const auto& [m, coef] : p.terms())
-      den = std::gcd(den, coef);
-    int64_t g = den;
-    den = q.den / g;
+      g = std::gcd(g, coef);
+    den /= g;
     if (g > 1) p = divideCoefficients(p, g);
     int v = -1;
     if (auto cv = p.constValue()) {
-      v = literal(*cv / den); // (exact: q is an integer everywhere)
+      v = literal(*cv / den); // (exact: p / den is an integer)
     } else {
       for (const auto& [m, coef] : p.terms()) {
         int t = -1;
