@@ -39,6 +39,12 @@ using ir::Op;
 const char* const kIndex = "@c"; // the loop's index in a polynomial
 const char* const kTrips = "@n"; // the loop's extent in a polynomial
 
+// Bounds that keep a carried sequence in i64 (|V(c) - V(0)| < 2^62): an affine one over fewer
+// than 2^31 iterations with |D| < 2^31, a quadratic one over fewer than 2^20 with
+// |D(0)| < 2^40 and |D2| < 2^20.
+constexpr int64_t kAffineTrips = int64_t{1} << 31, kAffineStep = int64_t{1} << 31;
+constexpr int64_t kQuadTrips = int64_t{1} << 20, kQuadStep = int64_t{1} << 40,
+                  kQuadStep2 = int64_t{1} << 20;
 constexpr int kMaxTerms = 32;        // a polynomial larger than this is not worth carrying
 constexpr int64_t kMaxPoints = 4096; // evaluations allowed to prove a division exact
 
@@ -321,7 +327,13 @@ private:
         inRange(sr.v0, c.dim, all);
         if (c.q.degree() == 0) continue;
         inRange(sr.last, c.dim, all);
-        if (c.q.degree() < 2) continue;
+        // No wrapping: the sequence the loop computes, V(0) + D(0) c + D2 c (c - 1) / 2, then
+        // never leaves i64, so V(0) and V(n - 1) in range and monotone say every V(c) is.
+        bool quadratic = c.q.degree() == 2;
+        below(name(kTrips), quadratic ? kQuadTrips : kAffineTrips, all, true);
+        below(sr.d0, quadratic ? kQuadStep : kAffineStep, all);
+        if (!quadratic) continue;
+        below(sr.d2, kQuadStep2, all);
         // Monotone: D(0) and D(n - 2) of one sign (or at most one iteration).
         int zero = literal(0);
         auto sign = [&](Op o) {
@@ -565,12 +577,26 @@ private:
     if (q.degree() == 0) return s;
     Poly d0 = p(1) - p(0);
     s.d0 = value(d0, q.den);
-    s.last = value(p(n - 1), q.den);
+    // V(n - 1) = V(0) + D(0) (n - 1) + D2 (n - 1) (n - 2) / 2: the sequence the loop computes
+    // (the bounds on n, D(0) and D2 keep every term in i64).
+    int n1 = value(n - 1, 1);
+    s.last = op(Op::Add, DType::I64, {s.v0, op(Op::Mul, DType::I64, {s.d0, n1})});
     if (q.degree() < 2) return s;
     Poly d2 = p(2) - p(1) * Poly(2) + p(0);
     s.d2 = value(d2, q.den);
-    s.dlast = value(d0 + d2 * (n - 2), q.den);
+    s.last = op(Op::Add, DType::I64,
+                {s.last, op(Op::Mul, DType::I64, {s.d2, value((n - 1) * (n - 2), 2)})});
+    s.dlast = op(Op::Add, DType::I64, {s.d0, op(Op::Mul, DType::I64, {s.d2, value(n - 2, 1)})});
     return s;
+  }
+
+  /// Appends to `all` the conditions for -bound < x < bound (x < bound for a count, where
+  /// x <= 0 runs nothing) that are not known to hold.
+  void below(int x, int64_t bound, std::vector<int>& all, bool count = false) {
+    auto k = known_.find(x);
+    if (k != known_.end() && k->second > -bound && k->second < bound) return;
+    if (!count) all.push_back(op(Op::Gt, DType::Bool, {x, literal(-bound)}));
+    all.push_back(op(Op::Lt, DType::Bool, {x, literal(bound)}));
   }
 
   /// Appends to `all` the conditions for 0 <= x < dim that are not known to hold.
