@@ -20,7 +20,9 @@
 // Entry checks. A sequence whose differences are affine is monotone on [0, n - 1] when its
 // difference has the same sign at both ends (D(0) and D(n - 2)); a monotone sequence lies
 // between its first and last values, so checking V(0) and V(n - 1) against [0, dim) checks
-// every iteration. The checks only choose which copy of the loop runs: when one fails, the
+// every iteration. That holds for the true integers; so that it holds for the i64 values the
+// loop computes, the checks also bound n, D(0) and D2 (kAffineTrips, ...) so that no value of
+// the sequence wraps. The checks only choose which copy of the loop runs: when one fails, the
 // original loop runs and reports the first failing access as it always did.
 
 #include "compiler/lower/strength.hpp"
