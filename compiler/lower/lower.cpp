@@ -14,7 +14,9 @@
 #include "compiler/lower/loop_ir.hpp"
 
 #include "compiler/lower/bounds.hpp"
+#include "compiler/lower/guard.hpp"
 #include "compiler/lower/hoist.hpp"
+#include "compiler/lower/strength.hpp"
 #include "compiler/lower/workspace.hpp"
 
 #include <functional>
@@ -391,7 +393,9 @@ Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
-  planWorkspace(lf); // (last: after every pass that makes buffers)
+  narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)
+  reduceStrength(lf); // (after hoisting: its slots and branches are not for hoisting)
+  planWorkspace(lf);  // (last: after every pass that makes buffers)
   return lf;
 }
 

@@ -1,0 +1,28 @@
+// Strength reduction of subscripts and bounds checks at loop entry (a Loop IR pass).
+#pragma once
+
+#include "compiler/lower/loop_ir.hpp"
+
+namespace slope::lower {
+
+/// For each innermost loop over one index c (no loop inside it):
+///
+/// Strength reduction. A subscript computed in the body that is a polynomial of degree at
+/// most 2 in c, with coefficients the loop does not change, and whose computation has a
+/// multiplication or a division (`d + c (d - 1) - div(c (c - 1), 2) + j - c - 1`, the GMM's
+/// triangular position) is carried across iterations instead: its value and its first
+/// difference live in rank-0 slots set before the loop, and each iteration loads the value
+/// and adds the difference (and the constant second difference to the difference). A division
+/// takes part only where it is exact for every integer value of its operands. The loop then
+/// carries state from one iteration to the next: it becomes sequential.
+///
+/// Bounds checks at loop entry. An unproven access whose every subscript is either proven by
+/// extents (bounds.hpp) or such a polynomial that is monotone over the loop's range is checked
+/// once before the loop: its first and last iteration's value. When every check holds, a copy
+/// of the loop with those accesses proven runs; otherwise the original loop does, unchanged,
+/// so a call that fails still fails exactly where and how it failed before.
+///
+/// Returns how many loops it rewrote.
+int reduceStrength(Function& f);
+
+} // namespace slope::lower
