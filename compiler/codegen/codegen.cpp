@@ -16,6 +16,7 @@
 #include "compiler/support/checked.hpp"
 #include "compiler/support/reduce_order.hpp"
 #include "compiler/support/special.hpp"
+#include "compiler/support/vmath.hpp"
 
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/Constants.h>
@@ -41,9 +42,9 @@ namespace {
 constexpr size_t kMaxInlinedNoalias = 32;
 /// The deepest loop nest one region becomes (see Gen::loopNest).
 constexpr size_t kMaxLoopDepth = 8;
-/// The largest reduction body (in Loop IR statements) emitted once per SIMD lane (see
-/// Gen::orderedReduce); a larger one runs in a loop over the lanes.
-constexpr size_t kMaxLaneCopiedBody = 48;
+/// The elements of a reduction's row whose values are computed into a block before they go
+/// into the lanes (see Gen::orderedReduce): 2 KiB of f64 on the stack, a multiple of kLanes.
+constexpr uint64_t kLaneBlock = 256;
 /// Workspaces a module keeps (Gen::workspace): this many threads calling the function at once
 /// reuse memory from call to call; more threads' calls allocate and free as they go.
 constexpr uint64_t kPoolSize = 16;
@@ -580,6 +581,8 @@ private:
   /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp.
   llvm::Value* orderedReduce(const lower::Stmt& s, bool sum);
   llvm::Value* mathCall(const char* name, DType t, std::vector<llvm::Value*> args) {
+    if (args.size() == 1)
+      if (llvm::Value* v = vectorMath(name, t == DType::F32, args[0])) return v;
     std::string n = t == DType::F32 ? std::string(name) + "f" : name;
     llvm::Type* ft = scalarTy(t);
     std::vector<llvm::Type*> ps(args.size(), ft);
@@ -591,7 +594,30 @@ private:
     return B_.CreateCall(c, args);
   }
   llvm::Value* intrinsic(llvm::Intrinsic::ID id, llvm::Value* a) {
+    const char* libm = id == llvm::Intrinsic::exp   ? "exp"
+                       : id == llvm::Intrinsic::log ? "log"
+                       : id == llvm::Intrinsic::sin ? "sin"
+                       : id == llvm::Intrinsic::cos ? "cos"
+                                                    : nullptr;
+    if (libm)
+      if (llvm::Value* v = vectorMath(libm, a->getType()->isFloatTy(), a)) return v;
     return B_.CreateUnaryIntrinsic(id, a);
+  }
+  /// The libm function `name` of x through libmvec (compiler/support/vmath.hpp), or null where
+  /// it is not in use.
+  llvm::Value* vectorMath(const char* name, bool f32, llvm::Value* x) {
+    if (!vmath::has(name, f32)) return nullptr;
+    std::string n = std::string(kVectorMathPrefix) + name + (f32 ? "f" : "");
+    auto c =
+        mod_->getOrInsertFunction(n, llvm::FunctionType::get(x->getType(), {x->getType()}, false));
+    if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) {
+      // A pure function: the vectoriser may call its vector version, and LLVM may hoist it.
+      fn->setDoesNotThrow();
+      fn->setWillReturn();
+      fn->setDoesNotAccessMemory();
+      fn->setSpeculatable();
+    }
+    return B_.CreateCall(c, {x});
   }
   llvm::Value* fconst(DType t, double v) { return llvm::ConstantFP::get(scalarTy(t), v); }
   llvm::Value* lgamma(DType t, llvm::Value* x);
@@ -845,11 +871,11 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
   //       for each whole chunk of the row: lanes[l] = lanes[l] op body(chunk + l), l < kLanes
   //       for the row's tail, in order: tail = tail op body(j)
   //     acc = acc op tree(lanes) op tail
-  // A small straight-line body is emitted once per lane and its kLanes values combined into
-  // the lanes as one vector operation (LLVM's SLP vectoriser then packs the copies of the body
-  // into SIMD registers where it can). Any other body runs in a loop over the lanes, each lane
-  // an accumulator of its own. Either way each lane sums its own elements in order, as the
-  // evaluator does, whatever LLVM makes of it.
+  // The whole chunks' values go through a block on the stack: the body runs in a plain loop
+  // that stores its values (vectorised as a comprehension is, math functions included, and in
+  // order when it has effects), then each chunk of kLanes values is one vector operation on
+  // the lanes. The body's work vectorises without reassociating anything: each lane still
+  // sums its own elements in order, as the evaluator does, whatever LLVM makes of the loops.
   namespace ro = reduce_order;
   DType bt = f_.types[s.yield].dtype;
   llvm::Type* ty = scalarTy(bt);
@@ -858,15 +884,13 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
   auto op = [&](llvm::Value* a, llvm::Value* b) {
     return sum ? B_.CreateFAdd(a, b) : B_.CreateFMul(a, b);
   };
-  size_t bodySize = 0;
-  lower::forEachStmt(s.body, [&](const lower::Stmt&) { ++bodySize; });
-  const bool copies = s.vectorisable && bodySize <= kMaxLaneCopiedBody;
   std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
   const size_t rank = ext.size();
   const bool rank1 = rank == 1;
   llvm::AllocaInst* acc = entryAlloca(ty, "acc");
   llvm::AllocaInst* tail = entryAlloca(ty, "tail");
   llvm::AllocaInst* lanes = entryAlloca(vecTy, "lanes");
+  llvm::AllocaInst* block = entryAlloca(llvm::ArrayType::get(ty, kLaneBlock), "block");
   B_.CreateStore(id, acc);
   llvm::Value* groupSize = i64(rank1 ? ro::kGroupElems : ro::kGroupRows);
   llvm::Value* e0 = ext[0];
@@ -891,30 +915,40 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
     llvm::Value* len = B_.CreateSub(hi, lo);
     llvm::Value* whole = B_.CreateSelect(B_.CreateICmpSLT(len, i64(ro::kMinLaneRow)), i64(0),
                                          B_.CreateUDiv(len, i64(ro::kLanes)));
-    std::vector<llvm::Value*> c, l, t;
+    // The whole chunks, a block of kLaneBlock elements at a time: the body's values into the
+    // block (a plain loop over the body, which LLVM vectorises like a comprehension's), then
+    // the block into the lanes, one vector operation per chunk.
+    llvm::Value* chunkedEnd = B_.CreateAdd(lo, B_.CreateMul(whole, i64(ro::kLanes)));
+    llvm::Value* blocks = B_.CreateUDiv(
+        B_.CreateAdd(B_.CreateSub(chunkedEnd, lo), i64(kLaneBlock - 1)), i64(kLaneBlock));
+    std::vector<llvm::Value*> bi, k, c, t;
     nestLevel(
-        whole, c,
+        blocks, bi,
         [&] {
-          llvm::Value* base = B_.CreateAdd(lo, B_.CreateMul(c[0], i64(ro::kLanes)));
-          if (copies) {
-            llvm::Value* v = llvm::PoisonValue::get(vecTy);
-            for (int64_t k = 0; k < ro::kLanes; ++k)
-              v = B_.CreateInsertElement(v, element(B_.CreateAdd(base, i64(k))), k);
-            B_.CreateStore(op(B_.CreateLoad(vecTy, lanes), v), lanes);
-            return;
-          }
+          llvm::Value* b0 = B_.CreateAdd(lo, B_.CreateMul(bi[0], i64(kLaneBlock)));
+          llvm::Value* rest = B_.CreateSub(chunkedEnd, b0);
+          llvm::Value* n =
+              B_.CreateSelect(B_.CreateICmpSLT(rest, i64(kLaneBlock)), rest, i64(kLaneBlock));
           nestLevel(
-              i64(ro::kLanes), l,
+              n, k,
               [&] {
-                llvm::Value* y = element(B_.CreateAdd(base, l[0]));
-                into(B_.CreateInBoundsGEP(ty, lanes, l[0]), y);
+                llvm::Value* y = element(B_.CreateAdd(b0, k[0], "", true, true));
+                B_.CreateStore(y, B_.CreateInBoundsGEP(ty, block, k[0]));
+              },
+              false);
+          nestLevel(
+              B_.CreateUDiv(n, i64(ro::kLanes)), c,
+              [&] {
+                llvm::Value* v = B_.CreateLoad(
+                    vecTy, B_.CreateInBoundsGEP(ty, block, B_.CreateMul(c[0], i64(ro::kLanes))));
+                B_.CreateStore(op(B_.CreateLoad(vecTy, lanes), v), lanes);
               },
               false);
         },
         false);
-    llvm::Value* start = B_.CreateAdd(lo, B_.CreateMul(whole, i64(ro::kLanes)));
     nestLevel(
-        B_.CreateSub(hi, start), t, [&] { into(tail, element(B_.CreateAdd(start, t[0]))); }, false);
+        B_.CreateSub(hi, chunkedEnd), t,
+        [&] { into(tail, element(B_.CreateAdd(chunkedEnd, t[0]))); }, false);
   };
   // Rows shorter than kMinLaneRow leave the lanes at the identity, and combining identities into
   // the tail changes no bit of it (x + 0 = x for every x the tail can hold, which starts at +0;

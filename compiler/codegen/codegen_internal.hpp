@@ -4,6 +4,7 @@
 #include "compiler/codegen/jit.hpp"
 
 #include <memory>
+#include <string>
 
 namespace llvm {
 class LLVMContext;
@@ -29,5 +30,10 @@ inline constexpr const char* kReleaseSuffix = "__release";
 inline constexpr const char* kCountedMallocSymbol = "slope_counted_malloc";
 inline constexpr const char* kCountedCallocSymbol = "slope_counted_calloc";
 inline constexpr const char* kCountedFreeSymbol = "slope_counted_free";
+
+/// Generated code calls kVectorMathPrefix + a libm name (+ "f") for the functions
+/// compiler/support/vmath.hpp runs through libmvec: the JIT defines them as that header's
+/// scalar entry points and maps them to libmvec's AVX2 functions for the vectoriser.
+inline constexpr const char* kVectorMathPrefix = "slope_vm_";
 
 } // namespace slope::codegen

@@ -5,7 +5,9 @@
 #include "compiler/codegen/codegen_internal.hpp"
 #include "compiler/support/revolve.hpp"
 #include "compiler/support/special.hpp"
+#include "compiler/support/vmath.hpp"
 
+#include <llvm/Analysis/TargetLibraryInfo.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
@@ -19,6 +21,7 @@
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
 
+#include <array>
 #include <atomic>
 #include <cstdlib>
 #include <mutex>
@@ -54,6 +57,30 @@ void initLLVM() {
   });
 }
 
+/// The vectoriser's mappings from the scalar entry points of compiler/support/vmath.hpp to
+/// libmvec's AVX2 functions (4 doubles, 8 floats).
+std::vector<llvm::VecDesc> vectorMathMappings() {
+  // VecDesc holds StringRefs: the names live as long as the process.
+  static const std::vector<std::array<std::string, 3>> names = [] {
+    std::vector<std::array<std::string, 3>> v;
+    for (bool f32 : {false, true})
+      for (const char* n : {
+#define SLOPE_VM_NAME(n) #n,
+               SLOPE_VECTOR_MATH(SLOPE_VM_NAME)
+#undef SLOPE_VM_NAME
+           })
+        if (vmath::has(n, f32))
+          v.push_back({kVectorMathPrefix + std::string(n) + (f32 ? "f" : ""),
+                       vmath::vectorName(n, f32), f32 ? "_ZGV_LLVM_N8v" : "_ZGV_LLVM_N4v"});
+    return v;
+  }();
+  std::vector<llvm::VecDesc> out;
+  for (const auto& [scalar, vector, abi] : names)
+    out.emplace_back(scalar, vector, llvm::ElementCount::getFixed(abi == "_ZGV_LLVM_N8v" ? 8 : 4),
+                     false, abi);
+  return out;
+}
+
 template <class T> T orThrow(llvm::Expected<T> v, const char* what) {
   if (!v) throw std::runtime_error(std::string(what) + ": " + llvm::toString(v.takeError()));
   return std::move(*v);
@@ -84,6 +111,9 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   llvm::CGSCCAnalysisManager cgam;
   llvm::ModuleAnalysisManager mam;
   llvm::PassBuilder pb(&tm);
+  llvm::TargetLibraryInfoImpl tlii(tm.getTargetTriple());
+  tlii.addVectorizableFunctions(vectorMathMappings());
+  fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); }); // (before the default)
   pb.registerModuleAnalyses(mam);
   pb.registerCGSCCAnalyses(cgam);
   pb.registerFunctionAnalyses(fam);
@@ -125,6 +155,11 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
                          impl_->jit->getDataLayout().getGlobalPrefix()),
                      "opening the host process");
   impl_->jit->getMainJITDylib().addGenerator(std::move(gen));
+  if (vmath::enabled())
+    impl_->jit->getMainJITDylib().addGenerator(
+        orThrow(llvm::orc::DynamicLibrarySearchGenerator::Load(
+                    "libmvec.so.1", impl_->jit->getDataLayout().getGlobalPrefix()),
+                "opening libmvec"));
   // Slope's own run-time functions, by address (the host need not export them).
   llvm::orc::SymbolMap own;
   own[impl_->jit->mangleAndIntern(kRevolveNextSymbol)] = {
@@ -135,6 +170,14 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
       llvm::orc::ExecutorAddr::fromPtr(&countedCalloc), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kCountedFreeSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&countedFree), llvm::JITSymbolFlags::Exported};
+  for (bool f32 : {false, true}) {
+#define SLOPE_VM_SYMBOL(n)                                                                         \
+  if (void* p = vmath::scalarEntry(#n, f32))                                                       \
+    own[impl_->jit->mangleAndIntern(std::string(kVectorMathPrefix) + #n + (f32 ? "f" : ""))] = {   \
+        llvm::orc::ExecutorAddr::fromPtr(p), llvm::JITSymbolFlags::Exported};
+    SLOPE_VECTOR_MATH(SLOPE_VM_SYMBOL)
+#undef SLOPE_VM_SYMBOL
+  }
   own[impl_->jit->mangleAndIntern(kDigammaSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&slope_digamma), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammafSymbol)] = {

@@ -5,6 +5,7 @@
 
 #include "compiler/support/revolve.hpp"
 #include "compiler/support/special.hpp"
+#include "compiler/support/vmath.hpp"
 
 #include <charconv>
 #include <cmath>
@@ -128,29 +129,29 @@ struct V {
 template <class T> T applyUnary(Op op, T x) {
   switch (op) {
   case Op::Neg: return -x;
-  case Op::Exp: return std::exp(x);
-  case Op::Log: return std::log(x);
-  case Op::Log1p: return std::log1p(x);
-  case Op::Expm1: return std::expm1(x);
+  case Op::Exp: return vmath::exp(x);
+  case Op::Log: return vmath::log(x);
+  case Op::Log1p: return vmath::log1p(x);
+  case Op::Expm1: return vmath::expm1(x);
   case Op::Sqrt: return std::sqrt(x);
   case Op::Abs: return std::fabs(x);
-  case Op::Sin: return std::sin(x);
-  case Op::Cos: return std::cos(x);
-  case Op::Tan: return std::tan(x);
-  case Op::Asin: return std::asin(x);
-  case Op::Acos: return std::acos(x);
-  case Op::Atan: return std::atan(x);
-  case Op::Sinh: return std::sinh(x);
-  case Op::Cosh: return std::cosh(x);
-  case Op::Tanh: return std::tanh(x);
+  case Op::Sin: return vmath::sin(x);
+  case Op::Cos: return vmath::cos(x);
+  case Op::Tan: return vmath::tan(x);
+  case Op::Asin: return vmath::asin(x);
+  case Op::Acos: return vmath::acos(x);
+  case Op::Atan: return vmath::atan(x);
+  case Op::Sinh: return vmath::sinh(x);
+  case Op::Cosh: return vmath::cosh(x);
+  case Op::Tanh: return vmath::tanh(x);
   case Op::Sigmoid: {
     // Written so that neither branch overflows.
-    if (x >= 0) return T(1) / (T(1) + std::exp(-x));
-    T e = std::exp(x);
+    if (x >= 0) return T(1) / (T(1) + vmath::exp(-x));
+    T e = vmath::exp(x);
     return e / (T(1) + e);
   }
   case Op::Relu: return x > 0 ? x : T(0);
-  case Op::Softplus: return std::log1p(std::exp(-std::fabs(x))) + (x > 0 ? x : T(0));
+  case Op::Softplus: return vmath::log1p(vmath::exp(-std::fabs(x))) + (x > 0 ? x : T(0));
   case Op::Erf: return std::erf(x);
   case Op::Lgamma: {
     int sign; // lgamma_r: the reentrant form (lgamma writes the global signgam), as in the JIT
@@ -278,10 +279,10 @@ private:
     return t == DType::F32 ? static_cast<double>(static_cast<float>(x)) : x;
   }
   static double expT(DType t, double x) {
-    return t == DType::F32 ? std::exp(static_cast<float>(x)) : std::exp(x);
+    return t == DType::F32 ? vmath::exp(static_cast<float>(x)) : vmath::exp(x);
   }
   static double logT(DType t, double x) {
-    return t == DType::F32 ? std::log(static_cast<float>(x)) : std::log(x);
+    return t == DType::F32 ? vmath::log(static_cast<float>(x)) : vmath::log(x);
   }
 
   /// Flat position of a subscript list, range-checked.
@@ -663,13 +664,13 @@ private:
       if (t == DType::F32) {
         float s = 0, mf = static_cast<float>(m);
         for (double x : xs)
-          s += std::exp(static_cast<float>(x) - mf);
-        out.f = mf + std::log(s);
+          s += vmath::exp(static_cast<float>(x) - mf);
+        out.f = mf + vmath::log(s);
       } else {
         double s = 0;
         for (double x : xs)
-          s += std::exp(x - m);
-        out.f = m + std::log(s);
+          s += vmath::exp(x - m);
+        out.f = m + vmath::log(s);
       }
       return;
     }
