@@ -176,9 +176,16 @@ void BM_Mixture_CompileForwardAndGradient(benchmark::State& st) {
 // checked against the hand-written code, the first time one of its benchmarks runs, so a
 // --benchmark_filter that leaves a size out does not pay for it.
 
-const slope::Module& gmmModule() {
-  static slope::Module m = slope::compile_file(samplePath("adbench/gmm.slope"));
-  return m;
+/// The GMM compiled for `threads` threads (Options::threads).
+const slope::Module& gmmModule(int threads) {
+  static std::map<int, slope::Module> modules;
+  auto it = modules.find(threads);
+  if (it == modules.end()) {
+    slope::Options o;
+    o.threads = threads;
+    it = modules.emplace(threads, slope::compile_file(samplePath("adbench/gmm.slope"), o)).first;
+  }
+  return it->second;
 }
 
 bool gmmDisagreed = false; // main's exit status: a size whose numbers disagreed was not timed
@@ -188,8 +195,8 @@ struct GmmCase {
   adbench::GmmInput g;
   gmm_hand::Gmm hand;
   std::vector<double> da, dm, dicf;
-  std::optional<slope::Function> f;
-  std::optional<slope::Gradient> grad;
+  std::map<int, slope::Function> f; // by threads
+  std::map<int, slope::Gradient> grad;
 
   explicit GmmCase(const gmm_bench::Size& s) {
     try {
@@ -201,8 +208,6 @@ struct GmmCase {
     da.resize(g.alphas.size());
     dm.resize(g.means.size());
     dicf.resize(g.icf.size());
-    f = gmmModule().function("gmm");
-    grad = gmmModule().gradient("gmm", {"alphas", "means", "icf"});
     skip = disagreement();
     if (!skip.empty()) {
       gmmDisagreed = true;
@@ -212,16 +217,25 @@ struct GmmCase {
     }
   }
 
-  double slopeObjective() const {
-    return (*f)(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-                slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
-                g.gamma, g.m);
+  /// The functions for `threads` threads, compiled on first use.
+  void prepare(int threads) {
+    if (f.count(threads)) return;
+    f.emplace(threads, gmmModule(threads).function("gmm"));
+    grad.emplace(threads, gmmModule(threads).gradient("gmm", {"alphas", "means", "icf"}));
   }
-  double slopeGradient() {
-    return (*grad)(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-                   slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
-                   g.gamma, g.m, slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
-                   slope::View(dicf.data(), {g.K, g.t()}));
+  double slopeObjective(int threads = 1) {
+    prepare(threads);
+    return f.at(threads)(
+        slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+        slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m);
+  }
+  double slopeGradient(int threads = 1) {
+    prepare(threads);
+    return grad.at(threads)(
+        slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+        slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m,
+        slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
+        slope::View(dicf.data(), {g.K, g.t()}));
   }
   double handObjective() { return hand.objective(gmm_bench::problem(g)); }
   double handGradient() {
@@ -260,7 +274,7 @@ struct GmmCase {
 /// The case for the benchmark's (n, d, K) arguments, made on first use.
 GmmCase& gmmCase(const benchmark::State& st) {
   static std::map<std::tuple<int64_t, int64_t, int64_t>, std::unique_ptr<GmmCase>> cases;
-  const auto key = std::make_tuple(st.range(0), st.range(1), st.range(2));
+  const auto key = std::make_tuple(st.range(0), st.range(1), st.range(2)); // (not threads)
   auto& c = cases[key];
   if (!c)
     for (const auto& s : gmm_bench::kSizes)
@@ -269,17 +283,22 @@ GmmCase& gmmCase(const benchmark::State& st) {
   return *c;
 }
 
+// Slope's take a fourth argument, its threads (1 and 2: the CI machine's cores).
 void BM_Gmm_Objective_Slope(benchmark::State& st) {
   auto& c = gmmCase(st);
   if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  const int threads = static_cast<int>(st.range(3));
+  c.prepare(threads);
   for (auto _ : st)
-    benchmark::DoNotOptimize(c.slopeObjective());
+    benchmark::DoNotOptimize(c.slopeObjective(threads));
 }
 void BM_Gmm_Gradient_Slope(benchmark::State& st) {
   auto& c = gmmCase(st);
   if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  const int threads = static_cast<int>(st.range(3));
+  c.prepare(threads);
   for (auto _ : st) {
-    benchmark::DoNotOptimize(c.slopeGradient());
+    benchmark::DoNotOptimize(c.slopeGradient(threads));
     benchmark::ClobberMemory();
   }
 }
@@ -302,6 +321,12 @@ void gmmSizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "d", "K"})->Unit(benchmark::kMillisecond);
   for (const auto& s : gmm_bench::kSizes)
     b->Args({s.n, s.d, s.K});
+}
+void gmmSizesThreads(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "d", "K", "threads"})->Unit(benchmark::kMillisecond);
+  for (const auto& s : gmm_bench::kSizes)
+    for (int64_t threads : {1, 2})
+      b->Args({s.n, s.d, s.K, threads});
 }
 
 // --- ADBench LSTM, l = 2, c = 1024 (b = 14) -------------------------------------------------
@@ -370,9 +395,9 @@ BENCHMARK(BM_LstmL2C1024_GradientRevolve64K)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_LstmL2C1024_Gradient)->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_Gmm_Objective_Hand)->Apply(gmmSizes);
-BENCHMARK(BM_Gmm_Objective_Slope)->Apply(gmmSizes);
+BENCHMARK(BM_Gmm_Objective_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Gradient_Hand)->Apply(gmmSizes);
-BENCHMARK(BM_Gmm_Gradient_Slope)->Apply(gmmSizes);
+BENCHMARK(BM_Gmm_Gradient_Slope)->Apply(gmmSizesThreads);
 
 BENCHMARK(BM_Bowl_Forward_Hand)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Bowl_Forward_Slope)->Unit(benchmark::kMicrosecond);

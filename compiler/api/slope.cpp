@@ -7,6 +7,7 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/support/thread_pool.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -17,6 +18,13 @@
 namespace slope {
 
 /// The public checkpointing options, as the autodiff pass takes them.
+static codegen::JitOptions jitOptions(const Options& o) {
+  codegen::JitOptions j;
+  j.optLevel = o.opt_level;
+  j.threads = o.threads;
+  return j;
+}
+
 static GradOptions gradOptions(const Options& o) {
   GradOptions g;
   g.checkpoint = o.checkpoint;
@@ -366,11 +374,14 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
       1)
     throw std::invalid_argument(
         "set at most one of checkpoint, checkpoint_snapshots and checkpoint_memory");
+  if (options.threads < 0 || options.threads > kMaxThreads)
+    throw std::invalid_argument("threads must be 0 (SLOPE_NUM_THREADS, or every core) or 1.." +
+                                std::to_string(kMaxThreads));
   auto impl = std::make_shared<detail::ModuleImpl>();
   impl->program = std::move(p);
   impl->options = options;
-  if (!options.interpret)
-    impl->jit = std::make_unique<codegen::Jit>(codegen::JitOptions{options.opt_level});
+  if (impl->options.threads == 0) impl->options.threads = defaultThreads();
+  if (!options.interpret) impl->jit = std::make_unique<codegen::Jit>(jitOptions(impl->options));
   return impl;
 }
 
@@ -413,7 +424,7 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   if (m.impl_->options.interpret)
     runner = std::make_unique<InterpRunner>();
   else
-    runner = std::make_unique<JitRunner>(codegen::JitOptions{m.impl_->options.opt_level});
+    runner = std::make_unique<JitRunner>(jitOptions(m.impl_->options));
   GradCheckResult r;
   try {
     r = checkGradient(f, in, o, runner.get());

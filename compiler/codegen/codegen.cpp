@@ -17,6 +17,7 @@
 #include "compiler/support/reduce_order.hpp"
 #include "compiler/support/special.hpp"
 #include "compiler/support/vmath.hpp"
+#include "compiler/support/thread_pool.hpp"
 
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/Constants.h>
@@ -50,6 +51,12 @@ constexpr uint64_t kLaneBlock = 256;
 constexpr uint64_t kPoolSize = 16;
 /// Busy flags per cache line's worth of i32s: one flag per line.
 constexpr uint64_t kFlagStride = 16;
+/// Chunks a parallel loop nest's outer index is cut into (Gen::outlineLoop): enough for the
+/// threads of a large machine to balance, few enough that a chunk's call costs nothing. The
+/// bounds depend on the extent only, so every thread count computes the same chunks.
+constexpr int64_t kLoopChunks = 64;
+/// Workers of one parallel loop: temporaries inside it have this many workspace entries.
+constexpr int64_t kMaxWorkers = kMaxThreads;
 
 using ir::Block;
 using ir::Instr;
@@ -221,8 +228,13 @@ private:
     const lower::Buffer& b = lf_.buffers.at(value);
     llvm::Value* bytes = checkedBytes(ty, loc);
     bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
-    llvm::Value* site = B_.CreateConstInBoundsGEP1_64(
-        siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), static_cast<uint64_t>(b.entry));
+    // Inside a chunk of a parallel loop, each worker has its own copy of the entry.
+    auto rep = replicaBase_.find(b.entry);
+    llvm::Value* entry = worker_ && rep != replicaBase_.end()
+                             ? B_.CreateAdd(i64(rep->second), worker_)
+                             : i64(b.entry);
+    llvm::Value* site =
+        B_.CreateInBoundsGEP(siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), entry);
     // Only a buffer that is its entry's one dynamic instance in a call is malloc-like.
     bool sole = !b.inLoop && entryUsers_[b.entry] == 1;
     llvm::Value* p = B_.CreateCall(takeFn(sole), {site, bytes, B_.getInt1(zero)});
@@ -300,7 +312,7 @@ private:
   /// gives it back on exit, so calls from several threads each have their own. When all are
   /// busy the call uses a workspace on its stack and frees its buffers on exit.
   void workspace(llvm::Function* impl) {
-    const uint64_t S = static_cast<uint64_t>(lf_.entries);
+    const uint64_t S = static_cast<uint64_t>(totalEntries_);
     llvm::IRBuilder<> E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* local = nullptr;
@@ -578,8 +590,20 @@ private:
   llvm::Value* unary(const Instr& in);
   llvm::Value* binary(const Instr& in);
   llvm::Value* reduce(const lower::Stmt& s);
-  /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp.
-  llvm::Value* orderedReduce(const lower::Stmt& s, bool sum);
+  /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp; with
+  /// `group`, that group's result only.
+  llvm::Value* orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* group = nullptr);
+  // --- threads -----------------------------------------------------------------------------
+  void planThreads();
+  bool outlinable(const lower::Stmt& s) const;
+  void outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
+               const std::function<void(llvm::Value*)>& emitChunk);
+  void outlineLoop(const lower::Stmt& s);
+  llvm::Value* outlineSum(const lower::Stmt& s);
+  llvm::Value* workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext);
+  llvm::StructType* parallelType() {
+    return llvm::StructType::get(ctx_, {B_.getPtrTy(), B_.getPtrTy(), B_.getInt32Ty()});
+  }
   llvm::Value* mathCall(const char* name, DType t, std::vector<llvm::Value*> args) {
     if (args.size() == 1)
       if (llvm::Value* v = vectorMath(name, t == DType::F32, args[0])) return v;
@@ -640,10 +664,21 @@ private:
   llvm::StructType* errTy_ = nullptr;
   llvm::StructType* siteTy_ = nullptr;
   llvm::Function *takeFn_ = nullptr, *takeSoleFn_ = nullptr;
-  std::map<int, int> entryUsers_;               // temporaries per workspace entry
-  llvm::AllocaInst* wsBase_ = nullptr;          // the call's workspace: its first site entry
-  llvm::AllocaInst* wsIndex_ = nullptr;         // which pooled workspace, or -1: one on the stack
-  int regionDepth_ = 0;                         // regions (loop bodies, branches) being generated
+  std::map<int, int> entryUsers_;       // temporaries per workspace entry
+  llvm::AllocaInst* wsBase_ = nullptr;  // the call's workspace: its first site entry
+  llvm::AllocaInst* wsIndex_ = nullptr; // which pooled workspace, or -1: one on the stack
+  int regionDepth_ = 0;                 // regions (loop bodies, branches) being generated
+  // Threads (docs/architecture.md, "Threads"): the top-level loops run in chunks (outline),
+  // the workspace entries of the temporaries inside them (kMaxWorkers each, the first's
+  // index; by the Loop IR entry), each outlined sum's entry for its group results, and the
+  // workspace's size with them.
+  std::set<const lower::Stmt*> outlined_;
+  std::map<int, int64_t> replicaBase_;
+  std::map<const lower::Stmt*, int64_t> partialEntry_;
+  int64_t totalEntries_ = 0;
+  llvm::Value* worker_ = nullptr;            // in a chunk's function: its worker
+  llvm::GlobalVariable* parallel_ = nullptr; // NAME.parallel: the slope_parallel*, or null
+  int outlinedCount_ = 0;
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
   std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
@@ -864,7 +899,7 @@ llvm::Value* Gen::binary(const Instr& in) {
   throw std::logic_error(std::string("codegen: binary op ") + ir::opName(in.op));
 }
 
-llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
+llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* group) {
   // The order of compiler/support/reduce_order.hpp, as loops:
   //   for each group g: lanes = id, tail = id
   //     for the group's values of the first index, the middle indices in order (the rows),
@@ -963,6 +998,44 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
     B_.CreateBr(next);
     B_.SetInsertPoint(next);
   };
+  // Group g's result, into tail.
+  auto groupResult = [&](llvm::Value* g) {
+    llvm::Value* lo = B_.CreateMul(g, groupSize);
+    llvm::Value* end = B_.CreateAdd(lo, groupSize);
+    llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, e0), end, e0);
+    llvm::Value* used =
+        B_.CreateICmpSGE(rank1 ? B_.CreateSub(hi, lo) : ext.back(), i64(ro::kMinLaneRow));
+    ifLanes(used, [&] { B_.CreateStore(B_.CreateVectorSplat(ro::kLanes, id), lanes); });
+    B_.CreateStore(id, tail);
+    if (rank1) {
+      row(lo, hi);
+    } else {
+      std::vector<llvm::Value*> rows;
+      nestLevel(
+          B_.CreateSub(hi, lo), rows,
+          [&] {
+            llvm::Value* i0 = B_.CreateAdd(lo, rows[0], "", true, true);
+            std::vector<llvm::Value*> middle(ext.begin() + 1, ext.end() - 1);
+            loopNest(middle, [&](const std::vector<llvm::Value*>& mid) {
+              idx.assign(1, i0);
+              idx.insert(idx.end(), mid.begin(), mid.end());
+              row(i64(0), ext.back());
+            });
+          },
+          false);
+    }
+    ifLanes(used, [&] {
+      llvm::Value* v = B_.CreateLoad(vecTy, lanes);
+      llvm::Value* l[ro::kLanes];
+      for (int64_t k = 0; k < ro::kLanes; ++k)
+        l[k] = B_.CreateExtractElement(v, k);
+      B_.CreateStore(ro::combineGroup<llvm::Value*>(l, B_.CreateLoad(ty, tail), op), tail);
+    });
+  };
+  if (group) {
+    groupResult(group);
+    return B_.CreateLoad(ty, tail);
+  }
   // A one-index region shorter than kMinLaneRow is one group that is all tail: its sum is the
   // serial sum (id . tail = tail, bit for bit, as above), and a plain loop skips the groups'
   // bookkeeping, which costs more than a short row (triangular rows are mostly short).
@@ -985,37 +1058,7 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
   nestLevel(
       groups, gidx,
       [&] {
-        llvm::Value* lo = B_.CreateMul(gidx[0], groupSize);
-        llvm::Value* end = B_.CreateAdd(lo, groupSize);
-        llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, e0), end, e0);
-        llvm::Value* used =
-            B_.CreateICmpSGE(rank1 ? B_.CreateSub(hi, lo) : ext.back(), i64(ro::kMinLaneRow));
-        ifLanes(used, [&] { B_.CreateStore(B_.CreateVectorSplat(ro::kLanes, id), lanes); });
-        B_.CreateStore(id, tail);
-        if (rank1) {
-          row(lo, hi);
-        } else {
-          std::vector<llvm::Value*> rows;
-          nestLevel(
-              B_.CreateSub(hi, lo), rows,
-              [&] {
-                llvm::Value* i0 = B_.CreateAdd(lo, rows[0], "", true, true);
-                std::vector<llvm::Value*> middle(ext.begin() + 1, ext.end() - 1);
-                loopNest(middle, [&](const std::vector<llvm::Value*>& mid) {
-                  idx.assign(1, i0);
-                  idx.insert(idx.end(), mid.begin(), mid.end());
-                  row(i64(0), ext.back());
-                });
-              },
-              false);
-        }
-        ifLanes(used, [&] {
-          llvm::Value* v = B_.CreateLoad(vecTy, lanes);
-          llvm::Value* l[ro::kLanes];
-          for (int64_t k = 0; k < ro::kLanes; ++k)
-            l[k] = B_.CreateExtractElement(v, k);
-          B_.CreateStore(ro::combineGroup<llvm::Value*>(l, B_.CreateLoad(ty, tail), op), tail);
-        });
+        groupResult(gidx[0]);
         into(acc, B_.CreateLoad(ty, tail));
       },
       false);
@@ -1023,6 +1066,303 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum) {
     B_.CreateBr(joinBB);
     B_.SetInsertPoint(joinBB);
   }
+  return B_.CreateLoad(ty, acc);
+}
+
+// --- threads -------------------------------------------------------------------------------
+// A top-level parallel loop nest (or a top-level sum or product over floats) runs in chunks:
+// its outer index cut into kLoopChunks pieces (a sum: its groups, reduce_order.hpp), each
+// chunk a call of a function of its own, which the module's slope_parallel (abi.h) hands to
+// threads. Chunk bounds depend on the extents only; a sum's group results go to a buffer and
+// combine in group order afterwards, as the serial code combines them; a chunk's temporaries
+// live in its worker's own workspace entries. So the bits are the same for every thread count,
+// including the calling thread alone, which runs the same chunks in order.
+
+bool Gen::outlinable(const lower::Stmt& s) const {
+  if (s.kind != lower::Stmt::Loop || s.extents.empty()) return false;
+  if (s.loopKind == lower::LoopKind::Parallel) return s.in.op == Op::For || s.in.op == Op::Comp;
+  if (s.loopKind == lower::LoopKind::Reduction)
+    return (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) &&
+           isFloat(f_.types[s.yield].dtype);
+  return false;
+}
+
+void Gen::planThreads() {
+  int64_t next = lf_.entries;
+  for (const lower::Stmt& s : lf_.body) {
+    if (!outlinable(s)) continue;
+    outlined_.insert(&s);
+    lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
+      if (t.kind != lower::Stmt::Alloc && t.kind != lower::Stmt::Stack) return;
+      auto b = lf_.buffers.find(t.in.result);
+      if (b == lf_.buffers.end() || b->second.place != lower::Buffer::Temp) return;
+      if (replicaBase_.emplace(b->second.entry, next).second) next += kMaxWorkers;
+    });
+    if (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) partialEntry_[&s] = next++;
+  }
+  totalEntries_ = next;
+}
+
+llvm::Value* Gen::workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext) {
+  size_t stmts = 0;
+  lower::forEachStmt(s.body, [&](const lower::Stmt&) { ++stmts; });
+  llvm::Value* w = fconst(DType::F64, static_cast<double>(stmts + 1));
+  for (llvm::Value* e : ext)
+    w = B_.CreateFMul(w, B_.CreateSIToFP(e, B_.getDoubleTy()));
+  return w;
+}
+
+void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
+                  const std::function<void(llvm::Value*)>& emitChunk) {
+  llvm::Function* outer = B_.GetInsertBlock()->getParent();
+  std::string base = f_.name + ".chunk" + std::to_string(outlinedCount_++);
+  llvm::Type* i32 = B_.getInt32Ty();
+  llvm::Type* i64t = B_.getInt64Ty();
+  llvm::Type* ptr = B_.getPtrTy();
+  // 1. The chunk, generated into a scratch function `i32 (i64 k, ptr err, i64 worker)` as if
+  // it were inline: it uses the outer function's values where it needs them.
+  auto* scratch =
+      llvm::Function::Create(llvm::FunctionType::get(i32, {i64t, ptr, i64t}, false),
+                             llvm::Function::InternalLinkage, base + ".scratch", mod_.get());
+  auto savedIP = B_.saveIP();
+  llvm::BasicBlock *savedEntry = entryBlock_, *savedCleanup = cleanup_;
+  llvm::AllocaInst* savedCode = codeSlot_;
+  llvm::Value* savedErr = errArg_;
+  auto savedPoly = polyCache_;
+  auto savedDyn = dynSlots_;
+  entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", scratch);
+  auto* start = llvm::BasicBlock::Create(ctx_, "start", scratch);
+  cleanup_ = llvm::BasicBlock::Create(ctx_, "cleanup", scratch);
+  B_.SetInsertPoint(entryBlock_);
+  codeSlot_ = B_.CreateAlloca(i32, nullptr, "code");
+  B_.CreateStore(B_.getInt32(0), codeSlot_);
+  B_.CreateBr(start);
+  errArg_ = scratch->getArg(1);
+  worker_ = scratch->getArg(2);
+  // Sizes bound in the body (size.def) are each chunk's own.
+  lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
+    if (t.kind != lower::Stmt::Scalar || t.in.op != Op::SizeDef) return;
+    llvm::AllocaInst* slot = entryAlloca(i64t, "trips");
+    llvm::IRBuilder<> E(ctx_);
+    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    E.CreateStore(i64(0), slot);
+    dynSlots_[t.in.name] = slot;
+  });
+  B_.SetInsertPoint(start);
+  ++regionDepth_;
+  emitChunk(scratch->getArg(0));
+  --regionDepth_;
+  B_.CreateBr(cleanup_);
+  B_.SetInsertPoint(cleanup_);
+  B_.CreateRet(B_.CreateLoad(i32, codeSlot_));
+  B_.restoreIP(savedIP);
+  entryBlock_ = savedEntry;
+  cleanup_ = savedCleanup;
+  codeSlot_ = savedCode;
+  errArg_ = savedErr;
+  polyCache_ = std::move(savedPoly);
+  dynSlots_ = std::move(savedDyn);
+  worker_ = nullptr;
+
+  // 2. Its captures: the outer function's values it uses, which become parameters.
+  std::vector<llvm::Value*> caps;
+  std::map<llvm::Value*, size_t> capIndex;
+  for (llvm::BasicBlock& bb : *scratch)
+    for (llvm::Instruction& I : bb)
+      for (llvm::Use& u : I.operands()) {
+        llvm::Value* v = u.get();
+        auto* vi = llvm::dyn_cast<llvm::Instruction>(v);
+        auto* va = llvm::dyn_cast<llvm::Argument>(v);
+        bool outside = (vi && vi->getFunction() != scratch) || (va && va->getParent() != scratch);
+        if (outside && capIndex.emplace(v, caps.size()).second) caps.push_back(v);
+      }
+  std::vector<llvm::Type*> ps{i64t, ptr, i64t};
+  for (llvm::Value* v : caps)
+    ps.push_back(v->getType());
+  auto* chunk = llvm::Function::Create(llvm::FunctionType::get(i32, ps, false),
+                                       llvm::Function::InternalLinkage, base, mod_.get());
+  chunk->addFnAttr(llvm::Attribute::NoUnwind);
+  chunk->splice(chunk->end(), scratch);
+  for (unsigned k = 0; k < 3; ++k)
+    scratch->getArg(k)->replaceAllUsesWith(chunk->getArg(k));
+  scratch->eraseFromParent();
+  for (size_t j = 0; j < caps.size(); ++j) {
+    llvm::Value* v = caps[j];
+    auto argNo = static_cast<unsigned>(3 + j);
+    v->replaceUsesWithIf(chunk->getArg(argNo), [&](llvm::Use& u) {
+      auto* user = llvm::dyn_cast<llvm::Instruction>(u.getUser());
+      return user && user->getFunction() == chunk;
+    });
+    // What LLVM knew of a pointer outside, it knows inside: tensor parameters and results are
+    // noalias (and parameters read-only), as are buffers of entries used once per call.
+    if (auto* a = llvm::dyn_cast<llvm::Argument>(v)) {
+      if (a->hasNoAliasAttr()) chunk->addParamAttr(argNo, llvm::Attribute::NoAlias);
+      if (a->onlyReadsMemory()) chunk->addParamAttr(argNo, llvm::Attribute::ReadOnly);
+    } else if (auto* c = llvm::dyn_cast<llvm::CallInst>(v)) {
+      if (c->getCalledFunction() && c->getCalledFunction() == takeSoleFn_)
+        chunk->addParamAttr(argNo, llvm::Attribute::NoAlias);
+    }
+  }
+
+  // 3. The task the pool runs: `void (ptr ctx, i64 k, i32 worker)`, the captures in ctx. A
+  // failed chunk records its index (the least failed one wins); its error is made again below.
+  std::vector<llvm::Type*> fields;
+  for (llvm::Value* v : caps)
+    fields.push_back(v->getType());
+  fields.push_back(i64t); // the least failed chunk
+  auto* ctxTy = llvm::StructType::get(ctx_, fields);
+  const unsigned failedField = static_cast<unsigned>(caps.size());
+  auto* task =
+      llvm::Function::Create(llvm::FunctionType::get(B_.getVoidTy(), {ptr, i64t, i32}, false),
+                             llvm::Function::InternalLinkage, base + ".task", mod_.get());
+  task->addFnAttr(llvm::Attribute::NoUnwind);
+  {
+    llvm::IRBuilder<> T(llvm::BasicBlock::Create(ctx_, "entry", task));
+    llvm::Value* c = task->getArg(0);
+    llvm::Value* k = task->getArg(1);
+    llvm::Value* err = T.CreateAlloca(errType(), nullptr, "err");
+    std::vector<llvm::Value*> args{k, err, T.CreateSExt(task->getArg(2), i64t)};
+    for (unsigned j = 0; j < caps.size(); ++j)
+      args.push_back(T.CreateLoad(fields[j], T.CreateStructGEP(ctxTy, c, j)));
+    llvm::Value* code = T.CreateCall(chunk, args);
+    auto* fail = llvm::BasicBlock::Create(ctx_, "fail", task);
+    auto* done = llvm::BasicBlock::Create(ctx_, "done", task);
+    T.CreateCondBr(T.CreateICmpNE(code, T.getInt32(0)), fail, done);
+    T.SetInsertPoint(fail);
+    T.CreateAtomicRMW(llvm::AtomicRMWInst::Min, T.CreateStructGEP(ctxTy, c, failedField), k,
+                      llvm::MaybeAlign(8), llvm::AtomicOrdering::Monotonic);
+    T.CreateBr(done);
+    T.SetInsertPoint(done);
+    T.CreateRetVoid();
+  }
+
+  // 4. The call site: the pool when one is set, has two threads or more, and the work is worth
+  // waking it; otherwise the chunks in order on this thread (reverseParallel: last to first).
+  auto callChunk = [&](llvm::Value* k) {
+    std::vector<llvm::Value*> args{k, errArg_, i64(0)};
+    args.insert(args.end(), caps.begin(), caps.end());
+    return B_.CreateCall(chunk, args);
+  };
+  auto failWith = [&](llvm::Value* code) { // (the chunk filled *err)
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* fail = llvm::BasicBlock::Create(ctx_, "chunk.fail", fn);
+    auto* ok = llvm::BasicBlock::Create(ctx_, "chunk.ok", fn);
+    B_.CreateCondBr(B_.CreateICmpNE(code, B_.getInt32(0)), fail, ok,
+                    llvm::MDBuilder(ctx_).createBranchWeights(1, 1 << 20));
+    B_.SetInsertPoint(fail);
+    B_.CreateStore(code, codeSlot_);
+    B_.CreateBr(cleanup_);
+    B_.SetInsertPoint(ok);
+  };
+  llvm::StructType* parTy = parallelType();
+  llvm::Value* p = B_.CreateLoad(ptr, parallel_);
+  auto* poolBB = llvm::BasicBlock::Create(ctx_, "pool", outer);
+  auto* maybeBB = llvm::BasicBlock::Create(ctx_, "pool.maybe", outer);
+  auto* serialBB = llvm::BasicBlock::Create(ctx_, "serial", outer);
+  auto* joinBB = llvm::BasicBlock::Create(ctx_, "chunks.done", outer);
+  llvm::Value* worth =
+      B_.CreateAnd(B_.CreateICmpSGE(chunks, i64(2)),
+                   B_.CreateFCmpOGE(work, fconst(DType::F64, opt_.minParallelWork)));
+  B_.CreateCondBr(B_.CreateAnd(B_.CreateIsNotNull(p), worth), maybeBB, serialBB);
+  B_.SetInsertPoint(maybeBB);
+  llvm::Value* workers = B_.CreateLoad(i32, B_.CreateStructGEP(parTy, p, 2));
+  B_.CreateCondBr(B_.CreateICmpSGE(workers, B_.getInt32(2)), poolBB, serialBB);
+  B_.SetInsertPoint(poolBB);
+  llvm::AllocaInst* ctxA = entryAlloca(ctxTy, "chunk.ctx");
+  for (unsigned j = 0; j < caps.size(); ++j)
+    B_.CreateStore(caps[j], B_.CreateStructGEP(ctxTy, ctxA, j));
+  llvm::Value* failed = B_.CreateStructGEP(ctxTy, ctxA, failedField);
+  B_.CreateStore(chunks, failed);
+  llvm::Value* capped = B_.CreateSelect(B_.CreateICmpSGT(workers, B_.getInt32(kMaxWorkers)),
+                                        B_.getInt32(kMaxWorkers), workers);
+  auto* forTy = llvm::FunctionType::get(B_.getVoidTy(), {ptr, i64t, i32, ptr, ptr}, false);
+  B_.CreateCall(forTy, B_.CreateLoad(ptr, B_.CreateStructGEP(parTy, p, 0)),
+                {B_.CreateLoad(ptr, B_.CreateStructGEP(parTy, p, 1)), chunks, capped, task, ctxA});
+  llvm::Value* first = B_.CreateLoad(i64t, failed);
+  auto* rerun = llvm::BasicBlock::Create(ctx_, "chunk.rerun", outer);
+  B_.CreateCondBr(B_.CreateICmpSLT(first, chunks), rerun, joinBB);
+  B_.SetInsertPoint(rerun);
+  // The least failed chunk again, on this thread: the error a serial run reports (chunks do
+  // not depend on each other). Only a chunk that failed for want of memory can pass now.
+  failWith(callChunk(first));
+  check(B_.getFalse(), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
+  B_.CreateBr(joinBB);
+  B_.SetInsertPoint(serialBB);
+  std::vector<llvm::Value*> k;
+  nestLevel(
+      chunks, k, [&] { failWith(callChunk(k[0])); }, opt_.reverseParallel);
+  B_.CreateBr(joinBB);
+  B_.SetInsertPoint(joinBB);
+}
+
+void Gen::outlineLoop(const lower::Stmt& s) {
+  std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
+  llvm::Value* n = ext[0];
+  llvm::Value* pos = B_.CreateICmpSGT(n, i64(0));
+  // size = ceil(n / kLoopChunks), chunks = ceil(n / size) (none for n = 0).
+  llvm::Value* size = B_.CreateSelect(
+      pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), i64(kLoopChunks)), i64(1)), i64(1));
+  llvm::Value* chunks = B_.CreateSelect(
+      pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), size), i64(1)), i64(0));
+  bool reversed = opt_.reverseParallel;
+  outline(s, chunks, workOf(s, ext), [&](llvm::Value* k) {
+    llvm::Value* lo = B_.CreateMul(k, size);
+    llvm::Value* end = B_.CreateAdd(lo, size);
+    llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
+    std::vector<llvm::Value*> i;
+    nestLevel(
+        B_.CreateSub(hi, lo), i,
+        [&] {
+          vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
+          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
+          loopNest(
+              rest,
+              [&](const std::vector<llvm::Value*>& idx) {
+                for (size_t d = 0; d < idx.size(); ++d)
+                  vals_[s.indices[d + 1]] = idx[d];
+                body(s.body);
+              },
+              reversed);
+        },
+        reversed);
+  });
+}
+
+llvm::Value* Gen::outlineSum(const lower::Stmt& s) {
+  namespace ro = reduce_order;
+  bool sum = s.in.op == Op::ReduceSum;
+  DType bt = f_.types[s.yield].dtype;
+  llvm::Type* ty = scalarTy(bt);
+  std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
+  llvm::Value* e0 = ext[0];
+  llvm::Value* groupSize = i64(ext.size() == 1 ? ro::kGroupElems : ro::kGroupRows);
+  llvm::Value* groups = B_.CreateSelect(
+      B_.CreateICmpSGT(e0, i64(0)),
+      B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(e0, i64(1)), groupSize), i64(1)), i64(0));
+  // The group results, in the call's workspace (one entry per sum).
+  llvm::Value* bytes = B_.CreateMul(groups, i64(static_cast<int64_t>(dtypeSize(bt))));
+  bytes = B_.CreateSelect(B_.CreateICmpEQ(bytes, i64(0)), i64(1), bytes);
+  llvm::Value* site =
+      B_.CreateConstInBoundsGEP1_64(siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_),
+                                    static_cast<uint64_t>(partialEntry_.at(&s)));
+  llvm::Value* partial = B_.CreateCall(takeFn(false), {site, bytes, B_.getFalse()});
+  check(B_.CreateIsNotNull(partial), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
+  outline(s, groups, workOf(s, ext), [&](llvm::Value* g) {
+    llvm::Value* r = orderedReduce(s, sum, g);
+    B_.CreateStore(r, B_.CreateInBoundsGEP(ty, partial, g));
+  });
+  // Combined in group order, as orderedReduce combines them.
+  llvm::AllocaInst* acc = entryAlloca(ty, "acc");
+  B_.CreateStore(fconst(bt, sum ? 0 : 1), acc);
+  std::vector<llvm::Value*> g;
+  nestLevel(
+      groups, g,
+      [&] {
+        llvm::Value* r = B_.CreateLoad(ty, B_.CreateInBoundsGEP(ty, partial, g[0]));
+        llvm::Value* a = B_.CreateLoad(ty, acc);
+        B_.CreateStore(sum ? B_.CreateFAdd(a, r) : B_.CreateFMul(a, r), acc);
+      },
+      false);
   return B_.CreateLoad(ty, acc);
 }
 
@@ -1278,6 +1618,13 @@ void Gen::stmt(const lower::Stmt& s) {
     return;
   }
   case lower::Stmt::Loop:
+    if (outlined_.count(&s)) {
+      if (in.op == Op::For || in.op == Op::Comp)
+        outlineLoop(s);
+      else
+        define(in.result, outlineSum(s));
+      return;
+    }
     if (in.op == Op::For || in.op == Op::Comp) {
       regionLoop(s, [](llvm::Value*, llvm::Value*) {});
       return;
@@ -1353,6 +1700,20 @@ std::unique_ptr<llvm::Module> Gen::run() {
     noaliasPtrs += f_.paramTypes[k].rank() ? 1 : 0;
   if (noaliasPtrs > kMaxInlinedNoalias) impl->addFnAttr(llvm::Attribute::NoInline);
 
+  planThreads();
+  // NAME.parallel and NAME__set_parallel (abi.h): the slope_parallel the caller gives.
+  parallel_ = new llvm::GlobalVariable(
+      *mod_, B_.getPtrTy(), false, llvm::GlobalValue::InternalLinkage,
+      llvm::ConstantPointerNull::get(B_.getPtrTy()), f_.name + ".parallel");
+  {
+    auto* set = llvm::Function::Create(
+        llvm::FunctionType::get(B_.getVoidTy(), {B_.getPtrTy()}, false),
+        llvm::Function::ExternalLinkage, f_.name + kSetParallelSuffix, mod_.get());
+    set->addFnAttr(llvm::Attribute::NoUnwind);
+    llvm::IRBuilder<> S(llvm::BasicBlock::Create(ctx_, "entry", set));
+    S.CreateStore(set->getArg(0), parallel_);
+    S.CreateRetVoid();
+  }
   entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", impl);
   auto* start = llvm::BasicBlock::Create(ctx_, "start", impl);
   cleanup_ = llvm::BasicBlock::Create(ctx_, "cleanup", impl);

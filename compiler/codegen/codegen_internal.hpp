@@ -25,6 +25,9 @@ inline constexpr const char* kRevolveNextSymbol = "slope_revolve_next";
 /// NAME + this: the exported function that frees the memory NAME's calls keep (abi.h).
 inline constexpr const char* kReleaseSuffix = "__release";
 
+/// NAME + this: the exported function that gives NAME its threads (abi.h, slope_parallel).
+inline constexpr const char* kSetParallelSuffix = "__set_parallel";
+
 /// What generated code calls instead of malloc, calloc and free under
 /// JitOptions::countAllocations (the JIT defines them).
 inline constexpr const char* kCountedMallocSymbol = "slope_counted_malloc";

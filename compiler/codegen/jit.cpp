@@ -5,6 +5,7 @@
 #include "compiler/codegen/codegen_internal.hpp"
 #include "compiler/support/revolve.hpp"
 #include "compiler/support/special.hpp"
+#include "compiler/support/thread_pool.hpp"
 #include "compiler/support/vmath.hpp"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
@@ -207,6 +208,10 @@ CompiledFunction Jit::add(const ir::Function& f) {
   out.fn = sym.toPtr<slope_fn>();
   impl_->releases.push_back(
       orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());
+  // Threads: the process's pool, for up to opt.threads threads per parallel loop.
+  if (impl_->opt.threads > 1)
+    orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
+        .toPtr<void (*)(const slope_parallel*)>()(threadPool(impl_->opt.threads));
   return out;
 }
 

@@ -37,6 +37,13 @@ struct JitOptions {
   // A test's knob: generated code allocates and frees through counters (allocationCounts)
   // instead of calling malloc, calloc and free directly.
   bool countAllocations = false;
+  // Threads per parallel loop (the calling thread's included; docs/architecture.md,
+  // "Threads"): 1 runs everything on the calling thread. Results are the same bits for every
+  // value.
+  int threads = 1;
+  // A test's knob: the least work (iterations times Loop IR statements) for which a parallel
+  // loop uses the threads; 0 makes tests' small loops use them.
+  double minParallelWork = 32768;
 };
 
 /// Calls of malloc + calloc and of free made by code compiled with

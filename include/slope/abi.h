@@ -28,6 +28,17 @@
  * frees the memory of every workspace of NAME; a later call starts again with empty ones.
  * Call it only while no call of NAME is running (e.g. before unloading the code; the JIT
  * calls it when a function's code is destroyed).
+ *
+ *   void NAME__set_parallel(const slope_parallel* p);
+ *
+ * gives NAME a way to run loops on several threads: the code calls p->parallel_for for the
+ * loops it runs in parallel (a parallel loop nest's outer index, a sum's groups of data
+ * points), and runs them on the calling thread while no slope_parallel is set (null, the
+ * initial state) or p->workers < 2. The code links no thread library: the caller brings the
+ * threads (the JIT its own pool; a C program whatever it has). The work is cut into chunks
+ * whose bounds depend on the sizes only, never on the number of threads, and chunk results
+ * combine in chunk order, so results are the same bits for every p. *p must stay valid while
+ * calls may use it; set it while no call of NAME is running.
  */
 #ifndef SLOPE_ABI_H
 #define SLOPE_ABI_H
@@ -67,6 +78,20 @@ typedef struct slope_error {
 
 typedef int32_t (*slope_fn)(void* const* args, const int64_t* sizes, void* const* results,
                             slope_error* err);
+
+/* One chunk of a parallel loop: task(ctx, k, worker) runs chunk k. */
+typedef void (*slope_task)(void* ctx, int64_t k, int32_t worker);
+
+typedef struct slope_parallel {
+  /* Calls task(ctx, k, worker) once for every k in [0, n), on any threads and in any order,
+     and returns when every call has returned. worker is in [0, max_workers) and no two calls
+     running at the same time within one parallel_for have the same worker (the code keeps
+     scratch memory per worker). The calling thread may (and should) take part. Must be safe
+     to call from several threads at once (several calls of compiled code running together). */
+  void (*parallel_for)(void* pool, int64_t n, int32_t max_workers, slope_task task, void* ctx);
+  void* pool;      /* passed through to parallel_for */
+  int32_t workers; /* the most threads one parallel loop may use, >= 1 */
+} slope_parallel;
 
 #ifdef __cplusplus
 }

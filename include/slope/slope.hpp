@@ -147,8 +147,10 @@ struct GradientResult {
 struct Options {
   int opt_level = 2;          // LLVM optimisation level, 0..3
   std::string target = "cpu"; // "cpu"; "cuda" is reserved for the CUDA backend
-  int threads = 1;            // reserved: generated code runs on the calling thread today
-  bool interpret = false;     // run on the reference evaluator instead of the JIT
+  /// Threads per parallel loop, the calling thread's included (1..64); 0: SLOPE_NUM_THREADS
+  /// when set, otherwise every core. Results are the same bits for every number of threads.
+  int threads = 0;
+  bool interpret = false; // run on the reference evaluator instead of the JIT
   /// Loops with state in gradients: 0 keeps a tape entry per iteration; N > 0 keeps the state
   /// every N iterations and recomputes in between; -1 picks N = ceil(sqrt(iterations)).
   int checkpoint = 0;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <thread>
 
 namespace {
@@ -310,3 +311,73 @@ TEST(Api, IntegerForAFloatParameterConvertsWhenExact) {
   // An i64 parameter still takes an integer.
   EXPECT_EQ(static_cast<double>(m.function("pick")(slope::View(x, {2}), 1)), 2);
 }
+
+namespace {
+
+// Options::threads (docs/architecture.md, "Threads"): a sum over 200,000 elements and its
+// gradient, large enough for the pool, give the same bits on 1, 2 and 16 threads; a module
+// on 2 threads called from 4 threads of the caller at once gives them too.
+const char* kBig = R"(fn big(x: f64[n, m], w: f64[m]) -> f64 {
+    let y[i, j] = exp(0.1 * x[i, j]) * w[j];
+    sum[i](log(1 + sum[j](y[i, j]^2)))
+}
+)";
+
+struct BigResult {
+  double value;
+  std::vector<double> dx, dw;
+};
+
+BigResult runBig(const slope::Module& m) {
+  const int64_t n = 4000, k = 50;
+  std::vector<double> x(n * k), w(k);
+  for (int64_t i = 0; i < n * k; ++i)
+    x[i] = std::sin(0.37 * static_cast<double>(i));
+  for (int64_t j = 0; j < k; ++j)
+    w[j] = 0.5 + 0.01 * static_cast<double>(j);
+  BigResult r{0, std::vector<double>(n * k), std::vector<double>(k)};
+  r.value = m.gradient("big")(slope::View(x.data(), {n, k}), slope::View(w.data(), {k}),
+                              slope::View(r.dx.data(), {n, k}), slope::View(r.dw.data(), {k}));
+  return r;
+}
+
+bool sameBits(const BigResult& a, const BigResult& b) {
+  return std::memcmp(&a.value, &b.value, sizeof a.value) == 0 && a.dx == b.dx && a.dw == b.dw;
+}
+
+slope::Module bigOn(int threads) {
+  slope::Options o;
+  o.threads = threads;
+  return slope::compile_string(kBig, "big.slope", o);
+}
+
+TEST(Api, ThreadsGiveTheSameBits) {
+  BigResult one = runBig(bigOn(1));
+  EXPECT_TRUE(std::isfinite(one.value));
+  EXPECT_TRUE(sameBits(one, runBig(bigOn(2))));
+  EXPECT_TRUE(sameBits(one, runBig(bigOn(16))));
+  EXPECT_TRUE(sameBits(one, runBig(bigOn(0)))); // SLOPE_NUM_THREADS, or every core
+  slope::Module two = bigOn(2);
+  std::vector<std::thread> ts;
+  std::vector<int> ok(4, 0);
+  for (int t = 0; t < 4; ++t)
+    ts.emplace_back([&, t] {
+      for (int rep = 0; rep < 5; ++rep)
+        if (!sameBits(one, runBig(two))) return;
+      ok[t] = 1;
+    });
+  for (auto& th : ts)
+    th.join();
+  for (int t = 0; t < 4; ++t)
+    EXPECT_TRUE(ok[t]) << "caller thread " << t;
+}
+
+TEST(Api, ThreadsOutOfRangeIsAnError) {
+  for (int bad : {-1, 65}) {
+    slope::Options o;
+    o.threads = bad;
+    EXPECT_THROW(slope::compile_string(kBig, "big.slope", o), std::invalid_argument) << bad;
+  }
+}
+
+} // namespace

@@ -111,11 +111,26 @@ void expectSameBits(const Tensor& a, const Tensor& b, const std::string& what) {
   }
 }
 
+/// The JIT on `threads` threads, every parallel loop on them however small
+/// (JitOptions::minParallelWork = 0).
+JitRunner& threadedJit(int threads) {
+  static std::map<int, std::unique_ptr<JitRunner>> runners;
+  auto& r = runners[threads];
+  if (!r) {
+    codegen::JitOptions o;
+    o.threads = threads;
+    o.minParallelWork = 0;
+    r = std::make_unique<JitRunner>(o);
+  }
+  return *r;
+}
+
+/// f and its gradient give the same bits on `other` as on the default JIT.
 void compareOrders(const ir::Function& f, const std::string& what,
-                   const std::map<std::string, int64_t>& sizes) {
+                   const std::map<std::string, int64_t>& sizes, JitRunner& other = reversedJit()) {
   ir::Function g = differentiate(f, {});
   for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
-    Runnable in = jit().prepare(*h), rev = reversedJit().prepare(*h);
+    Runnable in = jit().prepare(*h), rev = other.prepare(*h);
     std::vector<Tensor> args = randomArgs(*h, sizes, 7); // (g's include its cotangents)
     std::vector<Tensor> a, b;
     try {
@@ -136,6 +151,45 @@ TEST_P(JitVsInterp, ParallelLoopsInAnyOrder) {
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}});
+}
+
+// Threads (docs/architecture.md, "Threads"): every gradient-table case gives the same bits
+// on 2 and 16 threads as on the default JIT's 1, its parallel loops and sums cut into chunks
+// that the pool's threads take in whatever order they come.
+TEST_P(JitVsInterp, SameBitsOnAnyThreads) {
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  for (int threads : {2, 16})
+    compareOrders(prog->forward("f"),
+                  std::string(p.c->name) + " on " + std::to_string(threads) + " threads",
+                  {{"n", 4}, {"m", 3}, {"k", 5}}, threadedJit(threads));
+}
+
+TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
+  for (const char* dir : {"/samples", "/tests/lit/loops", "/tests/lit/slope", "/tests/lit/v3"})
+    for (const auto& entry :
+         std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + dir)) {
+      if (entry.path().extension() != ".slope") continue;
+      auto prog = Program::fromFile(entry.path().string());
+      if (!prog->ok()) continue; // (files of deliberate errors)
+      for (const auto& name : prog->functionNames()) {
+        ir::Function f = prog->forward(name);
+        std::map<std::string, int64_t> sizes;
+        for (const auto& n : f.sizeNames())
+          sizes[n] = 5;
+        f.deriveSizes(sizes);
+        bool ok = true;
+        for (const auto& c : f.entryChecks)
+          ok = ok && c.holds(sizes);
+        if (!ok) continue;
+        for (int threads : {2, 16})
+          compareOrders(f,
+                        entry.path().filename().string() + ":" + name + " on " +
+                            std::to_string(threads) + " threads",
+                        sizes, threadedJit(threads));
+      }
+    }
 }
 
 TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {

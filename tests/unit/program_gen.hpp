@@ -154,6 +154,7 @@ private:
   Outcome checkHere(const Prog& p, Verdict focus);
   bool isolate_;
   std::unique_ptr<JitRunner> jit_, jitReversed_; // (JitOptions::reverseParallel)
+  std::unique_ptr<JitRunner> jitThreads_[2];     // 2 and 16 threads (JitOptions::threads)
   int uses_ = 0;
 };
 

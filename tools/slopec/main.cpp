@@ -16,6 +16,7 @@
 #include "compiler/lower/loop_ir.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/support/checked.hpp"
+#include "compiler/support/thread_pool.hpp"
 #include "runtime/io.hpp"
 
 #include <charconv>
@@ -53,6 +54,8 @@ options common to all commands:
                    check: default every function)
   --json           one JSON object on stdout instead of text
   --interp         run on the reference evaluator instead of the LLVM JIT
+  --threads N      eval, check: run parallel loops on N threads (default: SLOPE_NUM_THREADS
+                   when set, otherwise every core); results are the same for every N
   --checkpoint=N   loops with state: keep the state every N iterations and recompute in
                    between, not a tape entry per iteration; also --checkpoint=sqrt (every
                    sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
@@ -134,6 +137,7 @@ struct Args {
   std::optional<int64_t> maxElements;
   uint64_t seed = 0;
   GradOptions checkpoint; // --checkpoint
+  int threads = 0;        // --threads (0: defaultThreads())
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
        grad = false;
   std::set<std::string> given; // the options on the command line, for the per-command audit
@@ -238,9 +242,9 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats", "--checkpoint", "--grad",  "--json",     "--no-grad",     "--interp",
-        "--fn",    "--emit",       "-o",      "--seed-out", "--wrt",         "--rtol",
-        "--atol",  "--seed",       "--sizes", "--step",     "--max-elements"};
+        "--stats", "--checkpoint", "--grad",  "--json",     "--no-grad",      "--interp",
+        "--fn",    "--emit",       "-o",      "--seed-out", "--wrt",          "--rtol",
+        "--atol",  "--seed",       "--sizes", "--step",     "--max-elements", "--threads"};
     if (kOptions.count(s) && !a.given.insert(s).second) throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
@@ -280,6 +284,12 @@ Args parseArgs(int argc, char** argv) {
       a.step = d;
     } else if (s == "--max-elements") {
       a.maxElements = static_cast<int64_t>(parseUnsigned(s, value(s, inl), 1, INT64_MAX));
+    } else if (s == "--threads") {
+      try {
+        a.threads = parseThreads(value(s, inl), "--threads");
+      } catch (const std::invalid_argument& e) {
+        throw Usage(e.what());
+      }
     } else if (s == "--seed") {
       a.seed = parseUnsigned(s, value(s, inl), 0, UINT64_MAX);
     } else if (s == "--sizes") {
@@ -339,7 +349,13 @@ std::string num(double v, bool json) {
 /// The backend: the LLVM JIT, or the reference evaluator with --interp.
 std::unique_ptr<Runner> makeRunner(const Args& a) {
   if (a.interp) return std::make_unique<InterpRunner>();
-  return std::make_unique<JitRunner>();
+  codegen::JitOptions o;
+  try {
+    o.threads = a.threads > 0 ? a.threads : defaultThreads();
+  } catch (const std::invalid_argument& e) {
+    throw Usage(e.what());
+  }
+  return std::make_unique<JitRunner>(o);
 }
 
 /// The program being run; it outlives the command so that a run-time error caught in main
@@ -1011,10 +1027,12 @@ int runGraph(const Args& a) {
 /// INTERFACE.md: an option a command does not use is an error, never silently ignored.
 void audit(const Args& a) {
   static const std::map<std::string, std::set<std::string>> kAllowed = {
-      {"eval", {"--fn", "--no-grad", "--wrt", "--seed-out", "--json", "--interp", "--checkpoint"}},
+      {"eval",
+       {"--fn", "--no-grad", "--wrt", "--seed-out", "--json", "--interp", "--checkpoint",
+        "--threads"}},
       {"check",
        {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
-        "--interp", "--checkpoint"}},
+        "--interp", "--checkpoint", "--threads"}},
       {"grad",
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
@@ -1036,6 +1054,8 @@ void audit(const Args& a) {
   if ((c == "grad" || c == "graph") && !a.values.empty())
     throw Usage("'" + c + "' takes no ARG=VALUE arguments, got '" + a.values[0].first + "=" +
                 a.values[0].second + "'");
+  if (has("--threads") && has("--interp"))
+    throw Usage("--threads is for the JIT's loops; --interp runs the evaluator on one thread");
   if (c == "eval" && has("--no-grad"))
     for (const char* o : {"--wrt", "--seed-out", "--checkpoint"})
       if (has(o)) throw Usage(std::string("--no-grad contradicts ") + o);
