@@ -14,7 +14,10 @@ if [ "${1:-}" = "--sanitize" ]; then
   SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-120} \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-    ctest --test-dir build-asan --output-on-failure -j2
+    ctest --test-dir build-asan --output-on-failure -j2 -E 'SameBitsOnAnyThreads'
+  # (The per-case thread-count comparisons, 148 JIT compiles of 3 thread counts each, are a
+  # determinism check, run in the plain suite; here the samples' and the API's thread tests
+  # keep threads under the sanitizers.)
   exit
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
