@@ -151,6 +151,11 @@ TEST(Workspace, DestroyingTheJitFreesWhatCallsKept) {
 // The pages of a kept workspace stay mapped: a steady-state call takes no page fault, where
 // a fresh allocation of the same megabytes takes one per page touched.
 TEST(Workspace, SteadyStateCallTakesNoPageFault) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer touches shadow memory for every buffer the call uses: its faults are the
+  // sanitizer's, not the workspace's (the allocation count above still holds there).
+  GTEST_SKIP() << "page faults are not the generated code's own under AddressSanitizer";
+#endif
   ir::Function g = gmmGrad();
   codegen::Jit jit;
   codegen::CompiledFunction c = jit.add(g);
