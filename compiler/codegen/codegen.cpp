@@ -16,8 +16,8 @@
 #include "compiler/support/checked.hpp"
 #include "compiler/support/reduce_order.hpp"
 #include "compiler/support/special.hpp"
-#include "compiler/support/vmath.hpp"
 #include "compiler/support/thread_pool.hpp"
+#include "compiler/support/vmath.hpp"
 
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/Constants.h>

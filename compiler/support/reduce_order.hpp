@@ -34,10 +34,12 @@ namespace slope::reduce_order {
 inline constexpr int64_t kLanes = 8;
 inline constexpr int64_t kGroupRows = 256;   // values of the first index per group (rank >= 2)
 inline constexpr int64_t kGroupElems = 1024; // elements per group (rank 1); a multiple of kLanes
-inline constexpr int64_t kMinLaneRow = 32;    // the shortest row whose chunks go to lanes
+inline constexpr int64_t kMinLaneRow = 32;   // the shortest row whose chunks go to lanes
 
 /// The group of an element: by its first index i0 (and, for rank 1, that is the element).
-inline int64_t group(int64_t i0, bool rank1) { return i0 / (rank1 ? kGroupElems : kGroupRows); }
+inline int64_t group(int64_t i0, bool rank1) {
+  return i0 / (rank1 ? kGroupElems : kGroupRows);
+}
 
 /// A group's result: its kLanes lanes combined pairwise in the fixed tree above, then its tail.
 template <class T, class Op> T combineGroup(const T* lane, T tail, Op op) {
@@ -47,6 +49,8 @@ template <class T, class Op> T combineGroup(const T* lane, T tail, Op op) {
 }
 
 /// The elements of a row of e that are in whole chunks (the rest are its tail).
-inline int64_t chunked(int64_t e) { return e < kMinLaneRow ? 0 : e - e % kLanes; }
+inline int64_t chunked(int64_t e) {
+  return e < kMinLaneRow ? 0 : e - e % kLanes;
+}
 
 } // namespace slope::reduce_order
