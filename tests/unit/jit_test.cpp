@@ -166,7 +166,9 @@ TEST_P(JitVsInterp, SameBitsOnAnyThreads) {
                   {{"n", 4}, {"m", 3}, {"k", 5}}, threadedJit(threads));
 }
 
-TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
+/// Calls fn(label, f, sizes) for every function of the samples and loop programs, at sizes 5
+/// where its entry checks hold.
+template <class Fn> void forEachSampleFunction(Fn&& fn) {
   for (const char* dir : {"/samples", "/tests/lit/loops", "/tests/lit/slope", "/tests/lit/v3"})
     for (const auto& entry :
          std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + dir)) {
@@ -182,35 +184,24 @@ TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
         bool ok = true;
         for (const auto& c : f.entryChecks)
           ok = ok && c.holds(sizes);
-        if (!ok) continue;
-        for (int threads : {2, 16})
-          compareOrders(f,
-                        entry.path().filename().string() + ":" + name + " on " +
-                            std::to_string(threads) + " threads",
-                        sizes, threadedJit(threads));
+        if (ok) fn(entry.path().filename().string() + ":" + name, f, sizes);
       }
     }
 }
 
+TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
+  forEachSampleFunction([](const std::string& label, const ir::Function& f,
+                           const std::map<std::string, int64_t>& sizes) {
+    for (int threads : {2, 16})
+      compareOrders(f, label + " on " + std::to_string(threads) + " threads", sizes,
+                    threadedJit(threads));
+  });
+}
+
 TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {
-  for (const char* dir : {"/samples", "/tests/lit/loops", "/tests/lit/slope", "/tests/lit/v3"})
-    for (const auto& entry :
-         std::filesystem::directory_iterator(std::string(SLOPE_SOURCE_DIR) + dir)) {
-      if (entry.path().extension() != ".slope") continue;
-      auto prog = Program::fromFile(entry.path().string());
-      if (!prog->ok()) continue; // (files of deliberate errors)
-      for (const auto& name : prog->functionNames()) {
-        ir::Function f = prog->forward(name);
-        std::map<std::string, int64_t> sizes;
-        for (const auto& n : f.sizeNames())
-          sizes[n] = 5;
-        f.deriveSizes(sizes);
-        bool ok = true;
-        for (const auto& c : f.entryChecks)
-          ok = ok && c.holds(sizes);
-        if (ok) compareOrders(f, entry.path().filename().string() + ":" + name, sizes);
-      }
-    }
+  forEachSampleFunction(
+      [](const std::string& label, const ir::Function& f,
+         const std::map<std::string, int64_t>& sizes) { compareOrders(f, label, sizes); });
 }
 
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
