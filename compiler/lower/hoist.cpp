@@ -24,6 +24,18 @@ bool costly(const ir::Instr& in, const ir::Function& f) {
   return ir::isTranscendental(in.op);
 }
 
+/// With HoistCost::IntegerTrees, a pure tree of at least this many operations is worth a
+/// table too: one load and a branch replace it. (A strength-reduced loop's entry check is
+/// 40 to 50 integer operations; a subscript is under 16.)
+constexpr int kIntegerTree = 16;
+
+/// The size name a `size` leaf reads when its extent is exactly one name, else "".
+std::string singleName(const Poly& p) {
+  if (p.terms().size() != 1) return "";
+  const auto& [mono, coef] = *p.terms().begin();
+  return mono.size() == 1 && coef == 1 ? mono[0] : "";
+}
+
 bool dynamicExtent(const Poly& p) {
   for (const auto& n : p.names())
     if (n[0] == '#') return true; // a trip count or triangular extent bound in the function
@@ -32,7 +44,7 @@ bool dynamicExtent(const Poly& p) {
 
 class Hoister {
 public:
-  explicit Hoister(Function& f) : f_(f) {}
+  Hoister(Function& f, HoistCost cost) : f_(f), cost_(cost) {}
 
   int run() {
     constants_ = integerLiterals(f_);
@@ -53,6 +65,9 @@ private:
     std::map<int, bool> ok;                             // memo: hoistable
     std::map<int, std::set<int>> idx; // memo: inner indices a hoistable value uses
     std::map<int, bool> expensive;    // memo: its tree has a costly operation
+    std::map<int, int> weight;        // memo: operations in its tree (shared ones counted again)
+    // Extents bound inside the loop (`size.def #e = v`): name -> v, or -1 when bound twice.
+    std::map<std::string, int> sizeDef;
   };
 
   void body(Body& b, int depth) {
@@ -99,6 +114,8 @@ private:
       switch (s.kind) {
       case Stmt::Scalar:
         if (s.in.result >= 0) sc.def[s.in.result] = &s;
+        if (s.in.op == Op::SizeDef)
+          sc.sizeDef[s.in.name] = sc.sizeDef.count(s.in.name) ? -1 : s.in.args[0];
         if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd) sc.written.insert(s.in.args[0]);
         if (s.in.op == Op::BufZeros) sc.written.insert(s.in.result);
         break;
@@ -130,7 +147,16 @@ private:
     bool r = false;
     std::set<int> used;
     bool costlyHere = false;
-    if (sc.ownIndices.count(v)) {
+    int weight = 1;
+    if (int bound = boundHere(v, sc); bound >= 0) {
+      // `size #e` where the loop binds #e to a value: that value, wherever it can go.
+      r = hoistable(bound, sc);
+      if (r) {
+        used = sc.idx[bound];
+        costlyHere = sc.expensive[bound];
+        weight = sc.weight[bound];
+      }
+    } else if (sc.ownIndices.count(v)) {
       r = false;
     } else if (auto ix = sc.innerIndex.find(v); ix != sc.innerIndex.end()) {
       // A table over this index is filled whether or not its loop would run: its extent must
@@ -174,6 +200,7 @@ private:
           }
           if (sc.idx.count(a)) used.insert(sc.idx[a].begin(), sc.idx[a].end());
           if (sc.expensive.count(a) && sc.expensive[a]) costlyHere = true;
+          if (sc.weight.count(a)) weight = std::min(weight + sc.weight[a], 1 << 20);
         }
       if (r && costly(in, f)) costlyHere = true;
     }
@@ -181,8 +208,23 @@ private:
     if (r) {
       sc.idx[v] = used;
       sc.expensive[v] = costlyHere;
+      sc.weight[v] = weight;
     }
     return r;
+  }
+
+  /// The value a `size #e` leaf v stands for when the loop binds #e once, else -1.
+  int boundHere(int v, const Scope& sc) const {
+    auto d = sc.def.find(v);
+    if (d == sc.def.end() || d->second->in.op != Op::Size) return -1;
+    auto b = sc.sizeDef.find(singleName(d->second->in.poly));
+    return b == sc.sizeDef.end() ? -1 : b->second;
+  }
+
+  /// Whether hoisting v saves enough to pay for its table (or slot).
+  bool worthIt(int v, Scope& sc) const {
+    if (sc.expensive[v]) return true;
+    return cost_ == HoistCost::IntegerTrees && sc.weight[v] >= kIntegerTree;
   }
 
   /// A copy of v's computation, appended to `out`, with inner indices renamed by `rename`.
@@ -191,6 +233,8 @@ private:
     if (auto r = rename.find(v); r != rename.end()) return r->second;
     if (!sc.inside.count(v)) return v;
     if (auto d = done.find(v); d != done.end()) return d->second;
+    if (int bound = boundHere(v, sc); bound >= 0)
+      return done[v] = clone(bound, sc, done, rename, out);
     const Stmt& s = *sc.def.at(v);
     Stmt c;
     c.kind = Stmt::Scalar;
@@ -222,7 +266,7 @@ private:
     for (const auto& [v, s] : sc.def) {
       // At most two indices: the table then holds at most as many elements as one iteration
       // of the loop evaluates over them, and stays small beside the work it saves.
-      if (!hoistable(v, sc) || !sc.expensive[v] || sc.idx[v].size() > 2) continue;
+      if (!hoistable(v, sc) || !worthIt(v, sc) || sc.idx[v].size() > 2) continue;
       bool stays = false;
       for (const Stmt* u : sc.users[v])
         if (u->kind != Stmt::Scalar || u->in.result < 0 || !hoistable(u->in.result, sc))
@@ -302,14 +346,15 @@ private:
   }
 
   Function& f_;
+  HoistCost cost_;
   int count_ = 0;
   std::map<int, int64_t> constants_; // integer literals anywhere in the function
 };
 
 } // namespace
 
-int hoistInvariants(Function& f) {
-  return Hoister(f).run();
+int hoistInvariants(Function& f, HoistCost cost) {
+  return Hoister(f, cost).run();
 }
 
 } // namespace slope::lower

@@ -15,6 +15,11 @@ namespace slope::lower {
 /// calls of exp). Outer loops are treated first, so work leaves as many loops as it can.
 /// Nothing speculative is hoisted: no load not proven in range, no integer division or
 /// conversion that can fail. Returns how many expressions were hoisted.
-int hoistInvariants(Function& f);
+///
+/// HoistCost::IntegerTrees also hoists a pure tree of many operations with no costly one
+/// (run after strength reduction: its entry checks depend on the index of the loop around the
+/// reduced one, not on the outer indices, and are worth a table over that index).
+enum class HoistCost { Costly, IntegerTrees };
+int hoistInvariants(Function& f, HoistCost cost = HoistCost::Costly);
 
 } // namespace slope::lower

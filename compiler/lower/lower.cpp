@@ -395,7 +395,11 @@ Function lower(const ir::Function& f) {
   hoistInvariants(lf);
   narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)
   reduceStrength(lf); // (after hoisting: its slots and branches are not for hoisting)
-  planWorkspace(lf);  // (last: after every pass that makes buffers)
+  // Again, for what strength reduction made: an entry check that depends on the index of
+  // the loop around the reduced one only (GMM: on j, inside a nest over i, k, j) becomes a
+  // table over that index instead of 40-odd integer operations per iteration.
+  hoistInvariants(lf, HoistCost::IntegerTrees);
+  planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;
 }
 
