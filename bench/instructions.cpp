@@ -5,18 +5,20 @@
 //            build/bench/slope_instructions WHAT
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
 //         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
+//         | lstm-hand-objective | lstm-hand-gradient
 //         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (from
 // tests/data/adbench/), with checkpointing as in bench_main.cpp; the GMM is one of
 // bench/gmm_cases.hpp's sizes, by default ADBench's 10k points, d = 10, K = 25 (from
-// ../shared/data/adbench/: without it, gmm-* says so and exits 77). The hand-written GMM is
-// built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no AVX-512,
-// and under valgrind the JIT's host detection sees no AVX-512 either.
+// ../shared/data/adbench/: without it, gmm-* says so and exits 77). The hand-written GMM and
+// LSTM are built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no
+// AVX-512, and under valgrind the JIT's host detection sees no AVX-512 either.
 #include "../samples/adbench/gmm_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
 #include "gmm_cases.hpp"
+#include "lstm_hand.hpp"
 #include "mixture_problem.hpp"
 
 #include <slope/slope.hpp>
@@ -99,8 +101,19 @@ int main(int argc, char** argv) {
     auto gargs = adbench::lstmGradArgs(s, dmain, dextra);
     (void)grad.raw(); // compile before counting
     (void)obj.raw();
+    lstm_hand::Lstm hand;
+    const lstm_hand::Problem hp{
+        s.l, s.c, s.b, s.main.data(), s.extra.data(), s.state.data(), s.seq.data()};
+    // The hand-written code's first call sizes its buffers; count a later one, as timed.
+    if (what == "lstm-hand-objective") hand.objective(hp);
+    if (what == "lstm-hand-gradient") hand.gradient(hp, dmain.data(), dextra.data());
     CALLGRIND_START_INSTRUMENTATION;
-    r = what == "lstm-objective" ? obj.call(largs) : grad.call(gargs);
+    if (what == "lstm-hand-objective")
+      r = hand.objective(hp);
+    else if (what == "lstm-hand-gradient")
+      r = hand.gradient(hp, dmain.data(), dextra.data());
+    else
+      r = what == "lstm-objective" ? obj.call(largs) : grad.call(gargs);
     CALLGRIND_STOP_INSTRUMENTATION;
     std::printf("%s = %.17g\n", what.c_str(), r);
     return 0;
