@@ -22,7 +22,6 @@
 #include <llvm/IR/PassTimingInfo.h>
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Passes/StandardInstrumentations.h>
-#include <llvm/Support/CommandLine.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -73,14 +72,6 @@ void initLLVM() {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
     llvm::InitializeNativeTargetAsmParser();
-    // No Loop Strength Reduction in code generation: the Loop IR already strength-reduces
-    // Slope's subscripts (compiler/lower), and LLVM's pass was a quarter of the back end's
-    // time on the ADBench samples (half on the LSTM's gradient) for no measurable speed
-    // (docs/benchmarks.md (g)). The switch is LLVM's own option, process-wide; generated
-    // code does no floating-point arithmetic differently without it.
-    auto& options = llvm::cl::getRegisteredOptions();
-    auto lsr = options.find("disable-lsr");
-    if (lsr != options.end()) static_cast<llvm::cl::opt<bool>*>(lsr->second)->setValue(true);
     if (timing()) llvm::TimePassesIsEnabled = true;
   });
 }
@@ -234,13 +225,17 @@ Jit::~Jit() {
 int Jit::Impl::codegenParts(const llvm::Module& m) const {
   int threads = opt.compileThreads > 0 ? opt.compileThreads : opt.threads;
   int functions = 0;
-  size_t instructions = 0;
+  size_t instructions = 0, largest = 0;
   for (const llvm::Function& fn : m) {
     if (fn.isDeclaration()) continue;
     ++functions;
     instructions += fn.getInstructionCount();
+    largest = std::max(largest, static_cast<size_t>(fn.getInstructionCount()));
   }
   if (instructions < opt.minSplitInstructions) return 1;
+  // One function with most of the code (the LSTM gradient's): the other parts would finish
+  // long before it, for the price of the split.
+  if (opt.minSplitInstructions > 0 && largest * 4 > instructions * 3) return 1;
   return std::max(1, std::min({threads, functions, 8}));
 }
 
