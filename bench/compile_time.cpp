@@ -114,20 +114,24 @@ void BM_CompileSample(benchmark::State& st, const char* file, const char* fn) {
 void sizes(benchmark::internal::Benchmark* b, int64_t from, int64_t to) {
   for (int64_t n = from; n <= to; n *= 2)
     b->Arg(n);
-  b->Iterations(1)->Unit(benchmark::kMillisecond);
+  b->Iterations(1)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 }
 BENCHMARK(BM_CompileParams)->Apply([](auto* b) { sizes(b, 250, 4000); });
 BENCHMARK(BM_CompileTerms)->Apply([](auto* b) { sizes(b, 1000, 64000); });
 BENCHMARK(BM_CompileChain)->Apply([](auto* b) { sizes(b, 1000, 64000); });
 BENCHMARK(BM_CompileComps)->Apply([](auto* b) { sizes(b, 1000, 16000); });
-BENCHMARK_CAPTURE(BM_CompileSample, gmm, "adbench/gmm.slope", "gmm")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CompileSample, gmm, "adbench/gmm.slope", "gmm")
+    ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime();
 BENCHMARK_CAPTURE(BM_CompileSample, lstm, "adbench/lstm.slope", "lstm")
+    ->MeasureProcessCPUTime()
     ->Unit(benchmark::kMillisecond);
 
 /// The console reporter, plus a least-squares fit of log(time) against log(N) per family
 /// (every run of a family with a size; the median where there are repetitions' aggregates).
-/// CPU time: compiling is one thread, and on a shared machine wall time also counts the time
-/// other processes held the cores.
+/// CPU time, of the whole process (code generation runs on up to Options::threads threads,
+/// docs/architecture.md "JIT"): on a shared machine wall time also counts the time other
+/// processes held the cores.
 class FitReporter : public benchmark::ConsoleReporter {
 public:
   void ReportRuns(const std::vector<Run>& runs) override {

@@ -9,6 +9,9 @@
 #include "compiler/support/vmath.hpp"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
+#include <llvm/Bitcode/BitcodeReader.h>
+#include <llvm/Bitcode/BitcodeWriter.h>
+#include <llvm/ExecutionEngine/Orc/CompileUtils.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
@@ -16,17 +19,24 @@
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
+#include <llvm/IR/PassTimingInfo.h>
 #include <llvm/Passes/PassBuilder.h>
+#include <llvm/Passes/StandardInstrumentations.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/TargetParser/Host.h>
+#include <llvm/Transforms/Utils/SplitModule.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 namespace slope::codegen {
 namespace {
@@ -49,12 +59,20 @@ extern "C" void countedFree(void* p) {
   std::free(p);
 }
 
+/// SLOPE_JIT_TIMING set: each Jit::add prints its phases' times and LLVM's pass timing
+/// report (what -time-passes prints) to stderr.
+bool timing() {
+  static const bool on = std::getenv("SLOPE_JIT_TIMING") != nullptr;
+  return on;
+}
+
 void initLLVM() {
   static std::once_flag once;
   std::call_once(once, [] {
     llvm::InitializeNativeTarget();
     llvm::InitializeNativeTargetAsmPrinter();
     llvm::InitializeNativeTargetAsmParser();
+    if (timing()) llvm::TimePassesIsEnabled = true;
   });
 }
 
@@ -111,7 +129,10 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   llvm::FunctionAnalysisManager fam;
   llvm::CGSCCAnalysisManager cgam;
   llvm::ModuleAnalysisManager mam;
-  llvm::PassBuilder pb(&tm);
+  llvm::PassInstrumentationCallbacks pic;
+  llvm::StandardInstrumentations si(m.getContext(), false);
+  if (timing()) si.registerCallbacks(pic, &mam);
+  llvm::PassBuilder pb(&tm, llvm::PipelineTuningOptions(), std::nullopt, timing() ? &pic : nullptr);
   llvm::TargetLibraryInfoImpl tlii(tm.getTargetTriple());
   tlii.addVectorizableFunctions(vectorMathMappings());
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); }); // (before the default)
@@ -135,9 +156,13 @@ struct Jit::Impl {
   JitOptions opt;
   std::unique_ptr<llvm::orc::LLJIT> jit;
   std::unique_ptr<llvm::TargetMachine> tm;
+  std::vector<std::unique_ptr<llvm::TargetMachine>> workerTms; // one per code generation thread
   std::mutex mutex;
   int counter = 0;
   std::vector<void (*)()> releases; // each function's NAME__release (abi.h)
+
+  int codegenParts(const llvm::Module& m) const;
+  void compileInParts(std::unique_ptr<llvm::Module> m, int parts);
 };
 
 AllocationCounts allocationCounts() {
@@ -193,18 +218,118 @@ Jit::~Jit() {
     release();
 }
 
+/// How many parts code generation splits m into: one per compile thread, at most one per
+/// function, and one for a module too small to pay for a thread (starting one and the bitcode
+/// round trip below cost about a millisecond; code generation takes about that for 40 LLVM
+/// instructions).
+int Jit::Impl::codegenParts(const llvm::Module& m) const {
+  int threads = opt.compileThreads > 0 ? opt.compileThreads : opt.threads;
+  int functions = 0;
+  size_t instructions = 0, largest = 0;
+  for (const llvm::Function& fn : m) {
+    if (fn.isDeclaration()) continue;
+    ++functions;
+    instructions += fn.getInstructionCount();
+    largest = std::max(largest, static_cast<size_t>(fn.getInstructionCount()));
+  }
+  if (instructions < opt.minSplitInstructions) return 1;
+  // One function with most of the code (the LSTM gradient's): the other parts would finish
+  // long before it, for the price of the split.
+  if (opt.minSplitInstructions > 0 && largest * 4 > instructions * 3) return 1;
+  return std::max(1, std::min({threads, functions, 8}));
+}
+
+/// Machine code for m's functions, split into `parts` modules (llvm::SplitModule, largest
+/// functions dealt round-robin) compiled side by side, the calling thread taking the first.
+/// The others go to a fresh LLVMContext each through bitcode, since one context is not safe
+/// to use from two threads; each thread has its own TargetMachine. The objects then link in
+/// the JIT like one: SplitModule gives the internal functions and globals that the parts
+/// share external (hidden) names, unique in the JIT because the function's name is.
+void Jit::Impl::compileInParts(std::unique_ptr<llvm::Module> m, int parts) {
+  // Unnamed globals would all be externalised under one name.
+  for (llvm::GlobalValue& g : m->global_values())
+    if (!g.hasName()) g.setName(m->getName() + ".anon");
+  std::unique_ptr<llvm::Module> first;
+  std::vector<llvm::SmallVector<char, 0>> bitcode;
+  llvm::SplitModule(
+      *m, static_cast<unsigned>(parts),
+      [&](std::unique_ptr<llvm::Module> part) {
+        if (!first) {
+          first = std::move(part);
+          return;
+        }
+        bitcode.emplace_back();
+        llvm::raw_svector_ostream os(bitcode.back());
+        llvm::WriteBitcodeToFile(*part, os);
+      },
+      /*PreserveLocals=*/false, /*RoundRobin=*/true);
+  while (workerTms.size() < bitcode.size())
+    workerTms.push_back(
+        orThrow(hostBuilder(opt.optLevel).createTargetMachine(), "creating the target machine"));
+  std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects(bitcode.size() + 1);
+  std::vector<std::string> errors(bitcode.size() + 1);
+  auto compile = [&](size_t k, llvm::Module& mod, llvm::TargetMachine& tm) {
+    auto obj = llvm::orc::SimpleCompiler(tm)(mod);
+    if (obj)
+      objects[k] = std::move(*obj);
+    else
+      errors[k] = llvm::toString(obj.takeError());
+  };
+  std::vector<std::thread> workers;
+  for (size_t k = 0; k < bitcode.size(); ++k)
+    workers.emplace_back([&, k] {
+      llvm::LLVMContext ctx;
+      auto mod = llvm::parseBitcodeFile(
+          llvm::MemoryBufferRef(llvm::StringRef(bitcode[k].data(), bitcode[k].size()), "part"),
+          ctx);
+      if (!mod)
+        errors[k + 1] = llvm::toString(mod.takeError());
+      else
+        compile(k + 1, **mod, *workerTms[k]);
+    });
+  compile(0, *first, *tm);
+  for (auto& w : workers)
+    w.join();
+  for (size_t k = 0; k < objects.size(); ++k) {
+    if (!errors[k].empty()) throw std::runtime_error("JIT: " + errors[k]);
+    if (auto err = jit->addObjectFile(std::move(objects[k])))
+      throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
+  }
+}
+
 CompiledFunction Jit::add(const ir::Function& f) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ir::Function named = f;
   named.name = f.name + "." + std::to_string(impl_->counter++); // unique within this JIT
   CompiledFunction out;
   out.entryChecks = f.entryChecks;
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
   auto ctx = std::make_unique<llvm::LLVMContext>();
   std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites, impl_->opt);
+  auto t1 = Clock::now();
   optimize(*m, *impl_->tm, impl_->opt.optLevel);
-  if (auto err = impl_->jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))))
-    throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
-  auto sym = orThrow(impl_->jit->lookup(named.name), "JIT lookup");
+  auto t2 = Clock::now();
+  int parts = impl_->codegenParts(*m);
+  if (parts <= 1) {
+    if (auto err =
+            impl_->jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))))
+      throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
+  } else {
+    impl_->compileInParts(std::move(m), parts);
+  }
+  auto sym = orThrow(impl_->jit->lookup(named.name), "JIT lookup"); // (compiles it)
+  if (timing()) {
+    auto ms = [](Clock::duration d) {
+      return std::chrono::duration<double, std::milli>(d).count();
+    };
+    llvm::reportAndResetTimings();
+    std::fprintf(stderr,
+                 "slope jit %s: IR generation %.1f ms, optimisation %.1f ms, "
+                 "code generation %.1f ms (wall, %d part%s)\n",
+                 named.name.c_str(), ms(t1 - t0), ms(t2 - t1), ms(Clock::now() - t2), parts,
+                 parts == 1 ? "" : "s");
+  }
   out.fn = sym.toPtr<slope_fn>();
   impl_->releases.push_back(
       orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());

@@ -44,6 +44,13 @@ struct JitOptions {
   // A test's knob: the least work (iterations times Loop IR statements) for which a parallel
   // loop uses the threads; 0 makes tests' small loops use them.
   double minParallelWork = 32768;
+  // Threads that generate machine code for one function's module (its parts are compiled
+  // side by side, docs/architecture.md "JIT"): 0 takes `threads`. Machine code does the same
+  // arithmetic for every value.
+  int compileThreads = 0;
+  // A test's knob: the least LLVM instructions (after optimisation) for which code generation
+  // splits a module into parts at all.
+  size_t minSplitInstructions = 2000;
 };
 
 /// Calls of malloc + calloc and of free made by code compiled with

@@ -198,6 +198,20 @@ TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
   });
 }
 
+// Code generation in parts (docs/architecture.md, "JIT"): every function of every module cut
+// into as many parts as it has functions, up to 4, machine code made for them on 4 threads,
+// gives the same bits as the default JIT's one part.
+TEST(JitThreads, CodeGeneratedInPartsSameBits) {
+  codegen::JitOptions o;
+  o.compileThreads = 4;
+  o.minSplitInstructions = 0;
+  JitRunner parts(o);
+  forEachSampleFunction([&](const std::string& label, const ir::Function& f,
+                            const std::map<std::string, int64_t>& sizes) {
+    compareOrders(f, label + " compiled in parts", sizes, parts);
+  });
+}
+
 TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {
   forEachSampleFunction(
       [](const std::string& label, const ir::Function& f,
