@@ -604,7 +604,6 @@ private:
                const std::function<void(llvm::Value*)>& emitChunk);
   void outlineLoop(const lower::Stmt& s);
   void outlineBlocks(const lower::Stmt& s);
-  llvm::Value* takeEntry(int64_t entry, llvm::Value* bytes, bool zero);
   llvm::Value* outlineSum(const lower::Stmt& s);
   llvm::Value* workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext);
   llvm::StructType* parallelType() {
@@ -1394,6 +1393,7 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
     count[b] = numel(t);
     llvm::Value* sz =
         B_.CreateMul(B_.CreateMul(count[b], chunks), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+    sz = B_.CreateSelect(B_.CreateICmpEQ(sz, i64(0)), i64(1), sz); // (take's null: no memory)
     base[b] = take(i64(blockEntry_.at({&s, b})), sz, true, false);
   }
   outline(s, chunks, workOf(s, ext), [&](llvm::Value* k) {
