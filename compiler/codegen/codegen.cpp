@@ -233,10 +233,14 @@ private:
     llvm::Value* entry = worker_ && rep != replicaBase_.end()
                              ? B_.CreateAdd(i64(rep->second), worker_)
                              : i64(b.entry);
-    llvm::Value* site =
-        B_.CreateInBoundsGEP(siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), entry);
     // Only a buffer that is its entry's one dynamic instance in a call is malloc-like.
     bool sole = !b.inLoop && entryUsers_[b.entry] == 1;
+    return take(entry, bytes, zero, sole);
+  }
+  /// The buffer of workspace entry `entry`, at least `bytes` long (zeroed if asked).
+  llvm::Value* take(llvm::Value* entry, llvm::Value* bytes, bool zero, bool sole) {
+    llvm::Value* site =
+        B_.CreateInBoundsGEP(siteType(), B_.CreateLoad(B_.getPtrTy(), wsBase_), entry);
     llvm::Value* p = B_.CreateCall(takeFn(sole), {site, bytes, B_.getInt1(zero)});
     check(B_.CreateIsNotNull(p), SLOPE_ERR_NO_MEMORY, addSite("", {}), 0, i64(0), i64(0));
     return p;
@@ -599,6 +603,7 @@ private:
   void outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
                const std::function<void(llvm::Value*)>& emitChunk);
   void outlineLoop(const lower::Stmt& s);
+  void outlineBlocks(const lower::Stmt& s);
   llvm::Value* outlineSum(const lower::Stmt& s);
   llvm::Value* workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext);
   llvm::StructType* parallelType() {
@@ -675,6 +680,7 @@ private:
   std::set<const lower::Stmt*> outlined_;
   std::map<int, int64_t> replicaBase_;
   std::map<const lower::Stmt*, int64_t> partialEntry_;
+  std::map<std::pair<const lower::Stmt*, int>, int64_t> blockEntry_; // a blocked loop's partials
   int64_t totalEntries_ = 0;
   llvm::Value* worker_ = nullptr;            // in a chunk's function: its worker
   llvm::GlobalVariable* parallel_ = nullptr; // NAME.parallel: the slope_parallel*, or null
@@ -1080,6 +1086,7 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* gro
 
 bool Gen::outlinable(const lower::Stmt& s) const {
   if (s.kind != lower::Stmt::Loop || s.extents.empty()) return false;
+  if (s.blocked) return true;
   if (s.loopKind == lower::LoopKind::Parallel) return s.in.op == Op::For || s.in.op == Op::Comp;
   if (s.loopKind == lower::LoopKind::Reduction)
     return (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) &&
@@ -1099,6 +1106,8 @@ void Gen::planThreads() {
       if (replicaBase_.emplace(b->second.entry, next).second) next += kMaxWorkers;
     });
     if (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) partialEntry_[&s] = next++;
+    for (int b : s.partials)
+      blockEntry_[{&s, b}] = next++;
   }
   totalEntries_ = next;
 }
@@ -1326,6 +1335,114 @@ void Gen::outlineLoop(const lower::Stmt& s) {
         },
         reversed);
   });
+}
+
+// A blocked loop (lower::Stmt::blocked): chunks are blocks of its first index, as many as
+// lower::scatterBlocks says (from the extents only); each block runs its iterations in order
+// and adds into its own zeroed slice of each partial buffer (one workspace entry per partial:
+// blocks copies), and after the blocks each buffer gets its partials added, element by
+// element, in block order. Under two blocks the loop runs as it is.
+void Gen::outlineBlocks(const lower::Stmt& s) {
+  std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
+  llvm::Value* n = ext[0];
+  llvm::Type* f64 = B_.getDoubleTy();
+  llvm::Value* iters = fconst(DType::F64, 1);
+  for (llvm::Value* e : ext)
+    iters = B_.CreateFMul(iters, B_.CreateSIToFP(e, f64));
+  llvm::Value* elems = fconst(DType::F64, 0);
+  llvm::Value* bytes = fconst(DType::F64, 0);
+  for (int b : s.partials) {
+    const ir::Type& t = f_.types[b];
+    llvm::Value* ne = B_.CreateSIToFP(numel(t), f64);
+    elems = B_.CreateFAdd(elems, ne);
+    bytes = B_.CreateFAdd(
+        bytes, B_.CreateFMul(ne, fconst(DType::F64, static_cast<double>(dtypeSize(t.dtype)))));
+  }
+  // lower::scatterBlocks, in the same doubles.
+  auto fmin = [&](llvm::Value* a, llvm::Value* b) {
+    return B_.CreateSelect(B_.CreateFCmpOLT(b, a), b, a);
+  };
+  auto ffloor = [&](llvm::Value* x) { return B_.CreateUnaryIntrinsic(llvm::Intrinsic::floor, x); };
+  llvm::Value* zero = fconst(DType::F64, 0);
+  llvm::Value* cap =
+      fmin(fconst(DType::F64, static_cast<double>(lower::kMaxBlocks)), B_.CreateSIToFP(n, f64));
+  cap = B_.CreateSelect(B_.CreateFCmpOGT(elems, zero),
+                        fmin(cap, ffloor(B_.CreateFDiv(iters, elems))), cap);
+  cap = B_.CreateSelect(
+      B_.CreateFCmpOGT(bytes, zero),
+      fmin(cap, ffloor(B_.CreateFDiv(fconst(DType::F64, lower::kMaxPartialBytes), bytes))), cap);
+  llvm::Value* blocks = B_.CreateFPToSI(cap, B_.getInt64Ty());
+
+  llvm::Function* fn = B_.GetInsertBlock()->getParent();
+  auto* blockedBB = llvm::BasicBlock::Create(ctx_, "blocks", fn);
+  auto* plainBB = llvm::BasicBlock::Create(ctx_, "blocks.none", fn);
+  auto* joinBB = llvm::BasicBlock::Create(ctx_, "blocks.done", fn);
+  B_.CreateCondBr(B_.CreateICmpSGE(blocks, i64(2)), blockedBB, plainBB);
+  B_.SetInsertPoint(plainBB);
+  regionLoop(s, [](llvm::Value*, llvm::Value*) {});
+  B_.CreateBr(joinBB);
+
+  B_.SetInsertPoint(blockedBB);
+  // size = ceil(n / blocks), then blocks = ceil(n / size) (n >= blocks >= 2 here).
+  llvm::Value* size = B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), blocks), i64(1));
+  llvm::Value* chunks = B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), size), i64(1));
+  std::map<int, llvm::Value*> real, base, count;
+  for (int b : s.partials) {
+    const ir::Type& t = f_.types[b];
+    real[b] = val(b);
+    count[b] = numel(t);
+    llvm::Value* sz =
+        B_.CreateMul(B_.CreateMul(count[b], chunks), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+    sz = B_.CreateSelect(B_.CreateICmpEQ(sz, i64(0)), i64(1), sz); // (take's null: no memory)
+    base[b] = take(i64(blockEntry_.at({&s, b})), sz, true, false);
+  }
+  outline(s, chunks, workOf(s, ext), [&](llvm::Value* k) {
+    for (int b : s.partials)
+      vals_[b] = B_.CreateInBoundsGEP(elemTy(f_.types[b].dtype), base[b],
+                                      B_.CreateMul(k, numel(f_.types[b])));
+    llvm::Value* lo = B_.CreateMul(k, size);
+    llvm::Value* end = B_.CreateAdd(lo, size);
+    llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
+    std::vector<llvm::Value*> i;
+    // (In order within a block, also under reverseParallel: the iterations are sequential.)
+    nestLevel(
+        B_.CreateSub(hi, lo), i,
+        [&] {
+          vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
+          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
+          loopNest(rest, [&](const std::vector<llvm::Value*>& idx) {
+            for (size_t d = 0; d < idx.size(); ++d)
+              vals_[s.indices[d + 1]] = idx[d];
+            body(s.body);
+          });
+        },
+        false);
+  });
+  // The partials into their buffers, in block order: b[e] = (b[e] + p_0[e]) + p_1[e] + ...
+  for (int b : s.partials) {
+    vals_[b] = real[b];
+    llvm::Type* et = elemTy(f_.types[b].dtype);
+    std::vector<llvm::Value*> e, c;
+    nestLevel(
+        count[b], e,
+        [&] {
+          llvm::Value* dst = B_.CreateInBoundsGEP(et, real[b], e[0]);
+          llvm::AllocaInst* acc = entryAlloca(et, "blocks.acc");
+          B_.CreateStore(B_.CreateLoad(et, dst), acc);
+          nestLevel(
+              chunks, c,
+              [&] {
+                llvm::Value* src = B_.CreateInBoundsGEP(
+                    et, base[b], B_.CreateAdd(B_.CreateMul(c[0], count[b]), e[0]));
+                B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(et, acc), B_.CreateLoad(et, src)), acc);
+              },
+              false);
+          B_.CreateStore(B_.CreateLoad(et, acc), dst);
+        },
+        false);
+  }
+  B_.CreateBr(joinBB);
+  B_.SetInsertPoint(joinBB);
 }
 
 llvm::Value* Gen::outlineSum(const lower::Stmt& s) {
@@ -1619,7 +1736,9 @@ void Gen::stmt(const lower::Stmt& s) {
   }
   case lower::Stmt::Loop:
     if (outlined_.count(&s)) {
-      if (in.op == Op::For || in.op == Op::Comp)
+      if (s.blocked)
+        outlineBlocks(s);
+      else if (in.op == Op::For || in.op == Op::Comp)
         outlineLoop(s);
       else
         define(in.result, outlineSum(s));

@@ -50,6 +50,18 @@ struct Stmt {
   bool vectorisable = false; // innermost, straight-line: a candidate for SIMD lanes
   bool onePass = false;      // logsumexp: one pass with a running maximum (a body with effects
                              // must not run twice, a costly one need not: ir::runBodyOnce)
+  // A sequential loop whose iterations share nothing but memory: no state of a user loop, no
+  // value used after the loop, no size bound in the body and read outside it (classify; what
+  // planBlocks may cut into blocks).
+  bool memoryOnly = false;
+  // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
+  // --emit loops): every buffer it writes is either touched only at its own first index
+  // (blocks write disjoint elements) or only added to (buf.add), and each of the latter,
+  // `partials`, gets one zeroed copy per block that the block adds into; after the loop the
+  // copies are added into the buffer in block order. The block count (scatterBlocks) depends
+  // on the extents only, so the sums are the same for any thread count.
+  bool blocked = false;
+  std::vector<int> partials;
   Body body, orelse;
   int yield = -1, elseYield = -1;
   // Store: the comprehension's buffer (its element at `indices` gets `yield`).
@@ -87,6 +99,16 @@ template <class Fn> void forEachStmt(const Body& b, Fn&& fn) {
     forEachStmt(s.orelse, fn);
   }
 }
+
+/// Blocks of a blocked loop (Stmt::blocked) over first index extent n, whose loop nest runs
+/// `iters` iterations (the product of its extents) and whose partial buffers hold
+/// `partialElems` elements (`partialBytes` bytes) in all: at most kMaxBlocks, at most n, few
+/// enough that zeroing and adding the partials (blocks * partialElems) costs no more than
+/// the iterations, and at most kMaxPartialBytes of partials. Under 2: the loop runs as it is,
+/// with no partials. Computed in doubles, as the generated code computes it.
+constexpr int64_t kMaxBlocks = 64;
+constexpr double kMaxPartialBytes = 64.0 * 1024 * 1024;
+int64_t scatterBlocks(int64_t n, double iters, double partialElems, double partialBytes);
 
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
 std::map<int, int64_t> integerLiterals(const Function& f);

@@ -19,6 +19,8 @@
 #include "compiler/lower/strength.hpp"
 #include "compiler/lower/workspace.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <set>
 #include <stdexcept>
@@ -252,6 +254,8 @@ private:
     // binding in an enclosing block is the iteration's own: bound before each use.
     for (const auto& n : bound)
       if (freeNames_.count(n)) ordered = true;
+    // (Only memory can order the iterations from here on: what planBlocks looks at.)
+    loop.memoryOnly = !ordered;
     for (int b : written) {
       if (ordered || own.count(b)) continue;
       // Each loop index at one fixed dimension of every access to b.
@@ -284,6 +288,94 @@ private:
   std::map<int, int> yieldCount_;
   std::set<std::string> freeNames_; // (findFreeNames)
 };
+
+// --- blocks ---------------------------------------------------------------------------------
+// A top-level sequential loop over data points that adds into parameter gradients (the
+// adjoint's scatter: `buf.add dmeans[k, j]` in a loop over points i) has iterations that
+// only meet in those additions. Cut into blocks of its first index, each block adding into
+// zeroed partial copies of its own, and the partials added into the buffers in block order,
+// it gives the same bits whichever threads run the blocks in whatever order. The test is on
+// the final Loop IR (after hoisting, guards and strength reduction, whose slots may carry
+// values across iterations), and is conservative: a loop stays as it is unless every buffer
+// from outside that it writes is
+//   - disjoint: every access to it (loads too) has the loop's first index as a plain
+//     subscript in one fixed dimension, so two blocks never touch the same element; or
+//   - a partial: a float tensor that the loop only adds to (no load, no store), so its final
+//     value is its value before plus the sum of the additions, whichever block made them;
+// and the loop carries nothing else between iterations (Stmt::memoryOnly).
+
+void planBlocks(Function& f) {
+  for (Stmt& s : f.body) {
+    if (s.kind != Stmt::Loop || s.loopKind != LoopKind::Sequential || s.in.op != Op::For ||
+        s.in.ival == 1 || !s.memoryOnly || s.indices.empty())
+      continue;
+    const int first = s.indices[0];
+    enum Access { Read, Write, Add };
+    std::set<int> own;
+    std::map<int, std::vector<std::pair<Access, std::vector<int>>>> access;
+    std::function<void(const Body&)> walk = [&](const Body& b) {
+      for (const Stmt& t : b) {
+        switch (t.kind) {
+        case Stmt::Alloc:
+        case Stmt::Stack: own.insert(t.in.result); break;
+        case Stmt::Store: access[t.buffer].push_back({Write, t.indices}); break;
+        case Stmt::Loop:
+        case Stmt::If:
+          walk(t.body);
+          walk(t.orelse);
+          break;
+        case Stmt::Scalar: {
+          const ir::Instr& in = t.in;
+          if (in.op == Op::BufZeros) own.insert(in.result);
+          if (in.op == Op::Load)
+            access[in.args[0]].push_back({Read, {in.args.begin() + 1, in.args.end()}});
+          if (in.op == Op::BufStore || in.op == Op::BufAdd)
+            access[in.args[0]].push_back(
+                {in.op == Op::BufAdd ? Add : Write, {in.args.begin() + 1, in.args.end() - 1}});
+          break;
+        }
+        }
+      }
+    };
+    walk(s.body);
+    bool ok = true;
+    std::vector<int> partials;
+    for (const auto& [b, list] : access) {
+      if (own.count(b)) continue;
+      bool writes = false, onlyAdds = true;
+      for (const auto& a : list) {
+        writes = writes || a.first != Read;
+        onlyAdds = onlyAdds && a.first == Add;
+      }
+      if (!writes) continue;
+      // Disjoint: the first index at one fixed dimension of every access.
+      int dim = -1;
+      bool disjoint = true;
+      for (const auto& a : list) {
+        int here = -1;
+        for (size_t d = 0; d < a.second.size() && here < 0; ++d)
+          if (a.second[d] == first && (dim < 0 || static_cast<int>(d) == dim))
+            here = static_cast<int>(d);
+        if (here < 0) disjoint = false;
+        dim = here;
+        if (!disjoint) break;
+      }
+      if (disjoint) continue;
+      const ir::Type& t = f.src.types[b];
+      auto buf = f.buffers.find(b);
+      if (onlyAdds && t.rank() > 0 && isFloat(t.dtype) && buf != f.buffers.end() &&
+          buf->second.place != Buffer::Param && !f.escaping.count(b)) {
+        partials.push_back(b);
+        continue;
+      }
+      ok = false;
+      break;
+    }
+    if (!ok) continue;
+    s.blocked = true;
+    s.partials = partials;
+  }
+}
 
 // --- printing --------------------------------------------------------------------------------
 
@@ -357,6 +449,11 @@ struct Printer {
         out += (k ? ", " : "") + v(s.indices[k]) + " < " + s.extents[k].str();
       if (s.vectorisable) out += " vector";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
+      if (s.blocked) {
+        out += " in blocks";
+        for (size_t k = 0; k < s.partials.size(); ++k)
+          out += (k ? ", " : ", partials ") + v(s.partials[k]);
+      }
       out += " {\n";
       body(s.body, depth + 1);
       if (s.in.op != Op::Comp && s.yield >= 0)
@@ -380,6 +477,13 @@ const char* loopKindName(LoopKind k) {
   return "?";
 }
 
+int64_t scatterBlocks(int64_t n, double iters, double partialElems, double partialBytes) {
+  double b = std::min(static_cast<double>(kMaxBlocks), static_cast<double>(n));
+  if (partialElems > 0) b = std::min(b, std::floor(iters / partialElems));
+  if (partialBytes > 0) b = std::min(b, std::floor(kMaxPartialBytes / partialBytes));
+  return static_cast<int64_t>(b);
+}
+
 std::map<int, int64_t> integerLiterals(const Function& f) {
   std::map<int, int64_t> out;
   forEachStmt(f.body, [&](const Stmt& s) {
@@ -399,6 +503,7 @@ Function lower(const ir::Function& f) {
   // the loop around the reduced one only (GMM: on j, inside a nest over i, k, j) becomes a
   // table over that index instead of 40-odd integer operations per iteration.
   hoistInvariants(lf, HoistCost::IntegerTrees);
+  planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;
 }

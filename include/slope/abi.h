@@ -33,7 +33,7 @@
  *
  * gives NAME a way to run loops on several threads: the code calls p->parallel_for for the
  * loops it runs in parallel (a parallel loop nest's outer index, a sum's groups of data
- * points), and runs them on the calling thread while no slope_parallel is set (null, the
+ * points, the blocks of an adjoint's loop over data points), and runs them on the calling thread while no slope_parallel is set (null, the
  * initial state) or p->workers < 2. The code links no thread library: the caller brings the
  * threads (the JIT its own pool; a C program whatever it has). The work is cut into chunks
  * whose bounds depend on the sizes only, never on the number of threads, and chunk results
