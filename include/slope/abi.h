@@ -33,12 +33,12 @@
  *
  * gives NAME a way to run loops on several threads: the code calls p->parallel_for for the
  * loops it runs in parallel (a parallel loop nest's outer index, a sum's groups of data
- * points, the blocks of an adjoint's loop over data points), and runs them on the calling thread while no slope_parallel is set (null, the
- * initial state) or p->workers < 2. The code links no thread library: the caller brings the
- * threads (the JIT its own pool; a C program whatever it has). The work is cut into chunks
- * whose bounds depend on the sizes only, never on the number of threads, and chunk results
- * combine in chunk order, so results are the same bits for every p. *p must stay valid while
- * calls may use it; set it while no call of NAME is running.
+ * points, the blocks of an adjoint's loop over data points), and runs them on the calling thread
+ * while no slope_parallel is set (null, the initial state) or p->workers < 2. The code links no
+ * thread library: the caller brings the threads (the JIT its own pool; a C program whatever it
+ * has). The work is cut into chunks whose bounds depend on the sizes only, never on the number of
+ * threads, and chunk results combine in chunk order, so results are the same bits for every p. *p
+ * must stay valid while calls may use it; set it while no call of NAME is running.
  */
 #ifndef SLOPE_ABI_H
 #define SLOPE_ABI_H
