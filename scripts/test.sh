@@ -14,14 +14,17 @@ if [ "${1:-}" = "--sanitize" ]; then
         -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DSLOPE_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build-asan
   # detect_leaks stays on; the JIT's own allocations are freed on exit.
-  # 120 random programs here (240 in the plain run): sanitized code is 3-5x slower.
-  SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-120} \
+  # 64 random programs here (240 in the plain run): sanitized code is 3-5x slower.
+  SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-64} \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-    ctest --test-dir build-asan --output-on-failure -j2 -E 'SameBitsOnAnyThreads'
-  # (The per-case thread-count comparisons, 148 JIT compiles of 3 thread counts each, are a
-  # determinism check, run in the plain suite; here the samples' and the API's thread tests
-  # keep threads under the sanitizers.)
+    ctest --test-dir build-asan --output-on-failure -j2 \
+      -E 'SameBitsInAnyOrderOnAnyThreads|BlockedScatterLoopsSameBits'
+  # (Generated code is not instrumented: the sanitizers watch Slope's own C++. The per-case
+  # order and thread-count comparisons, 148 cases compiled three ways, run the same compiler
+  # passes as the gradient-table cases and took a quarter of this stage's time; they run in the
+  # plain suite. Here the samples' comparison keeps threads, reversed loops and code made in
+  # parts under the sanitizers.)
   exit
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -334,9 +334,9 @@ CompiledFunction Jit::add(const ir::Function& f) {
   impl_->releases.push_back(
       orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());
   // Threads: the process's pool, for up to opt.threads threads per parallel loop.
-  if (impl_->opt.threads > 1)
-    orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
-        .toPtr<void (*)(const slope_parallel*)>()(threadPool(impl_->opt.threads));
+  out.setParallel = orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
+                        .toPtr<void (*)(const slope_parallel*)>();
+  if (impl_->opt.threads > 1) out.setParallel(threadPool(impl_->opt.threads));
   return out;
 }
 

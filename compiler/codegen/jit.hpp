@@ -26,6 +26,9 @@ struct CompiledFunction {
   slope_fn fn = nullptr;
   std::vector<Site> sites;
   std::vector<ir::EntryCheck> entryChecks; // SLOPE_ERR_ENTRY's dim indexes these
+  // NAME__set_parallel (abi.h): Jit::add binds the pool of JitOptions::threads; a test may
+  // bind another between calls (the code is the same for every thread count).
+  void (*setParallel)(const slope_parallel*) = nullptr;
 };
 
 struct JitOptions {

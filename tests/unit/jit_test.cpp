@@ -8,6 +8,7 @@
 #include "compiler/gradcheck.hpp"
 #include "compiler/lower/loop_ir.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/support/thread_pool.hpp"
 #include "grad_cases.hpp"
 
 #include <gtest/gtest.h>
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 namespace slope {
 namespace {
@@ -112,59 +114,91 @@ void expectSameBits(const Tensor& a, const Tensor& b, const std::string& what) {
   }
 }
 
-/// The JIT on `threads` threads, every parallel loop on them however small
-/// (JitOptions::minParallelWork = 0).
-JitRunner& threadedJit(int threads) {
-  static std::map<int, std::unique_ptr<JitRunner>> runners;
-  auto& r = runners[threads];
-  if (!r) {
-    codegen::JitOptions o;
-    o.threads = threads;
-    o.minParallelWork = 0;
-    r = std::make_unique<JitRunner>(o);
-  }
-  return *r;
+/// The ways of running compiled code that must give the same bits as the default JIT's.
+/// Each makes one or more callables from one compilation of a function.
+using Variant = std::function<std::vector<std::pair<std::string, Runnable>>(const ir::Function&)>;
+
+/// Every parallel loop run last to first.
+std::vector<std::pair<std::string, Runnable>> reversed(const ir::Function& h) {
+  return {{"reversed", reversedJit().prepare(h)}};
 }
 
-/// f and its gradient give the same bits on `other` as on the default JIT.
+/// Compiled once with every parallel loop on the pool however small
+/// (JitOptions::minParallelWork = 0), then run on each of `counts` threads: the module's pool
+/// is bound again before each call, which is all a thread count changes (the code is the same).
+Variant onThreads(std::vector<int> counts) {
+  return [counts](const ir::Function& h) {
+    static auto threaded = [] {
+      codegen::JitOptions o;
+      o.threads = 16;
+      o.minParallelWork = 0;
+      return std::make_shared<codegen::Jit>(o);
+    }();
+    auto fn = std::make_shared<ir::Function>(h);
+    auto compiled = std::make_shared<codegen::CompiledFunction>(threaded->add(*fn));
+    std::vector<std::pair<std::string, Runnable>> out;
+    for (int t : counts)
+      out.emplace_back("on " + std::to_string(t) + " threads",
+                       [fn, compiled, t](const std::vector<Tensor>& args) {
+                         compiled->setParallel(threadPool(t));
+                         return callCompiled(*fn, *compiled, args);
+                       });
+    return out;
+  };
+}
+
+/// Machine code made in parts on 4 threads, every function of the module its own part.
+std::vector<std::pair<std::string, Runnable>> inParts(const ir::Function& h) {
+  static JitRunner parts([] {
+    codegen::JitOptions o;
+    o.compileThreads = 4;
+    o.minSplitInstructions = 0;
+    return o;
+  }());
+  return {{"compiled in parts", parts.prepare(h)}};
+}
+
+/// f and its gradient give the same bits in every variant as on the default JIT, which
+/// compiles each once.
 void compareOrders(const ir::Function& f, const std::string& what,
-                   const std::map<std::string, int64_t>& sizes, JitRunner& other = reversedJit()) {
+                   const std::map<std::string, int64_t>& sizes,
+                   const std::vector<Variant>& variants = {reversed}) {
   ir::Function g = differentiate(f, {});
   for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
-    Runnable in = jit().prepare(*h), rev = other.prepare(*h);
+    Runnable in = jit().prepare(*h);
     std::vector<Tensor> args = randomArgs(*h, sizes, 7); // (g's include its cotangents)
-    std::vector<Tensor> a, b;
+    std::vector<Tensor> a;
+    bool fails = false;
     try {
       a = in(args);
     } catch (const EvalError&) {
-      EXPECT_THROW(rev(args), EvalError) << what;
-      continue;
+      fails = true;
     }
-    b = rev(args);
-    ASSERT_EQ(a.size(), b.size()) << what;
-    for (size_t k = 0; k < a.size(); ++k)
-      expectSameBits(a[k], b[k], what + (h == &f ? " forward " : " gradient ") + std::to_string(k));
+    const std::string part = h == &f ? " forward " : " gradient ";
+    for (const Variant& v : variants)
+      for (auto& [label, run] : v(*h)) {
+        if (fails) {
+          EXPECT_THROW(run(args), EvalError) << what << " " << label;
+          continue;
+        }
+        std::vector<Tensor> b = run(args);
+        ASSERT_EQ(a.size(), b.size()) << what << " " << label;
+        for (size_t k = 0; k < a.size(); ++k)
+          expectSameBits(a[k], b[k], what + " " + label + part + std::to_string(k));
+      }
   }
 }
 
-TEST_P(JitVsInterp, ParallelLoopsInAnyOrder) {
+// Parallel loops in any order, and threads (docs/architecture.md, "Threads"): every
+// gradient-table case gives the same bits with its parallel loops run last to first, and on 2
+// and 16 threads, its parallel loops and sums cut into chunks that the pool's threads take in
+// whatever order they come, as on the default JIT's one thread.
+TEST_P(JitVsInterp, SameBitsInAnyOrderOnAnyThreads) {
   const CaseParam& p = GetParam();
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
-  compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}});
-}
-
-// Threads (docs/architecture.md, "Threads"): every gradient-table case gives the same bits
-// on 2 and 16 threads as on the default JIT's 1, its parallel loops and sums cut into chunks
-// that the pool's threads take in whatever order they come.
-TEST_P(JitVsInterp, SameBitsOnAnyThreads) {
-  const CaseParam& p = GetParam();
-  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
-  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
-  for (int threads : {2, 16})
-    compareOrders(prog->forward("f"),
-                  std::string(p.c->name) + " on " + std::to_string(threads) + " threads",
-                  {{"n", 4}, {"m", 3}, {"k", 5}}, threadedJit(threads));
+  compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}},
+                {reversed, onThreads({2, 16})});
 }
 
 /// Calls fn(label, f, sizes) for every function of the samples and loop programs, at sizes 5
@@ -190,26 +224,13 @@ template <class Fn> void forEachSampleFunction(Fn&& fn) {
     }
 }
 
-TEST(JitThreads, SamplesAndLoopProgramsSameBitsOnAnyThreads) {
+// The same for every function of the samples and loop programs, and their machine code made
+// in parts (docs/architecture.md, "JIT"): each function of a module its own part, up to 4,
+// made on 4 threads.
+TEST(JitThreads, SamplesAndLoopProgramsSameBitsEveryWay) {
   forEachSampleFunction([](const std::string& label, const ir::Function& f,
                            const std::map<std::string, int64_t>& sizes) {
-    for (int threads : {2, 16})
-      compareOrders(f, label + " on " + std::to_string(threads) + " threads", sizes,
-                    threadedJit(threads));
-  });
-}
-
-// Code generation in parts (docs/architecture.md, "JIT"): every function of every module cut
-// into as many parts as it has functions, up to 4, machine code made for them on 4 threads,
-// gives the same bits as the default JIT's one part.
-TEST(JitThreads, CodeGeneratedInPartsSameBits) {
-  codegen::JitOptions o;
-  o.compileThreads = 4;
-  o.minSplitInstructions = 0;
-  JitRunner parts(o);
-  forEachSampleFunction([&](const std::string& label, const ir::Function& f,
-                            const std::map<std::string, int64_t>& sizes) {
-    compareOrders(f, label + " compiled in parts", sizes, parts);
+    compareOrders(f, label, sizes, {reversed, onThreads({2, 16}), inParts});
   });
 }
 
@@ -239,18 +260,9 @@ TEST(JitThreads, BlockedScatterLoopsSameBitsOnAnyThreads) {
          at = loops.find("in blocks, partials", at + 1))
       ++blocked;
     EXPECT_EQ(blocked, c.fn == "pairs" ? 1u : 2u) << loops;
-    for (int threads : {2, 16})
-      compareOrders(f, c.fn + " on " + std::to_string(threads) + " threads", c.sizes,
-                    threadedJit(threads));
-    compareOrders(f, c.fn + " reversed", c.sizes);
+    compareOrders(f, c.fn, c.sizes, {reversed, onThreads({2, 16})});
     compareBackends(f, c.fn, {c.sizes});
   }
-}
-
-TEST(JitParallelLoops, SamplesAndLoopProgramsInAnyOrder) {
-  forEachSampleFunction(
-      [](const std::string& label, const ir::Function& f,
-         const std::map<std::string, int64_t>& sizes) { compareOrders(f, label, sizes); });
 }
 
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
