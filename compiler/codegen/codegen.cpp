@@ -182,7 +182,7 @@ private:
 
   // --- errors ------------------------------------------------------------------------------
   int addSite(const std::string& tensor, SrcRange loc) {
-    sites_.push_back({tensor, loc});
+    sites_.push_back({tensor, loc, {}});
     return static_cast<int>(sites_.size()) - 1;
   }
   /// Continues when ok is true; otherwise records the error and leaves through cleanup.
@@ -600,6 +600,10 @@ private:
   // --- threads -----------------------------------------------------------------------------
   void planThreads();
   bool outlinable(const lower::Stmt& s) const;
+  /// Chunk k of a top-level loop nest: rows [k size, min((k + 1) size, n)) of its first index
+  /// (n = ext[0]) and every value of the others, s's body at each.
+  void chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, llvm::Value* k,
+                 llvm::Value* size, bool reversed);
   void outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
                const std::function<void(llvm::Value*)>& emitChunk);
   void outlineLoop(const lower::Stmt& s);
@@ -1314,27 +1318,31 @@ void Gen::outlineLoop(const lower::Stmt& s) {
   llvm::Value* chunks = B_.CreateSelect(
       pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), size), i64(1)), i64(0));
   bool reversed = opt_.reverseParallel;
-  outline(s, chunks, workOf(s, ext), [&](llvm::Value* k) {
-    llvm::Value* lo = B_.CreateMul(k, size);
-    llvm::Value* end = B_.CreateAdd(lo, size);
-    llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
-    std::vector<llvm::Value*> i;
-    nestLevel(
-        B_.CreateSub(hi, lo), i,
-        [&] {
-          vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
-          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
-          loopNest(
-              rest,
-              [&](const std::vector<llvm::Value*>& idx) {
-                for (size_t d = 0; d < idx.size(); ++d)
-                  vals_[s.indices[d + 1]] = idx[d];
-                body(s.body);
-              },
-              reversed);
-        },
-        reversed);
-  });
+  outline(s, chunks, workOf(s, ext), [&](llvm::Value* k) { chunkRows(s, ext, k, size, reversed); });
+}
+
+void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, llvm::Value* k,
+                    llvm::Value* size, bool reversed) {
+  llvm::Value* n = ext[0];
+  llvm::Value* lo = B_.CreateMul(k, size);
+  llvm::Value* end = B_.CreateAdd(lo, size);
+  llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
+  std::vector<llvm::Value*> i;
+  nestLevel(
+      B_.CreateSub(hi, lo), i,
+      [&] {
+        vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
+        std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
+        loopNest(
+            rest,
+            [&](const std::vector<llvm::Value*>& idx) {
+              for (size_t d = 0; d < idx.size(); ++d)
+                vals_[s.indices[d + 1]] = idx[d];
+              body(s.body);
+            },
+            reversed);
+      },
+      reversed);
 }
 
 // A blocked loop (lower::Stmt::blocked): chunks are blocks of its first index, as many as
@@ -1400,23 +1408,8 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
     for (int b : s.partials)
       vals_[b] = B_.CreateInBoundsGEP(elemTy(f_.types[b].dtype), base[b],
                                       B_.CreateMul(k, numel(f_.types[b])));
-    llvm::Value* lo = B_.CreateMul(k, size);
-    llvm::Value* end = B_.CreateAdd(lo, size);
-    llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
-    std::vector<llvm::Value*> i;
     // (In order within a block, also under reverseParallel: the iterations are sequential.)
-    nestLevel(
-        B_.CreateSub(hi, lo), i,
-        [&] {
-          vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
-          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
-          loopNest(rest, [&](const std::vector<llvm::Value*>& idx) {
-            for (size_t d = 0; d < idx.size(); ++d)
-              vals_[s.indices[d + 1]] = idx[d];
-            body(s.body);
-          });
-        },
-        false);
+    chunkRows(s, ext, k, size, false);
   });
   // The partials into their buffers, in block order: b[e] = (b[e] + p_0[e]) + p_1[e] + ...
   for (int b : s.partials) {
