@@ -1191,6 +1191,10 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   auto* chunk = llvm::Function::Create(llvm::FunctionType::get(i32, ps, false),
                                        llvm::Function::InternalLinkage, base, mod_.get());
   chunk->addFnAttr(llvm::Attribute::NoUnwind);
+  // Out of line: the task, the serial loop over chunks and the rerun below all call it, and
+  // inlined into each LLVM would optimise and compile its loops once per caller (a quarter of
+  // the GMM gradient's JIT time). One call per chunk costs nothing next to a chunk's work.
+  chunk->addFnAttr(llvm::Attribute::NoInline);
   chunk->splice(chunk->end(), scratch);
   for (unsigned k = 0; k < 3; ++k)
     scratch->getArg(k)->replaceAllUsesWith(chunk->getArg(k));
