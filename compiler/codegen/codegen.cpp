@@ -20,6 +20,7 @@
 #include "compiler/support/vmath.hpp"
 
 #include <llvm/IR/BasicBlock.h>
+#include <llvm/IR/ConstantFolder.h>
 #include <llvm/IR/Constants.h>
 #include <llvm/IR/Function.h>
 #include <llvm/IR/IRBuilder.h>
@@ -61,6 +62,98 @@ constexpr int64_t kMaxWorkers = kMaxThreads;
 using ir::Block;
 using ir::Instr;
 using ir::Op;
+
+/// The IR builder's folder: constants as LLVM's default folder folds them, and the integer
+/// identities x + 0, x - 0, x * 1, x * 0 and selects on a constant, which indexing code makes
+/// many of (a flat index starts at 0, a unit stride multiplies by 1): LLVM is handed fewer
+/// instructions to optimise. Nothing that looks through a value (InstSimplifyFolder would
+/// look through a loop's phi before its back edge is added, and fold `i < n` to true).
+class IdentityFolder final : public llvm::IRBuilderFolder {
+  llvm::ConstantFolder cf_;
+  static bool is(llvm::Value* v, uint64_t k) {
+    auto* c = llvm::dyn_cast<llvm::ConstantInt>(v);
+    return c && c->getValue() == k;
+  }
+  static llvm::Value* identity(llvm::Instruction::BinaryOps op, llvm::Value* l, llvm::Value* r) {
+    if (!l->getType()->isIntegerTy()) return nullptr;
+    switch (op) {
+    case llvm::Instruction::Add: return is(l, 0) ? r : is(r, 0) ? l : nullptr;
+    case llvm::Instruction::Sub: return is(r, 0) ? l : nullptr;
+    case llvm::Instruction::Mul:
+      if (is(l, 0) || is(r, 0)) return llvm::ConstantInt::get(l->getType(), 0);
+      return is(l, 1) ? r : is(r, 1) ? l : nullptr;
+    default: return nullptr;
+    }
+  }
+
+public:
+  llvm::Value* FoldBinOp(llvm::Instruction::BinaryOps op, llvm::Value* l,
+                         llvm::Value* r) const override {
+    if (llvm::Value* v = cf_.FoldBinOp(op, l, r)) return v;
+    return identity(op, l, r);
+  }
+  llvm::Value* FoldExactBinOp(llvm::Instruction::BinaryOps op, llvm::Value* l, llvm::Value* r,
+                              bool exact) const override {
+    return cf_.FoldExactBinOp(op, l, r, exact);
+  }
+  llvm::Value* FoldNoWrapBinOp(llvm::Instruction::BinaryOps op, llvm::Value* l, llvm::Value* r,
+                               bool nuw, bool nsw) const override {
+    if (llvm::Value* v = cf_.FoldNoWrapBinOp(op, l, r, nuw, nsw)) return v;
+    return identity(op, l, r);
+  }
+  llvm::Value* FoldBinOpFMF(llvm::Instruction::BinaryOps op, llvm::Value* l, llvm::Value* r,
+                            llvm::FastMathFlags fmf) const override {
+    return cf_.FoldBinOpFMF(op, l, r, fmf);
+  }
+  llvm::Value* FoldUnOpFMF(llvm::Instruction::UnaryOps op, llvm::Value* v,
+                           llvm::FastMathFlags fmf) const override {
+    return cf_.FoldUnOpFMF(op, v, fmf);
+  }
+  llvm::Value* FoldCmp(llvm::CmpInst::Predicate p, llvm::Value* l, llvm::Value* r) const override {
+    return cf_.FoldCmp(p, l, r);
+  }
+  llvm::Value* FoldGEP(llvm::Type* ty, llvm::Value* ptr, llvm::ArrayRef<llvm::Value*> idx,
+                       llvm::GEPNoWrapFlags nw) const override {
+    return cf_.FoldGEP(ty, ptr, idx, nw);
+  }
+  llvm::Value* FoldSelect(llvm::Value* c, llvm::Value* t, llvm::Value* f) const override {
+    if (llvm::Value* v = cf_.FoldSelect(c, t, f)) return v;
+    if (auto* k = llvm::dyn_cast<llvm::ConstantInt>(c)) return k->isOne() ? t : f;
+    return nullptr;
+  }
+  llvm::Value* FoldExtractValue(llvm::Value* a, llvm::ArrayRef<unsigned> idx) const override {
+    return cf_.FoldExtractValue(a, idx);
+  }
+  llvm::Value* FoldInsertValue(llvm::Value* a, llvm::Value* v,
+                               llvm::ArrayRef<unsigned> idx) const override {
+    return cf_.FoldInsertValue(a, v, idx);
+  }
+  llvm::Value* FoldExtractElement(llvm::Value* v, llvm::Value* i) const override {
+    return cf_.FoldExtractElement(v, i);
+  }
+  llvm::Value* FoldInsertElement(llvm::Value* v, llvm::Value* e, llvm::Value* i) const override {
+    return cf_.FoldInsertElement(v, e, i);
+  }
+  llvm::Value* FoldShuffleVector(llvm::Value* a, llvm::Value* b,
+                                 llvm::ArrayRef<int> mask) const override {
+    return cf_.FoldShuffleVector(a, b, mask);
+  }
+  llvm::Value* FoldCast(llvm::Instruction::CastOps op, llvm::Value* v,
+                        llvm::Type* ty) const override {
+    return cf_.FoldCast(op, v, ty);
+  }
+  llvm::Value* FoldBinaryIntrinsic(llvm::Intrinsic::ID id, llvm::Value* l, llvm::Value* r,
+                                   llvm::Type* ty, llvm::Instruction* fmf) const override {
+    return cf_.FoldBinaryIntrinsic(id, l, r, ty, fmf);
+  }
+  llvm::Value* CreatePointerCast(llvm::Constant* c, llvm::Type* ty) const override {
+    return cf_.CreatePointerCast(c, ty);
+  }
+  llvm::Value* CreatePointerBitCastOrAddrSpaceCast(llvm::Constant* c,
+                                                   llvm::Type* ty) const override {
+    return cf_.CreatePointerBitCastOrAddrSpaceCast(c, ty);
+  }
+};
 
 class Gen {
 public:
@@ -116,7 +209,7 @@ private:
     auto it = polyCache_.find(key);
     if (it != polyCache_.end()) return it->second;
     // Computed in the entry block, so it dominates every use.
-    llvm::IRBuilder<> E(ctx_);
+    llvm::IRBuilder<IdentityFolder> E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* acc = E.getInt64(0);
     for (const auto& [mono, c] : p.terms()) {
@@ -188,6 +281,7 @@ private:
   /// Continues when ok is true; otherwise records the error and leaves through cleanup.
   void check(llvm::Value* ok, int code, int site, int dim, llvm::Value* index,
              llvm::Value* extent) {
+    if (auto* c = llvm::dyn_cast<llvm::ConstantInt>(ok); c && c->isOne()) return; // (holds)
     llvm::Function* fn = B_.GetInsertBlock()->getParent();
     auto* fail = llvm::BasicBlock::Create(ctx_, "fail", fn);
     auto* cont = llvm::BasicBlock::Create(ctx_, "ok", fn);
@@ -214,7 +308,7 @@ private:
 
   // --- memory ------------------------------------------------------------------------------
   llvm::AllocaInst* entryAlloca(llvm::Type* t, const char* name) {
-    llvm::IRBuilder<> E(ctx_);
+    llvm::IRBuilder<IdentityFolder> E(ctx_);
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
@@ -265,7 +359,7 @@ private:
     if (sole) fn->setReturnDoesNotAlias();
     fn->addFnAttr(llvm::Attribute::NoInline);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<> T(ctx_);
+    llvm::IRBuilder<IdentityFolder> T(ctx_);
     auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
     auto* grow = llvm::BasicBlock::Create(ctx_, "grow", fn);
     auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", fn);
@@ -317,7 +411,7 @@ private:
   /// busy the call uses a workspace on its stack and frees its buffers on exit.
   void workspace(llvm::Function* impl) {
     const uint64_t S = static_cast<uint64_t>(totalEntries_);
-    llvm::IRBuilder<> E(ctx_);
+    llvm::IRBuilder<IdentityFolder> E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* local = nullptr;
     llvm::GlobalVariable *pool = nullptr, *busy = nullptr;
@@ -378,7 +472,7 @@ private:
         llvm::Function::Create(llvm::FunctionType::get(B_.getInt64Ty(), false),
                                llvm::Function::InternalLinkage, f_.name + ".acquire", mod_.get());
     fn->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<> A(ctx_);
+    llvm::IRBuilder<IdentityFolder> A(ctx_);
     auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
     auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
     auto* body = llvm::BasicBlock::Create(ctx_, "try", fn);
@@ -660,7 +754,7 @@ private:
   const ir::Function& f_;
   const JitOptions& opt_;
   llvm::LLVMContext& ctx_;
-  llvm::IRBuilder<> B_;
+  llvm::IRBuilder<IdentityFolder> B_;
   std::vector<Site>& sites_;
   std::unique_ptr<llvm::Module> mod_;
   std::vector<llvm::Value*> vals_;
@@ -1156,7 +1250,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
     if (t.kind != lower::Stmt::Scalar || t.in.op != Op::SizeDef) return;
     llvm::AllocaInst* slot = entryAlloca(i64t, "trips");
-    llvm::IRBuilder<> E(ctx_);
+    llvm::IRBuilder<IdentityFolder> E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     E.CreateStore(i64(0), slot);
     dynSlots_[t.in.name] = slot;
@@ -1195,6 +1289,10 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   auto* chunk = llvm::Function::Create(llvm::FunctionType::get(i32, ps, false),
                                        llvm::Function::InternalLinkage, base, mod_.get());
   chunk->addFnAttr(llvm::Attribute::NoUnwind);
+  // Out of line: the task, the serial loop over chunks and the rerun below all call it, and
+  // inlined into each LLVM would optimise and compile its loops once per caller (a quarter of
+  // the GMM gradient's JIT time). One call per chunk costs nothing next to a chunk's work.
+  chunk->addFnAttr(llvm::Attribute::NoInline);
   chunk->splice(chunk->end(), scratch);
   for (unsigned k = 0; k < 3; ++k)
     scratch->getArg(k)->replaceAllUsesWith(chunk->getArg(k));
@@ -1230,7 +1328,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
                              llvm::Function::InternalLinkage, base + ".task", mod_.get());
   task->addFnAttr(llvm::Attribute::NoUnwind);
   {
-    llvm::IRBuilder<> T(llvm::BasicBlock::Create(ctx_, "entry", task));
+    llvm::IRBuilder<IdentityFolder> T(llvm::BasicBlock::Create(ctx_, "entry", task));
     llvm::Value* c = task->getArg(0);
     llvm::Value* k = task->getArg(1);
     llvm::Value* err = T.CreateAlloca(errType(), nullptr, "err");
@@ -1679,7 +1777,8 @@ void Gen::define(int id, llvm::Value* out) {
                         llvm::isa<llvm::Argument>(out);
     if (lf_.escaping.count(id) && !dominatesAll) {
       llvm::AllocaInst* slot = entryAlloca(out->getType(), "escape");
-      llvm::IRBuilder<> E(ctx_); // (zero on entry: never undef, whatever path reads it)
+      llvm::IRBuilder<IdentityFolder> E(
+          ctx_); // (zero on entry: never undef, whatever path reads it)
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(llvm::Constant::getNullValue(out->getType()), slot);
       B_.CreateStore(out, slot);
@@ -1822,7 +1921,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
         llvm::FunctionType::get(B_.getVoidTy(), {B_.getPtrTy()}, false),
         llvm::Function::ExternalLinkage, f_.name + kSetParallelSuffix, mod_.get());
     set->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<> S(llvm::BasicBlock::Create(ctx_, "entry", set));
+    llvm::IRBuilder<IdentityFolder> S(llvm::BasicBlock::Create(ctx_, "entry", set));
     S.CreateStore(set->getArg(0), parallel_);
     S.CreateRetVoid();
   }
@@ -1844,7 +1943,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
     const ir::Instr& in = s.in;
     if (s.kind == lower::Stmt::Scalar && in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
       llvm::AllocaInst* slot = entryAlloca(B_.getInt64Ty(), "trips");
-      llvm::IRBuilder<> E(ctx_);
+      llvm::IRBuilder<IdentityFolder> E(ctx_);
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(i64(0), slot);
       dynSlots_[in.name] = slot;

@@ -22,6 +22,7 @@
 #include <llvm/IR/PassTimingInfo.h>
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Passes/StandardInstrumentations.h>
+#include <llvm/Support/FileSystem.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -64,6 +65,16 @@ extern "C" void countedFree(void* p) {
 bool timing() {
   static const bool on = std::getenv("SLOPE_JIT_TIMING") != nullptr;
   return on;
+}
+
+/// SLOPE_JIT_DUMP=PREFIX: each Jit::add writes its module before and after optimisation to
+/// PREFIX.NAME.pre.ll and PREFIX.NAME.post.ll (to see what codegen hands LLVM).
+void dump(const llvm::Module& m, const char* stage) {
+  static const char* prefix = std::getenv("SLOPE_JIT_DUMP");
+  if (!prefix) return;
+  std::error_code ec;
+  llvm::raw_fd_ostream os(std::string(prefix) + "." + m.getName().str() + "." + stage + ".ll", ec);
+  if (!ec) m.print(os, nullptr);
 }
 
 void initLLVM() {
@@ -125,6 +136,7 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
     fn.addFnAttr("target-cpu", cpu);
     if (!features.empty()) fn.addFnAttr("target-features", features);
   }
+  dump(m, "pre");
   llvm::LoopAnalysisManager lam;
   llvm::FunctionAnalysisManager fam;
   llvm::CGSCCAnalysisManager cgam;
@@ -309,6 +321,7 @@ CompiledFunction Jit::add(const ir::Function& f) {
   std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites, impl_->opt);
   auto t1 = Clock::now();
   optimize(*m, *impl_->tm, impl_->opt.optLevel);
+  dump(*m, "post");
   auto t2 = Clock::now();
   int parts = impl_->codegenParts(*m);
   if (parts <= 1) {
