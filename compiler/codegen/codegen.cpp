@@ -155,6 +155,9 @@ public:
   }
 };
 
+/// Every builder of codegen folds as IdentityFolder does.
+using Builder = llvm::IRBuilder<IdentityFolder>;
+
 class Gen {
 public:
   Gen(const lower::Function& lf, llvm::LLVMContext& ctx, std::vector<Site>& sites,
@@ -209,7 +212,7 @@ private:
     auto it = polyCache_.find(key);
     if (it != polyCache_.end()) return it->second;
     // Computed in the entry block, so it dominates every use.
-    llvm::IRBuilder<IdentityFolder> E(ctx_);
+    Builder E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* acc = E.getInt64(0);
     for (const auto& [mono, c] : p.terms()) {
@@ -308,7 +311,7 @@ private:
 
   // --- memory ------------------------------------------------------------------------------
   llvm::AllocaInst* entryAlloca(llvm::Type* t, const char* name) {
-    llvm::IRBuilder<IdentityFolder> E(ctx_);
+    Builder E(ctx_);
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
@@ -359,7 +362,7 @@ private:
     if (sole) fn->setReturnDoesNotAlias();
     fn->addFnAttr(llvm::Attribute::NoInline);
     fn->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<IdentityFolder> T(ctx_);
+    Builder T(ctx_);
     auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
     auto* grow = llvm::BasicBlock::Create(ctx_, "grow", fn);
     auto* reuse = llvm::BasicBlock::Create(ctx_, "reuse", fn);
@@ -411,7 +414,7 @@ private:
   /// busy the call uses a workspace on its stack and frees its buffers on exit.
   void workspace(llvm::Function* impl) {
     const uint64_t S = static_cast<uint64_t>(totalEntries_);
-    llvm::IRBuilder<IdentityFolder> E(ctx_);
+    Builder E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     llvm::Value* local = nullptr;
     llvm::GlobalVariable *pool = nullptr, *busy = nullptr;
@@ -472,7 +475,7 @@ private:
         llvm::Function::Create(llvm::FunctionType::get(B_.getInt64Ty(), false),
                                llvm::Function::InternalLinkage, f_.name + ".acquire", mod_.get());
     fn->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<IdentityFolder> A(ctx_);
+    Builder A(ctx_);
     auto* entry = llvm::BasicBlock::Create(ctx_, "entry", fn);
     auto* head = llvm::BasicBlock::Create(ctx_, "loop", fn);
     auto* body = llvm::BasicBlock::Create(ctx_, "try", fn);
@@ -754,7 +757,7 @@ private:
   const ir::Function& f_;
   const JitOptions& opt_;
   llvm::LLVMContext& ctx_;
-  llvm::IRBuilder<IdentityFolder> B_;
+  Builder B_;
   std::vector<Site>& sites_;
   std::unique_ptr<llvm::Module> mod_;
   std::vector<llvm::Value*> vals_;
@@ -1250,7 +1253,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
     if (t.kind != lower::Stmt::Scalar || t.in.op != Op::SizeDef) return;
     llvm::AllocaInst* slot = entryAlloca(i64t, "trips");
-    llvm::IRBuilder<IdentityFolder> E(ctx_);
+    Builder E(ctx_);
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     E.CreateStore(i64(0), slot);
     dynSlots_[t.in.name] = slot;
@@ -1328,7 +1331,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
                              llvm::Function::InternalLinkage, base + ".task", mod_.get());
   task->addFnAttr(llvm::Attribute::NoUnwind);
   {
-    llvm::IRBuilder<IdentityFolder> T(llvm::BasicBlock::Create(ctx_, "entry", task));
+    Builder T(llvm::BasicBlock::Create(ctx_, "entry", task));
     llvm::Value* c = task->getArg(0);
     llvm::Value* k = task->getArg(1);
     llvm::Value* err = T.CreateAlloca(errType(), nullptr, "err");
@@ -1777,8 +1780,8 @@ void Gen::define(int id, llvm::Value* out) {
                         llvm::isa<llvm::Argument>(out);
     if (lf_.escaping.count(id) && !dominatesAll) {
       llvm::AllocaInst* slot = entryAlloca(out->getType(), "escape");
-      llvm::IRBuilder<IdentityFolder> E(
-          ctx_); // (zero on entry: never undef, whatever path reads it)
+      // (Zero on entry: never undef, whatever path reads it.)
+      Builder E(ctx_);
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(llvm::Constant::getNullValue(out->getType()), slot);
       B_.CreateStore(out, slot);
@@ -1921,7 +1924,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
         llvm::FunctionType::get(B_.getVoidTy(), {B_.getPtrTy()}, false),
         llvm::Function::ExternalLinkage, f_.name + kSetParallelSuffix, mod_.get());
     set->addFnAttr(llvm::Attribute::NoUnwind);
-    llvm::IRBuilder<IdentityFolder> S(llvm::BasicBlock::Create(ctx_, "entry", set));
+    Builder S(llvm::BasicBlock::Create(ctx_, "entry", set));
     S.CreateStore(set->getArg(0), parallel_);
     S.CreateRetVoid();
   }
@@ -1943,7 +1946,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
     const ir::Instr& in = s.in;
     if (s.kind == lower::Stmt::Scalar && in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
       llvm::AllocaInst* slot = entryAlloca(B_.getInt64Ty(), "trips");
-      llvm::IRBuilder<IdentityFolder> E(ctx_);
+      Builder E(ctx_);
       E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
       E.CreateStore(i64(0), slot);
       dynSlots_[in.name] = slot;

@@ -160,6 +160,7 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   llvm::ModulePassManager mpm =
       optLevel <= 0 ? pb.buildO0DefaultPipeline(level) : pb.buildPerModuleDefaultPipeline(level);
   mpm.run(m, mam);
+  dump(m, "post");
 }
 
 } // namespace
@@ -321,7 +322,6 @@ CompiledFunction Jit::add(const ir::Function& f) {
   std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites, impl_->opt);
   auto t1 = Clock::now();
   optimize(*m, *impl_->tm, impl_->opt.optLevel);
-  dump(*m, "post");
   auto t2 = Clock::now();
   int parts = impl_->codegenParts(*m);
   if (parts <= 1) {
