@@ -300,9 +300,16 @@ Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
 }
 
 bool runBodyOnce(const Block& body) {
+  std::set<int> read;
   for (const Instr& i : body.body)
-    if (!i.regions.empty() || i.op == Op::BufStore || i.op == Op::BufAdd || i.op == Op::SizeDef)
-      return true;
+    if (i.op == Op::Load) read.insert(i.args[0]);
+  for (const Instr& i : body.body) {
+    if (!i.regions.empty() || i.op == Op::BufAdd || i.op == Op::SizeDef) return true;
+    // A store to memory the body does not read (a tape, say) writes the same value to the same
+    // place on a second run, so it changes nothing: counting it would give the gradient's
+    // forward pass, which tapes the body, another logsumexp than the function's own.
+    if (i.op == Op::BufStore && read.count(i.args[0])) return true;
+  }
   return false;
 }
 

@@ -152,10 +152,14 @@ std::set<int> definedIn(const Block& b);
 /// because a backend may run the body holding it more than once.
 constexpr int64_t kTapeOnce = -3;
 
-/// Whether a reduction's body must run exactly once per element: it has effects (stores,
-/// adds, size.def: a tape store in it, say) or nested regions (costly to run twice). Both
-/// backends then compute logsumexp in one pass (a running maximum that rescales the running
-/// sum whenever it grows) instead of two (the maximum, then the sum), and agree to the bit.
+/// Whether a reduction's body must run exactly once per element: it has effects a second run
+/// would repeat (adds, size.def, a store to memory the body also reads) or nested regions
+/// (costly to run twice). Both backends then compute logsumexp in one pass (a running maximum
+/// that rescales the running sum whenever it grows) instead of two (the maximum, then the
+/// sum), and agree to the bit. A store to memory the body does not read (the tape of the
+/// gradient's forward pass) does not count: running it twice stores the same value again, and
+/// the gradient must compute the same logsumexp as the function (seed 12359 of the random
+/// program tests).
 bool runBodyOnce(const Block& body);
 
 /// A transcendental function, a power or digamma: far dearer than an add or a load, which is
