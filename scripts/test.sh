@@ -14,8 +14,11 @@ if [ "${1:-}" = "--sanitize" ]; then
         -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DSLOPE_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build-asan
   # detect_leaks stays on; the JIT's own allocations are freed on exit.
-  # 64 random programs here (240 in the plain run): sanitized code is 3-5x slower.
-  SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-64} \
+  # 32 random programs and 20 loop fuzz programs here (240 and 40 in the plain run):
+  # sanitized code is 3-5x slower, and what the sanitizers watch, Slope's own C++, is the
+  # same passes for every program.
+  SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-32} \
+  SLOPE_LOOP_FUZZ_PROGRAMS=${SLOPE_LOOP_FUZZ_PROGRAMS:-20} \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     ctest --test-dir build-asan --output-on-failure -j2 \
