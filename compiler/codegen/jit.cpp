@@ -22,6 +22,7 @@
 #include <llvm/IR/PassTimingInfo.h>
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Passes/StandardInstrumentations.h>
+#include <llvm/Support/CommandLine.h>
 #include <llvm/Support/FileSystem.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
@@ -84,6 +85,13 @@ void initLLVM() {
     llvm::InitializeNativeTargetAsmPrinter();
     llvm::InitializeNativeTargetAsmParser();
     if (timing()) llvm::TimePassesIsEnabled = true;
+    // SLOPE_LLVM_ARGS: options for LLVM, as its tools take them (experiments such as
+    // -disable-lsr; docs/architecture.md "JIT time"). A bad one is an error, not an exit.
+    const char* argv[] = {"slope"};
+    std::string errors;
+    llvm::raw_string_ostream es(errors);
+    if (!llvm::cl::ParseCommandLineOptions(1, argv, "", &es, "SLOPE_LLVM_ARGS"))
+      throw std::runtime_error("SLOPE_LLVM_ARGS: " + es.str());
   });
 }
 
