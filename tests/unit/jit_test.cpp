@@ -307,6 +307,38 @@ TEST(JitVsInterp, ShortRowSplitSameBitsAsEvaluator) {
   }
 }
 
+// The split on other shapes of the same pattern: a product, a row sum used twice and with the
+// row index after it, a row loop of three indices, with d on both sides of 32.
+TEST(JitVsInterp, ShortRowSplitOtherShapes) {
+  auto prog = Program::fromString("rows", R"(
+fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
+    let p[i, j: d] = prod[c: j](1 + 0.01 * a[i, c] * w[j, c]);
+    let q[i, k: 2, j: d] = f64(j) * sum[c: j](a[i, c] * w[j, c] + f64(k)) + sum[c: j](w[c, j]^2);
+    sum(p) + sum(q^2)
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function f = prog->forward("rows");
+  std::string loops = lower::print(lower::lower(f));
+  EXPECT_NE(loops.find("prod for"), std::string::npos) << loops;
+  size_t shortSums = 0; // (both loops split: the product and the two sums are short)
+  for (size_t at = loops.find(" short {"); at != std::string::npos;
+       at = loops.find(" short {", at + 1))
+    ++shortSums;
+  EXPECT_GE(shortSums, 3u) << loops;
+  for (int64_t d : {3, 31, 32, 33, 40}) {
+    const std::map<std::string, int64_t> sizes{{"n", 3}, {"d", d}};
+    const std::string what = "rows d = " + std::to_string(d);
+    std::vector<Tensor> args = randomArgs(f, sizes, 5);
+    auto a = jit().prepare(f)(args), b = evaluate(f, args);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t k = 0; k < a.size(); ++k)
+      expectSameBits(a[k], b[k], what + " forward");
+    compareBackends(f, what, {sizes});
+    compareOrders(f, what, sizes, {reversed, onThreads({2, 16})});
+  }
+}
+
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
 // recovers their indices by division: a rank-11 tensor (with extents 1, 2 and 3 mixed, so a
 // wrong divisor or order shows) and a rank-40 one give what the evaluator gives, in
