@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -386,12 +387,13 @@ void planBlocks(Function& f) {
 // most of them (ADBench's GMM: all ten rows of d = 10). Split at the length where the order
 // changes, j < min(e, kMinLaneRow) then the rest, the first loop's sums are short by
 // construction (their extent is max(j, 0) < kMinLaneRow) and become one plain serial loop each,
-// `short` in --emit loops; the second loop is the original body at j = j' + kMinLaneRow. The
+// `short` in --emit loops; the second loop is the original body at j = j' + 32. The
 // order of every sum is unchanged, so are its bits. The split applies to a parallel loop of two
 // or more indices (its iterations are independent, so running the rows j >= kMinLaneRow after
 // the others changes nothing) whose innermost extent is a size expression, non-negative for
 // every size (no extent check moves), and whose body binds a sum's extent to the front end's
-// form of `sum[c: j]`: size.def #e = select(gt(j, 0), j, 0).
+// form of `sum[c: j + b]`, b a literal: size.def #e = select(gt(r, 0), r, 0) with r = j or
+// r = j + b. Then the split is at 32 - b for the largest b (`sum[c: j + 1]`: rows j < 31).
 
 class ShortRows {
 public:
@@ -426,30 +428,52 @@ private:
     return l != literals_.end() && l->second == value;
   }
 
-  /// The sums of the loop's body whose extent is max(j, 0), j the innermost index.
-  std::vector<Stmt*> triangular(Stmt& loop) {
+  /// The sums of the loop's body whose extent is max(j + b, 0), j the innermost index and b a
+  /// literal (`sum[c: j]`, `sum[c: j + 1]`), each with its b.
+  std::vector<std::pair<Stmt*, int64_t>> triangular(Stmt& loop) {
     const int j = loop.indices.back();
     std::map<int, const Stmt*> def;
-    std::set<std::string> rowNames;
-    std::vector<Stmt*> out;
+    std::map<std::string, int64_t> rowNames;
+    std::vector<std::pair<Stmt*, int64_t>> out;
+    // j + b for a value of the body, if it is one.
+    auto offset = [&](int v) -> std::optional<int64_t> {
+      if (v == j) return 0;
+      auto d = def.find(v);
+      if (d == def.end()) return std::nullopt;
+      const ir::Instr& in = d->second->in;
+      if (in.args.size() != 2) return std::nullopt;
+      auto lit = [&](int a) -> std::optional<int64_t> {
+        auto l = literals_.find(a);
+        if (l == literals_.end() || l->second < -kMaxOffset || l->second > kMaxOffset)
+          return std::nullopt;
+        return l->second;
+      };
+      if (in.op == Op::Add && in.args[0] == j) return lit(in.args[1]);
+      if (in.op == Op::Add && in.args[1] == j) return lit(in.args[0]);
+      if (in.op == Op::Sub && in.args[0] == j)
+        if (auto b = lit(in.args[1])) return -*b;
+      return std::nullopt;
+    };
     for (Stmt& s : loop.body) {
       if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
       if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef && s.in.args.size() == 1) {
         auto sel = def.find(s.in.args[0]);
         if (sel == def.end() || sel->second->in.op != Op::Select) continue;
         const ir::Instr& in = sel->second->in;
-        if (in.args[1] != j || !isLiteral(in.args[2], 0)) continue;
+        const int r = in.args[1];
+        auto b = offset(r);
+        if (!b || !isLiteral(in.args[2], 0)) continue;
         auto gt = def.find(in.args[0]);
         if (gt == def.end() || gt->second->in.op != Op::Gt) continue;
-        if (gt->second->in.args[0] != j || !isLiteral(gt->second->in.args[1], 0)) continue;
-        rowNames.insert(s.in.name);
+        if (gt->second->in.args[0] != r || !isLiteral(gt->second->in.args[1], 0)) continue;
+        rowNames[s.in.name] = *b;
       }
       if (s.kind == Stmt::Loop && (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) &&
           s.extents.size() == 1 && s.yield >= 0 && isFloat(f_.src.types[s.yield].dtype)) {
         auto names = s.extents[0].names();
         if (names.size() == 1 && rowNames.count(*names.begin()) &&
             s.extents[0] == Poly::var(*names.begin()))
-          out.push_back(&s);
+          out.emplace_back(&s, rowNames.at(*names.begin()));
       }
     }
     return out;
@@ -465,15 +489,21 @@ private:
     for (const auto& n : e.names())
       if (n[0] == '#') return false;
     if (!e.provablyNonNegative()) return false;
-    std::vector<Stmt*> sums = triangular(loop);
+    std::vector<std::pair<Stmt*, int64_t>> sums = triangular(loop);
     if (sums.empty()) return false;
+    // Rows j < at have every such sum's extent, max(j + b, 0), below kMinLaneRow.
+    int64_t most = -kMaxOffset;
+    for (const auto& [sum, b] : sums)
+      most = std::max(most, b);
+    const int64_t at = reduce_order::kMinLaneRow - most;
+    if (at < 1) return false;
     bool escapes = false; // (a copy of a value used outside the loop would not be that value)
     forEachStmt(loop.body, [&](const Stmt& s) {
       escapes = escapes || (s.in.result >= 0 && f_.escaping.count(s.in.result));
     });
     if (escapes) return false;
-    for (Stmt* s : sums)
-      s->shortRow = true;
+    for (const auto& sum : sums)
+      sum.first->shortRow = true;
 
     const SrcRange loc = loop.in.loc;
     auto emit = [&](Op o, std::vector<int> args, int64_t ival = 0, const Poly& poly = Poly()) {
@@ -504,11 +534,11 @@ private:
       return Poly::var(name);
     };
     const int ev = emit(Op::Size, {}, 0, e);
-    const int lanes = emit(Op::Const, {}, reduce_order::kMinLaneRow);
-    const Poly shortRows = bind(emit(Op::Min, {ev, lanes}));
+    const int lanes = emit(Op::Const, {}, at);
+    const Poly shortRows = bind(emit(Op::Min, {ev, lanes})); // (lanes: `at`)
     const Poly longRows = bind(emit(Op::Max, {emit(Op::Sub, {ev, lanes}), emit(Op::Const, {}, 0)}));
 
-    // The rows j < min(e, kMinLaneRow): the body as it is.
+    // The rows j < min(e, at): the body as it is.
     Stmt first;
     first.kind = Stmt::Loop;
     first.in.op = Op::For;
@@ -518,7 +548,7 @@ private:
     first.loopKind = LoopKind::Parallel;
     first.memoryOnly = loop.memoryOnly;
     first.body = loop.body;
-    // The rest, j = j' + kMinLaneRow: a copy with every value it defines renamed, and sums of
+    // The rest, j = j' + at: a copy with every value it defines renamed, and sums of
     // any length.
     Stmt rest = first;
     std::map<int, int> rename;
@@ -599,6 +629,7 @@ private:
     if (!rename.count(v)) rename[v] = f_.src.newValue(f_.src.types[v]);
   }
 
+  static constexpr int64_t kMaxOffset = int64_t{1} << 20; // |b| in j + b (no overflow)
   Function& f_;
   std::map<int, int64_t> literals_;
   std::set<std::string> names_;

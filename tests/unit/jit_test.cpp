@@ -307,12 +307,13 @@ TEST(JitVsInterp, ShortRowSplitSameBitsAsEvaluator) {
   }
 }
 
-// The split on other shapes of the same pattern: a product, a row sum used twice and with the
-// row index after it, a row loop of three indices, with d on both sides of 32.
+// The split on other shapes of the same pattern: a product over rows of j + 1 (split at 31),
+// a row sum used twice and with the row index after it, a row loop of three indices, with d on
+// both sides of 31 and 32.
 TEST(JitVsInterp, ShortRowSplitOtherShapes) {
   auto prog = Program::fromString("rows", R"(
 fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
-    let p[i, j: d] = prod[c: j](1 + 0.01 * a[i, c] * w[j, c]);
+    let p[i, j: d] = prod[c: j + 1](1 + 0.01 * a[i, c] * w[j, c]);
     let q[i, k: 2, j: d] = f64(j) * sum[c: j](a[i, c] * w[j, c] + f64(k)) + sum[c: j](w[c, j]^2);
     sum(p) + sum(q^2)
 }
