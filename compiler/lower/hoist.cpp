@@ -36,9 +36,13 @@ std::string singleName(const Poly& p) {
   return mono.size() == 1 && coef == 1 ? mono[0] : "";
 }
 
-bool dynamicExtent(const Poly& p) {
+/// Whether p names a size bound in the function (a trip count, a triangular extent) other than
+/// at its top level. One bound at the top level (splitShortRows' row counts) has one value from
+/// its binding on, and whatever is hoisted out of a loop lands right before that loop, after
+/// the binding: to a hoisted table it is as good as a parameter's size.
+bool dynamicExtent(const Poly& p, const std::set<std::string>& top) {
   for (const auto& n : p.names())
-    if (n[0] == '#') return true; // a trip count or triangular extent bound in the function
+    if (n[0] == '#' && !top.count(n)) return true;
   return false;
 }
 
@@ -48,6 +52,13 @@ public:
 
   int run() {
     constants_ = integerLiterals(f_);
+    std::map<std::string, int> bindings;
+    forEachStmt(f_.body, [&](const Stmt& s) {
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) ++bindings[s.in.name];
+    });
+    for (const Stmt& s : f_.body)
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef && bindings[s.in.name] == 1)
+        top_.insert(s.in.name);
     body(f_.body, 0);
     return count_;
   }
@@ -162,7 +173,7 @@ private:
       // A table over this index is filled whether or not its loop would run: its extent must
       // be fixed before the loop and never negative (a negative one fails where it runs).
       const Poly& e = ix->second.first->extents[ix->second.second];
-      r = !dynamicExtent(e) && e.provablyNonNegative();
+      r = !dynamicExtent(e, top_) && e.provablyNonNegative();
       used.insert(v);
     } else if (auto d = sc.def.find(v); d != sc.def.end()) {
       const ir::Instr& in = d->second->in;
@@ -170,7 +181,7 @@ private:
       r = true;
       switch (ir::opKind(in.op)) {
       case ir::OpKind::Leaf:
-        r = in.op == Op::Const || (in.op == Op::Size && !dynamicExtent(in.poly));
+        r = in.op == Op::Const || (in.op == Op::Size && !dynamicExtent(in.poly, top_));
         break;
       case ir::OpKind::Unary:
         // A float -> i64 conversion fails the call when out of range: not speculated.
@@ -346,6 +357,7 @@ private:
   }
 
   Function& f_;
+  std::set<std::string> top_; // sizes bound once, at the top level (dynamicExtent)
   HoistCost cost_;
   int count_ = 0;
   std::map<int, int64_t> constants_; // integer literals anywhere in the function

@@ -60,6 +60,10 @@ struct Stmt {
   // `partials`, gets one zeroed copy per block that the block adds into; after the loop the
   // copies are added into the buffer in block order. The block count (scatterBlocks) depends
   // on the extents only, so the sums are the same for any thread count.
+  // A float sum or product over one index whose extent is below reduce_order::kMinLaneRow
+  // on every run (splitShortRows proves it): its order is the serial one, so a backend runs
+  // one plain loop with no test of the extent and no lanes (`short` in --emit loops).
+  bool shortRow = false;
   bool blocked = false;
   std::vector<int> partials;
   Body body, orelse;
@@ -112,6 +116,11 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
 
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
 std::map<int, int64_t> integerLiterals(const Function& f);
+
+/// Splits parallel loops over j whose body has a triangular sum `sum[c: j]` at the row length
+/// where the sum's order changes (lower.cpp, "short rows"): the sums of the rows below it
+/// become Stmt::shortRow. Returns how many loops it split.
+int splitShortRows(Function& f);
 
 /// Tensor IR -> Loop IR, with the Loop IR passes (hoisting) applied.
 Function lower(const ir::Function& f);

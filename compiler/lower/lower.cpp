@@ -18,10 +18,12 @@
 #include "compiler/lower/hoist.hpp"
 #include "compiler/lower/strength.hpp"
 #include "compiler/lower/workspace.hpp"
+#include "compiler/support/reduce_order.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -377,6 +379,263 @@ void planBlocks(Function& f) {
   }
 }
 
+// --- short rows ------------------------------------------------------------------------------
+// A triangular sum `sum[c: j]` inside a loop over j < e is a row of j elements: rows under
+// reduce_order::kMinLaneRow are summed serially, longer ones in lanes and a tail. Generated as
+// one loop over j, every row tests its length and carries both ways of summing it, and the
+// lane code's state stays live (in registers or spilled) across the short rows, which are
+// most of them (ADBench's GMM: all ten rows of d = 10). Split at the length where the order
+// changes, j < min(e, kMinLaneRow) then the rest, the first loop's sums are short by
+// construction (their extent is max(j, 0) < kMinLaneRow) and become one plain serial loop each,
+// `short` in --emit loops; the second loop is the original body at j = j' + 32. The
+// order of every sum is unchanged, so are its bits. The split applies to a parallel loop of two
+// or more indices (its iterations are independent, so running the rows j >= kMinLaneRow after
+// the others changes nothing) whose innermost extent is a size expression, non-negative for
+// every size (no extent check moves), and whose body binds a sum's extent to the front end's
+// form of `sum[c: j + b]`, b a literal: size.def #e = select(gt(r, 0), r, 0) with r = j or
+// r = j + b. Then the split is at 32 - b for the largest b (`sum[c: j + 1]`: rows j < 31).
+
+class ShortRows {
+public:
+  explicit ShortRows(Function& f) : f_(f), literals_(integerLiterals(f)) {
+    forEachStmt(f_.body, [&](const Stmt& s) {
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) names_.insert(s.in.name);
+    });
+  }
+
+  int run() {
+    body(f_.body);
+    return count_;
+  }
+
+private:
+  void body(Body& b) {
+    for (size_t p = 0; p < b.size(); ++p) {
+      body(b[p].body);
+      body(b[p].orelse);
+      Body pre;
+      if (b[p].kind == Stmt::Loop && split(b[p], pre)) {
+        ++count_;
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(pre.begin()),
+                 std::make_move_iterator(pre.end()));
+        p += pre.size();
+      }
+    }
+  }
+
+  bool isLiteral(int v, int64_t value) const {
+    auto l = literals_.find(v);
+    return l != literals_.end() && l->second == value;
+  }
+
+  /// The sums of the loop's body whose extent is max(j + b, 0), j the innermost index and b a
+  /// literal (`sum[c: j]`, `sum[c: j + 1]`), each with its b.
+  std::vector<std::pair<Stmt*, int64_t>> triangular(Stmt& loop) {
+    const int j = loop.indices.back();
+    std::map<int, const Stmt*> def;
+    std::map<std::string, int64_t> rowNames;
+    std::vector<std::pair<Stmt*, int64_t>> out;
+    // j + b for a value of the body, if it is one.
+    auto offset = [&](int v) -> std::optional<int64_t> {
+      if (v == j) return 0;
+      auto d = def.find(v);
+      if (d == def.end()) return std::nullopt;
+      const ir::Instr& in = d->second->in;
+      if (in.args.size() != 2) return std::nullopt;
+      auto lit = [&](int a) -> std::optional<int64_t> {
+        auto l = literals_.find(a);
+        if (l == literals_.end() || l->second < -kMaxOffset || l->second > kMaxOffset)
+          return std::nullopt;
+        return l->second;
+      };
+      if (in.op == Op::Add && in.args[0] == j) return lit(in.args[1]);
+      if (in.op == Op::Add && in.args[1] == j) return lit(in.args[0]);
+      if (in.op == Op::Sub && in.args[0] == j)
+        if (auto b = lit(in.args[1])) return -*b;
+      return std::nullopt;
+    };
+    for (Stmt& s : loop.body) {
+      if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef && s.in.args.size() == 1) {
+        auto sel = def.find(s.in.args[0]);
+        if (sel == def.end() || sel->second->in.op != Op::Select) continue;
+        const ir::Instr& in = sel->second->in;
+        const int r = in.args[1];
+        auto b = offset(r);
+        if (!b || !isLiteral(in.args[2], 0)) continue;
+        auto gt = def.find(in.args[0]);
+        if (gt == def.end() || gt->second->in.op != Op::Gt) continue;
+        if (gt->second->in.args[0] != r || !isLiteral(gt->second->in.args[1], 0)) continue;
+        rowNames[s.in.name] = *b;
+      }
+      if (s.kind == Stmt::Loop && (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) &&
+          s.extents.size() == 1 && s.yield >= 0 && isFloat(f_.src.types[s.yield].dtype)) {
+        auto names = s.extents[0].names();
+        if (names.size() == 1 && rowNames.count(*names.begin()) &&
+            s.extents[0] == Poly::var(*names.begin()))
+          out.emplace_back(&s, rowNames.at(*names.begin()));
+      }
+    }
+    return out;
+  }
+
+  /// Splits the loop; pre gets what computes the split's extents, to go before the loop (so
+  /// that what depends on j only can still leave the loops around it).
+  bool split(Stmt& loop, Body& pre) {
+    if (loop.loopKind != LoopKind::Parallel || loop.indices.size() < 2 || loop.blocked ||
+        (loop.in.op != Op::Comp && loop.in.op != Op::For))
+      return false;
+    const Poly e = loop.extents.back();
+    for (const auto& n : e.names())
+      if (n[0] == '#') return false;
+    if (!e.provablyNonNegative()) return false;
+    std::vector<std::pair<Stmt*, int64_t>> sums = triangular(loop);
+    if (sums.empty()) return false;
+    // Rows j < at have every such sum's extent, max(j + b, 0), below kMinLaneRow.
+    int64_t most = -kMaxOffset;
+    for (const auto& [sum, b] : sums)
+      most = std::max(most, b);
+    const int64_t at = reduce_order::kMinLaneRow - most;
+    if (at < 1) return false;
+    bool escapes = false; // (a copy of a value used outside the loop would not be that value)
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      escapes = escapes || (s.in.result >= 0 && f_.escaping.count(s.in.result));
+    });
+    if (escapes) return false;
+    for (const auto& sum : sums)
+      sum.first->shortRow = true;
+
+    const SrcRange loc = loop.in.loc;
+    auto emit = [&](Op o, std::vector<int> args, int64_t ival = 0, const Poly& poly = Poly()) {
+      Stmt s;
+      s.kind = Stmt::Scalar;
+      s.in.op = o;
+      s.in.args = std::move(args);
+      s.in.ival = ival;
+      s.in.poly = poly;
+      s.in.loc = loc;
+      s.in.result = f_.src.newValue({DType::I64, {}});
+      pre.push_back(s);
+      return s.in.result;
+    };
+    auto bind = [&](int value) {
+      std::string name;
+      do
+        name = "#rows" + std::to_string(next_++);
+      while (names_.count(name));
+      names_.insert(name);
+      Stmt s;
+      s.kind = Stmt::Scalar;
+      s.in.op = Op::SizeDef;
+      s.in.name = name;
+      s.in.args = {value};
+      s.in.loc = loc;
+      pre.push_back(s);
+      return Poly::var(name);
+    };
+    const int ev = emit(Op::Size, {}, 0, e);
+    const int lanes = emit(Op::Const, {}, at);
+    const Poly shortRows = bind(emit(Op::Min, {ev, lanes})); // (lanes: `at`)
+    const Poly longRows = bind(emit(Op::Max, {emit(Op::Sub, {ev, lanes}), emit(Op::Const, {}, 0)}));
+
+    // The rows j < min(e, at): the body as it is.
+    Stmt first;
+    first.kind = Stmt::Loop;
+    first.in.op = Op::For;
+    first.in.loc = loc;
+    first.indices = {loop.indices.back()};
+    first.extents = {shortRows};
+    first.loopKind = LoopKind::Parallel;
+    first.memoryOnly = loop.memoryOnly;
+    first.body = loop.body;
+    // The rest, j = j' + at: a copy with every value it defines renamed, and sums of
+    // any length.
+    Stmt rest = first;
+    std::map<int, int> rename;
+    // Sizes the body binds get names of their own in the copy: a size bound once in a loop
+    // is one hoisting can see through (a triangular extent to the row index's table).
+    std::map<std::string, Poly> sizes;
+    forEachStmt(rest.body, [&](const Stmt& s) {
+      if (s.kind != Stmt::Scalar || s.in.op != Op::SizeDef || sizes.count(s.in.name)) return;
+      std::string name;
+      do
+        name = s.in.name + "r" + std::to_string(next_++);
+      while (names_.count(name));
+      names_.insert(name);
+      sizes[s.in.name] = Poly::var(name);
+    });
+    auto sub = [&](Poly& p) { p = p.substitute(sizes); };
+    forEachStmt(rest.body, [&](const Stmt& s) {
+      if (s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp))
+        fresh(s.in.result, rename);
+      if (s.kind == Stmt::Loop)
+        for (int i : s.indices)
+          fresh(i, rename);
+    });
+    fresh(rest.indices[0], rename);
+    std::function<void(Stmt&)> apply = [&](Stmt& s) {
+      auto r = [&](int& v) {
+        if (auto it = rename.find(v); it != rename.end()) v = it->second;
+      };
+      if (s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp)) r(s.in.result);
+      for (int& a : s.in.args)
+        r(a);
+      for (int& i : s.indices)
+        r(i);
+      if (s.yield >= 0) r(s.yield);
+      if (s.elseYield >= 0) r(s.elseYield);
+      if (s.buffer >= 0) r(s.buffer);
+      s.shortRow = false;
+      if (s.in.op == Op::SizeDef) s.in.name = sizes.at(s.in.name).names()[0];
+      for (Poly& e : s.extents)
+        sub(e);
+      for (Poly& e : s.in.extents)
+        sub(e);
+      sub(s.in.poly);
+      for (Stmt& t : s.body)
+        apply(t);
+      for (Stmt& t : s.orelse)
+        apply(t);
+    };
+    for (Stmt& t : rest.body)
+      apply(t);
+    for (const auto& [from, to] : rename) {
+      for (Poly& d : f_.src.types[to].shape)
+        sub(d);
+      if (auto b = f_.buffers.find(from); b != f_.buffers.end()) f_.buffers[to] = b->second;
+    }
+    const int jr = rename.at(rest.indices[0]);
+    const int jp = f_.src.newValue(f_.src.types[jr]);
+    rest.indices = {jp};
+    rest.extents = {longRows};
+    Stmt shift;
+    shift.kind = Stmt::Scalar;
+    shift.in.op = Op::Add;
+    shift.in.args = {jp, lanes};
+    shift.in.result = jr;
+    shift.in.loc = loc;
+    rest.body.insert(rest.body.begin(), shift);
+
+    loop.indices.pop_back();
+    loop.extents.pop_back();
+    loop.vectorisable = false;
+    loop.body.clear();
+    loop.body.push_back(std::move(first));
+    loop.body.push_back(std::move(rest));
+    return true;
+  }
+
+  void fresh(int v, std::map<int, int>& rename) {
+    if (!rename.count(v)) rename[v] = f_.src.newValue(f_.src.types[v]);
+  }
+
+  static constexpr int64_t kMaxOffset = int64_t{1} << 20; // |b| in j + b (no overflow)
+  Function& f_;
+  std::map<int, int64_t> literals_;
+  std::set<std::string> names_;
+  int count_ = 0, next_ = 0;
+};
+
 // --- printing --------------------------------------------------------------------------------
 
 struct Printer {
@@ -448,6 +707,7 @@ struct Printer {
       for (size_t k = 0; k < s.indices.size(); ++k)
         out += (k ? ", " : "") + v(s.indices[k]) + " < " + s.extents[k].str();
       if (s.vectorisable) out += " vector";
+      if (s.shortRow) out += " short";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
       if (s.blocked) {
         out += " in blocks";
@@ -484,6 +744,10 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
   return static_cast<int64_t>(b);
 }
 
+int splitShortRows(Function& f) {
+  return ShortRows(f).run();
+}
+
 std::map<int, int64_t> integerLiterals(const Function& f) {
   std::map<int, int64_t> out;
   forEachStmt(f.body, [&](const Stmt& s) {
@@ -495,6 +759,7 @@ std::map<int, int64_t> integerLiterals(const Function& f) {
 
 Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
+  splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
   hoistInvariants(lf);
   narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)

@@ -265,6 +265,81 @@ TEST(JitThreads, BlockedScatterLoopsSameBitsOnAnyThreads) {
   }
 }
 
+// Row loops of triangular sums split at 32 (compiler/lower/lower.cpp, "short rows"): the rows
+// under 32 sum serially in a loop of their own, the rest as before. The GMM (its Q (x - mu) is
+// such a loop) gives the evaluator's bits (its gradient: within rounding, as the scatter
+// loops' blocks sum in an order of their own) with d = 3 (short rows only), 40 (both parts)
+// and 1100 (rows longer than a 1024-element group), the same bits on 1, 2 and 16 threads and
+// with its parallel loops reversed, and agrees with finite differences.
+TEST(JitVsInterp, ShortRowSplitSameBitsAsEvaluator) {
+  auto prog = Program::fromFile(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function f = prog->forward("gmm");
+  ir::Function g = differentiate(f, {});
+  // (The test means something only while the split happens, in the forward and the gradient.)
+  for (const ir::Function* h :
+       {static_cast<const ir::Function*>(&f), static_cast<const ir::Function*>(&g)}) {
+    std::string loops = lower::print(lower::lower(*h));
+    EXPECT_NE(loops.find("< #rows0 {"), std::string::npos) << loops;
+    EXPECT_NE(loops.find(" short {"), std::string::npos) << loops;
+  }
+  Runnable jf = jit().prepare(f), jg = jit().prepare(g);
+  for (int64_t d : {3, 40, 1100}) {
+    const int64_t n = d > 100 ? 2 : 5, K = d > 100 ? 1 : 3;
+    const std::map<std::string, int64_t> sizes{
+        {"K", K}, {"d", d}, {"T", d + d * (d - 1) / 2}, {"n", n}};
+    const std::string what = "gmm d = " + std::to_string(d);
+    std::vector<Tensor> args = randomArgs(f, sizes, 3);
+    auto a = jf(args), b = evaluate(f, args);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t k = 0; k < a.size(); ++k)
+      expectSameBits(a[k], b[k], what + " forward");
+    auto ga = jg(args), gb = evaluate(g, args);
+    ASSERT_EQ(ga.size(), gb.size());
+    // (The gradient's scatter loops add per-block partials, in an order of their own.)
+    for (size_t k = 0; k < ga.size(); ++k)
+      expectClose(ga[k], gb[k], what + " gradient " + std::to_string(k));
+    compareOrders(f, what, sizes, {reversed, onThreads({2, 16})});
+    if (d < 100) {
+      GradCheckResult r = checkGradient(f, args, {}, &jit());
+      EXPECT_TRUE(r.passed) << what;
+    }
+  }
+}
+
+// The split on other shapes of the same pattern: a product over rows of j + 1 (split at 31),
+// a row sum used twice and with the row index after it, a row loop of three indices, with d on
+// both sides of 31 and 32.
+TEST(JitVsInterp, ShortRowSplitOtherShapes) {
+  auto prog = Program::fromString("rows", R"(
+fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
+    let p[i, j: d] = prod[c: j + 1](1 + 0.01 * a[i, c] * w[j, c]);
+    let q[i, k: 2, j: d] = f64(j) * sum[c: j](a[i, c] * w[j, c] + f64(k)) + sum[c: j](w[c, j]^2);
+    sum(p) + sum(q^2)
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function f = prog->forward("rows");
+  std::string loops = lower::print(lower::lower(f));
+  EXPECT_NE(loops.find("prod for"), std::string::npos) << loops;
+  size_t shortSums = 0; // (both loops split: the product and the two sums are short)
+  for (size_t at = loops.find(" short {"); at != std::string::npos;
+       at = loops.find(" short {", at + 1))
+    ++shortSums;
+  EXPECT_GE(shortSums, 3u) << loops;
+  for (int64_t d : {3, 31, 32, 33, 40}) {
+    const std::map<std::string, int64_t> sizes{{"n", 3}, {"d", d}};
+    const std::string what = "rows d = " + std::to_string(d);
+    std::vector<Tensor> args = randomArgs(f, sizes, 5);
+    auto a = jit().prepare(f)(args), b = evaluate(f, args);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t k = 0; k < a.size(); ++k)
+      expectSameBits(a[k], b[k], what + " forward");
+    compareBackends(f, what, {sizes});
+    compareOrders(f, what, sizes, {reversed, onThreads({2, 16})});
+  }
+}
+
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
 // recovers their indices by division: a rank-11 tensor (with extents 1, 2 and 3 mixed, so a
 // wrong divisor or order shows) and a rank-40 one give what the evaluator gives, in
