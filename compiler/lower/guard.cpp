@@ -22,31 +22,13 @@ using ir::Op;
 
 class Narrower {
 public:
-  explicit Narrower(Function& f) : f_(f) {}
+  explicit Narrower(Function& f) : f_(f), names_(boundSizes(f)) {}
 
   int run() {
-    forEachStmt(f_.body, [&](const Stmt& s) {
-      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) names_.insert(s.in.name);
-    });
-    body(f_.body);
-    return count_;
+    return rewriteLoops(f_.body, [&](Stmt& loop, Body& pre) { return narrow(loop, pre); });
   }
 
 private:
-  void body(Body& b) {
-    for (size_t p = 0; p < b.size(); ++p) {
-      body(b[p].body);
-      body(b[p].orelse);
-      Body pre;
-      if (b[p].kind == Stmt::Loop && narrow(b[p], pre)) {
-        ++count_;
-        b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(pre.begin()),
-                 std::make_move_iterator(pre.end()));
-        p += pre.size();
-      }
-    }
-  }
-
   bool isInt(int v) const {
     const ir::Type& t = f_.src.types[v];
     return t.rank() == 0 && t.dtype == DType::I64;
@@ -179,11 +161,7 @@ private:
       lo = emit(Op::Min, {from, ev});
       trips = emit(Op::Sub, {ev, lo});
     }
-    std::string name;
-    do
-      name = "#guard" + std::to_string(next_++);
-    while (names_.count(name));
-    names_.insert(name);
+    const std::string name = uniqueSizeName("#guard", next_, names_);
     Stmt bind;
     bind.kind = Stmt::Scalar;
     bind.in.op = Op::SizeDef;
@@ -232,8 +210,8 @@ private:
   }
 
   Function& f_;
-  int count_ = 0, next_ = 0;
-  std::set<std::string> names_; // sizes bound in the function
+  std::set<std::string> names_; // sizes bound in the function, the narrowing's own included
+  int next_ = 0;
 };
 
 } // namespace

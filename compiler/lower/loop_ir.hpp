@@ -15,6 +15,7 @@
 
 #include "compiler/ir/ir.hpp"
 
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -95,14 +96,35 @@ struct Function {
   int entries = 0; // workspace entries (planWorkspace)
 };
 
-/// Calls fn on every statement of b, nested ones included (a loop or if before its body).
-template <class Fn> void forEachStmt(const Body& b, Fn&& fn) {
-  for (const Stmt& s : b) {
+/// Calls fn on every statement of b, nested ones included (a loop or if before its body); b
+/// const or not, and fn gets the statements as b has them.
+template <class BodyT, class Fn> void forEachStmt(BodyT& b, Fn&& fn) {
+  for (auto& s : b) {
     fn(s);
     forEachStmt(s.body, fn);
     forEachStmt(s.orelse, fn);
   }
 }
+
+/// Calls rewrite(loop, pre) on every loop of b, inner ones first; when it returns true (it
+/// rewrote the loop), the statements it put in `pre` go right before the loop. Returns how
+/// many loops it rewrote.
+int rewriteLoops(Body& b, const std::function<bool(Stmt& loop, Body& pre)>& rewrite);
+
+/// The names of the sizes bound in the function (size.def).
+std::set<std::string> boundSizes(const Function& f);
+
+/// stem + a number, the first not in `taken` from `next` on; taken and next are updated.
+std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::string>& taken);
+
+/// For a copy of statements: a fresh id in `rename` for every value they define (results,
+/// except a comprehension's, which is its buffer and stays the one from outside, and the
+/// indices of loops), in statement order; renameValues then applies them.
+void freshDefinitions(Function& f, const Body& b, std::map<int, int>& rename);
+/// Maps every value the statements of b define or use through rename (ids not in it stay).
+void renameValues(Body& b, const std::map<int, int>& rename);
+/// A fresh id of v's type for v in rename, unless it has one.
+void freshValue(Function& f, int v, std::map<int, int>& rename);
 
 /// Blocks of a blocked loop (Stmt::blocked) over first index extent n, whose loop nest runs
 /// `iters` iterations (the product of its extents) and whose partial buffers hold

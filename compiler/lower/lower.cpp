@@ -397,32 +397,13 @@ void planBlocks(Function& f) {
 
 class ShortRows {
 public:
-  explicit ShortRows(Function& f) : f_(f), literals_(integerLiterals(f)) {
-    forEachStmt(f_.body, [&](const Stmt& s) {
-      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) names_.insert(s.in.name);
-    });
-  }
+  explicit ShortRows(Function& f) : f_(f), literals_(integerLiterals(f)), names_(boundSizes(f)) {}
 
   int run() {
-    body(f_.body);
-    return count_;
+    return rewriteLoops(f_.body, [&](Stmt& loop, Body& pre) { return split(loop, pre); });
   }
 
 private:
-  void body(Body& b) {
-    for (size_t p = 0; p < b.size(); ++p) {
-      body(b[p].body);
-      body(b[p].orelse);
-      Body pre;
-      if (b[p].kind == Stmt::Loop && split(b[p], pre)) {
-        ++count_;
-        b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(pre.begin()),
-                 std::make_move_iterator(pre.end()));
-        p += pre.size();
-      }
-    }
-  }
-
   bool isLiteral(int v, int64_t value) const {
     auto l = literals_.find(v);
     return l != literals_.end() && l->second == value;
@@ -519,11 +500,7 @@ private:
       return s.in.result;
     };
     auto bind = [&](int value) {
-      std::string name;
-      do
-        name = "#rows" + std::to_string(next_++);
-      while (names_.count(name));
-      names_.insert(name);
+      const std::string name = uniqueSizeName("#rows", next_, names_);
       Stmt s;
       s.kind = Stmt::Scalar;
       s.in.op = Op::SizeDef;
@@ -557,34 +534,13 @@ private:
     std::map<std::string, Poly> sizes;
     forEachStmt(rest.body, [&](const Stmt& s) {
       if (s.kind != Stmt::Scalar || s.in.op != Op::SizeDef || sizes.count(s.in.name)) return;
-      std::string name;
-      do
-        name = s.in.name + "r" + std::to_string(next_++);
-      while (names_.count(name));
-      names_.insert(name);
-      sizes[s.in.name] = Poly::var(name);
+      sizes[s.in.name] = Poly::var(uniqueSizeName(s.in.name + "r", next_, names_));
     });
     auto sub = [&](Poly& p) { p = p.substitute(sizes); };
-    forEachStmt(rest.body, [&](const Stmt& s) {
-      if (s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp))
-        fresh(s.in.result, rename);
-      if (s.kind == Stmt::Loop)
-        for (int i : s.indices)
-          fresh(i, rename);
-    });
-    fresh(rest.indices[0], rename);
-    std::function<void(Stmt&)> apply = [&](Stmt& s) {
-      auto r = [&](int& v) {
-        if (auto it = rename.find(v); it != rename.end()) v = it->second;
-      };
-      if (s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp)) r(s.in.result);
-      for (int& a : s.in.args)
-        r(a);
-      for (int& i : s.indices)
-        r(i);
-      if (s.yield >= 0) r(s.yield);
-      if (s.elseYield >= 0) r(s.elseYield);
-      if (s.buffer >= 0) r(s.buffer);
+    freshDefinitions(f_, rest.body, rename);
+    freshValue(f_, rest.indices[0], rename);
+    renameValues(rest.body, rename);
+    forEachStmt(rest.body, [&](Stmt& s) {
       s.shortRow = false;
       if (s.in.op == Op::SizeDef) s.in.name = sizes.at(s.in.name).names()[0];
       for (Poly& e : s.extents)
@@ -592,13 +548,7 @@ private:
       for (Poly& e : s.in.extents)
         sub(e);
       sub(s.in.poly);
-      for (Stmt& t : s.body)
-        apply(t);
-      for (Stmt& t : s.orelse)
-        apply(t);
-    };
-    for (Stmt& t : rest.body)
-      apply(t);
+    });
     for (const auto& [from, to] : rename) {
       for (Poly& d : f_.src.types[to].shape)
         sub(d);
@@ -625,15 +575,11 @@ private:
     return true;
   }
 
-  void fresh(int v, std::map<int, int>& rename) {
-    if (!rename.count(v)) rename[v] = f_.src.newValue(f_.src.types[v]);
-  }
-
   static constexpr int64_t kMaxOffset = int64_t{1} << 20; // |b| in j + b (no overflow)
   Function& f_;
   std::map<int, int64_t> literals_;
-  std::set<std::string> names_;
-  int count_ = 0, next_ = 0;
+  std::set<std::string> names_; // sizes bound in the function, the split's own included
+  int next_ = 0;
 };
 
 // --- printing --------------------------------------------------------------------------------
@@ -746,6 +692,74 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
 
 int splitShortRows(Function& f) {
   return ShortRows(f).run();
+}
+
+int rewriteLoops(Body& b, const std::function<bool(Stmt& loop, Body& pre)>& rewrite) {
+  int count = 0;
+  for (size_t p = 0; p < b.size(); ++p) {
+    count += rewriteLoops(b[p].body, rewrite);
+    count += rewriteLoops(b[p].orelse, rewrite);
+    Body pre;
+    if (b[p].kind == Stmt::Loop && rewrite(b[p], pre)) {
+      ++count;
+      b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(pre.begin()),
+               std::make_move_iterator(pre.end()));
+      p += pre.size();
+    }
+  }
+  return count;
+}
+
+std::set<std::string> boundSizes(const Function& f) {
+  std::set<std::string> out;
+  forEachStmt(f.body, [&](const Stmt& s) {
+    if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) out.insert(s.in.name);
+  });
+  return out;
+}
+
+std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::string>& taken) {
+  std::string name;
+  do
+    name = stem + std::to_string(next++);
+  while (taken.count(name));
+  taken.insert(name);
+  return name;
+}
+
+void freshValue(Function& f, int v, std::map<int, int>& rename) {
+  if (!rename.count(v)) rename[v] = f.src.newValue(f.src.types[v]);
+}
+
+/// A comprehension's result is its buffer, allocated outside the loop (a copy writes the same
+/// buffer); any other statement's result is a value it defines.
+static bool definesResult(const Stmt& s) {
+  return s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp);
+}
+
+void freshDefinitions(Function& f, const Body& b, std::map<int, int>& rename) {
+  forEachStmt(b, [&](const Stmt& s) {
+    if (definesResult(s)) freshValue(f, s.in.result, rename);
+    if (s.kind == Stmt::Loop)
+      for (int i : s.indices)
+        freshValue(f, i, rename);
+  });
+}
+
+void renameValues(Body& b, const std::map<int, int>& rename) {
+  auto r = [&](int& v) {
+    if (auto it = rename.find(v); it != rename.end()) v = it->second;
+  };
+  forEachStmt(b, [&](Stmt& s) {
+    if (definesResult(s)) r(s.in.result);
+    for (int& a : s.in.args)
+      r(a);
+    for (int& i : s.indices)
+      r(i);
+    if (s.yield >= 0) r(s.yield);
+    if (s.elseYield >= 0) r(s.elseYield);
+    if (s.buffer >= 0) r(s.buffer);
+  });
 }
 
 std::map<int, int64_t> integerLiterals(const Function& f) {

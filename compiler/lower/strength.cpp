@@ -506,36 +506,13 @@ private:
 
   /// A copy of the loop with every value it defines renamed.
   Stmt clone(const Stmt& loop, std::map<int, int>& rename) {
-    forEachStmt(loop.body, [&](const Stmt& s) {
-      if (s.in.result >= 0 && !(s.kind == Stmt::Loop && s.in.op == Op::Comp))
-        fresh(s.in.result, rename);
-      for (int i : s.indices)
-        if (s.kind == Stmt::Loop) fresh(i, rename);
-    });
+    freshDefinitions(f_, loop.body, rename);
     for (int i : loop.indices)
-      fresh(i, rename);
+      freshValue(f_, i, rename);
     Stmt c = loop;
-    std::function<void(Stmt&)> apply = [&](Stmt& s) {
-      auto r = [&](int& v) {
-        if (auto it = rename.find(v); it != rename.end()) v = it->second;
-      };
-      if (s.in.result >= 0 && s.kind != Stmt::Loop) r(s.in.result);
-      for (int& a : s.in.args)
-        r(a);
-      for (int& i : s.indices)
-        r(i);
-      if (s.yield >= 0) r(s.yield);
-      if (s.elseYield >= 0) r(s.elseYield);
-      if (s.buffer >= 0) r(s.buffer);
-      for (Stmt& t : s.body)
-        apply(t);
-      for (Stmt& t : s.orelse)
-        apply(t);
-    };
+    renameValues(c.body, rename);
     for (int& i : c.indices)
       if (auto it = rename.find(i); it != rename.end()) i = it->second;
-    for (Stmt& t : c.body)
-      apply(t);
     if (c.yield >= 0)
       if (auto it = rename.find(c.yield); it != rename.end()) c.yield = it->second;
     for (const auto& [from, to] : rename) {
@@ -543,10 +520,6 @@ private:
       if (auto b = f_.buffers.find(from); b != f_.buffers.end()) f_.buffers[to] = b->second;
     }
     return c;
-  }
-
-  void fresh(int v, std::map<int, int>& rename) {
-    if (!rename.count(v)) rename[v] = f_.src.newValue(f_.src.types[v]);
   }
 
   // --- emitting ----------------------------------------------------------------------------
