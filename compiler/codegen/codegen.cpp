@@ -1473,9 +1473,18 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
   std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
   llvm::Value* n = ext[0];
   llvm::Type* f64 = B_.getDoubleTy();
-  llvm::Value* iters = fconst(DType::F64, 1);
-  for (llvm::Value* e : ext)
-    iters = B_.CreateFMul(iters, B_.CreateSIToFP(e, f64));
+  // The iterations of the nest (Stmt::work): a sum of products of extents, in doubles. An
+  // inner extent may be negative here (its loop checks it where it runs): it counts as 0.
+  llvm::Value* iters = fconst(DType::F64, 0);
+  for (const std::vector<Poly>& product : s.work) {
+    llvm::Value* p = fconst(DType::F64, 1);
+    for (const Poly& e : product) {
+      llvm::Value* v = poly(e);
+      v = B_.CreateSelect(B_.CreateICmpSLT(v, i64(0)), i64(0), v);
+      p = B_.CreateFMul(p, B_.CreateSIToFP(v, f64));
+    }
+    iters = B_.CreateFAdd(iters, p);
+  }
   llvm::Value* elems = fconst(DType::F64, 0);
   llvm::Value* bytes = fconst(DType::F64, 0);
   for (int b : s.partials) {

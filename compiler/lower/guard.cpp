@@ -40,22 +40,15 @@ private:
                 const std::map<int, int64_t>& constants) const {
     if (s.kind != Stmt::Scalar) return false;
     const ir::Instr& in = s.in;
-    const ir::Function& f = f_.src;
+    if (canFail(in, f_.src, constants)) return false;
     switch (ir::opKind(in.op)) {
     case ir::OpKind::Leaf: return in.op == Op::Const || in.op == Op::Size;
     case ir::OpKind::Unary:
-      return !(in.op == Op::Cast && f.types[in.result].dtype == DType::I64 &&
-               isFloat(f.types[in.args[0]].dtype));
-    case ir::OpKind::Binary:
-      if ((in.op == Op::Div || in.op == Op::Mod) && !isFloat(f.types[in.result].dtype)) {
-        auto c = constants.find(in.args[1]);
-        return c != constants.end() && c->second != 0;
-      }
-      return true;
+    case ir::OpKind::Binary: return true;
     case ir::OpKind::Ternary: return in.op == Op::Select;
     case ir::OpKind::Memory:
-      if (in.op == Op::Load) return in.checked || f.types[in.args[0]].rank() == 0;
-      if (in.op == Op::BufZeros) return f.types[in.result].rank() == 0;
+      if (in.op == Op::Load) return true;
+      if (in.op == Op::BufZeros) return f_.src.types[in.result].rank() == 0;
       if (in.op == Op::BufAdd || in.op == Op::BufStore) return own.count(in.args[0]) > 0;
       return false;
     case ir::OpKind::Region: return false;

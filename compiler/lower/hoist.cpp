@@ -184,16 +184,10 @@ private:
         r = in.op == Op::Const || (in.op == Op::Size && !dynamicExtent(in.poly, top_));
         break;
       case ir::OpKind::Unary:
-        // A float -> i64 conversion fails the call when out of range: not speculated.
-        r = !(in.op == Op::Cast && f.types[in.result].dtype == DType::I64 &&
-              isFloat(f.types[in.args[0]].dtype));
-        break;
       case ir::OpKind::Binary:
-        if ((in.op == Op::Div || in.op == Op::Mod) && !isFloat(f.types[in.result].dtype)) {
-          // Integer division fails on a zero divisor: only by a constant that is not zero.
-          auto c = constants_.find(in.args[1]);
-          r = c != constants_.end() && c->second != 0;
-        }
+        // Nothing that can fail is speculated: a float -> i64 conversion, an integer division
+        // or power by a value that is not a safe literal.
+        r = !canFail(in, f, constants_);
         break;
       case ir::OpKind::Ternary: r = in.op == Op::Select; break;
       case ir::OpKind::Memory:

@@ -55,18 +55,22 @@ struct Stmt {
   // value used after the loop, no size bound in the body and read outside it (classify; what
   // planBlocks may cut into blocks).
   bool memoryOnly = false;
+  // A float sum or product over one index whose extent is below reduce_order::kMinLaneRow
+  // on every run (splitShortRows proves it): its order is the serial one, so a backend runs
+  // one plain loop with no test of the extent and no lanes (`short` in --emit loops).
+  bool shortRow = false;
   // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
   // --emit loops): every buffer it writes is either touched only at its own first index
   // (blocks write disjoint elements) or only added to (buf.add), and each of the latter,
   // `partials`, gets one zeroed copy per block that the block adds into; after the loop the
   // copies are added into the buffer in block order. The block count (scatterBlocks) depends
   // on the extents only, so the sums are the same for any thread count.
-  // A float sum or product over one index whose extent is below reduce_order::kMinLaneRow
-  // on every run (splitShortRows proves it): its order is the serial one, so a backend runs
-  // one plain loop with no test of the extent and no lanes (`short` in --emit loops).
-  bool shortRow = false;
   bool blocked = false;
   std::vector<int> partials;
+  // A blocked loop's iterations, its nested loops' included, for the block count: a sum of
+  // products of extents, one product per loop of the nest whose extents are known before it
+  // runs (planBlocks). The backend evaluates it in doubles, as scatterBlocks' `iters`.
+  std::vector<std::vector<Poly>> work;
   Body body, orelse;
   int yield = -1, elseYield = -1;
   // Store: the comprehension's buffer (its element at `indices` gets `yield`).
@@ -127,7 +131,7 @@ void renameValues(Body& b, const std::map<int, int>& rename);
 void freshValue(Function& f, int v, std::map<int, int>& rename);
 
 /// Blocks of a blocked loop (Stmt::blocked) over first index extent n, whose loop nest runs
-/// `iters` iterations (the product of its extents) and whose partial buffers hold
+/// `iters` iterations (Stmt::work) and whose partial buffers hold
 /// `partialElems` elements (`partialBytes` bytes) in all: at most kMaxBlocks, at most n, few
 /// enough that zeroing and adding the partials (blocks * partialElems) costs no more than
 /// the iterations, and at most kMaxPartialBytes of partials. Under 2: the loop runs as it is,
@@ -138,6 +142,13 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
 
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
 std::map<int, int64_t> integerLiterals(const Function& f);
+
+/// Whether running the scalar instruction `in` can fail the call (return an error code): a
+/// float -> i64 conversion (out of range), an integer division or modulo whose divisor is not
+/// a non-zero literal, an integer power whose exponent is not a non-negative literal (0 to a
+/// negative power), an access whose subscripts are not proven in range. `literals`:
+/// integerLiterals(f).
+bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int64_t>& literals);
 
 /// Splits parallel loops over j whose body has a triangular sum `sum[c: j]` at the row length
 /// where the sum's order changes (lower.cpp, "short rows"): the sums of the rows below it

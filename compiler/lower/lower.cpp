@@ -14,6 +14,7 @@
 #include "compiler/lower/loop_ir.hpp"
 
 #include "compiler/lower/bounds.hpp"
+#include "compiler/lower/fuse.hpp"
 #include "compiler/lower/guard.hpp"
 #include "compiler/lower/hoist.hpp"
 #include "compiler/lower/strength.hpp"
@@ -306,6 +307,35 @@ private:
 //     value is its value before plus the sum of the additions, whichever block made them;
 // and the loop carries nothing else between iterations (Stmt::memoryOnly).
 
+/// The size names bound in loop s's body.
+std::set<std::string> boundIn(const Stmt& s) {
+  std::set<std::string> out;
+  forEachStmt(s.body, [&](const Stmt& t) {
+    if (t.kind == Stmt::Scalar && t.in.op == Op::SizeDef) out.insert(t.in.name);
+  });
+  return out;
+}
+
+/// Stmt::work of loop s inside loops whose extents are `outer`: a product per loop of the nest
+/// (an inner loop's iterations are its extents' product times the loops' around it), leaving
+/// out a loop whose extent is bound inside the nest (a triangular row: not known before).
+void nestWork(const Stmt& s, std::vector<Poly> outer, const std::set<std::string>& inside,
+              std::vector<std::vector<Poly>>& out) {
+  for (const Poly& e : s.extents) {
+    for (const auto& n : e.names())
+      if (inside.count(n)) return;
+    outer.push_back(e);
+  }
+  out.push_back(outer);
+  std::function<void(const Body&)> walk = [&](const Body& b) {
+    for (const Stmt& t : b) {
+      if (t.kind == Stmt::Loop) nestWork(t, outer, inside, out);
+      if (t.kind == Stmt::If) walk(t.body), walk(t.orelse);
+    }
+  };
+  walk(s.body);
+}
+
 void planBlocks(Function& f) {
   for (Stmt& s : f.body) {
     if (s.kind != Stmt::Loop || s.loopKind != LoopKind::Sequential || s.in.op != Op::For ||
@@ -376,6 +406,8 @@ void planBlocks(Function& f) {
     if (!ok) continue;
     s.blocked = true;
     s.partials = partials;
+    s.work.clear();
+    nestWork(s, {}, boundIn(s), s.work);
   }
 }
 
@@ -771,6 +803,25 @@ std::map<int, int64_t> integerLiterals(const Function& f) {
   return out;
 }
 
+bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int64_t>& literals) {
+  auto literal = [&](int v) -> std::optional<int64_t> {
+    auto l = literals.find(v);
+    return l == literals.end() ? std::nullopt : std::optional<int64_t>(l->second);
+  };
+  bool intResult = in.result >= 0 && !isFloat(f.types[in.result].dtype);
+  switch (in.op) {
+  case Op::Cast: return intResult && isFloat(f.types[in.args[0]].dtype);
+  case Op::Div:
+  case Op::Mod: return intResult && literal(in.args[1]).value_or(0) == 0;
+  case Op::Pow:
+  case Op::Powi: return intResult && literal(in.args[1]).value_or(-1) < 0;
+  case Op::Load: return !in.checked && in.args.size() > 1;
+  case Op::BufStore:
+  case Op::BufAdd: return !in.checked && in.args.size() > 2;
+  default: return false;
+  }
+}
+
 Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
@@ -782,6 +833,7 @@ Function lower(const ir::Function& f) {
   // the loop around the reduced one only (GMM: on j, inside a nest over i, k, j) becomes a
   // table over that index instead of 40-odd integer operations per iteration.
   hoistInvariants(lf, HoistCost::IntegerTrees);
+  fuseProducers(lf); // (on the loops as they will run; before blocks, which see the fused ones)
   planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;

@@ -1,0 +1,417 @@
+// Producer-consumer fusion (fuse.hpp says what it does and why).
+//
+// Fusing two loops P then C over the same leading extents gives one loop that runs, for each
+// i, P's iteration i and then C's: for i { P(i); C(i) }. Against P then C, only the order of
+// P's iterations relative to C's changes (C(i) now runs before P(i') for i' > i), which no one
+// can see when every buffer that one of them writes and the other touches is accessed, in P
+// and in C, with each fused index as a plain subscript in one fixed dimension: the two then
+// meet at an element only in the same iteration, where P still runs first. Statements between
+// P and C move before P when neither writes memory the other touches (P defines no value:
+// it is a loop of effects). A loop with more indices than the shared ones becomes a nest
+// (for i, j {...} is for i { for j {...} }, the same iterations in the same order).
+//
+// A call that fails must report the error it reported before, the first one in program
+// order; so of P, C and the statements that move, at most one may fail (canFail, a computed
+// extent). Allocations do not count: theirs is running out of memory, which has no order.
+//
+// At each level the fused body holds X's write and its reads. When they are in two loops, the
+// two are fused in turn; when they are in one, it is entered. Where the write is a statement of
+// the body itself, it runs once per iteration of the loops around it, and its subscripts are
+// exactly their indices: every element is written once, by one iteration. The reads come
+// after it in the same body with the same subscripts, so each reads what the same iteration
+// wrote: v for a store, 0 + v for an addition into zeroed memory, which is what the read then
+// computes (0 + v is v but for v = -0, and the bits stay those of the buffer's version).
+//
+// Compile time: the top-level statements' buffers are indexed once; an attempt copies the
+// statements it fuses (at most kMaxStatements in the two loops, kMaxBetween between them),
+// so the pass is linear in the program.
+
+#include "compiler/lower/fuse.hpp"
+
+#include <algorithm>
+#include <optional>
+
+namespace slope::lower {
+namespace {
+
+using ir::Op;
+
+constexpr size_t kMaxBetween = 64;      // statements moved out of the way
+constexpr size_t kMaxStatements = 4096; // in the two loops fused
+constexpr int kMaxFusions = 4096;       // per function
+
+/// The memory a statement touches from outside it, and what else fusion must know of it.
+struct Footprint {
+  struct Access {
+    bool write;
+    std::vector<int> subs;
+  };
+  std::map<int, std::vector<Access>> access; // buffer -> accesses
+  bool fails = false;                        // can fail the call
+  bool math = false;                         // calls a transcendental
+  std::set<std::string> binds;               // size names bound (size.def)
+  size_t statements = 0;
+
+  bool writes(int b) const {
+    auto a = access.find(b);
+    if (a == access.end()) return false;
+    return std::any_of(a->second.begin(), a->second.end(), [](const Access& x) { return x.write; });
+  }
+  void add(const Footprint& o) {
+    for (const auto& [b, list] : o.access)
+      access[b].insert(access[b].end(), list.begin(), list.end());
+    fails = fails || o.fails;
+    math = math || o.math;
+    binds.insert(o.binds.begin(), o.binds.end());
+    statements += o.statements;
+  }
+};
+
+/// Whether running a and b in the other order can change what either does.
+bool conflict(const Footprint& a, const Footprint& b) {
+  for (const auto& entry : a.access)
+    if (b.access.count(entry.first) && (a.writes(entry.first) || b.writes(entry.first)))
+      return true;
+  return false;
+}
+
+class Fuser {
+public:
+  explicit Fuser(Function& f) : f_(f), literals_(integerLiterals(f)) {}
+
+  int run() {
+    // Positions in f_.body stay fixed during the sweep (a fusion leaves a hole where the
+    // second loop was, and the allocation it removes becomes one); holes go at the end.
+    Body& body = f_.body;
+    touched_.resize(body.size());
+    dead_.assign(body.size(), false);
+    for (size_t k = 0; k < body.size(); ++k)
+      for (const auto& entry : footprint(body[k]).access) {
+        touched_[k].insert(entry.first);
+        users_[entry.first].push_back(k);
+      }
+    int fused = 0;
+    for (size_t a = 0; a < body.size() && fused < kMaxFusions; ++a)
+      if (!dead_[a] && contractTop(a)) ++fused;
+    size_t out = 0;
+    for (size_t k = 0; k < body.size(); ++k)
+      if (!dead_[k]) {
+        if (out != k) body[out] = std::move(body[k]);
+        ++out;
+      }
+    body.resize(out);
+    return fused;
+  }
+
+private:
+  Footprint footprint(const Stmt& s) const {
+    Footprint fp;
+    std::set<int> own;
+    scan(s, fp, own);
+    for (int b : own)
+      fp.access.erase(b);
+    return fp;
+  }
+
+  void scan(const Stmt& s, Footprint& fp, std::set<int>& own) const {
+    ++fp.statements;
+    switch (s.kind) {
+    case Stmt::Alloc:
+    case Stmt::Stack: own.insert(s.in.result); break;
+    case Stmt::Store: fp.access[s.buffer].push_back({true, s.indices}); break;
+    case Stmt::Loop:
+      // A computed extent is checked where the loop runs (a negative one fails).
+      for (const Poly& e : s.extents) {
+        bool bound = false;
+        for (const auto& n : e.names())
+          bound = bound || n[0] == '#';
+        if (bound || !e.provablyNonNegative()) fp.fails = true;
+      }
+      break;
+    case Stmt::If: break;
+    case Stmt::Scalar: {
+      const ir::Instr& in = s.in;
+      if (in.op == Op::BufZeros) own.insert(in.result);
+      if (in.op == Op::SizeDef) fp.binds.insert(in.name);
+      if (in.op == Op::Load)
+        fp.access[in.args[0]].push_back({false, {in.args.begin() + 1, in.args.end()}});
+      if (in.op == Op::BufStore || in.op == Op::BufAdd)
+        fp.access[in.args[0]].push_back({true, {in.args.begin() + 1, in.args.end() - 1}});
+      fp.fails = fp.fails || canFail(in, f_.src, literals_);
+      fp.math = fp.math || ir::isTranscendental(in.op);
+      break;
+    }
+    }
+    for (const Stmt& t : s.body)
+      scan(t, fp, own);
+    for (const Stmt& t : s.orelse)
+      scan(t, fp, own);
+  }
+
+  static bool touches(const Footprint& fp, int x) { return fp.access.count(x) > 0; }
+
+  /// A top-level zeroed temporary allocated by statement a, touched by exactly two later
+  /// top-level loops, the first writing it: fuse them and contract it.
+  bool contractTop(size_t a) {
+    Body& body = f_.body;
+    const Stmt& alloc = body[a];
+    if (alloc.kind != Stmt::Alloc || alloc.in.op != Op::BufZeros) return false;
+    const int x = alloc.in.result;
+    auto buf = f_.buffers.find(x);
+    if (buf == f_.buffers.end() || buf->second.place != Buffer::Temp || f_.escaping.count(x))
+      return false;
+    std::vector<size_t> at;
+    for (size_t k : users_[x])
+      if (!dead_[k] && k > a) at.push_back(k);
+    if (at.size() != 2) return false;
+    const size_t w = at[0], r = at[1];
+    std::vector<size_t> live; // the statements from w to r
+    for (size_t k = w; k <= r; ++k)
+      if (!dead_[k]) live.push_back(k);
+    if (live.size() - 2 > kMaxBetween) return false;
+    Body seg;
+    for (size_t k : live)
+      seg.push_back(body[k]);
+    if (!fuseAndContract(seg, 0, seg.size() - 1, x, {})) return false;
+    // seg: the statements between, then the fused loop; into the live positions but the last.
+    std::set<int> fusedTouched = touched_[w];
+    fusedTouched.insert(touched_[r].begin(), touched_[r].end());
+    fusedTouched.erase(x);
+    std::vector<std::set<int>> sets;
+    for (size_t q = 1; q + 1 < live.size(); ++q)
+      sets.push_back(touched_[live[q]]);
+    sets.push_back(fusedTouched);
+    for (size_t k : live)
+      for (int b : touched_[k])
+        unuse(b, k);
+    for (size_t q = 0; q + 1 < live.size(); ++q) {
+      body[live[q]] = std::move(seg[q]);
+      touched_[live[q]] = sets[q];
+      for (int b : sets[q])
+        use(b, live[q]);
+    }
+    dead_[r] = true;
+    touched_[r].clear();
+    dead_[a] = true;
+    f_.buffers.erase(x);
+    return true;
+  }
+
+  void use(int b, size_t k) {
+    auto& list = users_[b];
+    list.insert(std::upper_bound(list.begin(), list.end(), k), k);
+  }
+  void unuse(int b, size_t k) {
+    auto& list = users_[b];
+    auto it = std::lower_bound(list.begin(), list.end(), k);
+    if (it != list.end() && *it == k) list.erase(it);
+  }
+
+  /// Fuses the loops b[w] and b[r] (statements between them move before b[w]), then contracts
+  /// x in the fused body. False when either step is not possible (b is then a wreck: the
+  /// caller works on a copy).
+  bool fuseAndContract(Body& b, size_t w, size_t r, int x, std::vector<int> around) {
+    std::optional<size_t> at = fuse(b, w, r);
+    if (!at) return false;
+    Stmt& loop = b[*at];
+    around.insert(around.end(), loop.indices.begin(), loop.indices.end());
+    return contract(loop.body, x, around);
+  }
+
+  /// Makes x's write and reads meet in body b (the statements of the loops whose indices are
+  /// `around`) and replaces the reads by the written value.
+  bool contract(Body& b, int x, const std::vector<int>& around) {
+    std::vector<size_t> at;
+    for (size_t k = 0; k < b.size(); ++k)
+      if (touches(footprint(b[k]), x)) at.push_back(k);
+    if (at.empty()) return false;
+    Stmt& first = b[at[0]];
+    if (first.kind == Stmt::Scalar && first.in.args.size() >= 2 && first.in.args[0] == x &&
+        (first.in.op == Op::BufAdd || first.in.op == Op::BufStore))
+      return replaceReads(b, at[0], x, around);
+    if (first.kind != Stmt::Loop) return false;
+    if (at.size() == 1) {
+      // Write and reads in one inner loop: the element is then its iteration's.
+      std::vector<int> inner = around;
+      inner.insert(inner.end(), first.indices.begin(), first.indices.end());
+      return contract(first.body, x, inner);
+    }
+    if (at.size() != 2 || b[at[1]].kind != Stmt::Loop || at[1] - at[0] - 1 > kMaxBetween)
+      return false;
+    return fuseAndContract(b, at[0], at[1], x, around);
+  }
+
+  /// b[w] writes x once per iteration of the loops around it, at their indices; every later
+  /// access is a read at the same subscripts: the reads become the written value.
+  bool replaceReads(Body& b, size_t w, int x, const std::vector<int>& around) {
+    const Stmt write = b[w];
+    const std::vector<int> subs(write.in.args.begin() + 1, write.in.args.end() - 1);
+    std::vector<int> sorted = subs, want = around;
+    std::sort(sorted.begin(), sorted.end());
+    std::sort(want.begin(), want.end());
+    if (sorted != want || std::adjacent_find(sorted.begin(), sorted.end()) != sorted.end())
+      return false;
+    bool ok = true;
+    std::vector<int> reads;
+    std::function<void(const Body&)> check = [&](const Body& body) {
+      forEachStmt(body, [&](const Stmt& s) {
+        if (s.kind == Stmt::Store && s.buffer == x) ok = false;
+        if (s.kind != Stmt::Scalar || s.in.args.empty() || s.in.args[0] != x) return;
+        if (s.in.op != Op::Load || std::vector<int>(s.in.args.begin() + 1, s.in.args.end()) != subs)
+          ok = false;
+        else
+          reads.push_back(s.in.result);
+      });
+    };
+    check(Body(b.begin() + static_cast<std::ptrdiff_t>(w) + 1, b.end()));
+    if (!ok) return false;
+
+    const int v = write.in.args.back();
+    int value = v;
+    Body now;
+    if (write.in.op == Op::BufAdd) {
+      // The buffer's element was 0 + v: so is the value read.
+      const ir::Type scalar{f_.src.types[x].dtype, {}};
+      Stmt zero;
+      zero.in.op = Op::Const;
+      zero.in.result = f_.src.newValue(scalar);
+      zero.in.loc = write.in.loc;
+      Stmt sum;
+      sum.in.op = Op::Add;
+      sum.in.result = f_.src.newValue(scalar);
+      sum.in.args = {zero.in.result, v};
+      sum.in.loc = write.in.loc;
+      value = sum.in.result;
+      now = {zero, sum};
+    }
+    b.erase(b.begin() + static_cast<std::ptrdiff_t>(w));
+    b.insert(b.begin() + static_cast<std::ptrdiff_t>(w), now.begin(), now.end());
+    std::map<int, int> rename;
+    for (int r : reads)
+      rename[r] = value;
+    eraseReads(b, x);
+    renameValues(b, rename);
+    return true;
+  }
+
+  static void eraseReads(Body& b, int x) {
+    b.erase(std::remove_if(b.begin(), b.end(),
+                           [&](const Stmt& s) {
+                             return s.kind == Stmt::Scalar && s.in.op == Op::Load &&
+                                    s.in.args[0] == x;
+                           }),
+            b.end());
+    for (Stmt& s : b) {
+      eraseReads(s.body, x);
+      eraseReads(s.orelse, x);
+    }
+  }
+
+  static bool fusible(const Stmt& s) {
+    return s.kind == Stmt::Loop && s.in.op == Op::For && s.in.ival != 1 && s.memoryOnly &&
+           !s.blocked && !s.indices.empty();
+  }
+
+  /// The statements of loop s over its indices from m on (the inner part of a split).
+  static Body innerPart(const Stmt& s, size_t m) {
+    if (s.indices.size() == m) return s.body;
+    Stmt inner = s;
+    inner.indices.erase(inner.indices.begin(), inner.indices.begin() + static_cast<long>(m));
+    inner.extents.erase(inner.extents.begin(), inner.extents.begin() + static_cast<long>(m));
+    inner.in.extents = inner.extents;
+    return {inner};
+  }
+
+  /// Fuses loops b[p] and b[c] on their shared leading extents (see the file comment); the
+  /// statements between them move before the fused loop. Returns its position, or nothing
+  /// (b unchanged) when that is not legal or would cost SIMD math.
+  std::optional<size_t> fuse(Body& b, size_t p, size_t c) {
+    if (!fusible(b[p]) || !fusible(b[c])) return std::nullopt;
+    const Stmt& P = b[p];
+    Stmt C = b[c];
+    size_t m = 0;
+    while (m < P.extents.size() && m < C.extents.size() && P.extents[m] == C.extents[m])
+      ++m;
+    if (m == 0) return std::nullopt;
+    {
+      std::map<int, int> rename;
+      for (size_t q = 0; q < m; ++q)
+        rename[C.indices[q]] = P.indices[q];
+      Body one{C};
+      renameValues(one, rename);
+      C = std::move(one[0]);
+    }
+    const Footprint fp = footprint(P), fc = footprint(C);
+    Footprint between;
+    for (size_t k = p + 1; k < c; ++k)
+      between.add(footprint(b[k]));
+    if (fp.statements + fc.statements > kMaxStatements) return std::nullopt;
+    if (int(fp.fails) + int(fc.fails) + int(between.fails) > 1) return std::nullopt;
+    if (!between.binds.empty() || conflict(between, fp)) return std::nullopt;
+    for (const auto& n : fp.binds)
+      if (fc.binds.count(n)) return std::nullopt;
+    // Shared memory with a write: each fused index in one fixed dimension of every access.
+    for (const auto& [buf, list] : fp.access) {
+      auto other = fc.access.find(buf);
+      if (other == fc.access.end() || !(fp.writes(buf) || fc.writes(buf))) continue;
+      std::vector<const Footprint::Access*> all;
+      for (const auto& acc : list)
+        all.push_back(&acc);
+      for (const auto& acc : other->second)
+        all.push_back(&acc);
+      for (size_t q = 0; q < m; ++q) {
+        int dim = -1;
+        for (const Footprint::Access* acc : all) {
+          int here = -1;
+          for (size_t d = 0; d < acc->subs.size(); ++d)
+            if (acc->subs[d] == P.indices[q] && (here < 0 || static_cast<int>(d) == dim))
+              here = static_cast<int>(d);
+          if (here < 0 || (dim >= 0 && here != dim)) return std::nullopt;
+          dim = here;
+        }
+      }
+    }
+    // SIMD: a loop vectorised at the fused level keeps its lanes only if the fused loop is
+    // still a straight parallel loop; losing them costs a vector math call its lanes.
+    const bool parallel = P.loopKind == LoopKind::Parallel && C.loopKind == LoopKind::Parallel;
+    const bool vector = parallel && P.vectorisable && C.vectorisable && P.indices.size() == m &&
+                        C.indices.size() == m;
+    if (!vector && ((P.vectorisable && P.indices.size() == m && fp.math) ||
+                    (C.vectorisable && C.indices.size() == m && fc.math)))
+      return std::nullopt;
+
+    Stmt fused = P;
+    fused.indices.resize(m);
+    fused.extents.resize(m);
+    fused.in.extents = fused.extents;
+    fused.loopKind = parallel ? LoopKind::Parallel : LoopKind::Sequential;
+    fused.vectorisable = vector;
+    fused.memoryOnly = true;
+    fused.body = innerPart(P, m);
+    Body tail = innerPart(C, m);
+    fused.body.insert(fused.body.end(), std::make_move_iterator(tail.begin()),
+                      std::make_move_iterator(tail.end()));
+    Body moved(std::make_move_iterator(b.begin() + static_cast<std::ptrdiff_t>(p) + 1),
+               std::make_move_iterator(b.begin() + static_cast<std::ptrdiff_t>(c)));
+    b.erase(b.begin() + static_cast<std::ptrdiff_t>(p),
+            b.begin() + static_cast<std::ptrdiff_t>(c) + 1);
+    moved.push_back(std::move(fused));
+    b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(moved.begin()),
+             std::make_move_iterator(moved.end()));
+    return p + moved.size() - 1;
+  }
+
+  Function& f_;
+  std::map<int, int64_t> literals_;
+  std::vector<std::set<int>> touched_;       // top-level statement -> buffers it touches
+  std::map<int, std::vector<size_t>> users_; // buffer -> top-level statements, in order
+  std::vector<bool> dead_;                   // holes left by fusion
+};
+
+} // namespace
+
+int fuseProducers(Function& f) {
+  return Fuser(f).run();
+}
+
+} // namespace slope::lower

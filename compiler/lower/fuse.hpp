@@ -1,0 +1,23 @@
+// Producer-consumer fusion of loop nests, and the buffer between them made a scalar (a Loop IR
+// pass).
+#pragma once
+
+#include "compiler/lower/loop_ir.hpp"
+
+namespace slope::lower {
+
+/// A temporary written by one top-level loop nest, element by element, and read by a later
+/// one at the same element (reverse mode's adjoint of an intermediate tensor: zeroed, added to
+/// once per element by one nest, read by the next) is memory traffic for nothing: the two
+/// nests are fused, level by level, until the write and the reads are in one loop body, and
+/// the reads then take the written value (0 + v for an addition into zeroed memory: the same
+/// bits) instead of the buffer, which goes away. The ADBench GMM gradient loses two buffers of
+/// n K d doubles this way.
+///
+/// Fusion keeps every buffer's element-by-element order of accesses, so every result keeps
+/// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away, and
+/// nothing whose SIMD math functions (exp, log, ...) would lose their lanes. Returns how many
+/// buffers went away.
+int fuseProducers(Function& f);
+
+} // namespace slope::lower
