@@ -91,7 +91,7 @@ void initLLVM() {
     std::string errors;
     llvm::raw_string_ostream es(errors);
     if (!llvm::cl::ParseCommandLineOptions(1, argv, "", &es, "SLOPE_LLVM_ARGS"))
-      throw std::runtime_error("SLOPE_LLVM_ARGS: " + es.str());
+      throw std::invalid_argument("SLOPE_LLVM_ARGS: " + es.str()); // (the user's option)
   });
 }
 

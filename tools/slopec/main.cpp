@@ -1133,6 +1133,9 @@ int main(int argc, char** argv) {
   } catch (const std::length_error& e) { // a size that overflows or does not fit in memory
     std::cerr << "slopec: error: " << e.what() << "\n";
     return kBad;
+  } catch (const std::invalid_argument& e) { // an option of the user's (SLOPE_LLVM_ARGS)
+    std::cerr << "slopec: error: " << e.what() << "\n";
+    return kBad;
   } catch (const std::bad_alloc&) { // what the size checks did not foresee
     std::cerr << "slopec: error: out of memory: the inputs or the buffers of this function do "
                  "not fit in this machine's "
