@@ -120,13 +120,8 @@ private:
     case Stmt::Stack: own.insert(s.in.result); break;
     case Stmt::Store: fp.access[s.buffer].push_back({true, s.indices}); break;
     case Stmt::Loop:
-      // A computed extent is checked where the loop runs (a negative one fails).
-      for (const Poly& e : s.extents) {
-        bool bound = false;
-        for (const auto& n : e.names())
-          bound = bound || n[0] == '#';
-        if (bound || !e.provablyNonNegative()) fp.fails = true;
-      }
+      for (const Poly& e : s.extents)
+        fp.fails = fp.fails || extentCanFail(e);
       break;
     case Stmt::If: break;
     case Stmt::Scalar: {
@@ -253,17 +248,19 @@ private:
       return false;
     bool ok = true;
     std::vector<int> reads;
-    std::function<void(const Body&)> check = [&](const Body& body) {
-      forEachStmt(body, [&](const Stmt& s) {
-        if (s.kind == Stmt::Store && s.buffer == x) ok = false;
-        if (s.kind != Stmt::Scalar || s.in.args.empty() || s.in.args[0] != x) return;
-        if (s.in.op != Op::Load || std::vector<int>(s.in.args.begin() + 1, s.in.args.end()) != subs)
-          ok = false;
-        else
-          reads.push_back(s.in.result);
-      });
+    auto check = [&](const Stmt& s) {
+      if (s.kind == Stmt::Store && s.buffer == x) ok = false;
+      if (s.kind != Stmt::Scalar || s.in.args.empty() || s.in.args[0] != x) return;
+      if (s.in.op != Op::Load || std::vector<int>(s.in.args.begin() + 1, s.in.args.end()) != subs)
+        ok = false;
+      else
+        reads.push_back(s.in.result);
     };
-    check(Body(b.begin() + static_cast<std::ptrdiff_t>(w) + 1, b.end()));
+    for (size_t k = w + 1; k < b.size(); ++k) {
+      check(b[k]);
+      forEachStmt(b[k].body, check);
+      forEachStmt(b[k].orelse, check);
+    }
     if (!ok) return false;
 
     const int v = write.in.args.back();

@@ -22,7 +22,7 @@ using ir::Op;
 
 class Narrower {
 public:
-  explicit Narrower(Function& f) : f_(f), names_(boundSizes(f)) {}
+  explicit Narrower(Function& f) : f_(f), names_(boundSizes(f.body)) {}
 
   int run() {
     return rewriteLoops(f_.body, [&](Stmt& loop, Body& pre) { return narrow(loop, pre); });
@@ -62,9 +62,7 @@ private:
     if (!sum && !(loop.in.op == Op::For && loop.in.ival != 1)) return false;
     // The extent's own check (negative: an error) stays where it is only if it has none.
     const Poly& e = loop.extents[0];
-    for (const auto& n : e.names())
-      if (n[0] == '#') return false;
-    if (!e.provablyNonNegative()) return false;
+    if (extentCanFail(e)) return false;
     int c = loop.indices[0];
 
     std::set<int> inside{c}, own;

@@ -115,8 +115,12 @@ template <class BodyT, class Fn> void forEachStmt(BodyT& b, Fn&& fn) {
 /// many loops it rewrote.
 int rewriteLoops(Body& b, const std::function<bool(Stmt& loop, Body& pre)>& rewrite);
 
-/// The names of the sizes bound in the function (size.def).
-std::set<std::string> boundSizes(const Function& f);
+/// The names of the sizes bound in b (size.def), nested statements included.
+std::set<std::string> boundSizes(const Body& b);
+
+/// Whether a loop with extent e checks it where it runs (codegen: a size bound in the
+/// function, or one not provably non-negative, fails the call when negative).
+bool extentCanFail(const Poly& e);
 
 /// stem + a number, the first not in `taken` from `next` on; taken and next are updated.
 std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::string>& taken);

@@ -307,15 +307,6 @@ private:
 //     value is its value before plus the sum of the additions, whichever block made them;
 // and the loop carries nothing else between iterations (Stmt::memoryOnly).
 
-/// The size names bound in loop s's body.
-std::set<std::string> boundIn(const Stmt& s) {
-  std::set<std::string> out;
-  forEachStmt(s.body, [&](const Stmt& t) {
-    if (t.kind == Stmt::Scalar && t.in.op == Op::SizeDef) out.insert(t.in.name);
-  });
-  return out;
-}
-
 /// Stmt::work of loop s inside loops whose extents are `outer`: a product per loop of the nest
 /// (an inner loop's iterations are its extents' product times the loops' around it), leaving
 /// out a loop whose extent is bound inside the nest (a triangular row: not known before).
@@ -407,7 +398,7 @@ void planBlocks(Function& f) {
     s.blocked = true;
     s.partials = partials;
     s.work.clear();
-    nestWork(s, {}, boundIn(s), s.work);
+    nestWork(s, {}, boundSizes(s.body), s.work);
   }
 }
 
@@ -429,7 +420,8 @@ void planBlocks(Function& f) {
 
 class ShortRows {
 public:
-  explicit ShortRows(Function& f) : f_(f), literals_(integerLiterals(f)), names_(boundSizes(f)) {}
+  explicit ShortRows(Function& f)
+      : f_(f), literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
 
   int run() {
     return rewriteLoops(f_.body, [&](Stmt& loop, Body& pre) { return split(loop, pre); });
@@ -742,12 +734,18 @@ int rewriteLoops(Body& b, const std::function<bool(Stmt& loop, Body& pre)>& rewr
   return count;
 }
 
-std::set<std::string> boundSizes(const Function& f) {
+std::set<std::string> boundSizes(const Body& b) {
   std::set<std::string> out;
-  forEachStmt(f.body, [&](const Stmt& s) {
+  forEachStmt(b, [&](const Stmt& s) {
     if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) out.insert(s.in.name);
   });
   return out;
+}
+
+bool extentCanFail(const Poly& e) {
+  for (const auto& n : e.names())
+    if (n[0] == '#') return true;
+  return !e.provablyNonNegative();
 }
 
 std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::string>& taken) {

@@ -305,8 +305,8 @@ TEST(JitVsInterp, FusedAdjointSameBitsAsEvaluator) {
     for (int64_t n : {1, 60}) {
       std::map<std::string, int64_t> sizes = c.sizes;
       sizes["n"] = n;
-      const std::string what = c.fn + " d = " + std::to_string(sizes.at("d")) +
-                               " n = " + std::to_string(n);
+      const std::string what =
+          c.fn + " d = " + std::to_string(sizes.at("d")) + " n = " + std::to_string(n);
       std::vector<Tensor> args = randomArgs(g, sizes, 11);
       auto a = jg(args), b = evaluate(g, args);
       ASSERT_EQ(a.size(), b.size());
