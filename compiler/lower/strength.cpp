@@ -8,8 +8,10 @@
 // where D is affine in c and D2 = V(2) - 2 V(1) + V(0) is a constant. V(0), D(0) = V(1) - V(0)
 // and D2 are integers (V is integer everywhere), computed once before the loop from P at
 // c = 0, 1, 2; each iteration then costs two additions instead of its multiplications and
-// divisions. Integer arithmetic wraps modulo 2^64, and so do these sums: they equal the
-// original computation whenever its intermediate values fit in i64.
+// divisions. Of degree 1, V(c) = V(0) + D c is computed from c itself (one addition, and a
+// multiplication unless D is 1), which keeps the iterations independent. Integer arithmetic wraps
+// modulo 2^64, and so do these sums: they equal the original computation whenever its intermediate
+// values fit in i64.
 //
 // Exact division. div(a, k) (floor division) is a / k exactly when k divides a. With
 // a = A(x) / m (A integer over the variables x), k divides a for every integer x when m k
@@ -380,13 +382,14 @@ private:
     } else {
       fast = std::move(loop);
     }
+    bool state = false;
     for (int v : carried)
-      carry(fast, v, sc);
-    if (!carried.empty()) {
+      state = carry(fast, v, sc) || state;
+    if (state) {
       fast.loopKind = LoopKind::Sequential; // (an iteration reads the slots the last wrote)
       fast.vectorisable = false;
-      removeDead(fast);
     }
+    if (!carried.empty()) removeDead(fast);
     if (ok < 0) {
       loop = std::move(fast);
       return true;
@@ -418,20 +421,38 @@ private:
   }
 
   /// Replaces the definition of v (a top-level statement of the loop's body) by a load of a
-  /// slot carried across iterations (see the file comment).
-  void carry(Stmt& loop, int v, Scope& sc) {
+  /// slot carried across iterations (see the file comment); an affine v by V(0) + D c, from
+  /// values computed before the loop, which carries nothing. Returns whether it carries.
+  bool carry(Stmt& loop, int v, Scope& sc) {
     size_t p = position(loop.body, v);
     // (a clone renamed v; the polynomial is memoised by the original's id)
     auto o = original_.find(v);
     const Quad q = *sc.memo.at(o == original_.end() ? v : o->second);
     const Series sr = series(q);
-    int value = slot(sr.v0), diff = q.degree() == 2 ? slot(sr.d0) : -1;
     Body step;
     auto add = [&](int result, Op o, std::vector<int> args) {
       Stmt s = scalar(o, std::move(args), loc_);
       s.in.result = result;
       step.push_back(std::move(s));
     };
+    auto replace = [&] {
+      loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
+      loop.body.insert(loop.body.begin() + static_cast<std::ptrdiff_t>(p), step.begin(),
+                       step.end());
+    };
+    if (q.degree() == 1) {
+      // The iterations stay independent: a parallel loop stays parallel, and vectorises.
+      int c = loop.indices[0];
+      auto unit = known_.find(sr.d0);
+      if (unit == known_.end() || unit->second != 1) {
+        c = f_.src.newValue({DType::I64, {}});
+        add(c, Op::Mul, {loop.indices[0], sr.d0});
+      }
+      add(v, Op::Add, {sr.v0, c});
+      replace();
+      return false;
+    }
+    int value = slot(sr.v0), diff = q.degree() == 2 ? slot(sr.d0) : -1;
     add(v, Op::Load, {value});
     int d = sr.d0;
     if (diff >= 0) add(d = f_.src.newValue({DType::I64, {}}), Op::Load, {diff});
@@ -443,8 +464,8 @@ private:
       add(dn, Op::Add, {d, sr.d2});
       add(-1, Op::BufStore, {diff, dn});
     }
-    loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
-    loop.body.insert(loop.body.begin() + static_cast<std::ptrdiff_t>(p), step.begin(), step.end());
+    replace();
+    return true;
   }
 
   /// A rank-0 i64 slot holding `init` (before the loop).
