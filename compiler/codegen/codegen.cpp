@@ -190,8 +190,24 @@ private:
   /// count), which lives in a slot rather than on entry.
   bool dynamic(const Poly& p) const {
     for (const auto& n : p.names())
-      if (dynSlots_.count(n)) return true;
+      if (dynSlots_.count(n) || outerDynSlots_.count(n)) return true;
     return false;
+  }
+  /// The slot of size n, bound by size.def; in a chunk, a size bound outside it is read once,
+  /// on the chunk's entry, into a slot of the chunk's own. (Read through the outer slot's
+  /// pointer, it would be read again after every store LLVM cannot tell apart from it: a
+  /// buffer's row length, reloaded in the innermost loop, keeps the loop from vectorising.)
+  llvm::AllocaInst* dynSlot(const std::string& n) {
+    auto slot = dynSlots_.find(n);
+    if (slot != dynSlots_.end()) return slot->second;
+    auto outer = outerDynSlots_.find(n);
+    if (outer == outerDynSlots_.end()) return nullptr;
+    llvm::AllocaInst* local = entryAlloca(B_.getInt64Ty(), "size");
+    Builder E(ctx_);
+    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    E.CreateStore(E.CreateLoad(E.getInt64Ty(), outer->second), local);
+    dynSlots_[n] = local;
+    return local;
   }
   llvm::Value* poly(const Poly& p) {
     std::string key = p.str();
@@ -201,9 +217,8 @@ private:
       for (const auto& [mono, c] : p.terms()) {
         llvm::Value* term = i64(c);
         for (const auto& n : mono) {
-          auto slot = dynSlots_.find(n);
-          llvm::Value* v =
-              slot != dynSlots_.end() ? B_.CreateLoad(B_.getInt64Ty(), slot->second) : sizeArg(n);
+          llvm::AllocaInst* slot = dynSlot(n);
+          llvm::Value* v = slot ? B_.CreateLoad(B_.getInt64Ty(), slot) : sizeArg(n);
           term = B_.CreateMul(term, v);
         }
         acc = B_.CreateAdd(acc, term);
@@ -334,6 +349,47 @@ private:
     // Only a buffer that is its entry's one dynamic instance in a call is malloc-like.
     bool sole = !b.inLoop && entryUsers_[b.entry] == 1;
     return take(entry, bytes, zero, sole);
+  }
+  /// Whether t's shape is the same wherever it is computed in a call: it names the function's
+  /// sizes only, none bound by size.def.
+  bool staticShape(const ir::Type& t) const {
+    for (const Poly& d : t.shape)
+      for (const auto& n : d.names())
+        if (n[0] == '#') return false;
+    return true;
+  }
+  /// allocate() for a temporary of a loop's body with a static shape (a scratch row): its
+  /// entry is its own and its size the same in every iteration, so the buffer taken in the
+  /// first iteration is the one every later iteration would take. Taken once per call of the
+  /// function (in a chunk: per chunk, on its worker's copy) and kept in a slot; an iteration
+  /// then costs a test, not a call (plus a memset when zeroed).
+  llvm::Value* allocateOnce(int value, const ir::Type& ty, bool zero, SrcRange loc) {
+    llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "scratch");
+    {
+      Builder E(ctx_);
+      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+      E.CreateStore(llvm::ConstantPointerNull::get(E.getPtrTy()), slot);
+    }
+    llvm::Function* fn = B_.GetInsertBlock()->getParent();
+    auto* takeBB = llvm::BasicBlock::Create(ctx_, "scratch.take", fn);
+    auto* haveBB = llvm::BasicBlock::Create(ctx_, "scratch.have", fn);
+    llvm::Value* had = B_.CreateLoad(B_.getPtrTy(), slot);
+    llvm::BasicBlock* from = B_.GetInsertBlock();
+    B_.CreateCondBr(B_.CreateIsNull(had), takeBB, haveBB);
+    B_.SetInsertPoint(takeBB);
+    llvm::Value* got = allocate(value, ty, false, loc);
+    B_.CreateStore(got, slot);
+    llvm::BasicBlock* took = B_.GetInsertBlock();
+    B_.CreateBr(haveBB);
+    B_.SetInsertPoint(haveBB);
+    llvm::PHINode* p = B_.CreatePHI(B_.getPtrTy(), 2);
+    p->addIncoming(had, from);
+    p->addIncoming(got, took);
+    if (zero)
+      B_.CreateMemSet(p, B_.getInt8(0),
+                      B_.CreateMul(numel(ty), i64(static_cast<int64_t>(dtypeSize(ty.dtype)))),
+                      llvm::MaybeAlign(8));
+    return p;
   }
   /// The buffer of workspace entry `entry`, at least `bytes` long (zeroed if asked).
   llvm::Value* take(llvm::Value* entry, llvm::Value* bytes, bool zero, bool sole) {
@@ -629,11 +685,18 @@ private:
   // against no unrolling: GMM 10k d10 K25 objective 220.4M (241.1M, 215.9M), 1k d64 K25
   // 602.2M (607.6M, 608.8M), LSTM gradient 15.45M (15.52M, 15.56M).
   bool shortUnroll_ = false;
+  // The loops nestLevel makes are a parallel, vectorisable Loop IR loop's (Stmt::vectorisable):
+  // straight-line, and its iterations touch disjoint memory. Said to LLVM as
+  // llvm.loop.parallel_accesses over an access group on every memory access of the body, so
+  // that the loop vectoriser needs no proof of independence of its own. Without it, a loop
+  // that adds into a temporary (whose bounds LLVM cannot see) stays scalar.
+  bool parallelNest_ = false;
   /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
   /// inner() emits its body.
   void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
                  bool reversed) {
     const bool shortRow = std::exchange(shortUnroll_, false); // (for this loop, not those inside)
+    const bool parallel = parallelNest_;
     {
       llvm::Function* fn = B_.GetInsertBlock()->getParent();
       llvm::BasicBlock* pre = B_.GetInsertBlock();
@@ -653,11 +716,22 @@ private:
       llvm::Value* next = B_.CreateAdd(i, i64(1), "", true, true);
       i->addIncoming(next, B_.GetInsertBlock());
       llvm::BranchInst* latch = B_.CreateBr(head);
-      if (shortRow) {
-        llvm::MDNode* two =
+      std::vector<llvm::Metadata*> props{nullptr};
+      if (shortRow)
+        props.push_back(
             llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.count"),
-                                     llvm::ConstantAsMetadata::get(B_.getInt32(2))});
-        llvm::MDNode* self = llvm::MDNode::getDistinct(ctx_, {nullptr, two});
+                                     llvm::ConstantAsMetadata::get(B_.getInt32(2))}));
+      if (parallel) {
+        // The body's blocks are those made since bodyBB (appended in order), exit aside.
+        llvm::MDNode* group = llvm::MDNode::getDistinct(ctx_, {});
+        for (auto bb = bodyBB->getIterator(); bb != fn->end(); ++bb)
+          for (llvm::Instruction& in : *bb)
+            if (in.mayReadOrWriteMemory()) addAccessGroup(in, group);
+        props.push_back(llvm::MDNode::get(
+            ctx_, {llvm::MDString::get(ctx_, "llvm.loop.parallel_accesses"), group}));
+      }
+      if (props.size() > 1) {
+        llvm::MDNode* self = llvm::MDNode::getDistinct(ctx_, props);
         self->replaceOperandWith(0, self);
         latch->setMetadata(llvm::LLVMContext::MD_loop, self);
       }
@@ -665,18 +739,39 @@ private:
     }
   }
 
+  /// Adds an access group to the instruction's (a list when it has some already: it is in
+  /// several parallel loops of one nest).
+  void addAccessGroup(llvm::Instruction& in, llvm::MDNode* group) {
+    llvm::MDNode* had = in.getMetadata(llvm::LLVMContext::MD_access_group);
+    if (!had) {
+      in.setMetadata(llvm::LLVMContext::MD_access_group, group);
+      return;
+    }
+    std::vector<llvm::Metadata*> groups;
+    if (had->getNumOperands() == 0)
+      groups.push_back(had);
+    else
+      groups.assign(had->op_begin(), had->op_end());
+    groups.push_back(group);
+    in.setMetadata(llvm::LLVMContext::MD_access_group, llvm::MDNode::get(ctx_, groups));
+  }
+
   /// Runs a loop's body for each index; `after` sees the yield (if any) and the flat position.
   void regionLoop(const lower::Stmt& s,
                   const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
     std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
     bool reversed = opt_.reverseParallel && s.loopKind == lower::LoopKind::Parallel;
+    const bool outer =
+        std::exchange(parallelNest_, s.loopKind == lower::LoopKind::Parallel && s.vectorisable);
     loopNest(
         ext,
         [&](const std::vector<llvm::Value*>& idx) {
           for (size_t k = 0; k < idx.size(); ++k)
             vals_[s.indices[k]] = idx[k];
           ++regionDepth_;
+          const bool mine = std::exchange(parallelNest_, false);
           body(s.body);
+          parallelNest_ = mine;
           llvm::Value* y = s.yield < 0 ? nullptr : val(s.yield);
           llvm::Value* flat = i64(0);
           for (size_t k = 0; k < idx.size(); ++k)
@@ -685,6 +780,7 @@ private:
           --regionDepth_;
         },
         reversed);
+    parallelNest_ = outer;
   }
 
   // --- values ------------------------------------------------------------------------------
@@ -806,6 +902,8 @@ private:
   std::map<int, llvm::Value*> resultBuffers_;   // top-level values that live in a result buffer
   std::map<int, llvm::AllocaInst*> scalarBufs_; // rank-0 accumulators
   std::map<std::string, llvm::AllocaInst*> dynSlots_; // sizes bound by size.def
+  // In a chunk: the slots of sizes bound outside it, not yet read into the chunk's (dynSlot).
+  std::map<std::string, llvm::AllocaInst*> outerDynSlots_;
   // Values used outside the region that defines them (lower::Function::escaping): their
   // definitions do not dominate those uses, so each lives in an entry-block slot (SROA and
   // mem2reg turn it back into registers and phis); every use loads it.
@@ -1258,6 +1356,10 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   llvm::Value* savedErr = errArg_;
   auto savedPoly = polyCache_;
   auto savedDyn = dynSlots_;
+  auto savedOuterDyn = outerDynSlots_;
+  for (const auto& [n, slot] : dynSlots_)
+    outerDynSlots_[n] = slot;
+  dynSlots_.clear();
   entryBlock_ = llvm::BasicBlock::Create(ctx_, "entry", scratch);
   auto* start = llvm::BasicBlock::Create(ctx_, "start", scratch);
   cleanup_ = llvm::BasicBlock::Create(ctx_, "cleanup", scratch);
@@ -1275,6 +1377,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
     E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
     E.CreateStore(i64(0), slot);
     dynSlots_[t.in.name] = slot;
+    outerDynSlots_.erase(t.in.name);
   });
   B_.SetInsertPoint(start);
   ++regionDepth_;
@@ -1290,6 +1393,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   errArg_ = savedErr;
   polyCache_ = std::move(savedPoly);
   dynSlots_ = std::move(savedDyn);
+  outerDynSlots_ = std::move(savedOuterDyn);
   worker_ = nullptr;
 
   // 2. Its captures: the outer function's values it uses, which become parameters.
@@ -1447,6 +1551,8 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
   llvm::Value* end = B_.CreateAdd(lo, size);
   llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
   std::vector<llvm::Value*> i;
+  const bool outer =
+      std::exchange(parallelNest_, s.loopKind == lower::LoopKind::Parallel && s.vectorisable);
   nestLevel(
       B_.CreateSub(hi, lo), i,
       [&] {
@@ -1457,11 +1563,14 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
             [&](const std::vector<llvm::Value*>& idx) {
               for (size_t d = 0; d < idx.size(); ++d)
                 vals_[s.indices[d + 1]] = idx[d];
+              const bool mine = std::exchange(parallelNest_, false);
               body(s.body);
+              parallelNest_ = mine;
             },
             reversed);
       },
       reversed);
+  parallelNest_ = outer;
 }
 
 // A blocked loop (lower::Stmt::blocked): chunks are blocks of its first index, as many as
@@ -1836,6 +1945,8 @@ void Gen::stmt(const lower::Stmt& s) {
         llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
         B_.CreateMemSet(out, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
       }
+    } else if (b.inLoop && regionDepth_ > 0 && staticShape(t)) {
+      out = allocateOnce(in.result, t, zero, in.loc);
     } else {
       out = allocate(in.result, t, zero, in.loc);
     }

@@ -145,12 +145,15 @@ private:
 
   static bool touches(const Footprint& fp, int x) { return fp.access.count(x) > 0; }
 
-  /// A top-level zeroed temporary allocated by statement a, touched by exactly two later
-  /// top-level loops, the first writing it: fuse them and contract it.
+  /// A top-level temporary allocated by statement a, touched by exactly two later top-level
+  /// loops, the first writing it: fuse them and contract it (zeroed: to the written value; a
+  /// comprehension's: to the slice one iteration of the fused loop writes and reads).
   bool contractTop(size_t a) {
     Body& body = f_.body;
     const Stmt& alloc = body[a];
-    if (alloc.kind != Stmt::Alloc || alloc.in.op != Op::BufZeros) return false;
+    if (alloc.kind != Stmt::Alloc || (alloc.in.op != Op::BufZeros && alloc.in.op != Op::Comp))
+      return false;
+    const bool zeroed = alloc.in.op == Op::BufZeros;
     const int x = alloc.in.result;
     auto buf = f_.buffers.find(x);
     if (buf == f_.buffers.end() || buf->second.place != Buffer::Temp || f_.escaping.count(x))
@@ -167,7 +170,9 @@ private:
     Body seg;
     for (size_t k : live)
       seg.push_back(body[k]);
-    if (!fuseAndContract(seg, 0, seg.size() - 1, x, {})) return false;
+    if (zeroed ? !fuseAndContract(seg, 0, seg.size() - 1, x, {})
+               : !fuseAndShrink(seg, seg.size() - 1, alloc))
+      return false;
     // seg: the statements between, then the fused loop; into the live positions but the last.
     std::set<int> fusedTouched = touched_[w];
     fusedTouched.insert(touched_[r].begin(), touched_[r].end());
@@ -188,7 +193,58 @@ private:
     dead_[r] = true;
     touched_[r].clear();
     dead_[a] = true;
-    f_.buffers.erase(x);
+    if (zeroed)
+      f_.buffers.erase(x);
+    else
+      f_.buffers[x].inLoop = true;
+    return true;
+  }
+
+  /// Fuses the loops seg[0] (the comprehension that writes x) and seg[r] on their shared
+  /// leading extents; when every access to x in the fused loop has its indices as leading
+  /// subscripts, one iteration writes and reads only its own slice x[i, k, ...], and x becomes
+  /// that slice: allocated in the loop's body, without the fused dimensions (the ADBench GMM
+  /// objective's qx: n K d doubles written and read back become d per iteration, in cache).
+  /// The arithmetic and its order do not change, nor do the bits.
+  bool fuseAndShrink(Body& seg, size_t r, const Stmt& alloc) {
+    const int x = alloc.in.result;
+    std::optional<size_t> at = fuse(seg, 0, r);
+    if (!at) return false;
+    Stmt& loop = seg[*at];
+    const size_t m = loop.indices.size();
+    bool ok = true;
+    auto lead = [&](const std::vector<int>& subs) {
+      ok = ok && subs.size() > m &&
+           std::equal(loop.indices.begin(), loop.indices.end(), subs.begin());
+    };
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      if (s.kind == Stmt::Store && s.buffer == x) lead(s.indices);
+      if (s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x) {
+        if (s.in.op == Op::Load)
+          lead({s.in.args.begin() + 1, s.in.args.end()});
+        else if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd)
+          lead({s.in.args.begin() + 1, s.in.args.end() - 1});
+        else
+          ok = false;
+      }
+      for (int a : s.in.args) // (x as an operand of anything else: not a plain access)
+        if (a == x && !(s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x &&
+                        (s.in.op == Op::Load || s.in.op == Op::BufStore || s.in.op == Op::BufAdd)))
+          ok = false;
+    });
+    if (!ok) return false;
+    forEachStmt(loop.body, [&](Stmt& s) {
+      if (s.kind == Stmt::Store && s.buffer == x)
+        s.indices.erase(s.indices.begin(), s.indices.begin() + static_cast<long>(m));
+      if (s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x)
+        s.in.args.erase(s.in.args.begin() + 1, s.in.args.begin() + 1 + static_cast<long>(m));
+    });
+    Stmt slice = alloc;
+    slice.in.extents.erase(slice.in.extents.begin(),
+                           slice.in.extents.begin() + static_cast<long>(m));
+    std::vector<Poly>& shape = f_.src.types[x].shape;
+    shape.erase(shape.begin(), shape.begin() + static_cast<long>(m));
+    loop.body.insert(loop.body.begin(), std::move(slice));
     return true;
   }
 
@@ -304,9 +360,11 @@ private:
     }
   }
 
+  /// A loop of effects (a comprehension's is: its element is a store) whose iterations share
+  /// nothing but memory.
   static bool fusible(const Stmt& s) {
-    return s.kind == Stmt::Loop && s.in.op == Op::For && s.in.ival != 1 && s.memoryOnly &&
-           !s.blocked && !s.indices.empty();
+    return s.kind == Stmt::Loop && (s.in.op == Op::For || s.in.op == Op::Comp) && s.in.ival != 1 &&
+           s.memoryOnly && !s.blocked && !s.indices.empty();
   }
 
   /// The statements of loop s over its indices from m on (the inner part of a split).
@@ -378,6 +436,8 @@ private:
       return std::nullopt;
 
     Stmt fused = P;
+    fused.in.op = Op::For; // (a comprehension's store is in its inner part)
+    fused.in.result = -1;
     fused.indices.resize(m);
     fused.extents.resize(m);
     fused.in.extents = fused.extents;

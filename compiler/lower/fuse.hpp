@@ -14,10 +14,16 @@ namespace slope::lower {
 /// bits) instead of the buffer, which goes away. The ADBench GMM gradient loses two buffers of
 /// n K d doubles this way.
 ///
+/// A comprehension's buffer read by one later nest only is fused with it too; when each
+/// iteration of the fused loop then writes and reads its own slice of the buffer only, the
+/// buffer becomes that slice, allocated in the loop (the GMM objective's qx: n K d doubles
+/// become a row of d).
+///
 /// Fusion keeps every buffer's element-by-element order of accesses, so every result keeps
-/// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away, and
+/// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away (or
+/// shrinks), and
 /// nothing whose SIMD math functions (exp, log, ...) would lose their lanes. Returns how many
-/// buffers went away.
+/// buffers went away or shrank.
 int fuseProducers(Function& f);
 
 } // namespace slope::lower
