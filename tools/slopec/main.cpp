@@ -116,6 +116,7 @@ KIND: slope    the gradient function as readable, simplified Slope source (it co
       forward  the forward function in Tensor IR
       loops    the gradient function in Loop IR: loop nests over buffers, each loop
                parallel, reduction or sequential (what the backends translate)
+      forward-loops  the forward function in Loop IR
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
 --stats counts the operations the forward and the gradient function execute (on random
@@ -963,12 +964,14 @@ int runStats(const Args& a) {
 int runGrad(const Args& a) {
   if (a.stats) return runStats(a);
   if (a.emit.empty())
-    throw Usage("grad needs --emit KIND (slope, ir, forward, loops, llvm or asm) or --stats");
+    throw Usage("grad needs --emit KIND (slope, ir, forward, loops, forward-loops, llvm or "
+                "asm) or --stats");
   if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm" &&
-      a.emit != "slope" && a.emit != "loops") {
+      a.emit != "slope" && a.emit != "loops" && a.emit != "forward-loops") {
     if (a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
       throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
-    throw Usage("unknown --emit kind '" + a.emit + "' (slope, ir, forward, loops, llvm, asm)");
+    throw Usage("unknown --emit kind '" + a.emit +
+                "' (slope, ir, forward, loops, forward-loops, llvm, asm)");
   }
   const Program* p = load(a);
   if (!p) return kBad;
@@ -983,6 +986,8 @@ int runGrad(const Args& a) {
     text = printSlope(p->gradient(name, a.wrt, a.checkpoint));
   else if (a.emit == "loops")
     text = lower::print(lower::lower(g = p->gradient(name, a.wrt, a.checkpoint)));
+  else if (a.emit == "forward-loops")
+    text = lower::print(lower::lower(f));
   else if (a.emit == "llvm")
     text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint));
   else
