@@ -202,12 +202,10 @@ private:
     if (slot != dynSlots_.end()) return slot->second;
     auto outer = outerDynSlots_.find(n);
     if (outer == outerDynSlots_.end()) return nullptr;
-    llvm::AllocaInst* local = entryAlloca(B_.getInt64Ty(), "size");
-    Builder E(ctx_);
-    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
-    E.CreateStore(E.CreateLoad(E.getInt64Ty(), outer->second), local);
-    dynSlots_[n] = local;
-    return local;
+    llvm::AllocaInst* outerSlot = outer->second;
+    return dynSlots_[n] = entrySlot(B_.getInt64Ty(), "size", [&](Builder& E) {
+             return E.CreateLoad(E.getInt64Ty(), outerSlot);
+           });
   }
   llvm::Value* poly(const Poly& p) {
     std::string key = p.str();
@@ -291,6 +289,10 @@ private:
       n = B_.CreateMul(n, poly(p));
     return n;
   }
+  /// t's bytes (no overflow check: for a buffer already allocated, whose size was checked).
+  llvm::Value* bytesOf(const ir::Type& t) {
+    return B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+  }
 
   // --- errors ------------------------------------------------------------------------------
   int addSite(const std::string& tensor, SrcRange loc) {
@@ -331,6 +333,16 @@ private:
     E.SetInsertPoint(entryBlock_, entryBlock_->begin());
     return E.CreateAlloca(t, nullptr, name);
   }
+  /// An entry-block slot set on entry to what init makes (with a builder at the entry block's
+  /// end), whatever path the code takes to its uses.
+  llvm::AllocaInst* entrySlot(llvm::Type* t, const char* name,
+                              const std::function<llvm::Value*(Builder&)>& init) {
+    llvm::AllocaInst* slot = entryAlloca(t, name);
+    Builder E(ctx_);
+    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
+    E.CreateStore(init(E), slot);
+    return slot;
+  }
   /// A buffer for the temporary `value` of type ty (zeroed if asked) from its entry in the
   /// call's workspace (lower::planWorkspace; see workspace()): the entry's buffer from an
   /// earlier call, an earlier iteration of the enclosing loop or an earlier temporary whose
@@ -367,12 +379,9 @@ private:
   /// sequential loop over time steps, the same rewrite cost 0.5M of its gradient's 14.4M:
   /// not done there.)
   llvm::Value* allocateOnce(int value, const ir::Type& ty, bool zero, SrcRange loc) {
-    llvm::AllocaInst* slot = entryAlloca(B_.getPtrTy(), "scratch");
-    {
-      Builder E(ctx_);
-      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
-      E.CreateStore(llvm::ConstantPointerNull::get(E.getPtrTy()), slot);
-    }
+    llvm::AllocaInst* slot = entrySlot(B_.getPtrTy(), "scratch", [](Builder& E) {
+      return llvm::ConstantPointerNull::get(E.getPtrTy());
+    });
     llvm::Function* fn = B_.GetInsertBlock()->getParent();
     auto* takeBB = llvm::BasicBlock::Create(ctx_, "scratch.take", fn);
     auto* haveBB = llvm::BasicBlock::Create(ctx_, "scratch.have", fn);
@@ -388,10 +397,7 @@ private:
     llvm::PHINode* p = B_.CreatePHI(B_.getPtrTy(), 2);
     p->addIncoming(had, from);
     p->addIncoming(got, took);
-    if (zero)
-      B_.CreateMemSet(p, B_.getInt8(0),
-                      B_.CreateMul(numel(ty), i64(static_cast<int64_t>(dtypeSize(ty.dtype)))),
-                      llvm::MaybeAlign(8));
+    if (zero) B_.CreateMemSet(p, B_.getInt8(0), bytesOf(ty), llvm::MaybeAlign(8));
     return p;
   }
   /// The buffer of workspace entry `entry`, at least `bytes` long (zeroed if asked).
@@ -694,6 +700,16 @@ private:
   // that the loop vectoriser needs no proof of independence of its own. Without it, a loop
   // that adds into a temporary (whose bounds LLVM cannot see) stays scalar.
   bool parallelNest_ = false;
+  /// parallelNest_ set to `on` for as long as it lives, then back to what it was.
+  struct NestMarks {
+    bool& flag;
+    const bool saved;
+    NestMarks(bool& f, bool on) : flag(f), saved(std::exchange(f, on)) {}
+    ~NestMarks() { flag = saved; }
+  };
+  static bool markedParallel(const lower::Stmt& s) {
+    return s.loopKind == lower::LoopKind::Parallel && s.vectorisable;
+  }
   /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
   /// inner() emits its body.
   void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
@@ -764,17 +780,17 @@ private:
                   const std::function<void(llvm::Value* yield, llvm::Value* flat)>& after) {
     std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
     bool reversed = opt_.reverseParallel && s.loopKind == lower::LoopKind::Parallel;
-    const bool outer =
-        std::exchange(parallelNest_, s.loopKind == lower::LoopKind::Parallel && s.vectorisable);
+    NestMarks marks(parallelNest_, markedParallel(s));
     loopNest(
         ext,
         [&](const std::vector<llvm::Value*>& idx) {
           for (size_t k = 0; k < idx.size(); ++k)
             vals_[s.indices[k]] = idx[k];
           ++regionDepth_;
-          const bool mine = std::exchange(parallelNest_, false);
-          body(s.body);
-          parallelNest_ = mine;
+          {
+            NestMarks inside(parallelNest_, false); // (loops in the body are their own)
+            body(s.body);
+          }
           llvm::Value* y = s.yield < 0 ? nullptr : val(s.yield);
           llvm::Value* flat = i64(0);
           for (size_t k = 0; k < idx.size(); ++k)
@@ -783,7 +799,6 @@ private:
           --regionDepth_;
         },
         reversed);
-    parallelNest_ = outer;
   }
 
   // --- values ------------------------------------------------------------------------------
@@ -1375,11 +1390,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   // Sizes bound in the body (size.def) are each chunk's own.
   lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
     if (t.kind != lower::Stmt::Scalar || t.in.op != Op::SizeDef) return;
-    llvm::AllocaInst* slot = entryAlloca(i64t, "trips");
-    Builder E(ctx_);
-    E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
-    E.CreateStore(i64(0), slot);
-    dynSlots_[t.in.name] = slot;
+    dynSlots_[t.in.name] = entrySlot(i64t, "trips", [](Builder& E) { return E.getInt64(0); });
     outerDynSlots_.erase(t.in.name);
   });
   B_.SetInsertPoint(start);
@@ -1554,8 +1565,7 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
   llvm::Value* end = B_.CreateAdd(lo, size);
   llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
   std::vector<llvm::Value*> i;
-  const bool outer =
-      std::exchange(parallelNest_, s.loopKind == lower::LoopKind::Parallel && s.vectorisable);
+  NestMarks marks(parallelNest_, markedParallel(s));
   nestLevel(
       B_.CreateSub(hi, lo), i,
       [&] {
@@ -1566,14 +1576,12 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
             [&](const std::vector<llvm::Value*>& idx) {
               for (size_t d = 0; d < idx.size(); ++d)
                 vals_[s.indices[d + 1]] = idx[d];
-              const bool mine = std::exchange(parallelNest_, false);
+              NestMarks inside(parallelNest_, false);
               body(s.body);
-              parallelNest_ = mine;
             },
             reversed);
       },
       reversed);
-  parallelNest_ = outer;
 }
 
 // A blocked loop (lower::Stmt::blocked): chunks are blocks of its first index, as many as
@@ -1945,8 +1953,7 @@ void Gen::stmt(const lower::Stmt& s) {
     if (b.place == lower::Buffer::Result) {
       out = resultBuffers_.at(in.result);
       if (zero) {
-        llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
-        B_.CreateMemSet(out, B_.getInt8(0), bytes, llvm::MaybeAlign(8));
+        B_.CreateMemSet(out, B_.getInt8(0), bytesOf(t), llvm::MaybeAlign(8));
       }
     } else if (worker_ && b.inLoop && regionDepth_ > 0 && staticShape(t)) {
       out = allocateOnce(in.result, t, zero, in.loc);
@@ -2008,9 +2015,7 @@ void Gen::stmt(const lower::Stmt& s) {
         if (slot) {
           B_.CreateStore(y, slot);
         } else {
-          llvm::Value* bytes =
-              B_.CreateMul(numel(*rt), i64(static_cast<int64_t>(dtypeSize(rt->dtype))));
-          B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytes);
+          B_.CreateMemCpy(tensorOut, llvm::MaybeAlign(1), y, llvm::MaybeAlign(1), bytesOf(*rt));
         }
       }
       --regionDepth_;
@@ -2088,11 +2093,8 @@ std::unique_ptr<llvm::Module> Gen::run() {
   lower::forEachStmt(lf_.body, [&](const lower::Stmt& s) {
     const ir::Instr& in = s.in;
     if (s.kind == lower::Stmt::Scalar && in.op == Op::SizeDef && !dynSlots_.count(in.name)) {
-      llvm::AllocaInst* slot = entryAlloca(B_.getInt64Ty(), "trips");
-      Builder E(ctx_);
-      E.SetInsertPoint(entryBlock_, std::prev(entryBlock_->end()));
-      E.CreateStore(i64(0), slot);
-      dynSlots_[in.name] = slot;
+      dynSlots_[in.name] =
+          entrySlot(B_.getInt64Ty(), "trips", [](Builder& E) { return E.getInt64(0); });
     }
   });
   // Derived sizes, on entry (ir::DerivedSize).
@@ -2155,8 +2157,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
       if (v->getType()->isPointerTy()) v = B_.CreateLoad(scalarTy(t.dtype), v); // accumulator
       storeElem(t.dtype, dst, v);
     } else {
-      llvm::Value* bytes = B_.CreateMul(numel(t), i64(static_cast<int64_t>(dtypeSize(t.dtype))));
-      B_.CreateMemCpy(dst, llvm::MaybeAlign(1), val(y), llvm::MaybeAlign(1), bytes);
+      B_.CreateMemCpy(dst, llvm::MaybeAlign(1), val(y), llvm::MaybeAlign(1), bytesOf(t));
     }
   }
   B_.CreateBr(cleanup_);

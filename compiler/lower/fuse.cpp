@@ -212,31 +212,30 @@ private:
     if (!at) return false;
     Stmt& loop = seg[*at];
     const size_t m = loop.indices.size();
-    bool ok = true;
-    auto lead = [&](const std::vector<int>& subs) {
-      ok = ok && subs.size() > m &&
-           std::equal(loop.indices.begin(), loop.indices.end(), subs.begin());
+    // The subscripts of s's access to x (a store of the comprehension's element, a load,
+    // buf.store or buf.add), if s is one.
+    auto subscripts = [&](const Stmt& s) -> std::optional<std::vector<int>> {
+      if (s.kind == Stmt::Store && s.buffer == x) return s.indices;
+      if (s.kind != Stmt::Scalar || s.in.args.empty() || s.in.args[0] != x) return std::nullopt;
+      if (s.in.op == Op::Load) return std::vector<int>(s.in.args.begin() + 1, s.in.args.end());
+      if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd)
+        return std::vector<int>(s.in.args.begin() + 1, s.in.args.end() - 1);
+      return std::nullopt;
     };
+    bool ok = true;
     forEachStmt(loop.body, [&](const Stmt& s) {
-      if (s.kind == Stmt::Store && s.buffer == x) lead(s.indices);
-      if (s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x) {
-        if (s.in.op == Op::Load)
-          lead({s.in.args.begin() + 1, s.in.args.end()});
-        else if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd)
-          lead({s.in.args.begin() + 1, s.in.args.end() - 1});
-        else
-          ok = false;
-      }
-      for (int a : s.in.args) // (x as an operand of anything else: not a plain access)
-        if (a == x && !(s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x &&
-                        (s.in.op == Op::Load || s.in.op == Op::BufStore || s.in.op == Op::BufAdd)))
-          ok = false;
+      if (auto subs = subscripts(s))
+        ok = ok && subs->size() > m &&
+             std::equal(loop.indices.begin(), loop.indices.end(), subs->begin());
+      else if (std::count(s.in.args.begin(), s.in.args.end(), x)) // (x used otherwise)
+        ok = false;
     });
     if (!ok) return false;
     forEachStmt(loop.body, [&](Stmt& s) {
-      if (s.kind == Stmt::Store && s.buffer == x)
+      if (!subscripts(s)) return;
+      if (s.kind == Stmt::Store)
         s.indices.erase(s.indices.begin(), s.indices.begin() + static_cast<long>(m));
-      if (s.kind == Stmt::Scalar && !s.in.args.empty() && s.in.args[0] == x)
+      else
         s.in.args.erase(s.in.args.begin() + 1, s.in.args.begin() + 1 + static_cast<long>(m));
     });
     Stmt slice = alloc;

@@ -21,9 +21,8 @@ namespace slope::lower {
 ///
 /// Fusion keeps every buffer's element-by-element order of accesses, so every result keeps
 /// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away (or
-/// shrinks), and
-/// nothing whose SIMD math functions (exp, log, ...) would lose their lanes. Returns how many
-/// buffers went away or shrank.
+/// shrinks), and nothing whose SIMD math functions (exp, log, ...) would lose their lanes.
+/// Returns how many buffers went away or shrank.
 int fuseProducers(Function& f);
 
 } // namespace slope::lower

@@ -9,9 +9,9 @@
 // and D2 are integers (V is integer everywhere), computed once before the loop from P at
 // c = 0, 1, 2; each iteration then costs two additions instead of its multiplications and
 // divisions. Of degree 1, V(c) = V(0) + D c is computed from c itself (one addition, and a
-// multiplication unless D is 1), which keeps the iterations independent. Integer arithmetic wraps
-// modulo 2^64, and so do these sums: they equal the original computation whenever its intermediate
-// values fit in i64.
+// multiplication unless D is 1), which keeps the iterations independent. Integer arithmetic
+// wraps modulo 2^64, and so do these sums: they equal the original computation whenever its
+// intermediate values fit in i64.
 //
 // Exact division. div(a, k) (floor division) is a / k exactly when k divides a. With
 // a = A(x) / m (A integer over the variables x), k divides a for every integer x when m k

@@ -27,6 +27,14 @@ JitRunner& jit() {
   return r;
 }
 
+/// How many times `what` occurs in `text` (a pass's marks in printed Loop IR or LLVM IR).
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
+    ++n;
+  return n;
+}
+
 /// Same values within a few ulps of the dtype (libm calls and evaluation order are shared,
 /// so most results are bit-identical).
 void expectClose(const Tensor& a, const Tensor& b, const std::string& what) {
@@ -257,11 +265,7 @@ TEST(JitThreads, BlockedScatterLoopsSameBitsOnAnyThreads) {
     // (The test means something only while the loops are blocked. The GMM's two scatter
     // loops are one since fusion, compiler/lower/fuse.cpp; the centres' are not fused.)
     std::string loops = lower::print(lower::lower(differentiate(f, {})));
-    size_t blocked = 0;
-    for (size_t at = loops.find("in blocks, partials"); at != std::string::npos;
-         at = loops.find("in blocks, partials", at + 1))
-      ++blocked;
-    EXPECT_EQ(blocked, c.fn == "centers" ? 2u : 1u) << loops;
+    EXPECT_EQ(occurrences(loops, "in blocks, partials"), c.fn == "centers" ? 2u : 1u) << loops;
     compareOrders(f, c.fn, c.sizes, {reversed, onThreads({2, 16})});
     compareBackends(f, c.fn, {c.sizes});
   }
@@ -303,17 +307,11 @@ TEST(JitVsInterp, FusedLoopsSameBitsAsEvaluator) {
     // (The test means something only while the buffer goes away: the GMM's one zeroed
     // [n, K, d] buffer left is the forward sweep's tape of its triangular sums.)
     std::string loops = lower::print(lower::lower(g));
-    auto count = [&](const std::string& what) {
-      size_t found = 0;
-      for (size_t at = loops.find(what); at != std::string::npos; at = loops.find(what, at + 1))
-        ++found;
-      return found;
-    };
     if (c.fn == "mix") {
-      EXPECT_EQ(count("alloc f64[n, k, d] zeroed"), 0u) << loops;
+      EXPECT_EQ(occurrences(loops, "alloc f64[n, k, d] zeroed"), 0u) << loops;
     } else if (c.fn == "gmm") {
-      EXPECT_EQ(count("alloc f64[n, K, d] zeroed"), 1u) << loops;
-      EXPECT_EQ(count("in blocks"), 1u) << loops;
+      EXPECT_EQ(occurrences(loops, "alloc f64[n, K, d] zeroed"), 1u) << loops;
+      EXPECT_EQ(occurrences(loops, "in blocks"), 1u) << loops;
     }
     Runnable jg = jit().prepare(g);
     for (int64_t n : {1, 60}) {
@@ -401,11 +399,8 @@ fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
   ir::Function f = prog->forward("rows");
   std::string loops = lower::print(lower::lower(f));
   EXPECT_NE(loops.find("prod for"), std::string::npos) << loops;
-  size_t shortSums = 0; // (both loops split: the product and the two sums are short)
-  for (size_t at = loops.find(" short {"); at != std::string::npos;
-       at = loops.find(" short {", at + 1))
-    ++shortSums;
-  EXPECT_GE(shortSums, 3u) << loops;
+  // (Both loops split: the product and the two sums are short.)
+  EXPECT_GE(occurrences(loops, " short {"), 3u) << loops;
   for (int64_t d : {3, 31, 32, 33, 40}) {
     const std::map<std::string, int64_t> sizes{{"n", 3}, {"d", d}};
     const std::string what = "rows d = " + std::to_string(d);
@@ -439,18 +434,12 @@ fn seq(x: f64[n]) -> f64 {
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   codegen::JitOptions o0;
   o0.optLevel = 0; // (the optimiser drops the marks of the loops it vectorises)
-  auto count = [](const std::string& text, const std::string& what) {
-    size_t n = 0;
-    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1))
-      ++n;
-    return n;
-  };
   const std::string par = codegen::emitLLVM(prog->forward("par"), o0);
-  EXPECT_GE(count(par, "llvm.loop.parallel_accesses"), 1u) << par;
-  EXPECT_GE(count(par, "!llvm.access.group"), 2u) << par; // (a load and a store at least)
+  EXPECT_GE(occurrences(par, "llvm.loop.parallel_accesses"), 1u) << par;
+  EXPECT_GE(occurrences(par, "!llvm.access.group"), 2u) << par; // (a load and a store at least)
   const std::string seq = codegen::emitLLVM(prog->forward("seq"), o0);
-  EXPECT_EQ(count(seq, "llvm.loop.parallel_accesses"), 0u) << seq;
-  EXPECT_EQ(count(seq, "!llvm.access.group"), 0u) << seq;
+  EXPECT_EQ(occurrences(seq, "llvm.loop.parallel_accesses"), 0u) << seq;
+  EXPECT_EQ(occurrences(seq, "!llvm.access.group"), 0u) << seq;
 }
 
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
