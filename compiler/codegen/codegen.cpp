@@ -700,7 +700,12 @@ private:
   // that the loop vectoriser needs no proof of independence of its own. Without it, a loop
   // that adds into a temporary (whose bounds LLVM cannot see) stays scalar.
   bool parallelNest_ = false;
-  /// parallelNest_ set to `on` for as long as it lives, then back to what it was.
+  // The loops nestLevel makes are a cold loop's (lower::Stmt::cold: it runs only when an entry
+  // check fails): LLVM is told not to unroll or vectorise them, which is most of what it would
+  // spend compiling them.
+  bool coldNest_ = false;
+  /// A flag (parallelNest_, coldNest_) set to `on` for as long as it lives, then back to what it
+  /// was.
   struct NestMarks {
     bool& flag;
     const bool saved;
@@ -715,7 +720,8 @@ private:
   void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
                  bool reversed) {
     const bool shortRow = std::exchange(shortUnroll_, false); // (for this loop, not those inside)
-    const bool parallel = parallelNest_;
+    const bool cold = coldNest_;
+    const bool parallel = parallelNest_ && !cold;
     {
       llvm::Function* fn = B_.GetInsertBlock()->getParent();
       llvm::BasicBlock* pre = B_.GetInsertBlock();
@@ -736,10 +742,19 @@ private:
       i->addIncoming(next, B_.GetInsertBlock());
       llvm::BranchInst* latch = B_.CreateBr(head);
       std::vector<llvm::Metadata*> props{nullptr};
-      if (shortRow)
+      auto property = [&](const char* name, int value) {
+        props.push_back(llvm::MDNode::get(
+            ctx_, {llvm::MDString::get(ctx_, name),
+                   llvm::ConstantAsMetadata::get(B_.getInt32(static_cast<uint32_t>(value)))}));
+      };
+      if (cold) {
         props.push_back(
-            llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.count"),
-                                     llvm::ConstantAsMetadata::get(B_.getInt32(2))}));
+            llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.disable")}));
+        property("llvm.loop.vectorize.width", 1);
+        property("llvm.loop.interleave.count", 1);
+      } else if (shortRow) {
+        property("llvm.loop.unroll.count", 2);
+      }
       if (parallel) {
         // The body's blocks are those made since bodyBB (appended in order), exit aside.
         llvm::MDNode* group = llvm::MDNode::getDistinct(ctx_, {});
@@ -1979,7 +1994,8 @@ void Gen::stmt(const lower::Stmt& s) {
     storeElem(t.dtype, elementPtr(s.buffer, s.indices, true, "", in.loc), val(s.yield));
     return;
   }
-  case lower::Stmt::Loop:
+  case lower::Stmt::Loop: {
+    NestMarks cold(coldNest_, coldNest_ || s.cold);
     if (outlined_.count(&s)) {
       if (s.blocked)
         outlineBlocks(s);
@@ -1995,6 +2011,7 @@ void Gen::stmt(const lower::Stmt& s) {
     }
     define(in.result, reduce(s));
     return;
+  }
   case lower::Stmt::If: {
     llvm::Function* fn = B_.GetInsertBlock()->getParent();
     auto* thenBB = llvm::BasicBlock::Create(ctx_, "then", fn);
@@ -2005,7 +2022,11 @@ void Gen::stmt(const lower::Stmt& s) {
     const ir::Type* rt = in.result >= 0 ? &f_.types[in.result] : nullptr;
     if (rt && rt->rank() == 0) slot = entryAlloca(scalarTy(rt->dtype), "ifv");
     if (rt && rt->rank() > 0) tensorOut = val(in.result); // its Alloc came first
-    B_.CreateCondBr(val(in.args[0]), thenBB, elseBB);
+    // An else that is a cold loop runs only when an entry check fails.
+    bool coldElse = !s.orelse.empty() && std::all_of(s.orelse.begin(), s.orelse.end(),
+                                                     [](const lower::Stmt& e) { return e.cold; });
+    B_.CreateCondBr(val(in.args[0]), thenBB, elseBB,
+                    coldElse ? llvm::MDBuilder(ctx_).createBranchWeights(1 << 20, 1) : nullptr);
     for (int k = 0; k < 2; ++k) {
       B_.SetInsertPoint(k == 0 ? thenBB : elseBB);
       ++regionDepth_;

@@ -59,6 +59,11 @@ struct Stmt {
   // on every run (splitShortRows proves it): its order is the serial one, so a backend runs
   // one plain loop with no test of the extent and no lanes (`short` in --emit loops).
   bool shortRow = false;
+  // The copy of a loop that runs only when its entry checks fail (strength.cpp: the original
+  // loop, which reports the first failing access, or gives the same values when only a check
+  // against wrapping failed). A backend compiles it for size: LLVM neither unrolls nor
+  // vectorises it, and the branch to it is unlikely (`cold` in --emit loops).
+  bool cold = false;
   // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
   // --emit loops): every buffer it writes is either touched only at its own first index
   // (blocks write disjoint elements) or only added to (buf.add), and each of the latter,

@@ -678,6 +678,7 @@ struct Printer {
         out += (k ? ", " : "") + v(s.indices[k]) + " < " + s.extents[k].str();
       if (s.vectorisable) out += " vector";
       if (s.shortRow) out += " short";
+      if (s.cold) out += " cold";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
       if (s.blocked) {
         out += " in blocks";

@@ -409,6 +409,7 @@ private:
       branch.elseYield = loop.in.result;
     }
     branch.body.push_back(std::move(fast));
+    loop.cold = true;
     branch.orelse.push_back(std::move(loop));
     loop = std::move(branch);
     return true;

@@ -442,6 +442,31 @@ fn seq(x: f64[n]) -> f64 {
   EXPECT_EQ(occurrences(seq, "!llvm.access.group"), 0u) << seq;
 }
 
+// The copy of a strength-reduced loop that runs only when its entry check fails (Loop IR's
+// `cold`) is compiled for size: neither unrolled nor vectorised, behind an unlikely branch.
+// A function with no entry check has none of that.
+TEST(JitCodegen, ColdLoopsCompiledForSize) {
+  auto prog = Program::fromString("cold", R"(
+fn tri(icf: f64[T], x: f64[d]) -> f64 {
+    let q[j: d] = sum[c: j](icf[d + c * (d - 1) - div(c * (c - 1), 2) + j - c - 1] * x[c]);
+    sum(q^2)
+}
+fn plain(x: f64[n]) -> f64 {
+    sum[i](x[i] * x[i])
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  codegen::JitOptions o0;
+  o0.optLevel = 0;
+  const std::string tri = codegen::emitLLVM(prog->forward("tri"), o0);
+  EXPECT_GE(occurrences(tri, "llvm.loop.unroll.disable"), 1u) << tri;
+  EXPECT_GE(occurrences(tri, "llvm.loop.vectorize.width\", i32 1"), 1u) << tri;
+  EXPECT_GE(occurrences(tri, "!\"branch_weights\""), 1u) << tri;
+  const std::string plain = codegen::emitLLVM(prog->forward("plain"), o0);
+  EXPECT_EQ(occurrences(plain, "llvm.loop.unroll.disable"), 0u) << plain;
+  EXPECT_EQ(occurrences(plain, "llvm.loop.vectorize.width"), 0u) << plain;
+}
+
 // Past eight levels, codegen flattens the outer levels of a loop nest into one loop and
 // recovers their indices by division: a rank-11 tensor (with extents 1, 2 and 3 mixed, so a
 // wrong divisor or order shows) and a rank-40 one give what the evaluator gives, in
