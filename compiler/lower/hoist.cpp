@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <optional>
 #include <set>
 
 namespace slope::lower {
@@ -28,6 +29,12 @@ bool costly(const ir::Instr& in, const ir::Function& f) {
 /// table too: one load and a branch replace it. (A strength-reduced loop's entry check is
 /// 40 to 50 integer operations; a subscript is under 16.)
 constexpr int kIntegerTree = 16;
+
+/// A tree that reads memory and combines what it reads is worth a table when at least this
+/// heavy (an operation on two loads, each of them a load and its subscript: the GMM's
+/// x[i, c] - means[k, c], recomputed in every row of its triangle): one load then replaces it
+/// wherever the loop around it repeats it. (Weights count every value defined in the loop.)
+constexpr int kMemoryTree = 5;
 
 /// The size name a `size` leaf reads when its extent is exactly one name, else "".
 std::string singleName(const Poly& p) {
@@ -77,6 +84,10 @@ private:
     std::map<int, std::set<int>> idx; // memo: inner indices a hoistable value uses
     std::map<int, bool> expensive;    // memo: its tree has a costly operation
     std::map<int, int> weight;        // memo: operations in its tree (shared ones counted again)
+    std::map<int, bool> reads;        // memo: its tree loads from memory
+    // Inner indices whose extent is bound inside the loop (a triangular sum's c < j): a table
+    // over one takes its extent from the loads that read at it (tableExtent).
+    std::set<int> dynamicIndex;
     // Extents bound inside the loop (`size.def #e = v`): name -> v, or -1 when bound twice.
     std::map<std::string, int> sizeDef;
   };
@@ -170,10 +181,13 @@ private:
     } else if (sc.ownIndices.count(v)) {
       r = false;
     } else if (auto ix = sc.innerIndex.find(v); ix != sc.innerIndex.end()) {
-      // A table over this index is filled whether or not its loop would run: its extent must
-      // be fixed before the loop and never negative (a negative one fails where it runs).
+      // A table over this index is filled whether or not its loop would run. An extent fixed
+      // before the loop and never negative is the table's; any other (bound in the loop, or
+      // one that fails where it runs) makes the index dynamic: the table then takes its
+      // extent from the loads that read at the index (tableExtent), or is not made.
       const Poly& e = ix->second.first->extents[ix->second.second];
-      r = !dynamicExtent(e, top_) && e.provablyNonNegative();
+      r = true;
+      if (dynamicExtent(e, top_) || !e.provablyNonNegative()) sc.dynamicIndex.insert(v);
       used.insert(v);
     } else if (auto d = sc.def.find(v); d != sc.def.end()) {
       const ir::Instr& in = d->second->in;
@@ -191,9 +205,18 @@ private:
         break;
       case ir::OpKind::Ternary: r = in.op == Op::Select; break;
       case ir::OpKind::Memory:
-        // A load proven in range, of memory the loop does not write.
+        // A load proven in range, of memory the loop does not write. A table over a dynamic
+        // index reads at indices the loop may not reach: that index must be a subscript as it
+        // is, so that tableExtent can keep the table within the dimension it subscripts.
         r = in.op == Op::Load && in.checked && !sc.written.count(in.args[0]) &&
             !sc.inside.count(in.args[0]);
+        for (size_t k = 1; r && k < in.args.size(); ++k) {
+          int a = in.args[k];
+          if (!hoistable(a, sc) || sc.dynamicIndex.count(a)) continue;
+          for (int i : sc.idx[a])
+            if (sc.dynamicIndex.count(i)) r = false;
+        }
+        if (r) sc.reads[v] = true;
         break;
       case ir::OpKind::Region: r = false; break;
       }
@@ -206,6 +229,7 @@ private:
           if (sc.idx.count(a)) used.insert(sc.idx[a].begin(), sc.idx[a].end());
           if (sc.expensive.count(a) && sc.expensive[a]) costlyHere = true;
           if (sc.weight.count(a)) weight = std::min(weight + sc.weight[a], 1 << 20);
+          if (sc.reads.count(a) && sc.reads[a]) sc.reads[v] = true;
         }
       if (r && costly(in, f)) costlyHere = true;
     }
@@ -229,7 +253,49 @@ private:
   /// Whether hoisting v saves enough to pay for its table (or slot).
   bool worthIt(int v, Scope& sc) const {
     if (sc.expensive[v]) return true;
+    if (sc.reads[v] && sc.weight[v] >= kMemoryTree) return true;
     return cost_ == HoistCost::IntegerTrees && sc.weight[v] >= kIntegerTree;
+  }
+
+  /// The extent of a table over the dynamic index i for the tree of v: the dimension that i
+  /// subscripts in each load of the tree that reads at i (they must agree). Every value of i
+  /// the loop reaches is below it, since those loads are in range, and every load of the tree
+  /// is in range for every i below it, since hoistable allows i as a whole subscript only.
+  std::optional<Poly> tableExtent(int v, int i, Scope& sc) {
+    std::optional<Poly> dim;
+    bool ok = true;
+    std::set<int> seen;
+    std::function<void(int)> walk = [&](int u) {
+      if (!ok || !sc.inside.count(u) || !seen.insert(u).second) return;
+      if (int bound = boundHere(u, sc); bound >= 0) return walk(bound);
+      auto d = sc.def.find(u);
+      if (d == sc.def.end()) return;
+      const ir::Instr& in = d->second->in;
+      if (in.op == Op::Load) {
+        const ir::Type& t = f_.src.types[in.args[0]];
+        for (size_t k = 1; k < in.args.size(); ++k) {
+          if (in.args[k] != i) continue;
+          const Poly& e = t.shape[k - 1];
+          if (dim && !(*dim == e)) ok = false;
+          dim = e;
+        }
+      }
+      for (int a : in.args)
+        walk(a);
+    };
+    walk(v);
+    if (!ok || !dim || dynamicExtent(*dim, top_) || !dim->provablyNonNegative())
+      return std::nullopt;
+    return dim;
+  }
+
+  /// Whether v can be computed before the loop into a table: hoistable, and every dynamic index
+  /// it uses has a table extent.
+  bool placeable(int v, Scope& sc) {
+    if (!hoistable(v, sc)) return false;
+    for (int i : sc.idx[v])
+      if (sc.dynamicIndex.count(i) && !tableExtent(v, i, sc)) return false;
+    return true;
   }
 
   /// A copy of v's computation, appended to `out`, with inner indices renamed by `rename`.
@@ -271,16 +337,20 @@ private:
     for (const auto& [v, s] : sc.def) {
       // At most two indices: the table then holds at most as many elements as one iteration
       // of the loop evaluates over them, and stays small beside the work it saves.
-      if (!hoistable(v, sc) || !worthIt(v, sc) || sc.idx[v].size() > 2) continue;
+      if (!placeable(v, sc) || !worthIt(v, sc) || sc.idx[v].size() > 2) continue;
       bool stays = false;
       for (const Stmt* u : sc.users[v])
-        if (u->kind != Stmt::Scalar || u->in.result < 0 || !hoistable(u->in.result, sc))
+        if (u->kind != Stmt::Scalar || u->in.result < 0 || !placeable(u->in.result, sc) ||
+            sc.idx[u->in.result].size() > 2)
           stays = true;
       if (stays) roots.push_back(s);
     }
     Body pre;
+    std::set<int> moved; // values of the hoisted trees, left behind in the loop
     for (Stmt* s : roots) {
       int v = s->in.result;
+      for (int a : s->in.args)
+        moved.insert(a);
       std::vector<int> ix(sc.idx[v].begin(), sc.idx[v].end());
       std::sort(ix.begin(), ix.end(), [&](int a, int b) { return sc.order[a] < sc.order[b]; });
       const ir::Type vt = f_.src.types[v];
@@ -312,11 +382,12 @@ private:
         nest.vectorisable = true;
         for (int i : ix) {
           const auto& [l, k] = sc.innerIndex.at(i);
-          bt.shape.push_back(l->extents[k]);
+          Poly e = sc.dynamicIndex.count(i) ? *tableExtent(v, i, sc) : l->extents[k];
+          bt.shape.push_back(e);
           int fresh = f_.src.newValue(f_.src.types[i]);
           rename[i] = fresh;
           nest.indices.push_back(fresh);
-          nest.extents.push_back(l->extents[k]);
+          nest.extents.push_back(e);
         }
         buf = f_.src.newValue(bt);
         Stmt a;
@@ -347,7 +418,84 @@ private:
       s->in = l;
       ++count_;
     }
+    guardEmpty(loop, pre);
+    dropUnused(loop, moved);
     return pre;
+  }
+
+  /// Removes what hoisting left behind in the loop: statements of the moved trees (pure, since
+  /// hoistable) that nothing reads any more. Loop IR's printout then shows the table's load
+  /// where the tree was, and nothing else.
+  void dropUnused(Stmt& loop, std::set<int> left) {
+    while (!left.empty()) {
+      std::map<int, int> uses; // (a value of the loop is read in it, or escapes: Function)
+      forEachStmt(loop.body, [&](const Stmt& s) {
+        std::vector<int> args;
+        argsOf(s, args);
+        for (int a : args)
+          ++uses[a];
+      });
+      std::map<int, const Stmt*> def;
+      forEachStmt(loop.body, [&](const Stmt& s) {
+        if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
+      });
+      std::set<int> dead, next;
+      for (int v : left)
+        if (def.count(v) && !uses[v] && !f_.escaping.count(v)) {
+          dead.insert(v);
+          next.insert(def[v]->in.args.begin(), def[v]->in.args.end());
+        }
+      if (dead.empty()) return;
+      std::function<void(Body&)> erase = [&](Body& b) {
+        b.erase(std::remove_if(b.begin(), b.end(),
+                               [&](const Stmt& s) {
+                                 return s.kind == Stmt::Scalar && dead.count(s.in.result);
+                               }),
+                b.end());
+        for (Stmt& s : b)
+          erase(s.body), erase(s.orelse);
+      };
+      erase(loop.body);
+      left = std::move(next);
+    }
+  }
+
+  /// When the loop may run no iteration (a split triangle's long rows, none when d < 32),
+  /// the tables are filled only when it runs one: `if extent > 0 { fills }`. Buffers and
+  /// slots are made outside the branch, since the loop names them.
+  void guardEmpty(const Stmt& loop, Body& pre) {
+    const Poly& e = loop.extents[0];
+    bool tables =
+        std::any_of(pre.begin(), pre.end(), [](const Stmt& s) { return s.kind == Stmt::Loop; });
+    if (!tables || (e - Poly(1)).provablyNonNegative()) return;
+    Body outside;
+    Stmt branch;
+    branch.kind = Stmt::If;
+    branch.in.op = Op::If;
+    branch.in.loc = loop.in.loc;
+    for (Stmt& s : pre) {
+      bool makes = s.kind == Stmt::Alloc || (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros);
+      (makes ? outside : branch.body).push_back(std::move(s));
+    }
+    auto scalar = [&](Op o, DType t, std::vector<int> args) {
+      Stmt c;
+      c.kind = Stmt::Scalar;
+      c.in.op = o;
+      c.in.args = std::move(args);
+      c.in.loc = loop.in.loc;
+      c.in.result = f_.src.newValue({t, {}});
+      return c;
+    };
+    Stmt size = scalar(Op::Size, DType::I64, {});
+    size.in.poly = e;
+    Stmt zero = scalar(Op::Const, DType::I64, {});
+    Stmt runs = scalar(Op::Gt, DType::Bool, {size.in.result, zero.in.result});
+    branch.in.args = {runs.in.result};
+    outside.push_back(std::move(size));
+    outside.push_back(std::move(zero));
+    outside.push_back(std::move(runs));
+    outside.push_back(std::move(branch));
+    pre = std::move(outside);
   }
 
   Function& f_;

@@ -825,6 +825,10 @@ Function lower(const ir::Function& f) {
   Function lf = Lowerer(f).run();
   splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
+  // Fusion before hoisting: fusing nests makes loops inside loops (the GMM's adjoint: a nest
+  // over i, k around the rows j), and a row loop inside the nest is a loop that work can leave
+  // for a table per (i, k) (hoist.cpp). After hoisting, that work would have nowhere to go.
+  fuseProducers(lf);
   hoistInvariants(lf);
   narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)
   reduceStrength(lf); // (after hoisting: its slots and branches are not for hoisting)
@@ -832,7 +836,6 @@ Function lower(const ir::Function& f) {
   // the loop around the reduced one only (GMM: on j, inside a nest over i, k, j) becomes a
   // table over that index instead of 40-odd integer operations per iteration.
   hoistInvariants(lf, HoistCost::IntegerTrees);
-  fuseProducers(lf); // (on the loops as they will run; before blocks, which see the fused ones)
   planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;

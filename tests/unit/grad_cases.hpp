@@ -66,6 +66,13 @@ inline const Case kCases[] = {
      "fn f(L: $T[n, n], x: $T[n]) -> $T { let y[j] = sum[c: j + 1](L[j, c] * x[c]) + max[c: j + "
      "1](L[j, c]) + logsumexp[c: n - j](L[j, c] * x[c]) + mean[c: j + 1](x[c]) + prod[c: j](0.5 "
      "* L[c, j] + 2); sum(y^2) + sum[j: n](min[c: n - j](x[c + j])) }"},
+    // A tree of loads in a triangle inside a nest (the GMM's x[i, c] - mu[k, c]): a table over
+    // the column c per (i, k), of the extent c subscripts (compiler/lower/hoist.cpp); beside
+    // it c + 1, which must not be tabulated, and exp(mu[k, c]) at a column of a triangle.
+    {"triangle_column_table",
+     "fn f(x: $T[n, d], mu: $T[K, d], w: $T[d, d]) -> $T { let q[i, k, j: d] = sum[c: j](w[j, c] "
+     "* (x[i, c] - mu[k, c])) + sum[c: j](w[c, j] * (x[i, c + 1] * mu[k, c])); sum(q^2) + "
+     "sum[i, k](sum[j: d](sum[c: j](exp(mu[k, c]) * (x[i, c] - mu[k, c]) * x[i, j]))) }"},
     // div(e, k) in a comprehension extent (v3): strided access proven in range.
     {"strided_extent", "fn f(x: $T[n], A: $T[n, m]) -> $T { let y[i: div(n, 2)] = x[2 * i] * x[2 "
                        "* i + 1]; let z[i: div(n + 1, 2), j] = A[2 * i, j]^2; sum(y) + sum(z) }"},
