@@ -11,19 +11,24 @@
 #include <llvm/Analysis/TargetLibraryInfo.h>
 #include <llvm/Bitcode/BitcodeReader.h>
 #include <llvm/Bitcode/BitcodeWriter.h>
+#include <llvm/ExecutionEngine/JITLink/JITLink.h>
 #include <llvm/ExecutionEngine/Orc/CompileUtils.h>
 #include <llvm/ExecutionEngine/Orc/ExecutionUtils.h>
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
+#include <llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
 #include <llvm/IR/PassTimingInfo.h>
+#include <llvm/Object/ELFObjectFile.h>
+#include <llvm/Object/ObjectFile.h>
 #include <llvm/Passes/PassBuilder.h>
 #include <llvm/Passes/StandardInstrumentations.h>
 #include <llvm/Support/CommandLine.h>
 #include <llvm/Support/FileSystem.h>
+#include <llvm/Support/Format.h>
 #include <llvm/Support/TargetSelect.h>
 #include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
@@ -36,9 +41,12 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <mutex>
+
 #include <stdexcept>
 #include <thread>
+#include <unistd.h>
 
 namespace slope::codegen {
 namespace {
@@ -77,6 +85,95 @@ void dump(const llvm::Module& m, const char* stage) {
   llvm::raw_fd_ostream os(std::string(prefix) + "." + m.getName().str() + "." + stage + ".ll", ec);
   if (!ec) m.print(os, nullptr);
 }
+
+/// SLOPE_PERF_MAP set: every function the JIT links (chunks included) gets a line in
+/// /tmp/perf-PID.map, the file Linux perf reads to name addresses in anonymous memory, so that
+/// `perf record` + `perf report` attribute samples to generated functions (docs/benchmarks.md).
+/// The names and sizes come from the object file's symbol table: JITLink's graph has no
+/// symbol for a local (internal) function, which is what every chunk is.
+class PerfMapPlugin : public llvm::orc::ObjectLinkingLayer::Plugin {
+public:
+  static bool wanted() {
+    static const bool on = std::getenv("SLOPE_PERF_MAP") != nullptr;
+    return on;
+  }
+
+  void notifyMaterializing(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph& g,
+                           llvm::jitlink::JITLinkContext&, llvm::MemoryBufferRef object) override {
+    auto obj = llvm::object::ObjectFile::createObjectFile(object);
+    if (!obj) return llvm::consumeError(obj.takeError());
+    std::vector<Fn> fns;
+    for (const llvm::object::SymbolRef& sym : (*obj)->symbols()) {
+      auto type = sym.getType();
+      auto name = sym.getName();
+      auto value = sym.getValue();
+      auto section = sym.getSection();
+      if (!type || !name || !value || !section || *type != llvm::object::SymbolRef::ST_Function ||
+          *section == (*obj)->section_end()) {
+        if (!type) llvm::consumeError(type.takeError());
+        if (!name) llvm::consumeError(name.takeError());
+        if (!value) llvm::consumeError(value.takeError());
+        if (!section) llvm::consumeError(section.takeError());
+        continue;
+      }
+      auto sectionName = (*section)->getName();
+      if (!sectionName) {
+        llvm::consumeError(sectionName.takeError());
+        continue;
+      }
+      uint64_t size = llvm::object::ELFSymbolRef(sym).getSize();
+      if (size > 0) fns.push_back({name->str(), sectionName->str(), *value, size});
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    pending_[&g] = std::move(fns);
+  }
+
+  void modifyPassConfig(llvm::orc::MaterializationResponsibility&, llvm::jitlink::LinkGraph&,
+                        llvm::jitlink::PassConfiguration& config) override {
+    config.PostFixupPasses.emplace_back(Writer{this});
+  }
+
+  llvm::Error notifyFailed(llvm::orc::MaterializationResponsibility&) override {
+    return llvm::Error::success();
+  }
+  llvm::Error notifyRemovingResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey) override {
+    return llvm::Error::success();
+  }
+  void notifyTransferringResources(llvm::orc::JITDylib&, llvm::orc::ResourceKey,
+                                   llvm::orc::ResourceKey) override {}
+
+private:
+  struct Fn {
+    std::string name, section;
+    uint64_t offset, size;
+  };
+
+  /// After fixups, blocks have their final addresses: one line per function of the object
+  /// whose section is one block (JITLink's ELF reader makes one per section).
+  struct Writer {
+    PerfMapPlugin* self;
+    llvm::Error operator()(llvm::jitlink::LinkGraph& g) const {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      auto it = self->pending_.find(&g);
+      if (it == self->pending_.end()) return llvm::Error::success();
+      std::error_code ec;
+      llvm::raw_fd_ostream os("/tmp/perf-" + std::to_string(::getpid()) + ".map", ec,
+                              llvm::sys::fs::OF_Append);
+      for (const Fn& fn : it->second) {
+        llvm::jitlink::Section* sec = g.findSectionByName(fn.section);
+        if (ec || !sec || sec->blocks_size() != 1) continue;
+        uint64_t at = (*sec->blocks().begin())->getAddress().getValue() + fn.offset;
+        os << llvm::format_hex_no_prefix(at, 1) << " " << llvm::format_hex_no_prefix(fn.size, 1)
+           << " " << fn.name << "\n";
+      }
+      self->pending_.erase(it);
+      return llvm::Error::success();
+    }
+  };
+
+  static inline std::mutex mutex_; // (several JITs, or code generation in parts, link at once)
+  std::map<const llvm::jitlink::LinkGraph*, std::vector<Fn>> pending_;
+};
 
 void initLLVM() {
   static std::once_flag once;
@@ -197,6 +294,10 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   impl_->tm = orThrow(jtmb.createTargetMachine(), "creating the target machine");
   impl_->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(jtmb).create(),
                        "creating the JIT");
+  if (PerfMapPlugin::wanted())
+    if (auto* link =
+            llvm::dyn_cast<llvm::orc::ObjectLinkingLayer>(&impl_->jit->getObjLinkingLayer()))
+      link->addPlugin(std::make_unique<PerfMapPlugin>());
   // libm and libc (exp, lgamma_r, malloc, ...) come from the host process.
   auto gen = orThrow(llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
                          impl_->jit->getDataLayout().getGlobalPrefix()),
