@@ -663,6 +663,10 @@ struct Printer {
       body(s.body, depth + 1);
       if (s.yield >= 0) indent(depth + 1), out += "yield " + v(s.yield) + "\n";
       indent(depth);
+      if (s.orelse.empty() && s.elseYield < 0) { // (nothing to do otherwise: no else)
+        out += "}\n";
+        return;
+      }
       out += "} else {\n";
       body(s.orelse, depth + 1);
       if (s.elseYield >= 0) indent(depth + 1), out += "yield " + v(s.elseYield) + "\n";
