@@ -146,7 +146,7 @@ void freshValue(Function& f, int v, std::map<int, int>& rename);
 /// the iterations, and at most kMaxPartialBytes of partials. Under 2: the loop runs as it is,
 /// with no partials. Computed in doubles, as the generated code computes it.
 constexpr int64_t kMaxBlocks = 64;
-constexpr double kMaxPartialBytes = 64.0 * 1024 * 1024;
+constexpr double kMaxPartialBytes = 8.0 * 1024 * 1024;
 int64_t scatterBlocks(int64_t n, double iters, double partialElems, double partialBytes);
 
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
