@@ -694,6 +694,8 @@ private:
   // against no unrolling: GMM 10k d10 K25 objective 220.4M (241.1M, 215.9M), 1k d64 K25
   // 602.2M (607.6M, 608.8M), LSTM gradient 15.45M (15.52M, 15.56M).
   bool shortUnroll_ = false;
+  // The next loop nestLevel makes is lower::Stmt::fewTrips: vectorised without interleaving.
+  bool fewTrips_ = false;
   // The loops nestLevel makes are a parallel, vectorisable Loop IR loop's (Stmt::vectorisable):
   // straight-line, and its iterations touch disjoint memory. Said to LLVM as
   // llvm.loop.parallel_accesses over an access group on every memory access of the body, so
@@ -720,6 +722,7 @@ private:
   void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
                  bool reversed) {
     const bool shortRow = std::exchange(shortUnroll_, false); // (for this loop, not those inside)
+    const bool few = std::exchange(fewTrips_, false);
     const bool cold = coldNest_;
     const bool parallel = parallelNest_ && !cold;
     {
@@ -754,6 +757,8 @@ private:
         property("llvm.loop.interleave.count", 1);
       } else if (shortRow) {
         property("llvm.loop.unroll.count", 2);
+      } else if (few) {
+        property("llvm.loop.interleave.count", 1);
       }
       if (parallel) {
         // The body's blocks are those made since bodyBB (appended in order), exit aside.
@@ -2006,6 +2011,7 @@ void Gen::stmt(const lower::Stmt& s) {
       return;
     }
     if (in.op == Op::For || in.op == Op::Comp) {
+      fewTrips_ = s.fewTrips && s.indices.size() == 1;
       regionLoop(s, [](llvm::Value*, llvm::Value*) {});
       return;
     }

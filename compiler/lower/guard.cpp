@@ -125,16 +125,7 @@ private:
 
     SrcRange loc = loop.in.loc;
     auto emit = [&](Op o, std::vector<int> args, int64_t ival = 0, const Poly& poly = Poly()) {
-      Stmt s;
-      s.kind = Stmt::Scalar;
-      s.in.op = o;
-      s.in.args = std::move(args);
-      s.in.ival = ival;
-      s.in.poly = poly;
-      s.in.loc = loc;
-      s.in.result = f_.src.newValue({DType::I64, {}});
-      pre.push_back(s);
-      return s.in.result;
+      return emitScalar(f_, pre, DType::I64, o, std::move(args), loc, ival, poly);
     };
     if (inside.count(j)) j = emit(Op::Const, {}, constants.at(j)); // (a literal in the body)
     int ev = emit(Op::Size, {}, 0, e);
@@ -152,15 +143,7 @@ private:
       lo = emit(Op::Min, {from, ev});
       trips = emit(Op::Sub, {ev, lo});
     }
-    const std::string name = uniqueSizeName("#guard", next_, names_);
-    Stmt bind;
-    bind.kind = Stmt::Scalar;
-    bind.in.op = Op::SizeDef;
-    bind.in.name = name;
-    bind.in.args = {trips};
-    bind.in.loc = loc;
-    pre.push_back(bind);
-    loop.extents[0] = Poly::var(name);
+    loop.extents[0] = bindSize(pre, uniqueSizeName("#guard", next_, names_), trips, loc);
 
     // The body without the branch; c = c' + l for a lower bound.
     Body then = std::move(branch.body);
@@ -172,12 +155,8 @@ private:
     if (lo >= 0) {
       int fresh = f_.src.newValue(f_.src.types[c]);
       loop.indices[0] = fresh;
-      Stmt shift;
-      shift.kind = Stmt::Scalar;
-      shift.in.op = Op::Add;
-      shift.in.args = {fresh, lo};
+      Stmt shift = scalarStmt(Op::Add, {fresh, lo}, loc);
       shift.in.result = c;
-      shift.in.loc = loc;
       loop.body.insert(loop.body.begin(), shift);
     }
     // The guard itself, if nothing else reads it.

@@ -477,23 +477,10 @@ private:
       bool makes = s.kind == Stmt::Alloc || (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros);
       (makes ? outside : branch.body).push_back(std::move(s));
     }
-    auto scalar = [&](Op o, DType t, std::vector<int> args) {
-      Stmt c;
-      c.kind = Stmt::Scalar;
-      c.in.op = o;
-      c.in.args = std::move(args);
-      c.in.loc = loop.in.loc;
-      c.in.result = f_.src.newValue({t, {}});
-      return c;
-    };
-    Stmt size = scalar(Op::Size, DType::I64, {});
-    size.in.poly = e;
-    Stmt zero = scalar(Op::Const, DType::I64, {});
-    Stmt runs = scalar(Op::Gt, DType::Bool, {size.in.result, zero.in.result});
-    branch.in.args = {runs.in.result};
-    outside.push_back(std::move(size));
-    outside.push_back(std::move(zero));
-    outside.push_back(std::move(runs));
+    const SrcRange loc = loop.in.loc;
+    const int size = emitScalar(f_, outside, DType::I64, Op::Size, {}, loc, 0, e);
+    const int zero = emitScalar(f_, outside, DType::I64, Op::Const, {}, loc);
+    branch.in.args = {emitScalar(f_, outside, DType::Bool, Op::Gt, {size, zero}, loc)};
     outside.push_back(std::move(branch));
     pre = std::move(outside);
   }

@@ -64,6 +64,10 @@ struct Stmt {
   // against wrapping failed). A backend compiles it for size: LLVM neither unrolls nor
   // vectorises it, and the branch to it is unlikely (`cold` in --emit loops).
   bool cold = false;
+  // A vector loop of few iterations (a triangle's column, at most a row's length): a backend
+  // vectorises it one register at a time, not several interleaved, which would leave rows
+  // shorter than the interleaved width to the scalar remainder (`few` in --emit loops).
+  bool fewTrips = false;
   // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
   // --emit loops): every buffer it writes is either touched only at its own first index
   // (blocks write disjoint elements) or only added to (buf.add), and each of the latter,
@@ -136,6 +140,20 @@ std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::str
 void freshDefinitions(Function& f, const Body& b, std::map<int, int>& rename);
 /// Maps every value the statements of b define or use through rename (ids not in it stay).
 void renameValues(Body& b, const std::map<int, int>& rename);
+/// A copy of the statements of b to go elsewhere in the same function: every value they
+/// define gets a fresh id (freshDefinitions; also each value of `also`, a loop index around b,
+/// say), and every size they bind a fresh name (its name + "r" + a number, uniqueSizeName),
+/// with the extents, types and buffers that mention them updated. `rename` gets the new ids.
+Body copyFresh(Function& f, const Body& b, const std::vector<int>& also, std::map<int, int>& rename,
+               int& next, std::set<std::string>& taken);
+/// A scalar statement `op args` at loc (a literal's ival, a size's poly), with no result.
+Stmt scalarStmt(ir::Op op, std::vector<int> args, SrcRange loc, int64_t ival = 0,
+                const Poly& poly = Poly());
+/// The same with a fresh result of type t (rank 0), appended to b; the result's id.
+int emitScalar(Function& f, Body& b, DType t, ir::Op op, std::vector<int> args, SrcRange loc,
+               int64_t ival = 0, const Poly& poly = Poly());
+/// `size.def name = value` appended to b; the size as a polynomial (for an extent).
+Poly bindSize(Body& b, const std::string& name, int value, SrcRange loc);
 /// A fresh id of v's type for v in rename, unless it has one.
 void freshValue(Function& f, int v, std::map<int, int>& rename);
 

@@ -17,6 +17,7 @@
 #include "compiler/lower/fuse.hpp"
 #include "compiler/lower/guard.hpp"
 #include "compiler/lower/hoist.hpp"
+#include "compiler/lower/interchange.hpp"
 #include "compiler/lower/strength.hpp"
 #include "compiler/lower/workspace.hpp"
 #include "compiler/support/reduce_order.hpp"
@@ -512,27 +513,10 @@ private:
 
     const SrcRange loc = loop.in.loc;
     auto emit = [&](Op o, std::vector<int> args, int64_t ival = 0, const Poly& poly = Poly()) {
-      Stmt s;
-      s.kind = Stmt::Scalar;
-      s.in.op = o;
-      s.in.args = std::move(args);
-      s.in.ival = ival;
-      s.in.poly = poly;
-      s.in.loc = loc;
-      s.in.result = f_.src.newValue({DType::I64, {}});
-      pre.push_back(s);
-      return s.in.result;
+      return emitScalar(f_, pre, DType::I64, o, std::move(args), loc, ival, poly);
     };
     auto bind = [&](int value) {
-      const std::string name = uniqueSizeName("#rows", next_, names_);
-      Stmt s;
-      s.kind = Stmt::Scalar;
-      s.in.op = Op::SizeDef;
-      s.in.name = name;
-      s.in.args = {value};
-      s.in.loc = loc;
-      pre.push_back(s);
-      return Poly::var(name);
+      return bindSize(pre, uniqueSizeName("#rows", next_, names_), value, loc);
     };
     const int ev = emit(Op::Size, {}, 0, e);
     const int lanes = emit(Op::Const, {}, at);
@@ -551,33 +535,12 @@ private:
     first.body = loop.body;
     // The rest, j = j' + at: a copy with every value it defines renamed, and sums of
     // any length.
+    // (Sizes the body binds get names of their own in the copy: a size bound once in a loop
+    // is one hoisting can see through, a triangular extent to the row index's table.)
     Stmt rest = first;
     std::map<int, int> rename;
-    // Sizes the body binds get names of their own in the copy: a size bound once in a loop
-    // is one hoisting can see through (a triangular extent to the row index's table).
-    std::map<std::string, Poly> sizes;
-    forEachStmt(rest.body, [&](const Stmt& s) {
-      if (s.kind != Stmt::Scalar || s.in.op != Op::SizeDef || sizes.count(s.in.name)) return;
-      sizes[s.in.name] = Poly::var(uniqueSizeName(s.in.name + "r", next_, names_));
-    });
-    auto sub = [&](Poly& p) { p = p.substitute(sizes); };
-    freshDefinitions(f_, rest.body, rename);
-    freshValue(f_, rest.indices[0], rename);
-    renameValues(rest.body, rename);
-    forEachStmt(rest.body, [&](Stmt& s) {
-      s.shortRow = false;
-      if (s.in.op == Op::SizeDef) s.in.name = sizes.at(s.in.name).names()[0];
-      for (Poly& e : s.extents)
-        sub(e);
-      for (Poly& e : s.in.extents)
-        sub(e);
-      sub(s.in.poly);
-    });
-    for (const auto& [from, to] : rename) {
-      for (Poly& d : f_.src.types[to].shape)
-        sub(d);
-      if (auto b = f_.buffers.find(from); b != f_.buffers.end()) f_.buffers[to] = b->second;
-    }
+    rest.body = copyFresh(f_, first.body, {rest.indices[0]}, rename, next_, names_);
+    forEachStmt(rest.body, [](Stmt& s) { s.shortRow = false; });
     const int jr = rename.at(rest.indices[0]);
     const int jp = f_.src.newValue(f_.src.types[jr]);
     rest.indices = {jp};
@@ -683,6 +646,7 @@ struct Printer {
       if (s.vectorisable) out += " vector";
       if (s.shortRow) out += " short";
       if (s.cold) out += " cold";
+      if (s.fewTrips) out += " few";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
       if (s.blocked) {
         out += " in blocks";
@@ -762,6 +726,29 @@ std::string uniqueSizeName(const std::string& stem, int& next, std::set<std::str
   return name;
 }
 
+Stmt scalarStmt(Op op, std::vector<int> args, SrcRange loc, int64_t ival, const Poly& poly) {
+  Stmt s;
+  s.kind = Stmt::Scalar;
+  s.in.op = op;
+  s.in.args = std::move(args);
+  s.in.ival = ival;
+  s.in.poly = poly;
+  s.in.loc = loc;
+  return s;
+}
+
+int emitScalar(Function& f, Body& b, DType t, Op op, std::vector<int> args, SrcRange loc,
+               int64_t ival, const Poly& poly) {
+  b.push_back(scalarStmt(op, std::move(args), loc, ival, poly));
+  return b.back().in.result = f.src.newValue({t, {}});
+}
+
+Poly bindSize(Body& b, const std::string& name, int value, SrcRange loc) {
+  b.push_back(scalarStmt(Op::SizeDef, {value}, loc));
+  b.back().in.name = name;
+  return Poly::var(name);
+}
+
 void freshValue(Function& f, int v, std::map<int, int>& rename) {
   if (!rename.count(v)) rename[v] = f.src.newValue(f.src.types[v]);
 }
@@ -779,6 +766,35 @@ void freshDefinitions(Function& f, const Body& b, std::map<int, int>& rename) {
       for (int i : s.indices)
         freshValue(f, i, rename);
   });
+}
+
+Body copyFresh(Function& f, const Body& b, const std::vector<int>& also, std::map<int, int>& rename,
+               int& next, std::set<std::string>& taken) {
+  Body out = b;
+  std::map<std::string, Poly> sizes;
+  forEachStmt(out, [&](const Stmt& s) {
+    if (s.kind != Stmt::Scalar || s.in.op != Op::SizeDef || sizes.count(s.in.name)) return;
+    sizes[s.in.name] = Poly::var(uniqueSizeName(s.in.name + "r", next, taken));
+  });
+  auto sub = [&](Poly& p) { p = p.substitute(sizes); };
+  freshDefinitions(f, out, rename);
+  for (int v : also)
+    freshValue(f, v, rename);
+  renameValues(out, rename);
+  forEachStmt(out, [&](Stmt& s) {
+    if (s.in.op == Op::SizeDef) s.in.name = sizes.at(s.in.name).names()[0];
+    for (Poly& e : s.extents)
+      sub(e);
+    for (Poly& e : s.in.extents)
+      sub(e);
+    sub(s.in.poly);
+  });
+  for (const auto& [from, to] : rename) {
+    for (Poly& d : f.src.types[to].shape)
+      sub(d);
+    if (auto buf = f.buffers.find(from); buf != f.buffers.end()) f.buffers[to] = buf->second;
+  }
+  return out;
 }
 
 void renameValues(Body& b, const std::map<int, int>& rename) {
@@ -840,6 +856,9 @@ Function lower(const ir::Function& f) {
   // the loop around the reduced one only (GMM: on j, inside a nest over i, k, j) becomes a
   // table over that index instead of 40-odd integer operations per iteration.
   hoistInvariants(lf, HoistCost::IntegerTrees);
+  // (After both: the rows' checks are tables to sum, and the sums' original copies, which it
+  // reads in columns, are the else of strength reduction's ifs.)
+  interchangeTriangles(lf);
   planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;

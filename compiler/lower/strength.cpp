@@ -432,7 +432,7 @@ private:
     const Series sr = series(q);
     Body step;
     auto add = [&](int result, Op o, std::vector<int> args) {
-      Stmt s = scalar(o, std::move(args), loc_);
+      Stmt s = scalarStmt(o, std::move(args), loc_);
       s.in.result = result;
       step.push_back(std::move(s));
     };
@@ -472,10 +472,10 @@ private:
   /// A rank-0 i64 slot holding `init` (before the loop).
   int slot(int init) {
     int s = f_.src.newValue({DType::I64, {}});
-    Stmt z = scalar(Op::BufZeros, {}, loc_);
+    Stmt z = scalarStmt(Op::BufZeros, {}, loc_);
     z.in.result = s;
     pre_->push_back(z);
-    pre_->push_back(scalar(Op::BufStore, {s, init}, loc_));
+    pre_->push_back(scalarStmt(Op::BufStore, {s, init}, loc_));
     return s;
   }
 
@@ -545,15 +545,6 @@ private:
   }
 
   // --- emitting ----------------------------------------------------------------------------
-  static Stmt scalar(Op op, std::vector<int> args, SrcRange loc) {
-    Stmt s;
-    s.kind = Stmt::Scalar;
-    s.in.op = op;
-    s.in.args = std::move(args);
-    s.in.loc = loc;
-    return s;
-  }
-
   /// Values before the loop of one carried or checked polynomial: V(0), D(0), D2 (degree 2),
   /// V(n - 1) and D(n - 2) = D(0) + D2 (n - 2) (see the file comment).
   struct Series {
@@ -608,7 +599,7 @@ private:
   }
 
   int emit(Op o, DType t, std::vector<int> args, int64_t ival = 0, const Poly& poly = Poly()) {
-    Stmt s = scalar(o, std::move(args), loc_);
+    Stmt s = scalarStmt(o, std::move(args), loc_);
     s.in.ival = ival;
     s.in.poly = poly;
     s.in.result = f_.src.newValue({t, {}});

@@ -414,6 +414,74 @@ fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
   }
 }
 
+// Triangular sums in column order (compiler/lower/interchange.cpp): a triangle stored by
+// columns is summed column by column into per-row lanes and tails, with the evaluator's bits;
+// the rows' own loop runs when there are fewer than 16 columns, when a row's check fails
+// (reporting the evaluator's first failing access), and for a triangle stored by rows.
+TEST(JitVsInterp, TriangleColumnsSameBitsAsEvaluator) {
+  auto prog = Program::fromString("columns", R"(
+fn strict(icf: f64[T], x: f64[n, d]) -> f64 {
+    let q[i, j: d] = sum[c: j](icf[d + c * (d - 1) - div(c * (c - 1), 2) + j - c - 1] * x[i, c]);
+    sum(q^2)
+}
+fn diagonal(l: f64[T], x: f64[d]) -> f64 {
+    let q[j: d] = sum[c: j + 1](l[c * d - div(c * (c - 1), 2) + j - c] * x[c]);
+    sum(q^2)
+}
+fn byrows(l: f64[T], x: f64[n, d]) -> f64 {
+    let q[i, j: d] = sum[c: j](l[div(j * (j - 1), 2) + c] * x[i, c]);
+    sum(q^2)
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  struct Case {
+    const char* fn;
+    bool columns;
+    int64_t (*t)(int64_t d);
+  };
+  const Case cases[] = {
+      {"strict", true, [](int64_t d) { return d + d * (d - 1) / 2; }},
+      {"diagonal", true, [](int64_t d) { return d * (d + 1) / 2; }},
+      {"byrows", false, [](int64_t d) { return d * (d - 1) / 2; }},
+  };
+  for (const Case& c : cases) {
+    ir::Function f = prog->forward(c.fn);
+    const std::string loops = lower::print(lower::lower(f));
+    EXPECT_EQ(loops.find("< #cols") != std::string::npos, c.columns) << c.fn << "\n" << loops;
+    Runnable jf = jit().prepare(f);
+    for (int64_t d : {3, 16, 17, 20, 31, 33, 40, 47, 64, 100}) {
+      const std::map<std::string, int64_t> sizes{{"d", d}, {"n", 3}, {"T", c.t(d)}};
+      const std::string what = std::string(c.fn) + " d = " + std::to_string(d);
+      std::vector<Tensor> args = randomArgs(f, sizes, 7);
+      auto a = jf(args), b = evaluate(f, args);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t k = 0; k < a.size(); ++k)
+        expectSameBits(a[k], b[k], what);
+      if (d == 40) {
+        compareBackends(f, what, {sizes});
+        compareOrders(f, what, sizes, {reversed, onThreads({2, 16})});
+      }
+    }
+  }
+  // A triangle that does not fit: the failing call reports what the evaluator reports.
+  ir::Function f = prog->forward("strict");
+  const int64_t d = 40;
+  std::vector<Tensor> args = randomArgs(f, {{"d", d}, {"n", 3}, {"T", d + d * (d - 1) / 2 - 3}}, 7);
+  std::string jitError, evalError;
+  try {
+    jit().prepare(f)(args);
+  } catch (const EvalError& e) {
+    jitError = e.what();
+  }
+  try {
+    evaluate(f, args);
+  } catch (const EvalError& e) {
+    evalError = e.what();
+  }
+  EXPECT_FALSE(jitError.empty());
+  EXPECT_EQ(jitError, evalError);
+}
+
 // Loops Loop IR calls parallel and vectorisable reach LLVM marked so (access groups and
 // llvm.loop.parallel_accesses; docs/architecture.md, "C ABI"), and no other loop is: a user
 // loop with state, whose iterations depend on each other, must not be.

@@ -1,0 +1,617 @@
+// Triangular sums in column order (interchange.hpp says what and why).
+//
+// The loop it rewrites, after strength reduction (GMM: the rows of Q_k (x_i - mu_k)):
+//
+//   parallel for j < E {
+//     A                               scalars: the row's extent x = j + o, its check ok, ...
+//     size.def #e = max(x, 0)
+//     s = if ok { carried sum } else { reduce.sum for c < #e cold { ...; yield v(c, j) } }
+//     B                               uses s
+//   }
+//
+// becomes, with t counting the rows each check loop and column loop visits,
+//
+//   bad = sum for j < E (ok ? 0 : 1)
+//   if bad == 0 and kMinColumns <= x(E - 1) <= kGroupElems and ... {
+//     acc = zeroed [9, E]             (lanes 0..7, tail 8; a short sum: the tail alone)
+//     sequential for c < x(E - 1) {
+//       lo = max(0, c + 1 - o)        the first row whose sum reaches c
+//       j1                            the first row whose chunks reach past c
+//       parallel for t < j1 - lo { j = lo + t; A's part v needs; acc[8, j] += v(c, j) }
+//       parallel for t < E - j1 { j = j1 + t; ...; acc[c mod 8, j] += v(c, j) }
+//     }
+//     parallel for j < E { A; s = tree(acc[0..7, j]) + acc[8, j]; B }
+//   } else {
+//     the loop as it was
+//   }
+//
+// Why the bits are the same: a row of e elements puts element c in lane c mod 8 when
+// c < chunked(e) and in the tail otherwise (reduce_order.hpp), each accumulator taking its
+// elements in increasing c; the column loop visits c in increasing order and adds to exactly
+// that accumulator. chunked(e) > c exactly when e >= max(32, 8 floor(c / 8) + 8), and e = j + o
+// grows with j, so the rows whose lanes take c are those from j1 = that bound - o on. The row
+// result is 0 + (tree + tail) in codegen; a sum that starts from +0 is never -0, so adding the
+// leading 0 changes no bit and is left out. The rows' values v(c, j) are the cold copy's, the
+// original expression, read without checks: every row's check held, and a row's check proves
+// its every access (strength.cpp).
+//
+// Why x(j) = x(0) + j for every row: x is built from j by +, - and multiplication by literals
+// with j's coefficient 1, so the i64 values agree modulo 2^64; with x(0) >= -2^40, E <= 2^40
+// and x(E - 1) <= kGroupElems checked, neither side wraps.
+#include "compiler/lower/interchange.hpp"
+
+#include "compiler/support/reduce_order.hpp"
+
+#include <algorithm>
+#include <optional>
+
+namespace slope::lower {
+namespace {
+
+using ir::Op;
+namespace ro = reduce_order;
+
+// Fewer columns than this and the rows' own loop is as fast (measured: docs/benchmarks.md).
+constexpr int64_t kMinColumns = 16;
+constexpr int64_t kMaxWrapFree = int64_t{1} << 40; // |x(0)| and E: no i64 wrap in x(0) + j
+
+class Interchanger {
+public:
+  explicit Interchanger(Function& f)
+      : f_(f), literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
+
+  int run() {
+    for (int v : f_.src.params)
+      top_.insert(v);
+    for (const Stmt& s : f_.body) {
+      if (s.in.result >= 0) top_.insert(s.in.result);
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) topSizes_.insert(s.in.name);
+    }
+    for (size_t p = 0; p < f_.body.size(); ++p) {
+      Body once; // what decides between the forms, when it is the same for the whole call
+      const size_t before = f_.body.size();
+      walk(f_.body, p, once);
+      const size_t grown = f_.body.size() - before; // (what went before a top-level loop)
+      f_.body.insert(f_.body.begin() + static_cast<std::ptrdiff_t>(p),
+                     std::make_move_iterator(once.begin()), std::make_move_iterator(once.end()));
+      p += once.size() + grown;
+    }
+    return count_;
+  }
+
+private:
+  // --- the match -----------------------------------------------------------------------------
+
+  /// What the rewrite needs of a row loop.
+  struct Rows {
+    Stmt* loop = nullptr;
+    size_t branch = 0;                    // the if on the row's check, in loop->body
+    const Stmt* sum = nullptr;            // its else: the original sum
+    int x = -1;                           // the sum's extent before max(., 0)
+    std::map<int, size_t> def;            // the loop body's top-level scalars by value
+    std::map<int, const ir::Instr*> expr; // those and the sum's, for coefficient()
+    std::map<int, int> alias;             // `size #e` of a size the loop bound before: #e's value
+    std::set<int> inner;         // values defined in the loop at any depth, indices included
+    std::set<int> written;       // buffers the loop writes or allocates
+    std::set<std::string> bound; // sizes bound in the loop
+  };
+
+  /// Rewrites the row loops in b[p] and what it nests. The statements that choose the form go
+  /// before the loop; to `once` instead (to go before the function's top-level statement)
+  /// when they read only what is computed there: the GMM's choice depends on d alone, and
+  /// made inside the loops over i and k it cost 10% of the d = 10 objective.
+  void walk(Body& b, size_t p, Body& once) {
+    if (b[p].kind == Stmt::Loop) {
+      if (std::optional<Rows> r = match(b[p])) {
+        Body pre = rewrite(*r);
+        Stmt version = std::move(pre.back());
+        pre.pop_back();
+        const bool hoist = &b != &f_.body && readsTopOnly(pre);
+        b[p] = std::move(version);
+        Body& to = hoist ? once : b;
+        to.insert(hoist ? to.end() : to.begin() + static_cast<std::ptrdiff_t>(p),
+                  std::make_move_iterator(pre.begin()), std::make_move_iterator(pre.end()));
+        ++count_;
+        return;
+      }
+    }
+    for (Body* inner : {&b[p].body, &b[p].orelse})
+      for (size_t q = 0; q < inner->size(); ++q) {
+        const size_t before = inner->size();
+        walk(*inner, q, once);
+        q += inner->size() - before; // (what went before the loop)
+      }
+  }
+
+  /// Whether the statements of b read values and sizes only from the function's top level.
+  bool readsTopOnly(const Body& b) const {
+    std::set<int> defined, read;
+    bool ok = true;
+    auto sizes = [&](const Poly& p) {
+      for (const auto& n : p.names())
+        ok = ok && (n[0] != '#' || topSizes_.count(n));
+    };
+    forEachStmt(b, [&](const Stmt& s) {
+      if (s.in.result >= 0) defined.insert(s.in.result);
+      defined.insert(s.indices.begin(), s.indices.end());
+      read.insert(s.in.args.begin(), s.in.args.end());
+      if (s.yield >= 0) read.insert(s.yield);
+      for (const Poly& e : s.extents)
+        sizes(e);
+      sizes(s.in.poly);
+      ok = ok && !(s.kind == Stmt::Scalar && s.in.op == Op::SizeDef);
+    });
+    for (int v : read)
+      ok = ok && (defined.count(v) || top_.count(v));
+    return ok;
+  }
+
+  bool literal(int v, int64_t* out = nullptr) const {
+    auto l = literals_.find(v);
+    if (l == literals_.end()) return false;
+    if (out) *out = l->second;
+    return true;
+  }
+
+  std::optional<Rows> match(Stmt& loop) {
+    if (loop.loopKind != LoopKind::Parallel || loop.indices.size() != 1 || loop.cold ||
+        loop.blocked)
+      return std::nullopt;
+    Rows r;
+    r.loop = &loop;
+    bool escapes = false;
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      if (s.in.result >= 0) r.inner.insert(s.in.result);
+      escapes = escapes || (s.in.result >= 0 && f_.escaping.count(s.in.result));
+      if (s.kind == Stmt::Loop) r.inner.insert(s.indices.begin(), s.indices.end());
+      if (s.kind == Stmt::Store) r.written.insert(s.buffer);
+      if (s.kind == Stmt::Alloc || s.kind == Stmt::Stack) r.written.insert(s.in.result);
+      if (s.kind == Stmt::Scalar && (s.in.op == Op::BufAdd || s.in.op == Op::BufStore))
+        r.written.insert(s.in.args[0]);
+      if (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros) r.written.insert(s.in.result);
+    });
+    if (escapes) return std::nullopt;
+    r.inner.insert(loop.indices[0]);
+    r.bound = boundSizes(loop.body);
+    std::map<std::string, int> sizeDef; // #e -> its value
+    for (size_t p = 0; p < loop.body.size(); ++p) {
+      const Stmt& s = loop.body[p];
+      if (s.kind == Stmt::Scalar && s.in.result >= 0) {
+        r.def[s.in.result] = p;
+        r.expr[s.in.result] = &s.in;
+      }
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef && s.in.args.size() == 1)
+        sizeDef[s.in.name] = s.in.args[0];
+      if (s.kind == Stmt::Scalar && s.in.op == Op::Size && s.in.result >= 0) {
+        auto n = s.in.poly.names();
+        if (n.size() == 1 && s.in.poly == Poly::var(n[0]) && sizeDef.count(n[0]))
+          r.alias[s.in.result] = sizeDef.at(n[0]);
+      }
+      if (s.kind != Stmt::If || s.in.result < 0 || s.orelse.size() != 1 || r.sum) continue;
+      const Stmt& sum = s.orelse[0];
+      if (sum.kind != Stmt::Loop || !sum.cold || sum.in.op != Op::ReduceSum ||
+          sum.indices.size() != 1 || sum.yield < 0 || s.elseYield != sum.in.result ||
+          !isFloat(f_.src.types[sum.in.result].dtype))
+        continue;
+      auto names = sum.extents[0].names();
+      if (names.size() != 1 || !(sum.extents[0] == Poly::var(names[0])) || !sizeDef.count(names[0]))
+        continue;
+      // The carried copy must have proven every access: then the row's check covers them all.
+      bool proven = true;
+      forEachStmt(s.body, [&](const Stmt& t) {
+        proven = proven && !(t.kind == Stmt::Scalar && canFail(t.in, f_.src, literals_));
+      });
+      if (!proven) continue;
+      r.branch = p;
+      r.sum = &sum;
+      r.x = sizeDef.at(names[0]);
+    }
+    if (!r.sum) return std::nullopt;
+    // max(x, 0) as the front end writes it: select(gt(x, 0), x, 0).
+    if (auto d = r.def.find(r.x); d != r.def.end()) {
+      const ir::Instr& sel = loop.body[d->second].in;
+      int64_t z = -1;
+      if (sel.op == Op::Select && literal(sel.args[2], &z) && z == 0)
+        if (auto g = r.def.find(sel.args[0]); g != r.def.end()) {
+          const ir::Instr& gt = loop.body[g->second].in;
+          if (gt.op == Op::Gt && gt.args[0] == sel.args[1] && literal(gt.args[1], &z) && z == 0)
+            r.x = sel.args[1];
+        }
+    }
+    for (const Stmt& t : r.sum->body)
+      if (t.kind == Stmt::Scalar && t.in.result >= 0) r.expr[t.in.result] = &t.in;
+    if (coefficient(r, r.x, loop.indices[0]) != std::optional<int64_t>(1) || !columnsContiguous(r))
+      return std::nullopt;
+    // Everything the columns compute must be computable there: the sum's body and what it
+    // reads of the loop's scalars, and the check.
+    for (const Stmt& t : r.sum->body)
+      if (!pure(r, t, true)) return std::nullopt;
+    std::vector<const Stmt*> scratch;
+    if (!needs(r, reads(r), scratch)) return std::nullopt;
+    if (!needs(r, {loop.body[r.branch].in.args[0], r.x}, scratch)) return std::nullopt;
+    return r;
+  }
+
+  /// The coefficient of index `idx` (the row's j or the sum's c) in v, when v is built from
+  /// it by +, -, negation and multiplication by a literal over values that do not depend on it.
+  std::optional<int64_t> coefficient(const Rows& r, int v, int idx) const {
+    if (v == idx) return 1;
+    if (v == r.loop->indices[0] || v == r.sum->indices[0]) return 0; // (the other index)
+    if (auto a = r.alias.find(v); a != r.alias.end()) return coefficient(r, a->second, idx);
+    auto d = r.expr.find(v);
+    if (d == r.expr.end()) return r.inner.count(v) ? std::nullopt : std::optional<int64_t>(0);
+    const ir::Instr& in = *d->second;
+    auto of = [&](int k) { return coefficient(r, in.args[static_cast<size_t>(k)], idx); };
+    switch (in.op) {
+    case Op::Const: return 0;
+    case Op::Size:
+      for (const auto& n : in.poly.names())
+        if (r.bound.count(n)) return std::nullopt;
+      return 0;
+    case Op::Add:
+    case Op::Sub: {
+      auto a = of(0), b = of(1);
+      if (!a || !b) return std::nullopt;
+      return in.op == Op::Add ? *a + *b : *a - *b;
+    }
+    case Op::Neg:
+      if (auto a = of(0)) return -*a;
+      return std::nullopt;
+    case Op::Mul: {
+      auto a = of(0), b = of(1);
+      if (!a || !b) return std::nullopt;
+      int64_t k = 0;
+      if (*a == 0 && *b == 0) return 0;
+      if (*a == 0 && literal(in.args[0], &k) && std::abs(k) < 1024) return k * *b;
+      if (*b == 0 && literal(in.args[1], &k) && std::abs(k) < 1024) return k * *a;
+      return std::nullopt;
+    }
+    default: // (independent of idx when every operand is)
+      for (size_t k = 0; k < in.args.size(); ++k)
+        if (of(static_cast<int>(k)) != std::optional<int64_t>(0)) return std::nullopt;
+      return 0;
+    }
+  }
+
+  /// Whether the columns read memory in order where the rows do not: some load of the sum
+  /// steps by one element per row (j's coefficient 1 in its last subscript) and not per
+  /// column. Otherwise (a triangle stored by rows, say) the row order is the better one.
+  bool columnsContiguous(const Rows& r) const {
+    const int j = r.loop->indices[0], c = r.sum->indices[0];
+    for (const Stmt& t : r.sum->body) {
+      if (t.kind != Stmt::Scalar || t.in.op != Op::Load || t.in.args.size() < 2) continue;
+      const int last = t.in.args.back();
+      if (coefficient(r, last, j) == std::optional<int64_t>(1) &&
+          coefficient(r, last, c) != std::optional<int64_t>(1))
+        return true;
+    }
+    return false;
+  }
+
+  /// Whether the scalar t can be computed anywhere in the loop's body without changing what
+  /// it computes or what the call does: no effect, no failure, no read of memory the loop
+  /// writes, no size the loop binds. `unchecked`: a load may be one that checks (the sum's,
+  /// proven by the rows' checks).
+  bool pure(const Rows& r, const Stmt& t, bool unchecked) const {
+    if (t.kind != Stmt::Scalar || t.in.result < 0) return false;
+    switch (t.in.op) {
+    case Op::SizeDef:
+    case Op::BufAdd:
+    case Op::BufStore:
+    case Op::BufZeros:
+    case Op::RevolveNext:
+    case Op::Param: return false;
+    case Op::Load:
+      if (r.written.count(t.in.args[0])) return false;
+      if (!unchecked && !t.in.checked && t.in.args.size() > 1) return false;
+      break;
+    case Op::Size:
+      for (const auto& n : t.in.poly.names())
+        if (r.bound.count(n)) return false;
+      break;
+    default:
+      if (canFail(t.in, f_.src, literals_)) return false;
+    }
+    return true;
+  }
+
+  /// The values the sum's body reads from outside it (its index aside).
+  static std::vector<int> reads(const Rows& r) {
+    std::set<int> defined{r.sum->indices[0]}, used;
+    forEachStmt(r.sum->body, [&](const Stmt& s) {
+      if (s.in.result >= 0) defined.insert(s.in.result);
+      defined.insert(s.indices.begin(), s.indices.end());
+      used.insert(s.in.args.begin(), s.in.args.end());
+      if (s.yield >= 0) used.insert(s.yield);
+    });
+    std::vector<int> out;
+    for (int v : used)
+      if (!defined.count(v)) out.push_back(v);
+    return out;
+  }
+
+  /// The loop body's top-level statements that `roots` depend on, in body order, into out
+  /// (appended, each once); false when one is not pure or a root is defined deeper.
+  bool needs(const Rows& r, const std::vector<int>& roots, std::vector<const Stmt*>& out) const {
+    std::set<size_t> at;
+    std::vector<int> work = roots;
+    while (!work.empty()) {
+      int v = work.back();
+      work.pop_back();
+      if (v == r.loop->indices[0]) continue;
+      auto d = r.def.find(v);
+      if (d == r.def.end()) {
+        if (r.inner.count(v)) return false;
+        continue;
+      }
+      if (!at.insert(d->second).second) continue;
+      if (auto a = r.alias.find(v); a != r.alias.end()) { // (copy() reads it as its value)
+        work.push_back(a->second);
+        continue;
+      }
+      const Stmt& s = r.loop->body[d->second];
+      if (!pure(r, s, false)) return false;
+      work.insert(work.end(), s.in.args.begin(), s.in.args.end());
+    }
+    for (size_t p : at)
+      out.push_back(&r.loop->body[p]);
+    return true;
+  }
+
+  // --- the rewrite ---------------------------------------------------------------------------
+
+  /// A scalar statement into b; its result's id.
+  int emit(Body& b, Op op, DType t, std::vector<int> args, int64_t ival = 0,
+           const Poly& poly = Poly()) {
+    return emitScalar(f_, b, t, op, std::move(args), loc_, ival, poly);
+  }
+  int constant(Body& b, int64_t v) { return emit(b, Op::Const, DType::I64, {}, v); }
+
+  /// A size bound to value v (loop extents are sizes).
+  Poly bind(Body& b, const std::string& stem, int v) {
+    return bindSize(b, uniqueSizeName(stem, next_, names_), v, loc_);
+  }
+
+  /// Copies of the loop's statements `needed` (then `extra`, statements of the sum's body)
+  /// into b with fresh values, the row index read as j (and the sum's index as c); the id
+  /// each value of `want` has in the copy.
+  std::vector<int> copy(const std::vector<const Stmt*>& needed, const Body& extra,
+                        const std::map<int, int>& seed, Body& b, const std::vector<int>& want) {
+    std::vector<const Stmt*> order = needed;
+    std::sort(order.begin(), order.end());
+    order.erase(std::unique(order.begin(), order.end()), order.end());
+    Body tmp;
+    std::vector<std::pair<int, int>> aliases;
+    for (const Stmt* s : order) {
+      if (auto a = rows_->alias.find(s->in.result); a != rows_->alias.end())
+        aliases.emplace_back(*a); // (`size #e`: #e is bound in the loop, its value is not)
+      else
+        tmp.push_back(*s);
+    }
+    tmp.insert(tmp.end(), extra.begin(), extra.end());
+    std::map<int, int> rename = seed;
+    freshDefinitions(f_, tmp, rename);
+    for (const auto& [v, a] : aliases)
+      rename[v] = rename.count(a) ? rename.at(a) : a;
+    renameValues(tmp, rename);
+    for (Stmt& s : tmp) {
+      if (s.in.op == Op::Load) s.in.checked = true; // (see the file comment)
+      b.push_back(std::move(s));
+    }
+    std::vector<int> out;
+    for (int v : want)
+      out.push_back(rename.count(v) ? rename.at(v) : v);
+    return out;
+  }
+
+  Stmt loopOver(const Poly& extent, LoopKind kind, bool vector) {
+    Stmt l;
+    l.kind = Stmt::Loop;
+    l.in.op = Op::For;
+    l.in.loc = loc_;
+    l.loopKind = kind;
+    l.vectorisable = vector;
+    l.indices = {f_.src.newValue({DType::I64, {}})};
+    l.extents = {extent};
+    return l;
+  }
+
+  Body rewrite(Rows& r) {
+    Stmt& loop = *r.loop;
+    loc_ = loop.in.loc;
+    rows_ = &r;
+    const int j = loop.indices[0];
+    const Stmt& branch = loop.body[r.branch];
+    const int ok = branch.in.args[0];
+    const bool lanes = !r.sum->shortRow;
+    const DType ft = f_.src.types[r.sum->in.result].dtype;
+    std::vector<const Stmt*> okNeeds, xNeeds, sumNeeds;
+    needs(r, {ok}, okNeeds);
+    needs(r, {r.x}, xNeeds);
+    needs(r, reads(r), sumNeeds);
+
+    Body pre;
+    const int e = emit(pre, Op::Size, DType::I64, {}, 0, loop.extents[0]);
+    const int zero = constant(pre, 0), one = constant(pre, 1);
+    // bad = the rows whose check fails.
+    Stmt check = loopOver(loop.extents[0], LoopKind::Reduction, true);
+    check.in.op = Op::ReduceSum;
+    {
+      const int t = check.indices[0];
+      int okT = copy(okNeeds, {}, {{j, t}}, check.body, {ok})[0];
+      check.yield = emit(check.body, Op::Select, DType::I64, {okT, zero, one});
+      check.in.result = f_.src.newValue({DType::I64, {}});
+    }
+    const int bad = check.in.result;
+    pre.push_back(std::move(check));
+    const int last = emit(pre, Op::Sub, DType::I64, {e, one});
+    const int xLast = copy(xNeeds, {}, {{j, last}}, pre, {r.x})[0];
+    const int x0 = copy(xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
+    std::vector<int> conds;
+    conds.push_back(emit(pre, Op::Eq, DType::Bool, {bad, zero}));
+    conds.push_back(emit(pre, Op::Gt, DType::Bool, {e, zero}));
+    conds.push_back(emit(pre, Op::Le, DType::Bool, {e, constant(pre, kMaxWrapFree)}));
+    conds.push_back(emit(pre, Op::Ge, DType::Bool, {x0, constant(pre, -kMaxWrapFree)}));
+    conds.push_back(emit(pre, Op::Ge, DType::Bool, {xLast, constant(pre, kMinColumns)}));
+    conds.push_back(emit(pre, Op::Le, DType::Bool, {xLast, constant(pre, ro::kGroupElems)}));
+    int cond = conds[0];
+    for (size_t k = 1; k < conds.size(); ++k)
+      cond = emit(pre, Op::And, DType::Bool, {cond, conds[k]});
+
+    Stmt version;
+    version.kind = Stmt::If;
+    version.in.op = Op::If;
+    version.in.loc = loc_;
+    version.in.args = {cond};
+    Body& then = version.body;
+    // The accumulators: lanes 0..7 and the tail (8) of every row; a short sum has a tail only.
+    const int64_t rows = lanes ? ro::kLanes + 1 : 1;
+    ir::Type accT{ft, {Poly(rows), loop.extents[0]}};
+    const int acc = f_.src.newValue(accT);
+    {
+      Stmt a;
+      a.kind = Stmt::Alloc;
+      a.in.op = Op::BufZeros;
+      a.in.result = acc;
+      a.in.loc = loc_;
+      then.push_back(std::move(a));
+      f_.buffers[acc] = {Buffer::Temp, -1, true};
+    }
+    const Poly cols = bind(then, "#cols", xLast);
+    Stmt columns = loopOver(cols, LoopKind::Sequential, false);
+    {
+      Body& cb = columns.body;
+      const int c = columns.indices[0];
+      // lo = max(0, c + 1 - x(0)): the first row whose sum has element c.
+      const int lo = emit(
+          cb, Op::Max, DType::I64,
+          {zero, emit(cb, Op::Sub, DType::I64, {emit(cb, Op::Add, DType::I64, {c, one}), x0})});
+      int j1 = e, lane = -1;
+      if (lanes) {
+        // The rows whose chunks reach past c: e(j) >= max(32, 8 floor(c / 8) + 8).
+        const int k8 = constant(cb, ro::kLanes);
+        const int base =
+            emit(cb, Op::Mul, DType::I64, {emit(cb, Op::Div, DType::I64, {c, k8}), k8});
+        lane = emit(cb, Op::Sub, DType::I64, {c, base});
+        const int reach =
+            emit(cb, Op::Max, DType::I64,
+                 {constant(cb, ro::kMinLaneRow), emit(cb, Op::Add, DType::I64, {base, k8})});
+        j1 = emit(
+            cb, Op::Min, DType::I64,
+            {e, emit(cb, Op::Max, DType::I64, {lo, emit(cb, Op::Sub, DType::I64, {reach, x0})})});
+      }
+      // Rows [from, to) add element c into accumulator `into`.
+      auto segment = [&](int from, int to, int into, const std::string& stem) {
+        Stmt seg = loopOver(bind(cb, stem, emit(cb, Op::Sub, DType::I64, {to, from})),
+                            LoopKind::Parallel, true);
+        seg.fewTrips = true; // (at most E: a column of the triangle)
+        const int jv = emit(seg.body, Op::Add, DType::I64, {from, seg.indices[0]});
+        const int v = copy(sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
+                           {r.sum->yield})[0];
+        seg.body.push_back(scalarStmt(Op::BufAdd, {acc, into, jv, v}, loc_));
+        seg.body.back().in.checked = true; // (into < rows, from <= jv < to <= E)
+        cb.push_back(std::move(seg));
+      };
+      const int tailRow = constant(cb, rows - 1);
+      segment(lo, j1, tailRow, "#tail");
+      if (lanes) segment(j1, e, lane, "#lane");
+    }
+    then.push_back(std::move(columns));
+
+    // The rows, reading their sums: the loop with its if replaced by the combination.
+    Stmt rowsLoop = loop;
+    {
+      Stmt& br = rowsLoop.body[r.branch];
+      const int result = br.in.result;
+      Body combine;
+      std::vector<int> part;
+      for (int64_t k = 0; k < rows; ++k) {
+        const int row = constant(combine, k);
+        part.push_back(emit(combine, Op::Load, ft, {acc, row, j}));
+        combine.back().in.checked = true;
+      }
+      auto add = [&](int a, int b) { return emit(combine, Op::Add, ft, {a, b}); };
+      if (lanes) { // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then + tail
+        const int a = add(part[0], part[1]), b = add(part[2], part[3]);
+        const int lo = add(a, b);
+        const int c = add(part[4], part[5]), d = add(part[6], part[7]);
+        const int hi = add(c, d);
+        add(add(lo, hi), part[8]);
+      }
+      combine.back().in.result = result; // (the last statement makes the if's value)
+      rowsLoop.body.erase(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch));
+      rowsLoop.body.insert(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch),
+                           combine.begin(), combine.end());
+    }
+    dropDead(rowsLoop.body);
+    std::map<int, int> rename;
+    Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
+    then.push_back(std::move(copied[0]));
+
+    version.orelse.push_back(std::move(loop));
+    pre.push_back(std::move(version));
+    return pre;
+  }
+
+  /// Removes the top-level scalars of b that nothing reads once the carried sum is gone: its
+  /// slots (made and written here, never read) and what only they and the check needed.
+  /// Nothing that can fail goes.
+  void dropDead(Body& b) const {
+    for (bool again = true; again;) {
+      std::map<int, int> reads;
+      std::set<int> slots;
+      std::set<std::string> mentioned;
+      forEachStmt(b, [&](const Stmt& s) {
+        const bool store = s.kind == Stmt::Scalar && s.in.op == Op::BufStore;
+        for (size_t k = store ? 1 : 0; k < s.in.args.size(); ++k)
+          ++reads[s.in.args[k]];
+        if (s.yield >= 0) ++reads[s.yield];
+        if (s.elseYield >= 0) ++reads[s.elseYield];
+        if (s.kind == Stmt::Store) // (a store's subscripts are its indices)
+          for (int i : s.indices)
+            ++reads[i];
+        if (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros) slots.insert(s.in.result);
+        auto mention = [&](const Poly& p) {
+          for (const auto& n : p.names())
+            mentioned.insert(n);
+        };
+        for (const Poly& e : s.extents)
+          mention(e);
+        for (const Poly& e : s.in.extents)
+          mention(e);
+        mention(s.in.poly);
+        if (s.in.result >= 0)
+          for (const Poly& d : f_.src.types[s.in.result].shape)
+            mention(d);
+      });
+      auto dead = [&](const Stmt& s) {
+        if (s.kind != Stmt::Scalar) return false;
+        if (s.in.op == Op::SizeDef) return !mentioned.count(s.in.name);
+        if (s.in.op == Op::BufStore) return slots.count(s.in.args[0]) && !reads[s.in.args[0]];
+        if (s.in.result < 0 || reads[s.in.result] || f_.escaping.count(s.in.result)) return false;
+        return s.in.op != Op::RevolveNext && !canFail(s.in, f_.src, literals_);
+      };
+      auto end = std::remove_if(b.begin(), b.end(), dead);
+      again = end != b.end();
+      b.erase(end, b.end());
+    }
+  }
+
+  Function& f_;
+  std::map<int, int64_t> literals_;
+  std::set<int> top_;              // values the function's top level defines, params included
+  std::set<std::string> topSizes_; // sizes bound at the top level
+  std::set<std::string> names_;    // sizes bound in the function
+  int next_ = 0;
+  SrcRange loc_;
+  const Rows* rows_ = nullptr; // the loop being rewritten
+  int count_ = 0;
+};
+
+} // namespace
+
+int interchangeTriangles(Function& f) {
+  return Interchanger(f).run();
+}
+
+} // namespace slope::lower

@@ -1,0 +1,30 @@
+// Triangular sums in column order (a Loop IR pass).
+#pragma once
+
+#include "compiler/lower/loop_ir.hpp"
+
+namespace slope::lower {
+
+/// For a parallel loop over rows j < E whose body has a triangular float sum over c < e(j),
+/// e(j) = j + o, after strength reduction has given it entry checks (an if on a per-row
+/// check, whose else is the original sum): when every row's check holds, the rows' sums are
+/// computed column by column instead, each column c adding its terms into one accumulator
+/// per row, and the loop over j then reads its sum from there.
+///
+/// Why: a triangle stored by columns (ADBench's GMM: L[j, c] at an offset of c plus j) is read
+/// with a stride that changes every element in row order, and contiguously in column order,
+/// where the loop over rows j > c vectorises. Every row's sum keeps the order of
+/// reduce_order.hpp to the bit: a row's accumulators are its lanes and its tail, column c
+/// adds to lane c mod 8 of the rows whose chunks reach past c and to the tail of the others,
+/// and columns run in order, so each lane and the tail take their terms in the order the row
+/// would. The rows are then combined as codegen combines one (the lane tree, then the tail).
+///
+/// The column form runs under an if: every row's entry check holds (so its reads are proven
+/// for every (j, c)), there are at least kMinColumns columns (fewer: the rows' own loop is as
+/// fast) and at most reduce_order::kGroupElems (one group per row). Otherwise the loop runs
+/// as it was, reporting the first failing access in row order as before.
+///
+/// Runs after reduceStrength. Returns how many loops it rewrote.
+int interchangeTriangles(Function& f);
+
+} // namespace slope::lower
