@@ -154,6 +154,7 @@ private:
   }
 
   std::optional<Rows> match(Stmt& loop) {
+    coefficients_.clear();
     if (loop.loopKind != LoopKind::Parallel || loop.indices.size() != 1 || loop.cold ||
         loop.blocked)
       return std::nullopt;
@@ -235,6 +236,12 @@ private:
   /// The coefficient of index `idx` (the row's j or the sum's c) in v, when v is built from
   /// it by +, -, negation and multiplication by a literal over values that do not depend on it.
   std::optional<int64_t> coefficient(const Rows& r, int v, int idx) const {
+    // (Memoised: an expression is a DAG, and its shared parts are met once each.)
+    const std::pair<int, int> key{v, idx};
+    if (auto m = coefficients_.find(key); m != coefficients_.end()) return m->second;
+    return coefficients_[key] = coefficientOf(r, v, idx);
+  }
+  std::optional<int64_t> coefficientOf(const Rows& r, int v, int idx) const {
     if (v == idx) return 1;
     if (v == r.loop->indices[0] || v == r.sum->indices[0]) return 0; // (the other index)
     if (auto a = r.alias.find(v); a != r.alias.end()) return coefficient(r, a->second, idx);
@@ -557,44 +564,59 @@ private:
   /// slots (made and written here, never read) and what only they and the check needed.
   /// Nothing that can fail goes.
   void dropDead(Body& b) const {
-    for (bool again = true; again;) {
-      std::map<int, int> reads;
-      std::set<int> slots;
-      std::set<std::string> mentioned;
-      forEachStmt(b, [&](const Stmt& s) {
-        const bool store = s.kind == Stmt::Scalar && s.in.op == Op::BufStore;
-        for (size_t k = store ? 1 : 0; k < s.in.args.size(); ++k)
-          ++reads[s.in.args[k]];
-        if (s.yield >= 0) ++reads[s.yield];
-        if (s.elseYield >= 0) ++reads[s.elseYield];
-        if (s.kind == Stmt::Store) // (a store's subscripts are its indices)
-          for (int i : s.indices)
-            ++reads[i];
-        if (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros) slots.insert(s.in.result);
-        auto mention = [&](const Poly& p) {
-          for (const auto& n : p.names())
-            mentioned.insert(n);
-        };
-        for (const Poly& e : s.extents)
-          mention(e);
-        for (const Poly& e : s.in.extents)
-          mention(e);
-        mention(s.in.poly);
-        if (s.in.result >= 0)
-          for (const Poly& d : f_.src.types[s.in.result].shape)
-            mention(d);
-      });
-      auto dead = [&](const Stmt& s) {
-        if (s.kind != Stmt::Scalar) return false;
-        if (s.in.op == Op::SizeDef) return !mentioned.count(s.in.name);
-        if (s.in.op == Op::BufStore) return slots.count(s.in.args[0]) && !reads[s.in.args[0]];
-        if (s.in.result < 0 || reads[s.in.result] || f_.escaping.count(s.in.result)) return false;
-        return s.in.op != Op::RevolveNext && !canFail(s.in, f_.src, literals_);
+    std::map<int, int> reads;
+    std::map<std::string, int> mentions;
+    std::set<int> slots;
+    // What s reads (a store's target aside: writing a slot is not reading it), counted by
+    // `by` (1 to count, -1 when s goes).
+    auto count = [&](const Stmt& s, int by) {
+      const bool store = s.kind == Stmt::Scalar && s.in.op == Op::BufStore;
+      for (size_t k = store ? 1 : 0; k < s.in.args.size(); ++k)
+        reads[s.in.args[k]] += by;
+      if (s.yield >= 0) reads[s.yield] += by;
+      if (s.elseYield >= 0) reads[s.elseYield] += by;
+      if (s.kind == Stmt::Store) // (a store's subscripts are its indices)
+        for (int i : s.indices)
+          reads[i] += by;
+      auto mention = [&](const Poly& p) {
+        for (const auto& n : p.names())
+          mentions[n] += by;
       };
-      auto end = std::remove_if(b.begin(), b.end(), dead);
-      again = end != b.end();
-      b.erase(end, b.end());
-    }
+      for (const Poly& e : s.extents)
+        mention(e);
+      for (const Poly& e : s.in.extents)
+        mention(e);
+      mention(s.in.poly);
+      if (s.in.result >= 0)
+        for (const Poly& d : f_.src.types[s.in.result].shape)
+          mention(d);
+    };
+    forEachStmt(b, [&](const Stmt& s) {
+      count(s, 1);
+      if (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros) slots.insert(s.in.result);
+    });
+    auto dead = [&](const Stmt& s) {
+      if (s.kind != Stmt::Scalar) return false;
+      if (s.in.op == Op::SizeDef) return mentions[s.in.name] == 0;
+      if (s.in.op == Op::BufStore) return slots.count(s.in.args[0]) && reads[s.in.args[0]] == 0;
+      if (s.in.result < 0 || reads[s.in.result] || f_.escaping.count(s.in.result)) return false;
+      return s.in.op != Op::RevolveNext && !canFail(s.in, f_.src, literals_);
+    };
+    // Last to first, so that what a dead statement alone read is dead when it is reached (a
+    // value is read only after it is defined; nested statements are never dropped).
+    std::vector<bool> drop(b.size(), false);
+    for (size_t p = b.size(); p-- > 0;)
+      if (dead(b[p])) {
+        drop[p] = true;
+        count(b[p], -1);
+      }
+    size_t out = 0;
+    for (size_t p = 0; p < b.size(); ++p)
+      if (!drop[p]) {
+        if (out != p) b[out] = std::move(b[p]); // (not onto itself: that would empty it)
+        ++out;
+      }
+    b.resize(out);
   }
 
   Function& f_;
@@ -602,6 +624,7 @@ private:
   std::set<int> top_;              // values the function's top level defines, params included
   std::set<std::string> topSizes_; // sizes bound at the top level
   std::set<std::string> names_;    // sizes bound in the function
+  mutable std::map<std::pair<int, int>, std::optional<int64_t>> coefficients_; // (per loop)
   int next_ = 0;
   SrcRange loc_;
   const Rows* rows_ = nullptr; // the loop being rewritten
