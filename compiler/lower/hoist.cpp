@@ -72,6 +72,16 @@ public:
 
 private:
   /// What hoisting out of one loop knows about that loop's body.
+  /// The extent at an index that a tree's loads agree on (dim), when they agree (ok).
+  struct ExtentAt {
+    bool ok = true;
+    std::optional<Poly> dim;
+    void merge(const ExtentAt& o) {
+      ok = ok && o.ok && !(dim && o.dim && !(*dim == *o.dim));
+      if (!dim) dim = o.dim;
+    }
+  };
+
   struct Scope {
     std::set<int> inside;     // values defined in the body (indices included)
     std::set<int> written;    // memory the body writes or allocates
@@ -90,6 +100,9 @@ private:
     std::set<int> dynamicIndex;
     // Extents bound inside the loop (`size.def #e = v`): name -> v, or -1 when bound twice.
     std::map<std::string, int> sizeDef;
+    // memo: what the loads of a value's tree say of the extent at dynamic index i (tableExtent)
+    std::map<std::pair<int, int>, ExtentAt> extentAt;
+    std::map<int, bool> placeable; // memo: placeable()
   };
 
   void body(Body& b, int depth) {
@@ -262,40 +275,41 @@ private:
   /// the loop reaches is below it, since those loads are in range, and every load of the tree
   /// is in range for every i below it, since hoistable allows i as a whole subscript only.
   std::optional<Poly> tableExtent(int v, int i, Scope& sc) {
-    std::optional<Poly> dim;
-    bool ok = true;
-    std::set<int> seen;
-    std::function<void(int)> walk = [&](int u) {
-      if (!ok || !sc.inside.count(u) || !seen.insert(u).second) return;
-      if (int bound = boundHere(u, sc); bound >= 0) return walk(bound);
-      auto d = sc.def.find(u);
-      if (d == sc.def.end()) return;
+    const ExtentAt at = extentAt(v, i, sc);
+    if (!at.ok || !at.dim || dynamicExtent(*at.dim, top_) || !at.dim->provablyNonNegative())
+      return std::nullopt;
+    return at.dim;
+  }
+  /// What the loads of u's tree subscript at i say (memoised: trees share values, and every
+  /// value of the loop asks).
+  ExtentAt extentAt(int u, int i, Scope& sc) {
+    if (!sc.inside.count(u)) return {};
+    const std::pair<int, int> key{u, i};
+    if (auto m = sc.extentAt.find(key); m != sc.extentAt.end()) return m->second;
+    ExtentAt r;
+    if (int bound = boundHere(u, sc); bound >= 0) {
+      r = extentAt(bound, i, sc);
+    } else if (auto d = sc.def.find(u); d != sc.def.end()) {
       const ir::Instr& in = d->second->in;
       if (in.op == Op::Load) {
         const ir::Type& t = f_.src.types[in.args[0]];
-        for (size_t k = 1; k < in.args.size(); ++k) {
-          if (in.args[k] != i) continue;
-          const Poly& e = t.shape[k - 1];
-          if (dim && !(*dim == e)) ok = false;
-          dim = e;
-        }
+        for (size_t k = 1; k < in.args.size(); ++k)
+          if (in.args[k] == i) r.merge({true, t.shape[k - 1]});
       }
       for (int a : in.args)
-        walk(a);
-    };
-    walk(v);
-    if (!ok || !dim || dynamicExtent(*dim, top_) || !dim->provablyNonNegative())
-      return std::nullopt;
-    return dim;
+        r.merge(extentAt(a, i, sc));
+    }
+    return sc.extentAt[key] = r;
   }
 
   /// Whether v can be computed before the loop into a table: hoistable, and every dynamic index
   /// it uses has a table extent.
   bool placeable(int v, Scope& sc) {
-    if (!hoistable(v, sc)) return false;
-    for (int i : sc.idx[v])
-      if (sc.dynamicIndex.count(i) && !tableExtent(v, i, sc)) return false;
-    return true;
+    if (auto m = sc.placeable.find(v); m != sc.placeable.end()) return m->second;
+    bool ok = hoistable(v, sc);
+    for (int i : ok ? sc.idx[v] : std::set<int>{})
+      ok = ok && !(sc.dynamicIndex.count(i) && !tableExtent(v, i, sc));
+    return sc.placeable[v] = ok;
   }
 
   /// A copy of v's computation, appended to `out`, with inner indices renamed by `rename`.
@@ -427,37 +441,36 @@ private:
   /// hoistable) that nothing reads any more. Loop IR's printout then shows the table's load
   /// where the tree was, and nothing else.
   void dropUnused(Stmt& loop, std::set<int> left) {
-    while (!left.empty()) {
-      std::map<int, int> uses; // (a value of the loop is read in it, or escapes: Function)
-      forEachStmt(loop.body, [&](const Stmt& s) {
-        std::vector<int> args;
-        argsOf(s, args);
-        for (int a : args)
-          ++uses[a];
-      });
-      std::map<int, const Stmt*> def;
-      forEachStmt(loop.body, [&](const Stmt& s) {
-        if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
-      });
-      std::set<int> dead, next;
-      for (int v : left)
-        if (def.count(v) && !uses[v] && !f_.escaping.count(v)) {
-          dead.insert(v);
-          next.insert(def[v]->in.args.begin(), def[v]->in.args.end());
-        }
-      if (dead.empty()) return;
-      std::function<void(Body&)> erase = [&](Body& b) {
-        b.erase(std::remove_if(b.begin(), b.end(),
-                               [&](const Stmt& s) {
-                                 return s.kind == Stmt::Scalar && dead.count(s.in.result);
-                               }),
-                b.end());
-        for (Stmt& s : b)
-          erase(s.body), erase(s.orelse);
-      };
-      erase(loop.body);
-      left = std::move(next);
+    std::map<int, int> uses; // (a value of the loop is read in it, or escapes: Function)
+    std::map<int, const Stmt*> def;
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      std::vector<int> args;
+      argsOf(s, args);
+      for (int a : args)
+        ++uses[a];
+      if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
+    });
+    // A worklist: a dead statement's operands may die with it.
+    std::set<int> dead;
+    std::vector<int> work(left.begin(), left.end());
+    while (!work.empty()) {
+      const int v = work.back();
+      work.pop_back();
+      auto d = def.find(v);
+      if (d == def.end() || uses[v] || f_.escaping.count(v) || !dead.insert(v).second) continue;
+      for (int a : d->second->in.args)
+        if (--uses[a] == 0) work.push_back(a);
     }
+    if (dead.empty()) return;
+    std::function<void(Body&)> erase = [&](Body& b) {
+      b.erase(std::remove_if(
+                  b.begin(), b.end(),
+                  [&](const Stmt& s) { return s.kind == Stmt::Scalar && dead.count(s.in.result); }),
+              b.end());
+      for (Stmt& s : b)
+        erase(s.body), erase(s.orelse);
+    };
+    erase(loop.body);
   }
 
   /// When the loop may run no iteration (a split triangle's long rows, none when d < 32),
