@@ -2223,7 +2223,9 @@ std::unique_ptr<llvm::Module> Gen::run() {
 
 std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
                                        std::vector<Site>& sites, const JitOptions& opt) {
-  lower::Function lf = lower::lower(f);
+  lower::LowerOptions lo;
+  if (opt.minTriangleColumns >= 0) lo.minTriangleColumns = opt.minTriangleColumns;
+  lower::Function lf = lower::lower(f, lo);
   Gen g(lf, ctx, sites, opt);
   return g.run();
 }

@@ -37,6 +37,9 @@ struct JitOptions {
   // results must not change by a bit (tests/unit/jit_test.cpp), which checks the
   // classification a parallel schedule will rely on.
   bool reverseParallel = false;
+  // A test's knob (lower::LowerOptions::minTriangleColumns): the fewest columns for which a
+  // triangular sum runs in column order; -1: Loop IR's default.
+  int64_t minTriangleColumns = -1;
   // A test's knob: generated code allocates and frees through counters (allocationCounts)
   // instead of calling malloc, calloc and free directly.
   bool countAllocations = false;

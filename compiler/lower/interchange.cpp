@@ -12,7 +12,7 @@
 // becomes, with t counting the rows each check loop and column loop visits,
 //
 //   bad = sum for j < E (ok ? 0 : 1)
-//   if bad == 0 and kMinColumns <= x(E - 1) <= kGroupElems and ... {
+//   if bad == 0 and minColumns <= x(E - 1) <= kGroupElems and ... {
 //     acc = zeroed [9, E]             (lanes 0..7, tail 8; a short sum: the tail alone)
 //     sequential for c < x(E - 1) {
 //       lo = max(0, c + 1 - o)        the first row whose sum reaches c
@@ -51,14 +51,12 @@ namespace {
 using ir::Op;
 namespace ro = reduce_order;
 
-// Fewer columns than this and the rows' own loop is as fast (measured: docs/benchmarks.md).
-constexpr int64_t kMinColumns = 16;
 constexpr int64_t kMaxWrapFree = int64_t{1} << 40; // |x(0)| and E: no i64 wrap in x(0) + j
 
 class Interchanger {
 public:
-  explicit Interchanger(Function& f)
-      : f_(f), literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
+  Interchanger(Function& f, int64_t minColumns)
+      : f_(f), minColumns_(minColumns), literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
 
   int run() {
     for (int v : f_.src.params)
@@ -459,7 +457,7 @@ private:
     conds.push_back(emit(pre, Op::Gt, DType::Bool, {e, zero}));
     conds.push_back(emit(pre, Op::Le, DType::Bool, {e, constant(pre, kMaxWrapFree)}));
     conds.push_back(emit(pre, Op::Ge, DType::Bool, {x0, constant(pre, -kMaxWrapFree)}));
-    conds.push_back(emit(pre, Op::Ge, DType::Bool, {xLast, constant(pre, kMinColumns)}));
+    conds.push_back(emit(pre, Op::Ge, DType::Bool, {xLast, constant(pre, minColumns_)}));
     conds.push_back(emit(pre, Op::Le, DType::Bool, {xLast, constant(pre, ro::kGroupElems)}));
     int cond = conds[0];
     for (size_t k = 1; k < conds.size(); ++k)
@@ -620,6 +618,7 @@ private:
   }
 
   Function& f_;
+  const int64_t minColumns_; // (the rows' own loop below it)
   std::map<int, int64_t> literals_;
   std::set<int> top_;              // values the function's top level defines, params included
   std::set<std::string> topSizes_; // sizes bound at the top level
@@ -633,8 +632,8 @@ private:
 
 } // namespace
 
-int interchangeTriangles(Function& f) {
-  return Interchanger(f).run();
+int interchangeTriangles(Function& f, int64_t minColumns) {
+  return Interchanger(f, minColumns).run();
 }
 
 } // namespace slope::lower

@@ -20,11 +20,12 @@ namespace slope::lower {
 /// would. The rows are then combined as codegen combines one (the lane tree, then the tail).
 ///
 /// The column form runs under an if: every row's entry check holds (so its reads are proven
-/// for every (j, c)), there are at least kMinColumns columns (fewer: the rows' own loop is as
-/// fast) and at most reduce_order::kGroupElems (one group per row). Otherwise the loop runs
-/// as it was, reporting the first failing access in row order as before.
+/// for every (j, c)), there are at least LowerOptions::minTriangleColumns columns (16; fewer: the
+/// rows' own loop is as fast) and at most reduce_order::kGroupElems (one group per row). Otherwise
+/// the loop runs as it was, reporting the first failing access in row order as before.
 ///
 /// Runs after reduceStrength. Returns how many loops it rewrote.
-int interchangeTriangles(Function& f);
+/// `minColumns`: LowerOptions::minTriangleColumns.
+int interchangeTriangles(Function& f, int64_t minColumns);
 
 } // namespace slope::lower

@@ -182,8 +182,16 @@ bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int
 /// become Stmt::shortRow. Returns how many loops it split.
 int splitShortRows(Function& f);
 
+/// Choices of the Loop IR passes that tests change.
+struct LowerOptions {
+  // The fewest columns for which a triangular sum runs in column order (interchange.hpp).
+  // Below 16 the rows' own loop is as fast; tests lower it so that random programs, whose
+  // sizes are small, run the column form.
+  int64_t minTriangleColumns = 16;
+};
+
 /// Tensor IR -> Loop IR, with the Loop IR passes (hoisting) applied.
-Function lower(const ir::Function& f);
+Function lower(const ir::Function& f, const LowerOptions& options = {});
 
 /// The Loop IR as text (`slopec grad --emit loops`).
 std::string print(const Function& f);

@@ -841,7 +841,7 @@ bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int
   }
 }
 
-Function lower(const ir::Function& f) {
+Function lower(const ir::Function& f, const LowerOptions& options) {
   Function lf = Lowerer(f).run();
   splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
   proveSubscripts(lf); // (first: hoisting moves only proven loads)
@@ -858,7 +858,7 @@ Function lower(const ir::Function& f) {
   hoistInvariants(lf, HoistCost::IntegerTrees);
   // (After both: the rows' checks are tables to sum, and the sums' original copies, which it
   // reads in columns, are the else of strength reduction's ifs.)
-  interchangeTriangles(lf);
+  interchangeTriangles(lf, options.minTriangleColumns);
   planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;
