@@ -92,6 +92,9 @@ private:
     std::set<int> inner;         // values defined in the loop at any depth, indices included
     std::set<int> written;       // buffers the loop writes or allocates
     std::set<std::string> bound; // sizes bound in the loop
+    // The loop body's statements that the row's check, its extent and the sum's body read
+    // (needs(), in body order).
+    std::vector<const Stmt*> okNeeds, xNeeds, sumNeeds;
   };
 
   /// Rewrites the row loops in b[p] and what it nests. The statements that choose the form go
@@ -225,9 +228,9 @@ private:
     // reads of the loop's scalars, and the check.
     for (const Stmt& t : r.sum->body)
       if (!pure(r, t, true)) return std::nullopt;
-    std::vector<const Stmt*> scratch;
-    if (!needs(r, reads(r), scratch)) return std::nullopt;
-    if (!needs(r, {loop.body[r.branch].in.args[0], r.x}, scratch)) return std::nullopt;
+    if (!needs(r, reads(r), r.sumNeeds) || !needs(r, {loop.body[r.branch].in.args[0]}, r.okNeeds) ||
+        !needs(r, {r.x}, r.xNeeds))
+      return std::nullopt;
     return r;
   }
 
@@ -430,10 +433,6 @@ private:
     const int ok = branch.in.args[0];
     const bool lanes = !r.sum->shortRow;
     const DType ft = f_.src.types[r.sum->in.result].dtype;
-    std::vector<const Stmt*> okNeeds, xNeeds, sumNeeds;
-    needs(r, {ok}, okNeeds);
-    needs(r, {r.x}, xNeeds);
-    needs(r, reads(r), sumNeeds);
 
     Body pre;
     const int e = emit(pre, Op::Size, DType::I64, {}, 0, loop.extents[0]);
@@ -443,15 +442,15 @@ private:
     check.in.op = Op::ReduceSum;
     {
       const int t = check.indices[0];
-      int okT = copy(okNeeds, {}, {{j, t}}, check.body, {ok})[0];
+      int okT = copy(r.okNeeds, {}, {{j, t}}, check.body, {ok})[0];
       check.yield = emit(check.body, Op::Select, DType::I64, {okT, zero, one});
       check.in.result = f_.src.newValue({DType::I64, {}});
     }
     const int bad = check.in.result;
     pre.push_back(std::move(check));
     const int last = emit(pre, Op::Sub, DType::I64, {e, one});
-    const int xLast = copy(xNeeds, {}, {{j, last}}, pre, {r.x})[0];
-    const int x0 = copy(xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
+    const int xLast = copy(r.xNeeds, {}, {{j, last}}, pre, {r.x})[0];
+    const int x0 = copy(r.xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
     std::vector<int> conds;
     conds.push_back(emit(pre, Op::Eq, DType::Bool, {bad, zero}));
     conds.push_back(emit(pre, Op::Gt, DType::Bool, {e, zero}));
@@ -511,7 +510,7 @@ private:
                             LoopKind::Parallel, true);
         seg.fewTrips = true; // (at most E: a column of the triangle)
         const int jv = emit(seg.body, Op::Add, DType::I64, {from, seg.indices[0]});
-        const int v = copy(sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
+        const int v = copy(r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
                            {r.sum->yield})[0];
         seg.body.push_back(scalarStmt(Op::BufAdd, {acc, into, jv, v}, loc_));
         seg.body.back().in.checked = true; // (into < rows, from <= jv < to <= E)
