@@ -17,6 +17,7 @@
 #include <llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h>
 #include <llvm/ExecutionEngine/Orc/LLJIT.h>
 #include <llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h>
+#include <llvm/ExecutionEngine/Orc/ObjectTransformLayer.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/LegacyPassManager.h>
@@ -77,7 +78,8 @@ bool timing() {
 }
 
 /// SLOPE_JIT_DUMP=PREFIX: each Jit::add writes its module before and after optimisation to
-/// PREFIX.NAME.pre.ll and PREFIX.NAME.post.ll (to see what codegen hands LLVM).
+/// PREFIX.NAME.pre.ll and PREFIX.NAME.post.ll (to see what codegen hands LLVM), and the JIT
+/// writes every object it links to PREFIX.object.K.o (Jit::Jit).
 void dump(const llvm::Module& m, const char* stage) {
   static const char* prefix = std::getenv("SLOPE_JIT_DUMP");
   if (!prefix) return;
@@ -294,6 +296,20 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   impl_->tm = orThrow(jtmb.createTargetMachine(), "creating the target machine");
   impl_->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(jtmb).create(),
                        "creating the JIT");
+  if (const char* prefix = std::getenv("SLOPE_JIT_DUMP")) {
+    // Each object file the JITs of the process link, as PREFIX.object.K.o: with
+    // SLOPE_PERF_MAP's addresses, these name the instruction a profile's sample fell on
+    // (scripts/jit_profile.py).
+    static std::atomic<int> objects{0};
+    impl_->jit->getObjTransformLayer().setTransform(
+        [prefix = std::string(prefix)](std::unique_ptr<llvm::MemoryBuffer> obj)
+            -> llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> {
+          std::error_code ec;
+          llvm::raw_fd_ostream os(prefix + ".object." + std::to_string(objects++) + ".o", ec);
+          if (!ec) os << obj->getBuffer();
+          return std::move(obj);
+        });
+  }
   if (PerfMapPlugin::wanted())
     if (auto* link =
             llvm::dyn_cast<llvm::orc::ObjectLinkingLayer>(&impl_->jit->getObjLinkingLayer()))
