@@ -307,7 +307,7 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
           std::error_code ec;
           llvm::raw_fd_ostream os(prefix + ".object." + std::to_string(objects++) + ".o", ec);
           if (!ec) os << obj->getBuffer();
-          return std::move(obj);
+          return obj;
         });
   }
   if (PerfMapPlugin::wanted())

@@ -209,16 +209,13 @@ private:
       r.x = sizeDef.at(names[0]);
     }
     if (!r.sum) return std::nullopt;
-    // max(x, 0) as the front end writes it: select(gt(x, 0), x, 0).
+    // The extent is max(x, 0), as the front end writes it.
     if (auto d = r.def.find(r.x); d != r.def.end()) {
-      const ir::Instr& sel = loop.body[d->second].in;
-      int64_t z = -1;
-      if (sel.op == Op::Select && literal(sel.args[2], &z) && z == 0)
-        if (auto g = r.def.find(sel.args[0]); g != r.def.end()) {
-          const ir::Instr& gt = loop.body[g->second].in;
-          if (gt.op == Op::Gt && gt.args[0] == sel.args[1] && literal(gt.args[1], &z) && z == 0)
-            r.x = sel.args[1];
-        }
+      auto defined = [&](int v) -> const ir::Instr* {
+        auto g = r.def.find(v);
+        return g == r.def.end() ? nullptr : &loop.body[g->second].in;
+      };
+      if (int x = maxWithZeroOf(loop.body[d->second].in, defined, literals_); x >= 0) r.x = x;
     }
     for (const Stmt& t : r.sum->body)
       if (t.kind == Stmt::Scalar && t.in.result >= 0) r.expr[t.in.result] = &t.in;
@@ -383,7 +380,7 @@ private:
   /// Copies of the loop's statements `needed` (then `extra`, statements of the sum's body)
   /// into b with fresh values, the row index read as j (and the sum's index as c); the id
   /// each value of `want` has in the copy.
-  std::vector<int> copy(const std::vector<const Stmt*>& needed, const Body& extra,
+  std::vector<int> copy(const Rows& r, const std::vector<const Stmt*>& needed, const Body& extra,
                         const std::map<int, int>& seed, Body& b, const std::vector<int>& want) {
     std::vector<const Stmt*> order = needed;
     std::sort(order.begin(), order.end());
@@ -391,7 +388,7 @@ private:
     Body tmp;
     std::vector<std::pair<int, int>> aliases;
     for (const Stmt* s : order) {
-      if (auto a = rows_->alias.find(s->in.result); a != rows_->alias.end())
+      if (auto a = r.alias.find(s->in.result); a != r.alias.end())
         aliases.emplace_back(*a); // (`size #e`: #e is bound in the loop, its value is not)
       else
         tmp.push_back(*s);
@@ -427,7 +424,6 @@ private:
   Body rewrite(Rows& r) {
     Stmt& loop = *r.loop;
     loc_ = loop.in.loc;
-    rows_ = &r;
     const int j = loop.indices[0];
     const Stmt& branch = loop.body[r.branch];
     const int ok = branch.in.args[0];
@@ -442,15 +438,15 @@ private:
     check.in.op = Op::ReduceSum;
     {
       const int t = check.indices[0];
-      int okT = copy(r.okNeeds, {}, {{j, t}}, check.body, {ok})[0];
+      int okT = copy(r, r.okNeeds, {}, {{j, t}}, check.body, {ok})[0];
       check.yield = emit(check.body, Op::Select, DType::I64, {okT, zero, one});
       check.in.result = f_.src.newValue({DType::I64, {}});
     }
     const int bad = check.in.result;
     pre.push_back(std::move(check));
     const int last = emit(pre, Op::Sub, DType::I64, {e, one});
-    const int xLast = copy(r.xNeeds, {}, {{j, last}}, pre, {r.x})[0];
-    const int x0 = copy(r.xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
+    const int xLast = copy(r, r.xNeeds, {}, {{j, last}}, pre, {r.x})[0];
+    const int x0 = copy(r, r.xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
     std::vector<int> conds;
     conds.push_back(emit(pre, Op::Eq, DType::Bool, {bad, zero}));
     conds.push_back(emit(pre, Op::Gt, DType::Bool, {e, zero}));
@@ -510,7 +506,7 @@ private:
                             LoopKind::Parallel, true);
         seg.fewTrips = true; // (at most E: a column of the triangle)
         const int jv = emit(seg.body, Op::Add, DType::I64, {from, seg.indices[0]});
-        const int v = copy(r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
+        const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
                            {r.sum->yield})[0];
         seg.body.push_back(scalarStmt(Op::BufAdd, {acc, into, jv, v}, loc_));
         seg.body.back().in.checked = true; // (into < rows, from <= jv < to <= E)
@@ -625,7 +621,6 @@ private:
   mutable std::map<std::pair<int, int>, std::optional<int64_t>> coefficients_; // (per loop)
   int next_ = 0;
   SrcRange loc_;
-  const Rows* rows_ = nullptr; // the loop being rewritten
   int count_ = 0;
 };
 

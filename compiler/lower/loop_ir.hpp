@@ -170,6 +170,12 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
 std::map<int, int64_t> integerLiterals(const Function& f);
 
+/// x when `sel` is max(x, 0) as the front end writes it, select(gt(x, 0), x, 0); else -1.
+/// `def`: the instruction that defines a value, or nullptr where it is not at hand (the pass
+/// looks in one loop body). `literals`: integerLiterals(f).
+int maxWithZeroOf(const ir::Instr& sel, const std::function<const ir::Instr*(int)>& def,
+                  const std::map<int, int64_t>& literals);
+
 /// Whether running the scalar instruction `in` can fail the call (return an error code): a
 /// float -> i64 conversion (out of range), an integer division or modulo whose divisor is not
 /// a non-zero literal, an integer power whose exponent is not a non-negative literal (0 to a

@@ -429,11 +429,6 @@ public:
   }
 
 private:
-  bool isLiteral(int v, int64_t value) const {
-    auto l = literals_.find(v);
-    return l != literals_.end() && l->second == value;
-  }
-
   /// The sums of the loop's body whose extent is max(j + b, 0), j the innermost index and b a
   /// literal (`sum[c: j]`, `sum[c: j + 1]`), each with its b.
   std::vector<std::pair<Stmt*, int64_t>> triangular(Stmt& loop) {
@@ -441,6 +436,10 @@ private:
     std::map<int, const Stmt*> def;
     std::map<std::string, int64_t> rowNames;
     std::vector<std::pair<Stmt*, int64_t>> out;
+    auto defined = [&](int v) -> const ir::Instr* {
+      auto d = def.find(v);
+      return d == def.end() ? nullptr : &d->second->in;
+    };
     // j + b for a value of the body, if it is one.
     auto offset = [&](int v) -> std::optional<int64_t> {
       if (v == j) return 0;
@@ -464,15 +463,10 @@ private:
       if (s.kind == Stmt::Scalar && s.in.result >= 0) def[s.in.result] = &s;
       if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef && s.in.args.size() == 1) {
         auto sel = def.find(s.in.args[0]);
-        if (sel == def.end() || sel->second->in.op != Op::Select) continue;
-        const ir::Instr& in = sel->second->in;
-        const int r = in.args[1];
-        auto b = offset(r);
-        if (!b || !isLiteral(in.args[2], 0)) continue;
-        auto gt = def.find(in.args[0]);
-        if (gt == def.end() || gt->second->in.op != Op::Gt) continue;
-        if (gt->second->in.args[0] != r || !isLiteral(gt->second->in.args[1], 0)) continue;
-        rowNames[s.in.name] = *b;
+        if (sel == def.end()) continue;
+        const int r = maxWithZeroOf(sel->second->in, defined, literals_);
+        if (r < 0) continue;
+        if (auto b = offset(r)) rowNames[s.in.name] = *b;
       }
       if (s.kind == Stmt::Loop && (s.in.op == Op::ReduceSum || s.in.op == Op::ReduceProd) &&
           s.extents.size() == 1 && s.yield >= 0 && isFloat(f_.src.types[s.yield].dtype)) {
@@ -811,6 +805,18 @@ void renameValues(Body& b, const std::map<int, int>& rename) {
     if (s.elseYield >= 0) r(s.elseYield);
     if (s.buffer >= 0) r(s.buffer);
   });
+}
+
+int maxWithZeroOf(const ir::Instr& sel, const std::function<const ir::Instr*(int)>& def,
+                  const std::map<int, int64_t>& literals) {
+  auto zero = [&](int v) {
+    auto l = literals.find(v);
+    return l != literals.end() && l->second == 0;
+  };
+  if (sel.op != Op::Select || sel.args.size() != 3 || !zero(sel.args[2])) return -1;
+  const ir::Instr* gt = def(sel.args[0]);
+  if (!gt || gt->op != Op::Gt || gt->args[0] != sel.args[1] || !zero(gt->args[1])) return -1;
+  return sel.args[1];
 }
 
 std::map<int, int64_t> integerLiterals(const Function& f) {
