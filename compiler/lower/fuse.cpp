@@ -128,10 +128,8 @@ private:
       const ir::Instr& in = s.in;
       if (in.op == Op::BufZeros) own.insert(in.result);
       if (in.op == Op::SizeDef) fp.binds.insert(in.name);
-      if (in.op == Op::Load)
-        fp.access[in.args[0]].push_back({false, {in.args.begin() + 1, in.args.end()}});
-      if (in.op == Op::BufStore || in.op == Op::BufAdd)
-        fp.access[in.args[0]].push_back({true, {in.args.begin() + 1, in.args.end() - 1}});
+      if (std::optional<Access> a = accessOf(s))
+        fp.access[a->buffer].push_back({a->writes(), a->subscripts});
       fp.fails = fp.fails || canFail(in, f_.src, literals_);
       fp.math = fp.math || ir::isTranscendental(in.op);
       break;
@@ -215,12 +213,9 @@ private:
     // The subscripts of s's access to x (a store of the comprehension's element, a load,
     // buf.store or buf.add), if s is one.
     auto subscripts = [&](const Stmt& s) -> std::optional<std::vector<int>> {
-      if (s.kind == Stmt::Store && s.buffer == x) return s.indices;
-      if (s.kind != Stmt::Scalar || s.in.args.empty() || s.in.args[0] != x) return std::nullopt;
-      if (s.in.op == Op::Load) return std::vector<int>(s.in.args.begin() + 1, s.in.args.end());
-      if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd)
-        return std::vector<int>(s.in.args.begin() + 1, s.in.args.end() - 1);
-      return std::nullopt;
+      std::optional<Access> a = accessOf(s);
+      if (!a || a->buffer != x) return std::nullopt;
+      return a->subscripts;
     };
     bool ok = true;
     forEachStmt(loop.body, [&](const Stmt& s) {

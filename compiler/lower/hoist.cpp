@@ -151,7 +151,7 @@ private:
         if (s.in.result >= 0) sc.def[s.in.result] = &s;
         if (s.in.op == Op::SizeDef)
           sc.sizeDef[s.in.name] = sc.sizeDef.count(s.in.name) ? -1 : s.in.args[0];
-        if (s.in.op == Op::BufStore || s.in.op == Op::BufAdd) sc.written.insert(s.in.args[0]);
+        if (std::optional<Access> a = accessOf(s); a && a->writes()) sc.written.insert(a->buffer);
         if (s.in.op == Op::BufZeros) sc.written.insert(s.in.result);
         break;
       case Stmt::Alloc:

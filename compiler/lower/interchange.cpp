@@ -166,10 +166,8 @@ private:
       if (s.in.result >= 0) r.inner.insert(s.in.result);
       escapes = escapes || (s.in.result >= 0 && f_.escaping.count(s.in.result));
       if (s.kind == Stmt::Loop) r.inner.insert(s.indices.begin(), s.indices.end());
-      if (s.kind == Stmt::Store) r.written.insert(s.buffer);
+      if (std::optional<Access> a = accessOf(s); a && a->writes()) r.written.insert(a->buffer);
       if (s.kind == Stmt::Alloc || s.kind == Stmt::Stack) r.written.insert(s.in.result);
-      if (s.kind == Stmt::Scalar && (s.in.op == Op::BufAdd || s.in.op == Op::BufStore))
-        r.written.insert(s.in.args[0]);
       if (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros) r.written.insert(s.in.result);
     });
     if (escapes) return std::nullopt;

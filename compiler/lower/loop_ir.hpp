@@ -17,6 +17,7 @@
 
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -169,6 +170,17 @@ int64_t scatterBlocks(int64_t n, double iters, double partialElems, double parti
 
 /// Every literal of the function by its value id (its ival: an integer's or a bool's value).
 std::map<int, int64_t> integerLiterals(const Function& f);
+
+/// What a statement does to a buffer element, if it touches one: a comprehension's store
+/// (its indices), a load, a buf.store or a buf.add (in.args: the buffer, the subscripts, then
+/// for the writes the value).
+struct Access {
+  enum Kind { Read, Write, Add } kind = Read;
+  int buffer = -1;
+  std::vector<int> subscripts;
+  bool writes() const { return kind != Read; }
+};
+std::optional<Access> accessOf(const Stmt& s);
 
 /// x when `sel` is max(x, 0) as the front end writes it, select(gt(x, 0), x, 0); else -1.
 /// `def`: the instruction that defines a value, or nullptr where it is not at hand (the pass

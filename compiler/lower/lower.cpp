@@ -243,10 +243,9 @@ private:
           if (in.result >= 0 && out_.escaping.count(in.result)) ordered = true;
           if (in.op == Op::SizeDef) bound.insert(in.name);
           if (in.op == Op::BufZeros) own.insert(in.result);
-          if (in.op == Op::Load || in.op == Op::BufStore || in.op == Op::BufAdd) {
-            size_t n = in.op == Op::Load ? in.args.size() - 1 : in.args.size() - 2;
-            access[in.args[0]].emplace_back(in.args.begin() + 1, in.args.begin() + 1 + n);
-            if (in.op != Op::Load) written.insert(in.args[0]);
+          if (std::optional<Access> a = accessOf(s)) {
+            access[a->buffer].push_back(a->subscripts);
+            if (a->writes()) written.insert(a->buffer);
           }
           break;
         }
@@ -334,28 +333,23 @@ void planBlocks(Function& f) {
         s.in.ival == 1 || !s.memoryOnly || s.indices.empty())
       continue;
     const int first = s.indices[0];
-    enum Access { Read, Write, Add };
     std::set<int> own;
-    std::map<int, std::vector<std::pair<Access, std::vector<int>>>> access;
+    std::map<int, std::vector<std::pair<Access::Kind, std::vector<int>>>> access;
     std::function<void(const Body&)> walk = [&](const Body& b) {
       for (const Stmt& t : b) {
         switch (t.kind) {
         case Stmt::Alloc:
         case Stmt::Stack: own.insert(t.in.result); break;
-        case Stmt::Store: access[t.buffer].push_back({Write, t.indices}); break;
+        case Stmt::Store: access[t.buffer].push_back({Access::Write, t.indices}); break;
         case Stmt::Loop:
         case Stmt::If:
           walk(t.body);
           walk(t.orelse);
           break;
         case Stmt::Scalar: {
-          const ir::Instr& in = t.in;
-          if (in.op == Op::BufZeros) own.insert(in.result);
-          if (in.op == Op::Load)
-            access[in.args[0]].push_back({Read, {in.args.begin() + 1, in.args.end()}});
-          if (in.op == Op::BufStore || in.op == Op::BufAdd)
-            access[in.args[0]].push_back(
-                {in.op == Op::BufAdd ? Add : Write, {in.args.begin() + 1, in.args.end() - 1}});
+          if (t.in.op == Op::BufZeros) own.insert(t.in.result);
+          if (std::optional<Access> a = accessOf(t))
+            access[a->buffer].push_back({a->kind, a->subscripts});
           break;
         }
         }
@@ -368,8 +362,8 @@ void planBlocks(Function& f) {
       if (own.count(b)) continue;
       bool writes = false, onlyAdds = true;
       for (const auto& a : list) {
-        writes = writes || a.first != Read;
-        onlyAdds = onlyAdds && a.first == Add;
+        writes = writes || a.first != Access::Read;
+        onlyAdds = onlyAdds && a.first == Access::Add;
       }
       if (!writes) continue;
       // Disjoint: the first index at one fixed dimension of every access.
@@ -805,6 +799,18 @@ void renameValues(Body& b, const std::map<int, int>& rename) {
     if (s.elseYield >= 0) r(s.elseYield);
     if (s.buffer >= 0) r(s.buffer);
   });
+}
+
+std::optional<Access> accessOf(const Stmt& s) {
+  if (s.kind == Stmt::Store) return Access{Access::Write, s.buffer, s.indices};
+  if (s.kind != Stmt::Scalar || s.in.args.empty()) return std::nullopt;
+  const auto& a = s.in.args;
+  switch (s.in.op) {
+  case Op::Load: return Access{Access::Read, a[0], {a.begin() + 1, a.end()}};
+  case Op::BufStore: return Access{Access::Write, a[0], {a.begin() + 1, a.end() - 1}};
+  case Op::BufAdd: return Access{Access::Add, a[0], {a.begin() + 1, a.end() - 1}};
+  default: return std::nullopt;
+  }
 }
 
 int maxWithZeroOf(const ir::Instr& sel, const std::function<const ir::Instr*(int)>& def,
