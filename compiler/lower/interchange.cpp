@@ -108,6 +108,12 @@ private:
         Stmt version = std::move(pre.back());
         pre.pop_back();
         const bool hoist = &b != &f_.body && readsTopOnly(pre);
+        for (int t : tables_) // (made before the loop; inside the loops around it unless hoisted)
+          f_.buffers[t] = {Buffer::Temp, -1, &b != &f_.body && !hoist};
+        tables_.clear();
+        if (hoist)
+          for (const Stmt& s : pre)
+            if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) topSizes_.insert(s.in.name);
         b[p] = std::move(version);
         Body& to = hoist ? once : b;
         to.insert(hoist ? to.end() : to.begin() + static_cast<std::ptrdiff_t>(p),
@@ -127,11 +133,14 @@ private:
   /// Whether the statements of b read values and sizes only from the function's top level.
   bool readsTopOnly(const Body& b) const {
     std::set<int> defined, read;
+    std::set<std::string> bound; // (by b's own top-level size.defs, before their use)
     bool ok = true;
     auto sizes = [&](const Poly& p) {
       for (const auto& n : p.names())
-        ok = ok && (n[0] != '#' || topSizes_.count(n));
+        ok = ok && (n[0] != '#' || topSizes_.count(n) || bound.count(n));
     };
+    for (const Stmt& s : b)
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) bound.insert(s.in.name);
     forEachStmt(b, [&](const Stmt& s) {
       if (s.in.result >= 0) defined.insert(s.in.result);
       defined.insert(s.indices.begin(), s.indices.end());
@@ -140,7 +149,7 @@ private:
       for (const Poly& e : s.extents)
         sizes(e);
       sizes(s.in.poly);
-      ok = ok && !(s.kind == Stmt::Scalar && s.in.op == Op::SizeDef);
+      if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) ok = ok && bound.count(s.in.name);
     });
     for (int v : read)
       ok = ok && (defined.count(v) || top_.count(v));
@@ -475,28 +484,67 @@ private:
       then.push_back(std::move(a));
       f_.buffers[acc] = {Buffer::Temp, -1, true};
     }
-    const Poly cols = bind(then, "#cols", xLast);
+    // Each column's rows, lo and j1 (below), depend on the column alone: a table of them,
+    // made where the choice is made (once per call for the GMM), replaces about 30
+    // instructions per column of every (i, k). Its extent is 0 when the rows' form runs.
+    const Poly cols = bind(pre, "#cols", emit(pre, Op::Select, DType::I64, {cond, xLast, zero}));
+    auto table = [&] {
+      const int t = f_.src.newValue(ir::Type{DType::I64, {cols}});
+      Stmt a;
+      a.kind = Stmt::Alloc;
+      a.in.op = Op::Comp;
+      a.in.result = t;
+      a.in.extents = {cols};
+      a.in.loc = loc_;
+      pre.push_back(std::move(a));
+      tables_.push_back(t);
+      return t;
+    };
+    const int loTable = table(), j1Table = lanes ? table() : -1;
+    {
+      Stmt fill = loopOver(cols, LoopKind::Parallel, true);
+      Body& fb = fill.body;
+      const int c = fill.indices[0];
+      // lo = max(0, c + 1 - x(0)): the first row whose sum has element c.
+      const int lo = emit(
+          fb, Op::Max, DType::I64,
+          {zero, emit(fb, Op::Sub, DType::I64, {emit(fb, Op::Add, DType::I64, {c, one}), x0})});
+      fb.push_back(scalarStmt(Op::BufStore, {loTable, c, lo}, loc_));
+      fb.back().in.checked = true; // (c < #cols, the table's extent)
+      if (lanes) {
+        // j1, the first of the rows whose chunks reach past c: e(j) >= max(32, 8 floor(c / 8)
+        // + 8).
+        const int k8 = constant(fb, ro::kLanes);
+        const int base =
+            emit(fb, Op::Mul, DType::I64, {emit(fb, Op::Div, DType::I64, {c, k8}), k8});
+        const int reach =
+            emit(fb, Op::Max, DType::I64,
+                 {constant(fb, ro::kMinLaneRow), emit(fb, Op::Add, DType::I64, {base, k8})});
+        const int j1 = emit(
+            fb, Op::Min, DType::I64,
+            {e, emit(fb, Op::Max, DType::I64, {lo, emit(fb, Op::Sub, DType::I64, {reach, x0})})});
+        fb.push_back(scalarStmt(Op::BufStore, {j1Table, c, j1}, loc_));
+        fb.back().in.checked = true;
+      }
+      pre.push_back(std::move(fill));
+    }
     Stmt columns = loopOver(cols, LoopKind::Sequential, false);
     {
       Body& cb = columns.body;
       const int c = columns.indices[0];
-      // lo = max(0, c + 1 - x(0)): the first row whose sum has element c.
-      const int lo = emit(
-          cb, Op::Max, DType::I64,
-          {zero, emit(cb, Op::Sub, DType::I64, {emit(cb, Op::Add, DType::I64, {c, one}), x0})});
+      auto read = [&](int t) {
+        const int v = emit(cb, Op::Load, DType::I64, {t, c});
+        cb.back().in.checked = true;
+        return v;
+      };
+      const int lo = read(loTable);
       int j1 = e, lane = -1;
       if (lanes) {
-        // The rows whose chunks reach past c: e(j) >= max(32, 8 floor(c / 8) + 8).
-        const int k8 = constant(cb, ro::kLanes);
-        const int base =
-            emit(cb, Op::Mul, DType::I64, {emit(cb, Op::Div, DType::I64, {c, k8}), k8});
-        lane = emit(cb, Op::Sub, DType::I64, {c, base});
-        const int reach =
-            emit(cb, Op::Max, DType::I64,
-                 {constant(cb, ro::kMinLaneRow), emit(cb, Op::Add, DType::I64, {base, k8})});
-        j1 = emit(
-            cb, Op::Min, DType::I64,
-            {e, emit(cb, Op::Max, DType::I64, {lo, emit(cb, Op::Sub, DType::I64, {reach, x0})})});
+        j1 = read(j1Table);
+        const int k8 = constant(cb, ro::kLanes); // lane = c mod 8
+        lane =
+            emit(cb, Op::Sub, DType::I64,
+                 {c, emit(cb, Op::Mul, DType::I64, {emit(cb, Op::Div, DType::I64, {c, k8}), k8})});
       }
       // Rows [from, to) add element c into accumulator `into`.
       auto segment = [&](int from, int to, int into, const std::string& stem) {
@@ -620,6 +668,7 @@ private:
   int next_ = 0;
   SrcRange loc_;
   int count_ = 0;
+  std::vector<int> tables_; // the last rewrite's tables (walk says where they live)
 };
 
 } // namespace
