@@ -65,9 +65,10 @@ struct Stmt {
   // against wrapping failed). A backend compiles it for size: LLVM neither unrolls nor
   // vectorises it, and the branch to it is unlikely (`cold` in --emit loops).
   bool cold = false;
-  // A vector loop of few iterations (a triangle's column, at most a row's length): a backend
-  // vectorises it one register at a time, not several interleaved, which would leave rows
-  // shorter than the interleaved width to the scalar remainder (`few` in --emit loops).
+  // A vector loop of few iterations (a triangle's column, at most a row's length; any vector
+  // loop nested in another, markFewTrips): a backend vectorises it one register at a time,
+  // not several interleaved, which would leave rows shorter than the interleaved width to
+  // the scalar remainder (`few` in --emit loops).
   bool fewTrips = false;
   // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
   // --emit loops): every buffer it writes is either touched only at its own first index
@@ -181,6 +182,12 @@ struct Access {
   bool writes() const { return kind != Read; }
 };
 std::optional<Access> accessOf(const Stmt& s);
+
+/// Marks every parallel vector loop nested in another loop `few` (Stmt::fewTrips): its trip
+/// count is a row's (d = 10 in the GMM, b = 14 in the LSTM), and LLVM's default of four
+/// vectors interleaved leaves any row under 32 elements (AVX-512, f64) to the scalar
+/// remainder. Measured: docs/benchmarks.md, "Inner loops one vector at a time".
+void markFewTrips(Function& f);
 
 /// x when `sel` is max(x, 0) as the front end writes it, select(gt(x, 0), x, 0); else -1.
 /// `def`: the instruction that defines a value, or nullptr where it is not at hand (the pass

@@ -801,6 +801,20 @@ void renameValues(Body& b, const std::map<int, int>& rename) {
   });
 }
 
+void markFewTrips(Function& f) {
+  std::function<void(Body&, bool)> walk = [&](Body& b, bool inLoop) {
+    for (Stmt& s : b) {
+      if (s.kind == Stmt::Loop && inLoop && s.vectorisable && !s.cold &&
+          s.loopKind == LoopKind::Parallel && s.indices.size() == 1 &&
+          (s.in.op == Op::For || s.in.op == Op::Comp))
+        s.fewTrips = true;
+      walk(s.body, inLoop || s.kind == Stmt::Loop);
+      walk(s.orelse, inLoop || s.kind == Stmt::Loop);
+    }
+  };
+  walk(f.body, false);
+}
+
 std::optional<Access> accessOf(const Stmt& s) {
   if (s.kind == Stmt::Store) return Access{Access::Write, s.buffer, s.indices};
   if (s.kind != Stmt::Scalar || s.in.args.empty()) return std::nullopt;
@@ -871,6 +885,7 @@ Function lower(const ir::Function& f, const LowerOptions& options) {
   // (After both: the rows' checks are tables to sum, and the sums' original copies, which it
   // reads in columns, are the else of strength reduction's ifs.)
   interchangeTriangles(lf, options.minTriangleColumns);
+  markFewTrips(lf);
   planBlocks(lf);    // (on the loops as they will run)
   planWorkspace(lf); // (last: after every pass that makes buffers)
   return lf;
