@@ -123,7 +123,12 @@ private:
       for (const Poly& e : s.extents)
         fp.fails = fp.fails || extentCanFail(e);
       break;
-    case Stmt::If: break;
+    case Stmt::If:
+      // A branch that yields a tensor reads all of it (the if's result is that buffer or a
+      // copy): a use, or fusion could move the buffer's writer past it (random seed 290242).
+      for (int y : {s.yield, s.elseYield})
+        if (y >= 0 && f_.src.types[y].rank() > 0) fp.access[y].push_back({false, {}});
+      break;
     case Stmt::Scalar: {
       const ir::Instr& in = s.in;
       if (in.op == Op::BufZeros) own.insert(in.result);
