@@ -887,7 +887,7 @@ private:
   /// The libm function `name` of x through libmvec (compiler/support/vmath.hpp), or null where
   /// it is not in use.
   llvm::Value* vectorMath(const char* name, bool f32, llvm::Value* x) {
-    if (!vmath::has(name, f32)) return nullptr;
+    if (!opt_.vectorMath || !vmath::has(name, f32)) return nullptr;
     std::string n = std::string(kVectorMathPrefix) + name + (f32 ? "f" : "");
     auto c =
         mod_->getOrInsertFunction(n, llvm::FunctionType::get(x->getType(), {x->getType()}, false));

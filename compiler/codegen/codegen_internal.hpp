@@ -9,6 +9,7 @@
 namespace llvm {
 class LLVMContext;
 class Module;
+class TargetMachine;
 } // namespace llvm
 
 namespace slope::codegen {
@@ -17,6 +18,13 @@ namespace slope::codegen {
 /// of its run-time check sites.
 std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext& ctx,
                                        std::vector<Site>& sites, const JitOptions& opt = {});
+
+/// Registers LLVM's native target once per process and reads SLOPE_LLVM_ARGS (jit.cpp).
+void initLLVM();
+
+/// Tags m's functions with tm's CPU and features and runs the optimisation pipeline of
+/// optLevel (jit.cpp; the JIT and object files share it, so their code is the same).
+void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel);
 
 /// The external function generated code calls for revolve.next (slope::revolveNext; the JIT
 /// defines it, an object file would link it from the Slope library).

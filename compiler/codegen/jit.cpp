@@ -177,6 +177,8 @@ private:
   std::map<const llvm::jitlink::LinkGraph*, std::vector<Fn>> pending_;
 };
 
+} // namespace
+
 void initLLVM() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -193,6 +195,8 @@ void initLLVM() {
       throw std::invalid_argument("SLOPE_LLVM_ARGS: " + es.str()); // (the user's option)
   });
 }
+
+namespace {
 
 /// The vectoriser's mappings from the scalar entry points of compiler/support/vmath.hpp to
 /// libmvec's AVX2 functions (4 doubles, 8 floats).
@@ -232,7 +236,9 @@ llvm::orc::JITTargetMachineBuilder hostBuilder(int optLevel) {
   return jtmb;
 }
 
-/// Tags functions with the host CPU and optimises the module.
+} // namespace
+
+/// Tags functions with the target's CPU and optimises the module.
 void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   m.setDataLayout(tm.createDataLayout());
   m.setTargetTriple(tm.getTargetTriple().str());
@@ -269,8 +275,6 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   mpm.run(m, mam);
   dump(m, "post");
 }
-
-} // namespace
 
 struct Jit::Impl {
   JitOptions opt;

@@ -57,6 +57,9 @@ struct JitOptions {
   // A test's knob: the least LLVM instructions (after optimisation) for which code generation
   // splits a module into parts at all.
   size_t minSplitInstructions = 2000;
+  // Math functions through libmvec where this machine has it (compiler/support/vmath.hpp).
+  // An object file for a CPU without AVX2 and FMA turns it off (codegen/object.hpp).
+  bool vectorMath = true;
 };
 
 /// Calls of malloc + calloc and of free made by code compiled with

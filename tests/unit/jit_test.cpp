@@ -5,6 +5,7 @@
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/codegen/jit.hpp"
+#include "compiler/codegen/object.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/lower/loop_ir.hpp"
@@ -15,10 +16,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <dlfcn.h>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <random>
+#include <unistd.h>
 
 namespace slope {
 namespace {
@@ -168,6 +173,43 @@ std::vector<std::pair<std::string, Runnable>> inParts(const ir::Function& h) {
   return {{"compiled in parts", parts.prepare(h)}};
 }
 
+/// Compiled ahead of time (`slopec compile`'s path: codegen::emitObject for this machine's
+/// CPU), linked by the system's C compiler into a shared library with libslope_rt.a, libmvec
+/// and libm only, and called through its C ABI: the same bits as the JIT's (issue 13).
+std::vector<std::pair<std::string, Runnable>> aheadOfTime(const ir::Function& h) {
+  static int count = 0;
+  static const std::filesystem::path dir = [] {
+    auto d =
+        std::filesystem::temp_directory_path() / ("slope_aot_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  auto fn = std::make_shared<ir::Function>(h);
+  fn->name = "aot" + std::to_string(count++); // (each library its own names all the same)
+  codegen::ObjectCode code = codegen::emitObject({{*fn, "", {}}}, {});
+  std::string obj = (dir / (fn->name + ".o")).string(), lib = (dir / (fn->name + ".so")).string();
+  {
+    std::ofstream o(obj, std::ios::binary);
+    o << code.bytes;
+  }
+  std::string cmd = "cc -shared -o " + lib + " " + obj + " " + SLOPE_RT_PATH + " -lmvec -lm";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  void* handle = dlopen(lib.c_str(), RTLD_NOW | RTLD_LOCAL);
+  EXPECT_NE(handle, nullptr) << dlerror();
+  std::filesystem::remove(obj);
+  std::filesystem::remove(lib); // (mapped: it stays until the process ends)
+  if (!handle) return {};
+  auto compiled = std::make_shared<codegen::CompiledFunction>();
+  compiled->fn = reinterpret_cast<slope_fn>(dlsym(handle, (fn->name + "__abi").c_str()));
+  compiled->sites = code.sites.at(0);
+  compiled->entryChecks = fn->entryChecks;
+  EXPECT_NE(compiled->fn, nullptr);
+  if (!compiled->fn) return {};
+  return {{"ahead of time", [fn, compiled](const std::vector<Tensor>& args) {
+             return callCompiled(*fn, *compiled, args);
+           }}};
+}
+
 /// f and its gradient give the same bits in every variant as on the default JIT, which
 /// compiles each once.
 void compareOrders(const ir::Function& f, const std::string& what,
@@ -211,6 +253,15 @@ TEST_P(JitVsInterp, SameBitsInAnyOrderOnAnyThreads) {
                 {reversed, onThreads({2, 16})});
 }
 
+// Objects from `slopec compile` (compiler/codegen/object.hpp) compute the same bits as the
+// JIT for this machine, forward and gradient, for every gradient-table case.
+TEST_P(JitVsInterp, AheadOfTimeSameBitsAsJit) {
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}}, {aheadOfTime});
+}
+
 /// Calls fn(label, f, sizes) for every function of the samples and loop programs, at sizes 5
 /// where its entry checks hold.
 template <class Fn> void forEachSampleFunction(Fn&& fn) {
@@ -241,6 +292,14 @@ TEST(JitThreads, SamplesAndLoopProgramsSameBitsEveryWay) {
   forEachSampleFunction([](const std::string& label, const ir::Function& f,
                            const std::map<std::string, int64_t>& sizes) {
     compareOrders(f, label, sizes, {reversed, onThreads({2, 16}), inParts});
+  });
+}
+
+// The same for every function of the samples and loop programs.
+TEST(JitAheadOfTime, SamplesAndLoopProgramsSameBitsAsJit) {
+  forEachSampleFunction([](const std::string& label, const ir::Function& f,
+                           const std::map<std::string, int64_t>& sizes) {
+    compareOrders(f, label, sizes, {aheadOfTime});
   });
 }
 

@@ -7,6 +7,7 @@
 //
 // Exit status: 0 success, 1 a check failed, 2 bad usage, bad input or compile error.
 
+#include "compiler/aot.hpp"
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/emit/dot.hpp"
@@ -19,6 +20,7 @@
 #include "compiler/support/thread_pool.hpp"
 #include "runtime/io.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <climits>
 #include <cmath>
@@ -48,6 +50,7 @@ commands:
   check   compare reverse-mode gradients with central finite differences
   grad    print the gradient function (--emit slope | ir | forward | llvm | asm), or --stats
   graph   the computation as a Graphviz DOT graph (--grad: with its adjoint)
+  compile functions and their gradients into an object file and its C header
 
 options common to all commands:
   --fn NAME        the function (eval/grad: default the first in the file;
@@ -125,12 +128,34 @@ most bytes of buffers (vars, tapes, adjoints; not the gradients) the gradient ho
 Without --fn: every function in FILE.
 )";
 
+const char* kCompileHelp =
+    R"(usage: slopec compile FILE [--fn NAME ...] [--grad [--wrt a,b] [--checkpoint=N]]
+                      [--cpu CPU] [--target cpu] -o OUT.o [--header OUT.h]
+
+Compiles functions of FILE (every one unless --fn names them; --fn may be given several
+times) ahead of time into one object file, and writes the C header that declares them
+(default: OUT.h beside OUT.o). With --grad, each function's gradient too: NAME_grad for a
+float scalar result, NAME_vjp otherwise (with respect to --wrt, default every float
+parameter). The code is what the JIT makes for the same CPU, and computes the same bits.
+CPU: native (this machine, the default), x86-64, x86-64-v2, x86-64-v3 or x86-64-v4.
+
+For each function NAME the header declares NAME(...): a typed entry with one parameter per
+argument (arrays as const pointers, scalars by value), then one int64_t per size name, then
+one pointer per result, then slope_error* (may be NULL). It returns 0, or an error code and
+NAME__message(err, buf, n) says what went wrong, with the source location. It checks what C
+cannot (negative sizes, null data, outputs overlapping inputs); the code checks the rest
+(subscripts, entry checks) as the JIT does. The object needs no Slope or LLVM library at run
+time: link it with -lm, -lmvec where the header says so, and libslope_rt.a where the header
+says so (digamma, binomial checkpointing). docs/aot.md has an example.
+)";
+
 struct Usage : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
 struct Args {
-  std::string command, file, fn, emit, out, seedOut;
+  std::string command, file, fn, emit, out, seedOut, header, cpu = "native", target = "cpu";
+  std::vector<std::string> fns;                            // every --fn (compile takes several)
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
   std::map<std::string, int64_t> sizes;
@@ -243,10 +268,13 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats", "--checkpoint", "--grad",  "--json",     "--no-grad",      "--interp",
-        "--fn",    "--emit",       "-o",      "--seed-out", "--wrt",          "--rtol",
-        "--atol",  "--seed",       "--sizes", "--step",     "--max-elements", "--threads"};
-    if (kOptions.count(s) && !a.given.insert(s).second) throw Usage(s + " is given twice");
+        "--stats",  "--checkpoint", "--grad",  "--json",     "--no-grad",      "--interp",
+        "--fn",     "--emit",       "-o",      "--seed-out", "--wrt",          "--rtol",
+        "--atol",   "--seed",       "--sizes", "--step",     "--max-elements", "--threads",
+        "--header", "--cpu",        "--target"};
+    // (compile takes --fn several times: run() checks the others)
+    if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn")
+      throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
     else if (s == "--version")
@@ -263,8 +291,15 @@ Args parseArgs(int argc, char** argv) {
       a.noGrad = true;
     else if (s == "--interp")
       a.interp = true;
-    else if (s == "--fn")
+    else if (s == "--fn") {
       a.fn = value(s, inl);
+      a.fns.push_back(a.fn);
+    } else if (s == "--header")
+      a.header = value(s, inl);
+    else if (s == "--cpu")
+      a.cpu = value(s, inl);
+    else if (s == "--target")
+      a.target = value(s, inl);
     else if (s == "--emit")
       a.emit = value(s, inl);
     else if (s == "-o")
@@ -961,21 +996,67 @@ int runStats(const Args& a) {
   return kOk;
 }
 
+/// Compiles fns into an object for --cpu and writes it to objPath and its header to
+/// headerPath ("-" or empty with no object: stdout); either may be empty (not written).
+int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
+                const std::string& objPath, const std::string& headerPath) {
+  codegen::ObjectOptions o;
+  o.cpu = a.cpu;
+  codegen::ObjectCode code;
+  try {
+    code = codegen::emitObject(fns, o);
+  } catch (const std::invalid_argument& e) {
+    throw Usage(std::string("--cpu: ") + e.what());
+  }
+  std::string header;
+  if (!headerPath.empty() || objPath.empty()) {
+    try {
+      header = codegen::objectHeader(fns, code, a.file);
+    } catch (const std::invalid_argument& e) {
+      throw Usage(e.what());
+    }
+  }
+  auto write = [&](const std::string& path, const std::string& bytes) {
+    if (path == "-" || path.empty()) {
+      std::cout << bytes;
+      return;
+    }
+    std::ofstream out(path, std::ios::binary);
+    if (!(out << bytes) || !out.flush()) throw Usage("cannot write '" + path + "'");
+  };
+  if (!objPath.empty()) write(objPath, code.bytes);
+  if (!headerPath.empty() || objPath.empty()) write(headerPath, header);
+  return kOk;
+}
+
 int runGrad(const Args& a) {
   if (a.stats) return runStats(a);
   if (a.emit.empty())
     throw Usage("grad needs --emit KIND (slope, ir, forward, loops, forward-loops, llvm or "
                 "asm) or --stats");
   if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm" &&
-      a.emit != "slope" && a.emit != "loops" && a.emit != "forward-loops") {
-    if (a.emit == "obj" || a.emit == "header" || a.emit == "ptx")
-      throw Usage("--emit " + a.emit + " is not available in this version (try --emit ir)");
+      a.emit != "slope" && a.emit != "loops" && a.emit != "forward-loops" && a.emit != "obj" &&
+      a.emit != "header") {
+    if (a.emit == "ptx")
+      throw Usage("--emit ptx is not available in this version: CUDA offload is not built yet "
+                  "(try --emit ir)");
     throw Usage("unknown --emit kind '" + a.emit +
-                "' (slope, ir, forward, loops, forward-loops, llvm, asm)");
+                "' (slope, ir, forward, loops, forward-loops, llvm, asm, obj, header)");
   }
+  if (a.emit == "obj" && (a.out.empty() || a.out == "-"))
+    throw Usage("--emit obj writes a binary object file: give it -o FILE");
   const Program* p = load(a);
   if (!p) return kBad;
   std::string name = pickFunction(a, *p);
+  if (a.emit == "obj" || a.emit == "header") {
+    // The gradient function alone, as the other kinds print it (compile: several functions).
+    ir::Function f = p->forward(name);
+    std::vector<codegen::ObjectFunction> fns =
+        objectFunctions(*p, {name}, true, a.wrt, a.checkpoint);
+    if (fns.size() < 2) throw Usage("'" + name + "' has no float parameter: it has no gradient");
+    fns.erase(fns.begin());
+    return writeObject(a, fns, a.emit == "obj" ? a.out : "", a.emit == "header" ? a.out : "");
+  }
   ir::Function f = p->forward(name), g;
   std::string text;
   if (a.emit == "forward")
@@ -1029,6 +1110,43 @@ int runGraph(const Args& a) {
   return kOk;
 }
 
+int runCompile(const Args& a) {
+  if (a.target == "cuda")
+    throw Usage("--target cuda is not available in this version: CUDA offload is not built yet");
+  if (a.target != "cpu") throw Usage("unknown --target '" + a.target + "' (cpu, cuda)");
+  if (a.out.empty()) throw Usage("compile needs -o OUT.o (and --header OUT.h for its header)");
+  if (a.out == "-") throw Usage("compile writes a binary object file: -o needs a file name");
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::vector<std::string> names;
+  for (const std::string& n : a.fns) {
+    Args one = a;
+    one.fn = n;
+    if (std::find(names.begin(), names.end(), n) != names.end())
+      throw Usage("--fn " + n + " is given twice");
+    names.push_back(pickFunction(one, *p));
+  }
+  if (names.empty()) names = p->functionNames();
+  if (!a.wrt.empty() && names.size() != 1)
+    throw Usage("--wrt names parameters of one function: give one --fn with it");
+  std::string header = a.header;
+  if (header.empty()) {
+    // OUT.o -> OUT.h beside it.
+    std::string base = a.out;
+    size_t dot = base.find_last_of('.'), slash = base.find_last_of('/');
+    if (dot != std::string::npos && (slash == std::string::npos || dot > slash))
+      base = base.substr(0, dot);
+    header = base + ".h";
+  }
+  std::vector<codegen::ObjectFunction> fns;
+  try {
+    fns = objectFunctions(*p, names, a.grad, a.wrt, a.checkpoint);
+  } catch (const GradError& e) {
+    throw Usage(e.what());
+  }
+  return writeObject(a, fns, a.out, header);
+}
+
 /// INTERFACE.md: an option a command does not use is an error, never silently ignored.
 void audit(const Args& a) {
   static const std::map<std::string, std::set<std::string>> kAllowed = {
@@ -1041,6 +1159,8 @@ void audit(const Args& a) {
       {"grad",
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
+      {"compile",
+       {"--fn", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o", "--header"}},
   };
   auto it = kAllowed.find(a.command);
   if (it == kAllowed.end()) return; // an unknown command is reported by run()
@@ -1056,7 +1176,8 @@ void audit(const Args& a) {
       throw Usage("'" + c + "' does not take " + o + why);
     }
   auto has = [&](const char* o) { return a.given.count(o) > 0; };
-  if ((c == "grad" || c == "graph") && !a.values.empty())
+  if (a.fns.size() > 1 && c != "compile") throw Usage("--fn is given twice");
+  if ((c == "grad" || c == "graph" || c == "compile") && !a.values.empty())
     throw Usage("'" + c + "' takes no ARG=VALUE arguments, got '" + a.values[0].first + "=" +
                 a.values[0].second + "'");
   if (has("--threads") && has("--interp"))
@@ -1072,6 +1193,9 @@ void audit(const Args& a) {
       for (const char* o : {"--sizes", "--seed", "--json"})
         if (has(o)) throw Usage(std::string(o) + " is used only with --stats");
   }
+  if (c == "compile" && !has("--grad"))
+    for (const char* o : {"--wrt", "--checkpoint"})
+      if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradients)");
   if (c == "graph" && !has("--grad"))
     for (const char* o : {"--wrt", "--checkpoint"})
       if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradient)");
@@ -1108,7 +1232,11 @@ int run(int argc, char** argv) {
     if (a.help) return std::cout << kGraphHelp, kOk;
     return runGraph(a);
   }
-  throw Usage("unknown command '" + a.command + "' (eval, check, grad, graph)");
+  if (a.command == "compile") {
+    if (a.help) return std::cout << kCompileHelp, kOk;
+    return runCompile(a);
+  }
+  throw Usage("unknown command '" + a.command + "' (eval, check, grad, graph, compile)");
 }
 
 } // namespace
