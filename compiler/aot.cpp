@@ -1,5 +1,7 @@
 #include "compiler/aot.hpp"
 
+#include <algorithm>
+#include <set>
 #include <stdexcept>
 
 namespace slope {
@@ -29,28 +31,30 @@ std::vector<std::string> forwardNames(size_t results) {
 
 } // namespace
 
-std::vector<codegen::ObjectFunction>
-objectFunctions(const Program& p, const std::vector<std::string>& names, bool gradients,
-                const std::vector<std::string>& wrt, const GradOptions& opt) {
-  std::vector<codegen::ObjectFunction> out;
-  for (const std::string& name : names) {
+bool hasGradient(const Program& p, const std::string& name) {
+  for (const auto& t : p.forward(name).paramTypes)
+    if (isFloat(t.dtype)) return true;
+  return false;
+}
+
+std::vector<codegen::ObjectFunction> objectFunctions(const Program& p,
+                                                     const std::vector<std::string>& functions,
+                                                     const std::vector<std::string>& gradients,
+                                                     const std::vector<std::string>& wrt,
+                                                     const GradOptions& opt) {
+  auto gradientOf = [&](const std::string& name) {
     ir::Function f = p.forward(name);
+    if (!hasGradient(p, name))
+      throw std::invalid_argument("'" + name + "' has no float parameter: it has no gradient");
     size_t nf = f.body.yields.size();
-    codegen::ObjectFunction fo{f, signatureOf(f), forwardNames(nf)};
-    out.push_back(std::move(fo));
-    if (!gradients) continue;
-    bool anyFloat = false;
-    for (const auto& t : f.paramTypes)
-      anyFloat = anyFloat || isFloat(t.dtype);
-    if (!anyFloat) continue;
     std::vector<std::string> w = resolveWrt(f, wrt);
     ir::Function g = p.gradient(name, wrt, opt);
     bool scalarLoss = nf == 1 && f.types[f.body.yields[0]].rank() == 0 &&
                       isFloat(f.types[f.body.yields[0]].dtype);
     std::vector<std::string> results =
         scalarLoss ? std::vector<std::string>{"value"} : forwardNames(nf);
-    for (const std::string& p : w)
-      results.push_back("grad_" + p);
+    for (const std::string& q : w)
+      results.push_back("grad_" + q);
     if (results.size() != g.body.yields.size())
       throw std::logic_error("the gradient of " + name + " has " +
                              std::to_string(g.body.yields.size()) + " results, not " +
@@ -58,8 +62,21 @@ objectFunctions(const Program& p, const std::vector<std::string>& names, bool gr
     std::string sig = signatureOf(g) + "\n *   the gradient of " + name + " with respect to ";
     for (size_t k = 0; k < w.size(); ++k)
       sig += (k ? ", " : "") + w[k];
-    out.push_back({g, sig, results});
+    return codegen::ObjectFunction{g, sig, results};
+  };
+  std::vector<codegen::ObjectFunction> out;
+  std::set<std::string> done;
+  for (const std::string& name : functions) {
+    ir::Function f = p.forward(name);
+    size_t nf = f.body.yields.size();
+    out.push_back({f, signatureOf(f), forwardNames(nf)});
+    if (std::find(gradients.begin(), gradients.end(), name) != gradients.end()) {
+      out.push_back(gradientOf(name));
+      done.insert(name);
+    }
   }
+  for (const std::string& name : gradients)
+    if (done.insert(name).second) out.push_back(gradientOf(name));
   return out;
 }
 

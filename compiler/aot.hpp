@@ -13,13 +13,20 @@
 
 namespace slope {
 
-/// The functions `names` of p (each NAME), and with `gradients` also each one's gradient
-/// (NAME_grad for a float scalar result, NAME_vjp otherwise) with respect to `wrt` (every
-/// float parameter when empty), for those with a float parameter. Results are named as the
-/// typed entries of the header name them: `result` (resultK for several), then for a
-/// gradient's `value` or the forward results, `grad_P` for each parameter P in wrt.
-std::vector<codegen::ObjectFunction>
-objectFunctions(const Program& p, const std::vector<std::string>& names, bool gradients,
-                const std::vector<std::string>& wrt, const GradOptions& opt);
+/// The functions `functions` of p (each NAME) and the gradients of `gradients` (NAME_grad
+/// for a float scalar result, NAME_vjp otherwise, with respect to `wrt`: every float
+/// parameter when empty), each gradient after its function when both are asked for. Results
+/// are named as the typed entries of the header name them: `result` (resultK for several),
+/// then for a gradient its `value` or the forward results, and `grad_P` for each parameter P
+/// it differentiates. Throws std::invalid_argument for a gradient of a function with no float
+/// parameter, GradError for a bad wrt.
+std::vector<codegen::ObjectFunction> objectFunctions(const Program& p,
+                                                     const std::vector<std::string>& functions,
+                                                     const std::vector<std::string>& gradients,
+                                                     const std::vector<std::string>& wrt,
+                                                     const GradOptions& opt);
+
+/// Whether the function has a float parameter (so a gradient).
+bool hasGradient(const Program& p, const std::string& name);
 
 } // namespace slope

@@ -1,9 +1,9 @@
 /* A C program (not C++) that calls functions and gradients compiled ahead of time by
-   `slopec compile` (tests/CMakeLists.txt builds the objects and their headers), linked with
+   `slopec compile` (tests/CMakeLists.txt builds them with slope_add_library), linked with
    libslope_rt.a, libmvec and libm only: the seed examples, digamma and binomial
    checkpointing from libslope_rt.a, and every kind of error the typed entries report. */
+#include "autograd_intro.h"
 #include "extra.h"
-#include "intro.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -129,14 +129,17 @@ Without --fn: every function in FILE.
 )";
 
 const char* kCompileHelp =
-    R"(usage: slopec compile FILE [--fn NAME ...] [--grad [--wrt a,b] [--checkpoint=N]]
-                      [--cpu CPU] [--target cpu] -o OUT.o [--header OUT.h]
+    R"(usage: slopec compile FILE [--fn NAME ...] [--grad] [--gradient NAME ...]
+                      [--wrt a,b] [--checkpoint=N] [--cpu CPU] [--target cpu]
+                      -o OUT.o [--header OUT.h]
 
-Compiles functions of FILE (every one unless --fn names them; --fn may be given several
-times) ahead of time into one object file, and writes the C header that declares them
-(default: OUT.h beside OUT.o). With --grad, each function's gradient too: NAME_grad for a
-float scalar result, NAME_vjp otherwise (with respect to --wrt, default every float
-parameter). The code is what the JIT makes for the same CPU, and computes the same bits.
+Compiles functions of FILE ahead of time into one object file, and writes the C header that
+declares them (default: OUT.h beside OUT.o). The functions: those --fn names (it may be
+given several times), or every one unless --gradient names some. Gradients: with --grad,
+of each of those functions that has a float parameter; --gradient NAME (several times) adds
+NAME's. A gradient is NAME_grad for a float scalar result, NAME_vjp otherwise, with respect
+to --wrt (default every float parameter). The code is what the JIT makes for the same CPU,
+and computes the same bits.
 CPU: native (this machine, the default), x86-64, x86-64-v2, x86-64-v3 or x86-64-v4.
 
 For each function NAME the header declares NAME(...): a typed entry with one parameter per
@@ -155,7 +158,9 @@ struct Usage : std::runtime_error {
 
 struct Args {
   std::string command, file, fn, emit, out, seedOut, header, cpu = "native", target = "cpu";
-  std::vector<std::string> fns;                            // every --fn (compile takes several)
+  std::vector<std::string> fns;       // every --fn (compile takes several)
+  std::vector<std::string> gradients; // every --gradient (compile)
+
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
   std::map<std::string, int64_t> sizes;
@@ -268,12 +273,12 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats",  "--checkpoint", "--grad",  "--json",     "--no-grad",      "--interp",
-        "--fn",     "--emit",       "-o",      "--seed-out", "--wrt",          "--rtol",
-        "--atol",   "--seed",       "--sizes", "--step",     "--max-elements", "--threads",
-        "--header", "--cpu",        "--target"};
-    // (compile takes --fn several times: run() checks the others)
-    if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn")
+        "--stats",  "--checkpoint", "--grad",   "--json",     "--no-grad",      "--interp",
+        "--fn",     "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
+        "--atol",   "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
+        "--header", "--cpu",        "--target", "--gradient"};
+    // (compile takes --fn and --gradient several times)
+    if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient")
       throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
@@ -294,6 +299,8 @@ Args parseArgs(int argc, char** argv) {
     else if (s == "--fn") {
       a.fn = value(s, inl);
       a.fns.push_back(a.fn);
+    } else if (s == "--gradient") {
+      a.gradients.push_back(value(s, inl));
     } else if (s == "--header")
       a.header = value(s, inl);
     else if (s == "--cpu")
@@ -1050,11 +1057,12 @@ int runGrad(const Args& a) {
   std::string name = pickFunction(a, *p);
   if (a.emit == "obj" || a.emit == "header") {
     // The gradient function alone, as the other kinds print it (compile: several functions).
-    ir::Function f = p->forward(name);
-    std::vector<codegen::ObjectFunction> fns =
-        objectFunctions(*p, {name}, true, a.wrt, a.checkpoint);
-    if (fns.size() < 2) throw Usage("'" + name + "' has no float parameter: it has no gradient");
-    fns.erase(fns.begin());
+    std::vector<codegen::ObjectFunction> fns;
+    try {
+      fns = objectFunctions(*p, {}, {name}, a.wrt, a.checkpoint);
+    } catch (const std::invalid_argument& e) {
+      throw Usage(e.what());
+    }
     return writeObject(a, fns, a.emit == "obj" ? a.out : "", a.emit == "header" ? a.out : "");
   }
   ir::Function f = p->forward(name), g;
@@ -1118,17 +1126,28 @@ int runCompile(const Args& a) {
   if (a.out == "-") throw Usage("compile writes a binary object file: -o needs a file name");
   const Program* p = load(a);
   if (!p) return kBad;
-  std::vector<std::string> names;
-  for (const std::string& n : a.fns) {
-    Args one = a;
-    one.fn = n;
-    if (std::find(names.begin(), names.end(), n) != names.end())
-      throw Usage("--fn " + n + " is given twice");
-    names.push_back(pickFunction(one, *p));
-  }
-  if (names.empty()) names = p->functionNames();
-  if (!a.wrt.empty() && names.size() != 1)
-    throw Usage("--wrt names parameters of one function: give one --fn with it");
+  // The functions (--fn, or every one unless --gradient names some) and the gradients
+  // (--grad: of each of those with a float parameter; --gradient: of the ones it names).
+  auto pick = [&](const std::vector<std::string>& given, const char* flag) {
+    std::vector<std::string> out;
+    for (const std::string& n : given) {
+      Args one = a;
+      one.fn = n;
+      if (std::find(out.begin(), out.end(), n) != out.end())
+        throw Usage(std::string(flag) + " " + n + " is given twice");
+      out.push_back(pickFunction(one, *p));
+    }
+    return out;
+  };
+  std::vector<std::string> names = pick(a.fns, "--fn");
+  std::vector<std::string> grads = pick(a.gradients, "--gradient");
+  if (names.empty() && grads.empty()) names = p->functionNames();
+  if (a.grad)
+    for (const std::string& n : names)
+      if (hasGradient(*p, n) && std::find(grads.begin(), grads.end(), n) == grads.end())
+        grads.push_back(n);
+  if (!a.wrt.empty() && grads.size() != 1)
+    throw Usage("--wrt names parameters of one function: give it one gradient");
   std::string header = a.header;
   if (header.empty()) {
     // OUT.o -> OUT.h beside it.
@@ -1140,8 +1159,10 @@ int runCompile(const Args& a) {
   }
   std::vector<codegen::ObjectFunction> fns;
   try {
-    fns = objectFunctions(*p, names, a.grad, a.wrt, a.checkpoint);
+    fns = objectFunctions(*p, names, grads, a.wrt, a.checkpoint);
   } catch (const GradError& e) {
+    throw Usage(e.what());
+  } catch (const std::invalid_argument& e) {
     throw Usage(e.what());
   }
   return writeObject(a, fns, a.out, header);
@@ -1160,7 +1181,8 @@ void audit(const Args& a) {
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
       {"compile",
-       {"--fn", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o", "--header"}},
+       {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",
+        "--header"}},
   };
   auto it = kAllowed.find(a.command);
   if (it == kAllowed.end()) return; // an unknown command is reported by run()
@@ -1193,9 +1215,10 @@ void audit(const Args& a) {
       for (const char* o : {"--sizes", "--seed", "--json"})
         if (has(o)) throw Usage(std::string(o) + " is used only with --stats");
   }
-  if (c == "compile" && !has("--grad"))
+  if (c == "compile" && !has("--grad") && !has("--gradient"))
     for (const char* o : {"--wrt", "--checkpoint"})
-      if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradients)");
+      if (has(o))
+        throw Usage(std::string(o) + " needs --grad or --gradient (it concerns the gradients)");
   if (c == "graph" && !has("--grad"))
     for (const char* o : {"--wrt", "--checkpoint"})
       if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradient)");
