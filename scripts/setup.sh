@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ python3 llvm-19-dev llvm-19-tools libzstd-dev zlib1g-dev
       libboost-dev libgtest-dev libbenchmark-dev valgrind
+      libopenmpi-dev openmpi-bin # samples/mpi_gmm and its test
       jq nodejs) # jq and nodejs: the tests that --json is strict JSON (skipped without them)
 # Not needed to build or test: scripts/plot_gmm.py's plot of the GMM benchmark. Installed if
 # it can be, and setup goes on without it.

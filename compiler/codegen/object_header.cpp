@@ -204,7 +204,7 @@ static inline const char* slope_gen_message_(const slope_error* e, const char* c
                "or another output",
                arg, e->index >= 0 && e->index < nargs ? args[e->index] : "?");
     else
-      snprintf(buf, n, "size '%s' is negative (%lld)", arg, index);
+      snprintf(buf, n, "size '%s' must be at least 1, got %lld", arg, index);
     break;
   default: snprintf(buf, n, "compiled code failed with code %d", (int)e->code); break;
   }
@@ -301,10 +301,10 @@ std::string objectHeader(const std::vector<ObjectFunction>& fns, const ObjectCod
       << "  slope_error local_;\n"
       << "  int bad_ = 0;\n"
       << "  if (!err) err = &local_;\n";
-    // Sizes: not negative.
+    // Sizes: at least 1, as the C ABI and the JIT's API require.
     for (size_t s = 0; s < sizes.size(); ++s)
-      h << "  if (" << sizeC[sizes[s]] << " < 0) return slope_gen_bad_(err, "
-        << f.paramTypes.size() + s << ", SLOPE_ARG_NEGATIVE, " << sizeC[sizes[s]] << ");\n";
+      h << "  if (" << sizeC[sizes[s]] << " < 1) return slope_gen_bad_(err, "
+        << f.paramTypes.size() + s << ", SLOPE_ARG_SIZE, " << sizeC[sizes[s]] << ");\n";
     // Bytes of every array (-1 where an extent is the compiler's own: not checked).
     struct Array {
       std::string ptr;

@@ -65,14 +65,14 @@ enum {
                                extreme value, extent = the extent it must stay below */
   SLOPE_ERR_ARGUMENT = 8,   /* (the typed entry points of a header from slopec compile) an
                                argument is bad: dim = its position among the entry's
-                               parameters, unused = what: SLOPE_ARG_NEGATIVE (a size below 0;
+                               parameters, unused = what: SLOPE_ARG_SIZE (a size below 1;
                                index = its value), SLOPE_ARG_NULL (null data),
                                SLOPE_ARG_TOO_LARGE (its bytes overflow int64_t),
                                SLOPE_ARG_OVERLAP (an output sharing memory with the argument
                                at position index) */
 };
 
-enum { SLOPE_ARG_NEGATIVE = 0, SLOPE_ARG_NULL = 1, SLOPE_ARG_TOO_LARGE = 2, SLOPE_ARG_OVERLAP = 3 };
+enum { SLOPE_ARG_SIZE = 0, SLOPE_ARG_NULL = 1, SLOPE_ARG_TOO_LARGE = 2, SLOPE_ARG_OVERLAP = 3 };
 
 typedef struct slope_error {
   int32_t code;

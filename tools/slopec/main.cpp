@@ -146,7 +146,7 @@ For each function NAME the header declares NAME(...): a typed entry with one par
 argument (arrays as const pointers, scalars by value), then one int64_t per size name, then
 one pointer per result, then slope_error* (may be NULL). It returns 0, or an error code and
 NAME__message(err, buf, n) says what went wrong, with the source location. It checks what C
-cannot (negative sizes, null data, outputs overlapping inputs); the code checks the rest
+cannot (sizes below 1, null data, outputs overlapping inputs); the code checks the rest
 (subscripts, entry checks) as the JIT does. The object needs no Slope or LLVM library at run
 time: link it with -lm, -lmvec where the header says so, and libslope_rt.a where the header
 says so (digamma, binomial checkpointing). docs/aot.md has an example.
