@@ -155,7 +155,9 @@ static inline const char* slope_gen_message_(const slope_error* e, const char* c
   const char* what = site[at] ? site + at + 1 : "";
   long long index = (long long)e->index, extent = (long long)e->extent;
   const char* arg = e->dim >= 0 && e->dim < nargs ? args[e->dim] : "?";
-  const char* check = e->dim >= 0 && e->dim < nentry ? entry[e->dim] : "ran entry check failed";
+  /* (an unknown check: kind r, then its text) */
+  const char* check =
+      e->dim >= 0 && e->dim < nentry ? entry[e->dim] : "r" "an entry check failed";
   if (n == 0) return buf;
   switch (e->code) {
   case SLOPE_OK: snprintf(buf, n, "no error"); break;
