@@ -26,6 +26,9 @@ void initLLVM();
 /// optLevel (jit.cpp; the JIT and object files share it, so their code is the same).
 void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel);
 
+/// m's machine code for tm: an object file, or assembly text (jit.cpp).
+std::string machineCode(llvm::Module& m, llvm::TargetMachine& tm, bool object);
+
 /// The external function generated code calls for revolve.next (slope::revolveNext; the JIT
 /// defines it, an object file would link it from the Slope library).
 inline constexpr const char* kRevolveNextSymbol = "slope_revolve_next";

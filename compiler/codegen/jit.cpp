@@ -510,13 +510,20 @@ std::string emitAsm(const ir::Function& f, const JitOptions& opt) {
   auto tm = orThrow(hostBuilder(opt.optLevel).createTargetMachine(), "creating the target machine");
   llvm::LLVMContext ctx;
   auto m = optimized(f, opt, ctx, *tm);
+  return machineCode(*m, *tm, false);
+}
+
+std::string machineCode(llvm::Module& m, llvm::TargetMachine& tm, bool object) {
   llvm::SmallString<0> buf;
   llvm::raw_svector_ostream os(buf);
   llvm::legacy::PassManager pm;
-  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::AssemblyFile))
-    throw std::runtime_error("the target cannot emit assembly");
-  pm.run(*m);
-  return std::string(buf.str());
+  if (tm.addPassesToEmitFile(pm, os, nullptr,
+                             object ? llvm::CodeGenFileType::ObjectFile
+                                    : llvm::CodeGenFileType::AssemblyFile))
+    throw std::runtime_error(std::string("the target cannot emit ") +
+                             (object ? "an object file" : "assembly"));
+  pm.run(m);
+  return std::string(buf.begin(), buf.end());
 }
 
 } // namespace slope::codegen

@@ -10,12 +10,10 @@
 
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
-#include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
 #include <llvm/Linker/Linker.h>
 #include <llvm/MC/MCSubtargetInfo.h>
 #include <llvm/MC/TargetRegistry.h>
-#include <llvm/Support/raw_ostream.h>
 #include <llvm/Target/TargetMachine.h>
 #include <llvm/Target/TargetOptions.h>
 #include <llvm/TargetParser/Host.h>
@@ -117,13 +115,7 @@ ObjectCode emitObject(const std::vector<ObjectFunction>& fns, const ObjectOption
     if (llvm::Function* fn = all->getFunction(s); fn && !fn->use_empty()) out.runtime.insert(s);
   for (const llvm::Function& fn : *all)
     if (fn.isDeclaration() && fn.getName().starts_with("_ZGV")) out.vectorMath = true;
-  llvm::SmallString<0> buf;
-  llvm::raw_svector_ostream os(buf);
-  llvm::legacy::PassManager pm;
-  if (tm->addPassesToEmitFile(pm, os, nullptr, llvm::CodeGenFileType::ObjectFile))
-    throw std::runtime_error("the target cannot emit an object file");
-  pm.run(*all);
-  out.bytes.assign(buf.begin(), buf.end());
+  out.bytes = machineCode(*all, *tm, true);
   return out;
 }
 

@@ -104,13 +104,13 @@ private:
   void walk(Body& b, size_t p, Body& once) {
     if (b[p].kind == Stmt::Loop) {
       if (std::optional<Rows> r = match(b[p])) {
-        Body pre = rewrite(*r);
+        std::vector<int> tables;
+        Body pre = rewrite(*r, tables);
         Stmt version = std::move(pre.back());
         pre.pop_back();
         const bool hoist = &b != &f_.body && readsTopOnly(pre);
-        for (int t : tables_) // (made before the loop; inside the loops around it unless hoisted)
+        for (int t : tables) // (made before the loop; inside the loops around it unless hoisted)
           f_.buffers[t] = {Buffer::Temp, -1, &b != &f_.body && !hoist};
-        tables_.clear();
         if (hoist)
           for (const Stmt& s : pre)
             if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) topSizes_.insert(s.in.name);
@@ -428,7 +428,10 @@ private:
     return l;
   }
 
-  Body rewrite(Rows& r) {
+  /// The statements that choose between the column form and the rows' (the last one, the
+  /// `if` with both) to replace r's loop; `tables` gets the buffers of the column tables they
+  /// make, whose place walk() decides.
+  Body rewrite(Rows& r, std::vector<int>& tables) {
     Stmt& loop = *r.loop;
     loc_ = loop.in.loc;
     const int j = loop.indices[0];
@@ -497,7 +500,7 @@ private:
       a.in.extents = {cols};
       a.in.loc = loc_;
       pre.push_back(std::move(a));
-      tables_.push_back(t);
+      tables.push_back(t);
       return t;
     };
     const int loTable = table(), j1Table = lanes ? table() : -1;
@@ -668,7 +671,6 @@ private:
   int next_ = 0;
   SrcRange loc_;
   int count_ = 0;
-  std::vector<int> tables_; // the last rewrite's tables (walk says where they live)
 };
 
 } // namespace
