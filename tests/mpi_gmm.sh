@@ -17,6 +17,11 @@ for np in 1 2 4; do
   timeout 120 "$mpiexec" -np "$np" --oversubscribe "$prog" "$data" "$steps" > "$work/$np.txt"
   cat "$work/$np.txt"
 done
+# A rank that fails ends the run (MPI_Abort) instead of leaving the others in a collective.
+rc=0
+timeout 60 "$mpiexec" -np 2 "$prog" "$work/no such file" 1 > /dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || { echo "mpi_gmm succeeded on a missing file" >&2; exit 1; }
+[ "$rc" -ne 124 ] || { echo "mpi_gmm hung when a rank failed" >&2; exit 1; }
 python3 - "$work" <<'PY'
 import sys
 work = sys.argv[1]

@@ -125,6 +125,8 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mpi_gmm (rank %d): %s\n", rank, e.what());
+    // The other ranks may be waiting in a collective call for this one: end them all.
+    if (ranks > 1) MPI_Abort(MPI_COMM_WORLD, 2);
     status = 2;
   }
   MPI_Finalize();
