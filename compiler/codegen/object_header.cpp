@@ -53,6 +53,9 @@ public:
   static bool reserved(const std::string& n) { return kReserved.count(n) > 0; }
 
   std::string take(std::string n) {
+    // The entry's own names end in one underscore (args_, bytes0_, x_byte_): a Slope name that
+    // ends in one gets another, so none can be the same.
+    if (!n.empty() && n.back() == '_') n += '_';
     while (kReserved.count(n) || taken_.count(n) || n.rfind("slope_", 0) == 0)
       n += "_";
     taken_.insert(n);
