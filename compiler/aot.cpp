@@ -59,17 +59,17 @@ std::vector<codegen::ObjectFunction> objectFunctions(const Program& p,
       throw std::logic_error("the gradient of " + name + " has " +
                              std::to_string(g.body.yields.size()) + " results, not " +
                              std::to_string(results.size()));
-    std::string sig = signatureOf(g) + "\n *   the gradient of " + name + " with respect to ";
+    std::string about = "the gradient of " + name + " with respect to ";
     for (size_t k = 0; k < w.size(); ++k)
-      sig += (k ? ", " : "") + w[k];
-    return codegen::ObjectFunction{g, sig, results};
+      about += (k ? ", " : "") + w[k];
+    return codegen::ObjectFunction{g, signatureOf(g), results, about};
   };
   std::vector<codegen::ObjectFunction> out;
   std::set<std::string> done;
   for (const std::string& name : functions) {
     ir::Function f = p.forward(name);
     size_t nf = f.body.yields.size();
-    out.push_back({f, signatureOf(f), forwardNames(nf)});
+    out.push_back({f, signatureOf(f), forwardNames(nf), ""});
     if (std::find(gradients.begin(), gradients.end(), name) != gradients.end()) {
       out.push_back(gradientOf(name));
       done.insert(name);

@@ -26,6 +26,11 @@ void initLLVM();
 /// optLevel (jit.cpp; the JIT and object files share it, so their code is the same).
 void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel);
 
+/// A position-independent target machine for an object file (jit.cpp): `cpu` "native" is
+/// the JIT's own (the host's CPU and features, as JITTargetMachineBuilder::detectHost finds
+/// them), otherwise an LLVM CPU name such as x86-64-v3, for the host's triple.
+std::unique_ptr<llvm::TargetMachine> objectTargetMachine(const std::string& cpu, int optLevel);
+
 /// m's machine code for tm: an object file, or assembly text (jit.cpp).
 std::string machineCode(llvm::Module& m, llvm::TargetMachine& tm, bool object);
 

@@ -227,16 +227,37 @@ template <class T> T orThrow(llvm::Expected<T> v, const char* what) {
   return std::move(*v);
 }
 
+llvm::CodeGenOptLevel codeGenLevel(int optLevel) {
+  return optLevel <= 0   ? llvm::CodeGenOptLevel::None
+         : optLevel == 1 ? llvm::CodeGenOptLevel::Less
+         : optLevel == 2 ? llvm::CodeGenOptLevel::Default
+                         : llvm::CodeGenOptLevel::Aggressive;
+}
+
 llvm::orc::JITTargetMachineBuilder hostBuilder(int optLevel) {
   auto jtmb = orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), "detecting the host");
-  jtmb.setCodeGenOptLevel(optLevel == 0   ? llvm::CodeGenOptLevel::None
-                          : optLevel == 1 ? llvm::CodeGenOptLevel::Less
-                          : optLevel == 2 ? llvm::CodeGenOptLevel::Default
-                                          : llvm::CodeGenOptLevel::Aggressive);
+  jtmb.setCodeGenOptLevel(codeGenLevel(optLevel));
   return jtmb;
 }
 
 } // namespace
+
+std::unique_ptr<llvm::TargetMachine> objectTargetMachine(const std::string& cpu, int optLevel) {
+  initLLVM();
+  llvm::orc::JITTargetMachineBuilder b =
+      cpu == "native"
+          ? hostBuilder(optLevel)
+          : llvm::orc::JITTargetMachineBuilder(llvm::Triple(llvm::sys::getProcessTriple()));
+  if (cpu != "native") {
+    b.setCPU(cpu);
+    b.setCodeGenOptLevel(codeGenLevel(optLevel));
+  }
+  // An object is linked like any other: position-independent, the small code model (the
+  // JIT's builder picks the large one, for code anywhere in the address space).
+  b.setRelocationModel(llvm::Reloc::PIC_);
+  b.setCodeModel(llvm::CodeModel::Small);
+  return orThrow(b.createTargetMachine(), "creating the target machine");
+}
 
 /// Tags functions with the target's CPU and optimises the module.
 void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {

@@ -13,11 +13,7 @@
 #include <llvm/IR/Module.h>
 #include <llvm/Linker/Linker.h>
 #include <llvm/MC/MCSubtargetInfo.h>
-#include <llvm/MC/TargetRegistry.h>
 #include <llvm/Target/TargetMachine.h>
-#include <llvm/Target/TargetOptions.h>
-#include <llvm/TargetParser/Host.h>
-#include <llvm/TargetParser/SubtargetFeature.h>
 
 #include <algorithm>
 #include <memory>
@@ -33,27 +29,7 @@ std::unique_ptr<llvm::TargetMachine> targetMachine(const ObjectOptions& opt) {
       list += (list.empty() ? "" : ", ") + c;
     throw std::invalid_argument("unknown CPU '" + opt.cpu + "' (" + list + ")");
   }
-  std::string triple = llvm::sys::getProcessTriple();
-  std::string error;
-  const llvm::Target* target = llvm::TargetRegistry::lookupTarget(triple, error);
-  if (!target) throw std::runtime_error("no LLVM target for " + triple + ": " + error);
-  std::string cpu = opt.cpu, features;
-  if (cpu == "native") {
-    // As the JIT's JITTargetMachineBuilder::detectHost: the host's name and its features.
-    cpu = llvm::sys::getHostCPUName().str();
-    llvm::SubtargetFeatures f;
-    for (const auto& kv : llvm::sys::getHostCPUFeatures())
-      f.AddFeature(kv.first(), kv.second);
-    features = f.getString();
-  }
-  llvm::CodeGenOptLevel level = opt.optLevel <= 0   ? llvm::CodeGenOptLevel::None
-                                : opt.optLevel == 1 ? llvm::CodeGenOptLevel::Less
-                                : opt.optLevel == 2 ? llvm::CodeGenOptLevel::Default
-                                                    : llvm::CodeGenOptLevel::Aggressive;
-  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
-      triple, cpu, features, llvm::TargetOptions(), llvm::Reloc::PIC_, std::nullopt, level));
-  if (!tm) throw std::runtime_error("cannot make a target machine for " + cpu);
-  return tm;
+  return objectTargetMachine(opt.cpu, opt.optLevel);
 }
 
 /// The bodies of the scalar math entry points generated code calls (kVectorMathPrefix + a
@@ -85,7 +61,6 @@ void defineVectorMath(llvm::Module& m, const llvm::TargetMachine& tm) {
 } // namespace
 
 ObjectCode emitObject(const std::vector<ObjectFunction>& fns, const ObjectOptions& opt) {
-  initLLVM();
   std::unique_ptr<llvm::TargetMachine> tm = targetMachine(opt);
   ObjectCode out;
   out.cpu = tm->getTargetCPU().str();

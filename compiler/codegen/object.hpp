@@ -31,6 +31,7 @@ struct ObjectFunction {
   ir::Function f;                       // f.name is NAME
   std::string signature;                // the Slope signature, for the header's comment
   std::vector<std::string> resultNames; // the typed entry's output parameters, one per result
+  std::string about;                    // what it is, a line for the comment (may be empty)
 };
 
 struct ObjectOptions {

@@ -260,7 +260,9 @@ std::string objectHeader(const std::vector<ObjectFunction>& fns, const ObjectCod
       rnames.push_back(names.take(r));
 
     // The comment: the signature, which extents each size binds, and the outputs.
-    h << "\n/* " << of.signature << "\n *\n";
+    h << "\n/* " << of.signature << "\n";
+    if (!of.about.empty()) h << " *   " << of.about << "\n";
+    h << " *\n";
     for (const std::string& s : sizes) {
       h << " *   " << sizeC[s] << ":";
       std::string binds;
@@ -384,7 +386,7 @@ std::string objectHeader(const std::vector<ObjectFunction>& fns, const ObjectCod
       << "  return " << name << "__abi(args_, sizes_, results_, err);\n}\n";
 
     // NAME__message: the site and entry check tables, and the shared formatter.
-    const std::vector<Site>& sites = fi < code.sites.size() ? code.sites[fi] : std::vector<Site>{};
+    const std::vector<Site>& sites = code.sites.at(fi); // (emitObject: one table a function)
     h << "static inline const char* " << name
       << "__message(const slope_error* e, char* buf, size_t n) {\n"
       << "  static const char* const sites[] = {";

@@ -186,7 +186,7 @@ std::vector<std::pair<std::string, Runnable>> aheadOfTime(const ir::Function& h)
   }();
   auto fn = std::make_shared<ir::Function>(h);
   fn->name = "aot" + std::to_string(count++); // (each library its own names all the same)
-  codegen::ObjectCode code = codegen::emitObject({{*fn, "", {}}}, {});
+  codegen::ObjectCode code = codegen::emitObject({{*fn, "", {}, ""}}, {});
   std::string obj = (dir / (fn->name + ".o")).string(), lib = (dir / (fn->name + ".so")).string();
   {
     std::ofstream o(obj, std::ios::binary);

@@ -420,16 +420,19 @@ const Program* load(const Args& a) {
   return gProgram.get();
 }
 
-std::string pickFunction(const Args& a, const Program& p) {
-  if (!a.fn.empty()) {
-    if (!p.hasFunction(a.fn)) {
-      std::string names;
-      for (const auto& n : p.functionNames())
-        names += (names.empty() ? "" : ", ") + n;
-      throw Usage("'" + a.file + "' has no function '" + a.fn + "' (it has: " + names + ")");
-    }
-    return a.fn;
+/// name, if a.file's program p has it; otherwise a usage error listing what it has.
+const std::string& requireFunction(const Args& a, const Program& p, const std::string& name) {
+  if (!p.hasFunction(name)) {
+    std::string names;
+    for (const auto& n : p.functionNames())
+      names += (names.empty() ? "" : ", ") + n;
+    throw Usage("'" + a.file + "' has no function '" + name + "' (it has: " + names + ")");
   }
+  return name;
+}
+
+std::string pickFunction(const Args& a, const Program& p) {
+  if (!a.fn.empty()) return requireFunction(a, p, a.fn);
   return p.functionNames().front();
 }
 
@@ -1004,7 +1007,7 @@ int runStats(const Args& a) {
 }
 
 /// Compiles fns into an object for --cpu and writes it to objPath and its header to
-/// headerPath ("-" or empty with no object: stdout); either may be empty (not written).
+/// headerPath ("-": stdout); either may be empty (not written).
 int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
                 const std::string& objPath, const std::string& headerPath) {
   codegen::ObjectOptions o;
@@ -1016,7 +1019,7 @@ int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
     throw Usage(std::string("--cpu: ") + e.what());
   }
   std::string header;
-  if (!headerPath.empty() || objPath.empty()) {
+  if (!headerPath.empty()) {
     try {
       header = codegen::objectHeader(fns, code, a.file);
     } catch (const std::invalid_argument& e) {
@@ -1024,7 +1027,7 @@ int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
     }
   }
   auto write = [&](const std::string& path, const std::string& bytes) {
-    if (path == "-" || path.empty()) {
+    if (path == "-") {
       std::cout << bytes;
       return;
     }
@@ -1032,7 +1035,7 @@ int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
     if (!(out << bytes) || !out.flush()) throw Usage("cannot write '" + path + "'");
   };
   if (!objPath.empty()) write(objPath, code.bytes);
-  if (!headerPath.empty() || objPath.empty()) write(headerPath, header);
+  if (!headerPath.empty()) write(headerPath, header);
   return kOk;
 }
 
@@ -1063,7 +1066,8 @@ int runGrad(const Args& a) {
     } catch (const std::invalid_argument& e) {
       throw Usage(e.what());
     }
-    return writeObject(a, fns, a.emit == "obj" ? a.out : "", a.emit == "header" ? a.out : "");
+    if (a.emit == "obj") return writeObject(a, fns, a.out, "");
+    return writeObject(a, fns, "", a.out.empty() ? "-" : a.out);
   }
   ir::Function f = p->forward(name), g;
   std::string text;
@@ -1131,11 +1135,9 @@ int runCompile(const Args& a) {
   auto pick = [&](const std::vector<std::string>& given, const char* flag) {
     std::vector<std::string> out;
     for (const std::string& n : given) {
-      Args one = a;
-      one.fn = n;
       if (std::find(out.begin(), out.end(), n) != out.end())
         throw Usage(std::string(flag) + " " + n + " is given twice");
-      out.push_back(pickFunction(one, *p));
+      out.push_back(requireFunction(a, *p, n));
     }
     return out;
   };
