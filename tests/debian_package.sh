@@ -15,9 +15,5 @@ for need in libllvm19 libstdc++6 libc6-dev; do
   [[ "$depends" == *"$need"* ]] || { echo "the package does not depend on $need" >&2; exit 1; }
 done
 dpkg-deb -x "$deb" "$work/root"
-cmake -S "$src/samples/external" -B "$work/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DCMAKE_PREFIX_PATH="$work/root/usr" >/dev/null
-cmake --build "$work/build" >/dev/null
-"$work/build/aot_bowl"
-"$work/build/jit_bowl"
+bash "$src/tests/external.sh" "$build" "$src" "$work/root/usr"
 echo "debian package: dependencies declared, external project passes"
