@@ -53,19 +53,26 @@ struct GmmResult {
   std::vector<double> gradient; // ADBench order: alphas, means, icf (per component)
 };
 
-/// The objective and its gradient with respect to alphas, means and icf.
-inline GmmResult runGmm(const slope::Module& m, GmmInput& g) {
-  slope::Gradient grad = m.gradient("gmm", {"alphas", "means", "icf"});
+/// The objective and its gradient with respect to alphas, means and icf (`grad`: the module's
+/// gradient of gmm with respect to those) at the n points x (of g.d coordinates each) instead
+/// of g's own.
+inline GmmResult runGmm(const slope::Gradient& grad, const GmmInput& g, const double* x,
+                        int64_t n) {
   std::vector<double> da(g.alphas.size()), dm(g.means.size()), dicf(g.icf.size());
   GmmResult r;
   r.objective = grad(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-                     slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
-                     g.gamma, g.m, slope::View(da.data(), {g.K}),
-                     slope::View(dm.data(), {g.K, g.d}), slope::View(dicf.data(), {g.K, g.t()}));
+                     slope::View(g.icf.data(), {g.K, g.t()}), slope::View(x, {n, g.d}), g.gamma,
+                     g.m, slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
+                     slope::View(dicf.data(), {g.K, g.t()}));
   r.gradient = da;
   r.gradient.insert(r.gradient.end(), dm.begin(), dm.end());
   r.gradient.insert(r.gradient.end(), dicf.begin(), dicf.end());
   return r;
+}
+
+/// The objective and its gradient with respect to alphas, means and icf, at g's points.
+inline GmmResult runGmm(const slope::Module& m, const GmmInput& g) {
+  return runGmm(m.gradient("gmm", {"alphas", "means", "icf"}), g, g.x.data(), g.n);
 }
 
 } // namespace adbench

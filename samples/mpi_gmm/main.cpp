@@ -28,40 +28,24 @@ namespace {
 
 struct Fit {
   slope::Gradient grad;
-  adbench::GmmInput& g;
+  const adbench::GmmInput& g;
   std::vector<double> x; // this rank's points
   int64_t n = 0;         // how many
 
-  /// The objective over this rank's points (less the prior but on rank 0), and its gradient
-  /// (alphas, means, icf) into out.
-  double local(bool withPrior, std::vector<double>& out) {
-    size_t na = g.alphas.size(), nm = g.means.size(), ni = g.icf.size();
-    std::vector<double> da(na), dm(nm), dicf(ni), pa(na), pm(nm), picf(ni);
-    auto call = [&](const double* pts, int64_t count, std::vector<double>& a,
-                    std::vector<double>& m, std::vector<double>& c) {
-      return grad(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
-                  slope::View(g.icf.data(), {g.K, g.t()}), slope::View(pts, {count, g.d}), g.gamma,
-                  g.m, slope::View(a.data(), {g.K}), slope::View(m.data(), {g.K, g.d}),
-                  slope::View(c.data(), {g.K, g.t()}));
-    };
-    double f = call(x.data(), n, da, dm, dicf);
+  /// The objective over this rank's points, less the prior but on rank 0, and its gradient
+  /// (alphas, means, icf, in one vector).
+  adbench::GmmResult local(bool withPrior) const {
+    adbench::GmmResult r = adbench::runGmm(grad, g, x.data(), n);
     if (!withPrior) {
       std::vector<double> z2(x.begin(), x.begin() + g.d); // z, then z again
       z2.insert(z2.end(), x.begin(), x.begin() + g.d);
-      std::vector<double> qa(na), qm(nm), qicf(ni);
-      double one = call(z2.data(), 1, pa, pm, picf), two = call(z2.data(), 2, qa, qm, qicf);
-      f -= 2 * one - two;
-      for (size_t k = 0; k < na; ++k)
-        da[k] -= 2 * pa[k] - qa[k];
-      for (size_t k = 0; k < nm; ++k)
-        dm[k] -= 2 * pm[k] - qm[k];
-      for (size_t k = 0; k < ni; ++k)
-        dicf[k] -= 2 * picf[k] - qicf[k];
+      adbench::GmmResult one = adbench::runGmm(grad, g, z2.data(), 1);
+      adbench::GmmResult two = adbench::runGmm(grad, g, z2.data(), 2);
+      r.objective -= 2 * one.objective - two.objective;
+      for (size_t k = 0; k < r.gradient.size(); ++k)
+        r.gradient[k] -= 2 * one.gradient[k] - two.gradient[k];
     }
-    out = da;
-    out.insert(out.end(), dm.begin(), dm.end());
-    out.insert(out.end(), dicf.begin(), dicf.end());
-    return f;
+    return r;
   }
 };
 
@@ -89,28 +73,25 @@ int main(int argc, char** argv) {
     Fit fit{m.gradient("gmm", {"alphas", "means", "icf"}), g,
             std::vector<double>(g.x.begin() + lo * g.d, g.x.begin() + hi * g.d), hi - lo};
     const double rate = 0.1 / static_cast<double>(g.n);
-    std::vector<double> grad, sum;
+    std::vector<double> sum;
     double seconds = 0;
     for (int step = 0; step <= steps; ++step) {
       MPI_Barrier(MPI_COMM_WORLD);
       auto t0 = std::chrono::steady_clock::now();
-      double f = fit.local(rank == 0, grad), total = 0;
-      sum.assign(grad.size(), 0);
-      MPI_Allreduce(&f, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-      MPI_Allreduce(grad.data(), sum.data(), static_cast<int>(grad.size()), MPI_DOUBLE, MPI_SUM,
-                    MPI_COMM_WORLD);
+      adbench::GmmResult part = fit.local(rank == 0);
+      double total = 0;
+      sum.assign(part.gradient.size(), 0);
+      MPI_Allreduce(&part.objective, &total, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+      MPI_Allreduce(part.gradient.data(), sum.data(), static_cast<int>(sum.size()), MPI_DOUBLE,
+                    MPI_SUM, MPI_COMM_WORLD);
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (rank == 0) std::printf("step %d objective %.17g\n", step, total);
       if (step == steps) break;
       // Every rank holds the same parameters and takes the same step.
-      size_t k = 0;
-      for (double* v : {g.alphas.data(), g.means.data(), g.icf.data()}) {
-        size_t count = v == g.alphas.data()  ? g.alphas.size()
-                       : v == g.means.data() ? g.means.size()
-                                             : g.icf.size();
-        for (size_t j = 0; j < count; ++j)
-          v[j] -= rate * sum[k++];
-      }
+      size_t k = 0; // (the gradient's order: alphas, means, icf)
+      for (std::vector<double>* v : {&g.alphas, &g.means, &g.icf})
+        for (double& e : *v)
+          e -= rate * sum[k++];
     }
     double total = 0, largest = 0;
     for (const auto* v : {&g.alphas, &g.means, &g.icf})
