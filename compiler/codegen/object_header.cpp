@@ -95,9 +95,7 @@ std::string cExtent(const Poly& p, const std::map<std::string, std::string>& c) 
 }
 
 std::string where(const ir::Function& f, SrcRange loc) {
-  if (!f.file) return "";
-  LineCol lc = f.file->lineCol(loc.begin);
-  return f.file->path() + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column);
+  return f.file ? f.file->position(loc.begin) : "";
 }
 
 /// An entry check for slope_gen_message_: its kind's letter, then its text.

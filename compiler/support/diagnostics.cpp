@@ -90,10 +90,14 @@ void DiagSink::error(SrcRange where, std::string message) {
   diags_.push_back({where, std::move(message)});
 }
 
+std::string SourceFile::position(uint32_t offset) const {
+  LineCol lc = lineCol(offset);
+  return path_ + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column);
+}
+
 std::string renderDiagnostic(const SourceFile& file, const Diag& d) {
   LineCol lc = file.lineCol(d.range.begin);
-  std::string out = file.path() + ":" + std::to_string(lc.line) + ":" + std::to_string(lc.column) +
-                    ": error: " + d.message + "\n";
+  std::string out = file.position(d.range.begin) + ": error: " + d.message + "\n";
   std::string_view line = file.lineText(lc.line);
   // Each unit is shown as itself, except bytes that are not valid UTF-8 and control
   // characters (tab aside), which are escaped as \xNN so the terminal stays sane and nothing

@@ -33,6 +33,8 @@ public:
   const std::string& path() const { return path_; }
   const std::string& text() const { return text_; }
   LineCol lineCol(uint32_t offset) const;
+  /// "PATH:LINE:COL" of an offset, as diagnostics begin.
+  std::string position(uint32_t offset) const;
   /// The text of a 1-based line, without its line break (nor, on line 1, a UTF-8 byte-order
   /// mark).
   std::string_view lineText(int line) const;
