@@ -8,6 +8,7 @@
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/support/thread_pool.hpp"
+#include "runtime/cuda_driver.hpp"
 
 #include <cmath>
 #include <cstring>
@@ -362,8 +363,17 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
     }
     throw CompileError(std::move(diags), p->diagnostics());
   }
-  if (options.target != "cpu")
-    throw std::invalid_argument("target '" + options.target + "' is not available (only 'cpu')");
+  // "auto" is the CPU until CUDA offload runs code (issue 12); "cuda" says what it found.
+  if (options.target == "cuda") {
+    const cuda::Probe& probe = cuda::probe();
+    if (!probe.ok())
+      throw std::invalid_argument("target 'cuda': CUDA is not available: " + probe.problem);
+    throw std::invalid_argument("target 'cuda': found " + probe.devices[0].name +
+                                ", but running Slope functions on a GPU is not built yet "
+                                "(use 'cpu' or 'auto')");
+  }
+  if (options.target != "cpu" && options.target != "auto")
+    throw std::invalid_argument("unknown target '" + options.target + "' (cpu, cuda, auto)");
   if (options.opt_level < 0 || options.opt_level > 3)
     throw std::invalid_argument("opt_level must be 0..3");
   if (options.checkpoint < -1 || options.checkpoint_snapshots < 0 || options.checkpoint_memory < 0)

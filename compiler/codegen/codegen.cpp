@@ -1452,6 +1452,9 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   // inlined into each LLVM would optimise and compile its loops once per caller (a quarter of
   // the GMM gradient's JIT time). One call per chunk costs nothing next to a chunk's work.
   chunk->addFnAttr(llvm::Attribute::NoInline);
+  // Where the loop nest is in the source, for the report of codegen/ptx.cpp.
+  chunk->addFnAttr(kLoopSourceAttr,
+                   s.in.loc.end > s.in.loc.begin ? std::to_string(s.in.loc.begin) : "");
   chunk->splice(chunk->end(), scratch);
   for (unsigned k = 0; k < 3; ++k)
     scratch->getArg(k)->replaceAllUsesWith(chunk->getArg(k));
@@ -1569,9 +1572,13 @@ void Gen::outlineLoop(const lower::Stmt& s) {
   std::vector<llvm::Value*> ext = extents(s.extents, s.in.loc);
   llvm::Value* n = ext[0];
   llvm::Value* pos = B_.CreateICmpSGT(n, i64(0));
-  // size = ceil(n / kLoopChunks), chunks = ceil(n / size) (none for n = 0).
-  llvm::Value* size = B_.CreateSelect(
-      pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), i64(kLoopChunks)), i64(1)), i64(1));
+  // size = ceil(n / kLoopChunks), chunks = ceil(n / size) (none for n = 0); rowChunks: 1.
+  llvm::Value* size =
+      opt_.rowChunks
+          ? i64(1)
+          : B_.CreateSelect(
+                pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), i64(kLoopChunks)), i64(1)),
+                i64(1));
   llvm::Value* chunks = B_.CreateSelect(
       pos, B_.CreateAdd(B_.CreateUDiv(B_.CreateSub(n, i64(1)), size), i64(1)), i64(0));
   bool reversed = opt_.reverseParallel;

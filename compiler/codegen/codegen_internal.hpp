@@ -38,6 +38,10 @@ std::string machineCode(llvm::Module& m, llvm::TargetMachine& tm, bool object);
 /// defines it, an object file would link it from the Slope library).
 inline constexpr const char* kRevolveNextSymbol = "slope_revolve_next";
 
+/// The string attribute of an outlined chunk function (Gen::outline, `NAME.chunkK`): the
+/// source offset of the loop nest it runs a chunk of.
+inline constexpr const char* kLoopSourceAttr = "slope-loop";
+
 /// NAME + this: the exported function that frees the memory NAME's calls keep (abi.h).
 inline constexpr const char* kReleaseSuffix = "__release";
 

@@ -60,6 +60,10 @@ struct JitOptions {
   // Math functions through libmvec where this machine has it (compiler/support/vmath.hpp).
   // An object file for a CPU without AVX2 and FMA turns it off (codegen/object.hpp).
   bool vectorMath = true;
+  // CUDA kernels (codegen/ptx.hpp): a parallel loop nest is cut into one chunk per row of its
+  // first index, a GPU thread each, instead of kLoopChunks pieces. Rows do not depend on each
+  // other, so the results are the same bits either way (tests/unit/jit_test.cpp).
+  bool rowChunks = false;
 };
 
 /// Calls of malloc + calloc and of free made by code compiled with

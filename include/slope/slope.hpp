@@ -145,8 +145,11 @@ struct GradientResult {
 };
 
 struct Options {
-  int opt_level = 2;          // LLVM optimisation level, 0..3
-  std::string target = "cpu"; // "cpu"; "cuda" is reserved for the CUDA backend
+  int opt_level = 2; // LLVM optimisation level, 0..3
+  /// "cpu"; "auto": CUDA where a GPU is, else the CPU (today always the CPU: CUDA offload
+  /// runs no code yet); "cuda" throws std::invalid_argument naming the GPU found or what is
+  /// missing (no driver library, no device).
+  std::string target = "cpu";
   /// Threads per parallel loop, the calling thread's included (1..64); 0: SLOPE_NUM_THREADS
   /// when set, otherwise every core. Results are the same bits for every number of threads.
   int threads = 0;

@@ -10,6 +10,7 @@ config.excludes = ["Inputs"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.slope_obj_root, "tests", "lit")
 config.substitutions.append(("%slopec", config.slopec))
+config.substitutions.append(("%fakecuda", config.fake_cuda_dir))
 config.substitutions.append(("%samples", os.path.join(config.slope_src_root, "samples")))
 config.environment["PATH"] = os.pathsep.join([config.llvm_tools_dir, os.environ.get("PATH", "")])
 # Tools some tests need (scripts/setup.sh installs them); tests say REQUIRES: jq / node.

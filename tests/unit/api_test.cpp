@@ -158,8 +158,16 @@ TEST(Api, InterpreterOptionGivesTheSameNumbers) {
   EXPECT_EQ(g[1], 6.0);
   EXPECT_EQ(m.gradient("bowl").raw(), nullptr);
   o.interpret = false;
+  // cuda: offload runs no code yet, so it throws, naming the GPU or what is missing
+  // (tests/lit/cli/device.test covers each case with a fake driver); auto is the CPU.
   o.target = "cuda";
   EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
+  o.target = "gpu";
+  EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
+  o.target = "auto";
+  EXPECT_EQ(slope::compile_string(kSrc, "<string>", o)
+                .gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})),
+            54.0);
 }
 
 TEST(Api, CheckpointingOptions) {

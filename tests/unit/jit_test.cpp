@@ -6,12 +6,14 @@
 #include "compiler/codegen/execute.hpp"
 #include "compiler/codegen/jit.hpp"
 #include "compiler/codegen/object.hpp"
+#include "compiler/codegen/ptx.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/lower/loop_ir.hpp"
 #include "compiler/pipeline.hpp"
 #include "compiler/support/thread_pool.hpp"
 #include "grad_cases.hpp"
+#include "runtime/cuda_driver.hpp"
 
 #include <gtest/gtest.h>
 
@@ -162,6 +164,28 @@ Variant onThreads(std::vector<int> counts) {
   };
 }
 
+/// One chunk per row of every parallel loop nest (JitOptions::rowChunks: how the CUDA kernels
+/// of codegen/ptx.hpp cut them, a thread per row), run on 1 thread and on 16.
+std::vector<std::pair<std::string, Runnable>> byRows(const ir::Function& h) {
+  static auto rows = [] {
+    codegen::JitOptions o;
+    o.threads = 16;
+    o.minParallelWork = 0;
+    o.rowChunks = true;
+    return std::make_shared<codegen::Jit>(o);
+  }();
+  auto fn = std::make_shared<ir::Function>(h);
+  auto compiled = std::make_shared<codegen::CompiledFunction>(rows->add(*fn));
+  std::vector<std::pair<std::string, Runnable>> out;
+  for (int t : {1, 16})
+    out.emplace_back("a chunk per row on " + std::to_string(t) + " threads",
+                     [fn, compiled, t](const std::vector<Tensor>& args) {
+                       compiled->setParallel(threadPool(t));
+                       return callCompiled(*fn, *compiled, args);
+                     });
+  return out;
+}
+
 /// Machine code made in parts on 4 threads, every function of the module its own part.
 std::vector<std::pair<std::string, Runnable>> inParts(const ir::Function& h) {
   static JitRunner parts([] {
@@ -250,7 +274,7 @@ TEST_P(JitVsInterp, SameBitsInAnyOrderOnAnyThreads) {
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}},
-                {reversed, onThreads({2, 16})});
+                {reversed, onThreads({2, 16}), byRows});
 }
 
 // Objects from `slopec compile` (compiler/codegen/object.hpp) compute the same bits as the
@@ -291,7 +315,7 @@ template <class Fn> void forEachSampleFunction(Fn&& fn) {
 TEST(JitThreads, SamplesAndLoopProgramsSameBitsEveryWay) {
   forEachSampleFunction([](const std::string& label, const ir::Function& f,
                            const std::map<std::string, int64_t>& sizes) {
-    compareOrders(f, label, sizes, {reversed, onThreads({2, 16}), inParts});
+    compareOrders(f, label, sizes, {reversed, onThreads({2, 16}), inParts, byRows});
   });
 }
 
@@ -301,6 +325,131 @@ TEST(JitAheadOfTime, SamplesAndLoopProgramsSameBitsAsJit) {
                            const std::map<std::string, int64_t>& sizes) {
     compareOrders(f, label, sizes, {aheadOfTime});
   });
+}
+
+/// ptxas, from $SLOPE_PTXAS, the CUDA toolkit at /usr/local/cuda, or PATH; empty if none.
+std::string ptxas() {
+  if (const char* env = std::getenv("SLOPE_PTXAS"); env && *env) return env;
+  if (std::filesystem::exists("/usr/local/cuda/bin/ptxas")) return "/usr/local/cuda/bin/ptxas";
+  return std::system("command -v ptxas > /dev/null 2>&1") == 0 ? "ptxas" : "";
+}
+
+/// The kernels of f and of its gradient (codegen/ptx.hpp) for each architecture, and ptxas
+/// accepts every module.
+void expectPtxAssembles(const ir::Function& f, const std::string& what,
+                        const std::vector<std::string>& archs) {
+  static const auto dir = [] {
+    auto d =
+        std::filesystem::temp_directory_path() / ("slope_ptx_test_" + std::to_string(::getpid()));
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  ir::Function g = differentiate(f, {});
+  for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)})
+    for (const std::string& arch : archs) {
+      codegen::PtxOptions o;
+      o.arch = arch;
+      codegen::PtxModule m = codegen::emitPtx(*h, o);
+      ASSERT_NE(m.ptx.find(".target " + arch), std::string::npos) << what;
+      for (const codegen::PtxLoop& l : m.loops) {
+        if (l.kernel.empty()) continue;
+        EXPECT_NE(m.ptx.find(".entry " + l.kernel + "("), std::string::npos) << what;
+      }
+      auto file = dir / "k.ptx";
+      std::ofstream(file) << m.ptx;
+      std::string cmd = ptxas() + " -arch=" + arch + " -o " + (dir / "k.cubin").string() + " " +
+                        file.string() + " 2>&1";
+      EXPECT_EQ(std::system(cmd.c_str()), 0) << what << " " << h->name << " " << arch << "\n"
+                                             << m.ptx.substr(0, 4000);
+    }
+}
+
+bool ptxToolsPresent() {
+  return !ptxas().empty() && !codegen::findLibdevice().empty();
+}
+
+// CUDA kernels (issue 12): every gradient-table case, forward and gradient, makes a PTX module
+// that ptxas takes for sm_90. (Skipped without the CUDA toolkit's ptxas and libdevice.)
+TEST_P(JitVsInterp, PtxAssembles) {
+  if (!ptxToolsPresent()) GTEST_SKIP() << "no ptxas or libdevice (the CUDA toolkit)";
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  expectPtxAssembles(prog->forward("f"), p.c->name, {"sm_90"});
+}
+
+// The same for every function of the samples and loop programs, for sm_80 (the table: sm_90).
+TEST(Ptx, SamplesAndLoopProgramsAssemble) {
+  if (!ptxToolsPresent()) GTEST_SKIP() << "no ptxas or libdevice (the CUDA toolkit)";
+  forEachSampleFunction(
+      [](const std::string& label, const ir::Function& f, const std::map<std::string, int64_t>&) {
+        expectPtxAssembles(f, label, {"sm_80"});
+      });
+}
+
+// Which loop nests become kernels: elementwise maps and sums over data points do, named
+// after their place in the source; in the GMM gradient, a loop nest that needs a temporary
+// of its own per chunk (from the workspace) stays on the host, and says why.
+TEST(Ptx, KernelsAndHostLoops) {
+  if (codegen::findLibdevice().empty()) GTEST_SKIP() << "no libdevice (the CUDA toolkit)";
+  auto prog = Program::fromString("k.slope", R"(fn f(x: f64[n, m]) -> f64 {
+    let y[i, j] = exp(x[i, j]) * 2.0;
+    sum[i: n](sum[j: m](y[i, j] * x[i, j]))
+  })");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  codegen::PtxModule m = codegen::emitPtx(prog->forward("f"));
+  ASSERT_FALSE(m.loops.empty());
+  for (const codegen::PtxLoop& l : m.loops) {
+    EXPECT_FALSE(l.kernel.empty()) << l.chunk << ": " << l.why;
+    EXPECT_EQ(l.where.rfind("k.slope:", 0), 0u) << l.chunk;
+  }
+  EXPECT_FALSE(m.libdevice.empty());                   // (exp)
+  EXPECT_EQ(m.ptx.find(".extern"), std::string::npos); // (libdevice's exp linked in)
+  codegen::PtxOptions old;
+  old.arch = "sm_10";
+  EXPECT_THROW(codegen::emitPtx(prog->forward("f"), old), std::invalid_argument);
+
+  auto gmm = Program::fromFile(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
+  ASSERT_TRUE(gmm->ok()) << gmm->diagnostics();
+  codegen::PtxModule g = codegen::emitPtx(differentiate(gmm->forward("gmm"), {}));
+  size_t kernels = 0, temporaries = 0;
+  for (const codegen::PtxLoop& l : g.loops) {
+    kernels += !l.kernel.empty();
+    temporaries += l.why.find("allocates memory") != std::string::npos;
+    EXPECT_EQ(l.kernel.empty(), !l.why.empty()) << l.chunk;
+  }
+  EXPECT_GE(kernels, g.loops.size() / 2);
+  EXPECT_GE(temporaries, 1u);
+}
+
+// On a GPU machine (scripts/gpu-check.sh): the driver compiles the kernels of every sample
+// and loop program, forward and gradient, for its first GPU, and finds each kernel by name.
+// Skipped where CUDA is not available (no driver library or no GPU: the reason is shown).
+TEST(CudaDevice, SampleKernelsLoad) {
+  const cuda::Probe& probe = cuda::probe();
+  if (!probe.ok()) GTEST_SKIP() << probe.problem;
+  std::string arch = probe.devices[0].arch();
+  if (probe.devices[0].major * 10 + probe.devices[0].minor > 90)
+    arch = "sm_90"; // (PTX runs on newer)
+  std::cout << "device 0: " << probe.devices[0].name << " (" << arch << "), driver "
+            << probe.driverVersion << ", " << probe.library << "\n";
+  size_t modules = 0, kernels = 0;
+  forEachSampleFunction(
+      [&](const std::string& label, const ir::Function& f, const std::map<std::string, int64_t>&) {
+        ir::Function g = differentiate(f, {});
+        for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
+          codegen::PtxOptions o;
+          o.arch = arch;
+          codegen::PtxModule m = codegen::emitPtx(*h, o);
+          std::vector<std::string> names;
+          for (const codegen::PtxLoop& l : m.loops)
+            if (!l.kernel.empty()) names.push_back(l.kernel);
+          EXPECT_EQ(cuda::loadKernels(m.ptx, names), "") << label << " " << h->name;
+          ++modules;
+          kernels += names.size();
+        }
+      });
+  std::cout << modules << " modules, " << kernels << " kernels loaded\n";
 }
 
 // Blocked loops (Loop IR's `in blocks`: the adjoint's scatter over data points, with per-block

@@ -10,6 +10,7 @@
 #include "compiler/aot.hpp"
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/codegen/ptx.hpp"
 #include "compiler/emit/dot.hpp"
 #include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
@@ -18,6 +19,7 @@
 #include "compiler/pipeline.hpp"
 #include "compiler/support/checked.hpp"
 #include "compiler/support/thread_pool.hpp"
+#include "runtime/cuda_driver.hpp"
 #include "runtime/io.hpp"
 
 #include <algorithm>
@@ -59,6 +61,9 @@ options common to all commands:
   --interp         run on the reference evaluator instead of the LLVM JIT
   --threads N      eval, check: run parallel loops on N threads (default: SLOPE_NUM_THREADS
                    when set, otherwise every core); results are the same for every N
+  --device D       eval, check: cpu (the default), cuda or auto (CUDA where a GPU and its
+                   driver are, else the CPU, and says which). CUDA offload runs no code yet:
+                   cuda names the GPU it found, or what is missing, and stops
   --checkpoint=N   loops with state: keep the state every N iterations and recompute in
                    between, not a tape entry per iteration; also --checkpoint=sqrt (every
                    sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
@@ -110,7 +115,8 @@ Default tolerances: f64 rtol 1e-5 atol 1e-7; f32 rtol 2e-3 atol 1e-4.
 Exit status 0 when every parameter passes, 1 otherwise.
 )";
 
-const char* kGradHelp = R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emit KIND [-o OUT]
+const char* kGradHelp =
+    R"(usage: slopec grad FILE [--fn NAME] [--wrt a,b] --emit KIND [--arch SM] [-o OUT]
        slopec grad FILE [--fn NAME] [--wrt a,b] --stats [--sizes n=4,m=3] [--json]
 
 Compiles the gradient function NAME_grad (scalar result) or NAME_vjp (otherwise).
@@ -122,6 +128,10 @@ KIND: slope    the gradient function as readable, simplified Slope source (it co
       forward-loops  the forward function in Loop IR
       llvm     the gradient function as optimised LLVM IR (C ABI: include/slope/abi.h)
       asm      the gradient function as assembly for this machine
+      ptx      the CUDA kernels of the gradient function's parallel loop nests (PTX for
+               --arch, default sm_80; sm_60 to sm_90), after a comment that says which
+               loop nests are kernels and why the others stay on the host
+      forward-ptx  the same for the forward function
 --stats counts the operations the forward and the gradient function execute (on random
 inputs, every size 3 unless --sizes) and their ratio, the instructions of each in IR, and the
 most bytes of buffers (vars, tapes, adjoints; not the gradients) the gradient holds at once.
@@ -157,7 +167,8 @@ struct Usage : std::runtime_error {
 };
 
 struct Args {
-  std::string command, file, fn, emit, out, seedOut, header, cpu = "native", target = "cpu";
+  std::string command, file, fn, emit, out, seedOut, header, cpu = "native", target = "cpu", arch,
+                                                             device = "cpu";
   std::vector<std::string> fns;       // every --fn (compile takes several)
   std::vector<std::string> gradients; // every --gradient (compile)
 
@@ -276,7 +287,7 @@ Args parseArgs(int argc, char** argv) {
         "--stats",  "--checkpoint", "--grad",   "--json",     "--no-grad",      "--interp",
         "--fn",     "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
         "--atol",   "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
-        "--header", "--cpu",        "--target", "--gradient"};
+        "--header", "--cpu",        "--target", "--gradient", "--arch",         "--device"};
     // (compile takes --fn and --gradient several times)
     if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient")
       throw Usage(s + " is given twice");
@@ -307,7 +318,13 @@ Args parseArgs(int argc, char** argv) {
       a.cpu = value(s, inl);
     else if (s == "--target")
       a.target = value(s, inl);
-    else if (s == "--emit")
+    else if (s == "--arch")
+      a.arch = value(s, inl);
+    else if (s == "--device") {
+      a.device = value(s, inl);
+      if (a.device != "cpu" && a.device != "cuda" && a.device != "auto")
+        throw Usage("unknown --device '" + a.device + "' (cpu, cuda, auto)");
+    } else if (s == "--emit")
       a.emit = value(s, inl);
     else if (s == "-o")
       a.out = value(s, inl);
@@ -634,7 +651,28 @@ std::vector<Tensor> seedsFor(const Args& a, const std::string& name,
   return seeds;
 }
 
+/// --device: cuda stops with what it found (offload runs no code yet) or what is missing;
+/// auto runs on the CPU and says why on stderr.
+void pickDevice(const Args& a) {
+  if (a.device == "cpu") return;
+  const cuda::Probe& p = cuda::probe();
+  std::string found;
+  for (const cuda::Device& d : p.devices)
+    found += (found.empty() ? "" : ", ") + d.name + " (" + d.arch() + ")";
+  if (a.device == "cuda") {
+    if (!p.ok()) throw Usage("--device cuda: CUDA is not available: " + p.problem);
+    throw Usage("--device cuda: found " + found +
+                ", but running Slope functions on a GPU is not built yet (`slopec grad "
+                "--emit ptx` prints the kernels); use --device cpu or auto");
+  }
+  std::cerr << "slopec: --device auto: running on the CPU ("
+            << (p.ok() ? "found " + found + ", but CUDA offload runs no code yet"
+                       : "CUDA: " + p.problem)
+            << ")\n";
+}
+
 int runEval(const Args& a) {
+  pickDevice(a);
   const Program* p = load(a);
   if (!p) return kBad;
   std::string name = pickFunction(a, *p);
@@ -733,6 +771,7 @@ std::string describeArg(const Tensor& t) {
 }
 
 int runCheck(const Args& a) {
+  pickDevice(a);
   const Program* p = load(a);
   if (!p) return kBad;
   std::vector<std::string> names =
@@ -1044,15 +1083,15 @@ int runGrad(const Args& a) {
   if (a.emit.empty())
     throw Usage("grad needs --emit KIND (slope, ir, forward, loops, forward-loops, llvm or "
                 "asm) or --stats");
-  if (a.emit != "ir" && a.emit != "forward" && a.emit != "llvm" && a.emit != "asm" &&
-      a.emit != "slope" && a.emit != "loops" && a.emit != "forward-loops" && a.emit != "obj" &&
-      a.emit != "header") {
-    if (a.emit == "ptx")
-      throw Usage("--emit ptx is not available in this version: CUDA offload is not built yet "
-                  "(try --emit ir)");
+  static const std::set<std::string> kinds{"ir",     "forward", "llvm",          "asm",
+                                           "slope",  "loops",   "forward-loops", "obj",
+                                           "header", "ptx",     "forward-ptx"};
+  if (!kinds.count(a.emit))
     throw Usage("unknown --emit kind '" + a.emit +
-                "' (slope, ir, forward, loops, forward-loops, llvm, asm, obj, header)");
-  }
+                "' (slope, ir, forward, loops, forward-loops, llvm, asm, obj, header, ptx, "
+                "forward-ptx)");
+  if (a.given.count("--arch") && a.emit != "ptx" && a.emit != "forward-ptx")
+    throw Usage("--arch is for --emit ptx and forward-ptx");
   if (a.emit == "obj" && (a.out.empty() || a.out == "-"))
     throw Usage("--emit obj writes a binary object file: give it -o FILE");
   const Program* p = load(a);
@@ -1083,7 +1122,16 @@ int runGrad(const Args& a) {
     text = lower::print(lower::lower(f));
   else if (a.emit == "llvm")
     text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint));
-  else
+  else if (a.emit == "ptx" || a.emit == "forward-ptx") {
+    codegen::PtxOptions po;
+    if (!a.arch.empty()) po.arch = a.arch;
+    ir::Function h = a.emit == "ptx" ? p->gradient(name, a.wrt, a.checkpoint) : f;
+    try {
+      text = codegen::printPtx(codegen::emitPtx(h, po), h.name);
+    } catch (const std::invalid_argument& e) {
+      throw Usage(e.what());
+    }
+  } else
     text = codegen::emitAsm(p->gradient(name, a.wrt, a.checkpoint));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
@@ -1124,7 +1172,8 @@ int runGraph(const Args& a) {
 
 int runCompile(const Args& a) {
   if (a.target == "cuda")
-    throw Usage("--target cuda is not available in this version: CUDA offload is not built yet");
+    throw Usage("--target cuda is not available in this version: CUDA offload runs no code yet "
+                "(slopec grad --emit ptx prints the kernels)");
   if (a.target != "cpu") throw Usage("unknown --target '" + a.target + "' (cpu, cuda)");
   if (a.out.empty()) throw Usage("compile needs -o OUT.o (and --header OUT.h for its header)");
   if (a.out == "-") throw Usage("compile writes a binary object file: -o needs a file name");
@@ -1175,12 +1224,13 @@ void audit(const Args& a) {
   static const std::map<std::string, std::set<std::string>> kAllowed = {
       {"eval",
        {"--fn", "--no-grad", "--wrt", "--seed-out", "--json", "--interp", "--checkpoint",
-        "--threads"}},
+        "--threads", "--device"}},
       {"check",
        {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
-        "--interp", "--checkpoint", "--threads"}},
+        "--interp", "--checkpoint", "--threads", "--device"}},
       {"grad",
-       {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint"}},
+       {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint",
+        "--arch"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
       {"compile",
        {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",

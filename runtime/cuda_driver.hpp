@@ -1,0 +1,80 @@
+// The CUDA driver API, loaded at run time with dlopen: Slope builds and runs without CUDA,
+// and finds the driver where a GPU machine has one. No CUDA header is needed; the few
+// declarations used are below, with the driver's ABI (cuda.h, CUDA 12 and 13).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace slope::cuda {
+
+using CUresult = int;
+using CUdevice = int;
+using CUcontext = struct CUctx_st*;
+using CUmodule = struct CUmod_st*;
+using CUfunction = struct CUfunc_st*;
+using CUstream = struct CUstream_st*;
+using CUdeviceptr = unsigned long long;
+
+/// The driver's entry points Slope uses (the _v2 ones where cuda.h maps the name to them).
+struct Api {
+  CUresult (*cuInit)(unsigned);
+  CUresult (*cuDriverGetVersion)(int*);
+  CUresult (*cuDeviceGetCount)(int*);
+  CUresult (*cuDeviceGet)(CUdevice*, int);
+  CUresult (*cuDeviceGetName)(char*, int, CUdevice);
+  CUresult (*cuDeviceGetAttribute)(int*, int, CUdevice);
+  CUresult (*cuDeviceTotalMem)(size_t*, CUdevice); // cuDeviceTotalMem_v2
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext*, CUdevice);
+  CUresult (*cuCtxSetCurrent)(CUcontext);
+  CUresult (*cuModuleLoadDataEx)(CUmodule*, const void*, unsigned, int*, void**);
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
+  CUresult (*cuModuleUnload)(CUmodule);
+  CUresult (*cuMemAlloc)(CUdeviceptr*, size_t);               // cuMemAlloc_v2
+  CUresult (*cuMemFree)(CUdeviceptr);                         // cuMemFree_v2
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void*, size_t); // cuMemcpyHtoD_v2
+  CUresult (*cuMemcpyDtoH)(void*, CUdeviceptr, size_t);       // cuMemcpyDtoH_v2
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, CUstream, void**, void**);
+  CUresult (*cuCtxSynchronize)();
+  CUresult (*cuGetErrorString)(CUresult, const char**);
+};
+
+/// One GPU as the driver describes it.
+struct Device {
+  int index = 0;
+  std::string name;
+  int major = 0, minor = 0; // compute capability
+  size_t memory = 0;        // bytes
+  std::string arch() const { return "sm_" + std::to_string(major * 10 + minor); }
+};
+
+/// What this machine offers. Never throws: where CUDA cannot be used, `problem` says what is
+/// missing (no driver library, an old driver, no device) and `devices` is empty.
+struct Probe {
+  std::string library;   // the driver library loaded
+  int driverVersion = 0; // e.g. 13000 for CUDA 13.0
+  std::vector<Device> devices;
+  std::string problem;
+  bool ok() const { return problem.empty(); }
+};
+
+/// Loads the driver (once per process) and lists the devices. The library: $SLOPE_CUDA_DRIVER
+/// where set (a path), else libcuda.so.1 from the loader's path, then from
+/// /usr/local/nvidia/lib64 and /usr/lib/wsl/lib.
+const Probe& probe();
+
+/// The driver's entry points; throws std::runtime_error with probe().problem where CUDA is
+/// not usable.
+const Api& api();
+
+/// A driver call's result as text ("CUDA_ERROR_NO_DEVICE (100): no CUDA-capable device is
+/// detected"); empty for success.
+std::string errorText(CUresult r);
+
+/// The kernels of `ptx` loaded on device 0 (the driver compiles the PTX for it), each looked
+/// up by name: empty on success, else what failed. For checks on a GPU machine.
+std::string loadKernels(const std::string& ptx, const std::vector<std::string>& kernels);
+
+} // namespace slope::cuda
