@@ -32,7 +32,7 @@ void* openDriver(std::string& tried) {
   for (const std::string& n : names) {
     if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
     const char* e = dlerror();
-    tried += "\n  " + n + ": " + (e ? e : "not found");
+    tried += "\n  " + (e ? std::string(e) : n + ": not found"); // (dlerror names the file)
   }
   return nullptr;
 }
