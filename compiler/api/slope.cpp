@@ -333,13 +333,16 @@ const Signature& Gradient::signature() const {
 
 Function Module::function(const std::string& name) const {
   Function f;
-  f.c_ = impl_->get(name, false, {});
+  // The pointer shares the module's ownership (aliasing): the code and the source it points
+  // into live in the module, which the cache never drops, so a Function that outlives every
+  // Module handle keeps them (`auto f = compile_string(src).function("f"); f(2.0);`).
+  f.c_ = std::shared_ptr<const detail::Compiled>(impl_, impl_->get(name, false, {}).get());
   return f;
 }
 
 Gradient Module::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
   Gradient g;
-  g.c_ = impl_->get(name, true, wrt);
+  g.c_ = std::shared_ptr<const detail::Compiled>(impl_, impl_->get(name, true, wrt).get());
   g.wrt_ = g.c_->wrt;
   return g;
 }

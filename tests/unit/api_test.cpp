@@ -149,6 +149,28 @@ TEST(Api, RawEntryPointFollowsTheDocumentedAbi) {
   EXPECT_EQ(err.extent, 3);
 }
 
+// A Function or Gradient keeps its module's code and source alive: the Module it came from
+// may be gone (a temporary here; Python's slope.torch keeps only the functions). Under the
+// sanitizers a dangling one is a use after free.
+TEST(Api, FunctionsOutliveTheirModule) {
+  slope::Function f = slope::compile_string(kSrc).function("quadratic");
+  slope::Gradient g = slope::compile_string(kSrc).gradient("bowl");
+  EXPECT_EQ(static_cast<double>(f(2.0)), 15.0);
+  double x[] = {1, 2, 3, 4}, dx[4];
+  EXPECT_EQ(g(slope::View(x, {2, 2}), slope::View(dx, {2, 2})), 54.0);
+  EXPECT_EQ(dx[3], 10.0);
+  // Errors still point into the source, which lives with the module.
+  slope::Function pick =
+      slope::compile_string("fn pick(x: f64[n], i: i64) -> f64 { x[i] }", "pick.slope")
+          .function("pick");
+  try {
+    pick(slope::View(x, {4}), int64_t{9});
+    ADD_FAILURE() << "no error";
+  } catch (const slope::RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("pick.slope:1:"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Api, InterpreterOptionGivesTheSameNumbers) {
   slope::Options o;
   o.interpret = true;
