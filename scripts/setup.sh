@@ -5,9 +5,10 @@ set -euo pipefail
 pkgs=(cmake ninja-build g++ python3 llvm-19-dev llvm-19-tools libzstd-dev zlib1g-dev
       libboost-dev libgtest-dev libbenchmark-dev valgrind
       libopenmpi-dev openmpi-bin # samples/mpi_gmm and its test
+      python3-dev python3-numpy pybind11-dev python3-pytest python3-torch # import slope
       jq nodejs) # jq and nodejs: the tests that --json is strict JSON (skipped without them)
-# Not needed to build or test: scripts/plot_gmm.py's plot of the GMM benchmark. Installed if
-# it can be, and setup goes on without it.
+# Not needed to build or test: the plots of scripts/plot_gmm.py and
+# samples/python/train_torch.py. Installed if it can be, and setup goes on without it.
 optional=(python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do
