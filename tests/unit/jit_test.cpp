@@ -13,6 +13,7 @@
 #include "compiler/pipeline.hpp"
 #include "compiler/support/thread_pool.hpp"
 #include "grad_cases.hpp"
+#include "program_gen.hpp"
 #include "runtime/cuda_driver.hpp"
 
 #include <gtest/gtest.h>
@@ -420,6 +421,26 @@ TEST(Ptx, KernelsAndHostLoops) {
   }
   EXPECT_GE(kernels, g.loops.size() / 2);
   EXPECT_GE(temporaries, 1u);
+}
+
+// Longer than CI: the kernels of random programs (program_gen.hpp; SLOPE_GEN_SEED and
+// SLOPE_GEN_PROGRAMS as for RandomPrograms, default 200 from 0), forward and gradient, for
+// sm_90, through ptxas. Run it after changing codegen or ptx.cpp:
+//   slope_unit_tests --gtest_also_run_disabled_tests --gtest_filter='*PtxRandomPrograms*'
+TEST(Ptx, DISABLED_PtxRandomPrograms) {
+  if (!ptxToolsPresent()) GTEST_SKIP() << "no ptxas or libdevice (the CUDA toolkit)";
+  const char* seedEnv = std::getenv("SLOPE_GEN_SEED");
+  const char* countEnv = std::getenv("SLOPE_GEN_PROGRAMS");
+  int64_t seed = seedEnv ? std::atoll(seedEnv) : 0, count = countEnv ? std::atoll(countEnv) : 200;
+  for (int64_t s = seed; s < seed + count; ++s) {
+    std::string text = gen::print(gen::generate(static_cast<uint64_t>(s)));
+    auto prog = Program::fromString("seed" + std::to_string(s) + ".slope", text);
+    if (!prog->ok()) continue; // (the random program tests report these)
+    for (const auto& name : prog->functionNames()) {
+      SCOPED_TRACE("seed " + std::to_string(s) + "\n" + text);
+      expectPtxAssembles(prog->forward(name), "seed " + std::to_string(s), {"sm_90"});
+    }
+  }
 }
 
 // On a GPU machine (scripts/gpu-check.sh): the driver compiles the kernels of every sample
