@@ -19,7 +19,10 @@ namespace py = pybind11;
 
 namespace {
 
-py::object gCompileError, gCallError, gCopyWarning; // (set by the module's init)
+// The module's exception and warning types (set by its init). Handles, not py::object: they
+// live as long as the module, and a static py::object would drop its reference after the
+// interpreter is gone.
+py::handle gCompileError, gCallError, gCopyWarning;
 
 slope::DType paramType(const std::string& type) { // "f64[n, m]" -> F64
   if (type.rfind("f32", 0) == 0) return slope::DType::F32;
@@ -247,12 +250,9 @@ PyGradient makeGradient(const slope::Module& m, const std::string& name,
 PYBIND11_MODULE(_slope, mod) {
   mod.doc() = "Slope's native module (use `import slope`)";
   py::object base = py::module_::import("builtins").attr("Exception");
-  gCompileError = py::reinterpret_borrow<py::object>(
-      PyErr_NewException("slope.CompileError", base.ptr(), nullptr));
-  gCallError = py::reinterpret_borrow<py::object>(
-      PyErr_NewException("slope.CallError", base.ptr(), nullptr));
-  gCopyWarning = py::reinterpret_borrow<py::object>(
-      PyErr_NewException("slope.CopyWarning", PyExc_UserWarning, nullptr));
+  gCompileError = PyErr_NewException("slope.CompileError", base.ptr(), nullptr);
+  gCallError = PyErr_NewException("slope.CallError", base.ptr(), nullptr);
+  gCopyWarning = PyErr_NewException("slope.CopyWarning", PyExc_UserWarning, nullptr);
   mod.attr("CompileError") = gCompileError;
   mod.attr("CallError") = gCallError;
   mod.attr("CopyWarning") = gCopyWarning;

@@ -20,8 +20,9 @@ constexpr int kOldestDriver = 12000;
 Api gApi{};
 Probe gProbe;
 
-/// dlopen's handle of the driver, or null with `tried` listing where it looked and why not.
-void* openDriver(std::string& tried) {
+/// dlopen's handle of the driver (`opened`: the name that worked), or null with `tried`
+/// listing where it looked and why not.
+void* openDriver(std::string& opened, std::string& tried) {
   std::vector<std::string> names;
   if (const char* env = std::getenv("SLOPE_CUDA_DRIVER"); env && *env) {
     names.emplace_back(env);
@@ -30,7 +31,10 @@ void* openDriver(std::string& tried) {
              "/usr/lib/wsl/lib/libcuda.so.1"};
   }
   for (const std::string& n : names) {
-    if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) return h;
+    if (void* h = dlopen(n.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+      opened = n;
+      return h;
+    }
     const char* e = dlerror();
     tried += "\n  " + (e ? std::string(e) : n + ": not found"); // (dlerror names the file)
   }
@@ -77,16 +81,18 @@ std::string resolve(void* h) {
 }
 
 void load() {
-  std::string tried;
-  void* h = openDriver(tried);
+  std::string opened, tried;
+  void* h = openDriver(opened, tried);
   if (!h) {
     gProbe.problem = "no CUDA driver library (libcuda.so.1, which the NVIDIA driver installs); "
                      "looked for:" +
                      tried;
     return;
   }
+  // The file the loader found (a bare soname resolves through its path), else the name.
   Dl_info info{};
-  gProbe.library = dladdr(dlsym(h, "cuInit"), &info) && info.dli_fname ? info.dli_fname : "";
+  void* any = dlsym(h, "cuInit");
+  gProbe.library = any && dladdr(any, &info) && info.dli_fname ? info.dli_fname : opened;
   if (std::string missing = resolve(h); !missing.empty()) {
     gProbe.problem = "the CUDA driver library " + gProbe.library + " has no " + missing +
                      " (a driver older than CUDA 12?)";

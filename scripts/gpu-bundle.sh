@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds what scripts/gpu-check.sh runs on a GPU machine that has no LLVM (docs/gpu.md):
 # slopec, the unit tests and the benchmarks linked to one libslope.so with LLVM inside
-# (-DSLOPE_STATIC_LLVM=ON), stripped and packed into BUILD/gpu-bundle.tar.xz (about 20 MB;
+# (-DSLOPE_STATIC_LLVM=ON), stripped and packed into BUILD/gpu-bundle.tar.xz (15 MB at 71c9696;
 # the device tool carries at most 64 MiB).
 #   scripts/gpu-bundle.sh [BUILD]     (default: build-gpu, beside build/)
 set -euo pipefail
