@@ -114,7 +114,7 @@ std::string hostOnly(const llvm::Function& fn, std::map<const llvm::Function*, s
 }
 
 /// Replaces fn's calls of math intrinsics and libm functions by libdevice's __nv_ functions.
-void useLibdevice(llvm::Function& fn, llvm::Module& m, bool& needed) {
+void useLibdevice(llvm::Function& fn, llvm::Module& m) {
   std::vector<llvm::CallInst*> calls;
   for (llvm::BasicBlock& bb : fn)
     for (llvm::Instruction& in : bb)
@@ -127,7 +127,6 @@ void useLibdevice(llvm::Function& fn, llvm::Module& m, bool& needed) {
                            ? callee->getName().str()
                            : std::string();
     if (libm.empty()) continue;
-    needed = true;
     if (libm == "lgamma_r" || libm == "lgammaf_r") { // (x, &sign) -> __nv_lgamma(x)
       llvm::Type* t = call->getType();
       auto nv = m.getOrInsertFunction(libm == "lgamma_r" ? "__nv_lgamma" : "__nv_lgammaf", t, t);
@@ -305,11 +304,11 @@ PtxModule emitPtx(const ir::Function& f, const PtxOptions& opt) {
   if (kernels.empty()) // (still a PTX module, with no kernel in it)
     m = std::make_unique<llvm::Module>(f.name, ctx);
 
-  bool math = false;
   for (llvm::Function& fn : *m)
-    if (!fn.isDeclaration()) useLibdevice(fn, *m, math); // (the host's go next)
+    if (!fn.isDeclaration()) useLibdevice(fn, *m); // (the host's go next)
   keepOnly(*m, kernels);
-  math = false;
+  // libdevice is linked where a kept function calls it.
+  bool math = false;
   for (llvm::Function& fn : *m)
     math = math || (fn.isDeclaration() && fn.getName().starts_with("__nv_"));
   m->setTargetTriple(kTriple);
