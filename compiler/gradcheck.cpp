@@ -1,6 +1,7 @@
 #include "compiler/gradcheck.hpp"
 
 #include "compiler/autodiff/autodiff.hpp"
+#include "compiler/autodiff/forward.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/simplify/simplify.hpp"
 
@@ -366,6 +367,281 @@ DrawnCheck checkDrawn(const ir::Function& f, const std::vector<std::optional<Ten
     }
   }
   return out;
+}
+
+namespace {
+
+ir::Function prepared(ir::Function f) {
+  simplify(f);
+  returnBuffersInPlace(f);
+  return f;
+}
+
+double maxAbs(const std::vector<Tensor>& ts) {
+  double m = 0;
+  for (const Tensor& t : ts)
+    if (isFloat(t.dtype()))
+      for (int64_t i = 0; i < t.numel(); ++i)
+        m = std::max(m, std::fabs(t.getF(i)));
+  return m;
+}
+
+/// sum_k <a_k, b_k> over float tensors, and sum_k <|a_k|, |b_k|> (the scale of its rounding).
+std::pair<double, double> dot(const std::vector<Tensor>& a, const std::vector<Tensor>& b) {
+  double s = 0, m = 0;
+  for (size_t k = 0; k < a.size(); ++k)
+    for (int64_t i = 0; i < a[k].numel(); ++i) {
+      s += a[k].getF(i) * b[k].getF(i);
+      m += std::fabs(a[k].getF(i) * b[k].getF(i));
+    }
+  return {s, m};
+}
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.10g", v);
+  return b;
+}
+
+} // namespace
+
+ForwardCheckResult checkForward(const ir::Function& f, const std::vector<Tensor>& args,
+                                const GradCheckOptions& opt, Runner* runner) {
+  bindSizes(f, args);
+  InterpRunner interp;
+  Runner& run = runner ? *runner : interp;
+  ForwardCheckResult res;
+  ir::Function g = differentiate(f, {}, opt.grad);
+  simplify(g);
+  Runnable fwdFn = run.prepare(f), jvpFn = run.prepare(prepared(jvp(f, {})));
+  Runnable gradFn = run.prepare(prepared(g)), f64Fn = run.prepare(promoteToF64(f));
+
+  // Tolerances: the loosest dtype among the float parameters and results.
+  DType dt = DType::F64;
+  for (const ir::Type& t : f.paramTypes)
+    if (t.dtype == DType::F32) dt = DType::F32;
+  for (int y : f.body.yields)
+    if (f.types[y].dtype == DType::F32) dt = DType::F32;
+  auto [rtol, atol] = defaultTolerances(dt);
+  if (opt.rtol) rtol = *opt.rtol;
+  if (opt.atol) atol = *opt.atol;
+  auto fail = [&](const std::string& why, bool exact = false) {
+    if (res.passed) {
+      res.failure = why;
+      res.exactFailed = exact;
+    }
+    res.passed = false;
+  };
+
+  std::vector<Tensor> fwd = fwdFn(args);
+  if (maxAbs(fwd) == INFINITY || std::isnan(maxAbs(fwd))) {
+    res.passed = false;
+    res.notFinite = "the value is not finite";
+    return res;
+  }
+  std::mt19937_64 rng(opt.seed + 31337);
+  auto randomLike = [&](const Tensor& like) {
+    Tensor t(like.dtype(), like.shape());
+    for (int64_t i = 0; i < t.numel(); ++i)
+      t.setF(i, normal(rng));
+    return t;
+  };
+  std::vector<Tensor> v, u, floatArgs, floatRes;
+  for (size_t p = 0; p < args.size(); ++p)
+    if (isFloat(f.paramTypes[p].dtype)) {
+      v.push_back(randomLike(args[p]));
+      floatArgs.push_back(args[p]);
+    }
+  bool scalarLoss = fwd.size() == 1 && isFloat(fwd[0].dtype()) && fwd[0].rank() == 0;
+  for (const Tensor& r : fwd)
+    if (isFloat(r.dtype())) {
+      floatRes.push_back(r);
+      u.push_back(scalarLoss ? Tensor::scalar(r.dtype(), 1.0) : randomLike(r));
+    }
+
+  // The JVP: its values are the function's, then J v.
+  std::vector<Tensor> jargs = args;
+  jargs.insert(jargs.end(), v.begin(), v.end());
+  std::vector<Tensor> jout = jvpFn(jargs);
+  for (size_t r = 0; r < fwd.size(); ++r)
+    for (int64_t i = 0; i < fwd[r].numel(); ++i) {
+      double a = jout[r].getF(i), b = fwd[r].getF(i);
+      if (!(std::fabs(a - b) <= 1e-12 * std::fabs(b) || (isFloat(fwd[r].dtype()) && a == b) ||
+            (dt == DType::F32 && std::fabs(a - b) <= 1e-6 * std::fabs(b)))) {
+        fail("the JVP's value " + std::to_string(r + 1) + " differs from the function's at " +
+                 indexString(fwd[r].shape(), i) + ": " + fmt(a) + " against " + fmt(b),
+             true);
+        return res;
+      }
+    }
+  std::vector<Tensor> Jv(jout.begin() + static_cast<long>(fwd.size()), jout.end());
+  if (std::isnan(maxAbs(Jv)) || maxAbs(Jv) == INFINITY) {
+    res.passed = false;
+    res.notFinite = "the JVP is not finite";
+    return res;
+  }
+
+  // <u, J v> against <J^T u, v>.
+  std::vector<Tensor> gargs = args;
+  if (!scalarLoss) gargs.insert(gargs.end(), u.begin(), u.end());
+  std::vector<Tensor> gout = gradFn(gargs);
+  std::vector<Tensor> JTu(gout.begin() + static_cast<long>(fwd.size()), gout.end());
+  if (std::isnan(maxAbs(JTu)) || maxAbs(JTu) == INFINITY) {
+    res.passed = false;
+    res.notFinite = "the gradient is not finite";
+    return res;
+  }
+  auto [uJv, s1] = dot(u, Jv);
+  auto [JTuv, s2] = dot(JTu, v);
+  res.uJv = uJv;
+  res.JTuv = JTuv;
+  if (!(std::fabs(uJv - JTuv) <= atol + rtol * std::max(s1, s2)))
+    fail("<u, J v> = " + fmt(uJv) + " but <J^T u, v> = " + fmt(JTuv), true);
+
+  // <u, J v> against a central difference of <u, f(x + t v)> (in f64), extrapolated.
+  std::vector<Tensor> xs, vs;
+  for (const Tensor& a : args)
+    xs.push_back(toF64(a));
+  for (const Tensor& t : v)
+    vs.push_back(toF64(t));
+  const double xmax = std::max(1.0, maxAbs(xs)), vmax = std::max(1e-300, maxAbs(vs));
+  auto phi = [&](double t) {
+    std::vector<Tensor> x = xs;
+    size_t k = 0;
+    for (size_t p = 0; p < x.size(); ++p) {
+      if (!isFloat(x[p].dtype())) continue;
+      for (int64_t i = 0; i < x[p].numel(); ++i)
+        x[p].setF(i, x[p].getF(i) + t * vs[k].getF(i));
+      ++k;
+    }
+    std::vector<Tensor> r = f64Fn(x);
+    double s = 0, m = 0;
+    size_t j = 0;
+    for (const Tensor& y : r) {
+      if (!isFloat(y.dtype())) continue;
+      for (int64_t i = 0; i < y.numel(); ++i) {
+        s += u[j].getF(i) * y.getF(i);
+        m += std::fabs(u[j].getF(i) * y.getF(i));
+      }
+      ++j;
+    }
+    return std::make_pair(s, m);
+  };
+  {
+    bool ok = false;
+    double best = INFINITY;
+    for (double factor : {1.0, 0.1, 0.01, 10.0}) {
+      const double h = std::cbrt(kEps) * xmax / vmax * factor;
+      auto [a1, m1] = phi(h);
+      auto [b1, n1] = phi(-h);
+      auto [a2, m2] = phi(2 * h);
+      auto [b2, n2] = phi(-2 * h);
+      if (!std::isfinite(a1 + b1 + a2 + b2)) continue;
+      const double D1 = (a1 - b1) / (2 * h), D2 = (a2 - b2) / (4 * h);
+      const double R = (4 * D1 - D2) / 3;
+      const double round = 4.5 * 64 * kEps * std::max({m1, n1, m2, n2}) / h;
+      const double e = std::fabs(uJv - R);
+      if (e < best) {
+        best = e;
+        res.fd = R;
+      }
+      if (e <= atol + rtol * std::max(std::fabs(R), s1) + std::fabs(D1 - D2) / 3 + round) ok = true;
+      if (ok) break;
+    }
+    if (!ok) fail("<u, J v> = " + fmt(uJv) + " but finite differences give " + fmt(res.fd));
+  }
+
+  // The HVP, for a scalar function.
+  if (!scalarLoss) return res;
+  ir::Function h;
+  try {
+    h = prepared(hvp(g, {}));
+  } catch (const GradError& e) {
+    res.hvpSkipped = e.what();
+    return res;
+  }
+  res.hvpChecked = true;
+  Runnable hvpFn = run.prepare(h);
+  const size_t ng = JTu.size();
+  auto Hof = [&](const std::vector<Tensor>& dir) {
+    std::vector<Tensor> a = args;
+    a.insert(a.end(), dir.begin(), dir.end());
+    std::vector<Tensor> o = hvpFn(a);
+    return std::vector<Tensor>(o.end() - static_cast<long>(ng), o.end());
+  };
+  std::vector<Tensor> Hv = Hof(v);
+  if (std::isnan(maxAbs(Hv)) || maxAbs(Hv) == INFINITY) {
+    res.hvpChecked = false;
+    res.hvpSkipped = "the HVP is not finite";
+    return res;
+  }
+  // Symmetry: <w, H v> = <H w, v>.
+  {
+    std::vector<Tensor> w;
+    for (const Tensor& t : v)
+      w.push_back(randomLike(t));
+    std::vector<Tensor> Hw = Hof(w);
+    auto [wHv, t1] = dot(w, Hv);
+    auto [Hwv, t2] = dot(Hw, v);
+    if (!(std::fabs(wHv - Hwv) <= atol + rtol * std::max(t1, t2)))
+      fail("the HVP is not symmetric: <w, H v> = " + fmt(wHv) + " but <H w, v> = " + fmt(Hwv),
+           true);
+  }
+  // Element by element against differences of the (f64) gradient along v.
+  Runnable g64 = run.prepare(prepared(differentiate(promoteToF64(f), {}, opt.grad)));
+  auto gradAt = [&](double t) {
+    std::vector<Tensor> x = xs;
+    size_t k = 0;
+    for (size_t p = 0; p < x.size(); ++p) {
+      if (!isFloat(x[p].dtype())) continue;
+      for (int64_t i = 0; i < x[p].numel(); ++i)
+        x[p].setF(i, x[p].getF(i) + t * vs[k].getF(i));
+      ++k;
+    }
+    std::vector<Tensor> o = g64(x);
+    return std::vector<Tensor>(o.end() - static_cast<long>(ng), o.end());
+  };
+  std::vector<std::vector<double>> best(ng);
+  std::vector<std::vector<char>> ok(ng);
+  for (size_t p = 0; p < ng; ++p) {
+    best[p].assign(static_cast<size_t>(Hv[p].numel()), INFINITY);
+    ok[p].assign(static_cast<size_t>(Hv[p].numel()), 0);
+  }
+  for (double factor : {1.0, 0.1, 0.01, 10.0}) {
+    const double hh = std::cbrt(kEps) * xmax / vmax * factor;
+    std::vector<Tensor> a1 = gradAt(hh), b1 = gradAt(-hh), a2 = gradAt(2 * hh),
+                        b2 = gradAt(-2 * hh);
+    const double gmax = std::max({maxAbs(a1), maxAbs(b1), maxAbs(a2), maxAbs(b2), maxAbs(JTu)});
+    if (!std::isfinite(gmax)) continue;
+    bool all = true;
+    for (size_t p = 0; p < ng; ++p)
+      for (int64_t i = 0; i < Hv[p].numel(); ++i) {
+        size_t ii = static_cast<size_t>(i);
+        if (ok[p][ii]) continue;
+        const double D1 = (a1[p].getF(i) - b1[p].getF(i)) / (2 * hh);
+        const double D2 = (a2[p].getF(i) - b2[p].getF(i)) / (4 * hh);
+        const double R = (4 * D1 - D2) / 3;
+        const double round = 4.5 * 64 * kEps * gmax / hh;
+        const double e = std::fabs(Hv[p].getF(i) - R);
+        best[p][ii] = std::min(best[p][ii], e);
+        if (e <= atol + rtol * std::fabs(R) + std::fabs(D1 - D2) / 3 + round)
+          ok[p][ii] = 1;
+        else
+          all = false;
+      }
+    if (all) break;
+  }
+  for (size_t p = 0; p < ng; ++p)
+    for (int64_t i = 0; i < Hv[p].numel(); ++i) {
+      res.hvpMaxAbsErr = std::max(res.hvpMaxAbsErr, best[p][static_cast<size_t>(i)]);
+      if (!ok[p][static_cast<size_t>(i)]) {
+        fail("H v of gradient " + std::to_string(p + 1) + " at " + indexString(Hv[p].shape(), i) +
+             " is " + fmt(Hv[p].getF(i)) + ", off finite differences of the gradient by " +
+             fmt(best[p][static_cast<size_t>(i)]));
+        return res;
+      }
+    }
+  return res;
 }
 
 } // namespace slope

@@ -107,6 +107,29 @@ DrawnCheck checkDrawn(const ir::Function& f, const std::vector<std::optional<Ten
                       const std::map<std::string, int64_t>& sizes, const GradCheckOptions& opt,
                       Runner* runner = nullptr);
 
+/// What checkForward found. The three checks of forward mode: the identity
+/// <u, J v> = <J^T u, v> between the JVP and the VJP (both exact up to rounding, so its
+/// tolerance is tight), the JVP against a central difference of <u, f(x + t v)> along v, and,
+/// for a scalar f, the Hessian-vector product (forward over reverse) against central
+/// differences of the gradient along v, element by element, and the symmetry
+/// <w, H v> = <H w, v>.
+struct ForwardCheckResult {
+  bool passed = true;
+  std::string notFinite;    // why no comparison was made (as GradCheckResult::notFinite)
+  std::string failure;      // the first check that failed, with its numbers
+  bool exactFailed = false; // it was a check without truncation error (the identity, the
+                            // JVP's values, the HVP's symmetry): not a kink within a step
+  double uJv = 0, JTuv = 0, fd = 0;
+  bool hvpChecked = false;
+  std::string hvpSkipped; // why no HVP was built (an op without a second derivative)
+  double hvpMaxAbsErr = 0;
+};
+
+/// Checks f's JVP (and, for a scalar f, its HVP) at args with random tangents and
+/// cotangents from opt.seed; tolerances as checkGradient's (opt.rtol, opt.atol).
+ForwardCheckResult checkForward(const ir::Function& f, const std::vector<Tensor>& args,
+                                const GradCheckOptions& opt = {}, Runner* runner = nullptr);
+
 /// Random arguments for f: every size from `sizes` (default 3), floats ~ N(0, 1), integers
 /// uniform in [0, 3), bools fair coins. Deterministic for a seed. An argument too large for
 /// this machine is a std::length_error naming it and saying how many bytes it needs.

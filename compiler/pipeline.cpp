@@ -1,6 +1,7 @@
 #include "compiler/pipeline.hpp"
 
 #include "compiler/autodiff/autodiff.hpp"
+#include "compiler/autodiff/forward.hpp"
 #include "compiler/check/check.hpp"
 #include "compiler/parse/parser.hpp"
 #include "compiler/simplify/simplify.hpp"
@@ -91,6 +92,35 @@ ir::Function Program::gradient(const std::string& name, const std::vector<std::s
     returnBuffersInPlace(g);
   });
   return g;
+}
+
+ir::Function Program::jvp(const std::string& name, const std::vector<std::string>& wrt) const {
+  ir::Function f = forward(name), j;
+  withLargeStack([&] {
+    j = slope::jvp(f, wrt);
+    simplify(j);
+    returnBuffersInPlace(j);
+  });
+  return j;
+}
+
+ir::Function Program::hvp(const std::string& name, const std::vector<std::string>& wrt,
+                          const GradOptions& opt) const {
+  ir::Function f = forward(name), h;
+  withLargeStack([&] {
+    std::vector<std::string> w = resolveWrt(f, wrt);
+    const auto& ys = f.body.yields;
+    if (ys.size() != 1 || !isFloat(f.types[ys[0]].dtype) || f.types[ys[0]].rank() != 0)
+      throw GradError("a Hessian-vector product needs a function with one scalar float result; '" +
+                      name + "' returns " + std::to_string(ys.size()) + " value(s)" +
+                      (ys.size() == 1 ? " of type " + f.types[ys[0]].str() : std::string()));
+    ir::Function g = differentiate(f, w, opt);
+    simplify(g);
+    h = slope::hvp(g, w);
+    simplify(h);
+    returnBuffersInPlace(h);
+  });
+  return h;
 }
 
 } // namespace slope

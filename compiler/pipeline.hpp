@@ -42,6 +42,12 @@ public:
     return gradient(name, wrt, o);
   }
 
+  /// Forward mode: NAME_jvp (see jvp() in compiler/autodiff/forward.hpp).
+  ir::Function jvp(const std::string& name, const std::vector<std::string>& wrt) const;
+  /// Hessian-vector product of a scalar function: NAME_hvp (see hvp()).
+  ir::Function hvp(const std::string& name, const std::vector<std::string>& wrt,
+                   const GradOptions& opt = {}) const;
+
 private:
   Program() = default;
   void build();

@@ -308,7 +308,7 @@ void Reverse::structural(const Instr& in, int buf) {
         int others = b_.ifElse(
             nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
             [&] {
-              int self = linear(idx, in.extents);
+              int self = b_.linearIndex(idx, in.extents);
               return b_.region(Op::ReduceProd, in.extents, ir::Type{dt, {}},
                                [&](const std::vector<int>& k) {
                                  auto saved = primal_;
@@ -316,7 +316,7 @@ void Reverse::structural(const Instr& in, int buf) {
                                  emitClone(body);
                                  int xk = primal(body.yields[0]);
                                  primal_ = saved;
-                                 int same = b_.binary(Op::Eq, linear(k, in.extents), self);
+                                 int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
                                  return b_.select(same, b_.constant(dt, 1), xk);
                                });
             });
@@ -340,7 +340,7 @@ void Reverse::structural(const Instr& in, int buf) {
       primal_ = saved;
       return v;
     });
-    auto rev = [&] { reverseBody(body, unflatten(at, in.extents), [&] { return g; }); };
+    auto rev = [&] { reverseBody(body, b_.unflatten(at, in.extents), [&] { return g; }); };
     bool nonEmpty = true;
     for (const Poly& p : in.extents)
       nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();

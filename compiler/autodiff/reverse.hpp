@@ -138,22 +138,6 @@ private:
   /// Reverses a region body in the current block, seeding its yield with `seed`.
   void reverseBody(const Block& fb, const std::vector<int>& idx, const std::function<int()>& seed);
 
-  int linear(const std::vector<int>& idx, const std::vector<Poly>& ext) {
-    int lin = b_.constInt(0);
-    for (size_t k = 0; k < idx.size(); ++k)
-      lin = b_.binary(Op::Add, b_.binary(Op::Mul, lin, b_.size(ext[k])), idx[k]);
-    return lin;
-  }
-  std::vector<int> unflatten(int lin, const std::vector<Poly>& ext) {
-    std::vector<int> idx(ext.size());
-    for (size_t k = ext.size(); k-- > 0;) {
-      int e = b_.size(ext[k]);
-      idx[k] = b_.binary(Op::Mod, lin, e);
-      lin = b_.binary(Op::Div, lin, e);
-    }
-    return idx;
-  }
-
   void tapeNestedReductions();
 
   /// Element-wise loops (`for` regions that are not user loops: a row write, a whole-var

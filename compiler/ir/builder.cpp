@@ -135,6 +135,23 @@ Block Builder::buildBlock(const std::vector<int>& args, const std::function<int(
   return b;
 }
 
+int Builder::linearIndex(const std::vector<int>& idx, const std::vector<Poly>& ext) {
+  int lin = constInt(0);
+  for (size_t k = 0; k < idx.size(); ++k)
+    lin = binary(Op::Add, binary(Op::Mul, lin, size(ext[k])), idx[k]);
+  return lin;
+}
+
+std::vector<int> Builder::unflatten(int lin, const std::vector<Poly>& ext) {
+  std::vector<int> idx(ext.size());
+  for (size_t k = ext.size(); k-- > 0;) {
+    int e = size(ext[k]);
+    idx[k] = binary(Op::Mod, lin, e);
+    lin = binary(Op::Div, lin, e);
+  }
+  return idx;
+}
+
 int Builder::region(Op op, const std::vector<Poly>& extents, const Type& t, const BodyFn& body,
                     SrcRange loc) {
   std::vector<int> idx;

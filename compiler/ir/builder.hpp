@@ -51,6 +51,10 @@ public:
   /// if c { then() } else { els() } for effects only (the adjoint of an if).
   void ifEffect(int c, const std::function<void()>& then, const std::function<void()>& els);
 
+  /// The row-major position of index values idx in a space of extents ext, and back.
+  int linearIndex(const std::vector<int>& idx, const std::vector<Poly>& ext);
+  std::vector<int> unflatten(int lin, const std::vector<Poly>& ext);
+
   /// The block being appended to, for passes that splice instructions themselves.
   Block& current() { return *stack_.back(); }
 

@@ -40,6 +40,36 @@ TEST_P(GradTable, MatchesFiniteDifferences) {
   }
 }
 
+// Forward mode on the same cases: the JVP against the VJP (<u, J v> = <J^T u, v>) and finite
+// differences, and the HVP against differences of the gradient.
+TEST_P(GradTable, ForwardModeMatches) {
+  const CaseParam& p = GetParam();
+  std::string src = instantiate(p.c->source, p.dtype);
+  auto prog = Program::fromString(std::string(p.c->name) + ".slope", src);
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics() << src;
+  ir::Function f = prog->forward("f");
+  const std::vector<std::map<std::string, int64_t>> shapes = {
+      {}, {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 5}}};
+  int hvps = 0;
+  for (const auto& sizes : shapes) {
+    for (uint64_t seed = 0; seed < 3; ++seed) {
+      std::vector<Tensor> args = randomArgs(f, sizes, seed);
+      GradCheckOptions opt;
+      opt.seed = seed;
+      ForwardCheckResult r = checkForward(f, args, opt);
+      if (!r.notFinite.empty()) continue;
+      EXPECT_TRUE(r.passed) << p.c->name << " (" << p.dtype << ") seed " << seed
+                            << " n=" << args[0].numel() << ": " << r.failure;
+      hvps += r.hvpChecked;
+      // Only digamma (lgamma's derivative) lacks a derivative of its own.
+      if (!r.hvpChecked && r.hvpSkipped.find("digamma") == std::string::npos) {
+        EXPECT_EQ(r.hvpSkipped, "") << p.c->name;
+      }
+    }
+  }
+  (void)hvps;
+}
+
 INSTANTIATE_TEST_SUITE_P(Ops, GradTable, ::testing::ValuesIn(allCaseParams()),
                          caseParamName<::testing::TestParamInfo<CaseParam>>);
 

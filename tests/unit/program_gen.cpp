@@ -1456,6 +1456,7 @@ const char* verdictName(Verdict v) {
   case Verdict::JitGradient: return "JIT gradient differs from the evaluator";
   case Verdict::FiniteDifferences: return "gradient differs from finite differences";
   case Verdict::Schedule: return "checkpointed gradient differs from the plain one";
+  case Verdict::ForwardMode: return "forward mode (JVP or HVP) differs";
   case Verdict::Crashed: return "crashed";
   }
   return "?";
@@ -1674,6 +1675,41 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
       } else {
         if (auto o = outOfRange()) return *o;
         return {Verdict::FiniteDifferences, first + " (and at a second point: " + d + ")"};
+      }
+    }
+  }
+
+  if (all || focus == Verdict::ForwardMode) {
+    // The JVP against the VJP (exact: one failure is enough) and against finite differences,
+    // the HVP against differences of the gradient (kinks: fail only when a second point fails
+    // too). Seeds 1 mod 4 run them on the JIT, the others on the evaluator.
+    std::string first;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      std::vector<Tensor> a = attempt ? randomArgs(f, sizes, argSeed + 1000) : args;
+      ForwardCheckResult r;
+      try {
+        GradCheckOptions o;
+        o.seed = p.seed;
+        if (p.seed % 4 == 1) {
+          if (!jitReversed_) {
+            codegen::JitOptions jo;
+            jo.reverseParallel = true;
+            jitReversed_ = std::make_unique<JitRunner>(jo);
+          }
+          r = checkForward(f, a, o, jitReversed_.get());
+        } else {
+          r = checkForward(f, a, o);
+        }
+      } catch (const std::exception& e) {
+        return {Verdict::Threw, std::string("forward mode: ") + e.what()};
+      }
+      if (r.passed || !r.notFinite.empty()) break;
+      if (r.exactFailed) return {Verdict::ForwardMode, r.failure};
+      if (attempt == 0) {
+        first = r.failure;
+      } else {
+        if (auto o = outOfRange()) return *o;
+        return {Verdict::ForwardMode, first + " (and at a second point: " + r.failure + ")"};
       }
     }
   }

@@ -132,6 +132,7 @@ enum class Verdict {
   JitGradient,       // JIT gradient != evaluator gradient
   FiniteDifferences, // gradient != central differences (at two points)
   Schedule,          // a checkpointed gradient differs (bitwise) from the plain one
+  ForwardMode,       // the JVP or HVP disagrees with the VJP or finite differences
   Crashed,           // the process died (a signal) or took over a minute (isolated checks)
 };
 const char* verdictName(Verdict v);

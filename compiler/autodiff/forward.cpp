@@ -1,0 +1,532 @@
+// Forward mode (compiler/autodiff/forward.hpp).
+#include "compiler/autodiff/forward.hpp"
+
+#include "compiler/autodiff/autodiff.hpp"
+#include "compiler/autodiff/rules.hpp"
+#include "compiler/ir/builder.hpp"
+#include "compiler/simplify/simplify.hpp"
+
+#include <algorithm>
+
+namespace slope {
+namespace {
+
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+
+/// Whether block b writes memory it does not make itself (a var or accumulator outside it):
+/// then running it twice, once for the value and once for the tangent, would write twice.
+/// A reduction tape's store (kTapeOnce) writes the same value however often it runs.
+bool writesOutside(const Block& b) {
+  std::set<int> own = ir::definedIn(b);
+  bool w = false;
+  ir::forEachInstr(b, [&](const Instr& i) {
+    if ((i.op == Op::BufStore || i.op == Op::BufAdd) && !own.count(i.args[0]) &&
+        !(i.op == Op::BufStore && i.ival == ir::kTapeOnce))
+      w = true;
+  });
+  return w;
+}
+
+class Forward final : public ad::RuleCtx {
+public:
+  explicit Forward(const ir::Function& src) : src_(src), out_(src), b_(out_) {
+    out_.body = Block{};
+  }
+
+  ir::Function run(const std::vector<std::string>& wrtIn);
+
+  // RuleCtx: the adjoint rules, run with g = 1, give the partials (see forward.hpp).
+  ir::Builder& b() override { return b_; }
+  const Instr& instr() override { return *cur_; }
+  int x(int k) override { return primal(cur_->args[k]); }
+  int y() override { return primal(cur_->result); }
+  int g() override {
+    if (one_ < 0) one_ = b_.constant(src_.types[cur_->result].dtype, 1.0);
+    return one_;
+  }
+  void acc(int k, int partial) override {
+    int t = tan_[cur_->args[k]];
+    if (t < 0) return;
+    int term = b_.binary(Op::Mul, partial, t);
+    DType want = src_.types[cur_->result].dtype;
+    if (out_.types[term].dtype != want) term = b_.cast(term, want);
+    sum_ = sum_ < 0 ? term : b_.binary(Op::Add, sum_, term);
+  }
+  const Instr* def(int k) override { return def_[cur_->args[k]]; }
+  bool needs(int k) override { return tan_[cur_->args[k]] >= 0; }
+
+private:
+  bool active(int v) const { return active_[v] != 0; }
+  int primal(int v) const { return primal_[v] >= 0 ? primal_[v] : v; }
+  void mapArgs(const Block& b, const std::vector<int>& idx) {
+    for (size_t k = 0; k < b.args.size(); ++k)
+      primal_[b.args[k]] = idx[k];
+  }
+
+  void analyze(const Block& b);
+  void setActive(int v) {
+    if (active_[v]) return;
+    active_[v] = 1;
+    changed_ = true;
+  }
+
+  /// The instruction as forward code, with the current value map (regions cloned).
+  void emitPrimal(const Instr& in);
+  Block clonePrimal(const Block& r);
+  /// Forward code and tangent code for a block, into the current one.
+  void fwdBlock(const Block& b) {
+    for (const Instr& in : b.body)
+      fwdInstr(in);
+  }
+  void fwdInstr(const Instr& in);
+  void tangentEffect(const Instr& in);
+  void tangentStructural(const Instr& in);
+  /// A region whose body writes memory outside it, run once for the value and the tangent
+  /// together: a comprehension or a sum as a loop, an `if` as one with effects only, each
+  /// leaving its value and tangent in buffers (the other reductions are not supported).
+  void loopForm(const Instr& in);
+  bool writesActive(const Instr& in) const {
+    bool w = false;
+    for (const Block& r : in.regions)
+      ir::forEachInstr(r, [&](const Instr& i) {
+        if ((i.op == Op::BufStore || i.op == Op::BufAdd) && active(i.args[0])) w = true;
+      });
+    return w;
+  }
+  /// buf = v, for a buffer and a value of the same type.
+  void storeWhole(int buf, int v, const ir::Type& t) {
+    if (t.rank() == 0) return store(Op::BufStore, buf, {}, v);
+    Instr like;
+    like.op = Op::Comp;
+    like.extents = t.shape;
+    emitFor(like, [&](const std::vector<int>& idx) {
+      store(Op::BufStore, buf, idx, b_.load(v, idx, "", {}, /*checked=*/true));
+    });
+  }
+  /// The tangent of v, or a zero of its type where v has none.
+  int tanOrZero(int v) {
+    if (tan_[v] >= 0) return tan_[v];
+    const ir::Type& t = src_.types[v];
+    if (t.rank() == 0) return b_.constant(t.dtype, 0);
+    DType dt = t.dtype;
+    return b_.region(Op::Comp, t.shape, t,
+                     [&](const std::vector<int>&) { return b_.constant(dt, 0); });
+  }
+  /// A loop with fresh index values; body(idx) emits its effects.
+  void emitFor(const Instr& like, const std::function<void(const std::vector<int>&)>& body) {
+    Instr c;
+    c.op = Op::For;
+    c.ival = like.op == Op::For ? like.ival : 0;
+    c.extents = like.extents;
+    c.loc = like.loc;
+    for (int a : like.args)
+      c.args.push_back(primal(a));
+    std::vector<int> idx;
+    for (size_t k = 0; k < like.extents.size(); ++k)
+      idx.push_back(out_.newValue(ir::Type{DType::I64, {}}));
+    c.regions.push_back(b_.buildBlock(idx, [&] {
+      body(idx);
+      return -1;
+    }));
+    b_.emitEffect(std::move(c));
+  }
+  void store(Op op, int buf, const std::vector<int>& idx, int v, const Instr* like = nullptr) {
+    Instr s;
+    s.op = op;
+    s.args.push_back(buf);
+    s.args.insert(s.args.end(), idx.begin(), idx.end());
+    s.args.push_back(v);
+    if (like) {
+      s.checked = like->checked;
+      s.name = like->name;
+      s.loc = like->loc;
+      s.ival = like->ival < 0 ? like->ival : 0; // a tape's tag stays; a user write's does not
+    } else {
+      s.checked = true;
+    }
+    b_.emitEffect(std::move(s));
+  }
+
+  const ir::Function& src_;
+  ir::Function out_;
+  ir::Builder b_;
+  std::vector<char> active_;
+  std::vector<const Instr*> def_;
+  std::vector<int> primal_; // forward value -> its value in out_ (-1: the same id)
+  std::vector<int> tan_;    // forward value -> its tangent in out_ (-1: zero)
+  bool changed_ = false;
+  const Instr* cur_ = nullptr;
+  int one_ = -1, sum_ = -1;
+};
+
+void Forward::analyze(const Block& b) {
+  for (const Instr& in : b.body) {
+    for (const Block& r : in.regions)
+      analyze(r);
+    if ((in.op == Op::BufStore || in.op == Op::BufAdd) && active(in.args.back()) &&
+        isFloat(src_.types[in.args[0]].dtype))
+      setActive(in.args[0]);
+    if (in.result < 0) continue;
+    def_[in.result] = &in;
+    if (!isFloat(src_.types[in.result].dtype) || in.op == Op::Param) continue;
+    bool act = false;
+    switch (ir::opKind(in.op)) {
+    case ir::OpKind::Region:
+      for (const Block& r : in.regions)
+        for (int y : r.yields)
+          act = act || active(y);
+      break;
+    case ir::OpKind::Memory:
+      if (in.op == Op::Load) {
+        act = active(in.args[0]);
+        break;
+      }
+      [[fallthrough]];
+    default:
+      for (int a : in.args)
+        act = act || active(a);
+    }
+    if (act) setActive(in.result);
+  }
+}
+
+void Forward::emitPrimal(const Instr& in) {
+  Instr c = in;
+  c.regions.clear();
+  for (int& a : c.args)
+    a = primal(a);
+  for (const Block& r : in.regions)
+    c.regions.push_back(clonePrimal(r));
+  if (in.result >= 0) {
+    ir::Type rt = src_.types[in.result];
+    c.result = out_.newValue(rt);
+    primal_[in.result] = c.result;
+  }
+  b_.current().body.push_back(std::move(c));
+}
+
+Block Forward::clonePrimal(const Block& r) {
+  std::vector<int> args;
+  for (int a : r.args) {
+    int fresh = out_.newValue(ir::Type{DType::I64, {}});
+    primal_[a] = fresh;
+    args.push_back(fresh);
+  }
+  Block out = b_.buildBlock(args, [&] {
+    for (const Instr& in : r.body)
+      emitPrimal(in);
+    return -1;
+  });
+  for (int y : r.yields)
+    out.yields.push_back(primal(y));
+  return out;
+}
+
+void Forward::fwdInstr(const Instr& in) {
+  if (in.op == Op::Param) { // the parameters keep their ids; tangents are set up in run()
+    b_.current().body.push_back(in);
+    return;
+  }
+  if (in.op == Op::For) {
+    // Value and tangent in the same iteration: no tape, whatever state the loop carries.
+    emitFor(in, [&](const std::vector<int>& idx) {
+      mapArgs(in.regions[0], idx);
+      fwdBlock(in.regions[0]);
+    });
+    return;
+  }
+  if (in.op == Op::If && in.result < 0) {
+    b_.ifEffect(
+        primal(in.args[0]), [&] { fwdBlock(in.regions[0]); }, [&] { fwdBlock(in.regions[1]); });
+    return;
+  }
+  if (ir::opKind(in.op) == ir::OpKind::Region && in.result >= 0) {
+    // Running such a body a second time for the tangent would repeat its writes.
+    bool writes = false;
+    for (const Block& r : in.regions)
+      writes = writes || writesOutside(r);
+    if (writes && (active(in.result) || writesActive(in))) return loopForm(in);
+    // A tape the body fills (kTapeOnce) whose values have tangents gets a tangent tape, filled
+    // at every element, also where the tangent of the result needs only one (max, min) or
+    // none (the result is inactive).
+    if (writesActive(in)) {
+      if (in.op == Op::If) return loopForm(in);
+      bool some = in.op == Op::ReduceMax || in.op == Op::ReduceMin || in.op == Op::ArgMax ||
+                  in.op == Op::ArgMin;
+      if (some || !active(in.result)) {
+        emitPrimal(in);
+        emitFor(in, [&](const std::vector<int>& idx) {
+          mapArgs(in.regions[0], idx);
+          fwdBlock(in.regions[0]);
+        });
+        if (active(in.result)) tangentStructural(in);
+        return;
+      }
+    }
+  }
+  emitPrimal(in);
+  if (in.result < 0) return tangentEffect(in);
+  if (!active(in.result)) return;
+  const ad::Rule& r = ad::ruleFor(in.op);
+  switch (r.kind) {
+  case ad::RuleKind::Formula:
+    cur_ = &in;
+    one_ = sum_ = -1;
+    r.fn(*this);
+    tan_[in.result] = sum_;
+    cur_ = nullptr;
+    return;
+  case ad::RuleKind::ZeroDerivative: return;
+  case ad::RuleKind::NotDifferentiable:
+    throw GradError(std::string("'") + ir::opName(in.op) + "' cannot be differentiated (" + r.math +
+                    ")");
+  case ad::RuleKind::Structural: return tangentStructural(in);
+  }
+}
+
+void Forward::tangentEffect(const Instr& in) {
+  if (in.op != Op::BufStore && in.op != Op::BufAdd) return; // size.def
+  int buf = in.args[0];
+  if (!active(buf)) return;
+  int v = in.args.back();
+  if (in.op == Op::BufAdd && tan_[v] < 0) return;
+  std::vector<int> idx;
+  for (size_t k = 1; k + 1 < in.args.size(); ++k)
+    idx.push_back(primal(in.args[k]));
+  // A store of an inactive value into an active var still sets its tangent (to zero).
+  store(in.op, tan_[buf], idx, tanOrZero(v), &in);
+}
+
+void Forward::tangentStructural(const Instr& in) {
+  const ir::Type& t = src_.types[in.result];
+  DType dt = t.dtype;
+  switch (in.op) {
+  case Op::Load: {
+    if (tan_[in.args[0]] < 0) return;
+    std::vector<int> idx;
+    for (size_t k = 1; k < in.args.size(); ++k)
+      idx.push_back(primal(in.args[k]));
+    tan_[in.result] = b_.load(tan_[in.args[0]], idx, in.name, in.loc, in.checked);
+    return;
+  }
+  case Op::Stack: {
+    Instr s;
+    s.op = Op::Stack;
+    for (int a : in.args)
+      s.args.push_back(tanOrZero(a));
+    tan_[in.result] = b_.emit(std::move(s), t);
+    return;
+  }
+  case Op::BufZeros: tan_[in.result] = b_.bufZeros(t); return;
+  case Op::Comp:
+  case Op::ReduceSum: {
+    const Block& body = in.regions[0];
+    tan_[in.result] = b_.region(
+        in.op, in.extents, t,
+        [&](const std::vector<int>& idx) {
+          mapArgs(body, idx);
+          fwdBlock(body);
+          return tanOrZero(body.yields[0]);
+        },
+        in.loc);
+    return;
+  }
+  case Op::ReduceLse: {
+    // d lse = sum_j softmax_j dx_j, softmax_j = exp(x_j - lse).
+    const Block& body = in.regions[0];
+    int lse = primal(in.result);
+    tan_[in.result] = b_.region(
+        Op::ReduceSum, in.extents, t,
+        [&](const std::vector<int>& idx) {
+          mapArgs(body, idx);
+          fwdBlock(body);
+          int w = b_.unary(Op::Exp, b_.binary(Op::Sub, primal(body.yields[0]), lse));
+          return b_.binary(Op::Mul, w, tanOrZero(body.yields[0]));
+        },
+        in.loc);
+    return;
+  }
+  case Op::ReduceProd: {
+    // d prod = sum_j dx_j prod_{k != j} x_k; the product of the others is P / x_j when
+    // x_j != 0, and recomputed only where x_j = 0 (as the adjoint does).
+    const Block& body = in.regions[0];
+    int P = primal(in.result);
+    tan_[in.result] = b_.region(
+        Op::ReduceSum, in.extents, t,
+        [&](const std::vector<int>& idx) {
+          mapArgs(body, idx);
+          fwdBlock(body);
+          int xj = primal(body.yields[0]);
+          int dxj = tanOrZero(body.yields[0]);
+          int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
+          int others = b_.ifElse(
+              nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
+              [&] {
+                int self = b_.linearIndex(idx, in.extents);
+                return b_.region(
+                    Op::ReduceProd, in.extents, ir::Type{dt, {}}, [&](const std::vector<int>& k) {
+                      auto saved = primal_;
+                      mapArgs(body, k);
+                      for (const Instr& i : body.body)
+                        emitPrimal(i);
+                      int xk = primal(body.yields[0]);
+                      primal_ = saved;
+                      int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
+                      return b_.select(same, b_.constant(dt, 1), xk);
+                    });
+              });
+          return b_.binary(Op::Mul, dxj, others);
+        },
+        in.loc);
+    return;
+  }
+  case Op::ReduceMax:
+  case Op::ReduceMin: {
+    // The tangent of the first extremal element (the one the adjoint also picks).
+    const Block& body = in.regions[0];
+    Op arg = in.op == Op::ReduceMax ? Op::ArgMax : Op::ArgMin;
+    int at = b_.region(arg, in.extents, ir::Type{DType::I64, {}}, [&](const std::vector<int>& k) {
+      mapArgs(body, k);
+      for (const Instr& i : body.body)
+        emitPrimal(i);
+      return primal(body.yields[0]);
+    });
+    auto there = [&] {
+      mapArgs(body, b_.unflatten(at, in.extents));
+      fwdBlock(body);
+      return tanOrZero(body.yields[0]);
+    };
+    bool nonEmpty = true;
+    for (const Poly& p : in.extents)
+      nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();
+    tan_[in.result] = nonEmpty ? there()
+                               : b_.ifElse(b_.binary(Op::Ge, at, b_.constInt(0)), t, there,
+                                           [&] { return b_.constant(dt, 0); });
+    return;
+  }
+  case Op::If: {
+    auto branch = [&](const Block& blk) {
+      fwdBlock(blk);
+      return tanOrZero(blk.yields[0]);
+    };
+    tan_[in.result] = b_.ifElse(
+        primal(in.args[0]), t, [&] { return branch(in.regions[0]); },
+        [&] { return branch(in.regions[1]); });
+    return;
+  }
+  default:
+    throw GradError(std::string("internal error: no tangent for '") + ir::opName(in.op) + "'");
+  }
+}
+
+void Forward::loopForm(const Instr& in) {
+  const ir::Type& t = src_.types[in.result];
+  if (in.op == Op::If) {
+    int val = b_.bufZeros(t), tan = b_.bufZeros(t);
+    auto branch = [&](const Block& blk) {
+      fwdBlock(blk);
+      storeWhole(val, primal(blk.yields[0]), t);
+      storeWhole(tan, tanOrZero(blk.yields[0]), t);
+    };
+    b_.ifEffect(
+        primal(in.args[0]), [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
+    primal_[in.result] = t.rank() == 0 ? b_.load(val, {}) : val;
+    tan_[in.result] = t.rank() == 0 ? b_.load(tan, {}) : tan;
+    return;
+  }
+  if (in.op != Op::Comp && in.op != Op::ReduceSum)
+    throw GradError(std::string("forward mode cannot yet differentiate a '") + ir::opName(in.op) +
+                    "' whose body writes memory outside it");
+  const Block& body = in.regions[0];
+  int val = b_.bufZeros(t), tan = b_.bufZeros(t);
+  emitFor(in, [&](const std::vector<int>& idx) {
+    mapArgs(body, idx);
+    fwdBlock(body);
+    int y = body.yields[0];
+    std::vector<int> at = in.op == Op::Comp ? idx : std::vector<int>{};
+    Op op = in.op == Op::Comp ? Op::BufStore : Op::BufAdd;
+    store(op, val, at, primal(y));
+    store(op, tan, at, tanOrZero(y));
+  });
+  if (in.op == Op::Comp) {
+    primal_[in.result] = val;
+    tan_[in.result] = tan;
+  } else {
+    primal_[in.result] = b_.load(val, {});
+    tan_[in.result] = b_.load(tan, {});
+  }
+}
+
+ir::Function Forward::run(const std::vector<std::string>& wrtIn) {
+  std::vector<std::string> wrt = resolveWrt(src_, wrtIn);
+  size_t n = src_.types.size();
+  active_.assign(n, 0);
+  def_.assign(n, nullptr);
+  primal_.assign(n, -1);
+  tan_.assign(n, -1);
+  std::vector<int> tangents;
+  for (size_t k = 0; k < src_.params.size(); ++k) {
+    if (std::find(wrt.begin(), wrt.end(), src_.paramNames[k]) == wrt.end()) continue;
+    int p = src_.params[k];
+    active_[p] = 1;
+    Instr in;
+    in.op = Op::Param;
+    in.ival = static_cast<int64_t>(out_.params.size());
+    in.name = tangentName(src_, src_.paramNames[k]);
+    ir::Type ty = src_.paramTypes[k];
+    in.result = out_.newValue(ty);
+    out_.params.push_back(in.result);
+    out_.paramNames.push_back(in.name);
+    out_.paramTypes.push_back(ty);
+    out_.body.body.push_back(in);
+    tan_[p] = in.result;
+  }
+  do {
+    changed_ = false;
+    analyze(src_.body);
+  } while (changed_); // loops feed stores back into loads
+  out_.name = src_.name + "_jvp";
+  fwdBlock(src_.body);
+  out_.body.yields.clear();
+  for (int y : src_.body.yields)
+    out_.body.yields.push_back(primal(y));
+  for (int y : src_.body.yields)
+    if (isFloat(src_.types[y].dtype)) out_.body.yields.push_back(tanOrZero(y));
+  return std::move(out_);
+}
+
+} // namespace
+
+std::string tangentName(const ir::Function& f, const std::string& param) {
+  std::string name = param + "_dot";
+  while (std::find(f.paramNames.begin(), f.paramNames.end(), name) != f.paramNames.end())
+    name.insert(param.size(), "_");
+  return name;
+}
+
+ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt) {
+  // A var returned in place is read into a value first (as differentiate() does).
+  ir::Function copied = f;
+  copyBufferResults(copied);
+  Forward fw(copied);
+  return fw.run(wrt);
+}
+
+ir::Function hvp(const ir::Function& grad, const std::vector<std::string>& wrt) {
+  // grad's results: the value, then the gradients. jvp adds the value's tangent (the
+  // directional derivative, dropped here) and the gradients' tangents, H v.
+  std::vector<std::string> w = resolveWrt(grad, wrt);
+  ir::Function h = jvp(grad, w);
+  size_t nres = grad.body.yields.size();
+  auto& ys = h.body.yields;
+  ys.erase(ys.begin() + static_cast<long>(nres));
+  std::string base = grad.name;
+  if (base.size() > 5 && base.compare(base.size() - 5, 5, "_grad") == 0)
+    base.resize(base.size() - 5);
+  h.name = base + "_hvp";
+  return h;
+}
+
+} // namespace slope
