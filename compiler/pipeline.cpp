@@ -110,10 +110,14 @@ ir::Function Program::hvp(const std::string& name, const std::vector<std::string
   withLargeStack([&] {
     std::vector<std::string> w = resolveWrt(f, wrt);
     const auto& ys = f.body.yields;
-    if (ys.size() != 1 || !isFloat(f.types[ys[0]].dtype) || f.types[ys[0]].rank() != 0)
-      throw GradError("a Hessian-vector product needs a function with one scalar float result; '" +
-                      name + "' returns " + std::to_string(ys.size()) + " value(s)" +
-                      (ys.size() == 1 ? " of type " + f.types[ys[0]].str() : std::string()));
+    if (ys.size() != 1 || !isFloat(f.types[ys[0]].dtype) || f.types[ys[0]].rank() != 0) {
+      std::string types;
+      for (int y : ys)
+        types += (types.empty() ? "" : ", ") + f.types[y].str();
+      if (ys.size() != 1) types = "(" + types + ")";
+      throw GradError("a Hessian needs a function with one scalar float result; '" + name +
+                      "' returns " + types);
+    }
     ir::Function g = differentiate(f, w, opt);
     simplify(g);
     h = slope::hvp(g, w);

@@ -11,6 +11,7 @@
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/codegen/ptx.hpp"
+#include "compiler/derivatives.hpp"
 #include "compiler/emit/dot.hpp"
 #include "compiler/emit/slope_source.hpp"
 #include "compiler/eval/interp.hpp"
@@ -53,6 +54,10 @@ commands:
   grad    print the gradient function (--emit slope | ir | forward | llvm | asm), or --stats
   graph   the computation as a Graphviz DOT graph (--grad: with its adjoint)
   compile functions and their gradients into an object file and its C header
+  jvp     forward mode: the function and its derivative along tangents (--tangent x=...)
+  hvp     a Hessian-vector product (forward over reverse) of a scalar function
+  jacobian the dense Jacobian (forward or reverse mode, whichever needs fewer calls)
+  hessian the dense Hessian of a scalar function
 
 options common to all commands:
   --fn NAME        the function (eval/grad: default the first in the file;
@@ -91,6 +96,38 @@ output cotangent: 'ones', a number (every element), a nested list, @PATH.json or
 for a tuple with several float elements, a list with one cotangent per float element
 ('[[1,0,2], 1]'). A scalar function takes no --seed-out (its gradient is seeded with 1).
 --json prints strict JSON: non-finite numbers are the strings "NaN", "Infinity", "-Infinity".
+)";
+
+const char* kJvpHelp =
+    R"(usage: slopec jvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--json]
+                  [--emit slope|ir]
+       slopec hvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--wrt a,b]
+                  [--checkpoint=N] [--json] [--emit slope|ir]
+
+jvp evaluates the function and, by forward mode, the derivative of each float result along
+the tangents: J v, where v is the tangent of each float parameter named by --tangent (given
+several times; the parameters not named are held fixed). A tangent VALUE is written as an
+argument is, and a number stands for that number in every element.
+hvp takes a function with one scalar float result and prints its value, its gradient with
+respect to every float parameter (or those in --wrt), and H v, the Hessian times the
+direction v given by --tangent (zero for the parameters not named), by forward mode over the
+reverse-mode gradient.
+--emit slope|ir prints the function NAME_jvp or NAME_hvp instead (no ARG=VALUE then): its
+parameters are the function's, then a tangent PARAM_dot per differentiated parameter.
+)";
+
+const char* kJacobianHelp =
+    R"(usage: slopec jacobian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b]
+                       [--mode forward|reverse|auto] [--json]
+       slopec hessian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b] [--json]
+
+jacobian prints the dense Jacobian of the float results with respect to every float
+parameter (or those in --wrt): a row per result element (row-major, result after result), a
+column per parameter element (in parameter order). auto (the default) takes forward mode, a
+JVP per column, when the inputs are fewer than the outputs, and reverse mode, a VJP per row,
+otherwise; the first line (or "mode" and "calls" in --json) says which it took.
+hessian prints the dense Hessian of a function with one scalar float result, a
+Hessian-vector product per column.
 )";
 
 const char* kCheckHelp =
@@ -169,8 +206,10 @@ struct Usage : std::runtime_error {
 struct Args {
   std::string command, file, fn, emit, out, seedOut, header, cpu = "native", target = "cpu", arch,
                                                              device = "cpu";
-  std::vector<std::string> fns;       // every --fn (compile takes several)
-  std::vector<std::string> gradients; // every --gradient (compile)
+  std::vector<std::string> fns;                              // every --fn (compile takes several)
+  std::vector<std::string> gradients;                        // every --gradient (compile)
+  std::vector<std::pair<std::string, std::string>> tangents; // every --tangent PARAM=VALUE
+  std::string mode;                                          // --mode (jacobian)
 
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
@@ -284,12 +323,14 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats",  "--checkpoint", "--grad",   "--json",     "--no-grad",      "--interp",
-        "--fn",     "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
-        "--atol",   "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
-        "--header", "--cpu",        "--target", "--gradient", "--arch",         "--device"};
+        "--stats",   "--checkpoint", "--grad",   "--json",     "--no-grad",      "--interp",
+        "--fn",      "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
+        "--atol",    "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
+        "--header",  "--cpu",        "--target", "--gradient", "--arch",         "--device",
+        "--tangent", "--mode"};
     // (compile takes --fn and --gradient several times)
-    if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient")
+    if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient" &&
+        s != "--tangent")
       throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
@@ -312,6 +353,16 @@ Args parseArgs(int argc, char** argv) {
       a.fns.push_back(a.fn);
     } else if (s == "--gradient") {
       a.gradients.push_back(value(s, inl));
+    } else if (s == "--tangent") {
+      std::string kv = value(s, inl);
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
+        throw Usage("--tangent takes PARAM=VALUE, got '" + kv + "'");
+      a.tangents.push_back({kv.substr(0, eq), kv.substr(eq + 1)});
+    } else if (s == "--mode") {
+      a.mode = value(s, inl);
+      if (a.mode != "forward" && a.mode != "reverse" && a.mode != "auto")
+        throw Usage("unknown --mode '" + a.mode + "' (forward, reverse, auto)");
     } else if (s == "--header")
       a.header = value(s, inl);
     else if (s == "--cpu")
@@ -1142,6 +1193,189 @@ int runGrad(const Args& a) {
   return kOk;
 }
 
+/// The --tangent values of f's parameters, in parameter order (unset where not given).
+std::vector<std::optional<Tensor>> bindTangents(const Args& a, const ir::Function& f,
+                                                const std::vector<Tensor>& args) {
+  std::vector<std::optional<Tensor>> out(f.params.size());
+  for (const auto& [name, text] : a.tangents) {
+    size_t k = 0;
+    while (k < f.paramNames.size() && f.paramNames[k] != name)
+      ++k;
+    if (k == f.paramNames.size())
+      throw Usage("--tangent: '" + f.name + "' has no parameter '" + name + "'");
+    if (!isFloat(f.paramTypes[k].dtype))
+      throw Usage("--tangent: parameter '" + name + "' is " + f.paramTypes[k].str() +
+                  "; only float parameters have tangents");
+    if (out[k]) throw Usage("--tangent: '" + name + "' is given twice");
+    Tensor t;
+    try {
+      t = readValue("--tangent " + name, text, f.paramTypes[k].dtype);
+    } catch (const ValueError& e) {
+      throw Usage("--tangent " + name + ": " + e.what());
+    }
+    const Tensor& x = args[k];
+    if (t.rank() == 0 && x.rank() > 0) { // a number: every element
+      Tensor full(x.dtype(), x.shape());
+      for (int64_t i = 0; i < full.numel(); ++i)
+        full.setF(i, t.getF(0));
+      t = std::move(full);
+    } else if (t.shape() != x.shape()) {
+      throw Usage("--tangent " + name + ": must be " + typeString(x.dtype(), x.shape()) +
+                  " (as the argument), or a number, got " + t.typeString());
+    }
+    out[k] = std::move(t);
+  }
+  return out;
+}
+
+/// --emit slope | ir for the jvp and hvp commands.
+int emitDerivative(const Args& a, const ir::Function& h) {
+  if (a.emit != "slope" && a.emit != "ir")
+    throw Usage("unknown --emit kind '" + a.emit + "' for " + a.command + " (slope, ir)");
+  std::string text = a.emit == "ir" ? ir::print(h) : printSlope(h);
+  if (a.out.empty() || a.out == "-") {
+    std::cout << text;
+  } else {
+    std::ofstream o(a.out, std::ios::binary);
+    if (!(o << text)) throw Usage("cannot write '" + a.out + "'");
+  }
+  return kOk;
+}
+
+std::string resultsText(const std::vector<Tensor>& r, bool json) {
+  if (r.size() == 1) return json ? toJson(r[0]) : toText(r[0]);
+  std::string s = "[";
+  for (size_t k = 0; k < r.size(); ++k)
+    s += (k ? ", " : "") + (json ? toJson(r[k]) : toText(r[k]));
+  return s + "]";
+}
+
+/// slopec jvp and slopec hvp.
+int runJvp(const Args& a) {
+  const bool hvp = a.command == "hvp";
+  pickDevice(a);
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::string name = pickFunction(a, *p);
+  ir::Function f = p->forward(name);
+  if (!a.emit.empty()) {
+    if (!a.values.empty()) throw Usage("--emit prints the function; it takes no ARG=VALUE");
+    std::vector<std::string> wrt = a.wrt;
+    for (const auto& [n, v] : a.tangents)
+      if (!hvp) wrt.push_back(n);
+    return emitDerivative(a, hvp ? p->hvp(name, wrt, a.checkpoint) : p->jvp(name, wrt));
+  }
+  if (a.tangents.empty())
+    throw Usage(a.command + " needs --tangent PARAM=VALUE for at least one float parameter");
+  auto bound = bindArgs(a, f, false);
+  std::vector<Tensor> args;
+  for (auto& t : bound)
+    args.push_back(*t);
+  std::vector<std::optional<Tensor>> tangents = bindTangents(a, f, args);
+  std::vector<std::string> wrt;
+  if (hvp) {
+    wrt = resolveWrt(f, a.wrt);
+    for (size_t k = 0; k < f.params.size(); ++k)
+      if (tangents[k] && std::find(wrt.begin(), wrt.end(), f.paramNames[k]) == wrt.end())
+        throw Usage("--tangent " + f.paramNames[k] +
+                    ": not among the parameters differentiated (--wrt)");
+  } else {
+    for (size_t k = 0; k < f.params.size(); ++k)
+      if (tangents[k]) wrt.push_back(f.paramNames[k]);
+  }
+  ir::Function h = hvp ? p->hvp(name, wrt, a.checkpoint) : p->jvp(name, wrt);
+  std::vector<Tensor> hargs = args;
+  for (size_t k = 0; k < f.params.size(); ++k)
+    if (std::find(wrt.begin(), wrt.end(), f.paramNames[k]) != wrt.end())
+      hargs.push_back(tangents[k] ? *tangents[k] : Tensor(args[k].dtype(), args[k].shape()));
+  checkCallMemory(h, hargs, "'" + h.name + "' at these arguments", "the results", "its buffers");
+  auto runner = makeRunner(a);
+  std::vector<Tensor> out = runner->prepare(h)(hargs);
+  const size_t nres = f.body.yields.size();
+  std::vector<Tensor> value(out.begin(), out.begin() + static_cast<long>(nres));
+  if (!hvp) {
+    std::vector<Tensor> tan(out.begin() + static_cast<long>(nres), out.end());
+    if (a.json)
+      std::cout << "{\"function\": " << jsonString(name)
+                << ", \"value\": " << resultsText(value, true)
+                << ", \"tangent\": " << resultsText(tan, true) << "}\n";
+    else
+      std::cout << name << " = " << resultsText(value, false) << "\nd" << name << " = "
+                << resultsText(tan, false) << "\n";
+    return kOk;
+  }
+  const size_t nw = wrt.size();
+  if (a.json) {
+    std::string g, hv;
+    for (size_t k = 0; k < nw; ++k) {
+      g += (k ? ", " : "") + jsonString(wrt[k]) + ": " + toJson(out[1 + k]);
+      hv += (k ? ", " : "") + jsonString(wrt[k]) + ": " + toJson(out[1 + nw + k]);
+    }
+    std::cout << "{\"function\": " << jsonString(name) << ", \"value\": " << toJson(out[0])
+              << ", \"gradient\": {" << g << "}, \"hvp\": {" << hv << "}}\n";
+  } else {
+    std::cout << name << " = " << toText(out[0]) << "\n";
+    for (size_t k = 0; k < nw; ++k)
+      std::cout << "d(" << name << ")/d" << wrt[k] << " = " << toText(out[1 + k]) << "\n";
+    for (size_t k = 0; k < nw; ++k)
+      std::cout << "(H v)[" << wrt[k] << "] = " << toText(out[1 + nw + k]) << "\n";
+  }
+  return kOk;
+}
+
+/// slopec jacobian and slopec hessian.
+int runJacobian(const Args& a) {
+  const bool hessian = a.command == "hessian";
+  pickDevice(a);
+  const Program* p = load(a);
+  if (!p) return kBad;
+  std::string name = pickFunction(a, *p);
+  ir::Function f = p->forward(name);
+  auto bound = bindArgs(a, f, false);
+  std::vector<Tensor> args;
+  for (auto& t : bound)
+    args.push_back(*t);
+  std::vector<std::string> wrt = resolveWrt(f, a.wrt);
+  if (wrt.empty()) throw Usage("'" + name + "' has no float parameter to differentiate");
+  const int64_t cols = inputElements(f, args, wrt);
+  const int64_t rows = hessian ? cols : outputElements(f, args);
+  if (rows == 0) throw Usage("'" + name + "' has no float result");
+  auto m = checked::mul(rows, cols);
+  checkMemory(m && *m < INT64_MAX / 8 ? *m * 8 : INT64_MAX, "the matrix",
+              std::to_string(rows) + " x " + std::to_string(cols) + " f64");
+  auto runner = makeRunner(a);
+  DenseDerivative d;
+  if (hessian) {
+    d = denseHessian(f, wrt, args, runner->prepare(p->hvp(name, wrt, a.checkpoint)));
+  } else {
+    std::string mode = a.mode.empty() ? "auto" : a.mode;
+    if (mode == "auto") mode = cols < rows ? "forward" : "reverse";
+    Runnable none = [](const std::vector<Tensor>&) -> std::vector<Tensor> {
+      throw std::logic_error("unused");
+    };
+    d = mode == "forward"
+            ? denseJacobian(f, wrt, args, mode, runner->prepare(p->jvp(name, wrt)), none)
+            : denseJacobian(f, wrt, args, mode, none,
+                            runner->prepare(p->gradient(name, wrt, a.checkpoint)));
+  }
+  std::string what = hessian ? "hessian" : "jacobian";
+  if (a.json) {
+    std::cout << "{\"function\": " << jsonString(name)
+              << ", \"value\": " << resultsText(d.value, true)
+              << ", \"mode\": " << jsonString(d.mode) << ", \"calls\": " << d.calls << ", \""
+              << what << "\": " << toJson(d.matrix) << "}\n";
+  } else {
+    std::cout << name << " = " << resultsText(d.value, false) << "\n"
+              << what << " (" << rows << " x " << cols << ", " << d.mode << " mode: " << d.calls
+              << (hessian               ? " HVPs"
+                  : d.mode == "forward" ? " JVPs"
+                                        : " VJPs")
+              << ") =\n"
+              << toText(d.matrix) << "\n";
+  }
+  return kOk;
+}
+
 const char* kGraphHelp = R"(usage: slopec graph FILE [--fn NAME] [--grad] [--wrt a,b] [-o OUT]
 
 The function's IR as a Graphviz DOT graph: a node per operation, an edge per operand, a dashed
@@ -1232,6 +1466,13 @@ void audit(const Args& a) {
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint",
         "--arch"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
+      {"jvp", {"--fn", "--tangent", "--json", "--interp", "--threads", "--device", "--emit", "-o"}},
+      {"hvp",
+       {"--fn", "--tangent", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device",
+        "--emit", "-o"}},
+      {"jacobian",
+       {"--fn", "--wrt", "--mode", "--checkpoint", "--json", "--interp", "--threads", "--device"}},
+      {"hessian", {"--fn", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device"}},
       {"compile",
        {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",
         "--header"}},
@@ -1271,6 +1512,8 @@ void audit(const Args& a) {
     for (const char* o : {"--wrt", "--checkpoint"})
       if (has(o))
         throw Usage(std::string(o) + " needs --grad or --gradient (it concerns the gradients)");
+  if ((c == "jvp" || c == "hvp") && has("-o") && !has("--emit"))
+    throw Usage("-o is for --emit (the results go to stdout)");
   if (c == "graph" && !has("--grad"))
     for (const char* o : {"--wrt", "--checkpoint"})
       if (has(o)) throw Usage(std::string(o) + " needs --grad (it concerns the gradient)");
@@ -1311,7 +1554,16 @@ int run(int argc, char** argv) {
     if (a.help) return std::cout << kCompileHelp, kOk;
     return runCompile(a);
   }
-  throw Usage("unknown command '" + a.command + "' (eval, check, grad, graph, compile)");
+  if (a.command == "jvp" || a.command == "hvp") {
+    if (a.help) return std::cout << kJvpHelp, kOk;
+    return runJvp(a);
+  }
+  if (a.command == "jacobian" || a.command == "hessian") {
+    if (a.help) return std::cout << kJacobianHelp, kOk;
+    return runJacobian(a);
+  }
+  throw Usage("unknown command '" + a.command +
+              "' (eval, check, grad, graph, compile, jvp, hvp, jacobian, hessian)");
 }
 
 } // namespace
