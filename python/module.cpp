@@ -226,6 +226,21 @@ slope::Options options(int threads, const py::object& checkpoint, int optLevel, 
   return o;
 }
 
+/// A dense Jacobian or Hessian: called like the function, returns the matrix (NumPy f64).
+struct PyJacobian {
+  slope::Jacobian j;
+  slope::Signature fsig;
+  py::object call(const py::args& given) const {
+    Args a = convert(given, fsig);
+    std::optional<slope::DenseResult> r;
+    {
+      py::gil_scoped_release unlocked;
+      r.emplace(j.evaluate(a.args));
+    }
+    return toPython(r->matrix);
+  }
+};
+
 PyGradient makeGradient(const slope::Module& m, const std::string& name,
                         const std::optional<std::vector<std::string>>& wrt, bool vjp) {
   PyGradient pg;
@@ -277,6 +292,7 @@ PYBIND11_MODULE(_slope, mod) {
       .def_property_readonly("wrt", [](const PyGradient& g) { return g.g.wrt(); })
       .def_property_readonly("signature",
                              [](const PyGradient& g) { return signatureDict(g.g.signature()); });
+  py::class_<PyJacobian>(mod, "Jacobian").def("__call__", &PyJacobian::call);
   py::class_<slope::Module>(mod, "Module")
       .def("function_names", &slope::Module::function_names)
       .def("function", [](const slope::Module& m,
@@ -293,6 +309,36 @@ PYBIND11_MODULE(_slope, mod) {
           [](const slope::Module& m, const std::string& name,
              const std::optional<std::vector<std::string>>& wrt) {
             return makeGradient(m, name, wrt, true);
+          },
+          py::arg("name"), py::arg("wrt") = py::none())
+      .def(
+          "jvp",
+          [](const slope::Module& m, const std::string& name,
+             const std::optional<std::vector<std::string>>& wrt) {
+            return PyFunction{m.jvp(name, wrt.value_or(std::vector<std::string>{}))};
+          },
+          py::arg("name"), py::arg("wrt") = py::none())
+      .def(
+          "hvp",
+          [](const slope::Module& m, const std::string& name,
+             const std::optional<std::vector<std::string>>& wrt) {
+            return PyFunction{m.hvp(name, wrt.value_or(std::vector<std::string>{}))};
+          },
+          py::arg("name"), py::arg("wrt") = py::none())
+      .def(
+          "jacobian",
+          [](const slope::Module& m, const std::string& name,
+             const std::optional<std::vector<std::string>>& wrt, const std::string& mode) {
+            return PyJacobian{m.jacobian(name, wrt.value_or(std::vector<std::string>{}), mode),
+                              m.function(name).signature()};
+          },
+          py::arg("name"), py::arg("wrt") = py::none(), py::arg("mode") = "auto")
+      .def(
+          "hessian",
+          [](const slope::Module& m, const std::string& name,
+             const std::optional<std::vector<std::string>>& wrt) {
+            return PyJacobian{m.hessian(name, wrt.value_or(std::vector<std::string>{})),
+                              m.function(name).signature()};
           },
           py::arg("name"), py::arg("wrt") = py::none());
   mod.def(

@@ -4,6 +4,7 @@
 
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/derivatives.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
@@ -36,8 +37,12 @@ static GradOptions gradOptions(const Options& o) {
 
 namespace detail {
 
+/// What a compiled entry point computes.
+enum class Kind { Value, Gradient, Jvp, Hvp };
+
 struct Compiled {
   ir::Function f;
+  std::vector<std::string> resultNames; // "result 1", "gradient 'x'", for error messages
   Signature sig;
   std::optional<codegen::CompiledFunction> jit; // empty when interpreted
   size_t valueResults = 0;                      // results before the gradients
@@ -52,12 +57,14 @@ struct ModuleImpl {
   std::mutex mutex;
   std::map<std::string, std::shared_ptr<const Compiled>> cache;
 
-  std::shared_ptr<const Compiled> get(const std::string& name, bool grad,
+  std::shared_ptr<const Compiled> get(const std::string& name, Kind kind,
                                       const std::vector<std::string>& wrt);
 };
 
-std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool grad,
+std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind kind,
                                                 const std::vector<std::string>& wrtIn) {
+  static const char* const kKindKey[] = {"", "|grad", "|jvp", "|hvp"};
+  const bool grad = kind != Kind::Value;
   if (!program->hasFunction(name)) {
     std::string names;
     for (const auto& n : program->functionNames())
@@ -66,7 +73,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   }
   // Asked for before with the same words: no lowering to resolve wrt again (a host that asks
   // for the gradient on every call pays a map lookup, not a front-end run).
-  std::string asked = name + (grad ? "|grad?" : "");
+  std::string asked = name + kKindKey[static_cast<int>(kind)] + "?";
   for (const auto& w : wrtIn)
     asked += "|" + w;
   {
@@ -83,7 +90,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
     } catch (const GradError& e) {
       throw std::invalid_argument(e.what());
     }
-    key += "|grad";
+    key += kKindKey[static_cast<int>(kind)];
     for (const auto& w : wrt)
       key += "|" + w;
   }
@@ -96,7 +103,28 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, bool gr
   auto c = std::make_shared<Compiled>();
   ir::Function fwd = program->forward(name);
   c->valueResults = fwd.body.yields.size();
-  c->f = grad ? program->gradient(name, wrt, gradOptions(options)) : fwd;
+  try {
+    switch (kind) {
+    case Kind::Value: c->f = fwd; break;
+    case Kind::Gradient: c->f = program->gradient(name, wrt, gradOptions(options)); break;
+    case Kind::Jvp: c->f = program->jvp(name, wrt); break;
+    case Kind::Hvp: c->f = program->hvp(name, wrt, gradOptions(options)); break;
+    }
+  } catch (const GradError& e) {
+    throw std::invalid_argument(e.what());
+  }
+  for (size_t r = 0; r < c->valueResults; ++r)
+    c->resultNames.push_back("result " + std::to_string(r + 1));
+  if (kind == Kind::Gradient || kind == Kind::Hvp)
+    for (const auto& w : wrt)
+      c->resultNames.push_back("gradient '" + w + "'");
+  if (kind == Kind::Hvp)
+    for (const auto& w : wrt)
+      c->resultNames.push_back("H v for '" + w + "'");
+  if (kind == Kind::Jvp)
+    for (size_t r = 0; r < c->valueResults; ++r)
+      if (isFloat(fwd.types[fwd.body.yields[r]].dtype))
+        c->resultNames.push_back("the tangent of result " + std::to_string(r + 1));
   c->wrt = wrt;
   c->file = &program->diags().file();
   c->sig.name = c->f.name;
@@ -148,8 +176,7 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
     const View* o = r < outs.size() ? outs[r] : nullptr;
     if (!o) continue;
     DType want = c.f.types[c.f.body.yields[r]].dtype;
-    std::string what = r < c.valueResults ? "result " + std::to_string(r + 1)
-                                          : "gradient '" + c.wrt[r - c.valueResults] + "'";
+    const std::string& what = c.resultNames[r];
     if (o->dtype() != want || o->shape() != rshape[r])
       throw CallError(what + " must be " + typeString(want, rshape[r]) + ", got a view of " +
                       typeString(o->dtype(), o->shape()));
@@ -159,10 +186,7 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   }
   // An output that shares memory with an argument or another output would be read after it
   // is overwritten (the C ABI forbids it): refuse, naming both.
-  auto name = [&](size_t r) {
-    return r < c.valueResults ? "result " + std::to_string(r + 1)
-                              : "gradient '" + c.wrt[r - c.valueResults] + "'";
-  };
+  auto name = [&](size_t r) { return c.resultNames[r]; };
   auto overlap = [](const View& a, const View& b) {
     auto pa = reinterpret_cast<uintptr_t>(a.data()), pb = reinterpret_cast<uintptr_t>(b.data());
     auto na = static_cast<uintptr_t>(viewBytes(a)), nb = static_cast<uintptr_t>(viewBytes(b));
@@ -336,15 +360,90 @@ Function Module::function(const std::string& name) const {
   // The pointer shares the module's ownership (aliasing): the code and the source it points
   // into live in the module, which the cache never drops, so a Function that outlives every
   // Module handle keeps them (`auto f = compile_string(src).function("f"); f(2.0);`).
-  f.c_ = std::shared_ptr<const detail::Compiled>(impl_, impl_->get(name, false, {}).get());
+  f.c_ = std::shared_ptr<const detail::Compiled>(impl_,
+                                                 impl_->get(name, detail::Kind::Value, {}).get());
   return f;
 }
 
 Gradient Module::gradient(const std::string& name, const std::vector<std::string>& wrt) const {
   Gradient g;
-  g.c_ = std::shared_ptr<const detail::Compiled>(impl_, impl_->get(name, true, wrt).get());
+  g.c_ = std::shared_ptr<const detail::Compiled>(
+      impl_, impl_->get(name, detail::Kind::Gradient, wrt).get());
   g.wrt_ = g.c_->wrt;
   return g;
+}
+
+Function Module::jvp(const std::string& name, const std::vector<std::string>& wrt) const {
+  Function f;
+  f.c_ = std::shared_ptr<const detail::Compiled>(impl_,
+                                                 impl_->get(name, detail::Kind::Jvp, wrt).get());
+  return f;
+}
+
+Function Module::hvp(const std::string& name, const std::vector<std::string>& wrt) const {
+  Function f;
+  f.c_ = std::shared_ptr<const detail::Compiled>(impl_,
+                                                 impl_->get(name, detail::Kind::Hvp, wrt).get());
+  return f;
+}
+
+Jacobian Module::jacobian(const std::string& name, const std::vector<std::string>& wrt,
+                          const std::string& mode) const {
+  if (mode != "forward" && mode != "reverse" && mode != "auto")
+    throw std::invalid_argument("unknown Jacobian mode '" + mode + "' (forward, reverse, auto)");
+  impl_->get(name, detail::Kind::Value, {}); // an unknown name fails here, not at the call
+  Jacobian j;
+  j.impl_ = impl_;
+  j.name_ = name;
+  j.mode_ = mode;
+  j.wrt_ = wrt;
+  return j;
+}
+
+Jacobian Module::hessian(const std::string& name, const std::vector<std::string>& wrt) const {
+  Jacobian j = jacobian(name, wrt);
+  j.hessian_ = true;
+  impl_->get(name, detail::Kind::Hvp, wrt); // a function that is not scalar fails here
+  return j;
+}
+
+DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
+  using detail::Kind;
+  auto fwd = impl_->get(name_, Kind::Value, {});
+  std::vector<Tensor> hold, in;
+  for (const View& v : detail::views(*fwd, args, hold))
+    in.push_back(detail::copyOf(v));
+  bindSizes(fwd->f, in); // argument count, dtypes and shapes, as a call checks them
+  auto runner = [](std::shared_ptr<const detail::Compiled> c) -> Runnable {
+    return [c](const std::vector<Tensor>& a) {
+      std::vector<View> v;
+      for (const Tensor& t : a)
+        v.push_back(View(t));
+      return detail::run(*c, v, {});
+    };
+  };
+  Runnable none = [](const std::vector<Tensor>&) -> std::vector<Tensor> {
+    throw std::logic_error("unused");
+  };
+  DenseDerivative d;
+  if (hessian_) {
+    auto h = impl_->get(name_, Kind::Hvp, wrt_);
+    d = denseHessian(fwd->f, h->wrt, in, runner(h));
+  } else {
+    std::string mode = mode_;
+    if (mode == "auto") {
+      std::vector<std::string> w = impl_->get(name_, Kind::Gradient, wrt_)->wrt;
+      mode = inputElements(fwd->f, in, w) < outputElements(fwd->f, in) ? "forward" : "reverse";
+    }
+    if (mode == "forward") {
+      auto c = impl_->get(name_, Kind::Jvp, wrt_);
+      d = denseJacobian(fwd->f, c->wrt, in, mode, runner(c), none);
+    } else {
+      auto c = impl_->get(name_, Kind::Gradient, wrt_);
+      d = denseJacobian(fwd->f, c->wrt, in, mode, none, runner(c));
+    }
+  }
+  return DenseResult{std::move(d.matrix), std::move(d.value), d.mode, d.calls};
 }
 
 std::vector<std::string> Module::function_names() const {

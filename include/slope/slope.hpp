@@ -225,15 +225,60 @@ private:
   std::vector<std::string> wrt_;
 };
 
+/// A dense Jacobian or Hessian at a point (Jacobian::evaluate).
+struct DenseResult {
+  /// f64[rows, cols]. Jacobian: a row per element of the float results (row-major, result
+  /// after result), a column per element of the differentiated parameters (in parameter
+  /// order). Hessian: rows and columns both per element of the differentiated parameters.
+  Tensor matrix;
+  std::vector<Tensor> value; // the function's results at the point
+  std::string mode;          // "forward", "reverse" or (Hessians) "forward over reverse"
+  std::int64_t calls = 0;    // compiled JVP, VJP or HVP calls it took
+};
+
+/// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
+/// column by column from JVPs (forward mode), row by row from VJPs (reverse mode), or column
+/// by column from Hessian-vector products.
+class Jacobian {
+public:
+  template <class... A> DenseResult operator()(A&&... args) const {
+    return evaluate(std::vector<Arg>{Arg(std::forward<A>(args))...});
+  }
+  DenseResult evaluate(const std::vector<Arg>& args) const;
+
+private:
+  friend class Module;
+  std::shared_ptr<detail::ModuleImpl> impl_;
+  std::string name_, mode_;
+  std::vector<std::string> wrt_;
+  bool hessian_ = false;
+};
+
 class Module {
 public:
   /// The function `name` (compiled on first use). Throws std::invalid_argument if unknown.
   Function function(const std::string& name) const;
   /// Its gradient with respect to `wrt` (every float parameter when empty).
   Gradient gradient(const std::string& name, const std::vector<std::string>& wrt = {}) const;
+  /// Forward mode, NAME_jvp: called with the arguments, then one tangent per differentiated
+  /// parameter (its type, in parameter order), it returns the function's results, then the
+  /// tangent of each float result (J v). No tape, whatever loops the function has.
+  Function jvp(const std::string& name, const std::vector<std::string>& wrt = {}) const;
+  /// The Hessian-vector product NAME_hvp of a function with one scalar float result (forward
+  /// mode over its gradient): the arguments, then a direction per differentiated parameter;
+  /// it returns the value, the gradient per parameter, then H v per parameter. Throws
+  /// std::invalid_argument for a function with another result.
+  Function hvp(const std::string& name, const std::vector<std::string>& wrt = {}) const;
+  /// The dense Jacobian. mode: "forward" (a JVP per input element), "reverse" (a VJP per
+  /// output element), or "auto": forward when the inputs are fewer than the outputs.
+  Jacobian jacobian(const std::string& name, const std::vector<std::string>& wrt = {},
+                    const std::string& mode = "auto") const;
+  /// The dense Hessian of a function with one scalar float result (an HVP per column).
+  Jacobian hessian(const std::string& name, const std::vector<std::string>& wrt = {}) const;
   std::vector<std::string> function_names() const;
 
 private:
+  friend class Jacobian;
   friend Module compile_file(const std::string&, const Options&);
   friend Module compile_string(const std::string&, const std::string&, const Options&);
   friend struct GradientCheck check_gradient(const Module&, const std::string&,

@@ -130,3 +130,28 @@ def test_gil_is_released(intro):
     for v, g in got:
         assert v == want[0]
         np.testing.assert_array_equal(g, want[1])
+
+
+def test_forward_mode(intro):
+    # jvp: the arguments, then a tangent per float parameter; returns the value, then J v.
+    assert intro.jvp("quadratic")(2.0, 1.0) == (15.0, 11.0)
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert intro.jvp("bowl")(x, np.ones_like(x)) == (54.0, 28.0)
+    # hvp: the value, the gradient, then H v.
+    value, g, hv = intro.hvp("bowl")(x, np.array([[1.0, 0.0], [0.0, 0.0]]))
+    assert value == 54.0
+    np.testing.assert_array_equal(g, [[4.0, 6.0], [8.0, 10.0]])
+    np.testing.assert_array_equal(hv, [[2.0, 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError):
+        intro.hvp("matvec")
+
+
+def test_dense_jacobian_and_hessian(intro):
+    A = np.arange(6.0).reshape(2, 3)
+    v = np.array([1.0, -1.0, 2.0])
+    # matvec(A, v) = A v: d/dv is A itself, both ways.
+    for mode in ("forward", "reverse", "auto"):
+        J = intro.jacobian("matvec", wrt=["v"], mode=mode)(A, v)
+        np.testing.assert_array_equal(J, A)
+    H = intro.hessian("bowl")(np.ones((2, 2)))
+    np.testing.assert_array_equal(H, 2 * np.eye(4))

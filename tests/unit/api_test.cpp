@@ -411,3 +411,86 @@ TEST(Api, ThreadsOutOfRangeIsAnError) {
 }
 
 } // namespace
+
+// Forward mode: the JVP returns the value, then J v; the HVP the value, the gradient, H v.
+TEST(Api, JvpAndHvpOfTheSeedExample) {
+  slope::Module m = slope::compile_string(kSrc);
+  slope::Result r = m.jvp("quadratic")(2.0, 1.0);
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].getF(0), 15);
+  EXPECT_EQ(r[1].getF(0), 11);
+  EXPECT_EQ(m.jvp("quadratic").signature().name, "quadratic_jvp");
+  EXPECT_EQ(m.jvp("quadratic").signature().param_names[1], "x_dot");
+  double x[4] = {1, 2, 3, 4}, v[4] = {1, 1, 1, 1};
+  slope::Result b = m.jvp("bowl")(slope::View(x, {2, 2}), slope::View(v, {2, 2}));
+  EXPECT_EQ(b[0].getF(0), 54);
+  EXPECT_EQ(b[1].getF(0), 28); // sum(2 x + 2)
+  double e0[4] = {1, 0, 0, 0};
+  slope::Result h = m.hvp("bowl")(slope::View(x, {2, 2}), slope::View(e0, {2, 2}));
+  ASSERT_EQ(h.size(), 3u);
+  EXPECT_EQ(h[0].getF(0), 54);
+  EXPECT_EQ(h[1].getF(3), 10);
+  EXPECT_EQ(h[2].getF(0), 2);
+  EXPECT_EQ(h[2].getF(1), 0);
+  // Only the parameters in wrt get tangents.
+  double s[3] = {1, 2, 3};
+  slope::Result sc = m.jvp("scale", {"a"})(slope::View(s, {3}), 2.0, 1.0);
+  EXPECT_EQ(sc[1].getF(2), 3);
+  EXPECT_THROW(m.hvp("scale"), std::invalid_argument);
+  EXPECT_THROW(m.jvp("nope"), std::invalid_argument);
+  EXPECT_THROW(m.jvp("pick", {"k"}), std::invalid_argument);
+}
+
+TEST(Api, JvpResultViewsAreNamedInErrors) {
+  slope::Module m = slope::compile_string(kSrc);
+  double x[3] = {1, 2, 3}, v[3] = {0, 1, 0}, y[3], bad[2];
+  try {
+    m.jvp("scale").call_into({slope::View(x, {3}), 2.0, slope::View(v, {3}), 0.0},
+                             {slope::View(y, {3}), slope::View(bad, {2})});
+    FAIL() << "no error";
+  } catch (const slope::CallError& e) {
+    EXPECT_NE(std::string(e.what()).find("the tangent of result 1 must be f64[3]"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Api, DenseJacobianBothWaysAndHessian) {
+  slope::Module m = slope::compile_string(R"(
+fn roll(x0: f64[2], a: f64, T: i64) -> f64[2] {
+    var s = x0;
+    for t in 0..T {
+        s = [a * s[0] - s[1]^2, s[0] * s[1]];
+    }
+    s
+}
+fn rosen(x: f64[n]) -> f64 {
+    sum[i: n - 1](100 * (x[i + 1] - x[i]^2)^2 + (1 - x[i])^2)
+}
+)");
+  double x0[2] = {0.5, 0.25};
+  slope::DenseResult fw = m.jacobian("roll", {}, "forward")(slope::View(x0, {2}), 1.5, 2);
+  slope::DenseResult rv = m.jacobian("roll", {}, "reverse")(slope::View(x0, {2}), 1.5, 2);
+  slope::DenseResult au = m.jacobian("roll")(slope::View(x0, {2}), 1.5, 2);
+  EXPECT_EQ(fw.mode, "forward");
+  EXPECT_EQ(fw.calls, 3);
+  EXPECT_EQ(rv.mode, "reverse");
+  EXPECT_EQ(rv.calls, 2);
+  EXPECT_EQ(au.mode, "reverse"); // 2 outputs, 3 inputs
+  ASSERT_EQ(fw.matrix.shape(), (std::vector<int64_t>{2, 3}));
+  const double want[6] = {2.1875, -0.875, 1.4375, 0.359375, 0.28125, 0.0625};
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_DOUBLE_EQ(fw.matrix.getF(i), want[i]) << i;
+    EXPECT_DOUBLE_EQ(rv.matrix.getF(i), want[i]) << i;
+  }
+  double x[3] = {1, 1, 1};
+  slope::DenseResult h = m.hessian("rosen")(slope::View(x, {3}));
+  const double H[9] = {802, -400, 0, -400, 1002, -400, 0, -400, 200};
+  ASSERT_EQ(h.matrix.shape(), (std::vector<int64_t>{3, 3}));
+  for (int i = 0; i < 9; ++i)
+    EXPECT_DOUBLE_EQ(h.matrix.getF(i), H[i]) << i;
+  EXPECT_EQ(h.calls, 3);
+  EXPECT_THROW(m.hessian("roll"), std::invalid_argument);
+  EXPECT_THROW(m.jacobian("roll", {}, "sideways"), std::invalid_argument);
+  EXPECT_THROW(m.jacobian("roll")(slope::View(x0, {2}), 1.5), slope::CallError);
+}
