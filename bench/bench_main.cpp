@@ -126,6 +126,38 @@ struct MixtureData : mixture_bench::Problem {
   slope::Module m = slope::compile_file(samplePath("mixture.slope"));
   slope::Function f = m.function("mixture");
   slope::Gradient grad = m.gradient("mixture");
+  slope::Function jvp = m.jvp("mixture"), hvp = m.hvp("mixture");
+  // A direction for every parameter, and the JVP's and HVP's outputs (written in place).
+  std::vector<double> ta = fill(K), tm = fill(K * D), tl = fill(K * D), tx = fill(N * D);
+  double value = 0, tangent = 0;
+  std::vector<double> ga = fill(K), gm = fill(K * D), gl = fill(K * D), gx = fill(N * D);
+  std::vector<double> ha = fill(K), hm = fill(K * D), hl = fill(K * D), hx = fill(N * D);
+  static std::vector<double> fill(int64_t n) {
+    std::vector<double> v(static_cast<size_t>(n));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = 0.01 * static_cast<double>(i % 7) - 0.03;
+    return v;
+  }
+  std::vector<slope::Arg> withDirection() {
+    auto a = args();
+    a.push_back(slope::View(ta.data(), {K}));
+    a.push_back(slope::View(tm.data(), {K, D}));
+    a.push_back(slope::View(tl.data(), {K, D}));
+    a.push_back(slope::View(tx.data(), {N, D}));
+    return a;
+  }
+  std::vector<slope::View> jvpOut() { return {slope::View(value), slope::View(tangent)}; }
+  std::vector<slope::View> hvpOut() {
+    return {slope::View(value),
+            slope::View(ga.data(), {K}),
+            slope::View(gm.data(), {K, D}),
+            slope::View(gl.data(), {K, D}),
+            slope::View(gx.data(), {N, D}),
+            slope::View(ha.data(), {K}),
+            slope::View(hm.data(), {K, D}),
+            slope::View(hl.data(), {K, D}),
+            slope::View(hx.data(), {N, D})};
+  }
 };
 
 MixtureData& mixture() {
@@ -156,6 +188,27 @@ void BM_Mixture_Gradient_Slope(benchmark::State& st) {
   auto args = d.gradArgs();
   for (auto _ : st) {
     benchmark::DoNotOptimize(d.grad.call(args));
+    benchmark::ClobberMemory();
+  }
+}
+
+// Forward mode (issue 15): the JVP along one direction, and the Hessian-vector product
+// (forward over reverse), each against the gradient's time above.
+void BM_Mixture_Jvp_Slope(benchmark::State& st) {
+  auto& d = mixture();
+  auto args = d.withDirection();
+  auto out = d.jvpOut();
+  for (auto _ : st) {
+    d.jvp.call_into(args, out);
+    benchmark::ClobberMemory();
+  }
+}
+void BM_Mixture_Hvp_Slope(benchmark::State& st) {
+  auto& d = mixture();
+  auto args = d.withDirection();
+  auto out = d.hvpOut();
+  for (auto _ : st) {
+    d.hvp.call_into(args, out);
     benchmark::ClobberMemory();
   }
 }
@@ -239,6 +292,26 @@ struct GmmCase {
         slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
         slope::View(dicf.data(), {g.K, g.t()}));
   }
+  /// The Hessian-vector product along (da, dm, dicf) as they stand, into ha, hm, hicf.
+  void slopeHvp() {
+    if (!hvp.f) {
+      hvp.f = gmmModule(1).hvp("gmm", {"alphas", "means", "icf"});
+      hvp.ga = da, hvp.gm = dm, hvp.gi = dicf, hvp.ha = da, hvp.hm = dm, hvp.hi = dicf;
+    }
+    double v = 0;
+    hvp.f->call_into(
+        {slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+         slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}), g.gamma, g.m,
+         slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
+         slope::View(dicf.data(), {g.K, g.t()})},
+        {slope::View(v), slope::View(hvp.ga.data(), {g.K}), slope::View(hvp.gm.data(), {g.K, g.d}),
+         slope::View(hvp.gi.data(), {g.K, g.t()}), slope::View(hvp.ha.data(), {g.K}),
+         slope::View(hvp.hm.data(), {g.K, g.d}), slope::View(hvp.hi.data(), {g.K, g.t()})});
+  }
+  struct {
+    std::optional<slope::Function> f;
+    std::vector<double> ga, gm, gi, ha, hm, hi;
+  } hvp;
   double handObjective() { return hand.objective(gmm_bench::problem(g)); }
   double handGradient() {
     return hand.gradient(gmm_bench::problem(g), da.data(), dm.data(), dicf.data());
@@ -301,6 +374,15 @@ void BM_Gmm_Gradient_Slope(benchmark::State& st) {
   c.prepare(threads);
   for (auto _ : st) {
     benchmark::DoNotOptimize(c.slopeGradient(threads));
+    benchmark::ClobberMemory();
+  }
+}
+void BM_Gmm_Hvp_Slope(benchmark::State& st) {
+  auto& c = gmmCase(st);
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  c.slopeGradient(); // (da, dm, dicf): the gradient, as the direction
+  for (auto _ : st) {
+    c.slopeHvp();
     benchmark::ClobberMemory();
   }
 }
@@ -465,6 +547,7 @@ BENCHMARK(BM_Gmm_Objective_Hand)->Apply(gmmSizes);
 BENCHMARK(BM_Gmm_Objective_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Gradient_Hand)->Apply(gmmSizes);
 BENCHMARK(BM_Gmm_Gradient_Slope)->Apply(gmmSizesThreads);
+BENCHMARK(BM_Gmm_Hvp_Slope)->Apply(gmmSizes);
 
 BENCHMARK(BM_Bowl_Forward_Hand)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Bowl_Forward_Slope)->Unit(benchmark::kMicrosecond);
@@ -475,6 +558,8 @@ BENCHMARK(BM_Mixture_Forward_Hand)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_Forward_Slope)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_Gradient_Hand)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_Gradient_Slope)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Mixture_Jvp_Slope)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Mixture_Hvp_Slope)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_CompileForwardAndGradient)->Unit(benchmark::kMillisecond);
 
 /// Before timing anything: Slope and the hand-written code must agree.

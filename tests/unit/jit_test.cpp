@@ -339,6 +339,41 @@ TEST(JitAheadOfTime, SamplesAndLoopProgramsSameBitsAsJit) {
   });
 }
 
+// Forward mode on every function of the samples and loop programs, compiled: the JVP against
+// the VJP and finite differences, the HVP of scalar functions against differences of the
+// gradient (gradcheck.hpp, checkForward). Inputs that leave a function's domain (log of a
+// negative) are drawn again with positive floats.
+TEST(ForwardMode, SamplesAndLoopProgramsOnTheJit) {
+  int checked = 0, hvps = 0;
+  forEachSampleFunction([&](const std::string& label, const ir::Function& f,
+                            const std::map<std::string, int64_t>& sizes) {
+    for (int draw = 0; draw < 2; ++draw) {
+      std::vector<Tensor> args = randomArgs(f, sizes, 11);
+      if (draw == 1)
+        for (Tensor& t : args)
+          if (isFloat(t.dtype()))
+            for (int64_t i = 0; i < t.numel(); ++i)
+              t.setF(i, std::fabs(t.getF(i)) + 0.1);
+      ForwardCheckResult r;
+      try {
+        r = checkForward(f, args, {}, &jit());
+      } catch (const EvalError&) {
+        return; // (a data-dependent subscript out of range at these inputs)
+      }
+      if (!r.notFinite.empty()) continue;
+      EXPECT_TRUE(r.passed) << label << ": " << r.failure;
+      EXPECT_TRUE(r.hvpChecked || r.hvpSkipped.empty() ||
+                  r.hvpSkipped.find("digamma") != std::string::npos)
+          << label << ": " << r.hvpSkipped;
+      ++checked;
+      hvps += r.hvpChecked;
+      return;
+    }
+  });
+  std::cout << checked << " functions checked in forward mode, " << hvps << " HVPs\n";
+  EXPECT_GT(checked, 40);
+}
+
 /// ptxas, from $SLOPE_PTXAS, the CUDA toolkit at /usr/local/cuda, or PATH; empty if none.
 std::string ptxas() {
   if (const char* env = std::getenv("SLOPE_PTXAS"); env && *env) return env;
