@@ -2,6 +2,7 @@
 // against ADBench's reference values (to 1e-8), and the gradient against finite differences.
 // The inputs are ADBench's own, copied into tests/data/adbench/ (see the README there).
 
+#include "../../samples/adbench/ba_io.hpp"
 #include "../../samples/adbench/gmm_io.hpp"
 #include "../../samples/adbench/lstm_io.hpp"
 
@@ -88,6 +89,54 @@ TEST(AdbenchLstm, GradientMatchesFiniteDifferencesAndTheInterpreter) {
   EXPECT_NEAR(a.loss, b.loss, 1e-12);
   for (size_t i = 0; i < a.gradient.size(); ++i)
     EXPECT_NEAR(a.gradient[i], b.gradient[i], 1e-12);
+}
+
+// ADBench bundle adjustment on its test file: every reprojection error and weight error against
+// ADBench's expected values (BATests.cpp, to 1e-8), and the Jacobian of the errors with respect
+// to cameras, points and weights: forward and reverse mode agree, the reverse-mode rows agree
+// with finite differences (check_gradient's random cotangent), and every entry outside an
+// observation's own camera, point and weight is exactly zero.
+std::string baModel() {
+  return std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/ba.slope";
+}
+
+TEST(AdbenchBa, MatchesTheReferenceErrors) {
+  adbench::BaInput b = adbench::readBa(dataPath("ba/test.txt"));
+  ASSERT_EQ(b.p, 10);
+  adbench::BaResult r = adbench::runBa(slope::compile_file(baModel()), b);
+  for (int64_t i = 0; i < b.p; ++i) {
+    EXPECT_NEAR(r.reproj[2 * i], -2.69048849235189402e-01, 1e-8) << i;
+    EXPECT_NEAR(r.reproj[2 * i + 1], 2.59944792677901881e-01, 1e-8) << i;
+    EXPECT_NEAR(r.werr[i], 8.26092651515999976e-01, 1e-8) << i;
+  }
+}
+
+TEST(AdbenchBa, JacobianIsSparseAndAgreesBothWays) {
+  adbench::BaInput b = adbench::readBa(dataPath("ba/test.txt"));
+  slope::Module m = slope::compile_file(baModel());
+  const std::vector<std::string> wrt = {"cams", "X", "w"};
+  slope::DenseResult fw = m.jacobian("ba", wrt, "forward").evaluate(adbench::baArgs(b));
+  slope::DenseResult rv = m.jacobian("ba", wrt, "reverse").evaluate(adbench::baArgs(b));
+  const int64_t rows = 3 * b.p, cols = 11 * b.n + 3 * b.m + b.p;
+  ASSERT_EQ(fw.matrix.shape(), (std::vector<int64_t>{rows, cols}));
+  for (int64_t i = 0; i < rows * cols; ++i)
+    EXPECT_NEAR(fw.matrix.getF(i), rv.matrix.getF(i), 1e-9 * (1 + std::fabs(rv.matrix.getF(i))))
+        << "row " << i / cols << " column " << i % cols;
+  // Rows 0..2p-1: observation i's x and y; rows 2p..3p-1: weight i.
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t i = r < 2 * b.p ? r / 2 : r - 2 * b.p;
+    const int64_t cam = b.obs[2 * i], pt = b.obs[2 * i + 1];
+    for (int64_t c = 0; c < cols; ++c) {
+      bool own = c == 11 * b.n + 3 * b.m + i; // its weight
+      if (r < 2 * b.p)
+        own = own || (c >= 11 * cam && c < 11 * cam + 11) ||
+              (c >= 11 * b.n + 3 * pt && c < 11 * b.n + 3 * pt + 3);
+      if (!own) EXPECT_EQ(rv.matrix.getF(r * cols + c), 0) << "row " << r << " column " << c;
+    }
+  }
+  slope::GradientCheck c = slope::check_gradient(m, "ba", adbench::baArgs(b));
+  for (const auto& p : c.params)
+    EXPECT_TRUE(p.passed) << p.name << ": max_abs_err " << p.max_abs_err;
 }
 
 } // namespace
