@@ -132,7 +132,7 @@ Hessian-vector product per column.
 
 const char* kCheckHelp =
     R"(usage: slopec check FILE [--fn NAME] [ARG=VALUE ...] [--sizes n=4,m=3] [--seed S]
-                    [--rtol R] [--atol A] [--step H] [--max-elements K] [--json]
+                    [--rtol R] [--atol A] [--step H] [--max-elements K] [--forward] [--json]
 
 Compares the reverse-mode gradient with finite differences for every float parameter, at
 random inputs (sizes 3 unless --sizes; floats ~ N(0,1); integers in [0,3)) or at the given
@@ -149,6 +149,9 @@ Where the value or the gradient is not finite at a draw, check draws again (up t
 the last 10 draws take positive floats) and reports the draws it discarded and why; where no
 draw works it fails, printing the inputs, and asks for ARG=VALUE.
 Default tolerances: f64 rtol 1e-5 atol 1e-7; f32 rtol 2e-3 atol 1e-4.
+--forward checks forward mode too, at the same draw: the JVP against reverse mode
+(<u, J v> = <J^T u, v> for random u and v) and against a finite difference along v, and for a
+scalar function the Hessian-vector product against differences of the gradient.
 Exit status 0 when every parameter passes, 1 otherwise.
 )";
 
@@ -220,7 +223,7 @@ struct Args {
   GradOptions checkpoint; // --checkpoint
   int threads = 0;        // --threads (0: defaultThreads())
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
-       grad = false;
+       grad = false, forward = false;
   std::set<std::string> given; // the options on the command line, for the per-command audit
 };
 
@@ -327,7 +330,7 @@ Args parseArgs(int argc, char** argv) {
         "--fn",      "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
         "--atol",    "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
         "--header",  "--cpu",        "--target", "--gradient", "--arch",         "--device",
-        "--tangent", "--mode"};
+        "--tangent", "--mode",       "--forward"};
     // (compile takes --fn and --gradient several times)
     if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient" &&
         s != "--tangent")
@@ -346,6 +349,8 @@ Args parseArgs(int argc, char** argv) {
       a.json = true;
     else if (s == "--no-grad")
       a.noGrad = true;
+    else if (s == "--forward")
+      a.forward = true;
     else if (s == "--interp")
       a.interp = true;
     else if (s == "--fn") {
@@ -921,6 +926,42 @@ int runCheck(const Args& a) {
     DrawnCheck dc = checkDrawn(f, given, sizes, o, runner.get());
     const GradCheckResult& r = dc.result;
     all = all && r.passed;
+    // --forward: forward mode and the HVP at the same draw (gradcheck.hpp, checkForward).
+    std::optional<ForwardCheckResult> fc;
+    if (a.forward && r.notFinite.empty()) {
+      fc = checkForward(f, dc.args, o, runner.get());
+      all = all && fc->passed;
+    }
+    std::string forwardJson, forwardText;
+    if (fc) {
+      forwardJson =
+          ", \"forward\": {\"passed\": " + std::string(fc->passed ? "true" : "false") +
+          ", \"u_Jv\": " + num(fc->uJv, true) + ", \"JTu_v\": " + num(fc->JTuv, true) +
+          ", \"finite_differences\": " + num(fc->fd, true) +
+          ", \"hvp_checked\": " + (fc->hvpChecked ? "true" : "false") +
+          (fc->hvpChecked ? ", \"hvp_max_abs_err\": " + num(fc->hvpMaxAbsErr, true) : "") +
+          (fc->hvpSkipped.empty() ? "" : ", \"hvp_skipped\": " + jsonString(fc->hvpSkipped)) +
+          (fc->failure.empty() ? "" : ", \"failure\": " + jsonString(fc->failure)) + "}";
+      char buf[256];
+      if (!fc->notFinite.empty()) {
+        forwardText = "  forward mode not checked: " + fc->notFinite + "\n";
+      } else {
+        std::snprintf(buf, sizeof buf,
+                      "  %-12s <u, J v> %-10.6g <J^T u, v> %-10.6g finite differences %.6g\n",
+                      "forward", fc->uJv, fc->JTuv, fc->fd);
+        forwardText = buf;
+        if (fc->hvpChecked) {
+          std::snprintf(buf, sizeof buf,
+                        "  %-12s max_abs_err %-10.3g against differences of the gradient\n", "hvp",
+                        fc->hvpMaxAbsErr);
+          forwardText += buf;
+        } else if (!fc->hvpSkipped.empty()) {
+          forwardText += "  hvp          not built: " + fc->hvpSkipped + "\n";
+        }
+        forwardText +=
+            std::string("  forward mode ") + (fc->passed ? "pass" : "FAIL: " + fc->failure) + "\n";
+      }
+    }
     int discardedTotal = 0;
     std::string discardedText, discardedJson;
     for (const auto& [why, n] : dc.discarded) {
@@ -960,9 +1001,9 @@ int runCheck(const Args& a) {
              ", \"elements\": " + std::to_string(pc.elements) +
              ", \"passed\": " + (pc.passed ? "true" : "false") + "}";
       }
-      jsonParts.push_back(s + "}}");
+      jsonParts.push_back(s + "}" + forwardJson + "}");
     } else {
-      std::cout << name << ": " << (r.passed ? "pass" : "FAIL") << "\n";
+      std::cout << name << ": " << (r.passed && (!fc || fc->passed) ? "pass" : "FAIL") << "\n";
       if (r.notFinite.empty() && discardedTotal)
         std::cout << "  discarded " << discardedTotal << " of " << dc.draws
                   << " random draws where the function is not finite: " << discardedText
@@ -1010,6 +1051,7 @@ int runCheck(const Args& a) {
           std::cout << buf;
         }
       }
+      std::cout << forwardText;
     }
   }
   if (a.json) {
@@ -1461,7 +1503,7 @@ void audit(const Args& a) {
         "--threads", "--device"}},
       {"check",
        {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
-        "--interp", "--checkpoint", "--threads", "--device"}},
+        "--interp", "--checkpoint", "--threads", "--device", "--forward"}},
       {"grad",
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint",
         "--arch"}},
