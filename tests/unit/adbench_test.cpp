@@ -4,6 +4,7 @@
 
 #include "../../samples/adbench/ba_io.hpp"
 #include "../../samples/adbench/gmm_io.hpp"
+#include "../../samples/adbench/hand_io.hpp"
 #include "../../samples/adbench/lstm_io.hpp"
 
 #include <gtest/gtest.h>
@@ -137,6 +138,66 @@ TEST(AdbenchBa, JacobianIsSparseAndAgreesBothWays) {
   slope::GradientCheck c = slope::check_gradient(m, "ba", adbench::baArgs(b));
   for (const auto& p : c.params)
     EXPECT_TRUE(p.passed) << p.name << ": max_abs_err " << p.max_abs_err;
+}
+
+// ADBench hand tracking on its test files (tests/data/adbench/hand: the simple_small model,
+// test.txt for the simple variant, hand_complicated.txt for the complicated one): the errors
+// against ADBench's expected values (HandTests.cpp, to 1e-8), and the Jacobian with respect to
+// theta (and us) the same both ways and against finite differences.
+adbench::HandInput handInput(bool complicated) {
+  return adbench::readHand(dataPath("hand/model"),
+                           dataPath(complicated ? "hand/hand_complicated.txt" : "hand/test.txt"),
+                           complicated);
+}
+std::string handModel() {
+  return std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/hand.slope";
+}
+
+TEST(AdbenchHand, MatchesTheReferenceErrors) {
+  slope::Module m = slope::compile_file(handModel());
+  struct {
+    bool complicated;
+    double expected[4];
+  } cases[] = {
+      {false,
+       {1.65193147941611551e-01, -1.74542769272742593e-01, 1.54751161622253441e-01,
+        -1.25651749731793605e-01}},
+      {true,
+       {0.15618766169646370, -0.14930052600332222, 0.17223808982645483, -0.098877045184959655}},
+  };
+  for (const auto& c : cases) {
+    adbench::HandInput h = handInput(c.complicated);
+    EXPECT_EQ(h.model.B, 22);
+    EXPECT_EQ(h.model.V, 544);
+    slope::Result r = m.function(c.complicated ? "hand_complicated" : "hand")
+                          .call(adbench::handArgs(h, c.complicated));
+    ASSERT_EQ(r[0].shape(), (std::vector<int64_t>{h.N, 3}));
+    for (int i = 0; i < 4; ++i)
+      EXPECT_NEAR(r[0].getF(i), c.expected[i], 1e-8)
+          << (c.complicated ? "complicated " : "simple ") << i;
+  }
+}
+
+TEST(AdbenchHand, JacobianBothWaysAndFiniteDifferences) {
+  slope::Module m = slope::compile_file(handModel());
+  for (bool complicated : {false, true}) {
+    adbench::HandInput h = handInput(complicated);
+    std::string fn = complicated ? "hand_complicated" : "hand";
+    std::vector<std::string> wrt = {"theta"};
+    if (complicated) wrt.push_back("us");
+    slope::DenseResult fw =
+        m.jacobian(fn, wrt, "forward").evaluate(adbench::handArgs(h, complicated));
+    slope::DenseResult rv =
+        m.jacobian(fn, wrt, "reverse").evaluate(adbench::handArgs(h, complicated));
+    ASSERT_EQ(fw.matrix.shape(), rv.matrix.shape());
+    EXPECT_EQ(fw.matrix.shape()[1], complicated ? 26 + 2 * h.N : 26);
+    for (int64_t i = 0; i < fw.matrix.numel(); ++i)
+      EXPECT_NEAR(fw.matrix.getF(i), rv.matrix.getF(i), 1e-9 * (1 + std::fabs(rv.matrix.getF(i))))
+          << fn << " entry " << i;
+    slope::GradientCheck c = slope::check_gradient(m, fn, adbench::handArgs(h, complicated));
+    for (const auto& p : c.params)
+      EXPECT_TRUE(p.passed) << fn << " " << p.name << ": max_abs_err " << p.max_abs_err;
+  }
 }
 
 } // namespace
