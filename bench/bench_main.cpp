@@ -10,7 +10,9 @@
 // the host CPU), the LSTM within 0.5x of lstm_hand.cpp (built the same way). Results:
 // docs/benchmarks.md.
 
+#include "../samples/adbench/ba_io.hpp"
 #include "../samples/adbench/gmm_io.hpp"
+#include "../samples/adbench/hand_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
 #include "gmm_cases.hpp"
 #include "lstm_hand.hpp"
@@ -401,6 +403,108 @@ void BM_Gmm_Gradient_Hand(benchmark::State& st) {
   }
 }
 
+// --- ADBench bundle adjustment and hand tracking (issue 15) ---------------------------------
+//
+// BM_Ba_{Objective,Jacobian}/INPUT and BM_Hand_{Objective,Jacobian}_{Simple,Complicated}/INPUT:
+// the errors, and their dense Jacobian (Module::jacobian: a JVP per column or a VJP per row,
+// whichever is fewer). Inputs from ../shared/data/adbench (skipped where absent) or, for the
+// small test files, tests/data/adbench. The Jacobian of BA is sparse (15 parameters reach an
+// observation), which colouring would exploit; it is not built yet, so only small BA inputs
+// get a Jacobian benchmark.
+
+std::string adbenchPath(const std::string& rel, bool shared) {
+  return std::string(SLOPE_SOURCE_DIR) +
+         (shared ? "/../shared/data/adbench/" : "/tests/data/adbench/") + rel;
+}
+
+struct BaCase {
+  std::string skip;
+  adbench::BaInput b;
+  std::optional<slope::Function> f;
+  std::optional<slope::Jacobian> J;
+  explicit BaCase(const std::string& path) {
+    try {
+      b = adbench::readBa(path);
+    } catch (const std::exception& e) {
+      skip = std::string("ADBench BA input not found: ") + e.what();
+      return;
+    }
+    static slope::Module m = slope::compile_file(samplePath("adbench/ba.slope"));
+    f = m.function("ba");
+    J = m.jacobian("ba", {"cams", "X", "w"});
+  }
+};
+BaCase& baCase(const std::string& path) {
+  static std::map<std::string, std::unique_ptr<BaCase>> cases;
+  auto& c = cases[path];
+  if (!c) c = std::make_unique<BaCase>(path);
+  return *c;
+}
+void BM_Ba_Objective(benchmark::State& st, const std::string& rel, bool shared) {
+  BaCase& c = baCase(adbenchPath(rel, shared));
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::baArgs(c.b);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(c.f->call(args));
+}
+void BM_Ba_Jacobian(benchmark::State& st, const std::string& rel, bool shared) {
+  BaCase& c = baCase(adbenchPath(rel, shared));
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::baArgs(c.b);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(c.J->evaluate(args));
+}
+
+struct HandCase {
+  std::string skip;
+  bool complicated;
+  adbench::HandInput h;
+  std::optional<slope::Function> f;
+  std::optional<slope::Jacobian> J;
+  HandCase(const std::string& model, const std::string& path, bool compl_) : complicated(compl_) {
+    try {
+      h = adbench::readHand(model, path, complicated);
+    } catch (const std::exception& e) {
+      skip = std::string("ADBench hand input not found: ") + e.what();
+      return;
+    }
+    static slope::Module m = slope::compile_file(samplePath("adbench/hand.slope"));
+    std::string fn = complicated ? "hand_complicated" : "hand";
+    f = m.function(fn);
+    J = complicated ? m.jacobian(fn, {"theta", "us"}) : m.jacobian(fn, {"theta"});
+  }
+};
+HandCase& handCase(const std::string& rel, bool shared, bool complicated) {
+  static std::map<std::string, std::unique_ptr<HandCase>> cases;
+  auto& c = cases[rel + (complicated ? "|c" : "|s")];
+  if (!c) {
+    std::string model = shared ? adbenchPath(std::string(complicated ? "hand/complicated_small"
+                                                                     : "hand/simple_small") +
+                                                 "/model",
+                                             true)
+                               : adbenchPath("hand/model", false);
+    c = std::make_unique<HandCase>(model, adbenchPath(rel, shared), complicated);
+  }
+  return *c;
+}
+void BM_Hand_Objective(benchmark::State& st, const std::string& rel, bool shared,
+                       bool complicated) {
+  HandCase& c = handCase(rel, shared, complicated);
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::handArgs(c.h, complicated);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(c.f->call(args));
+}
+void BM_Hand_Jacobian(benchmark::State& st, const std::string& rel, bool shared, bool complicated) {
+  HandCase& c = handCase(rel, shared, complicated);
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::handArgs(c.h, complicated);
+  int64_t calls = 0;
+  for (auto _ : st)
+    calls = c.J->evaluate(args).calls;
+  st.counters["calls"] = static_cast<double>(calls);
+}
+
 void gmmSizes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"n", "d", "K"})->Unit(benchmark::kMillisecond);
   for (const auto& s : gmm_bench::kSizes)
@@ -548,6 +652,23 @@ BENCHMARK(BM_Gmm_Objective_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Gradient_Hand)->Apply(gmmSizes);
 BENCHMARK(BM_Gmm_Gradient_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Hvp_Slope)->Apply(gmmSizes);
+
+BENCHMARK_CAPTURE(BM_Ba_Objective, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Ba_Jacobian, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Ba_Objective, ba1, "ba/ba1_n49_m7776_p31843.txt", true)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Hand_Objective, simple_c100, "hand/simple_small/hand1_t26_c100.txt", true,
+                  false)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Hand_Jacobian, simple_c100, "hand/simple_small/hand1_t26_c100.txt", true,
+                  false)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Hand_Objective, complicated_c100, "hand/complicated_small/hand1_t26_c100.txt",
+                  true, true)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Hand_Jacobian, complicated_c100, "hand/complicated_small/hand1_t26_c100.txt",
+                  true, true)
+    ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_Bowl_Forward_Hand)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Bowl_Forward_Slope)->Unit(benchmark::kMicrosecond);
