@@ -8,6 +8,7 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/sparsity.hpp"
 #include "compiler/support/thread_pool.hpp"
 #include "runtime/cuda_driver.hpp"
 
@@ -444,6 +445,47 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
     }
   }
   return DenseResult{std::move(d.matrix), std::move(d.value), d.mode, d.calls};
+}
+
+SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
+  using detail::Kind;
+  if (hessian_) throw std::logic_error("evaluate_sparse is for Jacobians, not Hessians");
+  auto fwd = impl_->get(name_, Kind::Value, {});
+  std::vector<Tensor> hold, in;
+  for (const View& v : detail::views(*fwd, args, hold))
+    in.push_back(detail::copyOf(v));
+  bindSizes(fwd->f, in);
+  auto c = impl_->get(name_, Kind::Jvp, wrt_);
+  std::optional<SparsityPattern> p = jacobianSparsity(fwd->f, in, c->wrt);
+  SparseResult out;
+  out.pattern_found = p.has_value();
+  if (!p) { // every entry
+    SparsityPattern full;
+    full.rows = outputElements(fwd->f, in);
+    full.cols = inputElements(fwd->f, in, c->wrt);
+    full.rowStart.push_back(0);
+    for (int64_t r = 0; r < full.rows; ++r) {
+      for (int64_t k = 0; k < full.cols; ++k)
+        full.colIndex.push_back(k);
+      full.rowStart.push_back(static_cast<int64_t>(full.colIndex.size()));
+    }
+    p = std::move(full);
+  }
+  Runnable jvpFn = [c](const std::vector<Tensor>& a) {
+    std::vector<View> v;
+    for (const Tensor& t : a)
+      v.push_back(View(t));
+    return detail::run(*c, v, {});
+  };
+  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, *p, jvpFn);
+  out.rows = J.pattern.rows;
+  out.cols = J.pattern.cols;
+  out.row_start = std::move(J.pattern.rowStart);
+  out.col_index = std::move(J.pattern.colIndex);
+  out.values = std::move(J.values);
+  out.value = std::move(J.value);
+  out.colours = J.colours;
+  return out;
 }
 
 std::vector<std::string> Module::function_names() const {

@@ -239,12 +239,29 @@ struct DenseResult {
 /// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
 /// column by column from JVPs (forward mode), row by row from VJPs (reverse mode), or column
 /// by column from Hessian-vector products.
+/// A sparse Jacobian in compressed sparse rows (Jacobian::evaluate_sparse).
+struct SparseResult {
+  std::int64_t rows = 0, cols = 0;     // as DenseResult's matrix
+  std::vector<std::int64_t> row_start; // rows + 1 offsets into col_index and values
+  std::vector<std::int64_t> col_index; // the pattern: sorted within a row
+  std::vector<double> values;
+  std::vector<Tensor> value; // the function's results at the point
+  std::int64_t colours = 0;  // JVP calls it took: columns that share no row share a call
+  bool pattern_found = true; // false: the pattern could not be read off the IR (every entry
+                             // is then stored, and it took a JVP per column)
+};
+
 class Jacobian {
 public:
   template <class... A> DenseResult operator()(A&&... args) const {
     return evaluate(std::vector<Arg>{Arg(std::forward<A>(args))...});
   }
   DenseResult evaluate(const std::vector<Arg>& args) const;
+  /// The Jacobian's nonzeros only (not for Hessians): the pattern read off the function's IR
+  /// at these arguments (what each result element can depend on, through gathers and
+  /// comprehensions), the columns grouped by colouring, a JVP per group. Each call reads the
+  /// pattern afresh (it may depend on integer arguments, as bundle adjustment's does).
+  SparseResult evaluate_sparse(const std::vector<Arg>& args) const;
 
 private:
   friend class Module;

@@ -132,7 +132,9 @@ TEST(AdbenchBa, JacobianIsSparseAndAgreesBothWays) {
       if (r < 2 * b.p)
         own = own || (c >= 11 * cam && c < 11 * cam + 11) ||
               (c >= 11 * b.n + 3 * pt && c < 11 * b.n + 3 * pt + 3);
-      if (!own) EXPECT_EQ(rv.matrix.getF(r * cols + c), 0) << "row " << r << " column " << c;
+      if (!own) {
+        EXPECT_EQ(rv.matrix.getF(r * cols + c), 0) << "row " << r << " column " << c;
+      }
     }
   }
   slope::GradientCheck c = slope::check_gradient(m, "ba", adbench::baArgs(b));
@@ -197,6 +199,59 @@ TEST(AdbenchHand, JacobianBothWaysAndFiniteDifferences) {
     slope::GradientCheck c = slope::check_gradient(m, fn, adbench::handArgs(h, complicated));
     for (const auto& p : c.params)
       EXPECT_TRUE(p.passed) << fn << " " << p.name << ": max_abs_err " << p.max_abs_err;
+  }
+}
+
+/// The dense matrix of a sparse result, and how many of the dense entries the pattern left
+/// out that are not zero (must be none).
+int64_t missedNonzeros(const slope::SparseResult& s, const slope::DenseResult& d,
+                       std::vector<double>& fromSparse) {
+  fromSparse.assign(static_cast<size_t>(s.rows * s.cols), 0.0);
+  for (int64_t r = 0; r < s.rows; ++r)
+    for (int64_t z = s.row_start[r]; z < s.row_start[r + 1]; ++z)
+      fromSparse[static_cast<size_t>(r * s.cols + s.col_index[z])] = s.values[z];
+  int64_t missed = 0;
+  for (int64_t i = 0; i < d.matrix.numel(); ++i)
+    if (d.matrix.getF(i) != 0 && fromSparse[static_cast<size_t>(i)] == 0) ++missed;
+  return missed;
+}
+
+// Sparse Jacobians: the pattern read off the IR, columns grouped by colouring. BA's 62 columns
+// fall into 14 groups (11 camera parameters, 3 point coordinates, the weight; the principal
+// point's x and y reach different rows, so they share one); the complicated
+// hand's 30 into 28 (theta's 26, and the two barycentric coordinates of every point). The values
+// are the dense Jacobian's.
+TEST(AdbenchSparse, BundleAdjustmentAndHandByColouring) {
+  {
+    adbench::BaInput b = adbench::readBa(dataPath("ba/test.txt"));
+    slope::Module m = slope::compile_file(baModel());
+    slope::Jacobian J = m.jacobian("ba", {"cams", "X", "w"});
+    slope::SparseResult s = J.evaluate_sparse(adbench::baArgs(b));
+    slope::DenseResult d = J.evaluate(adbench::baArgs(b));
+    EXPECT_TRUE(s.pattern_found);
+    EXPECT_EQ(s.colours, 14);
+    EXPECT_EQ(s.col_index.size(), 2u * 10 * 14 + 10); // 14 per reprojection row, 1 per weight row
+    std::vector<double> dense;
+    EXPECT_EQ(missedNonzeros(s, d, dense), 0);
+    for (int64_t i = 0; i < d.matrix.numel(); ++i)
+      EXPECT_NEAR(dense[static_cast<size_t>(i)], d.matrix.getF(i),
+                  1e-9 * (1 + std::fabs(d.matrix.getF(i))))
+          << i;
+  }
+  {
+    adbench::HandInput h = handInput(true);
+    slope::Module m = slope::compile_file(handModel());
+    slope::Jacobian J = m.jacobian("hand_complicated", {"theta", "us"});
+    slope::SparseResult s = J.evaluate_sparse(adbench::handArgs(h, true));
+    slope::DenseResult d = J.evaluate(adbench::handArgs(h, true));
+    EXPECT_TRUE(s.pattern_found);
+    EXPECT_EQ(s.colours, 28);
+    std::vector<double> dense;
+    EXPECT_EQ(missedNonzeros(s, d, dense), 0);
+    for (int64_t i = 0; i < d.matrix.numel(); ++i)
+      EXPECT_NEAR(dense[static_cast<size_t>(i)], d.matrix.getF(i),
+                  1e-9 * (1 + std::fabs(d.matrix.getF(i))))
+          << i;
   }
 }
 

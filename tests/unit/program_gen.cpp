@@ -3,10 +3,14 @@
 #include "program_gen.hpp"
 
 #include "checkpoint_budget.hpp"
+#include "compiler/autodiff/forward.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/derivatives.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/simplify/simplify.hpp"
+#include "compiler/sparsity.hpp"
 
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1711,6 +1715,43 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         if (auto o = outOfRange()) return *o;
         return {Verdict::ForwardMode, first + " (and at a second point: " + r.failure + ")"};
       }
+    }
+  }
+
+  if ((all || focus == Verdict::ForwardMode) && p.seed % 2 == 0) {
+    // Sparse Jacobians (even seeds, on the evaluator): every nonzero of the dense Jacobian (a JVP
+    // per column) lies in the pattern read off the IR, and the compressed Jacobian (a JVP per
+    // colour) has its values.
+    try {
+      std::vector<std::string> wrt = resolveWrt(f, {});
+      std::optional<SparsityPattern> pat =
+          wrt.empty() ? std::nullopt : jacobianSparsity(f, args, wrt);
+      if (pat && pat->rows > 0 && pat->cols > 0) {
+        ir::Function j = jvp(f, wrt);
+        simplify(j);
+        returnBuffersInPlace(j);
+        InterpRunner interp;
+        Runnable jvpFn = interp.prepare(j);
+        DenseDerivative d = denseJacobian(f, wrt, args, "forward", jvpFn, jvpFn);
+        SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, jvpFn);
+        std::vector<double> got(static_cast<size_t>(d.matrix.numel()), 0.0);
+        for (int64_t r = 0; r < pat->rows; ++r)
+          for (int64_t z = pat->rowStart[r]; z < pat->rowStart[r + 1]; ++z)
+            got[static_cast<size_t>(r * pat->cols + pat->colIndex[z])] = sj.values[z];
+        for (int64_t i = 0; i < d.matrix.numel(); ++i) {
+          double want = d.matrix.getF(i), have = got[static_cast<size_t>(i)];
+          if (std::isnan(want) && std::isnan(have)) continue;
+          if (!(std::fabs(want - have) <= 1e-12 * (1 + std::fabs(want))))
+            return {Verdict::ForwardMode,
+                    "sparse Jacobian entry (" + std::to_string(i / pat->cols) + ", " +
+                        std::to_string(i % pat->cols) + "): " + fmt(have) + ", dense " + fmt(want) +
+                        " (" + std::to_string(sj.colours) + " colours)"};
+        }
+      }
+    } catch (const EvalError&) {
+      // (a subscript out of range at these arguments: the checks above report such programs)
+    } catch (const std::exception& e) {
+      return {Verdict::Threw, std::string("sparse Jacobian: ") + e.what()};
     }
   }
 

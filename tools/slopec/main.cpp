@@ -18,6 +18,7 @@
 #include "compiler/gradcheck.hpp"
 #include "compiler/lower/loop_ir.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/sparsity.hpp"
 #include "compiler/support/checked.hpp"
 #include "compiler/support/thread_pool.hpp"
 #include "runtime/cuda_driver.hpp"
@@ -118,7 +119,7 @@ parameters are the function's, then a tangent PARAM_dot per differentiated param
 
 const char* kJacobianHelp =
     R"(usage: slopec jacobian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b]
-                       [--mode forward|reverse|auto] [--json]
+                       [--mode forward|reverse|auto] [--sparse] [--json]
        slopec hessian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b] [--json]
 
 jacobian prints the dense Jacobian of the float results with respect to every float
@@ -126,6 +127,11 @@ parameter (or those in --wrt): a row per result element (row-major, result after
 column per parameter element (in parameter order). auto (the default) takes forward mode, a
 JVP per column, when the inputs are fewer than the outputs, and reverse mode, a VJP per row,
 otherwise; the first line (or "mode" and "calls" in --json) says which it took.
+--sparse prints only the nonzeros, row by row ([column] value): the pattern is read off the
+function's IR at these arguments, and columns that share no row take one JVP together
+(colouring), so bundle adjustment's Jacobian takes 14 JVPs however many cameras and points
+it has. Where the pattern cannot be read (a loop's state, an index computed from floats), every
+entry is kept and it says so.
 hessian prints the dense Hessian of a function with one scalar float result, a
 Hessian-vector product per column.
 )";
@@ -223,7 +229,7 @@ struct Args {
   GradOptions checkpoint; // --checkpoint
   int threads = 0;        // --threads (0: defaultThreads())
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
-       grad = false, forward = false;
+       grad = false, forward = false, sparse = false;
   std::set<std::string> given; // the options on the command line, for the per-command audit
 };
 
@@ -351,6 +357,8 @@ Args parseArgs(int argc, char** argv) {
       a.noGrad = true;
     else if (s == "--forward")
       a.forward = true;
+    else if (s == "--sparse")
+      a.sparse = true;
     else if (s == "--interp")
       a.interp = true;
     else if (s == "--fn") {
@@ -1386,6 +1394,59 @@ int runJacobian(const Args& a) {
   checkMemory(m && *m < INT64_MAX / 8 ? *m * 8 : INT64_MAX, "the matrix",
               std::to_string(rows) + " x " + std::to_string(cols) + " f64");
   auto runner = makeRunner(a);
+  if (a.sparse) {
+    if (!a.mode.empty() && a.mode != "forward")
+      throw Usage("--sparse takes forward mode (a JVP per group of columns); --mode " + a.mode +
+                  " contradicts it");
+    std::optional<SparsityPattern> pat = jacobianSparsity(f, args, wrt);
+    bool found = pat.has_value();
+    if (!pat) {
+      SparsityPattern full;
+      full.rows = rows;
+      full.cols = cols;
+      full.rowStart.push_back(0);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t c = 0; c < cols; ++c)
+          full.colIndex.push_back(c);
+        full.rowStart.push_back(static_cast<int64_t>(full.colIndex.size()));
+      }
+      pat = std::move(full);
+    }
+    SparseJacobian J = sparseJacobian(f, wrt, args, *pat, runner->prepare(p->jvp(name, wrt)));
+    const SparsityPattern& q = J.pattern;
+    if (a.json) {
+      auto list = [](const auto& v) {
+        std::string s = "[";
+        for (size_t k = 0; k < v.size(); ++k)
+          s += (k ? "," : "") + std::to_string(v[k]);
+        return s + "]";
+      };
+      std::string vals = "[";
+      for (size_t k = 0; k < J.values.size(); ++k)
+        vals += (k ? "," : "") + num(J.values[k], true);
+      vals += "]";
+      std::cout << "{\"function\": " << jsonString(name)
+                << ", \"value\": " << resultsText(J.value, true) << ", \"rows\": " << q.rows
+                << ", \"cols\": " << q.cols << ", \"pattern_found\": " << (found ? "true" : "false")
+                << ", \"colours\": " << J.colours << ", \"row_start\": " << list(q.rowStart)
+                << ", \"col_index\": " << list(q.colIndex) << ", \"values\": " << vals << "}\n";
+    } else {
+      std::cout << name << " = " << resultsText(J.value, false) << "\n"
+                << "jacobian (" << q.rows << " x " << q.cols << ", " << q.nonzeros()
+                << " nonzeros, " << J.colours << " colours: " << J.colours << " JVPs"
+                << (found ? "" : "; the pattern could not be read off the IR: dense") << ") =\n";
+      for (int64_t r = 0; r < q.rows; ++r) {
+        std::cout << "row " << r << ":";
+        for (int64_t z = q.rowStart[static_cast<size_t>(r)];
+             z < q.rowStart[static_cast<size_t>(r) + 1]; ++z)
+          std::cout << (z > q.rowStart[static_cast<size_t>(r)] ? ", " : " ") << "["
+                    << q.colIndex[static_cast<size_t>(z)] << "] "
+                    << num(J.values[static_cast<size_t>(z)], false);
+        std::cout << "\n";
+      }
+    }
+    return kOk;
+  }
   DenseDerivative d;
   if (hessian) {
     d = denseHessian(f, wrt, args, runner->prepare(p->hvp(name, wrt, a.checkpoint)));
@@ -1513,7 +1574,8 @@ void audit(const Args& a) {
        {"--fn", "--tangent", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device",
         "--emit", "-o"}},
       {"jacobian",
-       {"--fn", "--wrt", "--mode", "--checkpoint", "--json", "--interp", "--threads", "--device"}},
+       {"--fn", "--wrt", "--mode", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
+        "--device"}},
       {"hessian", {"--fn", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device"}},
       {"compile",
        {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",

@@ -1,0 +1,488 @@
+#include "compiler/sparsity.hpp"
+
+#include "compiler/eval/interp.hpp"
+#include "compiler/simplify/simplify.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <map>
+#include <unordered_map>
+
+namespace slope {
+namespace {
+
+using ir::Block;
+using ir::Instr;
+using ir::Op;
+using Set = std::vector<int64_t>; // column indices, sorted, unique
+
+void unite(Set& a, const Set& b) {
+  if (b.empty()) return;
+  if (a.empty()) {
+    a = b;
+    return;
+  }
+  Set out;
+  out.reserve(a.size() + b.size());
+  std::set_union(a.begin(), a.end(), b.begin(), b.end(), std::back_inserter(out));
+  a.swap(out);
+}
+
+struct Unsupported {};
+
+bool writesMemory(const Instr& in) {
+  bool w = in.op == Op::For || in.op == Op::BufStore || in.op == Op::BufAdd;
+  for (const Block& r : in.regions)
+    ir::forEachInstr(r, [&](const Instr& i) {
+      w = w || i.op == Op::For || i.op == Op::BufStore || i.op == Op::BufAdd || i.op == Op::SizeDef;
+    });
+  return w;
+}
+
+/// Calls fn(v) for every value instruction `in` uses, inside its regions too.
+template <class Fn> void forEachUse(const Instr& in, Fn&& fn) {
+  for (int a : in.args)
+    fn(a);
+  for (const Block& r : in.regions) {
+    for (const Instr& i : r.body)
+      forEachUse(i, fn);
+    for (int y : r.yields)
+      fn(y);
+  }
+}
+
+/// Follows f element by element (see jacobianSparsity). Integer values are computed exactly
+/// (kUnknown where they come from floats); a float value is the set of columns it may depend on.
+class Analysis {
+public:
+  static constexpr int64_t kUnknown = INT64_MIN;
+
+  Analysis(const ir::Function& f, const std::vector<Tensor>& args,
+           const std::vector<std::string>& wrt)
+      : f_(f), args_(args) {
+    sizes_ = bindSizes(f, args);
+    f.deriveSizes(sizes_);
+    size_t n = f.types.size();
+    def_.assign(n, nullptr);
+    top_.assign(n, 0);
+    param_.assign(n, -1);
+    for (size_t k = 0; k < f.params.size(); ++k) {
+      param_[f.params[k]] = static_cast<int>(k);
+      bool w = std::find(wrt.begin(), wrt.end(), f.paramNames[k]) != wrt.end() &&
+               isFloat(f.paramTypes[k].dtype);
+      base_.push_back(w ? cols_ : -1);
+      if (w) cols_ += args[k].numel();
+    }
+    for (const Instr& in : f.body.body) {
+      if (in.result >= 0) top_[in.result] = 1;
+      index(in);
+    }
+    coarse();
+  }
+
+  int64_t cols() const { return cols_; }
+
+  /// Each row's columns, result after result.
+  std::vector<Set> rows() {
+    std::vector<Set> out;
+    for (int y : f_.body.yields) {
+      if (!isFloat(f_.types[y].dtype)) continue;
+      int64_t n = numel(f_.types[y]);
+      for (int64_t e = 0; e < n; ++e)
+        out.push_back(tensorElement(y, e));
+    }
+    return out;
+  }
+
+private:
+  void index(const Instr& in) {
+    if (in.result >= 0) def_[in.result] = &in;
+    for (const Block& r : in.regions)
+      for (const Instr& i : r.body)
+        index(i);
+  }
+
+  int64_t numel(const ir::Type& t) const {
+    int64_t n = 1;
+    for (const Poly& p : t.shape) {
+      auto v = p.eval(sizes_);
+      if (!v) throw Unsupported{};
+      n *= *v;
+    }
+    return n;
+  }
+  std::vector<int64_t> shapeOf(const ir::Type& t) const {
+    std::vector<int64_t> s;
+    for (const Poly& p : t.shape) {
+      auto v = p.eval(sizes_);
+      if (!v) throw Unsupported{};
+      s.push_back(*v);
+    }
+    return s;
+  }
+
+  Set paramColumns(int k) const {
+    Set s;
+    if (base_[static_cast<size_t>(k)] < 0) return s;
+    for (int64_t i = 0; i < args_[static_cast<size_t>(k)].numel(); ++i)
+      s.push_back(base_[static_cast<size_t>(k)] + i);
+    return s;
+  }
+
+  /// What a top-level value may depend on as a whole: everything its instruction reads, and
+  /// for a buffer, everything stored into it (a fixpoint: loops store back into what they read).
+  void coarse() {
+    for (size_t k = 0; k < f_.params.size(); ++k)
+      coarse_[f_.params[k]] = paramColumns(static_cast<int>(k));
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (const Instr& in : f_.body.body) {
+        Set d;
+        forEachUse(in, [&](int u) {
+          if (top_[u] || param_[u] >= 0) unite(d, coarse_[u]);
+        });
+        auto grow = [&](int v) {
+          Set& s = coarse_[v];
+          size_t before = s.size();
+          unite(s, d);
+          changed = changed || s.size() != before;
+        };
+        if (in.result >= 0) grow(in.result);
+        if ((in.op == Op::BufStore || in.op == Op::BufAdd) && top_[in.args[0]]) grow(in.args[0]);
+        for (const Block& r : in.regions)
+          ir::forEachInstr(r, [&](const Instr& i) {
+            if ((i.op == Op::BufStore || i.op == Op::BufAdd) && top_[i.args[0]]) grow(i.args[0]);
+          });
+      }
+    }
+  }
+
+  /// Element e (row-major) of tensor value t, as a set of columns.
+  Set tensorElement(int t, int64_t e) {
+    if (param_[t] >= 0) {
+      int k = param_[t];
+      return base_[static_cast<size_t>(k)] < 0 ? Set{} : Set{base_[static_cast<size_t>(k)] + e};
+    }
+    auto lt = local_.find(t);
+    if (lt != local_.end()) return lt->second.at(static_cast<size_t>(e));
+    if (top_[t] && def_[t]->op == Op::Comp && !writesMemory(*def_[t])) {
+      auto key = std::make_pair(t, e);
+      auto m = memo_.find(key);
+      if (m != memo_.end()) return m->second;
+      const Instr& c = *def_[t];
+      const Block& body = c.regions[0];
+      bindIndex(body, c.extents, e);
+      block(body);
+      Set s = deps(body.yields[0]);
+      memo_[key] = s;
+      return s;
+    }
+    if (top_[t]) return coarse_[t];
+    throw Unsupported{};
+  }
+
+  /// Element e of an integer tensor: a parameter's, or a top-level comprehension's computed
+  /// (the corners of the triangles a hand's points lie on).
+  int64_t intElement(int t, int64_t e) {
+    if (param_[t] >= 0) return args_[static_cast<size_t>(param_[t])].getI(e);
+    if (!(top_[t] && def_[t]->op == Op::Comp && !writesMemory(*def_[t]))) throw Unsupported{};
+    auto key = std::make_pair(t, e);
+    auto m = intMemo_.find(key);
+    if (m != intMemo_.end()) return m->second;
+    const Instr& c = *def_[t];
+    const Block& body = c.regions[0];
+    bindIndex(body, c.extents, e);
+    block(body);
+    int64_t v = knownInt(body.yields[0]);
+    intMemo_[key] = v;
+    return v;
+  }
+  /// Binds a region's index values to the row-major position e of its index space.
+  void bindIndex(const Block& body, const std::vector<Poly>& extents, int64_t e) {
+    for (size_t k = extents.size(); k-- > 0;) {
+      auto v = extents[k].eval(sizes_);
+      if (!v || *v <= 0) throw Unsupported{};
+      iv_[body.args[k]] = e % *v;
+      e /= *v;
+    }
+  }
+
+  int64_t intOf(int v) {
+    auto it = iv_.find(v);
+    if (it != iv_.end()) return it->second;
+    if (param_[v] >= 0 && f_.types[v].rank() == 0)
+      return args_[static_cast<size_t>(param_[v])].getI(0);
+    if (top_[v]) {
+      instr(*def_[v]);
+      it = iv_.find(v);
+      if (it != iv_.end()) return it->second;
+    }
+    throw Unsupported{};
+  }
+  int64_t knownInt(int v) {
+    int64_t x = intOf(v);
+    if (x == kUnknown) throw Unsupported{};
+    return x;
+  }
+
+  Set deps(int v) {
+    auto it = fd_.find(v);
+    if (it != fd_.end()) return it->second;
+    if (param_[v] >= 0) return paramColumns(param_[v]);
+    if (top_[v]) {
+      if (f_.types[v].rank() == 0 && !writesMemory(*def_[v]) &&
+          ir::opKind(def_[v]->op) != ir::OpKind::Region) {
+        instr(*def_[v]);
+        return fd_.at(v);
+      }
+      return coarse_[v];
+    }
+    throw Unsupported{};
+  }
+
+  void block(const Block& b) {
+    for (const Instr& in : b.body)
+      instr(in);
+  }
+
+  void instr(const Instr& in) {
+    const int r = in.result;
+    if (r < 0) throw Unsupported{}; // effects: a loop, a store
+    const ir::Type& t = f_.types[r];
+    const bool fl = isFloat(t.dtype);
+    switch (ir::opKind(in.op)) {
+    case ir::OpKind::Leaf:
+      if (in.op == Op::Const) {
+        if (fl)
+          fd_[r] = {};
+        else
+          iv_[r] = in.ival;
+      } else if (in.op == Op::Size) {
+        auto v = in.poly.eval(sizes_);
+        if (!v) throw Unsupported{};
+        iv_[r] = *v;
+      } else {
+        throw Unsupported{};
+      }
+      return;
+    case ir::OpKind::Unary:
+    case ir::OpKind::Binary:
+    case ir::OpKind::Ternary: {
+      if (fl) {
+        Set d;
+        for (int a : in.args)
+          if (isFloat(f_.types[a].dtype)) unite(d, deps(a));
+        fd_[r] = std::move(d);
+        return;
+      }
+      // An integer or bool: exact from exact operands, unknown from floats.
+      std::vector<Scalar> ops;
+      bool unknown = false;
+      for (int a : in.args) {
+        Scalar s;
+        if (isFloat(f_.types[a].dtype)) {
+          unknown = true;
+        } else {
+          s.i = intOf(a);
+          unknown = unknown || s.i == kUnknown;
+        }
+        ops.push_back(s);
+      }
+      if (unknown) {
+        iv_[r] = kUnknown;
+        return;
+      }
+      Scalar out;
+      if (!foldConstant(f_, in, ops, out)) throw Unsupported{};
+      iv_[r] = out.i;
+      return;
+    }
+    case ir::OpKind::Memory: {
+      if (in.op == Op::Load) {
+        int tv = in.args[0];
+        std::vector<int64_t> shape = shapeOf(f_.types[tv]);
+        int64_t e = 0;
+        for (size_t k = 0; k + 1 < in.args.size(); ++k) {
+          int64_t ix = knownInt(in.args[k + 1]);
+          if (ix < 0 || ix >= shape[k]) throw Unsupported{}; // (the call itself would fail)
+          e = e * shape[k] + ix;
+        }
+        if (fl) {
+          fd_[r] = tensorElement(tv, e);
+        } else {
+          iv_[r] = intElement(tv, e);
+        }
+        return;
+      }
+      if (in.op == Op::Stack && fl) {
+        std::vector<Set> el;
+        for (int a : in.args)
+          el.push_back(deps(a));
+        local_[r] = std::move(el);
+        return;
+      }
+      throw Unsupported{};
+    }
+    case ir::OpKind::Region: break;
+    }
+    if (writesMemory(in) || !fl) throw Unsupported{};
+    if (in.op == Op::If) {
+      int64_t c = intOf(in.args[0]);
+      std::vector<const Block*> taken;
+      if (c == kUnknown) {
+        taken = {&in.regions[0], &in.regions[1]};
+      } else {
+        taken = {&in.regions[c ? 0 : 1]};
+      }
+      if (t.rank() == 0) {
+        Set d;
+        for (const Block* b : taken) {
+          block(*b);
+          unite(d, deps(b->yields[0]));
+        }
+        fd_[r] = std::move(d);
+      } else {
+        std::vector<Set> el(static_cast<size_t>(numel(t)));
+        for (const Block* b : taken) {
+          block(*b);
+          for (size_t e = 0; e < el.size(); ++e)
+            unite(el[e], tensorElement(b->yields[0], static_cast<int64_t>(e)));
+        }
+        local_[r] = std::move(el);
+      }
+      return;
+    }
+    // A comprehension (element by element) or a reduction (the union of its elements).
+    const Block& body = in.regions[0];
+    int64_t total = 1;
+    for (const Poly& p : in.extents) {
+      auto v = p.eval(sizes_);
+      if (!v || *v < 0) throw Unsupported{};
+      total *= *v;
+    }
+    if (in.op == Op::ArgMax || in.op == Op::ArgMin) throw Unsupported{};
+    std::vector<Set> el;
+    Set all;
+    for (int64_t e = 0; e < total; ++e) {
+      bindIndex(body, in.extents, e);
+      block(body);
+      Set d = deps(body.yields[0]);
+      if (in.op == Op::Comp)
+        el.push_back(std::move(d));
+      else
+        unite(all, d);
+    }
+    if (in.op == Op::Comp)
+      local_[r] = std::move(el);
+    else
+      fd_[r] = std::move(all);
+  }
+
+  const ir::Function& f_;
+  const std::vector<Tensor>& args_;
+  std::map<std::string, int64_t> sizes_;
+  std::vector<const Instr*> def_;
+  std::vector<char> top_;
+  std::vector<int> param_;
+  std::vector<int64_t> base_; // first column of each parameter (-1: not differentiated)
+  int64_t cols_ = 0;
+  std::map<int, Set> coarse_;
+  std::unordered_map<int, int64_t> iv_;
+  std::unordered_map<int, Set> fd_;
+  std::unordered_map<int, std::vector<Set>> local_; // tensors made inside a body
+  std::map<std::pair<int, int64_t>, Set> memo_;     // elements of top-level comprehensions
+  std::map<std::pair<int, int64_t>, int64_t> intMemo_;
+};
+
+} // namespace
+
+std::optional<SparsityPattern> jacobianSparsity(const ir::Function& fIn,
+                                                const std::vector<Tensor>& args,
+                                                const std::vector<std::string>& wrt) {
+  ir::Function f = fIn;
+  copyBufferResults(f); // a var returned in place is read through a comprehension
+  try {
+    Analysis a(f, args, wrt);
+    std::vector<Set> rows = a.rows();
+    SparsityPattern p;
+    p.rows = static_cast<int64_t>(rows.size());
+    p.cols = a.cols();
+    p.rowStart.push_back(0);
+    for (const Set& r : rows) {
+      p.colIndex.insert(p.colIndex.end(), r.begin(), r.end());
+      p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
+    }
+    return p;
+  } catch (const Unsupported&) {
+    return std::nullopt;
+  } catch (const std::out_of_range&) {
+    return std::nullopt;
+  }
+}
+
+std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours) {
+  // Column -> rows, then each column takes the smallest colour no column of its rows has.
+  std::vector<std::vector<int64_t>> colRows(static_cast<size_t>(p.cols));
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t k = p.rowStart[static_cast<size_t>(r)]; k < p.rowStart[static_cast<size_t>(r) + 1];
+         ++k)
+      colRows[static_cast<size_t>(p.colIndex[static_cast<size_t>(k)])].push_back(r);
+  std::vector<int64_t> colour(static_cast<size_t>(p.cols), -1);
+  std::vector<int64_t> mark; // mark[c] == column being coloured: colour c is taken
+  int64_t n = 0;
+  for (int64_t c = 0; c < p.cols; ++c) {
+    for (int64_t r : colRows[static_cast<size_t>(c)])
+      for (int64_t k = p.rowStart[static_cast<size_t>(r)];
+           k < p.rowStart[static_cast<size_t>(r) + 1]; ++k) {
+        int64_t other = colour[static_cast<size_t>(p.colIndex[static_cast<size_t>(k)])];
+        if (other >= 0) mark[static_cast<size_t>(other)] = c;
+      }
+    int64_t k = 0;
+    while (k < n && mark[static_cast<size_t>(k)] == c)
+      ++k;
+    if (k == n) {
+      mark.push_back(-1);
+      ++n;
+    }
+    colour[static_cast<size_t>(c)] = k;
+  }
+  if (colours) *colours = n;
+  return colour;
+}
+
+SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
+                              const std::vector<Tensor>& args, const SparsityPattern& pattern,
+                              const Runnable& jvpFn) {
+  SparseJacobian J;
+  J.pattern = pattern;
+  J.values.assign(static_cast<size_t>(pattern.nonzeros()), 0.0);
+  std::vector<int64_t> colour = colourColumns(pattern, &J.colours);
+  std::vector<size_t> ps;
+  for (size_t p = 0; p < f.params.size(); ++p)
+    if (std::find(wrt.begin(), wrt.end(), f.paramNames[p]) != wrt.end()) ps.push_back(p);
+  const size_t nres = f.body.yields.size();
+  for (int64_t k = 0; k < std::max<int64_t>(J.colours, 1); ++k) {
+    // The tangent: 1 at every column of colour k.
+    std::vector<Tensor> a = args;
+    int64_t col = 0;
+    for (size_t p : ps) {
+      Tensor t(args[p].dtype(), args[p].shape());
+      for (int64_t i = 0; i < t.numel(); ++i, ++col)
+        if (colour[static_cast<size_t>(col)] == k) t.setF(i, 1);
+      a.push_back(std::move(t));
+    }
+    std::vector<Tensor> out = jvpFn(a);
+    if (k == 0) J.value.assign(out.begin(), out.begin() + static_cast<long>(nres));
+    // Row r of J v is J[r, c] for the one column c of colour k in row r.
+    int64_t r = 0;
+    for (size_t q = nres; q < out.size(); ++q)
+      for (int64_t i = 0; i < out[q].numel(); ++i, ++r)
+        for (int64_t z = pattern.rowStart[static_cast<size_t>(r)];
+             z < pattern.rowStart[static_cast<size_t>(r) + 1]; ++z)
+          if (colour[static_cast<size_t>(pattern.colIndex[static_cast<size_t>(z)])] == k)
+            J.values[static_cast<size_t>(z)] = out[q].getF(i);
+  }
+  return J;
+}
+
+} // namespace slope

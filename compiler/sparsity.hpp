@@ -1,0 +1,52 @@
+// Sparse Jacobians: the sparsity pattern read off the IR at the given arguments, columns
+// grouped by colouring (columns that share no row take one JVP together: Curtis, Powell and
+// Reid's compression, as CasADi and ColPack do it), and the compressed Jacobian in CSR form.
+#pragma once
+
+#include "compiler/codegen/execute.hpp"
+#include "compiler/ir/ir.hpp"
+#include "slope/tensor.hpp"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace slope {
+
+/// Rows: the elements of f's float results (row-major, result after result); columns: the
+/// elements of the differentiated parameters, in parameter order (as DenseDerivative).
+struct SparsityPattern {
+  int64_t rows = 0, cols = 0;
+  std::vector<int64_t> rowStart; // rows + 1 offsets into colIndex (CSR)
+  std::vector<int64_t> colIndex; // sorted within a row
+  int64_t nonzeros() const { return static_cast<int64_t>(colIndex.size()); }
+};
+
+/// The parameter elements each result element can depend on at args, read off f's IR: a
+/// result that is a comprehension is followed element by element through its body (integer
+/// subscripts, gathers through integer parameters and the comprehensions it reads computed
+/// exactly; a float condition takes both branches); whatever it cannot follow (loops with
+/// state, vars, other results) counts as depending on everything that flows into it, so the
+/// pattern never misses a nonzero. nullopt where it cannot tell (an integer computed from
+/// floats, a subscript it cannot evaluate): then a dense Jacobian.
+std::optional<SparsityPattern> jacobianSparsity(const ir::Function& f,
+                                                const std::vector<Tensor>& args,
+                                                const std::vector<std::string>& wrt);
+
+/// Greedy colouring of the columns: two columns that share a row get different colours.
+/// Returns each column's colour; `colours` receives how many there are.
+std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);
+
+struct SparseJacobian {
+  SparsityPattern pattern;
+  std::vector<double> values; // per nonzero of the pattern
+  std::vector<Tensor> value;  // f's results
+  int64_t colours = 0;        // compiled JVP calls: one per colour
+};
+
+/// The Jacobian in the pattern's CSR form, one JVP per colour (jvpFn runs jvp(f, wrt)).
+SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
+                              const std::vector<Tensor>& args, const SparsityPattern& pattern,
+                              const Runnable& jvpFn);
+
+} // namespace slope
