@@ -455,6 +455,19 @@ void BM_Ba_Jacobian(benchmark::State& st, const std::string& rel, bool shared) {
     benchmark::DoNotOptimize(c.J->evaluate(args));
 }
 
+// The sparse Jacobian: the pattern read once (as a solver would, for fixed observations),
+// then a JVP per colour each call (Jacobian::evaluate_sparse with the first call's pattern).
+void BM_Ba_JacobianSparse(benchmark::State& st, const std::string& rel, bool shared) {
+  BaCase& c = baCase(adbenchPath(rel, shared));
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::baArgs(c.b);
+  slope::SparseResult first = c.J->evaluate_sparse(args);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(c.J->evaluate_sparse(args, first));
+  st.counters["colours"] = static_cast<double>(first.colours);
+  st.counters["nonzeros"] = static_cast<double>(first.col_index.size());
+}
+
 struct HandCase {
   std::string skip;
   bool complicated;
@@ -494,6 +507,16 @@ void BM_Hand_Objective(benchmark::State& st, const std::string& rel, bool shared
   auto args = adbench::handArgs(c.h, complicated);
   for (auto _ : st)
     benchmark::DoNotOptimize(c.f->call(args));
+}
+void BM_Hand_JacobianSparse(benchmark::State& st, const std::string& rel, bool shared,
+                            bool complicated) {
+  HandCase& c = handCase(rel, shared, complicated);
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  auto args = adbench::handArgs(c.h, complicated);
+  slope::SparseResult first = c.J->evaluate_sparse(args);
+  for (auto _ : st)
+    benchmark::DoNotOptimize(c.J->evaluate_sparse(args, first));
+  st.counters["colours"] = static_cast<double>(first.colours);
 }
 void BM_Hand_Jacobian(benchmark::State& st, const std::string& rel, bool shared, bool complicated) {
   HandCase& c = handCase(rel, shared, complicated);
@@ -655,7 +678,10 @@ BENCHMARK(BM_Gmm_Hvp_Slope)->Apply(gmmSizes);
 
 BENCHMARK_CAPTURE(BM_Ba_Objective, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Ba_Jacobian, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Ba_JacobianSparse, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Ba_Objective, ba1, "ba/ba1_n49_m7776_p31843.txt", true)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_Ba_JacobianSparse, ba1, "ba/ba1_n49_m7776_p31843.txt", true)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_Hand_Objective, simple_c100, "hand/simple_small/hand1_t26_c100.txt", true,
                   false)
@@ -668,6 +694,9 @@ BENCHMARK_CAPTURE(BM_Hand_Objective, complicated_c100, "hand/complicated_small/h
     ->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Hand_Jacobian, complicated_c100, "hand/complicated_small/hand1_t26_c100.txt",
                   true, true)
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK_CAPTURE(BM_Hand_JacobianSparse, complicated_c100,
+                  "hand/complicated_small/hand1_t26_c100.txt", true, true)
     ->Unit(benchmark::kMicrosecond);
 
 BENCHMARK(BM_Bowl_Forward_Hand)->Unit(benchmark::kMicrosecond);

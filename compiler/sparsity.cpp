@@ -461,6 +461,15 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
   for (size_t p = 0; p < f.params.size(); ++p)
     if (std::find(wrt.begin(), wrt.end(), f.paramNames[p]) != wrt.end()) ps.push_back(p);
   const size_t nres = f.body.yields.size();
+  // Per colour, the nonzeros it fills: (position in values, row).
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> fills(
+      static_cast<size_t>(std::max<int64_t>(J.colours, 1)));
+  for (int64_t r = 0; r < pattern.rows; ++r)
+    for (int64_t z = pattern.rowStart[static_cast<size_t>(r)];
+         z < pattern.rowStart[static_cast<size_t>(r) + 1]; ++z)
+      fills[static_cast<size_t>(
+                colour[static_cast<size_t>(pattern.colIndex[static_cast<size_t>(z)])])]
+          .push_back({z, r});
   for (int64_t k = 0; k < std::max<int64_t>(J.colours, 1); ++k) {
     // The tangent: 1 at every column of colour k.
     std::vector<Tensor> a = args;
@@ -474,13 +483,13 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
     std::vector<Tensor> out = jvpFn(a);
     if (k == 0) J.value.assign(out.begin(), out.begin() + static_cast<long>(nres));
     // Row r of J v is J[r, c] for the one column c of colour k in row r.
-    int64_t r = 0;
+    std::vector<double> rowValue;
+    rowValue.reserve(static_cast<size_t>(pattern.rows));
     for (size_t q = nres; q < out.size(); ++q)
-      for (int64_t i = 0; i < out[q].numel(); ++i, ++r)
-        for (int64_t z = pattern.rowStart[static_cast<size_t>(r)];
-             z < pattern.rowStart[static_cast<size_t>(r) + 1]; ++z)
-          if (colour[static_cast<size_t>(pattern.colIndex[static_cast<size_t>(z)])] == k)
-            J.values[static_cast<size_t>(z)] = out[q].getF(i);
+      for (int64_t i = 0; i < out[q].numel(); ++i)
+        rowValue.push_back(out[q].getF(i));
+    for (auto [z, r] : fills[static_cast<size_t>(k)])
+      J.values[static_cast<size_t>(z)] = rowValue[static_cast<size_t>(r)];
   }
   return J;
 }

@@ -448,6 +448,11 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
 }
 
 SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
+  return evaluate_sparse(args, SparseResult{});
+}
+
+SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
+                                       const SparseResult& like) const {
   using detail::Kind;
   if (hessian_) throw std::logic_error("evaluate_sparse is for Jacobians, not Hessians");
   auto fwd = impl_->get(name_, Kind::Value, {});
@@ -456,9 +461,25 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
     in.push_back(detail::copyOf(v));
   bindSizes(fwd->f, in);
   auto c = impl_->get(name_, Kind::Jvp, wrt_);
-  std::optional<SparsityPattern> p = jacobianSparsity(fwd->f, in, c->wrt);
+  std::optional<SparsityPattern> p;
   SparseResult out;
-  out.pattern_found = p.has_value();
+  if (!like.row_start.empty()) {
+    SparsityPattern q;
+    q.rows = outputElements(fwd->f, in);
+    q.cols = inputElements(fwd->f, in, c->wrt);
+    if (like.rows != q.rows || like.cols != q.cols ||
+        like.row_start.size() != static_cast<size_t>(q.rows) + 1)
+      throw CallError("the pattern given is for a " + std::to_string(like.rows) + " x " +
+                      std::to_string(like.cols) + " Jacobian; these arguments make it " +
+                      std::to_string(q.rows) + " x " + std::to_string(q.cols));
+    q.rowStart = like.row_start;
+    q.colIndex = like.col_index;
+    p = std::move(q);
+    out.pattern_found = like.pattern_found;
+  } else {
+    p = jacobianSparsity(fwd->f, in, c->wrt);
+    out.pattern_found = p.has_value();
+  }
   if (!p) { // every entry
     SparsityPattern full;
     full.rows = outputElements(fwd->f, in);

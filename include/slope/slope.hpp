@@ -262,6 +262,10 @@ public:
   /// comprehensions), the columns grouped by colouring, a JVP per group. Each call reads the
   /// pattern afresh (it may depend on integer arguments, as bundle adjustment's does).
   SparseResult evaluate_sparse(const std::vector<Arg>& args) const;
+  /// The same with the pattern of an earlier result (`like`: its row_start and col_index), not
+  /// read again: for a solver whose integer arguments (which observation sees what) stay fixed
+  /// while the floats change. A pattern for other sizes is a CallError.
+  SparseResult evaluate_sparse(const std::vector<Arg>& args, const SparseResult& like) const;
 
 private:
   friend class Module;
