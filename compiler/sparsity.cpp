@@ -94,6 +94,57 @@ public:
     return out;
   }
 
+  /// The terms a scalar value is a sum of, each as the set of columns it may depend on: its
+  /// Hessian is supported on the union of every term's set times itself. A sum over an index
+  /// space gives a term per element; + and - join the terms of both sides; a scaling by
+  /// something no parameter reaches keeps them; anything else is one term.
+  std::vector<Set> terms(int v) {
+    auto whole = [&] { return std::vector<Set>{deps(v)}; };
+    if (param_[v] >= 0 || !top_[v]) return whole();
+    const Instr& in = *def_[v];
+    auto constant = [&](int a) { return deps(a).empty(); };
+    switch (in.op) {
+    case Op::ReduceSum: {
+      if (writesMemory(in)) return whole();
+      const Block& body = in.regions[0];
+      int64_t total = 1;
+      for (const Poly& p : in.extents) {
+        auto e = p.eval(sizes_);
+        if (!e || *e < 0) throw Unsupported{};
+        total *= *e;
+      }
+      std::vector<Set> out;
+      for (int64_t e = 0; e < total; ++e) {
+        bindIndex(body, in.extents, e);
+        block(body);
+        out.push_back(deps(body.yields[0]));
+      }
+      return out;
+    }
+    case Op::Add:
+    case Op::Sub: {
+      std::vector<Set> a = terms(in.args[0]), b = terms(in.args[1]);
+      a.insert(a.end(), b.begin(), b.end());
+      return a;
+    }
+    case Op::Neg: return terms(in.args[0]);
+    case Op::Mul:
+      if (constant(in.args[0])) return terms(in.args[1]);
+      if (constant(in.args[1])) return terms(in.args[0]);
+      return whole();
+    case Op::Div:
+      if (constant(in.args[1])) return terms(in.args[0]);
+      return whole();
+    default: return whole();
+    }
+  }
+  int scalarResult() const {
+    const auto& ys = f_.body.yields;
+    if (ys.size() != 1 || !isFloat(f_.types[ys[0]].dtype) || f_.types[ys[0]].rank() != 0)
+      throw Unsupported{};
+    return ys[0];
+  }
+
 private:
   void index(const Instr& in) {
     if (in.result >= 0) def_[in.result] = &in;
@@ -420,6 +471,34 @@ std::optional<SparsityPattern> jacobianSparsity(const ir::Function& fIn,
   }
 }
 
+std::optional<SparsityPattern> hessianSparsity(const ir::Function& fIn,
+                                               const std::vector<Tensor>& args,
+                                               const std::vector<std::string>& wrt) {
+  ir::Function f = fIn;
+  copyBufferResults(f);
+  try {
+    Analysis a(f, args, wrt);
+    std::vector<Set> terms = a.terms(a.scalarResult());
+    // Row c: every column that shares a term with c.
+    std::vector<Set> rows(static_cast<size_t>(a.cols()));
+    for (const Set& t : terms)
+      for (int64_t c : t)
+        unite(rows[static_cast<size_t>(c)], t);
+    SparsityPattern p;
+    p.rows = p.cols = a.cols();
+    p.rowStart.push_back(0);
+    for (const Set& r : rows) {
+      p.colIndex.insert(p.colIndex.end(), r.begin(), r.end());
+      p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
+    }
+    return p;
+  } catch (const Unsupported&) {
+    return std::nullopt;
+  } catch (const std::out_of_range&) {
+    return std::nullopt;
+  }
+}
+
 std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours) {
   // Column -> rows, then each column takes the smallest colour no column of its rows has.
   std::vector<std::vector<int64_t>> colRows(static_cast<size_t>(p.cols));
@@ -452,7 +531,7 @@ std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours) {
 
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, const SparsityPattern& pattern,
-                              const Runnable& jvpFn) {
+                              const Runnable& jvpFn, bool hessian) {
   SparseJacobian J;
   J.pattern = pattern;
   J.values.assign(static_cast<size_t>(pattern.nonzeros()), 0.0);
@@ -482,10 +561,11 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
     }
     std::vector<Tensor> out = jvpFn(a);
     if (k == 0) J.value.assign(out.begin(), out.begin() + static_cast<long>(nres));
-    // Row r of J v is J[r, c] for the one column c of colour k in row r.
+    // Row r of J v is J[r, c] for the one column c of colour k in row r. (An HVP's results:
+    // the value, the gradients, then H v.)
     std::vector<double> rowValue;
     rowValue.reserve(static_cast<size_t>(pattern.rows));
-    for (size_t q = nres; q < out.size(); ++q)
+    for (size_t q = hessian ? nres + ps.size() : nres; q < out.size(); ++q)
       for (int64_t i = 0; i < out[q].numel(); ++i)
         rowValue.push_back(out[q].getF(i));
     for (auto [z, r] : fills[static_cast<size_t>(k)])

@@ -33,6 +33,15 @@ std::optional<SparsityPattern> jacobianSparsity(const ir::Function& f,
                                                 const std::vector<Tensor>& args,
                                                 const std::vector<std::string>& wrt);
 
+/// The Hessian's pattern for a function with one scalar float result (rows and columns: the
+/// differentiated parameters' elements): the result is read as a sum of terms (a sum over an
+/// index space gives one per element; + and - join, a constant factor keeps them), each term
+/// depending on a set of elements as jacobianSparsity reads them; the Hessian is supported on
+/// the union of every set times itself. nullopt where the analysis cannot tell (then dense).
+std::optional<SparsityPattern> hessianSparsity(const ir::Function& f,
+                                               const std::vector<Tensor>& args,
+                                               const std::vector<std::string>& wrt);
+
 /// Greedy colouring of the columns: two columns that share a row get different colours.
 /// Returns each column's colour; `colours` receives how many there are.
 std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);
@@ -44,9 +53,10 @@ struct SparseJacobian {
   int64_t colours = 0;        // compiled JVP calls: one per colour
 };
 
-/// The Jacobian in the pattern's CSR form, one JVP per colour (jvpFn runs jvp(f, wrt)).
+/// The Jacobian in the pattern's CSR form, one JVP per colour (jvpFn runs jvp(f, wrt)); with
+/// `hessian`, the Hessian, one HVP per colour (jvpFn runs hvp(f's gradient, wrt)).
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, const SparsityPattern& pattern,
-                              const Runnable& jvpFn);
+                              const Runnable& jvpFn, bool hessian = false);
 
 } // namespace slope

@@ -454,19 +454,20 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
 SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
                                        const SparseResult& like) const {
   using detail::Kind;
-  if (hessian_) throw std::logic_error("evaluate_sparse is for Jacobians, not Hessians");
   auto fwd = impl_->get(name_, Kind::Value, {});
   std::vector<Tensor> hold, in;
   for (const View& v : detail::views(*fwd, args, hold))
     in.push_back(detail::copyOf(v));
   bindSizes(fwd->f, in);
-  auto c = impl_->get(name_, Kind::Jvp, wrt_);
+  auto c = impl_->get(name_, hessian_ ? Kind::Hvp : Kind::Jvp, wrt_);
+  const int64_t cols = inputElements(fwd->f, in, c->wrt);
+  const int64_t rows = hessian_ ? cols : outputElements(fwd->f, in);
   std::optional<SparsityPattern> p;
   SparseResult out;
   if (!like.row_start.empty()) {
     SparsityPattern q;
-    q.rows = outputElements(fwd->f, in);
-    q.cols = inputElements(fwd->f, in, c->wrt);
+    q.rows = rows;
+    q.cols = cols;
     if (like.rows != q.rows || like.cols != q.cols ||
         like.row_start.size() != static_cast<size_t>(q.rows) + 1)
       throw CallError("the pattern given is for a " + std::to_string(like.rows) + " x " +
@@ -477,13 +478,13 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
     p = std::move(q);
     out.pattern_found = like.pattern_found;
   } else {
-    p = jacobianSparsity(fwd->f, in, c->wrt);
+    p = hessian_ ? hessianSparsity(fwd->f, in, c->wrt) : jacobianSparsity(fwd->f, in, c->wrt);
     out.pattern_found = p.has_value();
   }
   if (!p) { // every entry
     SparsityPattern full;
-    full.rows = outputElements(fwd->f, in);
-    full.cols = inputElements(fwd->f, in, c->wrt);
+    full.rows = rows;
+    full.cols = cols;
     full.rowStart.push_back(0);
     for (int64_t r = 0; r < full.rows; ++r) {
       for (int64_t k = 0; k < full.cols; ++k)
@@ -498,7 +499,7 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
       v.push_back(View(t));
     return detail::run(*c, v, {});
   };
-  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, *p, jvpFn);
+  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, *p, jvpFn, hessian_);
   out.rows = J.pattern.rows;
   out.cols = J.pattern.cols;
   out.row_start = std::move(J.pattern.rowStart);

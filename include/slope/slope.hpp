@@ -239,16 +239,16 @@ struct DenseResult {
 /// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
 /// column by column from JVPs (forward mode), row by row from VJPs (reverse mode), or column
 /// by column from Hessian-vector products.
-/// A sparse Jacobian in compressed sparse rows (Jacobian::evaluate_sparse).
+/// A sparse Jacobian or Hessian in compressed sparse rows (Jacobian::evaluate_sparse).
 struct SparseResult {
   std::int64_t rows = 0, cols = 0;     // as DenseResult's matrix
   std::vector<std::int64_t> row_start; // rows + 1 offsets into col_index and values
   std::vector<std::int64_t> col_index; // the pattern: sorted within a row
   std::vector<double> values;
   std::vector<Tensor> value; // the function's results at the point
-  std::int64_t colours = 0;  // JVP calls it took: columns that share no row share a call
+  std::int64_t colours = 0;  // JVP (HVP) calls it took: columns that share no row share one
   bool pattern_found = true; // false: the pattern could not be read off the IR (every entry
-                             // is then stored, and it took a JVP per column)
+                             // is then stored, and it took a call per column)
 };
 
 class Jacobian {
@@ -257,10 +257,11 @@ public:
     return evaluate(std::vector<Arg>{Arg(std::forward<A>(args))...});
   }
   DenseResult evaluate(const std::vector<Arg>& args) const;
-  /// The Jacobian's nonzeros only (not for Hessians): the pattern read off the function's IR
-  /// at these arguments (what each result element can depend on, through gathers and
-  /// comprehensions), the columns grouped by colouring, a JVP per group. Each call reads the
-  /// pattern afresh (it may depend on integer arguments, as bundle adjustment's does).
+  /// The nonzeros only: the pattern read off the function's IR at these arguments (what each
+  /// result element can depend on, through gathers and comprehensions; for a Hessian, the
+  /// terms of a sum and what each depends on), the columns grouped by colouring, a JVP (HVP)
+  /// per group. Each call reads the pattern afresh (it may depend on integer arguments, as
+  /// bundle adjustment's does).
   SparseResult evaluate_sparse(const std::vector<Arg>& args) const;
   /// The same with the pattern of an earlier result (`like`: its row_start and col_index), not
   /// read again: for a solver whose integer arguments (which observation sees what) stay fixed

@@ -490,6 +490,17 @@ fn rosen(x: f64[n]) -> f64 {
   for (int i = 0; i < 9; ++i)
     EXPECT_DOUBLE_EQ(h.matrix.getF(i), H[i]) << i;
   EXPECT_EQ(h.calls, 3);
+  // The sparse Hessian of Rosenbrock's function: tridiagonal, 3 HVPs for any n.
+  double x6[6] = {1, 1, 1, 1, 1, 1};
+  slope::SparseResult hs = m.hessian("rosen").evaluate_sparse({slope::View(x6, {6})});
+  EXPECT_TRUE(hs.pattern_found);
+  EXPECT_EQ(hs.colours, 3);
+  EXPECT_EQ(hs.col_index.size(), 16u);
+  EXPECT_EQ(hs.values[0], 802);
+  EXPECT_EQ(hs.values[15], 200);
+  slope::SparseResult again = m.hessian("rosen").evaluate_sparse({slope::View(x6, {6})}, hs);
+  EXPECT_EQ(again.values, hs.values);
+  EXPECT_THROW(m.hessian("rosen").evaluate_sparse({slope::View(x, {3})}, hs), slope::CallError);
   EXPECT_THROW(m.hessian("roll"), std::invalid_argument);
   EXPECT_THROW(m.jacobian("roll", {}, "sideways"), std::invalid_argument);
   EXPECT_THROW(m.jacobian("roll")(slope::View(x0, {2}), 1.5), slope::CallError);

@@ -113,6 +113,46 @@ TEST_P(GradTable, SparsePatternHoldsEveryNonzero) {
   }
 }
 
+// Sparse Hessians on the same cases (each f is a scalar): the pattern (f as a sum of terms)
+// holds every nonzero of the dense Hessian (an HVP per column), and the compressed Hessian (an
+// HVP per colour) has its values.
+TEST_P(GradTable, SparseHessianHoldsEveryNonzero) {
+  const CaseParam& p = GetParam();
+  if (p.dtype != std::string("f64")) GTEST_SKIP() << "(f64 only)";
+  auto prog =
+      Program::fromString(std::string(p.c->name) + ".slope", instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok());
+  ir::Function f = prog->forward("f");
+  std::vector<std::string> wrt = resolveWrt(f, {});
+  ir::Function h;
+  try {
+    h = prog->hvp("f", wrt);
+  } catch (const GradError&) {
+    GTEST_SKIP() << "(no second derivative: digamma)";
+  }
+  InterpRunner interp;
+  Runnable hvpFn = interp.prepare(h);
+  for (const auto& sizes : std::vector<std::map<std::string, int64_t>>{
+           {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 3}}}) {
+    std::vector<Tensor> args = randomArgs(f, sizes, 3);
+    std::optional<SparsityPattern> pat = hessianSparsity(f, args, wrt);
+    if (!pat) continue;
+    DenseDerivative d = denseHessian(f, wrt, args, hvpFn);
+    SparseJacobian s = sparseJacobian(f, wrt, args, *pat, hvpFn, /*hessian=*/true);
+    ASSERT_EQ(pat->rows, d.matrix.shape()[0]);
+    std::vector<double> fromSparse(static_cast<size_t>(d.matrix.numel()), 0.0);
+    for (int64_t r = 0; r < pat->rows; ++r)
+      for (int64_t z = pat->rowStart[r]; z < pat->rowStart[r + 1]; ++z)
+        fromSparse[static_cast<size_t>(r * pat->cols + pat->colIndex[z])] = s.values[z];
+    for (int64_t i = 0; i < d.matrix.numel(); ++i) {
+      double want = d.matrix.getF(i), got = fromSparse[static_cast<size_t>(i)];
+      if (std::isnan(want) && std::isnan(got)) continue;
+      EXPECT_NEAR(got, want, 1e-12 * (1 + std::fabs(want)))
+          << p.c->name << " entry (" << i / pat->cols << ", " << i % pat->cols << ")";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Ops, GradTable, ::testing::ValuesIn(allCaseParams()),
                          caseParamName<::testing::TestParamInfo<CaseParam>>);
 

@@ -120,7 +120,7 @@ parameters are the function's, then a tangent PARAM_dot per differentiated param
 const char* kJacobianHelp =
     R"(usage: slopec jacobian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b]
                        [--mode forward|reverse|auto] [--sparse] [--json]
-       slopec hessian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b] [--json]
+       slopec hessian FILE [--fn NAME] ARG=VALUE ... [--wrt a,b] [--sparse] [--json]
 
 jacobian prints the dense Jacobian of the float results with respect to every float
 parameter (or those in --wrt): a row per result element (row-major, result after result), a
@@ -133,7 +133,9 @@ function's IR at these arguments, and columns that share no row take one JVP tog
 it has. Where the pattern cannot be read (a loop's state, an index computed from floats), every
 entry is kept and it says so.
 hessian prints the dense Hessian of a function with one scalar float result, a
-Hessian-vector product per column.
+Hessian-vector product per column; with --sparse only its nonzeros: the function is read as a
+sum of terms (a sum over an index space is a term per element), the Hessian is supported on
+what each term depends on, and columns that share no row take one HVP together.
 )";
 
 const char* kCheckHelp =
@@ -1398,7 +1400,8 @@ int runJacobian(const Args& a) {
     if (!a.mode.empty() && a.mode != "forward")
       throw Usage("--sparse takes forward mode (a JVP per group of columns); --mode " + a.mode +
                   " contradicts it");
-    std::optional<SparsityPattern> pat = jacobianSparsity(f, args, wrt);
+    std::optional<SparsityPattern> pat =
+        hessian ? hessianSparsity(f, args, wrt) : jacobianSparsity(f, args, wrt);
     bool found = pat.has_value();
     if (!pat) {
       SparsityPattern full;
@@ -1412,7 +1415,10 @@ int runJacobian(const Args& a) {
       }
       pat = std::move(full);
     }
-    SparseJacobian J = sparseJacobian(f, wrt, args, *pat, runner->prepare(p->jvp(name, wrt)));
+    SparseJacobian J = hessian
+                           ? sparseJacobian(f, wrt, args, *pat,
+                                            runner->prepare(p->hvp(name, wrt, a.checkpoint)), true)
+                           : sparseJacobian(f, wrt, args, *pat, runner->prepare(p->jvp(name, wrt)));
     const SparsityPattern& q = J.pattern;
     if (a.json) {
       auto list = [](const auto& v) {
@@ -1432,8 +1438,9 @@ int runJacobian(const Args& a) {
                 << ", \"col_index\": " << list(q.colIndex) << ", \"values\": " << vals << "}\n";
     } else {
       std::cout << name << " = " << resultsText(J.value, false) << "\n"
-                << "jacobian (" << q.rows << " x " << q.cols << ", " << q.nonzeros()
-                << " nonzeros, " << J.colours << " colours: " << J.colours << " JVPs"
+                << (hessian ? "hessian (" : "jacobian (") << q.rows << " x " << q.cols << ", "
+                << q.nonzeros() << " nonzeros, " << J.colours << " colours: " << J.colours
+                << (hessian ? " HVPs" : " JVPs")
                 << (found ? "" : "; the pattern could not be read off the IR: dense") << ") =\n";
       for (int64_t r = 0; r < q.rows; ++r) {
         std::cout << "row " << r << ":";
@@ -1576,7 +1583,9 @@ void audit(const Args& a) {
       {"jacobian",
        {"--fn", "--wrt", "--mode", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
         "--device"}},
-      {"hessian", {"--fn", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device"}},
+      {"hessian",
+       {"--fn", "--wrt", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
+        "--device"}},
       {"compile",
        {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",
         "--header"}},
