@@ -239,6 +239,23 @@ struct PyJacobian {
     }
     return toPython(r->matrix);
   }
+  /// The nonzeros in CSR form: ((data, indices, indptr), (rows, cols)), as
+  /// scipy.sparse.csr_matrix(*result) takes them.
+  py::object sparse(const py::args& given) const {
+    Args a = convert(given, fsig);
+    std::optional<slope::SparseResult> r;
+    {
+      py::gil_scoped_release unlocked;
+      r.emplace(j.evaluate_sparse(a.args));
+    }
+    py::array_t<double> data(static_cast<py::ssize_t>(r->values.size()));
+    std::copy(r->values.begin(), r->values.end(), data.mutable_data());
+    py::array_t<int64_t> indices(static_cast<py::ssize_t>(r->col_index.size()));
+    std::copy(r->col_index.begin(), r->col_index.end(), indices.mutable_data());
+    py::array_t<int64_t> indptr(static_cast<py::ssize_t>(r->row_start.size()));
+    std::copy(r->row_start.begin(), r->row_start.end(), indptr.mutable_data());
+    return py::make_tuple(py::make_tuple(data, indices, indptr), py::make_tuple(r->rows, r->cols));
+  }
 };
 
 PyGradient makeGradient(const slope::Module& m, const std::string& name,
@@ -292,7 +309,9 @@ PYBIND11_MODULE(_slope, mod) {
       .def_property_readonly("wrt", [](const PyGradient& g) { return g.g.wrt(); })
       .def_property_readonly("signature",
                              [](const PyGradient& g) { return signatureDict(g.g.signature()); });
-  py::class_<PyJacobian>(mod, "Jacobian").def("__call__", &PyJacobian::call);
+  py::class_<PyJacobian>(mod, "Jacobian")
+      .def("__call__", &PyJacobian::call)
+      .def("sparse", &PyJacobian::sparse);
   py::class_<slope::Module>(mod, "Module")
       .def("function_names", &slope::Module::function_names)
       .def("function", [](const slope::Module& m,

@@ -155,3 +155,27 @@ def test_dense_jacobian_and_hessian(intro):
         np.testing.assert_array_equal(J, A)
     H = intro.hessian("bowl")(np.ones((2, 2)))
     np.testing.assert_array_equal(H, 2 * np.eye(4))
+
+
+def test_sparse_jacobian_and_hessian():
+    m = slope.compile("""
+fn diffs(x: f64[n]) -> f64[n - 1] {
+    let d[i: n - 1] = x[i + 1]^2 - x[i];
+    d
+}
+fn rosen(x: f64[n]) -> f64 {
+    sum[i: n - 1](100 * (x[i + 1] - x[i]^2)^2 + (1 - x[i])^2)
+}
+""")
+    x = np.array([1.0, 2.0, 3.0, 4.0])
+    (data, indices, indptr), shape = m.jacobian("diffs").sparse(x)
+    assert shape == (3, 4)
+    np.testing.assert_array_equal(indptr, [0, 2, 4, 6])
+    np.testing.assert_array_equal(indices, [0, 1, 1, 2, 2, 3])
+    np.testing.assert_array_equal(data, [-1.0, 4.0, -1.0, 6.0, -1.0, 8.0])
+    dense = np.zeros(shape)
+    for r in range(shape[0]):
+        dense[r, indices[indptr[r]:indptr[r + 1]]] = data[indptr[r]:indptr[r + 1]]
+    np.testing.assert_array_equal(dense, m.jacobian("diffs")(x))
+    (hdata, hind, hptr), hshape = m.hessian("rosen").sparse(np.ones(5))
+    assert hshape == (5, 5) and len(hdata) == 13  # tridiagonal
