@@ -505,7 +505,7 @@ ForwardCheckResult checkForward(const ir::Function& f, const std::vector<Tensor>
   for (const Tensor& t : v)
     vs.push_back(toF64(t));
   const double xmax = std::max(1.0, maxAbs(xs)), vmax = std::max(1e-300, maxAbs(vs));
-  auto phi = [&](double t) {
+  auto along = [&](double t) { // the arguments x + t v
     std::vector<Tensor> x = xs;
     size_t k = 0;
     for (size_t p = 0; p < x.size(); ++p) {
@@ -514,7 +514,10 @@ ForwardCheckResult checkForward(const ir::Function& f, const std::vector<Tensor>
         x[p].setF(i, x[p].getF(i) + t * vs[k].getF(i));
       ++k;
     }
-    std::vector<Tensor> r = f64Fn(x);
+    return x;
+  };
+  auto phi = [&](double t) {
+    std::vector<Tensor> r = f64Fn(along(t));
     double s = 0, m = 0;
     size_t j = 0;
     for (const Tensor& y : r) {
@@ -590,15 +593,7 @@ ForwardCheckResult checkForward(const ir::Function& f, const std::vector<Tensor>
   // Element by element against differences of the (f64) gradient along v.
   Runnable g64 = run.prepare(prepared(differentiate(promoteToF64(f), {}, opt.grad)));
   auto gradAt = [&](double t) {
-    std::vector<Tensor> x = xs;
-    size_t k = 0;
-    for (size_t p = 0; p < x.size(); ++p) {
-      if (!isFloat(x[p].dtype())) continue;
-      for (int64_t i = 0; i < x[p].numel(); ++i)
-        x[p].setF(i, x[p].getF(i) + t * vs[k].getF(i));
-      ++k;
-    }
-    std::vector<Tensor> o = g64(x);
+    std::vector<Tensor> o = g64(along(t));
     return std::vector<Tensor>(o.end() - static_cast<long>(ng), o.end());
   };
   std::vector<std::vector<double>> best(ng);

@@ -445,7 +445,29 @@ private:
   std::map<std::pair<int, int64_t>, int64_t> intMemo_;
 };
 
+SparsityPattern patternOf(const std::vector<Set>& rows, int64_t cols) {
+  SparsityPattern p;
+  p.rows = static_cast<int64_t>(rows.size());
+  p.cols = cols;
+  p.rowStart.push_back(0);
+  for (const Set& r : rows) {
+    p.colIndex.insert(p.colIndex.end(), r.begin(), r.end());
+    p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
+  }
+  return p;
+}
+
 } // namespace
+
+std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>& values) {
+  std::vector<double> d(static_cast<size_t>(p.rows * p.cols), 0.0);
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t z = p.rowStart[static_cast<size_t>(r)]; z < p.rowStart[static_cast<size_t>(r) + 1];
+         ++z)
+      d[static_cast<size_t>(r * p.cols + p.colIndex[static_cast<size_t>(z)])] =
+          values[static_cast<size_t>(z)];
+  return d;
+}
 
 std::optional<SparsityPattern> jacobianSparsity(const ir::Function& fIn,
                                                 const std::vector<Tensor>& args,
@@ -454,16 +476,7 @@ std::optional<SparsityPattern> jacobianSparsity(const ir::Function& fIn,
   copyBufferResults(f); // a var returned in place is read through a comprehension
   try {
     Analysis a(f, args, wrt);
-    std::vector<Set> rows = a.rows();
-    SparsityPattern p;
-    p.rows = static_cast<int64_t>(rows.size());
-    p.cols = a.cols();
-    p.rowStart.push_back(0);
-    for (const Set& r : rows) {
-      p.colIndex.insert(p.colIndex.end(), r.begin(), r.end());
-      p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
-    }
-    return p;
+    return patternOf(a.rows(), a.cols());
   } catch (const Unsupported&) {
     return std::nullopt;
   } catch (const std::out_of_range&) {
@@ -484,14 +497,7 @@ std::optional<SparsityPattern> hessianSparsity(const ir::Function& fIn,
     for (const Set& t : terms)
       for (int64_t c : t)
         unite(rows[static_cast<size_t>(c)], t);
-    SparsityPattern p;
-    p.rows = p.cols = a.cols();
-    p.rowStart.push_back(0);
-    for (const Set& r : rows) {
-      p.colIndex.insert(p.colIndex.end(), r.begin(), r.end());
-      p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
-    }
-    return p;
+    return patternOf(rows, a.cols());
   } catch (const Unsupported&) {
     return std::nullopt;
   } catch (const std::out_of_range&) {

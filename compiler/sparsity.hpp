@@ -42,6 +42,9 @@ std::optional<SparsityPattern> hessianSparsity(const ir::Function& f,
                                                const std::vector<Tensor>& args,
                                                const std::vector<std::string>& wrt);
 
+/// The dense row-major matrix of a pattern and its values (zeros elsewhere).
+std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>& values);
+
 /// Greedy colouring of the columns: two columns that share a row get different colours.
 /// Returns each column's colour; `colours` receives how many there are.
 std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);

@@ -1734,10 +1734,7 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         Runnable jvpFn = interp.prepare(j);
         DenseDerivative d = denseJacobian(f, wrt, args, "forward", jvpFn, jvpFn);
         SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, jvpFn);
-        std::vector<double> got(static_cast<size_t>(d.matrix.numel()), 0.0);
-        for (int64_t r = 0; r < pat->rows; ++r)
-          for (int64_t z = pat->rowStart[r]; z < pat->rowStart[r + 1]; ++z)
-            got[static_cast<size_t>(r * pat->cols + pat->colIndex[z])] = sj.values[z];
+        std::vector<double> got = toDense(*pat, sj.values);
         for (int64_t i = 0; i < d.matrix.numel(); ++i) {
           double want = d.matrix.getF(i), have = got[static_cast<size_t>(i)];
           if (std::isnan(want) && std::isnan(have)) continue;
