@@ -73,8 +73,13 @@ public:
       base_.push_back(w ? cols_ : -1);
       if (w) cols_ += args[k].numel();
     }
+    followable_.assign(n, 0);
     for (const Instr& in : f.body.body) {
-      if (in.result >= 0) top_[in.result] = 1;
+      if (in.result >= 0) {
+        top_[in.result] = 1;
+        // A top-level comprehension that writes no memory is followed element by element.
+        followable_[in.result] = in.op == Op::Comp && !writesMemory(in);
+      }
       index(in);
     }
     coarse();
@@ -216,7 +221,7 @@ private:
     }
     auto lt = local_.find(t);
     if (lt != local_.end()) return lt->second.at(static_cast<size_t>(e));
-    if (top_[t] && def_[t]->op == Op::Comp && !writesMemory(*def_[t])) {
+    if (followable_[t]) {
       auto key = std::make_pair(t, e);
       auto m = memo_.find(key);
       if (m != memo_.end()) return m->second;
@@ -236,7 +241,7 @@ private:
   /// (the corners of the triangles a hand's points lie on).
   int64_t intElement(int t, int64_t e) {
     if (param_[t] >= 0) return args_[static_cast<size_t>(param_[t])].getI(e);
-    if (!(top_[t] && def_[t]->op == Op::Comp && !writesMemory(*def_[t]))) throw Unsupported{};
+    if (!followable_[t]) throw Unsupported{};
     auto key = std::make_pair(t, e);
     auto m = intMemo_.find(key);
     if (m != intMemo_.end()) return m->second;
@@ -434,6 +439,7 @@ private:
   std::map<std::string, int64_t> sizes_;
   std::vector<const Instr*> def_;
   std::vector<char> top_;
+  std::vector<char> followable_; // top-level comprehensions without writes
   std::vector<int> param_;
   std::vector<int64_t> base_; // first column of each parameter (-1: not differentiated)
   int64_t cols_ = 0;
@@ -458,6 +464,19 @@ SparsityPattern patternOf(const std::vector<Set>& rows, int64_t cols) {
 }
 
 } // namespace
+
+SparsityPattern densePattern(int64_t rows, int64_t cols) {
+  SparsityPattern p;
+  p.rows = rows;
+  p.cols = cols;
+  p.rowStart.push_back(0);
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c)
+      p.colIndex.push_back(c);
+    p.rowStart.push_back(static_cast<int64_t>(p.colIndex.size()));
+  }
+  return p;
+}
 
 std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>& values) {
   std::vector<double> d(static_cast<size_t>(p.rows * p.cols), 0.0);

@@ -42,6 +42,9 @@ std::optional<SparsityPattern> hessianSparsity(const ir::Function& f,
                                                const std::vector<Tensor>& args,
                                                const std::vector<std::string>& wrt);
 
+/// Every entry of a rows x cols matrix: the pattern where none can be read off the IR.
+SparsityPattern densePattern(int64_t rows, int64_t cols);
+
 /// The dense row-major matrix of a pattern and its values (zeros elsewhere).
 std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>& values);
 

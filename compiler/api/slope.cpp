@@ -482,16 +482,7 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
     out.pattern_found = p.has_value();
   }
   if (!p) { // every entry
-    SparsityPattern full;
-    full.rows = rows;
-    full.cols = cols;
-    full.rowStart.push_back(0);
-    for (int64_t r = 0; r < full.rows; ++r) {
-      for (int64_t k = 0; k < full.cols; ++k)
-        full.colIndex.push_back(k);
-      full.rowStart.push_back(static_cast<int64_t>(full.colIndex.size()));
-    }
-    p = std::move(full);
+    p = densePattern(rows, cols);
   }
   Runnable jvpFn = [c](const std::vector<Tensor>& a) {
     std::vector<View> v;

@@ -75,6 +75,18 @@ TEST_P(GradTable, ForwardModeMatches) {
   (void)hvps;
 }
 
+// A compressed Jacobian or Hessian (pattern and values) against the dense one, entry by entry.
+void expectSameAsDense(const SparsityPattern& pat, const std::vector<double>& values,
+                       const Tensor& dense, const char* name) {
+  std::vector<double> fromSparse = toDense(pat, values);
+  for (int64_t i = 0; i < dense.numel(); ++i) {
+    double want = dense.getF(i), got = fromSparse[static_cast<size_t>(i)];
+    if (std::isnan(want) && std::isnan(got)) continue;
+    EXPECT_NEAR(got, want, 1e-12 * (1 + std::fabs(want)))
+        << name << " entry (" << i / pat.cols << ", " << i % pat.cols << ")";
+  }
+}
+
 // Sparse Jacobians on the same cases: the pattern read off the IR holds every nonzero of the
 // dense Jacobian (JVP per column), and the compressed Jacobian (a JVP per colour) has the dense
 // one's values.
@@ -98,13 +110,7 @@ void sparseJacobianCase(const CaseParam& p) {
     SparseJacobian s = sparseJacobian(f, wrt, args, *pat, jvpFn);
     ASSERT_EQ(pat->rows, d.matrix.shape()[0]);
     ASSERT_EQ(pat->cols, d.matrix.shape()[1]);
-    std::vector<double> fromSparse = toDense(*pat, s.values);
-    for (int64_t i = 0; i < d.matrix.numel(); ++i) {
-      double want = d.matrix.getF(i), got = fromSparse[static_cast<size_t>(i)];
-      if (std::isnan(want) && std::isnan(got)) continue;
-      EXPECT_NEAR(got, want, 1e-12 * (1 + std::fabs(want)))
-          << p.c->name << " entry (" << i / pat->cols << ", " << i % pat->cols << ")";
-    }
+    expectSameAsDense(*pat, s.values, d.matrix, p.c->name);
   }
 }
 
@@ -141,13 +147,7 @@ void sparseHessianCase(const CaseParam& p) {
     DenseDerivative d = denseHessian(f, wrt, args, hvpFn);
     SparseJacobian s = sparseJacobian(f, wrt, args, *pat, hvpFn, /*hessian=*/true);
     ASSERT_EQ(pat->rows, d.matrix.shape()[0]);
-    std::vector<double> fromSparse = toDense(*pat, s.values);
-    for (int64_t i = 0; i < d.matrix.numel(); ++i) {
-      double want = d.matrix.getF(i), got = fromSparse[static_cast<size_t>(i)];
-      if (std::isnan(want) && std::isnan(got)) continue;
-      EXPECT_NEAR(got, want, 1e-12 * (1 + std::fabs(want)))
-          << p.c->name << " entry (" << i / pat->cols << ", " << i % pat->cols << ")";
-    }
+    expectSameAsDense(*pat, s.values, d.matrix, p.c->name);
   }
 }
 

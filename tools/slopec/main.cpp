@@ -1404,16 +1404,7 @@ int runJacobian(const Args& a) {
         hessian ? hessianSparsity(f, args, wrt) : jacobianSparsity(f, args, wrt);
     bool found = pat.has_value();
     if (!pat) {
-      SparsityPattern full;
-      full.rows = rows;
-      full.cols = cols;
-      full.rowStart.push_back(0);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t c = 0; c < cols; ++c)
-          full.colIndex.push_back(c);
-        full.rowStart.push_back(static_cast<int64_t>(full.colIndex.size()));
-      }
-      pat = std::move(full);
+      pat = densePattern(rows, cols);
     }
     SparseJacobian J = hessian
                            ? sparseJacobian(f, wrt, args, *pat,
