@@ -4,9 +4,7 @@
 #include <stdexcept>
 
 namespace slope {
-namespace {
 
-/// The indices of the parameters named in wrt.
 std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::string>& wrt) {
   std::vector<size_t> out;
   for (size_t p = 0; p < f.params.size(); ++p)
@@ -14,21 +12,61 @@ std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::stri
   return out;
 }
 
-/// Zero tensors shaped as the wrt parameters, with element `col` (counted across them) set
-/// to 1: the col-th unit vector of the input space.
-std::vector<Tensor> unitInputs(const std::vector<Tensor>& args, const std::vector<size_t>& ps,
-                               int64_t col) {
-  std::vector<Tensor> out;
-  for (size_t p : ps) {
-    Tensor t(args[p].dtype(), args[p].shape());
-    if (col >= 0 && col < t.numel()) t.setF(col, 1);
-    col -= t.numel();
-    out.push_back(std::move(t));
-  }
-  return out;
+int directionBatch(int64_t count) {
+  constexpr int64_t kMax = 16;
+  if (count <= 1) return 1;
+  int64_t calls = (count + kMax - 1) / kMax;
+  return static_cast<int>((count + calls - 1) / calls);
 }
 
-} // namespace
+int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,
+                        const Directional& fn, int64_t count,
+                        const std::function<int64_t(int64_t col)>& dirOf, size_t first,
+                        std::vector<Tensor>* value,
+                        const std::function<void(int64_t d, const std::vector<double>& t)>& take) {
+  const int64_t K = fn.batch > 0 ? fn.batch : 1;
+  // The arguments, then a tangent per parameter: built once, the tangents refilled per call.
+  std::vector<Tensor> a = args;
+  for (size_t p : wrtParams) {
+    std::vector<int64_t> shape = args[p].shape();
+    if (fn.batch > 0) shape.push_back(K);
+    a.emplace_back(args[p].dtype(), shape);
+  }
+  int64_t calls = 0;
+  std::vector<double> flat;
+  for (int64_t d0 = 0; d0 < count; d0 += K) {
+    int64_t col = 0;
+    for (size_t q = 0; q < wrtParams.size(); ++q) {
+      Tensor& t = a[args.size() + q];
+      const int64_t n = args[wrtParams[q]].numel();
+      for (int64_t i = 0; i < n; ++i, ++col) {
+        int64_t lane = dirOf(col) - d0;
+        // Element i, lane j: 1 where the element's direction is d0 + j (in one lane at most).
+        int64_t was = d0 > 0 ? dirOf(col) - (d0 - K) : -1;
+        if (was >= 0 && was < K) t.setF(i * K + was, 0);
+        if (lane >= 0 && lane < K) t.setF(i * K + lane, 1);
+      }
+    }
+    std::vector<Tensor> out = fn.run(a);
+    if (calls++ == 0 && value) value->assign(out.begin(), out.begin() + static_cast<long>(first));
+    for (int64_t j = 0; j < K && d0 + j < count; ++j) {
+      flat.clear();
+      for (size_t q = first; q < out.size(); ++q) {
+        const int64_t per = out[q].numel() / K; // a direction's elements, K apart
+        if (out[q].dtype() == DType::F64) {
+          const double* x = out[q].data<double>() + j;
+          for (int64_t i = 0; i < per; ++i)
+            flat.push_back(x[i * K]);
+        } else {
+          for (int64_t i = 0; i < per; ++i)
+            flat.push_back(out[q].getF(i * K + j));
+        }
+      }
+      take(d0 + j, flat);
+    }
+  }
+  return calls;
+}
 
 int64_t outputElements(const ir::Function& f, const std::vector<Tensor>& args) {
   auto sizes = bindSizes(f, args);
@@ -54,7 +92,7 @@ int64_t inputElements(const ir::Function& f, const std::vector<Tensor>& args,
 
 DenseDerivative denseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, const std::string& mode,
-                              const Runnable& jvpFn, const Runnable& vjpFn) {
+                              const Directional& jvpFn, const Runnable& vjpFn) {
   const std::vector<size_t> ps = wrtParams(f, wrt);
   const int64_t rows = outputElements(f, args), cols = inputElements(f, args, wrt);
   if (rows == 0) throw std::invalid_argument("'" + f.name + "' has no float result");
@@ -67,17 +105,13 @@ DenseDerivative denseJacobian(const ir::Function& f, const std::vector<std::stri
   d.matrix = Tensor(DType::F64, {rows, cols});
   const size_t nres = f.body.yields.size();
   if (d.mode == "forward") {
-    for (int64_t c = 0; c < cols; ++c) {
-      std::vector<Tensor> a = args, e = unitInputs(args, ps, c);
-      a.insert(a.end(), e.begin(), e.end());
-      std::vector<Tensor> out = jvpFn(a);
-      ++d.calls;
-      if (c == 0) d.value.assign(out.begin(), out.begin() + static_cast<long>(nres));
-      int64_t r = 0;
-      for (size_t k = nres; k < out.size(); ++k)
-        for (int64_t i = 0; i < out[k].numel(); ++i)
-          d.matrix.setF(r++ * cols + c, out[k].getF(i));
-    }
+    d.directions = cols;
+    d.calls = alongDirections(
+        args, ps, jvpFn, cols, [](int64_t col) { return col; }, nres, &d.value,
+        [&](int64_t c, const std::vector<double>& t) {
+          for (int64_t r = 0; r < rows; ++r)
+            d.matrix.setF(r * cols + c, t[static_cast<size_t>(r)]);
+        });
     return d;
   }
   // Reverse: a VJP per row, seeded with the row's unit vector of the output space. A function
@@ -94,6 +128,7 @@ DenseDerivative denseJacobian(const ir::Function& f, const std::vector<std::stri
       shape.push_back(*p.eval(sizes));
     seeds.emplace_back(f.types[y].dtype, shape);
   }
+  d.directions = rows;
   for (int64_t r = 0; r < rows; ++r) {
     std::vector<Tensor> a = args;
     if (!scalarLoss) {
@@ -117,7 +152,7 @@ DenseDerivative denseJacobian(const ir::Function& f, const std::vector<std::stri
 }
 
 DenseDerivative denseHessian(const ir::Function& f, const std::vector<std::string>& wrt,
-                             const std::vector<Tensor>& args, const Runnable& hvpFn) {
+                             const std::vector<Tensor>& args, const Directional& hvpFn) {
   const std::vector<size_t> ps = wrtParams(f, wrt);
   const int64_t n = inputElements(f, args, wrt);
   if (n == 0)
@@ -125,18 +160,16 @@ DenseDerivative denseHessian(const ir::Function& f, const std::vector<std::strin
   DenseDerivative d;
   d.mode = "forward over reverse";
   d.matrix = Tensor(DType::F64, {n, n});
-  for (int64_t c = 0; c < n; ++c) {
-    std::vector<Tensor> a = args, e = unitInputs(args, ps, c);
-    a.insert(a.end(), e.begin(), e.end());
-    std::vector<Tensor> out = hvpFn(a);
-    ++d.calls;
-    if (c == 0) d.value.assign(out.begin(), out.begin() + 1);
-    // out: the value, the gradients, then H e_c per parameter.
-    int64_t r = 0;
-    for (size_t k = 1 + ps.size(); k < out.size(); ++k)
-      for (int64_t i = 0; i < out[k].numel(); ++i)
-        d.matrix.setF(r++ * n + c, out[k].getF(i));
-  }
+  // The HVP's results: the value, the gradients, then H e_c per parameter.
+  std::vector<Tensor> value;
+  d.directions = n;
+  d.calls = alongDirections(
+      args, ps, hvpFn, n, [](int64_t col) { return col; }, 1 + ps.size(), &value,
+      [&](int64_t c, const std::vector<double>& t) {
+        for (int64_t r = 0; r < n; ++r)
+          d.matrix.setF(r * n + c, t[static_cast<size_t>(r)]);
+      });
+  d.value.assign(value.begin(), value.begin() + 1);
   return d;
 }
 

@@ -94,10 +94,11 @@ ir::Function Program::gradient(const std::string& name, const std::vector<std::s
   return g;
 }
 
-ir::Function Program::jvp(const std::string& name, const std::vector<std::string>& wrt) const {
+ir::Function Program::jvp(const std::string& name, const std::vector<std::string>& wrt,
+                          int batch) const {
   ir::Function f = forward(name), j;
   withLargeStack([&] {
-    j = slope::jvp(f, wrt);
+    j = slope::jvp(f, wrt, batch);
     simplify(j);
     returnBuffersInPlace(j);
   });
@@ -105,7 +106,7 @@ ir::Function Program::jvp(const std::string& name, const std::vector<std::string
 }
 
 ir::Function Program::hvp(const std::string& name, const std::vector<std::string>& wrt,
-                          const GradOptions& opt) const {
+                          const GradOptions& opt, int batch) const {
   ir::Function f = forward(name), h;
   withLargeStack([&] {
     std::vector<std::string> w = resolveWrt(f, wrt);
@@ -120,7 +121,7 @@ ir::Function Program::hvp(const std::string& name, const std::vector<std::string
     }
     ir::Function g = differentiate(f, w, opt);
     simplify(g);
-    h = slope::hvp(g, w);
+    h = slope::hvp(g, w, batch);
     simplify(h);
     returnBuffersInPlace(h);
   });

@@ -42,11 +42,13 @@ public:
     return gradient(name, wrt, o);
   }
 
-  /// Forward mode: NAME_jvp (see jvp() in compiler/autodiff/forward.hpp).
-  ir::Function jvp(const std::string& name, const std::vector<std::string>& wrt) const;
-  /// Hessian-vector product of a scalar function: NAME_hvp (see hvp()).
+  /// Forward mode: NAME_jvp, or with batch K > 0 K tangents per call (see jvp() in
+  /// compiler/autodiff/forward.hpp).
+  ir::Function jvp(const std::string& name, const std::vector<std::string>& wrt,
+                   int batch = 0) const;
+  /// Hessian-vector product of a scalar function: NAME_hvp (see hvp()), batched as jvp().
   ir::Function hvp(const std::string& name, const std::vector<std::string>& wrt,
-                   const GradOptions& opt = {}) const;
+                   const GradOptions& opt = {}, int batch = 0) const;
 
 private:
   Program() = default;

@@ -554,48 +554,71 @@ std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours) {
   return colour;
 }
 
-SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
-                              const std::vector<Tensor>& args, const SparsityPattern& pattern,
-                              const Runnable& jvpFn, bool hessian) {
-  SparseJacobian J;
-  J.pattern = pattern;
-  J.values.assign(static_cast<size_t>(pattern.nonzeros()), 0.0);
-  std::vector<int64_t> colour = colourColumns(pattern, &J.colours);
-  std::vector<size_t> ps;
-  for (size_t p = 0; p < f.params.size(); ++p)
-    if (std::find(wrt.begin(), wrt.end(), f.paramNames[p]) != wrt.end()) ps.push_back(p);
-  const size_t nres = f.body.yields.size();
-  // Per colour, the nonzeros it fills: (position in values, row).
-  std::vector<std::vector<std::pair<int64_t, int64_t>>> fills(
-      static_cast<size_t>(std::max<int64_t>(J.colours, 1)));
-  for (int64_t r = 0; r < pattern.rows; ++r)
-    for (int64_t z = pattern.rowStart[static_cast<size_t>(r)];
-         z < pattern.rowStart[static_cast<size_t>(r) + 1]; ++z)
-      fills[static_cast<size_t>(
-                colour[static_cast<size_t>(pattern.colIndex[static_cast<size_t>(z)])])]
-          .push_back({z, r});
-  for (int64_t k = 0; k < std::max<int64_t>(J.colours, 1); ++k) {
-    // The tangent: 1 at every column of colour k.
-    std::vector<Tensor> a = args;
-    int64_t col = 0;
-    for (size_t p : ps) {
-      Tensor t(args[p].dtype(), args[p].shape());
-      for (int64_t i = 0; i < t.numel(); ++i, ++col)
-        if (colour[static_cast<size_t>(col)] == k) t.setF(i, 1);
-      a.push_back(std::move(t));
+bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour) {
+  if (colour.size() != static_cast<size_t>(p.cols)) return false;
+  for (int64_t c : colour)
+    if (c < 0 || c >= p.cols) return false;
+  // Within a row, no colour twice: seen[k] == r + 1 once row r has used colour k.
+  std::vector<int64_t> seen(static_cast<size_t>(p.cols), 0);
+  for (int64_t r = 0; r < p.rows; ++r)
+    for (int64_t z = p.rowStart[static_cast<size_t>(r)]; z < p.rowStart[static_cast<size_t>(r) + 1];
+         ++z) {
+      int64_t c = p.colIndex[static_cast<size_t>(z)];
+      if (c < 0 || c >= p.cols) return false;
+      int64_t& s = seen[static_cast<size_t>(colour[static_cast<size_t>(c)])];
+      if (s == r + 1) return false;
+      s = r + 1;
     }
-    std::vector<Tensor> out = jvpFn(a);
-    if (k == 0) J.value.assign(out.begin(), out.begin() + static_cast<long>(nres));
-    // Row r of J v is J[r, c] for the one column c of colour k in row r. (An HVP's results:
-    // the value, the gradients, then H v.)
-    std::vector<double> rowValue;
-    rowValue.reserve(static_cast<size_t>(pattern.rows));
-    for (size_t q = hessian ? nres + ps.size() : nres; q < out.size(); ++q)
-      for (int64_t i = 0; i < out[q].numel(); ++i)
-        rowValue.push_back(out[q].getF(i));
-    for (auto [z, r] : fills[static_cast<size_t>(k)])
-      J.values[static_cast<size_t>(z)] = rowValue[static_cast<size_t>(r)];
+  return true;
+}
+
+SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
+                              const std::vector<Tensor>& args, SparsityPattern pattern,
+                              const Directional& jvpFn, bool hessian,
+                              const std::vector<int64_t>* colouring) {
+  SparseJacobian J;
+  J.pattern = std::move(pattern);
+  const SparsityPattern& p = J.pattern;
+  J.values.assign(static_cast<size_t>(p.nonzeros()), 0.0);
+  if (colouring && validColouring(p, *colouring)) {
+    J.colour = *colouring;
+    J.colours = J.colour.empty() ? 0 : *std::max_element(J.colour.begin(), J.colour.end()) + 1;
+  } else {
+    J.colour = colourColumns(p, &J.colours);
   }
+  const std::vector<size_t> ps = wrtParams(f, wrt);
+  const size_t nres = f.body.yields.size();
+  const int64_t directions = std::max<int64_t>(J.colours, 1);
+  // Per colour, the nonzeros it fills (position in values, row), grouped by colour in one
+  // array: colour k's are fill[at[k] .. at[k + 1]).
+  std::vector<int64_t> at(static_cast<size_t>(directions) + 1, 0);
+  for (int64_t c : p.colIndex)
+    ++at[static_cast<size_t>(J.colour[static_cast<size_t>(c)]) + 1];
+  for (size_t k = 1; k < at.size(); ++k)
+    at[k] += at[k - 1];
+  std::vector<std::pair<int64_t, int64_t>> fill(p.colIndex.size());
+  {
+    std::vector<int64_t> next(at.begin(), at.end() - 1);
+    for (int64_t r = 0; r < p.rows; ++r)
+      for (int64_t z = p.rowStart[static_cast<size_t>(r)];
+           z < p.rowStart[static_cast<size_t>(r) + 1]; ++z) {
+        int64_t k = J.colour[static_cast<size_t>(p.colIndex[static_cast<size_t>(z)])];
+        fill[static_cast<size_t>(next[static_cast<size_t>(k)]++)] = {z, r};
+      }
+  }
+  // Direction k: 1 at every column of colour k. Row r of J v_k is J[r, c] for the one column c
+  // of colour k in row r. (An HVP's results: the value, the gradients, then H v.)
+  std::vector<Tensor> value;
+  J.calls = alongDirections(
+      args, ps, jvpFn, directions, [&](int64_t col) { return J.colour[static_cast<size_t>(col)]; },
+      hessian ? nres + ps.size() : nres, &value,
+      [&](int64_t k, const std::vector<double>& t) {
+        for (int64_t q = at[static_cast<size_t>(k)]; q < at[static_cast<size_t>(k) + 1]; ++q) {
+          auto [z, r] = fill[static_cast<size_t>(q)];
+          J.values[static_cast<size_t>(z)] = t[static_cast<size_t>(r)];
+        }
+      });
+  J.value.assign(value.begin(), value.begin() + static_cast<long>(nres));
   return J;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "compiler/codegen/execute.hpp"
+#include "compiler/derivatives.hpp"
 #include "compiler/ir/ir.hpp"
 #include "slope/tensor.hpp"
 
@@ -52,17 +53,26 @@ std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>&
 /// Returns each column's colour; `colours` receives how many there are.
 std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);
 
+/// Whether colour (a colour per column) gives no two columns of a row the same colour.
+bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour);
+
 struct SparseJacobian {
   SparsityPattern pattern;
-  std::vector<double> values; // per nonzero of the pattern
-  std::vector<Tensor> value;  // f's results
-  int64_t colours = 0;        // compiled JVP calls: one per colour
+  std::vector<double> values;  // per nonzero of the pattern
+  std::vector<Tensor> value;   // f's results
+  std::vector<int64_t> colour; // per column: its colour
+  int64_t colours = 0;         // column colours: a JVP direction each
+  int64_t calls = 0;           // compiled calls: the colours, batch at a time
 };
 
-/// The Jacobian in the pattern's CSR form, one JVP per colour (jvpFn runs jvp(f, wrt)); with
-/// `hessian`, the Hessian, one HVP per colour (jvpFn runs hvp(f's gradient, wrt)).
+/// The Jacobian in the pattern's CSR form, one JVP direction per colour (jvpFn runs jvp(f,
+/// wrt[, batch])); with `hessian`, the Hessian, one HVP direction per colour (jvpFn runs
+/// hvp(f's gradient, wrt[, batch])). colouring: the columns' colours (colourColumns(pattern)'s,
+/// from an earlier call), so they are not computed again; recomputed when null or not a valid
+/// colouring of the pattern.
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
-                              const std::vector<Tensor>& args, const SparsityPattern& pattern,
-                              const Runnable& jvpFn, bool hessian = false);
+                              const std::vector<Tensor>& args, SparsityPattern pattern,
+                              const Directional& jvpFn, bool hessian = false,
+                              const std::vector<int64_t>* colouring = nullptr);
 
 } // namespace slope

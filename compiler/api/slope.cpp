@@ -58,13 +58,15 @@ struct ModuleImpl {
   std::mutex mutex;
   std::map<std::string, std::shared_ptr<const Compiled>> cache;
 
+  /// batch: Jvp and Hvp only, the directions per call (0: one; see jvp()).
   std::shared_ptr<const Compiled> get(const std::string& name, Kind kind,
-                                      const std::vector<std::string>& wrt);
+                                      const std::vector<std::string>& wrt, int batch = 0);
 };
 
 std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind kind,
-                                                const std::vector<std::string>& wrtIn) {
+                                                const std::vector<std::string>& wrtIn, int batch) {
   static const char* const kKindKey[] = {"", "|grad", "|jvp", "|hvp"};
+  const std::string batchKey = batch > 0 ? "*" + std::to_string(batch) : "";
   const bool grad = kind != Kind::Value;
   if (!program->hasFunction(name)) {
     std::string names;
@@ -74,7 +76,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
   }
   // Asked for before with the same words: no lowering to resolve wrt again (a host that asks
   // for the gradient on every call pays a map lookup, not a front-end run).
-  std::string asked = name + kKindKey[static_cast<int>(kind)] + "?";
+  std::string asked = name + kKindKey[static_cast<int>(kind)] + batchKey + "?";
   for (const auto& w : wrtIn)
     asked += "|" + w;
   {
@@ -91,7 +93,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
     } catch (const GradError& e) {
       throw std::invalid_argument(e.what());
     }
-    key += kKindKey[static_cast<int>(kind)];
+    key += kKindKey[static_cast<int>(kind)] + batchKey;
     for (const auto& w : wrt)
       key += "|" + w;
   }
@@ -108,8 +110,8 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
     switch (kind) {
     case Kind::Value: c->f = fwd; break;
     case Kind::Gradient: c->f = program->gradient(name, wrt, gradOptions(options)); break;
-    case Kind::Jvp: c->f = program->jvp(name, wrt); break;
-    case Kind::Hvp: c->f = program->hvp(name, wrt, gradOptions(options)); break;
+    case Kind::Jvp: c->f = program->jvp(name, wrt, batch); break;
+    case Kind::Hvp: c->f = program->hvp(name, wrt, gradOptions(options), batch); break;
     }
   } catch (const GradError& e) {
     throw std::invalid_argument(e.what());
@@ -429,7 +431,9 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
   DenseDerivative d;
   if (hessian_) {
     auto h = impl_->get(name_, Kind::Hvp, wrt_);
-    d = denseHessian(fwd->f, h->wrt, in, runner(h));
+    int batch = directionBatch(inputElements(fwd->f, in, h->wrt));
+    d = denseHessian(fwd->f, h->wrt, in,
+                     Directional(runner(impl_->get(name_, Kind::Hvp, wrt_, batch)), batch));
   } else {
     std::string mode = mode_;
     if (mode == "auto") {
@@ -438,13 +442,16 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
     }
     if (mode == "forward") {
       auto c = impl_->get(name_, Kind::Jvp, wrt_);
-      d = denseJacobian(fwd->f, c->wrt, in, mode, runner(c), none);
+      int batch = directionBatch(inputElements(fwd->f, in, c->wrt));
+      d = denseJacobian(fwd->f, c->wrt, in, mode,
+                        Directional(runner(impl_->get(name_, Kind::Jvp, wrt_, batch)), batch),
+                        none);
     } else {
       auto c = impl_->get(name_, Kind::Gradient, wrt_);
       d = denseJacobian(fwd->f, c->wrt, in, mode, none, runner(c));
     }
   }
-  return DenseResult{std::move(d.matrix), std::move(d.value), d.mode, d.calls};
+  return DenseResult{std::move(d.matrix), std::move(d.value), d.mode, d.calls, d.directions};
 }
 
 SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
@@ -484,13 +491,26 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
   if (!p) { // every entry
     p = densePattern(rows, cols);
   }
-  Runnable jvpFn = [c](const std::vector<Tensor>& a) {
+  // The colours (those of `like` where they colour this pattern), a batch of them per call.
+  std::vector<int64_t> colour;
+  int64_t colours = 0;
+  if (validColouring(*p, like.colour)) {
+    colour = like.colour;
+    for (int64_t k : colour)
+      colours = std::max(colours, k + 1);
+  } else {
+    colour = colourColumns(*p, &colours);
+  }
+  const int batch = directionBatch(std::max<int64_t>(colours, 1));
+  auto cb = impl_->get(name_, hessian_ ? Kind::Hvp : Kind::Jvp, wrt_, batch);
+  Runnable jvpFn = [cb](const std::vector<Tensor>& a) {
     std::vector<View> v;
     for (const Tensor& t : a)
       v.push_back(View(t));
-    return detail::run(*c, v, {});
+    return detail::run(*cb, v, {});
   };
-  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, *p, jvpFn, hessian_);
+  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, std::move(*p), Directional(jvpFn, batch),
+                                    hessian_, &colour);
   out.rows = J.pattern.rows;
   out.cols = J.pattern.cols;
   out.row_start = std::move(J.pattern.rowStart);
@@ -498,6 +518,8 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
   out.values = std::move(J.values);
   out.value = std::move(J.value);
   out.colours = J.colours;
+  out.colour = std::move(J.colour);
+  out.calls = J.calls;
   return out;
 }
 

@@ -31,7 +31,8 @@ bool writesOutside(const Block& b) {
 
 class Forward final : public ad::RuleCtx {
 public:
-  explicit Forward(const ir::Function& src) : src_(src), out_(src), b_(out_) {
+  Forward(const ir::Function& src, int batch)
+      : src_(src), out_(src), b_(out_), batch_(batch), lanes_(batch > 0 ? batch : 1) {
     out_.body = Block{};
   }
 
@@ -47,15 +48,18 @@ public:
     return one_;
   }
   void acc(int k, int partial) override {
-    int t = tan_[cur_->args[k]];
-    if (t < 0) return;
-    int term = b_.binary(Op::Mul, partial, t);
+    const std::vector<int>& t = lane_[cur_->args[k]];
+    if (t.empty()) return;
+    if (sum_.empty()) sum_.assign(t.size(), -1);
     DType want = src_.types[cur_->result].dtype;
-    if (out_.types[term].dtype != want) term = b_.cast(term, want);
-    sum_ = sum_ < 0 ? term : b_.binary(Op::Add, sum_, term);
+    for (size_t j = 0; j < t.size(); ++j) { // the partial is computed once for every lane
+      int term = b_.binary(Op::Mul, partial, t[j]);
+      if (out_.types[term].dtype != want) term = b_.cast(term, want);
+      sum_[j] = sum_[j] < 0 ? term : b_.binary(Op::Add, sum_[j], term);
+    }
   }
   const Instr* def(int k) override { return def_[cur_->args[k]]; }
-  bool needs(int k) override { return tan_[cur_->args[k]] >= 0; }
+  bool needs(int k) override { return !lane_[cur_->args[k]].empty(); }
 
 private:
   bool active(int v) const { return active_[v] != 0; }
@@ -72,6 +76,77 @@ private:
     changed_ = true;
   }
 
+  // Tangents. A scalar value's tangent is one scalar per lane (lane_); a tensor's, and any
+  // buffer's (a var), is one value (whole_) of the tensor's type, or with batch K, of type
+  // its shape ++ [K]: lane j of element [i...] at [i..., j], so that an element's K lanes lie
+  // side by side (the lanes of one scalar operation are contiguous loads and stores, which
+  // LLVM's SLP vectorizer turns into vector instructions). As a matrix, [n, K] holds the K
+  // directions as columns: J V for x: f64[n] is [m, K].
+  ir::Type batched(const ir::Type& t) const {
+    if (batch_ == 0) return t;
+    ir::Type b = t;
+    b.shape.push_back(Poly(batch_));
+    return b;
+  }
+  /// Index idx into lane j of a whole tangent.
+  std::vector<int> laneIndex(int j, const std::vector<int>& idx) {
+    if (batch_ == 0) return idx;
+    std::vector<int> at = idx;
+    at.push_back(b_.constInt(j));
+    return at;
+  }
+  bool hasTangent(int v) const { return !lane_[v].empty() || whole_[v] >= 0; }
+  /// Lane j of scalar v's tangent, or a zero where v has none.
+  int laneOrZero(int v, int j) {
+    if (!lane_[v].empty()) return lane_[v][static_cast<size_t>(j)];
+    return b_.constant(src_.types[v].dtype, 0);
+  }
+  std::vector<int> lanesOrZero(int v) {
+    std::vector<int> out;
+    for (int j = 0; j < lanes_; ++j)
+      out.push_back(laneOrZero(v, j));
+    return out;
+  }
+  /// Tensor v's whole tangent, or a zero tensor where v has none.
+  int wholeOrZero(int v) {
+    if (whole_[v] >= 0) return whole_[v];
+    ir::Type t = batched(src_.types[v]);
+    DType dt = t.dtype;
+    return b_.region(Op::Comp, t.shape, t,
+                     [&](const std::vector<int>&) { return b_.constant(dt, 0); });
+  }
+  /// Lanes read from a whole tangent at idx (every index of a scalar).
+  std::vector<int> loadLanes(int whole, const std::vector<int>& idx, const Instr* like = nullptr) {
+    std::vector<int> out;
+    for (int j = 0; j < lanes_; ++j)
+      out.push_back(like ? b_.load(whole, laneIndex(j, idx), like->name, like->loc, like->checked)
+                         : b_.load(whole, laneIndex(j, idx)));
+    return out;
+  }
+  /// Stores the lanes of scalar v's tangent into a whole tangent at idx.
+  void storeLanes(Op op, int whole, const std::vector<int>& idx, int v,
+                  const Instr* like = nullptr) {
+    for (int j = 0; j < lanes_; ++j)
+      store(op, whole, laneIndex(j, idx), laneOrZero(v, j), like);
+  }
+  /// The tangent of a scalar-valued sum over extents, the terms given per lane for each
+  /// element: a reduction without batch; with one, a loop adding into K accumulators, so the
+  /// body runs once for all lanes.
+  std::vector<int> sumLanes(const Instr& like, DType dt,
+                            const std::function<std::vector<int>(const std::vector<int>&)>& terms) {
+    if (batch_ == 0)
+      return {b_.region(
+          Op::ReduceSum, like.extents, ir::Type{dt, {}},
+          [&](const std::vector<int>& idx) { return terms(idx)[0]; }, like.loc)};
+    int acc = b_.bufZeros(batched(ir::Type{dt, {}}));
+    emitFor(like, [&](const std::vector<int>& idx) {
+      std::vector<int> t = terms(idx);
+      for (int j = 0; j < lanes_; ++j)
+        store(Op::BufAdd, acc, laneIndex(j, {}), t[static_cast<size_t>(j)]);
+    });
+    return loadLanes(acc, {});
+  }
+
   /// The instruction as forward code, with the current value map (regions cloned).
   void emitPrimal(const Instr& in);
   Block clonePrimal(const Block& r);
@@ -83,9 +158,10 @@ private:
   void fwdInstr(const Instr& in);
   void tangentEffect(const Instr& in);
   void tangentStructural(const Instr& in);
-  /// A region whose body writes memory outside it, run once for the value and the tangent
-  /// together: a comprehension or a sum as a loop, an `if` as one with effects only, each
-  /// leaving its value and tangent in buffers (the other reductions are not supported).
+  /// A region run once for the value and the tangent together: a comprehension or a sum as a
+  /// loop, an `if` as one with effects only, each leaving its value and tangent in buffers
+  /// (the other reductions are not supported). For a body that writes memory outside it, and
+  /// with a batch (the body then runs once for every lane).
   void loopForm(const Instr& in);
   bool writesActive(const Instr& in) const {
     bool w = false;
@@ -104,15 +180,6 @@ private:
     emitFor(like, [&](const std::vector<int>& idx) {
       store(Op::BufStore, buf, idx, b_.load(v, idx, "", {}, /*checked=*/true));
     });
-  }
-  /// The tangent of v, or a zero of its type where v has none.
-  int tanOrZero(int v) {
-    if (tan_[v] >= 0) return tan_[v];
-    const ir::Type& t = src_.types[v];
-    if (t.rank() == 0) return b_.constant(t.dtype, 0);
-    DType dt = t.dtype;
-    return b_.region(Op::Comp, t.shape, t,
-                     [&](const std::vector<int>&) { return b_.constant(dt, 0); });
   }
   /// A loop with fresh index values; body(idx) emits its effects.
   void emitFor(const Instr& like, const std::function<void(const std::vector<int>&)>& body) {
@@ -152,13 +219,18 @@ private:
   const ir::Function& src_;
   ir::Function out_;
   ir::Builder b_;
+  const int batch_; // tangents per call (0: one, shaped as its value)
+  const int lanes_; // max(batch_, 1)
   std::vector<char> active_;
   std::vector<const Instr*> def_;
-  std::vector<int> primal_; // forward value -> its value in out_ (-1: the same id)
-  std::vector<int> tan_;    // forward value -> its tangent in out_ (-1: zero)
+  std::vector<int> primal_;            // forward value -> its value in out_ (-1: the same id)
+  std::vector<std::vector<int>> lane_; // scalar forward value -> tangent per lane (none: zero)
+  std::vector<int> whole_;             // tensor or buffer -> its tangent (-1: zero)
   bool changed_ = false;
   const Instr* cur_ = nullptr;
-  int one_ = -1, sum_ = -1;
+  int one_ = -1;
+  std::vector<int> sum_;
+  int rewalk_ = 0; // > 0 while a body runs again for its tangent (see emitPrimal)
 };
 
 void Forward::analyze(const Block& b) {
@@ -193,6 +265,10 @@ void Forward::analyze(const Block& b) {
 }
 
 void Forward::emitPrimal(const Instr& in) {
+  // A reduction tape is filled once, by the forward code; code that runs a body again for its
+  // tangent leaves it be (the same values; and a printed derivative reads each such store as
+  // the one write of its element).
+  if (rewalk_ > 0 && in.op == Op::BufStore && in.ival == ir::kTapeOnce) return;
   Instr c = in;
   c.regions.clear();
   for (int& a : c.args)
@@ -248,6 +324,11 @@ void Forward::fwdInstr(const Instr& in) {
     for (const Block& r : in.regions)
       writes = writes || writesOutside(r);
     if (writes && (active(in.result) || writesActive(in))) return loopForm(in);
+    // With a batch, a region that yields one value cannot yield K tangents; a loop computes
+    // the value and every lane's tangent in one pass over the body.
+    if (batch_ > 0 && active(in.result) &&
+        (in.op == Op::Comp || in.op == Op::ReduceSum || in.op == Op::If))
+      return loopForm(in);
     // A tape the body fills (kTapeOnce) whose values have tangents gets a tangent tape, filled
     // at every element, also where the tangent of the result needs only one (max, min) or
     // none (the result is inactive).
@@ -257,11 +338,13 @@ void Forward::fwdInstr(const Instr& in) {
                   in.op == Op::ArgMin;
       if (some || !active(in.result)) {
         emitPrimal(in);
+        ++rewalk_;
         emitFor(in, [&](const std::vector<int>& idx) {
           mapArgs(in.regions[0], idx);
           fwdBlock(in.regions[0]);
         });
         if (active(in.result)) tangentStructural(in);
+        --rewalk_;
         return;
       }
     }
@@ -273,16 +356,22 @@ void Forward::fwdInstr(const Instr& in) {
   switch (r.kind) {
   case ad::RuleKind::Formula:
     cur_ = &in;
-    one_ = sum_ = -1;
+    one_ = -1;
+    sum_.clear();
     r.fn(*this);
-    tan_[in.result] = sum_;
+    lane_[in.result] = sum_;
     cur_ = nullptr;
     return;
   case ad::RuleKind::ZeroDerivative: return;
   case ad::RuleKind::NotDifferentiable:
     throw GradError(std::string("'") + ir::opName(in.op) + "' cannot be differentiated (" + r.math +
                     ")");
-  case ad::RuleKind::Structural: return tangentStructural(in);
+  case ad::RuleKind::Structural:
+    // Structural tangents of regions run the body again, after the forward code ran it.
+    ++rewalk_;
+    tangentStructural(in);
+    --rewalk_;
+    return;
   }
 }
 
@@ -291,12 +380,12 @@ void Forward::tangentEffect(const Instr& in) {
   int buf = in.args[0];
   if (!active(buf)) return;
   int v = in.args.back();
-  if (in.op == Op::BufAdd && tan_[v] < 0) return;
+  if (in.op == Op::BufAdd && lane_[v].empty()) return;
   std::vector<int> idx;
   for (size_t k = 1; k + 1 < in.args.size(); ++k)
     idx.push_back(primal(in.args[k]));
   // A store of an inactive value into an active var still sets its tangent (to zero).
-  store(in.op, tan_[buf], idx, tanOrZero(v), &in);
+  storeLanes(in.op, whole_[buf], idx, v, &in);
 }
 
 void Forward::tangentStructural(const Instr& in) {
@@ -304,48 +393,66 @@ void Forward::tangentStructural(const Instr& in) {
   DType dt = t.dtype;
   switch (in.op) {
   case Op::Load: {
-    if (tan_[in.args[0]] < 0) return;
+    if (in.args.size() == 1 && !lane_[in.args[0]].empty()) { // of a scalar comprehension
+      lane_[in.result] = lane_[in.args[0]];
+      return;
+    }
+    if (whole_[in.args[0]] < 0) return;
     std::vector<int> idx;
     for (size_t k = 1; k < in.args.size(); ++k)
       idx.push_back(primal(in.args[k]));
-    tan_[in.result] = b_.load(tan_[in.args[0]], idx, in.name, in.loc, in.checked);
+    lane_[in.result] = loadLanes(whole_[in.args[0]], idx, &in);
     return;
   }
   case Op::Stack: {
+    // Row-major over shape ++ [K]: each element's lanes in turn.
     Instr s;
     s.op = Op::Stack;
     for (int a : in.args)
-      s.args.push_back(tanOrZero(a));
-    tan_[in.result] = b_.emit(std::move(s), t);
+      for (int j = 0; j < lanes_; ++j)
+        s.args.push_back(laneOrZero(a, j));
+    whole_[in.result] = b_.emit(std::move(s), batched(t));
     return;
   }
-  case Op::BufZeros: tan_[in.result] = b_.bufZeros(t); return;
-  case Op::Comp:
-  case Op::ReduceSum: {
+  case Op::BufZeros: whole_[in.result] = b_.bufZeros(batched(t)); return;
+  case Op::Comp: { // without a batch (fwdInstr takes the loop form with one)
     const Block& body = in.regions[0];
-    tan_[in.result] = b_.region(
+    int v = b_.region(
         in.op, in.extents, t,
         [&](const std::vector<int>& idx) {
           mapArgs(body, idx);
           fwdBlock(body);
-          return tanOrZero(body.yields[0]);
+          return laneOrZero(body.yields[0], 0);
         },
         in.loc);
+    if (t.rank() == 0) // (over no indices: a scalar, as copyBufferResults makes)
+      lane_[in.result] = {v};
+    else
+      whole_[in.result] = v;
+    return;
+  }
+  case Op::ReduceSum: {
+    const Block& body = in.regions[0];
+    lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
+      mapArgs(body, idx);
+      fwdBlock(body);
+      return lanesOrZero(body.yields[0]);
+    });
     return;
   }
   case Op::ReduceLse: {
     // d lse = sum_j softmax_j dx_j, softmax_j = exp(x_j - lse).
     const Block& body = in.regions[0];
     int lse = primal(in.result);
-    tan_[in.result] = b_.region(
-        Op::ReduceSum, in.extents, t,
-        [&](const std::vector<int>& idx) {
-          mapArgs(body, idx);
-          fwdBlock(body);
-          int w = b_.unary(Op::Exp, b_.binary(Op::Sub, primal(body.yields[0]), lse));
-          return b_.binary(Op::Mul, w, tanOrZero(body.yields[0]));
-        },
-        in.loc);
+    lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
+      mapArgs(body, idx);
+      fwdBlock(body);
+      int w = b_.unary(Op::Exp, b_.binary(Op::Sub, primal(body.yields[0]), lse));
+      std::vector<int> terms;
+      for (int dx : lanesOrZero(body.yields[0]))
+        terms.push_back(b_.binary(Op::Mul, w, dx));
+      return terms;
+    });
     return;
   }
   case Op::ReduceProd: {
@@ -353,33 +460,32 @@ void Forward::tangentStructural(const Instr& in) {
     // x_j != 0, and recomputed only where x_j = 0 (as the adjoint does).
     const Block& body = in.regions[0];
     int P = primal(in.result);
-    tan_[in.result] = b_.region(
-        Op::ReduceSum, in.extents, t,
-        [&](const std::vector<int>& idx) {
-          mapArgs(body, idx);
-          fwdBlock(body);
-          int xj = primal(body.yields[0]);
-          int dxj = tanOrZero(body.yields[0]);
-          int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
-          int others = b_.ifElse(
-              nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
-              [&] {
-                int self = b_.linearIndex(idx, in.extents);
-                return b_.region(
-                    Op::ReduceProd, in.extents, ir::Type{dt, {}}, [&](const std::vector<int>& k) {
-                      auto saved = primal_;
-                      mapArgs(body, k);
-                      for (const Instr& i : body.body)
-                        emitPrimal(i);
-                      int xk = primal(body.yields[0]);
-                      primal_ = saved;
-                      int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
-                      return b_.select(same, b_.constant(dt, 1), xk);
-                    });
-              });
-          return b_.binary(Op::Mul, dxj, others);
-        },
-        in.loc);
+    lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
+      mapArgs(body, idx);
+      fwdBlock(body);
+      int xj = primal(body.yields[0]);
+      int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
+      int others = b_.ifElse(
+          nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
+          [&] {
+            int self = b_.linearIndex(idx, in.extents);
+            return b_.region(Op::ReduceProd, in.extents, ir::Type{dt, {}},
+                             [&](const std::vector<int>& k) {
+                               auto saved = primal_;
+                               mapArgs(body, k);
+                               for (const Instr& i : body.body)
+                                 emitPrimal(i);
+                               int xk = primal(body.yields[0]);
+                               primal_ = saved;
+                               int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
+                               return b_.select(same, b_.constant(dt, 1), xk);
+                             });
+          });
+      std::vector<int> terms;
+      for (int dx : lanesOrZero(body.yields[0]))
+        terms.push_back(b_.binary(Op::Mul, dx, others));
+      return terms;
+    });
     return;
   }
   case Op::ReduceMax:
@@ -396,24 +502,37 @@ void Forward::tangentStructural(const Instr& in) {
     auto there = [&] {
       mapArgs(body, b_.unflatten(at, in.extents));
       fwdBlock(body);
-      return tanOrZero(body.yields[0]);
+      return lanesOrZero(body.yields[0]);
     };
     bool nonEmpty = true;
     for (const Poly& p : in.extents)
       nonEmpty = nonEmpty && (p - Poly(1)).provablyNonNegative();
-    tan_[in.result] = nonEmpty ? there()
-                               : b_.ifElse(b_.binary(Op::Ge, at, b_.constInt(0)), t, there,
-                                           [&] { return b_.constant(dt, 0); });
+    if (nonEmpty) {
+      lane_[in.result] = there();
+      return;
+    }
+    // Possibly empty: the tangent is 0 where there is no element (each lane in its own `if`).
+    std::vector<int> lanes;
+    for (int j = 0; j < lanes_; ++j)
+      lanes.push_back(b_.ifElse(
+          b_.binary(Op::Ge, at, b_.constInt(0)), t, [&] { return there()[static_cast<size_t>(j)]; },
+          [&] { return b_.constant(dt, 0); }));
+    lane_[in.result] = lanes;
     return;
   }
-  case Op::If: {
+  case Op::If: { // without a batch (fwdInstr takes the loop form with one)
     auto branch = [&](const Block& blk) {
       fwdBlock(blk);
-      return tanOrZero(blk.yields[0]);
+      int y = blk.yields[0];
+      return t.rank() == 0 ? laneOrZero(y, 0) : wholeOrZero(y);
     };
-    tan_[in.result] = b_.ifElse(
+    int v = b_.ifElse(
         primal(in.args[0]), t, [&] { return branch(in.regions[0]); },
         [&] { return branch(in.regions[1]); });
+    if (t.rank() == 0)
+      lane_[in.result] = {v};
+    else
+      whole_[in.result] = v;
     return;
   }
   default:
@@ -423,24 +542,34 @@ void Forward::tangentStructural(const Instr& in) {
 
 void Forward::loopForm(const Instr& in) {
   const ir::Type& t = src_.types[in.result];
+  const ir::Type bt = batched(t);
   if (in.op == Op::If) {
-    int val = b_.bufZeros(t), tan = b_.bufZeros(t);
+    int val = b_.bufZeros(t), tan = b_.bufZeros(bt);
     auto branch = [&](const Block& blk) {
       fwdBlock(blk);
-      storeWhole(val, primal(blk.yields[0]), t);
-      storeWhole(tan, tanOrZero(blk.yields[0]), t);
+      int y = blk.yields[0];
+      storeWhole(val, primal(y), t);
+      if (t.rank() == 0)
+        storeLanes(Op::BufStore, tan, {}, y);
+      else
+        storeWhole(tan, wholeOrZero(y), bt);
     };
     b_.ifEffect(
         primal(in.args[0]), [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
-    primal_[in.result] = t.rank() == 0 ? b_.load(val, {}) : val;
-    tan_[in.result] = t.rank() == 0 ? b_.load(tan, {}) : tan;
+    if (t.rank() == 0) {
+      primal_[in.result] = b_.load(val, {});
+      lane_[in.result] = loadLanes(tan, {});
+    } else {
+      primal_[in.result] = val;
+      whole_[in.result] = tan;
+    }
     return;
   }
   if (in.op != Op::Comp && in.op != Op::ReduceSum)
     throw GradError(std::string("forward mode cannot yet differentiate a '") + ir::opName(in.op) +
                     "' whose body writes memory outside it");
   const Block& body = in.regions[0];
-  int val = b_.bufZeros(t), tan = b_.bufZeros(t);
+  int val = b_.bufZeros(t), tan = b_.bufZeros(bt);
   emitFor(in, [&](const std::vector<int>& idx) {
     mapArgs(body, idx);
     fwdBlock(body);
@@ -448,14 +577,17 @@ void Forward::loopForm(const Instr& in) {
     std::vector<int> at = in.op == Op::Comp ? idx : std::vector<int>{};
     Op op = in.op == Op::Comp ? Op::BufStore : Op::BufAdd;
     store(op, val, at, primal(y));
-    store(op, tan, at, tanOrZero(y));
+    storeLanes(op, tan, at, y);
   });
-  if (in.op == Op::Comp) {
+  if (in.op == Op::Comp && t.rank() == 0) { // over no indices: a scalar
+    primal_[in.result] = b_.load(val, {});
+    lane_[in.result] = loadLanes(tan, {});
+  } else if (in.op == Op::Comp) {
     primal_[in.result] = val;
-    tan_[in.result] = tan;
+    whole_[in.result] = tan;
   } else {
     primal_[in.result] = b_.load(val, {});
-    tan_[in.result] = b_.load(tan, {});
+    lane_[in.result] = loadLanes(tan, {});
   }
 }
 
@@ -465,8 +597,9 @@ ir::Function Forward::run(const std::vector<std::string>& wrtIn) {
   active_.assign(n, 0);
   def_.assign(n, nullptr);
   primal_.assign(n, -1);
-  tan_.assign(n, -1);
-  std::vector<int> tangents;
+  lane_.assign(n, {});
+  whole_.assign(n, -1);
+  std::vector<std::pair<int, int>> scalarTangents; // (parameter, its tangent parameter)
   for (size_t k = 0; k < src_.params.size(); ++k) {
     if (std::find(wrt.begin(), wrt.end(), src_.paramNames[k]) == wrt.end()) continue;
     int p = src_.params[k];
@@ -475,25 +608,41 @@ ir::Function Forward::run(const std::vector<std::string>& wrtIn) {
     in.op = Op::Param;
     in.ival = static_cast<int64_t>(out_.params.size());
     in.name = tangentName(src_, src_.paramNames[k]);
-    ir::Type ty = src_.paramTypes[k];
+    ir::Type ty = batched(src_.paramTypes[k]);
     in.result = out_.newValue(ty);
     out_.params.push_back(in.result);
     out_.paramNames.push_back(in.name);
     out_.paramTypes.push_back(ty);
     out_.body.body.push_back(in);
-    tan_[p] = in.result;
+    if (src_.paramTypes[k].rank() == 0)
+      scalarTangents.push_back({p, in.result});
+    else
+      whole_[p] = in.result;
   }
   do {
     changed_ = false;
     analyze(src_.body);
   } while (changed_); // loops feed stores back into loads
-  out_.name = src_.name + "_jvp";
+  out_.name = src_.name + (batch_ > 0 ? "_jvp_batch" + std::to_string(batch_) : "_jvp");
+  // A scalar parameter's lanes, read once at the top (without a batch, the parameter itself).
+  for (auto [p, t] : scalarTangents)
+    lane_[p] = batch_ == 0 ? std::vector<int>{t} : loadLanes(t, {});
   fwdBlock(src_.body);
   out_.body.yields.clear();
   for (int y : src_.body.yields)
     out_.body.yields.push_back(primal(y));
-  for (int y : src_.body.yields)
-    if (isFloat(src_.types[y].dtype)) out_.body.yields.push_back(tanOrZero(y));
+  for (int y : src_.body.yields) {
+    const ir::Type& t = src_.types[y];
+    if (!isFloat(t.dtype)) continue;
+    if (t.rank() > 0) {
+      out_.body.yields.push_back(wholeOrZero(y));
+      continue;
+    }
+    Instr s; // a scalar result's lanes, as f64[K] with a batch
+    s.op = Op::Stack;
+    s.args = lanesOrZero(y);
+    out_.body.yields.push_back(batch_ == 0 ? s.args[0] : b_.emit(std::move(s), batched(t)));
+  }
   return std::move(out_);
 }
 
@@ -506,26 +655,27 @@ std::string tangentName(const ir::Function& f, const std::string& param) {
   return name;
 }
 
-ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt) {
+ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt, int batch) {
+  if (batch < 0) throw GradError("a JVP batch is a count of tangents, at least 1");
   // A var returned in place is read into a value first (as differentiate() does).
   ir::Function copied = f;
   copyBufferResults(copied);
-  Forward fw(copied);
+  Forward fw(copied, batch);
   return fw.run(wrt);
 }
 
-ir::Function hvp(const ir::Function& grad, const std::vector<std::string>& wrt) {
+ir::Function hvp(const ir::Function& grad, const std::vector<std::string>& wrt, int batch) {
   // grad's results: the value, then the gradients. jvp adds the value's tangent (the
   // directional derivative, dropped here) and the gradients' tangents, H v.
   std::vector<std::string> w = resolveWrt(grad, wrt);
-  ir::Function h = jvp(grad, w);
+  ir::Function h = jvp(grad, w, batch);
   size_t nres = grad.body.yields.size();
   auto& ys = h.body.yields;
   ys.erase(ys.begin() + static_cast<long>(nres));
   std::string base = grad.name;
   if (base.size() > 5 && base.compare(base.size() - 5, 5, "_grad") == 0)
     base.resize(base.size() - 5);
-  h.name = base + "_hvp";
+  h.name = base + (batch > 0 ? "_hvp_batch" + std::to_string(batch) : "_hvp");
   return h;
 }
 

@@ -10,6 +10,9 @@
 // adjoint rule is linear in the result's adjoint g: it adds g * dy/dx_k to operand k's adjoint.
 // Run with g = 1, it yields the partials dy/dx_k, and the tangent is sum_k dy/dx_k * dx_k. So a
 // rule is written once and both modes use it; a test checks <u, J v> = <J^T u, v>.
+//
+// With a batch, one call carries K tangents (the columns of a Jacobian, the colours of a
+// sparse one): the value and each partial are computed once and applied to every lane.
 #pragma once
 
 #include "compiler/ir/ir.hpp"
@@ -24,14 +27,20 @@ namespace slope {
 ///   parameters: f's parameters, then one tangent per differentiated parameter, of its type
 ///               (named tangentName(param));
 ///   results:    f's results, then the tangent of each float result, in order.
-ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt);
+/// With batch K > 0 (`NAME_jvp_batchK`), K tangents in one call: each tangent parameter and
+/// result has its value's shape ++ [K], direction j at [..., j] (for x: f64[n], the columns
+/// of V: f64[n, K]; the result's tangent is J V). The value is computed once, each elementwise
+/// partial once, then applied to every lane (a Jacobian's columns, a sparse Jacobian's
+/// colours, K at a time).
+ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt, int batch = 0);
 
 /// The Hessian-vector product of a scalar function (`NAME_hvp`), from its gradient function
 /// `grad` (differentiate()'s `NAME_grad` for the same wrt): forward mode over reverse mode.
 ///   parameters: f's parameters, then one direction v per differentiated parameter;
 ///   results:    the value, the gradient per parameter, then H v per parameter (the rows of the
 ///               Hessian for that parameter times the whole direction).
-ir::Function hvp(const ir::Function& grad, const std::vector<std::string>& wrt);
+/// With batch K > 0 (`NAME_hvp_batchK`), K directions at once, shaped as jvp()'s.
+ir::Function hvp(const ir::Function& grad, const std::vector<std::string>& wrt, int batch = 0);
 
 /// The name of the tangent parameter for `param` in f: `param_dot`, with more underscores
 /// until it names no parameter of f.

@@ -431,6 +431,13 @@ private:
       }
       if (in.op == Op::BufStore || in.op == Op::SizeDef || (in.op == Op::For && in.ival == 1))
         throw NotPrintable("loops with state (var, for) have no printed form yet");
+      // The same inside a region: its stores (forward mode's loop form writes a value and its
+      // tangent into buffers that way) are not adds, and would be dropped.
+      for (const Block& r : in.regions)
+        ir::forEachInstr(r, [](const Instr& i) {
+          if (i.op == Op::BufStore && i.ival != ir::kTapeOnce)
+            throw NotPrintable("loops with state (var, for) have no printed form yet");
+        });
       if (in.op == Op::Load && findBuf(in.args[0], p)) {
         Buf* b = findBuf(in.args[0], p);
         int whole = materialize(in.args[0], *b);

@@ -231,9 +231,10 @@ struct DenseResult {
   /// after result), a column per element of the differentiated parameters (in parameter
   /// order). Hessian: rows and columns both per element of the differentiated parameters.
   Tensor matrix;
-  std::vector<Tensor> value; // the function's results at the point
-  std::string mode;          // "forward", "reverse" or (Hessians) "forward over reverse"
-  std::int64_t calls = 0;    // compiled JVP, VJP or HVP calls it took
+  std::vector<Tensor> value;   // the function's results at the point
+  std::string mode;            // "forward", "reverse" or (Hessians) "forward over reverse"
+  std::int64_t calls = 0;      // compiled calls it took (JVPs and HVPs go 16 directions a call)
+  std::int64_t directions = 0; // JVPs or HVPs (a column each), or VJPs (a row each)
 };
 
 /// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
@@ -245,10 +246,12 @@ struct SparseResult {
   std::vector<std::int64_t> row_start; // rows + 1 offsets into col_index and values
   std::vector<std::int64_t> col_index; // the pattern: sorted within a row
   std::vector<double> values;
-  std::vector<Tensor> value; // the function's results at the point
-  std::int64_t colours = 0;  // JVP (HVP) calls it took: columns that share no row share one
-  bool pattern_found = true; // false: the pattern could not be read off the IR (every entry
-                             // is then stored, and it took a call per column)
+  std::vector<Tensor> value;        // the function's results at the point
+  std::int64_t colours = 0;         // JVP (HVP) directions: columns that share no row share one
+  std::vector<std::int64_t> colour; // per column: its colour (given back in `like`, reused)
+  std::int64_t calls = 0;           // compiled calls it took (up to 16 colours a call)
+  bool pattern_found = true;        // false: the pattern could not be read off the IR (every entry
+                                    // is then stored, and it took a call per column)
 };
 
 class Jacobian {
@@ -260,11 +263,13 @@ public:
   /// The nonzeros only: the pattern read off the function's IR at these arguments (what each
   /// result element can depend on, through gathers and comprehensions; for a Hessian, the
   /// terms of a sum and what each depends on), the columns grouped by colouring, a JVP (HVP)
-  /// per group. Each call reads the pattern afresh (it may depend on integer arguments, as
-  /// bundle adjustment's does).
+  /// direction per group, up to 16 directions in one call of a batched JVP (HVP). Each call
+  /// reads the pattern afresh (it may depend on integer arguments, as bundle adjustment's
+  /// does).
   SparseResult evaluate_sparse(const std::vector<Arg>& args) const;
   /// The same with the pattern of an earlier result (`like`: its row_start and col_index), not
-  /// read again: for a solver whose integer arguments (which observation sees what) stay fixed
+  /// read again, and its colouring (`colour`) where it is one of that pattern (else coloured
+  /// afresh): for a solver whose integer arguments (which observation sees what) stay fixed
   /// while the floats change. A pattern for other sizes is a CallError.
   SparseResult evaluate_sparse(const std::vector<Arg>& args, const SparseResult& like) const;
 

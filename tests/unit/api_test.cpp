@@ -473,8 +473,10 @@ fn rosen(x: f64[n]) -> f64 {
   slope::DenseResult rv = m.jacobian("roll", {}, "reverse")(slope::View(x0, {2}), 1.5, 2);
   slope::DenseResult au = m.jacobian("roll")(slope::View(x0, {2}), 1.5, 2);
   EXPECT_EQ(fw.mode, "forward");
-  EXPECT_EQ(fw.calls, 3);
+  EXPECT_EQ(fw.directions, 3);
+  EXPECT_EQ(fw.calls, 1); // the three columns in one batched JVP
   EXPECT_EQ(rv.mode, "reverse");
+  EXPECT_EQ(rv.directions, 2);
   EXPECT_EQ(rv.calls, 2);
   EXPECT_EQ(au.mode, "reverse"); // 2 outputs, 3 inputs
   ASSERT_EQ(fw.matrix.shape(), (std::vector<int64_t>{2, 3}));
@@ -489,17 +491,27 @@ fn rosen(x: f64[n]) -> f64 {
   ASSERT_EQ(h.matrix.shape(), (std::vector<int64_t>{3, 3}));
   for (int i = 0; i < 9; ++i)
     EXPECT_DOUBLE_EQ(h.matrix.getF(i), H[i]) << i;
-  EXPECT_EQ(h.calls, 3);
+  EXPECT_EQ(h.directions, 3);
+  EXPECT_EQ(h.calls, 1);
   // The sparse Hessian of Rosenbrock's function: tridiagonal, 3 HVPs for any n.
   double x6[6] = {1, 1, 1, 1, 1, 1};
   slope::SparseResult hs = m.hessian("rosen").evaluate_sparse({slope::View(x6, {6})});
   EXPECT_TRUE(hs.pattern_found);
   EXPECT_EQ(hs.colours, 3);
+  EXPECT_EQ(hs.calls, 1);
+  EXPECT_EQ(hs.colour.size(), 6u);
   EXPECT_EQ(hs.col_index.size(), 16u);
   EXPECT_EQ(hs.values[0], 802);
   EXPECT_EQ(hs.values[15], 200);
   slope::SparseResult again = m.hessian("rosen").evaluate_sparse({slope::View(x6, {6})}, hs);
   EXPECT_EQ(again.values, hs.values);
+  // A colouring in `like` that is not one of the pattern (two columns of a row share a
+  // colour) is not trusted: the columns are coloured afresh and the values are the same.
+  slope::SparseResult bad = hs;
+  bad.colour.assign(6, 0);
+  slope::SparseResult fixed = m.hessian("rosen").evaluate_sparse({slope::View(x6, {6})}, bad);
+  EXPECT_EQ(fixed.values, hs.values);
+  EXPECT_EQ(fixed.colours, 3);
   EXPECT_THROW(m.hessian("rosen").evaluate_sparse({slope::View(x, {3})}, hs), slope::CallError);
   EXPECT_THROW(m.hessian("roll"), std::invalid_argument);
   EXPECT_THROW(m.jacobian("roll", {}, "sideways"), std::invalid_argument);

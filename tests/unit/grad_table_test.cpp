@@ -77,7 +77,7 @@ TEST_P(GradTable, ForwardModeMatches) {
 
 // A compressed Jacobian or Hessian (pattern and values) against the dense one, entry by entry.
 void expectSameAsDense(const SparsityPattern& pat, const std::vector<double>& values,
-                       const Tensor& dense, const char* name) {
+                       const Tensor& dense, const std::string& name) {
   std::vector<double> fromSparse = toDense(pat, values);
   for (int64_t i = 0; i < dense.numel(); ++i) {
     double want = dense.getF(i), got = fromSparse[static_cast<size_t>(i)];
@@ -100,6 +100,10 @@ void sparseJacobianCase(const CaseParam& p) {
   returnBuffersInPlace(j);
   InterpRunner interp;
   Runnable jvpFn = interp.prepare(j);
+  ir::Function j2 = jvp(f, {}, 2);
+  simplify(j2);
+  returnBuffersInPlace(j2);
+  Runnable jvp2 = interp.prepare(j2);
   std::vector<std::string> wrt = resolveWrt(f, {});
   for (const auto& sizes : std::vector<std::map<std::string, int64_t>>{
            {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 3}}}) {
@@ -111,6 +115,15 @@ void sparseJacobianCase(const CaseParam& p) {
     ASSERT_EQ(pat->rows, d.matrix.shape()[0]);
     ASSERT_EQ(pat->cols, d.matrix.shape()[1]);
     expectSameAsDense(*pat, s.values, d.matrix, p.c->name);
+    // Batched, two directions a call: the same Jacobian, dense and compressed.
+    SparseJacobian sb = sparseJacobian(f, wrt, args, *pat, Directional(jvp2, 2));
+    expectSameAsDense(*pat, sb.values, d.matrix, p.c->name + std::string(" (batch 2)"));
+    DenseDerivative db = denseJacobian(f, wrt, args, "forward", Directional(jvp2, 2), jvpFn);
+    EXPECT_EQ(db.calls, (d.calls + 1) / 2);
+    expectSameAsDense(
+        densePattern(pat->rows, pat->cols),
+        std::vector<double>(db.matrix.data<double>(), db.matrix.data<double>() + db.matrix.numel()),
+        d.matrix, p.c->name + std::string(" (dense, batch 2)"));
   }
 }
 
@@ -138,7 +151,7 @@ void sparseHessianCase(const CaseParam& p) {
     return; // (no second derivative: digamma)
   }
   InterpRunner interp;
-  Runnable hvpFn = interp.prepare(h);
+  Runnable hvpFn = interp.prepare(h), hvp2 = interp.prepare(prog->hvp("f", wrt, {}, 2));
   for (const auto& sizes : std::vector<std::map<std::string, int64_t>>{
            {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 3}}}) {
     std::vector<Tensor> args = randomArgs(f, sizes, 3);
@@ -148,6 +161,8 @@ void sparseHessianCase(const CaseParam& p) {
     SparseJacobian s = sparseJacobian(f, wrt, args, *pat, hvpFn, /*hessian=*/true);
     ASSERT_EQ(pat->rows, d.matrix.shape()[0]);
     expectSameAsDense(*pat, s.values, d.matrix, p.c->name);
+    SparseJacobian sb = sparseJacobian(f, wrt, args, *pat, Directional(hvp2, 2), true);
+    expectSameAsDense(*pat, sb.values, d.matrix, p.c->name + std::string(" (batch 2)"));
   }
 }
 

@@ -380,7 +380,8 @@ TEST(ForwardMode, SamplesAndLoopProgramsOnTheJit) {
 
 // Sparse Jacobians of every function of the samples and loop programs with a tensor or tuple
 // result: every nonzero of the dense Jacobian (a JVP per column) lies in the pattern read off
-// the IR, and the compressed Jacobian (a JVP per colour) has the dense one's values.
+// the IR, and the compressed Jacobian (a JVP direction per colour, batched) has the dense one's
+// values.
 TEST(SparseJacobian, SamplesAndLoopProgramsHoldEveryNonzero) {
   int patterns = 0, sparse = 0;
   forEachSampleFunction([&](const std::string& label, const ir::Function& f,
@@ -400,7 +401,12 @@ TEST(SparseJacobian, SamplesAndLoopProgramsHoldEveryNonzero) {
     } catch (const EvalError&) {
       return; // (a data-dependent subscript out of range at these inputs)
     }
-    SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, jvpFn);
+    // The compressed Jacobian from the batched JVP, 3 colours a call (the last call partly
+    // filled), against the dense one from the unbatched JVP.
+    ir::Function jb = jvp(f, wrt, 3);
+    simplify(jb);
+    returnBuffersInPlace(jb);
+    SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, Directional(jit().prepare(jb), 3));
     ++patterns;
     sparse += pat->nonzeros() < pat->rows * pat->cols;
     std::vector<double> got = toDense(*pat, sj.values);

@@ -1732,8 +1732,12 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         returnBuffersInPlace(j);
         InterpRunner interp;
         Runnable jvpFn = interp.prepare(j);
+        // The compressed one from the batched JVP (3 colours a call), the dense one unbatched.
+        ir::Function jb = jvp(f, wrt, 3);
+        simplify(jb);
+        returnBuffersInPlace(jb);
         DenseDerivative d = denseJacobian(f, wrt, args, "forward", jvpFn, jvpFn);
-        SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, jvpFn);
+        SparseJacobian sj = sparseJacobian(f, wrt, args, *pat, Directional(interp.prepare(jb), 3));
         std::vector<double> got = toDense(*pat, sj.values);
         for (int64_t i = 0; i < d.matrix.numel(); ++i) {
           double want = d.matrix.getF(i), have = got[static_cast<size_t>(i)];

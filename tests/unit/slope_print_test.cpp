@@ -52,13 +52,17 @@ bool reportCosts() {
   return on;
 }
 
-/// Prints name's gradient, compiles the printed source, and compares results and operation
-/// counts at every probe.
+/// The derivative function to print (the gradient unless a test says otherwise).
+using Derive = std::function<ir::Function(const Program&, const std::string&)>;
+
+/// Prints name's gradient (or what derive makes), compiles the printed source, and compares
+/// results and operation counts at every probe.
 void roundTrip(const Program& p, const std::string& name, const std::string& what,
-               const std::vector<Probe>& probes, const SizeRule& rule = nullptr) {
+               const std::vector<Probe>& probes, const SizeRule& rule = nullptr,
+               const Derive& derive = nullptr) {
   const double maxRatio = kMaxCostRatio;
   ir::Function f = p.forward(name);
-  ir::Function g = p.gradient(name, {});
+  ir::Function g = derive ? derive(p, name) : p.gradient(name, {});
   std::string src;
   try {
     src = printSlope(g);
@@ -139,7 +143,7 @@ SizeRule sizeRuleFor(const std::string& file) {
 }
 
 /// Every function of every .slope file under dir, at the standard probes.
-void everyFunctionIn(const std::string& dir) {
+void everyFunctionIn(const std::string& dir, const Derive& derive = nullptr, bool cost = true) {
   int files = 0;
   for (const auto& entry : std::filesystem::recursive_directory_iterator(dir)) {
     if (entry.path().extension() != ".slope") continue;
@@ -153,7 +157,18 @@ void everyFunctionIn(const std::string& dir) {
       bool anyFloat = false;
       for (const auto& t : f.paramTypes)
         anyFloat = anyFloat || isFloat(t.dtype);
-      if (anyFloat) roundTrip(*prog, name, file + ":" + name, standardProbes(f), sizeRuleFor(file));
+      if (!anyFloat) continue;
+      std::vector<Probe> probes = standardProbes(f);
+      for (Probe& q : probes)
+        q.cost = q.cost && cost;
+      if (derive) {
+        try {
+          derive(*prog, name);
+        } catch (const GradError&) {
+          continue; // (no such derivative: an HVP of a function that is not scalar)
+        }
+      }
+      roundTrip(*prog, name, file + ":" + name, probes, sizeRuleFor(file), derive);
     }
   }
   EXPECT_GT(files, 0) << dir;
@@ -169,6 +184,19 @@ TEST(PrintedGradientSamples, EveryPrintTestProgram) {
 
 TEST(PrintedGradientSamples, EveryLanguageV3Program) {
   everyFunctionIn(std::string(SLOPE_SOURCE_DIR) + "/tests/lit/v3");
+}
+
+// `slopec jvp|hvp --emit slope [--batch K]`: the printed JVP, batched JVP and HVP of every
+// sample function compute what they were printed from. (Results only: forward mode's loop
+// form, a comprehension computed with its tangent in one loop, prints as that loop.)
+TEST(PrintedForwardSamples, JvpBatchedJvpAndHvp) {
+  const std::string dir = std::string(SLOPE_SOURCE_DIR) + "/samples";
+  everyFunctionIn(
+      dir, [](const Program& p, const std::string& n) { return p.jvp(n, {}); }, false);
+  everyFunctionIn(
+      dir, [](const Program& p, const std::string& n) { return p.jvp(n, {}, 3); }, false);
+  everyFunctionIn(
+      dir, [](const Program& p, const std::string& n) { return p.hvp(n, {}); }, false);
 }
 
 // The programs of issue 10 item 11, at its sizes: printed gradients that ran 710M, 249M and

@@ -101,9 +101,9 @@ for a tuple with several float elements, a list with one cotangent per float ele
 
 const char* kJvpHelp =
     R"(usage: slopec jvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--json]
-                  [--emit slope|ir]
+                  [--emit slope|ir [--batch K]]
        slopec hvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--wrt a,b]
-                  [--checkpoint=N] [--json] [--emit slope|ir]
+                  [--checkpoint=N] [--json] [--emit slope|ir [--batch K]]
 
 jvp evaluates the function and, by forward mode, the derivative of each float result along
 the tangents: J v, where v is the tangent of each float parameter named by --tangent (given
@@ -115,6 +115,9 @@ direction v given by --tangent (zero for the parameters not named), by forward m
 reverse-mode gradient.
 --emit slope|ir prints the function NAME_jvp or NAME_hvp instead (no ARG=VALUE then): its
 parameters are the function's, then a tangent PARAM_dot per differentiated parameter.
+With --batch K it prints NAME_jvp_batchK (NAME_hvp_batchK), K directions in one call: each
+tangent has its parameter's shape and a last dimension K, direction j at [..., j] (what
+jacobian and hessian call, up to 16 directions at a time).
 )";
 
 const char* kJacobianHelp =
@@ -221,6 +224,7 @@ struct Args {
   std::vector<std::string> gradients;                        // every --gradient (compile)
   std::vector<std::pair<std::string, std::string>> tangents; // every --tangent PARAM=VALUE
   std::string mode;                                          // --mode (jacobian)
+  int batch = 0;                                             // --batch (jvp, hvp --emit)
 
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
@@ -334,11 +338,11 @@ Args parseArgs(int argc, char** argv) {
       if (inl.empty()) throw Usage(s + " needs a value");
     }
     static const std::set<std::string> kOptions = {
-        "--stats",   "--checkpoint", "--grad",   "--json",     "--no-grad",      "--interp",
-        "--fn",      "--emit",       "-o",       "--seed-out", "--wrt",          "--rtol",
-        "--atol",    "--seed",       "--sizes",  "--step",     "--max-elements", "--threads",
-        "--header",  "--cpu",        "--target", "--gradient", "--arch",         "--device",
-        "--tangent", "--mode",       "--forward"};
+        "--stats",   "--checkpoint", "--grad",    "--json",     "--no-grad",      "--interp",
+        "--fn",      "--emit",       "-o",        "--seed-out", "--wrt",          "--rtol",
+        "--atol",    "--seed",       "--sizes",   "--step",     "--max-elements", "--threads",
+        "--header",  "--cpu",        "--target",  "--gradient", "--arch",         "--device",
+        "--tangent", "--mode",       "--forward", "--batch"};
     // (compile takes --fn and --gradient several times)
     if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient" &&
         s != "--tangent")
@@ -374,6 +378,13 @@ Args parseArgs(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
         throw Usage("--tangent takes PARAM=VALUE, got '" + kv + "'");
       a.tangents.push_back({kv.substr(0, eq), kv.substr(eq + 1)});
+    } else if (s == "--batch") {
+      std::string v = value(s, inl);
+      char* end = nullptr;
+      long k = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || k < 1 || k > 64)
+        throw Usage("--batch takes a count of directions from 1 to 64, got '" + v + "'");
+      a.batch = static_cast<int>(k);
     } else if (s == "--mode") {
       a.mode = value(s, inl);
       if (a.mode != "forward" && a.mode != "reverse" && a.mode != "auto")
@@ -1315,8 +1326,10 @@ int runJvp(const Args& a) {
     std::vector<std::string> wrt = a.wrt;
     for (const auto& [n, v] : a.tangents)
       if (!hvp) wrt.push_back(n);
-    return emitDerivative(a, hvp ? p->hvp(name, wrt, a.checkpoint) : p->jvp(name, wrt));
+    return emitDerivative(a, hvp ? p->hvp(name, wrt, a.checkpoint, a.batch)
+                                 : p->jvp(name, wrt, a.batch));
   }
+  if (a.batch) throw Usage("--batch prints the batched function: it needs --emit");
   if (a.tangents.empty())
     throw Usage(a.command + " needs --tangent PARAM=VALUE for at least one float parameter");
   auto bound = bindArgs(a, f, false);
@@ -1376,6 +1389,12 @@ int runJvp(const Args& a) {
 }
 
 /// slopec jacobian and slopec hessian.
+/// " in N calls" where directions were batched (nothing where each took its own call).
+std::string callsText(int64_t directions, int64_t calls) {
+  if (calls == directions) return "";
+  return " in " + std::to_string(calls) + (calls == 1 ? " call" : " calls");
+}
+
 int runJacobian(const Args& a) {
   const bool hessian = a.command == "hessian";
   pickDevice(a);
@@ -1406,10 +1425,14 @@ int runJacobian(const Args& a) {
     if (!pat) {
       pat = densePattern(rows, cols);
     }
-    SparseJacobian J = hessian
-                           ? sparseJacobian(f, wrt, args, *pat,
-                                            runner->prepare(p->hvp(name, wrt, a.checkpoint)), true)
-                           : sparseJacobian(f, wrt, args, *pat, runner->prepare(p->jvp(name, wrt)));
+    // The colours, a batch of them per call.
+    int64_t colours = 0;
+    const std::vector<int64_t> colour = colourColumns(*pat, &colours);
+    const int batch = directionBatch(std::max<int64_t>(colours, 1));
+    Directional fn(runner->prepare(hessian ? p->hvp(name, wrt, a.checkpoint, batch)
+                                           : p->jvp(name, wrt, batch)),
+                   batch);
+    SparseJacobian J = sparseJacobian(f, wrt, args, std::move(*pat), fn, hessian, &colour);
     const SparsityPattern& q = J.pattern;
     if (a.json) {
       auto list = [](const auto& v) {
@@ -1425,13 +1448,14 @@ int runJacobian(const Args& a) {
       std::cout << "{\"function\": " << jsonString(name)
                 << ", \"value\": " << resultsText(J.value, true) << ", \"rows\": " << q.rows
                 << ", \"cols\": " << q.cols << ", \"pattern_found\": " << (found ? "true" : "false")
-                << ", \"colours\": " << J.colours << ", \"row_start\": " << list(q.rowStart)
+                << ", \"colours\": " << J.colours << ", \"calls\": " << J.calls
+                << ", \"row_start\": " << list(q.rowStart)
                 << ", \"col_index\": " << list(q.colIndex) << ", \"values\": " << vals << "}\n";
     } else {
       std::cout << name << " = " << resultsText(J.value, false) << "\n"
                 << (hessian ? "hessian (" : "jacobian (") << q.rows << " x " << q.cols << ", "
                 << q.nonzeros() << " nonzeros, " << J.colours << " colours: " << J.colours
-                << (hessian ? " HVPs" : " JVPs")
+                << (hessian ? " HVPs" : " JVPs") << callsText(J.colours, J.calls)
                 << (found ? "" : "; the pattern could not be read off the IR: dense") << ") =\n";
       for (int64_t r = 0; r < q.rows; ++r) {
         std::cout << "row " << r << ":";
@@ -1447,15 +1471,19 @@ int runJacobian(const Args& a) {
   }
   DenseDerivative d;
   if (hessian) {
-    d = denseHessian(f, wrt, args, runner->prepare(p->hvp(name, wrt, a.checkpoint)));
+    const int batch = directionBatch(cols);
+    d = denseHessian(f, wrt, args,
+                     Directional(runner->prepare(p->hvp(name, wrt, a.checkpoint, batch)), batch));
   } else {
     std::string mode = a.mode.empty() ? "auto" : a.mode;
     if (mode == "auto") mode = cols < rows ? "forward" : "reverse";
     Runnable none = [](const std::vector<Tensor>&) -> std::vector<Tensor> {
       throw std::logic_error("unused");
     };
+    const int batch = directionBatch(cols);
     d = mode == "forward"
-            ? denseJacobian(f, wrt, args, mode, runner->prepare(p->jvp(name, wrt)), none)
+            ? denseJacobian(f, wrt, args, mode,
+                            Directional(runner->prepare(p->jvp(name, wrt, batch)), batch), none)
             : denseJacobian(f, wrt, args, mode, none,
                             runner->prepare(p->gradient(name, wrt, a.checkpoint)));
   }
@@ -1463,15 +1491,17 @@ int runJacobian(const Args& a) {
   if (a.json) {
     std::cout << "{\"function\": " << jsonString(name)
               << ", \"value\": " << resultsText(d.value, true)
-              << ", \"mode\": " << jsonString(d.mode) << ", \"calls\": " << d.calls << ", \""
-              << what << "\": " << toJson(d.matrix) << "}\n";
+              << ", \"mode\": " << jsonString(d.mode) << ", \"directions\": " << d.directions
+              << ", \"calls\": " << d.calls << ", \"" << what << "\": " << toJson(d.matrix)
+              << "}\n";
   } else {
     std::cout << name << " = " << resultsText(d.value, false) << "\n"
-              << what << " (" << rows << " x " << cols << ", " << d.mode << " mode: " << d.calls
+              << what << " (" << rows << " x " << cols << ", " << d.mode
+              << " mode: " << d.directions
               << (hessian               ? " HVPs"
                   : d.mode == "forward" ? " JVPs"
                                         : " VJPs")
-              << ") =\n"
+              << callsText(d.directions, d.calls) << ") =\n"
               << toText(d.matrix) << "\n";
   }
   return kOk;
@@ -1567,10 +1597,12 @@ void audit(const Args& a) {
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint",
         "--arch"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
-      {"jvp", {"--fn", "--tangent", "--json", "--interp", "--threads", "--device", "--emit", "-o"}},
+      {"jvp",
+       {"--fn", "--tangent", "--json", "--interp", "--threads", "--device", "--emit", "-o",
+        "--batch"}},
       {"hvp",
        {"--fn", "--tangent", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device",
-        "--emit", "-o"}},
+        "--emit", "-o", "--batch"}},
       {"jacobian",
        {"--fn", "--wrt", "--mode", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
         "--device"}},
