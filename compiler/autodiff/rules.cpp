@@ -119,6 +119,10 @@ void dLgamma(RuleCtx& c) {
   E e(c);
   c.acc(0, e.mul(c.g(), e.un(Op::Digamma, c.x(0))));
 }
+void dDigamma(RuleCtx& c) {
+  E e(c);
+  c.acc(0, e.mul(c.g(), e.un(Op::Trigamma, c.x(0))));
+}
 
 void dAdd(RuleCtx& c) {
   c.acc(0, c.g());
@@ -237,7 +241,8 @@ Rule entry(Op op) {
   case Op::Softplus: return formula(dSoftplus, "dx = g * sigmoid(x)");
   case Op::Erf: return formula(dErf, "dx = g * 2/sqrt(pi) * exp(-x^2)");
   case Op::Lgamma: return formula(dLgamma, "dx = g * digamma(x)");
-  case Op::Digamma: return none("its derivative, trigamma, is not implemented");
+  case Op::Digamma: return formula(dDigamma, "dx = g * trigamma(x)");
+  case Op::Trigamma: return none("its derivative, tetragamma, is not implemented");
   case Op::Floor: return zero("piecewise constant");
   case Op::Ceil: return zero("piecewise constant");
   case Op::Sign: return zero("piecewise constant");

@@ -903,6 +903,8 @@ private:
   llvm::Value* fconst(DType t, double v) { return llvm::ConstantFP::get(scalarTy(t), v); }
   llvm::Value* lgamma(DType t, llvm::Value* x);
   llvm::Value* digamma(DType t, llvm::Value* x);
+  /// A call of special.cpp's function n (digamma, trigamma) of one t.
+  llvm::Value* special(const char* n, DType t, llvm::Value* x);
 
   const lower::Function& lf_;
   const ir::Function& f_;
@@ -957,9 +959,12 @@ llvm::Value* Gen::lgamma(DType t, llvm::Value* x) {
 }
 
 llvm::Value* Gen::digamma(DType t, llvm::Value* x) {
+  return special(t == DType::F32 ? kDigammafSymbol : kDigammaSymbol, t, x);
+}
+
+llvm::Value* Gen::special(const char* n, DType t, llvm::Value* x) {
   // The evaluator's own function (compiler/support/special.cpp), which the JIT defines by
   // address: both backends give the same bits.
-  const char* n = t == DType::F32 ? kDigammafSymbol : kDigammaSymbol;
   auto c = mod_->getOrInsertFunction(n, scalarTy(t), scalarTy(t));
   if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) {
     fn->setDoesNotThrow();
@@ -1030,6 +1035,7 @@ llvm::Value* Gen::unary(const Instr& in) {
   case Op::Erf: return mathCall("erf", t, {x});
   case Op::Lgamma: return lgamma(t, x);
   case Op::Digamma: return digamma(t, x);
+  case Op::Trigamma: return special(t == DType::F32 ? kTrigammafSymbol : kTrigammaSymbol, t, x);
   case Op::Sigmoid: {
     // e = exp(-|x|); sigmoid = 1/(1+e) for x >= 0, e/(1+e) otherwise: no overflow either way.
     llvm::Value* e = intrinsic(I::exp, B_.CreateFNeg(intrinsic(I::fabs, x)));

@@ -371,6 +371,10 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
       llvm::orc::ExecutorAddr::fromPtr(&slope_digamma), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammafSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&slope_digammaf), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kTrigammaSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&slope_trigamma), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kTrigammafSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&slope_trigammaf), llvm::JITSymbolFlags::Exported};
   if (auto err = impl_->jit->getMainJITDylib().define(llvm::orc::absoluteSymbols(std::move(own))))
     throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
 }

@@ -86,7 +86,8 @@ ObjectCode emitObject(const std::vector<ObjectFunction>& fns, const ObjectOption
                                   of.f.name + ")");
   }
   defineVectorMath(*all, *tm);
-  for (const char* s : {kRevolveNextSymbol, kDigammaSymbol, kDigammafSymbol})
+  for (const char* s :
+       {kRevolveNextSymbol, kDigammaSymbol, kDigammafSymbol, kTrigammaSymbol, kTrigammafSymbol})
     if (llvm::Function* fn = all->getFunction(s); fn && !fn->use_empty()) out.runtime.insert(s);
   for (const llvm::Function& fn : *all)
     if (fn.isDeclaration() && fn.getName().starts_with("_ZGV")) out.vectorMath = true;

@@ -1767,6 +1767,34 @@ static std::string digammaSource(const std::string& t) {
          "}\n";
 }
 
+/// trigamma, digamma's derivative (in the HVP of a function with lgamma), likewise: the
+/// recurrence psi'(x) = psi'(x + 10) + sum 1 / (x + k)^2, the asymptotic series at x + 10 >=
+/// 10.5 (through B_14), and the reflection psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x) below
+/// 0.5: compiler/support/special.cpp's computation for x >= 0.5.
+static std::string trigammaSource(const std::string& t) {
+  return "\n// digamma's derivative, written out: the language has no trigamma.\n"
+         "fn trigamma(x: " +
+         t + ") -> " + t +
+         " {\n"
+         "    let pi = 3.141592653589793;\n"
+         "    let r = if x < 0.5 { 1 - x } else { x };\n"
+         "    var s = " +
+         t +
+         "(0);\n"
+         "    var y = r;\n"
+         "    for k in 0..10 {\n"
+         "        s = s + 1 / (y * y);\n"
+         "        y = y + 1;\n"
+         "    }\n"
+         "    let z = 1 / y;\n"
+         "    let z2 = z * z;\n"
+         "    let series = z * (1 + z * (1 / 2 + z * (1 / 6 - z2 * (1 / 30 - z2 * (1 / 42 - z2 * "
+         "(1 / 30 - z2 * (5 / 66 - z2 * (691 / 2730 - z2 * 7 / 6))))))));\n"
+         "    let psi1 = s + series;\n"
+         "    if x < 0.5 { pi^2 / sin(pi * x)^2 - psi1 } else { psi1 }\n"
+         "}\n";
+}
+
 std::string printSlope(const ir::Function& gradient) {
   std::string out;
   try {
@@ -1811,14 +1839,16 @@ std::string printSlope(const ir::Function& gradient) {
     throw SlopePrintError(std::string("cannot print '") + gradient.name +
                           "' as Slope source: " + e.what());
   }
-  bool usesDigamma = false;
-  ir::forEachInstr(gradient.body, [&](const ir::Instr& i) { usesDigamma |= i.op == Op::Digamma; });
-  if (usesDigamma) {
-    bool f32 = false;
-    for (const ir::Type& t : gradient.paramTypes)
-      f32 = f32 || t.dtype == DType::F32;
-    out += digammaSource(f32 ? "f32" : "f64");
-  }
+  bool usesDigamma = false, usesTrigamma = false;
+  ir::forEachInstr(gradient.body, [&](const ir::Instr& i) {
+    usesDigamma |= i.op == Op::Digamma;
+    usesTrigamma |= i.op == Op::Trigamma;
+  });
+  bool f32 = false;
+  for (const ir::Type& t : gradient.paramTypes)
+    f32 = f32 || t.dtype == DType::F32;
+  if (usesDigamma) out += digammaSource(f32 ? "f32" : "f64");
+  if (usesTrigamma) out += trigammaSource(f32 ? "f32" : "f64");
   return out;
 }
 

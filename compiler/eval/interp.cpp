@@ -100,6 +100,7 @@ int64_t extraOps(Op op) {
   switch (op) {
   case Op::BufAdd: return 2; // b[i] += v is a load, an add and a store: `b[i] = b[i] + v`
   case Op::Digamma: return kDigammaOps - 1;
+  case Op::Trigamma: return kTrigammaOps - 1;
   default: return 0;
   }
 }
@@ -165,6 +166,11 @@ template <class T> T applyUnary(Op op, T x) {
       return digammaf(x);
     else
       return digamma(x);
+  case Op::Trigamma:
+    if constexpr (std::is_same_v<T, float>)
+      return trigammaf(x);
+    else
+      return trigamma(x);
   case Op::Floor: return std::floor(x);
   case Op::Ceil: return std::ceil(x);
   case Op::Sign: return std::isnan(x) ? x : static_cast<T>((x > 0) - (x < 0));

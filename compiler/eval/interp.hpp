@@ -47,6 +47,8 @@ std::vector<Tensor> evaluate(const ir::Function& f, const std::vector<Tensor>& a
 /// it (the runtime's own digamma, compiler/support/special.cpp, runs 60 to 140 floating-point
 /// operations). A test evaluates the printed definition and compares.
 constexpr int64_t kDigammaOps = 110;
+/// Likewise for trigamma (digamma's derivative, in the HVP of a function with lgamma).
+constexpr int64_t kTrigammaOps = 120;
 
 /// Operations an instruction counts as beyond one (evaluate's opCount).
 int64_t extraOps(ir::Op op);

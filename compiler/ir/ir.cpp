@@ -334,6 +334,7 @@ bool isTranscendental(Op op) {
   case Op::Erf:
   case Op::Lgamma:
   case Op::Digamma:
+  case Op::Trigamma:
   case Op::Pow:
   case Op::Atan2: return true;
   default: return false;

@@ -8,6 +8,7 @@
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
 #include "compiler/pipeline.hpp"
+#include "compiler/support/special.hpp"
 #include "grad_cases.hpp"
 
 #include <gtest/gtest.h>
@@ -234,6 +235,32 @@ TEST(PrintedGradientCost, DigammaCountsAsItsPrintedDefinition) {
     auto r = evaluate(d, {Tensor::scalar(DType::F64, x)}, &ops);
     EXPECT_GT(ops, kDigammaOps);
     EXPECT_LE(ops, kDigammaOps + 8) << "x = " << x;
+  }
+}
+
+// The same for trigamma, which the printed HVP of a function with lgamma carries; its value
+// agrees with the compiled trigamma (compiler/support/special.cpp: the same computation for
+// x >= 1/2, the reflection below).
+TEST(PrintedGradientCost, TrigammaCountsAsItsPrintedDefinition) {
+  auto prog = Program::fromString("lgamma", "fn f(x: f64) -> f64 { lgamma(x) }");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  std::string src = printSlope(prog->hvp("f", {}));
+  ASSERT_NE(src.find("fn trigamma("), std::string::npos) << src;
+  auto printed = Program::fromString("printed", src);
+  ASSERT_TRUE(printed->ok()) << printed->diagnostics() << src;
+  ir::Function d = printed->forward("trigamma");
+  for (double x : {0.5, 1.0, 2.5, 40.0, 1e6}) {
+    int64_t ops = 0;
+    auto r = evaluate(d, {Tensor::scalar(DType::F64, x)}, &ops);
+    EXPECT_EQ(ops, kTrigammaOps) << "x = " << x << "\n" << src;
+    EXPECT_NEAR(r[0].getF(0), trigamma(x), 1e-14 * trigamma(x)) << "x = " << x;
+  }
+  for (double x : {0.25, -3.5}) {
+    int64_t ops = 0;
+    auto r = evaluate(d, {Tensor::scalar(DType::F64, x)}, &ops);
+    EXPECT_GT(ops, kTrigammaOps);
+    EXPECT_LE(ops, kTrigammaOps + 8) << "x = " << x;
+    EXPECT_NEAR(r[0].getF(0), trigamma(x), 1e-12 * trigamma(x)) << "x = " << x;
   }
 }
 
