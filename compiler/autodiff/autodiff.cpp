@@ -303,23 +303,9 @@ void Reverse::structural(const Instr& in, int buf) {
     DType dt = t.dtype;
     b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
       reverseBody(body, idx, [&] {
-        int xj = primal(body.yields[0]);
-        int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
-        int others = b_.ifElse(
-            nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
-            [&] {
-              int self = b_.linearIndex(idx, in.extents);
-              return b_.region(Op::ReduceProd, in.extents, ir::Type{dt, {}},
-                               [&](const std::vector<int>& k) {
-                                 auto saved = primal_;
-                                 mapArgs(body, k);
-                                 emitClone(body);
-                                 int xk = primal(body.yields[0]);
-                                 primal_ = saved;
-                                 int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
-                                 return b_.select(same, b_.constant(dt, 1), xk);
-                               });
-            });
+        int others =
+            ad::productOfOthers(b_, P, primal(body.yields[0]), idx, in.extents, dt,
+                                [&](const std::vector<int>& k) { return yieldAt(body, k); });
         return b_.binary(Op::Mul, g, others);
       });
       return -1;
@@ -332,14 +318,8 @@ void Reverse::structural(const Instr& in, int buf) {
     const Block& body = in.regions[0];
     int g = b_.load(buf, {});
     Op arg = in.op == Op::ReduceMax ? Op::ArgMax : Op::ArgMin;
-    int at = b_.region(arg, in.extents, ir::Type{DType::I64, {}}, [&](const std::vector<int>& k) {
-      auto saved = primal_;
-      mapArgs(body, k);
-      emitClone(body);
-      int v = primal(body.yields[0]);
-      primal_ = saved;
-      return v;
-    });
+    int at = b_.region(arg, in.extents, ir::Type{DType::I64, {}},
+                       [&](const std::vector<int>& k) { return yieldAt(body, k); });
     auto rev = [&] { reverseBody(body, b_.unflatten(at, in.extents), [&] { return g; }); };
     bool nonEmpty = true;
     for (const Poly& p : in.extents)

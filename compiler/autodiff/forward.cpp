@@ -463,24 +463,16 @@ void Forward::tangentStructural(const Instr& in) {
     lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
       mapArgs(body, idx);
       fwdBlock(body);
-      int xj = primal(body.yields[0]);
-      int nz = b_.binary(Op::Ne, xj, b_.constant(dt, 0));
-      int others = b_.ifElse(
-          nz, ir::Type{dt, {}}, [&] { return b_.binary(Op::Div, P, xj); },
-          [&] {
-            int self = b_.linearIndex(idx, in.extents);
-            return b_.region(Op::ReduceProd, in.extents, ir::Type{dt, {}},
-                             [&](const std::vector<int>& k) {
-                               auto saved = primal_;
-                               mapArgs(body, k);
-                               for (const Instr& i : body.body)
-                                 emitPrimal(i);
-                               int xk = primal(body.yields[0]);
-                               primal_ = saved;
-                               int same = b_.binary(Op::Eq, b_.linearIndex(k, in.extents), self);
-                               return b_.select(same, b_.constant(dt, 1), xk);
-                             });
-          });
+      int others = ad::productOfOthers(b_, P, primal(body.yields[0]), idx, in.extents, dt,
+                                       [&](const std::vector<int>& k) {
+                                         auto saved = primal_;
+                                         mapArgs(body, k);
+                                         for (const Instr& i : body.body)
+                                           emitPrimal(i);
+                                         int xk = primal(body.yields[0]);
+                                         primal_ = saved;
+                                         return xk;
+                                       });
       std::vector<int> terms;
       for (int dx : lanesOrZero(body.yields[0]))
         terms.push_back(b_.binary(Op::Mul, dx, others));

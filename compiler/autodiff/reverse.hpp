@@ -102,6 +102,15 @@ private:
   /// filled those tapes are not repeated. `nested`: a region inside the block being cloned
   /// (whose var writes are remembered where their own adjoint recomputes them).
   void emitClone(const Block& fb, bool nested = false);
+  /// The body's yield at index values k, computed again (the value map left as it was).
+  int yieldAt(const Block& body, const std::vector<int>& k) {
+    auto saved = primal_;
+    mapArgs(body, k);
+    emitClone(body);
+    int v = primal(body.yields[0]);
+    primal_ = saved;
+    return v;
+  }
   /// A region of an instruction being cloned, through emitClone (so taped values load).
   Block cloneRegion(const Block& r);
   void mapArgs(const Block& fb, const std::vector<int>& idx) {

@@ -301,4 +301,20 @@ const Rule& ruleFor(ir::Op op) {
   return table[static_cast<int>(op)];
 }
 
+int productOfOthers(ir::Builder& b, int P, int xj, const std::vector<int>& idx,
+                    const std::vector<Poly>& extents, DType dt,
+                    const std::function<int(const std::vector<int>&)>& elementAt) {
+  int nz = b.binary(Op::Ne, xj, b.constant(dt, 0));
+  return b.ifElse(
+      nz, ir::Type{dt, {}}, [&] { return b.binary(Op::Div, P, xj); },
+      [&] {
+        int self = b.linearIndex(idx, extents);
+        return b.region(Op::ReduceProd, extents, ir::Type{dt, {}}, [&](const std::vector<int>& k) {
+          int xk = elementAt(k);
+          int same = b.binary(Op::Eq, b.linearIndex(k, extents), self);
+          return b.select(same, b.constant(dt, 1), xk);
+        });
+      });
+}
+
 } // namespace slope::ad

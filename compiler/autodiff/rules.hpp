@@ -40,4 +40,12 @@ struct Rule {
 
 const Rule& ruleFor(ir::Op op);
 
+/// d prod / d x_j = prod_{k != j} x_k, for element j (indices idx over extents) of a product P
+/// of dtype dt: P / x_j where x_j != 0, else the product of the others, recomputed (only at a
+/// zero, so the usual cost stays linear). elementAt(k) emits element k's value. Reverse and
+/// forward mode share it.
+int productOfOthers(ir::Builder& b, int P, int xj, const std::vector<int>& idx,
+                    const std::vector<Poly>& extents, DType dt,
+                    const std::function<int(const std::vector<int>&)>& elementAt);
+
 } // namespace slope::ad
