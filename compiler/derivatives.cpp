@@ -40,10 +40,10 @@ int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_
       Tensor& t = a[args.size() + q];
       const int64_t n = args[wrtParams[q]].numel();
       for (int64_t i = 0; i < n; ++i, ++col) {
-        int64_t lane = dirOf(col) - d0;
-        // Element i, lane j: 1 where the element's direction is d0 + j (in one lane at most).
-        int64_t was = d0 > 0 ? dirOf(col) - (d0 - K) : -1;
-        if (was >= 0 && was < K) t.setF(i * K + was, 0);
+        // Element i, lane j: 1 where the element's direction is d0 + j (in one lane at most);
+        // the lane the previous call set goes back to 0.
+        const int64_t d = dirOf(col), lane = d - d0, was = d - (d0 - K);
+        if (d0 > 0 && was >= 0 && was < K) t.setF(i * K + was, 0);
         if (lane >= 0 && lane < K) t.setF(i * K + lane, 1);
       }
     }

@@ -572,6 +572,16 @@ bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour
   return true;
 }
 
+std::vector<int64_t> colouringOf(const SparsityPattern& p, const std::vector<int64_t>* given,
+                                 int64_t* colours) {
+  if (!given || !validColouring(p, *given)) return colourColumns(p, colours);
+  int64_t n = 0;
+  for (int64_t k : *given)
+    n = std::max(n, k + 1);
+  if (colours) *colours = n;
+  return *given;
+}
+
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, SparsityPattern pattern,
                               const Directional& jvpFn, bool hessian,
@@ -580,9 +590,10 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
   J.pattern = std::move(pattern);
   const SparsityPattern& p = J.pattern;
   J.values.assign(static_cast<size_t>(p.nonzeros()), 0.0);
-  if (colouring && validColouring(p, *colouring)) {
+  if (colouring) {
     J.colour = *colouring;
-    J.colours = J.colour.empty() ? 0 : *std::max_element(J.colour.begin(), J.colour.end()) + 1;
+    for (int64_t k : J.colour)
+      J.colours = std::max(J.colours, k + 1);
   } else {
     J.colour = colourColumns(p, &J.colours);
   }

@@ -56,6 +56,11 @@ std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);
 /// Whether colour (a colour per column) gives no two columns of a row the same colour.
 bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour);
 
+/// `given` where it is a valid colouring of p (an earlier result's), else colourColumns(p);
+/// `colours` receives how many there are.
+std::vector<int64_t> colouringOf(const SparsityPattern& p, const std::vector<int64_t>* given,
+                                 int64_t* colours);
+
 struct SparseJacobian {
   SparsityPattern pattern;
   std::vector<double> values;  // per nonzero of the pattern
@@ -67,9 +72,8 @@ struct SparseJacobian {
 
 /// The Jacobian in the pattern's CSR form, one JVP direction per colour (jvpFn runs jvp(f,
 /// wrt[, batch])); with `hessian`, the Hessian, one HVP direction per colour (jvpFn runs
-/// hvp(f's gradient, wrt[, batch])). colouring: the columns' colours (colourColumns(pattern)'s,
-/// from an earlier call), so they are not computed again; recomputed when null or not a valid
-/// colouring of the pattern.
+/// hvp(f's gradient, wrt[, batch])). colouring: colouringOf(pattern)'s, where the caller has
+/// it already (to pick the batch); computed here when null.
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, SparsityPattern pattern,
                               const Directional& jvpFn, bool hessian = false,

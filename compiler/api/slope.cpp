@@ -492,15 +492,8 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
     p = densePattern(rows, cols);
   }
   // The colours (those of `like` where they colour this pattern), a batch of them per call.
-  std::vector<int64_t> colour;
   int64_t colours = 0;
-  if (validColouring(*p, like.colour)) {
-    colour = like.colour;
-    for (int64_t k : colour)
-      colours = std::max(colours, k + 1);
-  } else {
-    colour = colourColumns(*p, &colours);
-  }
+  const std::vector<int64_t> colour = colouringOf(*p, &like.colour, &colours);
   const int batch = directionBatch(std::max<int64_t>(colours, 1));
   auto cb = impl_->get(name_, hessian_ ? Kind::Hvp : Kind::Jvp, wrt_, batch);
   Runnable jvpFn = [cb](const std::vector<Tensor>& a) {

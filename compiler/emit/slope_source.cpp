@@ -1737,6 +1737,30 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
 
 } // namespace
 
+/// The definition in Slope of a polygamma function the language lacks (`name` of dtype t):
+/// the reflection's argument r = 1 - x below 0.5, ten steps of the recurrence from r (`step`
+/// adds a term to s and runs with y = r, r + 1, ...), then `tail`: the asymptotic series at
+/// y = r + 10 >= 10.5 and the result.
+static std::string polygammaSource(const std::string& name, const std::string& comment,
+                                   const std::string& t, const std::string& step,
+                                   const std::string& tail) {
+  return "\n// " + comment + "\nfn " + name + "(x: " + t + ") -> " + t +
+         " {\n"
+         "    let pi = 3.141592653589793;\n"
+         "    let r = if x < 0.5 { 1 - x } else { x };\n"
+         "    var s = " +
+         t +
+         "(0);\n"
+         "    var y = r;\n"
+         "    for k in 0..10 {\n"
+         "        " +
+         step +
+         "\n"
+         "        y = y + 1;\n"
+         "    }\n" +
+         tail + "}\n";
+}
+
 /// digamma, lgamma's derivative, is an op of the IR but not a function of the language
 /// (LANGUAGE.md), so a printed gradient that calls it carries its definition in Slope: the
 /// recurrence psi(x) = psi(x + 10) - sum 1 / (x + k) up to x + 10 >= 10.5, the asymptotic
@@ -1744,27 +1768,14 @@ std::string cheapest(const std::vector<std::string>& texts, const ir::Function& 
 /// below 0.5. It agrees with the compiled digamma (compiler/support/special.cpp) to about
 /// 1e-14 relative, away from the poles.
 static std::string digammaSource(const std::string& t) {
-  return "\n// lgamma's derivative, written out: the language has no digamma.\n"
-         "fn digamma(x: " +
-         t + ") -> " + t +
-         " {\n"
-         "    let pi = 3.141592653589793;\n"
-         "    let r = if x < 0.5 { 1 - x } else { x };\n"
-         "    var s = " +
-         t +
-         "(0);\n"
-         "    var y = r;\n"
-         "    for k in 0..10 {\n"
-         "        s = s - 1 / y;\n"
-         "        y = y + 1;\n"
-         "    }\n"
-         "    let z = 1 / (y * y);\n"
-         "    let series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132 "
-         "- z "
-         "* (691 / 32760 - z / 12))))));\n"
-         "    let psi = s + log(y) - 0.5 / y - series;\n"
-         "    if x < 0.5 { psi - pi / tan(pi * x) } else { psi }\n"
-         "}\n";
+  return polygammaSource(
+      "digamma", "lgamma's derivative, written out: the language has no digamma.", t,
+      "s = s - 1 / y;",
+      "    let z = 1 / (y * y);\n"
+      "    let series = z * (1 / 12 - z * (1 / 120 - z * (1 / 252 - z * (1 / 240 - z * (1 / 132 "
+      "- z * (691 / 32760 - z / 12))))));\n"
+      "    let psi = s + log(y) - 0.5 / y - series;\n"
+      "    if x < 0.5 { psi - pi / tan(pi * x) } else { psi }\n");
 }
 
 /// trigamma, digamma's derivative (in the HVP of a function with lgamma), likewise: the
@@ -1772,27 +1783,15 @@ static std::string digammaSource(const std::string& t) {
 /// 10.5 (through B_14), and the reflection psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x) below
 /// 0.5: compiler/support/special.cpp's computation for x >= 0.5.
 static std::string trigammaSource(const std::string& t) {
-  return "\n// digamma's derivative, written out: the language has no trigamma.\n"
-         "fn trigamma(x: " +
-         t + ") -> " + t +
-         " {\n"
-         "    let pi = 3.141592653589793;\n"
-         "    let r = if x < 0.5 { 1 - x } else { x };\n"
-         "    var s = " +
-         t +
-         "(0);\n"
-         "    var y = r;\n"
-         "    for k in 0..10 {\n"
-         "        s = s + 1 / (y * y);\n"
-         "        y = y + 1;\n"
-         "    }\n"
-         "    let z = 1 / y;\n"
-         "    let z2 = z * z;\n"
-         "    let series = z * (1 + z * (1 / 2 + z * (1 / 6 - z2 * (1 / 30 - z2 * (1 / 42 - z2 * "
-         "(1 / 30 - z2 * (5 / 66 - z2 * (691 / 2730 - z2 * 7 / 6))))))));\n"
-         "    let psi1 = s + series;\n"
-         "    if x < 0.5 { pi^2 / sin(pi * x)^2 - psi1 } else { psi1 }\n"
-         "}\n";
+  return polygammaSource(
+      "trigamma", "digamma's derivative, written out: the language has no trigamma.", t,
+      "s = s + 1 / (y * y);",
+      "    let z = 1 / y;\n"
+      "    let z2 = z * z;\n"
+      "    let series = z * (1 + z * (1 / 2 + z * (1 / 6 - z2 * (1 / 30 - z2 * (1 / 42 - z2 * "
+      "(1 / 30 - z2 * (5 / 66 - z2 * (691 / 2730 - z2 * 7 / 6))))))));\n"
+      "    let psi1 = s + series;\n"
+      "    if x < 0.5 { pi^2 / sin(pi * x)^2 - psi1 } else { psi1 }\n");
 }
 
 std::string printSlope(const ir::Function& gradient) {
