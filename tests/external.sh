@@ -19,9 +19,13 @@ cmake --build "$work/build"
 "$work/build/jit_bowl"
 # What the program needs at run time: libslope.so from the prefix for the JIT, nothing of
 # Slope or LLVM for the ahead-of-time one.
-if ldd "$work/build/aot_bowl" | grep -E 'slope|LLVM'; then
+# (ldd's output is read whole before grep sees it: `ldd | grep -q` under pipefail fails
+# whenever grep exits at its match before ldd has written everything, and ldd gets SIGPIPE.)
+aot_libs=$(ldd "$work/build/aot_bowl")
+jit_libs=$(ldd "$work/build/jit_bowl")
+if grep -E 'slope|LLVM' <<<"$aot_libs"; then
   echo "aot_bowl links a Slope or LLVM library" >&2
   exit 1
 fi
-ldd "$work/build/jit_bowl" | grep -q "$prefix/lib/libslope.so"
+grep -q "$prefix/lib/libslope.so" <<<"$jit_libs"
 echo "external project: AOT and JIT pass"
