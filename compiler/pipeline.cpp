@@ -47,7 +47,41 @@ void Program::build() {
     bool parsed = !diags_->hasErrors();
     bool checked = checkModule(module_, *diags_);
     ok_ = parsed && checked;
+    // A derivative the language calls is built now, so that what cannot be differentiated is
+    // an error at the call, like any other, before anything runs.
+    if (ok_)
+      for (const auto& f : module_.functions)
+        if (callsDerivative(f)) lower(f.name, *diags_);
+    ok_ = ok_ && !diags_->hasErrors();
   });
+}
+
+std::optional<ir::Function> Program::lower(const std::string& name, DiagSink& sink) const {
+  return lowerFunction(
+      module_, name, sink,
+      [this](const std::string& kind, const std::string& fn, const std::vector<std::string>& wrt) {
+        return derivativeToInline(kind, fn, wrt);
+      });
+}
+
+ir::Function Program::derivativeToInline(const std::string& kind, const std::string& name,
+                                         const std::vector<std::string>& wrt) const {
+  DiagSink sink(*file_);
+  std::optional<ir::Function> f = lower(name, sink);
+  if (!f) throw GradError(sink.render());
+  simplify(*f);
+  ir::Function d;
+  if (kind == "jvp") {
+    d = slope::jvp(*f, wrt);
+  } else {
+    d = differentiate(*f, wrt);
+    if (kind == "hvp") {
+      simplify(d);
+      d = slope::hvp(d, wrt);
+    }
+  }
+  simplify(d);
+  return d;
 }
 
 std::string Program::diagnostics() const {
@@ -73,12 +107,13 @@ ir::Function Program::forward(const std::string& name) const {
   DiagSink sink(*file_);
   std::optional<ir::Function> f;
   withLargeStack([&] {
-    f = lowerFunction(module_, name, sink);
+    f = lower(name, sink);
     if (f) {
       simplify(*f);
       returnBuffersInPlace(*f);
     }
   });
+  if (!f && sink.hasErrors()) throw GradError(sink.render()); // build() reported these
   if (!f) throw std::invalid_argument("no function '" + name + "'");
   return *f;
 }

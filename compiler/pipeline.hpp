@@ -53,6 +53,11 @@ public:
 private:
   Program() = default;
   void build();
+  /// f lowered with every call inlined, the derivatives it calls included.
+  std::optional<ir::Function> lower(const std::string& name, DiagSink& sink) const;
+  /// What `grad(f)(...)`, `jvp(f)(...)` and `hvp(f)(...)` inline (check.hpp, DerivativeSource).
+  ir::Function derivativeToInline(const std::string& kind, const std::string& name,
+                                  const std::vector<std::string>& wrt) const;
   std::unique_ptr<SourceFile> file_;
   std::unique_ptr<DiagSink> diags_;
   ast::Module module_;

@@ -481,6 +481,22 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
 
 ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,
                            const GradOptions& opt) {
+  // Reverse mode reads memory as the checker writes it: vars, each write tagged (a positive
+  // buf.store ival). A derivative the language inlined (grad(g)(...) and the like) can bring
+  // adjoint accumulators (buf.add), tapes and tangent vars (untagged stores), whose adjoints
+  // this pass does not build: refuse them rather than give a gradient that misses their
+  // terms. (Where the simplifier turned the inlined derivative into values, nothing is left
+  // to refuse.)
+  bool accumulates = false;
+  ir::forEachInstr(f.body, [&](const ir::Instr& i) {
+    if (i.op == ir::Op::BufAdd || (i.op == ir::Op::BufStore && i.ival <= 0)) accumulates = true;
+  });
+  if (accumulates)
+    throw GradError("'" + f.name +
+                    "' calls a derivative (grad, jvp or hvp) whose code keeps memory that reverse "
+                    "mode cannot differentiate yet (adjoint accumulators, tapes, tangent vars); "
+                    "forward mode can: jvp('" +
+                    f.name + "') in the language, or slopec jvp");
   // A var returned in place (returnBuffersInPlace) is read into a value first: the adjoint
   // of a result is the adjoint of a value.
   ir::Function copied;

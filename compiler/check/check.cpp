@@ -3,6 +3,7 @@
 #include "compiler/ir/builder.hpp"
 #include "compiler/support/checked.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 #include <map>
@@ -147,8 +148,9 @@ class Lowerer {
 public:
   /// checkOnly: calls are typed from the callee's signature instead of inlined, since every
   /// function is checked on its own anyway; this keeps checking a file linear in its size.
-  Lowerer(const ast::Module& m, DiagSink& d, bool checkOnly)
-      : mod_(m), diags_(d), checkOnly_(checkOnly) {
+  Lowerer(const ast::Module& m, DiagSink& d, bool checkOnly,
+          const DerivativeSource& derivatives = nullptr)
+      : mod_(m), diags_(d), derivatives_(derivatives), checkOnly_(checkOnly) {
     for (const auto& f : m.functions) {
       if (fns_.count(f.name))
         diags_.error(f.nameRange, "function '" + f.name + "' is defined twice");
@@ -204,6 +206,10 @@ private:
   std::string divHint(const Expr& e);
   TInfo typeUserCall(const Expr& e, const ast::Function& callee,
                      std::map<std::string, Poly>* bindingsOut);
+  /// `grad(f, wrt...)(args...)`, `jvp(...)(...)`, `hvp(...)(...)`: the result tuple, f's size
+  /// bindings and the positions of the parameters differentiated.
+  TInfo typeDerivative(const Expr& e, std::map<std::string, Poly>* bindingsOut,
+                       std::vector<size_t>* wrtOut);
   TInfo typeReduce(const Expr& e);
   bool unifyArith(const TInfo& a, const TInfo& b, SrcRange where, TInfo& out, bool quiet = false);
   bool broadcast(const std::vector<const TInfo*>& ops, SrcRange where, std::vector<Poly>& shape);
@@ -243,6 +249,7 @@ private:
   void prepare(const Expr& e);
   void hoistInvariant(const Expr& e, std::set<std::string> indices);
   Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
+  Sym inlineDerivative(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
   bool lowerStmt(const ast::Stmt& s);
   bool lowerStmtAt(const ast::Stmt& s);
@@ -254,6 +261,8 @@ private:
   using PreKey = std::pair<int, const Expr*>;
   const ast::Module& mod_;
   DiagSink& diags_;
+  DerivativeSource derivatives_;
+  int splices_ = 0; // derivatives inlined so far: a suffix for the size names each binds
   std::map<std::string, const ast::Function*> fns_;
   std::set<std::string> recursive_;
   std::vector<std::unique_ptr<Inst>> stack_;
@@ -897,6 +906,7 @@ TInfo Lowerer::computeType(const Expr& e) {
 }
 
 TInfo Lowerer::typeCall(const Expr& e) {
+  if (!e.derivative.empty()) return typeDerivative(e, nullptr, nullptr);
   const std::string& n = e.name;
   auto argTypes = [&](size_t want, const char* what) -> std::optional<std::vector<TInfo>> {
     if (e.args.size() != want) {
@@ -1045,6 +1055,13 @@ TInfo Lowerer::typeCall(const Expr& e) {
       return errorType();
     }
     return scalarT(DType::I64);
+  }
+  if ((n == "grad" || n == "jvp" || n == "hvp") && e.args.size() == 1 &&
+      e.args[0]->kind == ExprKind::Name && fns_.count(e.args[0]->name)) {
+    error(e.range, n + "(" + e.args[0]->name +
+                       ") is a function: call it with a second argument list, " + n + "(" +
+                       e.args[0]->name + ")(...)");
+    return errorType();
   }
   error(e.nameRange, "unknown function '" + n + "'");
   return errorType();
@@ -1951,6 +1968,7 @@ int Lowerer::yieldValue(const Sym& s, DType w) {
 }
 
 Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut) {
+  if (!e.derivative.empty()) return inlineDerivative(e, callee, tupleOut);
   std::map<std::string, Poly> bindings;
   TInfo rt = typeUserCall(e, callee, &bindings);
   if (checkOnly_) {
@@ -2009,6 +2027,215 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
   snapshots_ = savedSnapshots;
   stack_.pop_back();
   (void)rt;
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Derivatives in the language (v3): grad(f, wrt...)(args), jvp(f, wrt...)(args, tangents),
+// hvp(f, wrt...)(args, directions). The pipeline builds f's derivative function (the one
+// `slopec grad|jvp|hvp` prints) and it is inlined here at the IR level, with f's sizes bound
+// to the caller's extents, as a call of f would be at the source level.
+
+TInfo Lowerer::typeDerivative(const Expr& e, std::map<std::string, Poly>* bindingsOut,
+                              std::vector<size_t>* wrtOut) {
+  const std::string& kind = e.derivative;
+  const std::string head = kind + "(" + e.name + ")";
+  auto found = fns_.find(e.name);
+  if (found == fns_.end()) {
+    error(e.nameRange, kind + " takes a function of this file; '" + e.name + "' is not one");
+    return errorType();
+  }
+  if (lookup(e.name)) {
+    error(e.nameRange, "'" + e.name + "' is a variable here, not a function");
+    return errorType();
+  }
+  const ast::Function& callee = *found->second;
+  if (recursive_.count(callee.name)) return errorType();
+  auto isFloatName = [](const std::string& d) { return d == "f32" || d == "f64"; };
+  std::vector<size_t> wrt;
+  if (e.wrt.empty()) {
+    for (size_t k = 0; k < callee.params.size(); ++k)
+      if (isFloatName(callee.params[k].type.dtype)) wrt.push_back(k);
+    if (wrt.empty()) {
+      error(e.nameRange, "'" + e.name + "' has no float parameter to differentiate");
+      return errorType();
+    }
+  }
+  for (const auto& [w, range] : e.wrt) {
+    size_t k = 0;
+    while (k < callee.params.size() && callee.params[k].name != w)
+      ++k;
+    if (k == callee.params.size()) {
+      error(range, "'" + e.name + "' has no parameter '" + w + "'");
+      return errorType();
+    }
+    if (std::find(wrt.begin(), wrt.end(), k) != wrt.end()) {
+      error(range, "'" + w + "' is named twice");
+      return errorType();
+    }
+    if (!isFloatName(callee.params[k].type.dtype)) {
+      error(range, "parameter '" + w + "' of '" + e.name +
+                       "' is not a float; only float parameters can be differentiated");
+      return errorType();
+    }
+    wrt.push_back(k);
+  }
+  const size_t n = callee.params.size();
+  const size_t want = n + (kind == "grad" ? 0 : wrt.size());
+  if (e.args.size() != want) {
+    std::string msg = head + " takes " + std::to_string(want) +
+                      (want == 1 ? " argument" : " arguments") + ", got " +
+                      std::to_string(e.args.size());
+    if (kind != "grad")
+      msg += std::string(": the ") + std::to_string(n) + " of '" + e.name + "', then a " +
+             (kind == "jvp" ? "tangent" : "direction") + " for each parameter differentiated";
+    error(e.range, msg);
+    return errorType();
+  }
+  Expr primal = e;
+  primal.args.resize(n);
+  primal.derivative.clear();
+  std::map<std::string, Poly> bindings;
+  TInfo r = typeUserCall(primal, callee, &bindings);
+  if (r.error) return r;
+  std::vector<TInfo> results = r.isTuple() ? r.tuple : std::vector<TInfo>{r};
+  std::vector<TInfo> floats;
+  for (const TInfo& t : results)
+    if (isFloat(t.dtype)) floats.push_back(t);
+  if (kind != "jvp" && (results.size() != 1 || floats.size() != 1 || r.rank() != 0)) {
+    error(e.derivativeRange, head + " needs '" + e.name +
+                                 "' to return one float scalar; it returns " + r.str() +
+                                 (kind == "grad" ? " (jvp gives a Jacobian-vector product)" : ""));
+    return errorType();
+  }
+  if (floats.empty()) {
+    error(e.derivativeRange,
+          head + " needs '" + e.name + "' to return a float; it returns " + r.str());
+    return errorType();
+  }
+  std::vector<TInfo> wrtTypes;
+  for (size_t j = 0; j < wrt.size(); ++j) {
+    auto pt = typeFromAst(callee.params[wrt[j]].type, true, nullptr);
+    if (!pt) return errorType();
+    for (Poly& d : pt->shape)
+      d = d.substitute(bindings);
+    pt->weak = false;
+    wrtTypes.push_back(*pt);
+    if (kind == "grad") continue;
+    const Expr& arg = *e.args[n + j];
+    TInfo a = typeOf(arg);
+    if (a.error) return a;
+    bool ok = !a.isTuple() && a.rank() == pt->rank() &&
+              (a.dtype == pt->dtype || (a.weak && isFloat(pt->dtype)) ||
+               (a.rank() == 0 && a.dtype == DType::I64));
+    for (int d = 0; ok && d < a.rank(); ++d)
+      ok = a.shape[d] == pt->shape[d];
+    if (!ok) {
+      error(arg.range, std::string(kind == "jvp" ? "the tangent" : "the direction") + " of '" +
+                           callee.params[wrt[j]].name + "' (argument " + std::to_string(n + j + 1) +
+                           " of " + head + ") must be " + pt->str() + ", got " + a.str());
+      return errorType();
+    }
+  }
+  TInfo out;
+  out.tuple.push_back(results[0]);
+  if (kind == "jvp") {
+    out.tuple = results;
+    for (const TInfo& t : floats)
+      out.tuple.push_back(t);
+  } else {
+    for (const TInfo& t : wrtTypes)
+      out.tuple.push_back(t);
+    if (kind == "hvp")
+      for (const TInfo& t : wrtTypes)
+        out.tuple.push_back(t);
+  }
+  for (TInfo& t : out.tuple)
+    t.weak = false;
+  if (bindingsOut) *bindingsOut = bindings;
+  if (wrtOut) *wrtOut = wrt;
+  return out;
+}
+
+Sym Lowerer::inlineDerivative(const Expr& e, const ast::Function& callee,
+                              std::vector<Sym>* tupleOut) {
+  std::map<std::string, Poly> bindings;
+  std::vector<size_t> wrt;
+  TInfo rt = typeDerivative(e, &bindings, &wrt);
+  Sym r;
+  r.type = rt;
+  if (rt.error) return r;
+  if (checkOnly_) { // stand-ins of the right types, as for a call
+    for (const TInfo& t : rt.tuple) {
+      Sym s;
+      s.type = t;
+      s.value = t.rank() == 0 ? b_->constant(t.dtype, 0) : b_->bufZeros(t.ir());
+      if (tupleOut) tupleOut->push_back(s);
+    }
+    return r;
+  }
+  const size_t n = callee.params.size();
+  std::vector<int> args;
+  for (size_t k = 0; k < e.args.size(); ++k) {
+    const ast::Param& p = callee.params[k < n ? k : wrt[k - n]];
+    auto pt = typeFromAst(p.type, true, nullptr);
+    Sym a = materialize(*e.args[k]);
+    if (a.type.error) {
+      r.type = errorType();
+      return r;
+    }
+    args.push_back(yieldValue(a, pt->dtype)); // a view or a literal made a tensor of p's type
+  }
+  std::vector<std::string> names;
+  for (size_t k : wrt)
+    names.push_back(callee.params[k].name);
+  ir::Function d;
+  try {
+    if (!derivatives_) throw std::logic_error("no derivatives here");
+    d = derivatives_(e.derivative, callee.name, names);
+  } catch (const std::exception& x) {
+    error(e.derivativeRange, "cannot build " + e.derivative + "(" + callee.name + "): " + x.what());
+    r.type = errorType();
+    return r;
+  }
+  // Sizes computed on entry (`div(n, 2)` extents) are the caller's, in its terms.
+  for (const ir::DerivedSize& ds : d.derived) {
+    Poly a = ds.a.substitute(bindings);
+    if (ds.kind != ir::DerivedSize::FloorDiv || !ds.b.constValue()) {
+      error(e.derivativeRange,
+            "cannot inline " + e.derivative + "(" + callee.name + "): it computes sizes on entry");
+      r.type = errorType();
+      return r;
+    }
+    int64_t k = *ds.b.constValue();
+    if (auto c = a.constValue()) {
+      bindings[ds.name] = Poly(std::max<int64_t>(*c, 0) / k);
+      continue;
+    }
+    std::string name = "div(" + a.str() + ", " + std::to_string(k) + ")";
+    if (!divSizes_.count(name)) {
+      divSizes_[name] = {a, k};
+      f_->derived.push_back({ir::DerivedSize::FloorDiv, name, a, Poly(k), Poly(0)});
+    }
+    bindings[ds.name] = Poly::var(name);
+  }
+  std::map<int64_t, int64_t> tags;
+  auto tag = [&](int64_t old) {
+    auto it = tags.find(old);
+    if (it == tags.end()) it = tags.emplace(old, ++nextStore_).first;
+    return it->second;
+  };
+  // f's entry checks proved some of its subscripts in range for its own sizes; here they are
+  // checked where they run instead (the checks' conditions need not hold in the caller's
+  // terms where the call does not run).
+  std::vector<int> ys =
+      b_->splice(d, args, bindings, "@" + std::to_string(++splices_), tag, d.entryChecks.empty());
+  for (size_t k = 0; k < ys.size() && k < rt.tuple.size(); ++k) {
+    Sym s;
+    s.type = rt.tuple[k];
+    s.value = ys[k];
+    if (tupleOut) tupleOut->push_back(s);
+  }
   return r;
 }
 
@@ -2706,11 +2933,19 @@ bool checkModule(const ast::Module& m, DiagSink& diags) {
 }
 
 std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
-                                          DiagSink& diags) {
-  Lowerer l(m, diags, false);
+                                          DiagSink& diags, const DerivativeSource& derivatives) {
+  Lowerer l(m, diags, false, derivatives);
   for (const auto& f : m.functions)
     if (f.name == name) return l.lower(f);
   return std::nullopt;
+}
+
+bool callsDerivative(const ast::Function& fn) {
+  std::vector<const Expr*> calls;
+  collectCalls(fn.body, calls);
+  for (const Expr* c : calls)
+    if (!c->derivative.empty()) return true;
+  return false;
 }
 
 } // namespace slope

@@ -11,6 +11,7 @@
 #include "compiler/ir/ir.hpp"
 #include "compiler/parse/ast.hpp"
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,9 +26,24 @@ constexpr double kMaxInlinedNodes = 2e6;
 /// Checks every function in the module; diagnostics go to diags. Returns true when clean.
 bool checkModule(const ast::Module& m, DiagSink& diags);
 
+/// A derivative of a function of the module as Tensor IR, for `grad(f)(...)`, `jvp(f)(...)`
+/// and `hvp(f)(...)` in the language (kind "grad", "jvp" or "hvp"; wrt: parameter names,
+/// never empty): what Program::gradient / jvp / hvp build, with results as values (not
+/// returned in place). The pipeline supplies it, so that the checker does not depend on
+/// autodiff. It throws (GradError) what it cannot differentiate.
+using DerivativeSource = std::function<ir::Function(const std::string& kind, const std::string& fn,
+                                                    const std::vector<std::string>& wrt)>;
+
 /// Lowers one function (after a clean checkModule) to Tensor IR with all calls inlined.
-/// Returns nullopt (with diagnostics) if the function does not check.
+/// Returns nullopt (with diagnostics) if the function does not check, or if a derivative it
+/// calls cannot be built (then at the call). `derivatives` is needed only by functions that
+/// call one.
 std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
-                                          DiagSink& diags);
+                                          DiagSink& diags,
+                                          const DerivativeSource& derivatives = nullptr);
+
+/// Whether the function calls a derivative (`grad(f)(...)` and the like), itself; not through
+/// the functions it calls.
+bool callsDerivative(const ast::Function& fn);
 
 } // namespace slope

@@ -1,5 +1,7 @@
 #include "compiler/ir/builder.hpp"
 
+#include <stdexcept>
+
 namespace slope::ir {
 
 int Builder::emit(Instr i, const Type& t) {
@@ -199,6 +201,64 @@ void Builder::ifEffect(int c, const std::function<void()>& then, const std::func
     return -1;
   }));
   emitEffect(std::move(i));
+}
+
+std::vector<int> Builder::splice(const Function& from, const std::vector<int>& args,
+                                 std::map<std::string, Poly> sizes, const std::string& suffix,
+                                 const std::function<int64_t(int64_t)>& tag, bool keepProofs) {
+  forEachInstr(from.body, [&](const Instr& i) {
+    if (i.op == Op::SizeDef) sizes[i.name] = Poly::var(i.name + suffix);
+  });
+  auto poly = [&](const Poly& p) { return p.substitute(sizes); };
+  auto type = [&](int old) {
+    Type t = from.types[old];
+    for (Poly& d : t.shape)
+      d = poly(d);
+    return t;
+  };
+  std::vector<int> map(from.types.size(), -1);
+  for (size_t k = 0; k < from.params.size(); ++k)
+    map[from.params[k]] = args[k];
+  auto get = [&](int old) {
+    if (old < 0 || map[old] < 0)
+      throw std::logic_error("splice: a value used before it is defined");
+    return map[old];
+  };
+  std::function<Block(const Block&)> copyBlock;
+  auto copyInstr = [&](const Instr& i) {
+    Instr c = i;
+    c.regions.clear();
+    for (int& a : c.args)
+      a = get(a);
+    c.poly = poly(i.poly);
+    for (Poly& e : c.extents)
+      e = poly(e);
+    if (i.op == Op::SizeDef) c.name = i.name + suffix;
+    if (i.op == Op::BufStore && i.ival > 0) c.ival = tag(i.ival);
+    if (i.op == Op::Load && !keepProofs) c.checked = false;
+    for (const Block& r : i.regions)
+      c.regions.push_back(copyBlock(r));
+    if (i.result >= 0) c.result = map[i.result] = f_.newValue(type(i.result));
+    return c;
+  };
+  copyBlock = [&](const Block& b) {
+    Block out;
+    for (int a : b.args)
+      out.args.push_back(map[a] = f_.newValue(type(a)));
+    for (const Instr& i : b.body)
+      out.body.push_back(copyInstr(i));
+    for (int y : b.yields)
+      out.yields.push_back(get(y));
+    return out;
+  };
+  for (const Instr& i : from.body.body) {
+    if (i.op == Op::Param) continue;
+    stack_.back()->body.push_back(copyInstr(i));
+  }
+  std::vector<int> out;
+  for (int y : from.body.yields)
+    out.push_back(get(y));
+  return out;
 }
 
 } // namespace slope::ir

@@ -61,6 +61,17 @@ public:
   /// Builds a block without appending it anywhere (used for region bodies).
   Block buildBlock(const std::vector<int>& args, const std::function<int()>& body);
 
+  /// Appends a copy of `from`'s body (an inlined call at the IR level: the derivatives the
+  /// language calls, LANGUAGE.md v3). `args` stand for from's parameters. Every type, extent
+  /// and size is rewritten by `sizes` (from's size names in this function's terms); the size
+  /// names from's body binds itself (size.def) get `suffix`, so two copies do not collide.
+  /// `tag` renumbers var writes (buf.store's positive ival), `keepProofs` false makes every
+  /// load check its subscripts at run time (the proofs from's entry checks gave do not carry
+  /// over). Returns the values from's body yields.
+  std::vector<int> splice(const Function& from, const std::vector<int>& args,
+                          std::map<std::string, Poly> sizes, const std::string& suffix,
+                          const std::function<int64_t(int64_t)>& tag, bool keepProofs);
+
 private:
   Function& f_;
   std::vector<Block*> stack_;

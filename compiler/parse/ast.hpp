@@ -44,7 +44,8 @@ enum class ExprKind {
   Name,      // a variable, parameter, size name or index
   Unary,     // op: "-" or "!"
   Binary,    // op: + - * / % @ ^ < <= > >= == != && ||
-  Call,      // name(args...); `zeros(f64[n])` / `ones(...)` carry typeArg instead of args
+  Call,      // name(args...); `zeros(f64[n])` / `ones(...)` carry typeArg instead of args;
+             // `grad(f, wrt...)(args...)` and jvp/hvp: a Call of f with `derivative` set
   Subscript, // base[args...]
   Reduce,    // name[indices](args[0]): indexed reduction, e.g. sum[j](A[i, j] * v[j])
   TensorLit, // [args...]
@@ -68,8 +69,15 @@ struct Expr {
   ExprP base;                      // Subscript: the subscripted expression
   std::vector<IndexDecl> indices;  // Reduce
   std::optional<TypeExpr> typeArg; // Call of zeros/ones
-  ExprP cond;                      // If
-  BlockP thenBlock, elseBlock;     // If (`else if` nests an If inside elseBlock)
+  // Call of a derivative (v3, LANGUAGE.md "Derivatives in the language"): "grad", "jvp" or
+  // "hvp", with `name` the function differentiated and `wrt` the parameters named after it
+  // (all float parameters when empty); `nameRange` is then f's name, `derivativeRange` the
+  // keyword.
+  std::string derivative;
+  SrcRange derivativeRange;
+  std::vector<std::pair<std::string, SrcRange>> wrt;
+  ExprP cond;                  // If
+  BlockP thenBlock, elseBlock; // If (`else if` nests an If inside elseBlock)
 };
 
 enum class StmtKind {

@@ -381,6 +381,20 @@ auto const startCall = [](auto& ctx) { // on the callee's Ident
   e->nameRange = _attr(ctx).range;
   _val(ctx) = std::move(e);
 };
+auto const startDerivative = [](auto& ctx) { // on raw["grad" | "jvp" | "hvp"]
+  auto const& r = _attr(ctx);
+  auto e = newExpr(ExprKind::Call);
+  e->derivative.assign(r.begin(), r.end());
+  e->derivativeRange = rangeOf(ctx, r);
+  _val(ctx) = std::move(e);
+};
+auto const setDerivativeOf = [](auto& ctx) {
+  _val(ctx)->name = _attr(ctx).name;
+  _val(ctx)->nameRange = _attr(ctx).range;
+};
+auto const pushWrt = [](auto& ctx) {
+  _val(ctx)->wrt.emplace_back(_attr(ctx).name, _attr(ctx).range);
+};
 auto const startReduce = [](auto& ctx) {
   auto e = newExpr(ExprKind::Reduce);
   e->name = _attr(ctx).name;
@@ -578,6 +592,7 @@ x3::rule<class bool_lit_id, ExprP> const bool_lit = "'true' or 'false'";
 x3::rule<class name_id, ExprP> const name = "identifier";
 x3::rule<class call_id, ExprP> const call = "call";
 x3::rule<class typed_call_id, ExprP> const typed_call = "call";
+x3::rule<class derivative_call_id, ExprP> const derivative_call = "call";
 x3::rule<class reduce_id, ExprP> const reduce = "reduction";
 x3::rule<class paren_id, ExprP> const paren = "'('";
 x3::rule<class tensor_lit_id, ExprP> const tensor_lit = "'['";
@@ -648,10 +663,11 @@ auto const postfix_def = primary[assign] >>
                          *(lit('[')[startSubscript] > expr_list[setArgs] > ']' >> here[setEnd]);
 // expr_list = expr { "," expr }
 auto const expr_list_def = expr[pushBack] >> *(',' > expr[pushBack]);
-// primary  = number | bool_lit | if_expr | typed_call | reduce | call | name | paren | tensor_lit
+// primary  = number | bool_lit | if_expr | typed_call | derivative_call | reduce | call | name
+//          | paren | tensor_lit
 auto const primary_def = number[assign] | bool_lit[assign] | if_expr[assign] | typed_call[assign] |
-                         reduce[assign] | call[assign] | name[assign] | paren[assign] |
-                         tensor_lit[assign];
+                         derivative_call[assign] | reduce[assign] | call[assign] | name[assign] |
+                         paren[assign] | tensor_lit[assign];
 // number   = ( DIGITS [ "." DIGITS ] | "." DIGITS ) [ ("e" | "E") [ "+" | "-" ] DIGITS ]
 //            -- "2." is not a number, so `0..T` is 0, "..", T
 auto const number_def =
@@ -669,6 +685,14 @@ auto const call_def =
 auto const typed_call_def =
     x3::raw[x3::raw[kw("zeros") | kw("ones")][startTypedCall] >> '(' >>
             &(dtype >> (lit('[') | ')')) > type[setTypeArg] > ')'][setRange];
+// derivative_call = ("grad" | "jvp" | "hvp") "(" IDENT { "," IDENT } ")" "(" [ expr_list ] ")"
+//                   -- v3: a derivative of function IDENT with respect to the parameters named
+//                      after it; without the second argument list it is a plain call (of a
+//                      function of the user's called grad, say)
+auto const derivative_call_def =
+    x3::raw[x3::raw[kw("grad") | kw("jvp") | kw("hvp")][startDerivative] >> '(' >>
+            ident[setDerivativeOf] >> *(',' >> ident[pushWrt]) >> ')' >> '(' >
+            -(expr[pushArg] >> *(',' > expr[pushArg])) > ')'][setRange];
 // reduce   = IDENT "[" index_decl { "," index_decl } "]" "(" expr ")"
 auto const reduce_def = x3::raw[ident[startReduce] >> '[' >> index_decl[pushIndex] % ',' >> ']' >>
                                 '(' > expr[pushArg] > ')'][setRange];
@@ -731,9 +755,9 @@ auto const function_def =
 
 BOOST_SPIRIT_DEFINE(ident, dtype, kw_in, kw_else, arrow, dotdot, close_brace, type, tensor_type,
                     tuple_type, expr, and_expr, cmp_expr, add_expr, mul_expr, unary, power, postfix,
-                    primary, number, bool_lit, name, call, typed_call, reduce, paren, tensor_lit,
-                    if_expr, expr_list, index_decl, let_target, let_stmt, var_stmt, for_stmt, stmt,
-                    block, for_block, else_branch, param, function)
+                    primary, number, bool_lit, name, call, typed_call, derivative_call, reduce,
+                    paren, tensor_lit, if_expr, expr_list, index_decl, let_target, let_stmt,
+                    var_stmt, for_stmt, stmt, block, for_block, else_branch, param, function)
 
 // ---------------------------------------------------------------------------------------------
 // Driver
