@@ -14,7 +14,8 @@ if [ "${1:-}" = "--sanitize" ]; then
         -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DSLOPE_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build-asan
   # detect_leaks stays on; the JIT's own allocations are freed on exit.
-  # 32 random programs and 20 loop fuzz programs here (240 and 40 in the plain run):
+  # 32 random programs, 20 loop fuzz programs and 8 gradient penalties of random programs here
+  # (240, 40 and 40 in the plain run):
   # sanitized code is 3-5x slower, and what the sanitizers watch, Slope's own C++, is the
   # same passes for every program.
   # lit leaves out its two scale tests (30,000- and 20,000-term expressions through every
@@ -22,6 +23,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   # other tests run under the sanitizers on small programs.
   LIT_FILTER_OUT=${LIT_FILTER_OUT:-'cli/long_sum.test|diagnostics/long_operator_chain.test'} \
   SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-32} \
+  SLOPE_LANG_GEN_PROGRAMS=${SLOPE_LANG_GEN_PROGRAMS:-8} \
   SLOPE_LOOP_FUZZ_PROGRAMS=${SLOPE_LOOP_FUZZ_PROGRAMS:-20} \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \

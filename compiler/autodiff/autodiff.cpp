@@ -479,31 +479,123 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
   return ordered;
 }
 
+namespace {
+
+/// Memory as the checker writes it, from the memory a derivative the language inlined brings
+/// (grad(g)(...) and the like): reverse mode reverses var writes, each tagged with a positive
+/// buf.store ival (the old value is restored, the stored value's adjoint takes the var's), but
+/// has no rule of its own for adjoint accumulators or for the untagged stores of tapes and
+/// tangent vars. So `buf.add b[i], v` becomes `b[i] = b[i] + v`, a load, an add and a tagged
+/// store, and every store gets a tag of its own. The adjoint of b[i] = b[i] + v leaves b's adjoint
+/// as it was and gives it to v, as the adjoint of an accumulation must.
+bool foreignMemory(const ir::Function& f) {
+  bool foreign = false;
+  ir::forEachInstr(f.body, [&](const ir::Instr& i) {
+    if (i.op == ir::Op::BufAdd || (i.op == ir::Op::BufStore && i.ival <= 0)) foreign = true;
+  });
+  return foreign;
+}
+
+/// Whether a block writes memory (a store, an add, or a loop that does).
+bool writesMemory(const ir::Block& b) {
+  bool w = false;
+  ir::forEachInstr(
+      b, [&](const ir::Instr& i) { w = w || i.op == ir::Op::BufStore || i.op == ir::Op::BufAdd; });
+  return w;
+}
+
+void accumulatorsAsVars(ir::Function& f) {
+  int64_t next = 1;
+  // top: the block is the function's body or a for loop's, nested only in for loops (where
+  // the checker puts loops with state).
+  std::function<void(ir::Block&, bool)> walk = [&](ir::Block& b, bool top) {
+    std::vector<ir::Instr> body;
+    body.reserve(b.body.size());
+    for (ir::Instr& i : b.body) {
+      if (i.op == ir::Op::For && top && i.extents.size() > 1) {
+        // Loops with state have one index: for [i < n, j < m] becomes for [i < n] { for
+        // [j < m] }, the same iterations in the same order.
+        ir::Block whole = std::move(i.regions[0]);
+        ir::Instr inner;
+        inner.op = ir::Op::For;
+        inner.loc = i.loc;
+        inner.extents.assign(i.extents.begin() + 1, i.extents.end());
+        ir::Block rest = std::move(whole);
+        const int first = rest.args[0];
+        rest.args.erase(rest.args.begin());
+        inner.regions.push_back(std::move(rest));
+        ir::Block outer;
+        outer.args = {first};
+        outer.body.push_back(std::move(inner));
+        i.extents.resize(1);
+        i.regions[0] = std::move(outer);
+      }
+      // The adjoint of an `if` is an `if` that only writes memory; reverse mode has no rule
+      // for one (the checker never makes it), and would drop its terms.
+      if (i.op == ir::Op::If && i.result < 0 &&
+          (writesMemory(i.regions[0]) || writesMemory(i.regions[1])))
+        throw GradError("'" + f.name +
+                        "' calls a derivative (grad or hvp) of a function with an `if`, and "
+                        "reverse mode cannot yet differentiate the adjoint of an `if`; forward "
+                        "mode can: jvp('" +
+                        f.name + "') in the language, or slopec jvp");
+      for (ir::Block& r : i.regions)
+        walk(r, top && i.op == ir::Op::For);
+      // Every store its own tag: a derivative holds copies of one var write (the forward
+      // sweep's and the recomputation's) under the tag of the original, and reverse mode keys
+      // each write's overwritten values by tag.
+      if (i.op == ir::Op::BufStore) i.ival = next++;
+      // An adjoint's loops are `for` loops without the mark of state (ival 0), yet the
+      // reverse sweep of a loop with state carries its adjoint vars from one iteration to the
+      // next: read as independent iterations, their reversal would restore that state at the
+      // wrong points. Marked as loops with state, each gets the general treatment.
+      if (i.op == ir::Op::For && top) i.ival = 1;
+      if (i.op != ir::Op::BufAdd) {
+        body.push_back(std::move(i));
+        continue;
+      }
+      const DType d = f.types[i.args[0]].dtype;
+      ir::Instr ld;
+      ld.op = ir::Op::Load;
+      ld.args.assign(i.args.begin(), i.args.end() - 1);
+      ld.checked = i.checked;
+      ld.name = i.name;
+      ld.loc = i.loc;
+      ld.result = f.newValue(ir::Type{d, {}});
+      ir::Instr sum;
+      sum.op = ir::Op::Add;
+      sum.args = {ld.result, i.args.back()};
+      sum.loc = i.loc;
+      sum.result = f.newValue(ir::Type{d, {}});
+      ir::Instr st = std::move(i);
+      st.op = ir::Op::BufStore;
+      st.args.back() = sum.result;
+      st.ival = next++;
+      body.push_back(std::move(ld));
+      body.push_back(std::move(sum));
+      body.push_back(std::move(st));
+    }
+    b.body = std::move(body);
+  };
+  walk(f.body, true);
+}
+
+} // namespace
+
 ir::Function differentiate(const ir::Function& f, const std::vector<std::string>& wrt,
                            const GradOptions& opt) {
-  // Reverse mode reads memory as the checker writes it: vars, each write tagged (a positive
-  // buf.store ival). A derivative the language inlined (grad(g)(...) and the like) can bring
-  // adjoint accumulators (buf.add), tapes and tangent vars (untagged stores), whose adjoints
-  // this pass does not build: refuse them rather than give a gradient that misses their
-  // terms. (Where the simplifier turned the inlined derivative into values, nothing is left
-  // to refuse.)
-  bool accumulates = false;
-  ir::forEachInstr(f.body, [&](const ir::Instr& i) {
-    if (i.op == ir::Op::BufAdd || (i.op == ir::Op::BufStore && i.ival <= 0)) accumulates = true;
-  });
-  if (accumulates)
-    throw GradError("'" + f.name +
-                    "' calls a derivative (grad, jvp or hvp) whose code keeps memory that reverse "
-                    "mode cannot differentiate yet (adjoint accumulators, tapes, tangent vars); "
-                    "forward mode can: jvp('" +
-                    f.name + "') in the language, or slopec jvp");
-  // A var returned in place (returnBuffersInPlace) is read into a value first: the adjoint
-  // of a result is the adjoint of a value.
   ir::Function copied;
   const ir::Function* in = &f;
-  for (int y : f.body.yields)
-    if (f.types[y].rank() > 0 && in == &f) {
-      copied = f;
+  if (foreignMemory(f)) {
+    copied = f;
+    accumulatorsAsVars(copied);
+    in = &copied;
+  }
+  // A var returned in place (returnBuffersInPlace) is read into a value first: the adjoint
+  // of a result is the adjoint of a value.
+  for (int y : in->body.yields)
+    if (in->types[y].rank() > 0) {
+      if (in == &f) copied = f;
       if (copyBufferResults(copied)) in = &copied;
       break;
     }

@@ -2230,10 +2230,17 @@ Sym Lowerer::inlineDerivative(const Expr& e, const ast::Function& callee,
   // terms where the call does not run).
   std::vector<int> ys =
       b_->splice(d, args, bindings, "@" + std::to_string(++splices_), tag, d.entryChecks.empty());
+  std::set<int> buffers; // results that are accumulators (a gradient), not values
+  ir::forEachInstr(b_->current(), [&](const ir::Instr& i) {
+    if (i.op == Op::BufZeros) buffers.insert(i.result);
+  });
   for (size_t k = 0; k < ys.size() && k < rt.tuple.size(); ++k) {
     Sym s;
     s.type = rt.tuple[k];
     s.value = ys[k];
+    // A scalar accumulator is read into a value; a tensor one is read element by element
+    // wherever it is used, as a var's buffer is.
+    if (rt.tuple[k].rank() == 0 && buffers.count(ys[k])) s.value = b_->load(ys[k], {});
     if (tupleOut) tupleOut->push_back(s);
   }
   return r;

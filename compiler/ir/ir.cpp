@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <functional>
 #include <set>
 
 namespace slope::ir {
@@ -297,6 +298,39 @@ Block cloneBlock(Function& f, const Block& b, std::vector<int>& map) {
   for (int y : b.yields)
     out.yields.push_back(mapped(map, y));
   return out;
+}
+
+std::string scopeError(const Function& f) {
+  std::vector<char> seen(f.types.size(), 0);
+  std::string err;
+  std::function<void(const Block&)> walk = [&](const Block& b) {
+    std::vector<int> mine(b.args.begin(), b.args.end());
+    for (int a : b.args)
+      seen[a] = 1;
+    auto use = [&](int v, const Instr* at) {
+      if (!err.empty() || (v >= 0 && static_cast<size_t>(v) < seen.size() && seen[v])) return;
+      err = "value %" + std::to_string(v) + " used out of scope" +
+            (at ? " in: " + printInstr(f, *at) : std::string(" as a yield"));
+    };
+    for (const Instr& i : b.body) {
+      for (int a : i.args)
+        use(a, &i);
+      for (const Block& r : i.regions)
+        walk(r);
+      if (i.result >= 0) {
+        seen[i.result] = 1;
+        mine.push_back(i.result);
+      }
+    }
+    for (int y : b.yields)
+      use(y, nullptr);
+    for (int v : mine)
+      seen[v] = 0;
+  };
+  for (int p : f.params)
+    seen[p] = 1;
+  walk(f.body);
+  return err;
 }
 
 bool runBodyOnce(const Block& body) {

@@ -142,6 +142,12 @@ std::string printEntry(const Function& f);
 /// values used but not defined in the block (and receives the new ids of those it defines).
 Block cloneBlock(Function& f, const Block& b, std::vector<int>& map);
 
+/// The first value used where it is not defined (not earlier in its block or an enclosing one,
+/// nor an index of an enclosing region), as "value %N used out of scope in: INSTR"; "" when
+/// every use is in scope. The reference evaluator does not notice such a use (it reads
+/// whatever the value last was); generated code does not compile.
+std::string scopeError(const Function& f);
+
 /// The values a block defines: its index values and the results of its instructions, nested
 /// regions included (what a value from outside the block can never be).
 std::set<int> definedIn(const Block& b);
