@@ -481,13 +481,8 @@ std::vector<std::string> resolveWrt(const ir::Function& f, const std::vector<std
 
 namespace {
 
-/// Memory as the checker writes it, from the memory a derivative the language inlined brings
-/// (grad(g)(...) and the like): reverse mode reverses var writes, each tagged with a positive
-/// buf.store ival (the old value is restored, the stored value's adjoint takes the var's), but
-/// has no rule of its own for adjoint accumulators or for the untagged stores of tapes and
-/// tangent vars. So `buf.add b[i], v` becomes `b[i] = b[i] + v`, a load, an add and a tagged
-/// store, and every store gets a tag of its own. The adjoint of b[i] = b[i] + v leaves b's adjoint
-/// as it was and gives it to v, as the adjoint of an accumulation must.
+/// Whether f holds memory that only a derivative the language inlined brings: an adjoint
+/// accumulator (buf.add) or an untagged store (a tape's, a tangent var's).
 bool foreignMemory(const ir::Function& f) {
   bool foreign = false;
   ir::forEachInstr(f.body, [&](const ir::Instr& i) {
@@ -504,6 +499,13 @@ bool writesMemory(const ir::Block& b) {
   return w;
 }
 
+/// Memory as the checker writes it, from the memory a derivative the language inlined brings
+/// (grad(g)(...) and the like): reverse mode reverses var writes, each tagged with a positive
+/// buf.store ival (the old value is restored, the stored value's adjoint takes the var's), but
+/// has no rule of its own for adjoint accumulators or for the untagged stores of tapes and
+/// tangent vars. So `buf.add b[i], v` becomes `b[i] = b[i] + v`, a load, an add and a tagged
+/// store, and every store gets a tag of its own. The adjoint of b[i] = b[i] + v leaves b's adjoint
+/// as it was and gives it to v, as the adjoint of an accumulation must.
 void accumulatorsAsVars(ir::Function& f) {
   int64_t next = 1;
   // top: the block is the function's body or a for loop's, nested only in for loops (where
@@ -515,12 +517,11 @@ void accumulatorsAsVars(ir::Function& f) {
       if (i.op == ir::Op::For && top && i.extents.size() > 1) {
         // Loops with state have one index: for [i < n, j < m] becomes for [i < n] { for
         // [j < m] }, the same iterations in the same order.
-        ir::Block whole = std::move(i.regions[0]);
+        ir::Block rest = std::move(i.regions[0]);
         ir::Instr inner;
         inner.op = ir::Op::For;
         inner.loc = i.loc;
         inner.extents.assign(i.extents.begin() + 1, i.extents.end());
-        ir::Block rest = std::move(whole);
         const int first = rest.args[0];
         rest.args.erase(rest.args.begin());
         inner.regions.push_back(std::move(rest));

@@ -248,6 +248,14 @@ private:
                       const std::function<int(const std::vector<Ix>&)>& elem);
   void prepare(const Expr& e);
   void hoistInvariant(const Expr& e, std::set<std::string> indices);
+  /// A value of type t where checking alone (checkOnly) needs a call's result: this IR is
+  /// only checked, never run.
+  Sym standIn(const TInfo& t) {
+    Sym s;
+    s.type = t;
+    s.value = t.rank() == 0 ? b_->constant(t.dtype, 0) : b_->bufZeros(t.ir());
+    return s;
+  }
   Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym inlineDerivative(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
@@ -1972,16 +1980,9 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
   std::map<std::string, Poly> bindings;
   TInfo rt = typeUserCall(e, callee, &bindings);
   if (checkOnly_) {
-    // A stand-in of the right type: this IR is only checked, never run.
-    auto stand = [&](const TInfo& t) {
-      Sym s;
-      s.type = t;
-      s.value = t.rank() == 0 ? b_->constant(t.dtype, 0) : b_->bufZeros(t.ir());
-      return s;
-    };
-    if (!rt.isTuple()) return stand(rt);
+    if (!rt.isTuple()) return standIn(rt);
     for (const TInfo& t : rt.tuple)
-      if (tupleOut) tupleOut->push_back(stand(t));
+      if (tupleOut) tupleOut->push_back(standIn(t));
     Sym r;
     r.type = rt;
     return r;
@@ -2166,12 +2167,8 @@ Sym Lowerer::inlineDerivative(const Expr& e, const ast::Function& callee,
   r.type = rt;
   if (rt.error) return r;
   if (checkOnly_) { // stand-ins of the right types, as for a call
-    for (const TInfo& t : rt.tuple) {
-      Sym s;
-      s.type = t;
-      s.value = t.rank() == 0 ? b_->constant(t.dtype, 0) : b_->bufZeros(t.ir());
-      if (tupleOut) tupleOut->push_back(s);
-    }
+    for (const TInfo& t : rt.tuple)
+      if (tupleOut) tupleOut->push_back(standIn(t));
     return r;
   }
   const size_t n = callee.params.size();
@@ -2219,28 +2216,25 @@ Sym Lowerer::inlineDerivative(const Expr& e, const ast::Function& callee,
     }
     bindings[ds.name] = Poly::var(name);
   }
-  std::map<int64_t, int64_t> tags;
-  auto tag = [&](int64_t old) {
-    auto it = tags.find(old);
-    if (it == tags.end()) it = tags.emplace(old, ++nextStore_).first;
-    return it->second;
-  };
+  // Every var write its own tag, as the checker's are: f's derivative holds copies of one
+  // write (the forward sweep's and the recomputation's) under one tag, and reverse mode keys
+  // overwritten values by tag.
+  auto tag = [&](int64_t) { return ++nextStore_; };
   // f's entry checks proved some of its subscripts in range for its own sizes; here they are
   // checked where they run instead (the checks' conditions need not hold in the caller's
   // terms where the call does not run).
   std::vector<int> ys =
       b_->splice(d, args, bindings, "@" + std::to_string(++splices_), tag, d.entryChecks.empty());
-  std::set<int> buffers; // results that are accumulators (a gradient), not values
-  ir::forEachInstr(b_->current(), [&](const ir::Instr& i) {
+  std::set<int> buffers; // d's results that are accumulators (a gradient), not values
+  for (const ir::Instr& i : d.body.body)
     if (i.op == Op::BufZeros) buffers.insert(i.result);
-  });
   for (size_t k = 0; k < ys.size() && k < rt.tuple.size(); ++k) {
     Sym s;
     s.type = rt.tuple[k];
     s.value = ys[k];
     // A scalar accumulator is read into a value; a tensor one is read element by element
     // wherever it is used, as a var's buffer is.
-    if (rt.tuple[k].rank() == 0 && buffers.count(ys[k])) s.value = b_->load(ys[k], {});
+    if (rt.tuple[k].rank() == 0 && buffers.count(d.body.yields[k])) s.value = b_->load(ys[k], {});
     if (tupleOut) tupleOut->push_back(s);
   }
   return r;
