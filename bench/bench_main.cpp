@@ -712,6 +712,103 @@ BENCHMARK(BM_Mixture_Jvp_Slope)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_Hvp_Slope)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mixture_CompileForwardAndGradient)->Unit(benchmark::kMillisecond);
 
+// --- CUDA offload (issue 12; docs/gpu.md) -----------------------------------------------------
+//
+// The workloads of ../shared/bench/gpu_anchors.py, which times PyTorch and JAX on them: the
+// seed's bowl value and gradient in f32 over 2^28 elements, and the ADBench GMM objective and
+// gradient in f64 at n 10k, d 10, K 25 and d 64, K 200 (ADBench's generator rules,
+// gmm_generate.hpp, so no file is needed on the GPU machine), on Options::target = "cuda".
+// A call's time includes copying its arguments into the GPU's memory and its results out
+// (SLOPE_CUDA_STATS=1 prints each function's kernel time at exit). Skipped without a GPU; a
+// GMM whose numbers disagree with the hand-written code is not timed.
+
+/// The sample (or, with `source`, that text) compiled for the GPU; empty, with why in skip,
+/// where CUDA does not start.
+std::optional<slope::Module> cudaModule(const char* sample, std::string& skip,
+                                        const char* source = nullptr) {
+  slope::Options o;
+  o.target = "cuda";
+  try {
+    return source ? slope::compile_string(source, sample, o)
+                  : slope::compile_file(samplePath(sample), o);
+  } catch (const std::invalid_argument& e) {
+    skip = e.what();
+    return std::nullopt;
+  }
+}
+
+void BM_Cuda_Bowl_Gradient_F32(benchmark::State& st) {
+  static std::string skip;
+  static std::optional<slope::Module> m =
+      cudaModule("bowl32.slope", skip, "fn bowl(x: f32[n]) -> f32 {\n  sum(x^2 + 2 * x + 1)\n}\n");
+  if (!m) return st.SkipWithError(skip.c_str());
+  const int64_t n = st.range(0);
+  std::vector<float> x(static_cast<size_t>(n)), g(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    x[static_cast<size_t>(i)] = static_cast<float>((i % 1000) * 1e-3 - 0.5);
+  slope::Gradient grad = m->gradient("bowl");
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(grad(slope::View(x.data(), {n}), slope::View(g.data(), {n})));
+    benchmark::ClobberMemory();
+  }
+  if (g[3] != 2 * x[3] + 2) st.SkipWithError("the gradient is wrong");
+  st.SetBytesProcessed(st.iterations() * n * 2 * static_cast<int64_t>(sizeof(float)));
+}
+
+void BM_Cuda_Gmm_Gradient(benchmark::State& st) {
+  static std::string skip;
+  static std::optional<slope::Module> m = cudaModule("adbench/gmm.slope", skip);
+  if (!m) return st.SkipWithError(skip.c_str());
+  adbench::GmmInput g = adbench::generateGmm(st.range(1), st.range(2), st.range(0));
+  std::vector<double> da(g.alphas.size()), dm(g.means.size()), dicf(g.icf.size());
+  slope::Gradient grad = m->gradient("gmm", {"alphas", "means", "icf"});
+  auto call = [&] {
+    return grad(slope::View(g.alphas.data(), {g.K}), slope::View(g.means.data(), {g.K, g.d}),
+                slope::View(g.icf.data(), {g.K, g.t()}), slope::View(g.x.data(), {g.n, g.d}),
+                g.gamma, g.m, slope::View(da.data(), {g.K}), slope::View(dm.data(), {g.K, g.d}),
+                slope::View(dicf.data(), {g.K, g.t()}));
+  };
+  // The GPU's numbers against the hand-written code's, as for the CPU (GmmCase).
+  const double v = call();
+  gmm_hand::Gmm hand;
+  std::vector<double> ha(da.size()), hm(dm.size()), hi(dicf.size());
+  const double hv = hand.gradient(gmm_bench::problem(g), ha.data(), hm.data(), hi.data());
+  if (!(std::fabs(v - hv) <= 1e-10 * std::max(1.0, std::fabs(hv)))) {
+    gmmDisagreed = true;
+    return st.SkipWithError("the GPU's GMM objective disagrees with the hand-written code");
+  }
+  for (auto [a, b] : {std::pair{&da, &ha}, {&dm, &hm}, {&dicf, &hi}})
+    for (size_t i = 0; i < a->size(); ++i)
+      if (!(std::fabs((*a)[i] - (*b)[i]) <= 1e-8 * std::max(1.0, std::fabs((*b)[i])))) {
+        gmmDisagreed = true;
+        return st.SkipWithError("the GPU's GMM gradient disagrees with the hand-written code");
+      }
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(call());
+    benchmark::ClobberMemory();
+  }
+}
+
+/// Compile time for the GPU: the GMM's forward and gradient, host code, PTX and the driver's
+/// load, as a host's first call pays it.
+void BM_Cuda_CompileGmm(benchmark::State& st) {
+  std::string skip;
+  if (!cudaModule("adbench/gmm.slope", skip)) return st.SkipWithError(skip.c_str());
+  for (auto _ : st) {
+    std::optional<slope::Module> m = cudaModule("adbench/gmm.slope", skip);
+    benchmark::DoNotOptimize(m->function("gmm").raw());
+    benchmark::DoNotOptimize(m->gradient("gmm", {"alphas", "means", "icf"}).raw());
+  }
+}
+
+BENCHMARK(BM_Cuda_Bowl_Gradient_F32)->Arg(1 << 28)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Cuda_Gmm_Gradient)
+    ->ArgNames({"n", "d", "K"})
+    ->Args({10000, 10, 25})
+    ->Args({10000, 64, 200})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Cuda_CompileGmm)->Unit(benchmark::kMillisecond)->Iterations(3);
+
 /// Before timing anything: Slope and the hand-written code must agree.
 bool sameNumbers() {
   auto& b = bowl();

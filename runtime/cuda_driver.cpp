@@ -1,7 +1,9 @@
 // The CUDA driver, found and loaded at run time (cuda_driver.hpp).
 #include "runtime/cuda_driver.hpp"
 
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <dlfcn.h>
 #include <mutex>
 #include <stdexcept>
@@ -65,18 +67,24 @@ std::string resolve(void* h) {
       SLOPE_CU(cuModuleGetFunction, "cuModuleGetFunction"),
       SLOPE_CU(cuModuleUnload, "cuModuleUnload"),
       SLOPE_CU(cuMemAlloc, "cuMemAlloc_v2"),
+      SLOPE_CU(cuMemAllocManaged, "cuMemAllocManaged"),
       SLOPE_CU(cuMemFree, "cuMemFree_v2"),
       SLOPE_CU(cuMemcpyHtoD, "cuMemcpyHtoD_v2"),
       SLOPE_CU(cuMemcpyDtoH, "cuMemcpyDtoH_v2"),
       SLOPE_CU(cuLaunchKernel, "cuLaunchKernel"),
       SLOPE_CU(cuCtxSynchronize, "cuCtxSynchronize"),
       SLOPE_CU(cuGetErrorString, "cuGetErrorString"),
+      SLOPE_CU(cuCtxGetCurrent, "cuCtxGetCurrent"),
   };
 #undef SLOPE_CU
   for (const Entry& e : entries) {
     *e.slot = dlsym(h, e.symbol);
     if (!*e.slot) return e.symbol;
   }
+  gApi.cuMemPrefetchAsync = reinterpret_cast<decltype(gApi.cuMemPrefetchAsync)>(
+      dlsym(h, "cuMemPrefetchAsync_v2")); // (optional, as the two below)
+  gApi.cuMemHostAlloc = reinterpret_cast<decltype(gApi.cuMemHostAlloc)>(dlsym(h, "cuMemHostAlloc"));
+  gApi.cuMemFreeHost = reinterpret_cast<decltype(gApi.cuMemFreeHost)>(dlsym(h, "cuMemFreeHost"));
   return {};
 }
 
@@ -175,6 +183,98 @@ std::string loadKernels(const std::string& ptx, const std::vector<std::string>& 
   }
   a.cuModuleUnload(m);
   return out;
+}
+
+void useDevice() {
+  const Api& a = api();
+  static CUcontext primary = [&] {
+    CUdevice dev = 0;
+    CUcontext c = nullptr;
+    if (CUresult r = a.cuDeviceGet(&dev, 0))
+      throw std::runtime_error("CUDA: cuDeviceGet: " + errorText(r));
+    if (CUresult r = a.cuDevicePrimaryCtxRetain(&c, dev))
+      throw std::runtime_error("CUDA: cuDevicePrimaryCtxRetain: " + errorText(r));
+    return c;
+  }();
+  CUcontext current = nullptr;
+  if (a.cuCtxGetCurrent(&current) == 0 && current == primary) return;
+  if (CUresult r = a.cuCtxSetCurrent(primary))
+    throw std::runtime_error("CUDA: cuCtxSetCurrent: " + errorText(r));
+}
+
+namespace {
+
+enum class Memory { Host, Managed, Pinned };
+
+/// managedMalloc's kind of memory, chosen at the first allocation.
+Memory memory() {
+  static const Memory kind = [] {
+    if (!probe().ok()) return Memory::Host;
+    const char* env = std::getenv("SLOPE_CUDA_MEMORY");
+    std::string want = env ? env : "";
+    if (want == "pinned" && gApi.cuMemHostAlloc && gApi.cuMemFreeHost) return Memory::Pinned;
+    useDevice();
+    CUdeviceptr p = 0;
+    constexpr unsigned kAttachGlobal = 1; // CU_MEM_ATTACH_GLOBAL
+    if (gApi.cuMemAllocManaged(&p, 8, kAttachGlobal) == 0) {
+      gApi.cuMemFree(p);
+      return Memory::Managed;
+    }
+    return gApi.cuMemHostAlloc && gApi.cuMemFreeHost ? Memory::Pinned : Memory::Managed;
+  }();
+  return kind;
+}
+
+} // namespace
+
+const char* memoryKind() {
+  switch (memory()) {
+  case Memory::Host: return "host";
+  case Memory::Managed: return "managed";
+  case Memory::Pinned: return "pinned";
+  }
+  return "?";
+}
+
+void* managedMalloc(size_t n) {
+  Memory m = memory();
+  if (m == Memory::Host) return std::malloc(n); // (offload code run on the CPU alone: a test's)
+  if (n == 0) n = 1;                            // (the driver takes no empty allocation)
+  if (m == Memory::Pinned) {
+    // CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP: with unified addressing (every
+    // 64-bit platform CUDA 12 runs on) the host pointer is the device's too.
+    void* h = nullptr;
+    return gApi.cuMemHostAlloc(&h, n, 0x01 | 0x02) == 0 ? h : nullptr;
+  }
+  CUdeviceptr p = 0;
+  constexpr unsigned kAttachGlobal = 1; // CU_MEM_ATTACH_GLOBAL
+  if (gApi.cuMemAllocManaged(&p, n, kAttachGlobal) != 0) return nullptr;
+  return reinterpret_cast<void*>(static_cast<uintptr_t>(p));
+}
+
+void* managedCalloc(size_t n, size_t size) {
+  if (size != 0 && n > SIZE_MAX / size) return nullptr;
+  void* p = managedMalloc(n * size);
+  if (p) std::memset(p, 0, n * size);
+  return p;
+}
+
+void managedFree(void* p) {
+  switch (memory()) {
+  case Memory::Host: std::free(p); break;
+  case Memory::Managed:
+    if (p) gApi.cuMemFree(static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p)));
+    break;
+  case Memory::Pinned:
+    if (p) gApi.cuMemFreeHost(p);
+    break;
+  }
+}
+
+void prefetch(const void* p, size_t n, bool toDevice) {
+  if (!p || n == 0 || memory() != Memory::Managed || !gApi.cuMemPrefetchAsync) return;
+  gApi.cuMemPrefetchAsync(static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p)), n,
+                          MemLocation{toDevice ? 1 : 2, 0}, 0, nullptr);
 }
 
 } // namespace slope::cuda

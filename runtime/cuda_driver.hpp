@@ -17,6 +17,12 @@ using CUfunction = struct CUfunc_st*;
 using CUstream = struct CUstream_st*;
 using CUdeviceptr = unsigned long long;
 
+/// cuda.h's CUmemLocation (CUDA 12.2 and later): where cuMemPrefetchAsync_v2 moves pages.
+struct MemLocation {
+  int type; // 1: a device (CU_MEM_LOCATION_TYPE_DEVICE), 2: the host
+  int id;   // the device's ordinal
+};
+
 /// The driver's entry points Slope uses (the _v2 ones where cuda.h maps the name to them).
 struct Api {
   CUresult (*cuInit)(unsigned);
@@ -31,7 +37,8 @@ struct Api {
   CUresult (*cuModuleLoadDataEx)(CUmodule*, const void*, unsigned, int*, void**);
   CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
   CUresult (*cuModuleUnload)(CUmodule);
-  CUresult (*cuMemAlloc)(CUdeviceptr*, size_t);               // cuMemAlloc_v2
+  CUresult (*cuMemAlloc)(CUdeviceptr*, size_t); // cuMemAlloc_v2
+  CUresult (*cuMemAllocManaged)(CUdeviceptr*, size_t, unsigned);
   CUresult (*cuMemFree)(CUdeviceptr);                         // cuMemFree_v2
   CUresult (*cuMemcpyHtoD)(CUdeviceptr, const void*, size_t); // cuMemcpyHtoD_v2
   CUresult (*cuMemcpyDtoH)(void*, CUdeviceptr, size_t);       // cuMemcpyDtoH_v2
@@ -39,6 +46,14 @@ struct Api {
                              unsigned, CUstream, void**, void**);
   CUresult (*cuCtxSynchronize)();
   CUresult (*cuGetErrorString)(CUresult, const char**);
+  CUresult (*cuCtxGetCurrent)(CUcontext*);
+  // Optional (null where the driver lacks it, older than CUDA 12.2): moves managed pages in
+  // bulk before they are used, instead of a page fault each.
+  CUresult (*cuMemPrefetchAsync)(CUdeviceptr, size_t, MemLocation, unsigned, CUstream);
+  // Page-locked host memory mapped into the device's address space (the fallback where
+  // managed memory is refused).
+  CUresult (*cuMemHostAlloc)(void**, size_t, unsigned);
+  CUresult (*cuMemFreeHost)(void*);
 };
 
 /// One GPU as the driver describes it.
@@ -76,5 +91,27 @@ std::string errorText(CUresult r);
 /// The kernels of `ptx` loaded on device 0 (the driver compiles the PTX for it), each looked
 /// up by name: empty on success, else what failed. For checks on a GPU machine.
 std::string loadKernels(const std::string& ptx, const std::vector<std::string>& kernels);
+
+/// Makes device 0's primary context current on this thread (the context offload runs in);
+/// throws std::runtime_error where CUDA is not usable.
+void useDevice();
+
+/// The memory that code compiled with JitOptions::offload allocates from, one address that
+/// kernels and the host both read and write. Chosen once per process: CUDA managed memory
+/// (cuMemAllocManaged, attached globally; the driver moves pages to where they are used),
+/// or, where the driver refuses it or SLOPE_CUDA_MEMORY=pinned, page-locked host memory
+/// mapped into the GPU's address space (kernels read it across the bus). Null when the
+/// allocation fails, so the caller reports the want of memory as it does for malloc. Where
+/// CUDA is not usable (offload code run on the CPU alone, in a test) they are malloc, calloc
+/// and free.
+void* managedMalloc(size_t n);
+void* managedCalloc(size_t n, size_t size);
+void managedFree(void* p);
+/// "managed" or "pinned" (see managedMalloc), or "host" without CUDA.
+const char* memoryKind();
+
+/// Moves the pages of [p, p + n) of managed memory to the device (or the host) ahead of their
+/// use, where the driver can; ordered before later kernels. A hint: nothing fails without it.
+void prefetch(const void* p, size_t n, bool toDevice);
 
 } // namespace slope::cuda

@@ -4,6 +4,7 @@
 
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/codegen/offload.hpp"
 #include "compiler/derivatives.hpp"
 #include "compiler/eval/interp.hpp"
 #include "compiler/gradcheck.hpp"
@@ -45,7 +46,8 @@ struct Compiled {
   ir::Function f;
   std::vector<std::string> resultNames; // "result 1", "gradient 'x'", for error messages
   Signature sig;
-  std::optional<codegen::CompiledFunction> jit; // empty when interpreted
+  std::optional<codegen::CompiledFunction> jit; // empty when interpreted or on the GPU
+  Runnable device;                              // on the GPU (Options::target): the offload
   size_t valueResults = 0;                      // results before the gradients
   std::vector<std::string> wrt;
   const SourceFile* file = nullptr;
@@ -55,6 +57,7 @@ struct ModuleImpl {
   std::unique_ptr<Program> program;
   Options options;
   std::unique_ptr<codegen::Jit> jit;
+  std::unique_ptr<codegen::CudaRunner> cuda; // the target is CUDA (jit is null then)
   std::mutex mutex;
   std::map<std::string, std::shared_ptr<const Compiled>> cache;
 
@@ -137,7 +140,10 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
   for (int y : c->f.body.yields)
     c->sig.result_types.push_back(c->f.types[y].str());
   c->sig.size_names = c->f.sizeNames();
-  if (jit) c->jit = jit->add(c->f);
+  if (cuda)
+    c->device = cuda->prepare(c->f);
+  else if (jit)
+    c->jit = jit->add(c->f);
   cache[key] = c;
   cache[asked] = c;
   return c;
@@ -209,11 +215,11 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   }
   std::vector<Tensor> owned(nr);
   try {
-    if (!c.jit) {
+    if (!c.jit) { // the evaluator or the GPU: on copies of the views
       std::vector<Tensor> in;
       for (const View& v : args)
         in.push_back(copyOf(v));
-      std::vector<Tensor> res = evaluate(c.f, in);
+      std::vector<Tensor> res = c.device ? c.device(in) : evaluate(c.f, in);
       for (size_t r = 0; r < nr; ++r) {
         const View* o = r < outs.size() ? outs[r] : nullptr;
         if (o)
@@ -516,6 +522,10 @@ SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
   return out;
 }
 
+std::string Module::target() const {
+  return impl_->options.interpret ? "interpreter" : impl_->cuda ? "cuda" : "cpu";
+}
+
 std::vector<std::string> Module::function_names() const {
   return impl_->program->functionNames();
 }
@@ -535,16 +545,7 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
     }
     throw CompileError(std::move(diags), p->diagnostics());
   }
-  // "auto" is the CPU until CUDA offload runs code (issue 12); "cuda" says what it found.
-  if (options.target == "cuda") {
-    const cuda::Probe& probe = cuda::probe();
-    if (!probe.ok())
-      throw std::invalid_argument("target 'cuda': CUDA is not available: " + probe.problem);
-    throw std::invalid_argument("target 'cuda': found " + probe.devices[0].name +
-                                ", but running Slope functions on a GPU is not built yet "
-                                "(use 'cpu' or 'auto')");
-  }
-  if (options.target != "cpu" && options.target != "auto")
+  if (options.target != "cpu" && options.target != "cuda" && options.target != "auto")
     throw std::invalid_argument("unknown target '" + options.target + "' (cpu, cuda, auto)");
   if (options.opt_level < 0 || options.opt_level > 3)
     throw std::invalid_argument("opt_level must be 0..3");
@@ -563,7 +564,19 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
   impl->program = std::move(p);
   impl->options = options;
   if (impl->options.threads == 0) impl->options.threads = defaultThreads();
-  if (!options.interpret) impl->jit = std::make_unique<codegen::Jit>(jitOptions(impl->options));
+  // "cuda" runs on device 0 or throws what is missing; "auto" runs there where CUDA starts.
+  if (options.target != "cpu" && !options.interpret) {
+    const cuda::Probe& probe = cuda::probe();
+    try {
+      if (!probe.ok()) throw std::runtime_error("CUDA is not available: " + probe.problem);
+      impl->cuda = std::make_unique<codegen::CudaRunner>(options.opt_level);
+    } catch (const std::runtime_error& e) {
+      if (options.target == "cuda")
+        throw std::invalid_argument("target 'cuda': " + std::string(e.what()));
+    }
+  }
+  if (!options.interpret && !impl->cuda)
+    impl->jit = std::make_unique<codegen::Jit>(jitOptions(impl->options));
   return impl;
 }
 
@@ -605,6 +618,8 @@ GradientCheck check_gradient(const Module& m, const std::string& name, const std
   std::unique_ptr<Runner> runner;
   if (m.impl_->options.interpret)
     runner = std::make_unique<InterpRunner>();
+  else if (m.impl_->cuda)
+    runner = std::make_unique<codegen::CudaRunner>(m.impl_->options.opt_level);
   else
     runner = std::make_unique<JitRunner>(jitOptions(m.impl_->options));
   GradCheckResult r;

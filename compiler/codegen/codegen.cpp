@@ -19,6 +19,7 @@
 #include "compiler/support/thread_pool.hpp"
 #include "compiler/support/vmath.hpp"
 
+#include <llvm/Analysis/ValueTracking.h>
 #include <llvm/IR/BasicBlock.h>
 #include <llvm/IR/ConstantFolder.h>
 #include <llvm/IR/Constants.h>
@@ -595,19 +596,25 @@ private:
     B_.CreateRetVoid();
   }
   llvm::FunctionCallee mallocFn() {
-    auto c = mod_->getOrInsertFunction(opt_.countAllocations ? kCountedMallocSymbol : "malloc",
+    auto c = mod_->getOrInsertFunction(opt_.offload            ? kManagedMallocSymbol
+                                       : opt_.countAllocations ? kCountedMallocSymbol
+                                                               : "malloc",
                                        B_.getPtrTy(), B_.getInt64Ty());
     if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee callocFn() {
-    auto c = mod_->getOrInsertFunction(opt_.countAllocations ? kCountedCallocSymbol : "calloc",
+    auto c = mod_->getOrInsertFunction(opt_.offload            ? kManagedCallocSymbol
+                                       : opt_.countAllocations ? kCountedCallocSymbol
+                                                               : "calloc",
                                        B_.getPtrTy(), B_.getInt64Ty(), B_.getInt64Ty());
     if (auto* fn = llvm::dyn_cast<llvm::Function>(c.getCallee())) fn->setReturnDoesNotAlias();
     return c;
   }
   llvm::FunctionCallee freeFn() {
-    return mod_->getOrInsertFunction(opt_.countAllocations ? kCountedFreeSymbol : "free",
+    return mod_->getOrInsertFunction(opt_.offload            ? kManagedFreeSymbol
+                                     : opt_.countAllocations ? kCountedFreeSymbol
+                                                             : "free",
                                      B_.getVoidTy(), B_.getPtrTy());
   }
 
@@ -1513,6 +1520,20 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
     T.CreateBr(done);
     T.SetInsertPoint(done);
     T.CreateRetVoid();
+  }
+  if (opt_.offload) { // (kTaskAttr: the layout for a device's launch of the same chunk)
+    task->setLinkage(llvm::GlobalValue::ExternalLinkage);
+    std::string types, why;
+    for (llvm::Value* v : caps) {
+      std::string t;
+      llvm::raw_string_ostream ts(t);
+      v->getType()->print(ts);
+      types += (types.empty() ? "" : ",") + t;
+      if (v->getType()->isPointerTy() &&
+          !llvm::isa<llvm::Argument, llvm::LoadInst, llvm::CallInst>(llvm::getUnderlyingObject(v)))
+        why = "it reads a value on the host's stack";
+    }
+    task->addFnAttr(kTaskAttr, types + ";" + why);
   }
 
   // 4. The call site: the pool when one is set, has two threads or more, and the work is worth

@@ -54,6 +54,18 @@ inline constexpr const char* kCountedMallocSymbol = "slope_counted_malloc";
 inline constexpr const char* kCountedCallocSymbol = "slope_counted_calloc";
 inline constexpr const char* kCountedFreeSymbol = "slope_counted_free";
 
+/// What generated code calls instead of malloc, calloc and free under JitOptions::offload:
+/// CUDA managed memory (runtime/cuda_driver.hpp), which kernels and the host both read.
+inline constexpr const char* kManagedMallocSymbol = "slope_managed_malloc";
+inline constexpr const char* kManagedCallocSymbol = "slope_managed_calloc";
+inline constexpr const char* kManagedFreeSymbol = "slope_managed_free";
+
+/// Under JitOptions::offload, the string attribute of a chunk's task (`NAME.chunkK.task`,
+/// exported): its ctx's layout as "TYPES;WHY", TYPES the captures' LLVM types in field order
+/// (the least-failed-chunk i64 follows them) and WHY, if not empty, the reason only the host
+/// can run it (a capture points into the host's stack). jit.cpp turns it into a ChunkTask.
+inline constexpr const char* kTaskAttr = "slope-task";
+
 /// Generated code calls kVectorMathPrefix + a libm name (+ "f") for the functions
 /// compiler/support/vmath.hpp runs through libmvec: the JIT defines them as that header's
 /// scalar entry points and maps them to libmvec's AVX2 functions for the vectoriser.

@@ -7,6 +7,7 @@
 #include "compiler/support/special.hpp"
 #include "compiler/support/thread_pool.hpp"
 #include "compiler/support/vmath.hpp"
+#include "runtime/cuda_driver.hpp"
 
 #include <llvm/Analysis/TargetLibraryInfo.h>
 #include <llvm/Bitcode/BitcodeReader.h>
@@ -359,6 +360,12 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
       llvm::orc::ExecutorAddr::fromPtr(&countedCalloc), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kCountedFreeSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&countedFree), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kManagedMallocSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&cuda::managedMalloc), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kManagedCallocSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&cuda::managedCalloc), llvm::JITSymbolFlags::Exported};
+  own[impl_->jit->mangleAndIntern(kManagedFreeSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&cuda::managedFree), llvm::JITSymbolFlags::Exported};
   for (bool f32 : {false, true}) {
 #define SLOPE_VM_SYMBOL(n)                                                                         \
   if (void* p = vmath::scalarEntry(#n, f32))                                                       \
@@ -464,6 +471,52 @@ void Jit::Impl::compileInParts(std::unique_ptr<llvm::Module> m, int parts) {
   }
 }
 
+namespace {
+
+/// The tasks of an offload module (kTaskAttr), their ctx laid out by m's data layout.
+std::vector<ChunkTask> chunkTasks(llvm::Module& m, const std::string& name) {
+  std::vector<ChunkTask> out;
+  const std::string prefix = name + ".chunk";
+  llvm::LLVMContext& ctx = m.getContext();
+  for (llvm::Function& fn : m) {
+    if (!fn.hasFnAttribute(kTaskAttr)) continue;
+    std::string spec = fn.getFnAttribute(kTaskAttr).getValueAsString().str();
+    std::string fname = fn.getName().str(); // NAME.chunkK.task
+    ChunkTask t;
+    t.index = std::stoi(fname.substr(prefix.size()));
+    size_t semi = spec.find(';');
+    t.hostOnly = spec.substr(semi + 1);
+    std::vector<llvm::Type*> fields;
+    std::string types = spec.substr(0, semi);
+    for (size_t at = 0; at < types.size();) {
+      size_t comma = std::min(types.find(',', at), types.size());
+      std::string ty = types.substr(at, comma - at);
+      at = comma + 1;
+      llvm::Type* lt = ty == "ptr"      ? llvm::PointerType::get(ctx, 0)
+                       : ty == "double" ? llvm::Type::getDoubleTy(ctx)
+                       : ty == "float"  ? llvm::Type::getFloatTy(ctx)
+                       : ty[0] == 'i'   ? llvm::Type::getIntNTy(ctx, std::stoi(ty.substr(1)))
+                                        : nullptr;
+      if (!lt) throw std::logic_error("offload: a capture of type " + ty + " in " + fname);
+      fields.push_back(lt);
+    }
+    fields.push_back(llvm::Type::getInt64Ty(ctx)); // the least failed chunk
+    const llvm::StructLayout* sl =
+        m.getDataLayout().getStructLayout(llvm::StructType::get(ctx, fields));
+    for (size_t j = 0; j + 1 < fields.size(); ++j) {
+      t.offsets.push_back(static_cast<uint32_t>(sl->getElementOffset(j)));
+      t.sizes.push_back(static_cast<uint32_t>(m.getDataLayout().getTypeAllocSize(fields[j])));
+    }
+    t.failedOffset = static_cast<uint32_t>(sl->getElementOffset(fields.size() - 1));
+    out.push_back(std::move(t));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ChunkTask& a, const ChunkTask& b) { return a.index < b.index; });
+  return out;
+}
+
+} // namespace
+
 CompiledFunction Jit::add(const ir::Function& f) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ir::Function named = f;
@@ -477,6 +530,7 @@ CompiledFunction Jit::add(const ir::Function& f) {
   auto t1 = Clock::now();
   optimize(*m, *impl_->tm, impl_->opt.optLevel);
   auto t2 = Clock::now();
+  if (impl_->opt.offload) out.tasks = chunkTasks(*m, named.name);
   int parts = impl_->codegenParts(*m);
   if (parts <= 1) {
     if (auto err =
@@ -503,7 +557,12 @@ CompiledFunction Jit::add(const ir::Function& f) {
   // Threads: the process's pool, for up to opt.threads threads per parallel loop.
   out.setParallel = orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
                         .toPtr<void (*)(const slope_parallel*)>();
-  if (impl_->opt.threads > 1) out.setParallel(threadPool(impl_->opt.threads));
+  if (impl_->opt.threads > 1 && !impl_->opt.offload)
+    out.setParallel(threadPool(impl_->opt.threads));
+  for (ChunkTask& t : out.tasks)
+    t.task = orThrow(impl_->jit->lookup(named.name + ".chunk" + std::to_string(t.index) + ".task"),
+                     "JIT lookup")
+                 .toPtr<slope_task>();
   return out;
 }
 

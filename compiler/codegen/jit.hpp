@@ -22,6 +22,18 @@ struct Site {
 /// Site::tensor of a loop whose trip count (hi - lo) overflowed i64.
 inline constexpr const char* kTripCountSite = "#trips";
 
+/// A parallel loop nest's task (abi.h slope_task) as JitOptions::offload leaves it for a
+/// device: the kernel of chunk `index` (codegen/ptx.hpp, NAME__chunkK) takes the same
+/// captures, which the task's ctx holds at `offsets` (codegen/offload.hpp launches it).
+struct ChunkTask {
+  int index = 0;                 // K of NAME.chunkK: its place among the loop nests
+  slope_task task = nullptr;     // its address in the JIT
+  std::vector<uint32_t> offsets; // each capture's byte offset in ctx
+  std::vector<uint32_t> sizes;   // and its size
+  uint32_t failedOffset = 0;     // the i64 least failed chunk, which the code reads after
+  std::string hostOnly;          // non-empty: why only the host can run it
+};
+
 struct CompiledFunction {
   slope_fn fn = nullptr;
   std::vector<Site> sites;
@@ -29,6 +41,7 @@ struct CompiledFunction {
   // NAME__set_parallel (abi.h): Jit::add binds the pool of JitOptions::threads; a test may
   // bind another between calls (the code is the same for every thread count).
   void (*setParallel)(const slope_parallel*) = nullptr;
+  std::vector<ChunkTask> tasks; // JitOptions::offload only
 };
 
 struct JitOptions {
@@ -64,6 +77,10 @@ struct JitOptions {
   // first index, a GPU thread each, instead of kLoopChunks pieces. Rows do not depend on each
   // other, so the results are the same bits either way (tests/unit/jit_test.cpp).
   bool rowChunks = false;
+  // CUDA offload (codegen/offload.hpp): memory from CUDA's managed allocator (which kernels
+  // read as the host does), and each parallel loop nest's task exported with its ctx's
+  // layout (CompiledFunction::tasks), so a slope_parallel can launch its kernel instead.
+  bool offload = false;
 };
 
 /// Calls of malloc + calloc and of free made by code compiled with

@@ -4,6 +4,8 @@
 #include "compiler/codegen/codegen_internal.hpp"
 
 #include <llvm/Bitcode/BitcodeReader.h>
+#include <llvm/IR/Constants.h>
+#include <llvm/IR/GlobalVariable.h>
 #include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/Intrinsics.h>
 #include <llvm/IR/IntrinsicsNVPTX.h>
@@ -87,6 +89,15 @@ std::string hostOnly(const llvm::Function& fn, std::map<const llvm::Function*, s
   std::string why;
   for (const llvm::BasicBlock& bb : fn) {
     for (const llvm::Instruction& in : bb) {
+      // A global the host writes (a workspace table, say) has a copy of its own on the
+      // device that the host never fills: such a chunk stays on the host.
+      for (const llvm::Use& u : in.operands()) {
+        const llvm::Value* v = u.get();
+        if (const auto* ce = llvm::dyn_cast<llvm::ConstantExpr>(v)) v = ce->getOperand(0);
+        if (const auto* g = llvm::dyn_cast<llvm::GlobalVariable>(v); g && !g->isConstant())
+          why = "uses " + g->getName().str() + ", a global of the host's";
+      }
+      if (!why.empty()) break;
       const auto* call = llvm::dyn_cast<llvm::CallBase>(&in);
       if (!call) continue;
       const llvm::Function* callee = call->getCalledFunction();
@@ -98,7 +109,8 @@ std::string hostOnly(const llvm::Function& fn, std::map<const llvm::Function*, s
         std::string n = callee->getName().str();
         if (deviceMath(n)) continue;
         if (n == "malloc" || n == "calloc" || n == "free" || n == kCountedMallocSymbol ||
-            n == kCountedCallocSymbol || n == kCountedFreeSymbol)
+            n == kCountedCallocSymbol || n == kCountedFreeSymbol || n == kManagedMallocSymbol ||
+            n == kManagedCallocSymbol || n == kManagedFreeSymbol)
           why = "allocates memory (a temporary of its own from the workspace)";
         else
           why = "calls " + n + ", which has no device version";

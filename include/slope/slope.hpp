@@ -146,9 +146,11 @@ struct GradientResult {
 
 struct Options {
   int opt_level = 2; // LLVM optimisation level, 0..3
-  /// "cpu"; "auto": CUDA where a GPU is, else the CPU (today always the CPU: CUDA offload
-  /// runs no code yet); "cuda" throws std::invalid_argument naming the GPU found or what is
-  /// missing (no driver library, no device).
+  /// "cpu"; "cuda": parallel loop nests run as kernels on GPU 0 and the rest on the calling
+  /// thread, the arguments and results copied to and from the GPU's memory (docs/gpu.md);
+  /// throws std::invalid_argument saying what is missing (no driver library, no device)
+  /// where CUDA cannot start. "auto": CUDA where it starts, else the CPU (Module::target()
+  /// says which). Function::raw() is null on CUDA.
   std::string target = "cpu";
   /// Threads per parallel loop, the calling thread's included (1..64); 0: SLOPE_NUM_THREADS
   /// when set, otherwise every core. Results are the same bits for every number of threads.
@@ -303,6 +305,8 @@ public:
   /// The dense Hessian of a function with one scalar float result (an HVP per column).
   Jacobian hessian(const std::string& name, const std::vector<std::string>& wrt = {}) const;
   std::vector<std::string> function_names() const;
+  /// Where the module's functions run: "cpu", "cuda" or "interpreter" (Options::interpret).
+  std::string target() const;
 
 private:
   friend class Jacobian;

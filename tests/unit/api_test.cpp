@@ -2,6 +2,8 @@
 
 #include <slope/slope.hpp>
 
+#include "runtime/cuda_driver.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -180,16 +182,27 @@ TEST(Api, InterpreterOptionGivesTheSameNumbers) {
   EXPECT_EQ(g[1], 6.0);
   EXPECT_EQ(m.gradient("bowl").raw(), nullptr);
   o.interpret = false;
-  // cuda: offload runs no code yet, so it throws, naming the GPU or what is missing
-  // (tests/lit/cli/device.test covers each case with a fake driver); auto is the CPU.
+  // cuda: runs on the GPU where CUDA starts, else throws saying what is missing
+  // (tests/lit/cli/device.test covers each case with a fake driver); auto is CUDA where it
+  // starts, else the CPU.
+  const bool gpu = slope::cuda::probe().ok();
   o.target = "cuda";
-  EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
+  if (gpu) {
+    slope::Module m = slope::compile_string(kSrc, "<string>", o);
+    EXPECT_EQ(m.target(), "cuda");
+    g[1] = 0;
+    EXPECT_EQ(m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})), 54.0);
+    EXPECT_EQ(g[1], 6.0);
+    EXPECT_EQ(m.gradient("bowl").raw(), nullptr);
+  } else {
+    EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
+  }
   o.target = "gpu";
   EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
   o.target = "auto";
-  EXPECT_EQ(slope::compile_string(kSrc, "<string>", o)
-                .gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})),
-            54.0);
+  slope::Module a = slope::compile_string(kSrc, "<string>", o);
+  EXPECT_EQ(a.target(), gpu ? "cuda" : "cpu");
+  EXPECT_EQ(a.gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})), 54.0);
 }
 
 TEST(Api, CheckpointingOptions) {

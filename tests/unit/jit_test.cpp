@@ -7,6 +7,7 @@
 #include "compiler/codegen/execute.hpp"
 #include "compiler/codegen/jit.hpp"
 #include "compiler/codegen/object.hpp"
+#include "compiler/codegen/offload.hpp"
 #include "compiler/codegen/ptx.hpp"
 #include "compiler/derivatives.hpp"
 #include "compiler/eval/interp.hpp"
@@ -564,6 +565,184 @@ TEST(CudaDevice, SampleKernelsLoad) {
         }
       });
   std::cout << modules << " modules, " << kernels << " kernels loaded\n";
+}
+
+// --- CUDA offload (codegen/offload.hpp) -----------------------------------------------------
+
+/// Offload code (JitOptions::offload) run on the CPU: its slope_parallel hands each task a
+/// fresh ctx holding only the fields ChunkTask describes (the bytes a kernel launch passes),
+/// then copies the least failed chunk back. A wrong offset or a missing capture shows as a
+/// wrong result. Where CUDA is not usable the managed allocator is malloc.
+struct HostOffload {
+  std::shared_ptr<ir::Function> f;
+  std::shared_ptr<codegen::CompiledFunction> c;
+  std::map<const void*, const codegen::ChunkTask*> tasks;
+  slope_parallel par{};
+  int64_t calls = 0;
+
+  static void parallelFor(void* pool, int64_t n, int32_t, slope_task task, void* ctx) {
+    auto* o = static_cast<HostOffload*>(pool);
+    const codegen::ChunkTask* t = o->tasks.at(reinterpret_cast<const void*>(task));
+    std::vector<uint64_t> copy(t->failedOffset / 8 + 1, 0);
+    auto* dst = reinterpret_cast<char*>(copy.data());
+    for (size_t j = 0; j < t->offsets.size(); ++j)
+      std::memcpy(dst + t->offsets[j], static_cast<char*>(ctx) + t->offsets[j], t->sizes[j]);
+    std::memcpy(dst + t->failedOffset, static_cast<char*>(ctx) + t->failedOffset, 8);
+    for (int64_t k = 0; k < n; ++k)
+      task(dst, k, 0);
+    std::memcpy(static_cast<char*>(ctx) + t->failedOffset, dst + t->failedOffset, 8);
+    ++o->calls;
+  }
+};
+
+std::shared_ptr<HostOffload> hostOffload(const ir::Function& h) {
+  static auto jit = std::make_shared<codegen::Jit>(codegen::offloadJitOptions());
+  auto o = std::make_shared<HostOffload>();
+  o->f = std::make_shared<ir::Function>(h);
+  o->c = std::make_shared<codegen::CompiledFunction>(jit->add(*o->f));
+  for (const codegen::ChunkTask& t : o->c->tasks)
+    o->tasks[reinterpret_cast<const void*>(t.task)] = &t;
+  o->par = {&HostOffload::parallelFor, o.get(), 2};
+  return o;
+}
+
+/// f and its gradient, run by `run` (made from each), against the CPU's JIT, within a few
+/// ulps: the offload's code is the same LLVM IR, its math functions libdevice's or libm's
+/// where the default JIT's are libmvec's.
+void compareWithJit(const ir::Function& f, const std::string& what,
+                    const std::vector<std::map<std::string, int64_t>>& shapes,
+                    const std::function<Runnable(const ir::Function&)>& run) {
+  ir::Function g = differentiate(f, {});
+  for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
+    Runnable cpu = jit().prepare(*h), off = run(*h);
+    const std::string part = h == &f ? " forward" : " gradient";
+    for (const auto& sizes : shapes)
+      for (uint64_t seed = 0; seed < 2; ++seed) {
+        std::vector<Tensor> args = randomArgs(*h, sizes, seed); // (g's include cotangents)
+        std::vector<Tensor> a;
+        try {
+          a = cpu(args);
+        } catch (const EvalError& e) { // (an index drawn out of range, say): the same error
+          EXPECT_THROW(off(args), EvalError) << what << part << ": the CPU said " << e.what();
+          continue;
+        }
+        std::vector<Tensor> b = off(args);
+        ASSERT_EQ(a.size(), b.size()) << what << part;
+        for (size_t k = 0; k < a.size(); ++k)
+          expectClose(b[k], a[k], what + part + " " + std::to_string(k) + " (offload; cpu)");
+      }
+  }
+}
+
+Runnable onHostOffload(const ir::Function& h) {
+  auto o = hostOffload(h);
+  return [o](const std::vector<Tensor>& args) {
+    o->c->setParallel(&o->par);
+    return callCompiled(*o->f, *o->c, args);
+  };
+}
+
+// The host side of the offload, without a GPU: every gradient-table case runs with its loop
+// nests' tasks given only the ctx bytes a kernel launch would pass, and agrees with the JIT.
+TEST_P(JitVsInterp, OffloadTasksCarryTheirCaptures) {
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareWithJit(prog->forward("f"), p.c->name, {{{"n", 4}, {"m", 3}, {"k", 5}}}, onHostOffload);
+}
+
+// Every sample and loop program function and its gradient: the host's tasks and the PTX's
+// loop nests are the same ones in the same order (the offload pairs them by index), and the
+// tasks run as above.
+TEST(Offload, SamplesTasksInStepWithKernels) {
+  if (codegen::findLibdevice().empty()) GTEST_SKIP() << "no libdevice.10.bc (CUDA toolkit)";
+  size_t tasks = 0, kernels = 0;
+  forEachSampleFunction([&](const std::string& label, const ir::Function& f,
+                            const std::map<std::string, int64_t>& sizes) {
+    ir::Function g = differentiate(f, {});
+    for (const ir::Function* h : {&f, static_cast<const ir::Function*>(&g)}) {
+      auto o = hostOffload(*h);
+      codegen::PtxModule m = codegen::emitPtx(*h);
+      ASSERT_EQ(o->c->tasks.size(), m.loops.size()) << label << " " << h->name;
+      for (size_t k = 0; k < m.loops.size(); ++k) {
+        EXPECT_EQ(o->c->tasks[k].index, static_cast<int>(k)) << label;
+        EXPECT_EQ(m.loops[k].chunk, h->name + ".chunk" + std::to_string(k)) << label;
+        kernels += !m.loops[k].kernel.empty() && o->c->tasks[k].hostOnly.empty();
+      }
+      tasks += m.loops.size();
+    }
+    compareWithJit(f, label, {sizes}, onHostOffload);
+  });
+  std::cout << tasks << " loop nests, " << kernels << " of them kernels\n";
+  EXPECT_GT(kernels, tasks / 2);
+}
+
+/// The offload on device 0 (one runner: its JIT and the GPU's modules live as long as the
+/// tests).
+codegen::CudaRunner& cudaRunner() {
+  static codegen::CudaRunner r;
+  return r;
+}
+
+Runnable onCuda(const ir::Function& h) {
+  return cudaRunner().prepare(h);
+}
+
+// On a GPU: every gradient-table case, forward and gradient, at shapes that fill many blocks
+// of threads, against the CPU. Skipped where CUDA is not available.
+TEST_P(JitVsInterp, OnCudaDevice) {
+  if (!cuda::probe().ok()) GTEST_SKIP() << cuda::probe().problem;
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareWithJit(prog->forward("f"), p.c->name,
+                 {{{"n", 4}, {"m", 3}, {"k", 5}}, {{"n", 300}, {"m", 7}, {"k", 130}}}, onCuda);
+}
+
+// On a GPU: every sample and loop program function and its gradient.
+TEST(CudaDevice, SamplesOnDevice) {
+  if (!cuda::probe().ok()) GTEST_SKIP() << cuda::probe().problem;
+  forEachSampleFunction([](const std::string& label, const ir::Function& f,
+                           const std::map<std::string, int64_t>& sizes) {
+    compareWithJit(f, label, {sizes}, onCuda);
+  });
+}
+
+// On a GPU: the seed example runs its loop nests as kernels, and a subscript out of range in
+// a kernel is the CPU's error, naming the tensor and the index.
+TEST(CudaDevice, KernelsRunAndFailAsOnTheCpu) {
+  if (!cuda::probe().ok()) GTEST_SKIP() << cuda::probe().problem;
+  auto p = Program::fromString("t.slope", "fn bowl(x: f64[n, m]) -> f64 {\n"
+                                          "  sum(x^2 + 2 * x + 1)\n}\n"
+                                          "fn shift(x: f64[n], k: i64) -> f64[n] {\n"
+                                          "  let y[i] = x[i + k] * 2;\n  y\n}\n");
+  ASSERT_TRUE(p->ok()) << p->diagnostics();
+  Runnable g = cudaRunner().prepare(p->gradient("bowl", {}));
+  auto stats = cudaRunner().lastStats();
+  Tensor x(DType::F64, {2, 2});
+  for (int i = 0; i < 4; ++i)
+    x.setF(i, i + 1);
+  auto out = g({x});
+  EXPECT_EQ(out[0].getF(0), 54.0);
+  EXPECT_EQ(out[1].getF(0), 4.0);
+  EXPECT_EQ(out[1].getF(3), 10.0);
+  Tensor big(DType::F64, {1000, 3});
+  for (int64_t i = 0; i < big.numel(); ++i)
+    big.setF(i, 0.001 * static_cast<double>(i));
+  g({big});
+  std::cout << stats->report << stats->launches << " launches, " << stats->hostLoops
+            << " loop nests on the host\n";
+  EXPECT_GT(stats->kernels, 0);
+  EXPECT_GT(stats->launches, 0);
+  Runnable s = cudaRunner().prepare(p->forward("shift"));
+  Tensor v(DType::F64, {500});
+  EXPECT_NO_THROW(s({v, Tensor::scalar(DType::I64, 0)}));
+  try {
+    s({v, Tensor::scalar(DType::I64, 3)});
+    ADD_FAILURE() << "no error";
+  } catch (const EvalError& e) {
+    EXPECT_STREQ(e.what(), "index 500 is out of range for 'x': dimension 0 has extent 500");
+  }
 }
 
 // Blocked loops (Loop IR's `in blocks`: the adjoint's scatter over data points, with per-block

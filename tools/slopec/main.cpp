@@ -10,6 +10,7 @@
 #include "compiler/aot.hpp"
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/codegen/execute.hpp"
+#include "compiler/codegen/offload.hpp"
 #include "compiler/codegen/ptx.hpp"
 #include "compiler/derivatives.hpp"
 #include "compiler/emit/dot.hpp"
@@ -68,8 +69,8 @@ options common to all commands:
   --threads N      eval, check: run parallel loops on N threads (default: SLOPE_NUM_THREADS
                    when set, otherwise every core); results are the same for every N
   --device D       eval, check: cpu (the default), cuda or auto (CUDA where a GPU and its
-                   driver are, else the CPU, and says which). CUDA offload runs no code yet:
-                   cuda names the GPU it found, or what is missing, and stops
+                   driver are, else the CPU, and says which). On cuda, parallel loop nests
+                   run as GPU kernels and the rest on this CPU (docs/gpu.md)
   --checkpoint=N   loops with state: keep the state every N iterations and recompute in
                    between, not a tape entry per iteration; also --checkpoint=sqrt (every
                    sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
@@ -483,9 +484,22 @@ std::string num(double v, bool json) {
   return formatNumber(v, DType::F64, json);
 }
 
-/// The backend: the LLVM JIT, or the reference evaluator with --interp.
+/// --device as pickDevice settled it: "cpu" or "cuda".
+std::string gDevice = "cpu";
+
+/// The backend: the LLVM JIT, the GPU (--device cuda, or auto where CUDA starts), or the
+/// reference evaluator with --interp.
 std::unique_ptr<Runner> makeRunner(const Args& a) {
   if (a.interp) return std::make_unique<InterpRunner>();
+  if (gDevice == "cuda") {
+    try {
+      return std::make_unique<codegen::CudaRunner>();
+    } catch (const std::runtime_error& e) {
+      if (a.device == "cuda") throw Usage(std::string("--device cuda: ") + e.what());
+      std::cerr << "slopec: --device auto: running on the CPU (" << e.what() << ")\n";
+      gDevice = "cpu";
+    }
+  }
   codegen::JitOptions o;
   try {
     o.threads = a.threads > 0 ? a.threads : defaultThreads();
@@ -728,24 +742,23 @@ std::vector<Tensor> seedsFor(const Args& a, const std::string& name,
   return seeds;
 }
 
-/// --device: cuda stops with what it found (offload runs no code yet) or what is missing;
-/// auto runs on the CPU and says why on stderr.
+/// --device: cuda runs on device 0, or stops with what is missing; auto runs there where CUDA
+/// is usable, else on the CPU, and says which on stderr.
 void pickDevice(const Args& a) {
+  gDevice = "cpu";
   if (a.device == "cpu") return;
+  if (a.interp) throw Usage("--interp runs on the reference evaluator; it takes no --device");
   const cuda::Probe& p = cuda::probe();
-  std::string found;
-  for (const cuda::Device& d : p.devices)
-    found += (found.empty() ? "" : ", ") + d.name + " (" + d.arch() + ")";
-  if (a.device == "cuda") {
-    if (!p.ok()) throw Usage("--device cuda: CUDA is not available: " + p.problem);
-    throw Usage("--device cuda: found " + found +
-                ", but running Slope functions on a GPU is not built yet (`slopec grad "
-                "--emit ptx` prints the kernels); use --device cpu or auto");
+  if (a.device == "cuda" && !p.ok())
+    throw Usage("--device cuda: CUDA is not available: " + p.problem);
+  if (p.ok()) {
+    gDevice = "cuda";
+    if (a.device == "auto")
+      std::cerr << "slopec: --device auto: running on " << p.devices[0].name << " ("
+                << p.devices[0].arch() << ")\n";
+    return;
   }
-  std::cerr << "slopec: --device auto: running on the CPU ("
-            << (p.ok() ? "found " + found + ", but CUDA offload runs no code yet"
-                       : "CUDA: " + p.problem)
-            << ")\n";
+  std::cerr << "slopec: --device auto: running on the CPU (CUDA: " << p.problem << ")\n";
 }
 
 int runEval(const Args& a) {

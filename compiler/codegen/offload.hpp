@@ -1,0 +1,58 @@
+// CUDA offload: a function run with its parallel loop nests on the GPU (docs/gpu.md).
+//
+// The function is compiled twice from the same Tensor IR and the same options (one chunk per
+// row of each parallel loop nest): for the host by the JIT, with JitOptions::offload, and as
+// PTX kernels (ptx.hpp), which the driver compiles for the GPU. The host code runs as on the
+// CPU, and wherever it would hand a loop nest's chunks to its thread pool (abi.h's
+// slope_parallel), the offload's parallel_for launches that chunk's kernel instead, with
+// the same captures read out of the task's ctx, and waits for it. A loop nest without a
+// kernel (ptx.cpp says why) runs on the host.
+//
+// Memory is CUDA's managed memory: the arguments and results are copied into and out of it,
+// and what the code allocates (its workspace, tapes, temporaries) comes from it, so one
+// pointer is good on both sides and the driver moves pages to where they are used. The
+// arithmetic is the CPU's LLVM IR; only the math functions differ (libdevice on the GPU).
+#pragma once
+
+#include "compiler/codegen/execute.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace slope::codegen {
+
+/// What one offloaded function did, summed over its calls.
+struct OffloadStats {
+  int64_t kernels = 0;   // loop nests with a kernel (of `loops`)
+  int64_t loops = 0;     // parallel loop nests
+  int64_t launches = 0;  // kernel launches
+  int64_t hostLoops = 0; // loop nests handed to the offload that ran on the host
+  int64_t calls = 0;
+  double kernelSeconds = 0; // launching the kernels and waiting for them
+  double callSeconds = 0;   // whole calls, copies in and out included
+  std::string arch;         // the architecture the PTX was made for
+  std::string report;       // per loop nest: kernel or host, and why (printPtx's comment)
+};
+
+/// The JIT's options for the host side of an offloaded function (optimisation level optLevel).
+JitOptions offloadJitOptions(int optLevel = 2);
+
+/// Runs functions on CUDA device 0. With SLOPE_CUDA_STATS=1 in the environment, each
+/// function's OffloadStats go to stderr when it is dropped. Throws std::runtime_error from the
+/// constructor where CUDA is not usable (the message says what is missing), and from a call whose
+/// kernel failed.
+class CudaRunner final : public Runner {
+public:
+  explicit CudaRunner(int optLevel = 2);
+  Runnable prepare(const ir::Function& f) override;
+  /// The stats of the function prepare() made last (shared with its Runnable).
+  std::shared_ptr<const OffloadStats> lastStats() const { return last_; }
+
+private:
+  int optLevel_;
+  std::shared_ptr<Jit> jit_;
+  std::shared_ptr<OffloadStats> last_;
+};
+
+} // namespace slope::codegen
