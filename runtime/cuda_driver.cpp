@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 
@@ -206,6 +207,10 @@ namespace {
 
 enum class Memory { Host, Managed, Pinned };
 
+/// Without CUDA: the blocks managedMalloc handed out (start, bytes), for reachable().
+std::mutex gHostMutex;
+std::map<uintptr_t, size_t> gHostBlocks;
+
 /// managedMalloc's kind of memory, chosen at the first allocation.
 Memory memory() {
   static const Memory kind = [] {
@@ -238,8 +243,15 @@ const char* memoryKind() {
 
 void* managedMalloc(size_t n) {
   Memory m = memory();
-  if (m == Memory::Host) return std::malloc(n); // (offload code run on the CPU alone: a test's)
-  if (n == 0) n = 1;                            // (the driver takes no empty allocation)
+  if (m == Memory::Host) { // (offload code run on the CPU alone: a test's)
+    void* p = std::malloc(n);
+    if (p) {
+      std::lock_guard<std::mutex> lock(gHostMutex);
+      gHostBlocks[reinterpret_cast<uintptr_t>(p)] = n;
+    }
+    return p;
+  }
+  if (n == 0) n = 1; // (the driver takes no empty allocation)
   if (m == Memory::Pinned) {
     // CU_MEMHOSTALLOC_PORTABLE | CU_MEMHOSTALLOC_DEVICEMAP: with unified addressing (every
     // 64-bit platform CUDA 12 runs on) the host pointer is the device's too.
@@ -252,6 +264,16 @@ void* managedMalloc(size_t n) {
   return reinterpret_cast<void*>(static_cast<uintptr_t>(p));
 }
 
+bool reachable(const void* p) {
+  if (memory() != Memory::Host) return true;
+  auto a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(gHostMutex);
+  auto it = gHostBlocks.upper_bound(a);
+  if (it == gHostBlocks.begin()) return false;
+  --it;
+  return a <= it->first + it->second; // (one past the end too)
+}
+
 void* managedCalloc(size_t n, size_t size) {
   if (size != 0 && n > SIZE_MAX / size) return nullptr;
   void* p = managedMalloc(n * size);
@@ -261,7 +283,13 @@ void* managedCalloc(size_t n, size_t size) {
 
 void managedFree(void* p) {
   switch (memory()) {
-  case Memory::Host: std::free(p); break;
+  case Memory::Host:
+    if (p) {
+      std::lock_guard<std::mutex> lock(gHostMutex);
+      gHostBlocks.erase(reinterpret_cast<uintptr_t>(p));
+    }
+    std::free(p);
+    break;
   case Memory::Managed:
     if (p) gApi.cuMemFree(static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p)));
     break;

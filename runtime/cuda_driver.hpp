@@ -107,6 +107,10 @@ void useDevice();
 void* managedMalloc(size_t n);
 void* managedCalloc(size_t n, size_t size);
 void managedFree(void* p);
+/// Without CUDA: whether p lies in (or just past) a block of managedMalloc's, the memory a
+/// kernel could reach (the offload's emulation checks each pointer a task captures). With
+/// CUDA: true.
+bool reachable(const void* p);
 /// "managed" or "pinned" (see managedMalloc), or "host" without CUDA.
 const char* memoryKind();
 

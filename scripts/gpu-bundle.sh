@@ -18,6 +18,9 @@ strip --strip-unneeded -o "$b/libslope.so.0" "$(readlink -f "$build/libslope.so.
 strip -o "$b/slopec" "$build/slopec"
 strip -o "$b/tests/slope_unit_tests" "$build/tests/slope_unit_tests"
 strip -o "$b/bench/slope_bench" "$build/bench/slope_bench"
+# Google Benchmark is a Debian shared library the GPU machine lacks: it travels in lib/.
+mkdir -p "$b/lib"
+ldd "$build/bench/slope_bench" | awk '/libbenchmark/ {print $3}' | xargs -r -I{} cp {} "$b/lib/"
 # The peers' versions of the GPU workloads (PyTorch, JAX), where ../shared has them.
 [ -f "$root/../shared/bench/gpu_anchors.py" ] && cp "$root/../shared/bench/gpu_anchors.py" "$b/"
 # The tests read the samples from the source tree whose path they were built with.

@@ -3,7 +3,7 @@
 # machine with LLVM (scripts/gpu-bundle.sh). Run from the repository root:
 #   scripts/gpu-check.sh build-gpu/gpu-bundle.tar.xz [OUT]
 # OUT (default: $OUT, else gpu-check-out) gets four files: results.txt (every step's status
-# and the end of its output), logs.txt (every step's whole output), slope_gpu_bench.json and
+# and the end of its output), logs.txt.gz (every step's whole output), slope_gpu_bench.json and
 # gpu_anchors.json (the device tool brings back at most 8 files). Each step has its own time
 # limit, and a failing step does not stop the others: one run on a lent machine brings back
 # all it can. The steps, most important first:
@@ -67,6 +67,7 @@ log "machine: $(uname -srm), $(nproc) cores; glibc $(ldd --version | head -1 | a
 command -v nvidia-smi > /dev/null &&
   log "$(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader)"
 export PATH=$PATH:/usr/local/cuda/bin
+export LD_LIBRARY_PATH=$b/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} # (Google Benchmark)
 export SLOPE_CUDA_STATS=1
 
 # 1. slopec on the GPU: the seed example (54, [[4, 6], [8, 10]]), auto, a gradient check.
@@ -77,9 +78,9 @@ step slopec-check 120 "$b/slopec" check samples/autograd_intro.slope --device cu
 
 # 2. The GPU tests, sharded over 8 processes (one GPU; each process its own context).
 step gpu-tests 240 bash "$0" --shards "$b/tests/slope_unit_tests" 8 \
-  'CudaDevice.*:Ops/JitVsInterp.OnCudaDevice/*:Api.InterpreterOptionGivesTheSameNumbers'
+  'CudaDevice.*:Offload.*:Ops/JitVsInterp.OnCudaDevice/*:Api.InterpreterOptionGivesTheSameNumbers'
 SLOPE_CUDA_MEMORY=pinned step gpu-tests-pinned 90 bash "$0" --shards "$b/tests/slope_unit_tests" 4 \
-  'CudaDevice.KernelsRunAndFailAsOnTheCpu:Ops/JitVsInterp.OnCudaDevice/*sum*'
+  'Offload.KernelsRunAndFailAsOnTheCpu:Ops/JitVsInterp.OnCudaDevice/*sum*'
 
 # 3. Slope's GPU benchmarks (the bowl in f32 over 2^28 elements, the GMM at two sizes, the
 # compile time), then the same in pinned memory.
@@ -89,12 +90,15 @@ step slope-gpu-bench 150 "$b/bench/slope_bench" --benchmark_filter='Cuda' \
 SLOPE_CUDA_MEMORY=pinned step slope-gpu-bench-pinned 90 "$b/bench/slope_bench" \
   --benchmark_filter='Cuda_(Bowl|Gmm)'
 
-# 4. The peers on this GPU (PyTorch and JAX).
+# 4. The peers on this GPU (PyTorch and JAX); GPU_CHECK_ANCHORS=0 leaves them out.
 py=/opt/torch/.venv/bin/python
 anchors=$(ls "$b/gpu_anchors.py" ../shared/bench/gpu_anchors.py 2> /dev/null | head -1)
-if [ -x "$py" ] && [ -n "$anchors" ]; then
+if [ "${GPU_CHECK_ANCHORS:-1}" = 0 ]; then
+  log "== anchors: left out (GPU_CHECK_ANCHORS=0)"
+elif [ -x "$py" ] && [ -n "$anchors" ]; then
   OUT=$out PYTHONUNBUFFERED=1 step anchors 200 "$py" "$anchors"
 else
   log "== anchors: skipped (no $py or gpu_anchors.py)"
 fi
 log "== done"
+gzip -9 "$logs" # (the device tool brings back files of 16 MiB at most)

@@ -506,6 +506,7 @@ std::vector<ChunkTask> chunkTasks(llvm::Module& m, const std::string& name) {
     for (size_t j = 0; j + 1 < fields.size(); ++j) {
       t.offsets.push_back(static_cast<uint32_t>(sl->getElementOffset(j)));
       t.sizes.push_back(static_cast<uint32_t>(m.getDataLayout().getTypeAllocSize(fields[j])));
+      t.pointers.push_back(fields[j]->isPointerTy());
     }
     t.failedOffset = static_cast<uint32_t>(sl->getElementOffset(fields.size() - 1));
     out.push_back(std::move(t));

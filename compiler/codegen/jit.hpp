@@ -30,6 +30,7 @@ struct ChunkTask {
   slope_task task = nullptr;     // its address in the JIT
   std::vector<uint32_t> offsets; // each capture's byte offset in ctx
   std::vector<uint32_t> sizes;   // and its size
+  std::vector<bool> pointers;    // and whether it is a pointer
   uint32_t failedOffset = 0;     // the i64 least failed chunk, which the code reads after
   std::string hostOnly;          // non-empty: why only the host can run it
 };

@@ -48,9 +48,11 @@ struct Offloaded {
   CompiledFunction c;
   cuda::CUmodule module = nullptr;
   struct Launch {
-    cuda::CUfunction kernel = nullptr; // null: the host runs it
+    bool device = false;               // a kernel's (else the host runs it)
+    cuda::CUfunction kernel = nullptr; // (null in an emulation)
     const ChunkTask* task = nullptr;
   };
+  bool emulated = false; // CudaRunner::Emulate
   std::unordered_map<const void*, Launch> byTask;
   slope_parallel parallel{};
   std::unique_ptr<Managed> failed;               // the kernels' least failed chunk
@@ -77,14 +79,18 @@ struct Offloaded {
   static void parallelFor(void* pool, int64_t n, int32_t, slope_task task, void* ctx) {
     auto* o = static_cast<Offloaded*>(pool);
     auto it = o->byTask.find(reinterpret_cast<const void*>(task));
-    if (it == o->byTask.end() || !it->second.kernel || !o->error.empty()) {
+    if (it == o->byTask.end() || !it->second.device || !o->error.empty()) {
       for (int64_t k = 0; k < n; ++k)
         task(ctx, k, 0);
       ++o->stats->hostLoops;
       return;
     }
-    const cuda::Api& a = cuda::api();
     const ChunkTask& t = *it->second.task;
+    if (o->emulated) {
+      o->emulate(t, n, task, ctx);
+      return;
+    }
+    const cuda::Api& a = cuda::api();
     auto* failed = static_cast<int64_t*>(o->failed->p);
     *failed = n;
     int64_t chunks = n;
@@ -110,10 +116,36 @@ struct Offloaded {
     *least = std::min(*least, *failed);
   }
 
+  /// The launch as the host can play it: each pointer the task captures must point into
+  /// memory a kernel reaches (cuda::reachable), and the task gets a fresh ctx holding only
+  /// the bytes a launch passes. A wrong offset, a missing capture or a pointer into the
+  /// host's own memory shows as an error or a wrong result.
+  void emulate(const ChunkTask& t, int64_t n, slope_task task, void* ctx) {
+    for (size_t j = 0; j < t.offsets.size(); ++j) {
+      if (!t.pointers[j]) continue;
+      void* p = nullptr;
+      std::memcpy(&p, static_cast<char*>(ctx) + t.offsets[j], sizeof p);
+      if (p && !cuda::reachable(p)) {
+        error = "capture " + std::to_string(j) + " of " + f.name + ".chunk" +
+                std::to_string(t.index) + " points to memory a kernel cannot reach";
+        return;
+      }
+    }
+    std::vector<uint64_t> copy(t.failedOffset / 8 + 1, 0);
+    auto* dst = reinterpret_cast<char*>(copy.data());
+    for (size_t j = 0; j < t.offsets.size(); ++j)
+      std::memcpy(dst + t.offsets[j], static_cast<char*>(ctx) + t.offsets[j], t.sizes[j]);
+    std::memcpy(dst + t.failedOffset, static_cast<char*>(ctx) + t.failedOffset, 8);
+    for (int64_t k = 0; k < n; ++k)
+      task(dst, k, 0);
+    std::memcpy(static_cast<char*>(ctx) + t.failedOffset, dst + t.failedOffset, 8);
+    ++stats->launches;
+  }
+
   std::vector<Tensor> call(const std::vector<Tensor>& args) {
     std::lock_guard<std::mutex> lock(mutex);
     auto t0 = std::chrono::steady_clock::now();
-    cuda::useDevice();
+    if (!emulated) cuda::useDevice();
     auto sizes = bindSizes(f, args);
     std::vector<int64_t> sz = sizesArray(f, sizes);
     // Everything the code reads through a pointer is managed, the ABI's arrays included (a
@@ -147,12 +179,13 @@ struct Offloaded {
     c.setParallel(&parallel);
     slope_error err{};
     int32_t code = c.fn(argp, sizesp, resp, &err);
-    if (!error.empty()) throw std::runtime_error("CUDA: " + error);
+    if (!error.empty())
+      throw std::runtime_error((emulated ? "offload emulation: " : "CUDA: ") + error);
     if (code != 0) throwCallFailure(c, err, &sizes);
     for (size_t r = 0; r < results.size(); ++r)
       cuda::prefetch(
           resp[r], static_cast<size_t>(results[r].numel()) * dtypeSize(results[r].dtype()), false);
-    cuda::api().cuCtxSynchronize();
+    if (!emulated) cuda::api().cuCtxSynchronize();
     for (size_t r = 0; r < results.size(); ++r)
       std::memcpy(results[r].raw(), resp[r],
                   static_cast<size_t>(results[r].numel()) * dtypeSize(results[r].dtype()));
@@ -176,19 +209,23 @@ JitOptions offloadJitOptions(int optLevel) {
   return o;
 }
 
-CudaRunner::CudaRunner(int optLevel)
-    : optLevel_(optLevel), jit_(std::make_shared<Jit>(offloadJitOptions(optLevel))) {
-  cuda::useDevice(); // (throws, saying what is missing, where CUDA is not usable)
+CudaRunner::CudaRunner(int optLevel, Mode mode)
+    : optLevel_(optLevel), mode_(mode), jit_(std::make_shared<Jit>(offloadJitOptions(optLevel))) {
+  if (mode_ == Mode::Device)
+    cuda::useDevice(); // (throws, saying what is missing, where CUDA is not usable)
+  else if (cuda::probe().ok())
+    throw std::logic_error("the offload's emulation is for machines without CUDA");
 }
 
 Runnable CudaRunner::prepare(const ir::Function& f) {
-  const cuda::Probe& probe = cuda::probe();
+  const bool emulated = mode_ == Mode::Emulate;
   auto o = std::make_shared<Offloaded>();
   o->f = f;
+  o->emulated = emulated;
   o->c = jit_->add(f);
   o->stats = std::make_shared<OffloadStats>();
   PtxOptions po;
-  po.arch = archFor(probe.devices.at(0));
+  po.arch = emulated ? "sm_90" : archFor(cuda::probe().devices.at(0));
   po.optLevel = optLevel_;
   PtxModule ptx = emitPtx(f, po);
   o->stats->arch = po.arch;
@@ -199,11 +236,11 @@ Runnable CudaRunner::prepare(const ir::Function& f) {
     throw std::logic_error("offload: " + f.name + " has " + std::to_string(o->c.tasks.size()) +
                            " host tasks and " + std::to_string(ptx.loops.size()) +
                            " loop nests in its PTX");
-  const cuda::Api& a = cuda::api();
-  cuda::useDevice();
   bool anyKernel = std::any_of(ptx.loops.begin(), ptx.loops.end(),
                                [](const PtxLoop& l) { return !l.kernel.empty(); });
-  if (anyKernel) {
+  if (anyKernel && !emulated) {
+    const cuda::Api& a = cuda::api();
+    cuda::useDevice();
     char log[8192] = {};
     int options[] = {5, 6}; // CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
     void* values[] = {log, reinterpret_cast<void*>(static_cast<uintptr_t>(sizeof log - 1))};
@@ -219,8 +256,11 @@ Runnable CudaRunner::prepare(const ir::Function& f) {
     Offloaded::Launch launch;
     launch.task = &t;
     if (!l.kernel.empty() && t.hostOnly.empty()) {
-      if (cuda::CUresult r = a.cuModuleGetFunction(&launch.kernel, o->module, l.kernel.c_str()))
-        throw std::runtime_error("CUDA: no kernel " + l.kernel + ": " + cuda::errorText(r));
+      launch.device = true;
+      if (!emulated)
+        if (cuda::CUresult r =
+                cuda::api().cuModuleGetFunction(&launch.kernel, o->module, l.kernel.c_str()))
+          throw std::runtime_error("CUDA: no kernel " + l.kernel + ": " + cuda::errorText(r));
       ++o->stats->kernels;
     } else if (!l.kernel.empty()) {
       o->stats->report += "//   (" + l.chunk + " runs on the host after all: " + t.hostOnly + ")\n";

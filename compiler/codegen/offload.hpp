@@ -44,13 +44,18 @@ JitOptions offloadJitOptions(int optLevel = 2);
 /// kernel failed.
 class CudaRunner final : public Runner {
 public:
-  explicit CudaRunner(int optLevel = 2);
+  /// Device: runs on GPU 0. Emulate (a test's, on a machine without CUDA): everything but
+  /// the GPU, each launch played on the host (Offloaded::emulate), which checks that every
+  /// pointer a kernel would get points into memory a kernel reaches.
+  enum class Mode { Device, Emulate };
+  explicit CudaRunner(int optLevel = 2, Mode mode = Mode::Device);
   Runnable prepare(const ir::Function& f) override;
   /// The stats of the function prepare() made last (shared with its Runnable).
   std::shared_ptr<const OffloadStats> lastStats() const { return last_; }
 
 private:
   int optLevel_;
+  Mode mode_;
   std::shared_ptr<Jit> jit_;
   std::shared_ptr<OffloadStats> last_;
 };
