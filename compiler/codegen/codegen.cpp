@@ -1443,6 +1443,34 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   outerDynSlots_ = std::move(savedOuterDyn);
   worker_ = nullptr;
 
+  // For a device (JitOptions::offload), a slot on the outer function's stack that the chunk
+  // only reads (a size bound outside it: its trip count) is read once here and passed by
+  // value, since a kernel cannot reach the host's stack. (Chunks run after this point and
+  // none writes the slot, so every read gives this value.)
+  if (opt_.offload) {
+    std::map<llvm::AllocaInst*, std::vector<llvm::LoadInst*>> reads;
+    std::set<llvm::AllocaInst*> written;
+    for (llvm::BasicBlock& bb : *scratch)
+      for (llvm::Instruction& I : bb)
+        for (llvm::Use& u : I.operands()) {
+          auto* a = llvm::dyn_cast<llvm::AllocaInst>(u.get());
+          if (!a || a->getFunction() == scratch) continue;
+          auto* ld = llvm::dyn_cast<llvm::LoadInst>(&I);
+          if (ld && ld->getPointerOperand() == a && ld->getType() == a->getAllocatedType())
+            reads[a].push_back(ld);
+          else
+            written.insert(a);
+        }
+    for (auto& [a, loads] : reads) {
+      if (written.count(a)) continue;
+      llvm::Value* v = B_.CreateLoad(a->getAllocatedType(), a, a->getName() + ".value");
+      for (llvm::LoadInst* ld : loads) {
+        ld->replaceAllUsesWith(v);
+        ld->eraseFromParent();
+      }
+    }
+  }
+
   // 2. Its captures: the outer function's values it uses, which become parameters.
   std::vector<llvm::Value*> caps;
   std::map<llvm::Value*, size_t> capIndex;
@@ -1529,9 +1557,10 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
       llvm::raw_string_ostream ts(t);
       v->getType()->print(ts);
       types += (types.empty() ? "" : ",") + t;
+      const llvm::Value* base = llvm::getUnderlyingObject(v);
       if (v->getType()->isPointerTy() &&
-          !llvm::isa<llvm::Argument, llvm::LoadInst, llvm::CallInst>(llvm::getUnderlyingObject(v)))
-        why = "it reads a value on the host's stack";
+          !llvm::isa<llvm::Argument, llvm::LoadInst, llvm::CallInst>(base))
+        why = "it reads '" + base->getName().str() + "' on the host's stack";
     }
     task->addFnAttr(kTaskAttr, types + ";" + why);
   }

@@ -291,6 +291,7 @@ PtxModule emitPtx(const ir::Function& f, const PtxOptions& opt) {
   jo.optLevel = opt.optLevel;
   jo.vectorMath = false;
   jo.rowChunks = true;
+  jo.offload = true; // (the host's code for the kernels is generated so: the same captures)
   std::unique_ptr<llvm::Module> m = generate(f, ctx, sites, jo);
 
   // The chunks, in the order of their loop nests, and the kernels of those that can run there.
