@@ -10,8 +10,8 @@ The forward pass calls the compiled function, or, when an input needs a gradient
 function returns one scalar, the compiled gradient, which gives the value and the gradient in
 one call; the backward pass scales that gradient, or calls the VJP with PyTorch's output
 gradients. CPU tensors are passed as NumPy views of their own memory (contiguous tensors of
-the parameter's dtype are not copied); CUDA tensors are copied to the host (Slope's CUDA
-offload runs no code yet).
+the parameter's dtype are not copied); CUDA tensors are copied to the host (the Python module
+does not yet offer Slope's CUDA target).
 """
 import numpy as np
 import torch

@@ -1550,8 +1550,9 @@ int runGraph(const Args& a) {
 
 int runCompile(const Args& a) {
   if (a.target == "cuda")
-    throw Usage("--target cuda is not available in this version: CUDA offload runs no code yet "
-                "(slopec grad --emit ptx prints the kernels)");
+    throw Usage("--target cuda is not available in this version: objects for the GPU are not "
+                "built (slopec eval --device cuda runs on it; slopec grad --emit ptx prints the "
+                "kernels)");
   if (a.target != "cpu") throw Usage("unknown --target '" + a.target + "' (cpu, cuda)");
   if (a.out.empty()) throw Usage("compile needs -o OUT.o (and --header OUT.h for its header)");
   if (a.out == "-") throw Usage("compile writes a binary object file: -o needs a file name");
