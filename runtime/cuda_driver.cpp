@@ -162,27 +162,33 @@ std::string errorText(CUresult r) {
   return "error " + std::to_string(r);
 }
 
-std::string loadKernels(const std::string& ptx, const std::vector<std::string>& kernels) {
+CUmodule loadModule(const std::string& ptx) {
   const Api& a = api();
-  CUdevice dev = 0;
-  CUcontext ctx = nullptr;
-  if (CUresult r = a.cuDeviceGet(&dev, 0)) return "cuDeviceGet: " + errorText(r);
-  if (CUresult r = a.cuDevicePrimaryCtxRetain(&ctx, dev))
-    return "cuDevicePrimaryCtxRetain: " + errorText(r);
-  if (CUresult r = a.cuCtxSetCurrent(ctx)) return "cuCtxSetCurrent: " + errorText(r);
+  useDevice();
   char log[8192] = {};
   int options[] = {kJitErrorLogBuffer, kJitErrorLogSize};
   void* values[] = {log, reinterpret_cast<void*>(static_cast<uintptr_t>(sizeof log - 1))};
   CUmodule m = nullptr;
   if (CUresult r = a.cuModuleLoadDataEx(&m, ptx.c_str(), 2, options, values))
-    return "cuModuleLoadDataEx: " + errorText(r) + (log[0] ? std::string("\n") + log : "");
+    throw std::runtime_error("cuModuleLoadDataEx: " + errorText(r) +
+                             (log[0] ? std::string("\n") + log : ""));
+  return m;
+}
+
+std::string loadKernels(const std::string& ptx, const std::vector<std::string>& kernels) {
+  CUmodule m = nullptr;
+  try {
+    m = loadModule(ptx);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
   std::string out;
   for (const std::string& k : kernels) {
     CUfunction f = nullptr;
-    if (CUresult r = a.cuModuleGetFunction(&f, m, k.c_str()))
+    if (CUresult r = api().cuModuleGetFunction(&f, m, k.c_str()))
       out += (out.empty() ? "" : "\n") + ("cuModuleGetFunction " + k + ": " + errorText(r));
   }
-  a.cuModuleUnload(m);
+  api().cuModuleUnload(m);
   return out;
 }
 

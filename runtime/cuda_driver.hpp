@@ -88,6 +88,10 @@ const Api& api();
 /// detected"); empty for success.
 std::string errorText(CUresult r);
 
+/// `ptx` loaded on device 0 (made current), the driver compiling it for that GPU; throws
+/// std::runtime_error with the driver's error and its compile log.
+CUmodule loadModule(const std::string& ptx);
+
 /// The kernels of `ptx` loaded on device 0 (the driver compiles the PTX for it), each looked
 /// up by name: empty on success, else what failed. For checks on a GPU machine.
 std::string loadKernels(const std::string& ptx, const std::vector<std::string>& kernels);

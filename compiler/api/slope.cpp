@@ -566,14 +566,17 @@ std::shared_ptr<detail::ModuleImpl> finish(std::unique_ptr<Program> p, const Opt
   if (impl->options.threads == 0) impl->options.threads = defaultThreads();
   // "cuda" runs on device 0 or throws what is missing; "auto" runs there where CUDA starts.
   if (options.target != "cpu" && !options.interpret) {
-    const cuda::Probe& probe = cuda::probe();
-    try {
-      if (!probe.ok()) throw std::runtime_error("CUDA is not available: " + probe.problem);
-      impl->cuda = std::make_unique<codegen::CudaRunner>(options.opt_level);
-    } catch (const std::runtime_error& e) {
-      if (options.target == "cuda")
-        throw std::invalid_argument("target 'cuda': " + std::string(e.what()));
+    const cuda::Probe& probe = cuda::probe(); // (asked first: no JIT is made for nothing)
+    std::string why = probe.ok() ? "" : "CUDA is not available: " + probe.problem;
+    if (why.empty()) {
+      try {
+        impl->cuda = std::make_unique<codegen::CudaRunner>(options.opt_level);
+      } catch (const std::runtime_error& e) {
+        why = e.what();
+      }
     }
+    if (!why.empty() && options.target == "cuda")
+      throw std::invalid_argument("target 'cuda': " + why);
   }
   if (!options.interpret && !impl->cuda)
     impl->jit = std::make_unique<codegen::Jit>(jitOptions(impl->options));

@@ -30,6 +30,10 @@ std::string archFor(const cuda::Device& d) {
                            ") is older than sm_60, the oldest GPU Slope's kernels run on");
 }
 
+size_t bytesOf(const Tensor& t) {
+  return static_cast<size_t>(t.numel()) * dtypeSize(t.dtype());
+}
+
 /// A managed buffer that frees itself.
 struct Managed {
   void* p = nullptr;
@@ -162,10 +166,9 @@ struct Offloaded {
     };
     auto* argp = static_cast<void**>(managed(sizeof(void*) * args.size()));
     for (size_t k = 0; k < args.size(); ++k) {
-      size_t bytes = static_cast<size_t>(args[k].numel()) * dtypeSize(args[k].dtype());
-      argp[k] = managed(bytes);
-      std::memcpy(argp[k], args[k].raw(), bytes);
-      cuda::prefetch(argp[k], bytes, true);
+      argp[k] = managed(bytesOf(args[k]));
+      std::memcpy(argp[k], args[k].raw(), bytesOf(args[k]));
+      cuda::prefetch(argp[k], bytesOf(args[k]), true);
     }
     auto* sizesp = static_cast<int64_t*>(managed(sizeof(int64_t) * sz.size()));
     std::copy(sz.begin(), sz.end(), sizesp);
@@ -174,7 +177,7 @@ struct Offloaded {
       results.emplace_back(f.types[f.body.yields[r]].dtype, resultShape(f, r, sizes));
     auto* resp = static_cast<void**>(managed(sizeof(void*) * results.size()));
     for (size_t r = 0; r < results.size(); ++r)
-      resp[r] = managed(static_cast<size_t>(results[r].numel()) * dtypeSize(results[r].dtype()));
+      resp[r] = managed(bytesOf(results[r]));
     error.clear();
     c.setParallel(&parallel);
     slope_error err{};
@@ -183,12 +186,10 @@ struct Offloaded {
       throw std::runtime_error((emulated ? "offload emulation: " : "CUDA: ") + error);
     if (code != 0) throwCallFailure(c, err, &sizes);
     for (size_t r = 0; r < results.size(); ++r)
-      cuda::prefetch(
-          resp[r], static_cast<size_t>(results[r].numel()) * dtypeSize(results[r].dtype()), false);
+      cuda::prefetch(resp[r], bytesOf(results[r]), false);
     if (!emulated) cuda::api().cuCtxSynchronize();
     for (size_t r = 0; r < results.size(); ++r)
-      std::memcpy(results[r].raw(), resp[r],
-                  static_cast<size_t>(results[r].numel()) * dtypeSize(results[r].dtype()));
+      std::memcpy(results[r].raw(), resp[r], bytesOf(results[r]));
     ++stats->calls;
     stats->callSeconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -239,14 +240,12 @@ Runnable CudaRunner::prepare(const ir::Function& f) {
   bool anyKernel = std::any_of(ptx.loops.begin(), ptx.loops.end(),
                                [](const PtxLoop& l) { return !l.kernel.empty(); });
   if (anyKernel && !emulated) {
-    const cuda::Api& a = cuda::api();
-    cuda::useDevice();
-    char log[8192] = {};
-    int options[] = {5, 6}; // CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES
-    void* values[] = {log, reinterpret_cast<void*>(static_cast<uintptr_t>(sizeof log - 1))};
-    if (cuda::CUresult r = a.cuModuleLoadDataEx(&o->module, ptx.ptx.c_str(), 2, options, values))
+    try {
+      o->module = cuda::loadModule(ptx.ptx);
+    } catch (const std::runtime_error& e) {
       throw std::runtime_error("CUDA: the driver did not load the kernels of " + f.name + ": " +
-                               cuda::errorText(r) + (log[0] ? std::string("\n") + log : ""));
+                               e.what());
+    }
   }
   for (size_t k = 0; k < ptx.loops.size(); ++k) {
     const PtxLoop& l = ptx.loops[k];
