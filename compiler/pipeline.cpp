@@ -56,18 +56,22 @@ void Program::build() {
   });
 }
 
-std::optional<ir::Function> Program::lower(const std::string& name, DiagSink& sink) const {
+std::optional<ir::Function> Program::lower(const std::string& name, DiagSink& sink,
+                                           const std::set<std::string>& plain) const {
   return lowerFunction(
       module_, name, sink,
-      [this](const std::string& kind, const std::string& fn, const std::vector<std::string>& wrt) {
-        return derivativeToInline(kind, fn, wrt);
-      });
+      [this](const std::string& kind, const std::string& fn, const std::vector<std::string>& wrt,
+             const std::set<std::string>& without) {
+        return derivativeToInline(kind, fn, wrt, without);
+      },
+      plain);
 }
 
 ir::Function Program::derivativeToInline(const std::string& kind, const std::string& name,
-                                         const std::vector<std::string>& wrt) const {
+                                         const std::vector<std::string>& wrt,
+                                         const std::set<std::string>& plain) const {
   DiagSink sink(*file_);
-  std::optional<ir::Function> f = lower(name, sink);
+  std::optional<ir::Function> f = lower(name, sink, plain);
   if (!f) throw GradError(sink.render());
   simplify(*f);
   ir::Function d;
@@ -123,6 +127,8 @@ ir::Function Program::gradient(const std::string& name, const std::vector<std::s
   ir::Function f = forward(name), g;
   withLargeStack([&] {
     g = differentiate(f, wrt, opt);
+    // The forward sweep's calls with user rules now just compute (their rules are used).
+    ir::stripCustom(g);
     simplify(g);
     returnBuffersInPlace(g);
   });
@@ -134,6 +140,7 @@ ir::Function Program::jvp(const std::string& name, const std::vector<std::string
   ir::Function f = forward(name), j;
   withLargeStack([&] {
     j = slope::jvp(f, wrt, batch);
+    ir::stripCustom(j);
     simplify(j);
     returnBuffersInPlace(j);
   });
@@ -157,6 +164,7 @@ ir::Function Program::hvp(const std::string& name, const std::vector<std::string
     ir::Function g = differentiate(f, w, opt);
     simplify(g);
     h = slope::hvp(g, w, batch);
+    ir::stripCustom(h);
     simplify(h);
     returnBuffersInPlace(h);
   });

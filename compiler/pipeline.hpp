@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -54,10 +55,12 @@ private:
   Program() = default;
   void build();
   /// f lowered with every call inlined, the derivatives it calls included.
-  std::optional<ir::Function> lower(const std::string& name, DiagSink& sink) const;
+  std::optional<ir::Function> lower(const std::string& name, DiagSink& sink,
+                                    const std::set<std::string>& plain = {}) const;
   /// What `grad(f)(...)`, `jvp(f)(...)` and `hvp(f)(...)` inline (check.hpp, DerivativeSource).
   ir::Function derivativeToInline(const std::string& kind, const std::string& name,
-                                  const std::vector<std::string>& wrt) const;
+                                  const std::vector<std::string>& wrt,
+                                  const std::set<std::string>& plain) const;
   std::unique_ptr<SourceFile> file_;
   std::unique_ptr<DiagSink> diags_;
   ast::Module module_;

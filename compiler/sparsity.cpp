@@ -382,6 +382,24 @@ private:
     case ir::OpKind::Region: break;
     }
     if (writesMemory(in) || !fl) throw Unsupported{};
+    if (in.op == Op::Custom) {
+      // A user's rule may read any element of any operand: each element of the result depends
+      // on all of them (exact for a scalar call, the usual case; never too few).
+      Set d;
+      for (int a : in.args) {
+        if (f_.types[a].rank() == 0) {
+          unite(d, deps(a));
+          continue;
+        }
+        for (int64_t e = 0; e < numel(f_.types[a]); ++e)
+          unite(d, tensorElement(a, e));
+      }
+      if (t.rank() == 0)
+        fd_[r] = std::move(d);
+      else
+        local_[r] = std::vector<Set>(static_cast<size_t>(numel(t)), d);
+      return;
+    }
     if (in.op == Op::If) {
       int64_t c = intOf(in.args[0]);
       std::vector<const Block*> taken;

@@ -24,6 +24,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   LIT_FILTER_OUT=${LIT_FILTER_OUT:-'cli/long_sum.test|diagnostics/long_operator_chain.test'} \
   SLOPE_GEN_PROGRAMS=${SLOPE_GEN_PROGRAMS:-32} \
   SLOPE_LANG_GEN_PROGRAMS=${SLOPE_LANG_GEN_PROGRAMS:-8} \
+  SLOPE_RULE_GEN_PROGRAMS=${SLOPE_RULE_GEN_PROGRAMS:-8} \
   SLOPE_LOOP_FUZZ_PROGRAMS=${SLOPE_LOOP_FUZZ_PROGRAMS:-20} \
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \

@@ -112,6 +112,11 @@ void Reverse::analyze(const Block& b) {
     bool act = false;
     switch (ir::opKind(in.op)) {
     case ir::OpKind::Region:
+      if (in.op == Op::Custom) { // (its rule's yields are cotangents, not results)
+        for (int a : in.args)
+          act = act || active(a);
+        break;
+      }
       for (const Block& r : in.regions)
         for (int y : r.yields)
           act = act || active(y);
@@ -140,8 +145,8 @@ void Reverse::analyze(const Block& b) {
 void Reverse::tapeNestedReductions() {
   std::vector<Instr> body;
   for (Instr& outer : out_.body.body) {
-    bool loop =
-        ir::opKind(outer.op) == ir::OpKind::Region && outer.op != Op::If && outer.op != Op::For;
+    bool loop = ir::opKind(outer.op) == ir::OpKind::Region && outer.op != Op::If &&
+                outer.op != Op::For && outer.op != Op::Custom;
     if (loop) {
       Block& r = outer.regions[0];
       std::vector<Instr> inner;
@@ -149,7 +154,7 @@ void Reverse::tapeNestedReductions() {
         inner.push_back(std::move(q));
         const Instr& qi = inner.back();
         bool reduction = ir::opKind(qi.op) == ir::OpKind::Region && qi.op != Op::If &&
-                         qi.op != Op::For && qi.op != Op::Comp;
+                         qi.op != Op::For && qi.op != Op::Comp && qi.op != Op::Custom;
         if (!reduction || qi.result < 0 || !isFloat(src_.types[qi.result].dtype)) continue;
         Instr zero;
         zero.op = Op::BufZeros;
@@ -348,6 +353,24 @@ void Reverse::structural(const Instr& in, int buf) {
         c, [&] { branch(in.regions[0]); }, [&] { branch(in.regions[1]); });
     return;
   }
+  case Op::Custom: {
+    // The user's rule, run on the operands and the result's adjoint, gives each operand's
+    // adjoint: dx_k += rule_k(x, g). The rule is ordinary code here (its own derivative, for an
+    // HVP or a gradient of this gradient, is taken like any other code's).
+    const Block& rule = in.regions[1];
+    int g = t.rank() == 0 ? b_.load(buf, {}) : buf;
+    if (static_cast<int>(primal_.size()) <= rule.args[0]) primal_.resize(rule.args[0] + 1, -1);
+    primal_[rule.args[0]] = g;
+    emitClone(rule, /*nested=*/true);
+    for (size_t k = 0; k < in.args.size(); ++k) {
+      int dx = primal(rule.yields[k]);
+      if (src_.types[in.args[k]].rank() == 0)
+        accumulate(in.args[k], dx);
+      else
+        accumulateTensor(in.args[k], dx);
+    }
+    return;
+  }
   default:
     throw GradError(std::string("internal error: no adjoint for '") + ir::opName(in.op) + "'");
   }
@@ -540,8 +563,9 @@ void accumulatorsAsVars(ir::Function& f) {
                         "reverse mode cannot yet differentiate the adjoint of an `if`; forward "
                         "mode can: jvp('" +
                         f.name + "') in the language, or slopec jvp");
-      for (ir::Block& r : i.regions)
-        walk(r, top && i.op == ir::Op::For);
+      // A user rule runs as it is in the adjoint and is never reversed: its memory stays.
+      for (size_t r = 0; r < (i.op == ir::Op::Custom ? 1 : i.regions.size()); ++r)
+        walk(i.regions[r], top && i.op == ir::Op::For);
       // Every store its own tag: a derivative holds copies of one var write (the forward
       // sweep's and the recomputation's) under the tag of the original, and reverse mode keys
       // each write's overwritten values by tag.

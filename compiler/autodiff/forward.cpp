@@ -156,6 +156,11 @@ private:
       fwdInstr(in);
   }
   void fwdInstr(const Instr& in);
+  /// A call with a user rule (reverse mode's form: a VJP). The rule is linear in the
+  /// cotangent u, so <rule(x, u), v> = <J^T u, v> = <u, J v>: with u = 1 for a scalar result it
+  /// gives the tangent J v in one run of the rule; for a tensor result, element i of J v is
+  /// that with u = e_i, one run per element (the price of a VJP-only rule in forward mode).
+  void customTangent(const Instr& in);
   void tangentEffect(const Instr& in);
   void tangentStructural(const Instr& in);
   /// A region run once for the value and the tangent together: a comprehension or a sum as a
@@ -246,6 +251,11 @@ void Forward::analyze(const Block& b) {
     bool act = false;
     switch (ir::opKind(in.op)) {
     case ir::OpKind::Region:
+      if (in.op == Op::Custom) { // (its rule's yields are cotangents, not results)
+        for (int a : in.args)
+          act = act || active(a);
+        break;
+      }
       for (const Block& r : in.regions)
         for (int y : r.yields)
           act = act || active(y);
@@ -286,7 +296,8 @@ void Forward::emitPrimal(const Instr& in) {
 Block Forward::clonePrimal(const Block& r) {
   std::vector<int> args;
   for (int a : r.args) {
-    int fresh = out_.newValue(ir::Type{DType::I64, {}});
+    ir::Type at = src_.types[a]; // (an index; a user rule's cotangent)
+    int fresh = out_.newValue(at);
     primal_[a] = fresh;
     args.push_back(fresh);
   }
@@ -318,6 +329,7 @@ void Forward::fwdInstr(const Instr& in) {
         primal(in.args[0]), [&] { fwdBlock(in.regions[0]); }, [&] { fwdBlock(in.regions[1]); });
     return;
   }
+  if (in.op == Op::Custom) return customTangent(in);
   if (ir::opKind(in.op) == ir::OpKind::Region && in.result >= 0) {
     // Running such a body a second time for the tangent would repeat its writes.
     bool writes = false;
@@ -373,6 +385,68 @@ void Forward::fwdInstr(const Instr& in) {
     --rewalk_;
     return;
   }
+}
+
+void Forward::customTangent(const Instr& in) {
+  emitPrimal(in);
+  if (!active(in.result)) return;
+  const ir::Type t = src_.types[in.result];
+  const DType dt = t.dtype;
+  const Block& rule = in.regions[1];
+  auto runRule = [&](int u) {
+    primal_[rule.args[0]] = u;
+    for (const Instr& q : rule.body)
+      emitPrimal(q);
+  };
+  // sum_k <rule_k, lane j of x_k's tangent>, after runRule.
+  auto dotLane = [&](int j) {
+    int sum = -1;
+    for (size_t k = 0; k < in.args.size(); ++k) {
+      int a = in.args[k], rk = primal(rule.yields[k]);
+      const ir::Type at = src_.types[a];
+      int term;
+      if (at.rank() == 0) {
+        if (lane_[a].empty()) continue;
+        term = b_.binary(Op::Mul, rk, lane_[a][static_cast<size_t>(j)]);
+      } else {
+        if (whole_[a] < 0) continue;
+        int w = whole_[a];
+        term = b_.region(Op::ReduceSum, at.shape, ir::Type{at.dtype, {}},
+                         [&](const std::vector<int>& idx) {
+                           return b_.binary(Op::Mul, b_.load(rk, idx, "", {}, true),
+                                            b_.load(w, laneIndex(j, idx), "", {}, true));
+                         });
+      }
+      if (out_.types[term].dtype != dt) term = b_.cast(term, dt);
+      sum = sum < 0 ? term : b_.binary(Op::Add, sum, term);
+    }
+    return sum < 0 ? b_.constant(dt, 0) : sum;
+  };
+  if (t.rank() == 0) {
+    runRule(b_.constant(dt, 1.0));
+    std::vector<int> lanes;
+    for (int j = 0; j < lanes_; ++j)
+      lanes.push_back(dotLane(j));
+    lane_[in.result] = lanes;
+    return;
+  }
+  int tan = b_.bufZeros(batched(t));
+  Instr like;
+  like.op = Op::Comp;
+  like.extents = t.shape;
+  like.loc = in.loc;
+  for (int j = 0; j < lanes_; ++j)
+    emitFor(like, [&](const std::vector<int>& idx) {
+      int u = b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& k) {
+        int same = b_.constant(DType::Bool, 1);
+        for (size_t d = 0; d < k.size(); ++d)
+          same = b_.binary(Op::And, same, b_.binary(Op::Eq, k[d], idx[d]));
+        return b_.select(same, b_.constant(dt, 1), b_.constant(dt, 0));
+      });
+      runRule(u);
+      store(Op::BufStore, tan, laneIndex(j, idx), dotLane(j));
+    });
+  whole_[in.result] = tan;
 }
 
 void Forward::tangentEffect(const Instr& in) {

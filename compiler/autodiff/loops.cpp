@@ -126,6 +126,25 @@ std::set<int> Reverse::neededIn(const Block& sb) const {
         mark(i.args[0]);
         if (res) yields();
         return;
+      case Op::Custom:
+        // The value needs the call; the adjoint runs the rule, which reads whatever it uses
+        // from outside (the operands, mostly).
+        if (res) {
+          for (int y : i.regions[0].yields)
+            mark(y);
+          for (int a : i.args)
+            mark(a);
+        }
+        if (i.result >= 0 && active(i.result)) {
+          std::set<int> inside = ir::definedIn(i.regions[1]);
+          ir::forEachInstr(i.regions[1], [&](const Instr& q) {
+            for (int a : q.args)
+              if (!inside.count(a)) mark(a);
+          });
+          for (int y : i.regions[1].yields)
+            if (!inside.count(y)) mark(y);
+        }
+        return;
       case Op::For:
       case Op::BufZeros:
       case Op::Param:
@@ -655,6 +674,8 @@ void Reverse::tapeValues(Block& ob, const Instr* root, std::vector<int> idx, std
       nestedExtentsKnown = nestedExtentsKnown && p.str().find('#') == std::string::npos;
     if (nestedExtentsKnown)
       for (Block& r : in.regions) {
+        // A user rule runs in the adjoint only: a tape store in it would never be filled.
+        if (in.op == Op::Custom && &r != &in.regions[0]) continue;
         std::vector<int> ri = idx;
         std::vector<Poly> re = ext;
         ri.insert(ri.end(), r.args.begin(), r.args.end());

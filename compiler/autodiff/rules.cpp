@@ -282,6 +282,7 @@ Rule entry(Op op) {
   case Op::ArgMax: return none("integer");
   case Op::ArgMin: return none("integer");
   case Op::If: return structural("the adjoint of the taken branch, recomputed");
+  case Op::Custom: return structural("the user's rule (@derivative): dx_k += rule_k(x, g)");
   case Op::For:
     return structural("element loops: each iteration reversed; loops with state: backwards, "
                       "restoring the vars from a per-iteration tape");

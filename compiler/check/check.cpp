@@ -158,14 +158,31 @@ public:
         fns_[f.name] = &f;
     }
     findRecursion();
+    for (const auto& f : m.functions)
+      if (!f.derivativeOf.empty() && fns_.count(f.derivativeOf) && !rules_.count(f.derivativeOf))
+        rules_[f.derivativeOf] = &f;
+    if (checkOnly_) checkRules();
   }
 
   std::optional<ir::Function> lower(const ast::Function& fn);
   bool inCycle(const std::string& name) const { return recursive_.count(name) > 0; }
+  void withoutRules(const std::set<std::string>& plain) { inRule_ = plain; }
 
 private:
   // --- recursion -----------------------------------------------------------------------------
   void findRecursion();
+  /// `@derivative(F) fn r(...)`: F exists, has one rule, returns one float value, and r's
+  /// signature is F's parameters, then the cotangent of F's result, returning one cotangent
+  /// per float parameter of F (README, "User derivative rules").
+  void checkRules();
+  /// A type as written, blanks removed (the rule's types must be spelled as F's are: they
+  /// bind the same size names).
+  std::string typeText(const ast::TypeExpr& t) const {
+    std::string out;
+    for (char c : text(t.range))
+      if (c != ' ' && c != '\t' && c != '\n' && c != '\r') out += c;
+    return out;
+  }
 
   // --- scopes --------------------------------------------------------------------------------
   Inst& inst() { return *stack_.back(); }
@@ -257,6 +274,15 @@ private:
     return s;
   }
   Sym inlineCall(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
+  /// The callee's body lowered here with its parameters bound to args (and its size names to
+  /// bindings).
+  Sym inlineBody(const ast::Function& callee, std::vector<Sym> args,
+                 const std::map<std::string, Poly>& bindings, std::vector<Sym>* tupleOut);
+  /// A call of a function with a user derivative rule: a `custom` instruction whose first
+  /// region is the call and whose second is the rule, inlined with the same arguments and the
+  /// result's cotangent (ops.def).
+  Sym inlineWithRule(const ast::Function& callee, const ast::Function& rule, std::vector<Sym> args,
+                     const std::map<std::string, Poly>& bindings, const TInfo& rt, SrcRange loc);
   Sym inlineDerivative(const Expr& e, const ast::Function& callee, std::vector<Sym>* tupleOut);
   Sym lowerBlock(const ast::Block& b, std::vector<Sym>* tupleOut);
   bool lowerStmt(const ast::Stmt& s);
@@ -273,6 +299,8 @@ private:
   int splices_ = 0; // derivatives inlined so far: a suffix for the size names each binds
   std::map<std::string, const ast::Function*> fns_;
   std::set<std::string> recursive_;
+  std::map<std::string, const ast::Function*> rules_; // F -> its `@derivative(F)` rule
+  std::set<std::string> inRule_; // F whose rule is being inlined: F's calls there are plain
   std::vector<std::unique_ptr<Inst>> stack_;
   std::unique_ptr<ir::Builder> b_;
   ir::Function* f_ = nullptr;
@@ -372,6 +400,86 @@ void Lowerer::findRecursion() {
   };
   for (const auto& f : mod_.functions)
     if (fns_.count(f.name) && fns_[f.name] == &f && state[f.name] == 0) dfs(f.name);
+}
+
+void Lowerer::checkRules() {
+  std::map<std::string, const ast::Function*> first;
+  auto isFloatName = [](const std::string& d) { return d == "f32" || d == "f64"; };
+  for (const auto& r : mod_.functions) {
+    if (r.derivativeOf.empty()) continue;
+    const std::string& of = r.derivativeOf;
+    const SrcRange at = r.derivativeOfRange;
+    auto found = fns_.find(of);
+    if (found == fns_.end()) {
+      error(at, "@derivative: there is no function '" + of + "' in this file");
+      continue;
+    }
+    if (of == r.name) {
+      error(at, "@derivative: '" + of + "' cannot be its own derivative rule");
+      continue;
+    }
+    if (!first.emplace(of, &r).second) {
+      error(at, "'" + of + "' already has a derivative rule, '" + first[of]->name +
+                    "'; a function has at most one");
+      continue;
+    }
+    const ast::Function& f = *found->second;
+    if (f.result.isTuple() || !isFloatName(f.result.dtype)) {
+      error(at, "@derivative needs '" + of +
+                    "' to return one float value (a scalar or a tensor); "
+                    "it returns " +
+                    typeText(f.result));
+      continue;
+    }
+    std::vector<size_t> floats;
+    std::string want; // the rule's result type, as it must be written
+    for (size_t k = 0; k < f.params.size(); ++k)
+      if (isFloatName(f.params[k].type.dtype)) {
+        floats.push_back(k);
+        want += (want.empty() ? "" : ", ") + typeText(f.params[k].type);
+      }
+    if (floats.empty()) {
+      error(at, "@derivative: '" + of + "' has no float parameter to differentiate");
+      continue;
+    }
+    if (floats.size() > 1) want = "(" + want + ")";
+    std::string sig = "a rule of '" + of + "' takes its " + std::to_string(f.params.size()) +
+                      " parameter" + (f.params.size() == 1 ? "" : "s") +
+                      ", then the cotangent of its result (" + typeText(f.result) + ")";
+    if (r.params.size() != f.params.size() + 1) {
+      error(r.nameRange, sig + ": " + std::to_string(f.params.size() + 1) + " parameters, '" +
+                             r.name + "' has " + std::to_string(r.params.size()));
+      continue;
+    }
+    bool ok = true;
+    for (size_t k = 0; k < f.params.size() && ok; ++k)
+      if (typeText(r.params[k].type) != typeText(f.params[k].type)) {
+        error(r.params[k].type.range,
+              "parameter " + std::to_string(k + 1) + " of rule '" + r.name + "' must be " +
+                  typeText(f.params[k].type) + ", as '" + f.params[k].name + "' of '" + of +
+                  "' is (written the same way: it binds the same sizes), got " +
+                  typeText(r.params[k].type));
+        ok = false;
+      }
+    if (!ok) continue;
+    if (typeText(r.params.back().type) != typeText(f.result)) {
+      error(r.params.back().type.range, "the last parameter of rule '" + r.name +
+                                            "' is the cotangent of '" + of +
+                                            "''s result: it must be " + typeText(f.result) +
+                                            ", got " + typeText(r.params.back().type));
+      continue;
+    }
+    std::string got = typeText(r.result), wantBare = want;
+    wantBare.erase(std::remove(wantBare.begin(), wantBare.end(), ' '), wantBare.end());
+    if (got != wantBare) {
+      std::string names;
+      for (size_t k : floats)
+        names += (names.empty() ? "" : ", ") + f.params[k].name;
+      error(r.result.range, "rule '" + r.name +
+                                "' must return one cotangent per float parameter of '" + of +
+                                "' (" + names + "): " + want + ", got " + got);
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2000,6 +2108,14 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
     a.srcName = callee.params[k].name;
     args.push_back(a);
   }
+  auto rule = rules_.find(callee.name);
+  if (rule != rules_.end() && !inRule_.count(callee.name))
+    return inlineWithRule(callee, *rule->second, std::move(args), bindings, rt, e.range);
+  return inlineBody(callee, std::move(args), bindings, tupleOut);
+}
+
+Sym Lowerer::inlineBody(const ast::Function& callee, std::vector<Sym> args,
+                        const std::map<std::string, Poly>& bindings, std::vector<Sym>* tupleOut) {
   auto in = std::make_unique<Inst>();
   in->id = nextInst_++;
   in->fn = &callee;
@@ -2027,8 +2143,65 @@ Sym Lowerer::inlineCall(const Expr& e, const ast::Function& callee, std::vector<
   exprNesting_ = nesting;
   snapshots_ = savedSnapshots;
   stack_.pop_back();
-  (void)rt;
   return r;
+}
+
+Sym Lowerer::inlineWithRule(const ast::Function& callee, const ast::Function& rule,
+                            std::vector<Sym> args, const std::map<std::string, Poly>& bindings,
+                            const TInfo& rt, SrcRange loc) {
+  // The operands are the float arguments as whole values (a row view is copied), so that the
+  // rule's cotangents have somewhere to go.
+  ir::Instr c;
+  c.op = Op::Custom;
+  c.loc = loc;
+  c.name = rule.name; // (what `slopec check` reports the gradient comes from)
+  for (size_t k = 0; k < args.size(); ++k) {
+    if (!isFloat(args[k].type.dtype)) continue;
+    if (!args[k].prefix.empty()) {
+      args[k].value = yieldValue(args[k], args[k].type.dtype);
+      args[k].prefix.clear();
+      args[k].prefixProven = true;
+    }
+    c.args.push_back(args[k].value);
+  }
+  DType rd = rt.dtype;
+  auto savedPre = pre_;
+  c.regions.push_back(b_->buildBlock(
+      {}, [&] { return yieldValue(inlineBody(callee, args, bindings, nullptr), rd); }));
+  pre_ = savedPre;
+  // The rule runs only in derivatives, so its subscripts get no entry checks (conditional_),
+  // and a call of the callee inside it is the plain computation (else it would never end).
+  int g = f_->newValue(rt.ir());
+  Sym gs;
+  gs.type = rt;
+  gs.type.weak = false;
+  gs.value = g;
+  gs.srcName = rule.params.back().name;
+  args.push_back(gs);
+  ++conditional_;
+  inRule_.insert(callee.name);
+  std::vector<Sym> parts;
+  ir::Block ruleBlock = b_->buildBlock({g}, [&] {
+    Sym one = inlineBody(rule, args, bindings, &parts);
+    if (!one.type.isTuple()) parts = {one};
+    size_t p = 0;
+    std::vector<int> ys;
+    for (size_t k = 0; k < callee.params.size(); ++k) {
+      if (!isFloat(args[k].type.dtype)) continue;
+      ys.push_back(yieldValue(parts[p++], args[k].type.dtype));
+    }
+    b_->current().yields = ys;
+    return -1;
+  });
+  inRule_.erase(callee.name);
+  --conditional_;
+  pre_ = savedPre;
+  c.regions.push_back(std::move(ruleBlock));
+  Sym out;
+  out.type = rt;
+  out.type.weak = false;
+  out.value = b_->emit(std::move(c), rt.ir());
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2189,7 +2362,7 @@ Sym Lowerer::inlineDerivative(const Expr& e, const ast::Function& callee,
   ir::Function d;
   try {
     if (!derivatives_) throw std::logic_error("no derivatives here");
-    d = derivatives_(e.derivative, callee.name, names);
+    d = derivatives_(e.derivative, callee.name, names, inRule_);
   } catch (const std::exception& x) {
     error(e.derivativeRange, "cannot build " + e.derivative + "(" + callee.name + "): " + x.what());
     r.type = errorType();
@@ -2588,6 +2761,8 @@ bool Lowerer::lowerStmtAt(const ast::Stmt& s) {
     }
     std::vector<Sym> parts;
     if (ok) inlineCall(*s.value, *fns_[s.value->name], &parts);
+    // (A derivative that could not be built gives no parts; the error is reported.)
+    ok = ok && parts.size() == s.names.size();
     for (size_t k = 0; k < s.names.size(); ++k) {
       Sym p;
       if (ok) {
@@ -2792,7 +2967,21 @@ std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
   if (!ok) return std::nullopt;
 
   std::vector<Sym> tuple;
-  Sym r = lowerBlock(fn.body, &tuple);
+  Sym r;
+  auto rule = rules_.find(fn.name);
+  if (!checkOnly_ && rule != rules_.end() && !inRule_.count(fn.name)) {
+    // A function with a rule is differentiated by its rule, called or not (`slopec grad f`,
+    // `slopec check f`): its body is lowered as a call of itself.
+    std::vector<Sym> args;
+    for (const auto& p : fn.params)
+      args.push_back(*lookup(p.name));
+    std::map<std::string, Poly> bindings;
+    for (const auto& [n, p] : sizes)
+      bindings[n] = p;
+    r = inlineWithRule(fn, *rule->second, args, bindings, *rt, fn.nameRange);
+  } else {
+    r = lowerBlock(fn.body, &tuple);
+  }
   if (r.type.error || diags_.diagnostics().size() != errorsBefore) return std::nullopt;
 
   // The result must match the declared type (a literal adapts to the declared float type).
@@ -2890,6 +3079,10 @@ void checkInlinedSize(const ast::Module& m, DiagSink& diags) {
   std::map<std::string, const ast::Function*> fns;
   for (const auto& f : m.functions)
     fns.emplace(f.name, &f);
+  std::map<std::string, std::string> ruleOf; // F -> its `@derivative(F)` rule
+  for (const auto& f : m.functions)
+    if (!f.derivativeOf.empty() && f.derivativeOf != f.name && fns.count(f.derivativeOf))
+      ruleOf.emplace(f.derivativeOf, f.name);
   std::map<std::string, double> total; // inlined size, per function
   std::set<std::string> open;          // being counted (a cycle is reported elsewhere)
   std::function<double(const std::string&)> size = [&](const std::string& name) -> double {
@@ -2899,6 +3092,8 @@ void checkInlinedSize(const ast::Module& m, DiagSink& diags) {
     OwnSize own;
     ownSize(fns.at(name)->body, fns, own);
     double t = own.nodes;
+    auto rule = ruleOf.find(name); // a call of a function with a rule inlines the rule too
+    if (rule != ruleOf.end()) t += size(rule->second);
     const Expr* biggest = nullptr;
     double biggestSize = -1;
     bool calleeTooLarge = false;
@@ -2934,8 +3129,10 @@ bool checkModule(const ast::Module& m, DiagSink& diags) {
 }
 
 std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
-                                          DiagSink& diags, const DerivativeSource& derivatives) {
+                                          DiagSink& diags, const DerivativeSource& derivatives,
+                                          const std::set<std::string>& plain) {
   Lowerer l(m, diags, false, derivatives);
+  l.withoutRules(plain);
   for (const auto& f : m.functions)
     if (f.name == name) return l.lower(f);
   return std::nullopt;

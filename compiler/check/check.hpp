@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -32,15 +33,20 @@ bool checkModule(const ast::Module& m, DiagSink& diags);
 /// returned in place). The pipeline supplies it, so that the checker does not depend on
 /// autodiff. It throws (GradError) what it cannot differentiate.
 using DerivativeSource = std::function<ir::Function(const std::string& kind, const std::string& fn,
-                                                    const std::vector<std::string>& wrt)>;
+                                                    const std::vector<std::string>& wrt,
+                                                    const std::set<std::string>& plain)>;
 
 /// Lowers one function (after a clean checkModule) to Tensor IR with all calls inlined.
 /// Returns nullopt (with diagnostics) if the function does not check, or if a derivative it
 /// calls cannot be built (then at the call). `derivatives` is needed only by functions that
 /// call one.
+/// `plain`: functions whose user derivative rules are not to be used here (calls of them are
+/// their plain computation): those whose rule is being inlined where this lowering was asked
+/// for (a rule that calls `grad(f)` of its own f), or there would be no end to it.
 std::optional<ir::Function> lowerFunction(const ast::Module& m, const std::string& name,
                                           DiagSink& diags,
-                                          const DerivativeSource& derivatives = nullptr);
+                                          const DerivativeSource& derivatives = nullptr,
+                                          const std::set<std::string>& plain = {});
 
 /// Whether the function calls a derivative (`grad(f)(...)` and the like), itself; not through
 /// the functions it calls.

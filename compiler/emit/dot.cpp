@@ -118,7 +118,11 @@ private:
 } // namespace
 
 std::string printDot(const ir::Function& f, int firstAdjoint) {
-  return Dot(f, firstAdjoint).run();
+  if (!ir::hasCustom(f.body)) return Dot(f, firstAdjoint).run();
+  // The graph is of what runs: a call with a user rule as its own computation.
+  ir::Function plain = f;
+  ir::stripCustom(plain);
+  return Dot(plain, firstAdjoint).run();
 }
 
 } // namespace slope

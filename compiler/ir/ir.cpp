@@ -203,7 +203,13 @@ struct Printer {
       return;
     }
     for (size_t r = 0; r < i.regions.size(); ++r) {
-      out += r == 0 ? " {\n" : " else {\n";
+      if (r == 0)
+        out += " {\n";
+      else if (i.op == Op::Custom) // the user's rule, of the result's cotangent
+        out += " rule(" + v(i.regions[r].args[0]) + " : " + f.types[i.regions[r].args[0]].str() +
+               ") {\n";
+      else
+        out += " else {\n";
       block(i.regions[r], depth + 1);
       indent(depth);
       out += "}";
@@ -373,6 +379,59 @@ bool isTranscendental(Op op) {
   case Op::Atan2: return true;
   default: return false;
   }
+}
+
+} // namespace slope::ir
+
+namespace slope::ir {
+
+bool hasCustom(const Block& b) {
+  bool any = false;
+  forEachInstr(b, [&](const Instr& i) { any = any || i.op == Op::Custom; });
+  return any;
+}
+
+bool stripCustom(Function& f) {
+  if (!hasCustom(f.body)) return false;
+  // First splice each call's computation where the call stood, noting what its result is now.
+  std::map<int, int> rename;
+  std::function<void(Block&)> splice = [&](Block& b) {
+    std::vector<Instr> out;
+    out.reserve(b.body.size());
+    for (Instr& in : b.body) {
+      for (Block& r : in.regions)
+        splice(r);
+      if (in.op != Op::Custom) {
+        out.push_back(std::move(in));
+        continue;
+      }
+      Block& computed = in.regions[0];
+      for (Instr& c : computed.body)
+        out.push_back(std::move(c));
+      rename[in.result] = computed.yields[0];
+    }
+    b.body = std::move(out);
+  };
+  splice(f.body);
+  // Then every use of a call's result reads what computed it (a chain where one call's
+  // computation ends in another's result).
+  auto resolve = [&](int v) {
+    for (auto it = rename.find(v); it != rename.end(); it = rename.find(v))
+      v = it->second;
+    return v;
+  };
+  std::function<void(Block&)> use = [&](Block& b) {
+    for (Instr& in : b.body) {
+      for (int& a : in.args)
+        a = resolve(a);
+      for (Block& r : in.regions)
+        use(r);
+    }
+    for (int& y : b.yields)
+      y = resolve(y);
+  };
+  use(f.body);
+  return true;
 }
 
 } // namespace slope::ir

@@ -172,6 +172,13 @@ bool runBodyOnce(const Block& body);
 /// why reverse mode tapes it rather than recompute it, and Loop IR hoists it out of loops.
 bool isTranscendental(Op op);
 
+/// Replaces every `custom` instruction (a call with a user derivative rule) by its first region,
+/// the call's own computation, inlined where it stood: what a function computes, once nothing
+/// will differentiate it. False when there was none.
+bool stripCustom(Function& f);
+/// Whether any `custom` instruction is left in b, nested regions included.
+bool hasCustom(const Block& b);
+
 /// Calls fn(instr) for every instruction, nested regions included (pre-order).
 template <class Fn> void forEachInstr(const Block& b, Fn&& fn) {
   for (const Instr& i : b.body) {

@@ -867,7 +867,11 @@ bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int
   }
 }
 
-Function lower(const ir::Function& f, const LowerOptions& options) {
+Function lower(const ir::Function& fIn, const LowerOptions& options) {
+  // A call with a user derivative rule runs its own computation (the rule is autodiff's).
+  std::optional<ir::Function> stripped;
+  if (ir::hasCustom(fIn.body)) ir::stripCustom(stripped.emplace(fIn));
+  const ir::Function& f = stripped ? *stripped : fIn;
   Function lf = Lowerer(f).run();
   splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
   proveSubscripts(lf); // (first: hoisting moves only proven loads)

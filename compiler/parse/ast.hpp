@@ -123,6 +123,10 @@ struct Function {
   std::vector<Param> params;
   TypeExpr result;
   Block body;
+  /// `@derivative(F)` before `fn`: this function is F's reverse-mode rule (README, "User derivative
+  /// rules").
+  std::string derivativeOf;
+  SrcRange derivativeOfRange; // F in the attribute
 };
 
 struct Module {

@@ -763,10 +763,46 @@ BOOST_SPIRIT_DEFINE(ident, dtype, kw_in, kw_else, arrow, dotdot, close_brace, ty
 // Driver
 // ---------------------------------------------------------------------------------------------
 
-/// Whether t[p..] is the keyword `fn` followed by a space or tab (a recovery point when at the
-/// start of a line).
+/// Whether t[p..] is the keyword `fn` followed by a space or tab, or `@derivative` (a recovery
+/// point when at the start of a line).
 bool isFnLine(std::string_view t, size_t p) {
-  return t.substr(p, 2) == "fn" && p + 2 < t.size() && (t[p + 2] == ' ' || t[p + 2] == '\t');
+  return (t.substr(p, 2) == "fn" && p + 2 < t.size() && (t[p + 2] == ' ' || t[p + 2] == '\t')) ||
+         t.substr(p, 11) == "@derivative";
+}
+
+/// `@derivative(NAME)` at t[p], blanks and comments allowed between its tokens: the name and
+/// its range, and in `p` where the attribute ends. A SyntaxError says what is wrong.
+std::pair<std::string, SrcRange> parseAttribute(std::string_view t, size_t& p) {
+  size_t q = p + 1;
+  size_t e = q;
+  while (e < t.size() && isIdentChar(t[e]))
+    ++e;
+  std::string word(t.substr(q, e - q));
+  if (word != "derivative")
+    throw SyntaxError{uint32_t(p), word.empty()
+                                       ? std::string("expected an attribute after '@': "
+                                                     "'@derivative(FUNCTION)'")
+                                       : "unknown attribute '@" + word +
+                                             "': the one attribute is '@derivative(FUNCTION)'"};
+  q = skipBlank(t, e);
+  if (q >= t.size() || t[q] != '(')
+    throw SyntaxError{uint32_t(q), "expected '(' after '@derivative': '@derivative(FUNCTION)'"};
+  q = skipBlank(t, q + 1);
+  e = q;
+  while (e < t.size() && isIdentChar(t[e]))
+    ++e;
+  if (e == q || (t[q] >= '0' && t[q] <= '9') || isKeyword(t.substr(q, e - q)))
+    throw SyntaxError{uint32_t(q), "expected the name of the function this rule differentiates"};
+  std::pair<std::string, SrcRange> out{std::string(t.substr(q, e - q)),
+                                       SrcRange{uint32_t(q), uint32_t(e)}};
+  q = skipBlank(t, e);
+  if (q >= t.size() || t[q] != ')')
+    throw SyntaxError{uint32_t(q), "expected ')' after the function's name"};
+  q = skipBlank(t, q + 1);
+  bool isFn = t.substr(q, 2) == "fn" && (q + 2 >= t.size() || !isIdentChar(t[q + 2]));
+  if (!isFn) throw SyntaxError{uint32_t(q), "expected 'fn' after '@derivative(" + out.first + ")'"};
+  p = q;
+  return out;
 }
 
 /// The first line start after `after` and not before the line holding `errorPos` that begins
@@ -908,6 +944,18 @@ ast::Module parseModule(const SourceFile& file, DiagSink& diags) {
   while (true) {
     p = skipBlank(t, p);
     if (p >= t.size()) break;
+    ast::Function fn;
+    if (t[p] == '@') {
+      try {
+        auto [of, range] = parseAttribute(t, p);
+        fn.derivativeOf = of;
+        fn.derivativeOfRange = range;
+      } catch (const SyntaxError& e) {
+        report(e.pos, e.message);
+        p = recoveryPoint(t, p, e.pos);
+        continue;
+      }
+    }
     bool isFn = t.substr(p, 2) == "fn" && (p + 2 >= t.size() || !isIdentChar(t[p + 2]));
     if (!isFn) {
       if (auto h = foreignHint(t, p))
@@ -922,7 +970,6 @@ ast::Module parseModule(const SourceFile& file, DiagSink& diags) {
     state.begin = text.data();
     Iter first = text.data() + p;
     Iter const last = text.data() + text.size();
-    ast::Function fn;
     size_t errorPos = p;
     try {
       bool ok = x3::phrase_parse(first, last, x3::with<state_tag>(state)[function], skipper, fn);

@@ -1112,7 +1112,8 @@ private:
     for (Instr& in : b.body) {
       for (Block& r : in.regions)
         hoist(r);
-      bool loop = ir::opKind(in.op) == ir::OpKind::Region && in.op != Op::If;
+      // (A call with a user rule is not a loop: its computation stays in it, readable.)
+      bool loop = ir::opKind(in.op) == ir::OpKind::Region && in.op != Op::If && in.op != Op::Custom;
       if (loop) {
         Block& body = in.regions[0];
         std::set<int> inside(body.args.begin(), body.args.end());

@@ -109,6 +109,16 @@ inline const Case kCases[] = {
      "fn f(x: $T[n]) -> $T { let p[i] = exp(x[i]) / sum(exp(x)); sum(p * x) }"},
     {"vector_result", "fn f(A: $T[n, m], v: $T[m]) -> $T[n] { A @ v }"},
     {"tuple_result", "fn f(x: $T[n]) -> ($T, $T[n]) { (sum(x^2), exp(x)) }"},
+    // User derivative rules (@derivative): a scalar call inside a comprehension, a call with
+    // a tensor result and two tensor operands.
+    {"rule_scalar", "fn f(x: $T[n], w: $T[n]) -> $T { sum[i](sp(x[i]) * w[i]) + sp(x[0]) }\n"
+                    "fn sp(a: $T) -> $T { log(1 + exp(a)) }\n@derivative(sp)\n"
+                    "fn sp_vjp(a: $T, g: $T) -> $T { g * sigmoid(a) }"},
+    {"rule_tensor", "fn f(A: $T[n, m], v: $T[m]) -> $T { sum(tanh(mv(A, v))) }\n"
+                    "fn mv(B: $T[k, j], u: $T[j]) -> $T[k] { B @ u }\n@derivative(mv)\n"
+                    "fn mv_vjp(B: $T[k, j], u: $T[j], g: $T[k]) -> ($T[k, j], $T[j]) {\n"
+                    "  let dB[a, b] = g[a] * u[b];\n  let du[b] = sum[a](B[a, b] * g[a]);\n"
+                    "  (dB, du)\n}"},
 };
 
 /// Loops with state: differentiated with a tape (not printable as Slope v1 source yet).

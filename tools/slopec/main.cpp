@@ -1005,6 +1005,16 @@ int runCheck(const Args& a) {
       discardedJson += std::string(discardedJson.empty() ? "" : ", ") + jsonString(why) + ": " +
                        std::to_string(n);
     }
+    // The user rules (@derivative) the gradient checked here comes from.
+    std::set<std::string> rules;
+    ir::forEachInstr(f.body, [&](const ir::Instr& i) {
+      if (i.op == ir::Op::Custom) rules.insert(i.name);
+    });
+    std::string rulesText, rulesJson;
+    for (const auto& rn : rules) {
+      rulesText += (rulesText.empty() ? "" : ", ") + rn;
+      rulesJson += (rulesJson.empty() ? "" : ", ") + jsonString(rn);
+    }
     std::string inputs, inputsJson;
     if (!r.notFinite.empty())
       for (size_t k = 0; k < f.params.size(); ++k) {
@@ -1035,9 +1045,16 @@ int runCheck(const Args& a) {
              ", \"elements\": " + std::to_string(pc.elements) +
              ", \"passed\": " + (pc.passed ? "true" : "false") + "}";
       }
-      jsonParts.push_back(s + "}" + forwardJson + "}");
+      if (!rules.empty())
+        s += "}, \"rules\": [" + rulesJson + "]";
+      else
+        s += "}";
+      jsonParts.push_back(s + forwardJson + "}");
     } else {
       std::cout << name << ": " << (r.passed && (!fc || fc->passed) ? "pass" : "FAIL") << "\n";
+      if (!rules.empty())
+        std::cout << "  derivative   from the rule" << (rules.size() > 1 ? "s " : " ") << rulesText
+                  << " (@derivative): this checks " << (rules.size() > 1 ? "them" : "it") << "\n";
       if (r.notFinite.empty() && discardedTotal)
         std::cout << "  discarded " << discardedTotal << " of " << dc.draws
                   << " random draws where the function is not finite: " << discardedText
@@ -1114,6 +1131,7 @@ int runStats(const Args& a) {
   std::vector<std::string> parts;
   for (const auto& name : names) {
     ir::Function f = p->forward(name);
+    ir::stripCustom(f); // (what runs: a user rule's region is the gradient's)
     bool anyFloat = false;
     for (const auto& t : f.paramTypes)
       anyFloat = anyFloat || isFloat(t.dtype);
