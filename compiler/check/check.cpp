@@ -132,6 +132,11 @@ DType floatTypeOf(const ast::Function& fn) {
   return any && all32 ? DType::F32 : DType::F64;
 }
 
+/// Whether a dtype as written in the source is a float one.
+bool isFloatName(const std::string& d) {
+  return d == "f32" || d == "f64";
+}
+
 // ---------------------------------------------------------------------------------------------
 
 /// One lowering of one function body: the top-level function, or an inlined callee.
@@ -404,7 +409,6 @@ void Lowerer::findRecursion() {
 
 void Lowerer::checkRules() {
   std::map<std::string, const ast::Function*> first;
-  auto isFloatName = [](const std::string& d) { return d == "f32" || d == "f64"; };
   for (const auto& r : mod_.functions) {
     if (r.derivativeOf.empty()) continue;
     const std::string& of = r.derivativeOf;
@@ -2225,7 +2229,6 @@ TInfo Lowerer::typeDerivative(const Expr& e, std::map<std::string, Poly>* bindin
   }
   const ast::Function& callee = *found->second;
   if (recursive_.count(callee.name)) return errorType();
-  auto isFloatName = [](const std::string& d) { return d == "f32" || d == "f64"; };
   std::vector<size_t> wrt;
   if (e.wrt.empty()) {
     for (size_t k = 0; k < callee.params.size(); ++k)
@@ -2975,10 +2978,7 @@ std::optional<ir::Function> Lowerer::lowerChecked(const ast::Function& fn) {
     std::vector<Sym> args;
     for (const auto& p : fn.params)
       args.push_back(*lookup(p.name));
-    std::map<std::string, Poly> bindings;
-    for (const auto& [n, p] : sizes)
-      bindings[n] = p;
-    r = inlineWithRule(fn, *rule->second, args, bindings, *rt, fn.nameRange);
+    r = inlineWithRule(fn, *rule->second, args, sizes, *rt, fn.nameRange);
   } else {
     r = lowerBlock(fn.body, &tuple);
   }

@@ -202,11 +202,8 @@ TEST(DerivativeRulesKnownValues, CheckFindsAWrongRule) {
 // HVP over it must give what f's derivatives give without a rule, on the evaluator and the
 // JIT. SLOPE_RULE_GEN_PROGRAMS and SLOPE_GEN_SEED choose the seeds.
 TEST(DerivativeRulesRandomPrograms, TheirOwnGradientAsARule) {
-  auto env = [](const char* name, int64_t dflt) {
-    const char* v = std::getenv(name);
-    return v && *v ? std::strtoll(v, nullptr, 10) : dflt;
-  };
-  const int64_t count = env("SLOPE_RULE_GEN_PROGRAMS", 30), start = env("SLOPE_GEN_SEED", 0);
+  const int64_t count = gen::envInt("SLOPE_RULE_GEN_PROGRAMS", 30),
+                start = gen::envInt("SLOPE_GEN_SEED", 0);
   InterpRunner interp;
   JitRunner jit;
   int checked = 0;

@@ -193,11 +193,8 @@ TEST(LanguageDerivatives, KnownValues) {
 // on the evaluator and the JIT, and pen's JVP (forward over reverse) against the VJP and
 // differences. SLOPE_LANG_GEN_PROGRAMS and SLOPE_GEN_SEED choose the seeds.
 TEST(LanguageDerivatives, GradientPenaltiesOfRandomPrograms) {
-  auto env = [](const char* name, int64_t dflt) {
-    const char* v = std::getenv(name);
-    return v && *v ? std::strtoll(v, nullptr, 10) : dflt;
-  };
-  const int64_t count = env("SLOPE_LANG_GEN_PROGRAMS", 40), start = env("SLOPE_GEN_SEED", 0);
+  const int64_t count = gen::envInt("SLOPE_LANG_GEN_PROGRAMS", 40),
+                start = gen::envInt("SLOPE_GEN_SEED", 0);
   JitRunner jit;
   int checked = 0, refused = 0, forwardRefused = 0;
   for (int64_t seed = start; seed < start + count; ++seed) {

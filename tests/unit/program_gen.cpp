@@ -12,6 +12,8 @@
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/sparsity.hpp"
 
+#include <cstdlib>
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1835,6 +1837,11 @@ std::string checkSeed(Checker& c, uint64_t seed, Verdict* verdict, bool doShrink
   }
   os << "original program (n = " << p.n << ", m = " << p.m << "):\n" << print(p);
   return os.str();
+}
+
+int64_t envInt(const char* name, int64_t dflt) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::strtoll(v, nullptr, 10) : dflt;
 }
 
 } // namespace slope::gen

@@ -115,6 +115,10 @@ struct Prog {
   int64_t n = 3, m = 2;
 };
 
+/// An integer from the environment (how many programs, from which seed), or dflt where the
+/// variable is unset or empty.
+int64_t envInt(const char* name, int64_t dflt);
+
 /// A random program for a seed (the same on every platform).
 Prog generate(uint64_t seed);
 /// Its Slope source.

@@ -19,11 +19,6 @@ namespace {
 constexpr int kBatches = 8;
 constexpr int64_t kDefaultPrograms = 240;
 
-int64_t envInt(const char* name, int64_t dflt) {
-  const char* v = std::getenv(name);
-  return v && *v ? std::strtoll(v, nullptr, 10) : dflt;
-}
-
 class RandomPrograms : public ::testing::TestWithParam<int> {};
 
 TEST_P(RandomPrograms, AgreeWithEachOtherAndWithFiniteDifferences) {
