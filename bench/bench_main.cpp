@@ -409,8 +409,8 @@ void BM_Gmm_Gradient_Hand(benchmark::State& st) {
 // the errors, and their dense Jacobian (Module::jacobian: a JVP per column or a VJP per row,
 // whichever is fewer). Inputs from ../shared/data/adbench (skipped where absent) or, for the
 // small test files, tests/data/adbench. The Jacobian of BA is sparse (15 parameters reach an
-// observation), which colouring would exploit; it is not built yet, so only small BA inputs
-// get a Jacobian benchmark.
+// observation): the dense one is timed on the small input only, the sparse one (colouring,
+// BM_Ba_JacobianSparse) on both.
 
 std::string adbenchPath(const std::string& rel, bool shared) {
   return std::string(SLOPE_SOURCE_DIR) +

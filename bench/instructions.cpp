@@ -7,6 +7,7 @@
 //         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
 //         | lstm-hand-objective | lstm-hand-gradient
 //         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K]
+//         | ba-objective | ba-jacobian  [ADBENCH-BA-FILE]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (from
@@ -14,7 +15,11 @@
 // bench/gmm_cases.hpp's sizes, by default ADBench's 10k points, d = 10, K = 25 (from
 // ../shared/data/adbench/: without it, gmm-* says so and exits 77). The hand-written GMM and
 // LSTM are built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no
-// AVX-512, and under valgrind the JIT's host detection sees no AVX-512 either.
+// AVX-512, and under valgrind the JIT's host detection sees no AVX-512 either. BA is ADBench's
+// ba1 (n = 49, m = 7776, p = 31843, from ../shared/data/adbench/; exits 77 without it) unless a
+// file under ba/ is named; ba-jacobian counts a call of the sparse Jacobian given the pattern
+// and colouring of a first call, as the benchmark times it.
+#include "../samples/adbench/ba_io.hpp"
 #include "../samples/adbench/gmm_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
 #include "gmm_cases.hpp"
@@ -82,6 +87,31 @@ int main(int argc, char** argv) {
       r = hand.objective(p);
     else if (what == "gmm-hand-gradient")
       r = hand.gradient(p, da.data(), dm.data(), dicf.data());
+    CALLGRIND_STOP_INSTRUMENTATION;
+    std::printf("%s = %.17g\n", what.c_str(), r);
+    return 0;
+  }
+  if (what.rfind("ba-", 0) == 0) {
+    const std::string file = argc > 2 ? argv[2] : "ba1_n49_m7776_p31843.txt";
+    adbench::BaInput b;
+    try {
+      b = adbench::readBa(std::string(SLOPE_SOURCE_DIR) + "/../shared/data/adbench/ba/" + file);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "skipped: ADBench's BA input is not there (%s)\n", e.what());
+      return 77;
+    }
+    slope::Module bm =
+        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/ba.slope");
+    slope::Function obj = bm.function("ba");
+    slope::Jacobian jac = bm.jacobian("ba", {"cams", "X", "w"});
+    auto bargs = adbench::baArgs(b);
+    (void)obj.raw();
+    slope::SparseResult first = jac.evaluate_sparse(bargs); // the pattern, and a compile
+    CALLGRIND_START_INSTRUMENTATION;
+    if (what == "ba-objective")
+      r = obj.call(bargs)[0].getF(0);
+    else if (what == "ba-jacobian")
+      r = jac.evaluate_sparse(bargs, first).values[0];
     CALLGRIND_STOP_INSTRUMENTATION;
     std::printf("%s = %.17g\n", what.c_str(), r);
     return 0;

@@ -19,11 +19,11 @@ int directionBatch(int64_t count) {
   return static_cast<int>((count + calls - 1) / calls);
 }
 
-int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,
-                        const Directional& fn, int64_t count,
-                        const std::function<int64_t(int64_t col)>& dirOf, size_t first,
-                        std::vector<Tensor>* value,
-                        const std::function<void(int64_t d, const std::vector<double>& t)>& take) {
+int64_t alongDirectionBatches(
+    const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams, const Directional& fn,
+    int64_t count, const std::function<int64_t(int64_t col)>& dirOf, size_t first,
+    std::vector<Tensor>* value,
+    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall) {
   const int64_t K = fn.batch > 0 ? fn.batch : 1;
   // The arguments, then a tangent per parameter: built once, the tangents refilled per call.
   std::vector<Tensor> a = args;
@@ -33,7 +33,6 @@ int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_
     a.emplace_back(args[p].dtype(), shape);
   }
   int64_t calls = 0;
-  std::vector<double> flat;
   for (int64_t d0 = 0; d0 < count; d0 += K) {
     int64_t col = 0;
     for (size_t q = 0; q < wrtParams.size(); ++q) {
@@ -49,23 +48,37 @@ int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_
     }
     std::vector<Tensor> out = fn.run(a);
     if (calls++ == 0 && value) value->assign(out.begin(), out.begin() + static_cast<long>(first));
-    for (int64_t j = 0; j < K && d0 + j < count; ++j) {
-      flat.clear();
-      for (size_t q = first; q < out.size(); ++q) {
-        const int64_t per = out[q].numel() / K; // a direction's elements, K apart
-        if (out[q].dtype() == DType::F64) {
-          const double* x = out[q].data<double>() + j;
-          for (int64_t i = 0; i < per; ++i)
-            flat.push_back(x[i * K]);
-        } else {
-          for (int64_t i = 0; i < per; ++i)
-            flat.push_back(out[q].getF(i * K + j));
-        }
-      }
-      take(d0 + j, flat);
-    }
+    takeCall(d0, out);
   }
   return calls;
+}
+
+int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,
+                        const Directional& fn, int64_t count,
+                        const std::function<int64_t(int64_t col)>& dirOf, size_t first,
+                        std::vector<Tensor>* value,
+                        const std::function<void(int64_t d, const std::vector<double>& t)>& take) {
+  const int64_t K = fn.batch > 0 ? fn.batch : 1;
+  std::vector<double> flat;
+  return alongDirectionBatches(args, wrtParams, fn, count, dirOf, first, value,
+                               [&](int64_t d0, const std::vector<Tensor>& out) {
+                                 for (int64_t j = 0; j < K && d0 + j < count; ++j) {
+                                   flat.clear();
+                                   for (size_t q = first; q < out.size(); ++q) {
+                                     const int64_t per =
+                                         out[q].numel() / K; // a direction's elements, K apart
+                                     if (out[q].dtype() == DType::F64) {
+                                       const double* x = out[q].data<double>() + j;
+                                       for (int64_t i = 0; i < per; ++i)
+                                         flat.push_back(x[i * K]);
+                                     } else {
+                                       for (int64_t i = 0; i < per; ++i)
+                                         flat.push_back(out[q].getF(i * K + j));
+                                     }
+                                   }
+                                   take(d0 + j, flat);
+                                 }
+                               });
 }
 
 int64_t outputElements(const ir::Function& f, const std::vector<Tensor>& args) {

@@ -37,6 +37,15 @@ int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_
                         std::vector<Tensor>* value,
                         const std::function<void(int64_t d, const std::vector<double>& t)>& take);
 
+/// alongDirections without the flattening: takeCall(d0, out) receives each call's results
+/// whole (directions d0 .. d0 + batch - 1; a tangent result has its value's shape ++ [batch],
+/// direction d0 + j at [..., j]), for a caller that reads the lanes where they lie.
+int64_t alongDirectionBatches(
+    const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams, const Directional& fn,
+    int64_t count, const std::function<int64_t(int64_t col)>& dirOf, size_t first,
+    std::vector<Tensor>* value,
+    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall);
+
 /// The positions of the parameters of f named in wrt.
 std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::string>& wrt);
 

@@ -617,34 +617,38 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
   }
   const std::vector<size_t> ps = wrtParams(f, wrt);
   const size_t nres = f.body.yields.size();
+  const size_t first = hessian ? nres + ps.size() : nres; // (an HVP's: value, gradients, H v)
   const int64_t directions = std::max<int64_t>(J.colours, 1);
-  // Per colour, the nonzeros it fills (position in values, row), grouped by colour in one
-  // array: colour k's are fill[at[k] .. at[k + 1]).
-  std::vector<int64_t> at(static_cast<size_t>(directions) + 1, 0);
-  for (int64_t c : p.colIndex)
-    ++at[static_cast<size_t>(J.colour[static_cast<size_t>(c)]) + 1];
-  for (size_t k = 1; k < at.size(); ++k)
-    at[k] += at[k - 1];
-  std::vector<std::pair<int64_t, int64_t>> fill(p.colIndex.size());
-  {
-    std::vector<int64_t> next(at.begin(), at.end() - 1);
-    for (int64_t r = 0; r < p.rows; ++r)
-      for (int64_t z = p.rowStart[static_cast<size_t>(r)];
-           z < p.rowStart[static_cast<size_t>(r) + 1]; ++z) {
-        int64_t k = J.colour[static_cast<size_t>(p.colIndex[static_cast<size_t>(z)])];
-        fill[static_cast<size_t>(next[static_cast<size_t>(k)]++)] = {z, r};
-      }
-  }
   // Direction k: 1 at every column of colour k. Row r of J v_k is J[r, c] for the one column c
-  // of colour k in row r. (An HVP's results: the value, the gradients, then H v.)
+  // of colour k in row r. A call's tangent results hold row r's lanes side by side (the
+  // compressed Jacobian J S, a row per result element, a column per direction), so each
+  // nonzero is read from its row's lanes at its column's colour: one pass over the pattern
+  // per call, in the order the values are stored.
   std::vector<Tensor> value;
-  J.calls = alongDirections(
+  std::vector<double> lanes; // a row's lanes, for results that are not f64
+  J.calls = alongDirectionBatches(
       args, ps, jvpFn, directions, [&](int64_t col) { return J.colour[static_cast<size_t>(col)]; },
-      hessian ? nres + ps.size() : nres, &value,
-      [&](int64_t k, const std::vector<double>& t) {
-        for (int64_t q = at[static_cast<size_t>(k)]; q < at[static_cast<size_t>(k) + 1]; ++q) {
-          auto [z, r] = fill[static_cast<size_t>(q)];
-          J.values[static_cast<size_t>(z)] = t[static_cast<size_t>(r)];
+      first, &value,
+      [&](int64_t d0, const std::vector<Tensor>& out) {
+        const int64_t K = jvpFn.batch > 0 ? jvpFn.batch : 1;
+        int64_t r = 0;
+        for (size_t q = first; q < out.size(); ++q) {
+          const Tensor& t = out[q];
+          const int64_t per = t.numel() / K;
+          const bool f64 = t.dtype() == DType::F64;
+          if (!f64) lanes.resize(static_cast<size_t>(K));
+          for (int64_t i = 0; i < per && r < p.rows; ++i, ++r) {
+            const double* row = f64 ? t.data<double>() + i * K : lanes.data();
+            if (!f64)
+              for (int64_t j = 0; j < K; ++j)
+                lanes[static_cast<size_t>(j)] = t.getF(i * K + j);
+            for (int64_t z = p.rowStart[static_cast<size_t>(r)];
+                 z < p.rowStart[static_cast<size_t>(r) + 1]; ++z) {
+              const uint64_t j = static_cast<uint64_t>(
+                  J.colour[static_cast<size_t>(p.colIndex[static_cast<size_t>(z)])] - d0);
+              if (j < static_cast<uint64_t>(K)) J.values[static_cast<size_t>(z)] = row[j];
+            }
+          }
         }
       });
   J.value.assign(value.begin(), value.begin() + static_cast<long>(nres));
