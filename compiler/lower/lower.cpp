@@ -18,6 +18,7 @@
 #include "compiler/lower/guard.hpp"
 #include "compiler/lower/hoist.hpp"
 #include "compiler/lower/interchange.hpp"
+#include "compiler/lower/split.hpp"
 #include "compiler/lower/strength.hpp"
 #include "compiler/lower/workspace.hpp"
 #include "compiler/support/reduce_order.hpp"
@@ -873,8 +874,9 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   if (ir::hasCustom(fIn.body)) ir::stripCustom(stripped.emplace(fIn));
   const ir::Function& f = stripped ? *stripped : fIn;
   Function lf = Lowerer(f).run();
-  splitShortRows(lf);  // (first: the passes below treat both copies of a split loop)
-  proveSubscripts(lf); // (first: hoisting moves only proven loads)
+  splitInvariantPrefix(lf); // (first: every pass below sees the vector computed once)
+  splitShortRows(lf);       // (first: the passes below treat both copies of a split loop)
+  proveSubscripts(lf);      // (first: hoisting moves only proven loads)
   // Fusion before hoisting: fusing nests makes loops inside loops (the GMM's adjoint: a nest
   // over i, k around the rows j), and a row loop inside the nest is a loop that work can leave
   // for a table per (i, k) (hoist.cpp). After hoisting, that work would have nowhere to go.
