@@ -26,6 +26,31 @@ void usesOf(const Stmt& s, std::set<int>& out) {
     usesOf(t, out);
 }
 
+/// The size names a statement mentions (loop extents, a size leaf, the shapes of the tensors it
+/// makes), and those it binds (size.def), nested statements included: a loop whose extent is a
+/// size bound by a statement that depends on the index depends on it too (a triangular
+/// `logsumexp[l: j + 1]` in a comprehension over j).
+void sizesOf(const Stmt& s, const ir::Function& f, std::set<std::string>& mentions,
+             std::set<std::string>& binds) {
+  auto names = [&](const Poly& p) {
+    for (const auto& n : p.names())
+      mentions.insert(n);
+  };
+  for (const Poly& e : s.extents)
+    names(e);
+  for (const Poly& e : s.in.extents)
+    names(e);
+  names(s.in.poly);
+  if (s.in.result >= 0)
+    for (const Poly& e : f.types[s.in.result].shape)
+      names(e);
+  if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) binds.insert(s.in.name);
+  for (const Stmt& t : s.body)
+    sizesOf(t, f, mentions, binds);
+  for (const Stmt& t : s.orelse)
+    sizesOf(t, f, mentions, binds);
+}
+
 /// Every value id a statement defines, nested statements included.
 void defsOf(const Stmt& s, std::set<int>& out) {
   if (s.in.result >= 0) out.insert(s.in.result);
@@ -104,18 +129,27 @@ bool split(Function& f, Stmt& loop) {
   Body prefix, rest;
   for (;;) {
     std::set<int> dependent{loop.indices.back()};
+    std::set<std::string> dependentSizes; // bound by statements that depend on the index
     prefix.clear();
     rest.clear();
-    Memory touched; // by S so far
+    Memory touched;                  // by S so far
+    std::set<std::string> restSizes; // mentioned or bound by S so far
     bool restCanFail = false;
     for (const Stmt& st : loop.body) {
       std::set<int> uses;
       usesOf(st, uses);
+      std::set<std::string> mentions, binds;
+      sizesOf(st, f.src, mentions, binds);
       bool dep = st.in.result >= 0 && forced.count(st.in.result);
       for (int u : uses)
         if (dependent.count(u)) dep = true;
+      for (const std::string& n : mentions)
+        if (dependentSizes.count(n)) dep = true;
       if (dep) {
         defsOf(st, dependent);
+        dependentSizes.insert(binds.begin(), binds.end());
+        restSizes.insert(mentions.begin(), mentions.end());
+        restSizes.insert(binds.begin(), binds.end());
         memoryOf(Body{st}, touched);
         restCanFail = restCanFail || fails(st);
         rest.push_back(st);
@@ -127,6 +161,8 @@ bool split(Function& f, Stmt& loop) {
         for (int b : m.writes)
           if (touched.reads.count(b) || touched.writes.count(b)) return false;
         if (restCanFail && fails(st)) return false;
+        for (const std::string& n : binds) // (a binding S saw before would move past it)
+          if (restSizes.count(n)) return false;
       }
       prefix.push_back(st);
     }
