@@ -19,12 +19,6 @@ namespace {
 
 using ir::Op;
 
-/// Operations worth a table: each costs far more than the load that replaces it.
-bool costly(const ir::Instr& in, const ir::Function& f) {
-  if (in.op == Op::Div) return isFloat(f.types[in.result].dtype);
-  return ir::isTranscendental(in.op);
-}
-
 /// With HoistCost::IntegerTrees, a pure tree of at least this many operations is worth a
 /// table too: one load and a branch replace it. (A strength-reduced loop's entry check is
 /// 40 to 50 integer operations; a subscript is under 16.)

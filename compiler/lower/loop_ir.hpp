@@ -202,6 +202,10 @@ int maxWithZeroOf(const ir::Instr& sel, const std::function<const ir::Instr*(int
 /// integerLiterals(f).
 bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int64_t>& literals);
 
+/// Whether the scalar instruction `in` costs far more than a load (a transcendental, a float
+/// division): work worth a table (hoist.cpp) or a loop of its own (split.cpp).
+bool costly(const ir::Instr& in, const ir::Function& f);
+
 /// Splits parallel loops over j whose body has a triangular sum `sum[c: j]` at the row length
 /// where the sum's order changes (lower.cpp, "short rows"): the sums of the rows below it
 /// become Stmt::shortRow. Returns how many loops it split.

@@ -849,6 +849,11 @@ std::map<int, int64_t> integerLiterals(const Function& f) {
   return out;
 }
 
+bool costly(const ir::Instr& in, const ir::Function& f) {
+  if (in.op == Op::Div) return isFloat(f.types[in.result].dtype);
+  return ir::isTranscendental(in.op);
+}
+
 bool canFail(const ir::Instr& in, const ir::Function& f, const std::map<int, int64_t>& literals) {
   auto literal = [&](int v) -> std::optional<int64_t> {
     auto l = literals.find(v);

@@ -61,14 +61,21 @@ void defsOf(const Stmt& s, std::set<int>& out) {
     defsOf(t, out);
 }
 
-/// The buffers statements write (stores, scatters, comprehension elements, stacks, an if's
-/// tensor result) and read
-/// (loads), nested statements included; `own`: the buffers they allocate.
+/// Calls fn on s and on every statement nested in it.
+template <class Fn> void forStmtAndNested(const Stmt& s, Fn&& fn) {
+  fn(s);
+  forEachStmt(s.body, fn);
+  forEachStmt(s.orelse, fn);
+}
+
+/// The buffers a statement writes (stores, scatters, comprehension elements, stacks, an if's
+/// tensor result) and reads (loads), nested statements included; `own`: the buffers it
+/// allocates.
 struct Memory {
   std::set<int> reads, writes, own;
 };
-void memoryOf(const Body& b, Memory& m) {
-  forEachStmt(b, [&](const Stmt& s) {
+void memoryOf(const Stmt& st, Memory& m) {
+  forStmtAndNested(st, [&](const Stmt& s) {
     if (s.kind == Stmt::Alloc || s.kind == Stmt::Stack ||
         (s.kind == Stmt::Scalar && s.in.op == Op::BufZeros))
       m.own.insert(s.in.result);
@@ -76,6 +83,10 @@ void memoryOf(const Body& b, Memory& m) {
     if (s.kind == Stmt::If && s.in.result >= 0) m.writes.insert(s.in.result); // (a tensor's copy)
     if (std::optional<Access> a = accessOf(s)) (a->writes() ? m.writes : m.reads).insert(a->buffer);
   });
+}
+void memoryOf(const Body& b, Memory& m) {
+  for (const Stmt& s : b)
+    memoryOf(s, m);
 }
 
 /// Whether the statements are worth a loop split: a loop, a branch, a costly operation, or
@@ -86,10 +97,7 @@ bool worthMoving(const Body& b, const ir::Function& f) {
   forEachStmt(b, [&](const Stmt& s) {
     ++count;
     if (s.kind == Stmt::Loop || s.kind == Stmt::If) work = true;
-    if (s.kind == Stmt::Scalar && s.in.result >= 0 &&
-        (ir::isTranscendental(s.in.op) ||
-         (s.in.op == Op::Div && isFloat(f.types[s.in.result].dtype))))
-      work = true;
+    if (s.kind == Stmt::Scalar && s.in.result >= 0 && costly(s.in, f)) work = true;
   });
   return work || count >= kMinScalars;
 }
@@ -116,8 +124,7 @@ bool split(Function& f, Stmt& loop) {
   const std::map<int, int64_t> literals = integerLiterals(f);
   auto fails = [&](const Stmt& st) {
     bool any = false;
-    const Body one{st};
-    forEachStmt(one, [&](const Stmt& x) {
+    forStmtAndNested(st, [&](const Stmt& x) {
       if (x.kind == Stmt::Scalar && canFail(x.in, f.src, literals)) any = true;
     });
     return any;
@@ -127,6 +134,7 @@ bool split(Function& f, Stmt& loop) {
   // and the partition is redone until it holds them all.
   std::set<int> forced;
   Body prefix, rest;
+  Memory p, s; // what P and S touch
   for (;;) {
     std::set<int> dependent{loop.indices.back()};
     std::set<std::string> dependentSizes; // bound by statements that depend on the index
@@ -150,14 +158,14 @@ bool split(Function& f, Stmt& loop) {
         dependentSizes.insert(binds.begin(), binds.end());
         restSizes.insert(mentions.begin(), mentions.end());
         restSizes.insert(binds.begin(), binds.end());
-        memoryOf(Body{st}, touched);
+        memoryOf(st, touched);
         restCanFail = restCanFail || fails(st);
         rest.push_back(st);
         continue;
       }
       if (!rest.empty()) {
         Memory m;
-        memoryOf(Body{st}, m);
+        memoryOf(st, m);
         for (int b : m.writes)
           if (touched.reads.count(b) || touched.writes.count(b)) return false;
         if (restCanFail && fails(st)) return false;
@@ -166,7 +174,8 @@ bool split(Function& f, Stmt& loop) {
       }
       prefix.push_back(st);
     }
-    Memory p, s;
+    p = Memory{};
+    s = Memory{};
     memoryOf(prefix, p);
     memoryOf(rest, s);
     size_t before = forced.size();
@@ -176,9 +185,6 @@ bool split(Function& f, Stmt& loop) {
   }
   if (prefix.empty() || rest.empty()) return false;
   if (!worthMoving(prefix, f.src)) return false;
-  Memory p, s;
-  memoryOf(prefix, p);
-  memoryOf(rest, s);
   for (int b : p.writes)
     if (!p.own.count(b)) return false; // P runs once, not once per entry: only its own memory
   for (int b : s.writes)
