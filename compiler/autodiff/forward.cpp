@@ -635,7 +635,10 @@ void Forward::loopForm(const Instr& in) {
     throw GradError(std::string("forward mode cannot yet differentiate a '") + ir::opName(in.op) +
                     "' whose body writes memory outside it");
   const Block& body = in.regions[0];
-  int val = b_.bufZeros(t), tan = b_.bufZeros(bt);
+  // A comprehension's loop stores its value and every lane of its tangent at every index:
+  // the zeros of its buffers are never read. A sum's adds into them.
+  const bool filled = in.op == Op::Comp;
+  int val = b_.bufZeros(t, filled), tan = b_.bufZeros(bt, filled);
   emitFor(in, [&](const std::vector<int>& idx) {
     mapArgs(body, idx);
     fwdBlock(body);

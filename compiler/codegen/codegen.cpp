@@ -2030,7 +2030,7 @@ void Gen::stmt(const lower::Stmt& s) {
     // buf.zeros (zeroed), a comprehension's buffer, an if's tensor result.
     const ir::Type& t = f_.types[in.result];
     const lower::Buffer& b = lf_.buffers.at(in.result);
-    bool zero = in.op == Op::BufZeros;
+    bool zero = in.op == Op::BufZeros && in.ival != ir::kFilledWhole;
     if (in.op == Op::Comp) extents(in.extents, in.loc); // the negative-extent checks
     llvm::Value* out;
     if (b.place == lower::Buffer::Result) {

@@ -112,9 +112,10 @@ int Builder::load(int tensor, std::vector<int> idx, const std::string& name, Src
   return emit(std::move(i), rt);
 }
 
-int Builder::bufZeros(const Type& t) {
+int Builder::bufZeros(const Type& t, bool filledWhole) {
   Instr i;
   i.op = Op::BufZeros;
+  if (filledWhole && t.rank() > 0) i.ival = kFilledWhole;
   return emit(std::move(i), t);
 }
 

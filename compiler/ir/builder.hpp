@@ -34,7 +34,9 @@ public:
   int select(int c, int a, int b);
   int load(int tensor, std::vector<int> idx, const std::string& name = {}, SrcRange loc = {},
            bool checked = false);
-  int bufZeros(const Type& t);
+  /// A fresh zero tensor; filledWhole: one whose every element is stored before any is read
+  /// (ival kFilledWhole: a backend need not write the zeros).
+  int bufZeros(const Type& t, bool filledWhole = false);
   void bufAdd(int buf, std::vector<int> idx, int value);
 
   using BodyFn = std::function<int(const std::vector<int>& idx)>;

@@ -190,6 +190,7 @@ struct Printer {
         out += (k ? ", " : " ") + v(i.args[k]);
     }
     if (i.op == Op::For && i.ival == 1) out += " sequential";
+    if (i.op == Op::BufZeros && i.ival == kFilledWhole) out += " filled";
     if (!i.extents.empty()) {
       out += " [";
       const Block& r = i.regions[0];

@@ -158,6 +158,11 @@ std::set<int> definedIn(const Block& b);
 /// because a backend may run the body holding it more than once.
 constexpr int64_t kTapeOnce = -3;
 
+/// BufZeros::ival of a buffer whose every element a loop right after it stores before any is
+/// read (forward mode's loop form of a comprehension: the value and every lane of its tangent
+/// at each index): the zeros need not be written, and a backend does not write them.
+constexpr int64_t kFilledWhole = 1;
+
 /// Whether a reduction's body must run exactly once per element: it has effects a second run
 /// would repeat (adds, size.def, a store to memory the body also reads) or nested regions
 /// (costly to run twice). Both backends then compute logsumexp in one pass (a running maximum

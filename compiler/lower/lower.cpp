@@ -597,8 +597,10 @@ struct Printer {
     case Stmt::Scalar: out += ir::printInstr(f, s.in) + "\n"; return;
     case Stmt::Alloc:
       out += v(s.in.result) + " = alloc " + f.types[s.in.result].str() +
-             (s.in.op == Op::BufZeros ? " zeroed" : "") + " (" + where(s.in.result) + ")" +
-             entry(s.in.result) + "\n";
+             (s.in.op != Op::BufZeros         ? ""
+              : s.in.ival == ir::kFilledWhole ? " filled"
+                                              : " zeroed") +
+             " (" + where(s.in.result) + ")" + entry(s.in.result) + "\n";
       return;
     case Stmt::Stack:
       out += ir::printInstr(f, s.in) + " (" + where(s.in.result) + ")" + entry(s.in.result) + "\n";
