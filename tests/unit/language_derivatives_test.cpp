@@ -273,8 +273,9 @@ TEST(LanguageDerivatives, GradientPenaltiesOfRandomPrograms) {
       ADD_FAILURE() << "seed " << seed << " (forward mode): " << e.what() << "\n" << src;
       continue;
     }
-    if (fr.notFinite.empty())
+    if (fr.notFinite.empty()) {
       EXPECT_TRUE(fr.passed) << "seed " << seed << " forward mode: " << fr.failure << "\n" << src;
+    }
   }
   std::cout << "gradient penalties of " << count << " programs: " << checked
             << " checked in reverse mode (" << forwardRefused << " of them not in forward mode), "
