@@ -7,7 +7,7 @@
 //         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
 //         | lstm-hand-objective | lstm-hand-gradient
 //         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K]
-//         | ba-objective | ba-jacobian  [ADBENCH-BA-FILE]
+//         | ba-objective | ba-jacobian | ba-jacobian-copy  [ADBENCH-BA-FILE]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (from
@@ -17,8 +17,9 @@
 // LSTM are built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no
 // AVX-512, and under valgrind the JIT's host detection sees no AVX-512 either. BA is ADBench's
 // ba1 (n = 49, m = 7776, p = 31843, from ../shared/data/adbench/; exits 77 without it) unless a
-// file under ba/ is named; ba-jacobian counts a call of the sparse Jacobian given the pattern
-// and colouring of a first call, as the benchmark times it.
+// file under ba/ is named; ba-jacobian counts a call of the sparse Jacobian refilling a first
+// call's result in place (its pattern, colouring and buffers), as the benchmark times it;
+// ba-jacobian-copy the same into a new result (evaluate_sparse(args, like)).
 #include "../samples/adbench/ba_io.hpp"
 #include "../samples/adbench/gmm_io.hpp"
 #include "../samples/adbench/lstm_io.hpp"
@@ -29,7 +30,9 @@
 #include <slope/slope.hpp>
 #include <valgrind/callgrind.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <string>
 
@@ -107,11 +110,21 @@ int main(int argc, char** argv) {
     auto bargs = adbench::baArgs(b);
     (void)obj.raw();
     slope::SparseResult first = jac.evaluate_sparse(bargs); // the pattern, and a compile
+    jac.evaluate_sparse_into(bargs, first);                 // its buffers
+    // SLOPE_REPEAT=N: the call N times (a steady state for perf record, without the setup).
+    const char* repeat = std::getenv("SLOPE_REPEAT");
+    const int times = repeat ? std::max(1, std::atoi(repeat)) : 1;
     CALLGRIND_START_INSTRUMENTATION;
-    if (what == "ba-objective")
-      r = obj.call(bargs)[0].getF(0);
-    else if (what == "ba-jacobian")
-      r = jac.evaluate_sparse(bargs, first).values[0];
+    for (int k = 0; k < times; ++k) {
+      if (what == "ba-objective") {
+        r = obj.call(bargs)[0].getF(0);
+      } else if (what == "ba-jacobian") {
+        jac.evaluate_sparse_into(bargs, first);
+        r = first.values[0];
+      } else if (what == "ba-jacobian-copy") {
+        r = jac.evaluate_sparse(bargs, first).values[0];
+      }
+    }
     CALLGRIND_STOP_INSTRUMENTATION;
     std::printf("%s = %.17g\n", what.c_str(), r);
     return 0;

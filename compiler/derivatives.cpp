@@ -21,61 +21,130 @@ int directionBatch(int64_t count) {
 
 int64_t alongDirectionBatches(
     const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams, const Directional& fn,
-    int64_t count, const std::function<int64_t(int64_t col)>& dirOf, size_t first,
-    std::vector<Tensor>* value,
-    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall) {
+    int64_t count, const std::vector<int64_t>& dirOf, size_t first, std::vector<Tensor>* value,
+    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall,
+    DirectionWork* work) {
   const int64_t K = fn.batch > 0 ? fn.batch : 1;
-  // The arguments, then a tangent per parameter: built once, the tangents refilled per call.
-  std::vector<Tensor> a = args;
-  for (size_t p : wrtParams) {
-    std::vector<int64_t> shape = args[p].shape();
+  DirectionWork own;
+  DirectionWork& w = work ? *work : own;
+  // A tangent per parameter, its shape ++ [K]: kept from an earlier sequence when it was built
+  // for the same directions and still has its parameter's type.
+  auto tangentShape = [&](size_t q) {
+    std::vector<int64_t> shape = args[wrtParams[q]].shape();
     if (fn.batch > 0) shape.push_back(K);
-    a.emplace_back(args[p].dtype(), shape);
+    return shape;
+  };
+  bool keep = w.tangents.size() == wrtParams.size() && w.dirOf == dirOf;
+  for (size_t q = 0; keep && q < wrtParams.size(); ++q)
+    keep = w.tangents[q].dtype() == args[wrtParams[q]].dtype() &&
+           w.tangents[q].shape() == tangentShape(q);
+  if (!keep) {
+    w.tangents.clear();
+    for (size_t q = 0; q < wrtParams.size(); ++q)
+      w.tangents.emplace_back(args[wrtParams[q]].dtype(), tangentShape(q));
+    w.dirOf = dirOf;
+    w.lanesFor = -1;
   }
+  // Results written in place need the shapes an earlier call gave them: those of these
+  // arguments' sizes. Where the argument shapes differ, the first call allocates them afresh.
+  bool sameShapes = w.argShapes.size() == args.size() && w.batch == fn.batch;
+  for (size_t k = 0; sameShapes && k < args.size(); ++k)
+    sameShapes = w.argShapes[k] == args[k].shape();
+  if (!sameShapes) {
+    w.out.clear();
+    w.argShapes.clear();
+    for (const Tensor& t : args)
+      w.argShapes.push_back(t.shape());
+    w.batch = fn.batch;
+  }
+  // fn.run takes the arguments and the tangents in one list: the tangents are lent to it (moved,
+  // not copied) for as long as calls go through fn.run, and given back however they end.
+  struct Lent {
+    std::vector<Tensor>& tangents;
+    const std::vector<Tensor>& args;
+    std::vector<Tensor> all;
+    ~Lent() { giveBack(); }
+    Tensor& tangent(size_t q) { return all.empty() ? tangents[q] : all[args.size() + q]; }
+    const std::vector<Tensor>& lend() {
+      if (all.empty()) {
+        all = args;
+        for (Tensor& t : tangents)
+          all.push_back(std::move(t));
+      }
+      return all;
+    }
+    void giveBack() {
+      for (size_t q = 0; q < tangents.size() && !all.empty(); ++q)
+        tangents[q] = std::move(all[args.size() + q]);
+      all.clear();
+    }
+  } lent{w.tangents, args, {}};
   int64_t calls = 0;
   for (int64_t d0 = 0; d0 < count; d0 += K) {
-    int64_t col = 0;
-    for (size_t q = 0; q < wrtParams.size(); ++q) {
-      Tensor& t = a[args.size() + q];
-      const int64_t n = args[wrtParams[q]].numel();
-      for (int64_t i = 0; i < n; ++i, ++col) {
-        // Element i, lane j: 1 where the element's direction is d0 + j (in one lane at most);
-        // the lane the previous call set goes back to 0.
-        const int64_t d = dirOf(col), lane = d - d0, was = d - (d0 - K);
-        if (d0 > 0 && was >= 0 && was < K) t.setF(i * K + was, 0);
-        if (lane >= 0 && lane < K) t.setF(i * K + lane, 1);
+    if (w.lanesFor != d0) {
+      // Element col, lane j: 1 where the element's direction is d0 + j (in one lane at most);
+      // the lane set for the earlier batch goes back to 0.
+      const int64_t before = w.lanesFor;
+      size_t col = 0;
+      for (size_t q = 0; q < wrtParams.size(); ++q) {
+        Tensor& t = lent.tangent(q);
+        const int64_t n = args[wrtParams[q]].numel();
+        for (int64_t i = 0; i < n; ++i, ++col) {
+          const int64_t d = dirOf[col], lane = d - d0, was = d - before;
+          if (before >= 0 && was >= 0 && was < K) t.setF(i * K + was, 0);
+          if (lane >= 0 && lane < K) t.setF(i * K + lane, 1);
+        }
+      }
+      w.lanesFor = d0;
+    }
+    const std::vector<Tensor>* out = &w.out;
+    std::vector<Tensor> fresh;
+    if (fn.into && !w.out.empty()) {
+      fn.into(args, w.tangents, w.out);
+    } else {
+      fresh = fn.run(lent.lend());
+      if (fn.into) { // the first call: its results are the ones the next calls write in place
+        lent.giveBack();
+        w.out = std::move(fresh);
+      } else {
+        out = &fresh;
       }
     }
-    std::vector<Tensor> out = fn.run(a);
-    if (calls++ == 0 && value) value->assign(out.begin(), out.begin() + static_cast<long>(first));
-    takeCall(d0, out);
+    if (calls++ == 0 && value) value->assign(out->begin(), out->begin() + static_cast<long>(first));
+    takeCall(d0, *out);
   }
   return calls;
 }
 
 int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,
-                        const Directional& fn, int64_t count,
-                        const std::function<int64_t(int64_t col)>& dirOf, size_t first,
-                        std::vector<Tensor>* value,
-                        const std::function<void(int64_t d, const std::vector<double>& t)>& take) {
+                        const Directional& fn, size_t first, std::vector<Tensor>* value,
+                        const std::function<void(int64_t c, const std::vector<double>& t)>& take) {
   const int64_t K = fn.batch > 0 ? fn.batch : 1;
+  std::vector<int64_t> unit; // column c: direction c
+  for (size_t p : wrtParams)
+    for (int64_t i = 0; i < args[p].numel(); ++i)
+      unit.push_back(static_cast<int64_t>(unit.size()));
+  const auto count = static_cast<int64_t>(unit.size());
   std::vector<double> flat;
-  return alongDirectionBatches(args, wrtParams, fn, count, dirOf, first, value,
+  // Direction d0 + j's tangents, K apart in each tangent result, flattened.
+  auto flatten = [&](int64_t j, const std::vector<Tensor>& out) {
+    flat.clear();
+    for (size_t q = first; q < out.size(); ++q) {
+      const int64_t per = out[q].numel() / K;
+      if (out[q].dtype() == DType::F64) {
+        const double* x = out[q].data<double>() + j;
+        for (int64_t i = 0; i < per; ++i)
+          flat.push_back(x[i * K]);
+      } else {
+        for (int64_t i = 0; i < per; ++i)
+          flat.push_back(out[q].getF(i * K + j));
+      }
+    }
+  };
+  return alongDirectionBatches(args, wrtParams, fn, count, unit, first, value,
                                [&](int64_t d0, const std::vector<Tensor>& out) {
                                  for (int64_t j = 0; j < K && d0 + j < count; ++j) {
-                                   flat.clear();
-                                   for (size_t q = first; q < out.size(); ++q) {
-                                     const int64_t per =
-                                         out[q].numel() / K; // a direction's elements, K apart
-                                     if (out[q].dtype() == DType::F64) {
-                                       const double* x = out[q].data<double>() + j;
-                                       for (int64_t i = 0; i < per; ++i)
-                                         flat.push_back(x[i * K]);
-                                     } else {
-                                       for (int64_t i = 0; i < per; ++i)
-                                         flat.push_back(out[q].getF(i * K + j));
-                                     }
-                                   }
+                                   flatten(j, out);
                                    take(d0 + j, flat);
                                  }
                                });
@@ -119,12 +188,11 @@ DenseDerivative denseJacobian(const ir::Function& f, const std::vector<std::stri
   const size_t nres = f.body.yields.size();
   if (d.mode == "forward") {
     d.directions = cols;
-    d.calls = alongDirections(
-        args, ps, jvpFn, cols, [](int64_t col) { return col; }, nres, &d.value,
-        [&](int64_t c, const std::vector<double>& t) {
-          for (int64_t r = 0; r < rows; ++r)
-            d.matrix.setF(r * cols + c, t[static_cast<size_t>(r)]);
-        });
+    d.calls = alongDirections(args, ps, jvpFn, nres, &d.value,
+                              [&](int64_t c, const std::vector<double>& t) {
+                                for (int64_t r = 0; r < rows; ++r)
+                                  d.matrix.setF(r * cols + c, t[static_cast<size_t>(r)]);
+                              });
     return d;
   }
   // Reverse: a VJP per row, seeded with the row's unit vector of the output space. A function
@@ -176,12 +244,11 @@ DenseDerivative denseHessian(const ir::Function& f, const std::vector<std::strin
   // The HVP's results: the value, the gradients, then H e_c per parameter.
   std::vector<Tensor> value;
   d.directions = n;
-  d.calls = alongDirections(
-      args, ps, hvpFn, n, [](int64_t col) { return col; }, 1 + ps.size(), &value,
-      [&](int64_t c, const std::vector<double>& t) {
-        for (int64_t r = 0; r < n; ++r)
-          d.matrix.setF(r * n + c, t[static_cast<size_t>(r)]);
-      });
+  d.calls = alongDirections(args, ps, hvpFn, 1 + ps.size(), &value,
+                            [&](int64_t c, const std::vector<double>& t) {
+                              for (int64_t r = 0; r < n; ++r)
+                                d.matrix.setF(r * n + c, t[static_cast<size_t>(r)]);
+                            });
   d.value.assign(value.begin(), value.begin() + 1);
   return d;
 }

@@ -14,11 +14,18 @@ namespace slope {
 
 /// A compiled JVP or HVP and how many directions it takes per call. batch 0: one, each tangent
 /// shaped as its parameter (jvp(f, wrt)); batch K: K, each tangent that shape ++ [K],
-/// direction j at [..., j] (jvp(f, wrt, K)).
+/// direction j at [..., j] (jvp(f, wrt, K)). `into`, where the caller has one, runs the same
+/// function on the arguments and the tangents given apart, writing its results into `out`
+/// (tensors of the results' types, as an earlier `run` gave them): a caller that calls again
+/// and again then allocates nothing, and the compiled code overwrites every element.
 struct Directional {
+  using RunInto =
+      std::function<void(const std::vector<Tensor>& args, const std::vector<Tensor>& tangents,
+                         std::vector<Tensor>& out)>;
   Directional(Runnable r, int64_t k = 0) : run(std::move(r)), batch(k) {} // NOLINT: implicit
   Runnable run;
   int64_t batch = 0;
+  RunInto into;
 };
 
 /// The directions per call for `count` of them: as few calls as 16 directions per call need,
@@ -26,25 +33,39 @@ struct Directional {
 /// generated code longer; 16 keeps compile time near the unbatched JVP's few times.
 int directionBatch(int64_t count);
 
-/// Runs fn along `count` directions of the input space (the wrt parameters' elements, in
-/// parameter order), batch at a time: input element `col` is 1 in direction dirOf(col) and 0
-/// in the others (a unit column, or a colour of columns). take(d, t) receives direction d's
-/// output tangents, fn's results from `first` on, flattened and concatenated; the first call's
-/// results before `first` go to value (when not null). Returns the number of calls.
+/// Runs fn along every direction of the input space that is a unit column (the wrt parameters'
+/// elements, in parameter order), batch at a time. take(c, t) receives column c's output
+/// tangents, fn's results from `first` on, flattened and concatenated; the first call's results
+/// before `first` go to value (when not null). Returns the number of calls.
 int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,
-                        const Directional& fn, int64_t count,
-                        const std::function<int64_t(int64_t col)>& dirOf, size_t first,
-                        std::vector<Tensor>* value,
-                        const std::function<void(int64_t d, const std::vector<double>& t)>& take);
+                        const Directional& fn, size_t first, std::vector<Tensor>* value,
+                        const std::function<void(int64_t c, const std::vector<double>& t)>& take);
 
-/// alongDirections without the flattening: takeCall(d0, out) receives each call's results
+/// What a sequence of batched calls keeps from one sequence to the next: the tangents it
+/// passes, which directions they were set for, and the results fn.into writes in place. A
+/// caller that runs the same directions again (a sparse Jacobian at new arguments) sets no
+/// tangent and allocates nothing the second time.
+struct DirectionWork {
+  std::vector<Tensor> tangents;                // a tangent per differentiated parameter
+  std::vector<int64_t> dirOf;                  // what `tangents` were built for
+  int64_t lanesFor = -1;                       // the d0 whose lanes are 1 in `tangents` (-1: none)
+  std::vector<Tensor> out;                     // fn's results, when fn.into is given
+  std::vector<std::vector<int64_t>> argShapes; // the argument shapes and batch `out` was
+  int64_t batch = -1;                          // shaped for
+};
+
+/// Runs fn along `count` directions, batch at a time: input element `col` (counting the wrt
+/// parameters' elements in parameter order) is 1 in direction dirOf[col] and 0 in the others
+/// (a unit column, or a colour of columns). takeCall(d0, out) receives each call's results
 /// whole (directions d0 .. d0 + batch - 1; a tangent result has its value's shape ++ [batch],
-/// direction d0 + j at [..., j]), for a caller that reads the lanes where they lie.
+/// direction d0 + j at [..., j]), for a caller that reads the lanes where they lie; the first
+/// call's results before `first` go to value (when not null). work: buffers kept between
+/// sequences (null: this sequence's own). Returns the number of calls.
 int64_t alongDirectionBatches(
     const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams, const Directional& fn,
-    int64_t count, const std::function<int64_t(int64_t col)>& dirOf, size_t first,
-    std::vector<Tensor>* value,
-    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall);
+    int64_t count, const std::vector<int64_t>& dirOf, size_t first, std::vector<Tensor>* value,
+    const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall,
+    DirectionWork* work = nullptr);
 
 /// The positions of the parameters of f named in wrt.
 std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::string>& wrt);

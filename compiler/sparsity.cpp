@@ -572,32 +572,120 @@ std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours) {
   return colour;
 }
 
-bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour) {
-  if (colour.size() != static_cast<size_t>(p.cols)) return false;
-  for (int64_t c : colour)
-    if (c < 0 || c >= p.cols) return false;
-  // Within a row, no colour twice: seen[k] == r + 1 once row r has used colour k.
-  std::vector<int64_t> seen(static_cast<size_t>(p.cols), 0);
+void checkRowStarts(const SparsityPattern& p) {
+  if (p.rows < 0 || p.cols < 0 || p.rowStart.size() != static_cast<size_t>(p.rows) + 1 ||
+      p.rowStart.front() != 0 || p.rowStart.back() != p.nonzeros())
+    throw std::invalid_argument("the pattern's row_start is not " + std::to_string(p.rows) +
+                                " + 1 offsets from 0 to its " + std::to_string(p.nonzeros()) +
+                                " nonzeros");
   for (int64_t r = 0; r < p.rows; ++r)
-    for (int64_t z = p.rowStart[static_cast<size_t>(r)]; z < p.rowStart[static_cast<size_t>(r) + 1];
-         ++z) {
-      int64_t c = p.colIndex[static_cast<size_t>(z)];
-      if (c < 0 || c >= p.cols) return false;
-      int64_t& s = seen[static_cast<size_t>(colour[static_cast<size_t>(c)])];
-      if (s == r + 1) return false;
-      s = r + 1;
-    }
-  return true;
+    if (p.rowStart[static_cast<size_t>(r)] > p.rowStart[static_cast<size_t>(r) + 1])
+      throw std::invalid_argument("the pattern's row_start decreases after row " +
+                                  std::to_string(r));
 }
 
-std::vector<int64_t> colouringOf(const SparsityPattern& p, const std::vector<int64_t>* given,
-                                 int64_t* colours) {
-  if (!given || !validColouring(p, *given)) return colourColumns(p, colours);
-  int64_t n = 0;
-  for (int64_t k : *given)
-    n = std::max(n, k + 1);
-  if (colours) *colours = n;
-  return *given;
+void checkPattern(const SparsityPattern& p) {
+  checkRowStarts(p);
+  // One unsigned comparison per entry, no early exit: a loop LLVM and GCC vectorise.
+  bool outside = false;
+  for (int64_t c : p.colIndex)
+    outside |= static_cast<uint64_t>(c) >= static_cast<uint64_t>(p.cols);
+  if (outside)
+    for (int64_t r = 0; r < p.rows; ++r)
+      for (int64_t z = p.rowStart[static_cast<size_t>(r)];
+           z < p.rowStart[static_cast<size_t>(r) + 1]; ++z)
+        if (static_cast<uint64_t>(p.colIndex[static_cast<size_t>(z)]) >=
+            static_cast<uint64_t>(p.cols))
+          throw std::invalid_argument("the pattern's row " + std::to_string(r) + " has column " +
+                                      std::to_string(p.colIndex[static_cast<size_t>(z)]) +
+                                      ", not one of its " + std::to_string(p.cols) + " columns");
+}
+
+namespace {
+
+/// Rows r0 .. r1 - 1 of p from a call's tangent results: row r's K lanes at
+/// lanes + (r - r0) * K, direction d0 + j in lane j. Each nonzero takes its column's lane,
+/// when its colour is one of the call's. Sets `twice` where a row takes a lane twice (two of
+/// its columns share a colour: not a colouring of p) and `outside` where a column index is
+/// not one of p's columns (its colour is then not read). The branches are the loops', the
+/// colour's test (which a call with every colour always passes) and the column's (never
+/// taken in a pattern that is one).
+void readRows(const SparsityPattern& p, const int64_t* colour, int64_t d0, int64_t K, int64_t r0,
+              int64_t r1, const double* lanes, double* values, bool& twice, bool& outside) {
+  const int64_t* rowStart = p.rowStart.data();
+  const int64_t* colIndex = p.colIndex.data();
+  const auto cols = static_cast<uint64_t>(p.cols);
+  uint64_t again = 0;
+  for (int64_t r = r0; r < r1; ++r, lanes += K) {
+    uint64_t taken = 0;
+    for (int64_t z = rowStart[r]; z < rowStart[r + 1]; ++z) {
+      const auto c = static_cast<uint64_t>(colIndex[z]);
+      if (c >= cols) {
+        outside = true;
+        continue;
+      }
+      const auto j = static_cast<uint64_t>(colour[c] - d0);
+      if (j >= static_cast<uint64_t>(K)) continue;
+      const uint64_t bit = uint64_t{1} << j;
+      again |= taken & bit;
+      taken |= bit;
+      values[z] = lanes[j];
+    }
+  }
+  twice = twice || again != 0;
+}
+
+} // namespace
+
+int64_t fillSparse(const ir::Function& f, const std::vector<std::string>& wrt,
+                   const std::vector<Tensor>& args, const SparsityPattern& p,
+                   const std::vector<int64_t>& colour, const Directional& jvpFn, bool hessian,
+                   std::vector<double>& values, std::vector<Tensor>* value, DirectionWork* work) {
+  checkRowStarts(p); // (the column indices are checked as the values are read)
+  if (colour.size() != static_cast<size_t>(p.cols)) return -1;
+  int64_t colours = 0;
+  for (int64_t k : colour) {
+    if (k < 0 || k >= std::max<int64_t>(p.cols, 1)) return -1;
+    colours = std::max(colours, k + 1);
+  }
+  const std::vector<size_t> ps = wrtParams(f, wrt);
+  const size_t nres = f.body.yields.size();
+  const size_t first = hessian ? nres + ps.size() : nres; // (an HVP's: value, gradients, H v)
+  const int64_t K = jvpFn.batch > 0 ? jvpFn.batch : 1;
+  if (K > 64) throw std::logic_error("fillSparse: more than 64 directions per call");
+  values.resize(static_cast<size_t>(p.nonzeros())); // every one is written below
+  // Direction k: 1 at every column of colour k. Row r of J v_k is J[r, c] for the one column c
+  // of colour k in row r. A call's tangent results hold row r's lanes side by side (the
+  // compressed Jacobian J S, a row per result element, a column per direction), so each
+  // nonzero is read from its row's lanes at its column's colour: one pass over the pattern
+  // per call, in the order the values are stored. The same pass checks the colouring: a lane
+  // taken twice in a row (two of its columns share a colour) makes the result -1.
+  std::vector<double> wide; // a result that is not f64, as doubles
+  bool twice = false, outside = false;
+  const int64_t calls = alongDirectionBatches(
+      args, ps, jvpFn, std::max<int64_t>(colours, 1), colour, first, value,
+      [&](int64_t d0, const std::vector<Tensor>& out) {
+        int64_t r = 0;
+        for (size_t q = first; q < out.size() && r < p.rows; ++q) {
+          const Tensor& t = out[q];
+          const double* lanes = t.data<double>();
+          if (t.dtype() != DType::F64) {
+            wide.resize(static_cast<size_t>(t.numel()));
+            for (int64_t i = 0; i < t.numel(); ++i)
+              wide[static_cast<size_t>(i)] = t.getF(i);
+            lanes = wide.data();
+          }
+          const int64_t r1 = std::min(p.rows, r + t.numel() / K);
+          readRows(p, colour.data(), d0, K, r, r1, lanes, values.data(), twice, outside);
+          r = r1;
+        }
+        if (outside) checkPattern(p); // throws, saying which row and column
+        if (r != p.rows)
+          throw std::logic_error("fillSparse: the tangent results have " + std::to_string(r) +
+                                 " rows, the pattern " + std::to_string(p.rows));
+      },
+      work);
+  return twice ? -1 : calls;
 }
 
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
@@ -606,52 +694,17 @@ SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::stri
                               const std::vector<int64_t>* colouring) {
   SparseJacobian J;
   J.pattern = std::move(pattern);
-  const SparsityPattern& p = J.pattern;
-  J.values.assign(static_cast<size_t>(p.nonzeros()), 0.0);
-  if (colouring) {
-    J.colour = *colouring;
-    for (int64_t k : J.colour)
-      J.colours = std::max(J.colours, k + 1);
-  } else {
-    J.colour = colourColumns(p, &J.colours);
+  checkPattern(J.pattern);
+  J.colour = colouring ? *colouring : colourColumns(J.pattern, &J.colours);
+  J.calls = fillSparse(f, wrt, args, J.pattern, J.colour, jvpFn, hessian, J.values, &J.value);
+  if (J.calls < 0) { // the colouring given is not one of this pattern
+    J.colour = colourColumns(J.pattern, &J.colours);
+    J.calls = fillSparse(f, wrt, args, J.pattern, J.colour, jvpFn, hessian, J.values, &J.value);
   }
-  const std::vector<size_t> ps = wrtParams(f, wrt);
-  const size_t nres = f.body.yields.size();
-  const size_t first = hessian ? nres + ps.size() : nres; // (an HVP's: value, gradients, H v)
-  const int64_t directions = std::max<int64_t>(J.colours, 1);
-  // Direction k: 1 at every column of colour k. Row r of J v_k is J[r, c] for the one column c
-  // of colour k in row r. A call's tangent results hold row r's lanes side by side (the
-  // compressed Jacobian J S, a row per result element, a column per direction), so each
-  // nonzero is read from its row's lanes at its column's colour: one pass over the pattern
-  // per call, in the order the values are stored.
-  std::vector<Tensor> value;
-  std::vector<double> lanes; // a row's lanes, for results that are not f64
-  J.calls = alongDirectionBatches(
-      args, ps, jvpFn, directions, [&](int64_t col) { return J.colour[static_cast<size_t>(col)]; },
-      first, &value,
-      [&](int64_t d0, const std::vector<Tensor>& out) {
-        const int64_t K = jvpFn.batch > 0 ? jvpFn.batch : 1;
-        int64_t r = 0;
-        for (size_t q = first; q < out.size(); ++q) {
-          const Tensor& t = out[q];
-          const int64_t per = t.numel() / K;
-          const bool f64 = t.dtype() == DType::F64;
-          if (!f64) lanes.resize(static_cast<size_t>(K));
-          for (int64_t i = 0; i < per && r < p.rows; ++i, ++r) {
-            const double* row = f64 ? t.data<double>() + i * K : lanes.data();
-            if (!f64)
-              for (int64_t j = 0; j < K; ++j)
-                lanes[static_cast<size_t>(j)] = t.getF(i * K + j);
-            for (int64_t z = p.rowStart[static_cast<size_t>(r)];
-                 z < p.rowStart[static_cast<size_t>(r) + 1]; ++z) {
-              const uint64_t j = static_cast<uint64_t>(
-                  J.colour[static_cast<size_t>(p.colIndex[static_cast<size_t>(z)])] - d0);
-              if (j < static_cast<uint64_t>(K)) J.values[static_cast<size_t>(z)] = row[j];
-            }
-          }
-        }
-      });
-  J.value.assign(value.begin(), value.begin() + static_cast<long>(nres));
+  J.colours = 0;
+  for (int64_t k : J.colour)
+    J.colours = std::max(J.colours, k + 1);
+  J.value.resize(f.body.yields.size());
   return J;
 }
 

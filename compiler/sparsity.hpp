@@ -53,13 +53,11 @@ std::vector<double> toDense(const SparsityPattern& p, const std::vector<double>&
 /// Returns each column's colour; `colours` receives how many there are.
 std::vector<int64_t> colourColumns(const SparsityPattern& p, int64_t* colours);
 
-/// Whether colour (a colour per column) gives no two columns of a row the same colour.
-bool validColouring(const SparsityPattern& p, const std::vector<int64_t>& colour);
-
-/// `given` where it is a valid colouring of p (an earlier result's), else colourColumns(p);
-/// `colours` receives how many there are.
-std::vector<int64_t> colouringOf(const SparsityPattern& p, const std::vector<int64_t>* given,
-                                 int64_t* colours);
+/// Throws std::invalid_argument where p is not CSR of its rows and columns: checkRowStarts,
+/// row offsets from 0 to its nonzeros, never decreasing; checkPattern, that and every column
+/// index one of its columns.
+void checkRowStarts(const SparsityPattern& p);
+void checkPattern(const SparsityPattern& p);
 
 struct SparseJacobian {
   SparsityPattern pattern;
@@ -70,10 +68,24 @@ struct SparseJacobian {
   int64_t calls = 0;           // compiled calls: the colours, batch at a time
 };
 
+/// The nonzeros of f's Jacobian (with `hessian`, of its Hessian; jvpFn as sparseJacobian's)
+/// at args, for pattern p and colouring `colour` (a colour per column), into `values` (resized
+/// to p.nonzeros(), every one written: its storage is reused), and the first call's leading
+/// results (f's results; an HVP's gradients after them) into value when not null. work: the
+/// tangents and results kept from an earlier call (null: none). Throws checkPattern's error
+/// where p is not CSR of its size (found before anything outside it is read). Returns the calls it
+/// took, or -1 where `colour` is not a colouring of p (an entry out of range, or two columns of a
+/// row with one colour: found while the values are read, which are then not all right).
+int64_t fillSparse(const ir::Function& f, const std::vector<std::string>& wrt,
+                   const std::vector<Tensor>& args, const SparsityPattern& p,
+                   const std::vector<int64_t>& colour, const Directional& jvpFn, bool hessian,
+                   std::vector<double>& values, std::vector<Tensor>* value,
+                   DirectionWork* work = nullptr);
+
 /// The Jacobian in the pattern's CSR form, one JVP direction per colour (jvpFn runs jvp(f,
 /// wrt[, batch])); with `hessian`, the Hessian, one HVP direction per colour (jvpFn runs
-/// hvp(f's gradient, wrt[, batch])). colouring: colouringOf(pattern)'s, where the caller has
-/// it already (to pick the batch); computed here when null.
+/// hvp(f's gradient, wrt[, batch])). colouring: the caller's (to pick the batch), computed
+/// here when null or not one of the pattern.
 SparseJacobian sparseJacobian(const ir::Function& f, const std::vector<std::string>& wrt,
                               const std::vector<Tensor>& args, SparsityPattern pattern,
                               const Directional& jvpFn, bool hessian = false,

@@ -460,66 +460,207 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
   return DenseResult{std::move(d.matrix), std::move(d.value), d.mode, d.calls, d.directions};
 }
 
+namespace detail {
+
+/// What a sparse result's pattern was read for: its function, and the arguments the pattern
+/// can depend on (every shape; the values of the arguments that are not floats: a float
+/// condition takes both branches, so float values never change a pattern).
+struct SparsePatternKey {
+  std::string of;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<Tensor> exact; // a copy of each argument that is not a float; empty for a float
+};
+
+struct SparseWork {
+  std::vector<Tensor> args; // the last call's arguments
+  DirectionWork directions;
+};
+
+SparseWorkSlot::SparseWorkSlot() noexcept = default;
+SparseWorkSlot::SparseWorkSlot(const SparseWorkSlot&) noexcept {}
+SparseWorkSlot::SparseWorkSlot(SparseWorkSlot&&) noexcept = default;
+SparseWorkSlot& SparseWorkSlot::operator=(const SparseWorkSlot&) noexcept {
+  return *this; // its own buffers stay: they are checked against each call's arguments
+}
+SparseWorkSlot& SparseWorkSlot::operator=(SparseWorkSlot&&) noexcept = default;
+SparseWorkSlot::~SparseWorkSlot() = default;
+SparseWork& SparseWorkSlot::get() {
+  if (!work_) work_ = std::make_unique<SparseWork>();
+  return *work_;
+}
+void SparseWorkSlot::release() noexcept {
+  work_.reset();
+}
+
+namespace {
+
+std::shared_ptr<const SparsePatternKey> patternKey(const std::string& of, const ir::Function& f,
+                                                   const std::vector<Tensor>& in) {
+  auto key = std::make_shared<SparsePatternKey>();
+  key->of = of;
+  for (size_t k = 0; k < in.size(); ++k) {
+    key->shapes.push_back(in[k].shape());
+    key->exact.push_back(isFloat(f.paramTypes[k].dtype) ? Tensor() : in[k]);
+  }
+  return key;
+}
+
+/// Throws a CallError where the arguments are not those the pattern was read for.
+void checkPatternKey(const SparsePatternKey& key, const std::string& of, const ir::Function& f,
+                     const std::vector<Tensor>& in) {
+  if (key.of != of)
+    throw CallError("the pattern given is that of the " + key.of + ", not of the " + of);
+  for (size_t k = 0; k < in.size() && k < key.shapes.size(); ++k) {
+    const std::string param = "parameter '" + f.paramNames[k] + "'";
+    if (key.shapes[k] != in[k].shape())
+      throw CallError("the pattern given was read for " + param + " of shape " +
+                      typeString(in[k].dtype(), key.shapes[k]) + "; it is " + in[k].typeString() +
+                      " now: read the pattern afresh (evaluate_sparse(args))");
+    if (isFloat(f.paramTypes[k].dtype)) continue;
+    const Tensor& was = key.exact[k];
+    if (was.dtype() != in[k].dtype() ||
+        std::memcmp(was.raw(), in[k].raw(),
+                    static_cast<size_t>(in[k].numel()) * dtypeSize(in[k].dtype())) != 0)
+      throw CallError("the pattern given was read at other values of " + param +
+                      " (the pattern depends on them): read it afresh (evaluate_sparse(args))");
+  }
+}
+
+} // namespace
+} // namespace detail
+
 SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args) const {
-  return evaluate_sparse(args, SparseResult{});
+  SparseResult r;
+  evaluate_sparse_into(args, r);
+  r.work.release(); // a result kept for its values holds no buffers
+  return r;
 }
 
 SparseResult Jacobian::evaluate_sparse(const std::vector<Arg>& args,
                                        const SparseResult& like) const {
+  SparseResult r = like; // the pattern and colouring, without like's buffers
+  evaluate_sparse_into(args, r);
+  r.work.release();
+  return r;
+}
+
+void Jacobian::evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& r) const {
   using detail::Kind;
   auto fwd = impl_->get(name_, Kind::Value, {});
-  std::vector<Tensor> hold, in;
-  for (const View& v : detail::views(*fwd, args, hold))
-    in.push_back(detail::copyOf(v));
+  detail::SparseWork& work = r.work.get();
+  // The arguments, copied into the result's tensors of the last call where the types agree.
+  std::vector<Tensor> hold;
+  std::vector<View> views = detail::views(*fwd, args, hold);
+  std::vector<Tensor>& in = work.args;
+  in.resize(views.size());
+  for (size_t k = 0; k < views.size(); ++k) {
+    if (in[k].dtype() != views[k].dtype() || in[k].shape() != views[k].shape())
+      in[k] = Tensor(views[k].dtype(), views[k].shape());
+    if (!views[k].data() && in[k].numel() > 0)
+      throw CallError("parameter " + std::to_string(k + 1) + ": the view's data pointer is null");
+    if (in[k].numel() > 0)
+      std::memcpy(in[k].raw(), views[k].data(),
+                  static_cast<size_t>(in[k].numel()) * dtypeSize(in[k].dtype()));
+  }
   bindSizes(fwd->f, in);
-  auto c = impl_->get(name_, hessian_ ? Kind::Hvp : Kind::Jvp, wrt_);
+  const Kind kind = hessian_ ? Kind::Hvp : Kind::Jvp;
+  auto c = impl_->get(name_, kind, wrt_);
   const int64_t cols = inputElements(fwd->f, in, c->wrt);
   const int64_t rows = hessian_ ? cols : outputElements(fwd->f, in);
-  std::optional<SparsityPattern> p;
-  SparseResult out;
-  if (!like.row_start.empty()) {
-    SparsityPattern q;
-    q.rows = rows;
-    q.cols = cols;
-    if (like.rows != q.rows || like.cols != q.cols ||
-        like.row_start.size() != static_cast<size_t>(q.rows) + 1)
-      throw CallError("the pattern given is for a " + std::to_string(like.rows) + " x " +
-                      std::to_string(like.cols) + " Jacobian; these arguments make it " +
-                      std::to_string(q.rows) + " x " + std::to_string(q.cols));
-    q.rowStart = like.row_start;
-    q.colIndex = like.col_index;
-    p = std::move(q);
-    out.pattern_found = like.pattern_found;
+  std::string of = std::string(hessian_ ? "Hessian" : "Jacobian") + " of '" + name_ + "' in";
+  for (const std::string& w : c->wrt)
+    of += " " + w;
+  // The pattern: the result's own (moved out for the call and back after it, thrown or not),
+  // or read off the IR.
+  SparsityPattern p;
+  p.rows = rows;
+  p.cols = cols;
+  const bool given = !r.row_start.empty();
+  if (given) {
+    if (r.pattern_key) detail::checkPatternKey(*r.pattern_key, of, fwd->f, in);
+    if (r.rows != rows || r.cols != cols || r.row_start.size() != static_cast<size_t>(rows) + 1)
+      throw CallError("the pattern given is for a " + std::to_string(r.rows) + " x " +
+                      std::to_string(r.cols) + " Jacobian; these arguments make it " +
+                      std::to_string(rows) + " x " + std::to_string(cols));
+    p.rowStart = std::move(r.row_start);
+    p.colIndex = std::move(r.col_index);
   } else {
-    p = hessian_ ? hessianSparsity(fwd->f, in, c->wrt) : jacobianSparsity(fwd->f, in, c->wrt);
-    out.pattern_found = p.has_value();
+    std::optional<SparsityPattern> read =
+        hessian_ ? hessianSparsity(fwd->f, in, c->wrt) : jacobianSparsity(fwd->f, in, c->wrt);
+    r.pattern_found = read.has_value();
+    p = read ? std::move(*read) : densePattern(rows, cols); // none: every entry
+    r.pattern_key = detail::patternKey(of, fwd->f, in);
+    r.colour.clear();
   }
-  if (!p) { // every entry
-    p = densePattern(rows, cols);
+  struct PutBack { // the pattern goes back into the result however the call ends
+    SparsityPattern& p;
+    SparseResult& r;
+    ~PutBack() {
+      r.rows = p.rows;
+      r.cols = p.cols;
+      r.row_start = std::move(p.rowStart);
+      r.col_index = std::move(p.colIndex);
+    }
+  } putBack{p, r};
+  // The colours: the result's where they are one of the pattern (checked as the values are
+  // read), else coloured afresh; a batch of them per call. A pattern that is not CSR of its
+  // size is the caller's error (checked before colouring reads it, else as the values are).
+  auto callError = [](const std::invalid_argument& e) { return CallError(e.what()); };
+  try {
+    if (r.colour.size() != static_cast<size_t>(cols)) {
+      checkPattern(p);
+      r.colour = colourColumns(p, nullptr);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw callError(e);
   }
-  // The colours (those of `like` where they colour this pattern), a batch of them per call.
-  int64_t colours = 0;
-  const std::vector<int64_t> colour = colouringOf(*p, &like.colour, &colours);
-  const int batch = directionBatch(std::max<int64_t>(colours, 1));
-  auto cb = impl_->get(name_, hessian_ ? Kind::Hvp : Kind::Jvp, wrt_, batch);
-  Runnable jvpFn = [cb](const std::vector<Tensor>& a) {
-    std::vector<View> v;
-    for (const Tensor& t : a)
-      v.push_back(View(t));
-    return detail::run(*cb, v, {});
-  };
-  SparseJacobian J = sparseJacobian(fwd->f, c->wrt, in, std::move(*p), Directional(jvpFn, batch),
-                                    hessian_, &colour);
-  out.rows = J.pattern.rows;
-  out.cols = J.pattern.cols;
-  out.row_start = std::move(J.pattern.rowStart);
-  out.col_index = std::move(J.pattern.colIndex);
-  out.values = std::move(J.values);
-  out.value = std::move(J.value);
-  out.colours = J.colours;
-  out.colour = std::move(J.colour);
-  out.calls = J.calls;
-  return out;
+  for (int attempt = 0;; ++attempt) {
+    int64_t colours = 0;
+    for (int64_t k : r.colour)
+      colours = std::max(colours, k + 1);
+    const int batch = directionBatch(std::max<int64_t>(colours, 1));
+    auto cb = impl_->get(name_, kind, wrt_, batch);
+    Directional fn(
+        [cb](const std::vector<Tensor>& a) {
+          std::vector<View> v;
+          for (const Tensor& t : a)
+            v.push_back(View(t));
+          return detail::run(*cb, v, {});
+        },
+        batch);
+    fn.into = [cb](const std::vector<Tensor>& a, const std::vector<Tensor>& tangents,
+                   std::vector<Tensor>& out) {
+      std::vector<View> v, o;
+      for (const Tensor& t : a)
+        v.push_back(View(t));
+      for (const Tensor& t : tangents)
+        v.push_back(View(t));
+      for (Tensor& t : out)
+        o.push_back(View(t));
+      std::vector<const View*> op;
+      for (const View& x : o)
+        op.push_back(&x);
+      detail::run(*cb, v, op);
+    };
+    int64_t calls = 0;
+    try {
+      calls = fillSparse(fwd->f, c->wrt, in, p, r.colour, fn, hessian_, r.values, &r.value,
+                         &work.directions);
+    } catch (const CallError&) {
+      throw;
+    } catch (const std::invalid_argument& e) {
+      throw callError(e);
+    }
+    if (calls >= 0) {
+      r.calls = calls;
+      r.colours = colours;
+      break;
+    }
+    if (attempt > 0) throw std::logic_error("a fresh colouring is not one of its pattern");
+    // The result's colouring is not one of its pattern (whose columns were all in range).
+    r.colour = colourColumns(p, nullptr);
+  }
+  r.value.resize(fwd->f.body.yields.size()); // (an HVP's gradients follow f's results)
 }
 
 std::string Module::target() const {

@@ -172,6 +172,25 @@ struct Options {
 namespace detail {
 struct Compiled;
 struct ModuleImpl;
+struct SparsePatternKey;
+struct SparseWork;
+
+/// Owns the buffers a sparse result's next in-place evaluation reuses. A copy starts without
+/// any, so two results never share them.
+class SparseWorkSlot {
+public:
+  SparseWorkSlot() noexcept;
+  SparseWorkSlot(const SparseWorkSlot&) noexcept;
+  SparseWorkSlot(SparseWorkSlot&&) noexcept;
+  SparseWorkSlot& operator=(const SparseWorkSlot&) noexcept;
+  SparseWorkSlot& operator=(SparseWorkSlot&&) noexcept;
+  ~SparseWorkSlot();
+  SparseWork& get(); // made on first use
+  void release() noexcept;
+
+private:
+  std::unique_ptr<SparseWork> work_;
+};
 } // namespace detail
 
 /// The signature of a compiled entry point, for error messages and raw calls.
@@ -254,6 +273,11 @@ struct SparseResult {
   std::int64_t calls = 0;           // compiled calls it took (up to 16 colours a call)
   bool pattern_found = true;        // false: the pattern could not be read off the IR (every entry
                                     // is then stored, and it took a call per column)
+  // Kept by the library for a later call given this result. pattern_key: what the pattern
+  // was read for (the function, every argument's shape, the values of the integer and bool
+  // arguments); a copy shares it. work: buffers evaluate_sparse_into reuses; a copy has none.
+  std::shared_ptr<const detail::SparsePatternKey> pattern_key;
+  detail::SparseWorkSlot work;
 };
 
 class Jacobian {
@@ -272,8 +296,20 @@ public:
   /// The same with the pattern of an earlier result (`like`: its row_start and col_index), not
   /// read again, and its colouring (`colour`) where it is one of that pattern (else coloured
   /// afresh): for a solver whose integer arguments (which observation sees what) stay fixed
-  /// while the floats change. A pattern for other sizes is a CallError.
+  /// while the floats change. A CallError where the pattern was read for other sizes, another
+  /// function or other values of an integer or bool argument (the pattern depends on those;
+  /// a result assembled by hand, without pattern_key, is taken as given).
   SparseResult evaluate_sparse(const std::vector<Arg>& args, const SparseResult& like) const;
+  /// evaluate_sparse(args, result) in place: result keeps its pattern and colouring, its
+  /// values and value are overwritten, and the buffers of its last such call are reused, so a
+  /// solver's steady-state call copies no pattern and allocates nothing of the Jacobian's
+  /// size. The buffers (the arguments, the tangents and the compiled code's results: about
+  /// a batched JVP's arguments and results) stay with the result until it is destroyed; the
+  /// results of evaluate_sparse and copies hold none. A result without a
+  /// pattern (default-constructed) gets one, as evaluate_sparse(args) reads it. The checks and
+  /// errors are evaluate_sparse(args, like)'s; after an error thrown while the compiled code
+  /// runs, the values are unspecified.
+  void evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& result) const;
 
 private:
   friend class Module;

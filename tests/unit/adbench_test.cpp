@@ -255,4 +255,89 @@ TEST(AdbenchSparse, BundleAdjustmentAndHandByColouring) {
   }
 }
 
+// A solver's loop: the pattern read once, then the values refilled in place at new floats
+// (evaluate_sparse_into). The refilled values are a fresh evaluation's, bit for bit, for BA
+// (14 colours: one call) and the complicated hand (28: two calls, whose lanes the tangents
+// kept from the last refill must be reset for); copies and bad input are handled.
+TEST(AdbenchSparse, RefillInPlaceAtNewFloats) {
+  auto moved = [](std::vector<double>& v, double by) {
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] += by * std::sin(static_cast<double>(i) + 1);
+  };
+  {
+    adbench::BaInput b = adbench::readBa(dataPath("ba/test.txt"));
+    slope::Module m = slope::compile_file(baModel());
+    slope::Jacobian J = m.jacobian("ba", {"cams", "X", "w"});
+    slope::SparseResult s = J.evaluate_sparse(adbench::baArgs(b));
+    const std::vector<int64_t> rowStart = s.row_start, colIndex = s.col_index;
+    const double* storage = s.values.data();
+    for (int step = 1; step <= 3; ++step) {
+      moved(b.cams, 1e-3);
+      moved(b.X, 1e-2);
+      moved(b.w, 1e-2);
+      J.evaluate_sparse_into(adbench::baArgs(b), s);
+      slope::SparseResult fresh = J.evaluate_sparse(adbench::baArgs(b));
+      EXPECT_EQ(s.values, fresh.values) << step;
+      EXPECT_EQ(s.value[0].getF(3), fresh.value[0].getF(3)) << step;
+      EXPECT_EQ(s.row_start, rowStart);
+      EXPECT_EQ(s.col_index, colIndex);
+      EXPECT_EQ(s.values.data(), storage); // refilled where it was
+      EXPECT_EQ(s.calls, 1);
+      // A copy (without the buffers) and a new result from it give the same values.
+      slope::SparseResult copy = s;
+      J.evaluate_sparse_into(adbench::baArgs(b), copy);
+      EXPECT_EQ(copy.values, fresh.values);
+      EXPECT_EQ(J.evaluate_sparse(adbench::baArgs(b), s).values, fresh.values);
+    }
+    // A colouring that is not one of the pattern is replaced, the values still right.
+    slope::SparseResult bad = s;
+    bad.colour.assign(bad.colour.size(), 3);
+    J.evaluate_sparse_into(adbench::baArgs(b), bad);
+    EXPECT_EQ(bad.values, s.values);
+    EXPECT_EQ(bad.colours, 14);
+    // Other observations: the pattern was read for the old ones.
+    adbench::BaInput other = b;
+    std::swap(other.obs[0], other.obs[2]);
+    try {
+      J.evaluate_sparse_into(adbench::baArgs(other), s);
+      ADD_FAILURE() << "no error for other observations";
+    } catch (const slope::CallError& e) {
+      EXPECT_NE(std::string(e.what()).find("other values of parameter 'obs'"), std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(s.row_start, rowStart); // the result keeps its pattern after the error
+    EXPECT_EQ(s.col_index, colIndex);
+    // A pattern that is not CSR of its size: an error, no read outside it.
+    slope::SparseResult broken = s;
+    broken.col_index[5] = broken.cols;
+    EXPECT_THROW(J.evaluate_sparse_into(adbench::baArgs(b), broken), slope::CallError);
+    broken = s;
+    broken.row_start[3] = broken.row_start[4] + 1;
+    EXPECT_THROW(J.evaluate_sparse_into(adbench::baArgs(b), broken), slope::CallError);
+    broken = s;
+    broken.row_start.back() += 1;
+    EXPECT_THROW(J.evaluate_sparse_into(adbench::baArgs(b), broken), slope::CallError);
+    // Another function's pattern.
+    slope::Jacobian Jw = m.jacobian("ba", {"w"});
+    EXPECT_THROW(Jw.evaluate_sparse_into(adbench::baArgs(b), s), slope::CallError);
+    // A default result gets a pattern.
+    slope::SparseResult none;
+    J.evaluate_sparse_into(adbench::baArgs(b), none);
+    EXPECT_EQ(none.values, s.values);
+  }
+  {
+    adbench::HandInput h = handInput(true);
+    slope::Module m = slope::compile_file(handModel());
+    slope::Jacobian J = m.jacobian("hand_complicated", {"theta", "us"});
+    slope::SparseResult s = J.evaluate_sparse(adbench::handArgs(h, true));
+    EXPECT_EQ(s.calls, 2);
+    for (int step = 1; step <= 2; ++step) {
+      moved(h.theta, 1e-2);
+      moved(h.us, 1e-3);
+      J.evaluate_sparse_into(adbench::handArgs(h, true), s);
+      EXPECT_EQ(s.values, J.evaluate_sparse(adbench::handArgs(h, true)).values) << step;
+    }
+  }
+}
+
 } // namespace
