@@ -460,18 +460,21 @@ void BM_Ba_Jacobian(benchmark::State& st, const std::string& rel, bool shared) {
 // (Jacobian::evaluate_sparse_into on the first call's result). BM_Ba_JacobianSparseCopy: the
 // same with a new result per call (evaluate_sparse(args, like): the pattern copied, fresh
 // buffers).
-void BM_Ba_JacobianSparse(benchmark::State& st, const std::string& rel, bool shared) {
-  BaCase& c = baCase(adbenchPath(rel, shared));
-  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
-  auto args = adbench::baArgs(c.b);
-  slope::SparseResult J = c.J->evaluate_sparse(args);
-  c.J->evaluate_sparse_into(args, J); // its buffers
+void timeSparseInPlace(benchmark::State& st, const slope::Jacobian& jac,
+                       const std::vector<slope::Arg>& args) {
+  slope::SparseResult J = jac.evaluate_sparse(args);
+  jac.evaluate_sparse_into(args, J); // its buffers
   for (auto _ : st) {
-    c.J->evaluate_sparse_into(args, J);
+    jac.evaluate_sparse_into(args, J);
     benchmark::DoNotOptimize(J.values.data());
   }
   st.counters["colours"] = static_cast<double>(J.colours);
   st.counters["nonzeros"] = static_cast<double>(J.col_index.size());
+}
+void BM_Ba_JacobianSparse(benchmark::State& st, const std::string& rel, bool shared) {
+  BaCase& c = baCase(adbenchPath(rel, shared));
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  timeSparseInPlace(st, *c.J, adbench::baArgs(c.b));
 }
 void BM_Ba_JacobianSparseCopy(benchmark::State& st, const std::string& rel, bool shared) {
   BaCase& c = baCase(adbenchPath(rel, shared));
@@ -526,14 +529,7 @@ void BM_Hand_JacobianSparse(benchmark::State& st, const std::string& rel, bool s
                             bool complicated) {
   HandCase& c = handCase(rel, shared, complicated);
   if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
-  auto args = adbench::handArgs(c.h, complicated);
-  slope::SparseResult J = c.J->evaluate_sparse(args);
-  c.J->evaluate_sparse_into(args, J); // its buffers
-  for (auto _ : st) {
-    c.J->evaluate_sparse_into(args, J);
-    benchmark::DoNotOptimize(J.values.data());
-  }
-  st.counters["colours"] = static_cast<double>(J.colours);
+  timeSparseInPlace(st, *c.J, adbench::handArgs(c.h, complicated));
 }
 void BM_Hand_Jacobian(benchmark::State& st, const std::string& rel, bool shared, bool complicated) {
   HandCase& c = handCase(rel, shared, complicated);
