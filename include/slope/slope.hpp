@@ -258,9 +258,6 @@ struct DenseResult {
   std::int64_t directions = 0; // JVPs or HVPs (a column each), or VJPs (a row each)
 };
 
-/// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
-/// column by column from JVPs (forward mode), row by row from VJPs (reverse mode), or column
-/// by column from Hessian-vector products.
 /// A sparse Jacobian or Hessian in compressed sparse rows (Jacobian::evaluate_sparse).
 struct SparseResult {
   std::int64_t rows = 0, cols = 0;     // as DenseResult's matrix
@@ -280,6 +277,9 @@ struct SparseResult {
   detail::SparseWorkSlot work;
 };
 
+/// A dense Jacobian (Module::jacobian) or Hessian (Module::hessian) of a function, built
+/// column by column from JVPs (forward mode), row by row from VJPs (reverse mode), or column
+/// by column from Hessian-vector products; or its nonzeros (evaluate_sparse).
 class Jacobian {
 public:
   template <class... A> DenseResult operator()(A&&... args) const {
@@ -305,10 +305,11 @@ public:
   /// solver's steady-state call copies no pattern and allocates nothing of the Jacobian's
   /// size. The buffers (the arguments, the tangents and the compiled code's results: about
   /// a batched JVP's arguments and results) stay with the result until it is destroyed; the
-  /// results of evaluate_sparse and copies hold none. A result without a
-  /// pattern (default-constructed) gets one, as evaluate_sparse(args) reads it. The checks and
-  /// errors are evaluate_sparse(args, like)'s; after an error thrown while the compiled code
-  /// runs, the values are unspecified.
+  /// results of evaluate_sparse and copies hold none. A result without a pattern
+  /// (default-constructed) gets one, as evaluate_sparse(args) reads it. The checks and errors
+  /// are evaluate_sparse(args, like)'s, and a pattern that is not CSR of its size is a
+  /// CallError; after an error thrown while the compiled code runs, the values are
+  /// unspecified. One result is refilled by one thread at a time; a Jacobian serves any.
   void evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& result) const;
 
 private:
