@@ -34,8 +34,9 @@ int64_t alongDirectionBatches(
     if (fn.batch > 0) shape.push_back(K);
     return shape;
   };
-  bool keep = w.tangents.size() == wrtParams.size() && w.dirOf == dirOf;
-  for (size_t q = 0; keep && q < wrtParams.size(); ++q)
+  if (fn.seeded) w.tangents.clear(); // (its tangents are its code's; it takes none)
+  bool keep = fn.seeded || (w.tangents.size() == wrtParams.size() && w.dirOf == dirOf);
+  for (size_t q = 0; keep && !fn.seeded && q < wrtParams.size(); ++q)
     keep = w.tangents[q].dtype() == args[wrtParams[q]].dtype() &&
            w.tangents[q].shape() == tangentShape(q);
   if (!keep) {
@@ -81,7 +82,7 @@ int64_t alongDirectionBatches(
   } lent{w.tangents, args, {}};
   int64_t calls = 0;
   for (int64_t d0 = 0; d0 < count; d0 += K) {
-    if (w.lanesFor != d0) {
+    if (!fn.seeded && w.lanesFor != d0) {
       // Element col, lane j: 1 where the element's direction is d0 + j (in one lane at most);
       // the lane set for the earlier batch goes back to 0.
       const int64_t before = w.lanesFor;
@@ -99,7 +100,9 @@ int64_t alongDirectionBatches(
     }
     const std::vector<Tensor>* out = &w.out;
     std::vector<Tensor> fresh;
-    if (fn.into && !w.out.empty()) {
+    if (fn.seeded) {
+      fn.seeded(d0, args, w.out);
+    } else if (fn.into && !w.out.empty()) {
       fn.into(args, w.tangents, w.out);
     } else {
       fresh = fn.run(lent.lend());
@@ -114,6 +117,51 @@ int64_t alongDirectionBatches(
     takeCall(d0, *out);
   }
   return calls;
+}
+
+std::optional<Seeds> seedsFor(const ir::Function& f, const std::vector<std::string>& wrt,
+                              const std::vector<Tensor>& args, const std::vector<int64_t>& dirOf,
+                              int lanes) {
+  Seeds seeds;
+  size_t col = 0;
+  for (size_t p : wrtParams(f, wrt)) {
+    const int64_t n = args[p].numel();
+    if (col + static_cast<size_t>(n) > dirOf.size()) return std::nullopt;
+    const int64_t* d = dirOf.data() + col;
+    col += static_cast<size_t>(n);
+    for (int64_t i = 0; i < n; ++i)
+      if (d[i] < 0 || d[i] >= lanes) return std::nullopt;
+    std::vector<int>& s = seeds[f.paramNames[p]];
+    if (n == 0) { // (no element: no lane)
+      s = {-1};
+      continue;
+    }
+    if (std::all_of(d, d + n, [&](int64_t x) { return x == d[0]; })) {
+      s = {static_cast<int>(d[0])};
+      continue;
+    }
+    const ir::Type& t = f.paramTypes[p];
+    std::optional<int64_t> last = t.rank() > 0 ? t.shape.back().constValue() : std::nullopt;
+    if (!last || *last < 2 || n % *last != 0) return std::nullopt;
+    s.assign(static_cast<size_t>(*last), -1);
+    for (int64_t i = 0; i < n; ++i) {
+      int& lane = s[static_cast<size_t>(i % *last)];
+      if (i < *last)
+        lane = static_cast<int>(d[i]);
+      else if (lane != d[i])
+        return std::nullopt;
+    }
+  }
+  if (col != dirOf.size()) return std::nullopt;
+  return seeds;
+}
+
+Seeds seedsOfBatch(const Seeds& all, int64_t d0, int64_t batch) {
+  Seeds out = all;
+  for (auto& [param, lanes] : out)
+    for (int& l : lanes)
+      l = l >= d0 && l < d0 + batch ? static_cast<int>(l - d0) : -1;
+  return out;
 }
 
 int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,

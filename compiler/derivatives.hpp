@@ -2,11 +2,13 @@
 // `slopec jacobian`, `slopec hessian` and Module::jacobian / Module::hessian return).
 #pragma once
 
+#include "compiler/autodiff/forward.hpp"
 #include "compiler/codegen/execute.hpp"
 #include "compiler/ir/ir.hpp"
 #include "slope/tensor.hpp"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,9 @@ namespace slope {
 /// function on the arguments and the tangents given apart, writing its results into `out`
 /// (tensors of the results' types, as an earlier `run` gave them): a caller that calls again
 /// and again then allocates nothing, and the compiled code overwrites every element.
+/// `seeded`, where set, replaces run and into: seeded(d0, args, out) runs jvpSeeded()'s
+/// function for directions d0 .. d0 + batch - 1, which takes the arguments only (its tangents
+/// are constants of its code), writing its results into out (out empty: it sets them).
 struct Directional {
   using RunInto =
       std::function<void(const std::vector<Tensor>& args, const std::vector<Tensor>& tangents,
@@ -26,6 +31,7 @@ struct Directional {
   Runnable run;
   int64_t batch = 0;
   RunInto into;
+  std::function<void(int64_t d0, const std::vector<Tensor>& args, std::vector<Tensor>& out)> seeded;
 };
 
 /// The directions per call for `count` of them: as few calls as 16 directions per call need,
@@ -66,6 +72,21 @@ int64_t alongDirectionBatches(
     int64_t count, const std::vector<int64_t>& dirOf, size_t first, std::vector<Tensor>* value,
     const std::function<void(int64_t d0, const std::vector<Tensor>& out)>& takeCall,
     DirectionWork* work = nullptr);
+
+/// The seeds of a JVP compiled for these directions (jvpSeeded()), where every direction can be
+/// told from its parameter and the last index of its element alone: for each parameter in
+/// wrt, one lane for all its elements, or a lane per index of its last extent (which must
+/// then be a literal of f's type: the code then does not depend on the sizes). Input element
+/// `col` (as for alongDirectionBatches) is in direction dirOf[col]; all directions must be
+/// below `lanes`. None where the directions have another form. The lanes are the directions;
+/// seedsOfBatch() gives a call's.
+std::optional<Seeds> seedsFor(const ir::Function& f, const std::vector<std::string>& wrt,
+                              const std::vector<Tensor>& args, const std::vector<int64_t>& dirOf,
+                              int lanes);
+
+/// The seeds of the call for directions d0 .. d0 + batch - 1: direction d in lane d - d0, and
+/// the others in none.
+Seeds seedsOfBatch(const Seeds& all, int64_t d0, int64_t batch);
 
 /// The positions of the parameters of f named in wrt.
 std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::string>& wrt);

@@ -147,6 +147,18 @@ ir::Function Program::jvp(const std::string& name, const std::vector<std::string
   return j;
 }
 
+ir::Function Program::jvpSeeded(const std::string& name, const std::vector<std::string>& wrt,
+                                int batch, const Seeds& seeds) const {
+  ir::Function f = forward(name), j;
+  withLargeStack([&] {
+    j = slope::jvpSeeded(f, resolveWrt(f, wrt), batch, seeds);
+    ir::stripCustom(j);
+    simplify(j);
+    returnBuffersInPlace(j);
+  });
+  return j;
+}
+
 ir::Function Program::hvp(const std::string& name, const std::vector<std::string>& wrt,
                           const GradOptions& opt, int batch) const {
   ir::Function f = forward(name), h;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "compiler/autodiff/autodiff.hpp"
+#include "compiler/autodiff/forward.hpp"
 #include "compiler/ir/ir.hpp"
 #include "compiler/parse/ast.hpp"
 
@@ -47,6 +48,9 @@ public:
   /// compiler/autodiff/forward.hpp).
   ir::Function jvp(const std::string& name, const std::vector<std::string>& wrt,
                    int batch = 0) const;
+  /// Forward mode with the tangents constants of the code: NAME_jvp_seededK (see jvpSeeded()).
+  ir::Function jvpSeeded(const std::string& name, const std::vector<std::string>& wrt, int batch,
+                         const Seeds& seeds) const;
   /// Hessian-vector product of a scalar function: NAME_hvp (see hvp()), batched as jvp().
   ir::Function hvp(const std::string& name, const std::vector<std::string>& wrt,
                    const GradOptions& opt = {}, int batch = 0) const;

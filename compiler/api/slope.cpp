@@ -61,15 +61,27 @@ struct ModuleImpl {
   std::mutex mutex;
   std::map<std::string, std::shared_ptr<const Compiled>> cache;
 
-  /// batch: Jvp and Hvp only, the directions per call (0: one; see jvp()).
+  /// batch: Jvp and Hvp only, the directions per call (0: one; see jvp()). seeds: Jvp only,
+  /// its tangents constants of the code (jvpSeeded(); batch >= 1).
   std::shared_ptr<const Compiled> get(const std::string& name, Kind kind,
-                                      const std::vector<std::string>& wrt, int batch = 0);
+                                      const std::vector<std::string>& wrt, int batch = 0,
+                                      const Seeds* seeds = nullptr);
 };
 
 std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind kind,
-                                                const std::vector<std::string>& wrtIn, int batch) {
+                                                const std::vector<std::string>& wrtIn, int batch,
+                                                const Seeds* seeds) {
   static const char* const kKindKey[] = {"", "|grad", "|jvp", "|hvp"};
-  const std::string batchKey = batch > 0 ? "*" + std::to_string(batch) : "";
+  std::string batchKey = batch > 0 ? "*" + std::to_string(batch) : "";
+  if (seeds) { // (a JIT per colouring: the seeds are in the key, `x:lane,lane;`)
+    batchKey += "@";
+    for (const auto& [param, lanes] : *seeds) {
+      batchKey += param + ":";
+      for (int l : lanes)
+        batchKey += std::to_string(l) + ",";
+      batchKey += ";";
+    }
+  }
   const bool grad = kind != Kind::Value;
   if (!program->hasFunction(name)) {
     std::string names;
@@ -113,7 +125,9 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
     switch (kind) {
     case Kind::Value: c->f = fwd; break;
     case Kind::Gradient: c->f = program->gradient(name, wrt, gradOptions(options)); break;
-    case Kind::Jvp: c->f = program->jvp(name, wrt, batch); break;
+    case Kind::Jvp:
+      c->f = seeds ? program->jvpSeeded(name, wrt, batch, *seeds) : program->jvp(name, wrt, batch);
+      break;
     case Kind::Hvp: c->f = program->hvp(name, wrt, gradOptions(options), batch); break;
     }
   } catch (const GradError& e) {
@@ -282,6 +296,38 @@ std::vector<View> views(const Compiled& c, const std::vector<Arg>& args,
 }
 
 } // namespace
+
+/// Runs c on tensors: the arguments, then the tangents (where given). Results go into out's
+/// tensors where out holds them (an earlier call's, of these shapes), else into out afresh.
+void runTensors(const Compiled& c, const std::vector<Tensor>& args,
+                const std::vector<Tensor>* tangents, std::vector<Tensor>& out) {
+  std::vector<View> v, o;
+  for (const Tensor& t : args)
+    v.push_back(View(t));
+  if (tangents)
+    for (const Tensor& t : *tangents)
+      v.push_back(View(t));
+  if (out.empty()) {
+    out = run(c, v, {});
+    return;
+  }
+  for (Tensor& t : out)
+    o.push_back(View(t));
+  std::vector<const View*> op;
+  for (const View& x : o)
+    op.push_back(&x);
+  run(c, v, op);
+}
+
+/// c as a Runnable (its arguments and tangents in one list).
+Runnable runnerOf(std::shared_ptr<const Compiled> c) {
+  return [c](const std::vector<Tensor>& a) {
+    std::vector<Tensor> out;
+    runTensors(*c, a, nullptr, out);
+    return out;
+  };
+}
+
 } // namespace detail
 
 double Result::scalar() const {
@@ -423,14 +469,7 @@ DenseResult Jacobian::evaluate(const std::vector<Arg>& args) const {
   for (const View& v : detail::views(*fwd, args, hold))
     in.push_back(detail::copyOf(v));
   bindSizes(fwd->f, in); // argument count, dtypes and shapes, as a call checks them
-  auto runner = [](std::shared_ptr<const detail::Compiled> c) -> Runnable {
-    return [c](const std::vector<Tensor>& a) {
-      std::vector<View> v;
-      for (const Tensor& t : a)
-        v.push_back(View(t));
-      return detail::run(*c, v, {});
-    };
-  };
+  auto runner = detail::runnerOf;
   Runnable none = [](const std::vector<Tensor>&) -> std::vector<Tensor> {
     throw std::logic_error("unused");
   };
@@ -564,11 +603,22 @@ void Jacobian::evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& 
   }
   bindSizes(fwd->f, in);
   const Kind kind = hessian_ ? Kind::Hvp : Kind::Jvp;
-  auto c = impl_->get(name_, kind, wrt_);
-  const int64_t cols = inputElements(fwd->f, in, c->wrt);
+  // The names differentiated, resolved as get() resolves them; without compiling the
+  // unbatched JVP only to ask (a Hessian's HVP is asked for: it checks for a scalar result).
+  std::vector<std::string> wrt;
+  if (hessian_) {
+    wrt = impl_->get(name_, kind, wrt_)->wrt;
+  } else {
+    try {
+      wrt = resolveWrt(fwd->f, wrt_);
+    } catch (const GradError& e) {
+      throw std::invalid_argument(e.what());
+    }
+  }
+  const int64_t cols = inputElements(fwd->f, in, wrt);
   const int64_t rows = hessian_ ? cols : outputElements(fwd->f, in);
   std::string of = std::string(hessian_ ? "Hessian" : "Jacobian") + " of '" + name_ + "' in";
-  for (const std::string& w : c->wrt)
+  for (const std::string& w : wrt)
     of += " " + w;
   // The pattern: the result's own (moved out for the call and back after it, thrown or not),
   // or read off the IR.
@@ -586,7 +636,7 @@ void Jacobian::evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& 
     p.colIndex = std::move(r.col_index);
   } else {
     std::optional<SparsityPattern> read =
-        hessian_ ? hessianSparsity(fwd->f, in, c->wrt) : jacobianSparsity(fwd->f, in, c->wrt);
+        hessian_ ? hessianSparsity(fwd->f, in, wrt) : jacobianSparsity(fwd->f, in, wrt);
     r.pattern_found = read.has_value();
     p = read ? std::move(*read) : densePattern(rows, cols); // none: every entry
     r.pattern_key = detail::patternKey(of, fwd->f, in);
@@ -619,32 +669,33 @@ void Jacobian::evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& 
     for (int64_t k : r.colour)
       colours = std::max(colours, k + 1);
     const int batch = directionBatch(std::max<int64_t>(colours, 1));
-    auto cb = impl_->get(name_, kind, wrt_, batch);
-    Directional fn(
-        [cb](const std::vector<Tensor>& a) {
-          std::vector<View> v;
-          for (const Tensor& t : a)
-            v.push_back(View(t));
-          return detail::run(*cb, v, {});
-        },
-        batch);
-    fn.into = [cb](const std::vector<Tensor>& a, const std::vector<Tensor>& tangents,
-                   std::vector<Tensor>& out) {
-      std::vector<View> v, o;
-      for (const Tensor& t : a)
-        v.push_back(View(t));
-      for (const Tensor& t : tangents)
-        v.push_back(View(t));
-      for (Tensor& t : out)
-        o.push_back(View(t));
-      std::vector<const View*> op;
-      for (const View& x : o)
-        op.push_back(&x);
-      detail::run(*cb, v, op);
-    };
+    // Where each colour is told by its column's parameter and last index alone (bundle
+    // adjustment's cameras and points, the hand's; any vector parameter's), the JVP is
+    // compiled for the colours, one function per call: its one-hot seeds are constants of
+    // the code, and lanes that are structurally zero cost nothing. Otherwise the batched JVP
+    // runs along tangents set per colour. (Not for Hessians: their HVP's seeds would be the
+    // gradient code's too; left as it is.)
+    std::optional<Seeds> seeds;
+    if (!hessian_) seeds = seedsFor(fwd->f, wrt, in, r.colour, static_cast<int>(colours));
+    Directional fn(nullptr, batch);
+    if (seeds) { // a function per call, each for its batch of colours
+      std::vector<std::shared_ptr<const detail::Compiled>> per;
+      for (int64_t d0 = 0; d0 < std::max<int64_t>(colours, 1); d0 += batch) {
+        Seeds s = seedsOfBatch(*seeds, d0, batch);
+        per.push_back(impl_->get(name_, kind, wrt_, batch, &s));
+      }
+      fn.seeded = [per, batch](int64_t d0, const std::vector<Tensor>& a, std::vector<Tensor>& out) {
+        detail::runTensors(*per.at(static_cast<size_t>(d0 / batch)), a, nullptr, out);
+      };
+    } else {
+      auto cb = impl_->get(name_, kind, wrt_, batch);
+      fn.run = detail::runnerOf(cb);
+      fn.into = [cb](const std::vector<Tensor>& a, const std::vector<Tensor>& tangents,
+                     std::vector<Tensor>& out) { detail::runTensors(*cb, a, &tangents, out); };
+    }
     int64_t calls = 0;
     try {
-      calls = fillSparse(fwd->f, c->wrt, in, p, r.colour, fn, hessian_, r.values, &r.value,
+      calls = fillSparse(fwd->f, wrt, in, p, r.colour, fn, hessian_, r.values, &r.value,
                          &work.directions);
     } catch (const CallError&) {
       throw;

@@ -7,6 +7,7 @@
 #include "compiler/simplify/simplify.hpp"
 
 #include <algorithm>
+#include <optional>
 
 namespace slope {
 namespace {
@@ -31,8 +32,9 @@ bool writesOutside(const Block& b) {
 
 class Forward final : public ad::RuleCtx {
 public:
-  Forward(const ir::Function& src, int batch)
-      : src_(src), out_(src), b_(out_), batch_(batch), lanes_(batch > 0 ? batch : 1) {
+  Forward(const ir::Function& src, int batch, const Seeds* seeds = nullptr)
+      : src_(src), out_(src), b_(out_), batch_(batch), lanes_(batch > 0 ? batch : 1),
+        seeds_(seeds) {
     out_.body = Block{};
   }
 
@@ -53,6 +55,7 @@ public:
     if (sum_.empty()) sum_.assign(t.size(), -1);
     DType want = src_.types[cur_->result].dtype;
     for (size_t j = 0; j < t.size(); ++j) { // the partial is computed once for every lane
+      if (t[j] < 0) continue;               // (a lane that is structurally zero)
       int term = b_.binary(Op::Mul, partial, t[j]);
       if (out_.types[term].dtype != want) term = b_.cast(term, want);
       sum_[j] = sum_[j] < 0 ? term : b_.binary(Op::Add, sum_[j], term);
@@ -95,17 +98,128 @@ private:
     at.push_back(b_.constInt(j));
     return at;
   }
-  bool hasTangent(int v) const { return !lane_[v].empty() || whole_[v] >= 0; }
+  // A scalar's lanes: a value each, or -1 where the lane is structurally zero (a seeded JVP's
+  // lanes that no seed reaches: no code computes them). A scalar with no lane nonzero has no
+  // lanes at all (lane_ empty), so that rules see it as having no tangent.
+  void setLanes(int v, std::vector<int> lanes) {
+    if (std::none_of(lanes.begin(), lanes.end(), [](int l) { return l >= 0; })) lanes.clear();
+    lane_[v] = std::move(lanes);
+  }
+  /// Lane j of scalar v's tangent: a value, or -1 where it is structurally zero.
+  int laneOf(int v, int j) const {
+    return lane_[v].empty() ? -1 : lane_[v][static_cast<size_t>(j)];
+  }
+  std::vector<int> lanesOf(int v) const {
+    return lane_[v].empty() ? std::vector<int>(static_cast<size_t>(lanes_), -1) : lane_[v];
+  }
   /// Lane j of scalar v's tangent, or a zero where v has none.
   int laneOrZero(int v, int j) {
-    if (!lane_[v].empty()) return lane_[v][static_cast<size_t>(j)];
-    return b_.constant(src_.types[v].dtype, 0);
+    int l = laneOf(v, j);
+    return l >= 0 ? l : b_.constant(src_.types[v].dtype, 0);
   }
   std::vector<int> lanesOrZero(int v) {
     std::vector<int> out;
     for (int j = 0; j < lanes_; ++j)
       out.push_back(laneOrZero(v, j));
     return out;
+  }
+  /// The value of src_'s integer v where it is a literal: a constant, or a tiny region's index
+  /// that unrolled() made one.
+  std::optional<int64_t> literal(int v) const {
+    if (const Instr* d = def_[v]; d && d->op == Op::Const) return d->ival;
+    auto it = literal_.find(primal(v));
+    if (it == literal_.end()) return std::nullopt;
+    return it->second;
+  }
+  /// The flat element of a tensor of type t at indices idx (src_ values), where t's extents
+  /// and the indices are all literals and the element is in range.
+  std::optional<int64_t> literalElement(const ir::Type& t, const int* idx) const {
+    int64_t e = 0;
+    for (size_t d = 0; d < t.shape.size(); ++d) {
+      std::optional<int64_t> n = t.shape[d].constValue(), k = literal(idx[d]);
+      if (!n || !k || *k < 0 || *k >= *n) return std::nullopt;
+      e = e * *n + *k;
+    }
+    return e;
+  }
+  /// Indices (out_ values) of flat element e of a literal shape.
+  std::vector<int> literalIndex(const ir::Type& t, int64_t e) {
+    std::vector<int> idx(t.shape.size());
+    for (size_t d = t.shape.size(); d-- > 0;) {
+      const int64_t n = *t.shape[d].constValue();
+      idx[d] = b_.constInt(e % n);
+      e /= n;
+    }
+    return idx;
+  }
+  /// Whether a region is unrolled in a seeded JVP: a comprehension or a sum over literal
+  /// extents of at most kTinyElements elements (a 3-vector's), whose body writes nothing
+  /// outside it. Its elements' lanes then stay apart (elems_), so that a lane no seed reaches
+  /// stays structurally zero through it.
+  bool tiny(const Instr& in) const {
+    constexpr int64_t kTinyElements = 4;
+    if (!seeds_ || (in.op != Op::Comp && in.op != Op::ReduceSum) || in.extents.empty() ||
+        in.regions.size() != 1 || src_.types[in.result].rank() != (in.op == Op::Comp ? 1 : 0) ||
+        writesOutside(in.regions[0]))
+      return false;
+    int64_t n = 1;
+    for (const Poly& e : in.extents) {
+      std::optional<int64_t> c = e.constValue();
+      if (!c || *c < 1) return false;
+      n *= *c;
+      if (n > kTinyElements) return false;
+    }
+    return true;
+  }
+  void unrolled(const Instr& in);
+  /// The lanes of an element of a seeded parameter whose last index is k (a value of src_): 1
+  /// in the lane its seed names, structurally 0 in the others. A literal k picks its lane
+  /// here; another k is compared with the indices of each lane's seeds.
+  std::vector<int> seededLanes(const std::vector<int>& seeds, int k, DType dt) {
+    std::vector<int> out(static_cast<size_t>(lanes_), -1);
+    auto one = [&](int lane) { out[static_cast<size_t>(lane)] = b_.constant(dt, 1); };
+    if (seeds.size() == 1) {
+      if (seeds[0] >= 0) one(seeds[0]);
+      return out;
+    }
+    if (std::optional<int64_t> lit = literal(k)) {
+      // (An index out of range has no lane: its load fails, checked, before it is used.)
+      if (*lit >= 0 && *lit < static_cast<int64_t>(seeds.size()) &&
+          seeds[static_cast<size_t>(*lit)] >= 0)
+        one(seeds[static_cast<size_t>(*lit)]);
+      return out;
+    }
+    for (int j = 0; j < lanes_; ++j) {
+      int hit = -1;
+      for (size_t e = 0; e < seeds.size(); ++e) {
+        if (seeds[e] != j) continue;
+        int eq = b_.binary(Op::Eq, primal(k), b_.constInt(static_cast<int64_t>(e)));
+        hit = hit < 0 ? eq : b_.binary(Op::Or, hit, eq);
+      }
+      if (hit >= 0)
+        out[static_cast<size_t>(j)] = b_.select(hit, b_.constant(dt, 1), b_.constant(dt, 0));
+    }
+    return out;
+  }
+  /// A seeded parameter's whole tangent, for the uses that read it other than as scalar
+  /// loads (those take seededLanes; this is dead code when they are all there is).
+  int seededWhole(int p, const std::vector<int>& seeds) {
+    const ir::Type t = batched(src_.types[p]);
+    const DType dt = t.dtype;
+    const size_t r = static_cast<size_t>(src_.types[p].rank());
+    return b_.region(Op::Comp, t.shape, t, [&](const std::vector<int>& idx) {
+      int lane = batch_ > 0 ? idx[r] : b_.constInt(0);
+      int hit = -1;
+      for (size_t e = 0; e < seeds.size(); ++e) {
+        if (seeds[e] < 0) continue;
+        int eq = b_.binary(Op::Eq, lane, b_.constInt(seeds[e]));
+        if (seeds.size() > 1)
+          eq = b_.binary(Op::And, eq,
+                         b_.binary(Op::Eq, idx[r - 1], b_.constInt(static_cast<int64_t>(e))));
+        hit = hit < 0 ? eq : b_.binary(Op::Or, hit, eq);
+      }
+      return hit < 0 ? b_.constant(dt, 0) : b_.select(hit, b_.constant(dt, 1), b_.constant(dt, 0));
+    });
   }
   /// Tensor v's whole tangent, or a zero tensor where v has none.
   int wholeOrZero(int v) {
@@ -130,19 +244,24 @@ private:
       store(op, whole, laneIndex(j, idx), laneOrZero(v, j), like);
   }
   /// The tangent of a scalar-valued sum over extents, the terms given per lane for each
-  /// element: a reduction without batch; with one, a loop adding into K accumulators, so the
-  /// body runs once for all lanes.
+  /// element (-1: a zero term): a reduction without batch; with one, a loop adding into K
+  /// accumulators, so the body runs once for all lanes.
   std::vector<int> sumLanes(const Instr& like, DType dt,
                             const std::function<std::vector<int>(const std::vector<int>&)>& terms) {
     if (batch_ == 0)
       return {b_.region(
           Op::ReduceSum, like.extents, ir::Type{dt, {}},
-          [&](const std::vector<int>& idx) { return terms(idx)[0]; }, like.loc)};
+          [&](const std::vector<int>& idx) {
+            int t = terms(idx)[0];
+            return t >= 0 ? t : b_.constant(dt, 0);
+          },
+          like.loc)};
     int acc = b_.bufZeros(batched(ir::Type{dt, {}}));
     emitFor(like, [&](const std::vector<int>& idx) {
       std::vector<int> t = terms(idx);
       for (int j = 0; j < lanes_; ++j)
-        store(Op::BufAdd, acc, laneIndex(j, {}), t[static_cast<size_t>(j)]);
+        if (t[static_cast<size_t>(j)] >= 0)
+          store(Op::BufAdd, acc, laneIndex(j, {}), t[static_cast<size_t>(j)]);
     });
     return loadLanes(acc, {});
   }
@@ -224,13 +343,22 @@ private:
   const ir::Function& src_;
   ir::Function out_;
   ir::Builder b_;
-  const int batch_; // tangents per call (0: one, shaped as its value)
-  const int lanes_; // max(batch_, 1)
+  const int batch_;    // tangents per call (0: one, shaped as its value)
+  const int lanes_;    // max(batch_, 1)
+  const Seeds* seeds_; // a seeded JVP's (jvpSeeded), else null
   std::vector<char> active_;
   std::vector<const Instr*> def_;
   std::vector<int> primal_;            // forward value -> its value in out_ (-1: the same id)
   std::vector<std::vector<int>> lane_; // scalar forward value -> tangent per lane (none: zero)
   std::vector<int> whole_;             // tensor or buffer -> its tangent (-1: zero)
+  std::vector<const std::vector<int>*> seed_; // a seeded parameter -> its seeds
+  // A seeded JVP's small tensors whose lanes are known element by element (a stack, a tiny
+  // region unrolled, an `if` of those): elems_[v][e][j], for flat element e and lane j, is
+  // a value, -1 (structurally zero) or kInWhole (nonzero: read it from whole_[v]). A load at
+  // literal indices takes its lanes from here, so structural zeros survive it.
+  static constexpr int kInWhole = -2;
+  std::map<int, std::vector<std::vector<int>>> elems_;
+  std::map<int, int64_t> literal_; // out_'s index constants that unrolled() made
   bool changed_ = false;
   const Instr* cur_ = nullptr;
   int one_ = -1;
@@ -330,6 +458,7 @@ void Forward::fwdInstr(const Instr& in) {
     return;
   }
   if (in.op == Op::Custom) return customTangent(in);
+  if (in.result >= 0 && active(in.result) && tiny(in)) return unrolled(in);
   if (ir::opKind(in.op) == ir::OpKind::Region && in.result >= 0) {
     // Running such a body a second time for the tangent would repeat its writes.
     bool writes = false;
@@ -371,7 +500,7 @@ void Forward::fwdInstr(const Instr& in) {
     one_ = -1;
     sum_.clear();
     r.fn(*this);
-    lane_[in.result] = sum_;
+    setLanes(in.result, sum_);
     cur_ = nullptr;
     return;
   case ad::RuleKind::ZeroDerivative: return;
@@ -406,8 +535,8 @@ void Forward::customTangent(const Instr& in) {
       const ir::Type at = src_.types[a];
       int term;
       if (at.rank() == 0) {
-        if (lane_[a].empty()) continue;
-        term = b_.binary(Op::Mul, rk, lane_[a][static_cast<size_t>(j)]);
+        if (laneOf(a, j) < 0) continue;
+        term = b_.binary(Op::Mul, rk, laneOf(a, j));
       } else {
         if (whole_[a] < 0) continue;
         int w = whole_[a];
@@ -420,14 +549,14 @@ void Forward::customTangent(const Instr& in) {
       if (out_.types[term].dtype != dt) term = b_.cast(term, dt);
       sum = sum < 0 ? term : b_.binary(Op::Add, sum, term);
     }
-    return sum < 0 ? b_.constant(dt, 0) : sum;
+    return sum; // (-1: zero)
   };
   if (t.rank() == 0) {
     runRule(b_.constant(dt, 1.0));
     std::vector<int> lanes;
     for (int j = 0; j < lanes_; ++j)
       lanes.push_back(dotLane(j));
-    lane_[in.result] = lanes;
+    setLanes(in.result, lanes);
     return;
   }
   int tan = b_.bufZeros(batched(t));
@@ -444,7 +573,8 @@ void Forward::customTangent(const Instr& in) {
         return b_.select(same, b_.constant(dt, 1), b_.constant(dt, 0));
       });
       runRule(u);
-      store(Op::BufStore, tan, laneIndex(j, idx), dotLane(j));
+      int d = dotLane(j);
+      store(Op::BufStore, tan, laneIndex(j, idx), d >= 0 ? d : b_.constant(dt, 0));
     });
   whole_[in.result] = tan;
 }
@@ -471,6 +601,26 @@ void Forward::tangentStructural(const Instr& in) {
       lane_[in.result] = lane_[in.args[0]];
       return;
     }
+    if (auto el = elems_.find(in.args[0]); el != elems_.end()) {
+      const ir::Type& at = src_.types[in.args[0]];
+      if (in.args.size() == 1 + static_cast<size_t>(at.rank()))
+        if (std::optional<int64_t> e = literalElement(at, in.args.data() + 1)) {
+          std::vector<int> lanes = el->second[static_cast<size_t>(*e)];
+          std::vector<int> idx;
+          for (size_t k = 1; k < in.args.size(); ++k)
+            idx.push_back(primal(in.args[k]));
+          for (int j = 0; j < lanes_; ++j)
+            if (lanes[static_cast<size_t>(j)] == kInWhole)
+              lanes[static_cast<size_t>(j)] = b_.load(whole_[in.args[0]], laneIndex(j, idx));
+          setLanes(in.result, lanes);
+          return;
+        }
+    }
+    if (const std::vector<int>* seeds = seed_[in.args[0]];
+        seeds && in.args.size() == 1 + static_cast<size_t>(src_.types[in.args[0]].rank())) {
+      setLanes(in.result, seededLanes(*seeds, in.args.back(), dt));
+      return;
+    }
     if (whole_[in.args[0]] < 0) return;
     std::vector<int> idx;
     for (size_t k = 1; k < in.args.size(); ++k)
@@ -486,6 +636,12 @@ void Forward::tangentStructural(const Instr& in) {
       for (int j = 0; j < lanes_; ++j)
         s.args.push_back(laneOrZero(a, j));
     whole_[in.result] = b_.emit(std::move(s), batched(t));
+    if (seeds_) {
+      std::vector<std::vector<int>>& el = elems_[in.result];
+      el.clear();
+      for (int a : in.args)
+        el.push_back(lanesOf(a));
+    }
     return;
   }
   case Op::BufZeros: whole_[in.result] = b_.bufZeros(batched(t)); return;
@@ -510,7 +666,7 @@ void Forward::tangentStructural(const Instr& in) {
     lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
       mapArgs(body, idx);
       fwdBlock(body);
-      return lanesOrZero(body.yields[0]);
+      return lanesOf(body.yields[0]);
     });
     return;
   }
@@ -523,8 +679,8 @@ void Forward::tangentStructural(const Instr& in) {
       fwdBlock(body);
       int w = b_.unary(Op::Exp, b_.binary(Op::Sub, primal(body.yields[0]), lse));
       std::vector<int> terms;
-      for (int dx : lanesOrZero(body.yields[0]))
-        terms.push_back(b_.binary(Op::Mul, w, dx));
+      for (int dx : lanesOf(body.yields[0]))
+        terms.push_back(dx < 0 ? -1 : b_.binary(Op::Mul, w, dx));
       return terms;
     });
     return;
@@ -548,8 +704,8 @@ void Forward::tangentStructural(const Instr& in) {
                                          return xk;
                                        });
       std::vector<int> terms;
-      for (int dx : lanesOrZero(body.yields[0]))
-        terms.push_back(b_.binary(Op::Mul, dx, others));
+      for (int dx : lanesOf(body.yields[0]))
+        terms.push_back(dx < 0 ? -1 : b_.binary(Op::Mul, dx, others));
       return terms;
     });
     return;
@@ -606,15 +762,99 @@ void Forward::tangentStructural(const Instr& in) {
   }
 }
 
+void Forward::unrolled(const Instr& in) {
+  // The body once per element, its indices literals: the value and the lanes of each element
+  // (with the structural zeros) are at hand, for the loads at literal indices that follow.
+  const Block& body = in.regions[0];
+  const ir::Type& t = src_.types[in.result];
+  const DType dt = t.dtype;
+  std::vector<int64_t> ext;
+  int64_t n = 1;
+  for (const Poly& e : in.extents) {
+    ext.push_back(*e.constValue());
+    n *= ext.back();
+  }
+  std::vector<int> vals;
+  std::vector<std::vector<int>> lanes;
+  for (int64_t e = 0; e < n; ++e) {
+    std::vector<int> idx(ext.size());
+    for (int64_t d = static_cast<int64_t>(ext.size()) - 1, rest = e; d >= 0;
+         rest /= ext[static_cast<size_t>(d)], --d) {
+      const int64_t k = rest % ext[static_cast<size_t>(d)];
+      idx[static_cast<size_t>(d)] = b_.constInt(k);
+      literal_[idx[static_cast<size_t>(d)]] = k;
+    }
+    mapArgs(body, idx);
+    fwdBlock(body);
+    vals.push_back(primal(body.yields[0]));
+    lanes.push_back(lanesOf(body.yields[0]));
+  }
+  if (in.op == Op::ReduceSum) {
+    // In the order the sum's loop adds: ((0 + x0) + x1) + ..., and each lane likewise, its
+    // structurally zero terms left out.
+    int acc = b_.constant(dt, 0);
+    for (int v : vals)
+      acc = b_.binary(Op::Add, acc, v);
+    primal_[in.result] = acc;
+    std::vector<int> sum(static_cast<size_t>(lanes_), -1);
+    for (const std::vector<int>& l : lanes)
+      for (size_t j = 0; j < sum.size(); ++j)
+        if (l[j] >= 0) sum[j] = sum[j] < 0 ? l[j] : b_.binary(Op::Add, sum[j], l[j]);
+    setLanes(in.result, sum);
+    return;
+  }
+  Instr value;
+  value.op = Op::Stack;
+  value.args = vals;
+  primal_[in.result] = b_.emit(std::move(value), t);
+  Instr tangent; // (row-major over shape ++ [K], as a stack's tangent)
+  tangent.op = Op::Stack;
+  for (const std::vector<int>& l : lanes)
+    for (int x : l)
+      tangent.args.push_back(x >= 0 ? x : b_.constant(dt, 0));
+  whole_[in.result] = b_.emit(std::move(tangent), batched(t));
+  elems_[in.result] = std::move(lanes);
+}
+
 void Forward::loopForm(const Instr& in) {
   const ir::Type& t = src_.types[in.result];
   const ir::Type bt = batched(t);
   if (in.op == Op::If) {
     int val = b_.bufZeros(t), tan = b_.bufZeros(bt);
+    // A seeded JVP stores only the lanes a branch knows to be nonzero (the buffer starts
+    // zeroed), and the result keeps, element by element, which lanes neither branch reaches.
+    std::vector<std::vector<char>> reached; // [element][lane], while `known`
+    bool known = seeds_ != nullptr;
     auto branch = [&](const Block& blk) {
       fwdBlock(blk);
       int y = blk.yields[0];
       storeWhole(val, primal(y), t);
+      if (known && t.rank() == 0) {
+        reached.resize(1, std::vector<char>(static_cast<size_t>(lanes_), 0));
+        for (int j = 0; j < lanes_; ++j)
+          if (laneOf(y, j) >= 0) {
+            store(Op::BufStore, tan, laneIndex(j, {}), laneOf(y, j));
+            reached[0][static_cast<size_t>(j)] = 1;
+          }
+        return;
+      }
+      auto el = elems_.find(y);
+      if (known && el != elems_.end()) {
+        const auto& lanes = el->second;
+        reached.resize(lanes.size(), std::vector<char>(static_cast<size_t>(lanes_), 0));
+        for (size_t e = 0; e < lanes.size(); ++e) {
+          std::vector<int> idx = literalIndex(t, static_cast<int64_t>(e));
+          for (int j = 0; j < lanes_; ++j) {
+            int l = lanes[e][static_cast<size_t>(j)];
+            if (l == -1) continue;
+            if (l == kInWhole) l = b_.load(whole_[y], laneIndex(j, idx));
+            store(Op::BufStore, tan, laneIndex(j, idx), l);
+            reached[e][static_cast<size_t>(j)] = 1;
+          }
+        }
+        return;
+      }
+      known = false;
       if (t.rank() == 0)
         storeLanes(Op::BufStore, tan, {}, y);
       else
@@ -625,7 +865,20 @@ void Forward::loopForm(const Instr& in) {
     if (t.rank() == 0) {
       primal_[in.result] = b_.load(val, {});
       lane_[in.result] = loadLanes(tan, {});
+      if (known) {
+        std::vector<int> lanes = lane_[in.result];
+        for (int j = 0; j < lanes_; ++j)
+          if (!reached[0][static_cast<size_t>(j)]) lanes[static_cast<size_t>(j)] = -1;
+        setLanes(in.result, lanes);
+      }
     } else {
+      if (known) {
+        std::vector<std::vector<int>>& el = elems_[in.result];
+        el.assign(reached.size(), std::vector<int>(static_cast<size_t>(lanes_), -1));
+        for (size_t e = 0; e < reached.size(); ++e)
+          for (size_t j = 0; j < static_cast<size_t>(lanes_); ++j)
+            if (reached[e][j]) el[e][j] = kInWhole;
+      }
       primal_[in.result] = val;
       whole_[in.result] = tan;
     }
@@ -668,10 +921,38 @@ ir::Function Forward::run(const std::vector<std::string>& wrtIn) {
   primal_.assign(n, -1);
   lane_.assign(n, {});
   whole_.assign(n, -1);
+  seed_.assign(n, nullptr);
   std::vector<std::pair<int, int>> scalarTangents; // (parameter, its tangent parameter)
+  std::vector<int> seeded;                         // parameters with constant seeds
   for (size_t k = 0; k < src_.params.size(); ++k) {
     if (std::find(wrt.begin(), wrt.end(), src_.paramNames[k]) == wrt.end()) continue;
     int p = src_.params[k];
+    if (seeds_) {
+      const std::string& name = src_.paramNames[k];
+      auto it = seeds_->find(name);
+      if (it == seeds_->end())
+        throw GradError("no lanes given for '" + name +
+                        "' (a seeded JVP needs them for every parameter it differentiates)");
+      const std::vector<int>& s = it->second;
+      const ir::Type& t = src_.paramTypes[k];
+      std::optional<int64_t> last;
+      if (t.rank() > 0) last = t.shape.back().constValue();
+      if (s.size() != 1 && !(last && static_cast<int64_t>(s.size()) == *last))
+        throw GradError(
+            "lanes for '" + name + "': " + std::to_string(s.size()) + " given; " + name + " is " +
+            t.str() + ", so give one (for every element)" +
+            (last ? " or " + std::to_string(*last) + " (one per index of its last extent)"
+                  : std::string()));
+      for (int l : s)
+        if (l < -1 || l >= lanes_)
+          throw GradError("lanes for '" + name + "': lane " + std::to_string(l) +
+                          " is not -1 (none) or one of 0 to " + std::to_string(lanes_ - 1));
+      if (std::none_of(s.begin(), s.end(), [](int l) { return l >= 0; })) continue; // fixed
+      active_[p] = 1;
+      seed_[p] = &s;
+      seeded.push_back(p);
+      continue;
+    }
     active_[p] = 1;
     Instr in;
     in.op = Op::Param;
@@ -692,10 +973,19 @@ ir::Function Forward::run(const std::vector<std::string>& wrtIn) {
     changed_ = false;
     analyze(src_.body);
   } while (changed_); // loops feed stores back into loads
-  out_.name = src_.name + (batch_ > 0 ? "_jvp_batch" + std::to_string(batch_) : "_jvp");
+  out_.name = src_.name + (seeds_       ? "_jvp_seeded" + std::to_string(lanes_)
+                           : batch_ > 0 ? "_jvp_batch" + std::to_string(batch_)
+                                        : "_jvp");
   // A scalar parameter's lanes, read once at the top (without a batch, the parameter itself).
   for (auto [p, t] : scalarTangents)
     lane_[p] = batch_ == 0 ? std::vector<int>{t} : loadLanes(t, {});
+  for (int p : seeded) {
+    const ir::Type& t = src_.types[p];
+    if (t.rank() == 0)
+      setLanes(p, seededLanes(*seed_[p], -1, t.dtype));
+    else
+      whole_[p] = seededWhole(p, *seed_[p]);
+  }
   fwdBlock(src_.body);
   out_.body.yields.clear();
   for (int y : src_.body.yields)
@@ -730,6 +1020,15 @@ ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt, int
   ir::Function copied = f;
   copyBufferResults(copied);
   Forward fw(copied, batch);
+  return fw.run(wrt);
+}
+
+ir::Function jvpSeeded(const ir::Function& f, const std::vector<std::string>& wrt, int batch,
+                       const Seeds& seeds) {
+  if (batch < 1) throw GradError("a seeded JVP's batch is a count of lanes, at least 1");
+  ir::Function copied = f;
+  copyBufferResults(copied);
+  Forward fw(copied, batch, &seeds);
   return fw.run(wrt);
 }
 

@@ -17,6 +17,7 @@
 
 #include "compiler/ir/ir.hpp"
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,22 @@ namespace slope {
 /// partial once, then applied to every lane (a Jacobian's columns, a sparse Jacobian's
 /// colours, K at a time).
 ir::Function jvp(const ir::Function& f, const std::vector<std::string>& wrt, int batch = 0);
+
+/// Constant seeds for a JVP: for a differentiated parameter, the lane (direction) each of its
+/// elements is 1 in, the other lanes 0. One entry: every element seeds that lane (a scalar, or
+/// a whole tensor of one colour); L entries, for a parameter whose last extent is the literal
+/// L: element [..., k] seeds lane seeds[k]. -1: no lane (the element is held fixed).
+using Seeds = std::map<std::string, std::vector<int>>;
+
+/// The JVP of f with the tangents fixed at compile time (`NAME_jvp_seededK`): a sparse
+/// Jacobian's colouring, when each colour depends on the column's parameter and last index
+/// only (bundle adjustment's cameras and points, any vector parameter). Parameters: f's only;
+/// results: jvp()'s with batch K (K >= 1, every seed below K). Every parameter in wrt needs an
+/// entry in seeds. The seeds are constants in the code, so a lane that is 0 costs nothing: an
+/// operation whose operands' tangents are structurally 0 in a lane adds nothing to it (where
+/// a partial is not finite, that lane is 0, not NaN: the convention of JAX's symbolic zeros).
+ir::Function jvpSeeded(const ir::Function& f, const std::vector<std::string>& wrt, int batch,
+                       const Seeds& seeds);
 
 /// The Hessian-vector product of a scalar function (`NAME_hvp`), from its gradient function
 /// `grad` (differentiate()'s `NAME_grad` for the same wrt): forward mode over reverse mode.

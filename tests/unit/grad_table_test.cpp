@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <regex>
 #include <set>
 
@@ -131,6 +132,87 @@ TEST(GradTableSparse, JacobianPatternHoldsEveryNonzero) {
     SCOPED_TRACE(p.c->name);
     sparseJacobianCase(p);
   }
+}
+
+// The JVP compiled for its seeds (jvpSeeded: the tangents constants of the code, lanes that
+// no seed reaches structurally zero) against the batched JVP run along the same one-hot
+// tangents, on every case: the same values and the same lanes. Each parameter seeds one lane
+// (drawn at random, or none) or, where its last extent is a literal, a lane per last index.
+// The lanes can differ only where a partial is not finite (0 * inf is 0 there, NaN here).
+void seededJvpCase(const CaseParam& p, uint64_t draw) {
+  auto prog =
+      Program::fromString(std::string(p.c->name) + ".slope", instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok());
+  ir::Function f = prog->forward("f");
+  const std::vector<std::string> wrt = resolveWrt(f, {});
+  const int K = 3;
+  std::mt19937_64 rng(draw * 7919 + 17);
+  Seeds seeds;
+  for (size_t q : wrtParams(f, wrt)) {
+    const ir::Type& t = f.paramTypes[q];
+    const int64_t last = t.rank() > 0 ? t.shape.back().constValue().value_or(0) : 0;
+    std::vector<int>& s = seeds[f.paramNames[q]];
+    if (last > 1 && rng() % 2) {
+      for (int64_t k = 0; k < last; ++k)
+        s.push_back(static_cast<int>(rng() % (K + 1)) - 1);
+    } else {
+      s.push_back(static_cast<int>(rng() % (K + 1)) - 1);
+    }
+  }
+  ir::Function js;
+  ir::Function jb = prog->jvp("f", wrt, K);
+  js = prog->jvpSeeded("f", wrt, K, seeds);
+  InterpRunner interp;
+  Runnable batched = interp.prepare(jb), seeded = interp.prepare(js);
+  for (const auto& sizes : std::vector<std::map<std::string, int64_t>>{
+           {{"n", 1}, {"m", 1}, {"k", 1}}, {{"n", 4}, {"m", 2}, {"k", 3}}}) {
+    std::vector<Tensor> args = randomArgs(f, sizes, draw);
+    std::vector<Tensor> withTangents = args;
+    for (size_t q : wrtParams(f, wrt)) { // the one-hot tangents the seeds stand for
+      std::vector<int64_t> shape = args[q].shape();
+      const int64_t n = args[q].numel();
+      const int64_t last = shape.empty() ? 1 : shape.back();
+      shape.push_back(K);
+      Tensor t(args[q].dtype(), shape);
+      const std::vector<int>& s = seeds.at(f.paramNames[q]);
+      for (int64_t i = 0; i < n; ++i) {
+        int lane = s.size() == 1 ? s[0] : s[static_cast<size_t>(i % last)];
+        if (lane >= 0) t.setF(i * K + lane, 1);
+      }
+      withTangents.push_back(std::move(t));
+    }
+    std::vector<Tensor> want = batched(withTangents), got = seeded(args);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t r = 0; r < want.size(); ++r) {
+      ASSERT_EQ(got[r].shape(), want[r].shape()) << "result " << r;
+      if (!isFloat(want[r].dtype())) continue;
+      for (int64_t i = 0; i < want[r].numel(); ++i) {
+        const double w = want[r].getF(i), g = got[r].getF(i);
+        if (!std::isfinite(w)) continue;
+        EXPECT_EQ(g, w) << "result " << r << " element " << i << " (draw " << draw << ")";
+      }
+    }
+  }
+}
+
+TEST(GradTableSeeded, SameAsBatchedJvpAlongItsSeeds) {
+  for (const CaseParam& p : allCaseParams()) {
+    SCOPED_TRACE(std::string(p.c->name) + " " + p.dtype);
+    for (uint64_t draw = 0; draw < 3; ++draw)
+      seededJvpCase(p, draw);
+  }
+}
+
+// A seed table that is neither one lane nor one per index of a literal last extent, a lane
+// out of range, a parameter left out: errors, not code.
+TEST(GradTableSeeded, BadSeedsAreErrors) {
+  auto prog = Program::fromString("s.slope", "fn f(x: f64[n, 3], y: f64) -> f64 { sum(x) * y }");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  EXPECT_THROW(prog->jvpSeeded("f", {}, 2, {{"x", {0, 1}}, {"y", {0}}}), GradError);
+  EXPECT_THROW(prog->jvpSeeded("f", {}, 2, {{"x", {0}}, {"y", {2}}}), GradError);
+  EXPECT_THROW(prog->jvpSeeded("f", {}, 2, {{"x", {0}}}), GradError);
+  EXPECT_THROW(prog->jvpSeeded("f", {}, 0, {{"x", {0}}, {"y", {0}}}), GradError);
+  EXPECT_NO_THROW(prog->jvpSeeded("f", {}, 2, {{"x", {0, 1, -1}}, {"y", {1}}}));
 }
 
 // Sparse Hessians on the same cases (each f is a scalar): the pattern (f as a sum of terms)

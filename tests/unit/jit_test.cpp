@@ -393,7 +393,7 @@ TEST(ForwardMode, SamplesAndLoopProgramsOnTheJit) {
 // the IR, and the compressed Jacobian (a JVP direction per colour, batched) has the dense one's
 // values.
 TEST(SparseJacobian, SamplesAndLoopProgramsHoldEveryNonzero) {
-  int patterns = 0, sparse = 0;
+  int patterns = 0, sparse = 0, seeded = 0;
   forEachSampleFunction([&](const std::string& label, const ir::Function& f,
                             const std::map<std::string, int64_t>& sizes) {
     std::vector<std::string> wrt = resolveWrt(f, {});
@@ -426,8 +426,36 @@ TEST(SparseJacobian, SamplesAndLoopProgramsHoldEveryNonzero) {
       EXPECT_NEAR(have, want, 1e-12 * (1 + std::fabs(want)))
           << label << " entry (" << i / pat->cols << ", " << i % pat->cols << ")";
     }
+    // The same colours through JVPs compiled for them (jvpSeeded), on the JIT, where each
+    // colour is told by its column's parameter and last index (finite entries: a structural
+    // zero gives 0 where the dense JVP's 0 * inf gives NaN).
+    if (std::optional<Seeds> seeds =
+            seedsFor(f, wrt, args, sj.colour, static_cast<int>(sj.colours))) {
+      std::vector<Runnable> per;
+      for (int64_t d0 = 0; d0 < sj.colours; d0 += 3) {
+        ir::Function js = jvpSeeded(f, wrt, 3, seedsOfBatch(*seeds, d0, 3));
+        simplify(js);
+        returnBuffersInPlace(js);
+        per.push_back(jit().prepare(js));
+      }
+      Directional sd(nullptr, 3);
+      sd.seeded = [&](int64_t d0, const std::vector<Tensor>& a, std::vector<Tensor>& out) {
+        out = per.at(static_cast<size_t>(d0 / 3))(a);
+      };
+      SparseJacobian ss = sparseJacobian(f, wrt, args, *pat, sd, false, &sj.colour);
+      ++seeded;
+      got = toDense(*pat, ss.values);
+      for (int64_t i = 0; i < d.matrix.numel(); ++i) {
+        double want = d.matrix.getF(i), have = got[static_cast<size_t>(i)];
+        if (!std::isfinite(want)) continue;
+        EXPECT_NEAR(have, want, 1e-12 * (1 + std::fabs(want)))
+            << label << " (seeded) entry (" << i / pat->cols << ", " << i % pat->cols << ")";
+      }
+    }
   });
-  std::cout << patterns << " patterns checked, " << sparse << " of them sparse\n";
+  std::cout << patterns << " patterns checked, " << sparse << " of them sparse, " << seeded
+            << " also by seeded JVPs\n";
+  EXPECT_GT(seeded, 0);
   EXPECT_GE(sparse, 3); // (most samples return a scalar: a dense row)
 }
 

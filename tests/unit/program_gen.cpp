@@ -1750,6 +1750,34 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
                         std::to_string(i % pat->cols) + "): " + fmt(have) + ", dense " + fmt(want) +
                         " (" + std::to_string(sj.colours) + " colours)"};
         }
+        // The same colours through JVPs compiled for them (jvpSeeded, 3 colours a call), where
+        // each colour is told by its column's parameter and last index. Structural zeros give
+        // 0 where the dense JVP's 0 * inf gives NaN: only finite entries are compared.
+        if (std::optional<Seeds> seeds =
+                seedsFor(f, wrt, args, sj.colour, static_cast<int>(sj.colours))) {
+          std::vector<Runnable> per;
+          for (int64_t d0 = 0; d0 < sj.colours; d0 += 3) {
+            ir::Function js = jvpSeeded(f, wrt, 3, seedsOfBatch(*seeds, d0, 3));
+            simplify(js);
+            returnBuffersInPlace(js);
+            per.push_back(interp.prepare(js));
+          }
+          Directional sd(nullptr, 3);
+          sd.seeded = [&](int64_t d0, const std::vector<Tensor>& a, std::vector<Tensor>& out) {
+            out = per.at(static_cast<size_t>(d0 / 3))(a);
+          };
+          SparseJacobian ss = sparseJacobian(f, wrt, args, *pat, sd, false, &sj.colour);
+          got = toDense(*pat, ss.values);
+          for (int64_t i = 0; i < d.matrix.numel(); ++i) {
+            double want = d.matrix.getF(i), have = got[static_cast<size_t>(i)];
+            if (!std::isfinite(want)) continue;
+            if (!(std::fabs(want - have) <= 1e-12 * (1 + std::fabs(want))))
+              return {Verdict::ForwardMode,
+                      "sparse Jacobian by seeded JVPs, entry (" + std::to_string(i / pat->cols) +
+                          ", " + std::to_string(i % pat->cols) + "): " + fmt(have) + ", dense " +
+                          fmt(want) + " (" + std::to_string(sj.colours) + " colours)"};
+          }
+        }
       }
     } catch (const EvalError&) {
       // (a subscript out of range at these arguments: the checks above report such programs)

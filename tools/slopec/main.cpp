@@ -102,9 +102,9 @@ for a tuple with several float elements, a list with one cotangent per float ele
 
 const char* kJvpHelp =
     R"(usage: slopec jvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--json]
-                  [--emit slope|ir [--batch K]]
+                  [--emit slope|ir|loops [--batch K [--lanes PARAM=L,L,...]]]
        slopec hvp FILE [--fn NAME] ARG=VALUE ... --tangent PARAM=VALUE ... [--wrt a,b]
-                  [--checkpoint=N] [--json] [--emit slope|ir [--batch K]]
+                  [--checkpoint=N] [--json] [--emit slope|ir|loops [--batch K]]
 
 jvp evaluates the function and, by forward mode, the derivative of each float result along
 the tangents: J v, where v is the tangent of each float parameter named by --tangent (given
@@ -115,10 +115,15 @@ respect to every float parameter (or those in --wrt), and H v, the Hessian times
 direction v given by --tangent (zero for the parameters not named), by forward mode over the
 reverse-mode gradient.
 --emit slope|ir prints the function NAME_jvp or NAME_hvp instead (no ARG=VALUE then): its
-parameters are the function's, then a tangent PARAM_dot per differentiated parameter.
+parameters are the function's, then a tangent PARAM_dot per differentiated parameter;
+--emit loops prints it in Loop IR (the loop nests the backends translate).
 With --batch K it prints NAME_jvp_batchK (NAME_hvp_batchK), K directions in one call: each
 tangent has its parameter's shape and a last dimension K, direction j at [..., j] (what
-jacobian and hessian call, up to 16 directions at a time).
+jacobian and hessian call, up to 16 directions at a time). With --lanes (given once per
+parameter, no --tangent) it prints NAME_jvp_seededK, the JVP a sparse Jacobian runs when each
+colour is told by a column's parameter and last index: no tangent parameters, element [..., k]
+of PARAM is 1 in lane L_k (-1: none) and 0 in the others, as constants of the code; one lane
+stands for every element. A lane no seed reaches is never computed.
 )";
 
 const char* kJacobianHelp =
@@ -226,6 +231,7 @@ struct Args {
   std::vector<std::pair<std::string, std::string>> tangents; // every --tangent PARAM=VALUE
   std::string mode;                                          // --mode (jacobian)
   int batch = 0;                                             // --batch (jvp, hvp --emit)
+  std::map<std::string, std::vector<int>> lanes;             // --lanes PARAM=L,... (jvp --emit)
 
   std::vector<std::pair<std::string, std::string>> values; // ARG=VALUE
   std::vector<std::string> wrt;
@@ -343,10 +349,10 @@ Args parseArgs(int argc, char** argv) {
         "--fn",      "--emit",       "-o",        "--seed-out", "--wrt",          "--rtol",
         "--atol",    "--seed",       "--sizes",   "--step",     "--max-elements", "--threads",
         "--header",  "--cpu",        "--target",  "--gradient", "--arch",         "--device",
-        "--tangent", "--mode",       "--forward", "--batch"};
+        "--tangent", "--mode",       "--forward", "--batch",    "--lanes"};
     // (compile takes --fn and --gradient several times)
     if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient" &&
-        s != "--tangent")
+        s != "--tangent" && s != "--lanes")
       throw Usage(s + " is given twice");
     if (s == "-h" || s == "--help")
       a.help = true;
@@ -379,6 +385,24 @@ Args parseArgs(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
         throw Usage("--tangent takes PARAM=VALUE, got '" + kv + "'");
       a.tangents.push_back({kv.substr(0, eq), kv.substr(eq + 1)});
+    } else if (s == "--lanes") {
+      std::string kv = value(s, inl);
+      auto eq = kv.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == kv.size())
+        throw Usage("--lanes takes PARAM=LANE[,LANE...], got '" + kv + "'");
+      std::vector<int>& lanes = a.lanes[kv.substr(0, eq)];
+      if (!lanes.empty()) throw Usage("--lanes: '" + kv.substr(0, eq) + "' is given twice");
+      std::string list = kv.substr(eq + 1) + ",";
+      for (size_t at = 0, comma; (comma = list.find(',', at)) != std::string::npos;
+           at = comma + 1) {
+        std::string l = list.substr(at, comma - at);
+        char* end = nullptr;
+        long k = std::strtol(l.c_str(), &end, 10);
+        if (l.empty() || *end || k < -1 || k > 63)
+          throw Usage("--lanes " + kv.substr(0, eq) + ": a lane is -1 (none) or 0 to 63, got '" +
+                      l + "'");
+        lanes.push_back(static_cast<int>(k));
+      }
     } else if (s == "--batch") {
       std::string v = value(s, inl);
       char* end = nullptr;
@@ -1322,11 +1346,13 @@ std::vector<std::optional<Tensor>> bindTangents(const Args& a, const ir::Functio
   return out;
 }
 
-/// --emit slope | ir for the jvp and hvp commands.
+/// --emit slope | ir | loops for the jvp and hvp commands.
 int emitDerivative(const Args& a, const ir::Function& h) {
-  if (a.emit != "slope" && a.emit != "ir")
-    throw Usage("unknown --emit kind '" + a.emit + "' for " + a.command + " (slope, ir)");
-  std::string text = a.emit == "ir" ? ir::print(h) : printSlope(h);
+  if (a.emit != "slope" && a.emit != "ir" && a.emit != "loops")
+    throw Usage("unknown --emit kind '" + a.emit + "' for " + a.command + " (slope, ir, loops)");
+  std::string text = a.emit == "ir"      ? ir::print(h)
+                     : a.emit == "loops" ? lower::print(lower::lower(h))
+                                         : printSlope(h);
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {
@@ -1357,10 +1383,18 @@ int runJvp(const Args& a) {
     std::vector<std::string> wrt = a.wrt;
     for (const auto& [n, v] : a.tangents)
       if (!hvp) wrt.push_back(n);
+    if (!a.lanes.empty()) { // the JVP compiled for constant one-hot tangents (jvpSeeded)
+      if (!a.batch) throw Usage("--lanes needs --batch K (the lanes are 0 to K - 1)");
+      if (!a.tangents.empty()) throw Usage("--lanes and --tangent: give one or the other");
+      for (const auto& [n, l] : a.lanes)
+        wrt.push_back(n);
+      return emitDerivative(a, p->jvpSeeded(name, wrt, a.batch, a.lanes));
+    }
     return emitDerivative(a, hvp ? p->hvp(name, wrt, a.checkpoint, a.batch)
                                  : p->jvp(name, wrt, a.batch));
   }
   if (a.batch) throw Usage("--batch prints the batched function: it needs --emit");
+  if (!a.lanes.empty()) throw Usage("--lanes prints the seeded function: it needs --emit");
   if (a.tangents.empty())
     throw Usage(a.command + " needs --tangent PARAM=VALUE for at least one float parameter");
   auto bound = bindArgs(a, f, false);
@@ -1460,9 +1494,24 @@ int runJacobian(const Args& a) {
     int64_t colours = 0;
     const std::vector<int64_t> colour = colourColumns(*pat, &colours);
     const int batch = directionBatch(std::max<int64_t>(colours, 1));
-    Directional fn(runner->prepare(hessian ? p->hvp(name, wrt, a.checkpoint, batch)
-                                           : p->jvp(name, wrt, batch)),
-                   batch);
+    // As Jacobian::evaluate_sparse: the JVP compiled for the colours where each is told by
+    // its column's parameter and last index (one function per call), else the batched one.
+    Directional fn(nullptr, batch);
+    std::optional<Seeds> seeds;
+    if (!hessian) seeds = seedsFor(f, wrt, args, colour, static_cast<int>(colours));
+    if (seeds) {
+      std::vector<Runnable> per;
+      for (int64_t d0 = 0; d0 < colours; d0 += batch)
+        per.push_back(
+            runner->prepare(p->jvpSeeded(name, wrt, batch, seedsOfBatch(*seeds, d0, batch))));
+      fn.seeded = [per, batch](int64_t d0, const std::vector<Tensor>& in,
+                               std::vector<Tensor>& out) {
+        out = per.at(static_cast<size_t>(d0 / batch))(in);
+      };
+    } else {
+      fn.run = runner->prepare(hessian ? p->hvp(name, wrt, a.checkpoint, batch)
+                                       : p->jvp(name, wrt, batch));
+    }
     SparseJacobian J = sparseJacobian(f, wrt, args, std::move(*pat), fn, hessian, &colour);
     const SparsityPattern& q = J.pattern;
     if (a.json) {
@@ -1631,7 +1680,7 @@ void audit(const Args& a) {
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
       {"jvp",
        {"--fn", "--tangent", "--json", "--interp", "--threads", "--device", "--emit", "-o",
-        "--batch"}},
+        "--batch", "--lanes"}},
       {"hvp",
        {"--fn", "--tangent", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device",
         "--emit", "-o", "--batch"}},
