@@ -1,6 +1,7 @@
 #include "compiler/derivatives.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 
 namespace slope {
@@ -162,6 +163,18 @@ Seeds seedsOfBatch(const Seeds& all, int64_t d0, int64_t batch) {
     for (int& l : lanes)
       l = l >= d0 && l < d0 + batch ? static_cast<int>(l - d0) : -1;
   return out;
+}
+
+Directional seededDirectional(const Seeds& all, int64_t count, int64_t batch,
+                              const std::function<Directional::SeededRun(const Seeds&)>& compile) {
+  auto per = std::make_shared<std::vector<Directional::SeededRun>>();
+  for (int64_t d0 = 0; d0 < std::max<int64_t>(count, 1); d0 += batch)
+    per->push_back(compile(seedsOfBatch(all, d0, batch)));
+  Directional fn(nullptr, batch);
+  fn.seeded = [per, batch](int64_t d0, const std::vector<Tensor>& args, std::vector<Tensor>& out) {
+    per->at(static_cast<size_t>(d0 / batch))(args, out);
+  };
+  return fn;
 }
 
 int64_t alongDirections(const std::vector<Tensor>& args, const std::vector<size_t>& wrtParams,

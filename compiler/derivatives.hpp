@@ -32,6 +32,9 @@ struct Directional {
   int64_t batch = 0;
   RunInto into;
   std::function<void(int64_t d0, const std::vector<Tensor>& args, std::vector<Tensor>& out)> seeded;
+  /// One call's compiled function of seededDirectional(): writes the results into out (out
+  /// empty: it sets them).
+  using SeededRun = std::function<void(const std::vector<Tensor>& args, std::vector<Tensor>& out)>;
 };
 
 /// The directions per call for `count` of them: as few calls as 16 directions per call need,
@@ -87,6 +90,13 @@ std::optional<Seeds> seedsFor(const ir::Function& f, const std::vector<std::stri
 /// The seeds of the call for directions d0 .. d0 + batch - 1: direction d in lane d - d0, and
 /// the others in none.
 Seeds seedsOfBatch(const Seeds& all, int64_t d0, int64_t batch);
+
+/// The Directional that runs `count` directions through JVPs compiled for them, batch at a
+/// time: compile(seeds) is called once per call, with its seeds (seedsOfBatch(all, d0,
+/// batch)), and gives that call's function of the arguments alone; `seeded` runs the one for
+/// d0. Every caller that compiles seeded JVPs (the API, slopec, the tests) builds it here.
+Directional seededDirectional(const Seeds& all, int64_t count, int64_t batch,
+                              const std::function<Directional::SeededRun(const Seeds&)>& compile);
 
 /// The positions of the parameters of f named in wrt.
 std::vector<size_t> wrtParams(const ir::Function& f, const std::vector<std::string>& wrt);

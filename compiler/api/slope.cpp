@@ -679,14 +679,12 @@ void Jacobian::evaluate_sparse_into(const std::vector<Arg>& args, SparseResult& 
     if (!hessian_) seeds = seedsFor(fwd->f, wrt, in, r.colour, static_cast<int>(colours));
     Directional fn(nullptr, batch);
     if (seeds) { // a function per call, each for its batch of colours
-      std::vector<std::shared_ptr<const detail::Compiled>> per;
-      for (int64_t d0 = 0; d0 < std::max<int64_t>(colours, 1); d0 += batch) {
-        Seeds s = seedsOfBatch(*seeds, d0, batch);
-        per.push_back(impl_->get(name_, kind, wrt_, batch, &s));
-      }
-      fn.seeded = [per, batch](int64_t d0, const std::vector<Tensor>& a, std::vector<Tensor>& out) {
-        detail::runTensors(*per.at(static_cast<size_t>(d0 / batch)), a, nullptr, out);
-      };
+      fn = seededDirectional(*seeds, colours, batch, [&](const Seeds& s) {
+        return [cb = impl_->get(name_, kind, wrt_, batch, &s)](const std::vector<Tensor>& a,
+                                                               std::vector<Tensor>& out) {
+          detail::runTensors(*cb, a, nullptr, out);
+        };
+      });
     } else {
       auto cb = impl_->get(name_, kind, wrt_, batch);
       fn.run = detail::runnerOf(cb);

@@ -1755,17 +1755,13 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         // 0 where the dense JVP's 0 * inf gives NaN: only finite entries are compared.
         if (std::optional<Seeds> seeds =
                 seedsFor(f, wrt, args, sj.colour, static_cast<int>(sj.colours))) {
-          std::vector<Runnable> per;
-          for (int64_t d0 = 0; d0 < sj.colours; d0 += 3) {
-            ir::Function js = jvpSeeded(f, wrt, 3, seedsOfBatch(*seeds, d0, 3));
+          Directional sd = seededDirectional(*seeds, sj.colours, 3, [&](const Seeds& s) {
+            ir::Function js = jvpSeeded(f, wrt, 3, s);
             simplify(js);
             returnBuffersInPlace(js);
-            per.push_back(interp.prepare(js));
-          }
-          Directional sd(nullptr, 3);
-          sd.seeded = [&](int64_t d0, const std::vector<Tensor>& a, std::vector<Tensor>& out) {
-            out = per.at(static_cast<size_t>(d0 / 3))(a);
-          };
+            return [r = interp.prepare(js)](const std::vector<Tensor>& a,
+                                            std::vector<Tensor>& out) { out = r(a); };
+          });
           SparseJacobian ss = sparseJacobian(f, wrt, args, *pat, sd, false, &sj.colour);
           got = toDense(*pat, ss.values);
           for (int64_t i = 0; i < d.matrix.numel(); ++i) {

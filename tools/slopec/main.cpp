@@ -1499,19 +1499,14 @@ int runJacobian(const Args& a) {
     Directional fn(nullptr, batch);
     std::optional<Seeds> seeds;
     if (!hessian) seeds = seedsFor(f, wrt, args, colour, static_cast<int>(colours));
-    if (seeds) {
-      std::vector<Runnable> per;
-      for (int64_t d0 = 0; d0 < colours; d0 += batch)
-        per.push_back(
-            runner->prepare(p->jvpSeeded(name, wrt, batch, seedsOfBatch(*seeds, d0, batch))));
-      fn.seeded = [per, batch](int64_t d0, const std::vector<Tensor>& in,
-                               std::vector<Tensor>& out) {
-        out = per.at(static_cast<size_t>(d0 / batch))(in);
-      };
-    } else {
+    if (seeds)
+      fn = seededDirectional(*seeds, colours, batch, [&](const Seeds& s) {
+        return [r = runner->prepare(p->jvpSeeded(name, wrt, batch, s))](
+                   const std::vector<Tensor>& in, std::vector<Tensor>& out) { out = r(in); };
+      });
+    else
       fn.run = runner->prepare(hessian ? p->hvp(name, wrt, a.checkpoint, batch)
                                        : p->jvp(name, wrt, batch));
-    }
     SparseJacobian J = sparseJacobian(f, wrt, args, std::move(*pat), fn, hessian, &colour);
     const SparsityPattern& q = J.pattern;
     if (a.json) {
