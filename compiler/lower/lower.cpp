@@ -888,6 +888,7 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   // over i, k around the rows j), and a row loop inside the nest is a loop that work can leave
   // for a table per (i, k) (hoist.cpp). After hoisting, that work would have nowhere to go.
   fuseProducers(lf);
+  fuseSiblings(lf); // (after: a producer's loop fused with its sibling would not be its own)
   hoistInvariants(lf);
   narrowGuards(lf);   // (before strength reduction: a narrowed loop is branch-free)
   reduceStrength(lf); // (after hoisting: its slots and branches are not for hoisting)
