@@ -120,9 +120,20 @@ public:
             statements(b[k]) + statements(b[c]) > kMaxSiblingStatements ||
             mathCalls(b[k]) + mathCalls(b[c]) > 1)
           break;
+        std::optional<std::map<int, int>> forward = storedReads(b[k], b[c]);
+        if (!forward) break;
+        const size_t first = b[k].body.size(); // (the fused body: P's, then C's)
         std::optional<size_t> at = fuse(b, k, c);
         if (!at) break;
         k = *at;
+        Body& body = b[k].body;
+        body.erase(std::remove_if(body.begin() + static_cast<std::ptrdiff_t>(first), body.end(),
+                                  [&](const Stmt& t) {
+                                    return t.kind == Stmt::Scalar && t.in.op == Op::Load &&
+                                           forward->count(t.in.result);
+                                  }),
+                   body.end());
+        renameValues(body, *forward);
         ++fused;
       }
     }
@@ -138,6 +149,55 @@ private:
   static bool sibling(const Stmt& s) {
     return fusible(s) && s.loopKind == LoopKind::Parallel && s.vectorisable && !s.cold &&
            !s.shortRow;
+  }
+
+  /// For fusing siblings P then C: C's loads of elements P stores, each with the value P
+  /// stores there (load result -> value), or nothing when C touches what P writes otherwise.
+  /// A fused body must not read back what it stored: LLVM's loop vectoriser, grouping the
+  /// strided accesses of a loop marked parallel (`llvm.loop.parallel_accesses`), orders them
+  /// as if no two accesses of one iteration met, and moved such a load above its store (a
+  /// copy of a [n, 3] buffer fused after the loop that wrote it read the old values: random
+  /// program seed 128833). So every store of P to a buffer C touches must be a plain store
+  /// at the same subscripts, C may only load it there, and C's loads take the stored value
+  /// (the same bits, and one load fewer).
+  static std::optional<std::map<int, int>> storedReads(const Stmt& P, const Stmt& C) {
+    struct Written {
+      std::vector<int> subs;
+      int value = -1;
+      bool plain = true; // every write a store at subs
+    };
+    std::map<int, Written> written;
+    forEachStmt(P.body, [&](const Stmt& t) {
+      std::optional<Access> a = accessOf(t);
+      if (!a || !a->writes()) return;
+      const int value = t.kind == Stmt::Store ? t.yield : t.in.args.back();
+      auto [w, fresh] = written.try_emplace(a->buffer, Written{a->subscripts, value, true});
+      if (!fresh) {
+        w->second.plain = w->second.plain && w->second.subs == a->subscripts;
+        w->second.value = value;
+      }
+      w->second.plain = w->second.plain && a->kind == Access::Write;
+    });
+    std::map<int, int> index; // C's loop indices -> P's
+    for (size_t q = 0; q < C.indices.size() && q < P.indices.size(); ++q)
+      index[C.indices[q]] = P.indices[q];
+    std::map<int, int> forward;
+    bool ok = true;
+    forEachStmt(C.body, [&](const Stmt& t) {
+      std::optional<Access> a = accessOf(t);
+      if (!a) return;
+      auto w = written.find(a->buffer);
+      if (w == written.end()) return;
+      std::vector<int> subs = a->subscripts;
+      for (int& v : subs)
+        if (auto i = index.find(v); i != index.end()) v = i->second;
+      if (a->writes() || !w->second.plain || subs != w->second.subs)
+        ok = false;
+      else
+        forward[t.in.result] = w->second.value;
+    });
+    if (!ok) return std::nullopt;
+    return forward;
   }
 
   /// The math function calls (exp, tanh, ...) in s. A fused body keeps at most one: a vector
