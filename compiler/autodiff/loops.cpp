@@ -4,6 +4,7 @@
 // with state".
 #include "compiler/autodiff/reverse.hpp"
 
+#include <algorithm>
 #include <tuple>
 
 namespace slope::ad {
@@ -316,17 +317,21 @@ Reverse::UndoSize Reverse::undoSize(const Block& sb, int v) const {
     bool write = (i.op == Op::BufStore && i.args[0] == v) || rowWrite(i, v);
     if (write && !seen.insert({undoWhere(i, v), i.op == Op::For ? rowKey(i.extents) : ""}).second)
       continue;
+    // (The index tape holds the subscripts other than the step's own: see logWrites.)
+    auto taped = [&](const std::vector<int>& prefix) {
+      return Poly(static_cast<int64_t>(
+          std::count_if(prefix.begin(), prefix.end(), [&](int x) { return x != sb.args[0]; })));
+    };
     if (i.op == Op::BufStore && i.args[0] == v) {
       u.elements = u.elements + Poly(1);
-      u.subscripts = u.subscripts + Poly(static_cast<int64_t>(i.args.size()) - 2);
+      u.subscripts = u.subscripts + taped(undoWhere(i, v));
     }
-    if (const Instr* w = rowWrite(i, v)) {
+    if (rowWrite(i, v)) {
       Poly row(1);
       for (const Poly& x : i.extents)
         row = row * x;
       u.elements = u.elements + row;
-      u.subscripts =
-          u.subscripts + Poly(static_cast<int64_t>(w->args.size() - 2 - i.extents.size()));
+      u.subscripts = u.subscripts + taped(undoWhere(i, v));
     }
   }
   return u;
@@ -340,7 +345,9 @@ void Reverse::logWrites(Block& ob, const Instr& si, const std::set<int>& logged,
   auto log = [&](int v, const std::vector<int>& prefix, const std::vector<Poly>& row,
                  const Instr& write) {
     int p = static_cast<int>(prefix.size());
-    Undo u{v, -1, -1, p, row};
+    Undo u{v, -1, -1, p, {}, row};
+    for (int x : prefix)
+      u.atStep.push_back(x == k);
     DType dt = src_.types[v].dtype;
     std::vector<Poly> shape{si.extents[0]};
     shape.insert(shape.end(), row.begin(), row.end());
@@ -349,7 +356,7 @@ void Reverse::logWrites(Block& ob, const Instr& si, const std::set<int>& logged,
     tv.result = out_.newValue(ir::Type{dt, shape});
     alloc.push_back(tv);
     u.value = tv.result;
-    if (p > 0) {
+    if (std::count(u.atStep.begin(), u.atStep.end(), false) > 0) {
       Instr ti;
       ti.op = Op::BufZeros;
       ti.result = out_.newValue(ir::Type{DType::I64, {si.extents[0], Poly(p)}});
@@ -358,7 +365,8 @@ void Reverse::logWrites(Block& ob, const Instr& si, const std::set<int>& logged,
     }
     Block save = b_.buildBlock({}, [&] {
       for (int d = 0; d < p; ++d)
-        storeAt(u.index, {k, b_.constInt(d)}, prefix[static_cast<size_t>(d)]);
+        if (!u.atStep[static_cast<size_t>(d)])
+          storeAt(u.index, {k, b_.constInt(d)}, prefix[static_cast<size_t>(d)]);
       auto saveAt = [&](const std::vector<int>& j) {
         std::vector<int> at = prefix, into{k};
         at.insert(at.end(), j.begin(), j.end());
@@ -405,7 +413,9 @@ void Reverse::undoStep(const LoopTape& tape, int k) {
   for (auto it = tape.undo.rbegin(); it != tape.undo.rend(); ++it) {
     std::vector<int> prefix;
     for (int d = 0; d < it->rank; ++d)
-      prefix.push_back(b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
+      prefix.push_back(it->atStep[static_cast<size_t>(d)]
+                           ? k
+                           : b_.load(primal(it->index), {k, b_.constInt(d)}, "", {}, true));
     auto restore = [&](const std::vector<int>& j) {
       std::vector<int> at = prefix, from{k};
       at.insert(at.end(), j.begin(), j.end());

@@ -218,7 +218,10 @@ private:
                const ir::Type& t);
   struct Undo {
     int var, value, index; // the var, the tape of old values, the tape of indices (or -1)
-    int rank;              // how many subscripts the index tape holds (the prefix)
+    int rank;              // how many subscripts the prefix has
+    // Per prefix subscript: it is the iteration's own index (`h[i] = ...` in `for i`), which
+    // the reversal knows; the index tape holds only the others.
+    std::vector<bool> atStep;
     std::vector<Poly> row; // a row write's extents (the value tape is f[T, row...]); empty
                            // for an element write
   };

@@ -735,7 +735,9 @@ private:
   // straight-line, and its iterations touch disjoint memory. Said to LLVM as
   // llvm.loop.parallel_accesses over an access group on every memory access of the body, so
   // that the loop vectoriser needs no proof of independence of its own. Without it, a loop
-  // that adds into a temporary (whose bounds LLVM cannot see) stays scalar.
+  // that adds into a temporary (whose bounds LLVM cannot see) stays scalar. Only where the
+  // body's accesses keep their order under it (lower::accessesKeepOrder): LLVM then orders
+  // grouped strided accesses of one iteration as if none met.
   bool parallelNest_ = false;
   // The loops nestLevel makes are a cold loop's (lower::Stmt::cold: it runs only when an entry
   // check fails): LLVM is told not to unroll or vectorise them, which is most of what it would
@@ -750,7 +752,7 @@ private:
     ~NestMarks() { flag = saved; }
   };
   static bool markedParallel(const lower::Stmt& s) {
-    return s.loopKind == lower::LoopKind::Parallel && s.vectorisable;
+    return s.loopKind == lower::LoopKind::Parallel && s.vectorisable && lower::accessesKeepOrder(s);
   }
   /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
   /// inner() emits its body.

@@ -152,14 +152,14 @@ private:
   }
 
   /// For fusing siblings P then C: C's loads of elements P stores, each with the value P
-  /// stores there (load result -> value), or nothing when C touches what P writes otherwise.
-  /// A fused body must not read back what it stored: LLVM's loop vectoriser, grouping the
-  /// strided accesses of a loop marked parallel (`llvm.loop.parallel_accesses`), orders them
-  /// as if no two accesses of one iteration met, and moved such a load above its store (a
-  /// copy of a [n, 3] buffer fused after the loop that wrote it read the old values: random
-  /// program seed 128833). So every store of P to a buffer C touches must be a plain store
-  /// at the same subscripts, C may only load it there, and C's loads take the stored value
-  /// (the same bits, and one load fewer).
+  /// stores there (load result -> value), or nothing when the fused loop's accesses would not
+  /// keep their order under LLVM's vectoriser (accessesKeepOrder: a loop so fused would lose
+  /// its SIMD marking; one unfused keeps each loop's own). A load takes the stored value where
+  /// every write of P to the buffer is a plain store at the load's subscripts and C writes no
+  /// part of it: the same bits, one load fewer, and a strided element stored and loaded back
+  /// is then stored only (random program seed 128833: a [n, 3] tangent copied after the loop
+  /// that wrote it; LLVM unrolled the loop over 3, vectorised the one over n and loaded the
+  /// tangent before storing it).
   static std::optional<std::map<int, int>> storedReads(const Stmt& P, const Stmt& C) {
     struct Written {
       std::vector<int> subs;
@@ -181,22 +181,33 @@ private:
     std::map<int, int> index; // C's loop indices -> P's
     for (size_t q = 0; q < C.indices.size() && q < P.indices.size(); ++q)
       index[C.indices[q]] = P.indices[q];
-    std::map<int, int> forward;
-    bool ok = true;
+    std::set<int> cWrites;
     forEachStmt(C.body, [&](const Stmt& t) {
       std::optional<Access> a = accessOf(t);
-      if (!a) return;
-      auto w = written.find(a->buffer);
-      if (w == written.end()) return;
-      std::vector<int> subs = a->subscripts;
-      for (int& v : subs)
-        if (auto i = index.find(v); i != index.end()) v = i->second;
-      if (a->writes() || !w->second.plain || subs != w->second.subs)
-        ok = false;
-      else
-        forward[t.in.result] = w->second.value;
+      if (a && a->writes()) cWrites.insert(a->buffer);
     });
-    if (!ok) return std::nullopt;
+    std::map<int, int> forward;
+    Body rest; // C's body as the fused loop would have it
+    for (const Stmt& t : C.body) {
+      std::optional<Access> a = accessOf(t);
+      if (a && !a->writes()) {
+        auto w = written.find(a->buffer);
+        std::vector<int> subs = a->subscripts;
+        for (int& v : subs)
+          if (auto i = index.find(v); i != index.end()) v = i->second;
+        if (w != written.end() && w->second.plain && subs == w->second.subs &&
+            !cWrites.count(a->buffer)) {
+          forward[t.in.result] = w->second.value;
+          continue;
+        }
+      }
+      rest.push_back(t);
+    }
+    renameValues(rest, index);
+    renameValues(rest, forward);
+    Stmt fused = P;
+    fused.body.insert(fused.body.end(), rest.begin(), rest.end());
+    if (!accessesKeepOrder(fused)) return std::nullopt;
     return forward;
   }
 

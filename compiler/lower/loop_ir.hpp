@@ -183,6 +183,22 @@ struct Access {
 };
 std::optional<Access> accessOf(const Stmt& s);
 
+/// Whether a parallel vector loop's accesses keep their order within an iteration when LLVM
+/// is told its iterations are independent (codegen's `llvm.loop.parallel_accesses`): every
+/// buffer the body writes and touches more than once (other than one the body makes) is
+/// accessed only at subscripts consecutive in the loop (consecutiveIn), or written once after
+/// all its reads. LLVM's loop vectoriser, grouping the strided accesses of a loop so marked,
+/// orders them as if no two accesses of one iteration met: it moved a load above a store to
+/// the same element (random program seed 128833; fuse.cpp). Consecutive accesses are widened
+/// one at a time, in program order. Where this is false, codegen leaves the loop unmarked
+/// (`--emit loops` prints `unmarked`), and LLVM vectorises it only where it proves that safe.
+bool accessesKeepOrder(const Stmt& loop);
+/// Whether subscripts (of an access in loop's body) reach consecutive elements as the loop's
+/// innermost index steps: that index is the last subscript and no other, and its extent is
+/// not a literal (LLVM may unroll a literal few trips whole and vectorise the loop around
+/// them, where the same access is strided).
+bool consecutiveIn(const Stmt& loop, const std::vector<int>& subs);
+
 /// Marks every parallel vector loop nested in another loop `few` (Stmt::fewTrips): its trip
 /// count is a row's (d = 10 in the GMM, b = 14 in the LSTM), and LLVM's default of four
 /// vectors interleaved leaves any row under 32 elements (AVX-512, f64) to the scalar

@@ -638,6 +638,9 @@ struct Printer {
       if (s.shortRow) out += " short";
       if (s.cold) out += " cold";
       if (s.fewTrips) out += " few";
+      // (Parallel, but not said so to LLVM: accessesKeepOrder.)
+      if (s.loopKind == LoopKind::Parallel && s.vectorisable && !accessesKeepOrder(s))
+        out += " unmarked";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
       if (s.blocked) {
         out += " in blocks";
@@ -828,6 +831,38 @@ std::optional<Access> accessOf(const Stmt& s) {
   case Op::BufAdd: return Access{Access::Add, a[0], {a.begin() + 1, a.end() - 1}};
   default: return std::nullopt;
   }
+}
+
+bool consecutiveIn(const Stmt& loop, const std::vector<int>& subs) {
+  if (loop.indices.empty() || loop.extents.back().isConst() || subs.empty()) return false;
+  const int inner = loop.indices.back();
+  return subs.back() == inner && std::count(subs.begin(), subs.end(), inner) == 1;
+}
+
+bool accessesKeepOrder(const Stmt& loop) {
+  struct Uses {
+    int count = 0, writes = 0;
+    bool readAfterWrite = false;
+    bool consecutive = true; // every access consecutiveIn(loop)
+  };
+  std::map<int, Uses> uses;
+  std::set<int> own; // buffers made in the body: each iteration's own (rank 0: registers)
+  forEachStmt(loop.body, [&](const Stmt& t) {
+    if (t.in.result >= 0) own.insert(t.in.result);
+    std::optional<Access> a = accessOf(t);
+    if (!a || own.count(a->buffer)) return;
+    Uses& u = uses[a->buffer];
+    ++u.count;
+    u.readAfterWrite = u.readAfterWrite || (!a->writes() && u.writes > 0);
+    u.writes += a->writes();
+    u.consecutive = u.consecutive && consecutiveIn(loop, a->subscripts);
+  });
+  // (Reads, then one write: LLVM's groups place loads at a load and stores at a store, so the
+  // reads stay before the write whatever it groups.)
+  return std::all_of(uses.begin(), uses.end(), [](const auto& e) {
+    const Uses& u = e.second;
+    return u.writes == 0 || u.count < 2 || u.consecutive || (u.writes == 1 && !u.readAfterWrite);
+  });
 }
 
 int maxWithZeroOf(const ir::Instr& sel, const std::function<const ir::Instr*(int)>& def,
