@@ -399,14 +399,13 @@ private:
     a->setAlignment(llvm::Align(32));
     return a;
   }
-  /// allocate() for a temporary of a loop's body in a chunk of a parallel loop, with a static
-  /// shape (a scratch row): its entry is its own and its size the same in every iteration,
-  /// so the buffer taken in the chunk's first iteration is the one every later iteration
-  /// would take. Taken once per chunk (on its worker's copy) and kept in a slot; an iteration
-  /// then costs a test, not a call (plus a memset when zeroed). GMM 10k d10 K25 objective,
-  /// whose qx row is one: 223.2M -> 219.9M instructions. (Outside chunks, in the LSTM's
-  /// sequential loop over time steps, the same rewrite cost 0.5M of its gradient's 14.4M:
-  /// not done there.)
+  /// allocate() for a temporary of a loop's body with a static shape (a scratch row): its
+  /// entry is its own (planWorkspace) and its size the same in every iteration, so the buffer
+  /// taken in the first iteration is the one every later iteration would take. Taken once
+  /// per call of the function being generated (a chunk's: on its worker's copy) and kept in
+  /// a slot; an iteration then costs a test, not a call (plus a memset when zeroed). GMM 10k
+  /// d10 K25 objective, whose qx row is one: 223.2M -> 219.9M instructions; LSTM gradient,
+  /// whose sequential loops take 12 rows per step: 11.59M -> 11.31M.
   llvm::Value* allocateOnce(int value, const ir::Type& ty, bool zero, SrcRange loc) {
     llvm::AllocaInst* slot = entrySlot(B_.getPtrTy(), "scratch", [](Builder& E) {
       return llvm::ConstantPointerNull::get(E.getPtrTy());
@@ -754,6 +753,43 @@ private:
   static bool markedParallel(const lower::Stmt& s) {
     return s.loopKind == lower::LoopKind::Parallel && s.vectorisable && lower::accessesKeepOrder(s);
   }
+  /// Whether a region's body computes a math function that goes through libmvec (vectorMath:
+  /// exp, log and the others of vmath.hpp, and sigmoid and softplus, made of exp and log1p).
+  bool callsMathOnRows(const lower::Body& body) const {
+    if (!opt_.vectorMath || !vmath::enabled()) return false;
+    bool math = false;
+    lower::forEachStmt(body, [&](const lower::Stmt& st) {
+      switch (st.in.op) {
+      case Op::Exp:
+      case Op::Log:
+      case Op::Sin:
+      case Op::Cos:
+      case Op::Tan:
+      case Op::Log1p:
+      case Op::Expm1:
+      case Op::Tanh:
+      case Op::Sinh:
+      case Op::Cosh:
+      case Op::Asin:
+      case Op::Acos:
+      case Op::Atan:
+      case Op::Sigmoid:
+      case Op::Softplus: math = math || isFloat(f_.types[st.in.result].dtype); break;
+      default: break;
+      }
+    });
+    return math;
+  }
+  /// Whether the blocks from `first` to the end of fn call a libmvec-backed math function.
+  static bool callsVectorMath(llvm::BasicBlock* first, llvm::Function* fn) {
+    for (auto bb = first->getIterator(); bb != fn->end(); ++bb)
+      for (llvm::Instruction& in : *bb)
+        if (auto* c = llvm::dyn_cast<llvm::CallInst>(&in))
+          if (llvm::Function* f = c->getCalledFunction();
+              f && f->getName().starts_with(kVectorMathPrefix))
+            return true;
+    return false;
+  }
   /// One counted loop `for i in [0, n)` at the insertion point, i pushed onto idx while
   /// inner() emits its body.
   void nestLevel(llvm::Value* n, std::vector<llvm::Value*>& idx, const std::function<void()>& inner,
@@ -809,6 +845,17 @@ private:
         property("llvm.loop.interleave.count", 1);
       } else if (few) {
         property("llvm.loop.interleave.count", 1);
+        // A row with a math call: its last partial vector runs masked, not as a scalar
+        // remainder. Each scalar call of a remainder evaluates all four lanes of libmvec's
+        // function for one element (vmath.hpp), so a row of 14 (the LSTM's b) paid five
+        // vector calls where four do. Only these rows: masked stores that the next loop
+        // reads back cannot forward, and predicating every `few` loop made the GMM d = 64
+        // slower (docs/benchmarks.md). Lanes are independent: the same bits. LSTM
+        // objective 5.97M -> 5.09M, gradient 11.59M -> 10.53M instructions; GMM within 0.1 %.
+        if (callsVectorMath(bodyBB, fn))
+          props.push_back(llvm::MDNode::get(
+              ctx_, {llvm::MDString::get(ctx_, "llvm.loop.vectorize.predicate.enable"),
+                     llvm::ConstantAsMetadata::get(B_.getTrue())}));
       }
       if (parallel) {
         // The body's blocks are those made since bodyBB (appended in order), exit aside.
@@ -1366,9 +1413,29 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* gro
     B_.CreateCondBr(B_.CreateICmpSLT(e0, i64(ro::kMinLaneRow)), serialBB, orderedBB);
     B_.SetInsertPoint(serialBB);
     std::vector<llvm::Value*> j;
-    shortUnroll_ = true;
-    nestLevel(
-        e0, j, [&] { into(acc, element(j[0])); }, false);
+    static_assert(ro::kMinLaneRow <= static_cast<int64_t>(kLaneBlock),
+                  "a short row fits the block");
+    if (callsMathOnRows(s.body)) {
+      // A math function in the body (the LSTM's sum(exp(y)) over b = 14): the row's values
+      // first, into the block in one loop that vectorises (its last partial vector masked,
+      // as every `few` row with a math call), then summed from the block in order. Summed
+      // as they come, each value was a scalar call, and a scalar call of libmvec's function
+      // evaluates all its lanes for one element. The same values in the same order: the
+      // same bits.
+      fewTrips_ = true;
+      nestLevel(
+          e0, j, [&] { B_.CreateStore(element(j[0]), B_.CreateInBoundsGEP(ty, block, j[0])); },
+          false);
+      j.clear();
+      shortUnroll_ = true;
+      nestLevel(
+          e0, j, [&] { into(acc, B_.CreateLoad(ty, B_.CreateInBoundsGEP(ty, block, j[0]))); },
+          false);
+    } else {
+      shortUnroll_ = true;
+      nestLevel(
+          e0, j, [&] { into(acc, element(j[0])); }, false);
+    }
     B_.CreateBr(joinBB);
     B_.SetInsertPoint(orderedBB);
   }
@@ -2085,7 +2152,7 @@ void Gen::stmt(const lower::Stmt& s) {
     } else if (llvm::Value* small = b.inLoop && regionDepth_ > 0 ? stackBuffer(t) : nullptr) {
       out = small;
       if (zero) B_.CreateMemSet(out, B_.getInt8(0), bytesOf(t), llvm::MaybeAlign(32));
-    } else if (worker_ && b.inLoop && regionDepth_ > 0 && staticShape(t)) {
+    } else if (b.inLoop && regionDepth_ > 0 && staticShape(t)) {
       out = allocateOnce(in.result, t, zero, in.loc);
     } else {
       out = allocate(in.result, t, zero, in.loc);

@@ -17,6 +17,7 @@
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/sparsity.hpp"
 #include "compiler/support/thread_pool.hpp"
+#include "compiler/support/vmath.hpp"
 #include "grad_cases.hpp"
 #include "program_gen.hpp"
 #include "runtime/cuda_driver.hpp"
@@ -1010,6 +1011,58 @@ fn decayb(x: f64[n, b], T: i64) -> f64 {
     ir::Function f = prog->forward(fn);
     compareBackends(f, fn, {sizes});
     compareOrders(f, fn, sizes, {reversed, onThreads({2, 16})});
+  }
+}
+
+// A row loop nested in another (`few`) whose body calls a vector-math function runs its last
+// partial vector masked, not as scalar iterations (codegen.cpp, nestLevel), and a short sum
+// of such a function (under reduce_order's kMinLaneRow) computes its values in one such loop
+// before summing them in order (orderedReduce): each lane is libmvec's same function, so the
+// rows give the evaluator's bits for every row length around the vector width and past the
+// short rows, forward and gradient (whose sweep tapes exp's values). A row without math
+// calls keeps its scalar remainder (masked stores read back by the next loop do not
+// forward).
+TEST(JitVsInterp, MathRowsRunTheirTailMasked) {
+  auto prog = Program::fromString("rows", R"(
+fn f(w: f64[b], xs: f64[T, b]) -> f64 {
+    var h = zeros(f64[b]);
+    var total = 0.0;
+    for t in 0..T {
+        h = tanh(h * w + xs[t]);
+        h = h * 0.5 + w;
+        total = total + log(sum(exp(h)) + 2);
+    }
+    total + sum(h)
+}
+fn plain(w: f64[b], xs: f64[T, b]) -> f64 {
+    var h = zeros(f64[b]);
+    for t in 0..T {
+        h = h * w + xs[t];
+    }
+    sum(h)
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  if (vmath::enabled()) {
+    const std::string ir = codegen::emitLLVM(prog->gradient("f", {}));
+    EXPECT_NE(ir.find("@llvm.masked.store"), std::string::npos) << ir;
+    EXPECT_NE(ir.find(vmath::vectorName("tanh", false)), std::string::npos) << ir;
+    const std::string plain = codegen::emitLLVM(prog->gradient("plain", {}));
+    EXPECT_EQ(plain.find("@llvm.masked."), std::string::npos) << plain;
+  }
+  ir::Function f = prog->forward("f");
+  ir::Function g = differentiate(f, {});
+  Runnable jf = jit().prepare(f), jg = jit().prepare(g);
+  for (int64_t b : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 17, 31, 32, 40}) {
+    const std::map<std::string, int64_t> sizes{{"b", b}, {"T", 3}};
+    const std::string what = "b = " + std::to_string(b);
+    std::vector<Tensor> args = randomArgs(f, sizes, 5);
+    auto a = jf(args), e = evaluate(f, args);
+    expectSameBits(a[0], e[0], what + " forward");
+    auto ga = jg(args), ge = evaluate(g, args);
+    ASSERT_EQ(ga.size(), ge.size());
+    for (size_t k = 0; k < ga.size(); ++k)
+      expectSameBits(ga[k], ge[k], what + " gradient " + std::to_string(k));
   }
 }
 
