@@ -3,6 +3,7 @@
 #include "compiler/autodiff/autodiff.hpp"
 #include "compiler/autodiff/forward.hpp"
 #include "compiler/eval/interp.hpp"
+#include "compiler/simplify/factor.hpp"
 #include "compiler/simplify/simplify.hpp"
 
 #include <algorithm>
@@ -132,6 +133,7 @@ GradCheckResult checkGradient(const ir::Function& f, const std::vector<Tensor>& 
   Runnable fwdFn = run.prepare(f);
   ir::Function g = differentiate(f, {}, opt.grad);
   simplify(g);
+  if (factorScatters(g)) simplify(g); // (the gradient Program::gradient gives)
   returnBuffersInPlace(g);
   Runnable gradFn = run.prepare(g);
   Runnable f64Fn = run.prepare(promoteToF64(f));

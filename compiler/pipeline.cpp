@@ -4,6 +4,7 @@
 #include "compiler/autodiff/forward.hpp"
 #include "compiler/check/check.hpp"
 #include "compiler/parse/parser.hpp"
+#include "compiler/simplify/factor.hpp"
 #include "compiler/simplify/simplify.hpp"
 #include "compiler/support/stack.hpp"
 
@@ -130,6 +131,9 @@ ir::Function Program::gradient(const std::string& name, const std::vector<std::s
     // The forward sweep's calls with user rules now just compute (their rules are used).
     ir::stripCustom(g);
     simplify(g);
+    // (After simplifying: the products it matches are in their final form; again after it,
+    // for the products the moved scatters no longer use.)
+    if (factorScatters(g)) simplify(g);
     returnBuffersInPlace(g);
   });
   return g;

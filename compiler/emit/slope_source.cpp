@@ -1286,6 +1286,7 @@ private:
       if (in.result >= 0) result = var(f_.types[in.result], out, indent, "r");
       for (int k = 0; k < 2; ++k) {
         const Block& r = in.regions[k];
+        if (in.result < 0 && r.body.empty()) continue; // (an `if` without an else)
         std::string once = fresh("once", onceCount_);
         out += indent + "for " + once + " in 0..i64(" + (k ? "!" + c : c) + ") {\n";
         statements(r, out, indent + "    ");
