@@ -65,6 +65,31 @@ using ir::Block;
 using ir::Instr;
 using ir::Op;
 
+/// The libm function a float op's lowering computes through (Gen::unary: a call, or for exp,
+/// log, sin and cos an LLVM intrinsic), or null: what vectorMath may replace by libmvec.
+/// Sigmoid and softplus are made of exp (softplus also of log1p).
+const char* libmFunction(Op op) {
+  switch (op) {
+  case Op::Exp:
+  case Op::Sigmoid:
+  case Op::Softplus: return "exp";
+  case Op::Log: return "log";
+  case Op::Sin: return "sin";
+  case Op::Cos: return "cos";
+  case Op::Log1p: return "log1p";
+  case Op::Expm1: return "expm1";
+  case Op::Tan: return "tan";
+  case Op::Asin: return "asin";
+  case Op::Acos: return "acos";
+  case Op::Atan: return "atan";
+  case Op::Sinh: return "sinh";
+  case Op::Cosh: return "cosh";
+  case Op::Tanh: return "tanh";
+  case Op::Erf: return "erf";
+  default: return nullptr;
+  }
+}
+
 /// The IR builder's folder: constants as LLVM's default folder folds them, and the integer
 /// identities x + 0, x - 0, x * 1, x * 0 and selects on a constant, which indexing code makes
 /// many of (a flat index starts at 0, a unit stride multiplies by 1): LLVM is handed fewer
@@ -753,30 +778,16 @@ private:
   static bool markedParallel(const lower::Stmt& s) {
     return s.loopKind == lower::LoopKind::Parallel && s.vectorisable && lower::accessesKeepOrder(s);
   }
-  /// Whether a region's body computes a math function that goes through libmvec (vectorMath:
-  /// exp, log and the others of vmath.hpp, and sigmoid and softplus, made of exp and log1p).
+  /// Whether a region's body computes a math function that goes through libmvec (vectorMath):
+  /// an op whose libm function (libmFunction, the table the lowering calls through) vmath has.
   bool callsMathOnRows(const lower::Body& body) const {
     if (!opt_.vectorMath || !vmath::enabled()) return false;
     bool math = false;
     lower::forEachStmt(body, [&](const lower::Stmt& st) {
-      switch (st.in.op) {
-      case Op::Exp:
-      case Op::Log:
-      case Op::Sin:
-      case Op::Cos:
-      case Op::Tan:
-      case Op::Log1p:
-      case Op::Expm1:
-      case Op::Tanh:
-      case Op::Sinh:
-      case Op::Cosh:
-      case Op::Asin:
-      case Op::Acos:
-      case Op::Atan:
-      case Op::Sigmoid:
-      case Op::Softplus: math = math || isFloat(f_.types[st.in.result].dtype); break;
-      default: break;
-      }
+      const char* n = libmFunction(st.in.op);
+      if (math || !n || st.in.result < 0) return;
+      DType t = f_.types[st.in.result].dtype;
+      math = isFloat(t) && vmath::has(n, t == DType::F32);
     });
     return math;
   }
@@ -1121,16 +1132,16 @@ llvm::Value* Gen::unary(const Instr& in) {
   case Op::Cos: return intrinsic(I::cos, x);
   case Op::Floor: return intrinsic(I::floor, x);
   case Op::Ceil: return intrinsic(I::ceil, x);
-  case Op::Log1p: return mathCall("log1p", t, {x});
-  case Op::Expm1: return mathCall("expm1", t, {x});
-  case Op::Tan: return mathCall("tan", t, {x});
-  case Op::Asin: return mathCall("asin", t, {x});
-  case Op::Acos: return mathCall("acos", t, {x});
-  case Op::Atan: return mathCall("atan", t, {x});
-  case Op::Sinh: return mathCall("sinh", t, {x});
-  case Op::Cosh: return mathCall("cosh", t, {x});
-  case Op::Tanh: return mathCall("tanh", t, {x});
-  case Op::Erf: return mathCall("erf", t, {x});
+  case Op::Log1p:
+  case Op::Expm1:
+  case Op::Tan:
+  case Op::Asin:
+  case Op::Acos:
+  case Op::Atan:
+  case Op::Sinh:
+  case Op::Cosh:
+  case Op::Tanh:
+  case Op::Erf: return mathCall(libmFunction(in.op), t, {x});
   case Op::Lgamma: return lgamma(t, x);
   case Op::Digamma: return digamma(t, x);
   case Op::Trigamma: return special(t == DType::F32 ? kTrigammafSymbol : kTrigammaSymbol, t, x);
