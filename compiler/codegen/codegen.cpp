@@ -1426,6 +1426,7 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* gro
     std::vector<llvm::Value*> j;
     static_assert(ro::kMinLaneRow <= static_cast<int64_t>(kLaneBlock),
                   "a short row fits the block");
+    std::function<llvm::Value*(llvm::Value*)> value = element;
     if (callsMathOnRows(s.body)) {
       // A math function in the body (the LSTM's sum(exp(y)) over b = 14): the row's values
       // first, into the block in one loop that vectorises (its last partial vector masked,
@@ -1438,15 +1439,11 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* gro
           e0, j, [&] { B_.CreateStore(element(j[0]), B_.CreateInBoundsGEP(ty, block, j[0])); },
           false);
       j.clear();
-      shortUnroll_ = true;
-      nestLevel(
-          e0, j, [&] { into(acc, B_.CreateLoad(ty, B_.CreateInBoundsGEP(ty, block, j[0]))); },
-          false);
-    } else {
-      shortUnroll_ = true;
-      nestLevel(
-          e0, j, [&] { into(acc, element(j[0])); }, false);
+      value = [&](llvm::Value* i) { return B_.CreateLoad(ty, B_.CreateInBoundsGEP(ty, block, i)); };
     }
+    shortUnroll_ = true;
+    nestLevel(
+        e0, j, [&] { into(acc, value(j[0])); }, false);
     B_.CreateBr(joinBB);
     B_.SetInsertPoint(orderedBB);
   }

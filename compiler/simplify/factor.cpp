@@ -32,6 +32,14 @@ using ir::Op;
 /// Positions of an instruction: in the nest's body, then in the bodies of nested `for`s.
 using Path = std::vector<size_t>;
 
+/// The block that holds the instruction at `path` under `root`.
+Block& blockAt(Block& root, const Path& path) {
+  Block* b = &root;
+  for (size_t d = 0; d + 1 < path.size(); ++d)
+    b = &b->body[path[d]].regions[0];
+  return *b;
+}
+
 /// The values and size names that depend on one index within a block.
 struct Deps {
   std::set<int> values;
@@ -230,10 +238,8 @@ size_t rewrite(ir::Function& f, size_t t, std::vector<Scatter> group,
   const int g = f.newValue(pt);
   std::set<int> keep;
   for (const Scatter& s : group) {
-    Block* b = &post;
-    for (size_t d = 0; d + 1 < s.path.size(); ++d)
-      b = &b->body[s.path[d]].regions[0];
-    auto at = b->body.begin() + static_cast<std::ptrdiff_t>(s.path.back());
+    Block& b = blockAt(post, s.path);
+    auto at = b.body.begin() + static_cast<std::ptrdiff_t>(s.path.back());
     Instr add = *at;
     std::vector<Instr> ins;
     int q = mapped(s.q);
@@ -243,8 +249,8 @@ size_t rewrite(ir::Function& f, size_t t, std::vector<Scatter> group,
     add.args.back() = ins.back().result;
     keep.insert(add.args.back());
     ins.push_back(std::move(add));
-    at = b->body.erase(at);
-    b->body.insert(at, ins.begin(), ins.end());
+    at = b.body.erase(at);
+    b.body.insert(at, ins.begin(), ins.end());
   }
   std::set<int> live;
   std::set<std::string> liveSizes;
@@ -289,10 +295,8 @@ size_t rewrite(ir::Function& f, size_t t, std::vector<Scatter> group,
   const int gbuf = zeros.result;
   Block& body = nest.regions[0];
   for (const Scatter& s : group) { // (still last path first)
-    Block* b = &body;
-    for (size_t d = 0; d + 1 < s.path.size(); ++d)
-      b = &b->body[s.path[d]].regions[0];
-    b->body.erase(b->body.begin() + static_cast<std::ptrdiff_t>(s.path.back()));
+    Block& b = blockAt(body, s.path);
+    b.body.erase(b.body.begin() + static_cast<std::ptrdiff_t>(s.path.back()));
   }
   auto pDef = std::find_if(body.body.begin(), body.body.end(),
                            [&](const Instr& in) { return in.result == p; });
