@@ -1,4 +1,5 @@
-// Triangular sums in column order (interchange.hpp says what and why).
+// Triangular sums, and their adjoints' additions, in column order (interchange.hpp says what
+// and why; rewriteScatter() shows the second form).
 //
 // The loop it rewrites, after strength reduction (GMM: the rows of Q_k (x_i - mu_k)):
 //
@@ -103,9 +104,17 @@ private:
   /// made inside the loops over i and k it cost 10% of the d = 10 objective.
   void walk(Body& b, size_t p, Body& once) {
     if (b[p].kind == Stmt::Loop) {
-      if (std::optional<Rows> r = match(b[p])) {
-        std::vector<int> tables;
-        Body pre = rewrite(*r, tables);
+      std::vector<int> tables;
+      Body pre;
+      if (std::optional<Rows> r = match(b[p]))
+        pre = rewrite(*r, tables);
+      else if (std::optional<Scatter> s = matchScatter(b[p]))
+        pre = rewriteScatter(*s, tables);
+      else if (splitLast(b[p])) { // (a nest over i, k, j: its rows are those of each (i, k))
+        walk(b[p].body, 0, once);
+        return;
+      }
+      if (!pre.empty()) {
         Stmt version = std::move(pre.back());
         pre.pop_back();
         const bool hoist = &b != &f_.body && readsTopOnly(pre);
@@ -164,9 +173,164 @@ private:
   }
 
   std::optional<Rows> match(Stmt& loop) {
+    std::optional<Rows> r = rowsOf(loop, false);
+    if (!r || !columnsContiguous(*r)) return std::nullopt;
+    // Everything the columns compute must be computable there: the sum's body and what it
+    // reads of the loop's scalars, and the check.
+    for (const Stmt& t : r->sum->body)
+      if (!pure(*r, t, true)) return std::nullopt;
+    if (!needs(*r, reads(*r), r->sumNeeds) ||
+        !needs(*r, {loop.body[r->branch].in.args[0]}, r->okNeeds) || !needs(*r, {r->x}, r->xNeeds))
+      return std::nullopt;
+    return r;
+  }
+
+  /// What the scatter form needs beyond Rows.
+  struct Scatter {
+    Rows r;
+    // The cold loop's additions (one per buffer), and for each its last subscript's
+    // statements in the cold body (integer arithmetic: no load), in body order.
+    std::vector<const Stmt*> adds;
+    std::vector<Body> slices;
+    std::vector<std::vector<const Stmt*>> sliceNeeds; // (the slice's of the loop's body)
+    // The loop body's own additions to those buffers (top level, outside the branch): which
+    // add they share a buffer with, and what their last subscript needs.
+    std::vector<std::pair<const Stmt*, size_t>> others;
+    std::vector<std::vector<const Stmt*>> otherNeeds;
+  };
+
+  /// The adjoint of a triangle (the GMM's gradient: row j adds g_j (x_c - mu_c) into the
+  /// packed entry (j, c) of icf's gradient for every c < j): a sequential loop over rows j
+  /// whose strength-reduced additions have the entry-check if, its else a cold sequential
+  /// loop over c < max(j + o, 0) of pure scalars and buf.adds, each into its own buffer B at
+  /// subscripts that do not depend on j or c but the last, which is j + h(c) (j's
+  /// coefficient 1: a column's entries are consecutive, where a row's step by a stride that
+  /// changes every element). B is not read or stored in the loop, and the loop's only other
+  /// writes to it are buf.adds at its top level with the same leading subscripts and a last
+  /// one of j's coefficient 1 (the GMM's diagonal).
+  std::optional<Scatter> matchScatter(Stmt& loop) {
+    std::optional<Rows> r = rowsOf(loop, true);
+    if (!r) return std::nullopt;
+    Scatter sc;
+    const int j = loop.indices[0], c = r->sum->indices[0];
+    std::map<int, const Stmt*> coldDef;
+    std::set<int> targets;
+    for (const Stmt& t : r->sum->body) {
+      if (t.kind != Stmt::Scalar) return std::nullopt;
+      if (t.in.op != Op::BufAdd) {
+        if (!pure(*r, t, true)) return std::nullopt;
+        coldDef[t.in.result] = &t;
+        continue;
+      }
+      const int buffer = t.in.args[0];
+      if (t.in.args.size() < 3 || !targets.insert(buffer).second) return std::nullopt;
+      for (size_t k = 1; k + 2 < t.in.args.size(); ++k) // leading subscripts: set before the loop
+        if (r->inner.count(t.in.args[k]) || t.in.args[k] == c) return std::nullopt;
+      const int last = t.in.args[t.in.args.size() - 2];
+      if (coefficient(*r, last, j) != std::optional<int64_t>(1)) return std::nullopt;
+      // The last subscript's slice of the cold body: arithmetic alone, so that the choice can
+      // evaluate it at any (j, c).
+      std::set<const Stmt*> in;
+      std::vector<int> work{last}, outside;
+      while (!work.empty()) {
+        const int v = work.back();
+        work.pop_back();
+        auto d = coldDef.find(v);
+        if (d == coldDef.end()) {
+          if (v != c) outside.push_back(v);
+          continue;
+        }
+        if (d->second->in.op == Op::Load || !in.insert(d->second).second) continue;
+        work.insert(work.end(), d->second->in.args.begin(), d->second->in.args.end());
+      }
+      for (const Stmt* s : in)
+        if (s->in.op == Op::Load) return std::nullopt;
+      Body slice;
+      for (const Stmt& t2 : r->sum->body)
+        if (in.count(&t2)) slice.push_back(t2);
+      std::vector<const Stmt*> need;
+      if (!needs(*r, outside, need) || readsMemory(need)) return std::nullopt;
+      sc.adds.push_back(&t);
+      sc.slices.push_back(std::move(slice));
+      sc.sliceNeeds.push_back(std::move(need));
+    }
+    if (sc.adds.empty()) return std::nullopt;
+    // Every other access of the targets in the loop: top-level additions of the same shape.
+    for (size_t p = 0; p < loop.body.size(); ++p) {
+      if (p == r->branch) continue;
+      const Stmt& s = loop.body[p];
+      std::optional<Access> a = accessOf(s);
+      if (s.kind == Stmt::Scalar && a && targets.count(a->buffer)) {
+        size_t k = 0;
+        while (sc.adds[k]->in.args[0] != a->buffer)
+          ++k;
+        const std::vector<int>& mine = s.in.args;
+        const std::vector<int>& theirs = sc.adds[k]->in.args;
+        if (a->kind != Access::Add || mine.size() != theirs.size() ||
+            !std::equal(mine.begin(), mine.end() - 2, theirs.begin()))
+          return std::nullopt;
+        const int last = mine[mine.size() - 2];
+        std::vector<const Stmt*> need;
+        if (coefficient(*r, last, j) != std::optional<int64_t>(1) || !needs(*r, {last}, need) ||
+            readsMemory(need))
+          return std::nullopt;
+        sc.others.emplace_back(&s, k);
+        sc.otherNeeds.push_back(std::move(need));
+        continue;
+      }
+      bool touches = a && targets.count(a->buffer);
+      auto visit = [&](const Stmt& t) {
+        std::optional<Access> b = accessOf(t);
+        touches = touches || (b && targets.count(b->buffer));
+      };
+      forEachStmt(s.body, visit);
+      forEachStmt(s.orelse, visit);
+      if (touches) return std::nullopt;
+    }
+    if (!needs(*r, reads(*r), r->sumNeeds) ||
+        !needs(*r, {loop.body[r->branch].in.args[0]}, r->okNeeds) ||
+        !needs(*r, {r->x}, r->xNeeds) || readsMemory(r->xNeeds))
+      return std::nullopt;
+    sc.r = std::move(*r);
+    return sc;
+  }
+
+  /// A sequential nest over [i..., j] whose loop over j alone matchScatter takes: becomes
+  /// `for [i...] { for j { ... } }` (the same iterations in the same order), true. Otherwise
+  /// left as it was.
+  bool splitLast(Stmt& loop) {
+    if (loop.loopKind != LoopKind::Sequential || loop.in.op != Op::For || loop.in.ival == 1 ||
+        loop.indices.size() < 2 || loop.blocked || loop.cold)
+      return false;
+    Stmt inner = loop;
+    inner.indices = {loop.indices.back()};
+    inner.extents = {loop.extents.back()};
+    inner.work.clear();
+    if (!matchScatter(inner)) return false;
+    loop.indices.pop_back();
+    loop.extents.pop_back();
+    loop.work.clear();
+    loop.body.clear();
+    loop.body.push_back(std::move(inner));
+    return true;
+  }
+
+  static bool readsMemory(const std::vector<const Stmt*>& stmts) {
+    for (const Stmt* s : stmts)
+      if (s->in.op == Op::Load) return true;
+    return false;
+  }
+
+  /// What match() and matchScatter() share: a loop over rows j with one index whose body
+  /// has an if on the row's entry check, its else the original loop over c < max(x, 0) (a
+  /// float sum; with `scatter`, a sequential loop of additions into memory), its carried copy
+  /// proven, and x = j + o.
+  std::optional<Rows> rowsOf(Stmt& loop, bool scatter) {
     coefficients_.clear();
-    if (loop.loopKind != LoopKind::Parallel || loop.indices.size() != 1 || loop.cold ||
-        loop.blocked)
+    const LoopKind kind = scatter ? LoopKind::Sequential : LoopKind::Parallel;
+    if (loop.loopKind != kind || loop.indices.size() != 1 || loop.cold || loop.blocked ||
+        (scatter &&
+         (loop.in.op != Op::For || loop.in.ival == 1 || loop.yield >= 0 || loop.in.result >= 0)))
       return std::nullopt;
     Rows r;
     r.loop = &loop;
@@ -196,11 +360,14 @@ private:
         if (n.size() == 1 && s.in.poly == Poly::var(n[0]) && sizeDef.count(n[0]))
           r.alias[s.in.result] = sizeDef.at(n[0]);
       }
-      if (s.kind != Stmt::If || s.in.result < 0 || s.orelse.size() != 1 || r.sum) continue;
+      if (s.kind != Stmt::If || (s.in.result < 0) != scatter || s.orelse.size() != 1 || r.sum)
+        continue;
       const Stmt& sum = s.orelse[0];
-      if (sum.kind != Stmt::Loop || !sum.cold || sum.in.op != Op::ReduceSum ||
-          sum.indices.size() != 1 || sum.yield < 0 || s.elseYield != sum.in.result ||
-          !isFloat(f_.src.types[sum.in.result].dtype))
+      if (sum.kind != Stmt::Loop || !sum.cold || sum.indices.size() != 1) continue;
+      if (scatter ? sum.in.op != Op::For || sum.loopKind != LoopKind::Sequential ||
+                        sum.yield >= 0 || sum.in.result >= 0
+                  : sum.in.op != Op::ReduceSum || sum.yield < 0 || s.elseYield != sum.in.result ||
+                        !isFloat(f_.src.types[sum.in.result].dtype))
         continue;
       auto names = sum.extents[0].names();
       if (names.size() != 1 || !(sum.extents[0] == Poly::var(names[0])) || !sizeDef.count(names[0]))
@@ -226,15 +393,7 @@ private:
     }
     for (const Stmt& t : r.sum->body)
       if (t.kind == Stmt::Scalar && t.in.result >= 0) r.expr[t.in.result] = &t.in;
-    if (coefficient(r, r.x, loop.indices[0]) != std::optional<int64_t>(1) || !columnsContiguous(r))
-      return std::nullopt;
-    // Everything the columns compute must be computable there: the sum's body and what it
-    // reads of the loop's scalars, and the check.
-    for (const Stmt& t : r.sum->body)
-      if (!pure(r, t, true)) return std::nullopt;
-    if (!needs(r, reads(r), r.sumNeeds) || !needs(r, {loop.body[r.branch].in.args[0]}, r.okNeeds) ||
-        !needs(r, {r.x}, r.xNeeds))
-      return std::nullopt;
+    if (coefficient(r, r.x, loop.indices[0]) != std::optional<int64_t>(1)) return std::nullopt;
     return r;
   }
 
@@ -428,6 +587,55 @@ private:
     return l;
   }
 
+  /// What every column form starts with.
+  struct Prefix {
+    int e = -1, zero = -1, one = -1; // the rows' extent E, 0 and 1
+    int x0 = -1, xLast = -1;         // x at the first row and the last
+    std::vector<int> conds;          // what must hold for the column form to run
+  };
+
+  /// Into pre: E, how many rows' checks fail, x(0) and x(E - 1), and the conditions of the
+  /// column form: no row's check fails, 0 < E <= 2^40, x(0) >= -2^40 (neither wraps), and
+  /// minColumns <= x(E - 1) <= maxColumns columns.
+  Prefix prefix(const Rows& r, Body& pre, int64_t maxColumns) {
+    const Stmt& loop = *r.loop;
+    const int j = loop.indices[0];
+    const int ok = loop.body[r.branch].in.args[0];
+    Prefix p;
+    p.e = emit(pre, Op::Size, DType::I64, {}, 0, loop.extents[0]);
+    p.zero = constant(pre, 0);
+    p.one = constant(pre, 1);
+    // bad = the rows whose check fails.
+    Stmt check = loopOver(loop.extents[0], LoopKind::Reduction, true);
+    check.in.op = Op::ReduceSum;
+    {
+      const int t = check.indices[0];
+      int okT = copy(r, r.okNeeds, {}, {{j, t}}, check.body, {ok})[0];
+      check.yield = emit(check.body, Op::Select, DType::I64, {okT, p.zero, p.one});
+      check.in.result = f_.src.newValue({DType::I64, {}});
+    }
+    const int bad = check.in.result;
+    pre.push_back(std::move(check));
+    const int last = emit(pre, Op::Sub, DType::I64, {p.e, p.one});
+    p.xLast = copy(r, r.xNeeds, {}, {{j, last}}, pre, {r.x})[0];
+    p.x0 = copy(r, r.xNeeds, {}, {{j, p.zero}}, pre, {r.x})[0];
+    p.conds.push_back(emit(pre, Op::Eq, DType::Bool, {bad, p.zero}));
+    p.conds.push_back(emit(pre, Op::Gt, DType::Bool, {p.e, p.zero}));
+    p.conds.push_back(emit(pre, Op::Le, DType::Bool, {p.e, constant(pre, kMaxWrapFree)}));
+    p.conds.push_back(emit(pre, Op::Ge, DType::Bool, {p.x0, constant(pre, -kMaxWrapFree)}));
+    p.conds.push_back(emit(pre, Op::Ge, DType::Bool, {p.xLast, constant(pre, minColumns_)}));
+    p.conds.push_back(emit(pre, Op::Le, DType::Bool, {p.xLast, constant(pre, maxColumns)}));
+    return p;
+  }
+
+  /// The conjunction of conds (at least one), into pre.
+  int all(Body& pre, const std::vector<int>& conds) {
+    int cond = conds[0];
+    for (size_t k = 1; k < conds.size(); ++k)
+      cond = emit(pre, Op::And, DType::Bool, {cond, conds[k]});
+    return cond;
+  }
+
   /// The statements that choose between the column form and the rows' (the last one, the
   /// `if` with both) to replace r's loop; `tables` gets the buffers of the column tables they
   /// make, whose place walk() decides.
@@ -435,38 +643,13 @@ private:
     Stmt& loop = *r.loop;
     loc_ = loop.in.loc;
     const int j = loop.indices[0];
-    const Stmt& branch = loop.body[r.branch];
-    const int ok = branch.in.args[0];
     const bool lanes = !r.sum->shortRow;
     const DType ft = f_.src.types[r.sum->in.result].dtype;
 
     Body pre;
-    const int e = emit(pre, Op::Size, DType::I64, {}, 0, loop.extents[0]);
-    const int zero = constant(pre, 0), one = constant(pre, 1);
-    // bad = the rows whose check fails.
-    Stmt check = loopOver(loop.extents[0], LoopKind::Reduction, true);
-    check.in.op = Op::ReduceSum;
-    {
-      const int t = check.indices[0];
-      int okT = copy(r, r.okNeeds, {}, {{j, t}}, check.body, {ok})[0];
-      check.yield = emit(check.body, Op::Select, DType::I64, {okT, zero, one});
-      check.in.result = f_.src.newValue({DType::I64, {}});
-    }
-    const int bad = check.in.result;
-    pre.push_back(std::move(check));
-    const int last = emit(pre, Op::Sub, DType::I64, {e, one});
-    const int xLast = copy(r, r.xNeeds, {}, {{j, last}}, pre, {r.x})[0];
-    const int x0 = copy(r, r.xNeeds, {}, {{j, zero}}, pre, {r.x})[0];
-    std::vector<int> conds;
-    conds.push_back(emit(pre, Op::Eq, DType::Bool, {bad, zero}));
-    conds.push_back(emit(pre, Op::Gt, DType::Bool, {e, zero}));
-    conds.push_back(emit(pre, Op::Le, DType::Bool, {e, constant(pre, kMaxWrapFree)}));
-    conds.push_back(emit(pre, Op::Ge, DType::Bool, {x0, constant(pre, -kMaxWrapFree)}));
-    conds.push_back(emit(pre, Op::Ge, DType::Bool, {xLast, constant(pre, minColumns_)}));
-    conds.push_back(emit(pre, Op::Le, DType::Bool, {xLast, constant(pre, ro::kGroupElems)}));
-    int cond = conds[0];
-    for (size_t k = 1; k < conds.size(); ++k)
-      cond = emit(pre, Op::And, DType::Bool, {cond, conds[k]});
+    const Prefix pf = prefix(r, pre, ro::kGroupElems);
+    const int e = pf.e, zero = pf.zero, one = pf.one, x0 = pf.x0, xLast = pf.xLast;
+    const int cond = all(pre, pf.conds);
 
     Stmt version;
     version.kind = Stmt::If;
@@ -596,6 +779,143 @@ private:
     std::map<int, int> rename;
     Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
     then.push_back(std::move(copied[0]));
+
+    version.orelse.push_back(std::move(loop));
+    pre.push_back(std::move(version));
+    return pre;
+  }
+
+  /// The scatter form (matchScatter), as rewrite() for sums:
+  ///
+  ///   if the prefix's conditions hold, and for every addition the columns' ranges of its
+  ///      last subscript s increase (s(E - 1, c) < s(lo(c + 1), c + 1)), and the loop's other
+  ///      additions to its buffer fall below or above them all {
+  ///     the loop without the branch
+  ///     sequential for c < x(E - 1) {
+  ///       lo = max(0, c + 1 - x(0))
+  ///       parallel for t < E - lo { j = lo + t; the cold body at (j, c) }
+  ///     }
+  ///   } else {
+  ///     the loop as it was
+  ///   }
+  ///
+  /// Why the bits are the same: the rows' checks hold, so no addition fails; the ranges make
+  /// the additions of the triangle go to distinct elements, none of which the rest of the
+  /// loop adds to, and nothing in the loop reads them. So every element takes the same terms
+  /// in the same order as before: each buffer's values are sums of the same terms.
+  Body rewriteScatter(Scatter& sc, std::vector<int>& tables) {
+    Rows& r = sc.r;
+    Stmt& loop = *r.loop;
+    loc_ = loop.in.loc;
+    const int j = loop.indices[0], c0 = r.sum->indices[0];
+
+    Body pre;
+    const Prefix pf = prefix(r, pre, kMaxWrapFree);
+    const int e = pf.e, zero = pf.zero, one = pf.one, x0 = pf.x0;
+    const int cond = all(pre, pf.conds);
+    const Poly cols = bind(pre, "#cols", emit(pre, Op::Select, DType::I64, {cond, pf.xLast, zero}));
+    const int colsV = emit(pre, Op::Size, DType::I64, {}, 0, cols);
+    // lo(c) = max(0, c + 1 - x(0)): the first row of column c; every column's last is E - 1.
+    auto lowest = [&](Body& b, int c) {
+      return emit(
+          b, Op::Max, DType::I64,
+          {zero, emit(b, Op::Sub, DType::I64, {emit(b, Op::Add, DType::I64, {c, one}), x0})});
+    };
+    // Addition k's last subscript at row jv, column cv.
+    auto at = [&](Body& b, size_t k, int jv, int cv) {
+      const int last = sc.adds[k]->in.args[sc.adds[k]->in.args.size() - 2];
+      return copy(r, sc.sliceNeeds[k], sc.slices[k], {{j, jv}, {c0, cv}}, b, {last})[0];
+    };
+    // Columns whose range does not end below the next one's start.
+    Stmt overlaps = loopOver(cols, LoopKind::Reduction, true);
+    overlaps.in.op = Op::ReduceSum;
+    {
+      Body& ob = overlaps.body;
+      const int c = overlaps.indices[0];
+      const int next = emit(ob, Op::Add, DType::I64, {c, one});
+      const int hasNext = emit(ob, Op::Lt, DType::Bool, {next, colsV});
+      const int lastRow = emit(ob, Op::Sub, DType::I64, {e, one});
+      int bad = -1;
+      for (size_t k = 0; k < sc.adds.size(); ++k) {
+        const int end = at(ob, k, lastRow, c), start = at(ob, k, lowest(ob, next), next);
+        const int b = emit(ob, Op::Ge, DType::Bool, {end, start});
+        bad = bad < 0 ? b : emit(ob, Op::Or, DType::Bool, {bad, b});
+      }
+      bad = emit(ob, Op::And, DType::Bool, {hasNext, bad});
+      overlaps.yield = emit(ob, Op::Select, DType::I64, {bad, one, zero});
+      overlaps.in.result = f_.src.newValue({DType::I64, {}});
+    }
+    const int overlapping = overlaps.in.result;
+    pre.push_back(std::move(overlaps));
+    std::vector<int> conds{cond, emit(pre, Op::Eq, DType::Bool, {overlapping, zero})};
+    // The triangle spans [s(lo(0), 0), s(E - 1, cols - 1)]; the loop's other additions to the
+    // same buffer, j + q for j < E, must fall wholly outside it.
+    if (!sc.others.empty()) {
+      const int lastRow = emit(pre, Op::Sub, DType::I64, {e, one});
+      const int lastCol =
+          emit(pre, Op::Max, DType::I64, {zero, emit(pre, Op::Sub, DType::I64, {colsV, one})});
+      for (size_t w = 0; w < sc.others.size(); ++w) {
+        const auto& [other, k] = sc.others[w];
+        const int q = other->in.args[other->in.args.size() - 2];
+        const int lo = at(pre, k, lowest(pre, zero), zero), hi = at(pre, k, lastRow, lastCol);
+        const int q0 = copy(r, sc.otherNeeds[w], {}, {{j, zero}}, pre, {q})[0];
+        const int qLast = copy(r, sc.otherNeeds[w], {}, {{j, lastRow}}, pre, {q})[0];
+        conds.push_back(emit(pre, Op::Or, DType::Bool,
+                             {emit(pre, Op::Lt, DType::Bool, {qLast, lo}),
+                              emit(pre, Op::Gt, DType::Bool, {q0, hi})}));
+      }
+    }
+
+    Stmt version;
+    version.kind = Stmt::If;
+    version.in.op = Op::If;
+    version.in.loc = loc_;
+    version.in.args = {all(pre, conds)};
+    Body& then = version.body;
+
+    // The rows, without the triangle.
+    {
+      Stmt rowsLoop = loop;
+      rowsLoop.body.erase(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch));
+      dropDead(rowsLoop.body);
+      std::map<int, int> rename;
+      Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
+      then.push_back(std::move(copied[0]));
+    }
+    // The columns' first rows: a table made with the choice (once per call for the GMM).
+    const int loTable = f_.src.newValue(ir::Type{DType::I64, {cols}});
+    {
+      Stmt a;
+      a.kind = Stmt::Alloc;
+      a.in.op = Op::Comp;
+      a.in.result = loTable;
+      a.in.extents = {cols};
+      a.in.loc = loc_;
+      pre.push_back(std::move(a));
+      tables.push_back(loTable);
+      Stmt fill = loopOver(cols, LoopKind::Parallel, true);
+      const int c = fill.indices[0];
+      const int lo = lowest(fill.body, c);
+      fill.body.push_back(scalarStmt(Op::BufStore, {loTable, c, lo}, loc_));
+      fill.body.back().in.checked = true; // (c < #cols, the table's extent)
+      pre.push_back(std::move(fill));
+    }
+    Stmt columns = loopOver(cols, LoopKind::Sequential, false);
+    {
+      Body& cb = columns.body;
+      const int c = columns.indices[0];
+      const int lo = emit(cb, Op::Load, DType::I64, {loTable, c});
+      cb.back().in.checked = true;
+      Stmt seg = loopOver(bind(cb, "#rows", emit(cb, Op::Sub, DType::I64, {e, lo})),
+                          LoopKind::Parallel, true);
+      seg.fewTrips = true; // (at most E: a column of the triangle)
+      const int jv = emit(seg.body, Op::Add, DType::I64, {lo, seg.indices[0]});
+      copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {c0, c}}, seg.body, {});
+      for (Stmt& s : seg.body) // (proven: every row's check held)
+        if (s.kind == Stmt::Scalar && s.in.op == Op::BufAdd) s.in.checked = true;
+      cb.push_back(std::move(seg));
+    }
+    then.push_back(std::move(columns));
 
     version.orelse.push_back(std::move(loop));
     pre.push_back(std::move(version));

@@ -24,6 +24,15 @@ namespace slope::lower {
 /// rows' own loop is as fast) and at most reduce_order::kGroupElems (one group per row). Otherwise
 /// the loop runs as it was, reporting the first failing access in row order as before.
 ///
+/// The adjoint of such a triangle is the same loop turned into additions: a sequential loop
+/// over rows j whose strength-reduced loop over c < e(j) adds into a buffer's packed entry
+/// (j, c) (the GMM's gradient of L_k). When every row's check holds, the columns' ranges of
+/// entries do not overlap and the loop's other additions to the buffer fall outside them, the
+/// loop runs without those additions and a loop over columns then makes them, a column's rows
+/// in a vector loop over consecutive entries. Every entry still takes the same terms in the
+/// same order (each takes one from the triangle), so the bits are the rows' form's. A nest
+/// over [i..., j] is split into a loop over j in one over i... for it.
+///
 /// Runs after reduceStrength. Returns how many loops it rewrote.
 /// `minColumns`: LowerOptions::minTriangleColumns.
 int interchangeTriangles(Function& f, int64_t minColumns);
