@@ -742,6 +742,7 @@ private:
                            {r.sum->yield})[0];
         seg.body.push_back(scalarStmt(Op::BufAdd, {acc, into, jv, v}, loc_));
         seg.body.back().in.checked = true; // (into < rows, from <= jv < to <= E)
+        hoistInvariant(seg, cb);
         cb.push_back(std::move(seg));
       };
       const int tailRow = constant(cb, rows - 1);
@@ -873,10 +874,31 @@ private:
     version.in.args = {all(pre, conds)};
     Body& then = version.body;
 
+    // The row's float values the additions read (the GMM's g_j) are kept in a buffer over the
+    // rows, written by the rows' loop, so that each column reads them instead of computing
+    // them again for every entry.
+    std::map<int, int> kept; // value -> its buffer
+    for (int v : reads(r))
+      if (r.def.count(v) && !r.alias.count(v) && isFloat(f_.src.types[v].dtype)) {
+        const int buffer = f_.src.newValue(ir::Type{f_.src.types[v].dtype, {loop.extents[0]}});
+        Stmt a;
+        a.kind = Stmt::Alloc;
+        a.in.op = Op::Comp;
+        a.in.result = buffer;
+        a.in.extents = {loop.extents[0]};
+        a.in.loc = loc_;
+        then.push_back(std::move(a));
+        f_.buffers[buffer] = {Buffer::Temp, -1, true};
+        kept[v] = buffer;
+      }
     // The rows, without the triangle.
     {
       Stmt rowsLoop = loop;
       rowsLoop.body.erase(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch));
+      for (const auto& [v, buffer] : kept) {
+        rowsLoop.body.push_back(scalarStmt(Op::BufStore, {buffer, j, v}, loc_));
+        rowsLoop.body.back().in.checked = true; // (j < E, the buffer's extent)
+      }
       dropDead(rowsLoop.body);
       std::map<int, int> rename;
       Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
@@ -910,9 +932,23 @@ private:
                           LoopKind::Parallel, true);
       seg.fewTrips = true; // (at most E: a column of the triangle)
       const int jv = emit(seg.body, Op::Add, DType::I64, {lo, seg.indices[0]});
-      copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {c0, c}}, seg.body, {});
+      std::map<int, int> seed{{j, jv}, {c0, c}};
+      std::vector<int> computed; // (what the columns still compute of the row's values)
+      for (int v : reads(r)) {
+        auto k = kept.find(v);
+        if (k == kept.end()) {
+          computed.push_back(v);
+          continue;
+        }
+        seed[v] = emit(seg.body, Op::Load, f_.src.types[v].dtype, {k->second, jv});
+        seg.body.back().in.checked = true;
+      }
+      std::vector<const Stmt*> need;
+      needs(r, computed, need); // (a part of sumNeeds, which matchScatter found pure)
+      copy(r, need, r.sum->body, seed, seg.body, {});
       for (Stmt& s : seg.body) // (proven: every row's check held)
         if (s.kind == Stmt::Scalar && s.in.op == Op::BufAdd) s.in.checked = true;
+      hoistInvariant(seg, cb);
       cb.push_back(std::move(seg));
     }
     then.push_back(std::move(columns));
@@ -920,6 +956,28 @@ private:
     version.orelse.push_back(std::move(loop));
     pre.push_back(std::move(version));
     return pre;
+  }
+
+  /// Moves the scalars of a column's loop over rows that do not depend on the row to the
+  /// column's body, before the loop: x_c is read once per column, not once per row (LLVM
+  /// does not hoist a load past additions to memory it cannot tell apart from it). Only what
+  /// the copies of pure statements compute is there; a load that moves reads what some row of
+  /// the column read, since every column has a row, and nothing the column loop writes.
+  static void hoistInvariant(Stmt& seg, Body& into) {
+    std::set<int> varying{seg.indices[0]};
+    Body keep;
+    for (Stmt& s : seg.body) {
+      bool depends = s.kind != Stmt::Scalar || s.in.result < 0 || s.in.op == Op::SizeDef;
+      for (int a : s.in.args)
+        depends = depends || varying.count(a);
+      if (!depends) {
+        into.push_back(std::move(s));
+        continue;
+      }
+      if (s.in.result >= 0) varying.insert(s.in.result);
+      keep.push_back(std::move(s));
+    }
+    seg.body = std::move(keep);
   }
 
   /// Removes the top-level scalars of b that nothing reads once the carried sum is gone: its
