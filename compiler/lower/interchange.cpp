@@ -575,6 +575,19 @@ private:
     return out;
   }
 
+  /// A fresh buffer of type t (not zeroed: what follows fills it), its alloc appended to b.
+  int allocate(Body& b, const ir::Type& t) {
+    const int v = f_.src.newValue(t);
+    Stmt a;
+    a.kind = Stmt::Alloc;
+    a.in.op = Op::Comp;
+    a.in.result = v;
+    a.in.extents = t.shape;
+    a.in.loc = loc_;
+    b.push_back(std::move(a));
+    return v;
+  }
+
   Stmt loopOver(const Poly& extent, LoopKind kind, bool vector) {
     Stmt l;
     l.kind = Stmt::Loop;
@@ -675,14 +688,7 @@ private:
     // instructions per column of every (i, k). Its extent is 0 when the rows' form runs.
     const Poly cols = bind(pre, "#cols", emit(pre, Op::Select, DType::I64, {cond, xLast, zero}));
     auto table = [&] {
-      const int t = f_.src.newValue(ir::Type{DType::I64, {cols}});
-      Stmt a;
-      a.kind = Stmt::Alloc;
-      a.in.op = Op::Comp;
-      a.in.result = t;
-      a.in.extents = {cols};
-      a.in.loc = loc_;
-      pre.push_back(std::move(a));
+      const int t = allocate(pre, ir::Type{DType::I64, {cols}});
       tables.push_back(t);
       return t;
     };
@@ -880,14 +886,7 @@ private:
     std::map<int, int> kept; // value -> its buffer
     for (int v : reads(r))
       if (r.def.count(v) && !r.alias.count(v) && isFloat(f_.src.types[v].dtype)) {
-        const int buffer = f_.src.newValue(ir::Type{f_.src.types[v].dtype, {loop.extents[0]}});
-        Stmt a;
-        a.kind = Stmt::Alloc;
-        a.in.op = Op::Comp;
-        a.in.result = buffer;
-        a.in.extents = {loop.extents[0]};
-        a.in.loc = loc_;
-        then.push_back(std::move(a));
+        const int buffer = allocate(then, ir::Type{f_.src.types[v].dtype, {loop.extents[0]}});
         f_.buffers[buffer] = {Buffer::Temp, -1, true};
         kept[v] = buffer;
       }
@@ -905,16 +904,9 @@ private:
       then.push_back(std::move(copied[0]));
     }
     // The columns' first rows: a table made with the choice (once per call for the GMM).
-    const int loTable = f_.src.newValue(ir::Type{DType::I64, {cols}});
+    const int loTable = allocate(pre, ir::Type{DType::I64, {cols}});
+    tables.push_back(loTable);
     {
-      Stmt a;
-      a.kind = Stmt::Alloc;
-      a.in.op = Op::Comp;
-      a.in.result = loTable;
-      a.in.extents = {cols};
-      a.in.loc = loc_;
-      pre.push_back(std::move(a));
-      tables.push_back(loTable);
       Stmt fill = loopOver(cols, LoopKind::Parallel, true);
       const int c = fill.indices[0];
       const int lo = lowest(fill.body, c);

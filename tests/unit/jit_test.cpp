@@ -1206,6 +1206,41 @@ fn byrows(l: f64[T], x: f64[n, d]) -> f64 {
   EXPECT_EQ(jitError, evalError);
 }
 
+/// A random shape of the triangle pattern (TriangleColumnsRandomShapes and
+/// TriangleScatterColumnsRandomShapes): a triangle l stored by columns with or without its
+/// diagonal, a row's sum over c < j + o for o from -2 to 2, a term x, exp(x) or x * c, one or
+/// two row indices (n points), d from 1 to 70 (rows of 32 and more take lanes), and T up to 2
+/// entries short of the triangle.
+struct TriangleShape {
+  std::string src, what;
+  std::map<std::string, int64_t> sizes;
+};
+TriangleShape randomTriangle(std::mt19937_64& rng, int64_t n) {
+  auto pick = [&](int lo, int hi) {
+    return static_cast<int>(std::uniform_int_distribution<int>(lo, hi)(rng));
+  };
+  const char* terms[] = {"x[IX]", "exp(x[IX])", "x[IX] * f64(c)"};
+  const bool diagonal = pick(0, 1) == 1, nested = pick(0, 1) == 1;
+  const int o = pick(-2, 2);
+  // Column c starts at base(c); entry (j, c) sits at base(c) + j - c (diagonal) or
+  // base(c) + j - c - 1 (strict).
+  const std::string base =
+      diagonal ? "c * d - div(c * (c - 1), 2)" : "d + c * (d - 1) - div(c * (c - 1), 2)";
+  std::string term = terms[pick(0, 2)];
+  term.replace(term.find("IX"), 2, nested ? "i, c" : "c");
+  TriangleShape s;
+  s.src = std::string("fn t(l: f64[T], x: f64[") + (nested ? "n, d" : "d") + "]) -> f64 {\n" +
+          "    let q[" + (nested ? "i, " : "") + "j: d] = sum[c: j + (" + std::to_string(o) +
+          ")](l[" + base + " + j - c" + (diagonal ? "" : " - 1") + "] * " + term + ");\n" +
+          "    sum(q^2)\n}\n";
+  const int64_t d = pick(0, 3) == 0 ? pick(32, 70) : pick(1, 31);
+  const int64_t need = diagonal ? d * (d + 1) / 2 : d + d * (d - 1) / 2;
+  const int64_t t = std::max<int64_t>(need - (pick(0, 3) == 0 ? pick(1, 2) : 0), 1);
+  s.sizes = {{"d", d}, {"n", n}, {"T", t}};
+  s.what = s.src + "d = " + std::to_string(d) + ", T = " + std::to_string(t);
+  return s;
+}
+
 // The column form on random shapes of the pattern, from one column on
 // (JitOptions::minTriangleColumns = 1; random programs never make the pattern): a triangle
 // stored by columns with or without its diagonal, the sum's extent j + o for o from -2 to 2,
@@ -1228,38 +1263,17 @@ TEST(JitVsInterp, TriangleColumnsRandomShapes) {
     return o;
   }());
   std::mt19937_64 rng(11);
-  auto pick = [&](int lo, int hi) {
-    return static_cast<int>(std::uniform_int_distribution<int>(lo, hi)(rng));
-  };
-  const char* terms[] = {"x[IX]", "exp(x[IX])", "x[IX] * f64(c)"};
   int rewritten = 0, failed = 0;
   for (int round = 0; round < 40; ++round) {
-    const bool diagonal = pick(0, 1) == 1, nested = pick(0, 1) == 1;
-    const int o = pick(-2, 2);
-    // Column c starts at base(c); entry (j, c) sits at base(c) + j - c (diagonal) or
-    // base(c) + j - c - 1 (strict).
-    const std::string base =
-        diagonal ? "c * d - div(c * (c - 1), 2)" : "d + c * (d - 1) - div(c * (c - 1), 2)";
-    std::string term = terms[pick(0, 2)];
-    const std::string ix = nested ? "i, c" : "c";
-    term.replace(term.find("IX"), 2, ix);
-    const std::string src = std::string("fn t(l: f64[T], x: f64[") + (nested ? "n, d" : "d") +
-                            "]) -> f64 {\n" + "    let q[" + (nested ? "i, " : "") +
-                            "j: d] = sum[c: j + (" + std::to_string(o) + ")](l[" + base +
-                            " + j - c" + (diagonal ? "" : " - 1") + "] * " + term + ");\n" +
-                            "    sum(q^2)\n}\n";
-    auto prog = Program::fromString("t", src);
-    ASSERT_TRUE(prog->ok()) << src << prog->diagnostics();
+    const TriangleShape shape = randomTriangle(rng, 3);
+    auto prog = Program::fromString("t", shape.src);
+    ASSERT_TRUE(prog->ok()) << shape.src << prog->diagnostics();
     ir::Function f = prog->forward("t");
     lower::LowerOptions lo;
     lo.minTriangleColumns = 1;
     rewritten += lower::print(lower::lower(f, lo)).find("< #cols") != std::string::npos;
-    const int64_t d = pick(0, 3) == 0 ? pick(32, 70) : pick(1, 31);
-    const int64_t need = diagonal ? d * (d + 1) / 2 : d + d * (d - 1) / 2;
-    const int64_t t = std::max<int64_t>(need - (pick(0, 3) == 0 ? pick(1, 2) : 0), 1);
-    const std::map<std::string, int64_t> sizes{{"d", d}, {"n", 3}, {"T", t}};
-    const std::string what = src + "d = " + std::to_string(d) + ", T = " + std::to_string(t);
-    std::vector<Tensor> args = randomArgs(f, sizes, static_cast<uint64_t>(round));
+    const std::string& what = shape.what;
+    std::vector<Tensor> args = randomArgs(f, shape.sizes, static_cast<uint64_t>(round));
     std::vector<Tensor> want;
     std::string wantError;
     try {
@@ -1376,35 +1390,17 @@ TEST(JitVsInterp, TriangleScatterColumnsRandomShapes) {
     return o;
   }());
   std::mt19937_64 rng(23);
-  auto pick = [&](int lo, int hi) {
-    return static_cast<int>(std::uniform_int_distribution<int>(lo, hi)(rng));
-  };
-  const char* terms[] = {"x[IX]", "exp(x[IX])", "x[IX] * f64(c)"};
   int rewritten = 0, failed = 0;
   for (int round = 0; round < 40; ++round) {
-    const bool diagonal = pick(0, 1) == 1, nested = pick(0, 1) == 1;
-    const int o = pick(-2, 2);
-    const std::string base =
-        diagonal ? "c * d - div(c * (c - 1), 2)" : "d + c * (d - 1) - div(c * (c - 1), 2)";
-    std::string term = terms[pick(0, 2)];
-    term.replace(term.find("IX"), 2, nested ? "i, c" : "c");
-    const std::string src = std::string("fn t(l: f64[T], x: f64[") + (nested ? "n, d" : "d") +
-                            "]) -> f64 {\n" + "    let q[" + (nested ? "i, " : "") +
-                            "j: d] = sum[c: j + (" + std::to_string(o) + ")](l[" + base +
-                            " + j - c" + (diagonal ? "" : " - 1") + "] * " + term + ");\n" +
-                            "    sum(q^2)\n}\n";
-    auto prog = Program::fromString("t", src);
-    ASSERT_TRUE(prog->ok()) << src << prog->diagnostics();
+    const TriangleShape shape = randomTriangle(rng, 1);
+    auto prog = Program::fromString("t", shape.src);
+    ASSERT_TRUE(prog->ok()) << shape.src << prog->diagnostics();
     ir::Function g = prog->gradient("t", {"l"});
     lower::LowerOptions lo;
     lo.minTriangleColumns = 1;
     rewritten += scatterColumns(lower::print(lower::lower(g, lo)));
-    const int64_t d = pick(0, 3) == 0 ? pick(32, 70) : pick(1, 31);
-    const int64_t need = diagonal ? d * (d + 1) / 2 : d + d * (d - 1) / 2;
-    const int64_t t = std::max<int64_t>(need - (pick(0, 3) == 0 ? pick(1, 2) : 0), 1);
-    const std::map<std::string, int64_t> sizes{{"d", d}, {"n", 1}, {"T", t}};
-    const std::string what = src + "d = " + std::to_string(d) + ", T = " + std::to_string(t);
-    std::vector<Tensor> args = randomArgs(g, sizes, static_cast<uint64_t>(round));
+    const std::string& what = shape.what;
+    std::vector<Tensor> args = randomArgs(g, shape.sizes, static_cast<uint64_t>(round));
     std::vector<Tensor> want, got;
     std::string wantError, gotError;
     try {
