@@ -10,31 +10,40 @@
 //     B                               uses s
 //   }
 //
-// becomes, with t counting the rows each check loop and column loop visits,
+// becomes, with blocks of eight rows whose x(j) lie in [8b, 8b + 8):
 //
 //   bad = sum for j < E (ok ? 0 : 1)
-//   if bad == 0 and minColumns <= x(E - 1) <= kGroupElems and ... {
-//     acc = zeroed [9, E]             (lanes 0..7, tail 8; a short sum: the tail alone)
-//     sequential for c < x(E - 1) {
-//       lo = max(0, c + 1 - o)        the first row whose sum reaches c
-//       j1                            the first row whose chunks reach past c
-//       parallel for t < j1 - lo { j = lo + t; A's part v needs; acc[8, j] += v(c, j) }
-//       parallel for t < E - j1 { j = j1 + t; ...; acc[c mod 8, j] += v(c, j) }
+//   cond = bad == 0 and minColumns <= x(E - 1) <= kGroupElems and ...
+//   if cond {
+//     parallel for each full block b (its rows j0 + t, t < 8, all in [0, E)) {
+//       acc = zeroed [9, 8]           (lanes 0..7, tail 8; a short sum: the tail alone)
+//       if 8b >= 32 {                 columns c < 8b, which every row of the block has
+//         sequential for g < b { for l < 8 { c = 8g + l; for t < 8 { acc[l, t] += v(c, j0 + t) } }
+//         }
+//       } else {
+//         sequential for c < 8b { for t < 8 { acc[8, t] += v(c, j0 + t) } }
+//       }
+//       for t < 8 { for c in [8b, 8b + t) { acc[8, t] += v(c, j0 + t) } }   (the corner)
+//       for t < 8 { j = j0 + t; A; s = tree(acc[0..7, t]) + acc[8, t]; B }
 //     }
-//     parallel for j < E { A; s = tree(acc[0..7, j]) + acc[8, j]; B }
-//   } else {
-//     the loop as it was
 //   }
+//   parallel for j < E { if j is in no full block (every j when cond fails) { the loop's body } }
 //
 // Why the bits are the same: a row of e elements puts element c in lane c mod 8 when
 // c < chunked(e) and in the tail otherwise (reduce_order.hpp), each accumulator taking its
-// elements in increasing c; the column loop visits c in increasing order and adds to exactly
-// that accumulator. chunked(e) > c exactly when e >= max(32, 8 floor(c / 8) + 8), and e = j + o
-// grows with j, so the rows whose lanes take c are those from j1 = that bound - o on. The row
-// result is 0 + (tree + tail) in codegen; a sum that starts from +0 is never -0, so adding the
-// leading 0 changes no bit and is left out. The rows' values v(c, j) are the cold copy's, the
-// original expression, read without checks: every row's check held, and a row's check proves
-// its every access (strength.cpp).
+// elements in increasing c. In a block every row has 8b <= e < 8b + 8, so chunked(e) is 8b
+// when 8b >= 32 and 0 otherwise, the same for all eight rows: columns below 8b go to lane
+// c mod 8 (or all to the tail), the corner's to the tail, and the loops visit each
+// accumulator's columns in increasing order. The row result is 0 + (tree + tail) in codegen;
+// a sum that starts from +0 is never -0, so adding the leading 0 changes no bit and is left
+// out. The rows' values v(c, j) are the cold copy's, the original expression, read without
+// checks: every row's check held, and a row's check proves its every access (strength.cpp).
+//
+// Why blocks: each column's eight rows are one vector (the triangle's column is contiguous),
+// and the lane a column goes to is a literal, so a block's accumulators stay in registers
+// for all its columns. Sweeping each column over all its rows instead (the form before)
+// kept them in memory: every column loaded and stored every row's accumulator, with a
+// vector start that moved by one row per column, which defeats store-to-load forwarding.
 //
 // Why x(j) = x(0) + j for every row: x is built from j by +, - and multiplication by literals
 // with j's coefficient 1, so the i64 values agree modulo 2^64; with x(0) >= -2^40, E <= 2^40
@@ -53,6 +62,9 @@ using ir::Op;
 namespace ro = reduce_order;
 
 constexpr int64_t kMaxWrapFree = int64_t{1} << 40; // |x(0)| and E: no i64 wrap in x(0) + j
+// Rows per block of the sums' column form: one vector of lanes (kLanes), so that the rows of a
+// block, whose x(j) share floor(x(j) / 8), put the same columns in the same lane.
+constexpr int64_t kBlock = reduce_order::kLanes;
 
 class Interchanger {
 public:
@@ -105,25 +117,25 @@ private:
   void walk(Body& b, size_t p, Body& once) {
     if (b[p].kind == Stmt::Loop) {
       std::vector<int> tables;
-      Body pre;
+      Body pre, with;
       if (std::optional<Rows> r = match(b[p]))
-        pre = rewrite(*r, tables);
+        pre = rewrite(*r, with);
       else if (std::optional<Scatter> s = matchScatter(b[p]))
-        pre = rewriteScatter(*s, tables);
+        pre = rewriteScatter(*s, tables, with);
       else if (splitLast(b[p])) { // (a nest over i, k, j: its rows are those of each (i, k))
         walk(b[p].body, 0, once);
         return;
       }
-      if (!pre.empty()) {
-        Stmt version = std::move(pre.back());
-        pre.pop_back();
+      if (!with.empty()) {
         const bool hoist = &b != &f_.body && readsTopOnly(pre);
         for (int t : tables) // (made before the loop; inside the loops around it unless hoisted)
           f_.buffers[t] = {Buffer::Temp, -1, &b != &f_.body && !hoist};
         if (hoist)
           for (const Stmt& s : pre)
             if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) topSizes_.insert(s.in.name);
-        b[p] = std::move(version);
+        b.erase(b.begin() + static_cast<std::ptrdiff_t>(p));
+        b.insert(b.begin() + static_cast<std::ptrdiff_t>(p), std::make_move_iterator(with.begin()),
+                 std::make_move_iterator(with.end()));
         Body& to = hoist ? once : b;
         to.insert(hoist ? to.end() : to.begin() + static_cast<std::ptrdiff_t>(p),
                   std::make_move_iterator(pre.begin()), std::make_move_iterator(pre.end()));
@@ -649,10 +661,11 @@ private:
     return cond;
   }
 
-  /// The statements that choose between the column form and the rows' (the last one, the
-  /// `if` with both) to replace r's loop; `tables` gets the buffers of the column tables they
-  /// make, whose place walk() decides.
-  Body rewrite(Rows& r, std::vector<int>& tables) {
+  /// The statements that choose the form (into the returned body, to go before the loop or,
+  /// when they read only the top level, before the function's top-level statement), and into
+  /// `with` the statements that replace r's loop: the blocks' form under its condition, then
+  /// the loop, which skips the blocks' rows.
+  Body rewrite(Rows& r, Body& with) {
     Stmt& loop = *r.loop;
     loc_ = loop.in.loc;
     const int j = loop.indices[0];
@@ -661,134 +674,175 @@ private:
 
     Body pre;
     const Prefix pf = prefix(r, pre, ro::kGroupElems);
-    const int e = pf.e, zero = pf.zero, one = pf.one, x0 = pf.x0, xLast = pf.xLast;
+    const int e = pf.e, zero = pf.zero, x0 = pf.x0;
     const int cond = all(pre, pf.conds);
+    // Full blocks b: x(j) in [8b, 8b + 8) for eight rows j in [0, E). bLo = ceil(max(x(0), 0)
+    // / 8), bHi = floor(x(E - 1) + 1) / 8) (x(E - 1) >= minColumns > 0 when cond holds).
+    const int k8 = constant(pre, kBlock);
+    const int bLo =
+        emit(pre, Op::Div, DType::I64,
+             {emit(pre, Op::Add, DType::I64,
+                   {emit(pre, Op::Max, DType::I64, {x0, zero}), constant(pre, kBlock - 1)}),
+              k8});
+    const int bHi = emit(pre, Op::Div, DType::I64, {emit(pre, Op::Add, DType::I64, {x0, e}), k8});
+    const int nBlocks = emit(
+        pre, Op::Select, DType::I64,
+        {cond, emit(pre, Op::Max, DType::I64, {zero, emit(pre, Op::Sub, DType::I64, {bHi, bLo})}),
+         zero});
+    const Poly blocks = bind(pre, "#blocks", nBlocks);
+    // The blocks' rows, [rowLo, rowHi): the loop skips them (none when cond fails).
+    const int rowLo =
+        emit(pre, Op::Sub, DType::I64, {emit(pre, Op::Mul, DType::I64, {bLo, k8}), x0});
+    const int rowHi =
+        emit(pre, Op::Add, DType::I64, {rowLo, emit(pre, Op::Mul, DType::I64, {nBlocks, k8})});
 
     Stmt version;
     version.kind = Stmt::If;
     version.in.op = Op::If;
     version.in.loc = loc_;
     version.in.args = {cond};
-    Body& then = version.body;
-    // The accumulators: lanes 0..7 and the tail (8) of every row; a short sum has a tail only.
+    Stmt each = loopOver(blocks, LoopKind::Parallel, false);
+    Body& bb = each.body;
+    const int b = emit(bb, Op::Add, DType::I64, {bLo, each.indices[0]});
+    const int xb = emit(bb, Op::Mul, DType::I64, {b, constant(bb, kBlock)});
+    const int j0 = emit(bb, Op::Sub, DType::I64, {xb, x0});
+    // The accumulators of the block's rows: lanes 0..7 and the tail (8); a short sum has a
+    // tail only. A literal shape: codegen keeps it on the stack, and LLVM in registers.
     const int64_t rows = lanes ? ro::kLanes + 1 : 1;
-    ir::Type accT{ft, {Poly(rows), loop.extents[0]}};
-    const int acc = f_.src.newValue(accT);
+    const int acc = f_.src.newValue(ir::Type{ft, {Poly(rows), Poly(kBlock)}});
     {
       Stmt a;
       a.kind = Stmt::Alloc;
       a.in.op = Op::BufZeros;
       a.in.result = acc;
       a.in.loc = loc_;
-      then.push_back(std::move(a));
+      bb.push_back(std::move(a));
       f_.buffers[acc] = {Buffer::Temp, -1, true};
     }
-    // Each column's rows, lo and j1 (below), depend on the column alone: a table of them,
-    // made where the choice is made (once per call for the GMM), replaces about 30
-    // instructions per column of every (i, k). Its extent is 0 when the rows' form runs.
-    const Poly cols = bind(pre, "#cols", emit(pre, Op::Select, DType::I64, {cond, xLast, zero}));
-    auto table = [&] {
-      const int t = allocate(pre, ir::Type{DType::I64, {cols}});
-      tables.push_back(t);
-      return t;
+    // Column c into accumulator `into` of every row of the block, appended to cb.
+    auto column = [&](Body& cb, int c, int into) {
+      Stmt add = loopOver(Poly(kBlock), LoopKind::Parallel, true);
+      add.fewTrips = true;
+      const int t = add.indices[0];
+      const int jv = emit(add.body, Op::Add, DType::I64, {j0, t});
+      const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, add.body,
+                         {r.sum->yield})[0];
+      add.body.push_back(scalarStmt(Op::BufAdd, {acc, into, t, v}, loc_));
+      add.body.back().in.checked = true; // (into < rows, t < kBlock)
+      hoistInvariant(add, cb);
+      cb.push_back(std::move(add));
     };
-    const int loTable = table(), j1Table = lanes ? table() : -1;
-    {
-      Stmt fill = loopOver(cols, LoopKind::Parallel, true);
-      Body& fb = fill.body;
-      const int c = fill.indices[0];
-      // lo = max(0, c + 1 - x(0)): the first row whose sum has element c.
-      const int lo = emit(
-          fb, Op::Max, DType::I64,
-          {zero, emit(fb, Op::Sub, DType::I64, {emit(fb, Op::Add, DType::I64, {c, one}), x0})});
-      fb.push_back(scalarStmt(Op::BufStore, {loTable, c, lo}, loc_));
-      fb.back().in.checked = true; // (c < #cols, the table's extent)
-      if (lanes) {
-        // j1, the first of the rows whose chunks reach past c: e(j) >= max(32, 8 floor(c / 8)
-        // + 8).
-        const int k8 = constant(fb, ro::kLanes);
-        const int base =
-            emit(fb, Op::Mul, DType::I64, {emit(fb, Op::Div, DType::I64, {c, k8}), k8});
-        const int reach =
-            emit(fb, Op::Max, DType::I64,
-                 {constant(fb, ro::kMinLaneRow), emit(fb, Op::Add, DType::I64, {base, k8})});
-        const int j1 = emit(
-            fb, Op::Min, DType::I64,
-            {e, emit(fb, Op::Max, DType::I64, {lo, emit(fb, Op::Sub, DType::I64, {reach, x0})})});
-        fb.push_back(scalarStmt(Op::BufStore, {j1Table, c, j1}, loc_));
-        fb.back().in.checked = true;
+    const int tailRow = constant(bb, rows - 1);
+    // Columns c < 8b, which every row of the block has, all into the tail.
+    Stmt tails = loopOver(bind(bb, "#cols", xb), LoopKind::Sequential, false);
+    column(tails.body, tails.indices[0], tailRow);
+    if (lanes) {
+      // Rows of at least 32 (8b >= 32) put those columns in lanes: groups g of eight
+      // columns, column 8g + l into lane l, a literal, so the lanes stay in registers.
+      Stmt groups = loopOver(bind(bb, "#groups", b), LoopKind::Sequential, false);
+      Body& gb = groups.body;
+      const int base = emit(gb, Op::Mul, DType::I64, {groups.indices[0], constant(gb, kBlock)});
+      for (int64_t l = 0; l < ro::kLanes; ++l) {
+        const int lane = constant(gb, l);
+        column(gb, emit(gb, Op::Add, DType::I64, {base, lane}), lane);
       }
-      pre.push_back(std::move(fill));
+      Stmt pick;
+      pick.kind = Stmt::If;
+      pick.in.op = Op::If;
+      pick.in.loc = loc_;
+      pick.in.args = {emit(bb, Op::Ge, DType::Bool, {xb, constant(bb, ro::kMinLaneRow)})};
+      pick.body.push_back(std::move(groups));
+      pick.orelse.push_back(std::move(tails));
+      bb.push_back(std::move(pick));
+    } else {
+      bb.push_back(std::move(tails));
     }
-    Stmt columns = loopOver(cols, LoopKind::Sequential, false);
+    // The corner: row t of the block has columns 8b .. 8b + t - 1 in its tail as well.
     {
-      Body& cb = columns.body;
-      const int c = columns.indices[0];
-      auto read = [&](int t) {
-        const int v = emit(cb, Op::Load, DType::I64, {t, c});
-        cb.back().in.checked = true;
-        return v;
-      };
-      const int lo = read(loTable);
-      int j1 = e, lane = -1;
-      if (lanes) {
-        j1 = read(j1Table);
-        const int k8 = constant(cb, ro::kLanes); // lane = c mod 8
-        lane =
-            emit(cb, Op::Sub, DType::I64,
-                 {c, emit(cb, Op::Mul, DType::I64, {emit(cb, Op::Div, DType::I64, {c, k8}), k8})});
-      }
-      // Rows [from, to) add element c into accumulator `into`.
-      auto segment = [&](int from, int to, int into, const std::string& stem) {
-        Stmt seg = loopOver(bind(cb, stem, emit(cb, Op::Sub, DType::I64, {to, from})),
-                            LoopKind::Parallel, true);
-        seg.fewTrips = true; // (at most E: a column of the triangle)
-        const int jv = emit(seg.body, Op::Add, DType::I64, {from, seg.indices[0]});
-        const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, seg.body,
-                           {r.sum->yield})[0];
-        seg.body.push_back(scalarStmt(Op::BufAdd, {acc, into, jv, v}, loc_));
-        seg.body.back().in.checked = true; // (into < rows, from <= jv < to <= E)
-        hoistInvariant(seg, cb);
-        cb.push_back(std::move(seg));
-      };
-      const int tailRow = constant(cb, rows - 1);
-      segment(lo, j1, tailRow, "#tail");
-      if (lanes) segment(j1, e, lane, "#lane");
+      Stmt corner = loopOver(Poly(kBlock), LoopKind::Parallel, false);
+      Body& kb = corner.body;
+      const int t = corner.indices[0];
+      const int jv = emit(kb, Op::Add, DType::I64, {j0, t});
+      Stmt q = loopOver(bind(kb, "#corner", t), LoopKind::Sequential, false);
+      const int c = emit(q.body, Op::Add, DType::I64, {xb, q.indices[0]});
+      const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, q.body,
+                         {r.sum->yield})[0];
+      q.body.push_back(scalarStmt(Op::BufAdd, {acc, tailRow, t, v}, loc_));
+      q.body.back().in.checked = true;
+      kb.push_back(std::move(q));
+      bb.push_back(std::move(corner));
     }
-    then.push_back(std::move(columns));
 
-    // The rows, reading their sums: the loop with its if replaced by the combination.
-    Stmt rowsLoop = loop;
+    // The rows' sums, combined as codegen combines a row's (the lane tree, then the tail),
+    // into a buffer over the block's rows: in a loop of their own, which LLVM vectorises, so
+    // that every access of the accumulators has a literal offset and they stay in registers.
+    const int sums = allocate(bb, ir::Type{ft, {Poly(kBlock)}});
+    f_.buffers[sums] = {Buffer::Temp, -1, true};
     {
+      Stmt comb = loopOver(Poly(kBlock), LoopKind::Parallel, true);
+      comb.fewTrips = true;
+      Body& cb = comb.body;
+      const int t = comb.indices[0];
+      std::vector<int> part;
+      for (int64_t k = 0; k < rows; ++k) {
+        part.push_back(emit(cb, Op::Load, ft, {acc, constant(cb, k), t}));
+        cb.back().in.checked = true;
+      }
+      int total = part[0];
+      if (lanes) { // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then + tail
+        auto add = [&](int a, int c) { return emit(cb, Op::Add, ft, {a, c}); };
+        const int lo = add(add(part[0], part[1]), add(part[2], part[3]));
+        const int hi = add(add(part[4], part[5]), add(part[6], part[7]));
+        total = add(add(lo, hi), part[8]);
+      }
+      cb.push_back(scalarStmt(Op::BufStore, {sums, t, total}, loc_));
+      cb.back().in.checked = true; // (t < kBlock)
+      bb.push_back(std::move(comb));
+    }
+    // The block's rows, reading their sums: the loop's body with its if replaced by the
+    // sum's load, at j = j0 + t.
+    {
+      Stmt rowsLoop = loop;
+      const int t = f_.src.newValue({DType::I64, {}});
+      rowsLoop.indices = {t};
+      rowsLoop.extents = {Poly(kBlock)};
+      rowsLoop.work.clear();
       Stmt& br = rowsLoop.body[r.branch];
       const int result = br.in.result;
       Body combine;
-      std::vector<int> part;
-      for (int64_t k = 0; k < rows; ++k) {
-        const int row = constant(combine, k);
-        part.push_back(emit(combine, Op::Load, ft, {acc, row, j}));
-        combine.back().in.checked = true;
-      }
-      auto add = [&](int a, int b) { return emit(combine, Op::Add, ft, {a, b}); };
-      if (lanes) { // ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), then + tail
-        const int a = add(part[0], part[1]), b = add(part[2], part[3]);
-        const int lo = add(a, b);
-        const int c = add(part[4], part[5]), d = add(part[6], part[7]);
-        const int hi = add(c, d);
-        add(add(lo, hi), part[8]);
-      }
+      emit(combine, Op::Load, ft, {sums, t});
+      combine.back().in.checked = true;
       combine.back().in.result = result; // (the last statement makes the if's value)
       rowsLoop.body.erase(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch));
       rowsLoop.body.insert(rowsLoop.body.begin() + static_cast<std::ptrdiff_t>(r.branch),
                            combine.begin(), combine.end());
+      Stmt jAt = scalarStmt(Op::Add, {j0, t}, loc_);
+      jAt.in.result = j; // (the row index, now a value of the block's row t)
+      rowsLoop.body.insert(rowsLoop.body.begin(), std::move(jAt));
+      dropDead(rowsLoop.body);
+      std::map<int, int> rename;
+      Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
+      bb.push_back(std::move(copied[0]));
     }
-    dropDead(rowsLoop.body);
-    std::map<int, int> rename;
-    Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
-    then.push_back(std::move(copied[0]));
+    version.body.push_back(std::move(each));
+    with.push_back(std::move(version));
 
-    version.orelse.push_back(std::move(loop));
-    pre.push_back(std::move(version));
+    // The loop, for the rows outside the blocks (all of them when cond fails): as it was.
+    {
+      Body body = std::move(loop.body);
+      loop.body.clear();
+      const int outside = emit(loop.body, Op::Or, DType::Bool,
+                               {emit(loop.body, Op::Lt, DType::Bool, {j, rowLo}),
+                                emit(loop.body, Op::Ge, DType::Bool, {j, rowHi})});
+      Stmt rest;
+      rest.kind = Stmt::If;
+      rest.in.op = Op::If;
+      rest.in.loc = loc_;
+      rest.in.args = {outside};
+      rest.body = std::move(body);
+      loop.body.push_back(std::move(rest));
+      with.push_back(std::move(loop));
+    }
     return pre;
   }
 
@@ -810,7 +864,7 @@ private:
   /// the additions of the triangle go to distinct elements, none of which the rest of the
   /// loop adds to, and nothing in the loop reads them. So every element takes the same terms
   /// in the same order as before: each buffer's values are sums of the same terms.
-  Body rewriteScatter(Scatter& sc, std::vector<int>& tables) {
+  Body rewriteScatter(Scatter& sc, std::vector<int>& tables, Body& with) {
     Rows& r = sc.r;
     Stmt& loop = *r.loop;
     loc_ = loop.in.loc;
@@ -946,7 +1000,7 @@ private:
     then.push_back(std::move(columns));
 
     version.orelse.push_back(std::move(loop));
-    pre.push_back(std::move(version));
+    with.push_back(std::move(version));
     return pre;
   }
 

@@ -8,18 +8,23 @@ namespace slope::lower {
 /// For a parallel loop over rows j < E whose body has a triangular float sum over c < e(j),
 /// e(j) = j + o, after strength reduction has given it entry checks (an if on a per-row
 /// check, whose else is the original sum): when every row's check holds, the rows' sums are
-/// computed column by column instead, each column c adding its terms into one accumulator
-/// per row, and the loop over j then reads its sum from there.
+/// computed in blocks of eight rows (those whose e(j) share floor(e(j) / 8)), column by
+/// column, each column c adding its eight rows' terms into their accumulators; the block's
+/// rows then read their sums from there, and the loop over j takes the rows outside the
+/// blocks.
 ///
 /// Why: a triangle stored by columns (ADBench's GMM: L[j, c] at an offset of c plus j) is read
 /// with a stride that changes every element in row order, and contiguously in column order,
-/// where the loop over rows j > c vectorises. Every row's sum keeps the order of
+/// where a column's eight rows are one vector. Every row's sum keeps the order of
 /// reduce_order.hpp to the bit: a row's accumulators are its lanes and its tail, column c
-/// adds to lane c mod 8 of the rows whose chunks reach past c and to the tail of the others,
-/// and columns run in order, so each lane and the tail take their terms in the order the row
-/// would. The rows are then combined as codegen combines one (the lane tree, then the tail).
+/// adds to lane c mod 8 of the rows whose chunks reach past c and to the tail of the others
+/// (in a block, the same for all eight rows), and columns run in order, so each lane and the
+/// tail take their terms in the order the row would. The rows are then combined as codegen
+/// combines one (the lane tree, then the tail). A block's accumulators have a literal shape
+/// and, once LLVM has vectorised the loops over its rows, literal offsets: they stay in
+/// registers.
 ///
-/// The column form runs under an if: every row's entry check holds (so its reads are proven
+/// The blocks run under an if: every row's entry check holds (so its reads are proven
 /// for every (j, c)), there are at least LowerOptions::minTriangleColumns columns (16; fewer: the
 /// rows' own loop is as fast) and at most reduce_order::kGroupElems (one group per row). Otherwise
 /// the loop runs as it was, reporting the first failing access in row order as before.

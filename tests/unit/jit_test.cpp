@@ -1208,9 +1208,9 @@ fn byrows(l: f64[T], x: f64[n, d]) -> f64 {
 
 /// A random shape of the triangle pattern (TriangleColumnsRandomShapes and
 /// TriangleScatterColumnsRandomShapes): a triangle l stored by columns with or without its
-/// diagonal, a row's sum over c < j + o for o from -2 to 2, a term x, exp(x) or x * c, one or
-/// two row indices (n points), d from 1 to 70 (rows of 32 and more take lanes), and T up to 2
-/// entries short of the triangle.
+/// diagonal, a row's sum over c < j + o for o from -11 to 11 (mostly -2 to 2), a term x, exp(x) or
+/// x * c, one or two row indices (n points), d from 1 to 70 (rows of 32 and more take lanes), and T
+/// up to 2 entries short of the triangle.
 struct TriangleShape {
   std::string src, what;
   std::map<std::string, int64_t> sizes;
@@ -1221,7 +1221,8 @@ TriangleShape randomTriangle(std::mt19937_64& rng, int64_t n) {
   };
   const char* terms[] = {"x[IX]", "exp(x[IX])", "x[IX] * f64(c)"};
   const bool diagonal = pick(0, 1) == 1, nested = pick(0, 1) == 1;
-  const int o = pick(-2, 2);
+  // (Mostly near 0; a wider offset puts partial blocks of eight rows at both ends.)
+  const int o = pick(0, 3) == 0 ? pick(-11, 11) : pick(-2, 2);
   // Column c starts at base(c); entry (j, c) sits at base(c) + j - c (diagonal) or
   // base(c) + j - c - 1 (strict).
   const std::string base =
@@ -1243,7 +1244,7 @@ TriangleShape randomTriangle(std::mt19937_64& rng, int64_t n) {
 
 // The column form on random shapes of the pattern, from one column on
 // (JitOptions::minTriangleColumns = 1; random programs never make the pattern): a triangle
-// stored by columns with or without its diagonal, the sum's extent j + o for o from -2 to 2,
+// stored by columns with or without its diagonal, the sum's extent j + o for o from -11 to 11,
 // a term of the row's sum that is x, exp(x) or x * c, one or two row indices, d from 1 to 70
 // (rows of 32 and more take lanes), and a triangle 0 to 2 entries short (a call that fails
 // must fail as the evaluator does, naming the same index in order). The JIT gives the
@@ -1380,8 +1381,8 @@ fn overlap(icf: f64[K, T], x: f64[n, d], mu: f64[K, d]) -> f64 {
 }
 
 // The same on random shapes of the pattern, from one column on: the gradient with respect to
-// a triangle stored by columns with or without its diagonal, extents j + o for o from -2 to
-// 2, one or two row indices, d from 1 to 70, and a triangle 0 to 2 entries short (the call
+// a triangle stored by columns with or without its diagonal, extents j + o for o from -11 to
+// 11, one or two row indices, d from 1 to 70, and a triangle 0 to 2 entries short (the call
 // must fail as the evaluator's does, naming the same index).
 TEST(JitVsInterp, TriangleScatterColumnsRandomShapes) {
   static JitRunner columns([] {
