@@ -957,7 +957,8 @@ private:
   void planThreads();
   bool outlinable(const lower::Stmt& s) const;
   /// Chunk k of a top-level loop nest: rows [k size, min((k + 1) size, n)) of its first index
-  /// (n = ext[0]) and every value of the others, s's body at each.
+  /// (n = ext[0]) and every value of the others, s's body at each; a tiled nest's rows
+  /// (lower::Stmt::tile) in tiles, the other indices outside a tile's rows.
   void chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, llvm::Value* k,
                  llvm::Value* size, bool reversed);
   void outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
@@ -1768,6 +1769,39 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
   llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
   std::vector<llvm::Value*> i;
   NestMarks marks(parallelNest_, markedParallel(s));
+  if (s.tile > 0 && ext.size() > 1) {
+    // Tiles (lower::Stmt::tile): rows [t0, t1) of the chunk, each at every value of the other
+    // indices, those outside. (tileNests: this order gives the same results.)
+    std::vector<llvm::Value*> t;
+    llvm::Value* rows = B_.CreateSub(hi, lo);
+    llvm::Value* tiles = B_.CreateUDiv(B_.CreateAdd(rows, i64(s.tile - 1)), i64(s.tile));
+    nestLevel(
+        tiles, t,
+        [&] {
+          llvm::Value* t0 =
+              B_.CreateAdd(lo, B_.CreateMul(t[0], i64(s.tile), "", true, true), "", true, true);
+          llvm::Value* end = B_.CreateAdd(t0, i64(s.tile));
+          llvm::Value* t1 = B_.CreateSelect(B_.CreateICmpSLT(end, hi), end, hi);
+          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
+          loopNest(
+              rest,
+              [&](const std::vector<llvm::Value*>& idx) {
+                for (size_t d = 0; d < idx.size(); ++d)
+                  vals_[s.indices[d + 1]] = idx[d];
+                nestLevel(
+                    B_.CreateSub(t1, t0), i,
+                    [&] {
+                      vals_[s.indices[0]] = B_.CreateAdd(t0, i[0], "", true, true);
+                      NestMarks inside(parallelNest_, false);
+                      body(s.body);
+                    },
+                    reversed);
+              },
+              reversed);
+        },
+        reversed);
+    return;
+  }
   nestLevel(
       B_.CreateSub(hi, lo), i,
       [&] {
@@ -2414,6 +2448,7 @@ std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext&
                                        std::vector<Site>& sites, const JitOptions& opt) {
   lower::LowerOptions lo;
   if (opt.minTriangleColumns >= 0) lo.minTriangleColumns = opt.minTriangleColumns;
+  if (opt.tileRows >= 0) lo.tileRows = opt.tileRows;
   lower::Function lf = lower::lower(f, lo);
   Gen g(lf, ctx, sites, opt);
   return g.run();

@@ -82,6 +82,10 @@ struct Stmt {
   // products of extents, one product per loop of the nest whose extents are known before it
   // runs (planBlocks). The backend evaluates it in doubles, as scatterBlocks' `iters`.
   std::vector<std::vector<Poly>> work;
+  // A top-level nest run in tiles of this many values of its first index, the other indices
+  // outside the tile's (tileNests, tile.hpp; `tiled N` in --emit loops): what the body reads
+  // at the other indices only is read once per tile. 0: row order.
+  int64_t tile = 0;
   Body body, orelse;
   int yield = -1, elseYield = -1;
   // Store: the comprehension's buffer (its element at `indices` gets `yield`).
@@ -233,6 +237,9 @@ struct LowerOptions {
   // Below 16 the rows' own loop is as fast; tests lower it so that random programs, whose
   // sizes are small, run the column form.
   int64_t minTriangleColumns = 16;
+  // Rows of a nest's first index per tile (tile.hpp); 0: no nest runs in tiles. Tests compare
+  // the bits of other tile sizes with row order's.
+  int64_t tileRows = 16;
 };
 
 /// Tensor IR -> Loop IR, with the Loop IR passes (hoisting) applied.

@@ -20,6 +20,7 @@
 #include "compiler/lower/interchange.hpp"
 #include "compiler/lower/split.hpp"
 #include "compiler/lower/strength.hpp"
+#include "compiler/lower/tile.hpp"
 #include "compiler/lower/workspace.hpp"
 #include "compiler/support/reduce_order.hpp"
 
@@ -642,6 +643,7 @@ struct Printer {
       if (s.loopKind == LoopKind::Parallel && s.vectorisable && !accessesKeepOrder(s))
         out += " unmarked";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
+      if (s.tile > 0) out += " tiled " + std::to_string(s.tile);
       if (s.blocked) {
         out += " in blocks";
         for (size_t k = 0; k < s.partials.size(); ++k)
@@ -935,8 +937,9 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   // reads in columns, are the else of strength reduction's ifs.)
   interchangeTriangles(lf, options.minTriangleColumns);
   markFewTrips(lf);
-  planBlocks(lf);    // (on the loops as they will run)
-  planWorkspace(lf); // (last: after every pass that makes buffers)
+  planBlocks(lf);                  // (on the loops as they will run)
+  tileNests(lf, options.tileRows); // (its tiles run within the blocks of planBlocks)
+  planWorkspace(lf);               // (last: after every pass that makes buffers)
   return lf;
 }
 

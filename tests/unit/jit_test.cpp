@@ -1138,6 +1138,105 @@ fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
   }
 }
 
+// Tiles of points (compiler/lower/tile.cpp): a parallel nest over (i, k) whose body reads
+// component k's data in a loop runs in tiles of i, with the evaluator's bits, on any thread
+// count and in reverse, the tile's end at every place in a chunk (n from 1 to past a tile and a
+// chunk). A failure that depends on k alone leaves the nest tiled and is the evaluator's; one
+// that depends on i leaves it in row order, where the first failing access is the evaluator's.
+TEST(JitVsInterp, TiledNestsSameBitsAsEvaluator) {
+  auto prog = Program::fromString("tiles", R"(
+fn near(a: f64[K, d], x: f64[n, d]) -> f64 {
+    let e[i, k] = sum[j: d]((x[i, j] - a[k, j])^2) + sum[j: d](sum[c: j](a[k, c] * x[i, j]));
+    sum[i](logsumexp[k](-e[i, k]))
+}
+fn picked(a: f64[K, d], x: f64[n, d], p: i64[K]) -> f64 {
+    let e[i, k] = sum[j: d](sum[c: j](a[p[k], c] * x[i, c]));
+    sum(e^2)
+}
+fn per_point(a: f64[K, d], x: f64[n, d], p: i64[n]) -> f64 {
+    let e[i, k] = sum[j: d](sum[c: j](a[p[i] + k, c] * x[i, c] + a[k, c]));
+    sum(e^2)
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  auto inRange = [](std::vector<Tensor> args) {
+    for (Tensor& t : args)
+      if (t.dtype() == DType::I64)
+        for (int64_t q = 0; q < t.numel(); ++q)
+          t.setI(q, 0); // (p[i] + k < K)
+    return args;
+  };
+  // Tiled nests in the forward and in the gradient. near's adjoint nest adds into a's gradient
+  // at [k, c] and into x's at [i, c]: tiled. picked's adds into a's at [p[k], c], where two
+  // components may meet: row order. per_point's reads of a[p[i] + k, c] can fail at some
+  // points and not others: row order.
+  const std::vector<std::tuple<const char*, size_t, size_t>> cases{
+      {"near", 1, 2}, {"picked", 1, 1}, {"per_point", 0, 0}};
+  // Row order (no tiles), and tiles of 3 rows: the default's bits, forward and gradient (its
+  // blocked adjoint nests included, which are blocked from a few hundred points on).
+  auto tiles = [](int64_t rows) {
+    codegen::JitOptions o;
+    o.tileRows = rows;
+    return std::make_shared<JitRunner>(o);
+  };
+  static std::shared_ptr<JitRunner> untiled = tiles(0), threeRows = tiles(3);
+  for (const auto& [fn, forwardTiled, gradientTiled] : cases) {
+    ir::Function f = prog->forward(fn);
+    ir::Function g = differentiate(f, {});
+    EXPECT_EQ(occurrences(lower::print(lower::lower(f)), " tiled 16 "), forwardTiled) << fn;
+    EXPECT_EQ(occurrences(lower::print(lower::lower(g)), " tiled 16 "), gradientTiled) << fn;
+    Runnable jf = jit().prepare(f), jg = jit().prepare(g);
+    Runnable plain[] = {untiled->prepare(f), untiled->prepare(g)};
+    Runnable three[] = {threeRows->prepare(f), threeRows->prepare(g)};
+    // (A chunk of the nest's threads is ceil(n / 64) rows: 200 makes chunks of 4, tiles of 3
+    // and 1; 1100 chunks of 18, tiles of 16 and 2.)
+    for (int64_t n : {1, 17, 200, 1100}) {
+      const std::map<std::string, int64_t> sizes{{"n", n}, {"K", 3}, {"d", 5}};
+      const std::string what = std::string(fn) + " n = " + std::to_string(n);
+      std::vector<Tensor> args = inRange(randomArgs(f, sizes, 11));
+      auto a = jf(args), b = evaluate(f, args);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t k = 0; k < a.size(); ++k)
+        expectSameBits(a[k], b[k], what + " forward");
+      std::vector<Tensor> gargs = inRange(randomArgs(g, sizes, 11));
+      auto ga = jg(gargs), gb = evaluate(g, gargs);
+      ASSERT_EQ(ga.size(), gb.size());
+      for (size_t k = 0; k < ga.size(); ++k)
+        expectClose(ga[k], gb[k], what + " gradient " + std::to_string(k));
+      for (int h = 0; h < 2; ++h) {
+        const std::vector<Tensor>& in = h ? gargs : args;
+        auto want = (h ? jg : jf)(in), p = plain[h](in), t = three[h](in);
+        for (size_t k = 0; k < want.size(); ++k) {
+          expectSameBits(p[k], want[k], what + " in row order " + std::to_string(h));
+          expectSameBits(t[k], want[k], what + " in tiles of 3 " + std::to_string(h));
+        }
+      }
+      if (n == 1100) compareOrders(f, what, sizes, {reversed, onThreads({2, 16})});
+      // Out of range at some k (picked), some i (per_point): the evaluator's error.
+      if (std::string(fn) == "near") continue;
+      Tensor& p = args.back();
+      for (int64_t q = 1; q < p.numel(); q += 2)
+        p.setI(q, 3 + q);
+      // (per_point at n = 1100: (0, 2) fails first in row order, reading a[3]; in tiles, it
+      // would be (1, 0), reading a[4].)
+      p.setI(0, 1);
+      std::string want;
+      try {
+        evaluate(f, args);
+      } catch (const EvalError& e) {
+        want = e.what();
+      }
+      ASSERT_FALSE(want.empty()) << what;
+      try {
+        jf(args);
+        ADD_FAILURE() << what << ": no error";
+      } catch (const EvalError& e) {
+        EXPECT_EQ(std::string(e.what()), want) << what;
+      }
+    }
+  }
+}
+
 // Triangular sums in column order (compiler/lower/interchange.cpp): a triangle stored by
 // columns is summed column by column into per-row lanes and tails, with the evaluator's bits;
 // the rows' own loop runs when there are fewer than 16 columns, when a row's check fails
