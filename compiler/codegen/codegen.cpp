@@ -1767,55 +1767,51 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
   llvm::Value* lo = B_.CreateMul(k, size);
   llvm::Value* end = B_.CreateAdd(lo, size);
   llvm::Value* hi = B_.CreateSelect(B_.CreateICmpSLT(end, n), end, n);
-  std::vector<llvm::Value*> i;
   NestMarks marks(parallelNest_, markedParallel(s));
-  if (s.tile > 0 && ext.size() > 1) {
-    // Tiles (lower::Stmt::tile): rows [t0, t1) of the chunk, each at every value of the other
-    // indices, those outside. (tileNests: this order gives the same results.)
-    std::vector<llvm::Value*> t;
-    llvm::Value* rows = B_.CreateSub(hi, lo);
-    llvm::Value* tiles = B_.CreateUDiv(B_.CreateAdd(rows, i64(s.tile - 1)), i64(s.tile));
+  // Rows [a, b) of the first index, inner() at each.
+  std::vector<llvm::Value*> i;
+  auto rows = [&](llvm::Value* a, llvm::Value* b, const std::function<void()>& inner) {
     nestLevel(
-        tiles, t,
+        B_.CreateSub(b, a), i,
         [&] {
-          llvm::Value* t0 =
-              B_.CreateAdd(lo, B_.CreateMul(t[0], i64(s.tile), "", true, true), "", true, true);
-          llvm::Value* end = B_.CreateAdd(t0, i64(s.tile));
-          llvm::Value* t1 = B_.CreateSelect(B_.CreateICmpSLT(end, hi), end, hi);
-          std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
-          loopNest(
-              rest,
-              [&](const std::vector<llvm::Value*>& idx) {
-                for (size_t d = 0; d < idx.size(); ++d)
-                  vals_[s.indices[d + 1]] = idx[d];
-                nestLevel(
-                    B_.CreateSub(t1, t0), i,
-                    [&] {
-                      vals_[s.indices[0]] = B_.CreateAdd(t0, i[0], "", true, true);
-                      NestMarks inside(parallelNest_, false);
-                      body(s.body);
-                    },
-                    reversed);
-              },
-              reversed);
+          vals_[s.indices[0]] = B_.CreateAdd(a, i[0], "", true, true);
+          inner();
         },
         reversed);
+  };
+  // Every value of the other indices, inner() at each.
+  auto others = [&](const std::function<void()>& inner) {
+    std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
+    loopNest(
+        rest,
+        [&](const std::vector<llvm::Value*>& idx) {
+          for (size_t d = 0; d < idx.size(); ++d)
+            vals_[s.indices[d + 1]] = idx[d];
+          inner();
+        },
+        reversed);
+  };
+  auto run = [&] {
+    NestMarks inside(parallelNest_, false);
+    body(s.body);
+  };
+  if (s.tile <= 0 || ext.size() < 2) {
+    rows(lo, hi, [&] { others(run); });
     return;
   }
+  // Tiles (lower::Stmt::tile): rows [t0, t1) of the chunk at each value of the other indices,
+  // those outside. (tileNests: this order gives the same results.)
+  std::vector<llvm::Value*> t;
+  llvm::Value* tiles =
+      B_.CreateUDiv(B_.CreateAdd(B_.CreateSub(hi, lo), i64(s.tile - 1)), i64(s.tile));
   nestLevel(
-      B_.CreateSub(hi, lo), i,
+      tiles, t,
       [&] {
-        vals_[s.indices[0]] = B_.CreateAdd(lo, i[0], "", true, true);
-        std::vector<llvm::Value*> rest(ext.begin() + 1, ext.end());
-        loopNest(
-            rest,
-            [&](const std::vector<llvm::Value*>& idx) {
-              for (size_t d = 0; d < idx.size(); ++d)
-                vals_[s.indices[d + 1]] = idx[d];
-              NestMarks inside(parallelNest_, false);
-              body(s.body);
-            },
-            reversed);
+        llvm::Value* t0 =
+            B_.CreateAdd(lo, B_.CreateMul(t[0], i64(s.tile), "", true, true), "", true, true);
+        llvm::Value* next = B_.CreateAdd(t0, i64(s.tile));
+        llvm::Value* t1 = B_.CreateSelect(B_.CreateICmpSLT(next, hi), next, hi);
+        others([&] { rows(t0, t1, run); });
       },
       reversed);
 }
