@@ -16,7 +16,8 @@ using ir::Op;
 /// reads data that is the same for every i.
 class Dependence {
 public:
-  Dependence(const Function& f, const Stmt& nest) : f_(f), literals_(integerLiterals(f)) {
+  Dependence(const Function& f, const Stmt& nest, const std::map<int, int64_t>& literals)
+      : f_(f), literals_(literals) {
     dep_.insert(nest.indices[0]);
     for (size_t k = 0; k < nest.indices.size(); ++k)
       extent_.emplace(nest.indices[k], nest.extents[k]);
@@ -104,14 +105,15 @@ private:
   }
 
   const Function& f_;
-  const std::map<int, int64_t> literals_;
+  const std::map<int, int64_t>& literals_; // integerLiterals(f)
   std::set<int> dep_, written_, reads_;
   std::set<std::string> sizes_;
   std::map<int, Poly> extent_; // the nest's indices
   bool failsWithIndex_ = false;
 };
 
-/// Whether a sequential nest over (i, k) gives the same results in tiles: its iterations share
+/// Whether a sequential nest over (i, k) gives the same results in tiles: it runs in blocks
+/// (planBlocks; codegen tiles a sequential nest only within its blocks), its iterations share
 /// nothing but memory (Stmt::memoryOnly), and every buffer the body writes, other than those it
 /// makes, is reached at every access in the body with i at one subscript position, or with k
 /// at one. Tiles swap the order of two iterations (i1, k1), (i2, k2) only when i1 < i2 and
@@ -119,7 +121,7 @@ private:
 /// buffer, and each element takes the same terms in the same order (the GMM's adjoint: its
 /// additions into component k's gradient, partials by blocks of i, in order of i).
 bool disjointAcrossIterations(const Stmt& nest) {
-  if (nest.indices.size() != 2 || !nest.memoryOnly) return false;
+  if (nest.indices.size() != 2 || !nest.blocked || !nest.memoryOnly) return false;
   std::set<int> own; // (a buffer the body makes is each iteration's own)
   forEachStmt(nest.body, [&](const Stmt& s) {
     if (s.in.result >= 0) own.insert(s.in.result);
@@ -148,6 +150,7 @@ bool disjointAcrossIterations(const Stmt& nest) {
 int tileNests(Function& f, int64_t rows) {
   int tiled = 0;
   if (rows <= 0) return 0;
+  const std::map<int, int64_t> literals = integerLiterals(f);
   for (Stmt& s : f.body) {
     if (s.kind != Stmt::Loop || s.indices.size() < 2) continue;
     const bool free =
@@ -155,7 +158,7 @@ int tileNests(Function& f, int64_t rows) {
     if (!free &&
         !(s.loopKind == LoopKind::Sequential && s.in.op == Op::For && disjointAcrossIterations(s)))
       continue;
-    Dependence dep(f, s);
+    Dependence dep(f, s, literals);
     if (dep.reads().empty() || dep.failsWithIndex()) continue;
     s.tile = rows;
     ++tiled;

@@ -21,11 +21,12 @@ namespace slope::lower {
 ///
 /// Which nests, and why their results keep their bits:
 /// - A parallel nest (a comprehension, a loop of stores): its iterations are independent.
-/// - A sequential nest over two indices whose iterations share nothing but memory, each buffer
-///   it writes reached at every access with i at one subscript position or with k at one (the
-///   GMM's adjoint: additions into component k's gradient, and point i's): tiles swap only
-///   iterations that differ in both i and k, which touch different elements, so each element
-///   takes the same terms in the same order.
+/// - A sequential nest over two indices that runs in blocks (codegen's tiles run within its
+///   blocks; under two blocks it runs in row order), whose iterations share nothing but
+///   memory, each buffer it writes reached at every access with i at one subscript position
+///   or with k at one (the GMM's adjoint: additions into component k's gradient, and point
+///   i's): tiles swap only iterations that differ in both i and k, which touch different
+///   elements, so each element takes the same terms in the same order.
 /// - In both, every statement that can fail (canFail, a loop extent that can fail) fails or not,
 ///   with the same values, at every i: neither it nor a branch or loop extent on the way to it
 ///   depends on i (through values, or through memory the body writes). Then the first failing
