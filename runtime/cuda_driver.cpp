@@ -305,6 +305,28 @@ void managedFree(void* p) {
   }
 }
 
+void copyIn(void* dst, const void* src, size_t n) {
+  if (n == 0) return;
+  if (memory() != Memory::Managed) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  if (CUresult r =
+          gApi.cuMemcpyHtoD(static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(dst)), src, n))
+    throw std::runtime_error("CUDA: copying an argument to the device: " + errorText(r));
+}
+
+void copyOut(void* dst, const void* src, size_t n) {
+  if (n == 0) return;
+  if (memory() != Memory::Managed) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  if (CUresult r =
+          gApi.cuMemcpyDtoH(dst, static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(src)), n))
+    throw std::runtime_error("CUDA: copying a result from the device: " + errorText(r));
+}
+
 void prefetch(const void* p, size_t n, bool toDevice) {
   if (!p || n == 0 || memory() != Memory::Managed || !gApi.cuMemPrefetchAsync) return;
   gApi.cuMemPrefetchAsync(static_cast<CUdeviceptr>(reinterpret_cast<uintptr_t>(p)), n,

@@ -118,6 +118,14 @@ bool reachable(const void* p);
 /// "managed" or "pinned" (see managedMalloc), or "host" without CUDA.
 const char* memoryKind();
 
+/// Copies n bytes of the host's memory into managedMalloc's memory (copyIn) or back out of
+/// it (copyOut). With managed memory the driver copies (cuMemcpyHtoD/DtoH), writing the pages
+/// where they are, on the device after an earlier call's kernels, instead of faulting each
+/// one back to the host as a plain memcpy would; otherwise memcpy. Throws std::runtime_error
+/// where the driver's copy fails.
+void copyIn(void* dst, const void* src, size_t n);
+void copyOut(void* dst, const void* src, size_t n);
+
 /// Moves the pages of [p, p + n) of managed memory to the device (or the host) ahead of their
 /// use, where the driver can; ordered before later kernels. A hint: nothing fails without it.
 void prefetch(const void* p, size_t n, bool toDevice);

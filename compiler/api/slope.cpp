@@ -48,7 +48,8 @@ struct Compiled {
   Signature sig;
   std::optional<codegen::CompiledFunction> jit; // empty when interpreted or on the GPU
   Runnable device;                              // on the GPU (Options::target): the offload
-  size_t valueResults = 0;                      // results before the gradients
+  codegen::DeviceCall deviceCall; // the same on caller memory (views: no copy of the API's)
+  size_t valueResults = 0;        // results before the gradients
   std::vector<std::string> wrt;
   const SourceFile* file = nullptr;
 };
@@ -154,10 +155,12 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
   for (int y : c->f.body.yields)
     c->sig.result_types.push_back(c->f.types[y].str());
   c->sig.size_names = c->f.sizeNames();
-  if (cuda)
+  if (cuda) {
     c->device = cuda->prepare(c->f);
-  else if (jit)
+    c->deviceCall = cuda->lastCall();
+  } else if (jit) {
     c->jit = jit->add(c->f);
+  }
   cache[key] = c;
   cache[asked] = c;
   return c;
@@ -229,7 +232,20 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
   }
   std::vector<Tensor> owned(nr);
   try {
-    if (!c.jit) { // the evaluator or the GPU: on copies of the views
+    if (c.deviceCall) { // the GPU: the offload copies straight from the views and into them
+      std::vector<codegen::Span> in, out;
+      for (const View& v : args)
+        in.push_back({v.data(), static_cast<size_t>(viewBytes(v))});
+      for (size_t r = 0; r < nr; ++r) {
+        const View* o = r < outs.size() ? outs[r] : nullptr;
+        if (!o) owned[r] = Tensor(c.f.types[c.f.body.yields[r]].dtype, rshape[r]);
+        View v = o ? *o : View(owned[r]);
+        out.push_back({v.data(), static_cast<size_t>(viewBytes(v))});
+      }
+      c.deviceCall(in, sizes, out);
+      return owned;
+    }
+    if (!c.jit) { // the evaluator: on copies of the views
       std::vector<Tensor> in;
       for (const View& v : args)
         in.push_back(copyOf(v));

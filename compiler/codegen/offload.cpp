@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -146,11 +147,28 @@ struct Offloaded {
     ++stats->launches;
   }
 
+  /// A call on tensors: the results are allocated here.
   std::vector<Tensor> call(const std::vector<Tensor>& args) {
+    auto sizes = bindSizes(f, args);
+    std::vector<Span> in, out;
+    for (const Tensor& t : args)
+      in.push_back({const_cast<void*>(t.raw()), bytesOf(t)});
+    std::vector<Tensor> results;
+    for (size_t r = 0; r < f.body.yields.size(); ++r)
+      results.emplace_back(f.types[f.body.yields[r]].dtype, resultShape(f, r, sizes));
+    for (Tensor& t : results)
+      out.push_back({t.raw(), bytesOf(t)});
+    run(in, sizes, out);
+    return results;
+  }
+
+  /// DeviceCall: the arguments are copied from `in` into the device's memory, and the
+  /// results from there into `out`.
+  void run(const std::vector<Span>& in, const std::map<std::string, int64_t>& sizes,
+           const std::vector<Span>& out) {
     std::lock_guard<std::mutex> lock(mutex);
     auto t0 = std::chrono::steady_clock::now();
     if (!emulated) cuda::useDevice();
-    auto sizes = bindSizes(f, args);
     std::vector<int64_t> sz = sizesArray(f, sizes);
     // Everything the code reads through a pointer is managed, the ABI's arrays included (a
     // kernel may read an extent through `sizes`). The buffers stay for the next call.
@@ -164,20 +182,17 @@ struct Offloaded {
       }
       return b->p;
     };
-    auto* argp = static_cast<void**>(managed(sizeof(void*) * args.size()));
-    for (size_t k = 0; k < args.size(); ++k) {
-      argp[k] = managed(bytesOf(args[k]));
-      std::memcpy(argp[k], args[k].raw(), bytesOf(args[k]));
-      cuda::prefetch(argp[k], bytesOf(args[k]), true);
+    auto* argp = static_cast<void**>(managed(sizeof(void*) * in.size()));
+    for (size_t k = 0; k < in.size(); ++k) {
+      argp[k] = managed(in[k].bytes);
+      cuda::copyIn(argp[k], in[k].data, in[k].bytes);
+      cuda::prefetch(argp[k], in[k].bytes, true);
     }
     auto* sizesp = static_cast<int64_t*>(managed(sizeof(int64_t) * sz.size()));
     std::copy(sz.begin(), sz.end(), sizesp);
-    std::vector<Tensor> results;
-    for (size_t r = 0; r < f.body.yields.size(); ++r)
-      results.emplace_back(f.types[f.body.yields[r]].dtype, resultShape(f, r, sizes));
-    auto* resp = static_cast<void**>(managed(sizeof(void*) * results.size()));
-    for (size_t r = 0; r < results.size(); ++r)
-      resp[r] = managed(bytesOf(results[r]));
+    auto* resp = static_cast<void**>(managed(sizeof(void*) * out.size()));
+    for (size_t r = 0; r < out.size(); ++r)
+      resp[r] = managed(out[r].bytes);
     error.clear();
     c.setParallel(&parallel);
     slope_error err{};
@@ -185,15 +200,13 @@ struct Offloaded {
     if (!error.empty())
       throw std::runtime_error((emulated ? "offload emulation: " : "CUDA: ") + error);
     if (code != 0) throwCallFailure(c, err, &sizes);
-    for (size_t r = 0; r < results.size(); ++r)
-      cuda::prefetch(resp[r], bytesOf(results[r]), false);
     if (!emulated) cuda::api().cuCtxSynchronize();
-    for (size_t r = 0; r < results.size(); ++r)
-      std::memcpy(results[r].raw(), resp[r], bytesOf(results[r]));
+    // (The driver's copy leaves the pages where they are, on the device for the next call.)
+    for (size_t r = 0; r < out.size(); ++r)
+      cuda::copyOut(out[r].data, resp[r], out[r].bytes);
     ++stats->calls;
     stats->callSeconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return results;
   }
 };
 
@@ -271,7 +284,9 @@ Runnable CudaRunner::prepare(const ir::Function& f) {
   o->parallel.pool = o.get();
   o->parallel.workers = 1 << 20; // (the code caps what it passes; the offload ignores it)
   last_ = o->stats;
-  auto jit = jit_; // keeps the code alive as long as the callable
+  auto jit = jit_; // keeps the code alive as long as the callables
+  lastCall_ = [o, jit](const std::vector<Span>& in, const std::map<std::string, int64_t>& sizes,
+                       const std::vector<Span>& out) { o->run(in, sizes, out); };
   return [o, jit](const std::vector<Tensor>& args) { return o->call(args); };
 }
 

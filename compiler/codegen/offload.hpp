@@ -8,17 +8,21 @@
 // the same captures read out of the task's ctx, and waits for it. A loop nest without a
 // kernel (ptx.cpp says why) runs on the host.
 //
-// Memory is CUDA's managed memory: the arguments and results are copied into and out of it,
-// and what the code allocates (its workspace, tapes, temporaries) comes from it, so one
-// pointer is good on both sides and the driver moves pages to where they are used. The
-// arithmetic is the CPU's LLVM IR; only the math functions differ (libdevice on the GPU).
+// Memory is CUDA's managed memory: the arguments and results are copied into and out of it
+// by the driver (cuda::copyIn, copyOut), and what the code allocates (its workspace, tapes,
+// temporaries) comes from it, so one pointer is good on both sides and the driver moves pages to
+// where they are used. The arithmetic is the CPU's LLVM IR; only the math functions differ
+// (libdevice on the GPU).
 #pragma once
 
 #include "compiler/codegen/execute.hpp"
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace slope::codegen {
 
@@ -34,6 +38,20 @@ struct OffloadStats {
   std::string arch;         // the architecture the PTX was made for
   std::string report;       // per loop nest: kernel or host, and why (printPtx's comment)
 };
+
+/// Caller memory: a buffer's first byte and its length.
+struct Span {
+  void* data;
+  size_t bytes;
+};
+
+/// A call on caller memory (the C++ API's views, with no copy of its own): in[k] holds
+/// parameter k's elements, whose shapes gave `sizes` (bindSizes, checked by the caller), and
+/// out[r] receives result r (resultShape's extents for `sizes`). Copied into the device's
+/// memory and out of it, with nothing in between.
+using DeviceCall =
+    std::function<void(const std::vector<Span>& in, const std::map<std::string, int64_t>& sizes,
+                       const std::vector<Span>& out)>;
 
 /// The JIT's options for the host side of an offloaded function (optimisation level optLevel).
 JitOptions offloadJitOptions(int optLevel = 2);
@@ -52,12 +70,15 @@ public:
   Runnable prepare(const ir::Function& f) override;
   /// The stats of the function prepare() made last (shared with its Runnable).
   std::shared_ptr<const OffloadStats> lastStats() const { return last_; }
+  /// The function prepare() made last, called on caller memory (DeviceCall).
+  DeviceCall lastCall() const { return lastCall_; }
 
 private:
   int optLevel_;
   Mode mode_;
   std::shared_ptr<Jit> jit_;
   std::shared_ptr<OffloadStats> last_;
+  DeviceCall lastCall_;
 };
 
 } // namespace slope::codegen

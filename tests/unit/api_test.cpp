@@ -194,6 +194,21 @@ TEST(Api, InterpreterOptionGivesTheSameNumbers) {
     EXPECT_EQ(m.gradient("bowl")(slope::View(x, {2, 2}), slope::View(g, {2, 2})), 54.0);
     EXPECT_EQ(g[1], 6.0);
     EXPECT_EQ(m.gradient("bowl").raw(), nullptr);
+    // A tensor result returned owned and one written into a view; an error from the device.
+    double y[300], into[300];
+    std::vector<double> xs(300);
+    for (int k = 0; k < 300; ++k)
+      xs[k] = 0.5 * k;
+    auto owned = m.function("scale")(slope::View(xs.data(), {300}), 2.0);
+    ASSERT_EQ(owned.size(), 1u);
+    std::memcpy(y, owned[0].raw(), sizeof y);
+    m.function("scale").call_into({slope::View(xs.data(), {300}), 2.0}, {slope::View(into, {300})});
+    for (int k = 0; k < 300; ++k) {
+      EXPECT_EQ(y[k], k * 1.0);
+      EXPECT_EQ(into[k], k * 1.0);
+    }
+    EXPECT_THROW(m.function("pick")(slope::View(xs.data(), {300}), int64_t{300}),
+                 slope::RuntimeError);
   } else {
     EXPECT_THROW(slope::compile_string(kSrc, "<string>", o), std::invalid_argument);
   }

@@ -794,6 +794,53 @@ TEST(Offload, KernelsRunAndFailAsOnTheCpu) {
   }
 }
 
+// The offload called on caller memory (codegen::DeviceCall, the C++ API's views on a GPU):
+// the same bits as the call on tensors, results written straight into the caller's buffers,
+// and a failing call throws the same error and writes nothing there.
+TEST(Offload, CallOnCallerMemory) {
+  if (!cuda::probe().ok() && codegen::findLibdevice().empty())
+    GTEST_SKIP() << "no GPU, and no libdevice.10.bc for the emulation";
+  auto p = Program::fromString("t.slope", "fn f(x: f64[n, m], k: i64) -> (f64, f64[n]) {\n"
+                                          "  let r[i: n] = sum[j: m](exp(x[i, j]) * x[i, k]);\n"
+                                          "  (sum(r), r)\n}\n");
+  ASSERT_TRUE(p->ok()) << p->diagnostics();
+  ir::Function g = p->forward("f");
+  Runnable onTensors = offloadRunner().prepare(g);
+  codegen::DeviceCall onMemory = offloadRunner().lastCall();
+  ASSERT_TRUE(onMemory);
+  Tensor x(DType::F64, {300, 7});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.setF(i, std::sin(0.37 * static_cast<double>(i)));
+  for (int64_t k : {int64_t{2}, int64_t{7}}) {
+    Tensor kt = Tensor::scalar(DType::I64, static_cast<double>(k));
+    std::map<std::string, int64_t> sizes = bindSizes(g, std::vector<Tensor>{x, kt});
+    std::vector<Tensor> mine;
+    for (size_t r = 0; r < g.body.yields.size(); ++r) {
+      mine.emplace_back(g.types[g.body.yields[r]].dtype, resultShape(g, r, sizes));
+      for (int64_t e = 0; e < mine.back().numel(); ++e)
+        mine.back().setF(e, -1.0); // (a failing call must leave these)
+    }
+    std::vector<codegen::Span> in{{x.raw(), sizeof(double) * 2100}, {kt.raw(), sizeof(int64_t)}};
+    std::vector<codegen::Span> out;
+    for (Tensor& t : mine)
+      out.push_back({t.raw(), static_cast<size_t>(t.numel()) * dtypeSize(t.dtype())});
+    if (k == 7) { // out of range for m = 7
+      EXPECT_THROW(onMemory(in, sizes, out), EvalError);
+      EXPECT_THROW(onTensors({x, kt}), EvalError);
+      for (const Tensor& t : mine)
+        EXPECT_EQ(t.getF(0), -1.0);
+      continue;
+    }
+    onMemory(in, sizes, out);
+    std::vector<Tensor> want = onTensors({x, kt});
+    ASSERT_EQ(want.size(), mine.size());
+    for (size_t r = 0; r < want.size(); ++r)
+      EXPECT_EQ(0, std::memcmp(want[r].raw(), mine[r].raw(),
+                               static_cast<size_t>(want[r].numel()) * sizeof(double)))
+          << "result " << r;
+  }
+}
+
 // Blocked loops (Loop IR's `in blocks`: the adjoint's scatter over data points, with per-block
 // partial gradients): at sizes that cut them into many blocks, the GMM gradient and the
 // nearest-centres gradient of tests/lit/loops/blocks.slope (and one whose partial is empty) give
