@@ -1009,9 +1009,30 @@ private:
   /// does not hoist a load past additions to memory it cannot tell apart from it). Only what
   /// the copies of pure statements compute is there; a load that moves reads what some row of
   /// the column read, since every column has a row, and nothing the column loop writes.
-  static void hoistInvariant(Stmt& seg, Body& into) {
+  ///
+  /// Integer sums are regrouped on the way (exact: i64 arithmetic wraps, and + and - are
+  /// associative modulo 2^64): x +- y with y the same for every row and x = a + b or a - b,
+  /// a the same and b not, used only there, becomes (a +- y) + b or (a +- y) - b, and a +- y
+  /// moves out with the rest. The triangle's subscript P(c) + j - c - 1 then costs the row
+  /// one addition, and its column part P(c) - c - 1 is one value per column (which
+  /// strength.cpp's expandQuadratics carries from column to column).
+  void hoistInvariant(Stmt& seg, Body& into) {
     std::set<int> varying{seg.indices[0]};
+    std::map<int, int> uses;
+    forEachStmt(seg.body, [&](const Stmt& s) {
+      for (int a : s.in.args)
+        ++uses[a];
+      for (int v : {s.yield, s.elseYield, s.buffer})
+        ++uses[v];
+    });
+    if (seg.yield >= 0) ++uses[seg.yield];
+    std::map<int, size_t> at; // a varying scalar of keep -> its position
+    std::set<size_t> dead;
     Body keep;
+    auto sum = [&](const Stmt& s) {
+      return s.kind == Stmt::Scalar && (s.in.op == Op::Add || s.in.op == Op::Sub) &&
+             s.in.result >= 0 && f_.src.types[s.in.result] == ir::Type{DType::I64, {}};
+    };
     for (Stmt& s : seg.body) {
       bool depends = s.kind != Stmt::Scalar || s.in.result < 0 || s.in.op == Op::SizeDef;
       for (int a : s.in.args)
@@ -1020,10 +1041,38 @@ private:
         into.push_back(std::move(s));
         continue;
       }
-      if (s.in.result >= 0) varying.insert(s.in.result);
+      if (sum(s) && varying.count(s.in.args[0]) && !varying.count(s.in.args[1])) {
+        auto x = at.find(s.in.args[0]);
+        if (x != at.end() && uses[s.in.args[0]] == 1 && sum(keep[x->second])) {
+          const Stmt& xs = keep[x->second];
+          const bool first = !varying.count(xs.in.args[0]); // a + b, a - b (else b + a, b - a)
+          if (first != !varying.count(xs.in.args[1])) {
+            const int a = xs.in.args[first ? 0 : 1], b = xs.in.args[first ? 1 : 0];
+            // x +- y: (a + b) +- y = (a +- y) + b; (a - b) +- y = (a +- y) - b;
+            // (b + a) +- y = (a +- y) + b; (b - a) +- y = b - (a -+ y).
+            const bool bMinusA = !first && xs.in.op == Op::Sub;
+            Op inner = s.in.op;
+            if (bMinusA) inner = inner == Op::Add ? Op::Sub : Op::Add;
+            Stmt inv = scalarStmt(inner, {a, s.in.args[1]}, s.in.loc);
+            inv.in.result = f_.src.newValue({DType::I64, {}});
+            into.push_back(inv);
+            const bool minus = first && xs.in.op == Op::Sub;
+            s.in.op = minus || bMinusA ? Op::Sub : Op::Add;
+            s.in.args =
+                bMinusA ? std::vector<int>{b, inv.in.result} : std::vector<int>{inv.in.result, b};
+            dead.insert(x->second);
+          }
+        }
+      }
+      if (s.in.result >= 0) {
+        varying.insert(s.in.result);
+        at[s.in.result] = keep.size();
+      }
       keep.push_back(std::move(s));
     }
-    seg.body = std::move(keep);
+    seg.body.clear();
+    for (size_t k = 0; k < keep.size(); ++k)
+      if (!dead.count(k)) seg.body.push_back(std::move(keep[k]));
   }
 
   /// Removes the top-level scalars of b that nothing reads once the carried sum is gone: its

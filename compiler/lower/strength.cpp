@@ -19,6 +19,16 @@
 // periodic with period m k in each variable, so it is enough to evaluate A at every point of
 // [0, m k)^vars (c (c - 1) at c = 0, 1: even everywhere). Anything else is left alone.
 //
+// Loops with loops inside. A sequential loop over c whose body computes several values of
+// degree 2 in c that differ from one another by affine steps (interchange.cpp's groups: the
+// triangle's positions of columns 8 c + l, l = 0 .. 7, one apart, each step d - 2 - 8 c - l)
+// carries the first as above, V and D in two slots, and computes each next one as the one
+// before plus its step A + B c (A and B computed before the loop, B c shared by the steps
+// with the same B): an addition or two per value instead of the multiplications and the
+// division, and two registers for the slots, not one induction variable per value (which
+// spill: the eight columns of a group are eight). The same arithmetic modulo 2^64, equal to
+// the original whenever its intermediate values fit in i64.
+//
 // Entry checks. A sequence whose differences are affine is monotone on [0, n - 1] when its
 // difference has the same sign at both ends (D(0) and D(n - 2)); a monotone sequence lies
 // between its first and last values, so checking V(0) and V(n - 1) against [0, dim) checks
@@ -100,13 +110,16 @@ bool divisibleEverywhere(const Poly& p, int64_t m) {
 struct Quad {
   Poly num;
   int64_t den = 1;
-  bool costly = false; // computed with a multiplication or a division
+  bool costly = false;  // computed with a multiplication or a division
+  bool divides = false; // computed with a division
   int degree() const { return degreeIn(num, kIndex); }
 };
 
 class Reducer {
 public:
-  explicit Reducer(Function& f) : f_(f) {}
+  /// expanding: only expand() loops with loops inside (expandQuadratics); else only
+  /// rewrite() innermost loops (reduceStrength).
+  Reducer(Function& f, bool expanding) : f_(f), expanding_(expanding) {}
 
   int run() {
     constants_ = integerLiterals(f_);
@@ -122,18 +135,19 @@ private:
       if (s.kind == Stmt::Loop)
         for (size_t k = 0; k < s.indices.size(); ++k)
           extent_[s.indices[k]] = s.extents[k];
-      if (s.kind == Stmt::Loop && innermost(s)) {
+      if (s.kind == Stmt::Loop) {
+        const bool inner = innermost(s);
         Body pre;
-        if (rewrite(s, pre)) {
+        if (inner != expanding_ && (inner ? rewrite(s, pre) : expand(s, pre))) {
           ++count_;
           p += pre.size();
           b.insert(b.begin() + static_cast<std::ptrdiff_t>(p - pre.size()),
                    std::make_move_iterator(pre.begin()), std::make_move_iterator(pre.end()));
         }
-        continue;
+        if (inner) continue;
       }
-      body(s.body);
-      body(s.orelse);
+      body(b[p].body);
+      body(b[p].orelse);
     }
   }
 
@@ -215,6 +229,7 @@ private:
       if (!a || !b) return std::nullopt;
       Quad q;
       q.costly = a->costly || b->costly || in.op == Op::Mul;
+      q.divides = a->divides || b->divides;
       if (in.op == Op::Mul) {
         q.num = a->num * b->num;
         q.den = a->den * b->den;
@@ -232,7 +247,7 @@ private:
       if (k == constants_.end() || k->second == 0 || !a) return std::nullopt;
       int64_t m = a->den * (k->second < 0 ? -k->second : k->second);
       if (!divisibleEverywhere(a->num, m)) return std::nullopt;
-      Quad q{k->second < 0 ? -a->num : a->num, m, true};
+      Quad q{k->second < 0 ? -a->num : a->num, m, true, true};
       return q;
     }
     default: return std::nullopt;
@@ -253,9 +268,10 @@ private:
     Poly dim;
   };
 
-  bool rewrite(Stmt& loop, Body& pre) {
+  /// What the loop's body defines, or false where it makes memory, binds a size or defines a
+  /// value that escapes (nothing is rewritten then).
+  bool scope(const Stmt& loop, Scope& sc) const {
     if (loop.indices.size() != 1) return false;
-    Scope sc;
     sc.index = loop.indices[0];
     sc.inside.insert(sc.index);
     bool escapes = false, effects = false;
@@ -270,6 +286,152 @@ private:
     if (escapes || effects || !sc.bound.empty()) return false;
     for (const Stmt& s : loop.body)
       if (s.kind == Stmt::Scalar && s.in.result >= 0) sc.def[s.in.result] = &s;
+    return true;
+  }
+
+  /// Starts the preamble of one loop: `pre`, with nothing computed yet.
+  void begin(const Stmt& loop, Body& pre) {
+    pre_ = &pre;
+    loc_ = loop.in.loc;
+    trips_ = loop.extents[0];
+    names_.clear();
+    literals_.clear();
+    known_.clear();
+    polys_.clear();
+    series_.clear();
+    ops_.clear();
+  }
+
+  /// A sequential loop with loops inside (see the file comment, "Loops with loops inside"):
+  /// the values of its body's top level that are polynomials of degree 2 in the index,
+  /// computed with a division and used other than by one another, v1 .. vk in the body's
+  /// order, when each difference v(i+1) - v(i) is affine in the index with integer
+  /// coefficients: v1 is carried (two slots), and each next one is the one before plus its
+  /// difference A + B c, the products B c shared.
+  bool expand(Stmt& loop, Body& pre) {
+    if (loop.loopKind != LoopKind::Sequential) return false;
+    Scope sc;
+    if (!scope(loop, sc)) return false;
+    const int c = sc.index;
+    std::set<int> wide; // the integer quadratics with a division of the top level
+    for (const Stmt& s : loop.body)
+      if (s.kind == Stmt::Scalar && s.in.result >= 0 && s.in.op != Op::Const) {
+        auto q = quad(s.in.result, sc);
+        if (q && q->degree() == 2 && q->divides) wide.insert(s.in.result);
+      }
+    if (wide.empty()) return false;
+    // Those with a use outside the others' computation: the others then fall out.
+    std::set<int> used;
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      const bool inner = s.kind == Stmt::Scalar && wide.count(s.in.result);
+      auto use = [&](int v) {
+        if (wide.count(v) && !inner) used.insert(v);
+      };
+      for (int a : s.in.args)
+        use(a);
+      use(s.yield);
+      use(s.elseYield);
+      use(s.buffer);
+    });
+    if (loop.yield >= 0 && wide.count(loop.yield)) used.insert(loop.yield);
+    if (used.size() < 2) return false; // (one value: the carried slots would not pay)
+    std::vector<int> chain(used.begin(), used.end());
+    std::sort(chain.begin(), chain.end(),
+              [&](int a, int b) { return position(loop.body, a) < position(loop.body, b); });
+    // Each step: v(i) - v(i - 1) = A + B c.
+    std::vector<std::pair<Poly, Poly>> steps;
+    for (size_t i = 1; i < chain.size(); ++i) {
+      const Quad &a = *sc.memo.at(chain[i - 1]), &b = *sc.memo.at(chain[i]);
+      Poly diff;
+      try {
+        diff = b.num * Poly(a.den) - a.num * Poly(b.den);
+      } catch (const std::exception&) { // (a coefficient overflows i64)
+        return false;
+      }
+      int64_t den = a.den * b.den, g = den;
+      for (const auto& [m, coef] : diff.terms())
+        g = std::gcd(g, coef);
+      if (g > 1) diff = divideCoefficients(diff, g);
+      if (den / g != 1 || degreeIn(diff, kIndex) > 1) return false;
+      steps.emplace_back(coefficient(diff, 0), coefficient(diff, 1));
+    }
+    begin(loop, pre);
+    carry(loop, chain[0], sc);
+    Body head;                 // B c, once for each B
+    std::map<int, int> scaled; // B's value -> B c
+    for (size_t i = 1; i < chain.size(); ++i) {
+      const int a = value(steps[i - 1].first, 1), b = value(steps[i - 1].second, 1);
+      Body def;
+      auto stmt = [&](Body& into, Op o, std::vector<int> args, int result = -1) {
+        Stmt st = scalarStmt(o, std::move(args), loc_);
+        st.in.result = result >= 0 ? result : f_.src.newValue({DType::I64, {}});
+        into.push_back(st);
+        return st.in.result;
+      };
+      int step = a;
+      if (auto k = known_.find(b); k == known_.end() || k->second != 0) {
+        auto [it, fresh] = scaled.try_emplace(b, -1);
+        if (fresh) it->second = stmt(head, Op::Mul, {b, c});
+        step = stmt(def, Op::Add, {a, it->second});
+      }
+      stmt(def, Op::Add, {chain[i - 1], step}, chain[i]);
+      size_t p = position(loop.body, chain[i]);
+      loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
+      loop.body.insert(loop.body.begin() + static_cast<std::ptrdiff_t>(p), def.begin(), def.end());
+    }
+    loop.body.insert(loop.body.begin(), head.begin(), head.end());
+    removeDead(loop);
+    dropUnused(pre, loop);
+    return true;
+  }
+
+  /// Drops the preamble's pure integer statements that neither it nor the loop reads (the
+  /// series' last values, which only entry checks use).
+  void dropUnused(Body& pre, const Stmt& loop) const {
+    for (bool again = true; again;) {
+      again = false;
+      std::set<int> read;
+      auto note = [&](const Stmt& s) {
+        for (int a : s.in.args)
+          read.insert(a);
+        for (int v : s.indices)
+          read.insert(v);
+        for (int v : {s.yield, s.elseYield, s.buffer})
+          read.insert(v);
+      };
+      forEachStmt(pre, note);
+      note(loop);
+      forEachStmt(loop.body, note);
+      for (size_t p = pre.size(); p-- > 0;) {
+        const Stmt& s = pre[p];
+        // (A division by a literal of the preamble's own cannot fail either.)
+        auto k = s.in.op == Op::Div ? known_.find(s.in.args[1]) : known_.end();
+        const bool divides = k != known_.end() && k->second != 0;
+        if (s.kind != Stmt::Scalar || s.in.result < 0 || read.count(s.in.result) ||
+            (!pure(s.in) && s.in.op != Op::Size && !divides))
+          continue;
+        pre.erase(pre.begin() + static_cast<std::ptrdiff_t>(p));
+        again = true;
+      }
+    }
+  }
+
+  /// The coefficient of c^power in p (a polynomial over the invariants).
+  static Poly coefficient(const Poly& p, int power) {
+    Poly r;
+    for (const auto& [m, coef] : p.terms()) {
+      if (std::count(m.begin(), m.end(), kIndex) != power) continue;
+      Poly t(coef);
+      for (const auto& n : m)
+        if (n != kIndex) t = t * Poly::var(n);
+      r = r + t;
+    }
+    return r;
+  }
+
+  bool rewrite(Stmt& loop, Body& pre) {
+    Scope sc;
+    if (!scope(loop, sc)) return false;
 
     // Accesses at the body's top level that the entry checks prove.
     std::vector<size_t> proven;
@@ -305,15 +467,7 @@ private:
     std::sort(carried.begin(), carried.end(),
               [&](int a, int b) { return position(loop.body, a) < position(loop.body, b); });
 
-    pre_ = &pre;
-    loc_ = loop.in.loc;
-    trips_ = loop.extents[0];
-    names_.clear();
-    literals_.clear();
-    known_.clear();
-    polys_.clear();
-    series_.clear();
-    ops_.clear();
+    begin(loop, pre);
     if (checks.empty()) { // (proven by extents alone)
       for (size_t p : proven)
         loop.body[p].in.checked = true;
@@ -669,6 +823,7 @@ private:
   }
 
   Function& f_;
+  const bool expanding_;
   int count_ = 0;
   std::map<int, int64_t> constants_; // integer literals
   std::map<int, Poly> extent_;       // index of a loop around -> its extent
@@ -687,7 +842,11 @@ private:
 } // namespace
 
 int reduceStrength(Function& f) {
-  return Reducer(f).run();
+  return Reducer(f, false).run();
+}
+
+int expandQuadratics(Function& f) {
+  return Reducer(f, true).run();
 }
 
 } // namespace slope::lower

@@ -29,4 +29,12 @@ namespace slope::lower {
 /// Returns how many loops it rewrote.
 int reduceStrength(Function& f);
 
+/// For each sequential loop over one index c with loops inside: the values of its body's
+/// top level that are polynomials of degree 2 in c computed with a division, v1 .. vk in
+/// order, each differing from the one before by an affine step A + B c with integer
+/// coefficients (interchange.cpp's groups of eight columns and their triangular positions):
+/// v1 is carried across iterations in two slots, and each next value is the one before plus
+/// its step. Returns how many loops it rewrote.
+int expandQuadratics(Function& f);
+
 } // namespace slope::lower
