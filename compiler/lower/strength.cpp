@@ -408,7 +408,7 @@ private:
         auto k = s.in.op == Op::Div ? known_.find(s.in.args[1]) : known_.end();
         const bool divides = k != known_.end() && k->second != 0;
         if (s.kind != Stmt::Scalar || s.in.result < 0 || read.count(s.in.result) ||
-            (!pure(s.in) && s.in.op != Op::Size && !divides))
+            (!pure(s.in) && !divides))
           continue;
         pre.erase(pre.begin() + static_cast<std::ptrdiff_t>(p));
         again = true;
