@@ -47,8 +47,7 @@ struct Compiled {
   std::vector<std::string> resultNames; // "result 1", "gradient 'x'", for error messages
   Signature sig;
   std::optional<codegen::CompiledFunction> jit; // empty when interpreted or on the GPU
-  Runnable device;                              // on the GPU (Options::target): the offload
-  codegen::DeviceCall deviceCall; // the same on caller memory (views: no copy of the API's)
+  codegen::DeviceCall deviceCall; // on the GPU (Options::target): the offload, on the views
   size_t valueResults = 0;        // results before the gradients
   std::vector<std::string> wrt;
   const SourceFile* file = nullptr;
@@ -156,7 +155,7 @@ std::shared_ptr<const Compiled> ModuleImpl::get(const std::string& name, Kind ki
     c->sig.result_types.push_back(c->f.types[y].str());
   c->sig.size_names = c->f.sizeNames();
   if (cuda) {
-    c->device = cuda->prepare(c->f);
+    cuda->prepare(c->f); // (its call on tensors is for slopec and the tests)
     c->deviceCall = cuda->lastCall();
   } else if (jit) {
     c->jit = jit->add(c->f);
@@ -249,7 +248,7 @@ std::vector<Tensor> run(const Compiled& c, const std::vector<View>& args,
       std::vector<Tensor> in;
       for (const View& v : args)
         in.push_back(copyOf(v));
-      std::vector<Tensor> res = c.device ? c.device(in) : evaluate(c.f, in);
+      std::vector<Tensor> res = evaluate(c.f, in);
       for (size_t r = 0; r < nr; ++r) {
         const View* o = r < outs.size() ? outs[r] : nullptr;
         if (o)
