@@ -66,6 +66,11 @@ inline const Case kCases[] = {
      "fn f(L: $T[n, n], x: $T[n]) -> $T { let y[j] = sum[c: j + 1](L[j, c] * x[c]) + max[c: j + "
      "1](L[j, c]) + logsumexp[c: n - j](L[j, c] * x[c]) + mean[c: j + 1](x[c]) + prod[c: j](0.5 "
      "* L[c, j] + 2); sum(y^2) + sum[j: n](min[c: n - j](x[c + j])) }"},
+    // Triangular sums in a comprehension of literal extent, which a seeded JVP unrolls (its
+    // rows would bind the sums' extents j + 1 to one name three times: forward.cpp, tiny()).
+    {"triangular_literal_rows",
+     "fn f(x: $T[n]) -> $T { let y[j: 3] = mean[l: j + 1](x[(j + l) % n]) * x[j % n]; "
+     "logsumexp(y) }"},
     // A tree of loads in a triangle inside a nest (the GMM's x[i, c] - mu[k, c]): a table over
     // the column c per (i, k), of the extent c subscripts (compiler/lower/hoist.cpp); beside
     // it c + 1, which must not be tabulated, and exp(mu[k, c]) at a column of a triangle.
