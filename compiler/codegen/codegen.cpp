@@ -755,6 +755,10 @@ private:
   bool shortUnroll_ = false;
   // The next loop nestLevel makes is lower::Stmt::fewTrips: vectorised without interleaving.
   bool fewTrips_ = false;
+  // The next loop nestLevel makes is lower::Stmt::vectorFirst: not unrolled before the loop
+  // vectoriser has run (llvm.loop.unroll.disable), its vector form then free to unroll (the
+  // vectoriser's follow-up loops carry only llvm.loop.isvectorized).
+  bool vectorFirst_ = false;
   // The loops nestLevel makes are a parallel, vectorisable Loop IR loop's (Stmt::vectorisable):
   // straight-line, and its iterations touch disjoint memory. Said to LLVM as
   // llvm.loop.parallel_accesses over an access group on every memory access of the body, so
@@ -807,6 +811,7 @@ private:
                  bool reversed) {
     const bool shortRow = std::exchange(shortUnroll_, false); // (for this loop, not those inside)
     const bool few = std::exchange(fewTrips_, false);
+    const bool vectorFirst = std::exchange(vectorFirst_, false);
     const bool cold = coldNest_;
     const bool parallel = parallelNest_ && !cold;
     constexpr int64_t kTinyTrips = 4;
@@ -856,6 +861,14 @@ private:
         property("llvm.loop.interleave.count", 1);
       } else if (few) {
         property("llvm.loop.interleave.count", 1);
+        if (vectorFirst) {
+          props.push_back(
+              llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.unroll.disable")}));
+          props.push_back(llvm::MDNode::get(
+              ctx_,
+              {llvm::MDString::get(ctx_, "llvm.loop.vectorize.followup_all"),
+               llvm::MDNode::get(ctx_, {llvm::MDString::get(ctx_, "llvm.loop.isvectorized")})}));
+        }
         // A row with a math call: its last partial vector runs masked, not as a scalar
         // remainder. Each scalar call of a remainder evaluates all four lanes of libmvec's
         // function for one element (vmath.hpp), so a row of 14 (the LSTM's b) paid five
@@ -2231,6 +2244,7 @@ void Gen::stmt(const lower::Stmt& s) {
     }
     if (in.op == Op::For || in.op == Op::Comp) {
       fewTrips_ = s.fewTrips && s.indices.size() == 1;
+      vectorFirst_ = fewTrips_ && s.vectorFirst;
       regionLoop(s, [](llvm::Value*, llvm::Value*) {});
       return;
     }

@@ -23,8 +23,9 @@
 //       } else {
 //         sequential for c < 8b { for t < 8 { acc[8, t] += v(c, j0 + t) } }
 //       }
-//       for t < 8 { for c in [8b, 8b + t) { acc[8, t] += v(c, j0 + t) } }   (the corner)
-//       for t < 8 { j = j0 + t; A; s = tree(acc[0..7, t]) + acc[8, t]; B }
+//       tails = acc[8, 0..7]; for q < 7 { for t < 8 { tails[t] += t > q ? v(8b + q, j0 + t) :
+//       0 } }                                                        (the corner, q literal)
+//       for t < 8 { j = j0 + t; A; s = tree(acc[0..7, t]) + tails[t]; B }
 //     }
 //   }
 //   parallel for j < end { if j is in no full block (every j when cond fails) { the loop's body } }
@@ -721,9 +722,18 @@ private:
       f_.buffers[acc] = {Buffer::Temp, -1, true};
     }
     // Column c into accumulator `into` of every row of the block, appended to cb.
+    //
+    // Every loop over the block's rows is vectorised before LLVM may unroll it
+    // (Stmt::vectorFirst): unrolled first, as it would be (eight trips, a literal), its
+    // accesses to acc have literal offsets, SROA splits acc into 72 scalars, and the SLP
+    // vectoriser gathers only some of them back, with shuffles; the corner's masked lanes
+    // become branches. Vectorised first, acc is promoted to vector registers after. GMM
+    // objective (callgrind, 1 thread): d = 128 2,447.5M -> 1,837.7M instructions, d = 64
+    // 161.2M -> 124.2M (docs/benchmarks.md).
     auto column = [&](Body& cb, int c, int into) {
       Stmt add = loopOver(Poly(kBlock), LoopKind::Parallel, true);
       add.fewTrips = true;
+      add.vectorFirst = true;
       const int t = add.indices[0];
       const int jv = emit(add.body, Op::Add, DType::I64, {j0, t});
       const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, add.body,
@@ -758,20 +768,58 @@ private:
     } else {
       bb.push_back(std::move(tails));
     }
-    // The corner: row t of the block has columns 8b .. 8b + t - 1 in its tail as well.
+    // The corner: row t of the block has columns 8b .. 8b + t - 1 in its tail as well. Column
+    // by column (q = 0..6, literals), each a vector over the block's rows, the rows without
+    // the column (t <= q) adding 0 instead:
+    //
+    //   tails[t] = acc[8, t];  c = 8b + q: { column's part; for t < 8 { tails[t] += t > q ?
+    //   v(c, j0 + t) : 0 } }  for q = 0..6
+    //
+    // Row t still takes its corner columns in increasing order after its earlier tail, which
+    // starts from +0 and so is never -0: the zeros change no bit. The value is an if, not a
+    // select: a row's check proves only the columns it has, so the other rows' loads stay
+    // behind it (masked loads). The corner's tails have a buffer of their own: read at
+    // variable offsets until LLVM has vectorised and unrolled its loops, acc's last row would
+    // keep acc from being promoted. Row by row and scalar (the form before), the corner and
+    // the block's finish cost a d = 128 block 416 instructions against 101 for a group of
+    // eight full columns.
+    const int tails8 = allocate(bb, ir::Type{ft, {Poly(kBlock)}});
+    f_.buffers[tails8] = {Buffer::Temp, -1, true};
     {
-      Stmt corner = loopOver(Poly(kBlock), LoopKind::Parallel, false);
-      Body& kb = corner.body;
-      const int t = corner.indices[0];
-      const int jv = emit(kb, Op::Add, DType::I64, {j0, t});
-      Stmt q = loopOver(bind(kb, "#corner", t), LoopKind::Sequential, false);
-      const int c = emit(q.body, Op::Add, DType::I64, {xb, q.indices[0]});
-      const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, q.body,
+      Stmt copyTails = loopOver(Poly(kBlock), LoopKind::Parallel, true);
+      copyTails.fewTrips = copyTails.vectorFirst = true;
+      const int t = copyTails.indices[0];
+      const int v = emit(copyTails.body, Op::Load, ft, {acc, tailRow, t});
+      copyTails.body.back().in.checked = true;
+      copyTails.body.push_back(scalarStmt(Op::BufStore, {tails8, t, v}, loc_));
+      copyTails.body.back().in.checked = true; // (t < kBlock)
+      bb.push_back(std::move(copyTails));
+    }
+    for (int64_t qc = 0; qc + 1 < kBlock; ++qc) {
+      const int q = constant(bb, qc);
+      const int c = emit(bb, Op::Add, DType::I64, {xb, q});
+      Stmt add = loopOver(Poly(kBlock), LoopKind::Parallel, true);
+      add.fewTrips = add.vectorFirst = true;
+      const int t = add.indices[0];
+      const int jv = emit(add.body, Op::Add, DType::I64, {j0, t});
+      const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, add.body,
                          {r.sum->yield})[0];
-      q.body.push_back(scalarStmt(Op::BufAdd, {acc, tailRow, t, v}, loc_));
-      q.body.back().in.checked = true;
-      kb.push_back(std::move(q));
-      bb.push_back(std::move(corner));
+      hoistInvariant(add, bb); // (the column's part: every column has the block's last row)
+      Stmt pick;
+      pick.kind = Stmt::If;
+      pick.in.op = Op::If;
+      pick.in.loc = loc_;
+      pick.in.result = f_.src.newValue({ft, {}});
+      pick.body = std::move(add.body);
+      add.body.clear();
+      pick.yield = v;
+      pick.elseYield = emit(pick.orelse, Op::Const, ft, {});
+      pick.in.args = {emit(add.body, Op::Lt, DType::Bool, {q, t})};
+      const int picked = pick.in.result;
+      add.body.push_back(std::move(pick));
+      add.body.push_back(scalarStmt(Op::BufAdd, {tails8, t, picked}, loc_));
+      add.body.back().in.checked = true; // (t < kBlock)
+      bb.push_back(std::move(add));
     }
 
     // The rows' sums, combined as codegen combines a row's (the lane tree, then the tail),
@@ -782,11 +830,13 @@ private:
     {
       Stmt comb = loopOver(Poly(kBlock), LoopKind::Parallel, true);
       comb.fewTrips = true;
+      comb.vectorFirst = true;
       Body& cb = comb.body;
       const int t = comb.indices[0];
       std::vector<int> part;
       for (int64_t k = 0; k < rows; ++k) {
-        part.push_back(emit(cb, Op::Load, ft, {acc, constant(cb, k), t}));
+        part.push_back(k + 1 < rows ? emit(cb, Op::Load, ft, {acc, constant(cb, k), t})
+                                    : emit(cb, Op::Load, ft, {tails8, t}));
         cb.back().in.checked = true;
       }
       int total = part[0];
@@ -801,7 +851,8 @@ private:
       bb.push_back(std::move(comb));
     }
     // The block's rows, reading their sums: the loop's body with its if replaced by the
-    // sum's load, at j = j0 + t.
+    // sum's load, at j = j0 + t; one vector of the block's rows where that body is
+    // straight-line (the GMM's: Q's diagonal term plus the sum, stored).
     {
       Stmt rowsLoop = loop;
       const int t = f_.src.newValue({DType::I64, {}});
@@ -821,6 +872,15 @@ private:
       jAt.in.result = j; // (the row index, now a value of the block's row t)
       rowsLoop.body.insert(rowsLoop.body.begin(), std::move(jAt));
       dropDead(rowsLoop.body);
+      const bool straight =
+          std::all_of(rowsLoop.body.begin(), rowsLoop.body.end(), [](const Stmt& s) {
+            return s.kind == Stmt::Scalar || s.kind == Stmt::Store;
+          });
+      if (straight && rowsLoop.loopKind == LoopKind::Parallel) {
+        rowsLoop.vectorisable = true;
+        rowsLoop.fewTrips = true;
+        rowsLoop.vectorFirst = true;
+      }
       std::map<int, int> rename;
       Body copied = copyFresh(f_, Body{std::move(rowsLoop)}, {}, rename, next_, names_);
       bb.push_back(std::move(copied[0]));

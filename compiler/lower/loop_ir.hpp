@@ -70,6 +70,11 @@ struct Stmt {
   // not several interleaved, which would leave rows shorter than the interleaved width to
   // the scalar remainder (`few` in --emit loops).
   bool fewTrips = false;
+  // A `few` loop over a block's lanes that LLVM must vectorise before it unrolls it
+  // (`vector-first` in --emit loops; interchange.cpp's triangle corner): unrolled first, its
+  // literal offsets let SROA split the block's accumulators into scalars, which the SLP
+  // vectoriser does not gather back into vectors, and its masked lanes become branches.
+  bool vectorFirst = false;
   // A top-level sequential loop run in blocks of its first index (planBlocks; `in blocks` in
   // --emit loops): every buffer it writes is either touched only at its own first index
   // (blocks write disjoint elements) or only added to (buf.add), and each of the latter,

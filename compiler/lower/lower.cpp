@@ -639,6 +639,7 @@ struct Printer {
       if (s.shortRow) out += " short";
       if (s.cold) out += " cold";
       if (s.fewTrips) out += " few";
+      if (s.vectorFirst) out += " vector-first";
       // (Parallel, but not said so to LLVM: accessesKeepOrder.)
       if (s.loopKind == LoopKind::Parallel && s.vectorisable && !accessesKeepOrder(s))
         out += " unmarked";
