@@ -172,10 +172,7 @@ private:
           loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
           break;
         }
-    bool straight = true;
-    for (const Stmt& s : loop.body)
-      straight = straight && (s.kind == Stmt::Scalar || s.kind == Stmt::Store);
-    loop.vectorisable = straight && loop.loopKind != LoopKind::Sequential;
+    loop.vectorisable = straightLine(loop.body) && loop.loopKind != LoopKind::Sequential;
     return true;
   }
 

@@ -589,6 +589,16 @@ private:
     return out;
   }
 
+  /// An `if cond` with empty branches, at the rewrite's location.
+  Stmt branch(int cond) const {
+    Stmt b;
+    b.kind = Stmt::If;
+    b.in.op = Op::If;
+    b.in.loc = loc_;
+    b.in.args = {cond};
+    return b;
+  }
+
   /// A fresh buffer of type t (not zeroed: what follows fills it), its alloc appended to b.
   int allocate(Body& b, const ir::Type& t) {
     const int v = f_.src.newValue(t);
@@ -698,11 +708,7 @@ private:
     const int rowHi =
         emit(pre, Op::Add, DType::I64, {rowLo, emit(pre, Op::Mul, DType::I64, {nBlocks, k8})});
 
-    Stmt version;
-    version.kind = Stmt::If;
-    version.in.op = Op::If;
-    version.in.loc = loc_;
-    version.in.args = {cond};
+    Stmt version = branch(cond);
     Stmt each = loopOver(blocks, LoopKind::Parallel, false);
     Body& bb = each.body;
     const int b = emit(bb, Op::Add, DType::I64, {bLo, each.indices[0]});
@@ -757,11 +763,7 @@ private:
         const int lane = constant(gb, l);
         column(gb, emit(gb, Op::Add, DType::I64, {base, lane}), lane);
       }
-      Stmt pick;
-      pick.kind = Stmt::If;
-      pick.in.op = Op::If;
-      pick.in.loc = loc_;
-      pick.in.args = {emit(bb, Op::Ge, DType::Bool, {xb, constant(bb, ro::kMinLaneRow)})};
+      Stmt pick = branch(emit(bb, Op::Ge, DType::Bool, {xb, constant(bb, ro::kMinLaneRow)}));
       pick.body.push_back(std::move(groups));
       pick.orelse.push_back(std::move(tails));
       bb.push_back(std::move(pick));
@@ -805,16 +807,13 @@ private:
       const int v = copy(r, r.sumNeeds, r.sum->body, {{j, jv}, {r.sum->indices[0], c}}, add.body,
                          {r.sum->yield})[0];
       hoistInvariant(add, bb); // (the column's part: every column has the block's last row)
-      Stmt pick;
-      pick.kind = Stmt::If;
-      pick.in.op = Op::If;
-      pick.in.loc = loc_;
-      pick.in.result = f_.src.newValue({ft, {}});
-      pick.body = std::move(add.body);
+      Body rowPart = std::move(add.body);
       add.body.clear();
+      Stmt pick = branch(emit(add.body, Op::Lt, DType::Bool, {q, t}));
+      pick.in.result = f_.src.newValue({ft, {}});
+      pick.body = std::move(rowPart);
       pick.yield = v;
       pick.elseYield = emit(pick.orelse, Op::Const, ft, {});
-      pick.in.args = {emit(add.body, Op::Lt, DType::Bool, {q, t})};
       const int picked = pick.in.result;
       add.body.push_back(std::move(pick));
       add.body.push_back(scalarStmt(Op::BufAdd, {tails8, t, picked}, loc_));
@@ -872,11 +871,7 @@ private:
       jAt.in.result = j; // (the row index, now a value of the block's row t)
       rowsLoop.body.insert(rowsLoop.body.begin(), std::move(jAt));
       dropDead(rowsLoop.body);
-      const bool straight =
-          std::all_of(rowsLoop.body.begin(), rowsLoop.body.end(), [](const Stmt& s) {
-            return s.kind == Stmt::Scalar || s.kind == Stmt::Store;
-          });
-      if (straight && rowsLoop.loopKind == LoopKind::Parallel) {
+      if (straightLine(rowsLoop.body) && rowsLoop.loopKind == LoopKind::Parallel) {
         rowsLoop.vectorisable = true;
         rowsLoop.fewTrips = true;
         rowsLoop.vectorFirst = true;
@@ -909,11 +904,7 @@ private:
       const int outside = emit(loop.body, Op::Or, DType::Bool,
                                {emit(loop.body, Op::Lt, DType::Bool, {j, rowLo}),
                                 emit(loop.body, Op::Ge, DType::Bool, {j, rowHi})});
-      Stmt rest;
-      rest.kind = Stmt::If;
-      rest.in.op = Op::If;
-      rest.in.loc = loc_;
-      rest.in.args = {outside};
+      Stmt rest = branch(outside);
       rest.body = std::move(body);
       loop.body.push_back(std::move(rest));
       loop.extents = {end};
@@ -1004,11 +995,7 @@ private:
       }
     }
 
-    Stmt version;
-    version.kind = Stmt::If;
-    version.in.op = Op::If;
-    version.in.loc = loc_;
-    version.in.args = {all(pre, conds)};
+    Stmt version = branch(all(pre, conds));
     Body& then = version.body;
 
     // The row's float values the additions read (the GMM's g_j) are kept in a buffer over the

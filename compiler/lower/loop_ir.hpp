@@ -167,6 +167,8 @@ int emitScalar(Function& f, Body& b, DType t, ir::Op op, std::vector<int> args, 
 Poly bindSize(Body& b, const std::string& name, int value, SrcRange loc);
 /// A fresh id of v's type for v in rename, unless it has one.
 void freshValue(Function& f, int v, std::map<int, int>& rename);
+/// Whether b is straight-line code that a vector loop can run: scalars and stores only.
+bool straightLine(const Body& b);
 
 /// Blocks of a blocked loop (Stmt::blocked) over first index extent n, whose loop nest runs
 /// `iters` iterations (Stmt::work) and whose partial buffers hold

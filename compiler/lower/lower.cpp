@@ -734,6 +734,11 @@ Stmt scalarStmt(Op op, std::vector<int> args, SrcRange loc, int64_t ival, const 
   return s;
 }
 
+bool straightLine(const Body& b) {
+  return std::all_of(b.begin(), b.end(),
+                     [](const Stmt& s) { return s.kind == Stmt::Scalar || s.kind == Stmt::Store; });
+}
+
 int emitScalar(Function& f, Body& b, DType t, Op op, std::vector<int> args, SrcRange loc,
                int64_t ival, const Poly& poly) {
   b.push_back(scalarStmt(op, std::move(args), loc, ival, poly));
