@@ -63,6 +63,14 @@ private:
         else if (!d && depth > 1)
           reads_.insert(s.in.args[0]); // (the same element for every i)
       }
+      // An addition two loops deep at an element that is the same for every i reads and
+      // writes it: the GMM's adjoint in column order (interchange.cpp's scatter form) adds a
+      // rank-one update into component k's triangle for every point, which a tile keeps in
+      // cache for its points.
+      if (s.in.op == Op::BufAdd && depth > 1) {
+        const std::vector<int> subs(s.in.args.begin() + 1, s.in.args.end() - 1);
+        if (!subs.empty() && !any(subs)) reads_.insert(s.in.args[0]);
+      }
       if (s.in.op == Op::SizeDef && d) sizes_.insert(s.in.name);
       define(s.in.result, d);
       // (An access fails on its subscripts alone: not on the value a write stores.)

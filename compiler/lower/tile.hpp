@@ -15,6 +15,10 @@ namespace slope::lower {
 /// so component k's data is read from memory once per tile and from cache by the tile's other
 /// points, instead of all K components' data passing through the cache for every point (50
 /// triangles of 128 x 128 are 3.2 MB). Hand-written GMM code blocks its points the same way.
+/// Additions two loops deep at elements that do not depend on i count as such reads: the
+/// GMM's gradient with respect to its parameters alone adds a rank-one update into component
+/// k's triangle for every point (interchange.cpp's scatter form), 66 KB per component at
+/// d = 128, which a tile updates from cache for its points.
 /// (Data read one loop deep, a vector per component, is left alone: the mixture's and the
 /// GMM's at d = 10 fit in the L1 cache, and there, tiles cost instructions, measured in
 /// docs/benchmarks.md, "Tiles of points".)

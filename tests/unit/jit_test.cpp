@@ -1284,6 +1284,54 @@ fn per_point(a: f64[K, d], x: f64[n, d], p: i64[n]) -> f64 {
   }
 }
 
+// A nest whose only work two loops deep is additions into component k's data: the gradient of
+// a packed triangle taken with respect to the triangle alone (the GMM's, wrt alphas, means and
+// icf), whose rank-one updates run column by column (interchange.cpp's scatter form, from 16
+// columns on). Tiles keep a component's triangle in cache for their points; every element
+// still takes its terms in point order, so the bits are row order's, on any thread count.
+TEST(JitVsInterp, TiledScatterSameBitsAsRowOrder) {
+  auto prog = Program::fromString("scatter", R"(
+fn packed(L: f64[K, T], x: f64[n, d]) -> f64 {
+    let y[i, k, j: d] = x[i, j] + sum[c: j](L[k, d + c * (d - 1) - div(c * (c - 1), 2) + j - c - 1]
+                                             * x[i, c]);
+    let e[i, k] = -0.5 * sum[j](y[i, k, j]^2);
+    sum[i](logsumexp[k](e[i, k]))
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function g = prog->gradient("packed", {"L"});
+  const std::string loops = lower::print(lower::lower(g));
+  const size_t nest = loops.find(" tiled 16 in blocks");
+  EXPECT_NE(nest, std::string::npos) << loops;
+  EXPECT_NE(loops.find("#cols", loops.rfind("\n", nest)), std::string::npos) << loops; // (scatter)
+  auto tiles = [](int64_t rows) {
+    codegen::JitOptions o;
+    o.tileRows = rows;
+    return std::make_shared<JitRunner>(o);
+  };
+  static std::shared_ptr<JitRunner> untiled = tiles(0), threeRows = tiles(3);
+  Runnable jg = jit().prepare(g), plain = untiled->prepare(g), three = threeRows->prepare(g);
+  for (int64_t d : {5, 17}) // (the rows' form, then the columns')
+    for (int64_t n : {1, 17, 1100}) {
+      const std::map<std::string, int64_t> sizes{
+          {"n", n}, {"K", 3}, {"d", d}, {"T", d + d * (d - 1) / 2}};
+      const std::string what = "packed d = " + std::to_string(d) + ", n = " + std::to_string(n);
+      std::vector<Tensor> args = randomArgs(g, sizes, 13);
+      auto want = jg(args), b = evaluate(g, args), p = plain(args), t = three(args);
+      ASSERT_EQ(want.size(), b.size());
+      for (size_t k = 0; k < want.size(); ++k) {
+        expectClose(want[k], b[k], what + " against the evaluator " + std::to_string(k));
+        expectSameBits(p[k], want[k], what + " in row order " + std::to_string(k));
+        expectSameBits(t[k], want[k], what + " in tiles of 3 " + std::to_string(k));
+      }
+      for (auto& [label, run] : onThreads({2, 16})(g)) {
+        auto r = run(args);
+        for (size_t k = 0; k < want.size(); ++k)
+          expectSameBits(r[k], want[k], what + " " + label + " " + std::to_string(k));
+      }
+    }
+}
+
 // Triangular sums in column order (compiler/lower/interchange.cpp): a triangle stored by
 // columns is summed column by column into per-row lanes and tails, with the evaluator's bits;
 // the rows' own loop runs when there are fewer than 16 columns, when a row's check fails
