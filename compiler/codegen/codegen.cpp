@@ -2458,6 +2458,7 @@ std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext&
                                        std::vector<Site>& sites, const JitOptions& opt) {
   lower::LowerOptions lo;
   if (opt.minTriangleColumns >= 0) lo.minTriangleColumns = opt.minTriangleColumns;
+  if (opt.minScatterColumns >= 0) lo.minScatterColumns = opt.minScatterColumns;
   if (opt.tileRows >= 0) lo.tileRows = opt.tileRows;
   lower::Function lf = lower::lower(f, lo);
   Gen g(lf, ctx, sites, opt);

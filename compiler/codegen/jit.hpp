@@ -54,6 +54,9 @@ struct JitOptions {
   // A test's knob (lower::LowerOptions::minTriangleColumns): the fewest columns for which a
   // triangular sum runs in column order; -1: Loop IR's default.
   int64_t minTriangleColumns = -1;
+  // A test's knob (lower::LowerOptions::minScatterColumns): the same for a triangle's
+  // adjoint; -1: Loop IR's default.
+  int64_t minScatterColumns = -1;
   // A test's knob (lower::LowerOptions::tileRows): rows per tile of a tiled nest; 0: none
   // tiled; -1: Loop IR's default.
   int64_t tileRows = -1;

@@ -70,8 +70,9 @@ constexpr int64_t kBlock = reduce_order::kLanes;
 
 class Interchanger {
 public:
-  Interchanger(Function& f, int64_t minColumns)
-      : f_(f), minColumns_(minColumns), literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
+  Interchanger(Function& f, int64_t minColumns, int64_t minScatterColumns)
+      : f_(f), minColumns_(minColumns), minScatterColumns_(minScatterColumns),
+        literals_(integerLiterals(f)), names_(boundSizes(f.body)) {}
 
   int run() {
     for (int v : f_.src.params)
@@ -634,7 +635,7 @@ private:
   /// Into pre: E, how many rows' checks fail, x(0) and x(E - 1), and the conditions of the
   /// column form: no row's check fails, 0 < E <= 2^40, x(0) >= -2^40 (neither wraps), and
   /// minColumns <= x(E - 1) <= maxColumns columns.
-  Prefix prefix(const Rows& r, Body& pre, int64_t maxColumns) {
+  Prefix prefix(const Rows& r, Body& pre, int64_t maxColumns, int64_t minColumns) {
     const Stmt& loop = *r.loop;
     const int j = loop.indices[0];
     const int ok = loop.body[r.branch].in.args[0];
@@ -660,7 +661,7 @@ private:
     p.conds.push_back(emit(pre, Op::Gt, DType::Bool, {p.e, p.zero}));
     p.conds.push_back(emit(pre, Op::Le, DType::Bool, {p.e, constant(pre, kMaxWrapFree)}));
     p.conds.push_back(emit(pre, Op::Ge, DType::Bool, {p.x0, constant(pre, -kMaxWrapFree)}));
-    p.conds.push_back(emit(pre, Op::Ge, DType::Bool, {p.xLast, constant(pre, minColumns_)}));
+    p.conds.push_back(emit(pre, Op::Ge, DType::Bool, {p.xLast, constant(pre, minColumns)}));
     p.conds.push_back(emit(pre, Op::Le, DType::Bool, {p.xLast, constant(pre, maxColumns)}));
     return p;
   }
@@ -685,7 +686,7 @@ private:
     const DType ft = f_.src.types[r.sum->in.result].dtype;
 
     Body pre;
-    const Prefix pf = prefix(r, pre, ro::kGroupElems);
+    const Prefix pf = prefix(r, pre, ro::kGroupElems, minColumns_);
     const int e = pf.e, zero = pf.zero, x0 = pf.x0;
     const int cond = all(pre, pf.conds);
     // Full blocks b: x(j) in [8b, 8b + 8) for eight rows j in [0, E). bLo = ceil(max(x(0), 0)
@@ -939,7 +940,7 @@ private:
     const int j = loop.indices[0], c0 = r.sum->indices[0];
 
     Body pre;
-    const Prefix pf = prefix(r, pre, kMaxWrapFree);
+    const Prefix pf = prefix(r, pre, kMaxWrapFree, minScatterColumns_);
     const int e = pf.e, zero = pf.zero, one = pf.one, x0 = pf.x0;
     const int cond = all(pre, pf.conds);
     const Poly cols = bind(pre, "#cols", emit(pre, Op::Select, DType::I64, {cond, pf.xLast, zero}));
@@ -1199,7 +1200,8 @@ private:
   }
 
   Function& f_;
-  const int64_t minColumns_; // (the rows' own loop below it)
+  const int64_t minColumns_;        // (the rows' own loop below it)
+  const int64_t minScatterColumns_; // (the same for the scatter form)
   std::map<int, int64_t> literals_;
   std::set<int> top_;              // values the function's top level defines, params included
   std::set<std::string> topSizes_; // sizes bound at the top level
@@ -1212,8 +1214,8 @@ private:
 
 } // namespace
 
-int interchangeTriangles(Function& f, int64_t minColumns) {
-  return Interchanger(f, minColumns).run();
+int interchangeTriangles(Function& f, int64_t minColumns, int64_t minScatterColumns) {
+  return Interchanger(f, minColumns, minScatterColumns).run();
 }
 
 } // namespace slope::lower

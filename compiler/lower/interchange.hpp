@@ -36,10 +36,13 @@ namespace slope::lower {
 /// loop runs without those additions and a loop over columns then makes them, a column's rows
 /// in a vector loop over consecutive entries. Every entry still takes the same terms in the
 /// same order (each takes one from the triangle), so the bits are the rows' form's. A nest
-/// over [i..., j] is split into a loop over j in one over i... for it.
+/// over [i..., j] is split into a loop over j in one over i... for it. This form runs from
+/// LowerOptions::minScatterColumns columns (2): a row's loop does little work for its cost,
+/// and the columns' loops win even on the smallest triangles.
 ///
 /// Runs after reduceStrength. Returns how many loops it rewrote.
-/// `minColumns`: LowerOptions::minTriangleColumns.
-int interchangeTriangles(Function& f, int64_t minColumns);
+/// `minColumns`: LowerOptions::minTriangleColumns; `minScatterColumns`, the same for the
+/// adjoint's form: LowerOptions::minScatterColumns.
+int interchangeTriangles(Function& f, int64_t minColumns, int64_t minScatterColumns);
 
 } // namespace slope::lower

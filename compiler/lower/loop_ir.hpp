@@ -244,6 +244,11 @@ struct LowerOptions {
   // Below 16 the rows' own loop is as fast; tests lower it so that random programs, whose
   // sizes are small, run the column form.
   int64_t minTriangleColumns = 16;
+  // The same for a triangle's adjoint, whose additions run column by column (the scatter form
+  // of interchange.hpp). The rows' form keeps a loop per row with little work in it; the
+  // column form wins from 2 columns on (GMM gradient instructions at 2,000 points, K = 25:
+  // -1.3 % at d = 3, -6 % at d = 6, -11 % at d = 10; docs/benchmarks.md).
+  int64_t minScatterColumns = 2;
   // Rows of a nest's first index per tile (tile.hpp); 0: no nest runs in tiles. Tests compare
   // the bits of other tile sizes with row order's.
   int64_t tileRows = 16;

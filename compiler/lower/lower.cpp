@@ -941,7 +941,7 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   hoistInvariants(lf, HoistCost::IntegerTrees);
   // (After both: the rows' checks are tables to sum, and the sums' original copies, which it
   // reads in columns, are the else of strength reduction's ifs.)
-  interchangeTriangles(lf, options.minTriangleColumns);
+  interchangeTriangles(lf, options.minTriangleColumns, options.minScatterColumns);
   expandQuadratics(lf); // (the column positions of interchange's groups, without a division)
   markFewTrips(lf);
   planBlocks(lf);                  // (on the loops as they will run)

@@ -1525,6 +1525,7 @@ TEST(JitVsInterp, TriangleScatterColumnsSameBits) {
   static JitRunner rowsOnly([] {
     codegen::JitOptions o;
     o.minTriangleColumns = int64_t{1} << 40;
+    o.minScatterColumns = int64_t{1} << 40;
     return o;
   }());
   static JitRunner columnsOnTwo([] {
@@ -1581,7 +1582,7 @@ fn overlap(icf: f64[K, T], x: f64[n, d], mu: f64[K, d]) -> f64 {
 TEST(JitVsInterp, TriangleScatterColumnsRandomShapes) {
   static JitRunner columns([] {
     codegen::JitOptions o;
-    o.minTriangleColumns = 1;
+    o.minScatterColumns = 1;
     return o;
   }());
   std::mt19937_64 rng(23);
@@ -1592,7 +1593,7 @@ TEST(JitVsInterp, TriangleScatterColumnsRandomShapes) {
     ASSERT_TRUE(prog->ok()) << shape.src << prog->diagnostics();
     ir::Function g = prog->gradient("t", {"l"});
     lower::LowerOptions lo;
-    lo.minTriangleColumns = 1;
+    lo.minScatterColumns = 1;
     rewritten += scatterColumns(lower::print(lower::lower(g, lo)));
     const std::string& what = shape.what;
     std::vector<Tensor> args = randomArgs(g, shape.sizes, static_cast<uint64_t>(round));
