@@ -25,8 +25,9 @@ namespace slope::lower {
 /// registers.
 ///
 /// The blocks run under an if: every row's entry check holds (so its reads are proven
-/// for every (j, c)), there are at least LowerOptions::minTriangleColumns columns (16; fewer: the
-/// rows' own loop is as fast) and at most reduce_order::kGroupElems (one group per row). Otherwise
+/// for every (j, c)), the last row has at least LowerOptions::minTriangleColumns columns (7:
+/// fewer, and no block of eight rows exists) and at most reduce_order::kGroupElems (one group
+/// per row). Otherwise
 /// the loop runs as it was, reporting the first failing access in row order as before.
 ///
 /// The adjoint of such a triangle is the same loop turned into additions: a sequential loop

@@ -240,10 +240,13 @@ int splitShortRows(Function& f);
 
 /// Choices of the Loop IR passes that tests change.
 struct LowerOptions {
-  // The fewest columns for which a triangular sum runs in column order (interchange.hpp).
-  // Below 16 the rows' own loop is as fast; tests lower it so that random programs, whose
-  // sizes are small, run the column form.
-  int64_t minTriangleColumns = 16;
+  // The fewest columns (of the last row) for which a triangular sum runs in column order
+  // (interchange.hpp): 7, the fewest for which eight rows of a block can exist (rows with 0
+  // to 7 columns). Fewer: no block runs, and the rows' own loop pays only the checks (GMM
+  // objective at d = 6: +0.6 % from 2). From 7 on the blocks win: GMM objective instructions
+  // at d = 8, 10, 16 fall 39 %, 21 %, 52 % against a threshold of 16 (docs/benchmarks.md).
+  // Tests lower it so that random programs, whose sizes are small, run the column form.
+  int64_t minTriangleColumns = 7;
   // The same for a triangle's adjoint, whose additions run column by column (the scatter form
   // of interchange.hpp). The rows' form keeps a loop per row with little work in it; the
   // column form wins from 2 columns on (GMM gradient instructions at 2,000 points, K = 25:
