@@ -27,8 +27,8 @@ namespace slope::lower {
 /// The blocks run under an if: every row's entry check holds (so its reads are proven
 /// for every (j, c)), the last row has at least LowerOptions::minTriangleColumns columns (7:
 /// fewer, and no block of eight rows exists) and at most reduce_order::kGroupElems (one group
-/// per row). Otherwise
-/// the loop runs as it was, reporting the first failing access in row order as before.
+/// per row). Otherwise the loop runs as it was, reporting the first failing access in row
+/// order as before.
 ///
 /// The adjoint of such a triangle is the same loop turned into additions: a sequential loop
 /// over rows j whose strength-reduced loop over c < e(j) adds into a buffer's packed entry

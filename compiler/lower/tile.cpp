@@ -57,6 +57,7 @@ private:
     switch (s.kind) {
     case Stmt::Scalar: {
       bool d = any(s.in.args) || (s.in.op == Op::Size && mentions(s.in.poly));
+      const std::optional<Access> a = accessOf(s);
       if (s.in.op == Op::Load && s.in.args.size() > 1) {
         if (written_.count(s.in.args[0]))
           d = true;
@@ -67,16 +68,13 @@ private:
       // writes it: the GMM's adjoint in column order (interchange.cpp's scatter form) adds a
       // rank-one update into component k's triangle for every point, which a tile keeps in
       // cache for its points.
-      if (s.in.op == Op::BufAdd && depth > 1) {
-        const std::vector<int> subs(s.in.args.begin() + 1, s.in.args.end() - 1);
-        if (!subs.empty() && !any(subs)) reads_.insert(s.in.args[0]);
-      }
+      if (a && a->kind == Access::Add && depth > 1 && !a->subscripts.empty() && !any(a->subscripts))
+        reads_.insert(a->buffer);
       if (s.in.op == Op::SizeDef && d) sizes_.insert(s.in.name);
       define(s.in.result, d);
       // (An access fails on its subscripts alone: not on the value a write stores.)
       // A subscript that is one of the nest's indices, within the dimension by its extent,
       // never fails (a cold copy's dx[i, c]: only c is checked).
-      std::optional<Access> a = accessOf(s);
       bool fails = a ? dep_.count(a->buffer) > 0 : d;
       for (size_t q = 0; a && q < a->subscripts.size(); ++q) {
         const int sub = a->subscripts[q];

@@ -1185,6 +1185,13 @@ fn rows(a: f64[n, d], w: f64[d, d]) -> f64 {
   }
 }
 
+/// A JIT whose tiled nests run in tiles of `rows` (0: row order).
+std::shared_ptr<JitRunner> tiledJit(int64_t rows) {
+  codegen::JitOptions o;
+  o.tileRows = rows;
+  return std::make_shared<JitRunner>(o);
+}
+
 // Tiles of points (compiler/lower/tile.cpp): a parallel nest over (i, k) whose body reads
 // component k's data in a loop runs in tiles of i, with the evaluator's bits, on any thread
 // count and in reverse, the tile's end at every place in a chunk (n from 1 to past a tile and a
@@ -1221,12 +1228,7 @@ fn per_point(a: f64[K, d], x: f64[n, d], p: i64[n]) -> f64 {
       {"near", 1, 2}, {"picked", 1, 1}, {"per_point", 0, 0}};
   // Row order (no tiles), and tiles of 3 rows: the default's bits, forward and gradient (its
   // blocked adjoint nests included, which are blocked from a few hundred points on).
-  auto tiles = [](int64_t rows) {
-    codegen::JitOptions o;
-    o.tileRows = rows;
-    return std::make_shared<JitRunner>(o);
-  };
-  static std::shared_ptr<JitRunner> untiled = tiles(0), threeRows = tiles(3);
+  static std::shared_ptr<JitRunner> untiled = tiledJit(0), threeRows = tiledJit(3);
   for (const auto& [fn, forwardTiled, gradientTiled] : cases) {
     ir::Function f = prog->forward(fn);
     ir::Function g = differentiate(f, {});
@@ -1286,7 +1288,7 @@ fn per_point(a: f64[K, d], x: f64[n, d], p: i64[n]) -> f64 {
 
 // A nest whose only work two loops deep is additions into component k's data: the gradient of
 // a packed triangle taken with respect to the triangle alone (the GMM's, wrt alphas, means and
-// icf), whose rank-one updates run column by column (interchange.cpp's scatter form, from 16
+// icf), whose rank-one updates run column by column (interchange.cpp's scatter form, from 2
 // columns on). Tiles keep a component's triangle in cache for their points; every element
 // still takes its terms in point order, so the bits are row order's, on any thread count.
 TEST(JitVsInterp, TiledScatterSameBitsAsRowOrder) {
@@ -1304,14 +1306,9 @@ fn packed(L: f64[K, T], x: f64[n, d]) -> f64 {
   const size_t nest = loops.find(" tiled 16 in blocks");
   EXPECT_NE(nest, std::string::npos) << loops;
   EXPECT_NE(loops.find("#cols", loops.rfind("\n", nest)), std::string::npos) << loops; // (scatter)
-  auto tiles = [](int64_t rows) {
-    codegen::JitOptions o;
-    o.tileRows = rows;
-    return std::make_shared<JitRunner>(o);
-  };
-  static std::shared_ptr<JitRunner> untiled = tiles(0), threeRows = tiles(3);
+  static std::shared_ptr<JitRunner> untiled = tiledJit(0), threeRows = tiledJit(3);
   Runnable jg = jit().prepare(g), plain = untiled->prepare(g), three = threeRows->prepare(g);
-  for (int64_t d : {5, 17}) // (the rows' form, then the columns')
+  for (int64_t d : {5, 17}) // (a short triangle and one of over 16 columns)
     for (int64_t n : {1, 17, 1100}) {
       const std::map<std::string, int64_t> sizes{
           {"n", n}, {"K", 3}, {"d", d}, {"T", d + d * (d - 1) / 2}};
@@ -1334,7 +1331,7 @@ fn packed(L: f64[K, T], x: f64[n, d]) -> f64 {
 
 // Triangular sums in column order (compiler/lower/interchange.cpp): a triangle stored by
 // columns is summed column by column into per-row lanes and tails, with the evaluator's bits;
-// the rows' own loop runs when there are fewer than 16 columns, when a row's check fails
+// the rows' own loop runs when there are fewer than 7 columns, when a row's check fails
 // (reporting the evaluator's first failing access), and for a triangle stored by rows.
 TEST(JitVsInterp, TriangleColumnsSameBitsAsEvaluator) {
   auto prog = Program::fromString("columns", R"(
