@@ -29,11 +29,12 @@ if [ "${1:-}" = "--sanitize" ]; then
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1} \
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     ctest --test-dir build-asan --output-on-failure -j2 \
-      -E 'SameBitsInAnyOrderOnAnyThreads|BlockedScatterLoopsSameBits|AheadOfTimeSameBitsAsJit|PtxAssembles|Ptx.SamplesAndLoopProgramsAssemble|ForwardMode.SamplesAndLoopProgramsOnTheJit|ShortRowSplitOtherShapes|TriangleColumnsRandomShapes|PrintedForwardSamples|OffloadEmulated|Offload.SamplesEmulated'
+      -E 'SameBitsInAnyOrderOnAnyThreads|JitVsInterp\.SameBitsAtEveryOptLevel|BlockedScatterLoopsSameBits|AheadOfTimeSameBitsAsJit|PtxAssembles|Ptx.SamplesAndLoopProgramsAssemble|ForwardMode.SamplesAndLoopProgramsOnTheJit|ShortRowSplitOtherShapes|TriangleColumnsRandomShapes|PrintedForwardSamples|OffloadEmulated|Offload.SamplesEmulated'
   # (Generated code is not instrumented: the sanitizers watch Slope's own C++. The per-case
   # order and thread-count comparisons, 148 cases compiled three ways, run the same compiler
   # passes as the gradient-table cases and took a quarter of this stage's time; they run in the
-  # plain suite, as does the per-case comparison of objects from slopec compile with the JIT.
+  # plain suite, as do the per-case comparisons of objects from slopec compile and of other opt
+  # levels with the JIT (JitVsInterpLarge.SameBitsAtEveryOptLevel stays here).
   # Here the samples' comparisons keep threads, reversed loops, code made in parts and
   # objects made ahead of time under the sanitizers. The ptxas runs over every program's CUDA
   # kernels are LLVM's and ptxas's work, not Slope's: Ptx.KernelsAndHostLoops and lit's

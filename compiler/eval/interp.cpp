@@ -3,6 +3,7 @@
 
 #include "compiler/support/checked.hpp"
 
+#include "compiler/support/power.hpp"
 #include "compiler/support/revolve.hpp"
 #include "compiler/support/special.hpp"
 #include "compiler/support/vmath.hpp"
@@ -195,7 +196,7 @@ template <class T> T applyBinary(Op op, T a, T b) {
   case Op::Sub: return a - b;
   case Op::Mul: return a * b;
   case Op::Div: return a / b;
-  case Op::Pow: return std::pow(a, b);
+  case Op::Pow: return power(a, b); // (support/power.hpp: the JIT's bits)
   case Op::Atan2: return std::atan2(a, b);
   case Op::Min: return std::isnan(a) || std::isnan(b) ? a + b : (b < a ? b : a);
   case Op::Max: return std::isnan(a) || std::isnan(b) ? a + b : (b > a ? b : a);
@@ -425,7 +426,7 @@ private:
     }
     if (in.op == Op::Powi) {
       if (isFloat(t)) {
-        out.f = roundTo(t, std::pow(x.f, static_cast<double>(y.i)));
+        out.f = roundTo(t, power(x.f, static_cast<double>(y.i)));
         return out;
       }
       int64_t base = x.i, e = y.i;

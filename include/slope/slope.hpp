@@ -145,7 +145,9 @@ struct GradientResult {
 };
 
 struct Options {
-  int opt_level = 2; // LLVM optimisation level, 0..3
+  /// LLVM optimisation level, 0..3: how long compiling takes against how fast the code runs.
+  /// Results are the same bits at every level.
+  int opt_level = 2;
   /// "cpu"; "cuda": parallel loop nests run as kernels on GPU 0 and the rest on the calling
   /// thread, the arguments and results copied to and from the GPU's memory (docs/gpu.md);
   /// throws std::invalid_argument saying what is missing (no driver library, no device)

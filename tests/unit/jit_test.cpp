@@ -226,6 +226,27 @@ std::vector<std::pair<std::string, Runnable>> inParts(const ir::Function& h) {
   return {{"compiled in parts", parts.prepare(h)}};
 }
 
+/// Compiled at LLVM optimisation levels other than the default 2 (Options::opt_level). Loop IR
+/// fixes every order of operations and no fast-math flag lets LLVM change one, so each level
+/// computes the same bits; and each must run at all (at opt_level 0 a misaligned vector load
+/// of a sum's lanes block crashed once, where the optimiser had hidden it).
+Variant atOptLevels(std::vector<int> levels) {
+  return [levels](const ir::Function& h) {
+    static std::map<int, std::shared_ptr<JitRunner>> runners;
+    std::vector<std::pair<std::string, Runnable>> out;
+    for (int level : levels) {
+      std::shared_ptr<JitRunner>& r = runners[level];
+      if (!r) {
+        codegen::JitOptions o;
+        o.optLevel = level;
+        r = std::make_shared<JitRunner>(o);
+      }
+      out.emplace_back("at opt level " + std::to_string(level), r->prepare(h));
+    }
+    return out;
+  };
+}
+
 /// Compiled ahead of time (`slopec compile`'s path: codegen::emitObject for this machine's
 /// CPU), linked by the system's C compiler into a shared library with libslope_rt.a, libmvec
 /// and libm only, and called through its C ABI: the same bits as the JIT's (issue 13).
@@ -313,6 +334,39 @@ TEST_P(JitVsInterp, AheadOfTimeSameBitsAsJit) {
   auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}}, {aheadOfTime});
+}
+
+// Every gradient-table case gives the same bits at opt levels 0 and 1 as at the default 2 (3
+// differs from 2 in how far LLVM unrolls; the larger programs below compare it).
+TEST_P(JitVsInterp, SameBitsAtEveryOptLevel) {
+  const CaseParam& p = GetParam();
+  auto prog = Program::fromString(p.c->name, instantiate(p.c->source, p.dtype));
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  compareOrders(prog->forward("f"), p.c->name, {{"n", 4}, {"m", 3}, {"k", 5}},
+                {atOptLevels({0, 1})});
+}
+
+// Sums long enough for the lanes of reduce_order.hpp (rows of 32 and more, in blocks), the
+// ADBench GMM and LSTM and the blocked scatters, at every opt level: the same bits as at 2.
+// (At opt_level 0 the first of these crashed: an aligned AVX-512 load from a stack block
+// aligned 8.)
+TEST(JitVsInterpLarge, SameBitsAtEveryOptLevel) {
+  struct Case {
+    std::string file, fn;
+    std::map<std::string, int64_t> sizes;
+  } cases[] = {
+      {"/samples/adbench/gmm.slope", "gmm", {{"K", 3}, {"d", 8}, {"T", 36}, {"n", 300}}},
+      {"/samples/adbench/lstm.slope", "lstm", {{"l", 2}, {"c", 40}, {"b", 14}}},
+      {"/tests/lit/loops/blocks.slope", "centers", {{"k", 4}, {"d", 3}, {"n", 300}}},
+      {"/samples/autograd_intro.slope", "bowl", {{"n", 70}, {"m", 45}}},
+      {"/samples/autograd_intro.slope", "mlp", {{"n", 100}, {"d", 40}, {"h", 33}}},
+      {"/samples/mixture.slope", "mixture32", {{"K", 3}, {"D", 4}, {"N", 300}}},
+  };
+  for (const Case& c : cases) {
+    auto prog = Program::fromFile(std::string(SLOPE_SOURCE_DIR) + c.file);
+    ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+    compareOrders(prog->forward(c.fn), c.file + ":" + c.fn, c.sizes, {atOptLevels({0, 1, 3})});
+  }
 }
 
 /// Calls fn(label, f, sizes) for every function of the samples and loop programs, at sizes 5

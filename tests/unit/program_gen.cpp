@@ -1616,6 +1616,20 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
     };
     if (auto o = compare(jf, fwd, Verdict::JitForward, "forward")) return *o;
     if (auto o = compare(jg, grad, Verdict::JitGradient, "gradient")) return *o;
+    // The same bits as the default JIT's, where `how` ran them differently.
+    auto same = [&](const std::vector<Tensor>& a, const std::vector<Tensor>& b, Verdict v,
+                    const std::string& how) -> std::optional<Outcome> {
+      for (size_t k = 0; k < a.size() && k < b.size(); ++k)
+        for (int64_t i = 0; i < a[k].numel() && i < b[k].numel(); ++i) {
+          double x = a[k].getF(i), y = b[k].getF(i);
+          if (std::isnan(x) && std::isnan(y)) continue;
+          if (std::memcmp(&x, &y, sizeof x) != 0)
+            return Outcome{v, "result " + std::to_string(k) + " element " + std::to_string(i) +
+                                  ": " + fmt(x) + " as usual, " + fmt(y) + " " + how};
+        }
+      if (a.size() != b.size()) return Outcome{v, "different result counts " + how};
+      return std::nullopt;
+    };
     // Seeds 2 mod 4 run on threads too (2, or 16 for seeds 6 mod 8), every parallel loop on
     // the pool however small: the same bits as on one thread (docs/architecture.md, "Threads").
     if (!reversed && p.seed % 4 == 2) {
@@ -1634,22 +1648,27 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
       } catch (const std::exception& e) {
         return {Verdict::JitThrew, std::string("on threads: ") + e.what()};
       }
-      auto same = [&](const std::vector<Tensor>& a, const std::vector<Tensor>& b,
-                      Verdict v) -> std::optional<Outcome> {
-        for (size_t k = 0; k < a.size() && k < b.size(); ++k)
-          for (int64_t i = 0; i < a[k].numel() && i < b[k].numel(); ++i) {
-            double x = a[k].getF(i), y = b[k].getF(i);
-            if (std::isnan(x) && std::isnan(y)) continue;
-            if (std::memcmp(&x, &y, sizeof x) != 0)
-              return Outcome{v, "result " + std::to_string(k) + " element " + std::to_string(i) +
-                                    ": " + fmt(x) + " on 1 thread, " + fmt(y) + " on " +
-                                    std::to_string(which ? 16 : 2)};
-          }
-        if (a.size() != b.size()) return Outcome{v, "different result counts on threads"};
-        return std::nullopt;
-      };
-      if (auto o = same(jf, tf, Verdict::JitForward)) return *o;
-      if (auto o = same(jg, tg, Verdict::JitGradient)) return *o;
+      const std::string how = "on " + std::to_string(which ? 16 : 2) + " threads";
+      if (auto o = same(jf, tf, Verdict::JitForward, how)) return *o;
+      if (auto o = same(jg, tg, Verdict::JitGradient, how)) return *o;
+    }
+    // Seeds 0 mod 4 are compiled at opt level 0 too (Options::opt_level): the same bits, since
+    // Loop IR fixes every order of operations and compiler/support/power.hpp every power.
+    if (p.seed % 4 == 0) {
+      if (!jitLevel0_ || uses_ == 0) {
+        codegen::JitOptions o;
+        o.optLevel = 0;
+        jitLevel0_ = std::make_unique<JitRunner>(o);
+      }
+      std::vector<Tensor> zf, zg;
+      try {
+        zf = jitLevel0_->prepare(f)(args);
+        zg = jitLevel0_->prepare(g)(gargs);
+      } catch (const std::exception& e) {
+        return {Verdict::JitThrew, std::string("at opt level 0: ") + e.what()};
+      }
+      if (auto o = same(jf, zf, Verdict::JitForward, "at opt level 0")) return *o;
+      if (auto o = same(jg, zg, Verdict::JitGradient, "at opt level 0")) return *o;
     }
   }
 

@@ -160,6 +160,7 @@ private:
   bool isolate_;
   std::unique_ptr<JitRunner> jit_, jitReversed_; // (JitOptions::reverseParallel)
   std::unique_ptr<JitRunner> jitThreads_[2];     // 2 and 16 threads (JitOptions::threads)
+  std::unique_ptr<JitRunner> jitLevel0_;         // JitOptions::optLevel 0
   int uses_ = 0;
 };
 
