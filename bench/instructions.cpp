@@ -6,14 +6,15 @@
 //   WHAT: mixture-forward | mixture-gradient | mixture-forward-hand | mixture-gradient-hand
 //         | lstm-objective | lstm-gradient[-sqrt | -revolve64k]
 //         | lstm-hand-objective | lstm-hand-gradient
-//         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K]
+//         | gmm-objective | gmm-gradient | gmm-hand-objective | gmm-hand-gradient  [N:D:K [LEVEL]]
 //         | ba-objective | ba-jacobian | ba-jacobian-copy  [ADBENCH-BA-FILE]
 //
 // Uses the benchmark's mixture problem at N = 2,000 points (K = 25, D = 10) to keep callgrind
 // quick; the counts scale linearly in N. The LSTM is ADBench's l = 2, c = 1024 (from
 // tests/data/adbench/), with checkpointing as in bench_main.cpp; the GMM is one of
 // bench/gmm_cases.hpp's sizes, by default ADBench's 10k points, d = 10, K = 25 (from
-// ../shared/data/adbench/: without it, gmm-* says so and exits 77). The hand-written GMM and
+// ../shared/data/adbench/: without it, gmm-* says so and exits 77), compiled at opt level LEVEL
+// (Options::opt_level, default 2). The hand-written GMM and
 // LSTM are built -march=x86-64-v3 here, not -march=native as in slope_bench: valgrind runs no
 // AVX-512, and under valgrind the JIT's host detection sees no AVX-512 either. BA is ADBench's
 // ba1 (n = 49, m = 7776, p = 31843, from ../shared/data/adbench/; exits 77 without it) unless a
@@ -64,8 +65,10 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "skipped: ADBench's GMM input is not there (%s)\n", e.what());
       return 77;
     }
+    slope::Options options;
+    options.opt_level = argc > 3 ? std::atoi(argv[3]) : 2;
     slope::Module gm =
-        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
+        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope", options);
     slope::Function obj = gm.function("gmm");
     slope::Gradient grad = gm.gradient("gmm", {"alphas", "means", "icf"});
     (void)obj.raw(); // compile before counting
