@@ -71,6 +71,9 @@ options common to all commands:
   --device D       eval, check: cpu (the default), cuda or auto (CUDA where a GPU and its
                    driver are, else the CPU, and says which). On cuda, parallel loop nests
                    run as GPU kernels and the rest on this CPU (docs/gpu.md)
+  --opt-level N    eval, check, jvp, hvp, jacobian, hessian, compile, grad --emit llvm|asm|obj:
+                   LLVM's optimisation level, 0 to 3 (default 2). 0 compiles about ten times
+                   faster and runs several times slower; results are the same at every level
   --checkpoint=N   loops with state: keep the state every N iterations and recompute in
                    between, not a tape entry per iteration; also --checkpoint=sqrt (every
                    sqrt(iterations)), revolve:S (Revolve's binomial schedule with at most S
@@ -241,6 +244,7 @@ struct Args {
   uint64_t seed = 0;
   GradOptions checkpoint; // --checkpoint
   int threads = 0;        // --threads (0: defaultThreads())
+  int optLevel = 2;       // --opt-level
   bool json = false, noGrad = false, help = false, interp = false, version = false, stats = false,
        grad = false, forward = false, sparse = false;
   std::set<std::string> given; // the options on the command line, for the per-command audit
@@ -349,7 +353,7 @@ Args parseArgs(int argc, char** argv) {
         "--fn",      "--emit",       "-o",        "--seed-out", "--wrt",          "--rtol",
         "--atol",    "--seed",       "--sizes",   "--step",     "--max-elements", "--threads",
         "--header",  "--cpu",        "--target",  "--gradient", "--arch",         "--device",
-        "--tangent", "--mode",       "--forward", "--batch",    "--lanes"};
+        "--tangent", "--mode",       "--forward", "--batch",    "--lanes",        "--opt-level"};
     // (compile takes --fn and --gradient several times)
     if (kOptions.count(s) && !a.given.insert(s).second && s != "--fn" && s != "--gradient" &&
         s != "--tangent" && s != "--lanes")
@@ -452,6 +456,8 @@ Args parseArgs(int argc, char** argv) {
       } catch (const std::invalid_argument& e) {
         throw Usage(e.what());
       }
+    } else if (s == "--opt-level") {
+      a.optLevel = static_cast<int>(parseUnsigned(s, value(s, inl), 0, 3));
     } else if (s == "--seed") {
       a.seed = parseUnsigned(s, value(s, inl), 0, UINT64_MAX);
     } else if (s == "--sizes") {
@@ -517,7 +523,7 @@ std::unique_ptr<Runner> makeRunner(const Args& a) {
   if (a.interp) return std::make_unique<InterpRunner>();
   if (gDevice == "cuda") {
     try {
-      return std::make_unique<codegen::CudaRunner>();
+      return std::make_unique<codegen::CudaRunner>(a.optLevel);
     } catch (const std::runtime_error& e) {
       if (a.device == "cuda") throw Usage(std::string("--device cuda: ") + e.what());
       std::cerr << "slopec: --device auto: running on the CPU (" << e.what() << ")\n";
@@ -525,6 +531,7 @@ std::unique_ptr<Runner> makeRunner(const Args& a) {
     }
   }
   codegen::JitOptions o;
+  o.optLevel = a.optLevel;
   try {
     o.threads = a.threads > 0 ? a.threads : defaultThreads();
   } catch (const std::invalid_argument& e) {
@@ -1214,12 +1221,20 @@ int runStats(const Args& a) {
   return kOk;
 }
 
+/// The JIT's options for printed LLVM IR and assembly: --opt-level.
+codegen::JitOptions jitOptions(const Args& a) {
+  codegen::JitOptions o;
+  o.optLevel = a.optLevel;
+  return o;
+}
+
 /// Compiles fns into an object for --cpu and writes it to objPath and its header to
 /// headerPath ("-": stdout); either may be empty (not written).
 int writeObject(const Args& a, const std::vector<codegen::ObjectFunction>& fns,
                 const std::string& objPath, const std::string& headerPath) {
   codegen::ObjectOptions o;
   o.cpu = a.cpu;
+  o.optLevel = a.optLevel;
   codegen::ObjectCode code;
   try {
     code = codegen::emitObject(fns, o);
@@ -1290,7 +1305,7 @@ int runGrad(const Args& a) {
   else if (a.emit == "forward-loops")
     text = lower::print(lower::lower(f));
   else if (a.emit == "llvm")
-    text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint));
+    text = codegen::emitLLVM(p->gradient(name, a.wrt, a.checkpoint), jitOptions(a));
   else if (a.emit == "ptx" || a.emit == "forward-ptx") {
     codegen::PtxOptions po;
     if (!a.arch.empty()) po.arch = a.arch;
@@ -1301,7 +1316,7 @@ int runGrad(const Args& a) {
       throw Usage(e.what());
     }
   } else
-    text = codegen::emitAsm(p->gradient(name, a.wrt, a.checkpoint));
+    text = codegen::emitAsm(p->gradient(name, a.wrt, a.checkpoint), jitOptions(a));
   if (a.out.empty() || a.out == "-") {
     std::cout << text;
   } else {
@@ -1665,29 +1680,29 @@ void audit(const Args& a) {
   static const std::map<std::string, std::set<std::string>> kAllowed = {
       {"eval",
        {"--fn", "--no-grad", "--wrt", "--seed-out", "--json", "--interp", "--checkpoint",
-        "--threads", "--device"}},
+        "--threads", "--device", "--opt-level"}},
       {"check",
        {"--fn", "--sizes", "--seed", "--rtol", "--atol", "--step", "--max-elements", "--json",
-        "--interp", "--checkpoint", "--threads", "--device", "--forward"}},
+        "--interp", "--checkpoint", "--threads", "--device", "--forward", "--opt-level"}},
       {"grad",
        {"--fn", "--wrt", "--emit", "-o", "--stats", "--sizes", "--seed", "--json", "--checkpoint",
-        "--arch"}},
+        "--arch", "--opt-level"}},
       {"graph", {"--fn", "--grad", "--wrt", "--checkpoint", "-o"}},
       {"jvp",
        {"--fn", "--tangent", "--json", "--interp", "--threads", "--device", "--emit", "-o",
-        "--batch", "--lanes"}},
+        "--batch", "--lanes", "--opt-level"}},
       {"hvp",
        {"--fn", "--tangent", "--wrt", "--checkpoint", "--json", "--interp", "--threads", "--device",
-        "--emit", "-o", "--batch"}},
+        "--emit", "-o", "--batch", "--opt-level"}},
       {"jacobian",
        {"--fn", "--wrt", "--mode", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
-        "--device"}},
+        "--device", "--opt-level"}},
       {"hessian",
-       {"--fn", "--wrt", "--sparse", "--checkpoint", "--json", "--interp", "--threads",
-        "--device"}},
+       {"--fn", "--wrt", "--sparse", "--checkpoint", "--json", "--interp", "--threads", "--device",
+        "--opt-level"}},
       {"compile",
        {"--fn", "--gradient", "--grad", "--wrt", "--checkpoint", "--cpu", "--target", "-o",
-        "--header"}},
+        "--header", "--opt-level"}},
   };
   auto it = kAllowed.find(a.command);
   if (it == kAllowed.end()) return; // an unknown command is reported by run()
@@ -1709,6 +1724,12 @@ void audit(const Args& a) {
                 a.values[0].second + "'");
   if (has("--threads") && has("--interp"))
     throw Usage("--threads is for the JIT's loops; --interp runs the evaluator on one thread");
+  if (has("--opt-level") && has("--interp"))
+    throw Usage("--opt-level is for the JIT; --interp runs the evaluator");
+  if (c == "grad" && has("--opt-level") && a.emit != "llvm" && a.emit != "asm" && a.emit != "obj")
+    throw Usage("--opt-level is for --emit llvm, asm and obj (what LLVM optimises)");
+  if ((c == "jvp" || c == "hvp") && has("--opt-level") && has("--emit"))
+    throw Usage("--opt-level is for running; --emit prints what comes before LLVM");
   if (c == "eval" && has("--no-grad"))
     for (const char* o : {"--wrt", "--seed-out", "--checkpoint"})
       if (has(o)) throw Usage(std::string("--no-grad contradicts ") + o);
