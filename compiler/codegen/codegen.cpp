@@ -1242,11 +1242,9 @@ llvm::Value* Gen::binary(const Instr& in) {
     case Op::Div: return B_.CreateFDiv(a, b);
     case Op::Pow: return power(a, b);
     case Op::Powi: {
-      // x^n as the evaluator computes it: power(x, double(n)), rounded to the type.
-      auto* k = llvm::dyn_cast<llvm::ConstantInt>(b);
-      llvm::Value* nf =
-          k ? llvm::ConstantFP::get(B_.getDoubleTy(), static_cast<double>(k->getSExtValue()))
-            : B_.CreateSIToFP(b, B_.getDoubleTy());
+      // x^n as the evaluator computes it: power(x, double(n)), rounded to the type. (The
+      // builder's folder makes a literal n a constant, which power() reads.)
+      llvm::Value* nf = B_.CreateSIToFP(b, B_.getDoubleTy());
       llvm::Value* xd = ot == DType::F32 ? B_.CreateFPExt(a, B_.getDoubleTy()) : a;
       llvm::Value* r = power(xd, nf);
       return ot == DType::F32 ? B_.CreateFPTrunc(r, B_.getFloatTy()) : r;

@@ -26,6 +26,7 @@
 #include <random>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace slope::gen {
 
@@ -1616,18 +1617,27 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
     };
     if (auto o = compare(jf, fwd, Verdict::JitForward, "forward")) return *o;
     if (auto o = compare(jg, grad, Verdict::JitGradient, "gradient")) return *o;
-    // The same bits as the default JIT's, where `how` ran them differently.
-    auto same = [&](const std::vector<Tensor>& a, const std::vector<Tensor>& b, Verdict v,
-                    const std::string& how) -> std::optional<Outcome> {
-      for (size_t k = 0; k < a.size() && k < b.size(); ++k)
-        for (int64_t i = 0; i < a[k].numel() && i < b[k].numel(); ++i) {
-          double x = a[k].getF(i), y = b[k].getF(i);
-          if (std::isnan(x) && std::isnan(y)) continue;
-          if (std::memcmp(&x, &y, sizeof x) != 0)
-            return Outcome{v, "result " + std::to_string(k) + " element " + std::to_string(i) +
-                                  ": " + fmt(x) + " as usual, " + fmt(y) + " " + how};
-        }
-      if (a.size() != b.size()) return Outcome{v, "different result counts " + how};
+    // f and g run on `r` give the default JIT's bits; `how` says how r runs them differently.
+    auto sameOn = [&](JitRunner& r, const std::string& how) -> std::optional<Outcome> {
+      std::vector<Tensor> rf, rg;
+      try {
+        rf = r.prepare(f)(args);
+        rg = r.prepare(g)(gargs);
+      } catch (const std::exception& e) {
+        return Outcome{Verdict::JitThrew, how + ": " + e.what()};
+      }
+      for (auto [a, b, v] : {std::tuple{&jf, &rf, Verdict::JitForward},
+                             std::tuple{&jg, &rg, Verdict::JitGradient}}) {
+        for (size_t k = 0; k < a->size() && k < b->size(); ++k)
+          for (int64_t i = 0; i < (*a)[k].numel() && i < (*b)[k].numel(); ++i) {
+            double x = (*a)[k].getF(i), y = (*b)[k].getF(i);
+            if (std::isnan(x) && std::isnan(y)) continue;
+            if (std::memcmp(&x, &y, sizeof x) != 0)
+              return Outcome{v, "result " + std::to_string(k) + " element " + std::to_string(i) +
+                                    ": " + fmt(x) + " as usual, " + fmt(y) + " " + how};
+          }
+        if (a->size() != b->size()) return Outcome{v, "different result counts " + how};
+      }
       return std::nullopt;
     };
     // Seeds 2 mod 4 run on threads too (2, or 16 for seeds 6 mod 8), every parallel loop on
@@ -1641,16 +1651,7 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         o.minParallelWork = 0;
         tj = std::make_unique<JitRunner>(o);
       }
-      std::vector<Tensor> tf, tg;
-      try {
-        tf = tj->prepare(f)(args);
-        tg = tj->prepare(g)(gargs);
-      } catch (const std::exception& e) {
-        return {Verdict::JitThrew, std::string("on threads: ") + e.what()};
-      }
-      const std::string how = "on " + std::to_string(which ? 16 : 2) + " threads";
-      if (auto o = same(jf, tf, Verdict::JitForward, how)) return *o;
-      if (auto o = same(jg, tg, Verdict::JitGradient, how)) return *o;
+      if (auto o = sameOn(*tj, "on " + std::to_string(which ? 16 : 2) + " threads")) return *o;
     }
     // Seeds 0 mod 4 are compiled at opt level 0 too (Options::opt_level): the same bits, since
     // Loop IR fixes every order of operations and compiler/support/power.hpp every power.
@@ -1660,15 +1661,7 @@ Outcome Checker::checkHere(const Prog& p, Verdict focus) {
         o.optLevel = 0;
         jitLevel0_ = std::make_unique<JitRunner>(o);
       }
-      std::vector<Tensor> zf, zg;
-      try {
-        zf = jitLevel0_->prepare(f)(args);
-        zg = jitLevel0_->prepare(g)(gargs);
-      } catch (const std::exception& e) {
-        return {Verdict::JitThrew, std::string("at opt level 0: ") + e.what()};
-      }
-      if (auto o = same(jf, zf, Verdict::JitForward, "at opt level 0")) return *o;
-      if (auto o = same(jg, zg, Verdict::JitGradient, "at opt level 0")) return *o;
+      if (auto o = sameOn(*jitLevel0_, "at opt level 0")) return *o;
     }
   }
 

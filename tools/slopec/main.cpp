@@ -517,6 +517,14 @@ std::string num(double v, bool json) {
 /// --device as pickDevice settled it: "cpu" or "cuda".
 std::string gDevice = "cpu";
 
+/// The JIT's options that --opt-level sets: for the runners and for printed LLVM IR and
+/// assembly.
+codegen::JitOptions jitOptions(const Args& a) {
+  codegen::JitOptions o;
+  o.optLevel = a.optLevel;
+  return o;
+}
+
 /// The backend: the LLVM JIT, the GPU (--device cuda, or auto where CUDA starts), or the
 /// reference evaluator with --interp.
 std::unique_ptr<Runner> makeRunner(const Args& a) {
@@ -530,8 +538,7 @@ std::unique_ptr<Runner> makeRunner(const Args& a) {
       gDevice = "cpu";
     }
   }
-  codegen::JitOptions o;
-  o.optLevel = a.optLevel;
+  codegen::JitOptions o = jitOptions(a);
   try {
     o.threads = a.threads > 0 ? a.threads : defaultThreads();
   } catch (const std::invalid_argument& e) {
@@ -1219,13 +1226,6 @@ int runStats(const Args& a) {
       std::cout << l << "\n";
   }
   return kOk;
-}
-
-/// The JIT's options for printed LLVM IR and assembly: --opt-level.
-codegen::JitOptions jitOptions(const Args& a) {
-  codegen::JitOptions o;
-  o.optLevel = a.optLevel;
-  return o;
 }
 
 /// Compiles fns into an object for --cpu and writes it to objPath and its header to
