@@ -238,6 +238,13 @@ llvm::CodeGenOptLevel codeGenLevel(int optLevel) {
 llvm::orc::JITTargetMachineBuilder hostBuilder(int optLevel) {
   auto jtmb = orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), "detecting the host");
   jtmb.setCodeGenOptLevel(codeGenLevel(optLevel));
+  // Position-independent code in the small code model, as for an object file: JITLink gives
+  // each linked object a GOT and PLT stubs for what lies beyond 2 GiB (libm, the host's
+  // functions). LLVM's default for a JIT on x86-64 is the large model, where every call and
+  // global's address is a 64-bit constant: longer code, and FastISel (level 0) gives up on
+  // every such address and hands the block to SelectionDAG.
+  jtmb.setRelocationModel(llvm::Reloc::PIC_);
+  jtmb.setCodeModel(llvm::CodeModel::Small);
   return jtmb;
 }
 
