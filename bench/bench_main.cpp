@@ -17,6 +17,7 @@
 #include "gmm_cases.hpp"
 #include "lstm_hand.hpp"
 #include "mixture_problem.hpp"
+#include "timed.hpp"
 
 #include <slope/slope.hpp>
 
@@ -65,7 +66,7 @@ double bowlGradHand(const double* x, double* g, int64_t n) {
 struct BowlData {
   std::vector<double> x = randn(kBowlRows * kBowlCols, 1);
   std::vector<double> g = std::vector<double>(kBowlRows * kBowlCols);
-  slope::Module m = slope::compile_file(samplePath("autograd_intro.slope"));
+  slope::Module m = slope::compile_file(samplePath("autograd_intro.slope"), timed());
   slope::Function f = m.function("bowl");
   slope::Gradient grad = m.gradient("bowl");
 };
@@ -125,7 +126,7 @@ void BM_Bowl_Gradient_Slope(benchmark::State& st) {
 
 struct MixtureData : mixture_bench::Problem {
   MixtureData() : Problem(10000, 25, 10) {}
-  slope::Module m = slope::compile_file(samplePath("mixture.slope"));
+  slope::Module m = slope::compile_file(samplePath("mixture.slope"), timed());
   slope::Function f = m.function("mixture");
   slope::Gradient grad = m.gradient("mixture");
   slope::Function jvp = m.jvp("mixture"), hvp = m.hvp("mixture");
@@ -219,7 +220,7 @@ void BM_Mixture_Hvp_Slope(benchmark::State& st) {
 
 void BM_Mixture_CompileForwardAndGradient(benchmark::State& st) {
   for (auto _ : st) {
-    slope::Module m = slope::compile_file(samplePath("mixture.slope"));
+    slope::Module m = slope::compile_file(samplePath("mixture.slope"), timed());
     benchmark::DoNotOptimize(m.function("mixture").raw());
     benchmark::DoNotOptimize(m.gradient("mixture").raw());
   }
@@ -238,7 +239,7 @@ const slope::Module& gmmModule(int threads) {
   static std::map<int, slope::Module> modules;
   auto it = modules.find(threads);
   if (it == modules.end()) {
-    slope::Options o;
+    slope::Options o = timed();
     o.threads = threads;
     it = modules.emplace(threads, slope::compile_file(samplePath("adbench/gmm.slope"), o)).first;
   }
@@ -429,7 +430,7 @@ struct BaCase {
       skip = std::string("ADBench BA input not found: ") + e.what();
       return;
     }
-    static slope::Module m = slope::compile_file(samplePath("adbench/ba.slope"));
+    static slope::Module m = slope::compile_file(samplePath("adbench/ba.slope"), timed());
     f = m.function("ba");
     J = m.jacobian("ba", {"cams", "X", "w"});
   }
@@ -498,7 +499,7 @@ struct HandCase {
       skip = std::string("ADBench hand input not found: ") + e.what();
       return;
     }
-    static slope::Module m = slope::compile_file(samplePath("adbench/hand.slope"));
+    static slope::Module m = slope::compile_file(samplePath("adbench/hand.slope"), timed());
     std::string fn = complicated ? "hand_complicated" : "hand";
     f = m.function(fn);
     J = complicated ? m.jacobian(fn, {"theta", "us"}) : m.jacobian(fn, {"theta"});
@@ -571,7 +572,7 @@ struct LstmData {
     std::string path = std::string(SLOPE_SOURCE_DIR) + "/tests/data/adbench/lstm/lstm_l2_c1024.txt";
     try {
       s = adbench::readLstm(path);
-      m = slope::compile_file(samplePath("adbench/lstm.slope"));
+      m = slope::compile_file(samplePath("adbench/lstm.slope"), timed());
     } catch (const std::exception& e) {
       skip = std::string("ADBench lstm/lstm_l2_c1024.txt not found: ") + e.what();
       return;
@@ -657,7 +658,7 @@ void BM_LstmL2C1024_Gradient_Hand(benchmark::State& st) {
 void BM_LstmL2C1024_GradientCheckpointSqrt(benchmark::State& st) {
   auto& d = lstm();
   if (!d.skip.empty()) return st.SkipWithError(d.skip.c_str());
-  slope::Options o;
+  slope::Options o = timed();
   o.checkpoint = -1;
   static slope::Module m = slope::compile_file(samplePath("adbench/lstm.slope"), o);
   for (auto _ : st)
@@ -669,7 +670,7 @@ void BM_LstmL2C1024_GradientCheckpointSqrt(benchmark::State& st) {
 void BM_LstmL2C1024_GradientRevolve64K(benchmark::State& st) {
   auto& d = lstm();
   if (!d.skip.empty()) return st.SkipWithError(d.skip.c_str());
-  slope::Options o;
+  slope::Options o = timed();
   o.checkpoint_memory = 64 * 1024;
   static slope::Module m = slope::compile_file(samplePath("adbench/lstm.slope"), o);
   for (auto _ : st)
@@ -741,7 +742,7 @@ BENCHMARK(BM_Mixture_CompileForwardAndGradient)->Unit(benchmark::kMillisecond);
 /// where CUDA does not start.
 std::optional<slope::Module> cudaModule(const char* sample, std::string& skip,
                                         const char* source = nullptr) {
-  slope::Options o;
+  slope::Options o = timed();
   o.target = "cuda";
   try {
     return source ? slope::compile_string(source, sample, o)

@@ -11,6 +11,8 @@
 
 #include <slope/slope.hpp>
 
+#include "gmm_generate.hpp"
+
 #include <benchmark/benchmark.h>
 
 #include <cmath>
@@ -76,10 +78,13 @@ std::string readFile(const std::string& path) {
   return ss.str();
 }
 
-/// Compiles `source` and JITs the forward function and its gradient.
+/// Compiles `source` and JITs the forward function and its gradient at opt level 2 (not
+/// tiered: these families measure how LLVM's full pipeline grows with the program).
 void compileBoth(benchmark::State& state, const std::string& source, const std::string& fn) {
+  slope::Options o;
+  o.tiered = false;
   for (auto _ : state) {
-    slope::Module m = slope::compile_string(source, fn + ".slope");
+    slope::Module m = slope::compile_string(source, fn + ".slope", o);
     benchmark::DoNotOptimize(m.function(fn));
     benchmark::DoNotOptimize(m.gradient(fn));
   }
@@ -101,15 +106,41 @@ void BM_CompileComps(benchmark::State& st) {
 }
 
 /// The sample's function and its gradient, compiled at opt level `level` (Options::opt_level:
-/// level 0 shows what the rest of the time is LLVM's optimisation).
-void BM_CompileSample(benchmark::State& st, const char* file, const char* fn, int level) {
+/// level 0 shows what the rest of the time is LLVM's optimisation). tiered (the default
+/// options): until both can be called, their first tier compiled at level 0; not tiered: both
+/// at `level` before they are returned.
+void compileSample(benchmark::State& st, const char* file, const char* fn, int level, bool tiered) {
   std::string src = readFile(std::string(SLOPE_SOURCE_DIR) + "/samples/" + file);
   slope::Options o;
   o.opt_level = level;
+  o.tiered = tiered;
   for (auto _ : st) {
     slope::Module m = slope::compile_string(src, file, o);
-    benchmark::DoNotOptimize(m.function(fn));
-    benchmark::DoNotOptimize(m.gradient(fn));
+    benchmark::DoNotOptimize(m.function(fn).raw());
+    benchmark::DoNotOptimize(m.gradient(fn).raw());
+  }
+}
+void BM_CompileSample(benchmark::State& st, const char* file, const char* fn) {
+  compileSample(st, file, fn, 2, true);
+}
+void BM_CompileSampleFull(benchmark::State& st, const char* file, const char* fn) {
+  compileSample(st, file, fn, 2, false);
+}
+
+/// What a host waits for: compiling the GMM's gradient and its first `calls` calls on
+/// 10,000 generated points (d = 10, K = 25, gmm_generate.hpp), on the default threads, the
+/// module destroyed at the end (which waits for a second tier being compiled). tiered: the
+/// default options, the calls starting on level-0 code; not: level 2 before the first call.
+void BM_FirstCalls(benchmark::State& st) {
+  static const adbench::GmmInput g = adbench::generateGmm(10, 25, 10000);
+  std::string src = readFile(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope");
+  slope::Options o;
+  o.tiered = st.range(0) != 0;
+  for (auto _ : st) {
+    slope::Module m = slope::compile_string(src, "gmm.slope", o);
+    slope::Gradient grad = m.gradient("gmm", {"alphas", "means", "icf"});
+    for (int64_t k = 0; k < st.range(1); ++k)
+      benchmark::DoNotOptimize(adbench::runGmm(grad, g, g.x.data(), g.n).objective);
   }
 }
 
@@ -120,20 +151,32 @@ void sizes(benchmark::internal::Benchmark* b, int64_t from, int64_t to) {
     b->Arg(n);
   b->Iterations(1)->Unit(benchmark::kMillisecond)->MeasureProcessCPUTime();
 }
+BENCHMARK(BM_FirstCalls)
+    ->ArgsProduct({{0, 1}, {1, 10, 30, 100}})
+    ->ArgNames({"tiered", "calls"})
+    ->Iterations(1)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_CompileParams)->Apply([](auto* b) { sizes(b, 250, 4000); });
 BENCHMARK(BM_CompileTerms)->Apply([](auto* b) { sizes(b, 1000, 64000); });
 BENCHMARK(BM_CompileChain)->Apply([](auto* b) { sizes(b, 1000, 64000); });
 BENCHMARK(BM_CompileComps)->Apply([](auto* b) { sizes(b, 1000, 16000); });
-BENCHMARK_CAPTURE(BM_CompileSample, gmm, "adbench/gmm.slope", "gmm", 2)
+BENCHMARK_CAPTURE(BM_CompileSample, gmm, "adbench/gmm.slope", "gmm")
     ->Unit(benchmark::kMillisecond)
     ->MeasureProcessCPUTime();
-BENCHMARK_CAPTURE(BM_CompileSample, lstm, "adbench/lstm.slope", "lstm", 2)
+BENCHMARK_CAPTURE(BM_CompileSample, lstm, "adbench/lstm.slope", "lstm")
+    ->MeasureProcessCPUTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_CompileSampleFull, gmm, "adbench/gmm.slope", "gmm")
+    ->Unit(benchmark::kMillisecond)
+    ->MeasureProcessCPUTime();
+BENCHMARK_CAPTURE(BM_CompileSampleFull, lstm, "adbench/lstm.slope", "lstm")
     ->MeasureProcessCPUTime()
     ->Unit(benchmark::kMillisecond);
 // The samples at the other opt levels (named apart, so that filters on "Sample" time the
 // default only).
 void BM_CompileAtLevel(benchmark::State& st, const char* file, const char* fn) {
-  BM_CompileSample(st, file, fn, static_cast<int>(st.range(0)));
+  compileSample(st, file, fn, static_cast<int>(st.range(0)), false);
 }
 BENCHMARK_CAPTURE(BM_CompileAtLevel, gmm, "adbench/gmm.slope", "gmm")
     ->DenseRange(0, 3)

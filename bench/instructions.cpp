@@ -27,6 +27,7 @@
 #include "gmm_cases.hpp"
 #include "lstm_hand.hpp"
 #include "mixture_problem.hpp"
+#include "timed.hpp"
 
 #include <slope/slope.hpp>
 #include <valgrind/callgrind.h>
@@ -40,7 +41,8 @@
 int main(int argc, char** argv) {
   std::string what = argc > 1 ? argv[1] : "";
   mixture_bench::Problem p(2000, 25, 10);
-  slope::Module m = slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/mixture.slope");
+  slope::Module m =
+      slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/mixture.slope", timed());
   slope::Function f = m.function("mixture");
   slope::Gradient g = m.gradient("mixture");
   auto args = p.args();
@@ -65,7 +67,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "skipped: ADBench's GMM input is not there (%s)\n", e.what());
       return 77;
     }
-    slope::Options options;
+    slope::Options options = timed();
     options.opt_level = argc > 3 ? std::atoi(argv[3]) : 2;
     slope::Module gm =
         slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/gmm.slope", options);
@@ -107,7 +109,7 @@ int main(int argc, char** argv) {
       return 77;
     }
     slope::Module bm =
-        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/ba.slope");
+        slope::compile_file(std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/ba.slope", timed());
     slope::Function obj = bm.function("ba");
     slope::Jacobian jac = bm.jacobian("ba", {"cams", "X", "w"});
     auto bargs = adbench::baArgs(b);
@@ -136,7 +138,7 @@ int main(int argc, char** argv) {
     std::string src = std::string(SLOPE_SOURCE_DIR) + "/samples/adbench/lstm.slope";
     adbench::LstmInput s = adbench::readLstm(std::string(SLOPE_SOURCE_DIR) +
                                              "/tests/data/adbench/lstm/lstm_l2_c1024.txt");
-    slope::Options o;
+    slope::Options o = timed();
     if (what == "lstm-gradient-sqrt") o.checkpoint = -1;
     if (what == "lstm-gradient-revolve64k") o.checkpoint_memory = 64 * 1024;
     slope::Module lm = slope::compile_file(src, o);

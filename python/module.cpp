@@ -211,10 +211,12 @@ py::dict signatureDict(const slope::Signature& s) {
   return d;
 }
 
-slope::Options options(int threads, const py::object& checkpoint, int optLevel, bool interpret) {
+slope::Options options(int threads, const py::object& checkpoint, int optLevel, bool interpret,
+                       bool tiered) {
   slope::Options o;
   o.threads = threads;
   o.opt_level = optLevel;
+  o.tiered = tiered;
   o.interpret = interpret;
   if (py::isinstance<py::str>(checkpoint)) {
     std::string c = checkpoint.cast<std::string>();
@@ -302,10 +304,22 @@ PYBIND11_MODULE(_slope, mod) {
 
   py::class_<PyFunction>(mod, "Function")
       .def("__call__", &PyFunction::call)
+      .def("optimize",
+           [](const PyFunction& f) {
+             py::gil_scoped_release unlocked;
+             f.f.optimize();
+           })
+      .def_property_readonly("optimized", [](const PyFunction& f) { return f.f.optimized(); })
       .def_property_readonly("signature",
                              [](const PyFunction& f) { return signatureDict(f.f.signature()); });
   py::class_<PyGradient>(mod, "Gradient")
       .def("__call__", &PyGradient::call)
+      .def("optimize",
+           [](const PyGradient& g) {
+             py::gil_scoped_release unlocked;
+             g.g.optimize();
+           })
+      .def_property_readonly("optimized", [](const PyGradient& g) { return g.g.optimized(); })
       .def_property_readonly("wrt", [](const PyGradient& g) { return g.g.wrt(); })
       .def_property_readonly("signature",
                              [](const PyGradient& g) { return signatureDict(g.g.signature()); });
@@ -363,23 +377,24 @@ PYBIND11_MODULE(_slope, mod) {
   mod.def(
       "compile_string",
       [](const std::string& source, const std::string& name, int threads,
-         const py::object& checkpoint, int optLevel, bool interpret) {
-        slope::Options o = options(threads, checkpoint, optLevel, interpret);
+         const py::object& checkpoint, int optLevel, bool interpret, bool tiered) {
+        slope::Options o = options(threads, checkpoint, optLevel, interpret, tiered);
         py::gil_scoped_release unlocked;
         return slope::compile_string(source, name, o);
       },
       py::arg("source"), py::arg("name") = "<string>", py::arg("threads") = 0,
-      py::arg("checkpoint") = py::none(), py::arg("opt_level") = 2, py::arg("interpret") = false);
+      py::arg("checkpoint") = py::none(), py::arg("opt_level") = 2, py::arg("interpret") = false,
+      py::arg("tiered") = true);
   mod.def(
       "compile_file",
       [](const std::string& path, int threads, const py::object& checkpoint, int optLevel,
-         bool interpret) {
-        slope::Options o = options(threads, checkpoint, optLevel, interpret);
+         bool interpret, bool tiered) {
+        slope::Options o = options(threads, checkpoint, optLevel, interpret, tiered);
         py::gil_scoped_release unlocked;
         return slope::compile_file(path, o);
       },
       py::arg("path"), py::arg("threads") = 0, py::arg("checkpoint") = py::none(),
-      py::arg("opt_level") = 2, py::arg("interpret") = false);
+      py::arg("opt_level") = 2, py::arg("interpret") = false, py::arg("tiered") = true);
   mod.def(
       "check",
       [](const slope::Module& m, const std::string& name, const py::args& args, double rtol,

@@ -26,6 +26,7 @@ static codegen::JitOptions jitOptions(const Options& o) {
   codegen::JitOptions j;
   j.optLevel = o.opt_level;
   j.threads = o.threads;
+  j.tiered = o.tiered;
   return j;
 }
 
@@ -382,6 +383,12 @@ void Function::call_into(const std::vector<Arg>& args, const std::vector<View>& 
 slope_fn Function::raw() const {
   return c_->jit ? c_->jit->fn : nullptr;
 }
+void Function::optimize() const {
+  if (c_->jit) codegen::Jit::optimize(*c_->jit);
+}
+bool Function::optimized() const {
+  return !c_->jit || codegen::Jit::optimized(*c_->jit);
+}
 const Signature& Function::signature() const {
   return c_->sig;
 }
@@ -420,6 +427,12 @@ const std::vector<std::string>& Gradient::wrt() const {
 }
 slope_fn Gradient::raw() const {
   return c_->jit ? c_->jit->fn : nullptr;
+}
+void Gradient::optimize() const {
+  if (c_->jit) codegen::Jit::optimize(*c_->jit);
+}
+bool Gradient::optimized() const {
+  return !c_->jit || codegen::Jit::optimized(*c_->jit);
 }
 const Signature& Gradient::signature() const {
   return c_->sig;

@@ -3,6 +3,7 @@
 
 #include "compiler/codegen/jit.hpp"
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -23,8 +24,10 @@ std::unique_ptr<llvm::Module> generate(const ir::Function& f, llvm::LLVMContext&
 void initLLVM();
 
 /// Tags m's functions with tm's CPU and features and runs the optimisation pipeline of
-/// optLevel (jit.cpp; the JIT and object files share it, so their code is the same).
-void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel);
+/// optLevel (jit.cpp; the JIT and object files share it, so their code is the same). Once
+/// *cancel is true, the passes left that LLVM may skip are skipped (m is then to be dropped).
+void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel,
+              const std::atomic<bool>* cancel = nullptr);
 
 /// A position-independent target machine for an object file (jit.cpp): `cpu` "native" is
 /// the JIT's own (the host's CPU and features, as JITTargetMachineBuilder::detectHost finds

@@ -20,6 +20,7 @@
 #include <llvm/ExecutionEngine/Orc/ObjectLinkingLayer.h>
 #include <llvm/ExecutionEngine/Orc/ObjectTransformLayer.h>
 #include <llvm/ExecutionEngine/Orc/ThreadSafeModule.h>
+#include <llvm/IR/IRBuilder.h>
 #include <llvm/IR/LLVMContext.h>
 #include <llvm/IR/LegacyPassManager.h>
 #include <llvm/IR/Module.h>
@@ -41,8 +42,10 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <mutex>
 
@@ -268,7 +271,8 @@ std::unique_ptr<llvm::TargetMachine> objectTargetMachine(const std::string& cpu,
 }
 
 /// Tags functions with the target's CPU and optimises the module.
-void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
+void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel,
+              const std::atomic<bool>* cancel) {
   m.setDataLayout(tm.createDataLayout());
   m.setTargetTriple(tm.getTargetTriple().str());
   std::string cpu = tm.getTargetCPU().str();
@@ -286,13 +290,16 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   llvm::PassInstrumentationCallbacks pic;
   llvm::StandardInstrumentations si(m.getContext(), false);
   if (timing()) si.registerCallbacks(pic, &mam);
+  if (cancel)
+    pic.registerShouldRunOptionalPassCallback(
+        [cancel](llvm::StringRef, llvm::Any) { return !cancel->load(std::memory_order_relaxed); });
   // LLVM's default tuning leaves the SLP vectorizer off (clang turns it on from -O2): without
   // it the K lanes of a batched JVP, each a scalar operation of its own, stayed scalar. On:
   // ADBench ba1's sparse Jacobian 217.7M -> 133.1M instructions (callgrind), the GMM, LSTM
   // and mixture within 0.5 % (docs/benchmarks.md). It does not reassociate, so no bit moves.
   llvm::PipelineTuningOptions pto;
   pto.SLPVectorization = optLevel >= 2;
-  llvm::PassBuilder pb(&tm, pto, std::nullopt, timing() ? &pic : nullptr);
+  llvm::PassBuilder pb(&tm, pto, std::nullopt, timing() || cancel ? &pic : nullptr);
   llvm::TargetLibraryInfoImpl tlii(tm.getTargetTriple());
   tlii.addVectorizableFunctions(vectorMathMappings());
   fam.registerPass([&] { return llvm::TargetLibraryAnalysis(tlii); }); // (before the default)
@@ -311,18 +318,158 @@ void optimize(llvm::Module& m, llvm::TargetMachine& tm, int optLevel) {
   dump(m, "post");
 }
 
+/// A target machine at one optimisation level and the ones its code generation threads use.
+/// A TargetMachine serves one thread at a time: the thread of Jit::add and the tier thread
+/// each have their own Backend.
+struct Backend {
+  int level = 2;
+  std::unique_ptr<llvm::TargetMachine> tm;
+  std::vector<std::unique_ptr<llvm::TargetMachine>>
+      workerTms; // one per extra code generation thread
+};
+
 struct Jit::Impl {
   JitOptions opt;
   std::unique_ptr<llvm::orc::LLJIT> jit;
-  std::unique_ptr<llvm::TargetMachine> tm;
-  std::vector<std::unique_ptr<llvm::TargetMachine>> workerTms; // one per code generation thread
+  Backend first; // Jit::add's: level 0 under JitOptions::tiered, otherwise opt.optLevel
+  Backend later; // the tier thread's (opt.optLevel); made by that thread
   std::mutex mutex;
   int counter = 0;
-  std::vector<void (*)()> releases; // each function's NAME__release (abi.h)
+  std::vector<void (*)()> releases; // each function's NAME__release (abi.h), under mutex
+
+  // Tiered compilation: each tiered function's state (stable addresses: the trampolines hold
+  // them), and the thread that compiles the second tiers, one at a time, in queue order.
+  std::deque<std::unique_ptr<Tier>> tiers; // under mutex
+  std::mutex queueMutex;
+  std::condition_variable queueCv;
+  std::deque<Tier*> queue;         // under queueMutex
+  bool stopping = false;           // under queueMutex
+  std::atomic<bool> cancel{false}; // set with stopping: the second tier in hand stops early
+  std::thread tierThread;
 
   int codegenParts(const llvm::Module& m) const;
-  void compileInParts(std::unique_ptr<llvm::Module> m, int parts);
+  void compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int parts);
+  /// Machine code for m, linked into the JIT (in parts where codegenParts says so).
+  void link(Backend& b, std::unique_ptr<llvm::Module> m) {
+    int parts = codegenParts(*m);
+    compileInParts(b, std::move(m), parts);
+  }
+  void request(Tier* t, bool first);
+  void tierLoop();
+  void compileSecondTier(Tier& t);
 };
+
+/// The state of a function under JitOptions::tiered (docs/architecture.md, "Tiers"). Its
+/// trampoline (NAME.K) loads `fast` and calls it, or slopeTierCall while it is null.
+struct Tier {
+  std::atomic<slope_fn> fast{nullptr}; // the code of optLevel, once linked
+  slope_fn first = nullptr;            // the code of level 0 (NAME.K.t0)
+  Jit::Impl* jit = nullptr;
+  ir::Function f;                  // named NAME.K: what the second tier compiles again
+  std::vector<Site> sites;         // the first tier's; the second's must be the same
+  int64_t budgetNs = 0;            // < 0: no automatic request
+  std::atomic<int64_t> spentNs{0}; // in calls of the first tier
+  enum State : int { Idle, Queued, Done, Failed };
+  std::atomic<int> state{Idle};
+  std::mutex mutex; // for waiting on state
+  std::condition_variable cv;
+  std::string error; // Failed: why (under mutex)
+};
+
+namespace {
+
+/// A call of a tiered function while its second tier is not in place: runs the first tier,
+/// and asks for the second once these calls have taken the budget. While the second tier is
+/// queued or being compiled, a call waits for it instead: a level-0 call cannot move to the
+/// faster code once started, and it would compete with the compile for the cores; what
+/// waiting can lose is at most the compile's time over the speed-up, while a long level-0
+/// call started just before the switch loses nearly all of its length (docs/architecture.md,
+/// "Tiers").
+extern "C" int32_t slopeTierCall(Tier* t, void* const* args, const int64_t* sizes,
+                                 void* const* results, slope_error* err) {
+  if (t->state.load() == Tier::Queued) {
+    std::unique_lock<std::mutex> lock(t->mutex);
+    t->cv.wait(lock, [&] { return t->state.load() != Tier::Queued; });
+  }
+  if (slope_fn fast = t->fast.load(std::memory_order_acquire))
+    return fast(args, sizes, results, err);
+  auto start = std::chrono::steady_clock::now();
+  int32_t rc = t->first(args, sizes, results, err);
+  int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start)
+          .count();
+  int64_t spent = t->spentNs.fetch_add(ns) + ns;
+  if (t->budgetNs >= 0 && spent >= t->budgetNs && t->state.load() == Tier::Idle)
+    t->jit->request(t, false);
+  return rc;
+}
+constexpr const char* kTierCallSymbol = "slope_tier_call";
+
+/// The trampoline NAME(args, sizes, results, err), added to the first tier's module:
+///   fast = load acquire tier->fast; fast ? fast(...) : slope_tier_call(tier, ...)
+/// The Tier's address is a constant of the code (it lives as long as the Jit).
+void addTrampoline(llvm::Module& m, const std::string& name, Tier* tier) {
+  llvm::LLVMContext& ctx = m.getContext();
+  llvm::Type* ptr = llvm::PointerType::get(ctx, 0);
+  llvm::Type* i32 = llvm::Type::getInt32Ty(ctx);
+  auto* entryTy = llvm::FunctionType::get(i32, {ptr, ptr, ptr, ptr}, false);
+  auto* slowTy = llvm::FunctionType::get(i32, {ptr, ptr, ptr, ptr, ptr}, false);
+  auto* fn = llvm::Function::Create(entryTy, llvm::Function::ExternalLinkage, name, m);
+  llvm::FunctionCallee slow = m.getOrInsertFunction(kTierCallSymbol, slowTy);
+  auto* entry = llvm::BasicBlock::Create(ctx, "entry", fn);
+  auto* fastBB = llvm::BasicBlock::Create(ctx, "fast", fn);
+  auto* slowBB = llvm::BasicBlock::Create(ctx, "slow", fn);
+  llvm::IRBuilder<> b(entry);
+  static_assert(sizeof(std::atomic<slope_fn>) == sizeof(void*) &&
+                std::atomic<slope_fn>::is_always_lock_free);
+  auto address = [&](const void* p) {
+    return b.CreateIntToPtr(b.getInt64(reinterpret_cast<uint64_t>(p)), ptr);
+  };
+  llvm::LoadInst* fast = b.CreateAlignedLoad(ptr, address(&tier->fast), llvm::Align(8), "fast");
+  fast->setAtomic(llvm::AtomicOrdering::Acquire);
+  b.CreateCondBr(b.CreateIsNull(fast), slowBB, fastBB);
+  std::vector<llvm::Value*> args;
+  for (llvm::Argument& a : fn->args())
+    args.push_back(&a);
+  b.SetInsertPoint(fastBB);
+  llvm::CallInst* call = b.CreateCall(entryTy, fast, args);
+  call->setTailCall();
+  b.CreateRet(call);
+  b.SetInsertPoint(slowBB);
+  args.insert(args.begin(), address(tier));
+  llvm::CallInst* slowCall = b.CreateCall(slow, args);
+  slowCall->setTailCall();
+  b.CreateRet(slowCall);
+}
+
+bool sameSites(const std::vector<Site>& a, const std::vector<Site>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k].tensor != b[k].tensor || a[k].extent != b[k].extent ||
+        a[k].loc.begin != b[k].loc.begin || a[k].loc.end != b[k].loc.end)
+      return false;
+  return true;
+}
+
+/// Under SLOPE_JIT_TIMING, LLVM's pass timers are global: one compile at a time.
+std::mutex timingMutex;
+
+/// SLOPE_JIT_TIMING: LLVM's pass timing report, then one line with the phases of a compile
+/// (at[0..3]: start, IR generated, optimised, linked).
+void reportTiming(const std::string& name,
+                  const std::array<std::chrono::steady_clock::time_point, 4>& at, int parts,
+                  int level, const char* what) {
+  auto ms = [&](int k) {
+    return std::chrono::duration<double, std::milli>(at[k + 1] - at[k]).count();
+  };
+  llvm::reportAndResetTimings();
+  std::fprintf(stderr,
+               "slope jit %s: IR generation %.1f ms, optimisation %.1f ms, "
+               "code generation %.1f ms (wall, %d part%s, level %d%s)\n",
+               name.c_str(), ms(0), ms(1), ms(2), parts, parts == 1 ? "" : "s", level, what);
+}
+
+} // namespace
 
 AllocationCounts allocationCounts() {
   return {countedAllocs.load(), countedFrees.load()};
@@ -331,8 +478,13 @@ AllocationCounts allocationCounts() {
 Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
   initLLVM();
   impl_->opt = opt;
-  auto jtmb = hostBuilder(opt.optLevel);
-  impl_->tm = orThrow(jtmb.createTargetMachine(), "creating the target machine");
+  if (opt.offload || opt.optLevel <= 0) impl_->opt.tiered = false;
+  impl_->first.level = impl_->opt.tiered ? 0 : opt.optLevel;
+  impl_->later.level = opt.optLevel;
+  // (the JIT's own compile layer is not used: modules arrive as objects, from Backend's
+  // target machines)
+  auto jtmb = hostBuilder(impl_->first.level);
+  impl_->first.tm = orThrow(jtmb.createTargetMachine(), "creating the target machine");
   impl_->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(jtmb).create(),
                        "creating the JIT");
   if (const char* prefix = std::getenv("SLOPE_JIT_DUMP")) {
@@ -387,6 +539,8 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
     SLOPE_VECTOR_MATH(SLOPE_VM_SYMBOL)
 #undef SLOPE_VM_SYMBOL
   }
+  own[impl_->jit->mangleAndIntern(kTierCallSymbol)] = {
+      llvm::orc::ExecutorAddr::fromPtr(&slopeTierCall), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammaSymbol)] = {
       llvm::orc::ExecutorAddr::fromPtr(&slope_digamma), llvm::JITSymbolFlags::Exported};
   own[impl_->jit->mangleAndIntern(kDigammafSymbol)] = {
@@ -400,6 +554,23 @@ Jit::Jit(const JitOptions& opt) : impl_(std::make_unique<Impl>()) {
 }
 
 Jit::~Jit() {
+  // Queued second tiers are dropped; the one in hand skips the optimisation passes it has
+  // not run (LLVM's optional passes) and is not linked, but machine code generation already
+  // started runs to its end (it cannot be interrupted).
+  {
+    std::lock_guard<std::mutex> lock(impl_->queueMutex);
+    impl_->stopping = true;
+    impl_->cancel.store(true);
+    for (Tier* t : impl_->queue) {
+      std::lock_guard<std::mutex> tl(t->mutex);
+      t->error = "the JIT was destroyed first";
+      t->state.store(Tier::Failed);
+      t->cv.notify_all();
+    }
+    impl_->queue.clear();
+  }
+  impl_->queueCv.notify_all();
+  if (impl_->tierThread.joinable()) impl_->tierThread.join();
   // The memory the functions' calls kept (their workspaces), before their code goes.
   for (auto release : impl_->releases)
     release();
@@ -432,7 +603,14 @@ int Jit::Impl::codegenParts(const llvm::Module& m) const {
 /// to use from two threads; each thread has its own TargetMachine. The objects then link in
 /// the JIT like one: SplitModule gives the internal functions and globals that the parts
 /// share external (hidden) names, unique in the JIT because the function's name is.
-void Jit::Impl::compileInParts(std::unique_ptr<llvm::Module> m, int parts) {
+void Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int parts) {
+  if (parts <= 1) {
+    auto obj = llvm::orc::SimpleCompiler(*b.tm)(*m);
+    if (!obj) throw std::runtime_error("JIT: " + llvm::toString(obj.takeError()));
+    if (auto err = jit->addObjectFile(std::move(*obj)))
+      throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
+    return;
+  }
   // Unnamed globals would all be externalised under one name.
   for (llvm::GlobalValue& g : m->global_values())
     if (!g.hasName()) g.setName(m->getName() + ".anon");
@@ -450,9 +628,9 @@ void Jit::Impl::compileInParts(std::unique_ptr<llvm::Module> m, int parts) {
         llvm::WriteBitcodeToFile(*part, os);
       },
       /*PreserveLocals=*/false, /*RoundRobin=*/true);
-  while (workerTms.size() < bitcode.size())
-    workerTms.push_back(
-        orThrow(hostBuilder(opt.optLevel).createTargetMachine(), "creating the target machine"));
+  while (b.workerTms.size() < bitcode.size())
+    b.workerTms.push_back(
+        orThrow(hostBuilder(b.level).createTargetMachine(), "creating the target machine"));
   std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects(bitcode.size() + 1);
   std::vector<std::string> errors(bitcode.size() + 1);
   auto compile = [&](size_t k, llvm::Module& mod, llvm::TargetMachine& tm) {
@@ -472,9 +650,9 @@ void Jit::Impl::compileInParts(std::unique_ptr<llvm::Module> m, int parts) {
       if (!mod)
         errors[k + 1] = llvm::toString(mod.takeError());
       else
-        compile(k + 1, **mod, *workerTms[k]);
+        compile(k + 1, **mod, *b.workerTms[k]);
     });
-  compile(0, *first, *tm);
+  compile(0, *first, *b.tm);
   for (auto& w : workers)
     w.join();
   for (size_t k = 0; k < objects.size(); ++k) {
@@ -533,51 +711,176 @@ std::vector<ChunkTask> chunkTasks(llvm::Module& m, const std::string& name) {
 
 CompiledFunction Jit::add(const ir::Function& f) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  ir::Function named = f;
-  named.name = f.name + "." + std::to_string(impl_->counter++); // unique within this JIT
-  CompiledFunction out;
-  out.entryChecks = f.entryChecks;
   using Clock = std::chrono::steady_clock;
   auto t0 = Clock::now();
+  ir::Function named = f;
+  named.name = f.name + "." + std::to_string(impl_->counter++); // unique within this JIT
+  const std::string entry = named.name;
+  CompiledFunction out;
+  out.entryChecks = f.entryChecks;
+  Tier* tier = nullptr;
+  if (impl_->opt.tiered) { // NAME.K is the trampoline, NAME.K.t0 the first tier
+    impl_->tiers.push_back(std::make_unique<Tier>());
+    tier = impl_->tiers.back().get();
+    tier->jit = impl_.get();
+    tier->f = named;
+    named.name = entry + ".t0";
+    out.tier = tier;
+  }
   auto ctx = std::make_unique<llvm::LLVMContext>();
   std::unique_ptr<llvm::Module> m = generate(named, *ctx, out.sites, impl_->opt);
+  if (tier) addTrampoline(*m, entry, tier);
   auto t1 = Clock::now();
-  optimize(*m, *impl_->tm, impl_->opt.optLevel);
+  std::unique_lock<std::mutex> timingLock(timingMutex, std::defer_lock);
+  if (timing()) timingLock.lock();
+  codegen::optimize(*m, *impl_->first.tm, impl_->first.level);
   auto t2 = Clock::now();
   if (impl_->opt.offload) out.tasks = chunkTasks(*m, named.name);
   int parts = impl_->codegenParts(*m);
-  if (parts <= 1) {
-    if (auto err =
-            impl_->jit->addIRModule(llvm::orc::ThreadSafeModule(std::move(m), std::move(ctx))))
-      throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
-  } else {
-    impl_->compileInParts(std::move(m), parts);
-  }
-  auto sym = orThrow(impl_->jit->lookup(named.name), "JIT lookup"); // (compiles it)
+  impl_->compileInParts(impl_->first, std::move(m), parts);
+  ctx.reset();
+  auto sym = orThrow(impl_->jit->lookup(entry), "JIT lookup");
   if (timing()) {
-    auto ms = [](Clock::duration d) {
-      return std::chrono::duration<double, std::milli>(d).count();
-    };
-    llvm::reportAndResetTimings();
-    std::fprintf(stderr,
-                 "slope jit %s: IR generation %.1f ms, optimisation %.1f ms, "
-                 "code generation %.1f ms (wall, %d part%s)\n",
-                 named.name.c_str(), ms(t1 - t0), ms(t2 - t1), ms(Clock::now() - t2), parts,
-                 parts == 1 ? "" : "s");
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, impl_->first.level, "");
+    timingLock.unlock();
   }
   out.fn = sym.toPtr<slope_fn>();
   impl_->releases.push_back(
       orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());
   // Threads: the process's pool, for up to opt.threads threads per parallel loop.
-  out.setParallel = orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
-                        .toPtr<void (*)(const slope_parallel*)>();
-  if (impl_->opt.threads > 1 && !impl_->opt.offload)
-    out.setParallel(threadPool(impl_->opt.threads));
+  auto setParallel = orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
+                         .toPtr<void (*)(const slope_parallel*)>();
+  if (impl_->opt.threads > 1 && !impl_->opt.offload) setParallel(threadPool(impl_->opt.threads));
+  if (!tier) out.setParallel = setParallel;
   for (ChunkTask& t : out.tasks)
     t.task = orThrow(impl_->jit->lookup(named.name + ".chunk" + std::to_string(t.index) + ".task"),
                      "JIT lookup")
                  .toPtr<slope_task>();
+  if (tier) {
+    tier->first = orThrow(impl_->jit->lookup(named.name), "JIT lookup").toPtr<slope_fn>();
+    tier->sites = out.sites;
+    // The budget: the first tier's compile time times tierBudget (level 2 takes 17 to 19
+    // times as long as level 0 on the ADBench samples, docs/benchmarks.md "Tiers").
+    double ns = std::chrono::duration<double, std::nano>(Clock::now() - t0).count();
+    tier->budgetNs =
+        impl_->opt.tierBudget < 0 ? -1 : static_cast<int64_t>(impl_->opt.tierBudget * ns);
+  }
   return out;
+}
+
+/// Queues t's second tier (at the front: Jit::optimize waits for it) unless it is queued,
+/// being compiled or done; starts the tier thread on the first request.
+void Jit::Impl::request(Tier* t, bool front) {
+  std::lock_guard<std::mutex> lock(queueMutex);
+  int idle = Tier::Idle;
+  if (stopping) {
+    std::lock_guard<std::mutex> tl(t->mutex);
+    if (t->state.compare_exchange_strong(idle, Tier::Failed)) {
+      t->error = "the JIT was destroyed first";
+      t->cv.notify_all();
+    }
+    return;
+  }
+  if (t->state.compare_exchange_strong(idle, Tier::Queued)) {
+    if (front)
+      queue.push_front(t);
+    else
+      queue.push_back(t);
+  } else if (front) {
+    auto it = std::find(queue.begin(), queue.end(), t);
+    if (it == queue.end()) return; // being compiled, or done
+    queue.erase(it);
+    queue.push_front(t);
+  } else {
+    return;
+  }
+  if (!tierThread.joinable()) tierThread = std::thread([this] { tierLoop(); });
+  queueCv.notify_one();
+}
+
+void Jit::Impl::tierLoop() {
+  for (;;) {
+    Tier* t = nullptr;
+    {
+      std::unique_lock<std::mutex> lock(queueMutex);
+      queueCv.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (stopping) return;
+      t = queue.front();
+      queue.pop_front();
+    }
+    std::string error;
+    try {
+      compileSecondTier(*t);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    std::lock_guard<std::mutex> lock(t->mutex);
+    t->error = error;
+    t->state.store(error.empty() ? Tier::Done : Tier::Failed);
+    t->cv.notify_all();
+  }
+}
+
+/// On the tier thread: t's function again at opt.optLevel, linked under NAME.K.tLEVEL, with
+/// the same pool; then the trampoline's pointer. The first tier's code and workspace stay
+/// (a call may be running in them) until the Jit goes.
+void Jit::Impl::compileSecondTier(Tier& t) {
+  using Clock = std::chrono::steady_clock;
+  auto t0 = Clock::now();
+  if (!later.tm)
+    later.tm =
+        orThrow(hostBuilder(later.level).createTargetMachine(), "creating the target machine");
+  ir::Function named = t.f;
+  named.name = t.f.name + ".t" + std::to_string(later.level);
+  auto ctx = std::make_unique<llvm::LLVMContext>();
+  std::vector<Site> sites;
+  std::unique_ptr<llvm::Module> m = generate(named, *ctx, sites, opt);
+  if (!sameSites(sites, t.sites)) // (error codes index the sites: both tiers must agree)
+    throw std::logic_error("JIT: the second tier of " + t.f.name + " has other check sites");
+  auto t1 = Clock::now();
+  std::unique_lock<std::mutex> timingLock(timingMutex, std::defer_lock);
+  if (timing()) timingLock.lock();
+  codegen::optimize(*m, *later.tm, later.level, &cancel);
+  auto t2 = Clock::now();
+  {
+    std::lock_guard<std::mutex> lock(queueMutex);
+    if (stopping) throw std::runtime_error("the JIT was destroyed first");
+  }
+  int parts = codegenParts(*m);
+  compileInParts(later, std::move(m), parts);
+  ctx.reset();
+  auto fn = orThrow(jit->lookup(named.name), "JIT lookup").toPtr<slope_fn>();
+  if (timing()) {
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, later.level, ", second tier");
+    timingLock.unlock();
+  }
+  auto release =
+      orThrow(jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>();
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    releases.push_back(release);
+  }
+  auto setParallel = orThrow(jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
+                         .toPtr<void (*)(const slope_parallel*)>();
+  if (opt.threads > 1) setParallel(threadPool(opt.threads));
+  t.fast.store(fn, std::memory_order_release);
+}
+
+void Jit::optimize(const CompiledFunction& c) {
+  Tier* t = c.tier;
+  if (!t) return;
+  t->jit->request(t, true);
+  std::unique_lock<std::mutex> lock(t->mutex);
+  t->cv.wait(lock, [&] {
+    int s = t->state.load();
+    return s == Tier::Done || s == Tier::Failed;
+  });
+  if (t->state.load() == Tier::Failed)
+    throw std::runtime_error("compiling at the full optimisation level: " + t->error);
+}
+
+bool Jit::optimized(const CompiledFunction& c) {
+  return !c.tier || c.tier->fast.load(std::memory_order_acquire) != nullptr;
 }
 
 namespace {

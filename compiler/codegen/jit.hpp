@@ -35,13 +35,19 @@ struct ChunkTask {
   std::string hostOnly;          // non-empty: why only the host can run it
 };
 
+struct Tier;
+
 struct CompiledFunction {
+  // The entry point. Under JitOptions::tiered, a trampoline that runs the level-0 code until
+  // the code of optLevel is in place, and that code from then on: callers may keep it.
   slope_fn fn = nullptr;
   std::vector<Site> sites;
   std::vector<ir::EntryCheck> entryChecks; // SLOPE_ERR_ENTRY's dim indexes these
   // NAME__set_parallel (abi.h): Jit::add binds the pool of JitOptions::threads; a test may
-  // bind another between calls (the code is the same for every thread count).
+  // bind another between calls (the code is the same for every thread count). Null under
+  // JitOptions::tiered (each tier gets the pool of JitOptions::threads).
   void (*setParallel)(const slope_parallel*) = nullptr;
+  Tier* tier = nullptr; // JitOptions::tiered: what Jit::optimize and Jit::optimized ask about
   std::vector<ChunkTask> tasks; // JitOptions::offload only
 };
 
@@ -84,6 +90,17 @@ struct JitOptions {
   // first index, a GPU thread each, instead of kLoopChunks pieces. Rows do not depend on each
   // other, so the results are the same bits either way (tests/unit/jit_test.cpp).
   bool rowChunks = false;
+  // Tiered compilation (docs/architecture.md, "Tiers"): Jit::add compiles at level 0 only
+  // (a tenth of the time of level 2 or less) and returns a trampoline to that code; once its
+  // calls have taken tierBudget times that compile time, a thread of the Jit compiles the
+  // function again at optLevel, the calls wait for it, and the trampoline switches to it.
+  // Every level gives the same bits, so only the speed changes. tierBudget 0: the second
+  // tier starts with the first call; below 0: only Jit::optimize starts it. The default is
+  // about the ratio of the two compile times (17-19 on the ADBench GMM and LSTM), the budget
+  // at which paying for the compile bounds the loss against either choice made in hindsight
+  // (ski rental). Off for optLevel 0 and for offload.
+  bool tiered = false;
+  double tierBudget = 15;
   // CUDA offload (codegen/offload.hpp): memory from CUDA's managed allocator (which kernels
   // read as the host does), and each parallel loop nest's task exported with its ctx's
   // layout (CompiledFunction::tasks), so a slope_parallel can launch its kernel instead.
@@ -109,8 +126,16 @@ public:
   /// live until the Jit is destroyed, which must not happen while a call is running.
   CompiledFunction add(const ir::Function& f);
 
+  /// Under JitOptions::tiered: compiles c at JitOptions::optLevel now (first in the tier
+  /// thread's queue) unless that is done, and waits for it; throws std::runtime_error where
+  /// that compile failed (c's calls then stay on level 0). Nothing to do for other functions.
+  static void optimize(const CompiledFunction& c);
+  /// Whether c's calls run the code of JitOptions::optLevel (always, where not tiered).
+  static bool optimized(const CompiledFunction& c);
+
+  struct Impl; // (jit.cpp)
+
 private:
-  struct Impl;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -148,6 +148,13 @@ struct Options {
   /// LLVM optimisation level, 0..3: how long compiling takes against how fast the code runs.
   /// Results are the same bits at every level.
   int opt_level = 2;
+  /// Tiered compilation: a function is first compiled at level 0 (within a tenth of the time
+  /// of level 2 or less), and compiled again at opt_level on a thread of the module once its
+  /// calls have taken about as long as that compile is expected to; calls then switch to the
+  /// faster code (raw() pointers included). The results are the same bits either way. A
+  /// host that times its calls, or makes one long call, calls optimize() first or sets this
+  /// false (each function compiled at opt_level before it is returned).
+  bool tiered = true;
   /// "cpu"; "cuda": parallel loop nests run as kernels on GPU 0 and the rest on the calling
   /// thread, the arguments and results copied to and from the GPU's memory (docs/gpu.md);
   /// throws std::invalid_argument saying what is missing (no driver library, no device)
@@ -217,6 +224,10 @@ public:
   /// The raw entry point (C ABI of slope/abi.h); null when the module is interpreted.
   slope_fn raw() const;
   const Signature& signature() const;
+  /// Options::tiered: compiles at opt_level now unless that is done, and waits for it.
+  void optimize() const;
+  /// Whether calls run the code of opt_level (always true where not tiered).
+  bool optimized() const;
 
 private:
   friend class Module;
@@ -241,6 +252,8 @@ public:
   const std::vector<std::string>& wrt() const;
   slope_fn raw() const;
   const Signature& signature() const;
+  void optimize() const;  // as Function::optimize
+  bool optimized() const; // as Function::optimized
 
 private:
   friend class Module;

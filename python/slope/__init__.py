@@ -25,16 +25,20 @@ __all__ = ["compile", "compile_file", "check", "Module", "Function", "Gradient",
 
 
 def compile(source, name="<string>", *, threads=0, checkpoint=None, opt_level=2,
-            interpret=False):
+            interpret=False, tiered=True):
     """Compiles Slope source text into a Module. threads: per parallel loop (0: every core);
     checkpoint: None, an int N (keep the state every N iterations) or "sqrt"; interpret: run on
-    the reference evaluator instead of the JIT."""
-    return _slope.compile_string(source, name, threads, checkpoint, opt_level, interpret)
+    the reference evaluator instead of the JIT; tiered: functions start on code compiled at
+    level 0 and switch to opt_level's once their calls have taken about as long as that
+    compile (the same results; f.optimize() switches now, f.optimized says which runs)."""
+    return _slope.compile_string(source, name, threads, checkpoint, opt_level, interpret,
+                                 tiered)
 
 
-def compile_file(path, *, threads=0, checkpoint=None, opt_level=2, interpret=False):
+def compile_file(path, *, threads=0, checkpoint=None, opt_level=2, interpret=False,
+                 tiered=True):
     """Compiles a .slope file into a Module (options as for compile)."""
-    return _slope.compile_file(str(path), threads, checkpoint, opt_level, interpret)
+    return _slope.compile_file(str(path), threads, checkpoint, opt_level, interpret, tiered)
 
 
 def check(module, name, *args, rtol=None, atol=None):

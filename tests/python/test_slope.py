@@ -113,6 +113,28 @@ def test_options(samples):
         slope.compile_file(path, checkpoint="often")
 
 
+def test_tiers(samples):
+    # Tiered by default: level-0 code until optimize() (or enough calls); the same bits after.
+    path = os.path.join(samples, "autograd_intro.slope")
+    tiered = slope.compile_file(path)
+    full = slope.compile_file(path, tiered=False)
+    x = np.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    g = tiered.gradient("bowl")
+    assert not g.optimized
+    v0, g0 = g(x)
+    g.optimize()
+    assert g.optimized
+    v1, g1 = g(x)
+    assert full.gradient("bowl").optimized
+    v2, g2 = full.gradient("bowl")(x)
+    assert v0 == v1 == v2
+    np.testing.assert_array_equal(g0, g1)
+    np.testing.assert_array_equal(g0, g2)
+    f = tiered.function("bowl")
+    f.optimize()
+    assert f.optimized and f(x) == v0
+
+
 def test_gil_is_released(intro):
     # Eight threads calling one compiled gradient at once get the same numbers.
     x = np.random.default_rng(1).standard_normal((300, 300))

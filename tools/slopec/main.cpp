@@ -539,6 +539,7 @@ std::unique_ptr<Runner> makeRunner(const Args& a) {
     }
   }
   codegen::JitOptions o = jitOptions(a);
+  o.tiered = true; // (a short run never gets to the second tier: Options::tiered)
   try {
     o.threads = a.threads > 0 ? a.threads : defaultThreads();
   } catch (const std::invalid_argument& e) {
