@@ -814,6 +814,8 @@ void Jit::Impl::tierLoop() {
     } catch (const std::exception& e) {
       error = e.what();
     }
+    t->f = ir::Function{}; // (compiled once either way: the IR is not needed again)
+    t->sites.clear();
     std::lock_guard<std::mutex> lock(t->mutex);
     t->error = error;
     t->state.store(error.empty() ? Tier::Done : Tier::Failed);
