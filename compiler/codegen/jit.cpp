@@ -349,12 +349,7 @@ struct Jit::Impl {
 
   int codegenParts(const llvm::Module& m) const;
   void compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int parts);
-  /// Machine code for m, linked into the JIT (in parts where codegenParts says so).
-  void link(Backend& b, std::unique_ptr<llvm::Module> m) {
-    int parts = codegenParts(*m);
-    compileInParts(b, std::move(m), parts);
-  }
-  void request(Tier* t, bool first);
+  void request(Tier* t, bool front);
   void tierLoop();
   void compileSecondTier(Tier& t);
 };
