@@ -51,6 +51,7 @@
 
 #include <stdexcept>
 #include <thread>
+#include <utility>
 #include <unistd.h>
 
 namespace slope::codegen {
@@ -352,6 +353,9 @@ struct Jit::Impl {
   void request(Tier* t, bool front);
   void tierLoop();
   void compileSecondTier(Tier& t);
+  /// NAME__release and NAME__set_parallel of a linked version; the latter has bound the
+  /// process's pool for opt.threads threads (not under offload, whose runner binds its own).
+  std::pair<void (*)(), void (*)(const slope_parallel*)> runtimeOf(const std::string& name);
 };
 
 /// The state of a function under JitOptions::tiered (docs/architecture.md, "Tiers"). Its
@@ -369,7 +373,17 @@ struct Tier {
   std::mutex mutex; // for waiting on state
   std::condition_variable cv;
   std::string error; // Failed: why (under mutex)
+
+  /// Done (no error) or Failed, and wakes whoever waits for it.
+  void finish(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mutex);
+    error = why;
+    state.store(why.empty() ? Done : Failed);
+    cv.notify_all();
+  }
 };
+
+constexpr const char* kDestroyedFirst = "the JIT was destroyed first";
 
 namespace {
 
@@ -556,12 +570,8 @@ Jit::~Jit() {
     std::lock_guard<std::mutex> lock(impl_->queueMutex);
     impl_->stopping = true;
     impl_->cancel.store(true);
-    for (Tier* t : impl_->queue) {
-      std::lock_guard<std::mutex> tl(t->mutex);
-      t->error = "the JIT was destroyed first";
-      t->state.store(Tier::Failed);
-      t->cv.notify_all();
-    }
+    for (Tier* t : impl_->queue)
+      t->finish(kDestroyedFirst);
     impl_->queue.clear();
   }
   impl_->queueCv.notify_all();
@@ -740,12 +750,8 @@ CompiledFunction Jit::add(const ir::Function& f) {
     timingLock.unlock();
   }
   out.fn = sym.toPtr<slope_fn>();
-  impl_->releases.push_back(
-      orThrow(impl_->jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>());
-  // Threads: the process's pool, for up to opt.threads threads per parallel loop.
-  auto setParallel = orThrow(impl_->jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
-                         .toPtr<void (*)(const slope_parallel*)>();
-  if (impl_->opt.threads > 1 && !impl_->opt.offload) setParallel(threadPool(impl_->opt.threads));
+  auto [release, setParallel] = impl_->runtimeOf(named.name);
+  impl_->releases.push_back(release);
   if (!tier) out.setParallel = setParallel;
   for (ChunkTask& t : out.tasks)
     t.task = orThrow(impl_->jit->lookup(named.name + ".chunk" + std::to_string(t.index) + ".task"),
@@ -767,15 +773,12 @@ CompiledFunction Jit::add(const ir::Function& f) {
 /// being compiled or done; starts the tier thread on the first request.
 void Jit::Impl::request(Tier* t, bool front) {
   std::lock_guard<std::mutex> lock(queueMutex);
-  int idle = Tier::Idle;
   if (stopping) {
-    std::lock_guard<std::mutex> tl(t->mutex);
-    if (t->state.compare_exchange_strong(idle, Tier::Failed)) {
-      t->error = "the JIT was destroyed first";
-      t->cv.notify_all();
-    }
+    // (only this function, under queueMutex, moves a tier off Idle)
+    if (t->state.load() == Tier::Idle) t->finish(kDestroyedFirst);
     return;
   }
+  int idle = Tier::Idle;
   if (t->state.compare_exchange_strong(idle, Tier::Queued)) {
     if (front)
       queue.push_front(t);
@@ -811,10 +814,7 @@ void Jit::Impl::tierLoop() {
     }
     t->f = ir::Function{}; // (compiled once either way: the IR is not needed again)
     t->sites.clear();
-    std::lock_guard<std::mutex> lock(t->mutex);
-    t->error = error;
-    t->state.store(error.empty() ? Tier::Done : Tier::Failed);
-    t->cv.notify_all();
+    t->finish(error);
   }
 }
 
@@ -841,7 +841,7 @@ void Jit::Impl::compileSecondTier(Tier& t) {
   auto t2 = Clock::now();
   {
     std::lock_guard<std::mutex> lock(queueMutex);
-    if (stopping) throw std::runtime_error("the JIT was destroyed first");
+    if (stopping) throw std::runtime_error(kDestroyedFirst);
   }
   int parts = codegenParts(*m);
   compileInParts(later, std::move(m), parts);
@@ -851,16 +851,22 @@ void Jit::Impl::compileSecondTier(Tier& t) {
     reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, later.level, ", second tier");
     timingLock.unlock();
   }
-  auto release =
-      orThrow(jit->lookup(named.name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>();
+  auto release = runtimeOf(named.name).first;
   {
     std::lock_guard<std::mutex> lock(mutex);
     releases.push_back(release);
   }
-  auto setParallel = orThrow(jit->lookup(named.name + kSetParallelSuffix), "JIT lookup")
-                         .toPtr<void (*)(const slope_parallel*)>();
-  if (opt.threads > 1) setParallel(threadPool(opt.threads));
   t.fast.store(fn, std::memory_order_release);
+}
+
+std::pair<void (*)(), void (*)(const slope_parallel*)>
+Jit::Impl::runtimeOf(const std::string& name) {
+  auto release = orThrow(jit->lookup(name + kReleaseSuffix), "JIT lookup").toPtr<void (*)()>();
+  auto setParallel = orThrow(jit->lookup(name + kSetParallelSuffix), "JIT lookup")
+                         .toPtr<void (*)(const slope_parallel*)>();
+  // Threads: the process's pool, for up to opt.threads threads per parallel loop.
+  if (opt.threads > 1 && !opt.offload) setParallel(threadPool(opt.threads));
+  return {release, setParallel};
 }
 
 void Jit::optimize(const CompiledFunction& c) {
