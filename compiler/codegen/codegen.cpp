@@ -1544,7 +1544,7 @@ void Gen::planThreads() {
   for (const lower::Stmt& s : lf_.body) {
     if (!outlinable(s)) continue;
     outlined_.insert(&s);
-    lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
+    lower::forEachNested(s, [&](const lower::Stmt& t) {
       if (t.kind != lower::Stmt::Alloc && t.kind != lower::Stmt::Stack) return;
       auto b = lf_.buffers.find(t.in.result);
       if (b == lf_.buffers.end() || b->second.place != lower::Buffer::Temp) return;
@@ -1559,7 +1559,7 @@ void Gen::planThreads() {
 
 llvm::Value* Gen::workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext) {
   size_t stmts = 0;
-  lower::forEachStmt(s.body, [&](const lower::Stmt&) { ++stmts; });
+  lower::forEachNested(s, [&](const lower::Stmt&) { ++stmts; });
   llvm::Value* w = fconst(DType::F64, static_cast<double>(stmts + 1));
   for (llvm::Value* e : ext)
     w = B_.CreateFMul(w, B_.CreateSIToFP(e, B_.getDoubleTy()));
@@ -1598,7 +1598,7 @@ void Gen::outline(const lower::Stmt& s, llvm::Value* chunks, llvm::Value* work,
   errArg_ = scratch->getArg(1);
   worker_ = scratch->getArg(2);
   // Sizes bound in the body (size.def) are each chunk's own.
-  lower::forEachStmt(s.body, [&](const lower::Stmt& t) {
+  lower::forEachNested(s, [&](const lower::Stmt& t) {
     if (t.kind != lower::Stmt::Scalar || t.in.op != Op::SizeDef) return;
     dynSlots_[t.in.name] = entrySlot(i64t, "trips", [](Builder& E) { return E.getInt64(0); });
     outerDynSlots_.erase(t.in.name);
@@ -1868,7 +1868,16 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
             B_.CreateAdd(lo, B_.CreateMul(t[0], i64(s.tile), "", true, true), "", true, true);
         llvm::Value* next = B_.CreateAdd(t0, i64(s.tile));
         llvm::Value* t1 = B_.CreateSelect(B_.CreateICmpSLT(next, hi), next, hi);
-        others([&] { rows(t0, t1, run); });
+        others([&] {
+          if (s.tileFirst < 0) return rows(t0, t1, run);
+          // (lower::Stmt::tileHead and tileTail: before and after the tile's rows.)
+          NestMarks inside(parallelNest_, false);
+          vals_[s.tileFirst] = t0;
+          vals_[s.tileEnd] = t1;
+          body(s.tileHead);
+          rows(t0, t1, run);
+          body(s.tileTail);
+        });
       },
       reversed);
 }
@@ -1924,7 +1933,13 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
   auto* joinBB = llvm::BasicBlock::Create(ctx_, "blocks.done", fn);
   B_.CreateCondBr(B_.CreateICmpSGE(blocks, i64(2)), blockedBB, plainBB);
   B_.SetInsertPoint(plainBB);
-  regionLoop(s, [](llvm::Value*, llvm::Value*) {});
+  if (s.tileFirst >= 0) { // (its tiles' heads and tails: one block of all rows, in tiles)
+    ++regionDepth_;
+    chunkRows(s, ext, i64(0), n, false);
+    --regionDepth_;
+  } else {
+    regionLoop(s, [](llvm::Value*, llvm::Value*) {});
+  }
   B_.CreateBr(joinBB);
 
   B_.SetInsertPoint(blockedBB);

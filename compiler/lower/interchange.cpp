@@ -1034,6 +1034,7 @@ private:
       pre.push_back(std::move(fill));
     }
     Stmt columns = loopOver(cols, LoopKind::Sequential, false);
+    columns.deferrable = true; // (the branch's condition: the rows' additions fall outside)
     {
       Body& cb = columns.body;
       const int c = columns.indices[0];

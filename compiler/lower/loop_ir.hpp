@@ -91,10 +91,23 @@ struct Stmt {
   // outside the tile's (tileNests, tile.hpp; `tiled N` in --emit loops): what the body reads
   // at the other indices only is read once per tile. 0: row order.
   int64_t tile = 0;
+  // A tiled nest's statements per tile (tail.hpp; `per tile` in --emit loops): at each tile of
+  // rows [tileFirst, tileEnd) of its first index and each value of its other indices, codegen
+  // runs tileHead, then the body for each row of the tile, then tileTail. The head makes the
+  // buffers that hold one row per point of the tile ([tile, ...]), which the body writes at
+  // row i - tileFirst and the tail reads for every point; tileFirst and tileEnd are i64 values
+  // codegen binds (-1: none).
+  Body tileHead, tileTail;
+  int tileFirst = -1, tileEnd = -1;
   Body body, orelse;
   int yield = -1, elseYield = -1;
   // Store: the comprehension's buffer (its element at `indices` gets `yield`).
   int buffer = -1;
+  // interchange.cpp's columns of a triangle's adjoint, the last statement of the branch its
+  // choice made: no other statement of that branch touches an element they add into, and
+  // they only add (the branch's condition proves it), so they may run after later iterations
+  // of the loops around them (tail.hpp).
+  bool deferrable = false;
 };
 
 /// Where a tensor value lives.
@@ -122,11 +135,19 @@ struct Function {
 
 /// Calls fn on every statement of b, nested ones included (a loop or if before its body); b
 /// const or not, and fn gets the statements as b has them.
+template <class BodyT, class Fn> void forEachStmt(BodyT& b, Fn&& fn);
+/// Calls fn on every statement nested in s (not s itself): a tiled nest's head, its body, an
+/// if's else, a tiled nest's tail, in the order they run.
+template <class StmtT, class Fn> void forEachNested(StmtT& s, Fn&& fn) {
+  forEachStmt(s.tileHead, fn);
+  forEachStmt(s.body, fn);
+  forEachStmt(s.orelse, fn);
+  forEachStmt(s.tileTail, fn);
+}
 template <class BodyT, class Fn> void forEachStmt(BodyT& b, Fn&& fn) {
   for (auto& s : b) {
     fn(s);
-    forEachStmt(s.body, fn);
-    forEachStmt(s.orelse, fn);
+    forEachNested(s, fn);
   }
 }
 

@@ -20,6 +20,7 @@
 #include "compiler/lower/interchange.hpp"
 #include "compiler/lower/split.hpp"
 #include "compiler/lower/strength.hpp"
+#include "compiler/lower/tail.hpp"
 #include "compiler/lower/tile.hpp"
 #include "compiler/lower/workspace.hpp"
 #include "compiler/support/reduce_order.hpp"
@@ -651,7 +652,21 @@ struct Printer {
           out += (k ? ", " : ", partials ") + v(s.partials[k]);
       }
       out += " {\n";
+      if (s.tileFirst >= 0) {
+        indent(depth + 1);
+        out += "per tile of rows " + v(s.tileFirst) + " to " + v(s.tileEnd) + ", first {\n";
+        body(s.tileHead, depth + 2);
+        indent(depth + 1);
+        out += "}\n";
+      }
       body(s.body, depth + 1);
+      if (s.tileFirst >= 0) {
+        indent(depth + 1);
+        out += "per tile, last {\n";
+        body(s.tileTail, depth + 2);
+        indent(depth + 1);
+        out += "}\n";
+      }
       if (s.in.op != Op::Comp && s.yield >= 0)
         indent(depth + 1), out += "yield " + v(s.yield) + "\n";
       indent(depth);
@@ -946,6 +961,7 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   markFewTrips(lf);
   planBlocks(lf);                  // (on the loops as they will run)
   tileNests(lf, options.tileRows); // (its tiles run within the blocks of planBlocks)
+  deferColumns(lf);                // (on the tiles of tileNests)
   planWorkspace(lf);               // (last: after every pass that makes buffers)
   return lf;
 }

@@ -20,10 +20,10 @@ void mentions(const Stmt& s, const std::function<void(int)>& use) {
   if (s.yield >= 0) use(s.yield);
   if (s.elseYield >= 0) use(s.elseYield);
   if (s.buffer >= 0) use(s.buffer);
-  for (const Stmt& t : s.body)
-    mentions(t, use);
-  for (const Stmt& t : s.orelse)
-    mentions(t, use);
+  for (const Body* b : {&s.tileHead, &s.body, &s.orelse, &s.tileTail})
+    for (const Stmt& t : *b)
+      mentions(t, use);
+  if (s.tileFirst >= 0) use(s.tileFirst), use(s.tileEnd);
 }
 
 bool allocates(const Stmt& s) {

@@ -1671,6 +1671,74 @@ TEST(JitVsInterp, TriangleScatterColumnsRandomShapes) {
   EXPECT_GE(failed, 3);
 }
 
+// A tile's deferred columns (compiler/lower/tail.cpp): in the adjoint's nest over (i, k), run in
+// tiles of i, the triangle's columns run once per tile and component, eight points at a time
+// and then the rest, and every entry takes the same terms in the same order. So the bits are
+// those of row order (no tiles: no deferral), of tiles of 3 (no group of eight) and of 10 (a
+// group and two), on 2 and 16 threads and in reverse: n = 1 runs the nest as it is (one
+// block), 300 in blocks of 5 rows, 1100 in blocks of 18 (a tile of 16, two groups, and one of
+// 2); at d = 600 the partials would take too much memory, so 9 points run as one block in one
+// tile (a group and one). A triangle one entry short takes the rows' form, and fails as row
+// order does.
+TEST(JitVsInterp, DeferredColumnsSameBits) {
+  auto prog = Program::fromString("deferred", R"(
+fn gmmlike(alphas: f64[K], icf: f64[K, T], x: f64[n, d], mu: f64[K, d]) -> f64 {
+    let q[i, k, j: d] = exp(icf[k, j]) * (x[i, j] - mu[k, j])
+        + sum[c: j](icf[k, d + c * (d - 1) - div(c * (c - 1), 2) + j - c - 1] * (x[i, c] - mu[k, c]));
+    let main[i, k] = alphas[k] + sum[j: d](icf[k, j]) - 0.5 * sum[j](q[i, k, j]^2);
+    sum[i](logsumexp[k](main[i, k]))
+}
+)");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function g = prog->gradient("gmmlike", {"icf", "mu"});
+  const std::string loops = lower::print(lower::lower(g));
+  EXPECT_EQ(occurrences(loops, "per tile, last {"), 1u) << loops;
+  lower::LowerOptions rowOrder;
+  rowOrder.tileRows = 0;
+  EXPECT_EQ(occurrences(lower::print(lower::lower(g, rowOrder)), "per tile"), 0u);
+  static std::shared_ptr<JitRunner> untiled = tiledJit(0), three = tiledJit(3), ten = tiledJit(10);
+  Runnable deferred = jit().prepare(g);
+  std::vector<std::pair<std::string, Runnable>> others{{"row order", untiled->prepare(g)},
+                                                       {"tiles of 3", three->prepare(g)},
+                                                       {"tiles of 10", ten->prepare(g)}};
+  for (auto& v : {reversed(g), onThreads({2, 16})(g)})
+    others.insert(others.end(), v.begin(), v.end());
+  const std::vector<std::pair<int64_t, int64_t>> shapes{{3, 1},     {3, 300},  {10, 1}, {10, 300},
+                                                        {10, 1100}, {17, 300}, {600, 9}};
+  for (const auto& [d, n] : shapes) {
+    const int64_t t = d + d * (d - 1) / 2;
+    const std::map<std::string, int64_t> sizes{{"d", d}, {"n", n}, {"K", 3}, {"T", t}};
+    const std::string what = "d = " + std::to_string(d) + ", n = " + std::to_string(n);
+    std::vector<Tensor> args = randomArgs(g, sizes, 5);
+    auto want = deferred(args);
+    for (auto& [name, run] : others) {
+      auto got = run(args);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t k = 0; k < got.size(); ++k)
+        expectSameBits(got[k], want[k], what + ", " + name + ", result " + std::to_string(k));
+    }
+    if (d <= 10 && n <= 300) {
+      auto e = evaluate(g, args);
+      for (size_t k = 0; k < e.size(); ++k)
+        expectClose(want[k], e[k], what + ", evaluator, result " + std::to_string(k));
+    }
+  }
+  // One entry short: icf[k, T] is read (and fails) in the rows' form, at the same access.
+  const std::map<std::string, int64_t> shortSizes{{"d", 10}, {"n", 300}, {"K", 3}, {"T", 54}};
+  std::vector<Tensor> args = randomArgs(g, shortSizes, 5);
+  auto error = [&](Runnable& run) {
+    try {
+      run(args);
+    } catch (const EvalError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string want = error(deferred);
+  EXPECT_NE(want, "no error");
+  EXPECT_EQ(error(others[0].second), want);
+}
+
 // Loops Loop IR calls parallel and vectorisable reach LLVM marked so (access groups and
 // llvm.loop.parallel_accesses; docs/architecture.md, "C ABI"), and no other loop is: a user
 // loop with state, whose iterations depend on each other, must not be.
