@@ -27,7 +27,9 @@
 // with the same B): an addition or two per value instead of the multiplications and the
 // division, and two registers for the slots, not one induction variable per value (which
 // spill: the eight columns of a group are eight). The same arithmetic modulo 2^64, equal to
-// the original whenever its intermediate values fit in i64.
+// the original whenever its intermediate values fit in i64. A parallel loop with such values
+// (interchange.cpp's blocks: the corner's seven columns at 8 b + q, q = 0 .. 6) computes the
+// first as it did and the others from it within the iteration (nothing is carried across).
 //
 // Entry checks. A sequence whose differences are affine is monotone on [0, n - 1] when its
 // difference has the same sign at both ends (D(0) and D(n - 2)); a monotone sequence lies
@@ -270,7 +272,9 @@ private:
 
   /// What the loop's body defines, or false where it makes memory, binds a size or defines a
   /// value that escapes (nothing is rewritten then).
-  bool scope(const Stmt& loop, Scope& sc) const {
+  /// `carrying`: values will be carried across iterations, which allocations, escaping values
+  /// and sizes bound in the body rule out; otherwise (a chain within one iteration) they stay.
+  bool scope(const Stmt& loop, Scope& sc, bool carrying = true) const {
     if (loop.indices.size() != 1) return false;
     sc.index = loop.indices[0];
     sc.inside.insert(sc.index);
@@ -283,7 +287,7 @@ private:
       if (s.kind == Stmt::Scalar && s.in.op == Op::SizeDef) sc.bound.insert(s.in.name);
       if (s.kind == Stmt::Alloc || s.kind == Stmt::Stack) effects = true;
     });
-    if (escapes || effects || !sc.bound.empty()) return false;
+    if (carrying && (escapes || effects || !sc.bound.empty())) return false;
     for (const Stmt& s : loop.body)
       if (s.kind == Stmt::Scalar && s.in.result >= 0) sc.def[s.in.result] = &s;
     return true;
@@ -307,11 +311,14 @@ private:
   /// computed with a division and used other than by one another, v1 .. vk in the body's
   /// order, when each difference v(i+1) - v(i) is affine in the index with integer
   /// coefficients: v1 is carried (two slots), and each next one is the one before plus its
-  /// difference A + B c, the products B c shared.
+  /// difference A + B c, the products B c shared. In a parallel loop (interchange.cpp's blocks
+  /// of eight rows: the positions of the corner's seven columns) v1 is computed as it was, and
+  /// the others follow it the same way.
   bool expand(Stmt& loop, Body& pre) {
-    if (loop.loopKind != LoopKind::Sequential) return false;
+    const bool carried = loop.loopKind == LoopKind::Sequential;
+    if (!carried && loop.loopKind != LoopKind::Parallel) return false;
     Scope sc;
-    if (!scope(loop, sc)) return false;
+    if (!scope(loop, sc, carried)) return false;
     const int c = sc.index;
     std::set<int> wide; // the integer quadratics with a division of the top level
     for (const Stmt& s : loop.body)
@@ -356,11 +363,11 @@ private:
       steps.emplace_back(coefficient(diff, 0), coefficient(diff, 1));
     }
     begin(loop, pre);
-    carry(loop, chain[0], sc);
+    if (carried) carry(loop, chain[0], sc);
     Body head;                 // B c, once for each B
     std::map<int, int> scaled; // B's value -> B c
+    int firstStep = -1;        // the first step's value, in the body
     for (size_t i = 1; i < chain.size(); ++i) {
-      const int a = value(steps[i - 1].first, 1), b = value(steps[i - 1].second, 1);
       Body def;
       auto stmt = [&](Body& into, Op o, std::vector<int> args, int result = -1) {
         Stmt st = scalarStmt(o, std::move(args), loc_);
@@ -368,12 +375,27 @@ private:
         into.push_back(st);
         return st.in.result;
       };
+      // A step that differs from the first by a literal (the columns 8 c + l: d - 2 - 8 c - l)
+      // is the first plus that literal: one value kept across the body instead of one A per
+      // step (which LLVM hoists out of the loop, into registers the loop's work needs).
+      std::optional<int64_t> offset = (steps[i - 1].first - steps[0].first).constValue();
+      if (i > 1 && steps[i - 1].second == steps[0].second && offset) {
+        const int step = stmt(def, Op::Add, {firstStep, value(Poly(*offset), 1)});
+        stmt(def, Op::Add, {chain[i - 1], step}, chain[i]);
+        size_t p = position(loop.body, chain[i]);
+        loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
+        loop.body.insert(loop.body.begin() + static_cast<std::ptrdiff_t>(p), def.begin(),
+                         def.end());
+        continue;
+      }
+      const int a = value(steps[i - 1].first, 1), b = value(steps[i - 1].second, 1);
       int step = a;
       if (auto k = known_.find(b); k == known_.end() || k->second != 0) {
         auto [it, fresh] = scaled.try_emplace(b, -1);
         if (fresh) it->second = stmt(head, Op::Mul, {b, c});
         step = stmt(def, Op::Add, {a, it->second});
       }
+      if (i == 1) firstStep = step;
       stmt(def, Op::Add, {chain[i - 1], step}, chain[i]);
       size_t p = position(loop.body, chain[i]);
       loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
