@@ -51,8 +51,8 @@
 
 #include <stdexcept>
 #include <thread>
-#include <utility>
 #include <unistd.h>
+#include <utility>
 
 namespace slope::codegen {
 namespace {

@@ -379,23 +379,19 @@ private:
       // is the first plus that literal: one value kept across the body instead of one A per
       // step (which LLVM hoists out of the loop, into registers the loop's work needs).
       std::optional<int64_t> offset = (steps[i - 1].first - steps[0].first).constValue();
+      int step = -1;
       if (i > 1 && steps[i - 1].second == steps[0].second && offset) {
-        const int step = stmt(def, Op::Add, {firstStep, value(Poly(*offset), 1)});
-        stmt(def, Op::Add, {chain[i - 1], step}, chain[i]);
-        size_t p = position(loop.body, chain[i]);
-        loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));
-        loop.body.insert(loop.body.begin() + static_cast<std::ptrdiff_t>(p), def.begin(),
-                         def.end());
-        continue;
+        step = stmt(def, Op::Add, {firstStep, value(Poly(*offset), 1)});
+      } else {
+        const int a = value(steps[i - 1].first, 1), b = value(steps[i - 1].second, 1);
+        step = a;
+        if (auto k = known_.find(b); k == known_.end() || k->second != 0) {
+          auto [it, fresh] = scaled.try_emplace(b, -1);
+          if (fresh) it->second = stmt(head, Op::Mul, {b, c});
+          step = stmt(def, Op::Add, {a, it->second});
+        }
+        if (i == 1) firstStep = step;
       }
-      const int a = value(steps[i - 1].first, 1), b = value(steps[i - 1].second, 1);
-      int step = a;
-      if (auto k = known_.find(b); k == known_.end() || k->second != 0) {
-        auto [it, fresh] = scaled.try_emplace(b, -1);
-        if (fresh) it->second = stmt(head, Op::Mul, {b, c});
-        step = stmt(def, Op::Add, {a, it->second});
-      }
-      if (i == 1) firstStep = step;
       stmt(def, Op::Add, {chain[i - 1], step}, chain[i]);
       size_t p = position(loop.body, chain[i]);
       loop.body.erase(loop.body.begin() + static_cast<std::ptrdiff_t>(p));

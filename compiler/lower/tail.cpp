@@ -71,6 +71,7 @@ private:
     forEachNested(cols, visit);
     if (!ok) return false;
     const int i = s.indices[0], k = s.indices[1];
+    nestSizes_ = boundSizes(s.body);
     for (int v : used) {
       if (colDefs.count(v) || v == k || v == i || !nestDefs.count(v)) continue;
       if (!tileBuffer(v)) return false;
@@ -79,10 +80,10 @@ private:
     for (int t : targets_)
       if (nestDefs.count(t) || rowBuffers_.count(t)) return false;
     // Sizes the nest binds outside the columns are each iteration's own.
-    std::set<std::string> inner = boundSizes(s.body), own = boundSizes(cols.body);
+    const std::set<std::string> own = boundSizes(cols.body);
     auto ownSizes = [&](const Poly& p) {
       for (const auto& n : p.names())
-        if (inner.count(n) && !own.count(n)) return false;
+        if (nestSizes_.count(n) && !own.count(n)) return false;
       return true;
     };
     for (const Poly& e : cols.extents)
@@ -168,10 +169,9 @@ private:
       for (const Stmt& t : *body)
         found = found || (t.kind == Stmt::Alloc && t.in.result == v);
     if (!found) return false;
-    const std::set<std::string> inner = boundSizes(nest_.body);
     for (const Poly& d : f_.src.types[v].shape)
       for (const auto& n : d.names())
-        if (inner.count(n)) return false;
+        if (nestSizes_.count(n)) return false;
     return true;
   }
 
@@ -373,8 +373,9 @@ private:
   Function& f_;
   Stmt& nest_;
   Stmt* branch_ = nullptr;
-  std::set<int> targets_;    // the buffers the columns add into
-  std::set<int> rowBuffers_; // the nest's temporaries the columns read: one row per point
+  std::set<int> targets_;           // the buffers the columns add into
+  std::set<int> rowBuffers_;        // the nest's temporaries the columns read: one row per point
+  std::set<std::string> nestSizes_; // the sizes the nest's body binds
   SrcRange loc_;
   std::set<std::string> names_;
   int next_ = 0;
