@@ -275,7 +275,9 @@ private:
 
   /// A top-level temporary allocated by statement a, touched by exactly two later top-level
   /// loops, the first writing it: fuse them and contract it (zeroed: to the written value; a
-  /// comprehension's: to the slice one iteration of the fused loop writes and reads).
+  /// comprehension's: to the slice one iteration of the fused loop writes and reads). A
+  /// comprehension's touched by more (a tape the adjoint reads again): its writer and first
+  /// reader fused where each iteration reads only its own slice, the buffer kept.
   bool contractTop(size_t a) {
     Body& body = f_.body;
     const Stmt& alloc = body[a];
@@ -289,7 +291,8 @@ private:
     std::vector<size_t> at;
     for (size_t k : users_[x])
       if (!dead_[k] && k > a) at.push_back(k);
-    if (at.size() != 2) return false;
+    const bool keep = !zeroed && at.size() > 2;
+    if (at.size() != 2 && !keep) return false;
     const size_t w = at[0], r = at[1];
     std::vector<size_t> live; // the statements from w to r
     for (size_t k = w; k <= r; ++k)
@@ -298,13 +301,14 @@ private:
     Body seg;
     for (size_t k : live)
       seg.push_back(body[k]);
-    if (zeroed ? !fuseAndContract(seg, 0, seg.size() - 1, x, {})
-               : !fuseAndShrink(seg, seg.size() - 1, alloc))
+    if (keep     ? !fuseReader(seg, seg.size() - 1, x)
+        : zeroed ? !fuseAndContract(seg, 0, seg.size() - 1, x, {})
+                 : !fuseAndShrink(seg, seg.size() - 1, alloc))
       return false;
     // seg: the statements between, then the fused loop; into the live positions but the last.
     std::set<int> fusedTouched = touched_[w];
     fusedTouched.insert(touched_[r].begin(), touched_[r].end());
-    fusedTouched.erase(x);
+    if (!keep) fusedTouched.erase(x);
     std::vector<std::set<int>> sets;
     for (size_t q = 1; q + 1 < live.size(); ++q)
       sets.push_back(touched_[live[q]]);
@@ -320,12 +324,33 @@ private:
     }
     dead_[r] = true;
     touched_[r].clear();
+    if (keep) return true;
     dead_[a] = true;
     if (zeroed)
       f_.buffers.erase(x);
     else
       f_.buffers[x].inLoop = true;
     return true;
+  }
+
+  /// Fuses the loops seg[0] (the comprehension that writes x) and seg[r] (one that reads it)
+  /// on their shared leading extents where one iteration of the fused loop then reads only
+  /// the slice x[i, k, ...] it wrote: the reads find it in cache, not in memory (the ADBench
+  /// GMM gradient's qx, n K d doubles that its squares' sums read once and the adjoint again).
+  bool fuseReader(Body& seg, size_t r, int x) {
+    std::optional<size_t> at = fuse(seg, 0, r);
+    if (!at) return false;
+    const Stmt& loop = seg[*at];
+    bool ok = true;
+    forEachStmt(loop.body, [&](const Stmt& s) {
+      std::optional<Access> a = accessOf(s);
+      if (a && a->buffer == x)
+        ok = ok && a->subscripts.size() > loop.indices.size() &&
+             std::equal(loop.indices.begin(), loop.indices.end(), a->subscripts.begin());
+      else if (std::count(s.in.args.begin(), s.in.args.end(), x))
+        ok = false;
+    });
+    return ok;
   }
 
   /// Fuses the loops seg[0] (the comprehension that writes x) and seg[r] on their shared

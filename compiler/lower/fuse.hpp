@@ -19,9 +19,15 @@ namespace slope::lower {
 /// buffer becomes that slice, allocated in the loop (the GMM objective's qx: n K d doubles
 /// become a row of d).
 ///
+/// A comprehension's buffer that later nests read again (a tape: the GMM gradient's qx, which
+/// the sums of its squares read and the adjoint reads later) stays, but its first reader is
+/// fused with the writer where each iteration then reads only the slice it wrote: the reads
+/// find it in cache instead of memory.
+///
 /// Fusion keeps every buffer's element-by-element order of accesses, so every result keeps
-/// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away (or
-/// shrinks), and nothing whose SIMD math functions (exp, log, ...) would lose their lanes.
+/// its bits; fuse.cpp says when that holds. Nothing is fused unless the buffer goes away,
+/// shrinks or is read in cache, and nothing whose SIMD math functions (exp, log, ...) would
+/// lose their lanes.
 /// Returns how many buffers went away or shrank.
 int fuseProducers(Function& f);
 
