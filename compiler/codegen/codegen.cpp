@@ -985,6 +985,7 @@ private:
   /// two workers or more, and the work is worth waking it.
   llvm::Value* poolWanted(llvm::Value* chunks, llvm::Value* work);
   void outlineLoop(const lower::Stmt& s);
+  void prefetchNextRows(const lower::Stmt& s);
   void outlineBlocks(const lower::Stmt& s);
   llvm::Value* outlineSum(const lower::Stmt& s);
   llvm::Value* workOf(const lower::Stmt& s, const std::vector<llvm::Value*>& ext);
@@ -1879,6 +1880,7 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
   };
   auto run = [&] {
     NestMarks inside(parallelNest_, false);
+    if (s.tile > 0) prefetchNextRows(s);
     body(s.body);
   };
   if (s.tile <= 0 || ext.size() < 2) {
@@ -1909,6 +1911,40 @@ void Gen::chunkRows(const lower::Stmt& s, const std::vector<llvm::Value*>& ext, 
         });
       },
       reversed);
+}
+
+// lower::Stmt::prefetchRows, at the body of (i, k): each cache line of row (i, k + 1) of each
+// buffer, for writing where the nest writes it. (The row after the last is past the buffer's
+// end: a prefetch of any address is a hint that cannot fault.)
+void Gen::prefetchNextRows(const lower::Stmt& s) {
+  constexpr int64_t kLine = 64;
+  std::set<int> written;
+  lower::forEachNested(s, [&](const lower::Stmt& t) {
+    std::optional<lower::Access> a = lower::accessOf(t);
+    if (a && a->writes()) written.insert(a->buffer);
+  });
+  llvm::Value* i = vals_.at(s.indices[0]);
+  llvm::Value* k = vals_.at(s.indices[1]);
+  for (int b : s.prefetchRows) {
+    const ir::Type& t = f_.types[b];
+    llvm::Value* row = i64(1);
+    for (size_t d = 2; d < t.shape.size(); ++d)
+      row = B_.CreateMul(row, poly(t.shape[d]));
+    llvm::Value* next = B_.CreateAdd(B_.CreateMul(i, poly(t.shape[1])), B_.CreateAdd(k, i64(1)));
+    llvm::Value* bytes = B_.CreateMul(row, i64(static_cast<int64_t>(dtypeSize(t.dtype))));
+    llvm::Value* start = B_.CreateGEP(B_.getInt8Ty(), val(b), B_.CreateMul(next, bytes));
+    llvm::Value* lines = B_.CreateUDiv(B_.CreateAdd(bytes, i64(kLine - 1)), i64(kLine));
+    const bool write = written.count(b) > 0;
+    std::vector<llvm::Value*> l;
+    nestLevel(
+        lines, l,
+        [&] {
+          llvm::Value* at = B_.CreateGEP(B_.getInt8Ty(), start, B_.CreateMul(l[0], i64(kLine)));
+          B_.CreateIntrinsic(llvm::Intrinsic::prefetch, {B_.getPtrTy()},
+                             {at, B_.getInt32(write ? 1 : 0), B_.getInt32(3), B_.getInt32(1)});
+        },
+        false);
+  }
 }
 
 // A blocked loop (lower::Stmt::blocked): chunks are blocks of its first index, as many as

@@ -99,6 +99,13 @@ struct Stmt {
   // codegen binds (-1: none).
   Body tileHead, tileTail;
   int tileFirst = -1, tileEnd = -1;
+  // A tiled nest's buffers of rank 3 or more that every access in it reaches at [i, k, ...],
+  // its first two indices (the GMM's qx, a tape of n K d doubles that the forward nest writes
+  // and the adjoint's reads): at each (i, k) codegen prefetches the row of (i, k + 1), which
+  // the tile's order reaches a tile's pass later, in time for memory to bring it. In tile order
+  // the rows of one pass are K rows apart, which the processor's own prefetcher does not
+  // follow (`prefetch %x` in --emit loops). A hint: nothing is read or written by it.
+  std::vector<int> prefetchRows;
   Body body, orelse;
   int yield = -1, elseYield = -1;
   // Store: the comprehension's buffer (its element at `indices` gets `yield`).

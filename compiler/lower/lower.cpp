@@ -646,6 +646,8 @@ struct Printer {
         out += " unmarked";
       if (depth == 1) out += " on host"; // (a loop nest's placement; the CUDA backend adds device)
       if (s.tile > 0) out += " tiled " + std::to_string(s.tile);
+      for (int b : s.prefetchRows)
+        out += " prefetch " + v(b);
       if (s.blocked) {
         out += " in blocks";
         for (size_t k = 0; k < s.partials.size(); ++k)

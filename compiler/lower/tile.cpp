@@ -153,6 +153,28 @@ bool disjointAcrossIterations(const Stmt& nest) {
 
 } // namespace
 
+/// The buffers of rank >= 3, made outside nest s, that every access in s reaches with s's
+/// first two indices as its first two subscripts (Stmt::prefetchRows).
+std::vector<int> rowsAtBothIndices(const Function& f, const Stmt& s) {
+  std::map<int, bool> ok; // buffer -> every access so far at [i, k, ...]
+  std::set<int> inside;
+  forEachStmt(s.body, [&](const Stmt& t) {
+    if (t.kind == Stmt::Alloc || t.kind == Stmt::Stack ||
+        (t.kind == Stmt::Scalar && t.in.op == Op::BufZeros))
+      inside.insert(t.in.result);
+    std::optional<Access> a = accessOf(t);
+    if (!a) return;
+    const bool here = a->subscripts.size() >= 3 && a->subscripts[0] == s.indices[0] &&
+                      a->subscripts[1] == s.indices[1];
+    auto [it, fresh] = ok.try_emplace(a->buffer, here);
+    if (!fresh) it->second = it->second && here;
+  });
+  std::vector<int> out;
+  for (const auto& [b, all] : ok)
+    if (all && !inside.count(b) && f.src.types[b].rank() >= 3) out.push_back(b);
+  return out;
+}
+
 int tileNests(Function& f, int64_t rows) {
   int tiled = 0;
   if (rows <= 0) return 0;
@@ -167,6 +189,7 @@ int tileNests(Function& f, int64_t rows) {
     Dependence dep(f, s, literals);
     if (dep.reads().empty() || dep.failsWithIndex()) continue;
     s.tile = rows;
+    s.prefetchRows = rowsAtBothIndices(f, s);
     ++tiled;
   }
   return tiled;
