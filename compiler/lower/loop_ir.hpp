@@ -244,6 +244,16 @@ bool consecutiveIn(const Stmt& loop, const std::vector<int>& subs);
 /// remainder. Measured: docs/benchmarks.md, "Inner loops one vector at a time".
 void markFewTrips(Function& f);
 
+/// Marks parallel and vectorisable every sequential straight-line loop over one index, nested
+/// in another loop, whose iterations share nothing but memory (Stmt::memoryOnly) and touch
+/// disjoint elements: each buffer the body writes, at every access in it, has the loop's index
+/// as one subscript at one fixed position. Fusion leaves such loops sequential when the nest
+/// they came from was (the GMM adjoint's row of d inside its nest over points and components,
+/// which adds into component k's gradient at [k, j]); iterations that touch different elements
+/// give the same bits in any order, and LLVM then vectorises the row without the run-time
+/// overlap checks that kept rows under 25 scalar. Returns how many loops it marked.
+int markIndependentLoops(Function& f);
+
 /// x when `sel` is max(x, 0) as the front end writes it, select(gt(x, 0), x, 0); else -1.
 /// `def`: the instruction that defines a value, or nullptr where it is not at hand (the pass
 /// looks in one loop body). `literals`: integerLiterals(f).

@@ -846,6 +846,47 @@ void markFewTrips(Function& f) {
   walk(f.body, false);
 }
 
+int markIndependentLoops(Function& f) {
+  int marked = 0;
+  auto independent = [](const Stmt& loop) {
+    const int j = loop.indices[0];
+    std::set<int> written;
+    for (const Stmt& t : loop.body) {
+      if (t.kind == Stmt::Scalar && t.in.op == Op::BufZeros) return false;
+      if (std::optional<Access> a = accessOf(t); a && a->writes()) written.insert(a->buffer);
+    }
+    for (int b : written) {
+      int dim = -1;
+      for (const Stmt& t : loop.body) {
+        std::optional<Access> a = accessOf(t);
+        if (!a || a->buffer != b) continue;
+        int here = -1;
+        for (size_t d = 0; d < a->subscripts.size() && here < 0; ++d)
+          if (a->subscripts[d] == j && (dim < 0 || static_cast<int>(d) == dim))
+            here = static_cast<int>(d);
+        if (here < 0) return false;
+        dim = here;
+      }
+    }
+    return true;
+  };
+  std::function<void(Body&, bool)> walk = [&](Body& b, bool inLoop) {
+    for (Stmt& s : b) {
+      if (s.kind == Stmt::Loop && inLoop && s.loopKind == LoopKind::Sequential &&
+          s.in.op == Op::For && s.in.result < 0 && s.memoryOnly && !s.cold && !s.blocked &&
+          s.tile == 0 && s.indices.size() == 1 && straightLine(s.body) && independent(s)) {
+        s.loopKind = LoopKind::Parallel;
+        s.vectorisable = true;
+        ++marked;
+      }
+      walk(s.body, inLoop || s.kind == Stmt::Loop);
+      walk(s.orelse, inLoop || s.kind == Stmt::Loop);
+    }
+  };
+  walk(f.body, false);
+  return marked;
+}
+
 std::optional<Access> accessOf(const Stmt& s) {
   if (s.kind == Stmt::Store) return Access{Access::Write, s.buffer, s.indices};
   if (s.kind != Stmt::Scalar || s.in.args.empty()) return std::nullopt;
@@ -959,7 +1000,8 @@ Function lower(const ir::Function& fIn, const LowerOptions& options) {
   // (After both: the rows' checks are tables to sum, and the sums' original copies, which it
   // reads in columns, are the else of strength reduction's ifs.)
   interchangeTriangles(lf, options.minTriangleColumns, options.minScatterColumns);
-  expandQuadratics(lf); // (the column positions of interchange's groups, without a division)
+  expandQuadratics(lf);     // (the column positions of interchange's groups, without a division)
+  markIndependentLoops(lf); // (on the loops as they will run; before: they may still change)
   markFewTrips(lf);
   planBlocks(lf);                  // (on the loops as they will run)
   tileNests(lf, options.tileRows); // (its tiles run within the blocks of planBlocks)
