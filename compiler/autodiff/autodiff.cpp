@@ -286,14 +286,18 @@ void Reverse::structural(const Instr& in, int buf) {
     return;
   }
   case Op::ReduceLse: {
-    // x_j's adjoint is g softmax_j = g exp(x_j - lse).
+    // x_j's adjoint is g softmax_j = (g / W) exp(x_j - lse), W normalising the weights in f32
+    // (see softmaxNormaliser): one more pass over the body's values, taped or recomputed.
     const Block& body = in.regions[0];
     int g = b_.load(buf, {});
     int lse = primal(in.result);
+    int W = ad::softmaxNormaliser(b_, lse, in.extents, t.dtype,
+                                  [&](const std::vector<int>& k) { return yieldAt(body, k); });
+    int gw = W < 0 ? g : b_.binary(Op::Div, g, W);
     b_.forLoop(in.extents, [&](const std::vector<int>& idx) {
       reverseBody(body, idx, [&] {
         int xj = primal(body.yields[0]);
-        return b_.binary(Op::Mul, g, b_.unary(Op::Exp, b_.binary(Op::Sub, xj, lse)));
+        return b_.binary(Op::Mul, gw, b_.unary(Op::Exp, b_.binary(Op::Sub, xj, lse)));
       });
       return -1;
     });

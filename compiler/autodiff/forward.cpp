@@ -81,6 +81,16 @@ private:
     for (size_t k = 0; k < b.args.size(); ++k)
       primal_[b.args[k]] = idx[k];
   }
+  /// The body's yield at index values k, computed again (the value map left as it was).
+  int yieldAt(const Block& body, const std::vector<int>& k) {
+    auto saved = primal_;
+    mapArgs(body, k);
+    for (const Instr& i : body.body)
+      emitPrimal(i);
+    int v = primal(body.yields[0]);
+    primal_ = saved;
+    return v;
+  }
 
   void analyze(const Block& b);
   void setActive(int v) {
@@ -681,10 +691,13 @@ void Forward::tangentStructural(const Instr& in) {
     return;
   }
   case Op::ReduceLse: {
-    // d lse = sum_j softmax_j dx_j, softmax_j = exp(x_j - lse).
+    // d lse = sum_j softmax_j dx_j = (sum_j e_j dx_j) / W, e_j = exp(x_j - lse), W normalising
+    // the weights in f32 as the adjoint does (see softmaxNormaliser): one more pass.
     const Block& body = in.regions[0];
     int lse = primal(in.result);
-    lane_[in.result] = sumLanes(in, dt, [&](const std::vector<int>& idx) {
+    int W = ad::softmaxNormaliser(b_, lse, in.extents, dt,
+                                  [&](const std::vector<int>& k) { return yieldAt(body, k); });
+    std::vector<int> sums = sumLanes(in, dt, [&](const std::vector<int>& idx) {
       mapArgs(body, idx);
       fwdBlock(body);
       int w = b_.unary(Op::Exp, b_.binary(Op::Sub, primal(body.yields[0]), lse));
@@ -693,6 +706,9 @@ void Forward::tangentStructural(const Instr& in) {
         terms.push_back(dx < 0 ? -1 : b_.binary(Op::Mul, w, dx));
       return terms;
     });
+    for (int& s : sums)
+      if (s >= 0 && W >= 0) s = b_.binary(Op::Div, s, W);
+    lane_[in.result] = sums;
     return;
   }
   case Op::ReduceProd: {
@@ -704,15 +720,7 @@ void Forward::tangentStructural(const Instr& in) {
       mapArgs(body, idx);
       fwdBlock(body);
       int others = ad::productOfOthers(b_, P, primal(body.yields[0]), idx, in.extents, dt,
-                                       [&](const std::vector<int>& k) {
-                                         auto saved = primal_;
-                                         mapArgs(body, k);
-                                         for (const Instr& i : body.body)
-                                           emitPrimal(i);
-                                         int xk = primal(body.yields[0]);
-                                         primal_ = saved;
-                                         return xk;
-                                       });
+                                       [&](const std::vector<int>& k) { return yieldAt(body, k); });
       std::vector<int> terms;
       for (int dx : lanesOf(body.yields[0]))
         terms.push_back(dx < 0 ? -1 : b_.binary(Op::Mul, dx, others));

@@ -278,7 +278,9 @@ Rule entry(Op op) {
     return structural("x_j's adjoint is g prod_{k != j} x_k (g P / x_j when x_j != 0)");
   case Op::ReduceMax: return structural("g to the first maximal element only");
   case Op::ReduceMin: return structural("g to the first minimal element only");
-  case Op::ReduceLse: return structural("x_j's adjoint is g exp(x_j - lse)");
+  case Op::ReduceLse:
+    return structural("x_j's adjoint is g softmax_j = g exp(x_j - lse) (in f32 divided by the sum "
+                      "of those exps, 1 but for lse's rounding)");
   case Op::ArgMax: return none("integer");
   case Op::ArgMin: return none("integer");
   case Op::If: return structural("the adjoint of the taken branch, recomputed");
@@ -316,6 +318,14 @@ int productOfOthers(ir::Builder& b, int P, int xj, const std::vector<int>& idx,
           return b.select(same, b.constant(dt, 1), xk);
         });
       });
+}
+
+int softmaxNormaliser(ir::Builder& b, int lse, const std::vector<Poly>& extents, DType dt,
+                      const std::function<int(const std::vector<int>&)>& elementAt) {
+  if (dt != DType::F32) return -1;
+  return b.region(Op::ReduceSum, extents, ir::Type{dt, {}}, [&](const std::vector<int>& k) {
+    return b.unary(Op::Exp, b.binary(Op::Sub, elementAt(k), lse));
+  });
 }
 
 } // namespace slope::ad

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <string>
@@ -121,6 +122,43 @@ TEST_P(WrongNumbers, LogsumexpOverInnerReduction) {
                                "f", {vec({0.1, 0.4}), vec({0.3, -0.2})}, GetParam());
   double b0 = std::exp(0.1), b1 = std::exp(0.4);
   expectValues(mean[1], {b0 / (b0 + b1), b1 / (b0 + b1)}, 1e-14, "mean inside");
+}
+
+// Found by the random programs (seed 162054): logsumexp's weights exp(x_j - lse), with lse
+// rounded to its type, summed to 1 + O(|lse| eps): in f32 at lse = 1001 the gradient was off by
+// 2.9e-5 relative (it summed to 1.0000286) and the HVP below by 2.7% (73.95 for 72), its terms
+// no longer cancelling. The weights are now divided by their sum, in reverse and forward mode.
+TEST_P(WrongNumbers, LogsumexpWeightsInF32AtALargeOffset) {
+  Tensor x(DType::F32, {4});
+  const double xs[] = {1000.1, 1000.4, 999.7, 1000.0};
+  for (int64_t i = 0; i < 4; ++i)
+    x.setF(i, xs[i]);
+  double m = -INFINITY, s = 0;
+  for (int64_t i = 0; i < 4; ++i)
+    m = std::max(m, x.getF(i)); // (the f32 values, exactly)
+  for (int64_t i = 0; i < 4; ++i)
+    s += std::exp(x.getF(i) - m);
+  auto r = valueAndGradient("fn f(x: f32[n]) -> f32 { logsumexp(x) }", "f", {x}, GetParam());
+  double total = 0;
+  for (int64_t i = 0; i < 4; ++i) {
+    double want = std::exp(x.getF(i) - m) / s; // a few f32 ulps: 2.4e-7 relative
+    EXPECT_NEAR(r[1].getF(i), want, 4e-7 * want) << "softmax element " << i;
+    total += r[1].getF(i);
+  }
+  EXPECT_NEAR(total, 1.0, 4e-7);
+
+  // f = log 3 + 1 + s^2 with s = 6 (x + 3): f' = 12 s, f'' = 72 for every x.
+  auto prog = Program::fromString("wrong_numbers", "fn f(x: f32) -> f32 {\n"
+                                                   "  let s = 6 * (x + 3);\n"
+                                                   "  logsumexp[j: 3](1 + s^2)\n}");
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  Tensor x0(DType::F32, {}), v(DType::F32, {});
+  x0.setF(0, 1.3);
+  v.setF(0, 1);
+  std::vector<Tensor> h = backend(GetParam()).prepare(prog->hvp("f", {}))({x0, v});
+  const double s0 = 6 * (x0.getF(0) + 3);
+  expectValues(h[1], {12 * s0}, 2e-6 * 12 * s0, "f'");
+  expectValues(h[2], {72}, 72 * 1e-4, "f'' (H v)");
 }
 
 // Found by the random programs: code before a loop is reversed after it and reads vars
