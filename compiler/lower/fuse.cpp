@@ -554,26 +554,17 @@ private:
     if (!between.binds.empty() || conflict(between, fp)) return std::nullopt;
     for (const auto& n : fp.binds)
       if (fc.binds.count(n)) return std::nullopt;
-    // Shared memory with a write: each fused index in one fixed dimension of every access.
+    // Shared memory with a write: each fused index at one fixed position of every access.
     for (const auto& [buf, list] : fp.access) {
       auto other = fc.access.find(buf);
       if (other == fc.access.end() || !(fp.writes(buf) || fc.writes(buf))) continue;
-      std::vector<const Footprint::Access*> all;
+      std::vector<const std::vector<int>*> subs;
       for (const auto& acc : list)
-        all.push_back(&acc);
+        subs.push_back(&acc.subs);
       for (const auto& acc : other->second)
-        all.push_back(&acc);
-      for (size_t q = 0; q < m; ++q) {
-        int dim = -1;
-        for (const Footprint::Access* acc : all) {
-          int here = -1;
-          for (size_t d = 0; d < acc->subs.size(); ++d)
-            if (acc->subs[d] == P.indices[q] && (here < 0 || static_cast<int>(d) == dim))
-              here = static_cast<int>(d);
-          if (here < 0 || (dim >= 0 && here != dim)) return std::nullopt;
-          dim = here;
-        }
-      }
+        subs.push_back(&acc.subs);
+      for (size_t q = 0; q < m; ++q)
+        if (!fixedSubscript(P.indices[q], subs)) return std::nullopt;
     }
     // SIMD: a loop vectorised at the fused level keeps its lanes only if the fused loop is
     // still a straight parallel loop; losing them costs a vector math call its lanes.

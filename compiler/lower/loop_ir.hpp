@@ -222,6 +222,13 @@ struct Access {
 };
 std::optional<Access> accessOf(const Stmt& s);
 
+/// The position at which index value ix is the subscript in every one of the accesses (each
+/// a list of subscripts), the first if several: two iterations with different ix then never
+/// reach one element through them, so they may run in any order. The one test behind a
+/// parallel loop (the Lowerer), blocks of a scatter (planBlocks), fused nests (fuse) and rows
+/// made parallel (markIndependentLoops). None for no accesses.
+std::optional<size_t> fixedSubscript(int ix, const std::vector<const std::vector<int>*>& accesses);
+
 /// Whether a parallel vector loop's accesses keep their order within an iteration when LLVM
 /// is told its iterations are independent (codegen's `llvm.loop.parallel_accesses`): every
 /// buffer the body writes and touches more than once (other than one the body makes) is

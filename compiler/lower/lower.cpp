@@ -264,23 +264,15 @@ private:
     loop.memoryOnly = !ordered;
     for (int b : written) {
       if (ordered || own.count(b)) continue;
-      // Each loop index at one fixed dimension of every access to b.
-      for (int ix : loop.indices) {
-        int dim = -1;
-        for (const auto& subs : access[b]) {
-          int here = -1;
-          for (size_t d = 0; d < subs.size(); ++d)
-            if (subs[d] == ix && (dim < 0 || static_cast<int>(d) == dim))
-              here = static_cast<int>(d);
-          if (here < 0 || (dim >= 0 && here != dim)) {
-            ordered = true;
-            break;
-          }
-          dim = here;
+      // Each loop index at one fixed position of every access to b.
+      std::vector<const std::vector<int>*> subs;
+      for (const auto& a : access[b])
+        subs.push_back(&a);
+      for (int ix : loop.indices)
+        if (!fixedSubscript(ix, subs)) {
+          ordered = true;
+          break;
         }
-        if (dim < 0) ordered = true;
-        if (ordered) break;
-      }
     }
     loop.loopKind = ordered                   ? LoopKind::Sequential
                     : isReduction(loop.in.op) ? LoopKind::Reduction
@@ -369,19 +361,11 @@ void planBlocks(Function& f) {
         onlyAdds = onlyAdds && a.first == Access::Add;
       }
       if (!writes) continue;
-      // Disjoint: the first index at one fixed dimension of every access.
-      int dim = -1;
-      bool disjoint = true;
-      for (const auto& a : list) {
-        int here = -1;
-        for (size_t d = 0; d < a.second.size() && here < 0; ++d)
-          if (a.second[d] == first && (dim < 0 || static_cast<int>(d) == dim))
-            here = static_cast<int>(d);
-        if (here < 0) disjoint = false;
-        dim = here;
-        if (!disjoint) break;
-      }
-      if (disjoint) continue;
+      // Disjoint: the first index at one fixed position of every access.
+      std::vector<const std::vector<int>*> subs;
+      for (const auto& a : list)
+        subs.push_back(&a.second);
+      if (fixedSubscript(first, subs)) continue;
       const ir::Type& t = f.src.types[b];
       auto buf = f.buffers.find(b);
       if (onlyAdds && t.rank() > 0 && isFloat(t.dtype) && buf != f.buffers.end() &&
@@ -856,17 +840,13 @@ int markIndependentLoops(Function& f) {
       if (std::optional<Access> a = accessOf(t); a && a->writes()) written.insert(a->buffer);
     }
     for (int b : written) {
-      int dim = -1;
-      for (const Stmt& t : loop.body) {
-        std::optional<Access> a = accessOf(t);
-        if (!a || a->buffer != b) continue;
-        int here = -1;
-        for (size_t d = 0; d < a->subscripts.size() && here < 0; ++d)
-          if (a->subscripts[d] == j && (dim < 0 || static_cast<int>(d) == dim))
-            here = static_cast<int>(d);
-        if (here < 0) return false;
-        dim = here;
-      }
+      std::vector<Access> all;
+      for (const Stmt& t : loop.body)
+        if (std::optional<Access> a = accessOf(t); a && a->buffer == b) all.push_back(*a);
+      std::vector<const std::vector<int>*> subs;
+      for (const Access& a : all)
+        subs.push_back(&a.subscripts);
+      if (!fixedSubscript(j, subs)) return false;
     }
     return true;
   };
@@ -897,6 +877,16 @@ std::optional<Access> accessOf(const Stmt& s) {
   case Op::BufAdd: return Access{Access::Add, a[0], {a.begin() + 1, a.end() - 1}};
   default: return std::nullopt;
   }
+}
+
+std::optional<size_t> fixedSubscript(int ix, const std::vector<const std::vector<int>*>& accesses) {
+  if (accesses.empty()) return std::nullopt;
+  for (size_t d = 0; d < accesses[0]->size(); ++d)
+    if (std::all_of(accesses.begin(), accesses.end(), [&](const std::vector<int>* subs) {
+          return d < subs->size() && (*subs)[d] == ix;
+        }))
+      return d;
+  return std::nullopt;
 }
 
 bool consecutiveIn(const Stmt& loop, const std::vector<int>& subs) {
