@@ -2074,33 +2074,20 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
         chunkRows(s, ext, k, size, false);
       },
       usePool, inOrder ? blocksInOrder : std::function<void(const RunChunk&)>());
-  // After the pool's blocks (or reverseParallel's): the copies into their buffers, in block
-  // order: b[e] = (b[e] + p_0[e]) + p_1[e] + ...
+  // After the pool's blocks (or reverseParallel's): the copies into their buffers one after
+  // another, in block order: b[e] = (b[e] + p_0[e]) + p_1[e] + ..., as on one thread.
   auto* copiesBB = llvm::BasicBlock::Create(ctx_, "blocks.copies", fn);
   B_.CreateCondBr(inOrder ? usePool : B_.getTrue(), copiesBB, joinBB);
   B_.SetInsertPoint(copiesBB);
-  for (int b : s.partials) {
-    vals_[b] = real[b];
-    llvm::Type* et = elemTy(f_.types[b].dtype);
-    std::vector<llvm::Value*> e, c;
-    nestLevel(
-        count[b], e,
-        [&] {
-          llvm::Value* dst = B_.CreateInBoundsGEP(et, real[b], e[0]);
-          llvm::AllocaInst* acc = entryAlloca(et, "blocks.acc");
-          B_.CreateStore(B_.CreateLoad(et, dst), acc);
-          nestLevel(
-              chunks, c,
-              [&] {
-                llvm::Value* src = B_.CreateInBoundsGEP(
-                    et, base[b], B_.CreateAdd(B_.CreateMul(c[0], count[b]), e[0]));
-                B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(et, acc), B_.CreateLoad(et, src)), acc);
-              },
-              false);
-          B_.CreateStore(B_.CreateLoad(et, acc), dst);
-        },
-        false);
-  }
+  std::vector<llvm::Value*> c;
+  nestLevel(
+      chunks, c,
+      [&] {
+        for (int b : s.partials)
+          addCopy(b, B_.CreateInBoundsGEP(elemTy(f_.types[b].dtype), base[b],
+                                          B_.CreateMul(c[0], count[b])));
+      },
+      false);
   B_.CreateBr(joinBB);
   B_.SetInsertPoint(joinBB);
 }
