@@ -2022,15 +2022,22 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
   const bool inOrder = !opt_.reverseParallel;
   llvm::Value* usePool = poolWanted(chunks, work);
   llvm::Value* copies = inOrder ? B_.CreateSelect(usePool, chunks, i64(1)) : chunks;
-  std::map<int, llvm::Value*> real, base, count, copyBytes;
+  // Each copy starts a 64-byte line of its own: blocks run at once on two threads add into
+  // neighbouring copies, and a line the two shared would move between the cores at each
+  // addition near the boundary (GMM 10k d10: dalphas' copies are 200 bytes, added into for
+  // every point).
+  std::map<int, llvm::Value*> real, base, count, copyBytes, stride;
   for (int b : s.partials) {
     const ir::Type& t = f_.types[b];
+    const int64_t size = static_cast<int64_t>(dtypeSize(t.dtype));
     real[b] = val(b);
     count[b] = numel(t);
-    copyBytes[b] = B_.CreateMul(count[b], i64(static_cast<int64_t>(dtypeSize(t.dtype))));
-    llvm::Value* sz = B_.CreateMul(copyBytes[b], copies);
-    sz = B_.CreateSelect(B_.CreateICmpEQ(sz, i64(0)), i64(1), sz); // (take's null: no memory)
-    base[b] = take(i64(blockEntry_.at({&s, b})), sz, true, false);
+    copyBytes[b] = B_.CreateAnd(B_.CreateAdd(B_.CreateMul(count[b], i64(size)), i64(63)), i64(-64));
+    stride[b] = B_.CreateUDiv(copyBytes[b], i64(size));
+    llvm::Value* sz = B_.CreateAdd(B_.CreateMul(copyBytes[b], copies), i64(64));
+    llvm::Value* p = take(i64(blockEntry_.at({&s, b})), sz, true, false);
+    llvm::Value* skip = B_.CreateAnd(B_.CreateNeg(B_.CreatePtrToInt(p, B_.getInt64Ty())), i64(63));
+    base[b] = B_.CreateInBoundsGEP(B_.getInt8Ty(), p, skip);
   }
   // One copy's elements into its buffer: b[e] = b[e] + copy[e] (elements apart: SIMD).
   auto addCopy = [&](int b, llvm::Value* copy) {
@@ -2069,7 +2076,7 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
         llvm::Value* copy = inOrder ? B_.CreateURem(k, copies) : k;
         for (int b : s.partials)
           vals_[b] = B_.CreateInBoundsGEP(elemTy(f_.types[b].dtype), base[b],
-                                          B_.CreateMul(copy, numel(f_.types[b])));
+                                          B_.CreateMul(copy, stride[b]));
         // (In order within a block, also under reverseParallel: the iterations are sequential.)
         chunkRows(s, ext, k, size, false);
       },
@@ -2085,7 +2092,7 @@ void Gen::outlineBlocks(const lower::Stmt& s) {
       [&] {
         for (int b : s.partials)
           addCopy(b, B_.CreateInBoundsGEP(elemTy(f_.types[b].dtype), base[b],
-                                          B_.CreateMul(c[0], count[b])));
+                                          B_.CreateMul(c[0], stride[b])));
       },
       false);
   B_.CreateBr(joinBB);
