@@ -16,6 +16,7 @@
 #include "../samples/adbench/lstm_io.hpp"
 #include "gmm_cases.hpp"
 #include "lstm_hand.hpp"
+#include "machine.hpp"
 #include "mixture_problem.hpp"
 #include "timed.hpp"
 
@@ -23,6 +24,7 @@
 
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -32,6 +34,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -319,6 +322,11 @@ struct GmmCase {
   double handGradient() {
     return hand.gradient(gmm_bench::problem(g), da.data(), dm.data(), dicf.data());
   }
+  std::vector<gmm_hand::Gmm> handWorkers = std::vector<gmm_hand::Gmm>(2);
+  double handGradientThreads(int threads) {
+    return gmm_hand::gradientThreads(gmm_bench::problem(g), da.data(), dm.data(), dicf.data(),
+                                     handWorkers, threads);
+  }
 
   /// Empty when Slope's objective and gradient agree with the hand-written ones: values to
   /// 1e-10 relative; each gradient entry to 1e-8 of the larger of 1 and its size (two exact
@@ -402,6 +410,52 @@ void BM_Gmm_Gradient_Hand(benchmark::State& st) {
     benchmark::DoNotOptimize(c.handGradient());
     benchmark::ClobberMemory();
   }
+}
+
+// The hand-written gradient on two threads (gmm_hand::gradientThreads: the points halved), as
+// the yardstick for Slope's two threads: what this machine gives hand-written code. Checked
+// against the one-thread hand-written gradient before it is timed.
+void BM_Gmm_GradientThreads_Hand(benchmark::State& st) {
+  auto& c = gmmCase(st);
+  if (!c.skip.empty()) return st.SkipWithError(c.skip.c_str());
+  const int threads = static_cast<int>(st.range(3));
+  const double one = c.handGradient();
+  std::vector<double> want = c.da;
+  want.insert(want.end(), c.dm.begin(), c.dm.end());
+  want.insert(want.end(), c.dicf.begin(), c.dicf.end());
+  const double value = c.handGradientThreads(threads);
+  std::vector<double> got = c.da;
+  got.insert(got.end(), c.dm.begin(), c.dm.end());
+  got.insert(got.end(), c.dicf.begin(), c.dicf.end());
+  bool same = std::fabs(value - one) <= 1e-10 * std::max(1.0, std::fabs(one));
+  for (size_t i = 0; i < want.size(); ++i)
+    same = same && std::fabs(got[i] - want[i]) <= 1e-8 * std::max(1.0, std::fabs(want[i]));
+  if (!same) {
+    gmmDisagreed = true;
+    return st.SkipWithError("the hand-written gradient on threads differs from one thread's");
+  }
+  for (auto _ : st) {
+    benchmark::DoNotOptimize(c.handGradientThreads(threads));
+    benchmark::ClobberMemory();
+  }
+}
+
+// What this machine's cores give code bound by vector arithmetic: `threads` threads each run
+// machine::vectorFmaChains, items = FMAs. Two vCPUs that are two threads of one physical core
+// share its FMA units: two threads then do barely more than one, and no program whose time
+// is vector arithmetic can run twice as fast on both.
+void BM_Machine_VectorFma(benchmark::State& st) {
+  const int threads = static_cast<int>(st.range(0));
+  constexpr int64_t kSteps = 50'000'000;
+  for (auto _ : st) {
+    std::vector<std::thread> others;
+    for (int t = 1; t < threads; ++t)
+      others.emplace_back([] { benchmark::DoNotOptimize(machine::vectorFmaChains(kSteps)); });
+    benchmark::DoNotOptimize(machine::vectorFmaChains(kSteps));
+    for (std::thread& o : others)
+      o.join();
+  }
+  st.SetItemsProcessed(st.iterations() * threads * kSteps * 40);
 }
 
 // --- ADBench bundle adjustment and hand tracking (issue 15) ---------------------------------
@@ -689,6 +743,17 @@ BENCHMARK(BM_Gmm_Objective_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Gradient_Hand)->Apply(gmmSizes);
 BENCHMARK(BM_Gmm_Gradient_Slope)->Apply(gmmSizesThreads);
 BENCHMARK(BM_Gmm_Hvp_Slope)->Apply(gmmSizes);
+BENCHMARK(BM_Gmm_GradientThreads_Hand)->Apply([](benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "d", "K", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+  for (const auto& s : gmm_bench::kSizes)
+    b->Args({s.n, s.d, s.K, 2});
+});
+BENCHMARK(BM_Machine_VectorFma)
+    ->ArgName("threads")
+    ->Arg(1)
+    ->Arg(2)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
 BENCHMARK_CAPTURE(BM_Ba_Objective, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);
 BENCHMARK_CAPTURE(BM_Ba_Jacobian, test, "ba/test.txt", false)->Unit(benchmark::kMicrosecond);

@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <thread>
 
 namespace gmm_hand {
 
@@ -265,6 +266,49 @@ double Gmm::gradient(const Problem& p, double* dalphas, double* dmeans, double* 
       gq[q] += g2 * p.icf[k * t + q];
   }
   return data + constantTerms(p);
+}
+
+double gradientThreads(const Problem& p, double* dalphas, double* dmeans, double* dicf,
+                       std::vector<Gmm>& workers, int threads) {
+  const int64_t K = p.K, d = p.d, t = d + d * (d - 1) / 2;
+  const int64_t T = std::clamp<int64_t>(threads, 1, static_cast<int64_t>(workers.size()));
+  // Part h's gradient into grads[h]: [K] dalphas, [K d] dmeans, [K t] dicf.
+  const int64_t size = K + K * d + K * t;
+  std::vector<std::vector<double>> grads(static_cast<size_t>(T + 1), std::vector<double>(size));
+  std::vector<double> values(static_cast<size_t>(T + 1));
+  auto part = [&](int64_t h, Problem q) {
+    std::vector<double>& g = grads[static_cast<size_t>(h)];
+    values[static_cast<size_t>(h)] = workers[static_cast<size_t>(h % T)].gradient(
+        q, g.data(), g.data() + K, g.data() + K + K * d);
+  };
+  std::vector<Problem> parts(static_cast<size_t>(T), p);
+  for (int64_t h = 0; h < T; ++h) {
+    const int64_t i0 = p.n * h / T, i1 = p.n * (h + 1) / T;
+    parts[static_cast<size_t>(h)].n = i1 - i0;
+    parts[static_cast<size_t>(h)].x = p.x + i0 * d;
+  }
+  std::vector<std::thread> running;
+  for (int64_t h = 1; h < T; ++h)
+    running.emplace_back(part, h, parts[static_cast<size_t>(h)]);
+  part(0, parts[0]);
+  for (std::thread& r : running)
+    r.join();
+  Problem none = p;
+  none.n = 0;
+  part(T, none); // (on worker 0, after the parts)
+  double value = -static_cast<double>(T - 1) * values[static_cast<size_t>(T)];
+  std::vector<double> sum(size);
+  for (int64_t e = 0; e < size; ++e)
+    sum[e] = -static_cast<double>(T - 1) * grads[static_cast<size_t>(T)][e];
+  for (int64_t h = 0; h < T; ++h) {
+    value += values[static_cast<size_t>(h)];
+    for (int64_t e = 0; e < size; ++e)
+      sum[e] += grads[static_cast<size_t>(h)][e];
+  }
+  std::copy(sum.begin(), sum.begin() + K, dalphas);
+  std::copy(sum.begin() + K, sum.begin() + K + K * d, dmeans);
+  std::copy(sum.begin() + K + K * d, sum.end(), dicf);
+  return value;
 }
 
 } // namespace gmm_hand

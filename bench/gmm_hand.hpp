@@ -56,4 +56,14 @@ private:
   std::vector<double> wyz_;    // [K][d] sum_i w_ik y_ikj z_ikj
 };
 
+/// The gradient on `threads` threads (workers.size() >= threads, one instance each): the points
+/// split into that many consecutive parts, each part's gradient computed as a problem of its
+/// own, in parallel, then added. Each term of the gradient and the objective is a sum over the
+/// points (df/dalpha's -n softmax(alpha) too: the parts' n add up to n) plus terms that do not
+/// depend on them (the prior's), which the parts' sum holds `threads` times: it takes away
+/// `threads - 1` times the gradient of the problem with no points. Sums in another order than
+/// Gmm::gradient: equal to rounding. One std::thread per part but the first, made per call.
+double gradientThreads(const Problem& p, double* dalphas, double* dmeans, double* dicf,
+                       std::vector<Gmm>& workers, int threads);
+
 } // namespace gmm_hand
