@@ -833,20 +833,21 @@ void markFewTrips(Function& f) {
 int markIndependentLoops(Function& f) {
   int marked = 0;
   auto independent = [](const Stmt& loop) {
-    const int j = loop.indices[0];
+    // The body's accesses by buffer, read once; each buffer written is checked.
+    std::map<int, std::vector<Access>> access;
     std::set<int> written;
     for (const Stmt& t : loop.body) {
       if (t.kind == Stmt::Scalar && t.in.op == Op::BufZeros) return false;
-      if (std::optional<Access> a = accessOf(t); a && a->writes()) written.insert(a->buffer);
+      if (std::optional<Access> a = accessOf(t)) {
+        if (a->writes()) written.insert(a->buffer);
+        access[a->buffer].push_back(std::move(*a));
+      }
     }
     for (int b : written) {
-      std::vector<Access> all;
-      for (const Stmt& t : loop.body)
-        if (std::optional<Access> a = accessOf(t); a && a->buffer == b) all.push_back(*a);
       std::vector<const std::vector<int>*> subs;
-      for (const Access& a : all)
+      for (const Access& a : access[b])
         subs.push_back(&a.subscripts);
-      if (!fixedSubscript(j, subs)) return false;
+      if (!fixedSubscript(loop.indices[0], subs)) return false;
     }
     return true;
   };
