@@ -963,6 +963,10 @@ private:
   llvm::Value* unary(const Instr& in);
   llvm::Value* binary(const Instr& in);
   llvm::Value* reduce(const lower::Stmt& s);
+  /// The second pass of a one-index logsumexp: *sum += exp(y - m) for each of s's elements in
+  /// order, the exps a block of elements at a time into a stack row (a loop that vectorises),
+  /// then added one by one.
+  void lseExps(const lower::Stmt& s, llvm::Value* m, llvm::AllocaInst* sum);
   /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp; with
   /// `group`, that group's result only.
   llvm::Value* orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* group = nullptr);
@@ -2240,10 +2244,14 @@ llvm::Value* Gen::reduce(const lower::Stmt& s) {
     });
     llvm::Value* mv = B_.CreateLoad(ty, m);
     B_.CreateStore(fconst(t, 0), sum);
-    regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
-      llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(y, mv));
-      B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, sum), e), sum);
-    });
+    if (s.extents.size() == 1 && vmath::has("exp", t == DType::F32) && opt_.vectorMath) {
+      lseExps(s, mv, sum);
+    } else {
+      regionLoop(s, [&](llvm::Value* y, llvm::Value*) {
+        llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(y, mv));
+        B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, sum), e), sum);
+      });
+    }
     llvm::Value* res = B_.CreateFAdd(mv, intrinsic(llvm::Intrinsic::log, B_.CreateLoad(ty, sum)));
     // m infinite (or NaN): the result is m itself.
     llvm::Value* finite = B_.CreateFCmpOLT(intrinsic(llvm::Intrinsic::fabs, mv), fconst(t, inf));
@@ -2252,6 +2260,61 @@ llvm::Value* Gen::reduce(const lower::Stmt& s) {
   default: break;
   }
   throw std::logic_error(std::string("codegen: reduction ") + ir::opName(in.op));
+}
+
+// The serial sum of exps kept a logsumexp's exps scalar: LLVM vectorises no loop with an
+// in-order floating-point sum (it would have to reassociate), so each element paid a call of
+// vmath's scalar exp, all four lanes of libmvec's function for one (vmath.hpp). Computed a
+// block at a time into a row first, the exps vectorise (lanes are independent: the same bits
+// as the scalar calls), and the sum still takes them in order: the same bits as before.
+void Gen::lseExps(const lower::Stmt& s, llvm::Value* m, llvm::AllocaInst* sum) {
+  constexpr int64_t kBlock = 64;
+  llvm::Type* ty = sum->getAllocatedType();
+  llvm::Value* n = extents(s.extents, s.in.loc)[0];
+  llvm::AllocaInst* row = entryAlloca(llvm::ArrayType::get(ty, kBlock), "lse.exps");
+  row->setAlignment(llvm::Align(64));
+  llvm::Value* blocks =
+      B_.CreateSelect(B_.CreateICmpSGT(n, i64(0)),
+                      B_.CreateSDiv(B_.CreateAdd(n, i64(kBlock - 1)), i64(kBlock)), i64(0));
+  std::vector<llvm::Value*> b;
+  NestMarks serial(parallelNest_, false);
+  nestLevel(
+      blocks, b,
+      [&] {
+        llvm::Value* lo = B_.CreateMul(b[0], i64(kBlock), "", true, true);
+        llvm::Value* left = B_.CreateSub(n, lo);
+        llvm::Value* len = B_.CreateSelect(B_.CreateICmpSLT(left, i64(kBlock)), left, i64(kBlock));
+        std::vector<llvm::Value*> j;
+        {
+          // (The body is pure: ir::runBodyOnce sends one with effects to the one-pass form.)
+          NestMarks parallel(parallelNest_, true);
+          fewTrips_ = true; // (a row's last partial vector masked: see nestLevel)
+          nestLevel(
+              len, j,
+              [&] {
+                vals_[s.indices[0]] = B_.CreateAdd(lo, j[0], "", true, true);
+                ++regionDepth_;
+                {
+                  NestMarks inside(parallelNest_, false); // (loops in the body are their own)
+                  body(s.body);
+                }
+                llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(val(s.yield), m));
+                B_.CreateStore(e,
+                               B_.CreateInBoundsGEP(row->getAllocatedType(), row, {i64(0), j[0]}));
+                --regionDepth_;
+              },
+              false);
+        }
+        nestLevel(
+            len, j,
+            [&] {
+              llvm::Value* e = B_.CreateLoad(
+                  ty, B_.CreateInBoundsGEP(row->getAllocatedType(), row, {i64(0), j[0]}));
+              B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, sum), e), sum);
+            },
+            false);
+      },
+      false);
 }
 
 void Gen::instr(const Instr& in) {
