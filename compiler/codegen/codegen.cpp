@@ -967,6 +967,15 @@ private:
   /// order, the exps a block of elements at a time into a stack row (a loop that vectorises),
   /// then added one by one.
   void lseExps(const lower::Stmt& s, llvm::Value* m, llvm::AllocaInst* sum);
+  /// The value of s's body at indices idx (one per index of s), its code emitted here.
+  llvm::Value* bodyAt(const lower::Stmt& s, const std::vector<llvm::Value*>& idx) {
+    for (size_t k = 0; k < idx.size(); ++k)
+      vals_[s.indices[k]] = idx[k];
+    ++regionDepth_;
+    body(s.body);
+    --regionDepth_;
+    return val(s.yield);
+  }
   /// A floating-point sum or product in the order of compiler/support/reduce_order.hpp; with
   /// `group`, that group's result only.
   llvm::Value* orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* group = nullptr);
@@ -1379,13 +1388,9 @@ llvm::Value* Gen::orderedReduce(const lower::Stmt& s, bool sum, llvm::Value* gro
   // The body's value at innermost index j.
   auto element = [&](llvm::Value* j) {
     idx.push_back(j);
-    for (size_t k = 0; k < rank; ++k)
-      vals_[s.indices[k]] = idx[k];
-    ++regionDepth_;
-    body(s.body);
-    --regionDepth_;
+    llvm::Value* y = bodyAt(s, idx);
     idx.pop_back();
-    return val(s.yield);
+    return y;
   };
   auto into = [&](llvm::Value* ptr, llvm::Value* y) {
     B_.CreateStore(op(B_.CreateLoad(ty, ptr), y), ptr);
@@ -2271,8 +2276,9 @@ void Gen::lseExps(const lower::Stmt& s, llvm::Value* m, llvm::AllocaInst* sum) {
   constexpr int64_t kBlock = 64;
   llvm::Type* ty = sum->getAllocatedType();
   llvm::Value* n = extents(s.extents, s.in.loc)[0];
+  // (Aligned as its elements: a wider alignment makes the function realign its stack, as
+  // orderedReduce's block notes.)
   llvm::AllocaInst* row = entryAlloca(llvm::ArrayType::get(ty, kBlock), "lse.exps");
-  row->setAlignment(llvm::Align(64));
   llvm::Value* blocks =
       B_.CreateSelect(B_.CreateICmpSGT(n, i64(0)),
                       B_.CreateSDiv(B_.CreateAdd(n, i64(kBlock - 1)), i64(kBlock)), i64(0));
@@ -2292,24 +2298,17 @@ void Gen::lseExps(const lower::Stmt& s, llvm::Value* m, llvm::AllocaInst* sum) {
           nestLevel(
               len, j,
               [&] {
-                vals_[s.indices[0]] = B_.CreateAdd(lo, j[0], "", true, true);
-                ++regionDepth_;
-                {
-                  NestMarks inside(parallelNest_, false); // (loops in the body are their own)
-                  body(s.body);
-                }
-                llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(val(s.yield), m));
-                B_.CreateStore(e,
-                               B_.CreateInBoundsGEP(row->getAllocatedType(), row, {i64(0), j[0]}));
-                --regionDepth_;
+                NestMarks inside(parallelNest_, false); // (loops in the body are their own)
+                llvm::Value* y = bodyAt(s, {B_.CreateAdd(lo, j[0], "", true, true)});
+                llvm::Value* e = intrinsic(llvm::Intrinsic::exp, B_.CreateFSub(y, m));
+                B_.CreateStore(e, B_.CreateInBoundsGEP(ty, row, j[0]));
               },
               false);
         }
         nestLevel(
             len, j,
             [&] {
-              llvm::Value* e = B_.CreateLoad(
-                  ty, B_.CreateInBoundsGEP(row->getAllocatedType(), row, {i64(0), j[0]}));
+              llvm::Value* e = B_.CreateLoad(ty, B_.CreateInBoundsGEP(ty, row, j[0]));
               B_.CreateStore(B_.CreateFAdd(B_.CreateLoad(ty, sum), e), sum);
             },
             false);

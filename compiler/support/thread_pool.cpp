@@ -31,7 +31,6 @@ struct alignas(64) Share {
 };
 
 struct Job {
-  int64_t n;
   int32_t maxWorkers;
   slope_task task;
   void* ctx;
@@ -77,7 +76,6 @@ public:
       return;
     }
     Job job;
-    job.n = n;
     job.maxWorkers = static_cast<int32_t>(std::min<int64_t>({maxWorkers, kMaxThreads, n}));
     job.task = task;
     job.ctx = ctx;
