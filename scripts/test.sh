@@ -5,7 +5,11 @@
 #                                build-asan/ (time limits in tests scale; see docs/testing.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's wall time, so that a CI log says where its minutes went.
+stage() { echo "test.sh: $1 took $((SECONDS - t0)) s"; t0=$SECONDS; }
+t0=$SECONDS
 bash scripts/setup.sh
+stage setup
 if [ "${1:-}" = "--sanitize" ]; then
   # -O1: the sanitizers find the same faults, and the instrumented build takes half the time
   # of -O3 (check.cpp 58 s -> 32 s, jit_test.cpp 34 s -> 19 s on the CI machine's kind). The
@@ -13,6 +17,7 @@ if [ "${1:-}" = "--sanitize" ]; then
   cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DSLOPE_ASAN=ON \
         -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" -DSLOPE_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build-asan
+  stage "sanitized build"
   # detect_leaks stays on; the JIT's own allocations are freed on exit.
   # 32 random programs, 20 loop fuzz programs and 8 gradient penalties of random programs here
   # (240, 40 and 40 in the plain run):
@@ -30,13 +35,16 @@ if [ "${1:-}" = "--sanitize" ]; then
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
     ctest --test-dir build-asan --output-on-failure -j2 \
       -E 'SameBitsInAnyOrderOnAnyThreads|JitVsInterp\.SameBitsAtEveryOptLevel|BlockedScatterLoopsSameBits|AheadOfTimeSameBitsAsJit|PtxAssembles|Ptx.SamplesAndLoopProgramsAssemble|ForwardMode.SamplesAndLoopProgramsOnTheJit|ShortRowSplitOtherShapes|TriangleColumnsRandomShapes|PrintedForwardSamples|OffloadEmulated|Offload.SamplesEmulated'
+  stage "sanitized tests"
   # (Generated code is not instrumented: the sanitizers watch Slope's own C++. The per-case
   # order and thread-count comparisons, 148 cases compiled three ways, run the same compiler
   # passes as the gradient-table cases and took a quarter of this stage's time; they run in the
   # plain suite, as do the per-case comparisons of objects from slopec compile and of other opt
   # levels with the JIT (JitVsInterpLarge.SameBitsAtEveryOptLevel stays here).
-  # Here the samples' comparisons keep threads, reversed loops, code made in parts and
-  # objects made ahead of time under the sanitizers. The ptxas runs over every program's CUDA
+  # Here the samples' comparisons give each sample function one of threads, reversed loops,
+  # code made in parts and a chunk per row in turn, and every third one an object made ahead of
+  # time (tests/unit/jit_test.cpp, variantsFor): every function and every variant sanitized,
+  # not every pair. The ptxas runs over every program's CUDA
   # kernels are LLVM's and ptxas's work, not Slope's: Ptx.KernelsAndHostLoops and lit's
   # cli/ptx.test keep codegen/ptx.cpp under the sanitizers. Forward mode over the samples
   # compiles five functions per sample; the gradient table's and the random programs' forward
@@ -50,4 +58,6 @@ if [ "${1:-}" = "--sanitize" ]; then
 fi
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
+stage build
 ctest --test-dir build --output-on-failure -j2
+stage tests
