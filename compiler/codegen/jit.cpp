@@ -326,7 +326,8 @@ struct Backend {
   int level = 2;
   std::unique_ptr<llvm::TargetMachine> tm;
   std::vector<std::unique_ptr<llvm::TargetMachine>>
-      workerTms; // one per extra code generation thread
+      workerTms;                               // one per extra code generation thread
+  std::unique_ptr<llvm::TargetMachine> hugeTm; // level 0's, for JitOptions::hugeBlock
 };
 
 struct Jit::Impl {
@@ -349,7 +350,7 @@ struct Jit::Impl {
   std::thread tierThread;
 
   int codegenParts(const llvm::Module& m) const;
-  void compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int parts);
+  std::string compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int& parts);
   void request(Tier* t, bool front);
   void tierLoop();
   void compileSecondTier(Tier& t);
@@ -467,7 +468,7 @@ std::mutex timingMutex;
 /// (at[0..3]: start, IR generated, optimised, linked).
 void reportTiming(const std::string& name,
                   const std::array<std::chrono::steady_clock::time_point, 4>& at, int parts,
-                  int level, const char* what) {
+                  int level, const std::string& what) {
   auto ms = [&](int k) {
     return std::chrono::duration<double, std::milli>(at[k + 1] - at[k]).count();
   };
@@ -475,7 +476,8 @@ void reportTiming(const std::string& name,
   std::fprintf(stderr,
                "slope jit %s: IR generation %.1f ms, optimisation %.1f ms, "
                "code generation %.1f ms (wall, %d part%s, level %d%s)\n",
-               name.c_str(), ms(0), ms(1), ms(2), parts, parts == 1 ? "" : "s", level, what);
+               name.c_str(), ms(0), ms(1), ms(2), parts, parts == 1 ? "" : "s", level,
+               what.c_str());
 }
 
 } // namespace
@@ -608,13 +610,30 @@ int Jit::Impl::codegenParts(const llvm::Module& m) const {
 /// to use from two threads; each thread has its own TargetMachine. The objects then link in
 /// the JIT like one: SplitModule gives the internal functions and globals that the parts
 /// share external (hidden) names, unique in the JIT because the function's name is.
-void Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int parts) {
+/// Returns what SLOPE_JIT_TIMING adds to its line: why code generation ran at level 0 (see
+/// JitOptions::hugeBlock), or nothing; `parts` becomes the parts made.
+std::string Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int& parts) {
+  llvm::TargetMachine* tm = b.tm.get();
+  std::string note;
+  if (b.level > 0 && opt.hugeBlock > 0) {
+    size_t largest = 0;
+    for (const llvm::Function& fn : *m)
+      for (const llvm::BasicBlock& bb : fn)
+        largest = std::max(largest, bb.size());
+    if (largest > opt.hugeBlock) {
+      if (!b.hugeTm)
+        b.hugeTm = orThrow(hostBuilder(0).createTargetMachine(), "creating the target machine");
+      tm = b.hugeTm.get();
+      parts = 1;
+      note = ", machine code at level 0: a block of " + std::to_string(largest) + " instructions";
+    }
+  }
   if (parts <= 1) {
-    auto obj = llvm::orc::SimpleCompiler(*b.tm)(*m);
+    auto obj = llvm::orc::SimpleCompiler(*tm)(*m);
     if (!obj) throw std::runtime_error("JIT: " + llvm::toString(obj.takeError()));
     if (auto err = jit->addObjectFile(std::move(*obj)))
       throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
-    return;
+    return note;
   }
   // Unnamed globals would all be externalised under one name.
   for (llvm::GlobalValue& g : m->global_values())
@@ -665,6 +684,7 @@ void Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int 
     if (auto err = jit->addObjectFile(std::move(objects[k])))
       throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
   }
+  return note;
 }
 
 namespace {
@@ -742,11 +762,11 @@ CompiledFunction Jit::add(const ir::Function& f) {
   auto t2 = Clock::now();
   if (impl_->opt.offload) out.tasks = chunkTasks(*m, named.name);
   int parts = impl_->codegenParts(*m);
-  impl_->compileInParts(impl_->first, std::move(m), parts);
+  const std::string huge = impl_->compileInParts(impl_->first, std::move(m), parts);
   ctx.reset();
   auto sym = orThrow(impl_->jit->lookup(entry), "JIT lookup");
   if (timing()) {
-    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, impl_->first.level, "");
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, impl_->first.level, huge);
     timingLock.unlock();
   }
   out.fn = sym.toPtr<slope_fn>();
@@ -844,11 +864,12 @@ void Jit::Impl::compileSecondTier(Tier& t) {
     if (stopping) throw std::runtime_error(kDestroyedFirst);
   }
   int parts = codegenParts(*m);
-  compileInParts(later, std::move(m), parts);
+  const std::string huge = compileInParts(later, std::move(m), parts);
   ctx.reset();
   auto fn = orThrow(jit->lookup(named.name), "JIT lookup").toPtr<slope_fn>();
   if (timing()) {
-    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, later.level, ", second tier");
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, later.level,
+                 ", second tier" + huge);
     timingLock.unlock();
   }
   auto release = runtimeOf(named.name).first;

@@ -376,6 +376,36 @@ TEST(JitVsInterpLarge, SameBitsAtEveryOptLevel) {
   }
 }
 
+// A basic block longer than JitOptions::hugeBlock (a 3000-term expression: thousands of LLVM
+// instructions in one block, forward and gradient) gets its machine code at level 0, the
+// fast register allocator's (SLOPE_JIT_TIMING says so), where the greedy one grows faster
+// than linearly: the same bits as the greedy allocator's code and the evaluator's.
+TEST(JitVsInterpLarge, HugeBlocksSameBitsWithLevelZeroMachineCode) {
+  const char* ops[] = {"x * y", "sin(x)", "x * x", "y * 0.5", "exp(y) * x"};
+  std::string src = "fn f(x: f64, y: f64) -> f64 {\n    ";
+  for (int i = 0; i < 3000; ++i)
+    src += (i ? " + " : "") + std::string(ops[i % 5]) + " * " + std::to_string(i % 7 + 1);
+  src += "\n}\n";
+  auto prog = Program::fromString("huge", src);
+  ASSERT_TRUE(prog->ok()) << prog->diagnostics();
+  ir::Function f = prog->forward("f");
+  ir::Function g = differentiate(f, {});
+  codegen::JitOptions greedy;
+  greedy.hugeBlock = 0;
+  JitRunner fast{codegen::JitOptions{}}, slow{greedy};
+  for (const ir::Function* h :
+       {static_cast<const ir::Function*>(&f), static_cast<const ir::Function*>(&g)}) {
+    std::vector<Tensor> args = randomArgs(*h, {}, 3);
+    auto e = evaluate(*h, args), a = fast.prepare(*h)(args), b = slow.prepare(*h)(args);
+    ASSERT_EQ(a.size(), e.size());
+    ASSERT_EQ(b.size(), e.size());
+    for (size_t k = 0; k < e.size(); ++k) {
+      expectSameBits(a[k], e[k], h->name + " level 0 machine code " + std::to_string(k));
+      expectSameBits(b[k], e[k], h->name + " greedy allocator " + std::to_string(k));
+    }
+  }
+}
+
 /// Calls fn(label, f, sizes) for every function of the samples and loop programs, at sizes 5
 /// where its entry checks hold.
 template <class Fn> void forEachSampleFunction(Fn&& fn) {
