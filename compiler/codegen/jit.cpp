@@ -330,6 +330,20 @@ struct Backend {
   std::unique_ptr<llvm::TargetMachine> hugeTm; // level 0's, for JitOptions::hugeBlock
 };
 
+/// How a module's machine code is made: in how many parts, and, for a module with a block over
+/// JitOptions::hugeBlock instructions, at level 0 (`hugeBlock` that block's length; 0 when not).
+struct CodegenPlan {
+  int parts = 1;
+  size_t hugeBlock = 0;
+
+  /// What SLOPE_JIT_TIMING adds to the function's line.
+  std::string note() const {
+    return hugeBlock ? ", machine code at level 0: a block of " + std::to_string(hugeBlock) +
+                           " instructions"
+                     : "";
+  }
+};
+
 struct Jit::Impl {
   JitOptions opt;
   std::unique_ptr<llvm::orc::LLJIT> jit;
@@ -349,8 +363,8 @@ struct Jit::Impl {
   std::atomic<bool> cancel{false}; // set with stopping: the second tier in hand stops early
   std::thread tierThread;
 
-  int codegenParts(const llvm::Module& m) const;
-  std::string compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int& parts);
+  CodegenPlan codegenPlan(const llvm::Module& m, int level) const;
+  void compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, const CodegenPlan& plan);
   void request(Tier* t, bool front);
   void tierLoop();
   void compileSecondTier(Tier& t);
@@ -583,57 +597,53 @@ Jit::~Jit() {
     release();
 }
 
-/// How many parts code generation splits m into: one per compile thread, at most one per
-/// function, and one for a module too small to pay for a thread (starting one and the bitcode
-/// round trip below cost about a millisecond; code generation takes about that for 40 LLVM
-/// instructions).
-int Jit::Impl::codegenParts(const llvm::Module& m) const {
+/// How m's machine code is made at `level`. At level 0 whole, for a block over
+/// JitOptions::hugeBlock instructions. Otherwise in parts: one per compile thread, at most one
+/// per function, and one for a module too small to pay for a thread (starting one and the
+/// bitcode round trip below cost about a millisecond; code generation takes about that for 40
+/// LLVM instructions).
+CodegenPlan Jit::Impl::codegenPlan(const llvm::Module& m, int level) const {
   int threads = opt.compileThreads > 0 ? opt.compileThreads : opt.threads;
   int functions = 0;
-  size_t instructions = 0, largest = 0;
+  size_t instructions = 0, largest = 0, block = 0;
   for (const llvm::Function& fn : m) {
     if (fn.isDeclaration()) continue;
     ++functions;
     instructions += fn.getInstructionCount();
     largest = std::max(largest, static_cast<size_t>(fn.getInstructionCount()));
+    for (const llvm::BasicBlock& bb : fn)
+      block = std::max(block, bb.size());
   }
-  if (instructions < opt.minSplitInstructions) return 1;
+  CodegenPlan plan;
+  if (level > 0 && opt.hugeBlock > 0 && block > opt.hugeBlock) {
+    plan.hugeBlock = block;
+    return plan;
+  }
+  if (instructions < opt.minSplitInstructions) return plan;
   // One function with most of the code (the LSTM gradient's): the other parts would finish
   // long before it, for the price of the split.
-  if (opt.minSplitInstructions > 0 && largest * 4 > instructions * 3) return 1;
-  return std::max(1, std::min({threads, functions, 8}));
+  if (opt.minSplitInstructions > 0 && largest * 4 > instructions * 3) return plan;
+  plan.parts = std::max(1, std::min({threads, functions, 8}));
+  return plan;
 }
 
-/// Machine code for m's functions, split into `parts` modules (llvm::SplitModule, largest
-/// functions dealt round-robin) compiled side by side, the calling thread taking the first.
+/// Machine code for m's functions as `plan` says: whole (on level 0's TargetMachine for a huge
+/// block), or split into plan.parts modules (llvm::SplitModule, largest functions dealt
+/// round-robin) compiled side by side, the calling thread taking the first.
 /// The others go to a fresh LLVMContext each through bitcode, since one context is not safe
 /// to use from two threads; each thread has its own TargetMachine. The objects then link in
 /// the JIT like one: SplitModule gives the internal functions and globals that the parts
 /// share external (hidden) names, unique in the JIT because the function's name is.
-/// Returns what SLOPE_JIT_TIMING adds to its line: why code generation ran at level 0 (see
-/// JitOptions::hugeBlock), or nothing; `parts` becomes the parts made.
-std::string Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, int& parts) {
-  llvm::TargetMachine* tm = b.tm.get();
-  std::string note;
-  if (b.level > 0 && opt.hugeBlock > 0) {
-    size_t largest = 0;
-    for (const llvm::Function& fn : *m)
-      for (const llvm::BasicBlock& bb : fn)
-        largest = std::max(largest, bb.size());
-    if (largest > opt.hugeBlock) {
-      if (!b.hugeTm)
-        b.hugeTm = orThrow(hostBuilder(0).createTargetMachine(), "creating the target machine");
-      tm = b.hugeTm.get();
-      parts = 1;
-      note = ", machine code at level 0: a block of " + std::to_string(largest) + " instructions";
-    }
-  }
-  if (parts <= 1) {
-    auto obj = llvm::orc::SimpleCompiler(*tm)(*m);
+void Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m,
+                               const CodegenPlan& plan) {
+  if (plan.parts <= 1) {
+    if (plan.hugeBlock && !b.hugeTm)
+      b.hugeTm = orThrow(hostBuilder(0).createTargetMachine(), "creating the target machine");
+    auto obj = llvm::orc::SimpleCompiler(plan.hugeBlock ? *b.hugeTm : *b.tm)(*m);
     if (!obj) throw std::runtime_error("JIT: " + llvm::toString(obj.takeError()));
     if (auto err = jit->addObjectFile(std::move(*obj)))
       throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
-    return note;
+    return;
   }
   // Unnamed globals would all be externalised under one name.
   for (llvm::GlobalValue& g : m->global_values())
@@ -641,7 +651,7 @@ std::string Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> 
   std::unique_ptr<llvm::Module> first;
   std::vector<llvm::SmallVector<char, 0>> bitcode;
   llvm::SplitModule(
-      *m, static_cast<unsigned>(parts),
+      *m, static_cast<unsigned>(plan.parts),
       [&](std::unique_ptr<llvm::Module> part) {
         if (!first) {
           first = std::move(part);
@@ -684,7 +694,6 @@ std::string Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> 
     if (auto err = jit->addObjectFile(std::move(objects[k])))
       throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
   }
-  return note;
 }
 
 namespace {
@@ -761,12 +770,13 @@ CompiledFunction Jit::add(const ir::Function& f) {
   codegen::optimize(*m, *impl_->first.tm, impl_->first.level);
   auto t2 = Clock::now();
   if (impl_->opt.offload) out.tasks = chunkTasks(*m, named.name);
-  int parts = impl_->codegenParts(*m);
-  const std::string huge = impl_->compileInParts(impl_->first, std::move(m), parts);
+  const CodegenPlan plan = impl_->codegenPlan(*m, impl_->first.level);
+  impl_->compileInParts(impl_->first, std::move(m), plan);
   ctx.reset();
   auto sym = orThrow(impl_->jit->lookup(entry), "JIT lookup");
   if (timing()) {
-    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, impl_->first.level, huge);
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, plan.parts, impl_->first.level,
+                 plan.note());
     timingLock.unlock();
   }
   out.fn = sym.toPtr<slope_fn>();
@@ -863,13 +873,13 @@ void Jit::Impl::compileSecondTier(Tier& t) {
     std::lock_guard<std::mutex> lock(queueMutex);
     if (stopping) throw std::runtime_error(kDestroyedFirst);
   }
-  int parts = codegenParts(*m);
-  const std::string huge = compileInParts(later, std::move(m), parts);
+  const CodegenPlan plan = codegenPlan(*m, later.level);
+  compileInParts(later, std::move(m), plan);
   ctx.reset();
   auto fn = orThrow(jit->lookup(named.name), "JIT lookup").toPtr<slope_fn>();
   if (timing()) {
-    reportTiming(named.name, {t0, t1, t2, Clock::now()}, parts, later.level,
-                 ", second tier" + huge);
+    reportTiming(named.name, {t0, t1, t2, Clock::now()}, plan.parts, later.level,
+                 ", second tier" + plan.note());
     timingLock.unlock();
   }
   auto release = runtimeOf(named.name).first;
