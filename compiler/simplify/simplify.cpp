@@ -20,15 +20,25 @@ using ir::Instr;
 using ir::Op;
 
 /// What the rewrite rules see: the function and the constants known so far.
+/// What the rules read of a value's definition: a copy of its op, operands and constant,
+/// not of the whole instruction (names, extents, locations), since the body it points into is
+/// being rewritten.
+struct Def {
+  Op op = Op::Const;
+  std::vector<int> args;
+  double fval = 0;
+  int64_t ival = 0;
+};
+
 struct Ctx {
   ir::Function& f;
-  std::unordered_map<int, Instr> defs; // value -> a copy of its (region-free) definition
-  const Instr* def(int v) const {
+  std::unordered_map<int, Def> defs; // value -> its (region-free) definition
+  const Def* def(int v) const {
     auto it = defs.find(v);
     return it == defs.end() ? nullptr : &it->second;
   }
   std::optional<double> constant(int v) const {
-    const Instr* d = def(v);
+    const Def* d = def(v);
     if (!d || d->op != Op::Const) return {};
     return isFloat(f.types[v].dtype) ? d->fval : static_cast<double>(d->ival);
   }
@@ -90,7 +100,7 @@ const std::vector<Rule>& rules() {
       {{"neg-neg", "-(-x) -> x", "exact"},
        [](const Instr& in, Ctx& c) -> std::optional<int> {
          if (in.op != Op::Neg) return {};
-         const Instr* d = c.def(in.args[0]);
+         const Def* d = c.def(in.args[0]);
          if (d && d->op == Op::Neg) return d->args[0];
          return {};
        }},
@@ -110,7 +120,7 @@ const std::vector<Rule>& rules() {
            return x != 0 && std::isfinite(x) && std::fabs(std::frexp(x, &e)) == 0.5;
          };
          auto c1 = cv(in.args[0]);
-         const Instr* d = c.def(in.args[1]);
+         const Def* d = c.def(in.args[1]);
          if (!c1 || !d || d->op != Op::Mul) return {};
          auto c2 = cv(d->args[0]);
          if (!c2 || !(pow2(*c1) || pow2(*c2))) return {};
@@ -150,11 +160,11 @@ const std::vector<Rule>& rules() {
        [](const Instr& in, Ctx& c) -> std::optional<int> {
          if (in.op != Op::Select || c.f.types[in.result].dtype != DType::I64) return {};
          int x = in.args[1];
-         const Instr* g = c.def(in.args[0]);
+         const Def* g = c.def(in.args[0]);
          if (!g || g->op != Op::Gt || g->args[0] != x || !c.isConst(g->args[1], 0) ||
              !c.isConst(in.args[2], 0))
            return {};
-         const Instr* d = c.def(x);
+         const Def* d = c.def(x);
          bool nonNeg = (d && d->op == Op::Cast && c.f.types[d->args[0]].dtype == DType::Bool) ||
                        (d && d->op == Op::Size) || (c.constant(x) && *c.constant(x) >= 0);
          if (nonNeg) return x;
@@ -175,7 +185,7 @@ const std::vector<Rule>& rules() {
 void rewriteInPlace(Instr& in, Ctx& c) {
   // a - (-b) -> a + b, a + (-b) -> a - b: exact.
   if ((in.op == Op::Sub || in.op == Op::Add) && floatOp(in, c)) {
-    const Instr* d = c.def(in.args[1]);
+    const Def* d = c.def(in.args[1]);
     if (d && d->op == Op::Neg) {
       in.op = in.op == Op::Sub ? Op::Add : Op::Sub;
       in.args[1] = d->args[0];
@@ -190,13 +200,32 @@ void rewriteInPlace(Instr& in, Ctx& c) {
   }
 }
 
+/// Removes the instructions of `body` whose `drop` flag is set, in place: the passes below
+/// run several times a round over bodies of 100,000s of instructions, and a fresh vector each
+/// time is fresh memory, page faults and all (half of a 16,000-step chain's simplify time).
+/// Returns whether it removed any.
+bool compact(std::vector<Instr>& body, const std::vector<char>& drop) {
+  size_t w = 0;
+  for (size_t n = 0; n < body.size(); ++n)
+    if (!drop[n]) {
+      if (w != n) body[w] = std::move(body[n]);
+      ++w;
+    }
+  bool removed = w != body.size();
+  body.erase(body.begin() + static_cast<std::ptrdiff_t>(w), body.end());
+  return removed;
+}
+
 class Simplifier {
 public:
   explicit Simplifier(ir::Function& f) : f_(f), ctx_{f, {}, {}, {}} {}
   void record(const Instr& in) {
     if (in.result < 0 || !in.regions.empty()) return;
-    Instr c = in;
-    ctx_.defs[in.result] = std::move(c);
+    Def& d = ctx_.defs[in.result];
+    d.op = in.op;
+    d.args = in.args;
+    d.fval = in.fval;
+    d.ival = in.ival;
   }
 
   SimplifyStats stats;
@@ -257,10 +286,10 @@ private:
 
   // --- folding and the rule list -----------------------------------------------------------
   void rewrite(Block& b) {
-    std::vector<Instr> out;
-    for (Instr& inRef : b.body) {
-      out.push_back(std::move(inRef));
-      Instr& in = out.back();
+    // In place: a new body only when a rule emitted instructions (ctx_.pending).
+    std::vector<std::pair<size_t, std::vector<Instr>>> emitted; // what goes before b.body[n]
+    for (size_t n = 0; n < b.body.size(); ++n) {
+      Instr& in = b.body[n];
       for (int& a : in.args)
         a = resolve(a);
       for (Block& r : in.regions)
@@ -274,7 +303,7 @@ private:
         std::vector<Scalar> vals;
         bool all = true;
         for (int a : in.args) {
-          const Instr* d = ctx_.def(a);
+          const Def* d = ctx_.def(a);
           if (!d || d->op != Op::Const) {
             all = false;
             break;
@@ -301,7 +330,7 @@ private:
         // Every element is the same constant: loads of it fold (the constant is defined in the
         // comprehension's body, so hoisting has moved it out, or it is outside already).
         int y = in.regions[0].yields.empty() ? -1 : in.regions[0].yields[0];
-        const Instr* d = y >= 0 ? ctx_.def(y) : nullptr;
+        const Def* d = y >= 0 ? ctx_.def(y) : nullptr;
         bool inside = false;
         for (const Instr& x : in.regions[0].body)
           inside = inside || x.result == y;
@@ -309,18 +338,14 @@ private:
           ctx_.constComps[in.result] = y;
       }
       if (!ctx_.pending.empty()) {
-        Instr self = std::move(out.back());
-        out.pop_back();
-        for (Instr& p : ctx_.pending) {
+        for (Instr& p : ctx_.pending)
           record(p);
-          out.push_back(std::move(p));
-        }
+        emitted.emplace_back(n, std::move(ctx_.pending));
         ctx_.pending.clear();
-        out.push_back(std::move(self));
       }
-      record(out.back());
+      record(in);
     }
-    b.body = std::move(out);
+    insertBefore(b.body, emitted);
     for (int& y : b.yields)
       y = resolve(y);
   }
@@ -413,6 +438,7 @@ private:
     if (candidates.empty()) return;
     std::map<int, int> sum; // buffer -> current value (-1: zero so far)
     std::vector<Instr> out;
+    out.reserve(b.body.size());
     ir::Builder bld(f_);
     for (Instr& in : b.body) {
       if (in.op == Op::BufZeros && candidates.count(in.result)) {
@@ -541,10 +567,10 @@ private:
       b.body[zeros[target]].result = -2;
       changed_ = true;
     }
-    std::vector<Instr> out;
-    for (Instr& in : b.body)
-      if (in.result != -2) out.push_back(std::move(in));
-    b.body = std::move(out);
+    std::vector<char> drop(b.body.size(), 0);
+    for (size_t n = 0; n < b.body.size(); ++n)
+      drop[n] = b.body[n].result == -2;
+    compact(b.body, drop);
   }
 
   // --- copies ------------------------------------------------------------------------------
@@ -1022,13 +1048,7 @@ private:
         if (writes(q, buf) && !drop[m]) break;
       }
     }
-    std::vector<Instr> keep;
-    for (size_t n = 0; n < b.body.size(); ++n)
-      if (drop[n])
-        changed_ = true;
-      else
-        keep.push_back(std::move(b.body[n]));
-    b.body = std::move(keep);
+    if (compact(b.body, drop)) changed_ = true;
   }
 
   // --- dead code ---------------------------------------------------------------------------
@@ -1093,11 +1113,7 @@ private:
             countUses(in, uses, -1);
           }
         }
-        std::vector<Instr> keep;
-        keep.reserve(b.body.size());
-        for (size_t n = 0; n < b.body.size(); ++n)
-          if (!drop[n]) keep.push_back(std::move(b.body[n]));
-        b.body = std::move(keep);
+        compact(b.body, drop);
       };
       sweep(f_.body);
     }
@@ -1108,42 +1124,65 @@ private:
   /// Loads move only when proven in range, and integer division never, so nothing that could
   /// fail runs when the loop would not have run it.
   void hoist(Block& b) {
-    std::vector<Instr> out;
-    for (Instr& in : b.body) {
+    std::vector<std::pair<size_t, std::vector<Instr>>> moved; // what goes before b.body[n]
+    for (size_t n = 0; n < b.body.size(); ++n) {
+      Instr& in = b.body[n];
       for (Block& r : in.regions)
         hoist(r);
       // (A call with a user rule is not a loop: its computation stays in it, readable.)
       bool loop = ir::opKind(in.op) == ir::OpKind::Region && in.op != Op::If && in.op != Op::Custom;
-      if (loop) {
-        Block& body = in.regions[0];
-        std::set<int> inside(body.args.begin(), body.args.end());
-        std::vector<Instr> stay;
-        for (Instr& x : body.body) {
-          bool movable =
-              x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros && x.op != Op::Stack &&
-              !(x.op == Op::Size && x.poly.str().find('#') != std::string::npos) &&
-              !(x.op == Op::Load && (!x.checked || buffers_.count(x.args[0]))) &&
-              !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
-                !isFloat(f_.types[x.result].dtype));
-          for (int a : x.args)
-            movable = movable && !inside.count(a);
-          if (movable) {
-            out.push_back(std::move(x));
-            changed_ = true;
-          } else {
-            if (x.result >= 0) inside.insert(x.result);
-            for (const Block& r : x.regions)
-              ir::forEachInstr(r, [&](const Instr& i) {
-                if (i.result >= 0) inside.insert(i.result);
-              });
-            stay.push_back(std::move(x));
-          }
+      if (!loop) continue;
+      Block& body = in.regions[0];
+      std::set<int> inside(body.args.begin(), body.args.end());
+      std::vector<char> drop(body.body.size(), 0);
+      std::vector<Instr> out;
+      for (size_t m = 0; m < body.body.size(); ++m) {
+        Instr& x = body.body[m];
+        bool movable =
+            x.result >= 0 && x.regions.empty() && x.op != Op::BufZeros && x.op != Op::Stack &&
+            !(x.op == Op::Size && x.poly.str().find('#') != std::string::npos) &&
+            !(x.op == Op::Load && (!x.checked || buffers_.count(x.args[0]))) &&
+            !((x.op == Op::Div || x.op == Op::Mod || x.op == Op::Powi || x.op == Op::Cast) &&
+              !isFloat(f_.types[x.result].dtype));
+        for (int a : x.args)
+          movable = movable && !inside.count(a);
+        if (movable) {
+          out.push_back(std::move(x));
+          drop[m] = 1;
+          changed_ = true;
+        } else {
+          if (x.result >= 0) inside.insert(x.result);
+          for (const Block& r : x.regions)
+            ir::forEachInstr(r, [&](const Instr& i) {
+              if (i.result >= 0) inside.insert(i.result);
+            });
         }
-        body.body = std::move(stay);
       }
-      out.push_back(std::move(in));
+      if (out.empty()) continue;
+      compact(body.body, drop);
+      moved.emplace_back(n, std::move(out));
     }
-    b.body = std::move(out);
+    insertBefore(b.body, moved);
+  }
+
+  /// Inserts each `moved` list before the instruction it names (in order of position), in
+  /// one pass; nothing to do (the usual case) costs nothing.
+  static void insertBefore(std::vector<Instr>& body,
+                           std::vector<std::pair<size_t, std::vector<Instr>>>& moved) {
+    if (moved.empty()) return;
+    size_t extra = 0;
+    for (const auto& [n, xs] : moved)
+      extra += xs.size();
+    std::vector<Instr> out;
+    out.reserve(body.size() + extra);
+    size_t k = 0;
+    for (size_t n = 0; n < body.size(); ++n) {
+      for (; k < moved.size() && moved[k].first == n; ++k)
+        for (Instr& x : moved[k].second)
+          out.push_back(std::move(x));
+      out.push_back(std::move(body[n]));
+    }
+    body = std::move(out);
   }
 
   ir::Function& f_;
