@@ -44,6 +44,9 @@ namespace {
 /// The most noalias pointer parameters (tensor parameters and results) for which the internal
 /// function is inlined into the entry point (see Gen::run).
 constexpr size_t kMaxInlinedNoalias = 32;
+/// The most arguments the internal function takes one by one (see Gen::run); past it, its
+/// scalars and sizes come through the entry point's arrays.
+constexpr size_t kMaxImplArgs = 64;
 /// The deepest loop nest one region becomes (see Gen::loopNest).
 constexpr size_t kMaxLoopDepth = 8;
 /// The elements of a reduction's row whose values are computed into a block before they go
@@ -2522,34 +2525,64 @@ std::unique_ptr<llvm::Module> Gen::run() {
   vals_.assign(f_.types.size(), nullptr);
   std::vector<std::string> sizes = f_.sizeNames();
 
-  // The internal function: typed, tensor pointers noalias.
+  // The internal function: typed, tensor pointers noalias. LLVM's interprocedural passes
+  // (CalledValuePropagation, IPSCCP, function attributes) revisit a call site in full each
+  // time one of its arguments changes state: quadratic in the arguments, 9 s of a gradient
+  // over 4000 scalars. So past kMaxImplArgs arguments, the scalars and sizes come through the
+  // entry point's arrays (one load each, on entry), and past kMaxImplArgs tensors the tensor
+  // pointers too, without noalias. Inlined (the usual case), both forms are the same code.
+  size_t np = f_.params.size(), ns = sizes.size(), nr = f_.body.yields.size();
+  size_t tensors = 0;
+  for (size_t k = 0; k < np; ++k)
+    tensors += f_.paramTypes[k].rank() ? 1 : 0;
+  for (int y : f_.body.yields)
+    tensors += f_.types[y].rank() ? 1 : 0;
+  const bool packScalars = np + ns + nr + 1 > kMaxImplArgs;
+  const bool packTensors = tensors > kMaxImplArgs;
+  auto direct = [&](bool tensor) { return tensor ? !packTensors : !packScalars; };
+  // Each parameter's, size's and result's argument in the internal function; -1: packed.
+  std::vector<int> paramArg(np, -1), sizeArg(ns, -1), resultArg(nr, -1);
   std::vector<llvm::Type*> ps;
-  for (const ir::Type& t : f_.paramTypes)
+  for (size_t k = 0; k < np; ++k) {
+    const ir::Type& t = f_.paramTypes[k];
+    if (!direct(t.rank() > 0)) continue;
+    paramArg[k] = static_cast<int>(ps.size());
     ps.push_back(t.rank() ? B_.getPtrTy() : scalarTy(t.dtype));
-  for (size_t k = 0; k < sizes.size(); ++k)
+  }
+  for (size_t k = 0; k < ns; ++k) {
+    if (!direct(false)) continue;
+    sizeArg[k] = static_cast<int>(ps.size());
     ps.push_back(B_.getInt64Ty());
-  for (size_t k = 0; k < f_.body.yields.size(); ++k)
+  }
+  for (size_t k = 0; k < nr; ++k) {
+    if (!direct(f_.types[f_.body.yields[k]].rank() > 0)) continue;
+    resultArg[k] = static_cast<int>(ps.size());
     ps.push_back(B_.getPtrTy());
+  }
+  const bool packed = packScalars || packTensors;
+  const unsigned arrays = static_cast<unsigned>(ps.size()); // args, sizes, results
+  if (packed) ps.insert(ps.end(), 3, B_.getPtrTy());
   ps.push_back(B_.getPtrTy()); // slope_error*
   auto* implTy = llvm::FunctionType::get(B_.getInt32Ty(), ps, false);
   auto* impl = llvm::Function::Create(implTy, llvm::Function::InternalLinkage, f_.name + ".impl",
                                       mod_.get());
-  size_t np = f_.params.size(), ns = sizes.size(), nr = f_.body.yields.size();
+  size_t noaliasPtrs = 0;
   for (size_t k = 0; k < np; ++k)
-    if (f_.paramTypes[k].rank()) {
-      impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::NoAlias);
-      impl->addParamAttr(static_cast<unsigned>(k), llvm::Attribute::ReadOnly);
+    if (f_.paramTypes[k].rank() && paramArg[k] >= 0) {
+      impl->addParamAttr(static_cast<unsigned>(paramArg[k]), llvm::Attribute::NoAlias);
+      impl->addParamAttr(static_cast<unsigned>(paramArg[k]), llvm::Attribute::ReadOnly);
+      ++noaliasPtrs;
     }
   for (size_t k = 0; k < nr; ++k)
-    impl->addParamAttr(static_cast<unsigned>(np + ns + k), llvm::Attribute::NoAlias);
+    if (resultArg[k] >= 0) {
+      impl->addParamAttr(static_cast<unsigned>(resultArg[k]), llvm::Attribute::NoAlias);
+      ++noaliasPtrs;
+    }
   impl->addFnAttr(llvm::Attribute::NoUnwind);
   // Inlined into the entry point, each noalias pointer becomes an alias scope, and every load
   // and store gets a list of all the other scopes: size and alias queries quadratic in the
   // number of pointers (a gradient over 2000 scalars has 2000 result pointers). Past a few
   // dozen the call stays a call, and the attributes on its arguments say the same for free.
-  size_t noaliasPtrs = nr;
-  for (size_t k = 0; k < np; ++k)
-    noaliasPtrs += f_.paramTypes[k].rank() ? 1 : 0;
   if (noaliasPtrs > kMaxInlinedNoalias) impl->addFnAttr(llvm::Attribute::NoInline);
 
   planThreads();
@@ -2574,11 +2607,30 @@ std::unique_ptr<llvm::Module> Gen::run() {
   wsBase_ = B_.CreateAlloca(B_.getPtrTy(), nullptr, "ws");
   wsIndex_ = B_.CreateAlloca(B_.getInt64Ty(), nullptr, "ws_index");
   B_.CreateStore(B_.getInt32(0), codeSlot_);
-  B_.CreateBr(start);
-  for (size_t k = 0; k < np; ++k)
-    vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(k));
+  // Packed parameters, sizes and result pointers: loaded on entry, from the entry point's
+  // arrays (abi.h: args[k] points at parameter k, sizes[k] is size k, results[k] points at
+  // result k's buffer).
+  auto fromArray = [&](unsigned array, size_t k, llvm::Type* elem) -> llvm::Value* {
+    return B_.CreateLoad(elem,
+                         B_.CreateConstInBoundsGEP1_64(elem, impl->getArg(arrays + array), k));
+  };
+  std::vector<llvm::Value*> resultPtr(nr);
+  for (size_t k = 0; k < np; ++k) {
+    const ir::Type& t = f_.paramTypes[k];
+    if (paramArg[k] >= 0) {
+      vals_[f_.params[k]] = impl->getArg(static_cast<unsigned>(paramArg[k]));
+    } else {
+      llvm::Value* p = fromArray(0, k, B_.getPtrTy());
+      vals_[f_.params[k]] = t.rank() ? p : loadElem(t.dtype, p);
+    }
+  }
   for (size_t k = 0; k < ns; ++k)
-    sizeVals_[sizes[k]] = impl->getArg(static_cast<unsigned>(np + k));
+    sizeVals_[sizes[k]] = sizeArg[k] >= 0 ? impl->getArg(static_cast<unsigned>(sizeArg[k]))
+                                          : fromArray(1, k, B_.getInt64Ty());
+  for (size_t k = 0; k < nr; ++k)
+    resultPtr[k] = resultArg[k] >= 0 ? impl->getArg(static_cast<unsigned>(resultArg[k]))
+                                     : fromArray(2, k, B_.getPtrTy());
+  B_.CreateBr(start);
   // Sizes bound inside the function (data-dependent trip counts) live in slots.
   lower::forEachStmt(lf_.body, [&](const lower::Stmt& s) {
     const ir::Instr& in = s.in;
@@ -2620,12 +2672,11 @@ std::unique_ptr<llvm::Module> Gen::run() {
     }
     sizeVals_[d.name] = B_.CreateSelect(pos, v, i64(0));
   }
-  errArg_ = impl->getArg(static_cast<unsigned>(np + ns + nr));
+  errArg_ = impl->getArg(impl->arg_size() - 1);
 
   // Results built in place (lower::Buffer::Result).
   for (const auto& [v, b] : lf_.buffers)
-    if (b.place == lower::Buffer::Result)
-      resultBuffers_[v] = impl->getArg(static_cast<unsigned>(np + ns + b.slot));
+    if (b.place == lower::Buffer::Result) resultBuffers_[v] = resultPtr[b.slot];
 
   B_.SetInsertPoint(start);
   // Entry checks (ir::EntryCheck), before any work: cond >= 0, unless a guard is below 1.
@@ -2640,7 +2691,7 @@ std::unique_ptr<llvm::Module> Gen::run() {
   for (size_t k = 0; k < nr; ++k) {
     int y = f_.body.yields[k];
     const ir::Type& t = f_.types[y];
-    llvm::Value* dst = impl->getArg(static_cast<unsigned>(np + ns + k));
+    llvm::Value* dst = resultPtr[k];
     if (resultBuffers_.count(y)) continue;
     if (t.rank() == 0) {
       llvm::Value* v = val(y);
@@ -2661,17 +2712,23 @@ std::unique_ptr<llvm::Module> Gen::run() {
   B_.SetInsertPoint(llvm::BasicBlock::Create(ctx_, "entry", abi));
   std::vector<llvm::Value*> callArgs;
   for (size_t k = 0; k < np; ++k) {
+    if (paramArg[k] < 0) continue;
     llvm::Value* p = B_.CreateLoad(B_.getPtrTy(),
                                    B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(0), k));
     const ir::Type& t = f_.paramTypes[k];
     callArgs.push_back(t.rank() ? p : loadElem(t.dtype, p));
   }
   for (size_t k = 0; k < ns; ++k)
-    callArgs.push_back(B_.CreateLoad(
-        B_.getInt64Ty(), B_.CreateConstInBoundsGEP1_64(B_.getInt64Ty(), abi->getArg(1), k)));
+    if (sizeArg[k] >= 0)
+      callArgs.push_back(B_.CreateLoad(
+          B_.getInt64Ty(), B_.CreateConstInBoundsGEP1_64(B_.getInt64Ty(), abi->getArg(1), k)));
   for (size_t k = 0; k < nr; ++k)
-    callArgs.push_back(B_.CreateLoad(
-        B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(2), k)));
+    if (resultArg[k] >= 0)
+      callArgs.push_back(B_.CreateLoad(
+          B_.getPtrTy(), B_.CreateConstInBoundsGEP1_64(B_.getPtrTy(), abi->getArg(2), k)));
+  if (packed)
+    for (unsigned a = 0; a < 3; ++a)
+      callArgs.push_back(abi->getArg(a));
   callArgs.push_back(abi->getArg(3));
   B_.CreateRet(B_.CreateCall(impl, callArgs));
 

@@ -390,18 +390,78 @@ TEST(JitVsInterpLarge, HugeBlocksSameBitsWithLevelZeroMachineCode) {
   ASSERT_TRUE(prog->ok()) << prog->diagnostics();
   ir::Function f = prog->forward("f");
   ir::Function g = differentiate(f, {});
-  codegen::JitOptions greedy;
+  // At level 0 too the huge block is cut into pieces (JitOptions::hugeBlock / 2 long); with
+  // hugeBlock 0 it stays whole.
+  codegen::JitOptions greedy, level0, level0Whole;
   greedy.hugeBlock = 0;
-  JitRunner fast{codegen::JitOptions{}}, slow{greedy};
+  level0.optLevel = level0Whole.optLevel = 0;
+  level0Whole.hugeBlock = 0;
+  std::pair<const char*, JitRunner> runners[] = {{"level 0 machine code in pieces", JitRunner{}},
+                                                 {"greedy allocator", JitRunner{greedy}},
+                                                 {"level 0 in pieces", JitRunner{level0}},
+                                                 {"level 0 whole", JitRunner{level0Whole}}};
   for (const ir::Function* h :
        {static_cast<const ir::Function*>(&f), static_cast<const ir::Function*>(&g)}) {
     std::vector<Tensor> args = randomArgs(*h, {}, 3);
-    auto e = evaluate(*h, args), a = fast.prepare(*h)(args), b = slow.prepare(*h)(args);
-    ASSERT_EQ(a.size(), e.size());
-    ASSERT_EQ(b.size(), e.size());
-    for (size_t k = 0; k < e.size(); ++k) {
-      expectSameBits(a[k], e[k], h->name + " level 0 machine code " + std::to_string(k));
-      expectSameBits(b[k], e[k], h->name + " greedy allocator " + std::to_string(k));
+    auto e = evaluate(*h, args);
+    for (auto& [what, runner] : runners) {
+      auto a = runner.prepare(*h)(args);
+      ASSERT_EQ(a.size(), e.size());
+      for (size_t k = 0; k < e.size(); ++k)
+        expectSameBits(a[k], e[k], h->name + " " + what + " " + std::to_string(k));
+    }
+  }
+}
+
+// Past 64 arguments the internal function takes its scalars and sizes, and past 64 tensors
+// its tensor pointers, through the entry point's arrays instead of one by one (codegen,
+// Gen::run: LLVM's interprocedural passes are quadratic in a call's arguments). Every mix
+// against the evaluator: many scalars with a few tensors (the tensors stay noalias
+// arguments), many tensors, and the gradients of both (a result per parameter), with f32
+// and i64 scalars among them, at levels 2 and 0.
+TEST(JitVsInterpLarge, ManyParametersThroughTheEntryPointsArrays) {
+  auto program = [](int scalars, int tensors) {
+    std::string sig, body;
+    for (int i = 0; i < scalars; ++i) {
+      const char* t = i % 10 == 3 ? "f32" : i % 10 == 7 ? "i64" : "f64";
+      sig += (sig.empty() ? "" : ", ") + std::string("s") + std::to_string(i) + ": " + t;
+      std::string v = "s" + std::to_string(i);
+      if (i % 10 != 0 && i % 10 != 5) continue;
+      body +=
+          (body.empty() ? "" : " + ") + v + " * s" + std::to_string(i + 1 < scalars ? i + 1 : 0);
+    }
+    for (int i = 0; i < tensors; ++i) {
+      sig += ", v" + std::to_string(i) + ": f64[n]";
+      body += " + v" + std::to_string(i) + "[1] * v" + std::to_string((i + 1) % tensors) + "[2]";
+    }
+    // A few f32 and i64 parameters join the sum through conversions.
+    for (int i = 3; i + 4 < scalars; i += 40)
+      body += " + f64(s" + std::to_string(i) + ") * f64(s" + std::to_string(i + 4) + ")";
+    return "fn f(" + sig + ") -> f64 {\n    " + body + "\n}\n" + "fn g(" + sig +
+           ") -> f64[n] {\n    let w[i] = v0[i] * (" + body + ");\n    w\n}\n";
+  };
+  codegen::JitOptions level0;
+  level0.optLevel = 0;
+  JitRunner at2, at0{level0};
+  for (auto [scalars, tensors] : {std::pair{100, 2}, std::pair{4, 70}, std::pair{90, 80}}) {
+    std::string label =
+        std::to_string(scalars) + " scalars, " + std::to_string(tensors) + " tensors";
+    auto prog = Program::fromString("many", program(scalars, tensors));
+    ASSERT_TRUE(prog->ok()) << label << "\n" << prog->diagnostics();
+    for (const char* fn : {"f", "g"}) {
+      ir::Function f = prog->forward(fn);
+      ir::Function grad = differentiate(f, {});
+      for (const ir::Function* h : {&f, &grad}) {
+        std::vector<Tensor> args = randomArgs(*h, {{"n", 5}}, 3);
+        auto e = evaluate(*h, args);
+        ASSERT_EQ(e.size(), h->body.yields.size());
+        for (JitRunner* r : {&at2, &at0}) {
+          auto a = r->prepare(*h)(args);
+          ASSERT_EQ(a.size(), e.size()) << label;
+          for (size_t k = 0; k < e.size(); ++k)
+            expectSameBits(a[k], e[k], label + " " + h->name + " result " + std::to_string(k));
+        }
+      }
     }
   }
 }
