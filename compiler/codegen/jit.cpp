@@ -331,15 +331,17 @@ struct Backend {
 };
 
 /// How a module's machine code is made: in how many parts, and, for a module with a block over
-/// JitOptions::hugeBlock instructions, at level 0 (`hugeBlock` that block's length; 0 when not).
+/// JitOptions::hugeBlock instructions, at level 0 with its blocks cut into pieces (`hugeBlock`
+/// that block's length, `piece` the pieces' length; 0 when not).
 struct CodegenPlan {
   int parts = 1;
   size_t hugeBlock = 0;
+  size_t piece = 0;
 
   /// What SLOPE_JIT_TIMING adds to the function's line.
   std::string note() const {
     return hugeBlock ? ", machine code at level 0: a block of " + std::to_string(hugeBlock) +
-                           " instructions"
+                           " instructions, in pieces of " + std::to_string(piece)
                      : "";
   }
 };
@@ -363,7 +365,7 @@ struct Jit::Impl {
   std::atomic<bool> cancel{false}; // set with stopping: the second tier in hand stops early
   std::thread tierThread;
 
-  CodegenPlan codegenPlan(const llvm::Module& m, int level) const;
+  CodegenPlan codegenPlan(const llvm::Module& m) const;
   void compileInParts(Backend& b, std::unique_ptr<llvm::Module> m, const CodegenPlan& plan);
   void request(Tier* t, bool front);
   void tierLoop();
@@ -597,12 +599,51 @@ Jit::~Jit() {
     release();
 }
 
-/// How m's machine code is made at `level`. At level 0 whole, for a block over
-/// JitOptions::hugeBlock instructions. Otherwise in parts: one per compile thread, at most one
-/// per function, and one for a module too small to pay for a thread (starting one and the
-/// bitcode round trip below cost about a millisecond; code generation takes about that for 40
-/// LLVM instructions).
-CodegenPlan Jit::Impl::codegenPlan(const llvm::Module& m, int level) const {
+namespace {
+
+/// Cuts every basic block of m longer than `piece` instructions into blocks of `piece`, each
+/// ending in a branch to the next: the same computation. Level 0's register allocator works a
+/// block at a time and, at every call in a block, visits every value live in that block: in
+/// one block of straight-line code with N values live across N calls (a gradient's forward
+/// values waiting for the reverse sweep, each step calling sin or cos) that is N^2 visits, 70 %
+/// of the code generation of a 16,000-step chain's gradient. Across a block boundary a value lives
+/// in its stack slot, as it would in a huge block anyway, and each block's visits are bounded by
+/// its length. The entry block is cut only after its last alloca, so allocas stay static.
+void splitBlocks(llvm::Module& m, size_t piece) {
+  if (piece == 0) return;
+  for (llvm::Function& fn : m) {
+    std::vector<llvm::BasicBlock*> blocks;
+    for (llvm::BasicBlock& bb : fn)
+      if (bb.size() > piece) blocks.push_back(&bb);
+    for (llvm::BasicBlock* bb : blocks) {
+      // Cut points: every `piece` instructions after the PHIs (and the entry's allocas),
+      // before the terminator. From the last one back, so each cut moves one piece.
+      std::vector<llvm::Instruction*> cuts;
+      size_t first = 0, k = 0;
+      for (llvm::Instruction& i : *bb) {
+        ++k;
+        if (llvm::isa<llvm::PHINode>(i) || (bb->isEntryBlock() && llvm::isa<llvm::AllocaInst>(i)))
+          first = k;
+      }
+      k = 0;
+      for (llvm::Instruction& i : *bb) {
+        if (k > first && (k - first) % piece == 0 && !i.isTerminator()) cuts.push_back(&i);
+        ++k;
+      }
+      for (auto it = cuts.rbegin(); it != cuts.rend(); ++it)
+        bb->splitBasicBlock(*it, "piece");
+    }
+  }
+}
+
+} // namespace
+
+/// How m's machine code is made. At level 0 whole, its blocks cut into pieces, for a block over
+/// JitOptions::hugeBlock instructions (whatever the level its IR was optimised at). Otherwise in
+/// parts: one per compile thread, at most one per function, and one for a module too small to pay
+/// for a thread (starting one and the bitcode round trip below cost about a millisecond; code
+/// generation takes about that for 40 LLVM instructions).
+CodegenPlan Jit::Impl::codegenPlan(const llvm::Module& m) const {
   int threads = opt.compileThreads > 0 ? opt.compileThreads : opt.threads;
   int functions = 0;
   size_t instructions = 0, largest = 0, block = 0;
@@ -615,8 +656,9 @@ CodegenPlan Jit::Impl::codegenPlan(const llvm::Module& m, int level) const {
       block = std::max(block, bb.size());
   }
   CodegenPlan plan;
-  if (level > 0 && opt.hugeBlock > 0 && block > opt.hugeBlock) {
+  if (opt.hugeBlock > 0 && block > opt.hugeBlock) {
     plan.hugeBlock = block;
+    plan.piece = opt.hugeBlock / 2;
     return plan;
   }
   if (instructions < opt.minSplitInstructions) return plan;
@@ -627,19 +669,24 @@ CodegenPlan Jit::Impl::codegenPlan(const llvm::Module& m, int level) const {
   return plan;
 }
 
-/// Machine code for m's functions as `plan` says: whole (on level 0's TargetMachine for a huge
-/// block), or split into plan.parts modules (llvm::SplitModule, largest functions dealt
-/// round-robin) compiled side by side, the calling thread taking the first.
-/// The others go to a fresh LLVMContext each through bitcode, since one context is not safe
-/// to use from two threads; each thread has its own TargetMachine. The objects then link in
-/// the JIT like one: SplitModule gives the internal functions and globals that the parts
-/// share external (hidden) names, unique in the JIT because the function's name is.
+/// Machine code for m's functions as `plan` says: whole (for a huge block, cut into pieces and
+/// on level 0's TargetMachine), or split into plan.parts modules (llvm::SplitModule, largest
+/// functions dealt round-robin) compiled side by side, the calling thread taking the first. The
+/// others go to a fresh LLVMContext each through bitcode, since one context is not safe to use from
+/// two threads; each thread has its own TargetMachine. The objects then link in the JIT like one:
+/// SplitModule gives the internal functions and globals that the parts share external (hidden)
+/// names, unique in the JIT because the function's name is.
 void Jit::Impl::compileInParts(Backend& b, std::unique_ptr<llvm::Module> m,
                                const CodegenPlan& plan) {
   if (plan.parts <= 1) {
-    if (plan.hugeBlock && !b.hugeTm)
-      b.hugeTm = orThrow(hostBuilder(0).createTargetMachine(), "creating the target machine");
-    auto obj = llvm::orc::SimpleCompiler(plan.hugeBlock ? *b.hugeTm : *b.tm)(*m);
+    llvm::TargetMachine* tm = b.tm.get();
+    if (plan.hugeBlock) {
+      splitBlocks(*m, plan.piece);
+      if (b.level > 0 && !b.hugeTm)
+        b.hugeTm = orThrow(hostBuilder(0).createTargetMachine(), "creating the target machine");
+      if (b.level > 0) tm = b.hugeTm.get();
+    }
+    auto obj = llvm::orc::SimpleCompiler(*tm)(*m);
     if (!obj) throw std::runtime_error("JIT: " + llvm::toString(obj.takeError()));
     if (auto err = jit->addObjectFile(std::move(*obj)))
       throw std::runtime_error("JIT: " + llvm::toString(std::move(err)));
@@ -770,7 +817,7 @@ CompiledFunction Jit::add(const ir::Function& f) {
   codegen::optimize(*m, *impl_->first.tm, impl_->first.level);
   auto t2 = Clock::now();
   if (impl_->opt.offload) out.tasks = chunkTasks(*m, named.name);
-  const CodegenPlan plan = impl_->codegenPlan(*m, impl_->first.level);
+  const CodegenPlan plan = impl_->codegenPlan(*m);
   impl_->compileInParts(impl_->first, std::move(m), plan);
   ctx.reset();
   auto sym = orThrow(impl_->jit->lookup(entry), "JIT lookup");
@@ -873,7 +920,7 @@ void Jit::Impl::compileSecondTier(Tier& t) {
     std::lock_guard<std::mutex> lock(queueMutex);
     if (stopping) throw std::runtime_error(kDestroyedFirst);
   }
-  const CodegenPlan plan = codegenPlan(*m, later.level);
+  const CodegenPlan plan = codegenPlan(*m);
   compileInParts(later, std::move(m), plan);
   ctx.reset();
   auto fn = orThrow(jit->lookup(named.name), "JIT lookup").toPtr<slope_fn>();

@@ -84,11 +84,13 @@ struct JitOptions {
   // splits a module into parts at all.
   size_t minSplitInstructions = 2000;
   // A module with a basic block of more LLVM instructions than this (after optimisation) gets
-  // its machine code at level 0, in one part, whatever its level: LLVM's greedy register
-  // allocator grows faster than linearly in a block's length (a 16,000-term expression: 91 %
-  // of code generation, docs/benchmarks.md (g)), where level 0's fast allocator is linear.
-  // Such blocks are straight-line code thousands of operations long (the samples' largest
-  // has 141). The same bits at every level; 0: never.
+  // its machine code at level 0, in one part, whatever its level, with its blocks cut into
+  // pieces of hugeBlock / 2: LLVM's greedy register allocator grows faster than linearly in
+  // a block's length (a 16,000-term expression: 91 % of code generation, docs/benchmarks.md
+  // (g)), and level 0's fast one is linear in the number of blocks but quadratic within one
+  // that has many values live across many calls. Such blocks are straight-line code
+  // thousands of operations long (the samples' largest has 141). The same bits at every
+  // level; 0: never.
   size_t hugeBlock = 2000;
   // Math functions through libmvec where this machine has it (compiler/support/vmath.hpp).
   // An object file for a CPU without AVX2 and FMA turns it off (codegen/object.hpp).
